@@ -1,0 +1,115 @@
+from brokermesh.type.v1 import decimal_pb2 as _decimal_pb2
+from brokermesh.type.v1 import trading_pb2 as _trading_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ExchangeOrder(_message.Message):
+    __slots__ = ("exchange_order_id", "cl_ord_id", "symbol", "side", "quantity", "filled_quantity", "leaves_quantity", "ord_status", "average_price", "sender_comp_id")
+    EXCHANGE_ORDER_ID_FIELD_NUMBER: _ClassVar[int]
+    CL_ORD_ID_FIELD_NUMBER: _ClassVar[int]
+    SYMBOL_FIELD_NUMBER: _ClassVar[int]
+    SIDE_FIELD_NUMBER: _ClassVar[int]
+    QUANTITY_FIELD_NUMBER: _ClassVar[int]
+    FILLED_QUANTITY_FIELD_NUMBER: _ClassVar[int]
+    LEAVES_QUANTITY_FIELD_NUMBER: _ClassVar[int]
+    ORD_STATUS_FIELD_NUMBER: _ClassVar[int]
+    AVERAGE_PRICE_FIELD_NUMBER: _ClassVar[int]
+    SENDER_COMP_ID_FIELD_NUMBER: _ClassVar[int]
+    exchange_order_id: str
+    cl_ord_id: str
+    symbol: str
+    side: _trading_pb2.Side
+    quantity: int
+    filled_quantity: int
+    leaves_quantity: int
+    ord_status: str
+    average_price: _decimal_pb2.Decimal
+    sender_comp_id: str
+    def __init__(self, exchange_order_id: _Optional[str] = ..., cl_ord_id: _Optional[str] = ..., symbol: _Optional[str] = ..., side: _Optional[_Union[_trading_pb2.Side, str]] = ..., quantity: _Optional[int] = ..., filled_quantity: _Optional[int] = ..., leaves_quantity: _Optional[int] = ..., ord_status: _Optional[str] = ..., average_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., sender_comp_id: _Optional[str] = ...) -> None: ...
+
+class ListExchangeOrdersRequest(_message.Message):
+    __slots__ = ("sender_comp_id",)
+    SENDER_COMP_ID_FIELD_NUMBER: _ClassVar[int]
+    sender_comp_id: str
+    def __init__(self, sender_comp_id: _Optional[str] = ...) -> None: ...
+
+class ListExchangeOrdersResponse(_message.Message):
+    __slots__ = ("orders",)
+    ORDERS_FIELD_NUMBER: _ClassVar[int]
+    orders: _containers.RepeatedCompositeFieldContainer[ExchangeOrder]
+    def __init__(self, orders: _Optional[_Iterable[_Union[ExchangeOrder, _Mapping]]] = ...) -> None: ...
+
+class GetOrderBookRequest(_message.Message):
+    __slots__ = ("symbol", "depth")
+    SYMBOL_FIELD_NUMBER: _ClassVar[int]
+    DEPTH_FIELD_NUMBER: _ClassVar[int]
+    symbol: str
+    depth: int
+    def __init__(self, symbol: _Optional[str] = ..., depth: _Optional[int] = ...) -> None: ...
+
+class PriceLevel(_message.Message):
+    __slots__ = ("price", "quantity", "order_count")
+    PRICE_FIELD_NUMBER: _ClassVar[int]
+    QUANTITY_FIELD_NUMBER: _ClassVar[int]
+    ORDER_COUNT_FIELD_NUMBER: _ClassVar[int]
+    price: _decimal_pb2.Decimal
+    quantity: int
+    order_count: int
+    def __init__(self, price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., quantity: _Optional[int] = ..., order_count: _Optional[int] = ...) -> None: ...
+
+class OrderBook(_message.Message):
+    __slots__ = ("symbol", "bids", "asks", "last_price")
+    SYMBOL_FIELD_NUMBER: _ClassVar[int]
+    BIDS_FIELD_NUMBER: _ClassVar[int]
+    ASKS_FIELD_NUMBER: _ClassVar[int]
+    LAST_PRICE_FIELD_NUMBER: _ClassVar[int]
+    symbol: str
+    bids: _containers.RepeatedCompositeFieldContainer[PriceLevel]
+    asks: _containers.RepeatedCompositeFieldContainer[PriceLevel]
+    last_price: _decimal_pb2.Decimal
+    def __init__(self, symbol: _Optional[str] = ..., bids: _Optional[_Iterable[_Union[PriceLevel, _Mapping]]] = ..., asks: _Optional[_Iterable[_Union[PriceLevel, _Mapping]]] = ..., last_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ...) -> None: ...
+
+class HaltTradingRequest(_message.Message):
+    __slots__ = ("symbol", "reason")
+    SYMBOL_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    symbol: str
+    reason: str
+    def __init__(self, symbol: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class ResumeTradingRequest(_message.Message):
+    __slots__ = ("symbol",)
+    SYMBOL_FIELD_NUMBER: _ClassVar[int]
+    symbol: str
+    def __init__(self, symbol: _Optional[str] = ...) -> None: ...
+
+class TradingState(_message.Message):
+    __slots__ = ("market_halted", "halted_symbols")
+    MARKET_HALTED_FIELD_NUMBER: _ClassVar[int]
+    HALTED_SYMBOLS_FIELD_NUMBER: _ClassVar[int]
+    market_halted: bool
+    halted_symbols: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, market_halted: _Optional[bool] = ..., halted_symbols: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class SetScenarioRequest(_message.Message):
+    __slots__ = ("reject_next_orders", "reject_text", "delay_reports_ms", "drop_session", "pause_market_makers")
+    REJECT_NEXT_ORDERS_FIELD_NUMBER: _ClassVar[int]
+    REJECT_TEXT_FIELD_NUMBER: _ClassVar[int]
+    DELAY_REPORTS_MS_FIELD_NUMBER: _ClassVar[int]
+    DROP_SESSION_FIELD_NUMBER: _ClassVar[int]
+    PAUSE_MARKET_MAKERS_FIELD_NUMBER: _ClassVar[int]
+    reject_next_orders: int
+    reject_text: str
+    delay_reports_ms: int
+    drop_session: str
+    pause_market_makers: bool
+    def __init__(self, reject_next_orders: _Optional[int] = ..., reject_text: _Optional[str] = ..., delay_reports_ms: _Optional[int] = ..., drop_session: _Optional[str] = ..., pause_market_makers: _Optional[bool] = ...) -> None: ...
+
+class SetScenarioResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...

@@ -1,0 +1,254 @@
+import datetime
+
+from brokermesh.type.v1 import decimal_pb2 as _decimal_pb2
+from brokermesh.type.v1 import invariants_pb2 as _invariants_pb2
+from brokermesh.type.v1 import trading_pb2 as _trading_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class OrderStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ORDER_STATUS_UNSPECIFIED: _ClassVar[OrderStatus]
+    ORDER_STATUS_PENDING_EXCHANGE: _ClassVar[OrderStatus]
+    ORDER_STATUS_OPEN: _ClassVar[OrderStatus]
+    ORDER_STATUS_PARTIALLY_FILLED: _ClassVar[OrderStatus]
+    ORDER_STATUS_FILLED: _ClassVar[OrderStatus]
+    ORDER_STATUS_CANCELLED: _ClassVar[OrderStatus]
+    ORDER_STATUS_REJECTED: _ClassVar[OrderStatus]
+    ORDER_STATUS_EXPIRED: _ClassVar[OrderStatus]
+    ORDER_STATUS_PENDING_CANCEL: _ClassVar[OrderStatus]
+    ORDER_STATUS_PENDING_REPLACE: _ClassVar[OrderStatus]
+    ORDER_STATUS_TRIGGER_PENDING: _ClassVar[OrderStatus]
+
+class OrderEventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ORDER_EVENT_TYPE_UNSPECIFIED: _ClassVar[OrderEventType]
+    ORDER_EVENT_TYPE_ACCEPTED: _ClassVar[OrderEventType]
+    ORDER_EVENT_TYPE_OPENED: _ClassVar[OrderEventType]
+    ORDER_EVENT_TYPE_FILLED: _ClassVar[OrderEventType]
+    ORDER_EVENT_TYPE_CANCEL_REQUESTED: _ClassVar[OrderEventType]
+    ORDER_EVENT_TYPE_CANCELLED: _ClassVar[OrderEventType]
+    ORDER_EVENT_TYPE_MODIFY_REQUESTED: _ClassVar[OrderEventType]
+    ORDER_EVENT_TYPE_MODIFIED: _ClassVar[OrderEventType]
+    ORDER_EVENT_TYPE_REJECTED: _ClassVar[OrderEventType]
+    ORDER_EVENT_TYPE_AMEND_REJECTED: _ClassVar[OrderEventType]
+    ORDER_EVENT_TYPE_EXPIRED: _ClassVar[OrderEventType]
+    ORDER_EVENT_TYPE_TRIGGERED: _ClassVar[OrderEventType]
+ORDER_STATUS_UNSPECIFIED: OrderStatus
+ORDER_STATUS_PENDING_EXCHANGE: OrderStatus
+ORDER_STATUS_OPEN: OrderStatus
+ORDER_STATUS_PARTIALLY_FILLED: OrderStatus
+ORDER_STATUS_FILLED: OrderStatus
+ORDER_STATUS_CANCELLED: OrderStatus
+ORDER_STATUS_REJECTED: OrderStatus
+ORDER_STATUS_EXPIRED: OrderStatus
+ORDER_STATUS_PENDING_CANCEL: OrderStatus
+ORDER_STATUS_PENDING_REPLACE: OrderStatus
+ORDER_STATUS_TRIGGER_PENDING: OrderStatus
+ORDER_EVENT_TYPE_UNSPECIFIED: OrderEventType
+ORDER_EVENT_TYPE_ACCEPTED: OrderEventType
+ORDER_EVENT_TYPE_OPENED: OrderEventType
+ORDER_EVENT_TYPE_FILLED: OrderEventType
+ORDER_EVENT_TYPE_CANCEL_REQUESTED: OrderEventType
+ORDER_EVENT_TYPE_CANCELLED: OrderEventType
+ORDER_EVENT_TYPE_MODIFY_REQUESTED: OrderEventType
+ORDER_EVENT_TYPE_MODIFIED: OrderEventType
+ORDER_EVENT_TYPE_REJECTED: OrderEventType
+ORDER_EVENT_TYPE_AMEND_REJECTED: OrderEventType
+ORDER_EVENT_TYPE_EXPIRED: OrderEventType
+ORDER_EVENT_TYPE_TRIGGERED: OrderEventType
+
+class CheckInvariantsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class CheckInvariantsResponse(_message.Message):
+    __slots__ = ("violations", "orders_checked")
+    VIOLATIONS_FIELD_NUMBER: _ClassVar[int]
+    ORDERS_CHECKED_FIELD_NUMBER: _ClassVar[int]
+    violations: _containers.RepeatedCompositeFieldContainer[_invariants_pb2.InvariantViolation]
+    orders_checked: int
+    def __init__(self, violations: _Optional[_Iterable[_Union[_invariants_pb2.InvariantViolation, _Mapping]]] = ..., orders_checked: _Optional[int] = ...) -> None: ...
+
+class Order(_message.Message):
+    __slots__ = ("name", "order_id", "user_id", "client_order_id", "symbol", "side", "type", "time_in_force", "product", "quantity", "limit_price", "stop_price", "status", "filled_quantity", "leaves_quantity", "average_price", "status_reason", "version", "create_time", "update_time", "exchange_order_id")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ORDER_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_ORDER_ID_FIELD_NUMBER: _ClassVar[int]
+    SYMBOL_FIELD_NUMBER: _ClassVar[int]
+    SIDE_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    TIME_IN_FORCE_FIELD_NUMBER: _ClassVar[int]
+    PRODUCT_FIELD_NUMBER: _ClassVar[int]
+    QUANTITY_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_PRICE_FIELD_NUMBER: _ClassVar[int]
+    STOP_PRICE_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    FILLED_QUANTITY_FIELD_NUMBER: _ClassVar[int]
+    LEAVES_QUANTITY_FIELD_NUMBER: _ClassVar[int]
+    AVERAGE_PRICE_FIELD_NUMBER: _ClassVar[int]
+    STATUS_REASON_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    EXCHANGE_ORDER_ID_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    order_id: str
+    user_id: str
+    client_order_id: str
+    symbol: str
+    side: _trading_pb2.Side
+    type: _trading_pb2.OrderType
+    time_in_force: _trading_pb2.TimeInForce
+    product: _trading_pb2.Product
+    quantity: int
+    limit_price: _decimal_pb2.Decimal
+    stop_price: _decimal_pb2.Decimal
+    status: OrderStatus
+    filled_quantity: int
+    leaves_quantity: int
+    average_price: _decimal_pb2.Decimal
+    status_reason: str
+    version: int
+    create_time: _timestamp_pb2.Timestamp
+    update_time: _timestamp_pb2.Timestamp
+    exchange_order_id: str
+    def __init__(self, name: _Optional[str] = ..., order_id: _Optional[str] = ..., user_id: _Optional[str] = ..., client_order_id: _Optional[str] = ..., symbol: _Optional[str] = ..., side: _Optional[_Union[_trading_pb2.Side, str]] = ..., type: _Optional[_Union[_trading_pb2.OrderType, str]] = ..., time_in_force: _Optional[_Union[_trading_pb2.TimeInForce, str]] = ..., product: _Optional[_Union[_trading_pb2.Product, str]] = ..., quantity: _Optional[int] = ..., limit_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., stop_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., status: _Optional[_Union[OrderStatus, str]] = ..., filled_quantity: _Optional[int] = ..., leaves_quantity: _Optional[int] = ..., average_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., status_reason: _Optional[str] = ..., version: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., exchange_order_id: _Optional[str] = ...) -> None: ...
+
+class Trade(_message.Message):
+    __slots__ = ("name", "exec_id", "order_id", "symbol", "side", "quantity", "price", "execute_time", "product")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    EXEC_ID_FIELD_NUMBER: _ClassVar[int]
+    ORDER_ID_FIELD_NUMBER: _ClassVar[int]
+    SYMBOL_FIELD_NUMBER: _ClassVar[int]
+    SIDE_FIELD_NUMBER: _ClassVar[int]
+    QUANTITY_FIELD_NUMBER: _ClassVar[int]
+    PRICE_FIELD_NUMBER: _ClassVar[int]
+    EXECUTE_TIME_FIELD_NUMBER: _ClassVar[int]
+    PRODUCT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    exec_id: str
+    order_id: str
+    symbol: str
+    side: _trading_pb2.Side
+    quantity: int
+    price: _decimal_pb2.Decimal
+    execute_time: _timestamp_pb2.Timestamp
+    product: _trading_pb2.Product
+    def __init__(self, name: _Optional[str] = ..., exec_id: _Optional[str] = ..., order_id: _Optional[str] = ..., symbol: _Optional[str] = ..., side: _Optional[_Union[_trading_pb2.Side, str]] = ..., quantity: _Optional[int] = ..., price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., execute_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., product: _Optional[_Union[_trading_pb2.Product, str]] = ...) -> None: ...
+
+class PlaceOrderRequest(_message.Message):
+    __slots__ = ("parent", "order", "request_id")
+    PARENT_FIELD_NUMBER: _ClassVar[int]
+    ORDER_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    parent: str
+    order: Order
+    request_id: str
+    def __init__(self, parent: _Optional[str] = ..., order: _Optional[_Union[Order, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class GetOrderRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class ListOrdersRequest(_message.Message):
+    __slots__ = ("parent", "page_size", "page_token", "statuses")
+    PARENT_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    STATUSES_FIELD_NUMBER: _ClassVar[int]
+    parent: str
+    page_size: int
+    page_token: str
+    statuses: _containers.RepeatedScalarFieldContainer[OrderStatus]
+    def __init__(self, parent: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., statuses: _Optional[_Iterable[_Union[OrderStatus, str]]] = ...) -> None: ...
+
+class ListOrdersResponse(_message.Message):
+    __slots__ = ("orders", "next_page_token")
+    ORDERS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    orders: _containers.RepeatedCompositeFieldContainer[Order]
+    next_page_token: str
+    def __init__(self, orders: _Optional[_Iterable[_Union[Order, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class CancelOrderRequest(_message.Message):
+    __slots__ = ("name", "request_id")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    request_id: str
+    def __init__(self, name: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class ModifyOrderRequest(_message.Message):
+    __slots__ = ("name", "quantity", "limit_price", "stop_price", "request_id")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    QUANTITY_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_PRICE_FIELD_NUMBER: _ClassVar[int]
+    STOP_PRICE_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    quantity: int
+    limit_price: _decimal_pb2.Decimal
+    stop_price: _decimal_pb2.Decimal
+    request_id: str
+    def __init__(self, name: _Optional[str] = ..., quantity: _Optional[int] = ..., limit_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., stop_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class ListTradesRequest(_message.Message):
+    __slots__ = ("parent", "page_size", "page_token", "order_id")
+    PARENT_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    ORDER_ID_FIELD_NUMBER: _ClassVar[int]
+    parent: str
+    page_size: int
+    page_token: str
+    order_id: str
+    def __init__(self, parent: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., order_id: _Optional[str] = ...) -> None: ...
+
+class ListTradesResponse(_message.Message):
+    __slots__ = ("trades", "next_page_token")
+    TRADES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    trades: _containers.RepeatedCompositeFieldContainer[Trade]
+    next_page_token: str
+    def __init__(self, trades: _Optional[_Iterable[_Union[Trade, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class StreamOrderUpdatesRequest(_message.Message):
+    __slots__ = ("parent", "after_event_id")
+    PARENT_FIELD_NUMBER: _ClassVar[int]
+    AFTER_EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    parent: str
+    after_event_id: str
+    def __init__(self, parent: _Optional[str] = ..., after_event_id: _Optional[str] = ...) -> None: ...
+
+class StreamOrderUpdatesResponse(_message.Message):
+    __slots__ = ("event",)
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    event: OrderEvent
+    def __init__(self, event: _Optional[_Union[OrderEvent, _Mapping]] = ...) -> None: ...
+
+class OrderEvent(_message.Message):
+    __slots__ = ("event_id", "type", "order", "trade", "event_time", "request_id")
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    ORDER_FIELD_NUMBER: _ClassVar[int]
+    TRADE_FIELD_NUMBER: _ClassVar[int]
+    EVENT_TIME_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    event_id: str
+    type: OrderEventType
+    order: Order
+    trade: Trade
+    event_time: _timestamp_pb2.Timestamp
+    request_id: str
+    def __init__(self, event_id: _Optional[str] = ..., type: _Optional[_Union[OrderEventType, str]] = ..., order: _Optional[_Union[Order, _Mapping]] = ..., trade: _Optional[_Union[Trade, _Mapping]] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...

@@ -1,0 +1,78 @@
+"""The request context that travels with every unit of work: request id and audit facts.
+
+It rides in gRPC metadata (`x-request-id`, `x-client-ip`, `x-actor`) and NATS headers
+(`X-Request-Id`), is restored into a contextvar on arrival, and is stamped on every log
+line and audit row.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+
+from svc_runtime.ids import new_id
+
+REQUEST_ID_METADATA = "x-request-id"
+CLIENT_IP_METADATA = "x-client-ip"
+ACTOR_METADATA = "x-actor"
+REQUEST_ID_HEADER = "X-Request-Id"
+
+
+@dataclass(frozen=True)
+class RequestContext:
+    request_id: str = ""
+    client_ip: str = ""
+    actor: str = ""
+
+
+_current: contextvars.ContextVar[RequestContext] = contextvars.ContextVar(
+    "brokermesh_request_context", default=RequestContext()
+)
+
+
+def current() -> RequestContext:
+    return _current.get()
+
+
+def request_id() -> str:
+    return _current.get().request_id
+
+
+def new_request_id() -> str:
+    return new_id("req")
+
+
+@contextmanager
+def bind(**changes: str) -> Iterator[RequestContext]:
+    """Bind context fields for the duration of a block (restored afterwards)."""
+    ctx = replace(_current.get(), **{k: v for k, v in changes.items() if v is not None})
+    token = _current.set(ctx)
+    try:
+        yield ctx
+    finally:
+        _current.reset(token)
+
+
+def set_current(ctx: RequestContext) -> contextvars.Token[RequestContext]:
+    return _current.set(ctx)
+
+
+def outgoing_metadata() -> list[tuple[str, str]]:
+    ctx = _current.get()
+    metadata = [(REQUEST_ID_METADATA, ctx.request_id or new_request_id())]
+    if ctx.client_ip:
+        metadata.append((CLIENT_IP_METADATA, ctx.client_ip))
+    if ctx.actor:
+        metadata.append((ACTOR_METADATA, ctx.actor))
+    return metadata
+
+
+def from_metadata(metadata: tuple[tuple[str, str | bytes], ...] | None) -> RequestContext:
+    values = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in (metadata or ())}
+    return RequestContext(
+        request_id=values.get(REQUEST_ID_METADATA) or new_request_id(),
+        client_ip=values.get(CLIENT_IP_METADATA, ""),
+        actor=values.get(ACTOR_METADATA, ""),
+    )

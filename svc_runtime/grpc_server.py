@@ -1,0 +1,153 @@
+"""The gRPC server every service runs: health checks, reflection, request ids, errors with
+details, metrics, graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import Counter, Histogram
+
+from svc_runtime import context
+from svc_runtime.errors import ServiceError, to_rpc_status
+
+log = logging.getLogger(__name__)
+
+RPC_HANDLED = Counter("grpc_server_handled_total", "RPCs completed", ["service", "method", "code"])
+RPC_SECONDS = Histogram(
+    "grpc_server_handling_seconds",
+    "RPC latency",
+    ["service", "method"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+
+
+def _split(method: str) -> tuple[str, str]:
+    _, service, name = method.split("/", 2)
+    return service.rsplit(".", 1)[-1], name
+
+
+async def _abort_for(error: BaseException, ctx: grpc.aio.ServicerContext, method: str) -> None:
+    if isinstance(error, ServiceError):
+        if error.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+            log.warning(
+                "rpc failed", extra={"method": method, "reason": error.reason, "error": error.message}
+            )
+        await ctx.abort_with_status(to_rpc_status(error))
+    log.exception("unexpected error", extra={"method": method}, exc_info=error)
+    await ctx.abort(grpc.StatusCode.INTERNAL, f"internal error; request id {context.request_id()}")
+
+
+class ServiceInterceptor(grpc.aio.ServerInterceptor):
+    """Restores the request context, maps ServiceError to a rich status, hides anything
+    else behind INTERNAL, and records metrics."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Any],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or method.startswith(("/grpc.health", "/grpc.reflection")):
+            return handler
+        incoming = context.from_metadata(handler_call_details.invocation_metadata)
+        service, name = _split(method)
+
+        if handler.unary_unary is not None:
+            behavior = handler.unary_unary
+
+            async def unary_unary(request: Any, ctx: grpc.aio.ServicerContext) -> Any:
+                context.set_current(incoming)
+                started, code = time.perf_counter(), "OK"
+                try:
+                    return await behavior(request, ctx)
+                except (asyncio.CancelledError, grpc.aio.AbortError):
+                    code = "ABORTED_OR_CANCELLED"
+                    raise
+                except Exception as error:
+                    code = error.code.name if isinstance(error, ServiceError) else "INTERNAL"
+                    await _abort_for(error, ctx, method)
+                finally:
+                    RPC_HANDLED.labels(service, name, code).inc()
+                    RPC_SECONDS.labels(service, name).observe(time.perf_counter() - started)
+
+            return grpc.unary_unary_rpc_method_handler(
+                unary_unary,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+
+        if handler.unary_stream is not None:
+            stream_behavior = handler.unary_stream
+
+            async def unary_stream(request: Any, ctx: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+                context.set_current(incoming)
+                code = "OK"
+                try:
+                    async for response in stream_behavior(request, ctx):
+                        yield response
+                except (asyncio.CancelledError, grpc.aio.AbortError):
+                    code = "ABORTED_OR_CANCELLED"
+                    raise
+                except Exception as error:
+                    code = error.code.name if isinstance(error, ServiceError) else "INTERNAL"
+                    await _abort_for(error, ctx, method)
+                finally:
+                    RPC_HANDLED.labels(service, name, code).inc()
+
+            return grpc.unary_stream_rpc_method_handler(
+                unary_stream,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
+
+
+class GrpcServer:
+    """A grpc.aio server with health and reflection for every registered service."""
+
+    def __init__(self, listen: str, *, max_message_mb: int = 16) -> None:
+        self.listen = listen
+        self.server = grpc.aio.server(
+            interceptors=[ServiceInterceptor()],
+            options=[
+                ("grpc.max_receive_message_length", max_message_mb * 1024 * 1024),
+                ("grpc.max_send_message_length", max_message_mb * 1024 * 1024),
+                ("grpc.so_reuseport", 1),
+                ("grpc.keepalive_time_ms", 30_000),
+                ("grpc.http2.max_pings_without_data", 0),
+            ],
+        )
+        self.health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        self.service_names: list[str] = []
+        self.port = 0
+
+    def add(self, register: Callable[[Any, grpc.aio.Server], None], servicer: Any, full_name: str) -> None:
+        """Register `servicer` with its generated `add_…Servicer_to_server` function."""
+        register(servicer, self.server)
+        self.service_names.append(full_name)
+
+    async def start(self) -> int:
+        names = [*self.service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
+        reflection.enable_server_reflection([*names, reflection.SERVICE_NAME], self.server)
+        self.port = self.server.add_insecure_port(self.listen)
+        if self.port == 0:
+            raise RuntimeError(f"cannot listen on {self.listen}")
+        await self.server.start()
+        for name in ["", *self.service_names]:
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info("grpc server listening", extra={"listen": self.listen, "port": self.port})
+        return self.port
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Report NOT_SERVING first so balancers drain us, then finish in-flight calls."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)

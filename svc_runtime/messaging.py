@@ -1,0 +1,272 @@
+"""NATS: the subject and stream topology shared by all services, publishing with dedup ids
+and request ids, and durable consumers that acknowledge only after their work commits.
+
+A namespace prefixes every stream and subject, so several stacks (tests, benchmarks) can
+share one NATS server without seeing each other's messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+import nats
+from google.protobuf.message import Message
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    DiscardPolicy,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import NotFoundError
+
+from svc_runtime import context
+
+log = logging.getLogger(__name__)
+
+MSG_ID_HEADER = "Nats-Msg-Id"
+TYPE_HEADER = "Bm-Type"
+DAY = 24 * 3600
+
+
+@dataclass(frozen=True)
+class Topology:
+    """Every stream, subject and bucket name, derived from one namespace."""
+
+    namespace: str = "bm"
+
+    @property
+    def _stream_prefix(self) -> str:
+        return self.namespace.upper()
+
+    # Order commands: svc_orders → svc_exec. Work-queue retention: a command is removed once
+    # the executor acknowledges it, and nothing is discarded unconsumed.
+    @property
+    def order_commands_stream(self) -> str:
+        return f"{self._stream_prefix}_ORDER_COMMANDS"
+
+    def order_command_subject(self, kind: str) -> str:
+        return f"{self.namespace}.orders.command.{kind}"
+
+    # Order events: svc_orders → order streams (gRPC, SSE).
+    @property
+    def order_events_stream(self) -> str:
+        return f"{self._stream_prefix}_ORDER_EVENTS"
+
+    def order_event_subject(self, user_id: str) -> str:
+        return f"{self.namespace}.orders.event.{user_id}"
+
+    # Execution reports: svc_exec → svc_orders and svc_funds (each its own durable consumer).
+    @property
+    def exec_reports_stream(self) -> str:
+        return f"{self._stream_prefix}_EXEC_REPORTS"
+
+    def exec_report_subject(self, user_id: str) -> str:
+        return f"{self.namespace}.exec.report.{user_id}"
+
+    # Ticks: svc_marketdata → gateways and quote streams. Core NATS: latest value wins, a
+    # missed tick is superseded by the next one.
+    def tick_subject(self, shard: str) -> str:
+        return f"{self.namespace}.md.ticks.{shard}"
+
+    def kv_bucket(self, name: str) -> str:
+        return f"{self.namespace}_{name}"
+
+    def wildcard(self, subject: str) -> str:
+        """`{ns}.orders.event.u_1` → `{ns}.orders.event.>`."""
+        return subject.rsplit(".", 1)[0] + ".>"
+
+    def streams(self) -> list[StreamConfig]:
+        common = {"storage": StorageType.FILE, "num_replicas": 1, "duplicate_window": 120.0}
+        return [
+            StreamConfig(
+                name=self.order_commands_stream,
+                subjects=[self.wildcard(self.order_command_subject("x"))],
+                retention=RetentionPolicy.WORK_QUEUE,
+                discard=DiscardPolicy.NEW,
+                max_age=7 * DAY,
+                **common,
+            ),
+            StreamConfig(
+                name=self.order_events_stream,
+                subjects=[self.wildcard(self.order_event_subject("x"))],
+                retention=RetentionPolicy.LIMITS,
+                discard=DiscardPolicy.OLD,
+                max_age=2 * DAY,
+                **common,
+            ),
+            StreamConfig(
+                name=self.exec_reports_stream,
+                subjects=[self.wildcard(self.exec_report_subject("x"))],
+                retention=RetentionPolicy.LIMITS,
+                # Never drop a report nobody has consumed: refuse new ones instead, loudly.
+                discard=DiscardPolicy.NEW,
+                max_age=30 * DAY,
+                **common,
+            ),
+        ]
+
+
+async def connect(url: str, name: str) -> NatsClient:
+    async def on_error(exc: Exception) -> None:
+        log.warning("nats error", extra={"error": repr(exc)})
+
+    return await nats.connect(
+        url,
+        name=name,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.5,
+        error_cb=on_error,
+    )
+
+
+async def ensure_streams(js: JetStreamContext, topology: Topology) -> None:
+    """Create or update every stream of the topology (idempotent; every service calls it)."""
+    for config in topology.streams():
+        try:
+            await js.stream_info(config.name)
+            await js.update_stream(config)
+        except NotFoundError:
+            await js.add_stream(config)
+
+
+def headers_for(message: Message, msg_id: str) -> dict[str, str]:
+    return {
+        MSG_ID_HEADER: msg_id,
+        context.REQUEST_ID_HEADER: context.request_id() or context.new_request_id(),
+        TYPE_HEADER: message.DESCRIPTOR.full_name,
+    }
+
+
+async def publish(js: JetStreamContext, subject: str, message: Message, msg_id: str) -> None:
+    """Publish with a dedup id; a missing ack raises, and the caller retries with the same id."""
+    await js.publish(subject, message.SerializeToString(), headers=headers_for(message, msg_id))
+
+
+def request_context_of(msg: Msg) -> context.RequestContext:
+    headers = msg.headers or {}
+    return context.RequestContext(
+        request_id=headers.get(context.REQUEST_ID_HEADER) or context.new_request_id()
+    )
+
+
+M = TypeVar("M", bound=Message)
+
+
+def decode(msg: Msg, message_type: type[M]) -> M:
+    message = message_type()
+    message.ParseFromString(msg.data)
+    return message
+
+
+BatchHandler = Callable[[Sequence[Msg]], Awaitable[None]]
+
+
+class DurableConsumer:
+    """Pulls batches from a durable JetStream consumer and acknowledges each batch only
+    after `handler` returns, i.e. after the handler's database transaction committed.
+
+    A failing batch is retried message by message so that one poison message cannot stall
+    the rest; a message that keeps failing is redelivered with backoff and, after
+    `max_deliver` attempts, left to the handler's dead-letter policy (it is terminated and
+    logged at error level with its stream sequence, never silently dropped).
+    """
+
+    def __init__(
+        self,
+        js: JetStreamContext,
+        *,
+        stream: str,
+        durable: str,
+        filter_subject: str,
+        handler: BatchHandler,
+        batch_size: int = 256,
+        ack_wait: float = 30.0,
+        max_deliver: int = 20,
+        fetch_timeout: float = 1.0,
+    ) -> None:
+        self.js = js
+        self.stream = stream
+        self.durable = durable
+        self.filter_subject = filter_subject
+        self.handler = handler
+        self.batch_size = batch_size
+        self.ack_wait = ack_wait
+        self.max_deliver = max_deliver
+        self.fetch_timeout = fetch_timeout
+        self._stopped = asyncio.Event()
+
+    async def _subscribe(self) -> JetStreamContext.PullSubscription:
+        config = ConsumerConfig(
+            durable_name=self.durable,
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL,
+            filter_subject=self.filter_subject,
+            ack_wait=self.ack_wait,
+            max_deliver=self.max_deliver,
+            max_ack_pending=max(1000, self.batch_size * 4),
+        )
+        return await self.js.pull_subscribe(
+            self.filter_subject, durable=self.durable, stream=self.stream, config=config
+        )
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+    async def run(self) -> None:
+        subscription = await self._subscribe()
+        while not self._stopped.is_set():
+            try:
+                msgs = await subscription.fetch(self.batch_size, timeout=self.fetch_timeout)
+            except (TimeoutError, nats.errors.TimeoutError):
+                continue
+            except Exception:  # connection trouble: the client reconnects on its own
+                log.warning("fetch failed", exc_info=True, extra={"consumer": self.durable})
+                await asyncio.sleep(0.5)
+                continue
+            await self._process(msgs)
+
+    async def _process(self, msgs: Sequence[Msg]) -> None:
+        try:
+            await self.handler(msgs)
+        except Exception:
+            if len(msgs) == 1:
+                await self._failed(msgs[0])
+                return
+            log.warning("batch failed; retrying one by one", exc_info=True, extra={"consumer": self.durable})
+            for msg in msgs:
+                try:
+                    await self.handler([msg])
+                except Exception:
+                    await self._failed(msg)
+                    continue
+                await msg.ack()
+            return
+        for msg in msgs:
+            await msg.ack()
+
+    async def _failed(self, msg: Msg) -> None:
+        delivered = msg.metadata.num_delivered if msg.metadata else 1
+        if delivered >= self.max_deliver:
+            log.error(
+                "message failed on every delivery; terminating it",
+                exc_info=True,
+                extra={
+                    "consumer": self.durable,
+                    "stream_seq": msg.metadata.sequence.stream if msg.metadata else None,
+                    "subject": msg.subject,
+                },
+            )
+            await msg.term()
+            return
+        log.warning("message failed; will be redelivered", exc_info=True, extra={"consumer": self.durable})
+        await msg.nak(delay=min(30.0, 0.2 * 2 ** min(delivered, 8)))

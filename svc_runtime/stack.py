@@ -1,0 +1,288 @@
+"""The whole stack as one process tree: infrastructure, then every service, in order.
+
+`brokermesh up` and the end-to-end tests start the stack through this module, so tests
+exercise the same wiring an operator runs. Each service is its own OS process
+(`python -m <package>`), configured only through environment variables, in its own
+session (Ctrl-C reaches the supervisor, which stops services in reverse order), and set to
+die with the supervisor should it be killed outright.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from svc_runtime import config
+from svc_runtime.grpc_client import wait_healthy
+from svc_runtime.infra.nats_server import EmbeddedNats, NatsHandle
+from svc_runtime.infra.postgres import EmbeddedPostgres, PostgresHandle
+from svc_runtime.infra.processes import die_with_parent, free_port, port_is_free
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str
+    module: str
+    # Ports this service listens on: "grpc", "http", "fix".
+    listens: tuple[str, ...]
+    # How readiness is checked: "grpc" health service or "http" /healthz.
+    health: str
+
+
+# Start order: each service's dependencies come before it.
+SERVICES: tuple[ServiceSpec, ...] = (
+    ServiceSpec("exchange_sim", "exchange_sim", ("grpc", "fix"), "grpc"),
+    ServiceSpec("svc_funds", "svc_funds", ("grpc",), "grpc"),
+    ServiceSpec("svc_marketdata", "svc_marketdata", ("grpc",), "grpc"),
+    ServiceSpec("svc_exec", "svc_exec", ("grpc",), "grpc"),
+    ServiceSpec("svc_orders", "svc_orders", ("grpc",), "grpc"),
+    ServiceSpec("gateway", "gateway", ("http",), "http"),
+)
+SERVICE_NAMES = tuple(s.name for s in SERVICES)
+
+# Ports an operator can remember; taken when free, otherwise any free port.
+PREFERRED_PORTS = {
+    ("gateway", "http"): 8080,
+    ("svc_orders", "grpc"): 50051,
+    ("svc_funds", "grpc"): 50052,
+    ("svc_marketdata", "grpc"): 50053,
+    ("svc_exec", "grpc"): 50054,
+    ("exchange_sim", "grpc"): 50055,
+    ("exchange_sim", "fix"): 9878,
+}
+
+
+@dataclass
+class StackPlan:
+    """Everything a stack's processes need to find each other."""
+
+    data_dir: Path
+    database_url: str
+    nats_url: str
+    namespace: str = config.DEFAULT_NAMESPACE
+    ports: dict[str, dict[str, int]] = field(default_factory=dict)
+    jwt_secret: str = ""
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def allocate(
+        cls,
+        data_dir: Path,
+        database_url: str,
+        nats_url: str,
+        *,
+        namespace: str = config.DEFAULT_NAMESPACE,
+        preferred: bool = False,
+        previous: dict[str, dict[str, int]] | None = None,
+        jwt_secret: str = "",
+    ) -> StackPlan:
+        ports: dict[str, dict[str, int]] = {}
+        taken: set[int] = set()
+        for spec in SERVICES:
+            ports[spec.name] = {}
+            for kind in (*spec.listens, "metrics"):
+                candidates = []
+                if previous and kind in previous.get(spec.name, {}):
+                    candidates.append(previous[spec.name][kind])
+                if preferred and (spec.name, kind) in PREFERRED_PORTS:
+                    candidates.append(PREFERRED_PORTS[(spec.name, kind)])
+                port = next((p for p in candidates if p not in taken and port_is_free(p)), 0)
+                while not port or port in taken:
+                    port = free_port()
+                taken.add(port)
+                ports[spec.name][kind] = port
+        return cls(data_dir, database_url, nats_url, namespace, ports, jwt_secret)
+
+    def target(self, service: str) -> str:
+        return f"127.0.0.1:{self.ports[service]['grpc']}"
+
+    @property
+    def gateway_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['gateway']['http']}"
+
+    def env_for(self, service: str) -> dict[str, str]:
+        ports = self.ports[service]
+        env = {
+            config.DATABASE_URL: self.database_url,
+            config.NATS_URL: self.nats_url,
+            config.NAMESPACE: self.namespace,
+            config.DATA_DIR: str(self.data_dir),
+            config.METRICS_PORT: str(ports["metrics"]),
+            config.ORDERS_TARGET: self.target("svc_orders"),
+            config.FUNDS_TARGET: self.target("svc_funds"),
+            config.MARKETDATA_TARGET: self.target("svc_marketdata"),
+            config.EXEC_TARGET: self.target("svc_exec"),
+            config.EXCHANGE_ADMIN_TARGET: self.target("exchange_sim"),
+            config.FIX_HOST: "127.0.0.1",
+            config.FIX_PORT: str(self.ports["exchange_sim"]["fix"]),
+            config.JWT_SECRET: self.jwt_secret,
+        }
+        if "grpc" in ports:
+            env[config.GRPC_LISTEN] = f"127.0.0.1:{ports['grpc']}"
+        if "http" in ports:
+            env[config.HTTP_LISTEN] = f"127.0.0.1:{ports['http']}"
+        env.update(self.extra_env)
+        return env
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "gateway_url": self.gateway_url,
+            "docs_url": f"{self.gateway_url}/v1/ui/",
+            "grpc": {name: self.target(name) for name in SERVICE_NAMES if "grpc" in self.ports[name]},
+            "fix": f"127.0.0.1:{self.ports['exchange_sim']['fix']}",
+            "metrics": {name: f"http://127.0.0.1:{p['metrics']}/metrics" for name, p in self.ports.items()},
+            "nats_url": self.nats_url,
+            "namespace": self.namespace,
+            "ports": self.ports,
+        }
+
+
+class Infrastructure:
+    """PostgreSQL and NATS: the ones named by environment variables, or our own."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.postgres: PostgresHandle | None = None
+        self.nats: NatsHandle | None = None
+        self.database_url = os.environ.get(config.DATABASE_URL, "")
+        self.nats_url = os.environ.get(config.NATS_URL, "")
+
+    def start(self, *, nats_sync_always: bool = True) -> None:
+        if not self.database_url:
+            self.postgres = EmbeddedPostgres(
+                self.data_dir / "postgres", self.data_dir / "logs" / "postgres.log"
+            ).start()
+            self.database_url = self.postgres.url
+        if not self.nats_url:
+            self.nats = EmbeddedNats(
+                self.data_dir / "nats",
+                sync_always=nats_sync_always,
+                log_file=self.data_dir / "logs" / "nats.log",
+            ).start()
+            self.nats_url = self.nats.url
+
+    def stop(self) -> None:
+        if self.nats is not None:
+            self.nats.stop()
+        if self.postgres is not None:
+            self.postgres.stop()
+
+
+class Stack:
+    """The service processes of one plan."""
+
+    def __init__(self, plan: StackPlan, *, log_dir: Path | None = None) -> None:
+        self.plan = plan
+        self.log_dir = log_dir or plan.data_dir / "logs"
+        self.processes: dict[str, asyncio.subprocess.Process] = {}
+        self.specs = {s.name: s for s in SERVICES}
+
+    async def start(
+        self, services: tuple[str, ...] | list[str] = SERVICE_NAMES, *, timeout: float = 60.0
+    ) -> None:
+        for name in SERVICE_NAMES:
+            if name in services:
+                await self.start_service(name, timeout=timeout)
+
+    async def start_service(self, name: str, *, timeout: float = 60.0) -> None:
+        spec = self.specs[name]
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, **self.plan.env_for(name)}
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        with open(self.log_dir / f"{name}.log", "ab") as log_file:  # noqa: ASYNC230 - a quick local open
+            process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                spec.module,
+                env=env,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=log_file,
+                start_new_session=True,
+                preexec_fn=die_with_parent(signal.SIGTERM),
+            )
+        self.processes[name] = process
+        try:
+            await self.wait_ready(name, timeout=timeout)
+        except Exception:
+            tail = (self.log_dir / f"{name}.log").read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"{name} did not become ready:\n{tail}") from None
+
+    async def wait_ready(self, name: str, *, timeout: float = 60.0) -> None:
+        spec = self.specs[name]
+        process = self.processes[name]
+        deadline = time.monotonic() + timeout
+        if spec.health == "grpc":
+            waiter = asyncio.create_task(wait_healthy(self.plan.target(name), timeout=timeout))
+        else:
+            waiter = asyncio.create_task(self._wait_http(f"{self.plan.gateway_url}/healthz", timeout))
+        exited = asyncio.create_task(process.wait())
+        done, _ = await asyncio.wait(
+            {waiter, exited},
+            timeout=max(0.0, deadline - time.monotonic()),
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+        if waiter in done:
+            exited.cancel()
+            waiter.result()
+            return
+        waiter.cancel()
+        exited.cancel()
+        if process.returncode is not None:
+            raise RuntimeError(f"{name} exited with {process.returncode}")
+        raise TimeoutError(f"{name} not ready after {timeout}s")
+
+    @staticmethod
+    async def _wait_http(url: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                status = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=1).status)
+                if status == 200:
+                    return
+            except OSError:
+                pass
+            await asyncio.sleep(0.1)
+        raise TimeoutError(url)
+
+    async def stop_service(self, name: str, *, timeout: float = 20.0) -> int | None:
+        process = self.processes.get(name)
+        if process is None or process.returncode is not None:
+            return process.returncode if process else None
+        process.terminate()
+        try:
+            return await asyncio.wait_for(process.wait(), timeout)
+        except TimeoutError:
+            log.warning("service did not stop in time; killing it", extra={"service": name})
+            process.kill()
+            return await process.wait()
+
+    async def kill(self, name: str) -> None:
+        """kill -9, for crash tests."""
+        process = self.processes[name]
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        await process.wait()
+
+    async def restart(self, name: str, *, timeout: float = 60.0) -> None:
+        await self.stop_service(name)
+        await self.start_service(name, timeout=timeout)
+
+    async def stop(self) -> None:
+        for name in reversed(SERVICE_NAMES):
+            if name in self.processes:
+                await self.stop_service(name)
+
+    def write_description(self, path: Path) -> None:
+        path.write_text(json.dumps(self.plan.describe(), indent=2))

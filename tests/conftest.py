@@ -1,0 +1,77 @@
+"""Fixtures shared by the whole suite.
+
+- `infra`: real PostgreSQL + NATS for the session.
+- `database_url`, `namespace`: a fresh database and NATS namespace for one test.
+- `make_stack`: starts chosen services as real processes on a fresh database/namespace.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from svc_runtime.stack import SERVICE_NAMES, Stack, StackPlan
+from tests.support.infra import SharedInfra, fresh_database, start_test_infra, unique_name
+
+StackFactory = Callable[..., Awaitable[Stack]]
+
+
+@pytest.fixture(scope="session")
+def infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SharedInfra]:
+    handle = start_test_infra(tmp_path_factory.mktemp("infra"))
+    yield handle
+    handle.stop()
+
+
+@pytest.fixture
+async def database_url(infra: SharedInfra) -> str:
+    return await fresh_database(infra)
+
+
+@pytest.fixture
+def namespace() -> str:
+    return unique_name("t")
+
+
+async def new_stack(
+    infra: SharedInfra,
+    data_dir: Path,
+    services: tuple[str, ...] | list[str] = SERVICE_NAMES,
+    extra_env: dict[str, str] | None = None,
+) -> Stack:
+    plan = StackPlan.allocate(
+        data_dir,
+        await fresh_database(infra),
+        infra.nats_url,
+        namespace=unique_name("t"),
+        jwt_secret="test-jwt-secret-" + unique_name(""),
+    )
+    plan.extra_env.update(extra_env or {})
+    stack = Stack(plan)
+    try:
+        await stack.start(services)
+    except BaseException:
+        await stack.stop()
+        raise
+    return stack
+
+
+@pytest.fixture
+async def make_stack(infra: SharedInfra, tmp_path: Path) -> AsyncIterator[StackFactory]:
+    """Start services as separate processes; they are stopped after the test."""
+    stacks: list[Stack] = []
+
+    async def factory(
+        services: tuple[str, ...] | list[str] = SERVICE_NAMES, extra_env: dict[str, str] | None = None
+    ) -> Stack:
+        stack = await new_stack(infra, tmp_path / f"stack{len(stacks)}", services, extra_env)
+        stacks.append(stack)
+        return stack
+
+    yield factory
+    for stack in stacks:
+        with contextlib.suppress(Exception):
+            await stack.stop()

@@ -1,0 +1,1 @@
+"""Shared test support: real infrastructure, stacks of real service processes, clients."""
