@@ -2,6 +2,7 @@ import datetime
 
 from brokermesh.type.v1 import decimal_pb2 as _decimal_pb2
 from brokermesh.type.v1 import invariants_pb2 as _invariants_pb2
+from brokermesh.type.v1 import trading_pb2 as _trading_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -147,16 +148,20 @@ class Block(_message.Message):
     def __init__(self, name: _Optional[str] = ..., order_id: _Optional[str] = ..., user_id: _Optional[str] = ..., kind: _Optional[_Union[BlockKind, str]] = ..., symbol: _Optional[str] = ..., amount: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., remaining: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., state: _Optional[_Union[BlockState, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class BlockFundsRequest(_message.Message):
-    __slots__ = ("parent", "order_id", "amount", "symbol")
+    __slots__ = ("parent", "order_id", "symbol", "quantity", "price", "product")
     PARENT_FIELD_NUMBER: _ClassVar[int]
     ORDER_ID_FIELD_NUMBER: _ClassVar[int]
-    AMOUNT_FIELD_NUMBER: _ClassVar[int]
     SYMBOL_FIELD_NUMBER: _ClassVar[int]
+    QUANTITY_FIELD_NUMBER: _ClassVar[int]
+    PRICE_FIELD_NUMBER: _ClassVar[int]
+    PRODUCT_FIELD_NUMBER: _ClassVar[int]
     parent: str
     order_id: str
-    amount: _decimal_pb2.Decimal
     symbol: str
-    def __init__(self, parent: _Optional[str] = ..., order_id: _Optional[str] = ..., amount: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., symbol: _Optional[str] = ...) -> None: ...
+    quantity: int
+    price: _decimal_pb2.Decimal
+    product: _trading_pb2.Product
+    def __init__(self, parent: _Optional[str] = ..., order_id: _Optional[str] = ..., symbol: _Optional[str] = ..., quantity: _Optional[int] = ..., price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., product: _Optional[_Union[_trading_pb2.Product, str]] = ...) -> None: ...
 
 class BlockHoldingsRequest(_message.Message):
     __slots__ = ("parent", "order_id", "symbol", "quantity")
@@ -171,14 +176,16 @@ class BlockHoldingsRequest(_message.Message):
     def __init__(self, parent: _Optional[str] = ..., order_id: _Optional[str] = ..., symbol: _Optional[str] = ..., quantity: _Optional[int] = ...) -> None: ...
 
 class AdjustBlockRequest(_message.Message):
-    __slots__ = ("name", "amount", "request_id")
+    __slots__ = ("name", "quantity", "price", "request_id")
     NAME_FIELD_NUMBER: _ClassVar[int]
-    AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    QUANTITY_FIELD_NUMBER: _ClassVar[int]
+    PRICE_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     name: str
-    amount: _decimal_pb2.Decimal
+    quantity: int
+    price: _decimal_pb2.Decimal
     request_id: str
-    def __init__(self, name: _Optional[str] = ..., amount: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., quantity: _Optional[int] = ..., price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class ReleaseBlockRequest(_message.Message):
     __slots__ = ("name", "reason")

@@ -129,9 +129,11 @@ class FundsServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def BlockFunds(self, request, context):
-        """Blocks cash for a BUY order. Keyed by the order id: a retry returns the same block,
-        never blocks twice; the same order id with a different amount is ALREADY_EXISTS.
-        Fails with FAILED_PRECONDITION (reason INSUFFICIENT_FUNDS) if available cash is short.
+        """Blocks cash for a BUY order: quantity × price plus the most the charges can be, rounded
+        up to the paisa (svc_funds owns the charges schedule). Keyed by the order id: a retry
+        returns the same block, never blocks twice; the same order id with different terms is
+        ALREADY_EXISTS. Fails with FAILED_PRECONDITION (reason INSUFFICIENT_FUNDS) if
+        available cash is short.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

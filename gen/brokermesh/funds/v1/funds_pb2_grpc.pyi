@@ -45,9 +45,11 @@ class FundsServiceStub:
     ListLedgerEntries: _grpc.UnaryUnaryMultiCallable[_funds_pb2.ListLedgerEntriesRequest, _funds_pb2.ListLedgerEntriesResponse]
     """Lists a user's ledger entries, newest first (AIP-158 pagination)."""
     BlockFunds: _grpc.UnaryUnaryMultiCallable[_funds_pb2.BlockFundsRequest, _funds_pb2.Block]
-    """Blocks cash for a BUY order. Keyed by the order id: a retry returns the same block,
-    never blocks twice; the same order id with a different amount is ALREADY_EXISTS.
-    Fails with FAILED_PRECONDITION (reason INSUFFICIENT_FUNDS) if available cash is short.
+    """Blocks cash for a BUY order: quantity × price plus the most the charges can be, rounded
+    up to the paisa (svc_funds owns the charges schedule). Keyed by the order id: a retry
+    returns the same block, never blocks twice; the same order id with different terms is
+    ALREADY_EXISTS. Fails with FAILED_PRECONDITION (reason INSUFFICIENT_FUNDS) if
+    available cash is short.
     """
     BlockHoldings: _grpc.UnaryUnaryMultiCallable[_funds_pb2.BlockHoldingsRequest, _funds_pb2.Block]
     """Blocks shares for a SELL order. Keyed by the order id like BlockFunds. Fails with
@@ -83,9 +85,11 @@ class FundsServiceAsyncStub(FundsServiceStub):
     ListLedgerEntries: _aio.UnaryUnaryMultiCallable[_funds_pb2.ListLedgerEntriesRequest, _funds_pb2.ListLedgerEntriesResponse]  # type: ignore[assignment]
     """Lists a user's ledger entries, newest first (AIP-158 pagination)."""
     BlockFunds: _aio.UnaryUnaryMultiCallable[_funds_pb2.BlockFundsRequest, _funds_pb2.Block]  # type: ignore[assignment]
-    """Blocks cash for a BUY order. Keyed by the order id: a retry returns the same block,
-    never blocks twice; the same order id with a different amount is ALREADY_EXISTS.
-    Fails with FAILED_PRECONDITION (reason INSUFFICIENT_FUNDS) if available cash is short.
+    """Blocks cash for a BUY order: quantity × price plus the most the charges can be, rounded
+    up to the paisa (svc_funds owns the charges schedule). Keyed by the order id: a retry
+    returns the same block, never blocks twice; the same order id with different terms is
+    ALREADY_EXISTS. Fails with FAILED_PRECONDITION (reason INSUFFICIENT_FUNDS) if
+    available cash is short.
     """
     BlockHoldings: _aio.UnaryUnaryMultiCallable[_funds_pb2.BlockHoldingsRequest, _funds_pb2.Block]  # type: ignore[assignment]
     """Blocks shares for a SELL order. Keyed by the order id like BlockFunds. Fails with
@@ -148,9 +152,11 @@ class FundsServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _funds_pb2.BlockFundsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_funds_pb2.Block, _abc.Awaitable[_funds_pb2.Block]]:
-        """Blocks cash for a BUY order. Keyed by the order id: a retry returns the same block,
-        never blocks twice; the same order id with a different amount is ALREADY_EXISTS.
-        Fails with FAILED_PRECONDITION (reason INSUFFICIENT_FUNDS) if available cash is short.
+        """Blocks cash for a BUY order: quantity × price plus the most the charges can be, rounded
+        up to the paisa (svc_funds owns the charges schedule). Keyed by the order id: a retry
+        returns the same block, never blocks twice; the same order id with different terms is
+        ALREADY_EXISTS. Fails with FAILED_PRECONDITION (reason INSUFFICIENT_FUNDS) if
+        available cash is short.
         """
 
     @_abc_1.abstractmethod
