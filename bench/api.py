@@ -1,0 +1,60 @@
+"""What a benchmark scenario is and what it reports.
+
+A scenario module in `bench/scenarios/` exports `SCENARIOS`, a list of `Scenario`. Its `run`
+receives a `BenchContext` (real PostgreSQL and NATS, a way to start stack processes) and
+returns `Figure`s. Every throughput or latency figure names the same-run baseline it should
+be compared with, so the ratio, which survives a noisy shared machine, is reported beside
+the absolute number.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from svc_runtime.stack import Stack
+
+# Names of the baseline figures measured in every run.
+BASELINE_GRPC_UNARY = "baseline.grpc_unary_echo.throughput"
+BASELINE_GRPC_STREAM = "baseline.grpc_server_stream.throughput"
+BASELINE_PG_TXN = "baseline.pg_single_row_txn.throughput"
+BASELINE_JS_PUBLISH = "baseline.jetstream_publish_ack.throughput"
+BASELINE_NATS_SUBSCRIBE = "baseline.nats_subscribe.throughput"
+
+
+@dataclass
+class Figure:
+    """One measured number."""
+
+    name: str  # dotted: "<area>.<scenario>.<metric>", e.g. "funds.block_many_accounts.throughput"
+    value: float
+    unit: str  # "ops/s", "msgs/s", "ms", "µs", "MB", "count"
+    better: Literal["higher", "lower"] = "higher"
+    target: str = ""  # the issue's target, e.g. ">= 2000 ops/s"; empty if none
+    baseline: str = ""  # a BASELINE_* name to report the ratio against
+    note: str = ""  # how it was measured, in a few words
+    samples: list[float] = field(default_factory=list)  # raw latencies (ms) for plots, optional
+
+
+@dataclass
+class BenchContext:
+    """What a scenario gets: real infrastructure and helpers to start the stack."""
+
+    quick: bool
+    workdir: Path
+    database_url: str
+    nats_url: str
+    new_database: Callable[[], Awaitable[str]]
+    new_namespace: Callable[[], str]
+    start_stack: Callable[..., Awaitable[Stack]]  # (services, extra_env=None) -> Stack
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str  # e.g. "funds.blocks"
+    description: str
+    run: Callable[[BenchContext], Awaitable[list[Figure]]]
+    in_quick: bool = True  # part of `--quick`

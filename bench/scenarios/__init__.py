@@ -1,0 +1,1 @@
+"""Scenario modules: each exports `SCENARIOS: list[bench.api.Scenario]`."""
