@@ -184,6 +184,7 @@ def _test(argv: list[str]) -> int:
     env = {**os.environ}
     steps = [
         [sys.executable, "-m", "ruff", "check", "."],
+        [sys.executable, "-m", "ruff", "format", "--check", "."],
         [sys.executable, "-m", "pytest", *argv],
     ]
     for step in steps:
