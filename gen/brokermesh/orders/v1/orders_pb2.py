@@ -25,50 +25,63 @@ _sym_db = _symbol_database.Default()
 from brokermesh.type.v1 import decimal_pb2 as brokermesh_dot_type_dot_v1_dot_decimal__pb2
 from brokermesh.type.v1 import invariants_pb2 as brokermesh_dot_type_dot_v1_dot_invariants__pb2
 from brokermesh.type.v1 import trading_pb2 as brokermesh_dot_type_dot_v1_dot_trading__pb2
+from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!brokermesh/orders/v1/orders.proto\x12\x14\x62rokermesh.orders.v1\x1a brokermesh/type/v1/decimal.proto\x1a#brokermesh/type/v1/invariants.proto\x1a brokermesh/type/v1/trading.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x18\n\x16\x43heckInvariantsRequest\"m\n\x17\x43heckInvariantsResponse\x12:\n\nviolations\x18\x01 \x03(\x0b\x32&.brokermesh.type.v1.InvariantViolation\x12\x16\n\x0eorders_checked\x18\x02 \x01(\x03\"\xcf\x05\n\x05Order\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x17\n\x0f\x63lient_order_id\x18\x04 \x01(\t\x12\x0e\n\x06symbol\x18\x05 \x01(\t\x12&\n\x04side\x18\x06 \x01(\x0e\x32\x18.brokermesh.type.v1.Side\x12+\n\x04type\x18\x07 \x01(\x0e\x32\x1d.brokermesh.type.v1.OrderType\x12\x36\n\rtime_in_force\x18\x08 \x01(\x0e\x32\x1f.brokermesh.type.v1.TimeInForce\x12,\n\x07product\x18\t \x01(\x0e\x32\x1b.brokermesh.type.v1.Product\x12\x10\n\x08quantity\x18\n \x01(\x03\x12\x30\n\x0blimit_price\x18\x0b \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12/\n\nstop_price\x18\x0c \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12\x31\n\x06status\x18\r \x01(\x0e\x32!.brokermesh.orders.v1.OrderStatus\x12\x17\n\x0f\x66illed_quantity\x18\x0e \x01(\x03\x12\x17\n\x0fleaves_quantity\x18\x0f \x01(\x03\x12\x32\n\raverage_price\x18\x10 \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12\x15\n\rstatus_reason\x18\x11 \x01(\t\x12\x0f\n\x07version\x18\x12 \x01(\x03\x12/\n\x0b\x63reate_time\x18\x13 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x14 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x19\n\x11\x65xchange_order_id\x18\x15 \x01(\t\"\x8e\x02\n\x05Trade\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x65xec_id\x18\x02 \x01(\t\x12\x10\n\x08order_id\x18\x03 \x01(\t\x12\x0e\n\x06symbol\x18\x04 \x01(\t\x12&\n\x04side\x18\x05 \x01(\x0e\x32\x18.brokermesh.type.v1.Side\x12\x10\n\x08quantity\x18\x06 \x01(\x03\x12*\n\x05price\x18\x07 \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12\x30\n\x0c\x65xecute_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x07product\x18\t \x01(\x0e\x32\x1b.brokermesh.type.v1.Product\"c\n\x11PlaceOrderRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12*\n\x05order\x18\x02 \x01(\x0b\x32\x1b.brokermesh.orders.v1.Order\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"\x1f\n\x0fGetOrderRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x7f\n\x11ListOrdersRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x33\n\x08statuses\x18\x04 \x03(\x0e\x32!.brokermesh.orders.v1.OrderStatus\"Z\n\x12ListOrdersResponse\x12+\n\x06orders\x18\x01 \x03(\x0b\x32\x1b.brokermesh.orders.v1.Order\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"6\n\x12\x43\x61ncelOrderRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"\xab\x01\n\x12ModifyOrderRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\x03\x12\x30\n\x0blimit_price\x18\x03 \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12/\n\nstop_price\x18\x04 \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12\x12\n\nrequest_id\x18\x05 \x01(\t\"\\\n\x11ListTradesRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x10\n\x08order_id\x18\x04 \x01(\t\"Z\n\x12ListTradesResponse\x12+\n\x06trades\x18\x01 \x03(\x0b\x32\x1b.brokermesh.orders.v1.Trade\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"C\n\x19StreamOrderUpdatesRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_event_id\x18\x02 \x01(\t\"M\n\x1aStreamOrderUpdatesResponse\x12/\n\x05\x65vent\x18\x01 \x01(\x0b\x32 .brokermesh.orders.v1.OrderEvent\"\xee\x01\n\nOrderEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x32\n\x04type\x18\x02 \x01(\x0e\x32$.brokermesh.orders.v1.OrderEventType\x12*\n\x05order\x18\x03 \x01(\x0b\x32\x1b.brokermesh.orders.v1.Order\x12*\n\x05trade\x18\x04 \x01(\x0b\x32\x1b.brokermesh.orders.v1.Trade\x12.\n\nevent_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nrequest_id\x18\x06 \x01(\t*\xd7\x02\n\x0bOrderStatus\x12\x1c\n\x18ORDER_STATUS_UNSPECIFIED\x10\x00\x12!\n\x1dORDER_STATUS_PENDING_EXCHANGE\x10\x01\x12\x15\n\x11ORDER_STATUS_OPEN\x10\x02\x12!\n\x1dORDER_STATUS_PARTIALLY_FILLED\x10\x03\x12\x17\n\x13ORDER_STATUS_FILLED\x10\x04\x12\x1a\n\x16ORDER_STATUS_CANCELLED\x10\x05\x12\x19\n\x15ORDER_STATUS_REJECTED\x10\x06\x12\x18\n\x14ORDER_STATUS_EXPIRED\x10\x07\x12\x1f\n\x1bORDER_STATUS_PENDING_CANCEL\x10\x08\x12 \n\x1cORDER_STATUS_PENDING_REPLACE\x10\t\x12 \n\x1cORDER_STATUS_TRIGGER_PENDING\x10\n*\x9a\x03\n\x0eOrderEventType\x12 \n\x1cORDER_EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x1d\n\x19ORDER_EVENT_TYPE_ACCEPTED\x10\x01\x12\x1b\n\x17ORDER_EVENT_TYPE_OPENED\x10\x02\x12\x1b\n\x17ORDER_EVENT_TYPE_FILLED\x10\x03\x12%\n!ORDER_EVENT_TYPE_CANCEL_REQUESTED\x10\x04\x12\x1e\n\x1aORDER_EVENT_TYPE_CANCELLED\x10\x05\x12%\n!ORDER_EVENT_TYPE_MODIFY_REQUESTED\x10\x06\x12\x1d\n\x19ORDER_EVENT_TYPE_MODIFIED\x10\x07\x12\x1d\n\x19ORDER_EVENT_TYPE_REJECTED\x10\x08\x12#\n\x1fORDER_EVENT_TYPE_AMEND_REJECTED\x10\t\x12\x1c\n\x18ORDER_EVENT_TYPE_EXPIRED\x10\n\x12\x1e\n\x1aORDER_EVENT_TYPE_TRIGGERED\x10\x0b\x32\x8c\x06\n\rOrdersService\x12R\n\nPlaceOrder\x12\'.brokermesh.orders.v1.PlaceOrderRequest\x1a\x1b.brokermesh.orders.v1.Order\x12N\n\x08GetOrder\x12%.brokermesh.orders.v1.GetOrderRequest\x1a\x1b.brokermesh.orders.v1.Order\x12_\n\nListOrders\x12\'.brokermesh.orders.v1.ListOrdersRequest\x1a(.brokermesh.orders.v1.ListOrdersResponse\x12T\n\x0b\x43\x61ncelOrder\x12(.brokermesh.orders.v1.CancelOrderRequest\x1a\x1b.brokermesh.orders.v1.Order\x12T\n\x0bModifyOrder\x12(.brokermesh.orders.v1.ModifyOrderRequest\x1a\x1b.brokermesh.orders.v1.Order\x12_\n\nListTrades\x12\'.brokermesh.orders.v1.ListTradesRequest\x1a(.brokermesh.orders.v1.ListTradesResponse\x12y\n\x12StreamOrderUpdates\x12/.brokermesh.orders.v1.StreamOrderUpdatesRequest\x1a\x30.brokermesh.orders.v1.StreamOrderUpdatesResponse0\x01\x12n\n\x0f\x43heckInvariants\x12,.brokermesh.orders.v1.CheckInvariantsRequest\x1a-.brokermesh.orders.v1.CheckInvariantsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!brokermesh/orders/v1/orders.proto\x12\x14\x62rokermesh.orders.v1\x1a brokermesh/type/v1/decimal.proto\x1a#brokermesh/type/v1/invariants.proto\x1a brokermesh/type/v1/trading.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x18\n\x16\x43heckInvariantsRequest\"m\n\x17\x43heckInvariantsResponse\x12:\n\nviolations\x18\x01 \x03(\x0b\x32&.brokermesh.type.v1.InvariantViolation\x12\x16\n\x0eorders_checked\x18\x02 \x01(\x03\"\x86\x06\n\x05Order\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x17\n\x0f\x63lient_order_id\x18\x04 \x01(\t\x12\x0e\n\x06symbol\x18\x05 \x01(\t\x12&\n\x04side\x18\x06 \x01(\x0e\x32\x18.brokermesh.type.v1.Side\x12+\n\x04type\x18\x07 \x01(\x0e\x32\x1d.brokermesh.type.v1.OrderType\x12\x36\n\rtime_in_force\x18\x08 \x01(\x0e\x32\x1f.brokermesh.type.v1.TimeInForce\x12,\n\x07product\x18\t \x01(\x0e\x32\x1b.brokermesh.type.v1.Product\x12\x10\n\x08quantity\x18\n \x01(\x03\x12\x30\n\x0blimit_price\x18\x0b \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12/\n\nstop_price\x18\x0c \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12\x31\n\x06status\x18\r \x01(\x0e\x32!.brokermesh.orders.v1.OrderStatus\x12\x17\n\x0f\x66illed_quantity\x18\x0e \x01(\x03\x12\x17\n\x0fleaves_quantity\x18\x0f \x01(\x03\x12\x32\n\raverage_price\x18\x10 \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12\x15\n\rstatus_reason\x18\x11 \x01(\t\x12\x0f\n\x07version\x18\x12 \x01(\x03\x12/\n\x0b\x63reate_time\x18\x13 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x14 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x19\n\x11\x65xchange_order_id\x18\x15 \x01(\t\x12\x35\n\x10protection_price\x18\x16 \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\"\x8e\x02\n\x05Trade\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x65xec_id\x18\x02 \x01(\t\x12\x10\n\x08order_id\x18\x03 \x01(\t\x12\x0e\n\x06symbol\x18\x04 \x01(\t\x12&\n\x04side\x18\x05 \x01(\x0e\x32\x18.brokermesh.type.v1.Side\x12\x10\n\x08quantity\x18\x06 \x01(\x03\x12*\n\x05price\x18\x07 \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12\x30\n\x0c\x65xecute_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x07product\x18\t \x01(\x0e\x32\x1b.brokermesh.type.v1.Product\"c\n\x11PlaceOrderRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12*\n\x05order\x18\x02 \x01(\x0b\x32\x1b.brokermesh.orders.v1.Order\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"\x1f\n\x0fGetOrderRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x7f\n\x11ListOrdersRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x33\n\x08statuses\x18\x04 \x03(\x0e\x32!.brokermesh.orders.v1.OrderStatus\"Z\n\x12ListOrdersResponse\x12+\n\x06orders\x18\x01 \x03(\x0b\x32\x1b.brokermesh.orders.v1.Order\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"6\n\x12\x43\x61ncelOrderRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"\xab\x01\n\x12ModifyOrderRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\x03\x12\x30\n\x0blimit_price\x18\x03 \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12/\n\nstop_price\x18\x04 \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12\x12\n\nrequest_id\x18\x05 \x01(\t\"\\\n\x11ListTradesRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x10\n\x08order_id\x18\x04 \x01(\t\"Z\n\x12ListTradesResponse\x12+\n\x06trades\x18\x01 \x03(\x0b\x32\x1b.brokermesh.orders.v1.Trade\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"C\n\x19StreamOrderUpdatesRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_event_id\x18\x02 \x01(\t\"M\n\x1aStreamOrderUpdatesResponse\x12/\n\x05\x65vent\x18\x01 \x01(\x0b\x32 .brokermesh.orders.v1.OrderEvent\"\xee\x01\n\nOrderEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x32\n\x04type\x18\x02 \x01(\x0e\x32$.brokermesh.orders.v1.OrderEventType\x12*\n\x05order\x18\x03 \x01(\x0b\x32\x1b.brokermesh.orders.v1.Order\x12*\n\x05trade\x18\x04 \x01(\x0b\x32\x1b.brokermesh.orders.v1.Trade\x12.\n\nevent_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nrequest_id\x18\x06 \x01(\t\"P\n\x17ListAuditRecordsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"g\n\x18ListAuditRecordsResponse\x12\x32\n\x07records\x18\x01 \x03(\x0b\x32!.brokermesh.orders.v1.AuditRecord\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xf1\x03\n\x0b\x41uditRecord\x12\x11\n\trecord_id\x18\x01 \x01(\x03\x12/\n\x0brecord_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x04 \x01(\t\x12\x12\n\nrequest_id\x18\x05 \x01(\t\x12\x11\n\tclient_ip\x18\x06 \x01(\t\x12\x0f\n\x07user_id\x18\x07 \x01(\t\x12\x10\n\x08order_id\x18\x08 \x01(\t\x12\x15\n\rorder_version\x18\t \x01(\x03\x12\x36\n\x0b\x66rom_status\x18\n \x01(\x0e\x32!.brokermesh.orders.v1.OrderStatus\x12\x34\n\tto_status\x18\x0b \x01(\x0e\x32!.brokermesh.orders.v1.OrderStatus\x12\x0f\n\x07\x65xec_id\x18\x0c \x01(\t\x12/\n\nlast_price\x18\r \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12.\n\tbid_price\x18\x0e \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12.\n\task_price\x18\x0f \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12\x0e\n\x06\x64\x65tail\x18\x10 \x01(\t\"\xa6\x01\n\x0fTradingControls\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x16\n\x0etrading_halted\x18\x02 \x01(\x08\x12\x13\n\x0bhalt_reason\x18\x03 \x01(\t\x12\x16\n\x0ehalted_symbols\x18\x04 \x03(\t\x12\x0f\n\x07version\x18\x05 \x01(\x03\x12/\n\x0bupdate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\")\n\x19GetTradingControlsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\xa4\x01\n\x1cUpdateTradingControlsRequest\x12?\n\x10trading_controls\x18\x01 \x01(\x0b\x32%.brokermesh.orders.v1.TradingControls\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x12\n\nrequest_id\x18\x03 \x01(\t*\xd7\x02\n\x0bOrderStatus\x12\x1c\n\x18ORDER_STATUS_UNSPECIFIED\x10\x00\x12!\n\x1dORDER_STATUS_PENDING_EXCHANGE\x10\x01\x12\x15\n\x11ORDER_STATUS_OPEN\x10\x02\x12!\n\x1dORDER_STATUS_PARTIALLY_FILLED\x10\x03\x12\x17\n\x13ORDER_STATUS_FILLED\x10\x04\x12\x1a\n\x16ORDER_STATUS_CANCELLED\x10\x05\x12\x19\n\x15ORDER_STATUS_REJECTED\x10\x06\x12\x18\n\x14ORDER_STATUS_EXPIRED\x10\x07\x12\x1f\n\x1bORDER_STATUS_PENDING_CANCEL\x10\x08\x12 \n\x1cORDER_STATUS_PENDING_REPLACE\x10\t\x12 \n\x1cORDER_STATUS_TRIGGER_PENDING\x10\n*\x9a\x03\n\x0eOrderEventType\x12 \n\x1cORDER_EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x1d\n\x19ORDER_EVENT_TYPE_ACCEPTED\x10\x01\x12\x1b\n\x17ORDER_EVENT_TYPE_OPENED\x10\x02\x12\x1b\n\x17ORDER_EVENT_TYPE_FILLED\x10\x03\x12%\n!ORDER_EVENT_TYPE_CANCEL_REQUESTED\x10\x04\x12\x1e\n\x1aORDER_EVENT_TYPE_CANCELLED\x10\x05\x12%\n!ORDER_EVENT_TYPE_MODIFY_REQUESTED\x10\x06\x12\x1d\n\x19ORDER_EVENT_TYPE_MODIFIED\x10\x07\x12\x1d\n\x19ORDER_EVENT_TYPE_REJECTED\x10\x08\x12#\n\x1fORDER_EVENT_TYPE_AMEND_REJECTED\x10\t\x12\x1c\n\x18ORDER_EVENT_TYPE_EXPIRED\x10\n\x12\x1e\n\x1aORDER_EVENT_TYPE_TRIGGERED\x10\x0b\x32\xe1\x08\n\rOrdersService\x12R\n\nPlaceOrder\x12\'.brokermesh.orders.v1.PlaceOrderRequest\x1a\x1b.brokermesh.orders.v1.Order\x12N\n\x08GetOrder\x12%.brokermesh.orders.v1.GetOrderRequest\x1a\x1b.brokermesh.orders.v1.Order\x12_\n\nListOrders\x12\'.brokermesh.orders.v1.ListOrdersRequest\x1a(.brokermesh.orders.v1.ListOrdersResponse\x12T\n\x0b\x43\x61ncelOrder\x12(.brokermesh.orders.v1.CancelOrderRequest\x1a\x1b.brokermesh.orders.v1.Order\x12T\n\x0bModifyOrder\x12(.brokermesh.orders.v1.ModifyOrderRequest\x1a\x1b.brokermesh.orders.v1.Order\x12_\n\nListTrades\x12\'.brokermesh.orders.v1.ListTradesRequest\x1a(.brokermesh.orders.v1.ListTradesResponse\x12y\n\x12StreamOrderUpdates\x12/.brokermesh.orders.v1.StreamOrderUpdatesRequest\x1a\x30.brokermesh.orders.v1.StreamOrderUpdatesResponse0\x01\x12n\n\x0f\x43heckInvariants\x12,.brokermesh.orders.v1.CheckInvariantsRequest\x1a-.brokermesh.orders.v1.CheckInvariantsResponse\x12q\n\x10ListAuditRecords\x12-.brokermesh.orders.v1.ListAuditRecordsRequest\x1a..brokermesh.orders.v1.ListAuditRecordsResponse\x12l\n\x12GetTradingControls\x12/.brokermesh.orders.v1.GetTradingControlsRequest\x1a%.brokermesh.orders.v1.TradingControls\x12r\n\x15UpdateTradingControls\x12\x32.brokermesh.orders.v1.UpdateTradingControlsRequest\x1a%.brokermesh.orders.v1.TradingControlsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'brokermesh.orders.v1.orders_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ORDERSTATUS']._serialized_start=2490
-  _globals['_ORDERSTATUS']._serialized_end=2833
-  _globals['_ORDEREVENTTYPE']._serialized_start=2836
-  _globals['_ORDEREVENTTYPE']._serialized_end=3246
-  _globals['_CHECKINVARIANTSREQUEST']._serialized_start=197
-  _globals['_CHECKINVARIANTSREQUEST']._serialized_end=221
-  _globals['_CHECKINVARIANTSRESPONSE']._serialized_start=223
-  _globals['_CHECKINVARIANTSRESPONSE']._serialized_end=332
-  _globals['_ORDER']._serialized_start=335
-  _globals['_ORDER']._serialized_end=1054
-  _globals['_TRADE']._serialized_start=1057
-  _globals['_TRADE']._serialized_end=1327
-  _globals['_PLACEORDERREQUEST']._serialized_start=1329
-  _globals['_PLACEORDERREQUEST']._serialized_end=1428
-  _globals['_GETORDERREQUEST']._serialized_start=1430
-  _globals['_GETORDERREQUEST']._serialized_end=1461
-  _globals['_LISTORDERSREQUEST']._serialized_start=1463
-  _globals['_LISTORDERSREQUEST']._serialized_end=1590
-  _globals['_LISTORDERSRESPONSE']._serialized_start=1592
-  _globals['_LISTORDERSRESPONSE']._serialized_end=1682
-  _globals['_CANCELORDERREQUEST']._serialized_start=1684
-  _globals['_CANCELORDERREQUEST']._serialized_end=1738
-  _globals['_MODIFYORDERREQUEST']._serialized_start=1741
-  _globals['_MODIFYORDERREQUEST']._serialized_end=1912
-  _globals['_LISTTRADESREQUEST']._serialized_start=1914
-  _globals['_LISTTRADESREQUEST']._serialized_end=2006
-  _globals['_LISTTRADESRESPONSE']._serialized_start=2008
-  _globals['_LISTTRADESRESPONSE']._serialized_end=2098
-  _globals['_STREAMORDERUPDATESREQUEST']._serialized_start=2100
-  _globals['_STREAMORDERUPDATESREQUEST']._serialized_end=2167
-  _globals['_STREAMORDERUPDATESRESPONSE']._serialized_start=2169
-  _globals['_STREAMORDERUPDATESRESPONSE']._serialized_end=2246
-  _globals['_ORDEREVENT']._serialized_start=2249
-  _globals['_ORDEREVENT']._serialized_end=2487
-  _globals['_ORDERSSERVICE']._serialized_start=3249
-  _globals['_ORDERSSERVICE']._serialized_end=4029
+  _globals['_ORDERSTATUS']._serialized_start=3645
+  _globals['_ORDERSTATUS']._serialized_end=3988
+  _globals['_ORDEREVENTTYPE']._serialized_start=3991
+  _globals['_ORDEREVENTTYPE']._serialized_end=4401
+  _globals['_CHECKINVARIANTSREQUEST']._serialized_start=231
+  _globals['_CHECKINVARIANTSREQUEST']._serialized_end=255
+  _globals['_CHECKINVARIANTSRESPONSE']._serialized_start=257
+  _globals['_CHECKINVARIANTSRESPONSE']._serialized_end=366
+  _globals['_ORDER']._serialized_start=369
+  _globals['_ORDER']._serialized_end=1143
+  _globals['_TRADE']._serialized_start=1146
+  _globals['_TRADE']._serialized_end=1416
+  _globals['_PLACEORDERREQUEST']._serialized_start=1418
+  _globals['_PLACEORDERREQUEST']._serialized_end=1517
+  _globals['_GETORDERREQUEST']._serialized_start=1519
+  _globals['_GETORDERREQUEST']._serialized_end=1550
+  _globals['_LISTORDERSREQUEST']._serialized_start=1552
+  _globals['_LISTORDERSREQUEST']._serialized_end=1679
+  _globals['_LISTORDERSRESPONSE']._serialized_start=1681
+  _globals['_LISTORDERSRESPONSE']._serialized_end=1771
+  _globals['_CANCELORDERREQUEST']._serialized_start=1773
+  _globals['_CANCELORDERREQUEST']._serialized_end=1827
+  _globals['_MODIFYORDERREQUEST']._serialized_start=1830
+  _globals['_MODIFYORDERREQUEST']._serialized_end=2001
+  _globals['_LISTTRADESREQUEST']._serialized_start=2003
+  _globals['_LISTTRADESREQUEST']._serialized_end=2095
+  _globals['_LISTTRADESRESPONSE']._serialized_start=2097
+  _globals['_LISTTRADESRESPONSE']._serialized_end=2187
+  _globals['_STREAMORDERUPDATESREQUEST']._serialized_start=2189
+  _globals['_STREAMORDERUPDATESREQUEST']._serialized_end=2256
+  _globals['_STREAMORDERUPDATESRESPONSE']._serialized_start=2258
+  _globals['_STREAMORDERUPDATESRESPONSE']._serialized_end=2335
+  _globals['_ORDEREVENT']._serialized_start=2338
+  _globals['_ORDEREVENT']._serialized_end=2576
+  _globals['_LISTAUDITRECORDSREQUEST']._serialized_start=2578
+  _globals['_LISTAUDITRECORDSREQUEST']._serialized_end=2658
+  _globals['_LISTAUDITRECORDSRESPONSE']._serialized_start=2660
+  _globals['_LISTAUDITRECORDSRESPONSE']._serialized_end=2763
+  _globals['_AUDITRECORD']._serialized_start=2766
+  _globals['_AUDITRECORD']._serialized_end=3263
+  _globals['_TRADINGCONTROLS']._serialized_start=3266
+  _globals['_TRADINGCONTROLS']._serialized_end=3432
+  _globals['_GETTRADINGCONTROLSREQUEST']._serialized_start=3434
+  _globals['_GETTRADINGCONTROLSREQUEST']._serialized_end=3475
+  _globals['_UPDATETRADINGCONTROLSREQUEST']._serialized_start=3478
+  _globals['_UPDATETRADINGCONTROLSREQUEST']._serialized_end=3642
+  _globals['_ORDERSSERVICE']._serialized_start=4404
+  _globals['_ORDERSSERVICE']._serialized_end=5525
 # @@protoc_insertion_point(module_scope)

@@ -3,6 +3,7 @@ import datetime
 from brokermesh.type.v1 import decimal_pb2 as _decimal_pb2
 from brokermesh.type.v1 import invariants_pb2 as _invariants_pb2
 from brokermesh.type.v1 import trading_pb2 as _trading_pb2
+from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -78,7 +79,7 @@ class CheckInvariantsResponse(_message.Message):
     def __init__(self, violations: _Optional[_Iterable[_Union[_invariants_pb2.InvariantViolation, _Mapping]]] = ..., orders_checked: _Optional[int] = ...) -> None: ...
 
 class Order(_message.Message):
-    __slots__ = ("name", "order_id", "user_id", "client_order_id", "symbol", "side", "type", "time_in_force", "product", "quantity", "limit_price", "stop_price", "status", "filled_quantity", "leaves_quantity", "average_price", "status_reason", "version", "create_time", "update_time", "exchange_order_id")
+    __slots__ = ("name", "order_id", "user_id", "client_order_id", "symbol", "side", "type", "time_in_force", "product", "quantity", "limit_price", "stop_price", "status", "filled_quantity", "leaves_quantity", "average_price", "status_reason", "version", "create_time", "update_time", "exchange_order_id", "protection_price")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ORDER_ID_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -100,6 +101,7 @@ class Order(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
     EXCHANGE_ORDER_ID_FIELD_NUMBER: _ClassVar[int]
+    PROTECTION_PRICE_FIELD_NUMBER: _ClassVar[int]
     name: str
     order_id: str
     user_id: str
@@ -121,7 +123,8 @@ class Order(_message.Message):
     create_time: _timestamp_pb2.Timestamp
     update_time: _timestamp_pb2.Timestamp
     exchange_order_id: str
-    def __init__(self, name: _Optional[str] = ..., order_id: _Optional[str] = ..., user_id: _Optional[str] = ..., client_order_id: _Optional[str] = ..., symbol: _Optional[str] = ..., side: _Optional[_Union[_trading_pb2.Side, str]] = ..., type: _Optional[_Union[_trading_pb2.OrderType, str]] = ..., time_in_force: _Optional[_Union[_trading_pb2.TimeInForce, str]] = ..., product: _Optional[_Union[_trading_pb2.Product, str]] = ..., quantity: _Optional[int] = ..., limit_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., stop_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., status: _Optional[_Union[OrderStatus, str]] = ..., filled_quantity: _Optional[int] = ..., leaves_quantity: _Optional[int] = ..., average_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., status_reason: _Optional[str] = ..., version: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., exchange_order_id: _Optional[str] = ...) -> None: ...
+    protection_price: _decimal_pb2.Decimal
+    def __init__(self, name: _Optional[str] = ..., order_id: _Optional[str] = ..., user_id: _Optional[str] = ..., client_order_id: _Optional[str] = ..., symbol: _Optional[str] = ..., side: _Optional[_Union[_trading_pb2.Side, str]] = ..., type: _Optional[_Union[_trading_pb2.OrderType, str]] = ..., time_in_force: _Optional[_Union[_trading_pb2.TimeInForce, str]] = ..., product: _Optional[_Union[_trading_pb2.Product, str]] = ..., quantity: _Optional[int] = ..., limit_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., stop_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., status: _Optional[_Union[OrderStatus, str]] = ..., filled_quantity: _Optional[int] = ..., leaves_quantity: _Optional[int] = ..., average_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., status_reason: _Optional[str] = ..., version: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., exchange_order_id: _Optional[str] = ..., protection_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ...) -> None: ...
 
 class Trade(_message.Message):
     __slots__ = ("name", "exec_id", "order_id", "symbol", "side", "quantity", "price", "execute_time", "product")
@@ -252,3 +255,89 @@ class OrderEvent(_message.Message):
     event_time: _timestamp_pb2.Timestamp
     request_id: str
     def __init__(self, event_id: _Optional[str] = ..., type: _Optional[_Union[OrderEventType, str]] = ..., order: _Optional[_Union[Order, _Mapping]] = ..., trade: _Optional[_Union[Trade, _Mapping]] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class ListAuditRecordsRequest(_message.Message):
+    __slots__ = ("parent", "page_size", "page_token")
+    PARENT_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    parent: str
+    page_size: int
+    page_token: str
+    def __init__(self, parent: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListAuditRecordsResponse(_message.Message):
+    __slots__ = ("records", "next_page_token")
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    records: _containers.RepeatedCompositeFieldContainer[AuditRecord]
+    next_page_token: str
+    def __init__(self, records: _Optional[_Iterable[_Union[AuditRecord, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class AuditRecord(_message.Message):
+    __slots__ = ("record_id", "record_time", "action", "actor", "request_id", "client_ip", "user_id", "order_id", "order_version", "from_status", "to_status", "exec_id", "last_price", "bid_price", "ask_price", "detail")
+    RECORD_ID_FIELD_NUMBER: _ClassVar[int]
+    RECORD_TIME_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_IP_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    ORDER_ID_FIELD_NUMBER: _ClassVar[int]
+    ORDER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    FROM_STATUS_FIELD_NUMBER: _ClassVar[int]
+    TO_STATUS_FIELD_NUMBER: _ClassVar[int]
+    EXEC_ID_FIELD_NUMBER: _ClassVar[int]
+    LAST_PRICE_FIELD_NUMBER: _ClassVar[int]
+    BID_PRICE_FIELD_NUMBER: _ClassVar[int]
+    ASK_PRICE_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    record_id: int
+    record_time: _timestamp_pb2.Timestamp
+    action: str
+    actor: str
+    request_id: str
+    client_ip: str
+    user_id: str
+    order_id: str
+    order_version: int
+    from_status: OrderStatus
+    to_status: OrderStatus
+    exec_id: str
+    last_price: _decimal_pb2.Decimal
+    bid_price: _decimal_pb2.Decimal
+    ask_price: _decimal_pb2.Decimal
+    detail: str
+    def __init__(self, record_id: _Optional[int] = ..., record_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., action: _Optional[str] = ..., actor: _Optional[str] = ..., request_id: _Optional[str] = ..., client_ip: _Optional[str] = ..., user_id: _Optional[str] = ..., order_id: _Optional[str] = ..., order_version: _Optional[int] = ..., from_status: _Optional[_Union[OrderStatus, str]] = ..., to_status: _Optional[_Union[OrderStatus, str]] = ..., exec_id: _Optional[str] = ..., last_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., bid_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., ask_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., detail: _Optional[str] = ...) -> None: ...
+
+class TradingControls(_message.Message):
+    __slots__ = ("name", "trading_halted", "halt_reason", "halted_symbols", "version", "update_time")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TRADING_HALTED_FIELD_NUMBER: _ClassVar[int]
+    HALT_REASON_FIELD_NUMBER: _ClassVar[int]
+    HALTED_SYMBOLS_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    trading_halted: bool
+    halt_reason: str
+    halted_symbols: _containers.RepeatedScalarFieldContainer[str]
+    version: int
+    update_time: _timestamp_pb2.Timestamp
+    def __init__(self, name: _Optional[str] = ..., trading_halted: _Optional[bool] = ..., halt_reason: _Optional[str] = ..., halted_symbols: _Optional[_Iterable[str]] = ..., version: _Optional[int] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class GetTradingControlsRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class UpdateTradingControlsRequest(_message.Message):
+    __slots__ = ("trading_controls", "update_mask", "request_id")
+    TRADING_CONTROLS_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_MASK_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    trading_controls: TradingControls
+    update_mask: _field_mask_pb2.FieldMask
+    request_id: str
+    def __init__(self, trading_controls: _Optional[_Union[TradingControls, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...

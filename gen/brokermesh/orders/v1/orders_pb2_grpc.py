@@ -80,6 +80,21 @@ class OrdersServiceStub:
                 request_serializer=brokermesh_dot_orders_dot_v1_dot_orders__pb2.CheckInvariantsRequest.SerializeToString,
                 response_deserializer=brokermesh_dot_orders_dot_v1_dot_orders__pb2.CheckInvariantsResponse.FromString,
                 _registered_method=True)
+        self.ListAuditRecords = channel.unary_unary(
+                '/brokermesh.orders.v1.OrdersService/ListAuditRecords',
+                request_serializer=brokermesh_dot_orders_dot_v1_dot_orders__pb2.ListAuditRecordsRequest.SerializeToString,
+                response_deserializer=brokermesh_dot_orders_dot_v1_dot_orders__pb2.ListAuditRecordsResponse.FromString,
+                _registered_method=True)
+        self.GetTradingControls = channel.unary_unary(
+                '/brokermesh.orders.v1.OrdersService/GetTradingControls',
+                request_serializer=brokermesh_dot_orders_dot_v1_dot_orders__pb2.GetTradingControlsRequest.SerializeToString,
+                response_deserializer=brokermesh_dot_orders_dot_v1_dot_orders__pb2.TradingControls.FromString,
+                _registered_method=True)
+        self.UpdateTradingControls = channel.unary_unary(
+                '/brokermesh.orders.v1.OrdersService/UpdateTradingControls',
+                request_serializer=brokermesh_dot_orders_dot_v1_dot_orders__pb2.UpdateTradingControlsRequest.SerializeToString,
+                response_deserializer=brokermesh_dot_orders_dot_v1_dot_orders__pb2.TradingControls.FromString,
+                _registered_method=True)
 
 
 class OrdersServiceServicer:
@@ -153,6 +168,31 @@ class OrdersServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListAuditRecords(self, request, context):
+        """Lists the append-only audit trail (DESIGN.md I6): every order action and transition,
+        oldest first. `parent` is `users/{user}/orders/{order}` for one order, `users/{user}`
+        for one user, or `users/-` for everyone. Admin and compliance use.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetTradingControls(self, request, context):
+        """Returns the broker's trading controls: the kill switch and the halted symbols.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateTradingControls(self, request, context):
+        """Changes the trading controls (AIP-134, with a field mask). While trading is halted no
+        order can be placed or modified (cancels still go through); a halted symbol accepts no
+        new orders. Admin use only; every change is audited.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OrdersServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -195,6 +235,21 @@ def add_OrdersServiceServicer_to_server(servicer, server):
                     servicer.CheckInvariants,
                     request_deserializer=brokermesh_dot_orders_dot_v1_dot_orders__pb2.CheckInvariantsRequest.FromString,
                     response_serializer=brokermesh_dot_orders_dot_v1_dot_orders__pb2.CheckInvariantsResponse.SerializeToString,
+            ),
+            'ListAuditRecords': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAuditRecords,
+                    request_deserializer=brokermesh_dot_orders_dot_v1_dot_orders__pb2.ListAuditRecordsRequest.FromString,
+                    response_serializer=brokermesh_dot_orders_dot_v1_dot_orders__pb2.ListAuditRecordsResponse.SerializeToString,
+            ),
+            'GetTradingControls': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTradingControls,
+                    request_deserializer=brokermesh_dot_orders_dot_v1_dot_orders__pb2.GetTradingControlsRequest.FromString,
+                    response_serializer=brokermesh_dot_orders_dot_v1_dot_orders__pb2.TradingControls.SerializeToString,
+            ),
+            'UpdateTradingControls': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateTradingControls,
+                    request_deserializer=brokermesh_dot_orders_dot_v1_dot_orders__pb2.UpdateTradingControlsRequest.FromString,
+                    response_serializer=brokermesh_dot_orders_dot_v1_dot_orders__pb2.TradingControls.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -419,6 +474,87 @@ class OrdersService:
             '/brokermesh.orders.v1.OrdersService/CheckInvariants',
             brokermesh_dot_orders_dot_v1_dot_orders__pb2.CheckInvariantsRequest.SerializeToString,
             brokermesh_dot_orders_dot_v1_dot_orders__pb2.CheckInvariantsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAuditRecords(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/brokermesh.orders.v1.OrdersService/ListAuditRecords',
+            brokermesh_dot_orders_dot_v1_dot_orders__pb2.ListAuditRecordsRequest.SerializeToString,
+            brokermesh_dot_orders_dot_v1_dot_orders__pb2.ListAuditRecordsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTradingControls(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/brokermesh.orders.v1.OrdersService/GetTradingControls',
+            brokermesh_dot_orders_dot_v1_dot_orders__pb2.GetTradingControlsRequest.SerializeToString,
+            brokermesh_dot_orders_dot_v1_dot_orders__pb2.TradingControls.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateTradingControls(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/brokermesh.orders.v1.OrdersService/UpdateTradingControls',
+            brokermesh_dot_orders_dot_v1_dot_orders__pb2.UpdateTradingControlsRequest.SerializeToString,
+            brokermesh_dot_orders_dot_v1_dot_orders__pb2.TradingControls.FromString,
             options,
             channel_credentials,
             insecure,

@@ -65,6 +65,18 @@ class OrdersServiceStub:
     key, one fill per exec id, filled ≤ ordered, fills summing to the filled quantity, an
     audit row for every transition. Admin use only.
     """
+    ListAuditRecords: _grpc.UnaryUnaryMultiCallable[_orders_pb2.ListAuditRecordsRequest, _orders_pb2.ListAuditRecordsResponse]
+    """Lists the append-only audit trail (DESIGN.md I6): every order action and transition,
+    oldest first. `parent` is `users/{user}/orders/{order}` for one order, `users/{user}`
+    for one user, or `users/-` for everyone. Admin and compliance use.
+    """
+    GetTradingControls: _grpc.UnaryUnaryMultiCallable[_orders_pb2.GetTradingControlsRequest, _orders_pb2.TradingControls]
+    """Returns the broker's trading controls: the kill switch and the halted symbols."""
+    UpdateTradingControls: _grpc.UnaryUnaryMultiCallable[_orders_pb2.UpdateTradingControlsRequest, _orders_pb2.TradingControls]
+    """Changes the trading controls (AIP-134, with a field mask). While trading is halted no
+    order can be placed or modified (cancels still go through); a halted symbol accepts no
+    new orders. Admin use only; every change is audited.
+    """
 
 @_typing.type_check_only
 class OrdersServiceAsyncStub(OrdersServiceStub):
@@ -102,6 +114,18 @@ class OrdersServiceAsyncStub(OrdersServiceStub):
     """Checks the order book's own invariants (DESIGN.md I4 and I6): one order per idempotency
     key, one fill per exec id, filled ≤ ordered, fills summing to the filled quantity, an
     audit row for every transition. Admin use only.
+    """
+    ListAuditRecords: _aio.UnaryUnaryMultiCallable[_orders_pb2.ListAuditRecordsRequest, _orders_pb2.ListAuditRecordsResponse]  # type: ignore[assignment]
+    """Lists the append-only audit trail (DESIGN.md I6): every order action and transition,
+    oldest first. `parent` is `users/{user}/orders/{order}` for one order, `users/{user}`
+    for one user, or `users/-` for everyone. Admin and compliance use.
+    """
+    GetTradingControls: _aio.UnaryUnaryMultiCallable[_orders_pb2.GetTradingControlsRequest, _orders_pb2.TradingControls]  # type: ignore[assignment]
+    """Returns the broker's trading controls: the kill switch and the halted symbols."""
+    UpdateTradingControls: _aio.UnaryUnaryMultiCallable[_orders_pb2.UpdateTradingControlsRequest, _orders_pb2.TradingControls]  # type: ignore[assignment]
+    """Changes the trading controls (AIP-134, with a field mask). While trading is halted no
+    order can be placed or modified (cancels still go through); a halted symbol accepts no
+    new orders. Admin use only; every change is audited.
     """
 
 class OrdersServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -185,6 +209,36 @@ class OrdersServiceServicer(metaclass=_abc_1.ABCMeta):
         """Checks the order book's own invariants (DESIGN.md I4 and I6): one order per idempotency
         key, one fill per exec id, filled ≤ ordered, fills summing to the filled quantity, an
         audit row for every transition. Admin use only.
+        """
+
+    @_abc_1.abstractmethod
+    def ListAuditRecords(
+        self,
+        request: _orders_pb2.ListAuditRecordsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_orders_pb2.ListAuditRecordsResponse, _abc.Awaitable[_orders_pb2.ListAuditRecordsResponse]]:
+        """Lists the append-only audit trail (DESIGN.md I6): every order action and transition,
+        oldest first. `parent` is `users/{user}/orders/{order}` for one order, `users/{user}`
+        for one user, or `users/-` for everyone. Admin and compliance use.
+        """
+
+    @_abc_1.abstractmethod
+    def GetTradingControls(
+        self,
+        request: _orders_pb2.GetTradingControlsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_orders_pb2.TradingControls, _abc.Awaitable[_orders_pb2.TradingControls]]:
+        """Returns the broker's trading controls: the kill switch and the halted symbols."""
+
+    @_abc_1.abstractmethod
+    def UpdateTradingControls(
+        self,
+        request: _orders_pb2.UpdateTradingControlsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_orders_pb2.TradingControls, _abc.Awaitable[_orders_pb2.TradingControls]]:
+        """Changes the trading controls (AIP-134, with a field mask). While trading is halted no
+        order can be placed or modified (cancels still go through); a halted symbol accepts no
+        new orders. Admin use only; every change is audited.
         """
 
 def add_OrdersServiceServicer_to_server(servicer: OrdersServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
