@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+import zlib
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -36,6 +37,9 @@ log = logging.getLogger(__name__)
 MSG_ID_HEADER = "Nats-Msg-Id"
 TYPE_HEADER = "Bm-Type"
 DAY = 24 * 3600
+# Tick subjects are sharded by a stable hash of the symbol (see `Topology.tick_shard`). Publisher
+# and consumers must agree on this number, so it is a constant rather than a setting.
+TICK_SHARDS = 16
 
 
 @dataclass(frozen=True)
@@ -78,8 +82,40 @@ class Topology:
     def tick_subject(self, shard: str) -> str:
         return f"{self.namespace}.md.ticks.{shard}"
 
+    @staticmethod
+    def tick_shard(symbol: str) -> str:
+        """The shard a symbol's ticks travel on: CRC-32 of the symbol modulo `TICK_SHARDS`,
+        stable across processes and restarts (unlike Python's salted `hash`)."""
+        return f"{zlib.crc32(symbol.encode()) % TICK_SHARDS:02d}"
+
+    def tick_subject_for(self, symbol: str) -> str:
+        return self.tick_subject(self.tick_shard(symbol))
+
+    def tick_subjects_for(self, symbols: Iterable[str]) -> list[str]:
+        """The few subjects to subscribe to for ticks of `symbols` (each subject once, sorted).
+        A subscriber still filters by symbol: a shard carries other symbols too."""
+        return sorted({self.tick_subject_for(symbol) for symbol in symbols})
+
+    @property
+    def all_ticks_subject(self) -> str:
+        """Every tick shard, for consumers that want all symbols."""
+        return f"{self.namespace}.md.ticks.*"
+
     def kv_bucket(self, name: str) -> str:
         return f"{self.namespace}_{name}"
+
+    # Latest quotes: svc_marketdata keeps each symbol's latest `brokermesh.marketdata.v1.Quote`
+    # (serialized) in this KV bucket under `quote_key(symbol)`, so a consumer can start from a
+    # snapshot and then follow the tick subjects (newer `Quote.sequence` wins).
+    @property
+    def quotes_bucket(self) -> str:
+        return self.kv_bucket("quotes")
+
+    @staticmethod
+    def quote_key(symbol: str) -> str:
+        """A KV-safe key for a symbol: characters KV keys cannot hold (`&` in `M&M`, `.`) are
+        written `=XX` (hex)."""
+        return "".join(c if c.isascii() and (c.isalnum() or c in "-_") else f"={ord(c):02X}" for c in symbol)
 
     def wildcard(self, subject: str) -> str:
         """`{ns}.orders.event.u_1` → `{ns}.orders.event.>`."""
