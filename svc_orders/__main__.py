@@ -1,0 +1,3 @@
+from svc_orders import main
+
+main.main()

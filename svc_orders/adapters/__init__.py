@@ -1,0 +1,1 @@
+"""PostgreSQL, NATS and gRPC-client implementations of the application's ports."""

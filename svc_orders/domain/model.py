@@ -1,0 +1,301 @@
+"""The order and what happens to it, in the domain's words."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import ROUND_HALF_UP, Decimal
+from enum import StrEnum
+
+ZERO = Decimal(0)
+_AVERAGE_PLACES = Decimal("0.0001")
+_PAISA = Decimal("0.01")
+
+
+class Side(StrEnum):
+    BUY = "BUY"
+    SELL = "SELL"
+
+
+class OrderType(StrEnum):
+    MARKET = "MARKET"
+    LIMIT = "LIMIT"
+    STOP = "STOP"  # stop-loss market (SL-M)
+    STOP_LIMIT = "STOP_LIMIT"  # stop-loss limit (SL)
+
+
+class TimeInForce(StrEnum):
+    DAY = "DAY"
+    IOC = "IOC"
+    FOK = "FOK"
+
+
+class Product(StrEnum):
+    CNC = "CNC"
+    INTRADAY = "INTRADAY"
+
+
+class Status(StrEnum):
+    # Internal: recorded, funds not blocked yet. Clients see PENDING_EXCHANGE.
+    FUNDS_PENDING = "FUNDS_PENDING"
+    PENDING_EXCHANGE = "PENDING_EXCHANGE"
+    OPEN = "OPEN"
+    PARTIALLY_FILLED = "PARTIALLY_FILLED"
+    FILLED = "FILLED"
+    CANCELLED = "CANCELLED"
+    REJECTED = "REJECTED"
+    EXPIRED = "EXPIRED"
+    PENDING_CANCEL = "PENDING_CANCEL"
+    PENDING_REPLACE = "PENDING_REPLACE"
+    TRIGGER_PENDING = "TRIGGER_PENDING"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL
+
+    @property
+    def public(self) -> Status:
+        """What clients are shown."""
+        return Status.PENDING_EXCHANGE if self is Status.FUNDS_PENDING else self
+
+
+TERMINAL = frozenset({Status.FILLED, Status.CANCELLED, Status.REJECTED, Status.EXPIRED})
+# Orders the exchange has not acknowledged yet; the sweeper watches these.
+PRE_EXCHANGE = frozenset({Status.FUNDS_PENDING, Status.PENDING_EXCHANGE})
+STOP_TYPES = frozenset({OrderType.STOP, OrderType.STOP_LIMIT})
+
+
+class EventType(StrEnum):
+    ACCEPTED = "ACCEPTED"
+    OPENED = "OPENED"
+    FILLED = "FILLED"
+    CANCEL_REQUESTED = "CANCEL_REQUESTED"
+    CANCELLED = "CANCELLED"
+    MODIFY_REQUESTED = "MODIFY_REQUESTED"
+    MODIFIED = "MODIFIED"
+    REJECTED = "REJECTED"
+    AMEND_REJECTED = "AMEND_REJECTED"
+    EXPIRED = "EXPIRED"
+    TRIGGERED = "TRIGGERED"
+
+
+class ExecType(StrEnum):
+    """What an execution report reports (FIX ExecType, plus cancel rejects)."""
+
+    NEW = "NEW"
+    TRADE = "TRADE"
+    CANCELED = "CANCELED"
+    REPLACED = "REPLACED"
+    PENDING_CANCEL = "PENDING_CANCEL"
+    PENDING_REPLACE = "PENDING_REPLACE"
+    REJECTED = "REJECTED"
+    EXPIRED = "EXPIRED"
+    ORDER_STATUS = "ORDER_STATUS"
+    CANCEL_REJECTED = "CANCEL_REJECTED"
+    TRIGGERED = "TRIGGERED"
+
+
+class ExchangeStatus(StrEnum):
+    """The order's state at the exchange (FIX OrdStatus)."""
+
+    NEW = "NEW"
+    PARTIALLY_FILLED = "PARTIALLY_FILLED"
+    FILLED = "FILLED"
+    CANCELED = "CANCELED"
+    PENDING_CANCEL = "PENDING_CANCEL"
+    REJECTED = "REJECTED"
+    EXPIRED = "EXPIRED"
+    PENDING_REPLACE = "PENDING_REPLACE"
+    PENDING_NEW = "PENDING_NEW"
+    UNKNOWN = "UNKNOWN"
+
+
+class Actor(StrEnum):
+    """Who caused a change, for the audit trail (users appear as `user:{id}`)."""
+
+    ADMIN = "admin"
+    SYSTEM = "system"
+    EXCHANGE = "exchange"
+
+
+def user_actor(user_id: str) -> str:
+    return f"user:{user_id}"
+
+
+@dataclass(frozen=True)
+class Instrument:
+    symbol: str
+    tick_size: Decimal
+    lot_size: int
+    previous_close: Decimal | None = None
+
+
+@dataclass(frozen=True)
+class MarketSnapshot:
+    """What the market looked like when something happened (for risk and the audit)."""
+
+    last_price: Decimal | None = None
+    bid_price: Decimal | None = None
+    ask_price: Decimal | None = None
+
+
+@dataclass(frozen=True)
+class OrderSpec:
+    """A validated order request: what the client asked for, with defaults applied."""
+
+    symbol: str
+    side: Side
+    type: OrderType
+    time_in_force: TimeInForce
+    product: Product
+    quantity: int
+    limit_price: Decimal | None = None
+    stop_price: Decimal | None = None
+
+
+@dataclass(frozen=True)
+class PendingChange:
+    """A cancel or modification sent to the exchange and not yet answered."""
+
+    kind: str  # "CANCEL" or "REPLACE"
+    request_id: str
+    quantity: int | None = None
+    limit_price: Decimal | None = None
+    stop_price: Decimal | None = None
+    protection_price: Decimal | None = None
+    # The block was raised before sending (a bigger order): lower it again if refused.
+    block_raised: bool = False
+
+
+@dataclass(frozen=True)
+class Order:
+    order_id: str
+    user_id: str
+    client_order_id: str
+    fingerprint: str
+    symbol: str
+    side: Side
+    type: OrderType
+    time_in_force: TimeInForce
+    product: Product
+    quantity: int
+    limit_price: Decimal | None
+    stop_price: Decimal | None
+    # MARKET and STOP orders go to the exchange as limits at this price.
+    protection_price: Decimal | None
+    status: Status
+    create_time: datetime
+    update_time: datetime
+    filled_quantity: int = 0
+    # Σ fill quantity × fill price: the exact basis of the average price.
+    filled_value: Decimal = ZERO
+    exchange_order_id: str = ""
+    status_reason: str = ""
+    version: int = 0
+    triggered: bool = False
+    # While PENDING_CANCEL / PENDING_REPLACE: the request and the status to go back to.
+    pending: PendingChange | None = None
+    resume_status: Status | None = None
+    # The placement's request context, for the audit of later system actions.
+    request_id: str = ""
+    client_ip: str = ""
+
+    @property
+    def leaves_quantity(self) -> int:
+        return 0 if self.status.terminal else self.quantity - self.filled_quantity
+
+    @property
+    def average_price(self) -> Decimal | None:
+        if self.filled_quantity == 0:
+            return None
+        return average(self.filled_value, self.filled_quantity)
+
+    @property
+    def exchange_limit_price(self) -> Decimal | None:
+        """The limit the exchange enforces: the user's limit, or the protection price."""
+        if self.type in (OrderType.LIMIT, OrderType.STOP_LIMIT):
+            return self.limit_price
+        return self.protection_price
+
+    @property
+    def spec(self) -> OrderSpec:
+        return OrderSpec(
+            symbol=self.symbol,
+            side=self.side,
+            type=self.type,
+            time_in_force=self.time_in_force,
+            product=self.product,
+            quantity=self.quantity,
+            limit_price=self.limit_price,
+            stop_price=self.stop_price,
+        )
+
+
+def average(value: Decimal, quantity: int) -> Decimal:
+    """Volume-weighted average price: 4 fraction digits at most, 2 when exact at 2."""
+    avg = (value / quantity).quantize(_AVERAGE_PLACES, rounding=ROUND_HALF_UP)
+    return avg.quantize(_PAISA) if avg == avg.quantize(_PAISA) else avg
+
+
+@dataclass(frozen=True)
+class ExchangeReport:
+    """An execution report, in domain terms."""
+
+    exec_id: str
+    exec_type: ExecType
+    ord_status: ExchangeStatus = ExchangeStatus.UNKNOWN
+    order_quantity: int = 0
+    last_quantity: int = 0
+    last_price: Decimal | None = None
+    cumulative_quantity: int = 0
+    leaves_quantity: int = 0
+    limit_price: Decimal | None = None
+    exchange_order_id: str = ""
+    text: str = ""
+    transact_time: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Fill:
+    """One trade of an order at the exchange."""
+
+    exec_id: str
+    order_id: str
+    quantity: int
+    price: Decimal
+    # The exchange's cumulative quantity after this fill: unique per order, so a fill
+    # reported twice under different exec ids is still recognised.
+    cumulative_quantity: int
+    execute_time: datetime
+
+
+@dataclass(frozen=True)
+class FundsAction:
+    """Something svc_funds must do for an order once the change commits (retried until
+    done): release what is left of its block, or resize the block to the order's terms."""
+
+    kind: str  # "RELEASE" or "ADJUST"
+    order_id: str
+    user_id: str
+    reason: str = ""
+    quantity: int | None = None
+    price: Decimal | None = None
+
+
+@dataclass(frozen=True)
+class Transition:
+    """The result of applying one trigger to an order."""
+
+    before: Order
+    after: Order
+    trigger: str
+    event: EventType | None = None
+    fill: Fill | None = None
+    funds_action: FundsAction | None = None
+    # Something odd that was tolerated (logged, and kept in the audit detail).
+    anomaly: str = ""
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def changed(self) -> bool:
+        return self.after.version != self.before.version

@@ -1,0 +1,267 @@
+"""Validation of order requests against the instrument: a clear error naming the field,
+or a request the rest of the OMS can trust."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from decimal import Decimal
+
+from svc_orders.domain.model import (
+    STOP_TYPES,
+    Instrument,
+    Order,
+    OrderSpec,
+    OrderType,
+    Product,
+    Side,
+    TimeInForce,
+)
+from svc_runtime.decimals import parse_decimal
+from svc_runtime.errors import InvalidArgument
+
+PRICE_PLACES = 2
+MAX_QUANTITY = 10**12  # beyond any instrument; keeps quantities inside int64 arithmetic
+
+_SYMBOL = re.compile(r"^[A-Z0-9][A-Z0-9&._-]{0,29}$")
+_USER_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
+_PAISA = Decimal("0.01")
+
+
+@dataclass(frozen=True)
+class OrderDraft:
+    """An order request as it came in: enums already decoded, prices still text."""
+
+    symbol: str
+    side: Side | None
+    type: OrderType | None
+    time_in_force: TimeInForce | None
+    product: Product | None
+    quantity: int
+    limit_price: str = ""
+    stop_price: str = ""
+
+
+@dataclass(frozen=True)
+class ModificationDraft:
+    """A modification request: 0 / empty keeps the current value."""
+
+    quantity: int = 0
+    limit_price: str = ""
+    stop_price: str = ""
+
+
+@dataclass(frozen=True)
+class Modification:
+    """A validated modification: the order's new terms."""
+
+    quantity: int
+    limit_price: Decimal | None
+    stop_price: Decimal | None
+
+
+def user_id(value: str, *, field: str = "parent") -> str:
+    if not _USER_ID.match(value or ""):
+        raise InvalidArgument(f"{field} must name a user: users/{{user}}", reason="INVALID_NAME", field=field)
+    return value
+
+
+def request_id(value: str, *, field: str = "request_id") -> str:
+    if not value:
+        raise InvalidArgument(
+            f"{field} is required (the idempotency key)", reason="MISSING_REQUEST_ID", field=field
+        )
+    if not _REQUEST_ID.match(value):
+        raise InvalidArgument(
+            f"{field} must be 1–128 printable characters without spaces",
+            reason="INVALID_REQUEST_ID",
+            field=field,
+        )
+    return value
+
+
+def symbol(value: str) -> str:
+    normalized = (value or "").strip().upper()
+    if not normalized:
+        raise InvalidArgument("order.symbol is required", reason="MISSING_SYMBOL", field="order.symbol")
+    if not _SYMBOL.match(normalized):
+        raise InvalidArgument(
+            "order.symbol is not a valid symbol", reason="INVALID_SYMBOL", field="order.symbol"
+        )
+    return normalized
+
+
+def _price(text: str, instrument: Instrument, field: str) -> Decimal:
+    value = parse_decimal(text, field=field, max_places=PRICE_PLACES, positive=True)
+    if value % instrument.tick_size != 0:
+        raise InvalidArgument(
+            f"{field} must be a multiple of the tick size {instrument.tick_size}",
+            reason="PRICE_NOT_ON_TICK",
+            field=field,
+        )
+    return value
+
+
+def _quantity(quantity: int, instrument: Instrument, field: str) -> int:
+    if quantity <= 0:
+        raise InvalidArgument(
+            f"{field} must be a positive number of shares", reason="NOT_POSITIVE", field=field
+        )
+    if quantity > MAX_QUANTITY:
+        raise InvalidArgument(f"{field} is too large", reason="QUANTITY_TOO_LARGE", field=field)
+    if quantity % instrument.lot_size != 0:
+        raise InvalidArgument(
+            f"{field} must be a multiple of the lot size {instrument.lot_size}",
+            reason="QUANTITY_NOT_IN_LOTS",
+            field=field,
+        )
+    return quantity
+
+
+def _check_stop_limit(side: Side, limit: Decimal, stop: Decimal) -> None:
+    # A buy stop-limit triggers at the stop and buys up to the limit: limit below stop
+    # could never fill at trigger time, and the mirror holds for sells.
+    if side is Side.BUY and limit < stop:
+        raise InvalidArgument(
+            "a BUY stop-limit order needs limit_price ≥ stop_price",
+            reason="LIMIT_BELOW_STOP",
+            field="order.limit_price",
+        )
+    if side is Side.SELL and limit > stop:
+        raise InvalidArgument(
+            "a SELL stop-limit order needs limit_price ≤ stop_price",
+            reason="LIMIT_ABOVE_STOP",
+            field="order.limit_price",
+        )
+
+
+def new_order(draft: OrderDraft, instrument: Instrument) -> OrderSpec:
+    """Validate a new order; apply the defaults (DAY, CNC)."""
+    if draft.side is None:
+        raise InvalidArgument("order.side must be BUY or SELL", reason="MISSING_SIDE", field="order.side")
+    if draft.type is None:
+        raise InvalidArgument(
+            "order.type must be MARKET, LIMIT, STOP or STOP_LIMIT", reason="MISSING_TYPE", field="order.type"
+        )
+    time_in_force = draft.time_in_force or TimeInForce.DAY
+    product = draft.product or Product.CNC
+    quantity = _quantity(draft.quantity, instrument, "order.quantity")
+    limit_price: Decimal | None = None
+    stop_price: Decimal | None = None
+    needs_limit = draft.type in (OrderType.LIMIT, OrderType.STOP_LIMIT)
+    needs_stop = draft.type in STOP_TYPES
+    if needs_limit:
+        if not draft.limit_price:
+            raise InvalidArgument(
+                f"a {draft.type} order needs order.limit_price",
+                reason="MISSING_LIMIT_PRICE",
+                field="order.limit_price",
+            )
+        limit_price = _price(draft.limit_price, instrument, "order.limit_price")
+    elif draft.limit_price:
+        raise InvalidArgument(
+            f"a {draft.type} order takes no order.limit_price",
+            reason="UNEXPECTED_LIMIT_PRICE",
+            field="order.limit_price",
+        )
+    if needs_stop:
+        if not draft.stop_price:
+            raise InvalidArgument(
+                f"a {draft.type} order needs order.stop_price",
+                reason="MISSING_STOP_PRICE",
+                field="order.stop_price",
+            )
+        stop_price = _price(draft.stop_price, instrument, "order.stop_price")
+        if time_in_force is not TimeInForce.DAY:
+            raise InvalidArgument(
+                "stop orders wait for their trigger, so they must be DAY orders",
+                reason="UNSUPPORTED_TIME_IN_FORCE",
+                field="order.time_in_force",
+            )
+    elif draft.stop_price:
+        raise InvalidArgument(
+            f"a {draft.type} order takes no order.stop_price",
+            reason="UNEXPECTED_STOP_PRICE",
+            field="order.stop_price",
+        )
+    if limit_price is not None and stop_price is not None:
+        _check_stop_limit(draft.side, limit_price, stop_price)
+    return OrderSpec(
+        symbol=instrument.symbol,
+        side=draft.side,
+        type=draft.type,
+        time_in_force=time_in_force,
+        product=product,
+        quantity=quantity,
+        limit_price=limit_price,
+        stop_price=stop_price,
+    )
+
+
+def modification(order: Order, draft: ModificationDraft, instrument: Instrument) -> Modification:
+    """Validate a modification of `order`: the new total quantity must stay above what has
+    filled, prices only where the order type has them, and something must change."""
+    quantity = order.quantity
+    if draft.quantity:
+        quantity = _quantity(draft.quantity, instrument, "quantity")
+        if quantity <= order.filled_quantity:
+            raise InvalidArgument(
+                f"quantity must exceed the {order.filled_quantity} shares already filled",
+                reason="QUANTITY_BELOW_FILLED",
+                field="quantity",
+            )
+    limit_price = order.limit_price
+    if draft.limit_price:
+        if order.type not in (OrderType.LIMIT, OrderType.STOP_LIMIT):
+            raise InvalidArgument(
+                f"a {order.type} order has no limit price",
+                reason="UNEXPECTED_LIMIT_PRICE",
+                field="limit_price",
+            )
+        limit_price = _price(draft.limit_price, instrument, "limit_price")
+    stop_price = order.stop_price
+    if draft.stop_price:
+        if order.type not in STOP_TYPES:
+            raise InvalidArgument(
+                f"a {order.type} order has no stop price", reason="UNEXPECTED_STOP_PRICE", field="stop_price"
+            )
+        stop_price = _price(draft.stop_price, instrument, "stop_price")
+    if limit_price is not None and stop_price is not None:
+        _check_stop_limit(order.side, limit_price, stop_price)
+    if (quantity, limit_price, stop_price) == (order.quantity, order.limit_price, order.stop_price):
+        raise InvalidArgument(
+            "the modification changes nothing: give a new quantity or price",
+            reason="NO_CHANGE",
+            field="quantity",
+        )
+    return Modification(quantity=quantity, limit_price=limit_price, stop_price=stop_price)
+
+
+def _canonical_price(value: Decimal | None) -> str:
+    return "" if value is None else str(value.quantize(_PAISA))
+
+
+def fingerprint(spec: OrderSpec) -> str:
+    """A digest of the request's terms: the same key with the same terms is a retry, the
+    same key with other terms is a conflict. `100` and `100.00` are the same price."""
+    canonical = "|".join(
+        (
+            spec.symbol,
+            spec.side,
+            spec.type,
+            spec.time_in_force,
+            spec.product,
+            str(spec.quantity),
+            _canonical_price(spec.limit_price),
+            _canonical_price(spec.stop_price),
+        )
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+
+def action_fingerprint(kind: str, *parts: object) -> str:
+    """Digest of a cancel or modification request, for its idempotency key."""
+    canonical = "|".join([kind, *("" if p is None else str(p) for p in parts)])
+    return hashlib.sha256(canonical.encode()).hexdigest()[:32]
