@@ -23,6 +23,11 @@ BASELINE_GRPC_STREAM = "baseline.grpc_server_stream.throughput"
 BASELINE_PG_TXN = "baseline.pg_single_row_txn.throughput"
 BASELINE_JS_PUBLISH = "baseline.jetstream_publish_ack.throughput"
 BASELINE_NATS_SUBSCRIBE = "baseline.nats_subscribe.throughput"
+# A bare uvicorn + starlette JSON echo through the same HTTP client: what REST figures compare with.
+BASELINE_HTTP_ECHO = "baseline.http_echo.throughput"
+# Each baseline also reports the latency of one call with nothing else in flight, as
+# `baseline.<name>.p50` … `.p99_9` (ms). A latency figure that names a baseline above is
+# compared with the same percentile of it (its p50 when the figure is not a percentile).
 
 
 @dataclass
@@ -50,6 +55,9 @@ class BenchContext:
     new_database: Callable[[], Awaitable[str]]
     new_namespace: Callable[[], str]
     start_stack: Callable[..., Awaitable[Stack]]  # (services, extra_env=None) -> Stack
+    # Shows a short status line ("open loop 200/s: 3/6s") beside the progress bar; pass it on
+    # as `progress=` to the runners of `bench.load`.
+    progress: Callable[[str], None] = field(default=lambda _text: None)
 
 
 @dataclass(frozen=True)

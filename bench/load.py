@@ -64,8 +64,9 @@ def error_kind(error: BaseException) -> str:
             name = getattr(code(), "name", None)
             if isinstance(name, str):
                 return name
-    response = getattr(error, "response", None)
-    status = getattr(response, "status_code", None)
+    status = getattr(error, "status", None)  # aiohttp and bench.clients errors
+    if not isinstance(status, int):
+        status = getattr(getattr(error, "response", None), "status_code", None)  # httpx
     if isinstance(status, int):
         return f"HTTP {status}"
     return type(error).__name__

@@ -1,0 +1,203 @@
+"""Bare peers for the baselines, each its own process like a real service:
+
+    python -m bench.peers grpc-echo PORT          gRPC unary echo and server stream (no interceptors)
+    python -m bench.peers http-echo PORT          uvicorn + starlette JSON echo (the gateway's stack)
+    python -m bench.peers nats-publish URL SUBJECT COUNT SIZE RATE
+                                                  core NATS publisher; RATE 0 = as fast as it can
+
+Servers print `ready` on stdout once listening and run until SIGTERM. Every message a peer
+sends at a fixed rate starts with its wall-clock send time (8 bytes, ns), so the receiver can
+measure its age.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import struct
+import sys
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+from google.protobuf import wrappers_pb2
+
+GRPC_SERVICE = "bench.Echo"
+UNARY_METHOD = f"/{GRPC_SERVICE}/Unary"
+STREAM_METHOD = f"/{GRPC_SERVICE}/Stream"
+HTTP_ECHO_PATH = "/v1/echo"
+STAMP = struct.Struct("<q")  # wall-clock ns at send
+
+
+def stamped(size: int) -> bytes:
+    """A payload of `size` bytes (at least 8) that starts with the current wall-clock time."""
+    return STAMP.pack(time.time_ns()) + b"x" * max(0, size - STAMP.size)
+
+
+def stamp_of(payload: bytes) -> int:
+    return STAMP.unpack_from(payload)[0]
+
+
+# --- gRPC ----------------------------------------------------------------------------------
+async def _unary(request: wrappers_pb2.BytesValue, _ctx: grpc.aio.ServicerContext) -> wrappers_pb2.BytesValue:
+    return wrappers_pb2.BytesValue(value=request.value)
+
+
+async def _stream(
+    request: wrappers_pb2.BytesValue, _ctx: grpc.aio.ServicerContext
+) -> AsyncIterator[wrappers_pb2.BytesValue]:
+    """`{"count": N, "rate": R, "size": B}`: N messages of B bytes, at R per second (0 = flat out)."""
+    spec = json.loads(request.value)
+    count, rate, size = int(spec["count"]), float(spec.get("rate", 0)), int(spec.get("size", 64))
+    start = time.perf_counter()
+    for k in range(count):
+        if rate > 0:
+            delay = start + k / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        yield wrappers_pb2.BytesValue(value=stamped(size))
+
+
+async def grpc_echo(port: int) -> None:
+    handler = grpc.method_handlers_generic_handler(
+        GRPC_SERVICE,
+        {
+            "Unary": grpc.unary_unary_rpc_method_handler(
+                _unary,
+                request_deserializer=wrappers_pb2.BytesValue.FromString,
+                response_serializer=wrappers_pb2.BytesValue.SerializeToString,
+            ),
+            "Stream": grpc.unary_stream_rpc_method_handler(
+                _stream,
+                request_deserializer=wrappers_pb2.BytesValue.FromString,
+                response_serializer=wrappers_pb2.BytesValue.SerializeToString,
+            ),
+        },
+    )
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers((handler,))
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    await _ready_then_wait_for_term()
+    await server.stop(1.0)
+
+
+# --- HTTP ----------------------------------------------------------------------------------
+async def http_echo(port: int) -> None:
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    async def echo(request: Request) -> JSONResponse:
+        return JSONResponse(await request.json())
+
+    app = Starlette(routes=[Route(HTTP_ECHO_PATH, echo, methods=["POST"])])
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    server = uvicorn.Server(config)
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    serving = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.02)
+        if serving.done():
+            serving.result()
+    await _ready_then_wait_for_term()
+    server.should_exit = True
+    await serving
+
+
+# --- NATS ----------------------------------------------------------------------------------
+async def nats_publish(url: str, subject: str, count: int, size: int, rate: float) -> None:
+    import nats
+
+    nc = await nats.connect(url, name="bench-publisher")
+    start = time.perf_counter()
+    for k in range(count):
+        if rate > 0:
+            delay = start + k / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        await nc.publish(subject, stamped(size))
+        if rate <= 0 and k % 2000 == 1999:
+            # Let the socket drain: the client buffers without bound otherwise.
+            await nc.flush()
+    await nc.flush()
+    await nc.close()
+
+
+async def _ready_then_wait_for_term() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    print("ready", flush=True)
+    await stop.wait()
+
+
+@contextlib.asynccontextmanager
+async def running(
+    kind: str, *args: str, ready_timeout: float = 30.0
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    """Start a peer (`kind` as on the command line) and yield its process once it is ready;
+    terminate it on exit. Publishers are not servers: use `run_to_end` for them."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bench.peers",
+        kind,
+        *args,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert process.stdout is not None
+        line = await asyncio.wait_for(process.stdout.readline(), ready_timeout)
+        if line.strip() != b"ready":
+            raise RuntimeError(f"peer {kind} did not start (exit code {await process.wait()})")
+        yield process
+    finally:
+        if process.returncode is None:
+            process.terminate()
+            try:
+                await asyncio.wait_for(process.wait(), 10)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+
+
+async def run_to_end(kind: str, *args: str, timeout: float = 120.0) -> None:
+    """Run a peer that ends by itself (a publisher) and wait for it."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.peers", kind, *args, stdin=asyncio.subprocess.DEVNULL
+    )
+    try:
+        code = await asyncio.wait_for(process.wait(), timeout)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise
+    if code != 0:
+        raise RuntimeError(f"peer {kind} exited with {code}")
+
+
+def main(argv: list[str]) -> None:
+    kind, *args = argv
+    runners: dict[str, Any] = {
+        "grpc-echo": lambda: grpc_echo(int(args[0])),
+        "http-echo": lambda: http_echo(int(args[0])),
+        "nats-publish": lambda: nats_publish(args[0], args[1], int(args[2]), int(args[3]), float(args[4])),
+    }
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover
+        asyncio.run(runners[kind]())
+    else:
+        uvloop.run(runners[kind]())
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,419 @@
+"""Bare baselines, measured in every run on the same machine with the same Python.
+
+Each reports a throughput at saturation (closed loop, `SATURATION_CONCURRENCY` in flight,
+except where noted) under its `BASELINE_*` name, and the latency of one operation with
+nothing else in flight as `baseline.<name>.p50` … `.p99_9`. A scenario's figure divided by
+its baseline is the number that survives a noisy machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+import asyncpg
+import grpc
+from google.protobuf import wrappers_pb2
+from nats.js.api import StorageType, StreamConfig
+
+from bench import clients, peers
+from bench.api import (
+    BASELINE_GRPC_STREAM,
+    BASELINE_GRPC_UNARY,
+    BASELINE_HTTP_ECHO,
+    BASELINE_JS_PUBLISH,
+    BASELINE_NATS_SUBSCRIBE,
+    BASELINE_PG_TXN,
+    BenchContext,
+    Figure,
+    Scenario,
+)
+from bench.load import (
+    SATURATION_CONCURRENCY,
+    LoadResult,
+    Samples,
+    age_ms,
+    closed_loop,
+    median_of,
+    sequential,
+)
+from svc_runtime import db, messaging
+from svc_runtime.infra.processes import free_port
+
+# The size of an order-sized message: a PlaceOrderRequest or an order event is ~150–300 bytes.
+PAYLOAD = 200
+# A quote on the wire is ~100 bytes.
+TICK_PAYLOAD = 100
+
+
+@dataclass(frozen=True)
+class Timing:
+    warmup: float
+    duration: float
+    latency_duration: float
+    runs: int
+    stream_messages: int
+    nats_messages: int
+
+    @classmethod
+    def of(cls, ctx: BenchContext) -> Timing:
+        if ctx.quick:
+            return cls(0.5, 2.0, 1.5, 1, 30_000, 60_000)
+        return cls(1.0, 5.0, 3.0, 3, 150_000, 200_000)
+
+
+def _stem(baseline: str) -> str:
+    """`baseline.grpc_unary_echo.throughput` → `baseline.grpc_unary_echo`."""
+    return baseline.rsplit(".", 1)[0]
+
+
+def baseline_figures(
+    baseline: str, throughput: LoadResult, latency: LoadResult, *, unit: str, note: str
+) -> list[Figure]:
+    stem = _stem(baseline)
+    figures = [Figure(baseline, throughput.rate, unit, "higher", note=f"{note}; {throughput.describe()}")]
+    for figure in latency.figures(stem, throughput=False, note=note):
+        if figure.name.endswith(".errors"):
+            figure.value += throughput.error_count
+            for kind, count in throughput.errors.items():
+                figure.note = (
+                    f"{figure.note}; {kind}: {count}" if figure.note != "none" else f"{kind}: {count}"
+                )
+        figures.append(figure)
+    return figures
+
+
+# --- gRPC ----------------------------------------------------------------------------------
+async def grpc_unary(ctx: BenchContext) -> list[Figure]:
+    t = Timing.of(ctx)
+    port = free_port()
+    async with peers.running("grpc-echo", str(port)), grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+        call = ch.unary_unary(
+            peers.UNARY_METHOD,
+            request_serializer=wrappers_pb2.BytesValue.SerializeToString,
+            response_deserializer=wrappers_pb2.BytesValue.FromString,
+        )
+        payload = wrappers_pb2.BytesValue(value=b"x" * PAYLOAD)
+
+        async def echo(_i: int) -> None:
+            await call(payload, timeout=10)
+
+        throughput = await median_of(
+            t.runs,
+            lambda: closed_loop(
+                echo, duration=t.duration, warmup=t.warmup, label="grpc echo", progress=ctx.progress
+            ),
+        )
+        latency = await median_of(
+            t.runs,
+            lambda: sequential(
+                echo, duration=t.latency_duration, warmup=t.warmup, label="grpc echo", progress=ctx.progress
+            ),
+        )
+    return baseline_figures(
+        BASELINE_GRPC_UNARY,
+        throughput,
+        latency,
+        unit="ops/s",
+        note=f"grpc.aio + uvloop echo server in its own process, {PAYLOAD}-byte messages",
+    )
+
+
+async def grpc_stream(ctx: BenchContext) -> list[Figure]:
+    t = Timing.of(ctx)
+    port = free_port()
+    async with peers.running("grpc-echo", str(port)), grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+        call = ch.unary_stream(
+            peers.STREAM_METHOD,
+            request_serializer=wrappers_pb2.BytesValue.SerializeToString,
+            response_deserializer=wrappers_pb2.BytesValue.FromString,
+        )
+
+        def spec(count: int, rate: float) -> wrappers_pb2.BytesValue:
+            return wrappers_pb2.BytesValue(
+                value=f'{{"count": {count}, "rate": {rate}, "size": {TICK_PAYLOAD}}}'.encode()
+            )
+
+        async def flat_out() -> LoadResult:
+            ctx.progress(f"grpc stream: {t.stream_messages} messages flat out")
+            received, first, last = 0, 0.0, 0.0
+            async for _ in call(spec(t.stream_messages, 0), timeout=120):
+                last = time.perf_counter()
+                if received == 0:
+                    first = last
+                received += 1
+            # The first message opens the clock, so n messages give n − 1 intervals.
+            elapsed = max(last - first, 1e-9)
+            return LoadResult("grpc stream", "closed", elapsed, received - 1, [], concurrency=1)
+
+        async def paced() -> LoadResult:
+            rate = 1000.0
+            ctx.progress(f"grpc stream: message age at {rate:g}/s")
+            count = int(rate * (t.warmup + t.latency_duration))
+            samples = Samples("grpc stream age")
+            skip = int(rate * t.warmup)
+            seen = 0
+            async for message in call(spec(count, rate), timeout=120):
+                seen += 1
+                if seen > skip:
+                    samples.add(age_ms(peers.stamp_of(message.value)))
+            result = samples.result(window_s=t.latency_duration)
+            result.mode, result.offered_rate = "open", rate
+            return result
+
+        throughput = await median_of(t.runs, flat_out)
+        latency = await median_of(t.runs, paced)
+    return baseline_figures(
+        BASELINE_GRPC_STREAM,
+        throughput,
+        latency,
+        unit="msgs/s",
+        note=f"one server stream of {TICK_PAYLOAD}-byte messages; latency = age at receipt at 1,000 msgs/s",
+    )
+
+
+# --- PostgreSQL ------------------------------------------------------------------------------
+async def pg_txn(ctx: BenchContext) -> list[Figure]:
+    t = Timing.of(ctx)
+    rows = 10_000
+    url = await ctx.new_database()
+    pool = await asyncpg.create_pool(db.asyncpg_dsn(url), min_size=10, max_size=10)
+    try:
+        async with pool.acquire() as conn:
+            await conn.execute(
+                "CREATE TABLE bench_accounts (id bigint PRIMARY KEY, balance numeric(20, 2) NOT NULL)"
+            )
+            await conn.execute(
+                "INSERT INTO bench_accounts SELECT g, 1000000.00 FROM generate_series(1, $1) g", rows
+            )
+
+        async def txn(i: int) -> None:
+            # Spread over many rows: this is the cost of one transaction, not of a lock convoy.
+            async with pool.acquire() as conn, conn.transaction():
+                await conn.execute(
+                    "UPDATE bench_accounts SET balance = balance - 1.00 WHERE id = $1 AND balance >= 1.00",
+                    (i * 7919) % rows + 1,
+                )
+
+        throughput = await median_of(
+            t.runs,
+            lambda: closed_loop(
+                txn, duration=t.duration, warmup=t.warmup, label="pg txn", progress=ctx.progress
+            ),
+        )
+        latency = await median_of(
+            t.runs,
+            lambda: sequential(
+                txn, duration=t.latency_duration, warmup=t.warmup, label="pg txn", progress=ctx.progress
+            ),
+        )
+    finally:
+        await pool.close()
+    return baseline_figures(
+        BASELINE_PG_TXN,
+        throughput,
+        latency,
+        unit="ops/s",
+        note="asyncpg pool of 10: BEGIN; conditional UPDATE of one row of 10,000; COMMIT (fsync on)",
+    )
+
+
+# --- NATS -------------------------------------------------------------------------------------
+async def jetstream_publish(ctx: BenchContext) -> list[Figure]:
+    t = Timing.of(ctx)
+    namespace = ctx.new_namespace()
+    stream = f"{namespace.upper()}_BENCH"
+    subject = f"{namespace}.bench"
+    nc = await messaging.connect(ctx.nats_url, "bench-jetstream")
+    js = nc.jetstream()
+    try:
+        await js.add_stream(
+            StreamConfig(
+                name=stream, subjects=[f"{subject}.>"], storage=StorageType.FILE, duplicate_window=120.0
+            )
+        )
+        payload = b"x" * PAYLOAD
+
+        async def publish(i: int) -> None:
+            # With a dedup id, as the outbox relay publishes.
+            await js.publish(
+                f"{subject}.{i % 16}", payload, headers={messaging.MSG_ID_HEADER: f"{stream}-{i}"}
+            )
+
+        counter = iter(range(1 << 62))
+
+        async def fresh_ids(_i: int) -> None:
+            await publish(next(counter))
+
+        throughput = await median_of(
+            t.runs,
+            lambda: closed_loop(
+                fresh_ids,
+                duration=t.duration,
+                warmup=t.warmup,
+                label="jetstream publish",
+                progress=ctx.progress,
+            ),
+        )
+        latency = await median_of(
+            t.runs,
+            lambda: sequential(
+                fresh_ids,
+                duration=t.latency_duration,
+                warmup=t.warmup,
+                label="jetstream publish",
+                progress=ctx.progress,
+            ),
+        )
+        await js.delete_stream(stream)
+    finally:
+        await nc.close()
+    return baseline_figures(
+        BASELINE_JS_PUBLISH,
+        throughput,
+        latency,
+        unit="msgs/s",
+        note=f"file-stored stream on the stack's NATS server, {PAYLOAD}-byte messages with Nats-Msg-Id, each publish awaiting its ack",
+    )
+
+
+async def nats_subscribe(ctx: BenchContext) -> list[Figure]:
+    t = Timing.of(ctx)
+    subject = f"{ctx.new_namespace()}.bench.ticks"
+    nc = await messaging.connect(ctx.nats_url, "bench-subscriber")
+    try:
+
+        async def flat_out() -> LoadResult:
+            ctx.progress(f"nats subscribe: {t.nats_messages} messages from a publisher process")
+            state = {"n": 0, "first": 0.0, "last": 0.0}
+
+            async def on_message(_msg: object) -> None:
+                now = time.perf_counter()
+                if state["n"] == 0:
+                    state["first"] = now
+                state["n"] += 1
+                state["last"] = now
+
+            sub = await nc.subscribe(
+                subject, cb=on_message, pending_msgs_limit=10_000_000, pending_bytes_limit=-1
+            )
+            await nc.flush()
+            await peers.run_to_end(
+                "nats-publish", ctx.nats_url, subject, str(t.nats_messages), str(TICK_PAYLOAD), "0"
+            )
+            # Wait for the tail to arrive (or stop arriving).
+            seen = -1
+            while state["n"] != seen and state["n"] < t.nats_messages:
+                seen = int(state["n"])
+                await asyncio.sleep(0.5)
+            await sub.unsubscribe()
+            received = int(state["n"])
+            lost = t.nats_messages - received
+            elapsed = max(state["last"] - state["first"], 1e-9)
+            return LoadResult(
+                "nats subscribe",
+                "closed",
+                elapsed,
+                max(0, received - 1),
+                [],
+                {"lost (slow consumer)": lost} if lost else {},
+                concurrency=1,
+            )
+
+        async def paced() -> LoadResult:
+            rate = 1000.0
+            ctx.progress(f"nats subscribe: message age at {rate:g}/s")
+            samples = Samples("nats age")
+            skip_until = time.time_ns() + int((t.warmup + 0.3) * 1e9)  # the publisher's start-up too
+
+            async def on_message(msg: object) -> None:
+                sent = peers.stamp_of(msg.data)  # type: ignore[attr-defined]
+                if sent >= skip_until:
+                    samples.add(age_ms(sent))
+
+            sub = await nc.subscribe(subject, cb=on_message)
+            await nc.flush()
+            count = int(rate * (t.warmup + 0.3 + t.latency_duration))
+            await peers.run_to_end(
+                "nats-publish", ctx.nats_url, subject, str(count), str(TICK_PAYLOAD), str(rate)
+            )
+            await asyncio.sleep(0.2)
+            await sub.unsubscribe()
+            result = samples.result(window_s=t.latency_duration)
+            result.mode, result.offered_rate = "open", rate
+            return result
+
+        throughput = await median_of(t.runs, flat_out)
+        latency = await median_of(t.runs, paced)
+    finally:
+        await nc.close()
+    return baseline_figures(
+        BASELINE_NATS_SUBSCRIBE,
+        throughput,
+        latency,
+        unit="msgs/s",
+        note=f"core NATS subscriber doing no work, {TICK_PAYLOAD}-byte messages from a publisher process; latency = age at receipt at 1,000 msgs/s",
+    )
+
+
+# --- HTTP -------------------------------------------------------------------------------------
+async def http_echo(ctx: BenchContext) -> list[Figure]:
+    t = Timing.of(ctx)
+    port = free_port()
+    body = {
+        "symbol": "INFY",
+        "side": "BUY",
+        "type": "LIMIT",
+        "quantity": 10,
+        "limitPrice": "1500.05",
+        "pad": "x" * 80,
+    }
+    async with (
+        peers.running("http-echo", str(port)),
+        clients.session(f"http://127.0.0.1:{port}", connections=SATURATION_CONCURRENCY) as http,
+    ):
+
+        async def echo(_i: int) -> None:
+            async with http.post(peers.HTTP_ECHO_PATH, json=body) as response:
+                await clients.expect(response, 200)
+
+        throughput = await median_of(
+            t.runs,
+            lambda: closed_loop(
+                echo, duration=t.duration, warmup=t.warmup, label="http echo", progress=ctx.progress
+            ),
+        )
+        latency = await median_of(
+            t.runs,
+            lambda: sequential(
+                echo, duration=t.latency_duration, warmup=t.warmup, label="http echo", progress=ctx.progress
+            ),
+        )
+    return baseline_figures(
+        BASELINE_HTTP_ECHO,
+        throughput,
+        latency,
+        unit="ops/s",
+        note="uvicorn + starlette JSON echo in its own process, aiohttp client with keep-alive",
+    )
+
+
+SCENARIOS = [
+    Scenario(
+        "baselines.grpc_unary",
+        "bare grpc.aio unary echo: throughput at saturation, latency alone",
+        grpc_unary,
+    ),
+    Scenario(
+        "baselines.grpc_stream",
+        "bare grpc.aio server stream: messages/s on one stream, message age",
+        grpc_stream,
+    ),
+    Scenario("baselines.pg_txn", "bare PostgreSQL single-row transaction from asyncpg", pg_txn),
+    Scenario("baselines.jetstream_publish", "bare JetStream publish awaiting each ack", jetstream_publish),
+    Scenario(
+        "baselines.nats_subscribe", "bare core NATS subscriber: messages/s, message age", nats_subscribe
+    ),
+    Scenario("baselines.http_echo", "bare uvicorn + starlette JSON echo over aiohttp", http_echo),
+]
