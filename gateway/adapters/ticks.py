@@ -1,0 +1,85 @@
+"""The tick feed: one core-NATS subscription per gateway process, shared by all clients.
+
+svc_marketdata publishes `TickBatch` messages on `topology.tick_subject(shard)`; the
+gateway takes every shard (ticks are latest-value data: a missed one is superseded by the
+next, so core NATS without acks is the right tool) and hands each batch to the hub.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Iterable
+
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from prometheus_client import Counter, Gauge
+
+from brokermesh.marketdata.v1 import marketdata_pb2, tick_pb2
+from svc_runtime import messaging
+
+log = logging.getLogger(__name__)
+
+BATCHES = Counter("gateway_tick_batches_total", "Tick batches received from NATS")
+BAD_BATCHES = Counter("gateway_tick_batches_undecodable_total", "Tick batches that failed to decode")
+CONNECTED = Gauge("gateway_tick_feed_connected", "1 while the tick subscription is up")
+
+# A subscriber that falls this far behind drops messages rather than growing without bound.
+PENDING_BYTES_LIMIT = 64 * 1024 * 1024
+
+
+class TickFeed:
+    def __init__(
+        self,
+        nats_url: str,
+        topology: messaging.Topology,
+        on_quotes: Callable[[Iterable[marketdata_pb2.Quote]], None],
+    ) -> None:
+        self.nats_url = nats_url
+        self.subject = topology.tick_subject(">")
+        self.on_quotes = on_quotes
+        self._nc: NatsClient | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.ready = asyncio.Event()
+
+    def start(self) -> None:
+        """Connect in the background: REST keeps working while NATS is unreachable."""
+        self._task = asyncio.create_task(self._run(), name="tick-feed")
+
+    async def _run(self) -> None:
+        delay = 0.5
+        while True:
+            try:
+                nc = await messaging.connect(self.nats_url, "gateway-ticks")
+                break
+            except Exception as exc:
+                log.warning("tick feed cannot reach NATS; retrying", extra={"error": repr(exc)})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+        self._nc = nc
+        await nc.subscribe(self.subject, cb=self._on_message, pending_bytes_limit=PENDING_BYTES_LIMIT)
+        await nc.flush()
+        CONNECTED.set(1)
+        self.ready.set()
+        log.info("tick feed subscribed", extra={"subject": self.subject})
+
+    async def _on_message(self, msg: Msg) -> None:
+        BATCHES.inc()
+        try:
+            batch = messaging.decode(msg, tick_pb2.TickBatch)
+        except Exception:
+            BAD_BATCHES.inc()
+            log.warning("undecodable tick batch", extra={"subject": msg.subject})
+            return
+        self.on_quotes(batch.quotes)
+
+    async def stop(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._nc is not None:
+            with contextlib.suppress(Exception):
+                await self._nc.drain()
+        CONNECTED.set(0)

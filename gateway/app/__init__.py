@@ -1,0 +1,1 @@
+"""Use cases of the edge over ports: login, the live-price hub."""

@@ -1,0 +1,125 @@
+"""gRPC status → HTTP problem (RFC 9457), in one table.
+
+The table follows grpc-gateway's, with one deliberate change: FAILED_PRECONDITION is 422
+(the request was well formed but a business rule refused it, e.g. INSUFFICIENT_FUNDS), so
+clients can tell "fix your request" (400) from "not now / not with this balance" (422).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+
+from svc_runtime.errors import ErrorDetails, FieldViolation, ServiceError
+
+PROBLEM_TYPE_BASE = "https://brokermesh.io/problems/"
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+
+HTTP_STATUS: dict[grpc.StatusCode, int] = {
+    grpc.StatusCode.OK: 200,
+    grpc.StatusCode.CANCELLED: 499,
+    grpc.StatusCode.UNKNOWN: 500,
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.ALREADY_EXISTS: 409,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.FAILED_PRECONDITION: 422,
+    grpc.StatusCode.ABORTED: 409,
+    grpc.StatusCode.OUT_OF_RANGE: 400,
+    grpc.StatusCode.UNIMPLEMENTED: 501,
+    grpc.StatusCode.INTERNAL: 500,
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.DATA_LOSS: 500,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+}
+
+# What a client may read of a server-side failure: never a backend's own words.
+_HIDDEN_DETAIL = {
+    500: "internal error",
+    501: "not implemented",
+    503: "the service is temporarily unavailable; retry shortly",
+    504: "the service did not answer in time",
+}
+
+# Without a RetryInfo, a client should still back off from these.
+_DEFAULT_RETRY_AFTER = {429: 1, 503: 1}
+
+
+@dataclass
+class Problem:
+    status: int
+    reason: str
+    detail: str
+    violations: list[FieldViolation] = field(default_factory=list)
+    retry_after_seconds: int | None = None
+
+    @property
+    def title(self) -> str:
+        return self.reason.replace("_", " ").capitalize()
+
+    @property
+    def type(self) -> str:
+        return PROBLEM_TYPE_BASE + self.reason.lower().replace("_", "-")
+
+    def body(self, *, request_id: str, instance: str) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "type": self.type,
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+            "instance": instance,
+            "requestId": request_id,
+            "reason": self.reason,
+        }
+        if self.violations:
+            body["fieldViolations"] = [
+                {"field": v.field, "description": v.description} for v in self.violations
+            ]
+        return body
+
+    def headers(self) -> dict[str, str]:
+        if self.retry_after_seconds is None:
+            return {}
+        return {"Retry-After": str(self.retry_after_seconds)}
+
+
+def problem_from_details(details: ErrorDetails, *, request_id: str = "") -> Problem:
+    """The problem a client sees for a failed call (a backend's or our own)."""
+    status = HTTP_STATUS.get(details.code, 500)
+    reason = details.reason or details.code.name
+    detail = details.message or reason.replace("_", " ").lower()
+    if status in _HIDDEN_DETAIL:
+        detail = _HIDDEN_DETAIL[status]
+        if status == 500 and request_id:
+            detail += f"; quote request id {request_id}"
+    retry_after = None
+    if details.retry_after_seconds is not None:
+        retry_after = max(1, math.ceil(details.retry_after_seconds))
+    elif status in _DEFAULT_RETRY_AFTER:
+        retry_after = _DEFAULT_RETRY_AFTER[status]
+    return Problem(status, reason, detail, list(details.violations), retry_after)
+
+
+def problem_from_error(error: ServiceError, *, request_id: str = "") -> Problem:
+    return problem_from_details(details_of_service_error(error), request_id=request_id)
+
+
+def details_of_service_error(error: ServiceError) -> ErrorDetails:
+    return ErrorDetails(
+        code=error.code,
+        message=error.message,
+        reason=error.reason,
+        metadata=dict(error.metadata),
+        violations=list(error.violations),
+        retry_after_seconds=error.retry_after_seconds,
+    )
+
+
+def http_problem(status: int, reason: str, detail: str, **kwargs: Any) -> Problem:
+    """A problem raised by the HTTP layer itself (routing, media types, body size)."""
+    return Problem(status, reason, detail, **kwargs)

@@ -1,0 +1,87 @@
+"""Access tokens: short-lived JWTs signed with HS256; `sub` is the user id.
+
+Only HS256 is accepted when verifying, so `alg: none` and algorithm-confusion tokens fail
+like any tampered token. Expiry, issue time, issuer and audience are required.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+
+from svc_runtime.errors import Unauthenticated
+
+ALGORITHM = "HS256"
+ISSUER = "brokermesh"
+AUDIENCE = "brokermesh-api"
+MAX_TOKEN_LENGTH = 4096
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    token: str
+    user_id: str
+    expires_in: int
+    expires_at: int
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who a verified token speaks for."""
+
+    user_id: str
+    token_id: str
+    expires_at: int
+
+
+class TokenAuthority:
+    def __init__(self, secret: str, *, ttl_seconds: int, clock: Callable[[], float], leeway: int = 5) -> None:
+        if not secret:
+            raise ValueError("a JWT signing secret is required")
+        self._secret = secret
+        self.ttl_seconds = ttl_seconds
+        self._clock = clock
+        self._leeway = leeway
+
+    def issue(self, user_id: str) -> IssuedToken:
+        now = int(self._clock())
+        claims: dict[str, Any] = {
+            "iss": ISSUER,
+            "aud": AUDIENCE,
+            "sub": user_id,
+            "iat": now,
+            "nbf": now,
+            "exp": now + self.ttl_seconds,
+            "jti": secrets.token_urlsafe(12),
+        }
+        token = jwt.encode(claims, self._secret, algorithm=ALGORITHM)
+        return IssuedToken(token, user_id, self.ttl_seconds, now + self.ttl_seconds)
+
+    def verify(self, token: str) -> Principal:
+        if not token or len(token) > MAX_TOKEN_LENGTH:
+            raise Unauthenticated("invalid access token", reason="INVALID_TOKEN")
+        try:
+            claims = jwt.decode(
+                token,
+                self._secret,
+                algorithms=[ALGORITHM],
+                audience=AUDIENCE,
+                issuer=ISSUER,
+                leeway=self._leeway,
+                options={"require": ["exp", "iat", "sub", "iss", "aud"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise Unauthenticated("access token expired; log in again", reason="TOKEN_EXPIRED") from None
+        except jwt.PyJWTError:
+            raise Unauthenticated("invalid access token", reason="INVALID_TOKEN") from None
+        # PyJWT checks exp against the wall clock; ours is the one tests and replicas agree on.
+        if int(claims["exp"]) + self._leeway < self._clock():
+            raise Unauthenticated("access token expired; log in again", reason="TOKEN_EXPIRED")
+        user_id = claims["sub"]
+        if not isinstance(user_id, str) or not user_id or "/" in user_id:
+            raise Unauthenticated("invalid access token", reason="INVALID_TOKEN")
+        return Principal(user_id, str(claims.get("jti", "")), int(claims["exp"]))

@@ -1,0 +1,87 @@
+"""The gateway's settings, from environment variables.
+
+Shared names come from `svc_runtime.config`; the tuning knobs below are the gateway's own
+(all optional, with the defaults shown).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from svc_runtime import config
+
+JWT_TTL_SECONDS = "BROKERMESH_JWT_TTL_SECONDS"
+MAX_BODY_BYTES = "BROKERMESH_GATEWAY_MAX_BODY_BYTES"
+RATE_PER_SECOND = "BROKERMESH_GATEWAY_RATE_PER_SECOND"
+RATE_BURST = "BROKERMESH_GATEWAY_RATE_BURST"
+LOGIN_FREE_FAILURES = "BROKERMESH_GATEWAY_LOGIN_FREE_FAILURES"
+BACKEND_TIMEOUT = "BROKERMESH_GATEWAY_BACKEND_TIMEOUT_SECONDS"
+STREAMS_PER_USER = "BROKERMESH_GATEWAY_STREAMS_PER_USER"
+SYMBOLS_PER_STREAM = "BROKERMESH_GATEWAY_SYMBOLS_PER_STREAM"
+PUSHES_PER_SECOND = "BROKERMESH_GATEWAY_PUSHES_PER_SECOND"
+HEARTBEAT_SECONDS = "BROKERMESH_GATEWAY_HEARTBEAT_SECONDS"
+WRITE_TIMEOUT_SECONDS = "BROKERMESH_GATEWAY_WRITE_TIMEOUT_SECONDS"
+RETRY_MS = "BROKERMESH_GATEWAY_SSE_RETRY_MS"
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    streams_per_user: int = 5
+    symbols_per_stream: int = 100
+    pushes_per_second: float = 4.0
+    heartbeat_seconds: float = 15.0
+    # A write that cannot complete this long means the client is not reading: drop it.
+    write_timeout_seconds: float = 10.0
+    retry_ms: int = 3000
+    # How long a stream waits for its source to fail fast before committing to 200.
+    start_wait_seconds: float = 0.5
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    http_host: str
+    http_port: int
+    metrics_port: int
+    nats_url: str
+    namespace: str
+    orders_target: str
+    funds_target: str
+    marketdata_target: str
+    jwt_secret: str
+    jwt_ttl_seconds: int
+    max_body_bytes: int
+    rate_per_second: float
+    rate_burst: int
+    login_free_failures: int
+    backend_timeout: float
+    streams: StreamSettings
+
+    @classmethod
+    def from_env(cls) -> GatewaySettings:
+        listen = config.env(config.HTTP_LISTEN, "127.0.0.1:8080")
+        host, _, port = listen.rpartition(":")
+        return cls(
+            http_host=host or "127.0.0.1",
+            http_port=int(port),
+            metrics_port=config.env_int(config.METRICS_PORT, 0),
+            nats_url=config.env(config.NATS_URL, "nats://127.0.0.1:4222"),
+            namespace=config.env(config.NAMESPACE, config.DEFAULT_NAMESPACE),
+            orders_target=config.env(config.ORDERS_TARGET, "127.0.0.1:50051"),
+            funds_target=config.env(config.FUNDS_TARGET, "127.0.0.1:50052"),
+            marketdata_target=config.env(config.MARKETDATA_TARGET, "127.0.0.1:50053"),
+            jwt_secret=config.env(config.JWT_SECRET),
+            jwt_ttl_seconds=config.env_int(JWT_TTL_SECONDS, 900),
+            max_body_bytes=config.env_int(MAX_BODY_BYTES, 16 * 1024),
+            rate_per_second=config.env_float(RATE_PER_SECOND, 20.0),
+            rate_burst=config.env_int(RATE_BURST, 40),
+            login_free_failures=config.env_int(LOGIN_FREE_FAILURES, 5),
+            backend_timeout=config.env_float(BACKEND_TIMEOUT, 5.0),
+            streams=StreamSettings(
+                streams_per_user=config.env_int(STREAMS_PER_USER, 5),
+                symbols_per_stream=config.env_int(SYMBOLS_PER_STREAM, 100),
+                pushes_per_second=config.env_float(PUSHES_PER_SECOND, 4.0),
+                heartbeat_seconds=config.env_float(HEARTBEAT_SECONDS, 15.0),
+                write_timeout_seconds=config.env_float(WRITE_TIMEOUT_SECONDS, 10.0),
+                retry_ms=config.env_int(RETRY_MS, 3000),
+            ),
+        )

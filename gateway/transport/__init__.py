@@ -1,0 +1,1 @@
+"""HTTP: the connexion app, its middleware, handlers, JSON mapping and SSE responses."""

@@ -1,0 +1,373 @@
+"""The operations of openapi.yaml (by operationId): thin, mapping JSON ↔ gRPC.
+
+By the time a handler runs, connexion has authenticated the token and validated the
+request; the user id comes from the token (`current().user_id`), never from the body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+from typing import Any
+
+from connexion import request
+from starlette.responses import Response
+
+from brokermesh.funds.v1 import funds_pb2, portfolio_pb2
+from brokermesh.marketdata.v1 import marketdata_pb2, watchlists_pb2
+from brokermesh.orders.v1 import orders_pb2
+from gateway.adapters.backends import Backends
+from gateway.app.quotes import QuoteHub
+from gateway.app.sessions import Login
+from gateway.domain.jsonmoney import dumps
+from gateway.domain.limits import StreamSlots
+from gateway.settings import StreamSettings
+from gateway.transport import mapping
+from gateway.transport.state import current
+from gateway.transport.streams import MarketStream, OrderStream, StreamRegistry
+from svc_runtime.errors import InvalidArgument, ResourceExhausted, Unauthenticated, Unavailable
+from svc_runtime.ids import new_id
+
+log = logging.getLogger(__name__)
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(dumps(body), status_code=status, headers=headers, media_type="application/json")
+
+
+def _user() -> str:
+    user_id = current().user_id
+    if not user_id:  # the spec secures every operation but login; this is a second lock
+        raise Unauthenticated("missing access token", reason="UNAUTHENTICATED")
+    return user_id
+
+
+def _body() -> dict[str, Any]:
+    body = current().body
+    return body if isinstance(body, dict) else {}
+
+
+def _idempotency_key(body_key: str | None = None) -> str:
+    """The client's key (header or body), or one made up: see openapi.yaml, Idempotency."""
+    header_key = request.headers.get(IDEMPOTENCY_HEADER)
+    if header_key and body_key and header_key != body_key:
+        raise InvalidArgument(
+            "Idempotency-Key and clientOrderId differ; send one, or the same in both",
+            reason="IDEMPOTENCY_KEY_MISMATCH",
+            field="clientOrderId",
+        )
+    return header_key or body_key or new_id("idem")
+
+
+class Handlers:
+    def __init__(
+        self,
+        *,
+        backends: Backends,
+        login: Login,
+        hub: QuoteHub,
+        slots: StreamSlots,
+        registry: StreamRegistry,
+        streams: StreamSettings,
+    ) -> None:
+        self.backends = backends
+        self.login = login
+        self.hub = hub
+        self.slots = slots
+        self.registry = registry
+        self.streams = streams
+
+    # --- sessions ------------------------------------------------------------------------
+    async def create_session(self) -> Response:
+        body = _body()
+        issued = await self.login(body["username"], body["password"], current().client_ip)
+        expires_at = datetime.datetime.fromtimestamp(issued.expires_at, tz=datetime.UTC)
+        return json_response(
+            {
+                "accessToken": issued.token,
+                "tokenType": "Bearer",
+                "expiresIn": issued.expires_in,
+                "expiresAt": expires_at.isoformat().replace("+00:00", "Z"),
+                "userId": issued.user_id,
+            },
+            201,
+            {"Cache-Control": "no-store"},
+        )
+
+    # --- watchlists ----------------------------------------------------------------------
+    async def create_watchlist(self) -> Response:
+        user_id, body = _user(), _body()
+        watchlist = await self.backends.call(
+            self.backends.watchlists.CreateWatchlist,
+            watchlists_pb2.CreateWatchlistRequest(
+                parent=f"users/{user_id}",
+                watchlist=watchlists_pb2.Watchlist(
+                    display_name=body["name"], symbols=mapping.symbols_of(body)
+                ),
+                request_id=_idempotency_key(),
+            ),
+        )
+        return json_response(
+            mapping.watchlist_json(watchlist), 201, {"Location": f"/v1/watchlists/{watchlist.watchlist_id}"}
+        )
+
+    async def list_watchlists(self, page_size: int | None = None, page_token: str | None = None) -> Response:
+        reply = await self.backends.call(
+            self.backends.watchlists.ListWatchlists,
+            watchlists_pb2.ListWatchlistsRequest(
+                parent=f"users/{_user()}", page_size=page_size or 0, page_token=page_token or ""
+            ),
+        )
+        return json_response(
+            {
+                "watchlists": [mapping.watchlist_json(w) for w in reply.watchlists],
+                "nextPageToken": reply.next_page_token,
+            }
+        )
+
+    async def get_watchlist(self, watchlist_id: str) -> Response:
+        watchlist = await self.backends.call(
+            self.backends.watchlists.GetWatchlist,
+            watchlists_pb2.GetWatchlistRequest(name=f"users/{_user()}/watchlists/{watchlist_id}"),
+        )
+        return json_response(mapping.watchlist_json(watchlist))
+
+    async def delete_watchlist(self, watchlist_id: str) -> Response:
+        await self.backends.call(
+            self.backends.watchlists.DeleteWatchlist,
+            watchlists_pb2.DeleteWatchlistRequest(name=f"users/{_user()}/watchlists/{watchlist_id}"),
+        )
+        return Response(status_code=204)
+
+    async def add_watchlist_symbols(self, watchlist_id: str) -> Response:
+        reply = await self.backends.call(
+            self.backends.watchlists.AddWatchlistSymbols,
+            watchlists_pb2.AddWatchlistSymbolsRequest(
+                name=f"users/{_user()}/watchlists/{watchlist_id}", symbols=mapping.symbols_of(_body())
+            ),
+        )
+        return json_response(
+            {
+                "watchlistId": reply.watchlist.watchlist_id or watchlist_id,
+                "symbolsAdded": list(reply.symbols_added),
+                "symbolsIgnored": list(reply.symbols_ignored),
+                "symbols": list(reply.watchlist.symbols),
+                "status": "success",
+            }
+        )
+
+    async def remove_watchlist_symbols(self, watchlist_id: str) -> Response:
+        reply = await self.backends.call(
+            self.backends.watchlists.RemoveWatchlistSymbols,
+            watchlists_pb2.RemoveWatchlistSymbolsRequest(
+                name=f"users/{_user()}/watchlists/{watchlist_id}", symbols=mapping.symbols_of(_body())
+            ),
+        )
+        return json_response(
+            {
+                "watchlistId": reply.watchlist.watchlist_id or watchlist_id,
+                "symbolsRemoved": list(reply.symbols_removed),
+                "symbolsIgnored": list(reply.symbols_ignored),
+                "symbols": list(reply.watchlist.symbols),
+                "status": "success",
+            }
+        )
+
+    # --- orders --------------------------------------------------------------------------
+    async def place_order(self) -> Response:
+        user_id, body = _user(), _body()
+        key = _idempotency_key(body.get("clientOrderId"))
+        placed = await self.backends.call(
+            self.backends.orders.PlaceOrder,
+            mapping.place_order_request(body, user_id=user_id, idempotency_key=key),
+        )
+        return json_response(
+            mapping.order_json(placed),
+            201,
+            {"Location": f"/v1/orders/{placed.order_id}", IDEMPOTENCY_HEADER: key},
+        )
+
+    async def list_orders(
+        self, page_size: int | None = None, page_token: str | None = None, status: list[str] | None = None
+    ) -> Response:
+        reply = await self.backends.call(
+            self.backends.orders.ListOrders,
+            orders_pb2.ListOrdersRequest(
+                parent=f"users/{_user()}",
+                page_size=page_size or 0,
+                page_token=page_token or "",
+                statuses=[mapping.status_value(s) for s in status or []],
+            ),
+        )
+        return json_response(
+            {"orders": [mapping.order_json(o) for o in reply.orders], "nextPageToken": reply.next_page_token}
+        )
+
+    async def get_order(self, order_id: str) -> Response:
+        order = await self.backends.call(
+            self.backends.orders.GetOrder,
+            orders_pb2.GetOrderRequest(name=f"users/{_user()}/orders/{order_id}"),
+        )
+        return json_response(mapping.order_json(order))
+
+    async def cancel_order(self, order_id: str) -> Response:
+        order = await self.backends.call(
+            self.backends.orders.CancelOrder,
+            orders_pb2.CancelOrderRequest(
+                name=f"users/{_user()}/orders/{order_id}", request_id=_idempotency_key()
+            ),
+        )
+        return json_response(mapping.order_json(order))
+
+    async def modify_order(self, order_id: str) -> Response:
+        order = await self.backends.call(
+            self.backends.orders.ModifyOrder,
+            mapping.modify_order_request(
+                _body(), name=f"users/{_user()}/orders/{order_id}", idempotency_key=_idempotency_key()
+            ),
+        )
+        return json_response(mapping.order_json(order))
+
+    async def list_trades(
+        self, page_size: int | None = None, page_token: str | None = None, order_id: str | None = None
+    ) -> Response:
+        reply = await self.backends.call(
+            self.backends.orders.ListTrades,
+            orders_pb2.ListTradesRequest(
+                parent=f"users/{_user()}",
+                page_size=page_size or 0,
+                page_token=page_token or "",
+                order_id=order_id or "",
+            ),
+        )
+        return json_response(
+            {"trades": [mapping.trade_json(t) for t in reply.trades], "nextPageToken": reply.next_page_token}
+        )
+
+    # --- portfolio and funds -------------------------------------------------------------
+    async def get_portfolio(self) -> Response:
+        portfolio = await self.backends.call(
+            self.backends.portfolio.GetPortfolio,
+            portfolio_pb2.GetPortfolioRequest(name=f"users/{_user()}/portfolio"),
+        )
+        return json_response(mapping.portfolio_json(portfolio))
+
+    async def get_funds(self) -> Response:
+        funds = await self.backends.call(
+            self.backends.funds.GetFunds, funds_pb2.GetFundsRequest(name=f"users/{_user()}/funds")
+        )
+        return json_response(mapping.funds_json(funds))
+
+    async def list_ledger_entries(
+        self, page_size: int | None = None, page_token: str | None = None
+    ) -> Response:
+        reply = await self.backends.call(
+            self.backends.funds.ListLedgerEntries,
+            funds_pb2.ListLedgerEntriesRequest(
+                parent=f"users/{_user()}", page_size=page_size or 0, page_token=page_token or ""
+            ),
+        )
+        return json_response(
+            {
+                "entries": [mapping.ledger_entry_json(e) for e in reply.entries],
+                "nextPageToken": reply.next_page_token,
+            }
+        )
+
+    # --- market data ---------------------------------------------------------------------
+    async def get_quotes(self, symbols: list[str]) -> Response:
+        _user()
+        quotes, unknown = await self.backends.latest_quotes(list(dict.fromkeys(s.upper() for s in symbols)))
+        return json_response({"quotes": [mapping.quote_json(q) for q in quotes], "unknownSymbols": unknown})
+
+    async def search_instruments(
+        self, q: str, page_size: int | None = None, page_token: str | None = None
+    ) -> Response:
+        _user()
+        reply = await self.backends.call(
+            self.backends.marketdata.SearchInstruments,
+            marketdata_pb2.SearchInstrumentsRequest(
+                query=q, page_size=page_size or 0, page_token=page_token or ""
+            ),
+        )
+        return json_response(
+            {
+                "instruments": [mapping.instrument_json(i) for i in reply.instruments],
+                "nextPageToken": reply.next_page_token,
+            }
+        )
+
+    # --- streams -------------------------------------------------------------------------
+    def _take_slot(self, user_id: str) -> None:
+        if self.registry.closing:
+            raise Unavailable(
+                "the gateway is shutting down; reconnect", reason="SHUTTING_DOWN", retry_after_seconds=1
+            )
+        if not self.slots.acquire(user_id):
+            raise ResourceExhausted(
+                f"at most {self.slots.per_user} streams may be open at once",
+                reason="TOO_MANY_STREAMS",
+                retry_after_seconds=self.streams.retry_ms / 1000,
+            )
+
+    async def stream_market_data(
+        self, symbols: list[str] | None = None, watchlist_id: str | None = None
+    ) -> Response:
+        user_id = _user()
+        if bool(symbols) == bool(watchlist_id):
+            raise InvalidArgument(
+                "give either symbols or watchlistId", reason="INVALID_ARGUMENT", field="symbols"
+            )
+        if watchlist_id:
+            watchlist = await self.backends.call(
+                self.backends.watchlists.GetWatchlist,
+                watchlists_pb2.GetWatchlistRequest(name=f"users/{user_id}/watchlists/{watchlist_id}"),
+            )
+            symbols = list(watchlist.symbols)
+            if not symbols:
+                raise InvalidArgument(
+                    "the watchlist has no symbols", reason="EMPTY_WATCHLIST", field="watchlistId"
+                )
+        wanted = list(dict.fromkeys(s.upper() for s in symbols or []))
+        limit = self.streams.symbols_per_stream
+        if len(wanted) > limit:
+            raise InvalidArgument(
+                f"at most {limit} symbols per stream", reason="TOO_MANY_SYMBOLS", field="symbols"
+            )
+        self._take_slot(user_id)
+        try:
+            subscription = await self.hub.subscribe(wanted)
+        except BaseException:
+            self.slots.release(user_id)
+            raise
+        return MarketStream(
+            subscription, self.hub, self.streams, self.registry, lambda: self.slots.release(user_id)
+        )
+
+    async def stream_order_updates(self, user_id: str, after_event_id: str) -> Response:
+        self._take_slot(user_id)
+        events = self.backends.order_updates(user_id, after_event_id)
+        first = asyncio.ensure_future(anext(events))
+        try:
+            # Fail fast (as problem+json, which stops EventSource reconnecting) when the
+            # source refuses at once, e.g. svc_orders down or an unknown Last-Event-ID.
+            done, _ = await asyncio.wait({first}, timeout=self.streams.start_wait_seconds)
+            if (
+                first in done
+                and first.exception() is not None
+                and not isinstance(first.exception(), StopAsyncIteration)
+            ):
+                first.result()
+        except BaseException:
+            first.cancel()
+            self.slots.release(user_id)
+            raise
+        return OrderStream(events, first, self.streams, self.registry, lambda: self.slots.release(user_id))
+
+    async def stream_orders(self, last_event_id: str | None = None) -> Response:
+        user_id = _user()
+        after = request.headers.get("last-event-id") or last_event_id or ""
+        return await self.stream_order_updates(user_id, after)

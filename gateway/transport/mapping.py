@@ -1,0 +1,285 @@
+"""Proto ↔ JSON, in one place: the REST representations of the services' messages.
+
+Field names are camelCase and follow seed 000 where it shows them (`orderId`, `avgPrice`,
+`avgBuyPrice`, `investedValue`, `netQuantity`, `symbolsAdded`, `ltp`, `changePct`, `ts`).
+Decimals stay `Decimal` (written as exact JSON numbers); absent ones are `null`. Enum values
+lose their proto prefix (`SIDE_BUY` → `BUY`).
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from brokermesh.funds.v1 import funds_pb2, portfolio_pb2
+from brokermesh.marketdata.v1 import marketdata_pb2, watchlists_pb2
+from brokermesh.orders.v1 import orders_pb2
+from brokermesh.type.v1 import decimal_pb2, trading_pb2
+from gateway.domain.jsonmoney import decimal_from_json, decimal_or_none
+from svc_runtime.decimals import format_decimal
+from svc_runtime.errors import FieldViolation, InvalidArgument
+
+PRICE_PLACES = 2
+
+
+# --- small pieces -----------------------------------------------------------------------------
+def _dec(message: Message, field: str) -> Decimal | None:
+    if not message.HasField(field):
+        return None
+    return decimal_or_none(getattr(message, field).value)
+
+
+def _time(message: Message, field: str) -> str | None:
+    if not message.HasField(field):
+        return None
+    value: Timestamp = getattr(message, field)
+    return value.ToJsonString()
+
+
+def _enum_name(enum_type: Any, value: int, prefix: str) -> str | None:
+    if value == 0:
+        return None
+    try:
+        return enum_type.Name(value).removeprefix(prefix)
+    except ValueError:
+        return None
+
+
+def _enum_value(enum_type: Any, name: str | None, prefix: str) -> int:
+    return 0 if name is None else enum_type.Value(prefix + name)
+
+
+def _proto_decimal(value: Decimal) -> decimal_pb2.Decimal:
+    return decimal_pb2.Decimal(value=format_decimal(value))
+
+
+def side_name(value: int) -> str | None:
+    return _enum_name(trading_pb2.Side, value, "SIDE_")
+
+
+def product_name(value: int) -> str | None:
+    return _enum_name(trading_pb2.Product, value, "PRODUCT_")
+
+
+def status_value(name: str) -> int:
+    return _enum_value(orders_pb2.OrderStatus, name, "ORDER_STATUS_")
+
+
+# --- orders -----------------------------------------------------------------------------------
+def order_json(order: orders_pb2.Order) -> dict[str, Any]:
+    return {
+        "orderId": order.order_id,
+        "clientId": order.user_id,
+        "clientOrderId": order.client_order_id,
+        "symbol": order.symbol,
+        "side": side_name(order.side),
+        "type": _enum_name(trading_pb2.OrderType, order.type, "ORDER_TYPE_"),
+        "timeInForce": _enum_name(trading_pb2.TimeInForce, order.time_in_force, "TIME_IN_FORCE_"),
+        "product": product_name(order.product),
+        "quantity": order.quantity,
+        "limitPrice": _dec(order, "limit_price"),
+        "stopPrice": _dec(order, "stop_price"),
+        "status": _enum_name(orders_pb2.OrderStatus, order.status, "ORDER_STATUS_"),
+        "filledQuantity": order.filled_quantity,
+        "leavesQuantity": order.leaves_quantity,
+        "avgPrice": _dec(order, "average_price"),
+        "statusReason": order.status_reason,
+        "version": order.version,
+        "exchangeOrderId": order.exchange_order_id,
+        "createTime": _time(order, "create_time"),
+        "updateTime": _time(order, "update_time"),
+    }
+
+
+def trade_json(trade: orders_pb2.Trade) -> dict[str, Any]:
+    return {
+        "tradeId": trade.exec_id,
+        "orderId": trade.order_id,
+        "symbol": trade.symbol,
+        "side": side_name(trade.side),
+        "quantity": trade.quantity,
+        "price": _dec(trade, "price"),
+        "product": product_name(trade.product),
+        "executeTime": _time(trade, "execute_time"),
+    }
+
+
+def order_event_json(event: orders_pb2.OrderEvent) -> dict[str, Any]:
+    return {
+        "eventId": event.event_id,
+        "eventType": _enum_name(orders_pb2.OrderEventType, event.type, "ORDER_EVENT_TYPE_"),
+        "eventTime": _time(event, "event_time"),
+        "order": order_json(event.order) if event.HasField("order") else None,
+        "trade": trade_json(event.trade) if event.HasField("trade") else None,
+    }
+
+
+def place_order_request(
+    body: dict[str, Any], *, user_id: str, idempotency_key: str
+) -> orders_pb2.PlaceOrderRequest:
+    """The gRPC request for a validated body; the owner is the token's user, never the body's."""
+    client_id = body.get("clientId")
+    if client_id is not None and client_id != user_id:
+        raise InvalidArgument(
+            "clientId must be your own user id, or left out",
+            reason="CLIENT_ID_MISMATCH",
+            field="clientId",
+        )
+    violations: list[FieldViolation] = []
+    prices: dict[str, decimal_pb2.Decimal] = {}
+    for json_name, proto_name in (("limitPrice", "limit_price"), ("stopPrice", "stop_price")):
+        if body.get(json_name) is None:
+            continue
+        try:
+            value = decimal_from_json(body[json_name], field=json_name, max_places=PRICE_PLACES)
+        except InvalidArgument as error:
+            violations.extend(error.violations)
+            continue
+        prices[proto_name] = _proto_decimal(value)
+    if violations:
+        raise InvalidArgument("invalid order prices", reason="INVALID_DECIMAL", violations=violations)
+    order = orders_pb2.Order(
+        client_order_id=idempotency_key,
+        symbol=body["symbol"].upper(),
+        side=_enum_value(trading_pb2.Side, body["side"], "SIDE_"),
+        type=_enum_value(trading_pb2.OrderType, body["type"], "ORDER_TYPE_"),
+        time_in_force=_enum_value(trading_pb2.TimeInForce, body.get("timeInForce"), "TIME_IN_FORCE_"),
+        product=_enum_value(trading_pb2.Product, body.get("product"), "PRODUCT_"),
+        quantity=body["quantity"],
+        **prices,
+    )
+    return orders_pb2.PlaceOrderRequest(parent=f"users/{user_id}", order=order, request_id=idempotency_key)
+
+
+def modify_order_request(
+    body: dict[str, Any], *, name: str, idempotency_key: str
+) -> orders_pb2.ModifyOrderRequest:
+    request = orders_pb2.ModifyOrderRequest(name=name, request_id=idempotency_key)
+    if body.get("quantity") is not None:
+        request.quantity = body["quantity"]
+    violations: list[FieldViolation] = []
+    for json_name, proto_name in (("limitPrice", "limit_price"), ("stopPrice", "stop_price")):
+        if body.get(json_name) is None:
+            continue
+        try:
+            value = decimal_from_json(body[json_name], field=json_name, max_places=PRICE_PLACES)
+        except InvalidArgument as error:
+            violations.extend(error.violations)
+            continue
+        getattr(request, proto_name).CopyFrom(_proto_decimal(value))
+    if violations:
+        raise InvalidArgument("invalid order prices", reason="INVALID_DECIMAL", violations=violations)
+    return request
+
+
+# --- funds and portfolio ----------------------------------------------------------------------
+def funds_json(funds: funds_pb2.Funds) -> dict[str, Any]:
+    return {
+        "currency": funds.currency_code or "INR",
+        "available": _dec(funds, "available"),
+        "blocked": _dec(funds, "blocked"),
+        "total": _dec(funds, "total"),
+        "updateTime": _time(funds, "update_time"),
+    }
+
+
+def ledger_entry_json(entry: funds_pb2.LedgerEntry) -> dict[str, Any]:
+    return {
+        "entryId": entry.entry_id,
+        "transactionId": entry.transaction_id,
+        "account": entry.account,
+        "amount": _dec(entry, "amount"),
+        "balanceAfter": _dec(entry, "balance_after"),
+        "kind": entry.kind,
+        "orderId": entry.order_id,
+        "execId": entry.exec_id,
+        "description": entry.description,
+        "createTime": _time(entry, "create_time"),
+    }
+
+
+def portfolio_json(portfolio: portfolio_pb2.Portfolio) -> dict[str, Any]:
+    return {
+        "holdings": [
+            {
+                "symbol": h.symbol,
+                "quantity": h.quantity,
+                "blockedQuantity": h.blocked_quantity,
+                "avgBuyPrice": _dec(h, "average_buy_price"),
+                "investedValue": _dec(h, "invested_value"),
+                "lastPrice": _dec(h, "last_price"),
+                "currentValue": _dec(h, "current_value"),
+                "unrealizedPnl": _dec(h, "unrealized_pnl"),
+            }
+            for h in portfolio.holdings
+        ],
+        "positions": [
+            {
+                "symbol": p.symbol,
+                "product": product_name(p.product),
+                "netQuantity": p.net_quantity,
+                "avgPrice": _dec(p, "average_price"),
+                "buyQuantity": p.buy_quantity,
+                "sellQuantity": p.sell_quantity,
+                "buyValue": _dec(p, "buy_value"),
+                "sellValue": _dec(p, "sell_value"),
+                "lastPrice": _dec(p, "last_price"),
+                "realizedPnl": _dec(p, "realized_pnl"),
+                "unrealizedPnl": _dec(p, "unrealized_pnl"),
+            }
+            for p in portfolio.positions
+        ],
+        "pnlBasis": portfolio.pnl_basis,
+    }
+
+
+# --- market data ------------------------------------------------------------------------------
+def quote_json(quote: marketdata_pb2.Quote) -> dict[str, Any]:
+    return {
+        "symbol": quote.symbol,
+        "ltp": _dec(quote, "last_price"),
+        "change": _dec(quote, "change"),
+        "changePct": _dec(quote, "change_percent"),
+        "bid": _dec(quote, "bid_price"),
+        "bidQty": quote.bid_quantity,
+        "ask": _dec(quote, "ask_price"),
+        "askQty": quote.ask_quantity,
+        "volume": quote.volume,
+        "open": _dec(quote, "open_price"),
+        "high": _dec(quote, "high_price"),
+        "low": _dec(quote, "low_price"),
+        "previousClose": _dec(quote, "previous_close"),
+        "ts": _time(quote, "exchange_time"),
+        "sequence": quote.sequence,
+    }
+
+
+def instrument_json(instrument: marketdata_pb2.Instrument) -> dict[str, Any]:
+    return {
+        "symbol": instrument.symbol,
+        "companyName": instrument.company_name,
+        "sector": instrument.sector,
+        "tickSize": _dec(instrument, "tick_size"),
+        "lotSize": instrument.lot_size,
+        "previousClose": _dec(instrument, "previous_close"),
+        "isin": instrument.isin,
+    }
+
+
+def watchlist_json(watchlist: watchlists_pb2.Watchlist) -> dict[str, Any]:
+    return {
+        "watchlistId": watchlist.watchlist_id,
+        "name": watchlist.display_name,
+        "watchlistName": watchlist.display_name,
+        "symbols": list(watchlist.symbols),
+        "createTime": _time(watchlist, "create_time"),
+        "updateTime": _time(watchlist, "update_time"),
+    }
+
+
+def symbols_of(body: dict[str, Any]) -> list[str]:
+    """Symbols in canonical (upper) case, duplicates removed, order kept."""
+    return list(dict.fromkeys(s.upper() for s in body.get("symbols", [])))

@@ -1,0 +1,169 @@
+"""Pure ASGI middleware of the edge.
+
+`EdgeMiddleware` (outermost): request id (accepted from `X-Request-Id` or made), client IP,
+the request context that travels to every service, the body size limit, `X-Request-Id` on
+every response, metrics and an access log line. `PrincipalMiddleware` (after connexion's
+security check): binds the verified user as the actor and applies the per-user rate limit.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable
+from typing import Any
+
+from connexion.exceptions import ProblemException
+from prometheus_client import Counter, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway.domain.limits import RateLimiter
+from gateway.domain.problems import PROBLEM_CONTENT_TYPE, http_problem
+from gateway.transport.errors import render
+from gateway.transport.state import RequestState, begin, current, end
+from svc_runtime import context
+from svc_runtime.errors import ResourceExhausted
+
+log = logging.getLogger(__name__)
+
+REQUESTS = Counter("gateway_http_requests_total", "HTTP requests", ["operation", "method", "status"])
+LATENCY = Histogram(
+    "gateway_http_request_seconds",
+    "HTTP request latency (to the end of the response; streams excluded)",
+    ["operation"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+RATE_LIMITED = Counter("gateway_rate_limited_total", "Requests refused by the per-user rate limit")
+
+_SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+STREAM_OPERATIONS = frozenset({"stream_orders", "stream_market_data"})
+
+
+class BodyTooLarge(ProblemException):
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            status=413, title="Payload too large", detail=f"request bodies are limited to {limit} bytes"
+        )
+
+
+def _header(scope: Scope, name: bytes) -> str:
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return value.decode("latin-1")
+    return ""
+
+
+class EdgeMiddleware:
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        offered = _header(scope, b"x-request-id")
+        request_id = offered if _SAFE_REQUEST_ID.match(offered) else context.new_request_id()
+        client = scope.get("client")
+        state = RequestState(
+            request_id=request_id,
+            client_ip=client[0] if client else "",
+            path=scope.get("path", ""),
+            method=scope.get("method", ""),
+        )
+        token = begin(state)
+        started = time.perf_counter()
+        status = {"code": 0}
+        request_id_header = (b"x-request-id", request_id.encode())
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+                message["headers"] = [*message.get("headers", []), request_id_header]
+            await send(message)
+
+        try:
+            with context.bind(request_id=request_id, client_ip=state.client_ip):
+                length = _header(scope, b"content-length")
+                if length.isdigit() and int(length) > self.max_body_bytes:
+                    await self._problem(
+                        send_with_id, 413, "PAYLOAD_TOO_LARGE", BodyTooLarge(self.max_body_bytes).detail
+                    )
+                    return
+                await self.app(scope, self._limited(receive), send_with_id)
+        except Exception:
+            log.exception("unhandled error", extra={"path": state.path})
+            if not status["code"]:
+                await self._problem(
+                    send_with_id, 500, "INTERNAL", f"internal error; quote request id {request_id}"
+                )
+        finally:
+            operation = state.operation or "unmatched"
+            code = str(status["code"] or 500)
+            REQUESTS.labels(operation, state.method, code).inc()
+            if operation not in STREAM_OPERATIONS:
+                LATENCY.labels(operation).observe(time.perf_counter() - started)
+            end(token)
+
+    def _limited(self, receive: Receive) -> Receive:
+        """Count body bytes as they arrive (chunked bodies have no Content-Length)."""
+        received = 0
+        limit = self.max_body_bytes
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise BodyTooLarge(limit)
+            return message
+
+        return limited_receive
+
+    @staticmethod
+    async def _problem(send: Send, status: int, reason: str, detail: str) -> None:
+        body, headers = render(http_problem(status, reason, detail))
+        raw_headers = [
+            (b"content-type", PROBLEM_CONTENT_TYPE.encode()),
+            (b"content-length", str(len(body)).encode()),
+        ]
+        raw_headers += [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+        await send({"type": "http.response.start", "status": status, "headers": raw_headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+class PrincipalMiddleware:
+    """Runs after connexion authenticated the request (and before it validates it)."""
+
+    def __init__(self, app: ASGIApp, *, limiter: RateLimiter, clock: Callable[[], float]) -> None:
+        self.app = app
+        self.limiter = limiter
+        self.clock = clock
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        state = current()
+        extensions: dict[str, Any] = scope.get("extensions", {})
+        state.operation = extensions.get("connexion_routing", {}).get("operation_id") or ""
+        if not state.operation:  # not an API operation: /healthz, /metrics
+            await self.app(scope, receive, send)
+            return
+        token_info = extensions.get("connexion_context", {}).get("token_info") or {}
+        state.user_id = str(token_info.get("sub", "")) if isinstance(token_info, dict) else ""
+        # Anonymous requests (login) are limited per client address instead.
+        key = f"user:{state.user_id}" if state.user_id else f"ip:{state.client_ip}"
+        wait = self.limiter.acquire(key, self.clock())
+        if wait > 0:
+            RATE_LIMITED.inc()
+            raise ResourceExhausted(
+                "too many requests; slow down", reason="RATE_LIMITED", retry_after_seconds=wait
+            )
+        if state.user_id:
+            with context.bind(actor=state.user_id):
+                await self.app(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)

@@ -1,0 +1,276 @@
+"""Server-Sent Events responses, written straight to the ASGI `send` (no per-client
+generator or extra buffering).
+
+Rules (WHATWG HTML §9.2 and notes/reliability-rules.md): `retry:` first, then the current
+state; a comment heartbeat when idle; every write has a deadline, and a client that does
+not take its bytes in time is told (`event: error`, reason SLOW_CONSUMER) if it still can
+be, and dropped. The publisher never waits for a client: price frames are conflated in
+the client's subscription, order events wait in a small bounded queue whose fullness
+pushes back on the gRPC stream (HTTP/2 flow control), not on anyone else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from prometheus_client import Counter, Gauge
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from brokermesh.orders.v1 import orders_pb2
+from gateway.adapters.backends import BackendError
+from gateway.app.quotes import QuoteHub, QuoteSubscription
+from gateway.domain import sse
+from gateway.domain.jsonmoney import dumps
+from gateway.domain.problems import problem_from_details
+from gateway.settings import StreamSettings
+from gateway.transport.mapping import order_event_json
+
+log = logging.getLogger(__name__)
+
+OPEN_STREAMS = Gauge("gateway_sse_streams", "Open SSE streams", ["kind"])
+FRAMES = Counter("gateway_sse_frames_total", "SSE data frames written", ["kind"])
+DROPPED = Counter("gateway_sse_dropped_total", "SSE streams dropped by the server", ["kind", "reason"])
+CONFLATED = Counter("gateway_sse_conflated_total", "Price frames superseded before a slow write")
+
+HEADERS = {
+    "Cache-Control": "no-cache, no-transform",
+    "X-Accel-Buffering": "no",
+}
+_TELL_TIMEOUT = 1.0
+_ORDER_QUEUE = 256
+_END = object()
+
+
+class SlowConsumer(Exception):
+    pass
+
+
+class StreamRegistry:
+    """Every open stream, so that shutdown can end them (clients reconnect elsewhere)."""
+
+    def __init__(self) -> None:
+        self._open: set[EventStream] = set()
+        self.closing = False
+
+    def add(self, stream: EventStream) -> None:
+        self._open.add(stream)
+
+    def discard(self, stream: EventStream) -> None:
+        self._open.discard(stream)
+
+    def close_all(self) -> None:
+        self.closing = True
+        for stream in list(self._open):
+            stream.close()
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+
+class EventStream(Response):
+    kind = "stream"
+
+    def __init__(
+        self, settings: StreamSettings, registry: StreamRegistry, on_close: Callable[[], None]
+    ) -> None:
+        super().__init__(status_code=200, headers=HEADERS, media_type="text/event-stream")
+        self.settings = settings
+        self.registry = registry
+        self.on_close = on_close
+        self.gone = False
+        self.gone_by_client = False
+        self.wake = asyncio.Event()
+
+    def close(self) -> None:
+        self.gone = True
+        self.wake.set()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.registry.add(self)
+        OPEN_STREAMS.labels(self.kind).inc()
+        watcher = asyncio.create_task(self._watch_disconnect(receive))
+        finished = False
+        try:
+            await send(
+                {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+            )
+            await self.write(send, sse.retry(self.settings.retry_ms))
+            await self.run(send)
+            finished = True
+        except SlowConsumer:
+            DROPPED.labels(self.kind, "slow_consumer").inc()
+            log.info("dropping a slow stream client", extra={"stream": self.kind})
+            await self._tell(send, "SLOW_CONSUMER", "the client did not read fast enough; reconnect")
+        finally:
+            watcher.cancel()
+            self.registry.discard(self)
+            OPEN_STREAMS.labels(self.kind).dec()
+            self.cleanup()
+            self.on_close()
+        if finished and not self.gone_by_client:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_TELL_TIMEOUT):
+                    await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _watch_disconnect(self, receive: Receive) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                self.gone_by_client = True
+                self.close()
+                return
+
+    async def write(self, send: Send, data: bytes) -> None:
+        try:
+            async with asyncio.timeout(self.settings.write_timeout_seconds):
+                await send({"type": "http.response.body", "body": data, "more_body": True})
+        except TimeoutError:
+            raise SlowConsumer from None
+
+    async def wait_for_wake(self) -> bool:
+        """True when woken, False after a heartbeat interval of quiet."""
+        try:
+            async with asyncio.timeout(self.settings.heartbeat_seconds):
+                await self.wake.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    async def _tell(self, send: Send, reason: str, detail: str) -> None:
+        frame = sse.event(sse.STREAM_ERROR, dumps({"reason": reason, "detail": detail}).decode())
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(_TELL_TIMEOUT):
+                await send({"type": "http.response.body", "body": frame, "more_body": False})
+
+    async def run(self, send: Send) -> None:
+        raise NotImplementedError
+
+    def cleanup(self) -> None:
+        """Release what the stream holds (called once, however it ended)."""
+
+
+class MarketStream(EventStream):
+    """Conflated price ticks of a fixed set of symbols."""
+
+    kind = "marketdata"
+
+    def __init__(
+        self,
+        subscription: QuoteSubscription,
+        hub: QuoteHub,
+        settings: StreamSettings,
+        registry: StreamRegistry,
+        on_close: Callable[[], None],
+    ) -> None:
+        super().__init__(settings, registry, on_close)
+        self.subscription = subscription
+        self.hub = hub
+        # The hub wakes the subscription; so do disconnects and shutdown.
+        self.wake = subscription.wake
+
+    def close(self) -> None:
+        self.gone = True
+        self.subscription.close()
+
+    async def run(self, send: Send) -> None:
+        loop = asyncio.get_running_loop()
+        interval = 1.0 / self.settings.pushes_per_second
+        last_push = float("-inf")
+        subscription = self.subscription
+        while not (self.gone or subscription.closed):
+            if not subscription.conflator and not await self.wait_for_wake():
+                await self.write(send, sse.comment("hb"))
+                continue
+            if self.gone or subscription.closed:
+                return
+            # Push on change, but no more often than the rate allows: ticks arriving in the
+            # meantime replace each other in the conflator.
+            delay = last_push + interval - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            frames = subscription.take()
+            if frames:
+                await self.write(send, b"".join(frames))
+                last_push = loop.time()
+                FRAMES.labels(self.kind).inc(len(frames))
+
+    def cleanup(self) -> None:
+        CONFLATED.inc(self.subscription.conflator.replaced)
+        self.hub.unsubscribe(self.subscription)
+
+
+class OrderStream(EventStream):
+    """The user's order events, each with `id:` for Last-Event-ID replay."""
+
+    kind = "orders"
+
+    def __init__(
+        self,
+        events: AsyncIterator[orders_pb2.OrderEvent],
+        first: asyncio.Future[orders_pb2.OrderEvent],
+        settings: StreamSettings,
+        registry: StreamRegistry,
+        on_close: Callable[[], None],
+    ) -> None:
+        super().__init__(settings, registry, on_close)
+        self.events = events
+        self.first = first
+        self.queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=_ORDER_QUEUE)
+        self.pump: asyncio.Task[None] | None = None
+
+    async def _pump(self) -> None:
+        try:
+            event = await self.first
+            while True:
+                frame = sse.event(
+                    sse.ORDER_UPDATE, dumps(order_event_json(event)).decode(), event_id=event.event_id
+                )
+                await self.queue.put(frame)
+                self.wake.set()
+                event = await anext(self.events)
+        except StopAsyncIteration:
+            pass
+        except BackendError as error:
+            problem = problem_from_details(error.details)
+            await self.queue.put(
+                sse.event(
+                    sse.STREAM_ERROR, dumps({"reason": problem.reason, "detail": problem.detail}).decode()
+                )
+            )
+        await self.queue.put(_END)
+        self.wake.set()
+
+    async def run(self, send: Send) -> None:
+        self.pump = asyncio.create_task(self._pump())
+        while not self.gone:
+            if self.queue.empty() and not await self.wait_for_wake():
+                await self.write(send, sse.comment("hb"))
+                continue
+            self.wake.clear()
+            frames: list[bytes] = []
+            ended = False
+            while not self.queue.empty():
+                item = self.queue.get_nowait()
+                if item is _END:
+                    ended = True
+                    break
+                frames.append(item)
+            if frames and not self.gone:
+                await self.write(send, b"".join(frames))
+                FRAMES.labels(self.kind).inc(len(frames))
+            if ended:
+                # The source ended (svc_orders restarting, or shutting down): the client
+                # reconnects with Last-Event-ID and misses nothing.
+                return
+
+    def cleanup(self) -> None:
+        if self.pump is not None:
+            self.pump.cancel()
+        # Cancelling whoever is reading the gRPC stream cancels the call itself.
+        if not self.first.done():
+            self.first.cancel()
