@@ -1,0 +1,65 @@
+"""One full stack (every service as its own process) shared by the end-to-end tests, and the
+invariant audit after every one of them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from svc_runtime import admin, audit
+from svc_runtime.stack import Stack
+from tests.conftest import new_stack
+from tests.support.infra import SharedInfra, unique_name
+
+
+@pytest.fixture(scope="session")
+async def e2e_stack(infra: SharedInfra, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
+    stack = await new_stack(infra, tmp_path_factory.mktemp("e2e"))
+    yield stack
+    with contextlib.suppress(Exception):
+        await stack.stop()
+
+
+@pytest.fixture(autouse=True)
+async def invariants_hold_after_test(request: pytest.FixtureRequest) -> AsyncIterator[None]:
+    """DESIGN.md §4: the invariants hold after every end-to-end test."""
+    yield
+    if "e2e_stack" not in request.fixturenames:
+        return
+    stack: Stack = request.getfixturevalue("e2e_stack")
+    report = await audit.run(stack.plan.describe(), settle_seconds=20)
+    assert report.ok, report.render()
+
+
+async def open_account(stack: Stack, deposit: str = "1000000.00") -> tuple[str, str, str]:
+    """A new user with an opening deposit; returns (username, password, user_id)."""
+    username = unique_name("u")
+    password = "pw-" + unique_name("")
+    created = await admin.create_user(stack.plan.target("svc_funds"), username, password, username, deposit)
+    return username, password, created["account"]["user_id"]
+
+
+async def login(client: httpx.AsyncClient, username: str, password: str) -> dict[str, str]:
+    response = await client.post("/v1/sessions", json={"username": username, "password": password})
+    assert response.status_code == 200, response.text
+    return {"Authorization": f"Bearer {response.json()['accessToken']}"}
+
+
+async def eventually(
+    check: Callable[[], Awaitable[Any]], *, timeout: float = 30.0, interval: float = 0.2
+) -> Any:
+    """Poll `check` until it returns a truthy value; fail with the last value otherwise."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = await check()
+        if last:
+            return last
+        await asyncio.sleep(interval)
+    pytest.fail(f"condition not met within {timeout}s; last value: {last!r}")

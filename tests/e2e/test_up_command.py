@@ -1,0 +1,156 @@
+"""`brokermesh up` as an operator runs it: one process tree that starts everything, prints
+its endpoints, stops cleanly on Ctrl-C leaving no process behind, and keeps its data across
+restarts."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from svc_runtime import config
+
+pytestmark = pytest.mark.slow
+
+BROKERMESH = Path(sys.executable).parent / "brokermesh"
+
+
+def _env() -> dict[str, str]:
+    # `up` must start its own servers here, whatever the test session was given.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BROKERMESH_")}
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def _start(data_dir: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [str(BROKERMESH), "--data-dir", str(data_dir), "up"],
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _wait_until_up(process: subprocess.Popen[str], timeout: float = 180.0) -> str:
+    deadline = time.monotonic() + timeout
+    output = []
+    assert process.stdout is not None
+    os.set_blocking(process.stdout.fileno(), False)
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if line:
+            output.append(line)
+            if "Press Ctrl-C to stop." in line:
+                return "".join(output)
+            continue
+        if process.poll() is not None:
+            break
+        time.sleep(0.1)
+    pytest.fail("brokermesh up did not come up:\n" + "".join(output))
+
+
+def _ctrl_c(process: subprocess.Popen[str]) -> None:
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(90)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        pytest.fail("brokermesh up did not stop within 90s of Ctrl-C")
+    assert process.returncode == 0
+
+
+def _processes_of(data_dir: Path) -> list[str]:
+    """Processes still running that belong to this stack (by command line or environment)."""
+    marker = str(data_dir)
+    left = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            cmdline = " ".join(proc.info["cmdline"] or [])
+            environ = proc.environ() if marker not in cmdline else {}
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+        belongs = marker in cmdline or environ.get(config.DATA_DIR) == marker
+        if belongs and proc.status() != psutil.STATUS_ZOMBIE:
+            left.append(f"{proc.pid} {cmdline[:120]}")
+    return left
+
+
+def _login(gateway: str, username: str, password: str) -> str:
+    response = httpx.post(
+        f"{gateway}/v1/sessions", json={"username": username, "password": password}, timeout=30
+    )
+    assert response.status_code == 200, response.text
+    return response.json()["accessToken"]
+
+
+def test_up_starts_everything_stops_cleanly_and_keeps_data(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    process = _start(data_dir)
+    try:
+        banner = _wait_until_up(process)
+        description = json.loads((data_dir / "stack.json").read_text())
+        gateway = description["gateway_url"]
+        assert gateway in banner
+        for target in description["grpc"].values():
+            assert target in banner
+        # A demo user can log in and see the opening deposit.
+        token = _login(gateway, "asha", "asha-demo-pass")
+        funds = httpx.get(
+            f"{gateway}/v1/funds", headers={"Authorization": f"Bearer {token}"}, timeout=30
+        ).json()
+        assert str(funds["total"]) in {"1000000.00", "1000000"}
+        # An operator adds a user with the admin command.
+        created = subprocess.run(
+            [
+                str(BROKERMESH),
+                "--data-dir",
+                str(data_dir),
+                "admin",
+                "create-user",
+                "meera",
+                "--password",
+                "meera-password-1",
+                "--deposit",
+                "5000.00",
+            ],
+            env=_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert created.returncode == 0, created.stdout + created.stderr
+    finally:
+        if process.poll() is None:
+            _ctrl_c(process)
+    assert _processes_of(data_dir) == []
+
+    # Again, on the same data directory: users and balances are still there, and the demo
+    # deposit was not made twice.
+    process = _start(data_dir)
+    try:
+        _wait_until_up(process)
+        gateway = json.loads((data_dir / "stack.json").read_text())["gateway_url"]
+        token = _login(gateway, "meera", "meera-password-1")
+        funds = httpx.get(
+            f"{gateway}/v1/funds", headers={"Authorization": f"Bearer {token}"}, timeout=30
+        ).json()
+        assert str(funds["total"]) in {"5000.00", "5000"}
+        token = _login(gateway, "asha", "asha-demo-pass")
+        funds = httpx.get(
+            f"{gateway}/v1/funds", headers={"Authorization": f"Bearer {token}"}, timeout=30
+        ).json()
+        assert str(funds["total"]) in {"1000000.00", "1000000"}
+    finally:
+        if process.poll() is None:
+            _ctrl_c(process)
+    assert _processes_of(data_dir) == []
