@@ -37,7 +37,7 @@ class TickFeed:
         on_quotes: Callable[[Iterable[marketdata_pb2.Quote]], None],
     ) -> None:
         self.nats_url = nats_url
-        self.subject = topology.tick_subject(">")
+        self.subject = topology.all_ticks_subject
         self.on_quotes = on_quotes
         self._nc: NatsClient | None = None
         self._task: asyncio.Task[None] | None = None

@@ -86,6 +86,7 @@ def order_json(order: orders_pb2.Order) -> dict[str, Any]:
         "filledQuantity": order.filled_quantity,
         "leavesQuantity": order.leaves_quantity,
         "avgPrice": _dec(order, "average_price"),
+        "protectionPrice": _dec(order, "protection_price"),
         "statusReason": order.status_reason,
         "version": order.version,
         "exchangeOrderId": order.exchange_order_id,

@@ -1,0 +1,223 @@
+"""The live-price hub, login throttling, request validation messages and JSON mapping,
+with in-memory fakes of the gateway's own ports."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from decimal import Decimal
+
+import pytest
+from connexion.json_schema import Draft4RequestValidator
+
+from brokermesh.marketdata.v1 import marketdata_pb2
+from brokermesh.orders.v1 import orders_pb2
+from brokermesh.type.v1 import decimal_pb2, trading_pb2
+from gateway.app.quotes import QuoteHub
+from gateway.app.sessions import BAD_CREDENTIALS, Login
+from gateway.domain.jsonmoney import dumps
+from gateway.domain.limits import LoginThrottle
+from gateway.domain.tokens import TokenAuthority
+from gateway.transport import mapping
+from gateway.transport.validation import violations_of
+from svc_runtime.errors import InvalidArgument, ResourceExhausted, Unauthenticated
+
+
+def quote(symbol: str, price: str, seconds: int, sequence: int) -> marketdata_pb2.Quote:
+    q = marketdata_pb2.Quote(
+        symbol=symbol,
+        last_price=decimal_pb2.Decimal(value=price),
+        change=decimal_pb2.Decimal(value="1.00"),
+        change_percent=decimal_pb2.Decimal(value="0.07"),
+        sequence=sequence,
+    )
+    q.exchange_time.seconds = seconds
+    return q
+
+
+class FakeQuotes:
+    def __init__(self, quotes: dict[str, marketdata_pb2.Quote]) -> None:
+        self.quotes = quotes
+
+    async def latest_quotes(self, symbols: Sequence[str]) -> tuple[list[marketdata_pb2.Quote], list[str]]:
+        return [self.quotes[s] for s in symbols if s in self.quotes], [
+            s for s in symbols if s not in self.quotes
+        ]
+
+
+def data_of(frame: bytes) -> dict[str, object]:
+    return json.loads(frame.split(b"data: ", 1)[1], parse_float=Decimal)
+
+
+async def test_hub_starts_with_the_snapshot_then_follows_ticks() -> None:
+    hub = QuoteHub(
+        FakeQuotes({"INFY": quote("INFY", "1500.00", 100, 1), "TCS": quote("TCS", "3500.00", 100, 1)})
+    )
+    sub = await hub.subscribe(["INFY", "TCS"])
+    assert [data_of(f)["ltp"] for f in sub.take()] == [Decimal("1500.00"), Decimal("3500.00")]
+    hub.publish([quote("INFY", "1501.05", 101, 2), quote("WIPRO", "400.00", 101, 2)])
+    assert sub.wake.is_set()
+    assert [data_of(f) for f in sub.take()] == [
+        {
+            "symbol": "INFY",
+            "ltp": Decimal("1501.05"),
+            "change": Decimal("1.00"),
+            "changePct": Decimal("0.07"),
+            "ts": "1970-01-01T00:01:41Z",
+        }
+    ]
+
+
+async def test_a_snapshot_never_overtakes_a_newer_live_tick() -> None:
+    source = FakeQuotes({"INFY": quote("INFY", "1500.00", 100, 1)})
+    hub = QuoteHub(source)
+    hub.publish([quote("INFY", "1510.00", 200, 7)])  # the hub has seen a newer one already
+    sub = await hub.subscribe(["INFY"])
+    frames = sub.take()
+    assert [data_of(f)["ltp"] for f in frames] == [Decimal("1510.00")]
+
+
+async def test_each_tick_is_encoded_once_and_shared_by_all_subscribers() -> None:
+    hub = QuoteHub(FakeQuotes({"INFY": quote("INFY", "1500.00", 100, 1)}))
+    subs = [await hub.subscribe(["INFY"]) for _ in range(50)]
+    for sub in subs:
+        sub.take()
+    hub.publish([quote("INFY", "1502.00", 101, 2)])
+    frames = [sub.take()[0] for sub in subs]
+    assert all(frame is frames[0] for frame in frames)
+
+
+async def test_unknown_symbols_are_refused_and_leave_no_subscription() -> None:
+    hub = QuoteHub(FakeQuotes({"INFY": quote("INFY", "1500.00", 100, 1)}))
+    with pytest.raises(InvalidArgument) as caught:
+        await hub.subscribe(["INFY", "NOPE"])
+    assert caught.value.reason == "UNKNOWN_SYMBOL"
+    assert hub.subscriber_count("INFY") == 0
+
+
+async def test_closing_the_hub_wakes_and_closes_every_subscription() -> None:
+    hub = QuoteHub(FakeQuotes({"INFY": quote("INFY", "1500.00", 100, 1)}))
+    sub = await hub.subscribe(["INFY"])
+    sub.take()
+    hub.close()
+    assert sub.closed and sub.wake.is_set()
+    with pytest.raises(RuntimeError):
+        await hub.subscribe(["INFY"])
+
+
+class FakeAccounts:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def verify_credentials(self, username: str, password: str) -> str:
+        self.calls += 1
+        if (username, password) == ("asha", "right-password"):
+            return "u_asha"
+        raise Unauthenticated("nope")
+
+
+async def test_login_gives_one_message_for_any_failure_and_throttles_guessing() -> None:
+    now = [1000.0]
+    accounts = FakeAccounts()
+    login = Login(
+        accounts,
+        TokenAuthority("secret-" * 8, ttl_seconds=900, clock=lambda: now[0]),
+        LoginThrottle(free_failures=2, base_lock=30.0),
+        clock=lambda: now[0],
+    )
+    messages = set()
+    for username in ("asha", "nobody"):
+        with pytest.raises(Unauthenticated) as caught:
+            await login(username, "wrong", "10.0.0.1")
+        messages.add(caught.value.message)
+    assert messages == {BAD_CREDENTIALS}
+    for address in ("10.0.0.2", "10.0.0.4"):
+        with pytest.raises(Unauthenticated):
+            await login("asha", "wrong", address)
+    # Three failures on "asha" (two free): locked, even with the right password.
+    calls = accounts.calls
+    with pytest.raises(ResourceExhausted) as throttled:
+        await login("asha", "right-password", "10.0.0.3")
+    assert throttled.value.retry_after_seconds == 30.0
+    assert accounts.calls == calls  # refused before asking svc_funds
+    now[0] += 31
+    issued = await login("asha", "right-password", "10.0.0.3")
+    assert issued.user_id == "u_asha"
+
+
+def test_validation_messages_name_fields_and_never_echo_values() -> None:
+    schema = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["username", "password", "side"],
+        "properties": {
+            "username": {"type": "string"},
+            "password": {"type": "string", "maxLength": 8},
+            "side": {"type": "string", "enum": ["BUY", "SELL"]},
+            "symbols": {"type": "array", "items": {"type": "string", "pattern": "^[A-Z]+$"}},
+        },
+    }
+    body = {
+        "password": "hunter2-secret-value",
+        "side": "HOLD",
+        "symbols": ["INFY", "bad!"],
+        "status": "FILLED",
+    }
+    violations = {
+        (v.field, v.description) for v in violations_of(Draft4RequestValidator(schema).iter_errors(body))
+    }
+    assert violations == {
+        ("username", "is required"),
+        ("status", "is not a field of this request (or is read-only)"),
+        ("password", "must be at most 8 characters long"),
+        ("side", "must be one of BUY, SELL"),
+        ("symbols[1]", "must match the pattern ^[A-Z]+$"),
+    }
+    assert not any("hunter2" in d for _, d in violations)
+
+
+def test_orders_map_to_the_seed_shape_with_exact_prices() -> None:
+    order = orders_pb2.Order(
+        order_id="ord_1",
+        user_id="u_1",
+        client_order_id="k1",
+        symbol="INFY",
+        side=trading_pb2.SIDE_BUY,
+        type=trading_pb2.ORDER_TYPE_MARKET,
+        quantity=10,
+        status=orders_pb2.ORDER_STATUS_FILLED,
+        filled_quantity=10,
+        average_price=decimal_pb2.Decimal(value="1542.30"),
+    )
+    body = mapping.order_json(order)
+    assert {k: body[k] for k in ("orderId", "clientId", "symbol", "side", "type", "quantity", "status")} == {
+        "orderId": "ord_1",
+        "clientId": "u_1",
+        "symbol": "INFY",
+        "side": "BUY",
+        "type": "MARKET",
+        "quantity": 10,
+        "status": "FILLED",
+    }
+    assert b'"avgPrice":1542.30' in dumps(body)
+    assert body["limitPrice"] is None
+
+
+def test_place_order_takes_the_user_from_the_token_not_the_body() -> None:
+    body = {"symbol": "infy", "side": "BUY", "type": "LIMIT", "quantity": 5, "limitPrice": Decimal("1542.35")}
+    request = mapping.place_order_request(body, user_id="u_me", idempotency_key="key-1")
+    assert request.parent == "users/u_me"
+    assert request.request_id == "key-1" and request.order.client_order_id == "key-1"
+    assert request.order.symbol == "INFY"
+    assert request.order.limit_price.value == "1542.35"
+    assert request.order.type == trading_pb2.ORDER_TYPE_LIMIT
+    with pytest.raises(InvalidArgument) as caught:
+        mapping.place_order_request(
+            {**body, "clientId": "u_someone_else"}, user_id="u_me", idempotency_key="k"
+        )
+    assert caught.value.violations[0].field == "clientId"
+    with pytest.raises(InvalidArgument) as bad_prices:
+        mapping.place_order_request(
+            {**body, "limitPrice": "1.001", "stopPrice": "x"}, user_id="u_me", idempotency_key="k"
+        )
+    assert {v.field for v in bad_prices.value.violations} == {"limitPrice", "stopPrice"}

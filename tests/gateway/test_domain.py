@@ -1,0 +1,298 @@
+"""The gateway's pure parts: error mapping, exact JSON money, SSE frames, conflation,
+limits and tokens."""
+
+from __future__ import annotations
+
+import base64
+import json
+from decimal import Decimal
+
+import grpc
+import jwt
+import pytest
+
+from gateway.domain import sse
+from gateway.domain.conflation import Conflator
+from gateway.domain.jsonmoney import MalformedJson, decimal_from_json, dumps, json_number_text, loads
+from gateway.domain.limits import LoginThrottle, RateLimiter, StreamSlots
+from gateway.domain.problems import problem_from_details, problem_from_error
+from gateway.domain.tokens import TokenAuthority
+from svc_runtime.errors import (
+    ErrorDetails,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    Unauthenticated,
+)
+
+SECRET = "unit-test-secret-that-is-long-enough-for-hs256"
+
+
+# --- problems ------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("code", "status"),
+    [
+        (grpc.StatusCode.INVALID_ARGUMENT, 400),
+        (grpc.StatusCode.NOT_FOUND, 404),
+        (grpc.StatusCode.ALREADY_EXISTS, 409),
+        (grpc.StatusCode.FAILED_PRECONDITION, 422),
+        (grpc.StatusCode.RESOURCE_EXHAUSTED, 429),
+        (grpc.StatusCode.UNAUTHENTICATED, 401),
+        (grpc.StatusCode.PERMISSION_DENIED, 403),
+        (grpc.StatusCode.UNAVAILABLE, 503),
+        (grpc.StatusCode.DEADLINE_EXCEEDED, 504),
+        (grpc.StatusCode.INTERNAL, 500),
+        (grpc.StatusCode.ABORTED, 409),
+        (grpc.StatusCode.UNIMPLEMENTED, 501),
+    ],
+)
+def test_grpc_codes_map_to_http_statuses(code: grpc.StatusCode, status: int) -> None:
+    assert problem_from_details(ErrorDetails(code=code, message="m")).status == status
+
+
+def test_business_refusal_keeps_reason_and_metadata_free_detail() -> None:
+    problem = problem_from_error(
+        FailedPrecondition("not enough cash: need 15423.50", reason="INSUFFICIENT_FUNDS"), request_id="req_1"
+    )
+    body = problem.body(request_id="req_1", instance="/v1/orders")
+    assert body == {
+        "type": "https://brokermesh.io/problems/insufficient-funds",
+        "title": "Insufficient funds",
+        "status": 422,
+        "detail": "not enough cash: need 15423.50",
+        "instance": "/v1/orders",
+        "requestId": "req_1",
+        "reason": "INSUFFICIENT_FUNDS",
+    }
+    assert problem.headers() == {}
+
+
+def test_field_violations_are_carried() -> None:
+    error = InvalidArgument("bad", field="limitPrice")
+    body = problem_from_error(error).body(request_id="r", instance="/v1/orders")
+    assert body["fieldViolations"] == [{"field": "limitPrice", "description": "bad"}]
+
+
+def test_server_side_failures_hide_the_backend_message() -> None:
+    internal = problem_from_details(
+        ErrorDetails(code=grpc.StatusCode.INTERNAL, message="Traceback: KeyError 'x' in db.py"),
+        request_id="req_9",
+    )
+    assert "Traceback" not in internal.detail and "req_9" in internal.detail
+    unknown = problem_from_details(
+        ErrorDetails(code=grpc.StatusCode.UNKNOWN, message="Unexpected <class 'X'>")
+    )
+    assert unknown.status == 500 and "class" not in unknown.detail
+
+
+def test_retry_after_comes_from_retry_info_rounded_up_else_a_default() -> None:
+    limited = problem_from_details(
+        ErrorDetails(code=grpc.StatusCode.RESOURCE_EXHAUSTED, message="slow down", retry_after_seconds=0.2)
+    )
+    assert limited.headers() == {"Retry-After": "1"}
+    later = problem_from_details(
+        ErrorDetails(code=grpc.StatusCode.RESOURCE_EXHAUSTED, message="slow down", retry_after_seconds=7.01)
+    )
+    assert later.headers() == {"Retry-After": "8"}
+    assert problem_from_details(ErrorDetails(code=grpc.StatusCode.UNAVAILABLE, message="")).headers() == {
+        "Retry-After": "1"
+    }
+
+
+# --- exact JSON money ----------------------------------------------------------------------
+def test_request_numbers_parse_exactly_and_responses_keep_every_digit() -> None:
+    body = loads(b'{"limitPrice": 1542.35, "quantity": 10, "avg": 0.1}')
+    assert body == {"limitPrice": Decimal("1542.35"), "quantity": 10, "avg": Decimal("0.1")}
+    assert isinstance(body["quantity"], int)
+    assert dumps({"avgPrice": Decimal("1542.30"), "x": Decimal("0.10")}) == b'{"avgPrice":1542.30,"x":0.10}'
+    # The float route would have produced 0.30000000000000004 here.
+    assert dumps({"sum": Decimal("0.1") + Decimal("0.2")}) == b'{"sum":0.3}'
+
+
+@pytest.mark.parametrize("text", [b"NaN", b'{"a": Infinity}', b'{"a": -Infinity}', b"{bad"])
+def test_non_json_numbers_and_garbage_are_rejected(text: bytes) -> None:
+    with pytest.raises(MalformedJson):
+        loads(text)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(Decimal("1542.35"), Decimal("1542.35")), ("1542.35", Decimal("1542.35")), (1542, Decimal(1542))],
+)
+def test_prices_come_as_numbers_or_strings(value: object, expected: Decimal) -> None:
+    assert decimal_from_json(value, field="limitPrice") == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (Decimal("10.001"), "TOO_PRECISE"),
+        ("10.001", "TOO_PRECISE"),
+        ("1e3", "INVALID_DECIMAL"),
+        (True, "INVALID_DECIMAL"),
+        ([1], "INVALID_DECIMAL"),
+        ("-5", "NOT_POSITIVE"),
+        (Decimal(0), "NOT_POSITIVE"),
+    ],
+)
+def test_bad_prices_are_refused_with_a_reason(value: object, reason: str) -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        decimal_from_json(value, field="limitPrice")
+    assert caught.value.reason == reason
+    assert caught.value.violations[0].field == "limitPrice"
+
+
+def test_service_decimal_text_is_spliced_only_when_plain() -> None:
+    assert json_number_text("1542.35") == "1542.35"
+    assert json_number_text("-5.20") == "-5.20"
+    assert json_number_text("") == "null"
+    assert json_number_text('1,"evil":2') == "null"
+    assert json_number_text("1e5") == "null"
+
+
+# --- SSE frames ----------------------------------------------------------------------------
+def test_price_tick_frame_has_the_seed_shape_with_exact_numbers() -> None:
+    frame = sse.price_tick("INFY", "1542.35", "12.10", "0.79", "2026-01-17T10:45:01Z")
+    assert frame == (
+        b"event: price_tick\n"
+        b'data: {"symbol":"INFY","ltp":1542.35,"change":12.10,"changePct":0.79,"ts":"2026-01-17T10:45:01Z"}\n\n'
+    )
+    data = json.loads(frame.split(b"data: ", 1)[1], parse_float=Decimal)
+    assert data["change"] == Decimal("12.10")
+
+
+def test_event_frames_split_lines_and_carry_ids() -> None:
+    assert sse.event("order_update", '{"a":1}\n{"b":2}', event_id="evt_1") == (
+        b'id: evt_1\nevent: order_update\ndata: {"a":1}\ndata: {"b":2}\n\n'
+    )
+    assert sse.comment("hb") == b": hb\n\n"
+    assert sse.retry(3000) == b"retry: 3000\n\n"
+    with pytest.raises(ValueError):
+        sse.event("x", "{}", event_id="a\nevent: forged")
+
+
+# --- conflation ----------------------------------------------------------------------------
+def test_conflation_keeps_the_latest_frame_per_symbol() -> None:
+    conflator = Conflator()
+    assert conflator.offer("INFY", (1, 1), b"a") is True
+    assert conflator.offer("TCS", (1, 1), b"t") is True
+    for n in range(2, 1000):
+        assert conflator.offer("INFY", (n, n), f"i{n}".encode()) is False
+    assert len(conflator) == 2  # bounded by symbols, not by ticks
+    assert conflator.drain() == [b"i999", b"t"]
+    assert conflator.replaced == 998
+    assert len(conflator) == 0
+
+
+def test_conflation_never_goes_back_in_time() -> None:
+    conflator = Conflator()
+    conflator.offer("INFY", (10, 5), b"new")
+    assert conflator.offer("INFY", (9, 4), b"old") is False  # older than queued
+    assert conflator.drain() == [b"new"]
+    assert conflator.offer("INFY", (9, 9), b"older-than-sent") is False
+    assert conflator.offer("INFY", (10, 5), b"same") is True  # a duplicate is harmless
+    assert conflator.offer("INFY", (11, 1), b"newer") is False
+    assert conflator.drain() == [b"newer"]
+
+
+# --- limits --------------------------------------------------------------------------------
+def test_rate_limiter_allows_bursts_then_paces_per_key() -> None:
+    limiter = RateLimiter(rate=2.0, burst=3)
+    assert [limiter.acquire("u1", 0.0) for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert limiter.acquire("u1", 0.0) == pytest.approx(0.5)
+    assert limiter.acquire("u2", 0.0) == 0.0  # keys are independent
+    assert limiter.acquire("u1", 0.5) == 0.0  # one token back after 1/rate seconds
+    assert limiter.acquire("u1", 0.5) > 0
+
+
+def test_rate_limiter_memory_is_bounded() -> None:
+    limiter = RateLimiter(rate=1.0, burst=1, max_keys=100)
+    for n in range(1000):
+        limiter.acquire(f"u{n}", 0.0)
+    assert len(limiter._buckets) == 100
+
+
+def test_login_throttle_locks_out_with_growing_delays_and_forgets() -> None:
+    throttle = LoginThrottle(free_failures=2, base_lock=1.0, max_lock=8.0, forget_after=60.0)
+    for _ in range(2):
+        assert throttle.retry_after("user:asha", 0.0) == 0.0
+        throttle.failed("user:asha", 0.0)
+    assert throttle.retry_after("user:asha", 0.0) == 0.0
+    throttle.failed("user:asha", 0.0)
+    assert throttle.retry_after("user:asha", 0.0) == 1.0
+    throttle.failed("user:asha", 1.0)
+    assert throttle.retry_after("user:asha", 1.0) == 2.0
+    for t in range(2, 10):
+        throttle.failed("user:asha", float(t))
+    assert throttle.retry_after("user:asha", 9.0) == 8.0  # capped
+    assert throttle.retry_after("user:asha", 100.0) == 0.0  # forgotten after quiet time
+    throttle.failed("user:ravi", 0.0)
+    throttle.succeeded("user:ravi")
+    assert throttle.retry_after("user:ravi", 0.0) == 0.0
+
+
+def test_stream_slots_cap_concurrent_streams_per_user() -> None:
+    slots = StreamSlots(per_user=2)
+    assert slots.acquire("u1") and slots.acquire("u1")
+    assert not slots.acquire("u1")
+    assert slots.acquire("u2")
+    slots.release("u1")
+    assert slots.acquire("u1")
+    slots.release("u1")
+    slots.release("u1")
+    assert slots.open_streams("u1") == 0
+
+
+# --- tokens --------------------------------------------------------------------------------
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _b64(data: dict[str, object]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+
+def test_tokens_round_trip_and_expire() -> None:
+    clock = Clock(1_000_000.0)
+    authority = TokenAuthority(SECRET, ttl_seconds=900, clock=clock)
+    issued = authority.issue("u_1")
+    assert issued.expires_in == 900
+    assert authority.verify(issued.token).user_id == "u_1"
+    clock.now += 900 + 6
+    with pytest.raises(Unauthenticated) as caught:
+        authority.verify(issued.token)
+    assert caught.value.reason == "TOKEN_EXPIRED"
+
+
+def test_tampered_foreign_and_unsigned_tokens_are_refused() -> None:
+    clock = Clock(1_000_000.0)
+    authority = TokenAuthority(SECRET, ttl_seconds=900, clock=clock)
+    header, payload, signature = authority.issue("u_1").token.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=="))
+    claims["sub"] = "u_2"
+    forged = {
+        "tampered": f"{header}.{_b64(claims)}.{signature}",
+        "alg none": f"{_b64({'alg': 'none', 'typ': 'JWT'})}.{_b64(claims)}.",
+        "other key": jwt.encode(claims, "another-secret-of-sufficient-length-xx", algorithm="HS256"),
+        "garbage": "not-a-token",
+        "missing exp": jwt.encode({k: v for k, v in claims.items() if k != "exp"}, SECRET, algorithm="HS256"),
+        "wrong audience": jwt.encode({**claims, "aud": "someone-else"}, SECRET, algorithm="HS256"),
+        "issued in the future": jwt.encode(
+            {**claims, "iat": claims["iat"] + 3600}, SECRET, algorithm="HS256"
+        ),
+        "path in sub": jwt.encode({**claims, "sub": "u_1/orders/x"}, SECRET, algorithm="HS256"),
+    }
+    for name, token in forged.items():
+        with pytest.raises(Unauthenticated):
+            authority.verify(token)
+            pytest.fail(f"{name} token accepted")
+
+
+def test_field_violation_dataclass_is_what_problems_render() -> None:
+    # The HTTP layer builds violations with the runtime's dataclass; keep them compatible.
+    violation = FieldViolation("symbol", "is required")
+    assert (violation.field, violation.description) == ("symbol", "is required")
