@@ -58,6 +58,10 @@ class BenchContext:
     # Shows a short status line ("open loop 200/s: 3/6s") beside the progress bar; pass it on
     # as `progress=` to the runners of `bench.load`.
     progress: Callable[[str], None] = field(default=lambda _text: None)
+    # Like `start_stack`, but scenarios asking for the same services and environment get the
+    # same stack, started once and stopped at the end of the run (a full stack takes a while
+    # to start). Share it only where leftover state from an earlier scenario cannot skew you.
+    shared_stack: Callable[..., Awaitable[Stack]] | None = None
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,13 @@ class Event:
     id: str | None = None
 
 
+async def expect_stream(response: aiohttp.ClientResponse) -> None:
+    """Raise HttpError unless `response` opened an event stream."""
+    if response.status != 200 or not response.content_type.startswith("text/event-stream"):
+        body = await response.read()
+        raise HttpError(response.status, body.decode("utf-8", "replace"))
+
+
 async def events(response: aiohttp.ClientResponse) -> AsyncIterator[Event]:
     """The events of an open `text/event-stream` response, until it ends. Comments
     (heartbeats) are skipped; `retry:` is ignored (the caller decides about reconnecting)."""

@@ -157,6 +157,7 @@ class Stacks:
         self.running = running
         self.running_dir = running_dir
         self.started: list[Any] = []
+        self.shared: dict[tuple[Any, ...], Any] = {}
         self.count = 0
 
     async def new_database(self) -> str:
@@ -192,6 +193,19 @@ class Stacks:
         await stack.start(tuple(services) if services else SERVICE_NAMES)
         return stack
 
+    async def shared_stack(self, services: Any = None, extra_env: dict[str, str] | None = None) -> Any:
+        key = (tuple(services or ()), tuple(sorted((extra_env or {}).items())))
+        stack = self.shared.get(key)
+        if stack is None or any(p.returncode is not None for p in stack.processes.values()):
+            if stack is not None:  # a service died in an earlier scenario: start afresh
+                with contextlib.suppress(Exception):
+                    await stack.stop()
+            stack = await self.start(services, extra_env)
+            if stack in self.started:  # not stopped with the scenario that started it
+                self.started.remove(stack)
+            self.shared[key] = stack
+        return stack
+
     def _running_plan(self) -> Any:
         from svc_runtime.stack import StackPlan
 
@@ -207,11 +221,17 @@ class Stacks:
             or (secret_file.read_text().strip() if secret_file.exists() else ""),
         )
 
-    async def stop_all(self) -> None:
+    async def stop_all(self, *, shared: bool = False) -> None:
+        """Stop the stacks scenarios started (and, at the end of the run, the shared ones)."""
         while self.started:
             stack = self.started.pop()
             with contextlib.suppress(Exception):
                 await stack.stop()
+        if shared:
+            while self.shared:
+                _, stack = self.shared.popitem()
+                with contextlib.suppress(Exception):
+                    await stack.stop()
 
 
 def _running_stack(path: str | None) -> tuple[dict[str, Any] | None, Path | None]:
@@ -268,6 +288,7 @@ async def run(args: argparse.Namespace, selected: list[tuple[str, Scenario]], br
                 new_namespace=stacks.new_namespace,
                 start_stack=stacks.start,
                 progress=progress.status,
+                shared_stack=stacks.shared_stack,
             )
             for _module, scenario in selected:
                 progress.scenario(scenario.name)
@@ -286,7 +307,7 @@ async def run(args: argparse.Namespace, selected: list[tuple[str, Scenario]], br
         finally:
             progress.close()
             if stacks is not None:
-                await stacks.stop_all()
+                await stacks.stop_all(shared=True)
             await asyncio.to_thread(infra.stop)
 
     run_info = {

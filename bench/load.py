@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import math
 import statistics
 import time
@@ -34,6 +35,16 @@ from bench.api import Figure
 
 Operation = Callable[[int], Awaitable[Any]]
 Progress = Callable[[str], None]
+
+_due: contextvars.ContextVar[float] = contextvars.ContextVar("bench_load_due")
+
+
+def due_time() -> float:
+    """Inside an operation: when it was meant to start, on the `time.perf_counter` clock (the
+    intended send time in an open loop, the actual start otherwise). Latencies an operation
+    observes later, such as placed → filled on a stream, run from here."""
+    return _due.get()
+
 
 # The percentiles every latency figure reports, and their figure-name suffixes.
 PERCENTILES: tuple[tuple[float, str], ...] = ((50.0, "p50"), (90.0, "p90"), (99.0, "p99"), (99.9, "p99_9"))
@@ -88,6 +99,10 @@ class LoadResult:
     runs: int = 1
     rate: float = math.nan  # successful operations per second; by default ok / window_s
     percentiles: dict[str, float] = field(default_factory=dict)  # "p50" … "p99_9" → ms
+    # The measured window on the perf_counter clock: operations due (open loop) or completed
+    # (closed loop) inside it are the ones counted.
+    window_start: float = math.nan
+    window_end: float = math.nan
 
     def __post_init__(self) -> None:
         self.latencies_ms.sort()
@@ -216,7 +231,8 @@ async def _report_progress(progress: Progress | None, label: str, window: _Windo
         progress(f"{label}: {phase} {elapsed:.0f}/{total_s:.0f}s, {window.completed} done")
 
 
-async def _call(op: Operation, i: int) -> BaseException | None:
+async def _call(op: Operation, i: int, due: float) -> BaseException | None:
+    _due.set(due)
     try:
         await op(i)
     except asyncio.CancelledError:
@@ -245,7 +261,7 @@ async def closed_loop(
             began = time.perf_counter()
             if began >= window.end:
                 return
-            error = await _call(op, next(counter))
+            error = await _call(op, next(counter), began)
             window.record(began, time.perf_counter(), error)
 
     cpu = _CpuMeter(window)
@@ -265,6 +281,8 @@ async def closed_loop(
         dict(window.errors),
         concurrency=concurrency,
         client_cpu=cpu.cores,
+        window_start=window.start,
+        window_end=window.end,
     )
 
 
@@ -298,7 +316,7 @@ async def open_loop(
     in_flight: dict[asyncio.Task[None], float] = {}
 
     async def one(i: int, due: float) -> None:
-        error = await _call(op, i)
+        error = await _call(op, i, due)
         window.record(due, time.perf_counter(), error)
 
     cpu = _CpuMeter(window)
@@ -348,6 +366,8 @@ async def open_loop(
         offered_rate=rate,
         client_cpu=cpu.cores,
         rate=window.ok_completed_inside / duration,
+        window_start=window.start,
+        window_end=window.end,
     )
 
 
@@ -391,6 +411,8 @@ async def median_of(runs: int, measure: Callable[[], Awaitable[LoadResult]]) -> 
         client_cpu=statistics.median(r.client_cpu for r in results),
         runs=len(results),
         rate=statistics.median(r.rate for r in results),
+        window_start=middle.window_start,
+        window_end=middle.window_end,
         percentiles={
             name: statistics.median(
                 r.percentiles[name] for r in results if not math.isnan(r.percentiles[name])

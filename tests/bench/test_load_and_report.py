@@ -5,6 +5,7 @@ can make latencies larger, never smaller."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 
 import pytest
@@ -145,3 +146,18 @@ def test_selection_by_name_prefix_module_and_glob_brings_the_baselines_along() -
     assert names([], quick=True) == ["baselines.a", "baselines.b", "orders.grpc", "sse.fanout"]
     with pytest.raises(SystemExit):
         names(["nope"])
+
+
+async def test_operations_know_their_intended_send_time() -> None:
+    dues: list[float] = []
+
+    async def op(_i: int) -> None:
+        dues.append(load.due_time())
+        await asyncio.sleep(0.05)  # later operations start while earlier ones are in flight
+
+    await load.open_loop(op, rate=100, duration=0.3, warmup=0.0)
+    dues.sort()
+    assert len(dues) == 30
+    # Due times are the schedule, not when the loop got round to sending.
+    gaps = [b - a for a, b in itertools.pairwise(dues)]
+    assert all(abs(gap - 0.01) < 1e-6 for gap in gaps)

@@ -1,0 +1,96 @@
+"""What end-to-end scenarios share: the whole stack, users with cash, logins, liveness.
+
+The bench stack runs with the production defaults except two knobs that would otherwise
+measure the wrong thing: tokens live for two hours (a full run outlasts the default 15
+minutes), and one user may hold many price streams (fan-out is about streams, not users).
+Order rates stay per user as in production, so order load is spread over many users.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import aiohttp
+
+from bench import clients
+from bench.api import BenchContext
+from svc_runtime import admin
+
+if TYPE_CHECKING:
+    from svc_runtime.stack import Stack
+
+BENCH_ENV = {
+    "BROKERMESH_JWT_TTL_SECONDS": "7200",
+    "BROKERMESH_GATEWAY_STREAMS_PER_USER": "100000",
+}
+# Liquid NSE names the exchange simulator lists.
+SYMBOLS = ("INFY", "TCS", "RELIANCE", "HDFCBANK", "ICICIBANK", "SBIN", "ITC", "LT")
+PASSWORD = "bench-password-1"
+
+
+@dataclass(frozen=True)
+class BenchUser:
+    user_id: str
+    username: str
+
+    @property
+    def parent(self) -> str:
+        return f"users/{self.user_id}"
+
+
+async def full_stack(ctx: BenchContext) -> Stack:
+    """The whole stack, shared with the other end-to-end scenarios of this run."""
+    from svc_runtime.stack import SERVICE_NAMES
+
+    start = ctx.shared_stack or ctx.start_stack
+    return await start(SERVICE_NAMES, extra_env=BENCH_ENV)
+
+
+def assert_alive(stack: Stack) -> None:
+    """Fail loudly, with the log tail, if a service died during a measurement."""
+    for name, process in stack.processes.items():
+        if process.returncode is not None:
+            log = stack.log_dir / f"{name}.log"
+            tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+            raise RuntimeError(f"{name} exited with {process.returncode} during the benchmark:\n{tail}")
+
+
+async def create_users(
+    stack: Stack, count: int, *, deposit: str = "10000000.00", concurrency: int = 8
+) -> list[BenchUser]:
+    """`count` new users, each with `deposit` rupees, through the funds service's public API."""
+    tag = secrets.token_hex(3)
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(n: int) -> BenchUser:
+        username = f"b{tag}u{n}"
+        async with gate:
+            made = await admin.create_user(
+                stack.plan.target("svc_funds"), username, PASSWORD, username, deposit
+            )
+        return BenchUser(made["account"]["user_id"], username)
+
+    return list(await asyncio.gather(*(one(n) for n in range(count))))
+
+
+async def login(http: aiohttp.ClientSession, user: BenchUser) -> str:
+    """A bearer token for `user` from `POST /v1/sessions`."""
+    async with http.post("/v1/sessions", json={"username": user.username, "password": PASSWORD}) as response:
+        await clients.expect(response, 200, 201)
+        body = await response.json()
+    return str(body["accessToken"])
+
+
+async def login_all(
+    http: aiohttp.ClientSession, users: list[BenchUser], *, concurrency: int = 8
+) -> list[str]:
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(user: BenchUser) -> str:
+        async with gate:
+            return await login(http, user)
+
+    return list(await asyncio.gather(*(one(u) for u in users)))

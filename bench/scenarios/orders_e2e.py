@@ -1,0 +1,385 @@
+"""Order placement end to end, over gRPC (`OrdersService.PlaceOrder`) and over REST
+(`POST /v1/orders` through the gateway), on the whole stack: OMS, funds, executor, the
+exchange simulator over FIX, and back.
+
+Every order is a MARKET BUY of one share of a liquid symbol, spread round-robin over many
+users (the OMS limits each user to 10 orders/s, as production does) who each hold plenty
+of cash. Two latencies per order:
+
+- **ack**: from the intended send time to the broker's reply (funds blocked, order written,
+  command queued), the `p50 … p99.9` figures;
+- **placed → filled**: from the intended send time to the moment the FILLED update arrives
+  on the user's order stream (`StreamOrderUpdates` for gRPC, SSE `/v1/orders/stream` for
+  REST), the `.filled.p50 …` figures. Orders that end otherwise (rejected, still open after
+  the drain) count as `.filled.errors` by final state.
+
+Load: a closed loop at saturation (`SATURATION_CONCURRENCY` in flight), then open loops at
+fixed rates (50, 200, 500, 1,000 orders/s; 50 and 200 in quick mode). Between runs the
+harness waits until every order placed so far has reached a final state, so each run
+starts from a quiet system.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import secrets
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import aiohttp
+import grpc
+
+from bench import clients, fullstack, load
+from bench.api import (
+    BASELINE_GRPC_UNARY,
+    BASELINE_HTTP_ECHO,
+    BASELINE_JS_PUBLISH,
+    BenchContext,
+    Figure,
+    Scenario,
+)
+from bench.fullstack import SYMBOLS, BenchUser
+from brokermesh.orders.v1 import orders_pb2, orders_pb2_grpc
+from brokermesh.type.v1 import trading_pb2
+
+if TYPE_CHECKING:
+    from svc_runtime.stack import Stack
+
+TERMINAL = {"FILLED", "CANCELLED", "REJECTED", "EXPIRED"}
+# Seed targets: order placement p99 < 150 ms (seed 002); order to user notification < 1 s
+# (seed 001); 1,000 orders/s at peak (seeds 001 and 003).
+ACK_TARGETS = {"p99": "< 150 ms", "errors": "<= 0"}
+FILL_TARGETS = {"p99": "< 1000 ms", "errors": "<= 0"}
+
+
+@dataclass(frozen=True)
+class Plan:
+    users: int
+    warmup: float
+    duration: float
+    closed_runs: int
+    rates: tuple[float, ...]
+    drain: float  # how long to wait for the last orders of a run to finish
+
+    @classmethod
+    def of(cls, ctx: BenchContext) -> Plan:
+        if ctx.quick:
+            return cls(users=60, warmup=1.0, duration=3.0, closed_runs=1, rates=(50.0, 200.0), drain=20.0)
+        return cls(
+            users=250,
+            warmup=2.0,
+            duration=10.0,
+            closed_runs=3,
+            rates=(50.0, 200.0, 500.0, 1000.0),
+            drain=60.0,
+        )
+
+
+@dataclass
+class OrderWatch:
+    """What the order streams said: when each order first showed FILLED, and its last state."""
+
+    placed_at: dict[str, float] = field(default_factory=dict)  # order id → intended send time
+    filled_at: dict[str, float] = field(default_factory=dict)  # order id → receipt of FILLED
+    last_status: dict[str, str] = field(default_factory=dict)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def placed(self, order_id: str, due: float) -> None:
+        self.placed_at[order_id] = due
+
+    def update(self, order_id: str, status: str) -> None:
+        now = time.perf_counter()
+        self.last_status[order_id] = status
+        if status == "FILLED":
+            self.filled_at.setdefault(order_id, now)
+        self.changed.set()
+
+    def unfinished(self) -> int:
+        return sum(1 for oid in self.placed_at if self.last_status.get(oid) not in TERMINAL)
+
+    async def drain(self, timeout: float) -> None:
+        """Until every placed order is in a final state, or `timeout`."""
+        deadline = time.monotonic() + timeout
+        while self.unfinished() and time.monotonic() < deadline:
+            self.changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.changed.wait(), min(1.0, max(0.01, deadline - time.monotonic())))
+
+    def fills(self, run: load.LoadResult) -> load.LoadResult:
+        """placed → filled of the orders due inside `run`'s window."""
+        latencies, errors = [], Counter[str]()
+        for order_id, due in self.placed_at.items():
+            if not run.window_start <= due < run.window_end:
+                continue
+            filled = self.filled_at.get(order_id)
+            if filled is not None:
+                latencies.append((filled - due) * 1000.0)
+            else:
+                errors[f"not filled: {self.last_status.get(order_id, 'no update')}"] += 1
+        return load.LoadResult(
+            f"{run.label} filled",
+            run.mode,
+            run.window_s,
+            len(latencies),
+            latencies,
+            dict(errors),
+            offered_rate=run.offered_rate,
+            concurrency=run.concurrency,
+            client_cpu=run.client_cpu,
+        )
+
+
+Place = Callable[[int], Awaitable[None]]
+
+
+async def _measure(
+    ctx: BenchContext,
+    *,
+    stack: Stack,
+    place: Place,
+    watch: OrderWatch,
+    plan: Plan,
+    prefix: str,
+    ack_baseline: str,
+    note: str,
+) -> list[Figure]:
+    """The closed loop and every open-loop rate, each followed by a drain."""
+    figures: list[Figure] = []
+
+    async def phase(name: str, run: Callable[[], Awaitable[load.LoadResult]]) -> None:
+        result = await run()
+        ctx.progress(f"{prefix}.{name}: waiting for {watch.unfinished()} orders to finish")
+        await watch.drain(plan.drain)
+        fullstack.assert_alive(stack)
+        # Saturation should reach the seeds' peak; an open loop should carry its offered rate.
+        rate_target = (
+            ">= 1000 ops/s" if result.offered_rate is None else f">= {0.99 * result.offered_rate:g} ops/s"
+        )
+        figures.extend(
+            result.figures(
+                f"{prefix}.{name}",
+                baseline=ack_baseline,
+                targets={**ACK_TARGETS, "throughput": rate_target},
+                note=f"{note}; ack latency",
+            )
+        )
+        figures.extend(
+            watch.fills(result).figures(
+                f"{prefix}.{name}.filled",
+                baseline=BASELINE_JS_PUBLISH,
+                targets=FILL_TARGETS,
+                note=f"{note}; placed → FILLED on the order stream",
+                throughput=False,
+            )
+        )
+
+    async def closed() -> load.LoadResult:
+        return await load.median_of(
+            plan.closed_runs,
+            lambda: _drained(
+                watch,
+                plan,
+                load.closed_loop(
+                    place,
+                    duration=plan.duration,
+                    warmup=plan.warmup,
+                    label=f"{prefix} closed",
+                    progress=ctx.progress,
+                ),
+            ),
+        )
+
+    await phase("closed", closed)
+    for rate in plan.rates:
+
+        async def opened(rate: float = rate) -> load.LoadResult:
+            return await load.open_loop(
+                place,
+                rate=rate,
+                duration=plan.duration,
+                warmup=plan.warmup,
+                drain_timeout=30.0,
+                label=f"{prefix} open {rate:g}/s",
+                progress=ctx.progress,
+            )
+
+        await phase(f"open_{rate:g}", opened)
+    return figures
+
+
+async def _drained(watch: OrderWatch, plan: Plan, run: Awaitable[load.LoadResult]) -> load.LoadResult:
+    """One closed-loop run, then wait for its orders, so repeated runs start quiet."""
+    result = await run
+    await watch.drain(plan.drain)
+    return result
+
+
+# --- gRPC ---------------------------------------------------------------------------------
+async def _follow_grpc(stub: orders_pb2_grpc.OrdersServiceStub, user: BenchUser, watch: OrderWatch) -> None:
+    status_name = orders_pb2.OrderStatus.Name
+    while True:
+        try:
+            async for response in stub.StreamOrderUpdates(
+                orders_pb2.StreamOrderUpdatesRequest(parent=user.parent)
+            ):
+                order = response.event.order
+                watch.update(order.order_id, status_name(order.status).removeprefix("ORDER_STATUS_"))
+        except grpc.aio.AioRpcError:
+            await asyncio.sleep(0.2)  # the stream ended or the server restarted: follow again
+
+
+async def _prime(
+    place_one: Callable[[BenchUser, str], Awaitable[str]],
+    users: list[BenchUser],
+    watch: OrderWatch,
+    timeout: float,
+) -> None:
+    """One order per user, then wait until each stream has reported it: the streams are
+    live and every path warm before anything is measured."""
+    ids = await asyncio.gather(*(place_one(u, f"prime-{secrets.token_hex(6)}") for u in users))
+    deadline = time.monotonic() + timeout
+    while any(oid not in watch.last_status for oid in ids):
+        if time.monotonic() > deadline:
+            missing = sum(1 for oid in ids if oid not in watch.last_status)
+            raise RuntimeError(f"{missing} of {len(ids)} order streams reported nothing within {timeout:g}s")
+        await asyncio.sleep(0.1)
+    await watch.drain(timeout)
+
+
+def _order(symbol: str) -> orders_pb2.Order:
+    return orders_pb2.Order(
+        symbol=symbol, side=trading_pb2.SIDE_BUY, type=trading_pb2.ORDER_TYPE_MARKET, quantity=1
+    )
+
+
+async def grpc_orders(ctx: BenchContext) -> list[Figure]:
+    plan = Plan.of(ctx)
+    stack = await fullstack.full_stack(ctx)
+    ctx.progress(f"creating {plan.users} users")
+    users = await fullstack.create_users(stack, plan.users)
+    watch = OrderWatch()
+    run_tag = secrets.token_hex(4)
+    async with grpc.aio.insecure_channel(stack.plan.target("svc_orders")) as channel:
+        stub = orders_pb2_grpc.OrdersServiceStub(channel)
+        followers = [asyncio.create_task(_follow_grpc(stub, u, watch)) for u in users]
+        try:
+
+            async def place_one(user: BenchUser, key: str, symbol: str = SYMBOLS[0]) -> str:
+                order = await stub.PlaceOrder(
+                    orders_pb2.PlaceOrderRequest(parent=user.parent, order=_order(symbol), request_id=key),
+                    timeout=30,
+                )
+                return order.order_id
+
+            ctx.progress("priming order streams")
+            await _prime(place_one, users, watch, plan.drain)
+
+            async def place(i: int) -> None:
+                due = load.due_time()
+                order_id = await place_one(users[i % len(users)], f"{run_tag}-{i}", SYMBOLS[i % len(SYMBOLS)])
+                watch.placed(order_id, due)
+
+            return await _measure(
+                ctx,
+                stack=stack,
+                place=place,
+                watch=watch,
+                plan=plan,
+                prefix="orders.grpc",
+                ack_baseline=BASELINE_GRPC_UNARY,
+                note=f"gRPC PlaceOrder, MARKET BUY 1 share, {plan.users} users",
+            )
+        finally:
+            for task in followers:
+                task.cancel()
+            await asyncio.gather(*followers, return_exceptions=True)
+
+
+# --- REST ---------------------------------------------------------------------------------
+async def _follow_sse(http: aiohttp.ClientSession, token: str, watch: OrderWatch) -> None:
+    headers = {"Authorization": f"Bearer {token}", "Accept": "text/event-stream"}
+    last_id: str | None = None
+    while True:
+        try:
+            sent = dict(headers, **({"Last-Event-ID": last_id} if last_id else {}))
+            async with http.get(
+                "/v1/orders/stream", headers=sent, timeout=aiohttp.ClientTimeout(total=None)
+            ) as response:
+                await clients.expect_stream(response)
+                async for event in clients.events(response):
+                    last_id = event.id or last_id
+                    if event.event != "order_update":
+                        continue
+                    order = json.loads(event.data).get("order", {})
+                    watch.update(str(order.get("orderId", "")), str(order.get("status", "")))
+        except (aiohttp.ClientError, clients.HttpError, TimeoutError):
+            await asyncio.sleep(0.2)
+
+
+async def rest_orders(ctx: BenchContext) -> list[Figure]:
+    plan = Plan.of(ctx)
+    stack = await fullstack.full_stack(ctx)
+    ctx.progress(f"creating {plan.users} users")
+    users = await fullstack.create_users(stack, plan.users)
+    watch = OrderWatch()
+    run_tag = secrets.token_hex(4)
+    # Enough sockets that the client never queues requests an open loop has made due.
+    async with (
+        clients.session(stack.plan.gateway_url, connections=512) as http,
+        clients.session(stack.plan.gateway_url, connections=len(users) + 8, timeout=None) as streams,
+    ):
+        ctx.progress("logging in")
+        tokens = dict(zip((u.user_id for u in users), await fullstack.login_all(http, users), strict=True))
+        followers = [asyncio.create_task(_follow_sse(streams, tokens[u.user_id], watch)) for u in users]
+        try:
+
+            async def place_one(user: BenchUser, key: str, symbol: str = SYMBOLS[0]) -> str:
+                async with http.post(
+                    "/v1/orders",
+                    json={"symbol": symbol, "side": "BUY", "type": "MARKET", "quantity": 1},
+                    headers={"Authorization": f"Bearer {tokens[user.user_id]}", "Idempotency-Key": key},
+                ) as response:
+                    body = json.loads(await clients.expect(response, 201))
+                return str(body["orderId"])
+
+            ctx.progress("priming order streams")
+            await _prime(place_one, users, watch, plan.drain)
+
+            async def place(i: int) -> None:
+                due = load.due_time()
+                order_id = await place_one(users[i % len(users)], f"{run_tag}-{i}", SYMBOLS[i % len(SYMBOLS)])
+                watch.placed(order_id, due)
+
+            return await _measure(
+                ctx,
+                stack=stack,
+                place=place,
+                watch=watch,
+                plan=plan,
+                prefix="orders.rest",
+                ack_baseline=BASELINE_HTTP_ECHO,
+                note=f"REST POST /v1/orders through the gateway, MARKET BUY 1 share, {plan.users} users",
+            )
+        finally:
+            for task in followers:
+                task.cancel()
+            await asyncio.gather(*followers, return_exceptions=True)
+
+
+SCENARIOS = [
+    Scenario(
+        "orders.grpc",
+        "order placement over gRPC: closed loop at saturation and open loops at fixed rates; ack and placed → FILLED latency",
+        grpc_orders,
+    ),
+    Scenario(
+        "orders.rest",
+        "order placement over REST through the gateway: closed loop and open loops; ack and placed → FILLED on SSE",
+        rest_orders,
+    ),
+]

@@ -1,0 +1,399 @@
+"""Price streams to mobile clients: SSE fan-out through the gateway.
+
+N clients each open `GET /v1/marketdata/stream?symbols=…` for M symbols. A tick's **age at
+delivery** is the client's receipt time minus the exchange timestamp the tick carries (`ts`),
+on one machine and so one clock. It includes the conflation the gateway does on purpose (at
+most a few pushes per second per stream), so it is what a user sees, not a transport time.
+
+- `sse.fanout`: ticks are published on the stack's NATS tick subjects at a fixed rate per
+  symbol (stamped with the time of publication as their exchange time), with the exchange's
+  market makers paused, so the load is known and only the fan-out is measured: NATS →
+  gateway → N × M SSE streams. Per (N, M): tick age percentiles, events delivered per second,
+  errors (failed opens, disconnects, `event: error`), time to open a stream (first event),
+  gateway memory per stream (RSS growth over N) and the gateway's CPU.
+- `sse.exchange_ticks`: the whole price path with nothing injected: exchange simulator → FIX
+  market data → svc_marketdata → NATS → gateway → SSE, at whatever rate the simulator trades.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import random
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import TYPE_CHECKING
+
+import aiohttp
+import grpc
+import psutil
+from google.protobuf import timestamp_pb2
+
+from bench import clients, fullstack, load
+from bench.api import BASELINE_NATS_SUBSCRIBE, BenchContext, Figure, Scenario
+from brokermesh.exchange.v1 import exchange_admin_pb2, exchange_admin_pb2_grpc
+from brokermesh.marketdata.v1 import marketdata_pb2, marketdata_pb2_grpc, tick_pb2
+from brokermesh.type.v1 import decimal_pb2
+from svc_runtime import messaging
+
+if TYPE_CHECKING:
+    from svc_runtime.stack import Stack
+
+# Seed 001: quotes p99 < 200 ms; ~50 KB per connection (its WebSocket servers' budget).
+AGE_TARGETS = {"p99": "< 200 ms", "errors": "<= 0"}
+MEMORY_TARGET = "<= 50 KB"
+TICK = Decimal("0.05")
+
+
+@dataclass(frozen=True)
+class Shape:
+    clients: int
+    symbols: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.clients}x{self.symbols}"
+
+
+@dataclass(frozen=True)
+class Plan:
+    shapes: tuple[Shape, ...]
+    ticks_per_symbol: float  # injected ticks per second per symbol
+    warmup: float
+    duration: float
+    users: int
+
+    @classmethod
+    def of(cls, ctx: BenchContext) -> Plan:
+        if ctx.quick:
+            return cls((Shape(100, 10),), ticks_per_symbol=5.0, warmup=2.0, duration=3.0, users=5)
+        return cls(
+            (Shape(100, 10), Shape(1000, 10), Shape(1000, 50), Shape(3000, 10)),
+            ticks_per_symbol=10.0,
+            warmup=3.0,
+            duration=10.0,
+            users=20,
+        )
+
+
+@dataclass
+class Clients:
+    """N SSE clients and what they saw."""
+
+    ages: load.Samples = field(default_factory=lambda: load.Samples("tick age"))
+    opens: load.Samples = field(default_factory=lambda: load.Samples("open → first event"))
+    delivered: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+    measuring: bool = False
+    ready: int = 0
+    expected: int = 0
+    settled: int = 0  # clients that got their first event or failed to open
+    all_settled: asyncio.Event = field(default_factory=asyncio.Event)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def settle(self) -> None:
+        self.settled += 1
+        if self.settled >= self.expected:
+            self.all_settled.set()
+
+    def on_tick(self, data: str, received_ns: int) -> None:
+        if not self.measuring:
+            return
+        self.delivered += 1
+        stamp = json.loads(data).get("ts")
+        if not stamp:
+            self.errors["tick without ts"] += 1
+            return
+        ts = timestamp_pb2.Timestamp()
+        ts.FromJsonString(stamp)
+        self.ages.add((received_ns - ts.ToNanoseconds()) / 1e6)
+
+
+async def _client(
+    http: aiohttp.ClientSession, token: str, symbols: list[str], seen: Clients, gate: asyncio.Semaphore
+) -> None:
+    headers = {"Authorization": f"Bearer {token}", "Accept": "text/event-stream"}
+    first = True
+    async with gate:  # open streams a few at a time, as clients arriving
+        began = time.perf_counter()
+        try:
+            response = await http.get(
+                "/v1/marketdata/stream", params={"symbols": ",".join(symbols)}, headers=headers
+            )
+            await clients.expect_stream(response)
+        except (aiohttp.ClientError, clients.HttpError, TimeoutError) as error:
+            seen.errors[f"open failed: {load.error_kind(error)}"] += 1
+            seen.settle()
+            return
+    try:
+        async for event in clients.events(response):
+            if first:
+                first = False
+                seen.ready += 1
+                seen.opens.add((time.perf_counter() - began) * 1000.0)
+                seen.settle()
+            if event.event == "price_tick":
+                seen.on_tick(event.data, time.time_ns())
+            elif event.event == "error":
+                seen.errors[f"event error: {event.data[:60]}"] += 1
+        if seen.measuring:
+            seen.errors["stream ended"] += 1
+    except (aiohttp.ClientError, TimeoutError) as error:
+        if seen.measuring:
+            seen.errors[f"disconnected: {load.error_kind(error)}"] += 1
+    finally:
+        response.release()
+
+
+async def _symbols(stack: Stack, count: int) -> list[str]:
+    """`count` instrument symbols from the price tracker's instrument master."""
+    found: list[str] = [s for s in fullstack.SYMBOLS]
+    async with grpc.aio.insecure_channel(stack.plan.target("svc_marketdata")) as channel:
+        stub = marketdata_pb2_grpc.MarketDataServiceStub(channel)
+        for letter in "ABCDEFGHIJKLMNOPQRSTUVWXYZ":
+            if len(found) >= count:
+                break
+            with contextlib.suppress(grpc.aio.AioRpcError):
+                page = await stub.SearchInstruments(
+                    marketdata_pb2.SearchInstrumentsRequest(query=letter, page_size=100), timeout=10
+                )
+                found += [i.symbol for i in page.instruments if i.symbol not in found]
+        quotes = await stub.BatchGetQuotes(
+            marketdata_pb2.BatchGetQuotesRequest(symbols=found[:500]), timeout=10
+        )
+    known = [q.symbol for q in quotes.quotes if q.HasField("last_price")] or [q.symbol for q in quotes.quotes]
+    if len(known) < count:
+        raise RuntimeError(f"the instrument master has {len(known)} quoted symbols; {count} needed")
+    return known[:count]
+
+
+class TickInjector:
+    """Publishes quotes for `symbols` on the stack's tick subjects at a fixed rate per symbol,
+    each stamped with its publication time as the exchange time."""
+
+    def __init__(self, nats_url: str, namespace: str, symbols: list[str], per_symbol: float) -> None:
+        self.nats_url = nats_url
+        self.topology = messaging.Topology(namespace)
+        self.symbols = symbols
+        self.rate = per_symbol * len(symbols)
+        self.prices = {s: Decimal(1000) + TICK * random.randint(0, 20000) for s in symbols}
+        self.sequence = itertools.count(10**12)  # after anything the exchange has sent
+        self.sent = 0
+
+    def _quote(self, symbol: str) -> marketdata_pb2.Quote:
+        previous = self.prices[symbol]
+        price = max(TICK, previous + TICK * random.choice((-2, -1, 1, 2)))
+        self.prices[symbol] = price
+        close = Decimal(1000)
+        stamp = timestamp_pb2.Timestamp()
+        stamp.FromNanoseconds(time.time_ns())
+        change = price - close
+        return marketdata_pb2.Quote(
+            symbol=symbol,
+            last_price=decimal_pb2.Decimal(value=f"{price:.2f}"),
+            change=decimal_pb2.Decimal(value=f"{change:.2f}"),
+            change_percent=decimal_pb2.Decimal(value=f"{(change / close * 100).quantize(Decimal('0.01'))}"),
+            previous_close=decimal_pb2.Decimal(value=f"{close:.2f}"),
+            exchange_time=stamp,
+            sequence=next(self.sequence),
+        )
+
+    async def run(self) -> None:
+        nc = await messaging.connect(self.nats_url, "bench-ticks")
+        try:
+            start = time.perf_counter()
+            for k in itertools.count():
+                delay = start + k / self.rate - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                symbol = self.symbols[k % len(self.symbols)]
+                batch = tick_pb2.TickBatch(quotes=[self._quote(symbol)])
+                await nc.publish(self.topology.tick_subject_for(symbol), batch.SerializeToString())
+                self.sent += 1
+        finally:
+            await nc.close()
+
+
+async def _market_makers(stack: Stack, *, paused: bool) -> None:
+    """Pause the exchange's market makers so injected ticks are the only ones (best effort:
+    if the simulator refuses, organic ticks are mixed in and still carry exchange times)."""
+    with contextlib.suppress(grpc.aio.AioRpcError):
+        async with grpc.aio.insecure_channel(stack.plan.target("exchange_sim")) as channel:
+            await exchange_admin_pb2_grpc.ExchangeAdminServiceStub(channel).SetScenario(
+                exchange_admin_pb2.SetScenarioRequest(pause_market_makers=paused), timeout=10
+            )
+
+
+def _process(stack: Stack, name: str) -> psutil.Process | None:
+    process = stack.processes.get(name)
+    if process is None or process.returncode is not None:
+        return None
+    return psutil.Process(process.pid)
+
+
+async def _open(
+    stack: Stack, tokens: list[str], symbols: list[str], shape: Shape, timeout: float
+) -> tuple[Clients, aiohttp.ClientSession]:
+    seen = Clients(expected=shape.clients)
+    http = clients.session(stack.plan.gateway_url, connections=shape.clients + 16, timeout=None)
+    gate = asyncio.Semaphore(50)
+    for n in range(shape.clients):
+        # Every client watches the same M symbols: the worst case, each tick goes to all N.
+        seen.tasks.append(asyncio.create_task(_client(http, tokens[n % len(tokens)], symbols, seen, gate)))
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(seen.all_settled.wait(), timeout)
+    return seen, http
+
+
+async def _close(seen: Clients, http: aiohttp.ClientSession) -> None:
+    seen.measuring = False
+    for task in seen.tasks:
+        task.cancel()
+    await asyncio.gather(*seen.tasks, return_exceptions=True)
+    await http.close()
+
+
+async def _measure_shape(
+    ctx: BenchContext,
+    *,
+    stack: Stack,
+    tokens: list[str],
+    symbols: list[str],
+    shape: Shape,
+    plan: Plan,
+    prefix: str,
+) -> list[Figure]:
+    gateway = _process(stack, "gateway")
+    rss_before = gateway.memory_info().rss if gateway else 0
+    ctx.progress(f"{prefix}: opening {shape.clients} streams of {shape.symbols} symbols")
+    seen, http = await _open(stack, tokens, symbols[: shape.symbols], shape, timeout=120.0)
+    try:
+        if seen.settled < shape.clients:
+            seen.errors["no first event in time"] += shape.clients - seen.settled
+        ctx.progress(f"{prefix}: warm-up")
+        await asyncio.sleep(plan.warmup)
+        seen.measuring = True
+        seen.ages.reset()
+        cpu_before = gateway.cpu_times() if gateway else None
+        wall_before, client_cpu_before = time.perf_counter(), time.process_time()
+        ctx.progress(f"{prefix}: measuring {plan.duration:g}s")
+        await asyncio.sleep(plan.duration)
+        seen.measuring = False
+        wall = time.perf_counter() - wall_before
+        client_cores = (time.process_time() - client_cpu_before) / wall
+        gateway_cores = (
+            (sum(gateway.cpu_times()[:2]) - sum(cpu_before[:2])) / wall
+            if gateway and cpu_before
+            else float("nan")
+        )
+        rss_after = gateway.memory_info().rss if gateway else 0
+    finally:
+        await _close(seen, http)
+    fullstack.assert_alive(stack)
+    ages = seen.ages.result(window_s=wall)
+    ages.errors.update(seen.errors)
+    ages.client_cpu = client_cores
+    note = f"{shape.clients} SSE clients × the same {shape.symbols} symbols; tick age = receipt − exchange ts"
+    figures = ages.figures(
+        prefix, baseline=BASELINE_NATS_SUBSCRIBE, targets=AGE_TARGETS, note=note, throughput_unit="events/s"
+    )
+    opens = seen.opens.result()
+    figures += [
+        f
+        for f in opens.figures(f"{prefix}.open", note="stream request → first event", throughput=False)
+        if f.name.endswith((".p50", ".p99"))
+    ]
+    if gateway is not None:
+        figures.append(
+            Figure(
+                f"{prefix}.memory_per_stream",
+                (rss_after - rss_before) / 1024 / max(1, seen.ready),
+                "KB",
+                "lower",
+                MEMORY_TARGET,
+                note=f"gateway RSS growth over {seen.ready} open streams ({rss_before / 2**20:.0f} → {rss_after / 2**20:.0f} MB)",
+            )
+        )
+        figures.append(
+            Figure(
+                f"{prefix}.gateway_cpu",
+                gateway_cores,
+                "cores",
+                "lower",
+                note=f"gateway process CPU while measuring; client CPU {client_cores:.2f} cores",
+            )
+        )
+    return figures
+
+
+async def fanout(ctx: BenchContext) -> list[Figure]:
+    plan = Plan.of(ctx)
+    stack = await fullstack.full_stack(ctx)
+    users = await fullstack.create_users(stack, plan.users, deposit="0")
+    async with clients.session(stack.plan.gateway_url, connections=16) as http:
+        tokens = await fullstack.login_all(http, users)
+    most = max(s.symbols for s in plan.shapes)
+    symbols = await _symbols(stack, most)
+    figures: list[Figure] = []
+    await _market_makers(stack, paused=True)
+    try:
+        for shape in plan.shapes:
+            injector = TickInjector(
+                stack.plan.nats_url, stack.plan.namespace, symbols[: shape.symbols], plan.ticks_per_symbol
+            )
+            publishing = asyncio.create_task(injector.run())
+            try:
+                shape_figures = await _measure_shape(
+                    ctx,
+                    stack=stack,
+                    tokens=tokens,
+                    symbols=symbols,
+                    shape=shape,
+                    plan=plan,
+                    prefix=f"sse.fanout_{shape.name}",
+                )
+            finally:
+                publishing.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await publishing
+            for figure in shape_figures:
+                figure.note = f"{figure.note}; {plan.ticks_per_symbol:g} ticks/s per symbol injected"
+            figures += shape_figures
+    finally:
+        await _market_makers(stack, paused=False)
+    return figures
+
+
+async def exchange_ticks(ctx: BenchContext) -> list[Figure]:
+    plan = Plan.of(ctx)
+    stack = await fullstack.full_stack(ctx)
+    users = await fullstack.create_users(stack, 2, deposit="0")
+    async with clients.session(stack.plan.gateway_url, connections=4) as http:
+        tokens = await fullstack.login_all(http, users)
+    shape = Shape(100 if not ctx.quick else 20, len(fullstack.SYMBOLS))
+    symbols = await _symbols(stack, shape.symbols)
+    figures = await _measure_shape(
+        ctx, stack=stack, tokens=tokens, symbols=symbols, shape=shape, plan=plan, prefix="sse.exchange_ticks"
+    )
+    for figure in figures:
+        figure.note = f"{figure.note}; ticks from the exchange simulator over FIX, nothing injected"
+    return figures
+
+
+SCENARIOS = [
+    Scenario(
+        "sse.fanout",
+        "SSE price fan-out through the gateway: N clients × M symbols at a fixed tick rate; tick age, memory per stream",
+        fanout,
+    ),
+    Scenario(
+        "sse.exchange_ticks",
+        "tick age over the whole price path (exchange → FIX → price tracker → NATS → gateway → SSE)",
+        exchange_ticks,
+        in_quick=False,
+    ),
+]
