@@ -1,0 +1,3 @@
+from svc_marketdata import main
+
+main.main()

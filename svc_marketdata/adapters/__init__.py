@@ -1,0 +1,1 @@
+"""PostgreSQL, NATS (core, KV) and FIX adapters."""

@@ -1,0 +1,76 @@
+"""Ticks on core NATS, and the latest quotes in a JetStream KV bucket.
+
+Core NATS (not JetStream) for ticks: a quote is the symbol's full latest state, so a lost
+message is repaired by the next one, and publishing never waits for storage. A TickBatch is
+written by concatenating already-encoded quotes as field 1 — byte for byte what protobuf
+would produce for `TickBatch(quotes=[…])` — so each quote is encoded once per flush however
+many consumers receive it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+from nats.aio.client import Client as NatsClient
+from nats.js import JetStreamContext
+from nats.js.api import KeyValueConfig, StorageType
+from nats.js.errors import BucketNotFoundError, NoKeysError
+from nats.js.kv import KeyValue
+
+from svc_marketdata.domain.quotes import Quote
+from svc_marketdata.transport.codec import decode_quote, repeated_field
+from svc_runtime.messaging import TYPE_HEADER, Topology
+
+log = logging.getLogger(__name__)
+
+TICK_BATCH_TYPE = "brokermesh.marketdata.v1.TickBatch"
+_HEADERS = {TYPE_HEADER: TICK_BATCH_TYPE}
+
+
+class NatsTickPublisher:
+    def __init__(self, nc: NatsClient, topology: Topology) -> None:
+        self.nc = nc
+        self.topology = topology
+
+    async def publish(self, shard: str, encoded_quotes: Sequence[bytes]) -> None:
+        payload = repeated_field(1, encoded_quotes)
+        await self.nc.publish(self.topology.tick_subject(shard), payload, headers=_HEADERS)
+
+
+async def open_bucket(js: JetStreamContext, name: str, *, description: str) -> KeyValue:
+    """The KV bucket `name`, created on first use (history 1: only the latest value matters;
+    compare-and-set works on the latest revision)."""
+    try:
+        return await js.key_value(name)
+    except BucketNotFoundError:
+        return await js.create_key_value(
+            KeyValueConfig(bucket=name, description=description, history=1, storage=StorageType.FILE)
+        )
+
+
+class KvQuoteSnapshots:
+    """Latest quote per symbol in `topology.quotes_bucket`, key `Topology.quote_key(symbol)`."""
+
+    def __init__(self, kv: KeyValue, *, concurrency: int = 64) -> None:
+        self.kv = kv
+        self.concurrency = concurrency
+
+    async def load(self) -> list[Quote]:
+        quotes = []
+        try:
+            keys = await self.kv.keys()
+        except NoKeysError:
+            return []
+        for start in range(0, len(keys), self.concurrency):
+            entries = await asyncio.gather(*(self.kv.get(k) for k in keys[start : start + self.concurrency]))
+            quotes.extend(decode_quote(e.value) for e in entries if e.value)
+        return quotes
+
+    async def save(self, encoded: dict[str, bytes]) -> None:
+        # Pipelined puts: a sequential put waits a round trip (and an fsync) each.
+        items = list(encoded.items())
+        for start in range(0, len(items), self.concurrency):
+            chunk = items[start : start + self.concurrency]
+            await asyncio.gather(*(self.kv.put(Topology.quote_key(s), value) for s, value in chunk))

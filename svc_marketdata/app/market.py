@@ -1,0 +1,335 @@
+"""The market-data use cases: follow the exchange feed, keep the quote cache, publish ticks,
+answer quote and instrument queries.
+
+Everything here runs on the asyncio loop; the FIX adapter hands its callbacks over with
+`svc_runtime.fix.ThreadBridge`, so the cache has a single writer and needs no locks.
+
+Ticks are coalesced: an update marks its symbol dirty and wakes the flusher, which waits a
+few milliseconds more, then encodes each dirty quote once and publishes them grouped by
+shard, many per message. The same encoded bytes feed the quote streams and the KV snapshot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from svc_marketdata.app.ports import (
+    InstrumentRepository,
+    MarketFeed,
+    QuoteEncoder,
+    QuoteSnapshots,
+    TickPublisher,
+)
+from svc_marketdata.app.streams import StreamHub
+from svc_marketdata.domain import paging
+from svc_marketdata.domain.instruments import (
+    MAX_QUERY_LENGTH,
+    Instrument,
+    InstrumentIndex,
+    SearchHit,
+    normalize_symbol,
+)
+from svc_marketdata.domain.quotes import QuoteBook, SymbolUpdate
+from svc_runtime.errors import InvalidArgument, NotFound, Unavailable
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH_GET = 500
+MAX_STREAM_SYMBOLS = 3000
+# Quotes per TickBatch / stream message: large enough to amortize per-message costs, small
+# enough to stay far below NATS's 1 MB payload limit (a quote encodes to ~100–150 bytes).
+MAX_QUOTES_PER_MESSAGE = 1000
+
+UPDATES_IN = Counter("marketdata_updates_in_total", "Symbol updates received from the exchange", ["kind"])
+QUOTE_CHANGES = Counter("marketdata_quote_changes_total", "Symbol updates that changed a quote")
+TICKS_OUT = Counter("marketdata_ticks_published_total", "Quotes published in TickBatches")
+BATCHES_OUT = Counter("marketdata_tick_batches_published_total", "TickBatch messages published")
+PUBLISH_FAILURES = Counter(
+    "marketdata_tick_publish_failures_total", "TickBatches that could not be published"
+)
+TICK_AGE = Histogram(
+    "marketdata_tick_age_at_publish_seconds",
+    "Exchange time → publication of a tick",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+INSTRUMENTS = Gauge("marketdata_instruments", "Instruments in the master")
+SESSION_UP = Gauge("marketdata_fix_session_up", "1 while the market-data FIX session is logged on")
+
+
+class MarketData:
+    def __init__(
+        self,
+        *,
+        repository: InstrumentRepository,
+        publisher: TickPublisher,
+        snapshots: QuoteSnapshots,
+        encode: QuoteEncoder,
+        shard_of: Callable[[str], str],
+        hub: StreamHub,
+        coalesce_seconds: float = 0.005,
+        snapshot_interval: float = 1.0,
+        instrument_wait: float = 5.0,
+    ) -> None:
+        self.repository = repository
+        self.publisher = publisher
+        self.snapshots = snapshots
+        self.encode = encode
+        self.shard_of = shard_of
+        self.hub = hub
+        self.coalesce_seconds = coalesce_seconds
+        self.snapshot_interval = snapshot_interval
+        self.instrument_wait = instrument_wait
+        self.index = InstrumentIndex.empty()
+        self.book = QuoteBook(sequence_floor=time.time_ns() // 1000)
+        # The wire form of every cached quote, refreshed at each flush.
+        self.encoded: dict[str, bytes] = {}
+        self.feed: MarketFeed | None = None
+        self.session_up = False
+        self._dirty: set[str] = set()
+        self._unsaved: set[str] = set()
+        self._wake = asyncio.Event()
+        self._subscribed = False
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # --- start-up ----------------------------------------------------------------------
+
+    async def load(self) -> None:
+        """Serve what we knew before the exchange answers: the stored master, the saved quotes."""
+        self._use_master(await self.repository.load())
+        try:
+            saved = await self.snapshots.load()
+        except Exception:
+            log.warning("could not load saved quotes; starting empty", exc_info=True)
+            saved = []
+        for quote in saved:
+            self.book.restore(quote)
+        for symbol in self.index.by_symbol:
+            self._ensure_quote(symbol)
+        log.info("market data loaded", extra={"instruments": len(self.index), "saved_quotes": len(saved)})
+
+    def attach_feed(self, feed: MarketFeed) -> None:
+        self.feed = feed
+
+    # --- the exchange feed (called on the loop) ------------------------------------------
+
+    def on_logon(self) -> None:
+        self.session_up = True
+        self._subscribed = False
+        SESSION_UP.set(1)
+        log.info("market-data session logged on; requesting the instrument master")
+        if self.feed is not None:
+            self.feed.request_instruments()
+        self._spawn(self._subscribe_if_master_late())
+
+    def on_logout(self) -> None:
+        if self.session_up:
+            log.warning("market-data session logged out; quotes are stale until it is back")
+        self.session_up = False
+        SESSION_UP.set(0)
+
+    def on_security_list(self, instruments: Sequence[Instrument], ok: bool) -> None:
+        if not ok:
+            log.warning("exchange refused the instrument master request; using the stored master")
+            self._subscribe(self.index.symbols)
+            return
+        self._spawn(self._adopt_master(list(instruments)))
+
+    def on_market_data(self, updates: Sequence[SymbolUpdate]) -> None:
+        changed = False
+        for update in updates:
+            UPDATES_IN.labels("snapshot" if update.snapshot else "incremental").inc()
+            if self.book.apply(update):
+                self._dirty.add(update.symbol)
+                QUOTE_CHANGES.inc()
+                changed = True
+        if changed:
+            self._wake.set()
+
+    async def _adopt_master(self, instruments: list[Instrument]) -> None:
+        try:
+            await self.repository.replace(instruments)
+        except Exception:
+            # Serving the fresh master matters more than storing it; the next logon retries.
+            log.exception("could not store the instrument master")
+        self._use_master(instruments)
+        for symbol in self.index.by_symbol:
+            self._ensure_quote(symbol)
+        log.info("instrument master received", extra={"instruments": len(instruments)})
+        self._subscribe(self.index.symbols)
+
+    async def _subscribe_if_master_late(self) -> None:
+        await asyncio.sleep(self.instrument_wait)
+        if self.session_up and not self._subscribed and len(self.index):
+            log.warning("no instrument master from the exchange yet; subscribing to the stored one")
+            self._subscribe(self.index.symbols)
+
+    def _subscribe(self, symbols: Sequence[str]) -> None:
+        if self.feed is None or not symbols or not self.session_up:
+            return
+        self._subscribed = True
+        self.feed.subscribe(symbols)
+
+    def _use_master(self, instruments: Sequence[Instrument]) -> None:
+        self.index = InstrumentIndex.build(instruments)
+        INSTRUMENTS.set(len(self.index))
+
+    def _ensure_quote(self, symbol: str) -> None:
+        instrument = self.index.get(symbol)
+        quote = self.book.ensure(symbol, instrument.previous_close if instrument else None)
+        if symbol not in self._dirty:  # a dirty quote is encoded at the next flush
+            self.encoded[symbol] = self.encode(quote)
+
+    # --- publication -------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Flush ticks and save snapshots until `stop` is set."""
+        saver = asyncio.create_task(self._save_snapshots(stop))
+        try:
+            while not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), 0.5)
+                if not self._wake.is_set():
+                    continue
+                # Let more updates gather: one message carries every change of the window.
+                await asyncio.sleep(self.coalesce_seconds)
+                self._wake.clear()
+                await self.flush()
+        finally:
+            saver.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await saver
+            await self._save_once()
+
+    async def flush(self) -> None:
+        dirty, self._dirty = self._dirty, set()
+        if not dirty:
+            return
+        now_ns = time.time_ns()
+        by_shard: dict[str, list[bytes]] = {}
+        for symbol in dirty:
+            quote = self.book.quotes[symbol]
+            encoded = self.encoded[symbol] = self.encode(quote)
+            by_shard.setdefault(self.shard_of(symbol), []).append(encoded)
+            if quote.exchange_time_ns:
+                TICK_AGE.observe(max(0.0, (now_ns - quote.exchange_time_ns) / 1e9))
+        self._unsaved |= dirty
+        self.hub.dispatch(dirty)
+        for shard, quotes in by_shard.items():
+            for start in range(0, len(quotes), MAX_QUOTES_PER_MESSAGE):
+                chunk = quotes[start : start + MAX_QUOTES_PER_MESSAGE]
+                try:
+                    await self.publisher.publish(shard, chunk)
+                except Exception:
+                    # Ticks are latest-value data: the next change supersedes a lost batch.
+                    PUBLISH_FAILURES.inc()
+                    log.warning("tick batch not published", exc_info=True, extra={"shard": shard})
+                    continue
+                BATCHES_OUT.inc()
+                TICKS_OUT.inc(len(chunk))
+
+    async def _save_snapshots(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await asyncio.sleep(self.snapshot_interval)
+            await self._save_once()
+
+    async def _save_once(self) -> None:
+        unsaved, self._unsaved = self._unsaved, set()
+        if not unsaved:
+            return
+        try:
+            await self.snapshots.save({s: self.encoded[s] for s in unsaved})
+        except Exception:
+            self._unsaved |= unsaved
+            log.warning("could not save quote snapshots; will retry", exc_info=True)
+
+    def _spawn(self, coro: object) -> None:
+        task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # --- queries -----------------------------------------------------------------------
+
+    def _require_master(self) -> None:
+        if not len(self.index):
+            raise Unavailable(
+                "the instrument master has not been received from the exchange yet",
+                reason="INSTRUMENTS_NOT_LOADED",
+                retry_after_seconds=2.0,
+            )
+
+    def batch_get_quotes(self, symbols: Sequence[str]) -> tuple[list[bytes], list[str]]:
+        """Encoded quotes of the known symbols in request order, and the unknown symbols."""
+        if not symbols:
+            raise InvalidArgument("symbols must name at least one symbol", field="symbols")
+        if len(symbols) > MAX_BATCH_GET:
+            raise InvalidArgument(f"at most {MAX_BATCH_GET} symbols per request", field="symbols")
+        self._require_master()
+        known, unknown = self.index.split_known([normalize_symbol(s) for s in symbols])
+        return self.encoded_quotes(known), unknown
+
+    def stream_symbols(self, symbols: Sequence[str]) -> list[str]:
+        """Validated symbols for a quote stream (deduplicated, request order)."""
+        if not symbols:
+            raise InvalidArgument("symbols must name at least one symbol", field="symbols")
+        if len(symbols) > MAX_STREAM_SYMBOLS:
+            raise InvalidArgument(
+                f"a stream may carry at most {MAX_STREAM_SYMBOLS} symbols",
+                reason="TOO_MANY_SYMBOLS",
+                field="symbols",
+            )
+        self._require_master()
+        known, unknown = self.index.split_known([normalize_symbol(s) for s in symbols])
+        if unknown:
+            raise InvalidArgument(
+                f"unknown symbols: {', '.join(unknown[:50])}{' …' if len(unknown) > 50 else ''}",
+                reason="UNKNOWN_SYMBOLS",
+                field="symbols",
+                metadata={"unknown_symbols": ",".join(unknown)},
+            )
+        return known
+
+    def encoded_quotes(self, symbols: Sequence[str]) -> list[bytes]:
+        """The latest flushed wire form of each symbol's quote."""
+        return [self.encoded.get(s) or self._encode_now(s) for s in symbols]
+
+    def _encode_now(self, symbol: str) -> bytes:
+        # Only a quote created by market data that has not been flushed yet lands here.
+        quote = self.book.ensure(symbol, None)
+        encoded = self.encoded[symbol] = self.encode(quote)
+        return encoded
+
+    def get_instrument(self, symbol: str) -> Instrument:
+        instrument = self.index.get(normalize_symbol(symbol))
+        if instrument is None:
+            self._require_master()
+            raise NotFound(f"instrument {symbol} not found", reason="INSTRUMENT_NOT_FOUND")
+        return instrument
+
+    def is_known(self, symbol: str) -> bool:
+        return symbol in self.index
+
+    def search(self, query: str, page_size: int, page_token: str) -> tuple[list[SearchHit], str]:
+        text = " ".join(query.split())
+        if not text:
+            raise InvalidArgument("query is required", field="query")
+        if len(text) > MAX_QUERY_LENGTH:
+            raise InvalidArgument(f"query must be at most {MAX_QUERY_LENGTH} characters", field="query")
+        limit = paging.page_size(page_size)
+        fingerprint = paging.fingerprint("search", text.upper())
+        after = paging.decode_token(page_token, fingerprint)
+        cursor: tuple[int, str] | None = None
+        if after is not None:
+            if len(after) != 2 or not isinstance(after[0], int) or not isinstance(after[1], str):
+                raise InvalidArgument(
+                    "page_token is not valid", reason="INVALID_PAGE_TOKEN", field="page_token"
+                )
+            cursor = (after[0], after[1])
+        page = self.index.search(text, limit=limit, after=cursor)
+        token = paging.encode_token(list(page.next_after), fingerprint) if page.next_after else ""
+        return page.hits, token

@@ -1,0 +1,1 @@
+"""Pure market-data rules: quotes, conflation, instruments and search, watchlists."""

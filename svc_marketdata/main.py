@@ -1,0 +1,141 @@
+"""Composition root of svc_marketdata: settings → adapters → application → transport."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+
+from brokermesh.marketdata.v1 import watchlists_pb2_grpc
+from svc_marketdata.adapters.fix_session import FixMarketFeed, MarketDataApplication
+from svc_marketdata.adapters.kv_watchlists import KvWatchlistStore
+from svc_marketdata.adapters.nats_ticks import KvQuoteSnapshots, NatsTickPublisher, open_bucket
+from svc_marketdata.adapters.postgres import MIGRATIONS, SCHEMA, PgInstrumentRepository
+from svc_marketdata.app.market import MarketData
+from svc_marketdata.app.streams import StreamHub
+from svc_marketdata.app.watchlists import Watchlists
+from svc_marketdata.transport import marketdata, watchlists
+from svc_marketdata.transport.codec import encode_quote
+from svc_runtime import config
+from svc_runtime.db import create_pool, migrate
+from svc_runtime.fix import ThreadBridge
+from svc_runtime.grpc_server import GrpcServer
+from svc_runtime.messaging import Topology, connect
+from svc_runtime.service import run
+
+log = logging.getLogger(__name__)
+
+SERVICE = "svc_marketdata"
+# Service-specific settings (the common ones are in svc_runtime.config).
+COALESCE_MS = "BROKERMESH_MARKETDATA_COALESCE_MS"
+STREAM_STALL_SECONDS = "BROKERMESH_MARKETDATA_STREAM_STALL_SECONDS"
+MAX_STREAMS = "BROKERMESH_MARKETDATA_MAX_STREAMS"
+SNAPSHOT_SECONDS = "BROKERMESH_MARKETDATA_SNAPSHOT_SECONDS"
+INSTRUMENT_WAIT_SECONDS = "BROKERMESH_MARKETDATA_INSTRUMENT_WAIT_SECONDS"
+FIX_MESSAGE_LOG = "BROKERMESH_MARKETDATA_FIX_MESSAGE_LOG"
+
+
+@dataclass(frozen=True)
+class Settings:
+    common: config.CommonSettings
+    fix_host: str
+    fix_port: int
+    # Ticks gather this long before a flush publishes them together.
+    coalesce_ms: float
+    # A stream whose client takes no data for this long is dropped.
+    stream_stall_seconds: float
+    max_streams: int
+    snapshot_seconds: float
+    # Wait this long for the exchange's SecurityList before subscribing to the stored master.
+    instrument_wait_seconds: float
+    fix_message_log: bool
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        return cls(
+            common=config.CommonSettings.from_env(),
+            fix_host=config.env(config.FIX_HOST, "127.0.0.1"),
+            fix_port=config.env_int(config.FIX_PORT, 9878),
+            coalesce_ms=config.env_float(COALESCE_MS, 5.0),
+            stream_stall_seconds=config.env_float(STREAM_STALL_SECONDS, 10.0),
+            max_streams=config.env_int(MAX_STREAMS, 2000),
+            snapshot_seconds=config.env_float(SNAPSHOT_SECONDS, 1.0),
+            instrument_wait_seconds=config.env_float(INSTRUMENT_WAIT_SECONDS, 5.0),
+            fix_message_log=config.env_bool(FIX_MESSAGE_LOG, False),
+        )
+
+
+async def serve(settings: Settings, stop: asyncio.Event) -> None:
+    common = settings.common
+    topology = Topology(common.namespace)
+
+    await migrate(common.database_url, SCHEMA, MIGRATIONS)
+    pool = await create_pool(common.database_url, SCHEMA, min_size=1, max_size=4)
+    nc = await connect(common.nats_url, SERVICE)
+    js = nc.jetstream()
+    quotes_kv = await open_bucket(js, topology.quotes_bucket, description="latest quote per symbol")
+    watchlists_kv = await open_bucket(js, topology.kv_bucket("watchlists"), description="watchlists per user")
+
+    hub = StreamHub(max_streams=settings.max_streams)
+    market = MarketData(
+        repository=PgInstrumentRepository(pool),
+        publisher=NatsTickPublisher(nc, topology),
+        snapshots=KvQuoteSnapshots(quotes_kv),
+        encode=encode_quote,
+        shard_of=Topology.tick_shard,
+        hub=hub,
+        coalesce_seconds=settings.coalesce_ms / 1000,
+        snapshot_interval=settings.snapshot_seconds,
+        instrument_wait=settings.instrument_wait_seconds,
+    )
+    await market.load()
+    watchlist_app = Watchlists(
+        KvWatchlistStore(watchlists_kv), is_known=market.is_known, master_loaded=lambda: len(market.index) > 0
+    )
+
+    server = GrpcServer(common.grpc_listen)
+    server.add(
+        marketdata.register,
+        marketdata.MarketDataServicer(market, stall_timeout=settings.stream_stall_seconds),
+        marketdata.SERVICE_NAME,
+    )
+    server.add(
+        watchlists_pb2_grpc.add_WatchlistServiceServicer_to_server,
+        watchlists.WatchlistServicer(watchlist_app),
+        watchlists.SERVICE_NAME,
+    )
+
+    application = MarketDataApplication(ThreadBridge(asyncio.get_running_loop()), market)
+    feed = FixMarketFeed(
+        application,
+        host=settings.fix_host,
+        port=settings.fix_port,
+        work_dir=common.data_dir / SERVICE,
+        message_log=settings.fix_message_log,
+    )
+    market.attach_feed(feed)
+    publisher = asyncio.create_task(market.run(stop))
+    await server.start()
+    feed.start()
+    log.info("market data service started", extra={"fix": f"{settings.fix_host}:{settings.fix_port}"})
+    try:
+        await stop.wait()
+    finally:
+        hub.shutdown()
+        await server.stop(grace=2.0)
+        await asyncio.to_thread(feed.stop)
+        stop.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await publisher
+        await nc.drain()
+        await pool.close()
+
+
+def main() -> None:
+    settings = Settings.from_env()
+
+    async def entry(stop: asyncio.Event) -> None:
+        await serve(settings, stop)
+
+    run(SERVICE, entry, metrics_port=settings.common.metrics_port)

@@ -1,0 +1,1 @@
+"""gRPC servicers and the protobuf codec."""

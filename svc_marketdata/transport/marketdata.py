@@ -1,0 +1,119 @@
+"""gRPC `MarketDataService`: thin mapping between protobuf and the application."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import grpc
+from prometheus_client import Counter
+
+from brokermesh.marketdata.v1 import marketdata_pb2, marketdata_pb2_grpc
+from svc_marketdata.app.market import MAX_QUOTES_PER_MESSAGE, MarketData
+from svc_marketdata.domain.conflation import DEFAULT_UPDATES_PER_SECOND, MAX_UPDATES_PER_SECOND
+from svc_marketdata.transport.codec import instrument_message, repeated_field
+from svc_runtime.errors import InvalidArgument, ResourceExhausted
+
+SERVICE_NAME = marketdata_pb2.DESCRIPTOR.services_by_name["MarketDataService"].full_name
+# Responses these methods return as bytes already in wire form (see `codec.repeated_field`).
+_PRE_ENCODED = ("BatchGetQuotes", "StreamQuotes")
+
+STREAM_MESSAGES = Counter("marketdata_stream_messages_total", "StreamQuotes messages written")
+STREAM_QUOTES = Counter("marketdata_stream_quotes_total", "Quotes written to StreamQuotes clients")
+STREAMS_DROPPED = Counter("marketdata_streams_dropped_total", "Quote streams ended by the server", ["reason"])
+
+
+def _wire(response: Any) -> bytes:
+    return response if isinstance(response, bytes) else response.SerializeToString()
+
+
+def register(servicer: MarketDataServicer, server: grpc.aio.Server) -> None:
+    """Like the generated `add_MarketDataServiceServicer_to_server`, except that the
+    pre-encoded methods' responses are passed through as bytes."""
+    handlers: dict[str, grpc.RpcMethodHandler] = {}
+
+    class _Collect:
+        def add_generic_rpc_handlers(self, _: object) -> None:
+            pass
+
+        def add_registered_method_handlers(self, _: str, collected: dict[str, grpc.RpcMethodHandler]) -> None:
+            handlers.update(collected)
+
+    marketdata_pb2_grpc.add_MarketDataServiceServicer_to_server(servicer, _Collect())
+    for method in _PRE_ENCODED:
+        handlers[method] = handlers[method]._replace(response_serializer=_wire)  # type: ignore[attr-defined]
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+    server.add_registered_method_handlers(SERVICE_NAME, handlers)
+
+
+def _chunks(items: Sequence[bytes], size: int = MAX_QUOTES_PER_MESSAGE) -> list[Sequence[bytes]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+class MarketDataServicer(marketdata_pb2_grpc.MarketDataServiceServicer):
+    def __init__(self, market: MarketData, *, stall_timeout: float) -> None:
+        self.market = market
+        # A push the client has not taken in this long means it cannot keep up.
+        self.stall_timeout = stall_timeout
+
+    async def BatchGetQuotes(
+        self, request: marketdata_pb2.BatchGetQuotesRequest, context: grpc.aio.ServicerContext
+    ) -> bytes:
+        quotes, unknown = self.market.batch_get_quotes(request.symbols)
+        return repeated_field(1, quotes) + repeated_field(2, [s.encode() for s in unknown])
+
+    async def StreamQuotes(
+        self, request: marketdata_pb2.StreamQuotesRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[bytes]:
+        rate = request.max_updates_per_second or DEFAULT_UPDATES_PER_SECOND
+        if not 1 <= rate <= MAX_UPDATES_PER_SECOND:
+            raise InvalidArgument(
+                f"max_updates_per_second must be between 1 and {MAX_UPDATES_PER_SECOND}",
+                field="max_updates_per_second",
+            )
+        symbols = self.market.stream_symbols(request.symbols)
+        stream = self.market.hub.open(symbols, rate)
+        try:
+            # Registered before the snapshot is read: a change meanwhile is pushed right after.
+            await self._push(context, self.market.encoded_quotes(symbols))
+            while True:
+                changed = await stream.next_symbols()
+                await self._push(context, self.market.encoded_quotes(changed))
+        finally:
+            self.market.hub.close(stream)
+        # Responses go out with context.write (bounded by the stall timeout), not yield; this
+        # stays an async generator so the server's interceptor can wrap it like any stream.
+        yield b""  # pragma: no cover - unreachable
+
+    async def _push(self, context: grpc.aio.ServicerContext, quotes: Sequence[bytes]) -> None:
+        for chunk in _chunks(quotes):
+            started = time.monotonic()
+            try:
+                await asyncio.wait_for(context.write(repeated_field(1, chunk)), self.stall_timeout)
+            except TimeoutError:
+                STREAMS_DROPPED.labels("slow_consumer").inc()
+                raise ResourceExhausted(
+                    f"quote stream closed: the client took no data for {time.monotonic() - started:.0f} s "
+                    "and cannot keep up; reconnect, or ask for fewer symbols or updates",
+                    reason="SLOW_CONSUMER",
+                ) from None
+            STREAM_MESSAGES.inc()
+            STREAM_QUOTES.inc(len(chunk))
+
+    async def GetInstrument(
+        self, request: marketdata_pb2.GetInstrumentRequest, context: grpc.aio.ServicerContext
+    ) -> marketdata_pb2.Instrument:
+        prefix, _, symbol = request.name.partition("/")
+        if prefix != "instruments" or not symbol or "/" in symbol:
+            raise InvalidArgument("name must be instruments/{symbol}", field="name")
+        return instrument_message(self.market.get_instrument(symbol))
+
+    async def SearchInstruments(
+        self, request: marketdata_pb2.SearchInstrumentsRequest, context: grpc.aio.ServicerContext
+    ) -> marketdata_pb2.SearchInstrumentsResponse:
+        hits, token = self.market.search(request.query, request.page_size, request.page_token)
+        return marketdata_pb2.SearchInstrumentsResponse(
+            instruments=[instrument_message(h.instrument) for h in hits], next_page_token=token
+        )

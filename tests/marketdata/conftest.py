@@ -1,0 +1,102 @@
+"""Fixtures for svc_marketdata: an exchange double on FIX, the service as a real process."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import grpc
+import pytest
+
+from brokermesh.marketdata.v1 import marketdata_pb2_grpc, watchlists_pb2_grpc
+from svc_runtime import config
+from svc_runtime.grpc_client import channel
+from svc_runtime.stack import Stack
+from tests.conftest import new_stack
+from tests.marketdata.fix_exchange import ExchangeDouble
+from tests.support.infra import SharedInfra
+
+T = TypeVar("T")
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[T]], *, timeout: float = 30.0, interval: float = 0.05
+) -> T:
+    """Poll `probe` until it returns a truthy value (it may raise AssertionError meanwhile)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            result = await probe()
+            if result:
+                return result
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"condition not met within {timeout}s")
+        await asyncio.sleep(interval)
+
+
+@dataclass
+class MarketDataProcess:
+    """svc_marketdata running as its own process against an exchange double."""
+
+    stack: Stack
+    exchange: ExchangeDouble
+    channel: grpc.aio.Channel
+    quotes: marketdata_pb2_grpc.MarketDataServiceStub
+    watchlists: watchlists_pb2_grpc.WatchlistServiceStub
+
+    @property
+    def log(self) -> str:
+        return (self.stack.log_dir / "svc_marketdata.log").read_text(errors="replace")
+
+
+def env_for(exchange: ExchangeDouble, **extra: str) -> dict[str, str]:
+    return {
+        config.FIX_PORT: str(exchange.port),
+        "BROKERMESH_MARKETDATA_INSTRUMENT_WAIT_SECONDS": "2",
+        **extra,
+    }
+
+
+async def start_market_data(
+    infra: SharedInfra, work_dir: Path, exchange: ExchangeDouble, **extra_env: str
+) -> MarketDataProcess:
+    stack = await new_stack(infra, work_dir, ["svc_marketdata"], env_for(exchange, **extra_env))
+    ch = channel(stack.plan.target("svc_marketdata"))
+    return MarketDataProcess(
+        stack,
+        exchange,
+        ch,
+        marketdata_pb2_grpc.MarketDataServiceStub(ch),
+        watchlists_pb2_grpc.WatchlistServiceStub(ch),
+    )
+
+
+async def close(process: MarketDataProcess) -> None:
+    await process.channel.close()
+    await process.stack.stop()
+
+
+@pytest.fixture(scope="module")
+def module_exchange(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ExchangeDouble]:
+    exchange = ExchangeDouble(tmp_path_factory.mktemp("exchange")).start()
+    yield exchange
+    exchange.stop()
+
+
+@pytest.fixture(scope="module")
+async def md(
+    infra: SharedInfra, tmp_path_factory: pytest.TempPathFactory, module_exchange: ExchangeDouble
+) -> AsyncIterator[MarketDataProcess]:
+    """One service process shared by a module's tests (each test uses its own symbols or
+    users), subscribed and serving quotes."""
+    process = await start_market_data(infra, tmp_path_factory.mktemp("md"), module_exchange)
+    await module_exchange.wait_subscribed()
+    yield process
+    await close(process)
