@@ -32,7 +32,7 @@ BLOCK_STATE_ACTIVE: BlockState
 BLOCK_STATE_CLOSED: BlockState
 
 class Funds(_message.Message):
-    __slots__ = ("name", "user_id", "currency_code", "available", "blocked", "total", "update_time")
+    __slots__ = ("name", "user_id", "currency_code", "available", "blocked", "total", "update_time", "dues")
     NAME_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     CURRENCY_CODE_FIELD_NUMBER: _ClassVar[int]
@@ -40,6 +40,7 @@ class Funds(_message.Message):
     BLOCKED_FIELD_NUMBER: _ClassVar[int]
     TOTAL_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    DUES_FIELD_NUMBER: _ClassVar[int]
     name: str
     user_id: str
     currency_code: str
@@ -47,7 +48,8 @@ class Funds(_message.Message):
     blocked: _decimal_pb2.Decimal
     total: _decimal_pb2.Decimal
     update_time: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., user_id: _Optional[str] = ..., currency_code: _Optional[str] = ..., available: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., blocked: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., total: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    dues: _decimal_pb2.Decimal
+    def __init__(self, name: _Optional[str] = ..., user_id: _Optional[str] = ..., currency_code: _Optional[str] = ..., available: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., blocked: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., total: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., dues: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ...) -> None: ...
 
 class GetFundsRequest(_message.Message):
     __slots__ = ("name",)
@@ -126,7 +128,7 @@ class ListLedgerEntriesResponse(_message.Message):
     def __init__(self, entries: _Optional[_Iterable[_Union[LedgerEntry, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class Block(_message.Message):
-    __slots__ = ("name", "order_id", "user_id", "kind", "symbol", "amount", "remaining", "state", "create_time")
+    __slots__ = ("name", "order_id", "user_id", "kind", "symbol", "amount", "remaining", "state", "create_time", "product", "quantity", "price", "filled_quantity", "charges", "released", "close_reason", "update_time")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ORDER_ID_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -136,6 +138,14 @@ class Block(_message.Message):
     REMAINING_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    PRODUCT_FIELD_NUMBER: _ClassVar[int]
+    QUANTITY_FIELD_NUMBER: _ClassVar[int]
+    PRICE_FIELD_NUMBER: _ClassVar[int]
+    FILLED_QUANTITY_FIELD_NUMBER: _ClassVar[int]
+    CHARGES_FIELD_NUMBER: _ClassVar[int]
+    RELEASED_FIELD_NUMBER: _ClassVar[int]
+    CLOSE_REASON_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
     name: str
     order_id: str
     user_id: str
@@ -145,7 +155,15 @@ class Block(_message.Message):
     remaining: _decimal_pb2.Decimal
     state: BlockState
     create_time: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., order_id: _Optional[str] = ..., user_id: _Optional[str] = ..., kind: _Optional[_Union[BlockKind, str]] = ..., symbol: _Optional[str] = ..., amount: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., remaining: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., state: _Optional[_Union[BlockState, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    product: _trading_pb2.Product
+    quantity: int
+    price: _decimal_pb2.Decimal
+    filled_quantity: int
+    charges: _decimal_pb2.Decimal
+    released: _decimal_pb2.Decimal
+    close_reason: str
+    update_time: _timestamp_pb2.Timestamp
+    def __init__(self, name: _Optional[str] = ..., order_id: _Optional[str] = ..., user_id: _Optional[str] = ..., kind: _Optional[_Union[BlockKind, str]] = ..., symbol: _Optional[str] = ..., amount: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., remaining: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., state: _Optional[_Union[BlockState, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., product: _Optional[_Union[_trading_pb2.Product, str]] = ..., quantity: _Optional[int] = ..., price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., filled_quantity: _Optional[int] = ..., charges: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., released: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., close_reason: _Optional[str] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class BlockFundsRequest(_message.Message):
     __slots__ = ("parent", "order_id", "symbol", "quantity", "price", "product")
@@ -164,16 +182,18 @@ class BlockFundsRequest(_message.Message):
     def __init__(self, parent: _Optional[str] = ..., order_id: _Optional[str] = ..., symbol: _Optional[str] = ..., quantity: _Optional[int] = ..., price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., product: _Optional[_Union[_trading_pb2.Product, str]] = ...) -> None: ...
 
 class BlockHoldingsRequest(_message.Message):
-    __slots__ = ("parent", "order_id", "symbol", "quantity")
+    __slots__ = ("parent", "order_id", "symbol", "quantity", "product")
     PARENT_FIELD_NUMBER: _ClassVar[int]
     ORDER_ID_FIELD_NUMBER: _ClassVar[int]
     SYMBOL_FIELD_NUMBER: _ClassVar[int]
     QUANTITY_FIELD_NUMBER: _ClassVar[int]
+    PRODUCT_FIELD_NUMBER: _ClassVar[int]
     parent: str
     order_id: str
     symbol: str
     quantity: int
-    def __init__(self, parent: _Optional[str] = ..., order_id: _Optional[str] = ..., symbol: _Optional[str] = ..., quantity: _Optional[int] = ...) -> None: ...
+    product: _trading_pb2.Product
+    def __init__(self, parent: _Optional[str] = ..., order_id: _Optional[str] = ..., symbol: _Optional[str] = ..., quantity: _Optional[int] = ..., product: _Optional[_Union[_trading_pb2.Product, str]] = ...) -> None: ...
 
 class AdjustBlockRequest(_message.Message):
     __slots__ = ("name", "quantity", "price", "request_id")

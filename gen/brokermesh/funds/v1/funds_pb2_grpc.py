@@ -156,7 +156,11 @@ class FundsServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ReleaseBlock(self, request, context):
-        """Releases what is left of an order's block, once (cancel, reject, expiry).
+        """Releases what is left of an order's block, once (cancel, reject, expiry). A block that
+        is already closed (released, or its order filled or ended at the exchange) fails with
+        FAILED_PRECONDITION, reason BLOCK_CLOSED, and nothing changes: a caller retrying a
+        release treats that as done. Fills that arrive after a release are still applied, from
+        the user's free cash or shares.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

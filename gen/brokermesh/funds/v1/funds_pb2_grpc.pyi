@@ -60,7 +60,12 @@ class FundsServiceStub:
     `request_id`.
     """
     ReleaseBlock: _grpc.UnaryUnaryMultiCallable[_funds_pb2.ReleaseBlockRequest, _funds_pb2.Block]
-    """Releases what is left of an order's block, once (cancel, reject, expiry)."""
+    """Releases what is left of an order's block, once (cancel, reject, expiry). A block that
+    is already closed (released, or its order filled or ended at the exchange) fails with
+    FAILED_PRECONDITION, reason BLOCK_CLOSED, and nothing changes: a caller retrying a
+    release treats that as done. Fills that arrive after a release are still applied, from
+    the user's free cash or shares.
+    """
     GetBlock: _grpc.UnaryUnaryMultiCallable[_funds_pb2.GetBlockRequest, _funds_pb2.Block]
     """Returns an order's block."""
     ListBlocks: _grpc.UnaryUnaryMultiCallable[_funds_pb2.ListBlocksRequest, _funds_pb2.ListBlocksResponse]
@@ -100,7 +105,12 @@ class FundsServiceAsyncStub(FundsServiceStub):
     `request_id`.
     """
     ReleaseBlock: _aio.UnaryUnaryMultiCallable[_funds_pb2.ReleaseBlockRequest, _funds_pb2.Block]  # type: ignore[assignment]
-    """Releases what is left of an order's block, once (cancel, reject, expiry)."""
+    """Releases what is left of an order's block, once (cancel, reject, expiry). A block that
+    is already closed (released, or its order filled or ended at the exchange) fails with
+    FAILED_PRECONDITION, reason BLOCK_CLOSED, and nothing changes: a caller retrying a
+    release treats that as done. Fills that arrive after a release are still applied, from
+    the user's free cash or shares.
+    """
     GetBlock: _aio.UnaryUnaryMultiCallable[_funds_pb2.GetBlockRequest, _funds_pb2.Block]  # type: ignore[assignment]
     """Returns an order's block."""
     ListBlocks: _aio.UnaryUnaryMultiCallable[_funds_pb2.ListBlocksRequest, _funds_pb2.ListBlocksResponse]  # type: ignore[assignment]
@@ -185,7 +195,12 @@ class FundsServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _funds_pb2.ReleaseBlockRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_funds_pb2.Block, _abc.Awaitable[_funds_pb2.Block]]:
-        """Releases what is left of an order's block, once (cancel, reject, expiry)."""
+        """Releases what is left of an order's block, once (cancel, reject, expiry). A block that
+        is already closed (released, or its order filled or ended at the exchange) fails with
+        FAILED_PRECONDITION, reason BLOCK_CLOSED, and nothing changes: a caller retrying a
+        release treats that as done. Fills that arrive after a release are still applied, from
+        the user's free cash or shares.
+        """
 
     @_abc_1.abstractmethod
     def GetBlock(

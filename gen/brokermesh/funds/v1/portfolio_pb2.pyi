@@ -9,7 +9,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Holding(_message.Message):
-    __slots__ = ("symbol", "quantity", "blocked_quantity", "average_buy_price", "invested_value", "last_price", "current_value", "unrealized_pnl")
+    __slots__ = ("symbol", "quantity", "blocked_quantity", "average_buy_price", "invested_value", "last_price", "current_value", "unrealized_pnl", "realized_pnl")
     SYMBOL_FIELD_NUMBER: _ClassVar[int]
     QUANTITY_FIELD_NUMBER: _ClassVar[int]
     BLOCKED_QUANTITY_FIELD_NUMBER: _ClassVar[int]
@@ -18,6 +18,7 @@ class Holding(_message.Message):
     LAST_PRICE_FIELD_NUMBER: _ClassVar[int]
     CURRENT_VALUE_FIELD_NUMBER: _ClassVar[int]
     UNREALIZED_PNL_FIELD_NUMBER: _ClassVar[int]
+    REALIZED_PNL_FIELD_NUMBER: _ClassVar[int]
     symbol: str
     quantity: int
     blocked_quantity: int
@@ -26,10 +27,11 @@ class Holding(_message.Message):
     last_price: _decimal_pb2.Decimal
     current_value: _decimal_pb2.Decimal
     unrealized_pnl: _decimal_pb2.Decimal
-    def __init__(self, symbol: _Optional[str] = ..., quantity: _Optional[int] = ..., blocked_quantity: _Optional[int] = ..., average_buy_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., invested_value: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., last_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., current_value: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., unrealized_pnl: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ...) -> None: ...
+    realized_pnl: _decimal_pb2.Decimal
+    def __init__(self, symbol: _Optional[str] = ..., quantity: _Optional[int] = ..., blocked_quantity: _Optional[int] = ..., average_buy_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., invested_value: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., last_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., current_value: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., unrealized_pnl: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., realized_pnl: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ...) -> None: ...
 
 class Position(_message.Message):
-    __slots__ = ("symbol", "product", "net_quantity", "average_price", "buy_quantity", "sell_quantity", "buy_value", "sell_value", "last_price", "realized_pnl", "unrealized_pnl")
+    __slots__ = ("symbol", "product", "net_quantity", "average_price", "buy_quantity", "sell_quantity", "buy_value", "sell_value", "last_price", "realized_pnl", "unrealized_pnl", "trading_day")
     SYMBOL_FIELD_NUMBER: _ClassVar[int]
     PRODUCT_FIELD_NUMBER: _ClassVar[int]
     NET_QUANTITY_FIELD_NUMBER: _ClassVar[int]
@@ -41,6 +43,7 @@ class Position(_message.Message):
     LAST_PRICE_FIELD_NUMBER: _ClassVar[int]
     REALIZED_PNL_FIELD_NUMBER: _ClassVar[int]
     UNREALIZED_PNL_FIELD_NUMBER: _ClassVar[int]
+    TRADING_DAY_FIELD_NUMBER: _ClassVar[int]
     symbol: str
     product: _trading_pb2.Product
     net_quantity: int
@@ -52,7 +55,8 @@ class Position(_message.Message):
     last_price: _decimal_pb2.Decimal
     realized_pnl: _decimal_pb2.Decimal
     unrealized_pnl: _decimal_pb2.Decimal
-    def __init__(self, symbol: _Optional[str] = ..., product: _Optional[_Union[_trading_pb2.Product, str]] = ..., net_quantity: _Optional[int] = ..., average_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., buy_quantity: _Optional[int] = ..., sell_quantity: _Optional[int] = ..., buy_value: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., sell_value: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., last_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., realized_pnl: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., unrealized_pnl: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ...) -> None: ...
+    trading_day: str
+    def __init__(self, symbol: _Optional[str] = ..., product: _Optional[_Union[_trading_pb2.Product, str]] = ..., net_quantity: _Optional[int] = ..., average_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., buy_quantity: _Optional[int] = ..., sell_quantity: _Optional[int] = ..., buy_value: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., sell_value: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., last_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., realized_pnl: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., unrealized_pnl: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., trading_day: _Optional[str] = ...) -> None: ...
 
 class Portfolio(_message.Message):
     __slots__ = ("name", "holdings", "positions", "pnl_basis")
@@ -87,3 +91,19 @@ class RunEndOfDayResponse(_message.Message):
     positions_settled: int
     already_closed: bool
     def __init__(self, trading_day: _Optional[str] = ..., positions_settled: _Optional[int] = ..., already_closed: _Optional[bool] = ...) -> None: ...
+
+class DepositSharesRequest(_message.Message):
+    __slots__ = ("parent", "symbol", "quantity", "average_price", "request_id", "reference")
+    PARENT_FIELD_NUMBER: _ClassVar[int]
+    SYMBOL_FIELD_NUMBER: _ClassVar[int]
+    QUANTITY_FIELD_NUMBER: _ClassVar[int]
+    AVERAGE_PRICE_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    parent: str
+    symbol: str
+    quantity: int
+    average_price: _decimal_pb2.Decimal
+    request_id: str
+    reference: str
+    def __init__(self, parent: _Optional[str] = ..., symbol: _Optional[str] = ..., quantity: _Optional[int] = ..., average_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., request_id: _Optional[str] = ..., reference: _Optional[str] = ...) -> None: ...

@@ -46,6 +46,11 @@ class PortfolioServiceStub:
                 request_serializer=brokermesh_dot_funds_dot_v1_dot_portfolio__pb2.RunEndOfDayRequest.SerializeToString,
                 response_deserializer=brokermesh_dot_funds_dot_v1_dot_portfolio__pb2.RunEndOfDayResponse.FromString,
                 _registered_method=True)
+        self.DepositShares = channel.unary_unary(
+                '/brokermesh.funds.v1.PortfolioService/DepositShares',
+                request_serializer=brokermesh_dot_funds_dot_v1_dot_portfolio__pb2.DepositSharesRequest.SerializeToString,
+                response_deserializer=brokermesh_dot_funds_dot_v1_dot_portfolio__pb2.Holding.FromString,
+                _registered_method=True)
 
 
 class PortfolioServiceServicer:
@@ -68,6 +73,14 @@ class PortfolioServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DepositShares(self, request, context):
+        """Credits settled shares transferred in from elsewhere (admin; demo and test sellers).
+        Idempotent by `request_id`. Returns the holding after the deposit.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PortfolioServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -80,6 +93,11 @@ def add_PortfolioServiceServicer_to_server(servicer, server):
                     servicer.RunEndOfDay,
                     request_deserializer=brokermesh_dot_funds_dot_v1_dot_portfolio__pb2.RunEndOfDayRequest.FromString,
                     response_serializer=brokermesh_dot_funds_dot_v1_dot_portfolio__pb2.RunEndOfDayResponse.SerializeToString,
+            ),
+            'DepositShares': grpc.unary_unary_rpc_method_handler(
+                    servicer.DepositShares,
+                    request_deserializer=brokermesh_dot_funds_dot_v1_dot_portfolio__pb2.DepositSharesRequest.FromString,
+                    response_serializer=brokermesh_dot_funds_dot_v1_dot_portfolio__pb2.Holding.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -138,6 +156,33 @@ class PortfolioService:
             '/brokermesh.funds.v1.PortfolioService/RunEndOfDay',
             brokermesh_dot_funds_dot_v1_dot_portfolio__pb2.RunEndOfDayRequest.SerializeToString,
             brokermesh_dot_funds_dot_v1_dot_portfolio__pb2.RunEndOfDayResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DepositShares(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/brokermesh.funds.v1.PortfolioService/DepositShares',
+            brokermesh_dot_funds_dot_v1_dot_portfolio__pb2.DepositSharesRequest.SerializeToString,
+            brokermesh_dot_funds_dot_v1_dot_portfolio__pb2.Holding.FromString,
             options,
             channel_credentials,
             insecure,

@@ -41,6 +41,10 @@ class PortfolioServiceStub:
     """Moves today's delivery positions into holdings (T+1 style settlement). Idempotent per
     trading day.
     """
+    DepositShares: _grpc.UnaryUnaryMultiCallable[_portfolio_pb2.DepositSharesRequest, _portfolio_pb2.Holding]
+    """Credits settled shares transferred in from elsewhere (admin; demo and test sellers).
+    Idempotent by `request_id`. Returns the holding after the deposit.
+    """
 
 @_typing.type_check_only
 class PortfolioServiceAsyncStub(PortfolioServiceStub):
@@ -54,6 +58,10 @@ class PortfolioServiceAsyncStub(PortfolioServiceStub):
     RunEndOfDay: _aio.UnaryUnaryMultiCallable[_portfolio_pb2.RunEndOfDayRequest, _portfolio_pb2.RunEndOfDayResponse]  # type: ignore[assignment]
     """Moves today's delivery positions into holdings (T+1 style settlement). Idempotent per
     trading day.
+    """
+    DepositShares: _aio.UnaryUnaryMultiCallable[_portfolio_pb2.DepositSharesRequest, _portfolio_pb2.Holding]  # type: ignore[assignment]
+    """Credits settled shares transferred in from elsewhere (admin; demo and test sellers).
+    Idempotent by `request_id`. Returns the holding after the deposit.
     """
 
 class PortfolioServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -77,6 +85,16 @@ class PortfolioServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_portfolio_pb2.RunEndOfDayResponse, _abc.Awaitable[_portfolio_pb2.RunEndOfDayResponse]]:
         """Moves today's delivery positions into holdings (T+1 style settlement). Idempotent per
         trading day.
+        """
+
+    @_abc_1.abstractmethod
+    def DepositShares(
+        self,
+        request: _portfolio_pb2.DepositSharesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_portfolio_pb2.Holding, _abc.Awaitable[_portfolio_pb2.Holding]]:
+        """Credits settled shares transferred in from elsewhere (admin; demo and test sellers).
+        Idempotent by `request_id`. Returns the holding after the deposit.
         """
 
 def add_PortfolioServiceServicer_to_server(servicer: PortfolioServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
