@@ -39,6 +39,8 @@ class _Server(uvicorn.Server):
 
 async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
     clock = time.time
+    if len(settings.jwt_secret.encode()) < 32:
+        log.warning("the JWT secret is shorter than 32 bytes; use a longer random one (RFC 7518 §3.2)")
     backends = Backends(
         orders_target=settings.orders_target,
         funds_target=settings.funds_target,

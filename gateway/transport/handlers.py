@@ -93,7 +93,7 @@ class Handlers:
                 "expiresAt": expires_at.isoformat().replace("+00:00", "Z"),
                 "userId": issued.user_id,
             },
-            201,
+            200,
             {"Cache-Control": "no-store"},
         )
 

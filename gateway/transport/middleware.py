@@ -86,6 +86,12 @@ class EdgeMiddleware:
         try:
             with context.bind(request_id=request_id, client_ip=state.client_ip):
                 length = _header(scope, b"content-length")
+                if _header(scope, b"transfer-encoding"):
+                    # Bodies are validated whole; one of unknown length is not accepted.
+                    await self._problem(
+                        send_with_id, 411, "LENGTH_REQUIRED", "send the body with a Content-Length"
+                    )
+                    return
                 if length.isdigit() and int(length) > self.max_body_bytes:
                     await self._problem(
                         send_with_id, 413, "PAYLOAD_TOO_LARGE", BodyTooLarge(self.max_body_bytes).detail

@@ -79,6 +79,8 @@ class EventStream(Response):
         self, settings: StreamSettings, registry: StreamRegistry, on_close: Callable[[], None]
     ) -> None:
         super().__init__(status_code=200, headers=HEADERS, media_type="text/event-stream")
+        # A stream has no length: Response would announce an empty body.
+        self.raw_headers = [(k, v) for k, v in self.raw_headers if k != b"content-length"]
         self.settings = settings
         self.registry = registry
         self.on_close = on_close

@@ -1,0 +1,205 @@
+"""Fixtures of the gateway's end-to-end tests.
+
+`edge`: the gateway as its own process on real NATS, with tight limits so the tests can
+reach them. Its price tracker is `PriceTracker`, a small real gRPC server in the test
+process that answers BatchGetQuotes from a table; ticks are real `TickBatch` messages the
+tests publish on the real NATS tick subjects, exactly as svc_marketdata does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import grpc
+import httpx
+import jwt
+import nats
+import pytest
+
+from brokermesh.marketdata.v1 import marketdata_pb2, marketdata_pb2_grpc, tick_pb2
+from brokermesh.type.v1 import decimal_pb2
+from gateway.domain.tokens import ALGORITHM, AUDIENCE, ISSUER
+from svc_runtime.messaging import Topology
+from svc_runtime.stack import Stack
+from tests.conftest import new_stack
+from tests.support.infra import SharedInfra, unique_name
+
+SYMBOLS = ["INFY", "TCS", "RELIANCE", "HDFCBANK", *(f"SYM{n:03d}" for n in range(200))]
+EDGE_LIMITS = {
+    "BROKERMESH_GATEWAY_RATE_PER_SECOND": "5",
+    "BROKERMESH_GATEWAY_RATE_BURST": "10",
+    "BROKERMESH_GATEWAY_STREAMS_PER_USER": "2",
+    "BROKERMESH_GATEWAY_SYMBOLS_PER_STREAM": "200",
+    "BROKERMESH_GATEWAY_PUSHES_PER_SECOND": "50",
+    "BROKERMESH_GATEWAY_HEARTBEAT_SECONDS": "1",
+    "BROKERMESH_GATEWAY_WRITE_TIMEOUT_SECONDS": "1",
+}
+
+
+def make_quote(symbol: str, price: str, sequence: int) -> marketdata_pb2.Quote:
+    previous = Decimal("1000.00")
+    change = Decimal(price) - previous
+    quote = marketdata_pb2.Quote(
+        symbol=symbol,
+        last_price=decimal_pb2.Decimal(value=price),
+        change=decimal_pb2.Decimal(value=str(change)),
+        change_percent=decimal_pb2.Decimal(value=str((change / previous * 100).quantize(Decimal("0.01")))),
+        previous_close=decimal_pb2.Decimal(value=str(previous)),
+        sequence=sequence,
+    )
+    quote.exchange_time.FromNanoseconds(time.time_ns())
+    return quote
+
+
+class PriceTracker(marketdata_pb2_grpc.MarketDataServiceServicer):
+    def __init__(self) -> None:
+        self.quotes = {s: make_quote(s, "1000.00", 1) for s in SYMBOLS}
+
+    async def BatchGetQuotes(
+        self, request: marketdata_pb2.BatchGetQuotesRequest, context: grpc.aio.ServicerContext
+    ) -> marketdata_pb2.BatchGetQuotesResponse:
+        return marketdata_pb2.BatchGetQuotesResponse(
+            quotes=[self.quotes[s] for s in request.symbols if s in self.quotes],
+            unknown_symbols=[s for s in request.symbols if s not in self.quotes],
+        )
+
+
+@dataclass
+class Edge:
+    stack: Stack
+    tracker: PriceTracker
+    nc: Any
+    topology: Topology
+
+    @property
+    def url(self) -> str:
+        return self.stack.plan.gateway_url
+
+    def token(self, user_id: str | None = None, *, ttl: int = 900, **overrides: Any) -> str:
+        """A token as the gateway issues it (signed with the stack's secret)."""
+        now = int(time.time())
+        claims = {
+            "iss": ISSUER,
+            "aud": AUDIENCE,
+            "sub": user_id or unique_name("u_"),
+            "iat": now,
+            "nbf": now,
+            "exp": now + ttl,
+            "jti": secrets.token_hex(6),
+            **overrides,
+        }
+        return jwt.encode(claims, self.stack.plan.jwt_secret, algorithm=ALGORITHM)
+
+    def auth(self, user_id: str | None = None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token(user_id)}"}
+
+    async def publish(self, quotes: list[marketdata_pb2.Quote]) -> None:
+        """Publish ticks as svc_marketdata does: one TickBatch per shard subject."""
+        by_subject: dict[str, list[marketdata_pb2.Quote]] = {}
+        for quote in quotes:
+            self.tracker.quotes[quote.symbol] = quote
+            by_subject.setdefault(self.topology.tick_subject_for(quote.symbol), []).append(quote)
+        for subject, batch in by_subject.items():
+            await self.nc.publish(subject, tick_pb2.TickBatch(quotes=batch).SerializeToString())
+        await self.nc.flush()
+
+    async def metric(self, client: httpx.AsyncClient, line_prefix: str) -> float:
+        text = (await client.get("/metrics")).text
+        return sum(
+            float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(line_prefix)
+        )
+
+
+@pytest.fixture(scope="module")
+async def edge(infra: SharedInfra, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Edge]:
+    tracker = PriceTracker()
+    server = grpc.aio.server()
+    marketdata_pb2_grpc.add_MarketDataServiceServicer_to_server(tracker, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    env = {**EDGE_LIMITS, "BROKERMESH_MARKETDATA_TARGET": f"127.0.0.1:{port}"}
+    stack = await new_stack(infra, tmp_path_factory.mktemp("edge"), ["gateway"], env)
+    nc = await nats.connect(infra.nats_url)
+    edge = Edge(stack, tracker, nc, Topology(stack.plan.namespace))
+    # The tick feed subscribes in the background; wait until it is up.
+    async with httpx.AsyncClient(base_url=edge.url) as client:
+        await eventually(lambda: _feed_ready(client))
+    yield edge
+    await nc.close()
+    with contextlib.suppress(Exception):
+        await stack.stop()
+    await server.stop(0)
+
+
+async def _feed_ready(client: httpx.AsyncClient) -> bool:
+    return (await client.get("/healthz")).json()["tickFeed"] == "subscribed"
+
+
+async def eventually(
+    check: Callable[[], Awaitable[Any]], *, timeout: float = 30.0, interval: float = 0.1
+) -> Any:
+    """Poll `check` until it returns a truthy value; fail with the last value otherwise."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = await check()
+        if last:
+            return last
+        await asyncio.sleep(interval)
+    pytest.fail(f"condition not met within {timeout}s; last value: {last!r}")
+
+
+@dataclass
+class Event:
+    event: str
+    data: str
+    id: str
+    comments: list[str]
+
+    def json(self) -> Any:
+        return json.loads(self.data, parse_float=Decimal)
+
+
+async def events(response: httpx.Response) -> AsyncIterator[Event]:
+    """Parse an SSE stream (retry lines are reported as events named `retry`)."""
+    fields: dict[str, list[str]] = {}
+    comments: list[str] = []
+    async for line in response.aiter_lines():
+        if line == "":
+            if fields:
+                yield Event(
+                    fields.get("event", ["message"])[0],
+                    "\n".join(fields.get("data", [])),
+                    fields.get("id", [""])[0],
+                    comments,
+                )
+            elif comments:
+                yield Event("comment", "", "", comments)
+            fields, comments = {}, []
+            continue
+        if line.startswith(":"):
+            comments.append(line[1:].strip())
+            continue
+        name, _, value = line.partition(":")
+        if name == "retry":
+            fields["event"] = ["retry"]
+        fields.setdefault(name, []).append(value.removeprefix(" "))
+
+
+async def next_event(
+    stream: AsyncIterator[Event], *, timeout: float = 10.0, skip_comments: bool = True
+) -> Event:
+    async with asyncio.timeout(timeout):
+        while True:
+            event = await anext(stream)
+            if skip_comments and event.event == "comment":
+                continue
+            return event
