@@ -183,6 +183,7 @@ def funds_json(funds: funds_pb2.Funds) -> dict[str, Any]:
         "available": _dec(funds, "available"),
         "blocked": _dec(funds, "blocked"),
         "total": _dec(funds, "total"),
+        "dues": _dec(funds, "dues"),
         "updateTime": _time(funds, "update_time"),
     }
 
@@ -214,6 +215,7 @@ def portfolio_json(portfolio: portfolio_pb2.Portfolio) -> dict[str, Any]:
                 "lastPrice": _dec(h, "last_price"),
                 "currentValue": _dec(h, "current_value"),
                 "unrealizedPnl": _dec(h, "unrealized_pnl"),
+                "realizedPnl": _dec(h, "realized_pnl"),
             }
             for h in portfolio.holdings
         ],
@@ -230,6 +232,7 @@ def portfolio_json(portfolio: portfolio_pb2.Portfolio) -> dict[str, Any]:
                 "lastPrice": _dec(p, "last_price"),
                 "realizedPnl": _dec(p, "realized_pnl"),
                 "unrealizedPnl": _dec(p, "unrealized_pnl"),
+                "tradingDay": p.trading_day,
             }
             for p in portfolio.positions
         ],

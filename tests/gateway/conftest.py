@@ -59,6 +59,26 @@ def make_quote(symbol: str, price: str, sequence: int) -> marketdata_pb2.Quote:
     return quote
 
 
+def make_token(stack: Stack, user_id: str | None = None, *, ttl: int = 900, **overrides: Any) -> str:
+    """A token as the gateway issues it, signed with the stack's secret (a fresh user if none)."""
+    now = int(time.time())
+    claims = {
+        "iss": ISSUER,
+        "aud": AUDIENCE,
+        "sub": user_id or unique_name("u_"),
+        "iat": now,
+        "nbf": now,
+        "exp": now + ttl,
+        "jti": secrets.token_hex(6),
+        **overrides,
+    }
+    return jwt.encode(claims, stack.plan.jwt_secret, algorithm=ALGORITHM)
+
+
+def bearer(stack: Stack, user_id: str | None = None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {make_token(stack, user_id)}"}
+
+
 class PriceTracker(marketdata_pb2_grpc.MarketDataServiceServicer):
     def __init__(self) -> None:
         self.quotes = {s: make_quote(s, "1000.00", 1) for s in SYMBOLS}
@@ -84,22 +104,10 @@ class Edge:
         return self.stack.plan.gateway_url
 
     def token(self, user_id: str | None = None, *, ttl: int = 900, **overrides: Any) -> str:
-        """A token as the gateway issues it (signed with the stack's secret)."""
-        now = int(time.time())
-        claims = {
-            "iss": ISSUER,
-            "aud": AUDIENCE,
-            "sub": user_id or unique_name("u_"),
-            "iat": now,
-            "nbf": now,
-            "exp": now + ttl,
-            "jti": secrets.token_hex(6),
-            **overrides,
-        }
-        return jwt.encode(claims, self.stack.plan.jwt_secret, algorithm=ALGORITHM)
+        return make_token(self.stack, user_id, ttl=ttl, **overrides)
 
     def auth(self, user_id: str | None = None) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token(user_id)}"}
+        return bearer(self.stack, user_id)
 
     async def publish(self, quotes: list[marketdata_pb2.Quote]) -> None:
         """Publish ticks as svc_marketdata does: one TickBatch per shard subject."""
