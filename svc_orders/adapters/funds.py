@@ -1,0 +1,79 @@
+"""svc_funds over gRPC: blocks for orders. Its refusals (INSUFFICIENT_FUNDS, …) pass
+through with their details; a call that may or may not have arrived becomes UNAVAILABLE or
+DEADLINE_EXCEEDED, which the order path treats as an unknown outcome."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import grpc
+
+from brokermesh.funds.v1 import funds_pb2, funds_pb2_grpc
+from svc_orders.domain.model import Order
+from svc_orders.transport.wire import product_to
+from svc_runtime.decimals import to_proto
+from svc_runtime.errors import reraise_remote
+
+
+class FundsClient:
+    def __init__(self, channel: grpc.aio.Channel, *, timeout: float = 5.0) -> None:
+        self.stub = funds_pb2_grpc.FundsServiceStub(channel)
+        self.timeout = timeout
+
+    async def block_funds(self, order: Order, price: Decimal) -> None:
+        request = funds_pb2.BlockFundsRequest(
+            parent=f"users/{order.user_id}",
+            order_id=order.order_id,
+            symbol=order.symbol,
+            quantity=order.quantity,
+            price=to_proto(price),
+            product=product_to(order.product),
+        )
+        try:
+            await self.stub.BlockFunds(request, timeout=self.timeout)
+        except grpc.aio.AioRpcError as error:
+            raise reraise_remote(error) from error
+
+    async def block_holdings(self, order: Order) -> None:
+        request = funds_pb2.BlockHoldingsRequest(
+            parent=f"users/{order.user_id}",
+            order_id=order.order_id,
+            symbol=order.symbol,
+            quantity=order.quantity,
+        )
+        try:
+            await self.stub.BlockHoldings(request, timeout=self.timeout)
+        except grpc.aio.AioRpcError as error:
+            raise reraise_remote(error) from error
+
+    async def block_active(self, user_id: str, order_id: str) -> bool:
+        try:
+            block = await self.stub.GetBlock(
+                funds_pb2.GetBlockRequest(name=f"users/{user_id}/blocks/{order_id}"), timeout=self.timeout
+            )
+        except grpc.aio.AioRpcError as error:
+            if error.code() == grpc.StatusCode.NOT_FOUND:
+                return False
+            raise reraise_remote(error) from error
+        return block.state == funds_pb2.BLOCK_STATE_ACTIVE
+
+    async def adjust_block(
+        self, user_id: str, order_id: str, quantity: int, price: Decimal | None, request_id: str
+    ) -> None:
+        request = funds_pb2.AdjustBlockRequest(
+            name=f"users/{user_id}/blocks/{order_id}",
+            quantity=quantity,
+            price=to_proto(price),
+            request_id=request_id,
+        )
+        try:
+            await self.stub.AdjustBlock(request, timeout=self.timeout)
+        except grpc.aio.AioRpcError as error:
+            raise reraise_remote(error) from error
+
+    async def release_block(self, user_id: str, order_id: str, reason: str) -> None:
+        request = funds_pb2.ReleaseBlockRequest(name=f"users/{user_id}/blocks/{order_id}", reason=reason)
+        try:
+            await self.stub.ReleaseBlock(request, timeout=self.timeout)
+        except grpc.aio.AioRpcError as error:
+            raise reraise_remote(error) from error

@@ -1,0 +1,793 @@
+"""The OMS's PostgreSQL store (schema `orders`), on raw asyncpg: the order path is hot.
+
+Idempotency and exactly-once live in constraints (see migrations/001_orders.sql): a new
+order is an INSERT … ON CONFLICT on (user, key); a fill is unique by exec id and by
+(order, cumulative quantity); an event and an audit row are unique per order version. Every
+change is written with its event, its outbox rows and its audit row in one transaction.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from types import TracebackType
+from typing import Any
+
+import asyncpg
+
+from svc_orders.app.ports import (
+    AuditEntry,
+    CommandKind,
+    EventRecord,
+    ReportEnvelope,
+    Reservation,
+)
+from svc_orders.domain.model import (
+    Fill,
+    FundsAction,
+    Order,
+    OrderType,
+    PendingChange,
+    Product,
+    Side,
+    Status,
+    TimeInForce,
+    Transition,
+)
+from svc_orders.domain.risk import RiskLimits, TradingControls
+from svc_orders.transport import wire
+from svc_runtime import outbox
+from svc_runtime.errors import Aborted, InvalidArgument, ResourceExhausted
+from svc_runtime.ids import new_id
+from svc_runtime.messaging import Topology
+
+log = logging.getLogger(__name__)
+
+SCHEMA = "orders"
+
+_INSERT_ORDER = """
+INSERT INTO orders (
+    order_id, user_id, client_order_id, fingerprint, symbol, side, order_type, time_in_force,
+    product, quantity, limit_price, stop_price, protection_price, status, version,
+    request_id, client_ip, create_time, update_time)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $18)
+ON CONFLICT (user_id, client_order_id) DO NOTHING
+RETURNING order_id
+"""
+
+# Token bucket in one statement: refill by elapsed time, take one token if there is one.
+# No row back means the bucket is empty (and nothing was changed).
+_TAKE_TOKEN = """
+INSERT INTO order_rate AS r (user_id, tokens, refilled_at)
+VALUES ($1, $2::numeric - 1, clock_timestamp())
+ON CONFLICT (user_id) DO UPDATE
+    SET tokens = LEAST($2::numeric, r.tokens + $3::numeric
+                       * GREATEST(0, EXTRACT(EPOCH FROM clock_timestamp() - r.refilled_at))) - 1,
+        refilled_at = clock_timestamp()
+    WHERE LEAST($2::numeric, r.tokens + $3::numeric
+                * GREATEST(0, EXTRACT(EPOCH FROM clock_timestamp() - r.refilled_at))) >= 1
+RETURNING tokens
+"""
+
+_SECONDS_TO_NEXT_TOKEN = """
+SELECT (1 - LEAST($2::numeric, tokens + $3::numeric
+                  * GREATEST(0, EXTRACT(EPOCH FROM clock_timestamp() - refilled_at)))) / $3::numeric
+FROM order_rate WHERE user_id = $1
+"""
+
+_UPDATE_ORDER = """
+UPDATE orders SET
+    status = $2, quantity = $3, limit_price = $4, stop_price = $5, protection_price = $6,
+    filled_quantity = $7, filled_value = $8, exchange_order_id = $9, status_reason = $10,
+    version = $11, triggered = $12, pending = $13::jsonb, resume_status = $14, update_time = $15
+WHERE order_id = $1 AND version = $16
+"""
+
+_INSERT_TRADE = """
+INSERT INTO trades (exec_id, order_id, user_id, symbol, side, product, quantity, price,
+                    cumulative_quantity, execute_time)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+"""
+
+_INSERT_EVENT = """
+INSERT INTO order_events (event_id, order_id, user_id, version, event_type, payload, event_time)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+"""
+
+_INSERT_AUDIT = """
+INSERT INTO audit_log (action, actor, request_id, client_ip, user_id, order_id, order_version,
+                       from_status, to_status, exec_id, last_price, bid_price, ask_price, detail)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+"""
+
+_INSERT_FUNDS_ACTION = """
+INSERT INTO funds_actions (action_id, order_id, user_id, kind, reason, quantity, price)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+ON CONFLICT (action_id) DO NOTHING
+"""
+
+
+def _pending_to_json(pending: PendingChange | None) -> str | None:
+    if pending is None:
+        return None
+    return json.dumps(
+        {
+            "kind": pending.kind,
+            "request_id": pending.request_id,
+            "quantity": pending.quantity,
+            "limit_price": None if pending.limit_price is None else str(pending.limit_price),
+            "stop_price": None if pending.stop_price is None else str(pending.stop_price),
+            "protection_price": None if pending.protection_price is None else str(pending.protection_price),
+            "block_raised": pending.block_raised,
+        }
+    )
+
+
+def _pending_from_json(text: str | None) -> PendingChange | None:
+    if not text:
+        return None
+    data = json.loads(text)
+
+    def dec(key: str) -> Decimal | None:
+        return None if data.get(key) is None else Decimal(data[key])
+
+    return PendingChange(
+        kind=data["kind"],
+        request_id=data["request_id"],
+        quantity=data.get("quantity"),
+        limit_price=dec("limit_price"),
+        stop_price=dec("stop_price"),
+        protection_price=dec("protection_price"),
+        block_raised=bool(data.get("block_raised")),
+    )
+
+
+def order_from_row(row: asyncpg.Record) -> Order:
+    return Order(
+        order_id=row["order_id"],
+        user_id=row["user_id"],
+        client_order_id=row["client_order_id"],
+        fingerprint=row["fingerprint"],
+        symbol=row["symbol"],
+        side=Side(row["side"]),
+        type=OrderType(row["order_type"]),
+        time_in_force=TimeInForce(row["time_in_force"]),
+        product=Product(row["product"]),
+        quantity=row["quantity"],
+        limit_price=row["limit_price"],
+        stop_price=row["stop_price"],
+        protection_price=row["protection_price"],
+        status=Status(row["status"]),
+        create_time=row["create_time"],
+        update_time=row["update_time"],
+        filled_quantity=row["filled_quantity"],
+        filled_value=row["filled_value"],
+        exchange_order_id=row["exchange_order_id"],
+        status_reason=row["status_reason"],
+        version=row["version"],
+        triggered=row["triggered"],
+        pending=_pending_from_json(row["pending"]),
+        resume_status=Status(row["resume_status"]) if row["resume_status"] else None,
+        request_id=row["request_id"],
+        client_ip=row["client_ip"],
+    )
+
+
+def command_id(order: Order, kind: CommandKind) -> str:
+    """One command per order version, so a command's id is derived, never random: a
+    repeated write of the same change can never make a second command."""
+    return f"{order.order_id}-v{order.version}-{kind.value}"
+
+
+# --- page tokens (AIP-158): opaque, bound to the query they continue ---------------------
+def _query_digest(*parts: object) -> str:
+    return hashlib.sha256(repr(parts).encode()).hexdigest()[:12]
+
+
+def encode_page_token(cursor: object, *query: object) -> str:
+    raw = json.dumps({"c": cursor, "q": _query_digest(*query)}, separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_page_token(token: str, *query: object) -> Any:
+    if not token:
+        return None
+    try:
+        padded = token + "=" * (-len(token) % 4)
+        data = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        cursor, digest = data["c"], data["q"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InvalidArgument(
+            "page_token is not valid", reason="INVALID_PAGE_TOKEN", field="page_token"
+        ) from exc
+    if digest != _query_digest(*query):
+        raise InvalidArgument(
+            "page_token belongs to a different query", reason="INVALID_PAGE_TOKEN", field="page_token"
+        )
+    return cursor
+
+
+class PgUnitOfWork:
+    """One transaction on one pooled connection."""
+
+    def __init__(self, store: PostgresOrderStore) -> None:
+        self.store = store
+        self.conn: asyncpg.Connection | None = None
+        self._tx: Any = None
+        self._committed = False
+
+    async def __aenter__(self) -> PgUnitOfWork:
+        self.conn = await self.store.pool.acquire()
+        try:
+            self._tx = self.conn.transaction()
+            await self._tx.start()
+        except BaseException:
+            await self.store.pool.release(self.conn)
+            raise
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        assert self.conn is not None
+        try:
+            if not self._committed:
+                await self._tx.rollback()
+        finally:
+            await self.store.pool.release(self.conn)
+
+    @property
+    def c(self) -> asyncpg.Connection:
+        assert self.conn is not None, "unit of work not entered"
+        return self.conn
+
+    async def commit(self) -> None:
+        await self._tx.commit()
+        self._committed = True
+
+    async def lock_order(self, order_id: str, *, skip_locked: bool = False) -> Order | None:
+        lock = "FOR UPDATE SKIP LOCKED" if skip_locked else "FOR UPDATE"
+        row = await self.c.fetchrow(f"SELECT * FROM orders WHERE order_id = $1 {lock}", order_id)
+        return order_from_row(row) if row else None
+
+    async def delete_reserved(self, order_id: str) -> None:
+        await self.c.execute("DELETE FROM orders WHERE order_id = $1 AND status = 'FUNDS_PENDING'", order_id)
+
+    async def save(
+        self, transition: Transition, audit: AuditEntry, *, command: CommandKind | None = None
+    ) -> None:
+        before, order = transition.before, transition.after
+        assert transition.changed and transition.event is not None
+        now = order.update_time
+        status = await self.c.execute(
+            _UPDATE_ORDER,
+            order.order_id,
+            order.status.value,
+            order.quantity,
+            order.limit_price,
+            order.stop_price,
+            order.protection_price,
+            order.filled_quantity,
+            order.filled_value,
+            order.exchange_order_id,
+            order.status_reason,
+            order.version,
+            order.triggered,
+            _pending_to_json(order.pending),
+            order.resume_status.value if order.resume_status else None,
+            now,
+            before.version,
+        )
+        if status != "UPDATE 1":
+            raise Aborted(f"order {order.order_id} changed concurrently", reason="CONCURRENT_CHANGE")
+        if transition.fill is not None:
+            await self._insert_fill(transition.fill, order)
+        event_id = new_id("evt")
+        event = wire.event_to_proto(
+            event_id=event_id,
+            event=transition.event,
+            order=order,
+            fill=transition.fill,
+            when=now,
+            request_id=audit.request_id,
+        )
+        await self.c.execute(
+            _INSERT_EVENT,
+            event_id,
+            order.order_id,
+            order.user_id,
+            order.version,
+            transition.event.value,
+            event.SerializeToString(),
+            now,
+        )
+        await outbox.add(self.c, self.store.topology.order_event_subject(order.user_id), event, event_id)
+        await self._audit(audit, order, version=order.version, from_status=before.status)
+        if transition.funds_action is not None:
+            await self._insert_funds_action(transition.funds_action, order)
+        if command is not None:
+            message = wire.command_for(order, command, now, audit.request_id)
+            message.command_id = command_id(order, command)
+            await outbox.add(
+                self.c, self.store.topology.order_command_subject(command.value), message, message.command_id
+            )
+
+    async def _insert_fill(self, fill: Fill, order: Order) -> None:
+        await self.c.execute(
+            _INSERT_TRADE,
+            fill.exec_id,
+            order.order_id,
+            order.user_id,
+            order.symbol,
+            order.side.value,
+            order.product.value,
+            fill.quantity,
+            fill.price,
+            fill.cumulative_quantity,
+            fill.execute_time,
+        )
+
+    async def _insert_funds_action(self, action: FundsAction, order: Order) -> None:
+        await self.c.execute(
+            _INSERT_FUNDS_ACTION,
+            f"{order.order_id}-v{order.version}-{action.kind.lower()}",
+            action.order_id,
+            action.user_id,
+            action.kind,
+            action.reason,
+            action.quantity,
+            action.price,
+        )
+
+    async def _audit(
+        self, audit: AuditEntry, order: Order | None, *, version: int | None, from_status: Status | None
+    ) -> None:
+        snapshot = audit.snapshot
+        await self.c.execute(
+            _INSERT_AUDIT,
+            audit.action,
+            audit.actor,
+            audit.request_id,
+            audit.client_ip,
+            order.user_id if order else "",
+            order.order_id if order else None,
+            version,
+            from_status.value if from_status else None,
+            order.status.value if order else None,
+            audit.exec_id,
+            snapshot.last_price,
+            snapshot.bid_price,
+            snapshot.ask_price,
+            audit.detail,
+        )
+
+    async def audit_only(self, order: Order, audit: AuditEntry) -> None:
+        await self._audit(audit, order, version=None, from_status=order.status)
+
+    async def claim_request(self, order_id: str, request_id: str, kind: str, fingerprint: str) -> str | None:
+        inserted = await self.c.fetchval(
+            "INSERT INTO order_requests (order_id, request_id, kind, fingerprint) VALUES ($1, $2, $3, $4) "
+            "ON CONFLICT (order_id, request_id) DO NOTHING RETURNING 1",
+            order_id,
+            request_id,
+            kind,
+            fingerprint,
+        )
+        if inserted:
+            return None
+        return await self.c.fetchval(
+            "SELECT fingerprint FROM order_requests WHERE order_id = $1 AND request_id = $2",
+            order_id,
+            request_id,
+        )
+
+    async def claim_report(self, exec_id: str, order_id: str, exec_type: str) -> bool:
+        inserted = await self.c.fetchval(
+            "INSERT INTO exec_reports (exec_id, order_id, exec_type, outcome) VALUES ($1, $2, $3, 'applied') "
+            "ON CONFLICT (exec_id) DO NOTHING RETURNING 1",
+            exec_id,
+            order_id,
+            exec_type,
+        )
+        return bool(inserted)
+
+    async def note_report_outcome(self, exec_id: str, outcome: str) -> None:
+        await self.c.execute(
+            "UPDATE exec_reports SET outcome = $2 WHERE exec_id = $1", exec_id, outcome[:500]
+        )
+
+    async def fill_recorded(self, order_id: str, cumulative_quantity: int) -> bool:
+        return bool(
+            await self.c.fetchval(
+                "SELECT 1 FROM trades WHERE order_id = $1 AND cumulative_quantity = $2",
+                order_id,
+                cumulative_quantity,
+            )
+        )
+
+    async def record_unmatched(self, envelope: ReportEnvelope) -> None:
+        await self.c.execute(
+            "INSERT INTO unmatched_reports (exec_id, order_id, user_id, payload) VALUES ($1, $2, $3, $4) "
+            "ON CONFLICT (exec_id) DO NOTHING",
+            envelope.report.exec_id,
+            envelope.order_id,
+            envelope.user_id,
+            envelope.payload,
+        )
+
+
+@dataclass(frozen=True)
+class DueFundsAction:
+    action_id: str
+    action: FundsAction
+    attempts: int
+
+
+FundsActionHandler = Callable[[DueFundsAction], Awaitable[str | None]]
+
+
+class PostgresOrderStore:
+    def __init__(self, pool: asyncpg.Pool, topology: Topology) -> None:
+        self.pool = pool
+        self.topology = topology
+
+    def unit_of_work(self) -> PgUnitOfWork:
+        return PgUnitOfWork(self)
+
+    # --- placement ----------------------------------------------------------------------
+    async def reserve(self, order: Order, limits: RiskLimits) -> Reservation:
+        async with self.pool.acquire() as conn, conn.transaction():
+            inserted = await conn.fetchval(
+                _INSERT_ORDER,
+                order.order_id,
+                order.user_id,
+                order.client_order_id,
+                order.fingerprint,
+                order.symbol,
+                order.side.value,
+                order.type.value,
+                order.time_in_force.value,
+                order.product.value,
+                order.quantity,
+                order.limit_price,
+                order.stop_price,
+                order.protection_price,
+                order.status.value,
+                order.version,
+                order.request_id,
+                order.client_ip,
+                order.create_time,
+            )
+            if inserted is None:
+                row = await conn.fetchrow(
+                    "SELECT * FROM orders WHERE user_id = $1 AND client_order_id = $2",
+                    order.user_id,
+                    order.client_order_id,
+                )
+                if row is None:  # the other attempt was refused and withdrew meanwhile
+                    raise Aborted(
+                        "a concurrent attempt with this request_id just failed; retry", reason="RETRY"
+                    )
+                return Reservation(order_from_row(row), created=False)
+            burst, rate = Decimal(limits.order_burst), limits.orders_per_second
+            if await conn.fetchval(_TAKE_TOKEN, order.user_id, burst, rate) is None:
+                wait = await conn.fetchval(_SECONDS_TO_NEXT_TOKEN, order.user_id, burst, rate)
+                seconds = max(0.05, float(wait or 1))
+                # Raising rolls the transaction back: the order is not recorded.
+                raise ResourceExhausted(
+                    f"too many orders: at most {limits.orders_per_second} per second; retry in {seconds:.2f}s",
+                    reason="ORDER_RATE_LIMITED",
+                    retry_after_seconds=seconds,
+                    metadata={"retry_after_seconds": f"{seconds:.3f}"},
+                )
+        return Reservation(order, created=True)
+
+    async def find_by_key(self, user_id: str, client_order_id: str) -> Order | None:
+        row = await self.pool.fetchrow(
+            "SELECT * FROM orders WHERE user_id = $1 AND client_order_id = $2", user_id, client_order_id
+        )
+        return order_from_row(row) if row else None
+
+    async def get(self, user_id: str | None, order_id: str) -> Order | None:
+        row = await self.pool.fetchrow("SELECT * FROM orders WHERE order_id = $1", order_id)
+        if row is None or (user_id is not None and row["user_id"] != user_id):
+            return None
+        return order_from_row(row)
+
+    async def request_fingerprint(self, order_id: str, request_id: str) -> str | None:
+        return await self.pool.fetchval(
+            "SELECT fingerprint FROM order_requests WHERE order_id = $1 AND request_id = $2",
+            order_id,
+            request_id,
+        )
+
+    # --- sweeper ------------------------------------------------------------------------
+    async def stuck_orders(self, older_than: datetime, limit: int) -> list[Order]:
+        rows = await self.pool.fetch(
+            "SELECT * FROM orders WHERE status IN ('FUNDS_PENDING', 'PENDING_EXCHANGE') AND update_time < $1 "
+            "ORDER BY update_time LIMIT $2",
+            older_than,
+            limit,
+        )
+        return [order_from_row(r) for r in rows]
+
+    async def command_queued(self, order_id: str) -> bool:
+        # The outbox only holds what is not yet published, so it stays small: a scan is cheap.
+        return bool(
+            await self.pool.fetchval(
+                "SELECT 1 FROM outbox WHERE starts_with(msg_id, $1 || '-v') LIMIT 1", order_id
+            )
+        )
+
+    # --- funds actions ------------------------------------------------------------------
+    async def process_funds_actions(self, handler: FundsActionHandler, limit: int = 50) -> int:
+        """Run due funds actions: each row is locked while its call runs (replicas skip
+        it), deleted on success, rescheduled with backoff on failure."""
+        done = 0
+        async with self.pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(
+                "SELECT * FROM funds_actions WHERE next_attempt_at <= now() ORDER BY next_attempt_at "
+                "LIMIT $1 FOR UPDATE SKIP LOCKED",
+                limit,
+            )
+            for row in rows:
+                due = DueFundsAction(
+                    action_id=row["action_id"],
+                    action=FundsAction(
+                        kind=row["kind"],
+                        order_id=row["order_id"],
+                        user_id=row["user_id"],
+                        reason=row["reason"],
+                        quantity=row["quantity"],
+                        price=row["price"],
+                    ),
+                    attempts=row["attempts"],
+                )
+                error = await handler(due)
+                if error is None:
+                    await conn.execute("DELETE FROM funds_actions WHERE action_id = $1", due.action_id)
+                    done += 1
+                else:
+                    delay = min(60.0, 0.5 * 2 ** min(due.attempts, 7))
+                    await conn.execute(
+                        "UPDATE funds_actions SET attempts = attempts + 1, last_error = $2, "
+                        "next_attempt_at = now() + make_interval(secs => $3) WHERE action_id = $1",
+                        due.action_id,
+                        error[:500],
+                        delay,
+                    )
+        return done
+
+    async def pending_funds_actions(self) -> int:
+        return await self.pool.fetchval("SELECT count(*) FROM funds_actions")
+
+    # --- streams ------------------------------------------------------------------------
+    async def event_seq(self, user_id: str, event_id: str) -> int | None:
+        return await self.pool.fetchval(
+            "SELECT seq FROM order_events WHERE event_id = $1 AND user_id = $2", event_id, user_id
+        )
+
+    async def events_after(self, user_id: str, after_seq: int, limit: int) -> list[tuple[int, EventRecord]]:
+        rows = await self.pool.fetch(
+            "SELECT seq, event_id, payload FROM order_events WHERE user_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+            user_id,
+            after_seq,
+            limit,
+        )
+        return [(r["seq"], EventRecord(r["event_id"], bytes(r["payload"]))) for r in rows]
+
+    # --- reads --------------------------------------------------------------------------
+    async def list_orders(
+        self, user_id: str | None, statuses: Sequence[Status], page_size: int, page_token: str
+    ) -> tuple[list[Order], str]:
+        query = ("orders", user_id, sorted(statuses))
+        cursor = decode_page_token(page_token, *query)
+        status_values = [s.value for s in statuses]
+        if Status.PENDING_EXCHANGE in statuses:
+            status_values.append(Status.FUNDS_PENDING.value)
+        rows = await self.pool.fetch(
+            "SELECT * FROM orders WHERE ($1::text IS NULL OR user_id = $1) "
+            "AND (cardinality($2::text[]) = 0 OR status = ANY($2::text[])) "
+            "AND ($3::text IS NULL OR order_id < $3) ORDER BY order_id DESC LIMIT $4",
+            user_id,
+            status_values,
+            cursor,
+            page_size + 1,
+        )
+        orders = [order_from_row(r) for r in rows[:page_size]]
+        token = encode_page_token(orders[-1].order_id, *query) if len(rows) > page_size else ""
+        return orders, token
+
+    async def list_trades(
+        self, user_id: str | None, order_id: str, page_size: int, page_token: str
+    ) -> tuple[list[tuple[Fill, Order]], str]:
+        query = ("trades", user_id, order_id)
+        cursor = decode_page_token(page_token, *query)
+        rows = await self.pool.fetch(
+            "SELECT t.seq, t.exec_id, t.quantity AS fill_quantity, t.price, t.cumulative_quantity, t.execute_time, o.* "
+            "FROM trades t JOIN orders o USING (order_id) "
+            "WHERE ($1::text IS NULL OR t.user_id = $1) AND ($2 = '' OR t.order_id = $2) "
+            "AND ($3::bigint IS NULL OR t.seq < $3) ORDER BY t.seq DESC LIMIT $4",
+            user_id,
+            order_id,
+            cursor,
+            page_size + 1,
+        )
+        trades = [
+            (
+                Fill(
+                    exec_id=r["exec_id"],
+                    order_id=r["order_id"],
+                    quantity=r["fill_quantity"],
+                    price=r["price"],
+                    cumulative_quantity=r["cumulative_quantity"],
+                    execute_time=r["execute_time"],
+                ),
+                order_from_row(r),
+            )
+            for r in rows[:page_size]
+        ]
+        token = encode_page_token(rows[page_size - 1]["seq"], *query) if len(rows) > page_size else ""
+        return trades, token
+
+    async def list_audit(
+        self, user_id: str | None, order_id: str | None, page_size: int, page_token: str
+    ) -> tuple[list[dict[str, Any]], str]:
+        query = ("audit", user_id, order_id)
+        cursor = decode_page_token(page_token, *query) or 0
+        rows = await self.pool.fetch(
+            "SELECT * FROM audit_log WHERE ($1::text IS NULL OR user_id = $1) "
+            "AND ($2::text IS NULL OR order_id = $2) AND record_id > $3 ORDER BY record_id LIMIT $4",
+            user_id,
+            order_id,
+            cursor,
+            page_size + 1,
+        )
+        records = [dict(r) for r in rows[:page_size]]
+        token = encode_page_token(records[-1]["record_id"], *query) if len(rows) > page_size else ""
+        return records, token
+
+    # --- trading controls ---------------------------------------------------------------
+    async def load_controls(self) -> TradingControls:
+        row = await self.pool.fetchrow("SELECT * FROM trading_controls")
+        return _controls_from_row(row)
+
+    async def update_controls(
+        self, changes: dict[str, Any], request_id: str, audit: AuditEntry
+    ) -> TradingControls:
+        """Apply `changes` once per request id, with an audit row, in one transaction."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow("SELECT * FROM trading_controls FOR UPDATE")
+            if row["last_request_id"] == request_id:
+                return _controls_from_row(row)
+            current = _controls_from_row(row)
+            halted = changes.get("trading_halted", current.trading_halted)
+            reason = changes.get("halt_reason", current.halt_reason)
+            symbols = sorted(changes.get("halted_symbols", current.halted_symbols))
+            row = await conn.fetchrow(
+                "UPDATE trading_controls SET trading_halted = $1, halt_reason = $2, halted_symbols = $3, "
+                "version = version + 1, update_time = now(), last_request_id = $4 RETURNING *",
+                halted,
+                reason,
+                symbols,
+                request_id,
+            )
+            detail = json.dumps(
+                {"trading_halted": halted, "halt_reason": reason, "halted_symbols": symbols}, sort_keys=True
+            )
+            await conn.execute(
+                _INSERT_AUDIT,
+                audit.action,
+                audit.actor,
+                audit.request_id,
+                audit.client_ip,
+                "",
+                None,
+                None,
+                None,
+                None,
+                "",
+                None,
+                None,
+                None,
+                detail,
+            )
+        return _controls_from_row(row)
+
+    # --- invariants (I4, I6) ------------------------------------------------------------
+    async def check_invariants(self) -> tuple[list[tuple[str, str, str]], int]:
+        violations: list[tuple[str, str, str]] = []
+        async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+            checked = await conn.fetchval("SELECT count(*) FROM orders")
+            for r in await conn.fetch(
+                "SELECT user_id, client_order_id, count(*) AS n FROM orders "
+                "GROUP BY user_id, client_order_id HAVING count(*) > 1"
+            ):
+                violations.append(
+                    (
+                        "I4",
+                        r["user_id"],
+                        f"{r['n']} orders share the idempotency key {r['client_order_id']!r}",
+                    )
+                )
+            for r in await conn.fetch(
+                "SELECT exec_id, min(user_id) AS user_id, count(*) AS n FROM trades GROUP BY exec_id HAVING count(*) > 1"
+            ):
+                violations.append(("I4", r["user_id"], f"exec id {r['exec_id']} recorded as {r['n']} fills"))
+            for r in await conn.fetch(
+                "SELECT order_id, user_id, quantity, filled_quantity FROM orders "
+                "WHERE filled_quantity > quantity OR filled_quantity < 0"
+            ):
+                violations.append(
+                    ("I4", r["user_id"], f"{r['order_id']} filled {r['filled_quantity']} of {r['quantity']}")
+                )
+            for r in await conn.fetch(
+                "SELECT o.order_id, o.user_id, o.filled_quantity, o.filled_value, "
+                "       coalesce(t.qty, 0) AS qty, coalesce(t.value, 0) AS value "
+                "FROM orders o LEFT JOIN (SELECT order_id, sum(quantity) AS qty, sum(quantity * price) AS value "
+                "                         FROM trades GROUP BY order_id) t USING (order_id) "
+                "WHERE o.filled_quantity <> coalesce(t.qty, 0) OR o.filled_value <> coalesce(t.value, 0)"
+            ):
+                violations.append(
+                    (
+                        "I4",
+                        r["user_id"],
+                        f"{r['order_id']} filled {r['filled_quantity']} (value {r['filled_value']}) "
+                        f"but its fills sum to {r['qty']} (value {r['value']})",
+                    )
+                )
+            for r in await conn.fetch(
+                "SELECT o.order_id, o.user_id, o.version, coalesce(a.n, 0) AS audited, coalesce(a.distinct_n, 0) AS d "
+                "FROM orders o LEFT JOIN (SELECT order_id, count(*) AS n, count(DISTINCT order_version) AS distinct_n "
+                "                         FROM audit_log WHERE order_version IS NOT NULL GROUP BY order_id) a "
+                "USING (order_id) "
+                "WHERE coalesce(a.n, 0) <> o.version OR coalesce(a.distinct_n, 0) <> o.version"
+            ):
+                violations.append(
+                    (
+                        "I6",
+                        r["user_id"],
+                        f"{r['order_id']} is at version {r['version']} but has {r['audited']} audit rows "
+                        f"for {r['d']} versions",
+                    )
+                )
+            for r in await conn.fetch(
+                "SELECT a.order_id, a.order_version FROM audit_log a JOIN orders o USING (order_id) "
+                "WHERE a.order_version > o.version OR a.order_version < 1"
+            ):
+                violations.append(
+                    (
+                        "I6",
+                        "",
+                        f"audit row for {r['order_id']} version {r['order_version']} matches no version",
+                    )
+                )
+            for r in await conn.fetch(
+                "SELECT o.order_id, o.user_id, o.version, count(e.*) AS n FROM orders o "
+                "LEFT JOIN order_events e USING (order_id) GROUP BY o.order_id, o.user_id, o.version "
+                "HAVING count(e.*) <> o.version"
+            ):
+                violations.append(
+                    (
+                        "I6",
+                        r["user_id"],
+                        f"{r['order_id']} is at version {r['version']} but has {r['n']} events",
+                    )
+                )
+        return violations, checked
+
+
+def _controls_from_row(row: asyncpg.Record) -> TradingControls:
+    return TradingControls(
+        trading_halted=row["trading_halted"],
+        halt_reason=row["halt_reason"],
+        halted_symbols=frozenset(row["halted_symbols"]),
+        version=row["version"],
+        update_time=row["update_time"],
+    )

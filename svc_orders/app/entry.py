@@ -1,0 +1,294 @@
+"""Order entry: place, cancel and modify (DESIGN.md §2 steps 2–4).
+
+Placing is crash-safe in two commits. First the order is recorded as FUNDS_PENDING (the
+(user, key) constraint makes a retry find it, and the user's order-rate token is taken in
+the same transaction). Then, holding that row's lock, svc_funds blocks the money — keyed
+by the order id, so repeating the call never blocks twice — and the order moves to
+PENDING_EXCHANGE with its event, its audit row and the executor's command in one commit.
+A crash in between leaves a FUNDS_PENDING row that a retry or the sweeper finishes (the
+block exists) or rejects (it does not): no block without an order, no order without a block.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, replace
+from decimal import Decimal, InvalidOperation
+
+from svc_orders.app import metrics
+from svc_orders.app.controls import TradingControlsView
+from svc_orders.app.ports import AuditEntry, Clock, CommandKind, FundsPort, MarketPort, OrderStore
+from svc_orders.domain import risk, state_machine, validation
+from svc_orders.domain.model import MarketSnapshot, Order, Side, Status, user_actor
+from svc_orders.domain.risk import RiskLimits
+from svc_orders.domain.validation import ModificationDraft, OrderDraft
+from svc_runtime import context
+from svc_runtime.errors import (
+    Aborted,
+    AlreadyExists,
+    DeadlineExceeded,
+    FailedPrecondition,
+    NotFound,
+    ServiceError,
+    Unavailable,
+)
+from svc_runtime.ids import new_id
+
+log = logging.getLogger(__name__)
+
+# Errors after which svc_funds may or may not have acted: the order stays FUNDS_PENDING.
+UNKNOWN_OUTCOME = (Unavailable, DeadlineExceeded)
+
+
+@dataclass
+class OrderEntry:
+    store: OrderStore
+    funds: FundsPort
+    market: MarketPort
+    controls: TradingControlsView
+    limits: RiskLimits
+    clock: Clock
+
+    # --- place --------------------------------------------------------------------------
+    async def place(self, user_id: str, draft: OrderDraft, request_id: str) -> Order:
+        started = time.perf_counter()
+        try:
+            order = await self._place(user_id, draft, request_id)
+        except ServiceError as error:
+            metrics.ORDERS_REFUSED.labels(error.reason).inc()
+            raise
+        metrics.PLACE_SECONDS.observe(time.perf_counter() - started)
+        return order
+
+    async def _place(self, user_id: str, draft: OrderDraft, request_id: str) -> Order:
+        symbol = validation.symbol(draft.symbol)
+        instrument = await self.market.instrument(symbol)
+        spec = validation.new_order(replace(draft, symbol=symbol), instrument)
+        fingerprint = validation.fingerprint(spec)
+        snapshot = await self.market.snapshot(symbol)
+        try:
+            risk.check_controls(self.controls.current, symbol)
+            decision = risk.pre_trade(spec, instrument, snapshot, self.limits)
+        except ServiceError:
+            # A retry of an order accepted before (say) a halt still gets its order back.
+            existing = await self.store.find_by_key(user_id, request_id)
+            if existing is None:
+                raise
+            return await self._continue(existing, fingerprint, snapshot)
+        ctx = context.current()
+        now = self.clock.now()
+        order = Order(
+            order_id=new_id("ord"),
+            user_id=user_id,
+            client_order_id=request_id,
+            fingerprint=fingerprint,
+            symbol=spec.symbol,
+            side=spec.side,
+            type=spec.type,
+            time_in_force=spec.time_in_force,
+            product=spec.product,
+            quantity=spec.quantity,
+            limit_price=spec.limit_price,
+            stop_price=spec.stop_price,
+            protection_price=decision.protection_price,
+            status=Status.FUNDS_PENDING,
+            create_time=now,
+            update_time=now,
+            request_id=ctx.request_id,
+            client_ip=ctx.client_ip,
+        )
+        reservation = await self.store.reserve(order, self.limits)
+        if not reservation.created:
+            return await self._continue(reservation.order, fingerprint, snapshot)
+        return await self._block_and_accept(order, snapshot)
+
+    async def _continue(self, existing: Order, fingerprint: str, snapshot: MarketSnapshot) -> Order:
+        """The key was used before: the same request gets that order (finishing it if it
+        stopped halfway), a different one is a conflict."""
+        if existing.fingerprint != fingerprint:
+            raise AlreadyExists(
+                "request_id was already used for a different order",
+                reason="IDEMPOTENCY_KEY_REUSED",
+                field="request_id",
+                metadata={"order": f"users/{existing.user_id}/orders/{existing.order_id}"},
+            )
+        metrics.PLACE_REPLAYS.inc()
+        if existing.status is Status.FUNDS_PENDING:
+            return await self._block_and_accept(existing, snapshot)
+        return existing
+
+    async def _block_and_accept(self, order: Order, snapshot: MarketSnapshot) -> Order:
+        ctx = context.current()
+        async with self.store.unit_of_work() as uow:
+            # The row lock keeps the sweeper (and concurrent retries) off this order while
+            # svc_funds is being asked.
+            current = await uow.lock_order(order.order_id)
+            if current is None:
+                raise Aborted("a concurrent attempt with this request_id just failed; retry", reason="RETRY")
+            if current.status is not Status.FUNDS_PENDING:
+                return current
+            try:
+                await self._block(current)
+            except UNKNOWN_OUTCOME:
+                raise
+            except NotFound as error:
+                await uow.delete_reserved(current.order_id)
+                await uow.commit()
+                raise FailedPrecondition(
+                    "the user has no trading account", reason="ACCOUNT_NOT_FOUND"
+                ) from error
+            except ServiceError:
+                # svc_funds refused (e.g. INSUFFICIENT_FUNDS): nothing is blocked, so nothing
+                # of the order is kept either.
+                await uow.delete_reserved(current.order_id)
+                await uow.commit()
+                raise
+            transition = state_machine.accept(current, self.clock.now())
+            await uow.save(
+                transition,
+                AuditEntry(
+                    action="PLACE",
+                    actor=ctx.actor or user_actor(current.user_id),
+                    request_id=ctx.request_id,
+                    client_ip=ctx.client_ip,
+                    snapshot=snapshot,
+                ),
+                command=CommandKind.NEW,
+            )
+            await uow.commit()
+        metrics.ORDERS_PLACED.labels(current.side.value, current.type.value).inc()
+        metrics.TRANSITIONS.labels(transition.trigger, transition.after.status.value).inc()
+        log.info(
+            "order placed",
+            extra={
+                "order_id": current.order_id,
+                "user_id": current.user_id,
+                "symbol": current.symbol,
+                "side": current.side.value,
+                "type": current.type.value,
+                "quantity": current.quantity,
+            },
+        )
+        return transition.after
+
+    async def _block(self, order: Order) -> None:
+        if order.side is Side.BUY:
+            price = order.exchange_limit_price
+            assert price is not None, "a BUY order always has a price to block at"
+            await self.funds.block_funds(order, price)
+        else:
+            await self.funds.block_holdings(order)
+
+    # --- cancel -------------------------------------------------------------------------
+    async def cancel(self, user_id: str, order_id: str, request_id: str) -> Order:
+        ctx = context.current()
+        fingerprint = validation.action_fingerprint("CANCEL")
+        async with self.store.unit_of_work() as uow:
+            order = await uow.lock_order(order_id)
+            if order is None or order.user_id != user_id:
+                raise NotFound(f"order {order_id} not found", reason="ORDER_NOT_FOUND")
+            used = await uow.claim_request(order_id, request_id, "CANCEL", fingerprint)
+            if used is not None:
+                if used != fingerprint:
+                    raise AlreadyExists(
+                        "request_id was already used for another request on this order",
+                        reason="REQUEST_ID_REUSED",
+                        field="request_id",
+                    )
+                return order
+            transition = state_machine.request_cancel(order, request_id, self.clock.now())
+            audit = AuditEntry(
+                action="CANCEL",
+                actor=ctx.actor or user_actor(user_id),
+                request_id=ctx.request_id,
+                client_ip=ctx.client_ip,
+                snapshot=self.market.cached_snapshot(order.symbol),
+                detail="" if transition.changed else "a cancel is already pending",
+            )
+            if transition.changed:
+                await uow.save(transition, audit, command=CommandKind.CANCEL)
+            else:
+                await uow.audit_only(order, audit)
+            await uow.commit()
+        if transition.changed:
+            metrics.TRANSITIONS.labels(transition.trigger, transition.after.status.value).inc()
+        return transition.after
+
+    # --- modify -------------------------------------------------------------------------
+    async def modify(self, user_id: str, order_id: str, draft: ModificationDraft, request_id: str) -> Order:
+        ctx = context.current()
+        fingerprint = validation.action_fingerprint(
+            "MODIFY", draft.quantity, _canonical(draft.limit_price), _canonical(draft.stop_price)
+        )
+        # The symbol never changes: look up what the checks need before taking the lock.
+        known = await self.store.get(user_id, order_id)
+        if known is None:
+            raise NotFound(f"order {order_id} not found", reason="ORDER_NOT_FOUND")
+        instrument = await self.market.instrument(known.symbol)
+        snapshot = await self.market.snapshot(known.symbol)
+        async with self.store.unit_of_work() as uow:
+            order = await uow.lock_order(order_id)
+            assert order is not None
+            used = await uow.claim_request(order_id, request_id, "MODIFY", fingerprint)
+            if used is not None:
+                if used != fingerprint:
+                    raise AlreadyExists(
+                        "request_id was already used for another request on this order",
+                        reason="REQUEST_ID_REUSED",
+                        field="request_id",
+                    )
+                return order
+            risk.check_controls(self.controls.current, order.symbol)
+            if not state_machine.allowed(order.status, state_machine.Trigger.MODIFY_REQUEST):
+                raise FailedPrecondition(
+                    f"cannot modify an order that is {order.status.public}",
+                    reason="ORDER_NOT_MODIFIABLE",
+                    metadata={"status": order.status.public.value},
+                )
+            change = validation.modification(order, draft, instrument)
+            new_spec = replace(
+                order.spec,
+                quantity=change.quantity,
+                limit_price=change.limit_price,
+                stop_price=change.stop_price,
+            )
+            decision = risk.modification(new_spec, order.protection_price, instrument, snapshot, self.limits)
+            old_basis = state_machine.block_basis(order.side, order.quantity, order.exchange_limit_price)
+            new_basis = state_machine.block_basis(order.side, change.quantity, decision.block_price)
+            raised = new_basis > old_basis
+            if raised:
+                # A bigger order needs more blocked before it goes out; svc_funds refuses
+                # cleanly (INSUFFICIENT_FUNDS) and then nothing here is written.
+                await self.funds.adjust_block(
+                    user_id,
+                    order_id,
+                    change.quantity,
+                    decision.block_price if order.side is Side.BUY else None,
+                    f"{order_id}-modify-{request_id}",
+                )
+            transition = state_machine.request_modify(
+                order, change, decision.protection_price, request_id, self.clock.now(), block_raised=raised
+            )
+            await uow.save(
+                transition,
+                AuditEntry(
+                    action="MODIFY",
+                    actor=ctx.actor or user_actor(user_id),
+                    request_id=ctx.request_id,
+                    client_ip=ctx.client_ip,
+                    snapshot=snapshot,
+                    detail=f"quantity {change.quantity}, limit {change.limit_price}, stop {change.stop_price}",
+                ),
+                command=CommandKind.REPLACE,
+            )
+            await uow.commit()
+        metrics.TRANSITIONS.labels(transition.trigger, transition.after.status.value).inc()
+        return transition.after
+
+
+def _canonical(text: str) -> str:
+    try:
+        return str(Decimal(text.strip()).quantize(Decimal("0.01"))) if text.strip() else ""
+    except InvalidOperation:
+        return text

@@ -1,0 +1,179 @@
+"""The ports the use cases need: storage with a unit of work, svc_funds, market data and
+the executor. Adapters implement them; the use cases never see SQL, NATS or gRPC."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+from types import TracebackType
+from typing import Protocol
+
+from svc_orders.domain.model import ExchangeReport, Instrument, MarketSnapshot, Order, Transition
+from svc_orders.domain.risk import RiskLimits, TradingControls
+
+
+class CommandKind(StrEnum):
+    """What the executor is told to do after a change commits."""
+
+    NEW = "new"
+    CANCEL = "cancel"
+    REPLACE = "replace"
+    STATUS = "status"
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """Who did what, when, from where, and what the market looked like."""
+
+    action: str  # PLACE, CANCEL, MODIFY, EXCHANGE_REPORT, SWEEP, TRADING_CONTROLS
+    actor: str
+    request_id: str
+    client_ip: str = ""
+    snapshot: MarketSnapshot = field(default_factory=MarketSnapshot)
+    exec_id: str = ""
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class ReportEnvelope:
+    """An execution report with the routing facts around it."""
+
+    report: ExchangeReport
+    order_id: str
+    user_id: str
+    request_id: str
+    payload: bytes = b""
+
+
+class UnitOfWork(Protocol):
+    """One database transaction; nothing is kept unless `commit` is called."""
+
+    async def __aenter__(self) -> UnitOfWork: ...
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None: ...
+
+    async def commit(self) -> None: ...
+
+    async def lock_order(self, order_id: str, *, skip_locked: bool = False) -> Order | None:
+        """The order, locked for this transaction; None if absent (or locked, with skip_locked)."""
+        ...
+
+    async def delete_reserved(self, order_id: str) -> None:
+        """Forget a reservation (FUNDS_PENDING) whose funds were refused."""
+        ...
+
+    async def save(
+        self, transition: Transition, audit: AuditEntry, *, command: CommandKind | None = None
+    ) -> None:
+        """Write a changed order, its fill, its event (with the outbox row), its audit row,
+        its funds action and its executor command."""
+        ...
+
+    async def audit_only(self, order: Order, audit: AuditEntry) -> None:
+        """Audit an action that did not change the order."""
+        ...
+
+    async def claim_request(self, order_id: str, request_id: str, kind: str, fingerprint: str) -> str | None:
+        """Record a cancel/modify request id; returns None when new, else the fingerprint
+        it was first used with."""
+        ...
+
+    async def claim_report(self, exec_id: str, order_id: str, exec_type: str) -> bool:
+        """Record a report's exec id; False if it was seen before."""
+        ...
+
+    async def note_report_outcome(self, exec_id: str, outcome: str) -> None: ...
+
+    async def fill_recorded(self, order_id: str, cumulative_quantity: int) -> bool:
+        """Whether a fill at this cumulative quantity is already recorded for the order."""
+        ...
+
+    async def record_unmatched(self, envelope: ReportEnvelope) -> None: ...
+
+
+@dataclass(frozen=True)
+class Reservation:
+    order: Order
+    created: bool
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    event_id: str
+    payload: bytes
+
+
+class OrderStore(Protocol):
+    def unit_of_work(self) -> UnitOfWork: ...
+
+    async def reserve(self, order: Order, limits: RiskLimits) -> Reservation:
+        """Record a new order as FUNDS_PENDING unless its (user, key) exists, taking one
+        token of the user's order rate (ResourceExhausted, nothing written, when empty)."""
+        ...
+
+    async def find_by_key(self, user_id: str, client_order_id: str) -> Order | None: ...
+
+    async def get(self, user_id: str | None, order_id: str) -> Order | None: ...
+
+    async def stuck_orders(self, older_than: datetime, limit: int) -> list[Order]: ...
+
+    async def command_queued(self, order_id: str) -> bool:
+        """Whether a command for the order still waits in the outbox."""
+        ...
+
+    async def load_controls(self) -> TradingControls: ...
+
+
+class FundsPort(Protocol):
+    async def block_funds(self, order: Order, price: Decimal) -> None: ...
+
+    async def block_holdings(self, order: Order) -> None: ...
+
+    async def block_active(self, user_id: str, order_id: str) -> bool: ...
+
+    async def adjust_block(
+        self, user_id: str, order_id: str, quantity: int, price: Decimal | None, request_id: str
+    ) -> None: ...
+
+    async def release_block(self, user_id: str, order_id: str, reason: str) -> None: ...
+
+
+class MarketPort(Protocol):
+    async def instrument(self, symbol: str) -> Instrument:
+        """The instrument; InvalidArgument(UNKNOWN_SYMBOL) if there is none."""
+        ...
+
+    async def snapshot(self, symbol: str) -> MarketSnapshot:
+        """Latest quote, looked up if no tick has been seen yet."""
+        ...
+
+    def cached_snapshot(self, symbol: str) -> MarketSnapshot:
+        """Latest quote from ticks seen so far, without I/O."""
+        ...
+
+
+@dataclass(frozen=True)
+class StatusAnswer:
+    """What the executor says about an order: the exchange's report when the order reached
+    it; else whether the executor guarantees it will never send it (so its funds can go)."""
+
+    report: ExchangeReport | None
+    never_sent: bool = False
+
+
+class ExchangePort(Protocol):
+    async def order_status(self, order_id: str) -> StatusAnswer: ...
+
+    async def request_reconciliation(self) -> None: ...
+
+    async def commands_drained(self) -> bool:
+        """True when every command published so far has been taken by the executor."""
+        ...
+
+
+class Clock(Protocol):
+    def now(self) -> datetime: ...

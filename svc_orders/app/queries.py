@@ -1,0 +1,99 @@
+"""Reads: orders, trades, the audit trail, stream replays and the invariant check."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from svc_orders.app.ports import EventRecord
+from svc_orders.domain.model import Fill, Order, Status
+from svc_runtime.errors import InvalidArgument, NotFound
+
+
+class ReadStore(Protocol):
+    async def get(self, user_id: str | None, order_id: str) -> Order | None: ...
+
+    async def list_orders(
+        self, user_id: str | None, statuses: Sequence[Status], page_size: int, page_token: str
+    ) -> tuple[list[Order], str]: ...
+
+    async def list_trades(
+        self, user_id: str | None, order_id: str, page_size: int, page_token: str
+    ) -> tuple[list[tuple[Fill, Order]], str]: ...
+
+    async def list_audit(
+        self, user_id: str | None, order_id: str | None, page_size: int, page_token: str
+    ) -> tuple[list[dict[str, Any]], str]: ...
+
+    async def event_seq(self, user_id: str, event_id: str) -> int | None: ...
+
+    async def events_after(
+        self, user_id: str, after_seq: int, limit: int
+    ) -> list[tuple[int, EventRecord]]: ...
+
+    async def check_invariants(self) -> tuple[list[tuple[str, str, str]], int]: ...
+
+
+def page_size(requested: int, *, default: int, maximum: int) -> int:
+    """AIP-158: 0 means the default; larger than the maximum is clamped; negative is invalid."""
+    if requested < 0:
+        raise InvalidArgument("page_size must not be negative", reason="INVALID_PAGE_SIZE", field="page_size")
+    return min(requested or default, maximum)
+
+
+@dataclass
+class OrderQueries:
+    store: ReadStore
+    replay_page: int = 500
+
+    async def get(self, user_id: str, order_id: str) -> Order:
+        order = await self.store.get(user_id, order_id)
+        if order is None:
+            raise NotFound(f"order {order_id} not found", reason="ORDER_NOT_FOUND")
+        return order
+
+    async def list_orders(
+        self, user_id: str | None, statuses: Sequence[Status], size: int, token: str
+    ) -> tuple[list[Order], str]:
+        return await self.store.list_orders(
+            user_id, statuses, page_size(size, default=50, maximum=500), token
+        )
+
+    async def list_trades(
+        self, user_id: str | None, order_id: str, size: int, token: str
+    ) -> tuple[list[tuple[Fill, Order]], str]:
+        if order_id and user_id is not None and await self.store.get(user_id, order_id) is None:
+            raise NotFound(f"order {order_id} not found", reason="ORDER_NOT_FOUND")
+        return await self.store.list_trades(
+            user_id, order_id, page_size(size, default=50, maximum=500), token
+        )
+
+    async def list_audit(
+        self, user_id: str | None, order_id: str | None, size: int, token: str
+    ) -> tuple[list[dict[str, Any]], str]:
+        if order_id is not None and await self.store.get(user_id, order_id) is None:
+            raise NotFound(f"order {order_id} not found", reason="ORDER_NOT_FOUND")
+        return await self.store.list_audit(
+            user_id, order_id, page_size(size, default=100, maximum=1000), token
+        )
+
+    async def replay(self, user_id: str, after_event_id: str) -> AsyncIterator[EventRecord]:
+        """Every event of the user after `after_event_id`, oldest first."""
+        seq = await self.store.event_seq(user_id, after_event_id)
+        if seq is None:
+            raise InvalidArgument(
+                "after_event_id is not an event of this user (or has expired)",
+                reason="UNKNOWN_EVENT",
+                field="after_event_id",
+            )
+        while True:
+            page = await self.store.events_after(user_id, seq, self.replay_page)
+            for _, record in page:
+                yield record
+            if len(page) < self.replay_page:
+                return
+            seq = page[-1][0]
+
+    async def check_invariants(self) -> tuple[list[tuple[str, str, str]], int]:
+        return await self.store.check_invariants()

@@ -1,0 +1,113 @@
+"""Execution reports → order state (DESIGN.md §2 step 7).
+
+A batch of reports is applied in one transaction and acknowledged only after it commits.
+Each report is claimed by its exec id first (a repeat is skipped, however late it comes),
+and a fill is also recognised by its cumulative quantity, so a fill the exchange reports
+twice under two ids is still recorded once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from svc_orders.app import metrics
+from svc_orders.app.ports import (
+    AuditEntry,
+    Clock,
+    ExchangePort,
+    MarketPort,
+    OrderStore,
+    ReportEnvelope,
+    UnitOfWork,
+)
+from svc_orders.domain import state_machine
+from svc_orders.domain.model import Actor, ExecType
+from svc_runtime import context
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ReportProcessor:
+    store: OrderStore
+    market: MarketPort
+    exchange: ExchangePort
+    clock: Clock
+
+    async def apply(self, envelopes: Sequence[ReportEnvelope]) -> None:
+        """Apply reports in order, all or nothing. ReportNotApplicable (a report ahead of
+        one it depends on) fails the batch so it is retried later."""
+        reconcile = False
+        outcomes: list[str] = []
+        async with self.store.unit_of_work() as uow:
+            for envelope in envelopes:
+                with context.bind(request_id=envelope.request_id or context.request_id()):
+                    outcome = await self._apply_one(uow, envelope)
+                outcomes.append(outcome)
+                reconcile = reconcile or outcome == "behind"
+            await uow.commit()
+        for outcome in outcomes:
+            metrics.REPORTS.labels(outcome).inc()
+        if reconcile:
+            await self.exchange.request_reconciliation()
+
+    async def _apply_one(self, uow: UnitOfWork, envelope: ReportEnvelope) -> str:
+        report = envelope.report
+        if not await uow.claim_report(report.exec_id, envelope.order_id, report.exec_type.value):
+            return "duplicate"
+        order = await uow.lock_order(envelope.order_id)
+        if order is None or (envelope.user_id and order.user_id != envelope.user_id):
+            log.error(
+                "execution report for an unknown order; kept aside",
+                extra={"exec_id": report.exec_id, "order_id": envelope.order_id, "user_id": envelope.user_id},
+            )
+            await uow.record_unmatched(envelope)
+            await uow.note_report_outcome(report.exec_id, "unmatched")
+            return "unmatched"
+        if (
+            report.exec_type is ExecType.TRADE
+            and report.cumulative_quantity
+            and await uow.fill_recorded(order.order_id, report.cumulative_quantity)
+        ):
+            log.warning(
+                "fill already recorded at this cumulative quantity under another exec id",
+                extra={
+                    "exec_id": report.exec_id,
+                    "order_id": order.order_id,
+                    "cum": report.cumulative_quantity,
+                },
+            )
+            await uow.note_report_outcome(report.exec_id, "duplicate fill")
+            return "duplicate_fill"
+        transition = state_machine.apply_report(order, report, self.clock.now())
+        if transition.anomaly:
+            metrics.REPORT_ANOMALIES.inc()
+            log.warning(
+                "execution report anomaly",
+                extra={"exec_id": report.exec_id, "order_id": order.order_id, "anomaly": transition.anomaly},
+            )
+        if not transition.changed:
+            await uow.note_report_outcome(
+                report.exec_id, f"no change: {transition.anomaly or 'already reflected'}"
+            )
+            return "no_change"
+        await uow.save(
+            transition,
+            AuditEntry(
+                action="EXCHANGE_REPORT",
+                actor=Actor.EXCHANGE.value,
+                request_id=context.request_id(),
+                snapshot=self.market.cached_snapshot(order.symbol),
+                exec_id=report.exec_id,
+                detail="; ".join(x for x in (report.exec_type.value, report.text, transition.anomaly) if x),
+            ),
+        )
+        metrics.TRANSITIONS.labels(transition.trigger, transition.after.status.value).inc()
+        if (
+            report.exec_type is ExecType.ORDER_STATUS
+            and report.cumulative_quantity > transition.after.filled_quantity
+        ):
+            return "behind"
+        return "applied"

@@ -1,0 +1,203 @@
+"""The composition root of svc_orders: settings from the environment → adapters →
+use cases → gRPC, plus the background loops (outbox relay, execution-report consumer,
+sweeper, deferred funds calls, trading-controls refresh)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import asyncpg
+
+from brokermesh.orders.v1 import orders_pb2_grpc
+from svc_orders.adapters.executor import ExecutorClient
+from svc_orders.adapters.funds import FundsClient
+from svc_orders.adapters.marketdata import MarketData
+from svc_orders.adapters.nats import OrderEventFeed, exec_report_consumer
+from svc_orders.adapters.postgres import SCHEMA, PostgresOrderStore
+from svc_orders.app.controls import TradingControlsView
+from svc_orders.app.entry import OrderEntry
+from svc_orders.app.fanout import OrderEventFanout
+from svc_orders.app.funds_actions import FundsActionWorker
+from svc_orders.app.queries import OrderQueries
+from svc_orders.app.reports import ReportProcessor
+from svc_orders.app.sweeper import Sweeper
+from svc_orders.domain.risk import RiskLimits
+from svc_orders.transport.servicer import OrdersServicer
+from svc_runtime import config, db, grpc_client, messaging, service
+from svc_runtime.grpc_server import GrpcServer
+from svc_runtime.outbox import OutboxRelay
+
+log = logging.getLogger(__name__)
+
+SERVICE = "svc_orders"
+MIGRATIONS = Path(__file__).parent / "adapters" / "migrations"
+CONTROLS_CHANNEL = "orders_trading_controls"
+
+
+def _decimal_env(name: str, default: str) -> Decimal:
+    return Decimal(config.env(name, default))
+
+
+@dataclass(frozen=True)
+class OrdersSettings:
+    common: config.CommonSettings
+    funds_target: str
+    marketdata_target: str
+    exec_target: str
+    limits: RiskLimits
+    sweep_after_seconds: float
+    sweep_interval_seconds: float
+    db_pool_size: int
+    stream_queue_size: int
+
+    @classmethod
+    def from_env(cls) -> OrdersSettings:
+        return cls(
+            common=config.CommonSettings.from_env(default_grpc_listen="127.0.0.1:50051"),
+            funds_target=config.env(config.FUNDS_TARGET, "127.0.0.1:50052"),
+            marketdata_target=config.env(config.MARKETDATA_TARGET, "127.0.0.1:50053"),
+            exec_target=config.env(config.EXEC_TARGET, "127.0.0.1:50054"),
+            limits=RiskLimits(
+                price_collar=_decimal_env("BROKERMESH_ORDERS_PRICE_COLLAR", "0.10"),
+                market_protection=_decimal_env("BROKERMESH_ORDERS_MARKET_PROTECTION", "0.05"),
+                max_order_quantity=config.env_int("BROKERMESH_ORDERS_MAX_QUANTITY", 100_000),
+                max_order_value=_decimal_env("BROKERMESH_ORDERS_MAX_VALUE", "10000000.00"),
+                orders_per_second=_decimal_env("BROKERMESH_ORDERS_RATE_PER_SECOND", "10"),
+                order_burst=config.env_int("BROKERMESH_ORDERS_RATE_BURST", 20),
+            ),
+            sweep_after_seconds=config.env_float("BROKERMESH_ORDERS_SWEEP_AFTER_SECONDS", 30.0),
+            sweep_interval_seconds=config.env_float("BROKERMESH_ORDERS_SWEEP_INTERVAL_SECONDS", 5.0),
+            db_pool_size=config.env_int("BROKERMESH_ORDERS_DB_POOL_SIZE", 20),
+            stream_queue_size=config.env_int("BROKERMESH_ORDERS_STREAM_QUEUE", 1000),
+        )
+
+
+class SystemClock:
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+
+async def _wait_any(*events: asyncio.Event, timeout: float) -> None:
+    waiters = [asyncio.create_task(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+
+
+async def _follow_controls(
+    database_url: str, controls: TradingControlsView, stop: asyncio.Event, period: float = 5.0
+) -> None:
+    """Refresh the cached controls when they change (NOTIFY), and every few seconds anyway."""
+    changed = asyncio.Event()
+    listener: asyncpg.Connection | None = None
+    while not stop.is_set():
+        changed.clear()
+        try:
+            if listener is None or listener.is_closed():
+                listener = await asyncpg.connect(db.asyncpg_dsn(database_url))
+                await listener.add_listener(CONTROLS_CHANNEL, lambda *_: changed.set())
+            await controls.refresh()
+        except Exception:
+            log.warning("could not refresh trading controls", exc_info=True)
+            listener = None
+        await _wait_any(changed, stop, timeout=period)
+    if listener is not None:
+        await listener.close()
+
+
+async def serve(settings: OrdersSettings, stop: asyncio.Event) -> None:
+    common = settings.common
+    topology = messaging.Topology(common.namespace)
+    await db.migrate(common.database_url, SCHEMA, db.RUNTIME_MIGRATIONS, MIGRATIONS)
+    pool = await db.create_pool(common.database_url, SCHEMA, min_size=2, max_size=settings.db_pool_size)
+    nc = await messaging.connect(common.nats_url, SERVICE)
+    js = nc.jetstream()
+    await messaging.ensure_streams(js, topology)
+    funds_channel = grpc_client.channel(settings.funds_target)
+    marketdata_channel = grpc_client.channel(settings.marketdata_target)
+    exec_channel = grpc_client.channel(settings.exec_target)
+
+    store = PostgresOrderStore(pool, topology)
+    market = MarketData(marketdata_channel, nc, js, topology)
+    funds = FundsClient(funds_channel)
+    executor = ExecutorClient(exec_channel, js, topology)
+    clock = SystemClock()
+    controls = TradingControlsView(store)
+    await controls.refresh()
+
+    entry = OrderEntry(store, funds, market, controls, settings.limits, clock)
+    processor = ReportProcessor(store, market, executor, clock)
+    sweeper = Sweeper(
+        store,
+        funds,
+        executor,
+        market,
+        processor,
+        clock,
+        stuck_after=settings.sweep_after_seconds,
+        interval=settings.sweep_interval_seconds,
+    )
+    funds_worker = FundsActionWorker(store, funds)
+    fanout = OrderEventFanout(settings.stream_queue_size)
+    feed = OrderEventFeed(nc, topology, fanout)
+    relay = OutboxRelay(pool, js, schema=SCHEMA)
+    consumer = exec_report_consumer(js, topology, processor)
+
+    await market.start()
+    await feed.start()
+    server = GrpcServer(common.grpc_listen)
+    server.add(
+        orders_pb2_grpc.add_OrdersServiceServicer_to_server,
+        OrdersServicer(entry, OrderQueries(store), controls, fanout),
+        "brokermesh.orders.v1.OrdersService",
+    )
+    background = {
+        asyncio.create_task(relay.run(), name="outbox-relay"),
+        asyncio.create_task(consumer.run(), name="exec-report-consumer"),
+        asyncio.create_task(sweeper.run(stop), name="sweeper"),
+        asyncio.create_task(funds_worker.run(stop), name="funds-actions"),
+        asyncio.create_task(_follow_controls(common.database_url, controls, stop), name="trading-controls"),
+    }
+    await server.start()
+    stopping = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait({*background, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    failed = [task for task in done if task is not stopping]
+    for task in failed:
+        log.error(
+            "background task ended unexpectedly; shutting down",
+            extra={"task": task.get_name()},
+            exc_info=task.exception(),
+        )
+
+    # Graceful shutdown: stop taking calls, then stop the loops after their current batch.
+    await server.stop(grace=5.0)
+    stop.set()
+    relay.stop()
+    consumer.stop()
+    await asyncio.gather(*background, return_exceptions=True)
+    await feed.stop()
+    await market.stop()
+    with contextlib.suppress(Exception):
+        await nc.drain()
+    for channel in (funds_channel, marketdata_channel, exec_channel):
+        await channel.close()
+    await pool.close()
+    if failed:
+        raise SystemExit(1)
+
+
+def main() -> None:
+    settings = OrdersSettings.from_env()
+
+    async def run(stop: asyncio.Event) -> None:
+        await serve(settings, stop)
+
+    service.run(SERVICE, run, metrics_port=settings.common.metrics_port)

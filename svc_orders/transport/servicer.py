@@ -1,0 +1,235 @@
+"""OrdersService over gRPC: parse names and messages, call a use case, map the result."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import AsyncIterator, Callable
+from typing import TypeVar
+
+import grpc
+
+from brokermesh.orders.v1 import orders_pb2, orders_pb2_grpc
+from brokermesh.type.v1 import invariants_pb2
+from svc_orders.app.controls import TradingControlsView
+from svc_orders.app.entry import OrderEntry
+from svc_orders.app.fanout import OrderEventFanout, StreamFellBehind
+from svc_orders.app.queries import OrderQueries
+from svc_orders.domain import validation
+from svc_orders.domain.risk import TradingControls
+from svc_orders.domain.validation import ModificationDraft, OrderDraft
+from svc_orders.transport import wire
+from svc_runtime import context
+from svc_runtime.errors import InvalidArgument, ResourceExhausted
+
+log = logging.getLogger(__name__)
+
+_ORDER_NAME = re.compile(r"^users/([^/]+)/orders/([^/]+)$")
+_ORDER_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+T = TypeVar("T")
+
+
+def _parent(parent: str, *, allow_all: bool = False) -> str | None:
+    """`users/{user}` → the user id; `users/-` → None where listing every user is allowed."""
+    if not parent.startswith("users/"):
+        raise InvalidArgument("parent must be users/{user}", reason="INVALID_NAME", field="parent")
+    user = parent.removeprefix("users/")
+    if user == "-":
+        if allow_all:
+            return None
+        raise InvalidArgument("parent must name one user", reason="INVALID_NAME", field="parent")
+    return validation.user_id(user)
+
+
+def _order_name(name: str) -> tuple[str, str]:
+    match = _ORDER_NAME.match(name)
+    if not match or not _ORDER_ID.match(match.group(2)):
+        raise InvalidArgument("name must be users/{user}/orders/{order}", reason="INVALID_NAME", field="name")
+    return validation.user_id(match.group(1), field="name"), match.group(2)
+
+
+def _enum(convert: Callable[[int], T | None], value: int, field: str) -> T | None:
+    try:
+        return convert(value)
+    except (KeyError, ValueError) as exc:
+        raise InvalidArgument(
+            f"{field} has an unknown value {value}", reason="INVALID_ENUM", field=field
+        ) from exc
+
+
+def _optional_request_id(value: str) -> str:
+    return validation.request_id(value) if value else context.new_request_id()
+
+
+class OrdersServicer(orders_pb2_grpc.OrdersServiceServicer):
+    def __init__(
+        self,
+        entry: OrderEntry,
+        queries: OrderQueries,
+        controls: TradingControlsView,
+        fanout: OrderEventFanout,
+    ) -> None:
+        self.entry = entry
+        self.queries = queries
+        self.controls = controls
+        self.fanout = fanout
+
+    async def PlaceOrder(
+        self, request: orders_pb2.PlaceOrderRequest, context_: grpc.aio.ServicerContext
+    ) -> orders_pb2.Order:
+        user_id = _parent(request.parent)
+        assert user_id is not None
+        request_id = validation.request_id(request.request_id)
+        o = request.order
+        draft = OrderDraft(
+            symbol=o.symbol,
+            side=_enum(wire.side_from, o.side, "order.side"),
+            type=_enum(wire.type_from, o.type, "order.type"),
+            time_in_force=_enum(wire.tif_from, o.time_in_force, "order.time_in_force"),
+            product=_enum(wire.product_from, o.product, "order.product"),
+            quantity=o.quantity,
+            limit_price=o.limit_price.value if o.HasField("limit_price") else "",
+            stop_price=o.stop_price.value if o.HasField("stop_price") else "",
+        )
+        order = await self.entry.place(user_id, draft, request_id)
+        return wire.order_to_proto(order)
+
+    async def GetOrder(
+        self, request: orders_pb2.GetOrderRequest, context_: grpc.aio.ServicerContext
+    ) -> orders_pb2.Order:
+        user_id, order_id = _order_name(request.name)
+        return wire.order_to_proto(await self.queries.get(user_id, order_id))
+
+    async def ListOrders(
+        self, request: orders_pb2.ListOrdersRequest, context_: grpc.aio.ServicerContext
+    ) -> orders_pb2.ListOrdersResponse:
+        user_id = _parent(request.parent, allow_all=True)
+        statuses = []
+        for value in request.statuses:
+            status = _enum(wire.status_from, value, "statuses")
+            if status is None:
+                raise InvalidArgument("statuses must not contain UNSPECIFIED", field="statuses")
+            statuses.append(status)
+        orders, token = await self.queries.list_orders(
+            user_id, statuses, request.page_size, request.page_token
+        )
+        return orders_pb2.ListOrdersResponse(
+            orders=[wire.order_to_proto(o) for o in orders], next_page_token=token
+        )
+
+    async def CancelOrder(
+        self, request: orders_pb2.CancelOrderRequest, context_: grpc.aio.ServicerContext
+    ) -> orders_pb2.Order:
+        user_id, order_id = _order_name(request.name)
+        order = await self.entry.cancel(user_id, order_id, _optional_request_id(request.request_id))
+        return wire.order_to_proto(order)
+
+    async def ModifyOrder(
+        self, request: orders_pb2.ModifyOrderRequest, context_: grpc.aio.ServicerContext
+    ) -> orders_pb2.Order:
+        user_id, order_id = _order_name(request.name)
+        if request.quantity < 0:
+            raise InvalidArgument("quantity must be positive", reason="NOT_POSITIVE", field="quantity")
+        draft = ModificationDraft(
+            quantity=request.quantity,
+            limit_price=request.limit_price.value if request.HasField("limit_price") else "",
+            stop_price=request.stop_price.value if request.HasField("stop_price") else "",
+        )
+        order = await self.entry.modify(user_id, order_id, draft, _optional_request_id(request.request_id))
+        return wire.order_to_proto(order)
+
+    async def ListTrades(
+        self, request: orders_pb2.ListTradesRequest, context_: grpc.aio.ServicerContext
+    ) -> orders_pb2.ListTradesResponse:
+        user_id = _parent(request.parent, allow_all=True)
+        if request.order_id and not _ORDER_ID.match(request.order_id):
+            raise InvalidArgument("order_id is not valid", reason="INVALID_NAME", field="order_id")
+        trades, token = await self.queries.list_trades(
+            user_id, request.order_id, request.page_size, request.page_token
+        )
+        return orders_pb2.ListTradesResponse(
+            trades=[wire.trade_to_proto(fill, order) for fill, order in trades], next_page_token=token
+        )
+
+    async def StreamOrderUpdates(
+        self, request: orders_pb2.StreamOrderUpdatesRequest, context_: grpc.aio.ServicerContext
+    ) -> AsyncIterator[orders_pb2.StreamOrderUpdatesResponse]:
+        user_id = _parent(request.parent)
+        assert user_id is not None
+        # Subscribe before replaying, so nothing committed meanwhile falls in between; an
+        # event seen in both is sent once.
+        subscription = self.fanout.subscribe(user_id)
+        try:
+            replayed: set[str] = set()
+            if request.after_event_id:
+                async for record in self.queries.replay(user_id, request.after_event_id):
+                    event = orders_pb2.OrderEvent()
+                    event.ParseFromString(record.payload)
+                    replayed.add(record.event_id)
+                    yield orders_pb2.StreamOrderUpdatesResponse(event=event)
+            while True:
+                try:
+                    event = await subscription.next()
+                except StreamFellBehind:
+                    raise ResourceExhausted(
+                        "the stream fell behind and was closed; reconnect with after_event_id",
+                        reason="STREAM_FELL_BEHIND",
+                    ) from None
+                if event.event_id in replayed:
+                    continue
+                yield orders_pb2.StreamOrderUpdatesResponse(event=event)
+        finally:
+            subscription.close()
+
+    async def CheckInvariants(
+        self, request: orders_pb2.CheckInvariantsRequest, context_: grpc.aio.ServicerContext
+    ) -> orders_pb2.CheckInvariantsResponse:
+        violations, checked = await self.queries.check_invariants()
+        return orders_pb2.CheckInvariantsResponse(
+            violations=[
+                invariants_pb2.InvariantViolation(invariant=i, user_id=u, detail=d) for i, u, d in violations
+            ],
+            orders_checked=checked,
+        )
+
+    async def ListAuditRecords(
+        self, request: orders_pb2.ListAuditRecordsRequest, context_: grpc.aio.ServicerContext
+    ) -> orders_pb2.ListAuditRecordsResponse:
+        order_id: str | None = None
+        if "/orders/" in request.parent:
+            user_id, order_id = _order_name(request.parent)
+        else:
+            user_id = _parent(request.parent, allow_all=True)
+        records, token = await self.queries.list_audit(
+            user_id, order_id, request.page_size, request.page_token
+        )
+        return orders_pb2.ListAuditRecordsResponse(
+            records=[wire.audit_record_to_proto(r) for r in records], next_page_token=token
+        )
+
+    async def GetTradingControls(
+        self, request: orders_pb2.GetTradingControlsRequest, context_: grpc.aio.ServicerContext
+    ) -> orders_pb2.TradingControls:
+        if request.name and request.name != wire.CONTROLS_NAME:
+            raise InvalidArgument(f"name must be {wire.CONTROLS_NAME}", reason="INVALID_NAME", field="name")
+        return wire.controls_to_proto(await self.controls.refresh())
+
+    async def UpdateTradingControls(
+        self, request: orders_pb2.UpdateTradingControlsRequest, context_: grpc.aio.ServicerContext
+    ) -> orders_pb2.TradingControls:
+        given = request.trading_controls
+        if given.name and given.name != wire.CONTROLS_NAME:
+            raise InvalidArgument(
+                f"trading_controls.name must be {wire.CONTROLS_NAME}",
+                reason="INVALID_NAME",
+                field="trading_controls.name",
+            )
+        requested = TradingControls(
+            trading_halted=given.trading_halted,
+            halt_reason=given.halt_reason,
+            halted_symbols=frozenset(given.halted_symbols),
+        )
+        request_id = _optional_request_id(request.request_id)
+        updated = await self.controls.update(requested, list(request.update_mask.paths), request_id)
+        return wire.controls_to_proto(updated)

@@ -1,0 +1,310 @@
+"""Domain objects ↔ their protobuf forms: gRPC responses, the order events and commands the
+outbox publishes, and the execution reports the consumer reads. The one place the OMS's
+domain meets protobuf."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import TypeVar
+
+from google.protobuf import timestamp_pb2
+
+from brokermesh.exec.v1 import execution_report_pb2
+from brokermesh.orders.v1 import order_command_pb2, orders_pb2
+from brokermesh.type.v1 import decimal_pb2, trading_pb2
+from svc_orders.app.ports import CommandKind, ReportEnvelope
+from svc_orders.domain.model import (
+    EventType,
+    ExchangeReport,
+    ExchangeStatus,
+    ExecType,
+    Fill,
+    Order,
+    OrderType,
+    Product,
+    Side,
+    Status,
+    TimeInForce,
+)
+from svc_orders.domain.risk import TradingControls
+from svc_runtime.decimals import format_decimal, parse_decimal
+from svc_runtime.ids import new_id
+
+CONTROLS_NAME = "tradingControls"
+
+
+E = TypeVar("E", bound=StrEnum)
+
+
+def _to_enum(value: int, names: dict[int, str], prefix: str, enum: type[E]) -> E | None:
+    if value not in names:
+        raise ValueError(f"unknown enum value {value}")
+    name = names[value]
+    if name.endswith("_UNSPECIFIED"):
+        return None
+    return enum(name.removeprefix(prefix))
+
+
+def _names(enum_wrapper: object) -> dict[int, str]:
+    return {number: name for name, number in enum_wrapper.items()}  # type: ignore[attr-defined]
+
+
+_SIDE = _names(trading_pb2.Side)
+_TYPE = _names(trading_pb2.OrderType)
+_TIF = _names(trading_pb2.TimeInForce)
+_PRODUCT = _names(trading_pb2.Product)
+_EXEC_TYPE = _names(execution_report_pb2.ExecType)
+_ORD_STATUS = _names(execution_report_pb2.OrdStatus)
+_STATUS = _names(orders_pb2.OrderStatus)
+
+
+def side_from(value: int) -> Side | None:
+    return _to_enum(value, _SIDE, "SIDE_", Side)
+
+
+def type_from(value: int) -> OrderType | None:
+    return _to_enum(value, _TYPE, "ORDER_TYPE_", OrderType)
+
+
+def tif_from(value: int) -> TimeInForce | None:
+    return _to_enum(value, _TIF, "TIME_IN_FORCE_", TimeInForce)
+
+
+def product_from(value: int) -> Product | None:
+    return _to_enum(value, _PRODUCT, "PRODUCT_", Product)
+
+
+def status_from(value: int) -> Status | None:
+    return _to_enum(value, _STATUS, "ORDER_STATUS_", Status)
+
+
+def side_to(side: Side) -> int:
+    return trading_pb2.Side.Value(f"SIDE_{side}")
+
+
+def type_to(order_type: OrderType) -> int:
+    return trading_pb2.OrderType.Value(f"ORDER_TYPE_{order_type}")
+
+
+def tif_to(tif: TimeInForce) -> int:
+    return trading_pb2.TimeInForce.Value(f"TIME_IN_FORCE_{tif}")
+
+
+def product_to(product: Product) -> int:
+    return trading_pb2.Product.Value(f"PRODUCT_{product}")
+
+
+def status_to(status: Status) -> int:
+    return orders_pb2.OrderStatus.Value(f"ORDER_STATUS_{status.public}")
+
+
+def event_type_to(event: EventType) -> int:
+    return orders_pb2.OrderEventType.Value(f"ORDER_EVENT_TYPE_{event}")
+
+
+def _decimal(value: Decimal | None) -> decimal_pb2.Decimal | None:
+    return None if value is None else decimal_pb2.Decimal(value=format_decimal(value))
+
+
+def timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
+    if value is None:
+        return None
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(value.astimezone(UTC))
+    return stamp
+
+
+def order_name(user_id: str, order_id: str) -> str:
+    return f"users/{user_id}/orders/{order_id}"
+
+
+def order_to_proto(order: Order) -> orders_pb2.Order:
+    return orders_pb2.Order(
+        name=order_name(order.user_id, order.order_id),
+        order_id=order.order_id,
+        user_id=order.user_id,
+        client_order_id=order.client_order_id,
+        symbol=order.symbol,
+        side=side_to(order.side),
+        type=type_to(order.type),
+        time_in_force=tif_to(order.time_in_force),
+        product=product_to(order.product),
+        quantity=order.quantity,
+        limit_price=_decimal(order.limit_price),
+        stop_price=_decimal(order.stop_price),
+        status=status_to(order.status),
+        filled_quantity=order.filled_quantity,
+        leaves_quantity=order.leaves_quantity,
+        average_price=_decimal(order.average_price),
+        status_reason=order.status_reason,
+        version=order.version,
+        create_time=timestamp(order.create_time),
+        update_time=timestamp(order.update_time),
+        exchange_order_id=order.exchange_order_id,
+        protection_price=_decimal(order.protection_price),
+    )
+
+
+def trade_to_proto(fill: Fill, order: Order) -> orders_pb2.Trade:
+    return orders_pb2.Trade(
+        name=f"users/{order.user_id}/trades/{fill.exec_id}",
+        exec_id=fill.exec_id,
+        order_id=fill.order_id,
+        symbol=order.symbol,
+        side=side_to(order.side),
+        quantity=fill.quantity,
+        price=_decimal(fill.price),
+        execute_time=timestamp(fill.execute_time),
+        product=product_to(order.product),
+    )
+
+
+def event_to_proto(
+    *, event_id: str, event: EventType, order: Order, fill: Fill | None, when: datetime, request_id: str
+) -> orders_pb2.OrderEvent:
+    return orders_pb2.OrderEvent(
+        event_id=event_id,
+        type=event_type_to(event),
+        order=order_to_proto(order),
+        trade=trade_to_proto(fill, order) if fill is not None else None,
+        event_time=timestamp(when),
+        request_id=request_id,
+    )
+
+
+def _exchange_type(order_type: OrderType) -> OrderType:
+    # Market protection: MARKET goes out as a LIMIT at the protection price, and SL-M as
+    # SL at it, so no fill can cost more than was blocked.
+    return {OrderType.MARKET: OrderType.LIMIT, OrderType.STOP: OrderType.STOP_LIMIT}.get(
+        order_type, order_type
+    )
+
+
+def command_for(
+    order: Order, kind: CommandKind, when: datetime, request_id: str
+) -> order_command_pb2.OrderCommand:
+    command = order_command_pb2.OrderCommand(
+        command_id=new_id("cmd"),
+        order_id=order.order_id,
+        user_id=order.user_id,
+        order_version=order.version,
+        issue_time=timestamp(when),
+        request_id=request_id,
+    )
+    if kind is CommandKind.NEW:
+        command.new_order.CopyFrom(
+            order_command_pb2.NewOrderCommand(
+                symbol=order.symbol,
+                side=side_to(order.side),
+                type=type_to(_exchange_type(order.type)),
+                time_in_force=tif_to(order.time_in_force),
+                product=product_to(order.product),
+                quantity=order.quantity,
+                limit_price=_decimal(order.exchange_limit_price),
+                stop_price=_decimal(order.stop_price),
+            )
+        )
+    elif kind is CommandKind.CANCEL:
+        command.cancel_order.CopyFrom(
+            order_command_pb2.CancelOrderCommand(
+                symbol=order.symbol, side=side_to(order.side), quantity=order.quantity
+            )
+        )
+    elif kind is CommandKind.REPLACE:
+        pending = order.pending
+        assert pending is not None and pending.kind == "REPLACE"
+        limit = (
+            pending.limit_price
+            if order.type in (OrderType.LIMIT, OrderType.STOP_LIMIT)
+            else pending.protection_price
+        )
+        command.replace_order.CopyFrom(
+            order_command_pb2.ReplaceOrderCommand(
+                symbol=order.symbol,
+                side=side_to(order.side),
+                type=type_to(_exchange_type(order.type)),
+                quantity=pending.quantity or order.quantity,
+                limit_price=_decimal(limit),
+                stop_price=_decimal(pending.stop_price),
+                time_in_force=tif_to(order.time_in_force),
+            )
+        )
+    else:
+        command.order_status.CopyFrom(
+            order_command_pb2.OrderStatusCommand(symbol=order.symbol, side=side_to(order.side))
+        )
+    return command
+
+
+def _report_decimal(message: decimal_pb2.Decimal, field: str) -> Decimal | None:
+    if not message.value:
+        return None
+    return parse_decimal(message.value, field=field, max_places=8)
+
+
+def report_from_proto(message: execution_report_pb2.ExecutionReport, payload: bytes = b"") -> ReportEnvelope:
+    exec_type = _to_enum(message.exec_type, _EXEC_TYPE, "EXEC_TYPE_", ExecType)
+    if exec_type is None:
+        raise ValueError(f"execution report {message.exec_id} has no exec type")
+    ord_status = (
+        _to_enum(message.ord_status, _ORD_STATUS, "ORD_STATUS_", ExchangeStatus) or ExchangeStatus.UNKNOWN
+    )
+    transact = message.transact_time.ToDatetime(tzinfo=UTC) if message.HasField("transact_time") else None
+    report = ExchangeReport(
+        exec_id=message.exec_id,
+        exec_type=exec_type,
+        ord_status=ord_status,
+        order_quantity=message.order_quantity,
+        last_quantity=message.last_quantity,
+        last_price=_report_decimal(message.last_price, "last_price"),
+        cumulative_quantity=message.cumulative_quantity,
+        leaves_quantity=message.leaves_quantity,
+        limit_price=_report_decimal(message.limit_price, "limit_price"),
+        exchange_order_id=message.exchange_order_id,
+        text=message.text,
+        transact_time=transact,
+    )
+    return ReportEnvelope(
+        report=report,
+        order_id=message.order_id,
+        user_id=message.user_id,
+        request_id=message.request_id,
+        payload=payload,
+    )
+
+
+def audit_record_to_proto(row: dict[str, object]) -> orders_pb2.AuditRecord:
+    def status(value: object) -> int:
+        return status_to(Status(str(value))) if value else orders_pb2.ORDER_STATUS_UNSPECIFIED
+
+    return orders_pb2.AuditRecord(
+        record_id=int(row["record_id"]),  # type: ignore[call-overload]
+        record_time=timestamp(row["record_time"]),  # type: ignore[arg-type]
+        action=str(row["action"]),
+        actor=str(row["actor"]),
+        request_id=str(row["request_id"]),
+        client_ip=str(row["client_ip"]),
+        user_id=str(row["user_id"]),
+        order_id=str(row["order_id"] or ""),
+        order_version=int(row["order_version"] or 0),  # type: ignore[call-overload]
+        from_status=status(row["from_status"]),
+        to_status=status(row["to_status"]),
+        exec_id=str(row["exec_id"]),
+        last_price=_decimal(row["last_price"]),  # type: ignore[arg-type]
+        bid_price=_decimal(row["bid_price"]),  # type: ignore[arg-type]
+        ask_price=_decimal(row["ask_price"]),  # type: ignore[arg-type]
+        detail=str(row["detail"]),
+    )
+
+
+def controls_to_proto(controls: TradingControls) -> orders_pb2.TradingControls:
+    return orders_pb2.TradingControls(
+        name=CONTROLS_NAME,
+        trading_halted=controls.trading_halted,
+        halt_reason=controls.halt_reason,
+        halted_symbols=sorted(controls.halted_symbols),
+        version=controls.version,
+        update_time=timestamp(controls.update_time),
+    )
