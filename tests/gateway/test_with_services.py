@@ -1,0 +1,224 @@
+"""Through the gateway to the real services: login, funds, idempotent orders, orders of
+other users, business refusals, and the order-update stream with Last-Event-ID replay.
+
+Each group needs its services to exist; until a colleague's service has landed, its
+tests are skipped with the reason shown in the summary.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import uuid
+from collections.abc import AsyncIterator
+from decimal import Decimal
+
+import httpx
+import pytest
+
+from svc_runtime import admin
+from svc_runtime.stack import SERVICE_NAMES, Stack
+from tests.conftest import new_stack
+from tests.gateway.conftest import events, eventually, next_event
+from tests.gateway.test_http_edge import assert_problem
+from tests.support.infra import SharedInfra, unique_name
+
+pytestmark = pytest.mark.e2e
+
+
+def landed(*services: str) -> bool:
+    return all(importlib.util.find_spec(f"{name}.main") is not None for name in services)
+
+
+needs_funds = pytest.mark.skipif(not landed("svc_funds"), reason="svc_funds has not landed yet")
+needs_all = pytest.mark.skipif(not landed(*SERVICE_NAMES), reason="not every service has landed yet")
+
+
+async def open_account(stack: Stack, deposit: str) -> tuple[str, str, str]:
+    username, password = unique_name("u"), "pw-" + unique_name("")
+    created = await admin.create_user(stack.plan.target("svc_funds"), username, password, username, deposit)
+    return username, password, created["account"]["user_id"]
+
+
+async def login(client: httpx.AsyncClient, username: str, password: str) -> dict[str, str]:
+    response = await client.post("/v1/sessions", json={"username": username, "password": password})
+    assert response.status_code == 200, response.text
+    return {"Authorization": f"Bearer {response.json()['accessToken']}"}
+
+
+@pytest.fixture(scope="module")
+async def funds_stack(infra: SharedInfra, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
+    env = {"BROKERMESH_GATEWAY_LOGIN_FREE_FAILURES": "3"}
+    stack = await new_stack(infra, tmp_path_factory.mktemp("funds"), ["svc_funds", "gateway"], env)
+    yield stack
+    with contextlib.suppress(Exception):
+        await stack.stop()
+
+
+@pytest.fixture(scope="module")
+async def full_stack(infra: SharedInfra, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
+    stack = await new_stack(infra, tmp_path_factory.mktemp("full"))
+    yield stack
+    with contextlib.suppress(Exception):
+        await stack.stop()
+
+
+@needs_funds
+async def test_login_then_exact_funds_and_ledger(funds_stack: Stack) -> None:
+    username, password, user_id = await open_account(funds_stack, "100000.50")
+    async with httpx.AsyncClient(base_url=funds_stack.plan.gateway_url, timeout=30) as client:
+        session = await client.post("/v1/sessions", json={"username": username, "password": password})
+        assert session.status_code == 200, session.text
+        assert session.headers["cache-control"] == "no-store"
+        assert session.json()["userId"] == user_id and session.json()["tokenType"] == "Bearer"
+        auth = {"Authorization": f"Bearer {session.json()['accessToken']}"}
+        funds = await client.get("/v1/funds", headers=auth)
+        assert funds.status_code == 200, funds.text
+        assert b'"available":100000.50' in funds.content
+        assert Decimal(str(funds.json()["blocked"])) == 0
+        ledger = (await client.get("/v1/funds/ledger", params={"pageSize": 10}, headers=auth)).json()
+        assert any(
+            e["kind"] == "DEPOSIT" and Decimal(str(e["amount"])) == Decimal("100000.50")
+            for e in ledger["entries"]
+        )
+
+
+@needs_funds
+async def test_failed_logins_say_the_same_thing_and_are_throttled(funds_stack: Stack) -> None:
+    username, password, _ = await open_account(funds_stack, "0")
+    async with httpx.AsyncClient(base_url=funds_stack.plan.gateway_url, timeout=30) as client:
+        wrong = await client.post("/v1/sessions", json={"username": username, "password": "not-it"})
+        nobody = await client.post("/v1/sessions", json={"username": unique_name("ghost"), "password": "x"})
+        assert_problem(wrong, 401)
+        assert_problem(nobody, 401)
+        assert wrong.json()["detail"] == nobody.json()["detail"]
+        assert wrong.json()["reason"] == nobody.json()["reason"]
+        for _ in range(2):
+            await client.post("/v1/sessions", json={"username": username, "password": "not-it"})
+        throttled = await client.post("/v1/sessions", json={"username": username, "password": password})
+        assert_problem(throttled, 429, "LOGIN_THROTTLED")
+        assert int(throttled.headers["retry-after"]) >= 1
+
+
+ORDER = {"symbol": "INFY", "side": "BUY", "type": "LIMIT", "quantity": 2, "limitPrice": "1400.00"}
+
+
+@needs_all
+async def test_orders_are_idempotent_per_key(full_stack: Stack) -> None:
+    username, password, _ = await open_account(full_stack, "100000.00")
+    async with httpx.AsyncClient(base_url=full_stack.plan.gateway_url, timeout=30) as client:
+        auth = await login(client, username, password)
+        key = str(uuid.uuid4())
+        first = await client.post("/v1/orders", json=ORDER, headers={**auth, "Idempotency-Key": key})
+        assert first.status_code == 201, first.text
+        order = first.json()
+        assert order["clientOrderId"] == key and order["status"] == "PENDING_EXCHANGE"
+        assert first.headers["location"] == f"/v1/orders/{order['orderId']}"
+        again = await client.post("/v1/orders", json=ORDER, headers={**auth, "Idempotency-Key": key})
+        assert again.status_code == 201, again.text
+        assert again.json()["orderId"] == order["orderId"]
+        # The same key in the body is the same key.
+        by_body = await client.post("/v1/orders", json={**ORDER, "clientOrderId": key}, headers=auth)
+        assert by_body.json()["orderId"] == order["orderId"]
+        different = await client.post(
+            "/v1/orders", json={**ORDER, "quantity": 3}, headers={**auth, "Idempotency-Key": key}
+        )
+        assert_problem(different, 409)
+        listed = (await client.get("/v1/orders", headers=auth)).json()["orders"]
+        assert [o["orderId"] for o in listed if o["clientOrderId"] == key] == [order["orderId"]]
+        assert len(listed) == 1
+        await client.post(f"/v1/orders/{order['orderId']}:cancel", headers=auth)
+
+
+@needs_all
+async def test_another_users_order_is_not_found(full_stack: Stack) -> None:
+    owner_name, owner_password, _ = await open_account(full_stack, "100000.00")
+    other_name, other_password, _ = await open_account(full_stack, "100000.00")
+    async with httpx.AsyncClient(base_url=full_stack.plan.gateway_url, timeout=30) as client:
+        owner = await login(client, owner_name, owner_password)
+        other = await login(client, other_name, other_password)
+        placed = await client.post(
+            "/v1/orders", json=ORDER, headers={**owner, "Idempotency-Key": str(uuid.uuid4())}
+        )
+        assert placed.status_code == 201, placed.text
+        order_id = placed.json()["orderId"]
+        assert_problem(await client.get(f"/v1/orders/{order_id}", headers=other), 404)
+        assert_problem(await client.post(f"/v1/orders/{order_id}:cancel", headers=other), 404)
+        assert_problem(
+            await client.post(f"/v1/orders/{order_id}:modify", json={"quantity": 1}, headers=other), 404
+        )
+        trades = await client.get("/v1/trades", params={"orderId": order_id}, headers=other)
+        assert trades.status_code in (200, 404)
+        if trades.status_code == 200:
+            assert trades.json()["trades"] == []
+        # The owner's order is untouched by all that.
+        mine = (await client.get(f"/v1/orders/{order_id}", headers=owner)).json()
+        assert mine["status"] not in ("CANCELLED", "PENDING_CANCEL") and mine["quantity"] == 2
+        await client.post(f"/v1/orders/{order_id}:cancel", headers=owner)
+
+
+@needs_all
+async def test_refused_orders_change_nothing(full_stack: Stack) -> None:
+    username, password, _ = await open_account(full_stack, "1000.00")
+    async with httpx.AsyncClient(base_url=full_stack.plan.gateway_url, timeout=30) as client:
+        auth = await login(client, username, password)
+        broke = await client.post(
+            "/v1/orders",
+            json={**ORDER, "quantity": 100},
+            headers={**auth, "Idempotency-Key": str(uuid.uuid4())},
+        )
+        assert_problem(broke, 422, "INSUFFICIENT_FUNDS")
+        bad_tick = await client.post(
+            "/v1/orders",
+            json={**ORDER, "limitPrice": "1400.03"},
+            headers={**auth, "Idempotency-Key": str(uuid.uuid4())},
+        )
+        body = assert_problem(bad_tick, 400)
+        assert body["fieldViolations"]
+        no_price = await client.post(
+            "/v1/orders",
+            json={k: v for k, v in ORDER.items() if k != "limitPrice"},
+            headers={**auth, "Idempotency-Key": str(uuid.uuid4())},
+        )
+        assert_problem(no_price, 400)
+        assert (await client.get("/v1/orders", headers=auth)).json()["orders"] == []
+        funds = (await client.get("/v1/funds", headers=auth)).json()
+        assert Decimal(str(funds["available"])) == Decimal("1000.00")
+        assert Decimal(str(funds["blocked"])) == 0
+
+
+@needs_all
+async def test_order_updates_stream_and_replay_after_last_event_id(full_stack: Stack) -> None:
+    username, password, _ = await open_account(full_stack, "100000.00")
+    async with httpx.AsyncClient(base_url=full_stack.plan.gateway_url, timeout=30) as client:
+        auth = await login(client, username, password)
+        async with client.stream("GET", "/v1/orders/stream", headers=auth) as response:
+            assert response.status_code == 200
+            stream = events(response)
+            assert (await next_event(stream)).event == "retry"
+            placed = await client.post(
+                "/v1/orders", json=ORDER, headers={**auth, "Idempotency-Key": str(uuid.uuid4())}
+            )
+            assert placed.status_code == 201, placed.text
+            order_id = placed.json()["orderId"]
+            first = await next_event(stream, timeout=30)
+            assert first.event == "order_update" and first.id
+            assert first.json()["order"]["orderId"] == order_id
+            cancelled = await client.post(f"/v1/orders/{order_id}:cancel", headers=auth)
+            assert cancelled.status_code == 200, cancelled.text
+            seen = [first]
+
+            async def terminal() -> bool:
+                seen.append(await next_event(stream, timeout=30))
+                return seen[-1].json()["order"]["status"] == "CANCELLED"
+
+            await eventually(terminal)
+        # Reconnect after the first event: everything after it is replayed, in order.
+        async with client.stream(
+            "GET", "/v1/orders/stream", headers={**auth, "Last-Event-ID": first.id}
+        ) as replay:
+            assert replay.status_code == 200
+            stream = events(replay)
+            await next_event(stream)  # retry
+            replayed = [await next_event(stream, timeout=30) for _ in seen[1:]]
+            assert [e.id for e in replayed] == [e.id for e in seen[1:]]
