@@ -172,11 +172,11 @@ class FixMarketFeed:
             host=host,
             port=port,
             store_dir=store_dir,
+            log_dir=log_dir,
         )
         store = fix.FileStoreFactory(settings)
         if message_log:
             log_dir.mkdir(parents=True, exist_ok=True)
-            settings.get().setString("FileLogPath", str(log_dir))
             self.initiator = fix.SocketInitiator(application, store, settings, fix.FileLogFactory(settings))
         else:
             # Every tick through a file log costs more than the tick itself; session events

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ from svc_runtime import config
 from svc_runtime.grpc_client import channel
 from svc_runtime.stack import Stack
 from tests.conftest import new_stack
-from tests.marketdata.fix_exchange import ExchangeDouble
+from tests.marketdata.fix_exchange import DEFAULT_LISTING, ExchangeDouble, synthetic_listing
 from tests.support.infra import SharedInfra
 
 T = TypeVar("T")
@@ -55,6 +56,12 @@ class MarketDataProcess:
     def log(self) -> str:
         return (self.stack.log_dir / "svc_marketdata.log").read_text(errors="replace")
 
+    async def metrics(self) -> str:
+        """The process's Prometheus metrics page."""
+        port = self.stack.plan.ports["svc_marketdata"]["metrics"]
+        url = f"http://127.0.0.1:{port}/metrics"
+        return await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read().decode())
+
 
 def env_for(exchange: ExchangeDouble, **extra: str) -> dict[str, str]:
     return {
@@ -85,7 +92,8 @@ async def close(process: MarketDataProcess) -> None:
 
 @pytest.fixture(scope="module")
 def module_exchange(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ExchangeDouble]:
-    exchange = ExchangeDouble(tmp_path_factory.mktemp("exchange")).start()
+    listing = [*DEFAULT_LISTING, *synthetic_listing(40)]
+    exchange = ExchangeDouble(tmp_path_factory.mktemp("exchange"), listing).start()
     yield exchange
     exchange.stop()
 

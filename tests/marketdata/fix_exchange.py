@@ -102,6 +102,11 @@ def fix_time(at: datetime) -> tuple[str, str]:
 
 
 class ExchangeDouble(fix.Application):  # type: ignore[misc]
+    """Only one may run in a process at a time: quickfix registers sessions process-wide, and
+    two acceptors of the same session (EXCHANGE ← BROKER_MD) would steal each other's logons."""
+
+    _running: ExchangeDouble | None = None
+
     def __init__(self, work_dir: Path, listing: Sequence[Listed] = DEFAULT_LISTING, port: int = 0) -> None:
         super().__init__()
         self.listing = list(listing)
@@ -119,16 +124,28 @@ class ExchangeDouble(fix.Application):  # type: ignore[misc]
         cfg = work_dir / "acceptor.cfg"
         cfg.write_text(ACCEPTOR_CFG.format(port=self.port, dictionary=data_dictionary(), store=store))
         settings = fix.SessionSettings(str(cfg))
-        self.acceptor = fix.SocketAcceptor(self, fix.FileStoreFactory(settings), settings)
+        self.acceptor: fix.SocketAcceptor | None = fix.SocketAcceptor(
+            self, fix.FileStoreFactory(settings), settings
+        )
 
     # --- lifecycle -----------------------------------------------------------------------
 
     def start(self) -> ExchangeDouble:
+        if ExchangeDouble._running is not None:
+            raise RuntimeError("another ExchangeDouble is running in this process; stop it first")
+        ExchangeDouble._running = self
+        assert self.acceptor is not None, "a stopped double cannot be restarted"
         self.acceptor.start()
         return self
 
     def stop(self) -> None:
-        self.acceptor.stop()
+        if self.acceptor is not None:
+            self.acceptor.stop()
+            # Destroying the acceptor unregisters its session from quickfix's process-wide
+            # registry, so a later double can use the same session id.
+            self.acceptor = None
+        if ExchangeDouble._running is self:
+            ExchangeDouble._running = None
 
     @property
     def logged_on(self) -> bool:
@@ -234,11 +251,17 @@ class ExchangeDouble(fix.Application):  # type: ignore[misc]
                 message.addGroup(group)
             self._send(message)
 
-    def send_updates(self, entries: Iterable[Entry], at: datetime | None = None) -> None:
-        """One incremental refresh (35=X) with these entries; the books follow."""
+    def send_updates(
+        self, entries: Iterable[Entry], at: datetime | None = None, poss_dup: bool = False
+    ) -> None:
+        """One incremental refresh (35=X) with these entries; the books follow. `poss_dup`
+        marks it as a possible duplicate (43=Y), as a resend of old history would be."""
         date, time_text = fix_time(at or datetime.now(UTC))
         message = fix.Message()
         message.getHeader().setField(fix.MsgType("X"))
+        if poss_dup:
+            message.getHeader().setField(fix.StringField(43, "Y"))
+            message.getHeader().setField(fix.StringField(122, f"{date}-{time_text}"))
         with self._lock:
             for entry in entries:
                 self._track(entry)
