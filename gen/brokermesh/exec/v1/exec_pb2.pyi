@@ -14,7 +14,7 @@ class GetSessionStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class SessionStatus(_message.Message):
-    __slots__ = ("session_id", "logged_on", "next_sender_seq_num", "next_target_seq_num", "last_receive_time", "commands_sent", "reports_published")
+    __slots__ = ("session_id", "logged_on", "next_sender_seq_num", "next_target_seq_num", "last_receive_time", "commands_sent", "reports_published", "active", "reports_pending", "safe_next_target_seq_num", "last_send_time")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     LOGGED_ON_FIELD_NUMBER: _ClassVar[int]
     NEXT_SENDER_SEQ_NUM_FIELD_NUMBER: _ClassVar[int]
@@ -22,6 +22,10 @@ class SessionStatus(_message.Message):
     LAST_RECEIVE_TIME_FIELD_NUMBER: _ClassVar[int]
     COMMANDS_SENT_FIELD_NUMBER: _ClassVar[int]
     REPORTS_PUBLISHED_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_FIELD_NUMBER: _ClassVar[int]
+    REPORTS_PENDING_FIELD_NUMBER: _ClassVar[int]
+    SAFE_NEXT_TARGET_SEQ_NUM_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEND_TIME_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     logged_on: bool
     next_sender_seq_num: int
@@ -29,7 +33,11 @@ class SessionStatus(_message.Message):
     last_receive_time: _timestamp_pb2.Timestamp
     commands_sent: int
     reports_published: int
-    def __init__(self, session_id: _Optional[str] = ..., logged_on: _Optional[bool] = ..., next_sender_seq_num: _Optional[int] = ..., next_target_seq_num: _Optional[int] = ..., last_receive_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., commands_sent: _Optional[int] = ..., reports_published: _Optional[int] = ...) -> None: ...
+    active: bool
+    reports_pending: int
+    safe_next_target_seq_num: int
+    last_send_time: _timestamp_pb2.Timestamp
+    def __init__(self, session_id: _Optional[str] = ..., logged_on: _Optional[bool] = ..., next_sender_seq_num: _Optional[int] = ..., next_target_seq_num: _Optional[int] = ..., last_receive_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., commands_sent: _Optional[int] = ..., reports_published: _Optional[int] = ..., active: _Optional[bool] = ..., reports_pending: _Optional[int] = ..., safe_next_target_seq_num: _Optional[int] = ..., last_send_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class GetExchangeOrderStatusRequest(_message.Message):
     __slots__ = ("order_id", "timeout_ms")
