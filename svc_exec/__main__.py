@@ -1,0 +1,3 @@
+from svc_exec.main import main
+
+main()

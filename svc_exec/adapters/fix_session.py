@@ -1,0 +1,340 @@
+"""The FIX order-entry session: quickfix's initiator, kept thin.
+
+quickfix calls back on its own thread. The callbacks here only read the message into plain
+domain values, register its sequence number as pending publication, and hand it to the
+event loop (`ThreadBridge`); they never wait on the loop, except to bound the backlog when
+JetStream is unreachable. Sending happens on the loop thread (quickfix's session mutex
+makes that safe; the binding releases the GIL while it waits).
+
+Session recovery is quickfix's: persistent FileStore, sequence numbers kept across
+reconnects (ResetOn* = N), ResendRequest and SequenceReset-GapFill handled, reconnect every
+ReconnectInterval. On top of it, before logon the expected incoming sequence number is
+lowered to the first one not yet safely published (see `svc_exec.domain.sequence`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import quickfix as fix
+from prometheus_client import Counter, Gauge
+
+from svc_exec.adapters import fix_messages as fm
+from svc_exec.domain.commands import Amendment, NewOrder, ReplaceOrder
+from svc_exec.domain.model import Inbound, Side
+from svc_exec.domain.sequence import InboundProgress
+from svc_runtime.fix import ThreadBridge, get_text, load_settings
+
+log = logging.getLogger(__name__)
+
+LOGGED_ON = Gauge("exec_fix_logged_on", "1 while the FIX order-entry session is logged on")
+NEXT_SENDER = Gauge("exec_fix_next_sender_seq_num", "Next outgoing FIX sequence number")
+NEXT_TARGET = Gauge("exec_fix_next_target_seq_num", "Next expected incoming FIX sequence number")
+LOGONS = Counter("exec_fix_logons_total", "FIX logons")
+MESSAGES_SENT = Counter("exec_fix_messages_sent_total", "Application messages sent", ["msg_type"])
+MALFORMED = Counter("exec_fix_malformed_total", "Incoming messages svc_exec could not read")
+BACKLOG_STALLS = Counter("exec_fix_backlog_stalls_total", "Times the FIX thread waited for JetStream")
+
+InboundSink = Callable[[int | None, Inbound], None]
+
+
+class FileStoreReader:
+    """Reads quickfix's FileStore of outgoing messages: `<prefix>.header` indexes
+    `seq,offset,size` entries into `<prefix>.body`. Used only after a crash, to tell
+    whether a recorded command made it into the store."""
+
+    def __init__(self, store_dir: Path, session_id: fix.SessionID) -> None:
+        prefix = "-".join(
+            (
+                session_id.getBeginString().getValue(),
+                session_id.getSenderCompID().getValue(),
+                session_id.getTargetCompID().getValue(),
+            )
+        )
+        self.header = store_dir / f"{prefix}.header"
+        self.body = store_dir / f"{prefix}.body"
+        self.session_file = store_dir / f"{prefix}.session"
+
+    def created_at(self) -> datetime:
+        """When this generation of the store began (quickfix writes it on creation and reset)."""
+        text = self.session_file.read_text().strip() if self.session_file.exists() else ""
+        try:
+            return datetime.strptime(text[:17], "%Y%m%d-%H:%M:%S").replace(tzinfo=UTC)
+        except ValueError:
+            return datetime.fromtimestamp(0, UTC)
+
+    def message(self, seq: int) -> str | None:
+        if not self.header.exists():
+            return None
+        entries = self.header.read_text().split()
+        for entry in reversed(entries):
+            number, offset, size = (int(part) for part in entry.split(","))
+            if number == seq:
+                with self.body.open("rb") as body:
+                    body.seek(offset)
+                    return body.read(size).decode("latin-1")
+        return None
+
+    def contains(self, cl_ord_id: str, msg_type: str) -> bool:
+        if not self.body.exists():
+            return False
+        data = self.body.read_bytes()
+        needle = b"\x0111=" + cl_ord_id.encode() + b"\x01"
+        wanted = b"\x0135=" + msg_type.encode() + b"\x01"
+        position = data.find(needle)
+        while position != -1:
+            start = data.rfind(b"8=FIX", 0, position)
+            if start != -1 and wanted in data[start:position]:
+                return True
+            position = data.find(needle, position + 1)
+        return False
+
+
+class _Application(fix.Application):
+    """quickfix's callbacks, forwarded to `FixSession` (runs on the FIX thread)."""
+
+    def __init__(self, owner: FixSession) -> None:
+        super().__init__()
+        self.owner = owner
+
+    def onCreate(self, session_id: fix.SessionID) -> None:
+        self.owner.session_id = session_id
+
+    def onLogon(self, session_id: fix.SessionID) -> None:
+        self.owner.on_logon_thread()
+
+    def onLogout(self, session_id: fix.SessionID) -> None:
+        self.owner.on_logout_thread()
+
+    def toAdmin(self, message: fix.Message, session_id: fix.SessionID) -> None:
+        pass
+
+    def toApp(self, message: fix.Message, session_id: fix.SessionID) -> None:
+        pass
+
+    def fromAdmin(self, message: fix.Message, session_id: fix.SessionID) -> None:
+        self.owner.on_message_thread(message, admin=True)
+
+    def fromApp(self, message: fix.Message, session_id: fix.SessionID) -> None:
+        self.owner.on_message_thread(message, admin=False)
+
+
+class FixSession:
+    """The order-entry session as svc_exec's ports see it (`OrderEntry`, `InboundCursor`)."""
+
+    def __init__(
+        self,
+        *,
+        template: Path,
+        workdir: Path,
+        host: str,
+        port: int,
+        loop: asyncio.AbstractEventLoop,
+        sink: InboundSink,
+        on_logon: Callable[[], None] = lambda: None,
+        on_logout: Callable[[], None] = lambda: None,
+        max_backlog: int = 20_000,
+    ) -> None:
+        self.workdir = workdir
+        self.store_dir = workdir / "store"
+        self.settings = load_settings(
+            template,
+            workdir / "initiator.cfg",
+            host=host,
+            port=port,
+            store_dir=self.store_dir,
+            log_dir=workdir / "log",
+        )
+        self.bridge = ThreadBridge(loop)
+        self.sink = sink
+        self._on_logon = on_logon
+        self._on_logout = on_logout
+        self.session_id: fix.SessionID | None = None
+        self.progress = InboundProgress()
+        self._lock = threading.Lock()
+        self._backlog = threading.BoundedSemaphore(max_backlog)
+        self._logged_on = asyncio.Event()
+        self.last_receive_time: float | None = None
+        self.last_send_time: float | None = None
+        self.application = _Application(self)
+        self.store_factory = fix.FileStoreFactory(self.settings)
+        self.log_factory = fix.FileLogFactory(self.settings)
+        # Creating the initiator creates (and loads) the session, but does not connect.
+        self.initiator = fix.SocketInitiator(
+            self.application, self.store_factory, self.settings, self.log_factory
+        )
+        if self.session_id is None:
+            raise RuntimeError("the FIX settings define no session")
+        self.session = fix.Session.lookupSession(self.session_id)
+        self.reader = FileStoreReader(self.store_dir, self.session_id)
+
+    # --- lifecycle ------------------------------------------------------------------------------
+    @property
+    def session_key(self) -> str:
+        assert self.session_id is not None
+        return self.session_id.toString()
+
+    @property
+    def store_created_at(self) -> datetime:
+        # A new trading day or a manual reset starts a new store generation.
+        return self.reader.created_at()
+
+    @property
+    def store_created(self) -> str:
+        return self.store_created_at.isoformat()
+
+    def resume_from(self, next_target: int) -> None:
+        """Before logon: expect incoming messages from `next_target` on."""
+        current = self.session.getExpectedTargetNum()
+        if next_target < current:
+            log.warning(
+                "lowering the expected incoming sequence number: the exchange will resend what was "
+                "received but not yet published",
+                extra={"from": current, "to": next_target},
+            )
+            self.session.setNextTargetMsgSeqNum(next_target)
+
+    def start(self) -> None:
+        self.initiator.start()
+        log.info("FIX initiator started", extra={"session": self.session_key})
+
+    async def stop(self) -> None:
+        # Logs out and joins quickfix's thread; never block the loop on it.
+        await asyncio.to_thread(self.initiator.stop)
+
+    # --- callbacks (FIX thread) -----------------------------------------------------------------
+    def on_logon_thread(self) -> None:
+        self.bridge.call(self._logon)
+
+    def on_logout_thread(self) -> None:
+        self.bridge.call(self._logout)
+
+    def _logon(self) -> None:
+        LOGONS.inc()
+        LOGGED_ON.set(1)
+        self._logged_on.set()
+        log.info("FIX session logged on", extra={"session": self.session_key, **self.sequence_numbers()})
+        self._on_logon()
+
+    def _logout(self) -> None:
+        LOGGED_ON.set(0)
+        self._logged_on.clear()
+        log.warning("FIX session logged out", extra={"session": self.session_key})
+        self._on_logout()
+
+    def on_message_thread(self, message: fix.Message, *, admin: bool) -> None:
+        self.last_receive_time = time.time()
+        msg_type = fm.msg_type(message)
+        if admin:
+            if msg_type == "5" and message.isSetField(fm.TEXT):
+                log.warning("logout from the exchange", extra={"text": get_text(message, fm.TEXT)})
+            if msg_type != "3":
+                return
+        seq = fm.seq_num(message)
+        try:
+            item = self._read(message, msg_type)
+        except fm.MalformedMessage as error:
+            MALFORMED.inc()
+            log.error("malformed message from the exchange", extra={"error": str(error), "seq": seq})
+            # Standard FIX: reject it at the session level, the exchange sees why.
+            raise fix.IncorrectTagValue(error.tag) from error
+        if item is None:
+            if not admin and msg_type not in ("8", "9", "j"):
+                raise fix.UnsupportedMessageType()
+            return
+        if not self._backlog.acquire(timeout=5.0):
+            # JetStream is not keeping up: hold the FIX thread back (TCP pushes back on the
+            # exchange), but never indefinitely, so the session's own work goes on.
+            BACKLOG_STALLS.inc()
+            log.warning("report backlog full; continuing", extra={"seq": seq})
+        with self._lock:
+            self.progress.received(seq)
+        self.bridge.call(self.sink, seq, item)
+
+    def _read(self, message: fix.Message, msg_type: str) -> Inbound | None:
+        if msg_type == "8":
+            return fm.execution_report(message)
+        if msg_type == "9":
+            return fm.cancel_reject(message)
+        if msg_type in ("j", "3"):
+            referenced = None
+            ref_seq = get_text(message, fm.REF_SEQ_NUM)
+            raw = self.reader.message(int(ref_seq)) if ref_seq and ref_seq.isdigit() else None
+            if raw is not None:
+                referenced = fix.Message(raw, False)
+            return fm.rejection(message, referenced)
+        return None
+
+    # --- InboundCursor (event loop) -----------------------------------------------------------
+    def expected_target(self) -> int:
+        return int(self.session.getExpectedTargetNum())
+
+    def published(self, seq: int) -> None:
+        with self._lock:
+            self.progress.published(seq)
+        # More releases than acquires after a stalled acquire: nothing to give back.
+        with contextlib.suppress(ValueError):
+            self._backlog.release()
+
+    def safe_next(self, expected_target: int) -> int:
+        with self._lock:
+            return self.progress.safe_next(expected_target)
+
+    # --- OrderEntry (event loop) -------------------------------------------------------------------
+    @property
+    def logged_on(self) -> bool:
+        return self._logged_on.is_set()
+
+    async def wait_logged_on(self, timeout: float) -> bool:
+        try:
+            await asyncio.wait_for(self._logged_on.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    def _send(self, message: fix.Message, msg_type: str) -> bool:
+        try:
+            ok = bool(fix.Session.sendToTarget(message, self.session_id))
+        except fix.SessionNotFound:
+            return False
+        self.last_send_time = time.time()
+        MESSAGES_SENT.labels(msg_type).inc()
+        return ok
+
+    def send_new_order(self, cl_ord_id: str, order: NewOrder) -> bool:
+        return self._send(fm.new_order_single(cl_ord_id, order), "D")
+
+    def send_cancel(self, cl_ord_id: str, orig_cl_ord_id: str, order: Amendment) -> bool:
+        return self._send(fm.cancel_request(cl_ord_id, orig_cl_ord_id, order), "F")
+
+    def send_replace(self, cl_ord_id: str, orig_cl_ord_id: str, order: ReplaceOrder) -> bool:
+        return self._send(fm.replace_request(cl_ord_id, orig_cl_ord_id, order), "G")
+
+    def send_status_request(self, cl_ord_id: str, symbol: str, side: Side, request_id: str) -> bool:
+        return self._send(fm.status_request(cl_ord_id, symbol, side, request_id), "H")
+
+    def send_mass_status_request(self, request_id: str) -> bool:
+        return self._send(fm.mass_status_request(request_id), "AF")
+
+    def in_store(self, cl_ord_id: str, msg_type: str, since: datetime | None) -> bool | None:
+        if since is not None and since < self.store_created_at:
+            return None  # the store was reset after the command was recorded
+        return self.reader.contains(cl_ord_id, msg_type)
+
+    # --- state ---------------------------------------------------------------------------------------
+    def sequence_numbers(self) -> dict[str, int]:
+        sender = int(self.session.getExpectedSenderNum())
+        target = int(self.session.getExpectedTargetNum())
+        NEXT_SENDER.set(sender)
+        NEXT_TARGET.set(target)
+        return {"next_sender_seq_num": sender, "next_target_seq_num": target}
+
+    def store_next_target(self) -> int:
+        return int(self.session.getExpectedTargetNum())

@@ -1,0 +1,130 @@
+"""JetStream: the order-command consumer and the execution-report publisher."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+
+from brokermesh.orders.v1 import order_command_pb2
+from svc_exec.adapters.wire import command_from_proto, report_to_proto
+from svc_exec.domain.commands import Command, CommandMeta, Refused
+from svc_exec.domain.model import Addressed
+from svc_runtime import context
+from svc_runtime.messaging import (
+    MSG_ID_HEADER,
+    TYPE_HEADER,
+    DurableConsumer,
+    Topology,
+    decode,
+    request_context_of,
+)
+
+log = logging.getLogger(__name__)
+
+DURABLE = "svc_exec_order_commands"
+
+
+class JetStreamReports:
+    """Publishes reports pipelined (every message on the wire before the first ack is
+    awaited), in order, each with `Nats-Msg-Id` = its dedup id. Raises if any ack is
+    missing; the caller publishes the same reports again."""
+
+    def __init__(self, js: JetStreamContext, topology: Topology, *, ack_timeout: float = 10.0) -> None:
+        self.js = js
+        self.topology = topology
+        self.ack_timeout = ack_timeout
+        self._type = "brokermesh.exec.v1.ExecutionReport"
+
+    async def publish(self, reports: Sequence[Addressed]) -> None:
+        futures = []
+        for addressed in reports:
+            payload = report_to_proto(addressed).SerializeToString()
+            headers = {
+                MSG_ID_HEADER: addressed.msg_id,
+                context.REQUEST_ID_HEADER: addressed.request_id or context.new_request_id(),
+                TYPE_HEADER: self._type,
+            }
+            futures.append(
+                await self.js.publish_async(
+                    self.topology.exec_report_subject(addressed.user_id or "_"),
+                    payload,
+                    headers=headers,
+                    wait_stall=self.ack_timeout,
+                )
+            )
+        if futures:
+            await asyncio.wait_for(asyncio.gather(*futures), self.ack_timeout)
+
+
+Handler = Callable[[Sequence[Command | Refused]], Awaitable[None]]
+
+
+class CommandConsumer:
+    """The durable consumer of order commands. A batch is acknowledged only after the
+    executor returned, i.e. after every send was recorded. While the FIX session is down,
+    the batch waits (its acknowledgement deadline extended) instead of failing."""
+
+    def __init__(
+        self,
+        js: JetStreamContext,
+        topology: Topology,
+        handler: Handler,
+        *,
+        logged_on: Callable[[], bool],
+        wait_logged_on: Callable[[float], Awaitable[bool]],
+        stopping: asyncio.Event,
+        batch_size: int = 256,
+    ) -> None:
+        self.handler = handler
+        self.logged_on = logged_on
+        self.wait_logged_on = wait_logged_on
+        self.stopping = stopping
+        self.consumer = DurableConsumer(
+            js,
+            stream=topology.order_commands_stream,
+            durable=DURABLE,
+            filter_subject=topology.wildcard(topology.order_command_subject("x")),
+            handler=self._handle,
+            batch_size=batch_size,
+        )
+
+    async def run(self) -> None:
+        await self.consumer.run()
+
+    def stop(self) -> None:
+        self.consumer.stop()
+
+    async def _handle(self, msgs: Sequence[Msg]) -> None:
+        while not self.logged_on():
+            if self.stopping.is_set():
+                raise RuntimeError("stopping while the FIX session is down")
+            for msg in msgs:
+                await msg.in_progress()
+            await self.wait_logged_on(10.0)
+        commands: list[Command | Refused] = []
+        for msg in msgs:
+            with context.bind(**vars(request_context_of(msg))):
+                try:
+                    command = command_from_proto(decode(msg, order_command_pb2.OrderCommand))
+                except Exception:
+                    log.error(
+                        "undecodable order command; dropping it",
+                        exc_info=True,
+                        extra={"subject": msg.subject},
+                    )
+                    continue
+                if not command.meta.request_id:
+                    command = _with_request_id(command, context.request_id())
+                commands.append(command)
+        await self.handler(commands)
+
+
+def _with_request_id(command: Command | Refused, request_id: str) -> Command | Refused:
+    from dataclasses import replace
+
+    meta = CommandMeta(command.meta.command_id, command.meta.order_id, command.meta.user_id, request_id)
+    return replace(command, meta=meta)

@@ -1,0 +1,1 @@
+"""Use cases over ports: send commands, publish reports, reconcile with the exchange."""

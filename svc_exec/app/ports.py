@@ -1,0 +1,112 @@
+"""What the executor's use cases need from the outside world."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import Enum
+from typing import Protocol
+
+from svc_exec.domain.commands import Amendment, NewOrder, ReplaceOrder
+from svc_exec.domain.model import Addressed, Side
+from svc_exec.domain.orders import OrderSnapshot, OrderView
+
+
+class Recorded(Enum):
+    """Where a command stands after recording it."""
+
+    FRESH = "fresh"  # recorded now: send it
+    SENT = "sent"  # recorded and sent before: never again
+    UNSURE = "unsure"  # recorded before, send not confirmed: look in the FIX store
+    ABANDONED = "abandoned"  # the sweeper gave up on the order before it arrived
+    UNKNOWN_ORDER = "unknown_order"  # a cancel or replace for an order never sent
+
+
+@dataclass(frozen=True)
+class Recording:
+    outcome: Recorded
+    cl_ord_id: str = ""
+    orig_cl_ord_id: str = ""
+    recorded_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class SessionProgress:
+    next_target_seq: int
+    store_created: str
+
+
+class ExecStore(Protocol):
+    """svc_exec's PostgreSQL state. Each method is one transaction."""
+
+    async def record_new_orders(self, orders: Sequence[NewOrder]) -> dict[str, Recording]: ...
+
+    async def record_amendment(self, command: Amendment) -> Recording: ...
+
+    async def mark_sent(self, command_ids: Sequence[str]) -> None: ...
+
+    async def mark_refused(self, cl_ord_id: str) -> None: ...
+
+    async def order_of(self, cl_ord_id: str) -> str | None: ...
+
+    async def load_view(self, order_id: str) -> OrderView | None: ...
+
+    async def current_cl_ord_id(self, order_id: str) -> str | None: ...
+
+    async def working_orders(self, limit: int) -> list[OrderView]: ...
+
+    async def abandon_if_unknown(self, order_id: str) -> bool: ...
+
+    async def load_progress(self, session_id: str) -> SessionProgress | None: ...
+
+    async def save_progress(
+        self, session_id: str, progress: SessionProgress, snapshots: Sequence[OrderSnapshot]
+    ) -> None: ...
+
+
+class OrderEntry(Protocol):
+    """The FIX order-entry session. `send_*` return False when quickfix could not put the
+    message on the wire (it may still hold it in its store for a resend)."""
+
+    @property
+    def logged_on(self) -> bool: ...
+
+    async def wait_logged_on(self, timeout: float) -> bool: ...
+
+    def send_new_order(self, cl_ord_id: str, order: NewOrder) -> bool: ...
+
+    def send_cancel(self, cl_ord_id: str, orig_cl_ord_id: str, order: Amendment) -> bool: ...
+
+    def send_replace(self, cl_ord_id: str, orig_cl_ord_id: str, order: ReplaceOrder) -> bool: ...
+
+    def send_status_request(self, cl_ord_id: str, symbol: str, side: Side, request_id: str) -> bool: ...
+
+    def send_mass_status_request(self, request_id: str) -> bool: ...
+
+    def in_store(self, cl_ord_id: str, msg_type: str, since: datetime | None) -> bool | None:
+        """Whether the outgoing store holds a message of `msg_type` for `cl_ord_id`; None if
+        the store cannot tell (another store type, or reset since `since`)."""
+        ...
+
+
+class ReportSink(Protocol):
+    """JetStream: publish reports with their dedup ids; returns once all are acknowledged."""
+
+    async def publish(self, reports: Sequence[Addressed]) -> None: ...
+
+
+class InboundCursor(Protocol):
+    """The FIX session's incoming sequence, as far as publication is concerned."""
+
+    @property
+    def session_key(self) -> str: ...
+
+    @property
+    def store_created(self) -> str: ...
+
+    def expected_target(self) -> int: ...
+
+    def published(self, seq: int) -> None: ...
+
+    def safe_next(self, expected_target: int) -> int: ...

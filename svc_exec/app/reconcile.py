@@ -1,0 +1,141 @@
+"""Asking the exchange what it knows: one order (the OMS's stuck-order sweeper), or every
+working order after each logon (OrderMassStatusRequest, falling back to one
+OrderStatusRequest per order for venues without mass status).
+
+Answers flow through the `ReportDesk` like any report, so whatever they reveal that the
+broker never heard of — fills, a cancel, an expiry — is published as inferred reports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from prometheus_client import Counter
+
+from svc_exec.app.ports import ExecStore, OrderEntry
+from svc_exec.app.reports import ReportDesk
+from svc_exec.domain.model import Addressed
+from svc_runtime.errors import DeadlineExceeded, FailedPrecondition, NotFound, Unavailable
+from svc_runtime.ids import new_id
+
+log = logging.getLogger(__name__)
+
+RECONCILIATIONS = Counter("exec_reconciliations_total", "Reconciliations with the exchange", ["outcome"])
+
+
+@dataclass(frozen=True)
+class Reconciliation:
+    orders_reported: int
+    reports_published: int
+
+
+class Reconciler:
+    def __init__(
+        self,
+        store: ExecStore,
+        entry: OrderEntry,
+        desk: ReportDesk,
+        *,
+        timeout: float = 10.0,
+        max_single_queries: int = 500,
+    ) -> None:
+        self.store = store
+        self.entry = entry
+        self.desk = desk
+        self.timeout = timeout
+        self.max_single_queries = max_single_queries
+
+    async def order_status(self, order_id: str, timeout: float) -> Addressed:
+        """The exchange's answer about one order. An order svc_exec never received is
+        marked abandoned so that it can never be sent later: the caller may then release
+        its funds safely (NOT_FOUND, reason ORDER_NOT_RECEIVED)."""
+        view = await self.desk.view(order_id)
+        if view is None:
+            if await self.store.abandon_if_unknown(order_id):
+                raise NotFound(
+                    f"order {order_id} never reached the executor; it will not be sent",
+                    reason="ORDER_NOT_RECEIVED",
+                )
+            view = await self.desk.view(order_id)
+        cl_ord_id = await self.store.current_cl_ord_id(order_id)
+        if view is None or cl_ord_id is None:
+            raise NotFound(
+                f"order {order_id} never reached the executor; it will not be sent",
+                reason="ORDER_NOT_RECEIVED",
+            )
+        if not self.entry.logged_on:
+            raise Unavailable("the FIX session to the exchange is down", reason="FIX_LOGGED_OUT")
+        request_id = new_id("osr")
+        future = self.desk.expect_status(request_id, cl_ord_id)
+        try:
+            self.entry.send_status_request(cl_ord_id, view.symbol, view.side, request_id)
+            return await asyncio.wait_for(future, timeout)
+        except TimeoutError as error:
+            raise DeadlineExceeded(
+                f"the exchange did not answer about {order_id} within {timeout:.1f}s",
+                reason="EXCHANGE_TIMEOUT",
+            ) from error
+        except LookupError as error:
+            raise FailedPrecondition(
+                f"the exchange refused the status request: {error}", reason="STATUS_REQUEST_REFUSED"
+            ) from error
+        finally:
+            self.desk.forget_status(request_id, cl_ord_id)
+
+    async def reconcile(self) -> Reconciliation:
+        """Ask about every working order; publish what the broker missed."""
+        if not self.entry.logged_on:
+            raise Unavailable("the FIX session to the exchange is down", reason="FIX_LOGGED_OUT")
+        published_before = self.desk.published
+        request_id = new_id("msr")
+        waiter = self.desk.expect_mass_status(request_id)
+        try:
+            self.entry.send_mass_status_request(request_id)
+            try:
+                await asyncio.wait_for(waiter.done.wait(), self.timeout)
+            except TimeoutError:
+                waiter.refused = waiter.refused or "no complete answer"
+        finally:
+            self.desk.forget_mass_status(request_id)
+        if not waiter.refused:
+            RECONCILIATIONS.labels("mass_status").inc()
+            await self._settle()
+            return Reconciliation(waiter.reported, self.desk.published - published_before)
+        log.info("mass status unavailable; asking order by order", extra={"why": waiter.refused})
+        reported = await self._one_by_one()
+        await self._settle()
+        RECONCILIATIONS.labels("order_by_order").inc()
+        return Reconciliation(reported, self.desk.published - published_before)
+
+    async def _one_by_one(self) -> int:
+        working = await self.store.working_orders(self.max_single_queries)
+
+        async def ask(order_id: str) -> bool:
+            try:
+                await self.order_status(order_id, self.timeout)
+                return True
+            except Exception as error:
+                log.warning("status query failed", extra={"order_id": order_id, "error": repr(error)})
+                return False
+
+        answers = await asyncio.gather(*(ask(view.order_id) for view in working))
+        return sum(answers)
+
+    async def _settle(self) -> None:
+        """Give the publisher a moment to publish what the answers revealed."""
+        await self.desk.drained(self.timeout)
+
+    async def after_logon(self) -> None:
+        try:
+            if not await self.store.working_orders(1):
+                return
+            result = await self.reconcile()
+            log.info(
+                "reconciled working orders after logon",
+                extra={"orders_reported": result.orders_reported, "published": result.reports_published},
+            )
+        except Exception:
+            RECONCILIATIONS.labels("failed").inc()
+            log.warning("reconciliation after logon failed", exc_info=True)

@@ -1,0 +1,377 @@
+"""From the exchange to the broker: every report published exactly once, in order.
+
+The FIX adapter hands each incoming report (with its sequence number) to `ReportDesk.inbound`
+on the event loop. One task resolves it to the broker's order and folds it into the order's
+view, which decides what to publish; a second task publishes in arrival order, pipelined,
+retrying with the same ids until JetStream acknowledges; a third persists, every
+`persist_interval`, how far the incoming sequence is safely published together with the
+views of the orders whose reports went out. After a crash, everything after that point is
+resent by the exchange and folded in again (see `svc_exec.domain.sequence`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from svc_exec.app.ports import ExecStore, InboundCursor, ReportSink, SessionProgress
+from svc_exec.domain.model import Addressed, ExecKind, Inbound, MessageRejected, Report
+from svc_exec.domain.orders import OrderSnapshot, OrderView
+from svc_runtime import context
+
+log = logging.getLogger(__name__)
+
+REPORTS_RECEIVED = Counter("exec_reports_received_total", "Reports received from the exchange", ["kind"])
+REPORTS_PUBLISHED = Counter("exec_reports_published_total", "Reports published to JetStream", ["kind"])
+REPORTS_SUPPRESSED = Counter(
+    "exec_reports_suppressed_total", "Fills not republished: their cumulative quantity was already published"
+)
+REPORTS_UNROUTABLE = Counter("exec_reports_unroutable_total", "Reports for ClOrdIDs svc_exec never issued")
+PUBLISH_FAILURES = Counter(
+    "exec_report_publish_failures_total", "Publish attempts that failed and were retried"
+)
+REPORTS_PENDING = Gauge("exec_reports_pending", "Reports received but not yet acknowledged by JetStream")
+PUBLISH_SECONDS = Histogram(
+    "exec_report_publish_seconds",
+    "Receipt from FIX to JetStream acknowledgement",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+SAFE_TARGET = Gauge(
+    "exec_fix_safe_next_target_seq", "First incoming sequence number not yet safely published"
+)
+
+
+@dataclass
+class _Outgoing:
+    seq: int | None
+    received: float
+    reports: list[Addressed]
+    snapshot: OrderSnapshot | None
+
+
+@dataclass
+class MassStatus:
+    """Answers to one OrderMassStatusRequest."""
+
+    request_id: str
+    reported: int = 0
+    inferred: int = 0
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    refused: str = ""
+
+
+class ReportDesk:
+    def __init__(
+        self,
+        store: ExecStore,
+        sink: ReportSink,
+        *,
+        batch_size: int = 500,
+        persist_interval: float = 0.1,
+        max_views: int = 200_000,
+        fault_publish_delay: float = 0.0,
+    ) -> None:
+        self.store = store
+        self.sink = sink
+        self.cursor: InboundCursor | None = None
+        self.batch_size = batch_size
+        self.persist_interval = persist_interval
+        self.max_views = max_views
+        self.fault_publish_delay = fault_publish_delay
+        self._inbound: asyncio.Queue[tuple[int | None, Inbound, float]] = asyncio.Queue()
+        self._outgoing: asyncio.Queue[_Outgoing] = asyncio.Queue()
+        self._views: OrderedDict[str, OrderView] = OrderedDict()
+        self._orders_by_cl_ord: OrderedDict[str, str] = OrderedDict()
+        self._dirty: dict[str, OrderSnapshot] = {}
+        self._status_waiters: dict[str, asyncio.Future[Addressed]] = {}
+        self._mass_status: dict[str, MassStatus] = {}
+        self._saved: SessionProgress | None = None
+        self.published = 0
+        self._in_flight = 0  # received, not yet published
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # --- wiring -----------------------------------------------------------------------------
+    def attach(self, cursor: InboundCursor) -> None:
+        self.cursor = cursor
+
+    def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._resolve_loop(), name="reports-resolve"),
+            asyncio.create_task(self._publish_loop(), name="reports-publish"),
+            asyncio.create_task(self._persist_loop(), name="reports-persist"),
+        ]
+
+    async def stop(self, drain_timeout: float = 5.0) -> None:
+        """Publish what is in hand, persist progress, then stop."""
+        await self.drained(drain_timeout)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        with contextlib.suppress(Exception):
+            await self.persist_now()
+
+    @property
+    def pending(self) -> int:
+        return self._in_flight
+
+    async def drained(self, timeout: float) -> bool:
+        """Wait until every report received so far is published."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        return not self._in_flight
+
+    # --- the order views ----------------------------------------------------------------
+    def track(self, view: OrderView, cl_ord_id: str) -> None:
+        """Called when a command is recorded, before it is sent, so its reports resolve."""
+        self._views[view.order_id] = view
+        self._views.move_to_end(view.order_id)
+        self.map_cl_ord(cl_ord_id, view.order_id)
+        self._trim()
+
+    def map_cl_ord(self, cl_ord_id: str, order_id: str) -> None:
+        self._orders_by_cl_ord[cl_ord_id] = order_id
+        self._orders_by_cl_ord.move_to_end(cl_ord_id)
+
+    def _trim(self) -> None:
+        while len(self._views) > self.max_views:
+            self._views.popitem(last=False)
+        while len(self._orders_by_cl_ord) > 2 * self.max_views:
+            self._orders_by_cl_ord.popitem(last=False)
+
+    async def view(self, order_id: str) -> OrderView | None:
+        view = self._views.get(order_id)
+        if view is None:
+            view = await self.store.load_view(order_id)
+            if view is not None:
+                self._views[order_id] = view
+                self._trim()
+        else:
+            self._views.move_to_end(order_id)
+        return view
+
+    async def _view_of(self, cl_ord_id: str) -> OrderView | None:
+        order_id = self._orders_by_cl_ord.get(cl_ord_id)
+        if order_id is None:
+            order_id = await self.store.order_of(cl_ord_id)
+            if order_id is None:
+                return None
+            self.map_cl_ord(cl_ord_id, order_id)
+        return await self.view(order_id)
+
+    # --- questions to the exchange --------------------------------------------------------
+    def expect_status(self, request_id: str, cl_ord_id: str) -> asyncio.Future[Addressed]:
+        future: asyncio.Future[Addressed] = asyncio.get_running_loop().create_future()
+        self._status_waiters[request_id] = future
+        self._status_waiters[f"cl:{cl_ord_id}"] = future
+        return future
+
+    def forget_status(self, request_id: str, cl_ord_id: str) -> None:
+        self._status_waiters.pop(request_id, None)
+        self._status_waiters.pop(f"cl:{cl_ord_id}", None)
+
+    def expect_mass_status(self, request_id: str) -> MassStatus:
+        waiter = MassStatus(request_id)
+        self._mass_status[request_id] = waiter
+        return waiter
+
+    def forget_mass_status(self, request_id: str) -> None:
+        self._mass_status.pop(request_id, None)
+
+    # --- inbound ------------------------------------------------------------------------------
+    def inbound(self, seq: int | None, item: Inbound) -> None:
+        """Called on the loop, in FIX sequence order."""
+        self._inbound.put_nowait((seq, item, time.monotonic()))
+        self._in_flight += 1
+        self._idle.clear()
+        REPORTS_PENDING.inc()
+
+    async def _resolve_loop(self) -> None:
+        while True:
+            seq, item, received = await self._inbound.get()
+            try:
+                outgoing = await self._resolve(seq, item, received)
+            except Exception:
+                # A store outage: keep the order of reports, retry this one.
+                log.warning("resolving a report failed; retrying", exc_info=True, extra={"seq": seq})
+                await asyncio.sleep(0.5)
+                self._requeue_front(seq, item, received)
+                continue
+            self._outgoing.put_nowait(outgoing)
+
+    def _requeue_front(self, seq: int | None, item: Inbound, received: float) -> None:
+        rest = []
+        while not self._inbound.empty():
+            rest.append(self._inbound.get_nowait())
+        self._inbound.put_nowait((seq, item, received))
+        for entry in rest:
+            self._inbound.put_nowait(entry)
+
+    async def _resolve(self, seq: int | None, item: Inbound, received: float) -> _Outgoing:
+        if isinstance(item, MessageRejected):
+            return await self._resolve_refusal(seq, item, received)
+        report = item
+        REPORTS_RECEIVED.labels(report.kind.name).inc()
+        if report.kind is ExecKind.ORDER_STATUS and report.mass_status_request_id and not report.cl_ord_id:
+            self._count_mass_status(report, 0)
+            return _Outgoing(seq, received, [], None)
+        view = await self._view_of(report.cl_ord_id)
+        if view is None and report.orig_cl_ord_id:
+            view = await self._view_of(report.orig_cl_ord_id)
+        if view is None:
+            if report.kind is ExecKind.ORDER_STATUS:
+                self._count_mass_status(report, 0)
+                self._answer_status(report, None)
+            else:
+                REPORTS_UNROUTABLE.inc()
+                log.error(
+                    "report for a ClOrdID svc_exec never issued",
+                    extra={"cl_ord_id": report.cl_ord_id, "exec_id": report.exec_id, "seq": seq},
+                )
+            return _Outgoing(seq, received, [], None)
+        if report.cl_ord_id not in self._orders_by_cl_ord:
+            self.map_cl_ord(report.cl_ord_id, view.order_id)
+        if report.kind is ExecKind.CANCEL_REJECTED:
+            await self.store.mark_refused(report.cl_ord_id)
+        to_publish = view.apply(report)
+        if report.kind is ExecKind.TRADE and not to_publish:
+            REPORTS_SUPPRESSED.inc()
+        addressed = [Addressed(r, view.order_id, view.user_id, view.request_id) for r in to_publish]
+        if report.kind is ExecKind.ORDER_STATUS:
+            self._count_mass_status(report, len(to_publish) - 1)
+            if addressed:
+                self._answer_status(report, addressed[0])
+        return _Outgoing(seq, received, addressed, view.snapshot())
+
+    async def _resolve_refusal(self, seq: int | None, item: MessageRejected, received: float) -> _Outgoing:
+        log.warning(
+            "the exchange refused a message",
+            extra={"ref_msg_type": item.ref_msg_type, "cl_ord_id": item.cl_ord_id, "text": item.text},
+        )
+        if item.ref_msg_type == "AF":
+            waiter = self._mass_status.get(item.ref_id)
+            if waiter is not None:
+                waiter.refused = item.text or "refused"
+                waiter.done.set()
+            return _Outgoing(seq, received, [], None)
+        if item.ref_msg_type == "H":
+            future = self._status_waiters.get(item.ref_id) or self._status_waiters.get(f"cl:{item.cl_ord_id}")
+            if future is not None and not future.done():
+                future.set_exception(LookupError(item.text or "status request refused"))
+            return _Outgoing(seq, received, [], None)
+        report = item.as_report()
+        if report is None:
+            return _Outgoing(seq, received, [], None)
+        return await self._resolve(seq, report, received)
+
+    def _count_mass_status(self, report: Report, inferred: int) -> None:
+        waiter = (
+            self._mass_status.get(report.mass_status_request_id) if report.mass_status_request_id else None
+        )
+        if waiter is None:
+            return
+        if report.cl_ord_id and report.cl_ord_id != "NONE":
+            waiter.reported += 1
+        waiter.inferred += max(0, inferred)
+        if report.last_of_mass_status or (
+            report.mass_status_total and waiter.reported >= report.mass_status_total
+        ):
+            waiter.done.set()
+
+    def _answer_status(self, report: Report, addressed: Addressed | None) -> None:
+        future = None
+        if report.status_request_id:
+            future = self._status_waiters.get(report.status_request_id)
+        if future is None:
+            future = self._status_waiters.get(f"cl:{report.cl_ord_id}")
+        if future is not None and not future.done():
+            if addressed is None:
+                addressed = Addressed(report, "", "", "")
+            future.set_result(addressed)
+
+    # --- publishing ---------------------------------------------------------------------------
+    async def _publish_loop(self) -> None:
+        while True:
+            batch = [await self._outgoing.get()]
+            while len(batch) < self.batch_size and not self._outgoing.empty():
+                batch.append(self._outgoing.get_nowait())
+            if self.fault_publish_delay:
+                await asyncio.sleep(self.fault_publish_delay)
+            reports = [r for item in batch for r in item.reports]
+            attempt = 0
+            while reports:
+                try:
+                    await self.sink.publish(reports)
+                    break
+                except Exception:
+                    # Unknown outcome: publish again with the same ids; JetStream dedupes.
+                    attempt += 1
+                    PUBLISH_FAILURES.inc()
+                    log.warning(
+                        "publishing reports failed; retrying", exc_info=True, extra={"attempt": attempt}
+                    )
+                    await asyncio.sleep(min(2.0, 0.05 * 2**attempt))
+            now = time.monotonic()
+            for item in batch:
+                for addressed in item.reports:
+                    REPORTS_PUBLISHED.labels(addressed.report.kind.name).inc()
+                    with context.bind(request_id=addressed.request_id or None):  # type: ignore[arg-type]
+                        log.debug(
+                            "report published",
+                            extra={"order_id": addressed.order_id, "exec_id": addressed.msg_id},
+                        )
+                PUBLISH_SECONDS.observe(now - item.received)
+                if item.snapshot is not None:
+                    self._dirty[item.snapshot.order_id] = item.snapshot
+                if item.seq is not None and self.cursor is not None:
+                    self.cursor.published(item.seq)
+            self.published += len(reports)
+            self._in_flight -= len(batch)
+            if not self._in_flight:
+                self._idle.set()
+            REPORTS_PENDING.dec(len(batch))
+
+    async def publish_now(self, reports: Sequence[Addressed]) -> None:
+        """Publish reports svc_exec makes itself (refused commands), awaiting the acks."""
+        if reports:
+            await self.sink.publish(reports)
+            for addressed in reports:
+                REPORTS_PUBLISHED.labels(addressed.report.kind.name).inc()
+            self.published += len(reports)
+
+    # --- progress -------------------------------------------------------------------------------
+    async def _persist_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.persist_interval)
+            try:
+                await self.persist_now()
+            except Exception:
+                log.warning("persisting FIX progress failed; will retry", exc_info=True)
+
+    async def persist_now(self) -> None:
+        cursor = self.cursor
+        if cursor is None:
+            return
+        # Read the session's expected number first: every message below it is registered.
+        expected = cursor.expected_target()
+        progress = SessionProgress(cursor.safe_next(expected), cursor.store_created)
+        snapshots, self._dirty = self._dirty, {}
+        if progress == self._saved and not snapshots:
+            return
+        try:
+            await self.store.save_progress(cursor.session_key, progress, list(snapshots.values()))
+        except BaseException:
+            self._dirty = {**snapshots, **self._dirty}
+            raise
+        self._saved = progress
+        SAFE_TARGET.set(progress.next_target_seq)
