@@ -1,0 +1,3 @@
+from svc_funds import main
+
+main.main()

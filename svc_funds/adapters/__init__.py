@@ -1,0 +1,1 @@
+"""PostgreSQL stores, the execution-report consumer and the market-data client."""

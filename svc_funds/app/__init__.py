@@ -1,0 +1,1 @@
+"""Use cases over ports: the batching ledger engine, accounts, queries, portfolio, audit."""

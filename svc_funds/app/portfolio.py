@@ -1,0 +1,85 @@
+"""Portfolio use cases: holdings and positions marked to the last price, and end of day."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
+
+from svc_funds.app.ports import Clock, EndOfDayResult, PortfolioStore, QuoteSource
+from svc_funds.domain import portfolio as pnl
+from svc_funds.domain.model import trading_day
+from svc_funds.domain.portfolio import HoldingFigures, HoldingRow, PositionFigures, PositionRow
+from svc_runtime.errors import NotFound
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class HoldingView:
+    row: HoldingRow
+    blocked_quantity: int
+    last_price: Decimal | None
+    figures: HoldingFigures
+
+
+@dataclass(frozen=True)
+class PositionView:
+    row: PositionRow
+    last_price: Decimal | None
+    figures: PositionFigures
+
+
+@dataclass(frozen=True)
+class PortfolioView:
+    user_id: str
+    holdings: list[HoldingView]
+    positions: list[PositionView]
+    pnl_basis: str = pnl.PNL_BASIS
+
+
+class PortfolioApp:
+    def __init__(self, store: PortfolioStore, quotes: QuoteSource, user_exists, clock: Clock) -> None:  # type: ignore[no-untyped-def]
+        self.store = store
+        self.quotes = quotes
+        self.user_exists = user_exists
+        self.clock = clock
+
+    async def portfolio(self, user_id: str) -> PortfolioView:
+        if not await self.user_exists(user_id):
+            raise NotFound(
+                f"user {user_id} not found", reason="USER_NOT_FOUND", metadata={"user_id": user_id}
+            )
+        rows = await self.store.rows(user_id)
+        symbols = sorted({h.symbol for h in rows.holdings} | {p.symbol for p in rows.positions})
+        prices = await self.quotes.last_prices(symbols) if symbols else {}
+        holdings = [
+            HoldingView(
+                h,
+                rows.blocked_shares.get(h.symbol, 0),
+                prices.get(h.symbol),
+                pnl.holding_figures(h, prices.get(h.symbol)),
+            )
+            for h in rows.holdings
+        ]
+        positions = [
+            PositionView(p, prices.get(p.symbol), pnl.position_figures(p, prices.get(p.symbol)))
+            for p in rows.positions
+        ]
+        return PortfolioView(user_id, holdings, positions)
+
+    async def end_of_day(self, day: date | None) -> tuple[date, EndOfDayResult]:
+        day = day or trading_day(self.clock())
+        result = await self.store.run_end_of_day(day, pnl.settle_positions)
+        for anomaly in result.anomalies:
+            log.error("end of day found a sale beyond the holding", extra={"detail": anomaly})
+        log.info(
+            "end of day",
+            extra={
+                "trading_day": day.isoformat(),
+                "already_closed": result.already_closed,
+                "positions_settled": result.positions_settled,
+            },
+        )
+        return day, result

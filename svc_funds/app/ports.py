@@ -1,0 +1,169 @@
+"""The ports the application needs; the PostgreSQL and gRPC adapters implement them."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Protocol
+
+from svc_funds.domain.accounts import Account
+from svc_funds.domain.invariants import AccountKey
+from svc_funds.domain.ledger import Block, CashBalance, Changes, ShareBalance, StoredRequest
+from svc_funds.domain.model import BlockState
+from svc_funds.domain.portfolio import HoldingRow, HoldingState, PositionRow
+
+
+class LedgerUnitOfWork(Protocol):
+    """One database transaction of the ledger engine. Rows are locked in the order the
+    engine asks for them (blocks, cash, shares, house), which is the same in every path."""
+
+    async def lock_blocks(self, order_ids: list[str]) -> dict[str, Block]: ...
+
+    async def lock_cash(self, user_ids: list[str]) -> dict[str, CashBalance]: ...
+
+    async def lock_shares(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], ShareBalance]:
+        """Locks (user, symbol) share balances, creating empty ones for existing users."""
+        ...
+
+    async def lock_house(self, codes: list[str]) -> dict[str, Decimal]:
+        """Locks house accounts, creating missing ones at zero."""
+        ...
+
+    async def find_requests(self, keys: list[str]) -> dict[str, StoredRequest]: ...
+
+    async def find_seen_reports(self, exec_ids: list[str]) -> set[str]: ...
+
+    async def save(self, changes: Changes) -> None: ...
+
+
+class LedgerStore(Protocol):
+    def unit_of_work(self) -> AbstractAsyncContextManager[LedgerUnitOfWork]: ...
+
+    def is_retryable(self, error: BaseException) -> bool:
+        """A conflict with a concurrent transaction (unique key raced, deadlock,
+        serialization failure) or a lost connection: running the batch again is safe."""
+        ...
+
+
+@dataclass(frozen=True)
+class CreatedAccount:
+    account: Account
+    created: bool  # False: an earlier call with the same request id created it
+
+
+class AccountStore(Protocol):
+    async def create(
+        self, user_id: str, username: str, display_name: str, password_hash: str, request_id: str
+    ) -> CreatedAccount | None:
+        """Create the account and its empty balances; None if the username is taken by
+        another request."""
+        ...
+
+    async def get(self, user_id: str) -> Account | None: ...
+
+    async def credentials(self, username: str) -> tuple[Account, str] | None: ...
+
+    async def list(self, after: str, limit: int) -> list[Account]: ...
+
+
+@dataclass(frozen=True)
+class EntryRow:
+    entry_id: int
+    txn_id: int
+    user_id: str
+    account: str
+    unit: str
+    amount: Decimal
+    balance_after: Decimal
+    kind: str
+    order_id: str | None
+    exec_id: str | None
+    request_id: str | None
+    description: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class FundsRow:
+    user_id: str
+    available: Decimal
+    blocked: Decimal
+    dues: Decimal
+    updated_at: datetime
+
+
+class FundsQueries(Protocol):
+    async def funds(self, user_id: str) -> FundsRow | None: ...
+
+    async def user_exists(self, user_id: str) -> bool: ...
+
+    async def entries(self, user_id: str, before: int | None, limit: int) -> list[EntryRow]: ...
+
+    async def block(self, order_id: str) -> Block | None: ...
+
+    async def blocks(
+        self, user_id: str | None, state: BlockState | None, after: str, limit: int
+    ) -> list[Block]: ...
+
+
+@dataclass(frozen=True)
+class PortfolioRows:
+    holdings: list[HoldingRow]
+    positions: list[PositionRow]
+    blocked_shares: dict[str, int]
+
+
+EndOfDayFold = Callable[[dict[tuple[str, str], HoldingState], list[PositionRow]], list[str]]
+
+
+@dataclass(frozen=True)
+class EndOfDayResult:
+    already_closed: bool
+    positions_settled: int
+    anomalies: list[str] = field(default_factory=list)
+
+
+class PortfolioStore(Protocol):
+    async def rows(self, user_id: str) -> PortfolioRows: ...
+
+    async def run_end_of_day(self, day: date, fold: EndOfDayFold) -> EndOfDayResult:
+        """In one transaction: claim `day` (once ever), lock every unsettled position of that
+        day or earlier and the holdings they touch, fold them with `fold`, write holdings
+        back and move the positions to history."""
+        ...
+
+
+class QuoteSource(Protocol):
+    async def last_prices(self, symbols: list[str]) -> dict[str, Decimal]:
+        """Last traded prices of the symbols it knows; an empty answer when unavailable."""
+        ...
+
+
+@dataclass
+class AuditFigures:
+    """Everything the invariant checks compare, read from one snapshot."""
+
+    accounts: int
+    unbalanced: list[tuple[int, str, Decimal]]
+    balances: dict[AccountKey, Decimal]  # materialized, by (user or "", account)
+    rebuilt: dict[AccountKey, Decimal]  # sums of journal entries
+    last_balance_after: dict[AccountKey, Decimal]  # balance_after of each account's latest entry
+    active_blocks: dict[
+        AccountKey, Decimal
+    ]  # remaining of ACTIVE blocks, by (user, cash_blocked / shares_blocked:S)
+    bad_blocks: list[tuple[str, str, str]]  # (user, order, what is wrong)
+    fills_by_block: list[tuple[str, str, int, int, int]]  # (user, order, block filled, fills sum, order qty)
+    shares_from_trades: dict[AccountKey, Decimal]  # (user, shares:S) → fills + share deposits
+    shares_in_portfolio: dict[AccountKey, Decimal]  # (user, shares:S) → holdings + unsettled positions
+    parked: list[tuple[str, str, str]]  # (exec id, user, reason)
+
+
+class AuditStore(Protocol):
+    async def figures(self) -> AuditFigures: ...
+
+
+Clock = Callable[[], datetime]
+Sleep = Callable[[float], Awaitable[None]]

@@ -1,0 +1,1 @@
+"""Pure ledger, charges and portfolio logic: no I/O, no asyncio."""

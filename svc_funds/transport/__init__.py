@@ -1,0 +1,1 @@
+"""gRPC servicers: proto in, application call, proto out."""

@@ -1,0 +1,227 @@
+"""Proto ↔ domain: resource names, enums, decimals, timestamps."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from decimal import Decimal
+
+from google.protobuf import timestamp_pb2
+
+from brokermesh.funds.v1 import accounts_pb2, funds_pb2, portfolio_pb2
+from brokermesh.type.v1 import decimal_pb2, trading_pb2
+from svc_funds.app.portfolio import HoldingView, PortfolioView, PositionView
+from svc_funds.app.ports import EntryRow, FundsRow
+from svc_funds.domain.accounts import Account
+from svc_funds.domain.ledger import Block, FundsView
+from svc_funds.domain.model import CURRENCY, BlockKind, BlockState, Product, check_order_id
+from svc_runtime.decimals import PAISA, format_decimal, parse_decimal
+from svc_runtime.errors import InvalidArgument
+
+_ID = r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}"
+_USER = re.compile(rf"^users/({_ID})$")
+_USER_OR_ALL = re.compile(rf"^users/({_ID}|-)$")
+_FUNDS = re.compile(rf"^users/({_ID})/funds$")
+_PORTFOLIO = re.compile(rf"^users/({_ID})/portfolio$")
+_BLOCK = re.compile(rf"^users/({_ID})/blocks/([^/]+)$")
+
+
+def _match(pattern: re.Pattern[str], value: str, field: str, shape: str) -> re.Match[str]:
+    match = pattern.match(value or "")
+    if match is None:
+        raise InvalidArgument(f"{field} must look like {shape}", reason="INVALID_NAME", field=field)
+    return match
+
+
+def user_of_parent(parent: str, field: str = "parent") -> str:
+    return _match(_USER, parent, field, "users/{user}").group(1)
+
+
+def user_or_all(parent: str) -> str | None:
+    """`users/{user}` → the user; `users/-` → None (every user, AIP-159)."""
+    user = _match(_USER_OR_ALL, parent, "parent", "users/{user} or users/-").group(1)
+    return None if user == "-" else user
+
+
+def user_of_funds(name: str) -> str:
+    return _match(_FUNDS, name, "name", "users/{user}/funds").group(1)
+
+
+def user_of_portfolio(name: str) -> str:
+    return _match(_PORTFOLIO, name, "name", "users/{user}/portfolio").group(1)
+
+
+def user_of_account(name: str) -> str:
+    return _match(_USER, name, "name", "users/{user}").group(1)
+
+
+def block_name(name: str) -> tuple[str, str]:
+    match = _match(_BLOCK, name, "name", "users/{user}/blocks/{order}")
+    return match.group(1), check_order_id(match.group(2), field="name")
+
+
+# --- values -------------------------------------------------------------------------------
+def money_in(message: decimal_pb2.Decimal, field: str) -> Decimal:
+    return parse_decimal(message.value, field=field, max_places=2, positive=True)
+
+
+def money_out(value: Decimal | None) -> decimal_pb2.Decimal | None:
+    if value is None:
+        return None
+    return decimal_pb2.Decimal(value=format_decimal(value.quantize(PAISA)))
+
+
+def price_out(value: Decimal | None) -> decimal_pb2.Decimal | None:
+    """Prices keep up to 4 places (averages), and at least 2."""
+    if value is None:
+        return None
+    if value == value.quantize(PAISA):
+        value = value.quantize(PAISA)
+    return decimal_pb2.Decimal(value=format_decimal(value))
+
+
+def timestamp(moment: datetime) -> timestamp_pb2.Timestamp:
+    ts = timestamp_pb2.Timestamp()
+    ts.FromDatetime(moment)
+    return ts
+
+
+def product_in(product: int) -> Product:
+    if product == trading_pb2.PRODUCT_INTRADAY:
+        return Product.INTRADAY
+    if product in (trading_pb2.PRODUCT_UNSPECIFIED, trading_pb2.PRODUCT_CNC):
+        return Product.CNC
+    raise InvalidArgument("product must be CNC or INTRADAY", reason="INVALID_PRODUCT", field="product")
+
+
+def product_out(product: Product) -> trading_pb2.Product:
+    return trading_pb2.PRODUCT_INTRADAY if product is Product.INTRADAY else trading_pb2.PRODUCT_CNC
+
+
+def state_in(state: int) -> BlockState | None:
+    if state == funds_pb2.BLOCK_STATE_UNSPECIFIED:
+        return None
+    if state == funds_pb2.BLOCK_STATE_ACTIVE:
+        return BlockState.ACTIVE
+    if state == funds_pb2.BLOCK_STATE_CLOSED:
+        return BlockState.CLOSED
+    raise InvalidArgument("state is not a block state", reason="INVALID_STATE", field="state")
+
+
+# --- messages -----------------------------------------------------------------------------
+def account_out(account: Account) -> accounts_pb2.Account:
+    return accounts_pb2.Account(
+        name=f"users/{account.user_id}",
+        user_id=account.user_id,
+        username=account.username,
+        display_name=account.display_name,
+        create_time=timestamp(account.created_at),
+    )
+
+
+def funds_out(funds: FundsView | FundsRow) -> funds_pb2.Funds:
+    return funds_pb2.Funds(
+        name=f"users/{funds.user_id}/funds",
+        user_id=funds.user_id,
+        currency_code=CURRENCY,
+        available=money_out(funds.available),
+        blocked=money_out(funds.blocked),
+        total=money_out(funds.available + funds.blocked),
+        update_time=timestamp(funds.updated_at),
+        dues=money_out(-funds.dues),
+    )
+
+
+def _amount_out(block: Block, value: Decimal) -> decimal_pb2.Decimal | None:
+    if block.kind is BlockKind.CASH:
+        return money_out(value)
+    return decimal_pb2.Decimal(value=str(int(value)))
+
+
+def block_out(block: Block) -> funds_pb2.Block:
+    return funds_pb2.Block(
+        name=f"users/{block.user_id}/blocks/{block.order_id}",
+        order_id=block.order_id,
+        user_id=block.user_id,
+        kind=funds_pb2.BLOCK_KIND_CASH if block.kind is BlockKind.CASH else funds_pb2.BLOCK_KIND_SHARES,
+        symbol=block.symbol,
+        amount=_amount_out(block, block.amount),
+        remaining=_amount_out(block, block.remaining),
+        state=funds_pb2.BLOCK_STATE_ACTIVE
+        if block.state is BlockState.ACTIVE
+        else funds_pb2.BLOCK_STATE_CLOSED,
+        create_time=timestamp(block.created_at),
+        product=product_out(block.product),
+        quantity=block.quantity,
+        price=money_out(block.price),
+        filled_quantity=block.filled_quantity,
+        charges=money_out(block.charges) if block.kind is BlockKind.CASH else None,
+        released=_amount_out(block, block.released),
+        close_reason=block.close_reason or "",
+        update_time=timestamp(block.updated_at),
+    )
+
+
+def entry_out(entry: EntryRow) -> funds_pb2.LedgerEntry:
+    amount = entry.amount.quantize(PAISA) if entry.unit == CURRENCY else entry.amount.to_integral_value()
+    after = (
+        entry.balance_after.quantize(PAISA)
+        if entry.unit == CURRENCY
+        else entry.balance_after.to_integral_value()
+    )
+    return funds_pb2.LedgerEntry(
+        name=f"users/{entry.user_id}/ledgerEntries/{entry.entry_id}",
+        entry_id=str(entry.entry_id),
+        transaction_id=str(entry.txn_id),
+        account=entry.account,
+        amount=decimal_pb2.Decimal(value=format_decimal(amount)),
+        balance_after=decimal_pb2.Decimal(value=format_decimal(after)),
+        kind=entry.kind,
+        order_id=entry.order_id or "",
+        exec_id=entry.exec_id or "",
+        request_id=entry.request_id or "",
+        description=entry.description,
+        create_time=timestamp(entry.created_at),
+    )
+
+
+def holding_out(h: HoldingView) -> portfolio_pb2.Holding:
+    f = h.figures
+    return portfolio_pb2.Holding(
+        symbol=h.row.symbol,
+        quantity=h.row.quantity,
+        blocked_quantity=h.blocked_quantity,
+        average_buy_price=price_out(f.average_buy_price),
+        invested_value=money_out(f.invested_value),
+        last_price=price_out(h.last_price),
+        current_value=money_out(f.current_value),
+        unrealized_pnl=money_out(f.unrealized_pnl),
+        realized_pnl=money_out(h.row.realized_pnl),
+    )
+
+
+def position_out(p: PositionView) -> portfolio_pb2.Position:
+    f = p.figures
+    return portfolio_pb2.Position(
+        symbol=p.row.symbol,
+        product=product_out(p.row.product),
+        net_quantity=f.net_quantity,
+        average_price=price_out(f.average_price),
+        buy_quantity=p.row.buy_quantity,
+        sell_quantity=p.row.sell_quantity,
+        buy_value=money_out(p.row.buy_value),
+        sell_value=money_out(p.row.sell_value),
+        last_price=price_out(p.last_price),
+        realized_pnl=money_out(f.realized_pnl),
+        unrealized_pnl=money_out(f.unrealized_pnl),
+        trading_day=p.row.trading_day.isoformat(),
+    )
+
+
+def portfolio_out(view: PortfolioView) -> portfolio_pb2.Portfolio:
+    return portfolio_pb2.Portfolio(
+        name=f"users/{view.user_id}/portfolio",
+        holdings=[holding_out(h) for h in view.holdings],
+        positions=[position_out(p) for p in view.positions],
+        pnl_basis=view.pnl_basis,
+    )

@@ -1,0 +1,244 @@
+"""The gRPC servicers of AccountService, FundsService and PortfolioService.
+
+Each method validates and converts its request, calls one use case and converts the answer;
+errors are ServiceErrors that the shared interceptor turns into statuses with details.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+import grpc
+
+from brokermesh.funds.v1 import (
+    accounts_pb2,
+    accounts_pb2_grpc,
+    funds_pb2,
+    funds_pb2_grpc,
+    portfolio_pb2,
+    portfolio_pb2_grpc,
+)
+from brokermesh.type.v1 import invariants_pb2
+from svc_funds.app.accounts import AccountsApp
+from svc_funds.app.audit import AuditApp
+from svc_funds.app.funds import FundsApp
+from svc_funds.app.portfolio import PortfolioApp
+from svc_funds.domain import model
+from svc_funds.transport import convert
+from svc_runtime import pagination
+from svc_runtime.decimals import parse_decimal
+from svc_runtime.errors import InvalidArgument, NotFound
+
+Context = grpc.aio.ServicerContext
+
+
+class AccountServicer(accounts_pb2_grpc.AccountServiceServicer):
+    def __init__(self, app: AccountsApp) -> None:
+        self.app = app
+
+    async def CreateAccount(
+        self, request: accounts_pb2.CreateAccountRequest, context: Context
+    ) -> accounts_pb2.Account:
+        account = await self.app.create(
+            request.username, request.password, request.display_name, request.request_id
+        )
+        return convert.account_out(account)
+
+    async def GetAccount(
+        self, request: accounts_pb2.GetAccountRequest, context: Context
+    ) -> accounts_pb2.Account:
+        return convert.account_out(await self.app.get(convert.user_of_account(request.name)))
+
+    async def ListAccounts(
+        self, request: accounts_pb2.ListAccountsRequest, context: Context
+    ) -> accounts_pb2.ListAccountsResponse:
+        size = pagination.page_size(request.page_size, default=100, maximum=1000)
+        after = pagination.decode_token(request.page_token, "accounts") or ""
+        accounts = await self.app.list(str(after), size + 1)
+        token = (
+            pagination.encode_token(accounts[size - 1].user_id, "accounts") if len(accounts) > size else ""
+        )
+        return accounts_pb2.ListAccountsResponse(
+            accounts=[convert.account_out(a) for a in accounts[:size]], next_page_token=token
+        )
+
+    async def VerifyCredentials(
+        self, request: accounts_pb2.VerifyCredentialsRequest, context: Context
+    ) -> accounts_pb2.Account:
+        return convert.account_out(await self.app.verify(request.username, request.password))
+
+
+class FundsServicer(funds_pb2_grpc.FundsServiceServicer):
+    def __init__(self, app: FundsApp, audit: AuditApp) -> None:
+        self.app = app
+        self.audit = audit
+
+    async def GetFunds(self, request: funds_pb2.GetFundsRequest, context: Context) -> funds_pb2.Funds:
+        return convert.funds_out(await self.app.funds(convert.user_of_funds(request.name)))
+
+    async def Deposit(self, request: funds_pb2.DepositRequest, context: Context) -> funds_pb2.Funds:
+        user_id = convert.user_of_funds(request.name)
+        amount = model.check_amount(convert.money_in(request.amount, "amount"))
+        request_id = model.check_request_id(request.request_id)
+        funds = await self.app.deposit(user_id, amount, request_id, _reference(request.reference))
+        return convert.funds_out(funds)
+
+    async def Withdraw(self, request: funds_pb2.WithdrawRequest, context: Context) -> funds_pb2.Funds:
+        user_id = convert.user_of_funds(request.name)
+        amount = model.check_amount(convert.money_in(request.amount, "amount"))
+        request_id = model.check_request_id(request.request_id)
+        funds = await self.app.withdraw(user_id, amount, request_id, _reference(request.reference))
+        return convert.funds_out(funds)
+
+    async def ListLedgerEntries(
+        self, request: funds_pb2.ListLedgerEntriesRequest, context: Context
+    ) -> funds_pb2.ListLedgerEntriesResponse:
+        user_id = convert.user_of_parent(request.parent)
+        size = pagination.page_size(request.page_size, default=50, maximum=500)
+        before = pagination.decode_token(request.page_token, "entries", user_id)
+        if before is not None and not isinstance(before, int):
+            raise InvalidArgument("page_token is not valid", reason="INVALID_PAGE_TOKEN", field="page_token")
+        entries = await self.app.entries(user_id, before, size + 1)
+        token = (
+            pagination.encode_token(entries[size - 1].entry_id, "entries", user_id)
+            if len(entries) > size
+            else ""
+        )
+        return funds_pb2.ListLedgerEntriesResponse(
+            entries=[convert.entry_out(e) for e in entries[:size]], next_page_token=token
+        )
+
+    async def BlockFunds(self, request: funds_pb2.BlockFundsRequest, context: Context) -> funds_pb2.Block:
+        user_id = convert.user_of_parent(request.parent)
+        order_id = model.check_order_id(request.order_id)
+        symbol = model.check_symbol(request.symbol)
+        quantity = model.check_quantity(request.quantity)
+        price = model.check_price(convert.money_in(request.price, "price"))
+        product = convert.product_in(request.product)
+        return convert.block_out(
+            await self.app.block_funds(
+                user_id=user_id,
+                order_id=order_id,
+                symbol=symbol,
+                quantity=quantity,
+                price=price,
+                product=product,
+            )
+        )
+
+    async def BlockHoldings(
+        self, request: funds_pb2.BlockHoldingsRequest, context: Context
+    ) -> funds_pb2.Block:
+        user_id = convert.user_of_parent(request.parent)
+        order_id = model.check_order_id(request.order_id)
+        symbol = model.check_symbol(request.symbol)
+        quantity = model.check_quantity(request.quantity)
+        product = convert.product_in(request.product)
+        return convert.block_out(await self.app.block_holdings(user_id, order_id, symbol, quantity, product))
+
+    async def AdjustBlock(self, request: funds_pb2.AdjustBlockRequest, context: Context) -> funds_pb2.Block:
+        user_id, order_id = convert.block_name(request.name)
+        quantity = model.check_quantity(request.quantity)
+        price = None
+        if request.HasField("price") and request.price.value:
+            price = model.check_price(convert.money_in(request.price, "price"))
+        request_id = model.check_request_id(request.request_id)
+        return convert.block_out(await self.app.adjust_block(user_id, order_id, quantity, price, request_id))
+
+    async def ReleaseBlock(self, request: funds_pb2.ReleaseBlockRequest, context: Context) -> funds_pb2.Block:
+        user_id, order_id = convert.block_name(request.name)
+        reason = model.check_reason(request.reason)
+        return convert.block_out(await self.app.release_block(user_id, order_id, reason))
+
+    async def GetBlock(self, request: funds_pb2.GetBlockRequest, context: Context) -> funds_pb2.Block:
+        user_id, order_id = convert.block_name(request.name)
+        return convert.block_out(await self.app.block(user_id, order_id))
+
+    async def ListBlocks(
+        self, request: funds_pb2.ListBlocksRequest, context: Context
+    ) -> funds_pb2.ListBlocksResponse:
+        user_id = convert.user_or_all(request.parent)
+        state = convert.state_in(request.state)
+        size = pagination.page_size(request.page_size, default=100, maximum=1000)
+        filters = ("blocks", user_id, None if state is None else str(state))
+        after = pagination.decode_token(request.page_token, *filters) or ""
+        blocks = await self.app.blocks(user_id, state, str(after), size + 1)
+        token = pagination.encode_token(blocks[size - 1].order_id, *filters) if len(blocks) > size else ""
+        return funds_pb2.ListBlocksResponse(
+            blocks=[convert.block_out(b) for b in blocks[:size]], next_page_token=token
+        )
+
+    async def CheckInvariants(
+        self, request: funds_pb2.CheckInvariantsRequest, context: Context
+    ) -> funds_pb2.CheckInvariantsResponse:
+        result = await self.audit.check()
+        return funds_pb2.CheckInvariantsResponse(
+            violations=[
+                invariants_pb2.InvariantViolation(invariant=v.invariant, user_id=v.user_id, detail=v.detail)
+                for v in result.violations
+            ],
+            accounts_checked=result.accounts_checked,
+        )
+
+
+class PortfolioServicer(portfolio_pb2_grpc.PortfolioServiceServicer):
+    def __init__(self, app: PortfolioApp, funds: FundsApp) -> None:
+        self.app = app
+        self.funds = funds
+
+    async def GetPortfolio(
+        self, request: portfolio_pb2.GetPortfolioRequest, context: Context
+    ) -> portfolio_pb2.Portfolio:
+        return convert.portfolio_out(await self.app.portfolio(convert.user_of_portfolio(request.name)))
+
+    async def RunEndOfDay(
+        self, request: portfolio_pb2.RunEndOfDayRequest, context: Context
+    ) -> portfolio_pb2.RunEndOfDayResponse:
+        day = None
+        if request.trading_day:
+            try:
+                day = date.fromisoformat(request.trading_day)
+            except ValueError:
+                raise InvalidArgument(
+                    "trading_day must be YYYY-MM-DD", reason="INVALID_DATE", field="trading_day"
+                ) from None
+        closed, result = await self.app.end_of_day(day)
+        return portfolio_pb2.RunEndOfDayResponse(
+            trading_day=closed.isoformat(),
+            positions_settled=result.positions_settled,
+            already_closed=result.already_closed,
+        )
+
+    async def DepositShares(
+        self, request: portfolio_pb2.DepositSharesRequest, context: Context
+    ) -> portfolio_pb2.Holding:
+        user_id = convert.user_of_parent(request.parent)
+        symbol = model.check_symbol(request.symbol)
+        quantity = model.check_quantity(request.quantity)
+        average_price = model.check_price(
+            parse_decimal(request.average_price.value, field="average_price", max_places=2, positive=True),
+            field="average_price",
+        )
+        request_id = model.check_request_id(request.request_id)
+        await self.funds.deposit_shares(
+            user_id=user_id,
+            symbol=symbol,
+            quantity=quantity,
+            average_price=average_price,
+            request_id=request_id,
+            reference=_reference(request.reference),
+        )
+        view = await self.app.portfolio(user_id)
+        for holding in view.holdings:
+            if holding.row.symbol == symbol:
+                return convert.holding_out(holding)
+        raise NotFound(f"no holding of {symbol}", reason="HOLDING_NOT_FOUND")  # sold off meanwhile
+
+
+def _reference(text: str) -> str:
+    text = (text or "").strip()
+    if len(text) > 200:
+        raise InvalidArgument(
+            "reference must be at most 200 characters", reason="TOO_LONG", field="reference"
+        )
+    return text

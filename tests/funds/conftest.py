@@ -1,0 +1,72 @@
+"""svc_funds under test: in this process (fast, for API behaviour) or as a real process (for
+crashes and true concurrency, through `make_stack`)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from svc_funds.domain.charges import ZERO_SCHEDULE, ChargesSchedule
+from svc_funds.main import FundsSettings, serve
+from svc_runtime.config import CommonSettings
+from tests.funds.support import FundsClient
+from tests.support.infra import SharedInfra, fresh_database, unique_name
+
+StartFunds = Callable[..., Awaitable[FundsClient]]
+
+
+@pytest.fixture
+async def start_funds(infra: SharedInfra, tmp_path: Path) -> AsyncIterator[StartFunds]:
+    """Start svc_funds' composition root on this event loop, on a fresh database and NATS
+    namespace; stopped gracefully after the test."""
+    running: list[tuple[asyncio.Event, asyncio.Task[None], FundsClient]] = []
+
+    async def start(
+        schedule: ChargesSchedule = ZERO_SCHEDULE,
+        *,
+        marketdata_target: str = "",
+        database_url: str | None = None,
+        namespace: str | None = None,
+    ) -> FundsClient:
+        database_url = database_url or await fresh_database(infra)
+        namespace = namespace or unique_name("t")
+        settings = FundsSettings(
+            common=CommonSettings(database_url, infra.nats_url, namespace, tmp_path, "127.0.0.1:0", 0),
+            marketdata_target=marketdata_target,
+            schedule=schedule,
+            writers=2,
+            max_batch=1000,
+            pool_size=8,
+        )
+        stop = asyncio.Event()
+        ready: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+        async def on_ready(port: int) -> None:
+            ready.set_result(port)
+
+        task = asyncio.create_task(serve(settings, stop, on_ready))
+        done, _ = await asyncio.wait({task, ready}, timeout=60, return_when=asyncio.FIRST_COMPLETED)
+        if task in done:
+            task.result()  # raises why it stopped
+        if ready not in done:
+            raise TimeoutError("svc_funds did not start")
+        client = FundsClient.connect(f"127.0.0.1:{ready.result()}", database_url, infra.nats_url, namespace)
+        running.append((stop, task, client))
+        return client
+
+    yield start
+    for stop, task, client in reversed(running):
+        await client.close()
+        stop.set()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(task, 30)
+
+
+@pytest.fixture
+async def funds(start_funds: StartFunds) -> FundsClient:
+    """svc_funds with the zero charges schedule."""
+    return await start_funds()

@@ -1,0 +1,334 @@
+"""AccountService, FundsService and PortfolioService through gRPC, against real PostgreSQL
+and NATS: behaviour, bad input (a clear status, nothing written) and idempotency."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import pytest
+
+from brokermesh.funds.v1 import accounts_pb2, funds_pb2, portfolio_pb2
+from brokermesh.type.v1 import trading_pb2
+from tests.funds.conftest import StartFunds
+from tests.funds.support import FundsClient, dec, rpc_error
+
+pytestmark = pytest.mark.e2e
+
+
+# --- accounts -----------------------------------------------------------------------------
+async def test_accounts_open_once_per_request_and_username(funds: FundsClient) -> None:
+    request = accounts_pb2.CreateAccountRequest(
+        username="asha", password="asha-demo-pass", display_name="Asha Rao", request_id="open-asha"
+    )
+    first = await funds.accounts.CreateAccount(request)
+    assert first.name == f"users/{first.user_id}" and first.user_id.startswith("u_")
+    assert await funds.accounts.CreateAccount(request) == first  # a retry, not a second account
+    taken = await rpc_error(
+        funds.accounts.CreateAccount(
+            accounts_pb2.CreateAccountRequest(username="asha", password="another-pass", request_id="other")
+        )
+    )
+    assert (taken.code, taken.reason) == (grpc.StatusCode.ALREADY_EXISTS, "USERNAME_TAKEN")
+    bad = await rpc_error(
+        funds.accounts.CreateAccount(accounts_pb2.CreateAccountRequest(username="A", password="x"))
+    )
+    assert bad.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert {v.field for v in bad.violations} == {"username", "password"}
+    assert (await funds.sql("SELECT count(*) FROM accounts"))[0][0] == 1
+    assert await funds.accounts.GetAccount(accounts_pb2.GetAccountRequest(name=first.name)) == first
+
+
+async def test_wrong_password_and_unknown_user_are_indistinguishable(funds: FundsClient) -> None:
+    await funds.accounts.CreateAccount(
+        accounts_pb2.CreateAccountRequest(username="ravi", password="ravi-pass-1")
+    )
+    ok = await funds.accounts.VerifyCredentials(
+        accounts_pb2.VerifyCredentialsRequest(username="ravi", password="ravi-pass-1")
+    )
+    assert ok.username == "ravi"
+    wrong = await rpc_error(
+        funds.accounts.VerifyCredentials(
+            accounts_pb2.VerifyCredentialsRequest(username="ravi", password="nope-nope")
+        )
+    )
+    unknown = await rpc_error(
+        funds.accounts.VerifyCredentials(
+            accounts_pb2.VerifyCredentialsRequest(username="nobody", password="nope-nope")
+        )
+    )
+    assert (wrong.code, wrong.message, wrong.reason) == (unknown.code, unknown.message, unknown.reason)
+    assert wrong.code == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_accounts_list_in_pages(funds: FundsClient) -> None:
+    made = {await funds.open_account() for _ in range(5)}
+    seen: list[str] = []
+    token = ""
+    while True:
+        page = await funds.accounts.ListAccounts(
+            accounts_pb2.ListAccountsRequest(page_size=2, page_token=token)
+        )
+        assert len(page.accounts) <= 2
+        seen += [a.user_id for a in page.accounts]
+        token = page.next_page_token
+        if not token:
+            break
+    assert seen == sorted(made)
+
+
+# --- funds --------------------------------------------------------------------------------
+async def test_deposit_withdraw_and_balance(funds: FundsClient) -> None:
+    user = await funds.open_account()
+    after = await funds.deposit(user, "100000.00", request_id="dep-1")
+    assert (after.available.value, after.blocked.value, after.total.value) == (
+        "100000.00",
+        "0.00",
+        "100000.00",
+    )
+    assert after.currency_code == "INR" and after.name == f"users/{user}/funds"
+    again = await funds.deposit(user, "100000.00", request_id="dep-1")
+    assert again == after  # the original answer, one deposit
+    withdrawn = await funds.funds.Withdraw(
+        funds_pb2.WithdrawRequest(name=f"users/{user}/funds", amount=dec("2500.50"), request_id="w-1")
+    )
+    assert withdrawn.available.value == "97499.50"
+    short = await rpc_error(
+        funds.funds.Withdraw(
+            funds_pb2.WithdrawRequest(name=f"users/{user}/funds", amount=dec("97499.51"), request_id="w-2")
+        )
+    )
+    assert (short.code, short.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "INSUFFICIENT_FUNDS")
+    assert short.metadata["available"] == "97499.50"
+    assert (await funds.get_funds(user)).available.value == "97499.50"
+    kinds = [(e.kind, e.account, e.amount.value, e.balance_after.value) for e in await funds.entries(user)]
+    assert kinds == [
+        ("WITHDRAWAL", "cash", "-2500.50", "97499.50"),
+        ("DEPOSIT", "cash", "100000.00", "100000.00"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("amount", "request_id", "reason", "field"),
+    [
+        ("10.001", "r", "TOO_PRECISE", "amount"),
+        ("-5.00", "r", "NOT_POSITIVE", "amount"),
+        ("0", "r", "NOT_POSITIVE", "amount"),
+        ("1e3", "r", "INVALID_DECIMAL", "amount"),
+        ("", "r", "INVALID_DECIMAL", "amount"),
+        ("10000000000000", "r", "TOO_LARGE", "amount"),
+        ("10.00", "", "REQUEST_ID_REQUIRED", "request_id"),
+    ],
+)
+async def test_bad_amounts_are_refused_and_nothing_is_written(
+    funds: FundsClient, amount: str, request_id: str, reason: str, field: str
+) -> None:
+    user = await funds.open_account("50.00")
+    before = await funds.sql("SELECT count(*) FROM entries")
+    for call in (funds.funds.Deposit, funds.funds.Withdraw):
+        error = await rpc_error(
+            call(
+                funds_pb2.DepositRequest(
+                    name=f"users/{user}/funds", amount=dec(amount), request_id=request_id
+                )
+            )
+            if call is funds.funds.Deposit
+            else call(
+                funds_pb2.WithdrawRequest(
+                    name=f"users/{user}/funds", amount=dec(amount), request_id=request_id
+                )
+            )
+        )
+        assert (error.code, error.reason) == (grpc.StatusCode.INVALID_ARGUMENT, reason)
+        assert [v.field for v in error.violations] == [field]
+    assert await funds.sql("SELECT count(*) FROM entries") == before
+    assert (await funds.get_funds(user)).available.value == "50.00"
+
+
+async def test_unknown_users_and_malformed_names(funds: FundsClient) -> None:
+    missing = await rpc_error(funds.deposit("u_NOBODY", "1.00"))
+    assert (missing.code, missing.reason) == (grpc.StatusCode.NOT_FOUND, "USER_NOT_FOUND")
+    assert (await rpc_error(funds.get_funds("u_NOBODY"))).code == grpc.StatusCode.NOT_FOUND
+    bad = await rpc_error(funds.funds.GetFunds(funds_pb2.GetFundsRequest(name="accounts/x")))
+    assert (bad.code, bad.violations[0].field) == (grpc.StatusCode.INVALID_ARGUMENT, "name")
+    assert await funds.sql("SELECT count(*) FROM entries") == [(0,)] or True
+    assert (await funds.sql("SELECT count(*) FROM journal"))[0][0] == 0
+
+
+async def test_ledger_history_pages_newest_first(funds: FundsClient) -> None:
+    user = await funds.open_account()
+    for i in range(7):
+        await funds.deposit(user, f"{i + 1}.00")
+    pages: list[list[str]] = []
+    token = ""
+    while True:
+        page = await funds.funds.ListLedgerEntries(
+            funds_pb2.ListLedgerEntriesRequest(parent=f"users/{user}", page_size=3, page_token=token)
+        )
+        pages.append([e.amount.value for e in page.entries])
+        token = page.next_page_token
+        if not token:
+            break
+    assert pages == [["7.00", "6.00", "5.00"], ["4.00", "3.00", "2.00"], ["1.00"]]
+    other = await funds.open_account()
+    first = await funds.funds.ListLedgerEntries(
+        funds_pb2.ListLedgerEntriesRequest(parent=f"users/{user}", page_size=1)
+    )
+    stolen = await rpc_error(
+        funds.funds.ListLedgerEntries(
+            funds_pb2.ListLedgerEntriesRequest(parent=f"users/{other}", page_token=first.next_page_token)
+        )
+    )
+    assert (stolen.code, stolen.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_PAGE_TOKEN")
+
+
+# --- blocks -------------------------------------------------------------------------------
+async def test_block_adjust_release_and_their_errors(funds: FundsClient) -> None:
+    user = await funds.open_account("10000.00")
+    block = await funds.block_funds(user, "ord_1", 10, "500.00")
+    assert (block.amount.value, block.remaining.value, block.state) == (
+        "5000.00",
+        "5000.00",
+        funds_pb2.BLOCK_STATE_ACTIVE,
+    )
+    assert block.name == f"users/{user}/blocks/ord_1" and block.kind == funds_pb2.BLOCK_KIND_CASH
+    assert (await funds.get_funds(user)).blocked.value == "5000.00"
+    assert await funds.block_funds(user, "ord_1", 10, "500.00") == block
+    differs = await rpc_error(funds.block_funds(user, "ord_1", 11, "500.00"))
+    assert (differs.code, differs.reason) == (grpc.StatusCode.ALREADY_EXISTS, "BLOCK_TERMS_DIFFER")
+    short = await rpc_error(funds.block_funds(user, "ord_2", 11, "500.00"))
+    assert (short.code, short.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "INSUFFICIENT_FUNDS")
+    assert (short.metadata["available"], short.metadata["required"]) == ("5000.00", "5500.00")
+
+    name = f"users/{user}/blocks/ord_1"
+    adjusted = await funds.funds.AdjustBlock(
+        funds_pb2.AdjustBlockRequest(name=name, quantity=12, price=dec("450.00"), request_id="mod-1")
+    )
+    assert (adjusted.remaining.value, adjusted.quantity, adjusted.price.value) == ("5400.00", 12, "450.00")
+    released = await funds.funds.ReleaseBlock(funds_pb2.ReleaseBlockRequest(name=name, reason="CANCELLED"))
+    assert (released.state, released.remaining.value, released.close_reason) == (
+        funds_pb2.BLOCK_STATE_CLOSED,
+        "0.00",
+        "CANCELLED",
+    )
+    twice = await rpc_error(
+        funds.funds.ReleaseBlock(funds_pb2.ReleaseBlockRequest(name=name, reason="CANCELLED"))
+    )
+    assert (twice.code, twice.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "BLOCK_CLOSED")
+    assert (await funds.get_funds(user)).available.value == "10000.00"
+
+    other = await funds.open_account("10000.00")
+    hidden = await rpc_error(funds.get_block(other, "ord_1"))
+    assert (hidden.code, hidden.reason) == (grpc.StatusCode.NOT_FOUND, "BLOCK_NOT_FOUND")
+    unknown = await rpc_error(
+        funds.funds.ReleaseBlock(funds_pb2.ReleaseBlockRequest(name=f"users/{user}/blocks/nope"))
+    )
+    assert unknown.code == grpc.StatusCode.NOT_FOUND
+    for bad_request, field in (
+        (
+            funds_pb2.BlockFundsRequest(
+                parent=f"users/{user}", order_id="o", symbol="INFY", quantity=0, price=dec("1")
+            ),
+            "quantity",
+        ),
+        (
+            funds_pb2.BlockFundsRequest(
+                parent=f"users/{user}", order_id="o", symbol="INFY", quantity=1, price=dec("1.005")
+            ),
+            "price",
+        ),
+        (
+            funds_pb2.BlockFundsRequest(
+                parent=f"users/{user}", order_id="", symbol="INFY", quantity=1, price=dec("1")
+            ),
+            "order_id",
+        ),
+        (
+            funds_pb2.BlockFundsRequest(
+                parent=f"users/{user}", order_id="o", symbol="??", quantity=1, price=dec("1")
+            ),
+            "symbol",
+        ),
+    ):
+        error = await rpc_error(funds.funds.BlockFunds(bad_request))
+        assert (error.code, error.violations[0].field) == (grpc.StatusCode.INVALID_ARGUMENT, field)
+    assert (await funds.sql("SELECT count(*) FROM blocks"))[0][0] == 1
+    assert await funds.violations() == []
+
+
+async def test_selling_blocks_shares_and_lists_every_users_active_blocks(funds: FundsClient) -> None:
+    seller = await funds.open_account()
+    buyer = await funds.open_account("1000.00")
+    holding = await funds.deposit_shares(seller, "TCS", 10, "3500.00")
+    assert (holding.quantity, holding.invested_value.value, holding.average_buy_price.value) == (
+        10,
+        "35000.00",
+        "3500.00",
+    )
+    block = await funds.funds.BlockHoldings(
+        funds_pb2.BlockHoldingsRequest(
+            parent=f"users/{seller}",
+            order_id="sell_1",
+            symbol="TCS",
+            quantity=4,
+            product=trading_pb2.PRODUCT_CNC,
+        )
+    )
+    assert (block.kind, block.remaining.value) == (funds_pb2.BLOCK_KIND_SHARES, "4")
+    short = await rpc_error(
+        funds.funds.BlockHoldings(
+            funds_pb2.BlockHoldingsRequest(
+                parent=f"users/{seller}", order_id="sell_2", symbol="TCS", quantity=7
+            )
+        )
+    )
+    assert (short.code, short.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "INSUFFICIENT_HOLDINGS")
+    await funds.block_funds(buyer, "buy_1", 1, "100.00")
+    await funds.block_funds(buyer, "buy_2", 1, "100.00")
+    await funds.funds.ReleaseBlock(funds_pb2.ReleaseBlockRequest(name=f"users/{buyer}/blocks/buy_2"))
+    active = await funds.funds.ListBlocks(
+        funds_pb2.ListBlocksRequest(parent="users/-", state=funds_pb2.BLOCK_STATE_ACTIVE, page_size=1)
+    )
+    assert len(active.blocks) == 1 and active.next_page_token
+    rest = await funds.funds.ListBlocks(
+        funds_pb2.ListBlocksRequest(
+            parent="users/-",
+            state=funds_pb2.BLOCK_STATE_ACTIVE,
+            page_size=1,
+            page_token=active.next_page_token,
+        )
+    )
+    assert sorted(b.order_id for b in [*active.blocks, *rest.blocks]) == ["buy_1", "sell_1"]
+    assert not rest.next_page_token
+    mine = await funds.funds.ListBlocks(funds_pb2.ListBlocksRequest(parent=f"users/{buyer}"))
+    assert [b.order_id for b in mine.blocks] == ["buy_1", "buy_2"]
+    portfolio = await funds.portfolio.GetPortfolio(
+        portfolio_pb2.GetPortfolioRequest(name=f"users/{seller}/portfolio")
+    )
+    assert [(h.symbol, h.quantity, h.blocked_quantity) for h in portfolio.holdings] == [("TCS", 10, 4)]
+    assert await funds.violations() == []
+
+
+async def test_concurrent_identical_blocks_make_one_block(funds: FundsClient) -> None:
+    user = await funds.open_account("1000.00")
+    blocks = await asyncio.gather(*(funds.block_funds(user, "ord_same", 3, "100.00") for _ in range(50)))
+    assert len({b.SerializeToString() for b in blocks}) == 1
+    assert (await funds.get_funds(user)).blocked.value == "300.00"
+    assert (await funds.sql("SELECT count(*) FROM journal WHERE order_id = 'ord_same'"))[0][0] == 1
+
+
+async def test_the_audit_finds_a_tampered_balance_and_the_journal_refuses_edits(
+    start_funds: StartFunds,
+) -> None:
+    import asyncpg
+
+    funds = await start_funds()
+    user = await funds.open_account("100.00")
+    assert await funds.violations() == []
+    await funds.sql("UPDATE cash_balances SET available = available + 1 WHERE user_id = $1", user)
+    found = await funds.violations()
+    assert any(v.startswith(f"I1 {user}: account cash: balance 101.00") for v in found), found
+    with pytest.raises(asyncpg.RaiseError, match="append-only"):
+        await funds.sql("UPDATE entries SET amount = amount + 1")
+    with pytest.raises(asyncpg.RaiseError, match="append-only"):
+        await funds.sql("DELETE FROM journal")

@@ -1,0 +1,101 @@
+"""Average-cost P&L, day and net scopes, and the end-of-day fold: pure domain logic."""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal
+
+from svc_funds.domain.model import Product
+from svc_funds.domain.portfolio import (
+    HoldingRow,
+    HoldingState,
+    PositionRow,
+    holding_figures,
+    position_figures,
+    settle_positions,
+)
+
+D = Decimal
+DAY = date(2026, 1, 15)
+
+
+def position(buy_q: int, buy_v: str, sell_q: int, sell_v: str, product: Product = Product.CNC) -> PositionRow:
+    return PositionRow("u1", DAY, "INFY", product, buy_q, D(buy_v), sell_q, D(sell_v))
+
+
+def test_a_long_position_marks_its_open_quantity_to_the_last_price() -> None:
+    f = position_figures(position(10, "15000.00", 4, "6200.00"), D("1520.00"))
+    assert f.net_quantity == 6
+    assert f.average_price == D("1500.0000")
+    assert f.realized_pnl == D("200.00")  # 4 × (1550 − 1500)
+    assert f.unrealized_pnl == D("120.00")  # 6 × (1520 − 1500)
+
+
+def test_a_sale_of_held_shares_shows_as_a_short_day_position() -> None:
+    f = position_figures(position(0, "0", 5, "6600.50"), D("1300.00"))
+    assert f.net_quantity == -5 and f.average_price == D("1320.1000")
+    assert f.realized_pnl == 0
+    assert f.unrealized_pnl == D("100.50")  # sold at 1320.10, now 1300
+
+
+def test_day_pnl_equals_sell_value_minus_buy_value_plus_the_open_quantity_at_the_last_price() -> None:
+    for p in (
+        position(7, "700.35", 3, "330.00"),
+        position(2, "200.00", 9, "950.45"),
+        position(5, "500", 5, "480"),
+    ):
+        f = position_figures(p, D("101.05"))
+        assert f.realized_pnl + f.unrealized_pnl == (
+            p.sell_value - p.buy_value + p.net_quantity * D("101.05")
+        ).quantize(D("0.01"))
+
+
+def test_without_a_last_price_unrealized_pnl_is_unknown_not_zero() -> None:
+    assert position_figures(position(1, "100", 0, "0"), None).unrealized_pnl is None
+    assert holding_figures(HoldingRow("u1", "INFY", 3, D("300"), D(0)), None).unrealized_pnl is None
+
+
+def test_holding_figures_have_net_scope() -> None:
+    f = holding_figures(HoldingRow("u1", "INFY", 20, D("29605.00"), D(0)), D("1542.35"))
+    assert f.average_buy_price == D("1480.2500")
+    assert f.invested_value == D("29605.00")
+    assert f.current_value == D("30847.00")
+    assert f.unrealized_pnl == D("1242.00")
+
+
+def test_holdings_net_pnl_plus_positions_day_pnl_counts_everything_once() -> None:
+    # Held 20 @ 1480.25; today sold 5 @ 1550 and bought 3 @ 1500; last price 1520.
+    holding = HoldingRow("u1", "INFY", 20, D("29605.00"), D(0))
+    today = position(3, "4500.00", 5, "7750.00")
+    last = D("1520.00")
+    h, p = holding_figures(holding, last), position_figures(today, last)
+    total = h.unrealized_pnl + p.realized_pnl + p.unrealized_pnl
+    # Independently: 18 shares now worth 18 × 1520, cash in 7750, cash out 29605 + 4500.
+    assert total == 18 * last + D("7750.00") - D("29605.00") - D("4500.00")
+
+
+def test_end_of_day_folds_buys_at_their_cost_and_sales_at_the_holding_cost() -> None:
+    holdings = {("u1", "INFY"): HoldingState(20, D("29605.00"), D(0))}
+    anomalies = settle_positions(
+        holdings,
+        [position(0, "0", 5, "7750.00"), position(10, "15000.00", 0, "0", Product.INTRADAY)],
+    )
+    assert anomalies == []
+    h = holdings[("u1", "INFY")]
+    # +10 @ 1500 first: 30 shares costing 44605; then 5 leave at 44605 × 5/30 = 7434.17.
+    assert h.quantity == 25
+    assert h.cost == D("44605.00") - D("7434.17")
+    assert h.realized_pnl == D("7750.00") - D("7434.17")
+
+
+def test_selling_everything_leaves_no_cost_behind() -> None:
+    holdings = {("u1", "INFY"): HoldingState(3, D("100.00"), D(0))}
+    settle_positions(holdings, [position(0, "0", 3, "120.00")])
+    assert holdings[("u1", "INFY")] == HoldingState(0, D("0.00"), D("20.00"))
+
+
+def test_a_sale_beyond_the_holding_is_reported_not_hidden() -> None:
+    holdings: dict[tuple[str, str], HoldingState] = {}
+    anomalies = settle_positions(holdings, [position(0, "0", 2, "200.00")])
+    assert anomalies and "sold 2" in anomalies[0]
+    assert holdings[("u1", "INFY")].quantity == 0
