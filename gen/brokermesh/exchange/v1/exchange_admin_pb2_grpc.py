@@ -61,6 +61,21 @@ class ExchangeAdminServiceStub:
                 request_serializer=brokermesh_dot_exchange_dot_v1_dot_exchange__admin__pb2.SetScenarioRequest.SerializeToString,
                 response_deserializer=brokermesh_dot_exchange_dot_v1_dot_exchange__admin__pb2.SetScenarioResponse.FromString,
                 _registered_method=True)
+        self.GetTradingState = channel.unary_unary(
+                '/brokermesh.exchange.v1.ExchangeAdminService/GetTradingState',
+                request_serializer=brokermesh_dot_exchange_dot_v1_dot_exchange__admin__pb2.GetTradingStateRequest.SerializeToString,
+                response_deserializer=brokermesh_dot_exchange_dot_v1_dot_exchange__admin__pb2.TradingState.FromString,
+                _registered_method=True)
+        self.PlaceOrder = channel.unary_unary(
+                '/brokermesh.exchange.v1.ExchangeAdminService/PlaceOrder',
+                request_serializer=brokermesh_dot_exchange_dot_v1_dot_exchange__admin__pb2.PlaceOrderRequest.SerializeToString,
+                response_deserializer=brokermesh_dot_exchange_dot_v1_dot_exchange__admin__pb2.ExchangeOrder.FromString,
+                _registered_method=True)
+        self.ListSessions = channel.unary_unary(
+                '/brokermesh.exchange.v1.ExchangeAdminService/ListSessions',
+                request_serializer=brokermesh_dot_exchange_dot_v1_dot_exchange__admin__pb2.ListSessionsRequest.SerializeToString,
+                response_deserializer=brokermesh_dot_exchange_dot_v1_dot_exchange__admin__pb2.ListSessionsResponse.FromString,
+                _registered_method=True)
 
 
 class ExchangeAdminServiceServicer:
@@ -103,6 +118,29 @@ class ExchangeAdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetTradingState(self, request, context):
+        """Returns the trading session, halts and circuit-breaker state.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PlaceOrder(self, request, context):
+        """Places an order as an exchange participant that is not a FIX counterparty (operators,
+        tests and demos: e.g. to trade against a broker's resting order). Nobody receives
+        execution reports for it; its state is in the response and in ListExchangeOrders.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSessions(self, request, context):
+        """Lists the FIX sessions the exchange accepts, with their state and sequence numbers.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ExchangeAdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -130,6 +168,21 @@ def add_ExchangeAdminServiceServicer_to_server(servicer, server):
                     servicer.SetScenario,
                     request_deserializer=brokermesh_dot_exchange_dot_v1_dot_exchange__admin__pb2.SetScenarioRequest.FromString,
                     response_serializer=brokermesh_dot_exchange_dot_v1_dot_exchange__admin__pb2.SetScenarioResponse.SerializeToString,
+            ),
+            'GetTradingState': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTradingState,
+                    request_deserializer=brokermesh_dot_exchange_dot_v1_dot_exchange__admin__pb2.GetTradingStateRequest.FromString,
+                    response_serializer=brokermesh_dot_exchange_dot_v1_dot_exchange__admin__pb2.TradingState.SerializeToString,
+            ),
+            'PlaceOrder': grpc.unary_unary_rpc_method_handler(
+                    servicer.PlaceOrder,
+                    request_deserializer=brokermesh_dot_exchange_dot_v1_dot_exchange__admin__pb2.PlaceOrderRequest.FromString,
+                    response_serializer=brokermesh_dot_exchange_dot_v1_dot_exchange__admin__pb2.ExchangeOrder.SerializeToString,
+            ),
+            'ListSessions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSessions,
+                    request_deserializer=brokermesh_dot_exchange_dot_v1_dot_exchange__admin__pb2.ListSessionsRequest.FromString,
+                    response_serializer=brokermesh_dot_exchange_dot_v1_dot_exchange__admin__pb2.ListSessionsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -269,6 +322,87 @@ class ExchangeAdminService:
             '/brokermesh.exchange.v1.ExchangeAdminService/SetScenario',
             brokermesh_dot_exchange_dot_v1_dot_exchange__admin__pb2.SetScenarioRequest.SerializeToString,
             brokermesh_dot_exchange_dot_v1_dot_exchange__admin__pb2.SetScenarioResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTradingState(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/brokermesh.exchange.v1.ExchangeAdminService/GetTradingState',
+            brokermesh_dot_exchange_dot_v1_dot_exchange__admin__pb2.GetTradingStateRequest.SerializeToString,
+            brokermesh_dot_exchange_dot_v1_dot_exchange__admin__pb2.TradingState.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PlaceOrder(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/brokermesh.exchange.v1.ExchangeAdminService/PlaceOrder',
+            brokermesh_dot_exchange_dot_v1_dot_exchange__admin__pb2.PlaceOrderRequest.SerializeToString,
+            brokermesh_dot_exchange_dot_v1_dot_exchange__admin__pb2.ExchangeOrder.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSessions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/brokermesh.exchange.v1.ExchangeAdminService/ListSessions',
+            brokermesh_dot_exchange_dot_v1_dot_exchange__admin__pb2.ListSessionsRequest.SerializeToString,
+            brokermesh_dot_exchange_dot_v1_dot_exchange__admin__pb2.ListSessionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -45,6 +45,15 @@ class ExchangeAdminServiceStub:
     """Resumes trading."""
     SetScenario: _grpc.UnaryUnaryMultiCallable[_exchange_admin_pb2.SetScenarioRequest, _exchange_admin_pb2.SetScenarioResponse]
     """Arms a test scenario: reject the next order, delay fills, drop the session."""
+    GetTradingState: _grpc.UnaryUnaryMultiCallable[_exchange_admin_pb2.GetTradingStateRequest, _exchange_admin_pb2.TradingState]
+    """Returns the trading session, halts and circuit-breaker state."""
+    PlaceOrder: _grpc.UnaryUnaryMultiCallable[_exchange_admin_pb2.PlaceOrderRequest, _exchange_admin_pb2.ExchangeOrder]
+    """Places an order as an exchange participant that is not a FIX counterparty (operators,
+    tests and demos: e.g. to trade against a broker's resting order). Nobody receives
+    execution reports for it; its state is in the response and in ListExchangeOrders.
+    """
+    ListSessions: _grpc.UnaryUnaryMultiCallable[_exchange_admin_pb2.ListSessionsRequest, _exchange_admin_pb2.ListSessionsResponse]
+    """Lists the FIX sessions the exchange accepts, with their state and sequence numbers."""
 
 @_typing.type_check_only
 class ExchangeAdminServiceAsyncStub(ExchangeAdminServiceStub):
@@ -63,6 +72,15 @@ class ExchangeAdminServiceAsyncStub(ExchangeAdminServiceStub):
     """Resumes trading."""
     SetScenario: _aio.UnaryUnaryMultiCallable[_exchange_admin_pb2.SetScenarioRequest, _exchange_admin_pb2.SetScenarioResponse]  # type: ignore[assignment]
     """Arms a test scenario: reject the next order, delay fills, drop the session."""
+    GetTradingState: _aio.UnaryUnaryMultiCallable[_exchange_admin_pb2.GetTradingStateRequest, _exchange_admin_pb2.TradingState]  # type: ignore[assignment]
+    """Returns the trading session, halts and circuit-breaker state."""
+    PlaceOrder: _aio.UnaryUnaryMultiCallable[_exchange_admin_pb2.PlaceOrderRequest, _exchange_admin_pb2.ExchangeOrder]  # type: ignore[assignment]
+    """Places an order as an exchange participant that is not a FIX counterparty (operators,
+    tests and demos: e.g. to trade against a broker's resting order). Nobody receives
+    execution reports for it; its state is in the response and in ListExchangeOrders.
+    """
+    ListSessions: _aio.UnaryUnaryMultiCallable[_exchange_admin_pb2.ListSessionsRequest, _exchange_admin_pb2.ListSessionsResponse]  # type: ignore[assignment]
+    """Lists the FIX sessions the exchange accepts, with their state and sequence numbers."""
 
 class ExchangeAdminServiceServicer(metaclass=_abc_1.ABCMeta):
     """Operator and test control of the exchange simulator. A real venue has no such API;
@@ -108,5 +126,32 @@ class ExchangeAdminServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_exchange_admin_pb2.SetScenarioResponse, _abc.Awaitable[_exchange_admin_pb2.SetScenarioResponse]]:
         """Arms a test scenario: reject the next order, delay fills, drop the session."""
+
+    @_abc_1.abstractmethod
+    def GetTradingState(
+        self,
+        request: _exchange_admin_pb2.GetTradingStateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_exchange_admin_pb2.TradingState, _abc.Awaitable[_exchange_admin_pb2.TradingState]]:
+        """Returns the trading session, halts and circuit-breaker state."""
+
+    @_abc_1.abstractmethod
+    def PlaceOrder(
+        self,
+        request: _exchange_admin_pb2.PlaceOrderRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_exchange_admin_pb2.ExchangeOrder, _abc.Awaitable[_exchange_admin_pb2.ExchangeOrder]]:
+        """Places an order as an exchange participant that is not a FIX counterparty (operators,
+        tests and demos: e.g. to trade against a broker's resting order). Nobody receives
+        execution reports for it; its state is in the response and in ListExchangeOrders.
+        """
+
+    @_abc_1.abstractmethod
+    def ListSessions(
+        self,
+        request: _exchange_admin_pb2.ListSessionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_exchange_admin_pb2.ListSessionsResponse, _abc.Awaitable[_exchange_admin_pb2.ListSessionsResponse]]:
+        """Lists the FIX sessions the exchange accepts, with their state and sequence numbers."""
 
 def add_ExchangeAdminServiceServicer_to_server(servicer: ExchangeAdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,3 @@
+from exchange_sim.main import main
+
+main()

@@ -1,0 +1,1 @@
+"""FIX acceptor and instrument file."""

@@ -1,0 +1,292 @@
+"""FIX 4.4 messages ↔ the app's requests and reports.
+
+Inbound: the raw text of each tag (quickfix has already validated the message against
+FIX44.xml), so the app can give a business reason for anything it refuses. Outbound: every
+price and quantity is written as exact text with `svc_runtime.fix.set_text`; quickfix's
+typed (double) fields are never used for them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import quickfix as fix
+import quickfix44 as fix44
+
+from exchange_sim.app import messages as m
+from svc_runtime.fix import get_text, header_text, set_text
+
+BEGIN_STRING = "FIX.4.4"
+
+# Tags, by name, for readability.
+ACCOUNT = 1
+AVG_PX = 6
+CL_ORD_ID = 11
+CUM_QTY = 14
+CURRENCY = 15
+EXEC_ID = 17
+LAST_PX = 31
+LAST_QTY = 32
+ORDER_ID = 37
+ORDER_QTY = 38
+ORD_STATUS = 39
+ORD_TYPE = 40
+ORIG_CL_ORD_ID = 41
+POSS_DUP = 43
+PRICE = 44
+SYMBOL = 55
+SIDE = 54
+TEXT = 58
+TIME_IN_FORCE = 59
+TRANSACT_TIME = 60
+POSS_RESEND = 97
+STOP_PX = 99
+CXL_REJ_REASON = 102
+ORD_REJ_REASON = 103
+SECURITY_DESC = 107
+NO_RELATED_SYM = 146
+EXEC_TYPE = 150
+LEAVES_QTY = 151
+MD_REQ_ID = 262
+SUBSCRIPTION_REQUEST_TYPE = 263
+MARKET_DEPTH = 264
+MD_UPDATE_TYPE = 265
+NO_MD_ENTRY_TYPES = 267
+NO_MD_ENTRIES = 268
+MD_ENTRY_TYPE = 269
+MD_ENTRY_PX = 270
+MD_ENTRY_SIZE = 271
+MD_ENTRY_DATE = 272
+MD_ENTRY_TIME = 273
+MD_UPDATE_ACTION = 279
+MD_REQ_REJ_REASON = 281
+MD_ENTRY_POSITION_NO = 290
+SECURITY_REQ_ID = 320
+SECURITY_RESPONSE_ID = 322
+NUMBER_OF_ORDERS = 346
+TOT_NO_RELATED_SYM = 393
+CXL_REJ_RESPONSE_TO = 434
+SECONDARY_EXEC_ID = 527
+SECURITY_LIST_REQUEST_TYPE = 559
+SECURITY_REQUEST_RESULT = 560
+ROUND_LOT = 561
+MIN_TRADE_VOL = 562
+MASS_STATUS_REQ_ID = 584
+MASS_STATUS_REQ_TYPE = 585
+ORD_STATUS_REQ_ID = 790
+LAST_LIQUIDITY_IND = 851
+EVENT_TYPE = 865
+EVENT_DATE = 866
+EVENT_PX = 867
+EVENT_TEXT = 868
+LAST_FRAGMENT = 893
+TOT_NUM_REPORTS = 911
+LAST_RPT_REQUESTED = 912
+SECURITY_TYPE = 167
+STIPULATION_TYPE = 233
+STIPULATION_VALUE = 234
+
+
+def utc_timestamp(moment: datetime) -> str:
+    """FIX UTCTimestamp with milliseconds."""
+    moment = moment.astimezone(UTC)
+    return moment.strftime("%Y%m%d-%H:%M:%S.") + f"{moment.microsecond // 1000:03d}"
+
+
+def _text(message: fix.Message, tag: int) -> str:
+    return get_text(message, tag, "") or ""
+
+
+def _optional(message: fix.Message, tag: int) -> str | None:
+    value = get_text(message, tag)
+    return value or None
+
+
+def _possible_duplicate(message: fix.Message) -> bool:
+    return header_text(message, POSS_DUP) == "Y" or header_text(message, POSS_RESEND) == "Y"
+
+
+# ---- inbound ------------------------------------------------------------------------------
+
+
+def new_order(message: fix.Message) -> m.NewOrderRequest:
+    return m.NewOrderRequest(
+        cl_ord_id=_text(message, CL_ORD_ID),
+        symbol=_text(message, SYMBOL),
+        side=_text(message, SIDE),
+        quantity=_text(message, ORDER_QTY),
+        order_type=_text(message, ORD_TYPE),
+        price=_optional(message, PRICE),
+        stop_price=_optional(message, STOP_PX),
+        time_in_force=_optional(message, TIME_IN_FORCE),
+        account=_text(message, ACCOUNT),
+        possible_duplicate=_possible_duplicate(message),
+    )
+
+
+def cancel(message: fix.Message) -> m.CancelRequest:
+    return m.CancelRequest(
+        cl_ord_id=_text(message, CL_ORD_ID),
+        orig_cl_ord_id=_text(message, ORIG_CL_ORD_ID),
+        symbol=_text(message, SYMBOL),
+        side=_text(message, SIDE),
+        order_id=_text(message, ORDER_ID),
+        possible_duplicate=_possible_duplicate(message),
+    )
+
+
+def replace(message: fix.Message) -> m.ReplaceRequest:
+    return m.ReplaceRequest(
+        cl_ord_id=_text(message, CL_ORD_ID),
+        orig_cl_ord_id=_text(message, ORIG_CL_ORD_ID),
+        symbol=_text(message, SYMBOL),
+        side=_text(message, SIDE),
+        quantity=_text(message, ORDER_QTY),
+        order_type=_text(message, ORD_TYPE),
+        price=_optional(message, PRICE),
+        stop_price=_optional(message, STOP_PX),
+        time_in_force=_optional(message, TIME_IN_FORCE),
+        order_id=_text(message, ORDER_ID),
+        possible_duplicate=_possible_duplicate(message),
+    )
+
+
+def status(message: fix.Message) -> m.StatusRequest:
+    return m.StatusRequest(
+        cl_ord_id=_text(message, CL_ORD_ID),
+        symbol=_text(message, SYMBOL),
+        side=_text(message, SIDE),
+        order_id=_text(message, ORDER_ID),
+        status_request_id=_text(message, ORD_STATUS_REQ_ID),
+    )
+
+
+def mass_status(message: fix.Message) -> m.MassStatusRequest:
+    return m.MassStatusRequest(
+        mass_status_request_id=_text(message, MASS_STATUS_REQ_ID),
+        request_type=_text(message, MASS_STATUS_REQ_TYPE),
+        symbol=_text(message, SYMBOL),
+        account=_text(message, ACCOUNT),
+    )
+
+
+def market_data_request(message: fix.Message) -> m.MarketDataRequest:
+    entry_types: list[str] = []
+    group = fix44.MarketDataRequest.NoMDEntryTypes()
+    for i in range(1, int(_text(message, NO_MD_ENTRY_TYPES) or 0) + 1):
+        message.getGroup(i, group)
+        entry_types.append(_text(group, MD_ENTRY_TYPE))
+    symbols: list[str] = []
+    related = fix44.MarketDataRequest.NoRelatedSym()
+    for i in range(1, int(_text(message, NO_RELATED_SYM) or 0) + 1):
+        message.getGroup(i, related)
+        symbols.append(_text(related, SYMBOL))
+    return m.MarketDataRequest(
+        md_req_id=_text(message, MD_REQ_ID),
+        subscription_type=_text(message, SUBSCRIPTION_REQUEST_TYPE),
+        depth=int(_text(message, MARKET_DEPTH) or 0),
+        update_type=_text(message, MD_UPDATE_TYPE),
+        entry_types=tuple(entry_types),
+        symbols=tuple(symbols),
+    )
+
+
+def security_list_request(message: fix.Message) -> m.SecurityListRequest:
+    return m.SecurityListRequest(
+        security_req_id=_text(message, SECURITY_REQ_ID),
+        request_type=_text(message, SECURITY_LIST_REQUEST_TYPE),
+        symbol=_text(message, SYMBOL),
+    )
+
+
+# What each session role accepts; anything else is answered with a BusinessMessageReject.
+ORDER_ENTRY_PARSERS: dict[str, Callable[[fix.Message], object]] = {
+    "D": new_order,
+    "F": cancel,
+    "G": replace,
+    "H": status,
+    "AF": mass_status,
+    "x": security_list_request,
+}
+MARKET_DATA_PARSERS: dict[str, Callable[[fix.Message], object]] = {
+    "V": market_data_request,
+    "x": security_list_request,
+}
+
+
+# ---- outbound -----------------------------------------------------------------------------
+
+
+def _new(msg_type: str) -> fix.Message:
+    message = fix.Message()
+    message.getHeader().setField(fix.MsgType(msg_type))
+    return message
+
+
+def _decimal_text(value: Decimal) -> str:
+    text = format(value, "f")
+    return text if text != "-0" else "0"
+
+
+def execution_report(report: m.ExecutionReport) -> fix.Message:
+    message = _new("8")
+    set_text(message, ORDER_ID, report.exchange_order_id)
+    if report.cl_ord_id:
+        set_text(message, CL_ORD_ID, report.cl_ord_id)
+    if report.orig_cl_ord_id:
+        set_text(message, ORIG_CL_ORD_ID, report.orig_cl_ord_id)
+    set_text(message, EXEC_ID, report.exec_id)
+    set_text(message, EXEC_TYPE, report.exec_type)
+    set_text(message, ORD_STATUS, report.ord_status)
+    if report.account:
+        set_text(message, ACCOUNT, report.account)
+    set_text(message, SYMBOL, report.symbol)
+    set_text(message, SIDE, report.side)
+    if report.quantity:
+        set_text(message, ORDER_QTY, report.quantity)
+    if report.order_type:
+        set_text(message, ORD_TYPE, report.order_type)
+    if report.price is not None:
+        set_text(message, PRICE, _decimal_text(report.price))
+    if report.stop_price is not None:
+        set_text(message, STOP_PX, _decimal_text(report.stop_price))
+    if report.time_in_force:
+        set_text(message, TIME_IN_FORCE, report.time_in_force)
+    if report.last_price is not None:
+        set_text(message, LAST_QTY, report.last_qty)
+        set_text(message, LAST_PX, _decimal_text(report.last_price))
+    set_text(message, LEAVES_QTY, report.leaves)
+    set_text(message, CUM_QTY, report.cum)
+    set_text(message, AVG_PX, _decimal_text(report.average_price))
+    set_text(message, TRANSACT_TIME, utc_timestamp(report.transact_time))
+    if report.text:
+        set_text(message, TEXT, report.text)
+    if report.reject_reason is not None:
+        set_text(message, ORD_REJ_REASON, report.reject_reason)
+    if report.match_id:
+        set_text(message, SECONDARY_EXEC_ID, report.match_id)
+    if report.liquidity:
+        set_text(message, LAST_LIQUIDITY_IND, report.liquidity)
+    if report.status_request_id:
+        set_text(message, ORD_STATUS_REQ_ID, report.status_request_id)
+    if report.mass_status_request_id:
+        set_text(message, MASS_STATUS_REQ_ID, report.mass_status_request_id)
+        set_text(message, TOT_NUM_REPORTS, report.total_reports or 0)
+        set_text(message, LAST_RPT_REQUESTED, "Y" if report.last_report else "N")
+    return message
+
+
+def cancel_reject(reject: m.CancelReject) -> fix.Message:
+    message = _new("9")
+    set_text(message, ORDER_ID, reject.exchange_order_id)
+    set_text(message, CL_ORD_ID, reject.cl_ord_id)
+    set_text(message, ORIG_CL_ORD_ID, reject.orig_cl_ord_id or "NONE")
+    set_text(message, ORD_STATUS, reject.ord_status)
+    set_text(message, CXL_REJ_RESPONSE_TO, reject.response_to)
+    set_text(message, CXL_REJ_REASON, reject.reason)
+    set_text(message, TRANSACT_TIME, utc_timestamp(reject.transact_time))
+    if reject.text:
+        set_text(message, TEXT, reject.text)
+    return message

@@ -1,0 +1,743 @@
+"""Order books with price-time priority, and the matching engine over them.
+
+The hot path works on integers only: prices are ticks (price / tick size), quantities are
+shares. Each side of a book is a dict of price levels plus a heap of level keys; each level
+is a FIFO of `(seq, order)` entries. Cancels and priority-losing replaces are lazy: they
+bump the order's `seq`, so the stale entry is skipped (and dropped) when it reaches the
+front, which keeps a cancel O(1). Keys are `price` for asks and `-price` for bids, so on
+both sides the best level is the smallest key and "crosses" is `key <= bound`.
+
+Every command returns the events it caused, in order, each carrying a snapshot of the
+order's state at that moment (quantity, leaves, cumulative quantity, notional): the caller
+renders execution reports from them after the state change is complete.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+from decimal import ROUND_FLOOR, Decimal
+from heapq import heapify, heappop, heappush
+
+from exchange_sim.domain.instruments import HUNDRED, Instrument
+
+BUY = 1
+SELL = 2
+
+# Order types.
+LIMIT = "LIMIT"
+MARKET = "MARKET"
+STOP = "STOP"  # stop-loss market: a MARKET order once the stop price trades
+STOP_LIMIT = "STOP_LIMIT"  # stop-loss limit: a LIMIT order once the stop price trades
+ORDER_TYPES = frozenset({LIMIT, MARKET, STOP, STOP_LIMIT})
+
+# Time in force.
+DAY = "DAY"
+IOC = "IOC"
+FOK = "FOK"
+TIMES_IN_FORCE = frozenset({DAY, IOC, FOK})
+
+# Order status.
+NEW = "NEW"
+PARTIALLY_FILLED = "PARTIALLY_FILLED"
+FILLED = "FILLED"
+CANCELLED = "CANCELLED"
+REJECTED = "REJECTED"
+EXPIRED = "EXPIRED"
+PENDING_TRIGGER = "PENDING_TRIGGER"  # a stop order waiting for its stop price to trade
+WORKING = frozenset({NEW, PARTIALLY_FILLED, PENDING_TRIGGER})
+
+# Event kinds.
+ACCEPTED = "ACCEPTED"
+TRADE = "TRADE"
+REPLACED = "REPLACED"
+TRIGGERED = "TRIGGERED"
+# CANCELLED, REJECTED and EXPIRED double as event kinds.
+
+# Self-trade prevention: what happens when an order would trade with one of the same owner.
+CANCEL_NEWEST = "CANCEL_NEWEST"  # cancel the incoming order's remainder
+CANCEL_OLDEST = "CANCEL_OLDEST"  # cancel the resting order and keep matching
+CANCEL_BOTH = "CANCEL_BOTH"
+SELF_TRADE_MODES = frozenset({CANCEL_NEWEST, CANCEL_OLDEST, CANCEL_BOTH})
+
+
+class Reason:
+    """Why an order was rejected, cancelled by the exchange, or a cancel/replace refused."""
+
+    UNKNOWN_SYMBOL = "UNKNOWN_SYMBOL"
+    MARKET_CLOSED = "MARKET_CLOSED"
+    HALTED = "HALTED"
+    BAD_QUANTITY = "BAD_QUANTITY"
+    NOT_LOT_MULTIPLE = "NOT_LOT_MULTIPLE"
+    BAD_PRICE = "BAD_PRICE"
+    OUTSIDE_BAND = "OUTSIDE_BAND"
+    BAD_ORDER = "BAD_ORDER"
+    NO_LIQUIDITY = "NO_LIQUIDITY"
+    IOC_REMAINDER = "IOC_REMAINDER"
+    FOK_NOT_FILLABLE = "FOK_NOT_FILLABLE"
+    SELF_TRADE = "SELF_TRADE"
+    CANCEL_REQUESTED = "CANCEL_REQUESTED"
+    END_OF_DAY = "END_OF_DAY"
+    UNKNOWN_ORDER = "UNKNOWN_ORDER"
+    QUANTITY_NOT_ABOVE_FILLED = "QUANTITY_NOT_ABOVE_FILLED"
+
+
+REASON_TEXT = {
+    Reason.UNKNOWN_SYMBOL: "unknown symbol",
+    Reason.MARKET_CLOSED: "market closed",
+    Reason.HALTED: "trading halted",
+    Reason.BAD_QUANTITY: "quantity must be a positive whole number of shares",
+    Reason.NOT_LOT_MULTIPLE: "quantity is not a multiple of the lot size",
+    Reason.BAD_PRICE: "price is not a positive multiple of the tick size",
+    Reason.OUTSIDE_BAND: "price outside the daily price band",
+    Reason.BAD_ORDER: "order type, price and stop price do not agree",
+    Reason.NO_LIQUIDITY: "market order: no more liquidity; remainder cancelled",
+    Reason.IOC_REMAINDER: "immediate or cancel: remainder cancelled",
+    Reason.FOK_NOT_FILLABLE: "fill or kill: not enough quantity at the limit; order cancelled",
+    Reason.SELF_TRADE: "self-trade prevented",
+    Reason.CANCEL_REQUESTED: "cancelled on request",
+    Reason.END_OF_DAY: "day order expired at the close",
+    Reason.UNKNOWN_ORDER: "unknown order",
+    Reason.QUANTITY_NOT_ABOVE_FILLED: "new quantity must exceed the filled quantity",
+}
+
+# Larger than any price in ticks: the bound of a market order.
+_UNBOUNDED = 1 << 62
+
+
+class Order:
+    """One order in the exchange. `price` and `stop_price` are ticks; `price` is None for
+    orders that trade at any price (MARKET, and STOP once triggered).
+
+    Constructors on the matching path take positional arguments: they are cheaper."""
+
+    __slots__ = (
+        "cum",
+        "leaves",
+        "notional",
+        "order_id",
+        "order_type",
+        "owner",
+        "price",
+        "quantity",
+        "ref",
+        "seq",
+        "side",
+        "status",
+        "stop_price",
+        "symbol",
+        "tif",
+    )
+
+    def __init__(  # noqa: PLR0917
+        self,
+        order_id: int,
+        owner: str,
+        symbol: str,
+        side: int,
+        order_type: str,
+        tif: str,
+        price: int | None,
+        quantity: int,
+        stop_price: int | None,
+        ref: object,
+    ) -> None:
+        self.order_id = order_id
+        self.owner = owner
+        self.symbol = symbol
+        self.side = side
+        self.order_type = order_type
+        self.tif = tif
+        self.price = price
+        self.quantity = quantity
+        self.stop_price = stop_price
+        self.ref = ref
+        self.leaves = quantity
+        self.cum = 0
+        self.notional = 0  # sum of fill quantity x fill price in ticks: exact average price
+        self.status = NEW
+        self.seq = 0  # time priority; changes whenever the order (re)joins a level
+
+    def __repr__(self) -> str:
+        return (
+            f"Order({self.order_id} {self.symbol} {'BUY' if self.side == BUY else 'SELL'} "
+            f"{self.quantity}@{self.price} {self.status} cum={self.cum} leaves={self.leaves})"
+        )
+
+
+class Execution:
+    """Something that happened to an order, with a snapshot of the order at that moment."""
+
+    __slots__ = (
+        "aggressor",
+        "cum",
+        "kind",
+        "last_price",
+        "last_qty",
+        "leaves",
+        "match_id",
+        "notional",
+        "order",
+        "price",
+        "quantity",
+        "reason",
+        "status",
+        "stop_price",
+    )
+
+    def __init__(  # noqa: PLR0917
+        self,
+        kind: str,
+        order: Order,
+        reason: str | None = None,
+        last_qty: int = 0,
+        last_price: int = 0,
+        match_id: int = 0,
+        aggressor: bool = False,
+    ) -> None:
+        self.kind = kind
+        self.order = order
+        self.reason = reason
+        self.last_qty = last_qty
+        self.last_price = last_price
+        self.match_id = match_id
+        self.aggressor = aggressor
+        self.quantity = order.quantity
+        self.price = order.price
+        self.stop_price = order.stop_price
+        self.leaves = order.leaves
+        self.cum = order.cum
+        self.notional = order.notional
+        self.status = order.status
+
+    def __repr__(self) -> str:
+        return f"Execution({self.kind} #{self.order.order_id} {self.status} last={self.last_qty}@{self.last_price} reason={self.reason})"
+
+
+class CancelRejected:
+    """A cancel or replace that was refused; the order (if any) is unchanged."""
+
+    __slots__ = ("order", "reason")
+
+    def __init__(self, order: Order | None, reason: str) -> None:
+        self.order = order
+        self.reason = reason
+
+    def __repr__(self) -> str:
+        return f"CancelRejected({self.order!r}, {self.reason})"
+
+
+Event = Execution | CancelRejected
+
+
+class Level:
+    __slots__ = ("count", "dead", "entries", "price", "quantity")
+
+    def __init__(self, price: int) -> None:
+        self.price = price
+        self.entries: deque[tuple[int, Order]] = deque()
+        self.quantity = 0  # live shares
+        self.count = 0  # live orders
+        self.dead = 0  # stale entries still in `entries`
+
+
+class BookSide:
+    __slots__ = ("heap", "levels", "sign")
+
+    def __init__(self, sign: int) -> None:
+        self.sign = sign  # key = sign * price: +1 for asks, -1 for bids
+        self.levels: dict[int, Level] = {}
+        self.heap: list[int] = []
+
+    def best(self) -> Level | None:
+        heap, levels = self.heap, self.levels
+        while heap:
+            level = levels[heap[0]]
+            if level.quantity:
+                return level
+            del levels[heappop(heap)]
+        return None
+
+    def depth(self, n: int) -> list[tuple[int, int, int]]:
+        """The best `n` levels as (price ticks, shares, orders)."""
+        keys = sorted(k for k, level in self.levels.items() if level.quantity)[:n]
+        return [(self.levels[k].price, self.levels[k].quantity, self.levels[k].count) for k in keys]
+
+    def compact(self) -> None:
+        """Drop empty levels, and stale entries inside levels."""
+        for key in [k for k, level in self.levels.items() if not level.quantity]:
+            del self.levels[key]
+        for level in self.levels.values():
+            if level.dead:
+                _compact_level(level)
+        self.heap = list(self.levels)
+        heapify(self.heap)
+
+
+def _compact_level(level: Level) -> None:
+    level.entries = deque(entry for entry in level.entries if entry[1].seq == entry[0])
+    level.dead = 0
+
+
+class Book:
+    """One symbol's order book and the day's trading statistics."""
+
+    __slots__ = (
+        "asks",
+        "band_high",
+        "band_low",
+        "bids",
+        "buy_stops",
+        "high",
+        "instrument",
+        "last",
+        "last_qty",
+        "lot",
+        "low",
+        "open",
+        "reference_close",
+        "sell_stops",
+        "symbol",
+        "trades",
+        "volume",
+    )
+
+    def __init__(self, instrument: Instrument) -> None:
+        self.instrument = instrument
+        self.symbol = instrument.symbol
+        self.lot = instrument.lot_size
+        self.bids = BookSide(-1)
+        self.asks = BookSide(1)
+        # Untriggered stops: (stop ticks, seq, order) for buys (trigger when last >= stop) and
+        # (-stop ticks, seq, order) for sells (trigger when last <= stop).
+        self.buy_stops: list[tuple[int, int, Order]] = []
+        self.sell_stops: list[tuple[int, int, Order]] = []
+        self.reference_close = instrument.previous_close_ticks
+        self.band_low = instrument.band_low_ticks
+        self.band_high = instrument.band_high_ticks
+        self.last = 0
+        self.last_qty = 0
+        self.volume = 0
+        self.trades = 0
+        self.open = 0
+        self.high = 0
+        self.low = 0
+
+    def new_day(self) -> None:
+        """Yesterday's last price becomes the reference close; the band follows it."""
+        if self.last:
+            self.reference_close = self.last
+            band = Decimal(self.last) * self.instrument.band_percent / HUNDRED
+            ticks = int(band.to_integral_value(rounding=ROUND_FLOOR))
+            self.band_low = max(1, self.last - ticks)
+            self.band_high = self.last + ticks
+        self.last = self.last_qty = self.volume = self.trades = 0
+        self.open = self.high = self.low = 0
+
+    def best_bid(self) -> Level | None:
+        return self.bids.best()
+
+    def best_ask(self) -> Level | None:
+        return self.asks.best()
+
+
+class MatchingEngine:
+    """Every symbol's book, the live orders, the session and halt state."""
+
+    def __init__(self, instruments: Iterable[Instrument], *, self_trade: str = CANCEL_NEWEST) -> None:
+        if self_trade not in SELF_TRADE_MODES:
+            raise ValueError(f"unknown self-trade prevention mode {self_trade}")
+        self.books: dict[str, Book] = {i.symbol: Book(i) for i in instruments}
+        self.self_trade = self_trade
+        self.live: dict[int, Order] = {}
+        # Symbols whose book or statistics changed since the caller last drained this set.
+        self.changed: set[str] = set()
+        self.session_open = True
+        self.market_halt: str | None = None
+        self.symbol_halts: dict[str, str] = {}
+        self._seq = 0
+        self._order_ids = 0
+        self._match_ids = 0
+
+    # ---- commands -------------------------------------------------------------------------
+
+    def submit(
+        self,
+        owner: str,
+        symbol: str,
+        side: int,
+        quantity: int,
+        price: int | None = None,
+        *,
+        order_type: str = LIMIT,
+        tif: str = DAY,
+        stop_price: int | None = None,
+        ref: object = None,
+    ) -> list[Event]:
+        """A new order. The first event is ACCEPTED or REJECTED."""
+        self._order_ids += 1
+        order = Order(self._order_ids, owner, symbol, side, order_type, tif, price, quantity, stop_price, ref)
+        book = self.books.get(symbol)
+        reason = self._check_new(order, book)
+        if reason is not None:
+            order.status = REJECTED
+            order.leaves = 0
+            return [Execution(REJECTED, order, reason)]
+        assert book is not None
+        self.changed.add(symbol)
+        if stop_price is not None:
+            order.status = PENDING_TRIGGER
+            events: list[Event] = [Execution(ACCEPTED, order)]
+            self._park_stop(book, order)
+        else:
+            events = [Execution(ACCEPTED, order)]
+            self._execute(book, order, events)
+        if book.buy_stops or book.sell_stops:
+            self._run_triggers(book, events)
+        return events
+
+    def reject(
+        self,
+        owner: str,
+        symbol: str,
+        side: int,
+        reason: str,
+        *,
+        order_type: str = LIMIT,
+        tif: str = DAY,
+        quantity: int = 0,
+        ref: object = None,
+    ) -> Execution:
+        """An order refused before it could be read in full (bad fields): it still gets an
+        order id, so the refusal can be reported and looked up like any other order."""
+        self._order_ids += 1
+        order = Order(self._order_ids, owner, symbol, side, order_type, tif, None, quantity, None, ref)
+        order.status = REJECTED
+        order.leaves = 0
+        return Execution(REJECTED, order, reason)
+
+    def cancel(self, order_id: int, reason: str = Reason.CANCEL_REQUESTED) -> list[Event]:
+        order = self.live.pop(order_id, None)
+        if order is None:
+            return [CancelRejected(None, Reason.UNKNOWN_ORDER)]
+        book = self.books[order.symbol]
+        if order.status is not PENDING_TRIGGER:
+            self._unlink(book, order)
+        order.seq = -1
+        order.leaves = 0
+        order.status = CANCELLED
+        self.changed.add(order.symbol)
+        return [Execution(CANCELLED, order, reason)]
+
+    def replace(
+        self, order_id: int, quantity: int, price: int | None = None, stop_price: int | None = None
+    ) -> list[Event]:
+        """Change a working order's quantity, price or stop price. It keeps its time priority
+        only when nothing but a smaller quantity changes."""
+        order = self.live.get(order_id)
+        if order is None:
+            return [CancelRejected(None, Reason.UNKNOWN_ORDER)]
+        book = self.books[order.symbol]
+        reason = self._check_halted(book.symbol) or self._check_terms(
+            book, order.order_type, quantity, price, stop_price
+        )
+        if reason is None and quantity <= order.cum:
+            reason = Reason.QUANTITY_NOT_ABOVE_FILLED
+        if reason is not None:
+            return [CancelRejected(order, reason)]
+        self.changed.add(order.symbol)
+        new_leaves = quantity - order.cum
+        events: list[Event]
+        if order.status is PENDING_TRIGGER:
+            order.quantity, order.leaves, order.price = quantity, new_leaves, price
+            if stop_price != order.stop_price:
+                order.stop_price = stop_price
+                self._park_stop(book, order)  # the old heap entry goes stale with the old seq
+            events = [Execution(REPLACED, order)]
+        elif price != order.price or quantity > order.quantity:
+            self._unlink(book, order)
+            del self.live[order_id]
+            order.quantity, order.leaves, order.price = quantity, new_leaves, price
+            events = [Execution(REPLACED, order)]
+            self._execute(book, order, events)
+        else:
+            side = book.bids if order.side == BUY else book.asks
+            side.levels[side.sign * order.price].quantity += new_leaves - order.leaves  # type: ignore[operator]
+            order.quantity, order.leaves = quantity, new_leaves
+            events = [Execution(REPLACED, order)]
+        if book.buy_stops or book.sell_stops:
+            self._run_triggers(book, events)
+        return events
+
+    def expire_day_orders(self) -> list[Event]:
+        """At the close: every working order expires and the books empty."""
+        events: list[Event] = []
+        for order in sorted(self.live.values(), key=lambda o: o.order_id):
+            order.seq = -1
+            order.leaves = 0
+            order.status = EXPIRED
+            events.append(Execution(EXPIRED, order, Reason.END_OF_DAY))
+        self.live.clear()
+        for book in self.books.values():
+            book.bids = BookSide(-1)
+            book.asks = BookSide(1)
+            book.buy_stops.clear()
+            book.sell_stops.clear()
+            self.changed.add(book.symbol)
+        return events
+
+    def new_day(self) -> None:
+        for book in self.books.values():
+            book.new_day()
+            self.changed.add(book.symbol)
+
+    def halt(self, symbol: str | None, reason: str) -> None:
+        """Halt one symbol, or the whole market when `symbol` is None. Resting orders stay;
+        new orders and replaces are rejected, cancels still work."""
+        if symbol is None:
+            self.market_halt = reason
+        else:
+            self.symbol_halts[symbol] = reason
+
+    def resume(self, symbol: str | None) -> None:
+        if symbol is None:
+            self.market_halt = None
+        else:
+            self.symbol_halts.pop(symbol, None)
+
+    def halt_reason(self, symbol: str) -> str | None:
+        return self.market_halt if self.market_halt is not None else self.symbol_halts.get(symbol)
+
+    def compact(self) -> None:
+        for book in self.books.values():
+            book.bids.compact()
+            book.asks.compact()
+
+    # ---- queries --------------------------------------------------------------------------
+
+    def book(self, symbol: str) -> Book | None:
+        return self.books.get(symbol)
+
+    def depth(
+        self, symbol: str, levels: int
+    ) -> tuple[list[tuple[int, int, int]], list[tuple[int, int, int]]]:
+        book = self.books[symbol]
+        return book.bids.depth(levels), book.asks.depth(levels)
+
+    def drain_changed(self) -> set[str]:
+        changed, self.changed = self.changed, set()
+        return changed
+
+    # ---- internals ------------------------------------------------------------------------
+
+    def _check_halted(self, symbol: str) -> str | None:
+        if not self.session_open:
+            return Reason.MARKET_CLOSED
+        if self.market_halt is not None or symbol in self.symbol_halts:
+            return Reason.HALTED
+        return None
+
+    def _check_terms(
+        self, book: Book, order_type: str, quantity: int, price: int | None, stop_price: int | None
+    ) -> str | None:
+        if quantity <= 0:
+            return Reason.BAD_QUANTITY
+        if quantity % book.lot:
+            return Reason.NOT_LOT_MULTIPLE
+        wants_price = order_type in (LIMIT, STOP_LIMIT)
+        wants_stop = order_type in (STOP, STOP_LIMIT)
+        if (price is not None) != wants_price or (stop_price is not None) != wants_stop:
+            return Reason.BAD_ORDER
+        if price is not None and not book.band_low <= price <= book.band_high:
+            return Reason.OUTSIDE_BAND
+        if stop_price is not None and not book.band_low <= stop_price <= book.band_high:
+            return Reason.OUTSIDE_BAND
+        return None
+
+    def _check_new(self, order: Order, book: Book | None) -> str | None:
+        if book is None:
+            return Reason.UNKNOWN_SYMBOL
+        if order.order_type not in ORDER_TYPES or order.tif not in TIMES_IN_FORCE:
+            return Reason.BAD_ORDER
+        return self._check_halted(book.symbol) or self._check_terms(
+            book, order.order_type, order.quantity, order.price, order.stop_price
+        )
+
+    def _execute(self, book: Book, order: Order, events: list[Event]) -> None:
+        """Match an incoming (or repriced, or triggered) order, then rest or cancel what is left."""
+        price = order.price
+        if order.side == BUY:
+            opposite = book.asks
+            bound = _UNBOUNDED if price is None else price
+        else:
+            opposite = book.bids
+            bound = _UNBOUNDED if price is None else -price
+        if order.tif == FOK and self._fillable(opposite, bound, order) < order.leaves:
+            self._kill(order, Reason.FOK_NOT_FILLABLE, events)
+            return
+        self._match(book, opposite, bound, order, events)
+        if not order.leaves or order.status is CANCELLED:
+            return
+        if price is None:
+            self._kill(order, Reason.NO_LIQUIDITY, events)
+        elif order.tif != DAY:
+            self._kill(order, Reason.IOC_REMAINDER, events)
+        else:
+            self._rest(book, order)
+
+    def _kill(self, order: Order, reason: str, events: list[Event]) -> None:
+        order.leaves = 0
+        order.status = CANCELLED
+        events.append(Execution(CANCELLED, order, reason))
+
+    def _match(self, book: Book, opposite: BookSide, bound: int, order: Order, events: list[Event]) -> None:
+        heap, levels, live = opposite.heap, opposite.levels, self.live
+        owner = order.owner
+        leaves = order.leaves
+        while leaves:
+            while heap:
+                key = heap[0]
+                level = levels[key]
+                if level.quantity:
+                    break
+                heappop(heap)
+                del levels[key]
+            else:
+                break
+            if key > bound:
+                break
+            price = level.price
+            entries = level.entries
+            while leaves and level.quantity:
+                seq, resting = entries[0]
+                if resting.seq != seq:
+                    entries.popleft()
+                    level.dead -= 1
+                    continue
+                if resting.owner == owner:
+                    order.leaves = leaves
+                    if self._prevent_self_trade(level, resting, order, events):
+                        return
+                    continue
+                fill = leaves if leaves < resting.leaves else resting.leaves
+                self._match_ids += 1
+                leaves -= fill
+                level.quantity -= fill
+                resting.leaves -= fill
+                resting.cum += fill
+                resting.notional += fill * price
+                if resting.leaves:
+                    resting.status = PARTIALLY_FILLED
+                else:
+                    resting.status = FILLED
+                    entries.popleft()
+                    level.count -= 1
+                    del live[resting.order_id]
+                order.leaves = leaves
+                order.cum += fill
+                order.notional += fill * price
+                order.status = PARTIALLY_FILLED if leaves else FILLED
+                events.append(Execution(TRADE, order, None, fill, price, self._match_ids, True))
+                events.append(Execution(TRADE, resting, None, fill, price, self._match_ids, False))
+                book.last = price
+                book.last_qty = fill
+                book.volume += fill
+                book.trades += 1
+                if not book.open:
+                    book.open = book.high = book.low = price
+                elif price > book.high:
+                    book.high = price
+                elif price < book.low:
+                    book.low = price
+
+    def _prevent_self_trade(self, level: Level, resting: Order, order: Order, events: list[Event]) -> bool:
+        """Apply the self-trade mode; True when the incoming order is done."""
+        mode = self.self_trade
+        if mode != CANCEL_NEWEST:
+            level.entries.popleft()
+            level.quantity -= resting.leaves
+            level.count -= 1
+            del self.live[resting.order_id]
+            resting.seq = -1
+            self._kill(resting, Reason.SELF_TRADE, events)
+        if mode != CANCEL_OLDEST:
+            self._kill(order, Reason.SELF_TRADE, events)
+            return True
+        return False
+
+    def _fillable(self, opposite: BookSide, bound: int, order: Order) -> int:
+        """Shares the order could take right now (for fill-or-kill)."""
+        wanted, found = order.leaves, 0
+        skip_own = self.self_trade == CANCEL_OLDEST
+        for key in sorted(k for k, level in opposite.levels.items() if level.quantity and k <= bound):
+            for seq, resting in opposite.levels[key].entries:
+                if resting.seq != seq:
+                    continue
+                if resting.owner == order.owner:
+                    if skip_own:
+                        continue
+                    return found
+                found += resting.leaves
+                if found >= wanted:
+                    return found
+        return found
+
+    def _rest(self, book: Book, order: Order) -> None:
+        side = book.bids if order.side == BUY else book.asks
+        key = side.sign * order.price  # type: ignore[operator]
+        level = side.levels.get(key)
+        if level is None:
+            level = side.levels[key] = Level(order.price)  # type: ignore[arg-type]
+            heappush(side.heap, key)
+        self._seq += 1
+        order.seq = self._seq
+        level.entries.append((self._seq, order))
+        level.quantity += order.leaves
+        level.count += 1
+        self.live[order.order_id] = order
+
+    def _unlink(self, book: Book, order: Order) -> None:
+        side = book.bids if order.side == BUY else book.asks
+        level = side.levels[side.sign * order.price]  # type: ignore[operator]
+        level.quantity -= order.leaves
+        level.count -= 1
+        level.dead += 1
+        order.seq = -1
+        if level.dead > 32 and level.dead > level.count:
+            _compact_level(level)
+
+    def _park_stop(self, book: Book, order: Order) -> None:
+        self._seq += 1
+        order.seq = self._seq
+        self.live[order.order_id] = order
+        stop = order.stop_price
+        assert stop is not None
+        if order.side == BUY:
+            heappush(book.buy_stops, (stop, self._seq, order))
+        else:
+            heappush(book.sell_stops, (-stop, self._seq, order))
+
+    def _run_triggers(self, book: Book, events: list[Event]) -> None:
+        """Fire stops whose stop price has traded; their trades may fire more."""
+        while book.last:
+            fired = _pop_triggered(book.buy_stops, book.last) or _pop_triggered(book.sell_stops, -book.last)
+            if fired is None:
+                return
+            del self.live[fired.order_id]
+            fired.seq = 0
+            fired.status = NEW if not fired.cum else PARTIALLY_FILLED
+            events.append(Execution(TRIGGERED, fired))
+            self._execute(book, fired, events)
+
+
+def _pop_triggered(stops: list[tuple[int, int, Order]], last_key: int) -> Order | None:
+    while stops:
+        key, seq, order = stops[0]
+        if order.seq != seq or order.status is not PENDING_TRIGGER:
+            heappop(stops)
+            continue
+        if key <= last_key:
+            heappop(stops)
+            return order
+        return None
+    return None

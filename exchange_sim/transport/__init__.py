@@ -1,0 +1,1 @@
+"""The admin gRPC API (brokermesh.exchange.v1.ExchangeAdminService)."""
