@@ -169,7 +169,8 @@ class PrincipalMiddleware:
                 "too many requests; slow down", reason="RATE_LIMITED", retry_after_seconds=wait
             )
         if state.user_id:
-            with context.bind(actor=state.user_id):
+            # The audit trail's actor format (svc_orders' AuditRecord.actor).
+            with context.bind(actor=f"user:{state.user_id}"):
                 await self.app(scope, receive, send)
         else:
             await self.app(scope, receive, send)

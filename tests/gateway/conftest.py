@@ -16,6 +16,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -126,25 +127,35 @@ class Edge:
         )
 
 
-@pytest.fixture(scope="module")
-async def edge(infra: SharedInfra, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Edge]:
+async def start_edge(infra: SharedInfra, work_dir: Path) -> tuple[Edge, Callable[[], Awaitable[None]]]:
+    """A gateway process with its price tracker; returns it and how to tear it down."""
     tracker = PriceTracker()
     server = grpc.aio.server()
     marketdata_pb2_grpc.add_MarketDataServiceServicer_to_server(tracker, server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     env = {**EDGE_LIMITS, "BROKERMESH_MARKETDATA_TARGET": f"127.0.0.1:{port}"}
-    stack = await new_stack(infra, tmp_path_factory.mktemp("edge"), ["gateway"], env)
+    stack = await new_stack(infra, work_dir, ["gateway"], env)
     nc = await nats.connect(infra.nats_url)
     edge = Edge(stack, tracker, nc, Topology(stack.plan.namespace))
     # The tick feed subscribes in the background; wait until it is up.
     async with httpx.AsyncClient(base_url=edge.url) as client:
         await eventually(lambda: _feed_ready(client))
-    yield edge
-    await nc.close()
-    with contextlib.suppress(Exception):
-        await stack.stop()
-    await server.stop(0)
+
+    async def teardown() -> None:
+        await nc.close()
+        with contextlib.suppress(Exception):
+            await stack.stop()
+        await server.stop(0)
+
+    return edge, teardown
+
+
+@pytest.fixture(scope="module")
+async def edge(infra: SharedInfra, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Edge]:
+    started, teardown = await start_edge(infra, tmp_path_factory.mktemp("edge"))
+    yield started
+    await teardown()
 
 
 async def _feed_ready(client: httpx.AsyncClient) -> bool:

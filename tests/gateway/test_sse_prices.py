@@ -7,11 +7,13 @@ import asyncio
 import contextlib
 import socket
 from decimal import Decimal
+from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.gateway.conftest import SYMBOLS, Edge, events, eventually, make_quote, next_event
+from tests.gateway.conftest import SYMBOLS, Edge, events, eventually, make_quote, next_event, start_edge
+from tests.support.infra import SharedInfra
 
 pytestmark = pytest.mark.e2e
 
@@ -180,3 +182,21 @@ async def test_a_client_that_stops_reading_is_dropped_and_others_keep_their_tick
 
 async def _has(seen: list[Decimal], price: Decimal) -> bool:
     return bool(seen) and seen[-1] == price
+
+
+async def test_shutdown_ends_open_streams_and_exits_cleanly(infra: SharedInfra, tmp_path: Path) -> None:
+    own, teardown = await start_edge(infra, tmp_path)
+    try:
+        async with (
+            httpx.AsyncClient(base_url=own.url, timeout=30) as client,
+            client.stream("GET", STREAM, params={"symbols": "INFY"}, headers=own.auth()) as response,
+        ):
+            stream = events(response)
+            await next_event(stream)  # retry
+            await next_event(stream)  # snapshot
+            code = await own.stack.stop_service("gateway")
+            assert code == 0  # exited on SIGTERM by itself, not killed after the grace period
+            with pytest.raises(StopAsyncIteration):
+                await next_event(stream, timeout=5)
+    finally:
+        await teardown()

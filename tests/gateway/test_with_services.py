@@ -16,7 +16,9 @@ from decimal import Decimal
 import httpx
 import pytest
 
+from brokermesh.orders.v1 import orders_pb2, orders_pb2_grpc
 from svc_runtime import admin
+from svc_runtime.grpc_client import channel
 from svc_runtime.stack import SERVICE_NAMES, Stack
 from tests.conftest import new_stack
 from tests.gateway.conftest import events, eventually, next_event
@@ -128,6 +130,33 @@ async def test_orders_are_idempotent_per_key(full_stack: Stack) -> None:
         assert [o["orderId"] for o in listed if o["clientOrderId"] == key] == [order["orderId"]]
         assert len(listed) == 1
         await client.post(f"/v1/orders/{order['orderId']}:cancel", headers=auth)
+
+
+@needs_all
+async def test_the_audit_trail_names_the_request_the_client_and_the_user(full_stack: Stack) -> None:
+    username, password, user_id = await open_account(full_stack, "100000.00")
+    async with httpx.AsyncClient(base_url=full_stack.plan.gateway_url, timeout=30) as client:
+        auth = await login(client, username, password)
+        request_id = "req-audit-" + unique_name("")
+        placed = await client.post(
+            "/v1/orders",
+            json=ORDER,
+            headers={**auth, "Idempotency-Key": str(uuid.uuid4()), "X-Request-Id": request_id},
+        )
+        assert placed.status_code == 201, placed.text
+        assert placed.headers["x-request-id"] == request_id
+        order_id = placed.json()["orderId"]
+    async with channel(full_stack.plan.target("svc_orders")) as ch:
+        records = await orders_pb2_grpc.OrdersServiceStub(ch).ListAuditRecords(
+            orders_pb2.ListAuditRecordsRequest(parent=f"users/{user_id}/orders/{order_id}"), timeout=10
+        )
+    place = [r for r in records.records if r.action == "PLACE"]
+    assert len(place) == 1
+    assert (place[0].request_id, place[0].client_ip, place[0].actor) == (
+        request_id,
+        "127.0.0.1",
+        f"user:{user_id}",
+    )
 
 
 @needs_all
