@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import aiohttp
+import grpc
 
 from bench import clients
 from bench.api import BenchContext
+from brokermesh.marketdata.v1 import marketdata_pb2, marketdata_pb2_grpc
 from svc_runtime import admin
 
 if TYPE_CHECKING:
@@ -42,11 +45,36 @@ class BenchUser:
 
 
 async def full_stack(ctx: BenchContext) -> Stack:
-    """The whole stack, shared with the other end-to-end scenarios of this run."""
+    """The whole stack, shared with the other end-to-end scenarios of this run, once the
+    price tracker has the instrument master and prices (orders need a reference price)."""
     from svc_runtime.stack import SERVICE_NAMES
 
     start = ctx.shared_stack or ctx.start_stack
-    return await start(SERVICE_NAMES, extra_env=BENCH_ENV)
+    stack = await start(SERVICE_NAMES, extra_env=BENCH_ENV)
+    ctx.progress("waiting for prices")
+    await wait_for_prices(stack)
+    return stack
+
+
+async def wait_for_prices(stack: Stack, *, timeout: float = 90.0) -> None:
+    """Until svc_marketdata quotes every symbol of `SYMBOLS`."""
+    deadline = time.monotonic() + timeout
+    async with grpc.aio.insecure_channel(stack.plan.target("svc_marketdata")) as channel:
+        stub = marketdata_pb2_grpc.MarketDataServiceStub(channel)
+        while True:
+            try:
+                reply = await stub.BatchGetQuotes(
+                    marketdata_pb2.BatchGetQuotesRequest(symbols=SYMBOLS), timeout=5
+                )
+                if all(q.last_price.value for q in reply.quotes) and len(reply.quotes) == len(SYMBOLS):
+                    return
+                problem = f"unquoted or unknown symbols: {list(reply.unknown_symbols)}"
+            except grpc.aio.AioRpcError as error:
+                problem = f"{error.code().name}: {error.details()}"
+            assert_alive(stack)
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no prices after {timeout:g}s: {problem}")
+            await asyncio.sleep(0.5)
 
 
 def assert_alive(stack: Stack) -> None:

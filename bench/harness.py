@@ -296,9 +296,10 @@ async def run(args: argparse.Namespace, selected: list[tuple[str, Scenario]], br
                 began = time.monotonic()
                 try:
                     outcome.figures = list(await asyncio.wait_for(scenario.run(ctx), args.scenario_timeout))
-                except Exception:
+                except Exception as error:
                     outcome.error = traceback.format_exc()
-                    progress.write(f"bench: {scenario.name} failed: {report.first_line(outcome.error)}")
+                    outcome.summary = " ".join(f"{type(error).__name__}: {error}".split())[:300]
+                    progress.write(f"bench: {scenario.name} failed: {outcome.summary}")
                 finally:
                     await stacks.stop_all()
                 outcome.seconds = time.monotonic() - began

@@ -31,7 +31,8 @@ class Outcome:
     description: str
     figures: list[Figure] = field(default_factory=list)
     seconds: float = 0.0
-    error: str = ""
+    error: str = ""  # the traceback
+    summary: str = ""  # the error in one line
 
 
 @dataclass
@@ -160,7 +161,7 @@ def table(outcomes: list[Outcome]) -> str:
     for outcome in outcomes:
         lines_data.append(
             f"{outcome.name} ({outcome.seconds:.0f}s)"
-            + (f"  FAILED: {first_line(outcome.error)}" if outcome.error else "")
+            + (f"  FAILED: {outcome.summary or first_line(outcome.error)}" if outcome.error else "")
         )
         for row in by_scenario.get(outcome.name, []):
             f = row.figure
@@ -218,7 +219,13 @@ def results_document(outcomes: list[Outcome], run: dict[str, Any]) -> dict[str, 
         "schema": 1,
         **run,
         "scenarios": [
-            {"name": o.name, "description": o.description, "seconds": o.seconds, "error": o.error or None}
+            {
+                "name": o.name,
+                "description": o.description,
+                "seconds": o.seconds,
+                "error": o.summary or first_line(o.error) or None,
+                "traceback": o.error or None,
+            }
             for o in outcomes
         ],
         "figures": [figure_record(r) for r in rows],
