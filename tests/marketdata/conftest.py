@@ -92,7 +92,7 @@ async def close(process: MarketDataProcess) -> None:
 
 @pytest.fixture(scope="module")
 def module_exchange(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ExchangeDouble]:
-    listing = [*DEFAULT_LISTING, *synthetic_listing(40)]
+    listing = [*DEFAULT_LISTING, *synthetic_listing(120)]
     exchange = ExchangeDouble(tmp_path_factory.mktemp("exchange"), listing).start()
     yield exchange
     exchange.stop()

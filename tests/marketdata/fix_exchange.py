@@ -107,9 +107,19 @@ class ExchangeDouble(fix.Application):  # type: ignore[misc]
 
     _running: ExchangeDouble | None = None
 
-    def __init__(self, work_dir: Path, listing: Sequence[Listed] = DEFAULT_LISTING, port: int = 0) -> None:
+    def __init__(
+        self,
+        work_dir: Path,
+        listing: Sequence[Listed] = DEFAULT_LISTING,
+        port: int = 0,
+        *,
+        answer_security_list: bool = True,
+    ) -> None:
         super().__init__()
         self.listing = list(listing)
+        # False: requests for the instrument master go unanswered (a venue that is slow or
+        # does not offer it).
+        self.answer_security_list = answer_security_list
         self.port = port or free_port()
         self.books = {item.symbol: Book(item.previous_close) for item in self.listing}
         # What it received, for assertions.
@@ -185,7 +195,8 @@ class ExchangeDouble(fix.Application):  # type: ignore[misc]
         msg_type = header_text(message, 35)
         if msg_type == "x":
             self.security_list_requests += 1
-            self._send_security_list(message.getField(320))
+            if self.answer_security_list:
+                self._send_security_list(message.getField(320))
         elif msg_type == "V":
             group = fix.Group(146, 55)
             symbols = []

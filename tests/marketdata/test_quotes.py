@@ -93,13 +93,13 @@ async def test_search_ranks_and_pages(md: MarketDataProcess) -> None:
     assert [i.symbol for i in (await search("mahindra")).instruments] == ["M&M"]
 
     seen: list[str] = []
-    page = await search("synthetic", page_size=7)
+    page = await search("synthetic", page_size=25)
     while True:
         seen += [i.symbol for i in page.instruments]
         if not page.next_page_token:
             break
-        page = await search("synthetic", page_size=7, token=page.next_page_token)
-    assert seen == sorted(seen) and len(seen) == len(set(seen)) == 40
+        page = await search("synthetic", page_size=25, token=page.next_page_token)
+    assert seen == sorted(seen) and len(seen) == len(set(seen)) == 120
 
     for query, token in [
         ("", ""),
