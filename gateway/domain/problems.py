@@ -46,6 +46,9 @@ _HIDDEN_DETAIL = {
     504: "the service did not answer in time",
 }
 
+# Gateway-made server-side problems whose detail is meant for the client.
+_TOLD_REASONS = frozenset({"OUTCOME_UNKNOWN", "SHUTTING_DOWN"})
+
 # Without a RetryInfo, a client should still back off from these.
 _DEFAULT_RETRY_AFTER = {429: 1, 503: 1}
 
@@ -88,12 +91,12 @@ class Problem:
         return {"Retry-After": str(self.retry_after_seconds)}
 
 
-def problem_from_details(details: ErrorDetails, *, request_id: str = "") -> Problem:
-    """The problem a client sees for a failed call (a backend's or our own)."""
+def problem_from_details(details: ErrorDetails, *, request_id: str = "", own: bool = False) -> Problem:
+    """The problem a client sees for a failed call (a backend's, or our own if `own`)."""
     status = HTTP_STATUS.get(details.code, 500)
     reason = details.reason or details.code.name
     detail = details.message or reason.replace("_", " ").lower()
-    if status in _HIDDEN_DETAIL:
+    if status in _HIDDEN_DETAIL and not (own and reason in _TOLD_REASONS):
         detail = _HIDDEN_DETAIL[status]
         if status == 500 and request_id:
             detail += f"; quote request id {request_id}"
@@ -106,7 +109,7 @@ def problem_from_details(details: ErrorDetails, *, request_id: str = "") -> Prob
 
 
 def problem_from_error(error: ServiceError, *, request_id: str = "") -> Problem:
-    return problem_from_details(details_of_service_error(error), request_id=request_id)
+    return problem_from_details(details_of_service_error(error), request_id=request_id, own=True)
 
 
 def details_of_service_error(error: ServiceError) -> ErrorDetails:

@@ -9,15 +9,17 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
+from collections.abc import Awaitable
 from typing import Any
 
+import grpc
 from connexion import request
 from starlette.responses import Response
 
 from brokermesh.funds.v1 import funds_pb2, portfolio_pb2
 from brokermesh.marketdata.v1 import marketdata_pb2, watchlists_pb2
 from brokermesh.orders.v1 import orders_pb2
-from gateway.adapters.backends import Backends
+from gateway.adapters.backends import BackendError, Backends
 from gateway.app.quotes import QuoteHub
 from gateway.app.sessions import Login
 from gateway.domain.jsonmoney import dumps
@@ -26,7 +28,13 @@ from gateway.settings import StreamSettings
 from gateway.transport import mapping
 from gateway.transport.state import current
 from gateway.transport.streams import MarketStream, OrderStream, StreamRegistry
-from svc_runtime.errors import InvalidArgument, ResourceExhausted, Unauthenticated, Unavailable
+from svc_runtime.errors import (
+    DeadlineExceeded,
+    InvalidArgument,
+    ResourceExhausted,
+    Unauthenticated,
+    Unavailable,
+)
 from svc_runtime.ids import new_id
 
 log = logging.getLogger(__name__)
@@ -60,6 +68,20 @@ def _idempotency_key(body_key: str | None = None) -> str:
             field="clientOrderId",
         )
     return header_key or body_key or new_id("idem")
+
+
+async def _order_action(call: Awaitable[orders_pb2.Order]) -> orders_pb2.Order:
+    """Place, cancel or modify: a timeout leaves the outcome unknown, and the client is told
+    how to resolve it (never to act again under a new key)."""
+    try:
+        return await call
+    except BackendError as error:
+        if error.details.code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            raise DeadlineExceeded(
+                "the outcome is unknown: retry with the same Idempotency-Key, or look the order up",
+                reason="OUTCOME_UNKNOWN",
+            ) from None
+        raise
 
 
 class Handlers:
@@ -180,9 +202,11 @@ class Handlers:
     async def place_order(self) -> Response:
         user_id, body = _user(), _body()
         key = _idempotency_key(body.get("clientOrderId"))
-        placed = await self.backends.call(
-            self.backends.orders.PlaceOrder,
-            mapping.place_order_request(body, user_id=user_id, idempotency_key=key),
+        placed = await _order_action(
+            self.backends.call(
+                self.backends.orders.PlaceOrder,
+                mapping.place_order_request(body, user_id=user_id, idempotency_key=key),
+            )
         )
         return json_response(
             mapping.order_json(placed),
@@ -223,11 +247,13 @@ class Handlers:
         return json_response(mapping.order_json(order))
 
     async def modify_order(self, order_id: str) -> Response:
-        order = await self.backends.call(
-            self.backends.orders.ModifyOrder,
-            mapping.modify_order_request(
-                _body(), name=f"users/{_user()}/orders/{order_id}", idempotency_key=_idempotency_key()
-            ),
+        order = await _order_action(
+            self.backends.call(
+                self.backends.orders.ModifyOrder,
+                mapping.modify_order_request(
+                    _body(), name=f"users/{_user()}/orders/{order_id}", idempotency_key=_idempotency_key()
+                ),
+            )
         )
         return json_response(mapping.order_json(order))
 

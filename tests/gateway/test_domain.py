@@ -85,6 +85,19 @@ def test_server_side_failures_hide_the_backend_message() -> None:
     assert unknown.status == 500 and "class" not in unknown.detail
 
 
+def test_an_unknown_outcome_is_explained_but_only_when_the_gateway_says_so() -> None:
+    from svc_runtime.errors import DeadlineExceeded
+
+    told = problem_from_error(DeadlineExceeded("retry with the same key", reason="OUTCOME_UNKNOWN"))
+    assert (told.status, told.detail) == (504, "retry with the same key")
+    relayed = problem_from_details(
+        ErrorDetails(
+            code=grpc.StatusCode.DEADLINE_EXCEEDED, message="db at 10.0.0.5 slow", reason="OUTCOME_UNKNOWN"
+        )
+    )
+    assert "10.0.0.5" not in relayed.detail
+
+
 def test_retry_after_comes_from_retry_info_rounded_up_else_a_default() -> None:
     limited = problem_from_details(
         ErrorDetails(code=grpc.StatusCode.RESOURCE_EXHAUSTED, message="slow down", retry_after_seconds=0.2)
