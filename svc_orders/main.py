@@ -185,8 +185,11 @@ async def serve(settings: OrdersSettings, stop: asyncio.Event) -> None:
     await asyncio.gather(*background, return_exceptions=True)
     await feed.stop()
     await market.stop()
+    # Not drain(): it can wait forever on the pull subscription; every publish that
+    # matters was acknowledged already (the outbox deletes rows only after their acks).
     with contextlib.suppress(Exception):
-        await nc.drain()
+        await nc.flush(timeout=2)
+    await nc.close()
     for channel in (funds_channel, marketdata_channel, exec_channel):
         await channel.close()
     await pool.close()

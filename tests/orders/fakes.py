@@ -62,7 +62,8 @@ class FakeFunds(funds_pb2_grpc.FundsServiceServicer):
         self.blocks: dict[str, FakeBlock] = {}
         self.calls: Counter[str] = Counter()
         self.adjust_keys: set[str] = set()
-        # Make the next N blocks, then fail the reply as if the network lost it.
+        # Fail the next N replies of BlockFunds after doing the work, as if the network lost
+        # them. The OMS's channel retries UNAVAILABLE up to 4 times, so 4 make it give up.
         self.lose_next_replies = 0
         self.down = False
 
@@ -87,6 +88,7 @@ class FakeFunds(funds_pb2_grpc.FundsServiceServicer):
         if existing is not None:
             if (existing.quantity, existing.price) != (request.quantity, price):
                 raise AlreadyExists("block exists with other terms", reason="BLOCK_TERMS_DIFFER")
+            self._lose_reply()
             return existing.proto()
         if user_id not in self.cash:
             raise NotFound("no such account", reason="ACCOUNT_NOT_FOUND")
@@ -244,15 +246,13 @@ class CommandLog:
 
     executor: FakeExec
     commands: list[order_command_pb2.OrderCommand] = field(default_factory=list)
-    # While set, commands stay in the stream (an executor that is down).
-    paused: bool = False
+    # While set, commands are taken off the queue and lost (never reach the exchange).
+    lose_commands: bool = False
 
     async def handle(self, msgs: Sequence[Msg]) -> None:
-        if self.paused:
-            raise RuntimeError("executor paused")
         for msg in msgs:
             command = decode(msg, order_command_pb2.OrderCommand)
-            if command.order_id in self.executor.abandoned:
+            if command.order_id in self.executor.abandoned or self.lose_commands:
                 continue
             self.commands.append(command)
             if command.WhichOneof("command") == "new_order":
