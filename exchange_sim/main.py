@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -12,13 +11,19 @@ from pathlib import Path
 from brokermesh.exchange.v1 import exchange_admin_pb2_grpc
 from exchange_sim.adapters.fix.acceptor import ORDER_ENTRY, FixAcceptor
 from exchange_sim.adapters.instrument_file import DEFAULT_FILE, load_instruments
+from exchange_sim.app import gc_policy
+from exchange_sim.app.agents import LiquidityAgents
 from exchange_sim.app.delivery import DelayedDelivery
 from exchange_sim.app.exchange import Exchange
+from exchange_sim.app.market_data import MarketData
 from exchange_sim.app.order_entry import ExchangeIds, OrderEntry
+from exchange_sim.app.trading_day import TradingDay
+from exchange_sim.domain.liquidity import LiquidityConfig
 from exchange_sim.domain.matching import SELF_TRADE_MODES, MatchingEngine
+from exchange_sim.domain.trading_day import DEFAULT_BREAKERS, CircuitBreaker, TradingHours, parse_breakers
 from exchange_sim.transport.admin import ExchangeAdminServicer
 from svc_runtime import config, ids
-from svc_runtime.config import env, env_int
+from svc_runtime.config import env, env_bool, env_float, env_int
 from svc_runtime.fix import ThreadBridge
 from svc_runtime.grpc_server import GrpcServer
 from svc_runtime.service import run
@@ -39,6 +44,16 @@ class ExchangeSettings:
     fix_config: Path
     instruments_file: Path
     self_trade: str
+    seed: str
+    agents: bool
+    liquidity: LiquidityConfig
+    agent_interval_seconds: float
+    symbol_period_seconds: float
+    md_interval_seconds: float
+    md_max_entries: int
+    hours: TradingHours
+    breakers: str
+    gc_interval_seconds: float
 
     @classmethod
     def from_env(cls) -> ExchangeSettings:
@@ -54,15 +69,27 @@ class ExchangeSettings:
             fix_config=Path(env("BROKERMESH_EXCHANGE_FIX_CONFIG", str(DEFAULT_FIX_CONFIG))),
             instruments_file=Path(env("BROKERMESH_EXCHANGE_INSTRUMENTS", str(DEFAULT_FILE))),
             self_trade=self_trade,
+            seed=env("BROKERMESH_EXCHANGE_SEED", "42"),
+            agents=env_bool("BROKERMESH_EXCHANGE_AGENTS", True),
+            liquidity=LiquidityConfig(
+                volatility_bps=env_float("BROKERMESH_EXCHANGE_VOLATILITY_BPS", 2.0),
+                reversion_per_hour=env_float("BROKERMESH_EXCHANGE_REVERSION_PER_HOUR", 0.5),
+                spread_ticks=env_int("BROKERMESH_EXCHANGE_MM_SPREAD_TICKS", 2),
+                levels=env_int("BROKERMESH_EXCHANGE_MM_LEVELS", 5),
+                level_gap_ticks=env_int("BROKERMESH_EXCHANGE_MM_LEVEL_GAP_TICKS", 1),
+                min_lots=env_int("BROKERMESH_EXCHANGE_MM_MIN_LOTS", 50),
+                max_lots=env_int("BROKERMESH_EXCHANGE_MM_MAX_LOTS", 500),
+                trades_per_minute=env_float("BROKERMESH_EXCHANGE_TRADES_PER_MINUTE", 6.0),
+                max_trade_lots=env_int("BROKERMESH_EXCHANGE_MAX_TRADE_LOTS", 100),
+            ),
+            agent_interval_seconds=env_int("BROKERMESH_EXCHANGE_AGENT_INTERVAL_MS", 100) / 1000,
+            symbol_period_seconds=env_int("BROKERMESH_EXCHANGE_SYMBOL_PERIOD_MS", 1000) / 1000,
+            md_interval_seconds=env_int("BROKERMESH_EXCHANGE_MD_INTERVAL_MS", 100) / 1000,
+            md_max_entries=env_int("BROKERMESH_EXCHANGE_MD_MAX_ENTRIES", 200),
+            hours=TradingHours.parse(env("BROKERMESH_EXCHANGE_HOURS", "always")),
+            breakers=env("BROKERMESH_EXCHANGE_CIRCUIT_BREAKERS", DEFAULT_BREAKERS),
+            gc_interval_seconds=env_float("BROKERMESH_EXCHANGE_GC_INTERVAL_SECONDS", 60.0),
         )
-
-
-def tune_gc() -> None:
-    """The matching engine allocates many short-lived objects and few reference cycles:
-    collect the young generation rarely and keep start-up objects out of every pass."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(50_000, 50, 100)
 
 
 async def serve(settings: ExchangeSettings, stop: asyncio.Event) -> None:
@@ -89,14 +116,52 @@ async def serve(settings: ExchangeSettings, stop: asyncio.Event) -> None:
         on_session=session_changed,
     )
     delivery = DelayedDelivery(acceptor)
+    trade_times: dict[str, int] = {}
+    clock = lambda: datetime.now(UTC)  # noqa: E731
     order_entry = OrderEntry(
         engine,
         delivery,
         ExchangeIds(boot_id),
-        lambda: datetime.now(UTC),
+        clock,
         counterparties=acceptor.counterparties(ORDER_ENTRY),
+        trade_times=trade_times,
     )
     exchange = Exchange(engine, order_entry, delivery, acceptor)
+    market_data = MarketData(
+        engine,
+        acceptor,
+        interval_seconds=settings.md_interval_seconds,
+        max_entries=settings.md_max_entries,
+        trade_times=trade_times,
+    )
+    exchange.market_data = market_data
+    trading_day = TradingDay(
+        engine,
+        order_entry,
+        hours=settings.hours,
+        breaker=CircuitBreaker(parse_breakers(settings.breakers)),
+        clock=clock,
+        notify=market_data.notify,
+    )
+    exchange.circuit_view = trading_day.view
+    trading_day.tick()
+    tasks = [
+        asyncio.create_task(market_data.run(), name="market-data"),
+        asyncio.create_task(trading_day.run(), name="trading-day"),
+    ]
+    if settings.agents:
+        agents = LiquidityAgents(
+            engine,
+            order_entry,
+            config=settings.liquidity,
+            seed=settings.seed,
+            interval_seconds=settings.agent_interval_seconds,
+            symbol_period_seconds=settings.symbol_period_seconds,
+            notify=market_data.notify,
+        )
+        agents.step_all(0.0)
+        exchange.agents = agents
+        tasks.append(asyncio.create_task(agents.run(), name="liquidity-agents"))
 
     server = GrpcServer(settings.grpc_listen)
     server.add(
@@ -105,7 +170,8 @@ async def serve(settings: ExchangeSettings, stop: asyncio.Event) -> None:
         ADMIN_SERVICE,
     )
 
-    tune_gc()
+    gc_policy.start_up()
+    tasks.append(asyncio.create_task(gc_policy.run(settings.gc_interval_seconds), name="gc"))
     acceptor.start()
     await server.start()
     log.info(
@@ -115,6 +181,9 @@ async def serve(settings: ExchangeSettings, stop: asyncio.Event) -> None:
     try:
         await stop.wait()
     finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         await server.stop()
         await delivery.close()
         await asyncio.to_thread(acceptor.stop)

@@ -53,8 +53,6 @@ class MarketDataPort(Protocol):
 
 
 class AgentsPort(Protocol):
-    paused: bool
-
     def pause(self, paused: bool) -> None: ...
 
     def shock(self, percent: Decimal) -> None: ...

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -19,7 +20,7 @@ from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Protocol
 
 from exchange_sim.app import messages as m
-from exchange_sim.app.metrics import ORDERS_RECEIVED, REPORTS_SENT
+from exchange_sim.app.metrics import ORDERS_RECEIVED, REPORTS_SENT, TRADES
 from exchange_sim.domain import matching as me
 from exchange_sim.domain.instruments import Instrument
 
@@ -144,11 +145,15 @@ class OrderEntry:
         sink: ReportSink,
         ids: ExchangeIds,
         clock: Callable[[], datetime],
+        *,
         counterparties: Iterable[str],
+        trade_times: dict[str, int] | None = None,
     ) -> None:
         self.engine = engine
         # FIX counterparties; orders of other participants (operator, tests) are not reported.
         self.counterparties = frozenset(counterparties)
+        # When each symbol last traded (ns since the epoch), shared with market data.
+        self.trade_times: dict[str, int] = trade_times if trade_times is not None else {}
         self.sink = sink
         self.ids = ids
         self.clock = clock
@@ -403,6 +408,9 @@ class OrderEntry:
         for event in events:
             if type(event) is not me.Execution:
                 continue
+            if event.kind is me.TRADE and event.aggressor:
+                TRADES.inc()
+                self.trade_times[event.order.symbol] = time.time_ns()
             record = event.order.ref
             if record is None:
                 continue

@@ -2,10 +2,10 @@
 
 The hot path works on integers only: prices are ticks (price / tick size), quantities are
 shares. Each side of a book is a dict of price levels plus a heap of level keys; each level
-is a FIFO of `(seq, order)` entries. Cancels and priority-losing replaces are lazy: they
-bump the order's `seq`, so the stale entry is skipped (and dropped) when it reaches the
-front, which keeps a cancel O(1). Keys are `price` for asks and `-price` for bids, so on
-both sides the best level is the smallest key and "crosses" is `key <= bound`.
+is a FIFO of orders kept as an intrusive doubly-linked list (each order knows its level and
+neighbours), so a cancel is O(1) and never scans or compacts anything. Keys are `price` for
+asks and `-price` for bids, so on both sides the best level is the smallest key and
+"crosses" is `key <= bound`. Empty levels leave the heap lazily, when they reach its top.
 
 Every command returns the events it caused, in order, each carrying a snapshot of the
 order's state at that moment (quantity, leaves, cumulative quantity, notional): the caller
@@ -14,7 +14,6 @@ renders execution reports from them after the state change is complete.
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Iterable
 from decimal import ROUND_FLOOR, Decimal
 from heapq import heapify, heappop, heappush
@@ -114,10 +113,13 @@ class Order:
     __slots__ = (
         "cum",
         "leaves",
+        "level",
+        "next",
         "notional",
         "order_id",
         "order_type",
         "owner",
+        "prev",
         "price",
         "quantity",
         "ref",
@@ -156,7 +158,11 @@ class Order:
         self.cum = 0
         self.notional = 0  # sum of fill quantity x fill price in ticks: exact average price
         self.status = NEW
-        self.seq = 0  # time priority; changes whenever the order (re)joins a level
+        self.seq = 0  # for waiting stops: tells a stop's live heap entry from stale ones
+        # Its place in the book while resting: the level and the neighbours in time priority.
+        self.level: Level | None = None
+        self.prev: Order | None = None
+        self.next: Order | None = None
 
     def __repr__(self) -> str:
         return (
@@ -231,14 +237,55 @@ Event = Execution | CancelRejected
 
 
 class Level:
-    __slots__ = ("count", "dead", "entries", "price", "quantity")
+    """The orders at one price, oldest first."""
+
+    __slots__ = ("count", "head", "price", "quantity", "tail")
 
     def __init__(self, price: int) -> None:
         self.price = price
-        self.entries: deque[tuple[int, Order]] = deque()
-        self.quantity = 0  # live shares
-        self.count = 0  # live orders
-        self.dead = 0  # stale entries still in `entries`
+        self.head: Order | None = None
+        self.tail: Order | None = None
+        self.quantity = 0  # shares
+        self.count = 0  # orders
+
+    def orders(self) -> list[Order]:
+        out, order = [], self.head
+        while order is not None:
+            out.append(order)
+            order = order.next
+        return out
+
+
+def _append(level: Level, order: Order) -> None:
+    tail = level.tail
+    order.level = level
+    order.prev = tail
+    order.next = None
+    if tail is None:
+        level.head = order
+    else:
+        tail.next = order
+    level.tail = order
+    level.quantity += order.leaves
+    level.count += 1
+
+
+def _remove(order: Order) -> None:
+    """Take a resting order out of its level (its shares too)."""
+    level = order.level
+    assert level is not None
+    prev, nxt = order.prev, order.next
+    if prev is None:
+        level.head = nxt
+    else:
+        prev.next = nxt
+    if nxt is None:
+        level.tail = prev
+    else:
+        nxt.prev = prev
+    order.level = order.prev = order.next = None
+    level.quantity -= order.leaves
+    level.count -= 1
 
 
 class BookSide:
@@ -264,19 +311,11 @@ class BookSide:
         return [(self.levels[k].price, self.levels[k].quantity, self.levels[k].count) for k in keys]
 
     def compact(self) -> None:
-        """Drop empty levels, and stale entries inside levels."""
+        """Drop empty levels that are not at the top of the heap yet."""
         for key in [k for k, level in self.levels.items() if not level.quantity]:
             del self.levels[key]
-        for level in self.levels.values():
-            if level.dead:
-                _compact_level(level)
         self.heap = list(self.levels)
         heapify(self.heap)
-
-
-def _compact_level(level: Level) -> None:
-    level.entries = deque(entry for entry in level.entries if entry[1].seq == entry[0])
-    level.dead = 0
 
 
 class Book:
@@ -299,6 +338,7 @@ class Book:
         "sell_stops",
         "symbol",
         "trades",
+        "turnover",
         "volume",
     )
 
@@ -318,6 +358,7 @@ class Book:
         self.last = 0
         self.last_qty = 0
         self.volume = 0
+        self.turnover = 0  # shares x price ticks, for the VWAP
         self.trades = 0
         self.open = 0
         self.high = 0
@@ -331,7 +372,7 @@ class Book:
             ticks = int(band.to_integral_value(rounding=ROUND_FLOOR))
             self.band_low = max(1, self.last - ticks)
             self.band_high = self.last + ticks
-        self.last = self.last_qty = self.volume = self.trades = 0
+        self.last = self.last_qty = self.volume = self.turnover = self.trades = 0
         self.open = self.high = self.low = 0
 
     def best_bid(self) -> Level | None:
@@ -420,10 +461,10 @@ class MatchingEngine:
         order = self.live.pop(order_id, None)
         if order is None:
             return [CancelRejected(None, Reason.UNKNOWN_ORDER)]
-        book = self.books[order.symbol]
-        if order.status is not PENDING_TRIGGER:
-            self._unlink(book, order)
-        order.seq = -1
+        if order.status is PENDING_TRIGGER:
+            order.seq = -1
+        else:
+            _remove(order)
         order.leaves = 0
         order.status = CANCELLED
         self.changed.add(order.symbol)
@@ -455,14 +496,13 @@ class MatchingEngine:
                 self._park_stop(book, order)  # the old heap entry goes stale with the old seq
             events = [Execution(REPLACED, order)]
         elif price != order.price or quantity > order.quantity:
-            self._unlink(book, order)
+            _remove(order)
             del self.live[order_id]
             order.quantity, order.leaves, order.price = quantity, new_leaves, price
             events = [Execution(REPLACED, order)]
             self._execute(book, order, events)
         else:
-            side = book.bids if order.side == BUY else book.asks
-            side.levels[side.sign * order.price].quantity += new_leaves - order.leaves  # type: ignore[operator]
+            order.level.quantity += new_leaves - order.leaves  # type: ignore[union-attr]
             order.quantity, order.leaves = quantity, new_leaves
             events = [Execution(REPLACED, order)]
         if book.buy_stops or book.sell_stops:
@@ -474,6 +514,7 @@ class MatchingEngine:
         events: list[Event] = []
         for order in sorted(self.live.values(), key=lambda o: o.order_id):
             order.seq = -1
+            order.level = order.prev = order.next = None
             order.leaves = 0
             order.status = EXPIRED
             events.append(Execution(EXPIRED, order, Reason.END_OF_DAY))
@@ -607,13 +648,9 @@ class MatchingEngine:
             if key > bound:
                 break
             price = level.price
-            entries = level.entries
             while leaves and level.quantity:
-                seq, resting = entries[0]
-                if resting.seq != seq:
-                    entries.popleft()
-                    level.dead -= 1
-                    continue
+                resting = level.head
+                assert resting is not None
                 if resting.owner == owner:
                     order.leaves = leaves
                     if self._prevent_self_trade(level, resting, order, events):
@@ -630,7 +667,13 @@ class MatchingEngine:
                     resting.status = PARTIALLY_FILLED
                 else:
                     resting.status = FILLED
-                    entries.popleft()
+                    # The head leaves its level (its shares are already counted out).
+                    level.head = nxt = resting.next
+                    if nxt is None:
+                        level.tail = None
+                    else:
+                        nxt.prev = None
+                    resting.level = resting.next = None
                     level.count -= 1
                     del live[resting.order_id]
                 order.leaves = leaves
@@ -642,6 +685,7 @@ class MatchingEngine:
                 book.last = price
                 book.last_qty = fill
                 book.volume += fill
+                book.turnover += fill * price
                 book.trades += 1
                 if not book.open:
                     book.open = book.high = book.low = price
@@ -654,11 +698,8 @@ class MatchingEngine:
         """Apply the self-trade mode; True when the incoming order is done."""
         mode = self.self_trade
         if mode != CANCEL_NEWEST:
-            level.entries.popleft()
-            level.quantity -= resting.leaves
-            level.count -= 1
+            _remove(resting)
             del self.live[resting.order_id]
-            resting.seq = -1
             self._kill(resting, Reason.SELF_TRADE, events)
         if mode != CANCEL_OLDEST:
             self._kill(order, Reason.SELF_TRADE, events)
@@ -670,16 +711,17 @@ class MatchingEngine:
         wanted, found = order.leaves, 0
         skip_own = self.self_trade == CANCEL_OLDEST
         for key in sorted(k for k, level in opposite.levels.items() if level.quantity and k <= bound):
-            for seq, resting in opposite.levels[key].entries:
-                if resting.seq != seq:
-                    continue
+            resting = opposite.levels[key].head
+            while resting is not None:
                 if resting.owner == order.owner:
-                    if skip_own:
-                        continue
-                    return found
+                    if not skip_own:
+                        return found
+                    resting = resting.next
+                    continue
                 found += resting.leaves
                 if found >= wanted:
                     return found
+                resting = resting.next
         return found
 
     def _rest(self, book: Book, order: Order) -> None:
@@ -689,22 +731,8 @@ class MatchingEngine:
         if level is None:
             level = side.levels[key] = Level(order.price)  # type: ignore[arg-type]
             heappush(side.heap, key)
-        self._seq += 1
-        order.seq = self._seq
-        level.entries.append((self._seq, order))
-        level.quantity += order.leaves
-        level.count += 1
+        _append(level, order)
         self.live[order.order_id] = order
-
-    def _unlink(self, book: Book, order: Order) -> None:
-        side = book.bids if order.side == BUY else book.asks
-        level = side.levels[side.sign * order.price]  # type: ignore[operator]
-        level.quantity -= order.leaves
-        level.count -= 1
-        level.dead += 1
-        order.seq = -1
-        if level.dead > 32 and level.dead > level.count:
-            _compact_level(level)
 
     def _park_stop(self, book: Book, order: Order) -> None:
         self._seq += 1

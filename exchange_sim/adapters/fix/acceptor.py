@@ -18,7 +18,9 @@ import quickfix as fix
 from exchange_sim.adapters.fix import codec
 from exchange_sim.app import messages as m
 from exchange_sim.app.exchange import SessionState
-from exchange_sim.app.metrics import SESSIONS_LOGGED_ON
+from exchange_sim.app.metrics import MD_MESSAGES, SESSIONS_LOGGED_ON
+from exchange_sim.domain import market_data as md
+from exchange_sim.domain.instruments import Instrument
 from svc_runtime.fix import ThreadBridge, header_text, load_settings
 
 log = logging.getLogger(__name__)
@@ -172,6 +174,40 @@ class FixAcceptor(fix.Application):  # type: ignore[misc]
 
     def send_cancel_reject(self, reject: m.CancelReject) -> None:
         self.send(reject.session, codec.cancel_reject(reject))
+
+    def send_snapshot(self, session: str, md_req_id: str, symbol: str, entries: list[md.Entry]) -> None:
+        if self.send(session, codec.market_data_snapshot(md_req_id, symbol, entries)):
+            MD_MESSAGES.labels("W").inc()
+
+    def send_incremental(self, session: str, md_req_id: str, entries: list[md.Entry]) -> None:
+        if self.send(session, codec.market_data_incremental(md_req_id, entries)):
+            MD_MESSAGES.labels("X").inc()
+
+    def send_md_reject(self, session: str, md_req_id: str, reason: str, text: str) -> None:
+        if self.send(session, codec.market_data_reject(md_req_id, reason, text)):
+            MD_MESSAGES.labels("Y").inc()
+
+    def send_security_list(
+        self,
+        session: str,
+        *,
+        request_id: str,
+        response_id: str,
+        result: str,
+        instruments: list[Instrument],
+        total: int,
+        last: bool,
+    ) -> None:
+        message = codec.security_list(
+            request_id,
+            response_id=response_id,
+            result=result,
+            instruments=instruments,
+            total=total,
+            last=last,
+        )
+        if self.send(session, message):
+            MD_MESSAGES.labels("y").inc()
 
     def drop(self, counterparty: str) -> bool:
         """Cut the connection without a Logout, as a network failure would."""

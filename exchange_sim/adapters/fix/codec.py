@@ -16,6 +16,8 @@ import quickfix as fix
 import quickfix44 as fix44
 
 from exchange_sim.app import messages as m
+from exchange_sim.domain import market_data as md
+from exchange_sim.domain.instruments import Instrument
 from svc_runtime.fix import get_text, header_text, set_text
 
 BEGIN_STRING = "FIX.4.4"
@@ -289,4 +291,118 @@ def cancel_reject(reject: m.CancelReject) -> fix.Message:
     set_text(message, TRANSACT_TIME, utc_timestamp(reject.transact_time))
     if reject.text:
         set_text(message, TEXT, reject.text)
+    return message
+
+
+# ---- market data and the instrument master ------------------------------------------------
+
+OPEN_CLOSE_SETTL_FLAG = 286
+PREVIOUS_BUSINESS_DAY = "4"  # OpenCloseSettlFlag: entry from the previous business day
+NO_STIPULATIONS = 232
+NO_EVENTS = 864
+CURRENCY_INR = "INR"
+COMMON_STOCK = "CS"
+EVENT_OTHER = "99"
+PREVIOUS_CLOSE_EVENT = "PREVIOUS_CLOSE"
+
+
+def _entry_time(group: fix.Group, time_ns: int) -> None:
+    seconds, nanos = divmod(time_ns, 1_000_000_000)
+    moment = datetime.fromtimestamp(seconds, UTC)
+    set_text(group, MD_ENTRY_DATE, moment.strftime("%Y%m%d"))
+    set_text(group, MD_ENTRY_TIME, moment.strftime("%H:%M:%S.") + f"{nanos // 1_000_000:03d}")
+
+
+def _md_fields(group: fix.Group, entry: md.Entry) -> None:
+    set_text(group, MD_ENTRY_TYPE, entry.entry_type)
+    if entry.price is not None:
+        set_text(group, MD_ENTRY_PX, _decimal_text(entry.price))
+    if entry.size is not None:
+        set_text(group, MD_ENTRY_SIZE, entry.size)
+    if entry.time_ns:
+        _entry_time(group, entry.time_ns)
+    if entry.previous_day:
+        set_text(group, OPEN_CLOSE_SETTL_FLAG, PREVIOUS_BUSINESS_DAY)
+    if entry.orders is not None:
+        set_text(group, NUMBER_OF_ORDERS, entry.orders)
+    if entry.position is not None:
+        set_text(group, MD_ENTRY_POSITION_NO, entry.position)
+
+
+def market_data_snapshot(md_req_id: str, symbol: str, entries: list[md.Entry]) -> fix.Message:
+    message = _new("W")
+    set_text(message, MD_REQ_ID, md_req_id)
+    set_text(message, SYMBOL, symbol)
+    group = fix44.MarketDataSnapshotFullRefresh.NoMDEntries()
+    for entry in entries:
+        group.clear()
+        _md_fields(group, entry)
+        message.addGroup(group)
+    return message
+
+
+def market_data_incremental(md_req_id: str, entries: list[md.Entry]) -> fix.Message:
+    """Entries of many symbols in one message; every entry names its symbol."""
+    message = _new("X")
+    set_text(message, MD_REQ_ID, md_req_id)
+    group = fix44.MarketDataIncrementalRefresh.NoMDEntries()
+    for entry in entries:
+        group.clear()
+        set_text(group, MD_UPDATE_ACTION, entry.action)
+        set_text(group, SYMBOL, entry.symbol)
+        _md_fields(group, entry)
+        message.addGroup(group)
+    return message
+
+
+def market_data_reject(md_req_id: str, reason: str, text: str) -> fix.Message:
+    message = _new("Y")
+    set_text(message, MD_REQ_ID, md_req_id)
+    set_text(message, MD_REQ_REJ_REASON, reason)
+    set_text(message, TEXT, text)
+    return message
+
+
+def security_list(
+    request_id: str,
+    *,
+    response_id: str,
+    result: str,
+    instruments: list[Instrument],
+    total: int,
+    last: bool,
+) -> fix.Message:
+    """The instrument master. FIX 4.4 has no MinPriceIncrement (969, FIX 5.0) nor a previous
+    close in a SecurityList, so: tick size = Stipulation MININCR, sector = Stipulation SECTOR
+    and Text (58), previous close = an instrument event (EventType 99, EventPx,
+    EventText PREVIOUS_CLOSE). See the README for the whole mapping."""
+    message = _new("y")
+    set_text(message, SECURITY_REQ_ID, request_id)
+    set_text(message, SECURITY_RESPONSE_ID, response_id)
+    set_text(message, SECURITY_REQUEST_RESULT, result)
+    set_text(message, TOT_NO_RELATED_SYM, total)
+    set_text(message, LAST_FRAGMENT, "Y" if last else "N")
+    related = fix44.SecurityList.NoRelatedSym()
+    event = fix44.SecurityList.NoRelatedSym.NoEvents()
+    stipulation = fix44.SecurityList.NoRelatedSym.NoStipulations()
+    for instrument in instruments:
+        related.clear()
+        set_text(related, SYMBOL, instrument.symbol)
+        set_text(related, SECURITY_TYPE, COMMON_STOCK)
+        set_text(related, SECURITY_DESC, instrument.name)
+        event.clear()
+        set_text(event, EVENT_TYPE, EVENT_OTHER)
+        set_text(event, EVENT_PX, _decimal_text(instrument.previous_close))
+        set_text(event, EVENT_TEXT, PREVIOUS_CLOSE_EVENT)
+        related.addGroup(event)
+        set_text(related, CURRENCY, CURRENCY_INR)
+        for kind, value in (("SECTOR", instrument.sector), ("MININCR", _decimal_text(instrument.tick_size))):
+            stipulation.clear()
+            set_text(stipulation, STIPULATION_TYPE, kind)
+            set_text(stipulation, STIPULATION_VALUE, value)
+            related.addGroup(stipulation)
+        set_text(related, ROUND_LOT, instrument.lot_size)
+        set_text(related, MIN_TRADE_VOL, instrument.lot_size)
+        set_text(related, TEXT, instrument.sector)
+        message.addGroup(related)
     return message
