@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from decimal import ROUND_HALF_UP, Decimal
+from typing import NamedTuple
 
 from svc_runtime.decimals import PAISA
 
@@ -28,8 +29,8 @@ DELETE = "2"
 HUNDRED = Decimal(100)
 
 
-@dataclass(frozen=True, slots=True)
-class MarketDataEntry:
+class MarketDataEntry(NamedTuple):
+    # A named tuple rather than a frozen dataclass: one is made per FIX entry, on the hot path.
     entry_type: str
     action: str = NEW
     price: Decimal | None = None
@@ -40,8 +41,7 @@ class MarketDataEntry:
     previous_day: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class SymbolUpdate:
+class SymbolUpdate(NamedTuple):
     """What one FIX message says about one symbol."""
 
     symbol: str

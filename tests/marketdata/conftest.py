@@ -56,6 +56,15 @@ class MarketDataProcess:
     def log(self) -> str:
         return (self.stack.log_dir / "svc_marketdata.log").read_text(errors="replace")
 
+    async def restart_after_kill(self) -> None:
+        """Start the killed service again, on a fresh channel (the old one is backing off
+        from its failed connects)."""
+        await self.stack.start_service("svc_marketdata")
+        await self.channel.close()
+        self.channel = channel(self.stack.plan.target("svc_marketdata"))
+        self.quotes = marketdata_pb2_grpc.MarketDataServiceStub(self.channel)
+        self.watchlists = watchlists_pb2_grpc.WatchlistServiceStub(self.channel)
+
     async def metrics(self) -> str:
         """The process's Prometheus metrics page."""
         port = self.stack.plan.ports["svc_marketdata"]["metrics"]

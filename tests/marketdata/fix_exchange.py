@@ -18,6 +18,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import quickfix as fix
+import quickfix44 as fix44
 
 from svc_runtime.fix import data_dictionary, header_text, set_text
 from svc_runtime.infra.processes import free_port
@@ -51,11 +52,12 @@ class Listed:
     previous_close: str
     lot_size: int = 1
     isin: str = ""
+    tick_size: str = "0.05"
 
 
 DEFAULT_LISTING = (
     Listed("INFY", "Infosys Limited", "IT", "1500.00", isin="INE009A01021"),
-    Listed("TCS", "Tata Consultancy Services Limited", "IT", "3500.00"),
+    Listed("TCS", "Tata Consultancy Services Limited", "IT", "3500.00", lot_size=5, tick_size="0.10"),
     Listed("TATAMOTORS", "Tata Motors Limited", "Automobile", "650.00"),
     Listed("TATASTEEL", "Tata Steel Limited", "Metals", "120.00"),
     Listed("RELIANCE", "Reliance Industries Limited", "Energy", "2400.00"),
@@ -215,21 +217,35 @@ class ExchangeDouble(fix.Application):  # type: ignore[misc]
         fix.Session.sendToTarget(message, self.session_id)
 
     def _send_security_list(self, request_id: str) -> None:
+        """The master with exchange_sim's FIX 4.4 mapping: SecurityDesc, RoundLot, ISIN as
+        SecurityID/22=4, Stipulations MININCR (tick size) and SECTOR, Text = sector, and the
+        previous close as an instrument event (EventType 99, EventText PREVIOUS_CLOSE)."""
         message = fix.Message()
         message.getHeader().setField(fix.MsgType("y"))
         set_text(message, 320, request_id)
         set_text(message, 322, f"r{request_id}")
         set_text(message, 560, "0")
+        related = fix44.SecurityList.NoRelatedSym()
         for item in self.listing:
-            group = fix.Group(146, 55)
-            set_text(group, 55, item.symbol)
+            related.clear()
+            set_text(related, 55, item.symbol)
             if item.isin:
-                set_text(group, 48, item.isin)
-                set_text(group, 22, "4")
-            set_text(group, 107, item.name)
-            set_text(group, 561, item.lot_size)
-            set_text(group, 58, item.sector)
-            message.addGroup(group)
+                set_text(related, 48, item.isin)
+                set_text(related, 22, "4")
+            set_text(related, 107, item.name)
+            event = fix44.SecurityList.NoRelatedSym.NoEvents()
+            set_text(event, 865, "99")
+            set_text(event, 867, item.previous_close)
+            set_text(event, 868, "PREVIOUS_CLOSE")
+            related.addGroup(event)
+            for kind, value in (("SECTOR", item.sector), ("MININCR", item.tick_size)):
+                stipulation = fix44.SecurityList.NoRelatedSym.NoStipulations()
+                set_text(stipulation, 233, kind)
+                set_text(stipulation, 234, value)
+                related.addGroup(stipulation)
+            set_text(related, 561, item.lot_size)
+            set_text(related, 58, item.sector)
+            message.addGroup(related)
         set_text(message, 393, len(self.listing))
         set_text(message, 893, "Y")
         self._send(message)

@@ -6,6 +6,7 @@ from decimal import Decimal
 
 import pytest
 import quickfix as fix
+import quickfix44 as fix44
 
 from svc_marketdata.adapters import fix_codec
 from svc_marketdata.adapters.fix_codec import FixFormatError
@@ -134,6 +135,41 @@ def test_security_list_maps_instrument_fields() -> None:
     )
     assert infy.tick_size == Decimal("0.05")
     assert (mm.symbol, mm.lot_size, mm.isin, mm.sector) == ("M&M", 5, "", "")
+
+
+def test_security_list_reads_stipulations_and_the_previous_close_event() -> None:
+    """exchange_sim's FIX 4.4 mapping: tick size and sector as Stipulations, the previous
+    close as an instrument event."""
+    msg = fix.Message()
+    msg.getHeader().setField(fix.BeginString("FIX.4.4"))
+    msg.getHeader().setField(fix.MsgType("y"))
+    for tag, value in ((320, "slr_1"), (322, "r1"), (560, "0")):
+        set_text(msg, tag, value)
+    related = fix44.SecurityList.NoRelatedSym()
+    set_text(related, 55, "TCS")
+    set_text(related, 107, "Tata Consultancy Services")
+    set_text(related, 167, "CS")
+    event = fix44.SecurityList.NoRelatedSym.NoEvents()
+    for tag, value in ((865, "99"), (867, "3500.1"), (868, "PREVIOUS_CLOSE")):
+        set_text(event, tag, value)
+    related.addGroup(event)
+    for kind, value in (("SECTOR", "Information Technology"), ("MININCR", "0.10")):
+        stipulation = fix44.SecurityList.NoRelatedSym.NoStipulations()
+        set_text(stipulation, 233, kind)
+        set_text(stipulation, 234, value)
+        related.addGroup(stipulation)
+    set_text(related, 15, "INR")
+    set_text(related, 561, "5")
+    set_text(related, 58, "IT")
+    msg.addGroup(related)
+    (tcs,) = fix_codec.parse_security_list(msg.toString()).instruments
+    assert (tcs.symbol, tcs.company_name, tcs.sector, tcs.lot_size) == (
+        "TCS",
+        "Tata Consultancy Services",
+        "Information Technology",
+        5,
+    )
+    assert str(tcs.tick_size) == "0.10" and str(tcs.previous_close) == "3500.10"
 
 
 def test_security_list_fragments_and_refusals_are_visible() -> None:

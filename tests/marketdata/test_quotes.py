@@ -69,7 +69,9 @@ async def test_get_instrument(md: MarketDataProcess) -> None:
         "IT",
     )
     assert (instrument.tick_size.value, instrument.lot_size, instrument.isin) == ("0.05", 1, "INE009A01021")
-    assert instrument.previous_close.value == ""  # not in the SecurityList; quotes carry it
+    assert instrument.previous_close.value == "1500.00"
+    tcs = await md.quotes.GetInstrument(pb.GetInstrumentRequest(name="instruments/tcs"), timeout=10)
+    assert (tcs.symbol, tcs.tick_size.value, tcs.lot_size, tcs.sector) == ("TCS", "0.10", 5, "IT")
     for name, code in [
         ("instruments/NOPE", grpc.StatusCode.NOT_FOUND),
         ("INFY", grpc.StatusCode.INVALID_ARGUMENT),

@@ -49,7 +49,7 @@ async def test_after_kill_9_instruments_and_quotes_are_served_before_the_exchang
 
         await md.stack.kill(SERVICE)
         exchange.stop()  # and the exchange is unreachable while the service comes back
-        await md.stack.start_service(SERVICE)
+        await md.restart_after_kill()
 
         instrument = await md.quotes.GetInstrument(
             pb.GetInstrumentRequest(name="instruments/INFY"), timeout=10
@@ -124,7 +124,7 @@ async def test_resent_history_is_not_replayed_and_sequences_keep_increasing(
         # (PossDup) when the session resumes, before the fresh snapshot.
         exchange.trade("TCS", "3490.00", 1)
         exchange.trade("TCS", "3499.95", 1)
-        await md.stack.start_service(SERVICE)
+        await md.restart_after_kill()
         await exchange.wait_subscribed(count=2)
         current = await wait_for_price(md, "TCS", "3499.95")  # from the snapshot
         exchange.trade("TCS", "3501.00", 1)
