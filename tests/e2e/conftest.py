@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -43,6 +45,11 @@ async def open_account(stack: Stack, deposit: str = "1000000.00") -> tuple[str, 
     password = "pw-" + unique_name("")
     created = await admin.create_user(stack.plan.target("svc_funds"), username, password, username, deposit)
     return username, password, created["account"]["user_id"]
+
+
+def exact_json(response: httpx.Response) -> Any:
+    """The body with every JSON number that has a fraction parsed as an exact Decimal."""
+    return json.loads(response.text, parse_float=Decimal)
 
 
 async def login(client: httpx.AsyncClient, username: str, password: str) -> dict[str, str]:

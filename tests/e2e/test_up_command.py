@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from decimal import Decimal
 from pathlib import Path
 
 import httpx
@@ -84,6 +85,11 @@ def _processes_of(data_dir: Path) -> list[str]:
     return left
 
 
+def _total_cash(gateway: str, token: str) -> Decimal:
+    response = httpx.get(f"{gateway}/v1/funds", headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    return json.loads(response.text, parse_float=Decimal)["total"]
+
+
 def _login(gateway: str, username: str, password: str) -> str:
     response = httpx.post(
         f"{gateway}/v1/sessions", json={"username": username, "password": password}, timeout=30
@@ -104,10 +110,7 @@ def test_up_starts_everything_stops_cleanly_and_keeps_data(tmp_path: Path) -> No
             assert target in banner
         # A demo user can log in and see the opening deposit.
         token = _login(gateway, "asha", "asha-demo-pass")
-        funds = httpx.get(
-            f"{gateway}/v1/funds", headers={"Authorization": f"Bearer {token}"}, timeout=30
-        ).json()
-        assert str(funds["total"]) in {"1000000.00", "1000000"}
+        assert _total_cash(gateway, token) == Decimal("1000000.00")
         # An operator adds a user with the admin command.
         created = subprocess.run(
             [
@@ -141,15 +144,9 @@ def test_up_starts_everything_stops_cleanly_and_keeps_data(tmp_path: Path) -> No
         _wait_until_up(process)
         gateway = json.loads((data_dir / "stack.json").read_text())["gateway_url"]
         token = _login(gateway, "meera", "meera-password-1")
-        funds = httpx.get(
-            f"{gateway}/v1/funds", headers={"Authorization": f"Bearer {token}"}, timeout=30
-        ).json()
-        assert str(funds["total"]) in {"5000.00", "5000"}
+        assert _total_cash(gateway, token) == Decimal("5000.00")
         token = _login(gateway, "asha", "asha-demo-pass")
-        funds = httpx.get(
-            f"{gateway}/v1/funds", headers={"Authorization": f"Bearer {token}"}, timeout=30
-        ).json()
-        assert str(funds["total"]) in {"1000000.00", "1000000"}
+        assert _total_cash(gateway, token) == Decimal("1000000.00")
     finally:
         if process.poll() is None:
             _ctrl_c(process)

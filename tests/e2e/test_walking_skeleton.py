@@ -10,7 +10,7 @@ from decimal import Decimal
 import httpx
 
 from svc_runtime.stack import Stack
-from tests.e2e.conftest import eventually, login, open_account
+from tests.e2e.conftest import eventually, exact_json, login, open_account
 
 
 async def test_market_buy_is_filled_and_shows_in_the_portfolio(e2e_stack: Stack) -> None:
@@ -27,17 +27,18 @@ async def test_market_buy_is_filled_and_shows_in_the_portfolio(e2e_stack: Stack)
         assert placed.json()["status"] == "PENDING_EXCHANGE"
 
         async def filled() -> dict | None:
-            order = (await client.get(f"/v1/orders/{order_id}", headers=auth)).json()
+            order = exact_json(await client.get(f"/v1/orders/{order_id}", headers=auth))
             return order if order["status"] == "FILLED" else None
 
         order = await eventually(filled)
         assert order["filledQuantity"] == 10
         assert order["leavesQuantity"] == 0
-        average = Decimal(str(order["avgPrice"]))
+        average = order["avgPrice"]
+        assert isinstance(average, Decimal)
         assert average > 0
 
         async def portfolio_shows_it() -> dict | None:
-            portfolio = (await client.get("/v1/portfolio", headers=auth)).json()
+            portfolio = exact_json(await client.get("/v1/portfolio", headers=auth))
             rows = [*portfolio["holdings"], *portfolio["positions"]]
             held = [r for r in rows if r["symbol"] == "INFY"]
             return portfolio if held else None
@@ -49,14 +50,14 @@ async def test_market_buy_is_filled_and_shows_in_the_portfolio(e2e_stack: Stack)
         assert quantity == 10
 
         async def settled() -> dict | None:
-            funds = (await client.get("/v1/funds", headers=auth)).json()
-            return funds if Decimal(str(funds["blocked"])) == 0 else None
+            funds = exact_json(await client.get("/v1/funds", headers=auth))
+            return funds if funds["blocked"] == 0 else None
 
         funds = await eventually(settled)
-        spent = Decimal("100000.00") - Decimal(str(funds["available"]))
+        spent = Decimal("100000.00") - funds["available"]
         # Cash spent is the fills' value plus charges; never less than the shares' value.
         assert spent >= average * 10
-        assert Decimal(str(funds["total"])) == Decimal(str(funds["available"]))
+        assert funds["total"] == funds["available"]
 
         trades = (await client.get("/v1/trades", headers=auth)).json()
         assert sum(t["quantity"] for t in trades["trades"] if t["orderId"] == order_id) == 10
