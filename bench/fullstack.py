@@ -25,10 +25,13 @@ from svc_runtime import admin
 if TYPE_CHECKING:
     from svc_runtime.stack import Stack
 
+STREAMS_PER_USER = "BROKERMESH_GATEWAY_STREAMS_PER_USER"
 BENCH_ENV = {
     "BROKERMESH_JWT_TTL_SECONDS": "7200",
-    "BROKERMESH_GATEWAY_STREAMS_PER_USER": "100000",
+    STREAMS_PER_USER: "100000",
 }
+# The gateway's documented default (OpenAPI: "at most 5 concurrent streams" per user).
+DEFAULT_STREAMS_PER_USER = 5
 # Liquid NSE names the exchange simulator lists.
 SYMBOLS = ("INFY", "TCS", "RELIANCE", "HDFCBANK", "ICICIBANK", "SBIN", "ITC", "LT")
 PASSWORD = "bench-password-1"
@@ -75,6 +78,12 @@ async def wait_for_prices(stack: Stack, *, timeout: float = 90.0) -> None:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"no prices after {timeout:g}s: {problem}")
             await asyncio.sleep(0.5)
+
+
+def streams_per_user(stack: Stack) -> int:
+    """How many price streams one user may hold on this stack (a running stack started by
+    `brokermesh up` has the production limit)."""
+    return int(stack.plan.extra_env.get(STREAMS_PER_USER, DEFAULT_STREAMS_PER_USER))
 
 
 def assert_alive(stack: Stack) -> None:

@@ -333,7 +333,9 @@ async def _measure_shape(
 async def fanout(ctx: BenchContext) -> list[Figure]:
     plan = Plan.of(ctx)
     stack = await fullstack.full_stack(ctx)
-    users = await fullstack.create_users(stack, plan.users, deposit="0")
+    most_clients = max(s.clients for s in plan.shapes)
+    per_user = fullstack.streams_per_user(stack)
+    users = await fullstack.create_users(stack, max(plan.users, -(-most_clients // per_user)), deposit="0")
     async with clients.session(stack.plan.gateway_url, connections=16) as http:
         tokens = await fullstack.login_all(http, users)
     most = max(s.symbols for s in plan.shapes)
@@ -371,10 +373,12 @@ async def fanout(ctx: BenchContext) -> list[Figure]:
 async def exchange_ticks(ctx: BenchContext) -> list[Figure]:
     plan = Plan.of(ctx)
     stack = await fullstack.full_stack(ctx)
-    users = await fullstack.create_users(stack, 2, deposit="0")
+    shape = Shape(100 if not ctx.quick else 20, len(fullstack.SYMBOLS))
+    users = await fullstack.create_users(
+        stack, -(-shape.clients // fullstack.streams_per_user(stack)), deposit="0"
+    )
     async with clients.session(stack.plan.gateway_url, connections=4) as http:
         tokens = await fullstack.login_all(http, users)
-    shape = Shape(100 if not ctx.quick else 20, len(fullstack.SYMBOLS))
     symbols = await _symbols(stack, shape.symbols)
     figures = await _measure_shape(
         ctx, stack=stack, tokens=tokens, symbols=symbols, shape=shape, plan=plan, prefix="sse.exchange_ticks"
