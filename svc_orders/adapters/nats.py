@@ -26,8 +26,17 @@ EXEC_REPORTS_DURABLE = "svc_orders_exec_reports"
 
 
 def exec_report_consumer(
-    js: JetStreamContext, topology: Topology, processor: ReportProcessor, *, batch_size: int = 256
+    js: JetStreamContext,
+    topology: Topology,
+    processor: ReportProcessor,
+    *,
+    batch_size: int = 128,
+    ack_wait: float = 5.0,
 ) -> DurableConsumer:
+    """Reports delivered to a replica that dies are redelivered after `ack_wait`: short, so
+    fills are not held up for long by a crash. A batch that takes longer is redelivered
+    while it runs; the exec-id claim makes the second attempt a no-op."""
+
     async def handle(msgs: Sequence[Msg]) -> None:
         envelopes: list[ReportEnvelope] = []
         for msg in msgs:
@@ -63,6 +72,7 @@ def exec_report_consumer(
         filter_subject=topology.wildcard(topology.exec_report_subject("x")),
         handler=handle,
         batch_size=batch_size,
+        ack_wait=ack_wait,
     )
 
 

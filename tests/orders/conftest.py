@@ -199,7 +199,12 @@ async def start_oms(infra: SharedInfra, data_dir: Path, extra_env: dict[str, str
         await fakes.stop()
         await nc.close()
         raise
-    channel = grpc.aio.insecure_channel(plan.target("svc_orders"))
+    # Reconnect quickly after the OMS is killed and restarted (the default backoff grows
+    # to seconds, during which calls fail fast without trying).
+    channel = grpc.aio.insecure_channel(
+        plan.target("svc_orders"),
+        options=[("grpc.initial_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 300)],
+    )
     return Oms(stack, fakes, nc, js, topology, channel, orders_pb2_grpc.OrdersServiceStub(channel))
 
 
