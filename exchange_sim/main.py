@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import logging
+import signal
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -190,5 +192,8 @@ async def serve(settings: ExchangeSettings, stop: asyncio.Event) -> None:
 
 
 def main() -> None:
+    # `kill -USR1 <pid>` writes every thread's stack to the log: what an operator needs to
+    # see where a stuck exchange (asyncio loop or quickfix thread) is waiting.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     settings = ExchangeSettings.from_env()
     run(SERVICE, lambda stop: serve(settings, stop), metrics_port=settings.metrics_port)
