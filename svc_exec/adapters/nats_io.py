@@ -78,6 +78,7 @@ class CommandConsumer:
         wait_logged_on: Callable[[float], Awaitable[bool]],
         stopping: asyncio.Event,
         batch_size: int = 256,
+        ack_wait: float = 5.0,
     ) -> None:
         self.handler = handler
         self.logged_on = logged_on
@@ -90,6 +91,9 @@ class CommandConsumer:
             filter_subject=topology.wildcard(topology.order_command_subject("x")),
             handler=self._handle,
             batch_size=batch_size,
+            # Commands held by a process that died come back after this long; a batch takes
+            # well under it, and waits for the FIX session extend it explicitly.
+            ack_wait=ack_wait,
         )
 
     async def run(self) -> None:

@@ -100,21 +100,30 @@ class Reconciler:
         finally:
             self.desk.forget_mass_status(request_id)
         if not waiter.refused:
-            RECONCILIATIONS.labels("mass_status").inc()
+            # Orders the broker believes working but the exchange did not list have finished
+            # there (venues list only working orders): ask about each of them.
             await self._settle()
-            return Reconciliation(waiter.reported, self.desk.published - published_before)
-        log.info("mass status unavailable; asking order by order", extra={"why": waiter.refused})
-        reported = await self._one_by_one()
+            reported = waiter.reported + await self._one_by_one(exclude=waiter.order_ids)
+            RECONCILIATIONS.labels("mass_status").inc()
+        else:
+            log.info("mass status unavailable; asking order by order", extra={"why": waiter.refused})
+            reported = await self._one_by_one(exclude=set())
+            RECONCILIATIONS.labels("order_by_order").inc()
         await self._settle()
-        RECONCILIATIONS.labels("order_by_order").inc()
         return Reconciliation(reported, self.desk.published - published_before)
 
-    async def _one_by_one(self) -> int:
-        working = await self.store.working_orders(self.max_single_queries)
+    async def _one_by_one(self, exclude: set[str]) -> int:
+        working = []
+        for stored in await self.store.working_orders(self.max_single_queries):
+            view = await self.desk.view(stored.order_id)
+            if view is not None and not view.terminal and view.order_id not in exclude:
+                working.append(view)
+        semaphore = asyncio.Semaphore(50)
 
         async def ask(order_id: str) -> bool:
             try:
-                await self.order_status(order_id, self.timeout)
+                async with semaphore:
+                    await self.order_status(order_id, self.timeout)
                 return True
             except Exception as error:
                 log.warning("status query failed", extra={"order_id": order_id, "error": repr(error)})

@@ -19,6 +19,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import asyncpg
 from prometheus_client import Counter, Gauge, Histogram
 
 from svc_exec.app.ports import ExecStore, InboundCursor, ReportSink, SessionProgress
@@ -27,6 +28,9 @@ from svc_exec.domain.orders import OrderSnapshot, OrderView
 from svc_runtime import context
 
 log = logging.getLogger(__name__)
+
+# Failures worth waiting out: the database or the network, not a defect.
+TRANSIENT = (OSError, ConnectionError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 REPORTS_RECEIVED = Counter("exec_reports_received_total", "Reports received from the exchange", ["kind"])
 REPORTS_PUBLISHED = Counter("exec_reports_published_total", "Reports published to JetStream", ["kind"])
@@ -43,6 +47,7 @@ PUBLISH_SECONDS = Histogram(
     "Receipt from FIX to JetStream acknowledgement",
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+RESOLVE_FAILURES = Counter("exec_report_resolve_failures_total", "Reports skipped because of a defect")
 SAFE_TARGET = Gauge(
     "exec_fix_safe_next_target_seq", "First incoming sequence number not yet safely published"
 )
@@ -63,6 +68,7 @@ class MassStatus:
     request_id: str
     reported: int = 0
     inferred: int = 0
+    order_ids: set[str] = field(default_factory=set)
     done: asyncio.Event = field(default_factory=asyncio.Event)
     refused: str = ""
 
@@ -201,12 +207,18 @@ class ReportDesk:
             seq, item, received = await self._inbound.get()
             try:
                 outgoing = await self._resolve(seq, item, received)
-            except Exception:
+            except TRANSIENT:
                 # A store outage: keep the order of reports, retry this one.
                 log.warning("resolving a report failed; retrying", exc_info=True, extra={"seq": seq})
                 await asyncio.sleep(0.5)
                 self._requeue_front(seq, item, received)
                 continue
+            except Exception:
+                # A defect must not stall every report behind this one. Reconciliation with
+                # the exchange recovers what this report would have told.
+                RESOLVE_FAILURES.inc()
+                log.error("cannot process a report; skipping it", exc_info=True, extra={"seq": seq})
+                outgoing = _Outgoing(seq, received, [], None)
             self._outgoing.put_nowait(outgoing)
 
     def _requeue_front(self, seq: int | None, item: Inbound, received: float) -> None:
@@ -223,14 +235,14 @@ class ReportDesk:
         report = item
         REPORTS_RECEIVED.labels(report.kind.name).inc()
         if report.kind is ExecKind.ORDER_STATUS and report.mass_status_request_id and not report.cl_ord_id:
-            self._count_mass_status(report, 0)
+            self._count_mass_status(report, 0, None)
             return _Outgoing(seq, received, [], None)
         view = await self._view_of(report.cl_ord_id)
         if view is None and report.orig_cl_ord_id:
             view = await self._view_of(report.orig_cl_ord_id)
         if view is None:
             if report.kind is ExecKind.ORDER_STATUS:
-                self._count_mass_status(report, 0)
+                self._count_mass_status(report, 0, None)
                 self._answer_status(report, None)
             else:
                 REPORTS_UNROUTABLE.inc()
@@ -248,7 +260,7 @@ class ReportDesk:
             REPORTS_SUPPRESSED.inc()
         addressed = [Addressed(r, view.order_id, view.user_id, view.request_id) for r in to_publish]
         if report.kind is ExecKind.ORDER_STATUS:
-            self._count_mass_status(report, len(to_publish) - 1)
+            self._count_mass_status(report, len(to_publish) - 1, view.order_id)
             if addressed:
                 self._answer_status(report, addressed[0])
         return _Outgoing(seq, received, addressed, view.snapshot())
@@ -274,7 +286,7 @@ class ReportDesk:
             return _Outgoing(seq, received, [], None)
         return await self._resolve(seq, report, received)
 
-    def _count_mass_status(self, report: Report, inferred: int) -> None:
+    def _count_mass_status(self, report: Report, inferred: int, order_id: str | None) -> None:
         waiter = (
             self._mass_status.get(report.mass_status_request_id) if report.mass_status_request_id else None
         )
@@ -282,6 +294,8 @@ class ReportDesk:
             return
         if report.cl_ord_id and report.cl_ord_id != "NONE":
             waiter.reported += 1
+        if order_id is not None:
+            waiter.order_ids.add(order_id)
         waiter.inferred += max(0, inferred)
         if report.last_of_mass_status or (
             report.mass_status_total and waiter.reported >= report.mass_status_total

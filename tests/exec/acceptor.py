@@ -7,25 +7,31 @@ drop the session — to exercise svc_exec's recovery. It answers OrderCancelRequ
 OrderCancelReplaceRequest, OrderStatusRequest and OrderMassStatusRequest the way FIX 4.4
 describes, and validates everything against the standard FIX44.xml.
 
-It runs inside the test process on quickfix's own threads; every public method is
-thread-safe. Its session settings come from `acceptor.cfg` beside this file, so the
-executor's FIX is exercised against a counterparty configured by file, not code.
+It runs as its own process, like a real venue, and
+takes test instructions over a local control socket (`ExchangeProcess` is the test side).
+Its session settings come from `acceptor.cfg` beside this file, so the executor's FIX is
+exercised against a counterparty configured by file, not code.
 """
 
 from __future__ import annotations
 
 import secrets
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from decimal import Decimal
+from multiprocessing.connection import Client, Connection, Listener
 from pathlib import Path
+from typing import Any
 
 import quickfix as fix
 
 from svc_runtime.fix import get_text, header_text, load_settings, set_text
-from svc_runtime.infra.processes import free_port
+from svc_runtime.infra.processes import die_with_parent, free_port
 
 CONFIG = Path(__file__).with_name("acceptor.cfg")
 TERMINAL = {"2", "4", "8", "C"}
@@ -66,16 +72,14 @@ class TestExchange(fix.Application):
         self.policy = policy
         self.lock = threading.RLock()
         self.orders: dict[str, VenueOrder] = {}  # every ClOrdID of the chain -> order
-        self.new_orders_received: Counter[str] = Counter()  # ClOrdID -> NewOrderSingles seen
-        self.messages_received: list[tuple[str, str, bool]] = []  # (MsgType, ClOrdID, PossDup)
+        self.new_orders: Counter[str] = Counter()  # ClOrdID -> NewOrderSingles seen
         self.unknown_symbols: set[str] = set()
         self.halted = False
-        self.lose_next_fill = False
+        self.losing_next_fill = False
         self.logged_on = threading.Event()
         self.session_id: fix.SessionID | None = None
         self._ids = f"{secrets.token_hex(3)}"
         self._next = 0
-        self.initiator_possdups = 0
 
     # --- quickfix callbacks (FIX thread) ------------------------------------------------
     def onCreate(self, session_id: fix.SessionID) -> None:
@@ -98,11 +102,7 @@ class TestExchange(fix.Application):
 
     def fromApp(self, message: fix.Message, session_id: fix.SessionID) -> None:
         msg_type = header_text(message, 35)
-        poss_dup = header_text(message, 43) == "Y"
         with self.lock:
-            self.messages_received.append((msg_type or "", get_text(message, 11, "") or "", poss_dup))
-            if poss_dup:
-                self.initiator_possdups += 1
             handler = {
                 "D": self._on_new_order,
                 "F": self._on_cancel,
@@ -121,7 +121,7 @@ class TestExchange(fix.Application):
 
     def _on_new_order(self, message: fix.Message) -> None:
         cl_ord_id = get_text(message, 11) or ""
-        self.new_orders_received[cl_ord_id] += 1
+        self.new_orders[cl_ord_id] += 1
         symbol = get_text(message, 55) or ""
         price_text = get_text(message, 44)
         order = VenueOrder(
@@ -133,7 +133,7 @@ class TestExchange(fix.Application):
             price=Decimal(price_text) if price_text else None,
             cl_ord_ids=[cl_ord_id],
         )
-        if self.new_orders_received[cl_ord_id] > 1:
+        if self.new_orders[cl_ord_id] > 1:
             order.exchange_order_id = "NONE"
             self._report(order, "8", "8", text="duplicate ClOrdID")
             return
@@ -157,8 +157,8 @@ class TestExchange(fix.Application):
         order.cum_qty += quantity
         order.notional += price * quantity
         order.status = "2" if order.cum_qty == order.quantity else "1"
-        if self.lose_next_fill:
-            self.lose_next_fill = False
+        if self.losing_next_fill:
+            self.losing_next_fill = False
             self._lose()
             return
         self._report(order, "F", order.status, last_qty=quantity, last_px=price)
@@ -325,22 +325,38 @@ class TestExchange(fix.Application):
         with self.lock:
             return {o.cl_ord_ids[0]: (o.status, o.cum_qty) for o in self.orders.values()}
 
-    @property
     def next_sender_seq(self) -> int:
-        return fix.Session.lookupSession(self.session_id).getExpectedSenderNum()
+        return int(fix.Session.lookupSession(self.session_id).getExpectedSenderNum())
+
+    def new_orders_received(self) -> dict[str, int]:
+        with self.lock:
+            return dict(self.new_orders)
+
+    def is_logged_on(self) -> bool:
+        return self.logged_on.is_set()
+
+    def set_policy(self, policy: str) -> None:
+        self.policy = policy
+
+    def halt(self, halted: bool = True) -> None:
+        self.halted = halted
+
+    def add_unknown_symbol(self, symbol: str) -> None:
+        self.unknown_symbols.add(symbol)
+
+    def lose_next_fill(self) -> None:
+        self.losing_next_fill = True
 
 
-class AcceptorProcess:
-    """Runs a `TestExchange` on a quickfix SocketAcceptor configured by `acceptor.cfg`."""
+class ExchangeServer:
+    """The acceptor process: quickfix on its threads, instructions on the main thread."""
 
-    def __init__(self, workdir: Path, *, policy: str = "fill", port: int | None = None) -> None:
-        self.workdir = workdir
-        self.port = port or free_port()
+    def __init__(self, workdir: Path, port: int, policy: str) -> None:
         self.app = TestExchange(policy)
         self.settings = load_settings(
             CONFIG,
             workdir / "acceptor.rendered.cfg",
-            port=self.port,
+            port=port,
             store_dir=workdir / "store",
             log_dir=workdir / "log",
         )
@@ -348,9 +364,82 @@ class AcceptorProcess:
         self.log_factory = fix.FileLogFactory(self.settings)
         self.acceptor = fix.SocketAcceptor(self.app, self.store_factory, self.settings, self.log_factory)
 
-    def start(self) -> AcceptorProcess:
+    def serve(self, control: str) -> None:
         self.acceptor.start()
-        return self
+        with Listener(control, authkey=AUTHKEY) as listener:
+            while True:
+                with listener.accept() as conn:
+                    while True:
+                        try:
+                            name, args = conn.recv()
+                        except EOFError:
+                            break
+                        try:
+                            conn.send((True, getattr(self.app, name)(*args)))
+                        except Exception as error:
+                            conn.send((False, repr(error)))
+
+
+AUTHKEY = b"brokermesh-test-exchange"
+
+
+class ExchangeProcess:
+    """Test side of the acceptor process: `exchange.fill(...)` runs `TestExchange.fill` there."""
+
+    def __init__(self, workdir: Path, *, policy: str = "fill", port: int | None = None) -> None:
+        self.workdir = workdir
+        self.port = port or free_port()
+        self.policy = policy
+        self.control = str(workdir / "control.sock")
+        self.process: subprocess.Popen[bytes] | None = None
+        self.conn: Connection | None = None
+
+    def start(self) -> ExchangeProcess:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        log = (self.workdir / "acceptor.out").open("ab")
+        self.process = subprocess.Popen(
+            # Imported by name (not run as __main__) so that its classes pickle by name.
+            [sys.executable, "-c", "from tests.exec.acceptor import main; main()", *self._args()],
+            stdout=log,
+            stderr=log,
+            preexec_fn=die_with_parent(signal.SIGKILL),  # noqa: PLW1509 - only calls prctl
+        )
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                self.conn = Client(self.control, authkey=AUTHKEY)
+                return self
+            except (FileNotFoundError, ConnectionRefusedError):
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"the test exchange did not start: {(self.workdir / 'acceptor.out').read_text()}"
+                    ) from None
+                time.sleep(0.02)
+
+    def _args(self) -> list[str]:
+        return [str(self.workdir), str(self.port), self.policy]
+
+    def call(self, name: str, *args: object) -> Any:
+        assert self.conn is not None
+        self.conn.send((name, args))
+        ok, result = self.conn.recv()
+        if not ok:
+            raise RuntimeError(f"test exchange: {name} failed: {result}")
+        return result
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return lambda *args: self.call(name, *args)
 
     def stop(self) -> None:
-        self.acceptor.stop(True)
+        if self.conn is not None:
+            self.conn.close()
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+def main() -> None:
+    workdir, port, policy = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+    ExchangeServer(workdir, port, policy).serve(str(workdir / "control.sock"))

@@ -11,7 +11,7 @@ import pytest
 from svc_runtime import config
 from svc_runtime.stack import Stack
 from tests.conftest import StackFactory
-from tests.exec.acceptor import AcceptorProcess
+from tests.exec.acceptor import ExchangeProcess
 from tests.exec.support import Oms, wait_logged_on
 from tests.support.infra import SharedInfra
 
@@ -19,14 +19,14 @@ ExecFactory = Callable[..., Awaitable[Stack]]
 
 
 @pytest.fixture
-def exchange(tmp_path: Path) -> Iterator[AcceptorProcess]:
-    acceptor = AcceptorProcess(tmp_path / "exchange").start()
+def exchange(tmp_path: Path) -> Iterator[ExchangeProcess]:
+    acceptor = ExchangeProcess(tmp_path / "exchange").start()
     yield acceptor
     acceptor.stop()
 
 
 @pytest.fixture
-async def start_exec(make_stack: StackFactory, exchange: AcceptorProcess) -> AsyncIterator[ExecFactory]:
+async def start_exec(make_stack: StackFactory, exchange: ExchangeProcess) -> AsyncIterator[ExecFactory]:
     """Start svc_exec against the test exchange (or `fix_port`) and wait for its FIX logon.
     svc_exec stops before the exchange does."""
     stacks: list[Stack] = []

@@ -181,8 +181,15 @@ def _command_body(kind: str, fields: dict[str, object]) -> object:
     return body_type(**values)  # type: ignore[arg-type]
 
 
+_channels: dict[str, object] = {}
+
+
 def exec_stub(stack: Stack) -> exec_pb2_grpc.ExecutionServiceStub:
-    return exec_pb2_grpc.ExecutionServiceStub(channel(stack.plan.target("svc_exec")))
+    # The stub does not keep its channel alive; this module does, for the test session.
+    target = stack.plan.target("svc_exec")
+    if target not in _channels:
+        _channels[target] = channel(target)
+    return exec_pb2_grpc.ExecutionServiceStub(_channels[target])
 
 
 async def session_status(stack: Stack) -> exec_pb2.SessionStatus:

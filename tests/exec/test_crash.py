@@ -1,0 +1,152 @@
+"""Failures that must lose nothing: kill -9 of svc_exec at every point between a command and
+its reports, and a network cut of the FIX session while fills happen. Each ends with every
+fill published exactly once, no order sent twice, and the OMS's view of every order equal
+to the exchange's (DESIGN.md I5)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+import pytest
+
+from brokermesh.exec.v1 import execution_report_pb2 as er
+from tests.exec.acceptor import ExchangeProcess
+from tests.exec.proxy import FixProxy
+from tests.exec.support import TRADE, Oms, eventually, exec_log, session_status, wait_logged_on
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+STATUS_OF = {
+    er.ORD_STATUS_NEW: "0",
+    er.ORD_STATUS_PARTIALLY_FILLED: "1",
+    er.ORD_STATUS_FILLED: "2",
+    er.ORD_STATUS_CANCELED: "4",
+    er.ORD_STATUS_REJECTED: "8",
+}
+
+
+def assert_agreement(oms: Oms, exchange: ExchangeProcess, orders: list[str]) -> None:
+    """I5: per order, the fills and final status the broker heard equal the exchange's."""
+    snapshot = exchange.snapshot()
+    for order_id in orders:
+        status, filled = snapshot[order_id]
+        assert oms.filled(order_id) == filled, order_id
+        heard = [r for r in oms.of(order_id) if r.exec_type != er.EXEC_TYPE_ORDER_STATUS]
+        assert STATUS_OF[max(heard, key=lambda r: r.cumulative_quantity).ord_status] == status, order_id
+    assert not oms.duplicate_exec_ids()
+    fills = Counter((r.order_id, r.cumulative_quantity) for r in oms.reports if r.exec_type == TRADE)
+    assert all(n == 1 for n in fills.values())
+    sent_twice = {cl: n for cl, n in exchange.new_orders_received().items() if n != 1}
+    assert not sent_twice, f"orders sent more than once: {sent_twice}"
+
+
+async def test_kill_between_sending_an_order_and_its_report(
+    start_exec, exchange: ExchangeProcess, oms_for
+) -> None:
+    exchange.set_policy("rest")
+    stack = await start_exec()
+    oms = await oms_for(stack)
+    orders = [await oms.new_order(quantity=10) for _ in range(30)]
+    await eventually(lambda: len(exchange.new_orders_received()) == 30)
+    await stack.kill("svc_exec")
+    await eventually(lambda: not exchange.is_logged_on())
+    # The exchange fills everything while svc_exec is dead; the reports wait in its store.
+    assert exchange.fill_all(10) == 30
+    await stack.start_service("svc_exec")
+    await eventually(lambda: all(oms.filled(o) == 10 for o in orders))
+    assert all(f.possible_duplicate for o in orders for f in oms.of(o, TRADE))
+    assert_agreement(oms, exchange, orders)
+
+
+async def test_kill_between_receiving_reports_and_publishing_them(
+    start_exec, exchange: ExchangeProcess, oms_for
+) -> None:
+    delay = "BROKERMESH_EXEC_FAULT_PUBLISH_DELAY_MS"
+    stack = await start_exec(**{delay: "5000"})
+    oms = await oms_for(stack)
+    orders = [await oms.new_order(quantity=10) for _ in range(20)]
+    await eventually(lambda: all(c == 10 for _, c in exchange.snapshot().values()) and len(orders) == 20)
+    # quickfix has accepted the reports (the exchange sees them delivered), none is published.
+    await eventually(lambda: len(exchange.snapshot()) == 20)
+    status = await session_status(stack)
+    assert status.reports_pending > 0 and status.safe_next_target_seq_num < status.next_target_seq_num
+    await stack.kill("svc_exec")
+    assert not oms.reports
+    stack.plan.extra_env.pop(delay)
+    await stack.start_service("svc_exec")
+    await eventually(lambda: all(oms.filled(o) == 10 for o in orders))
+    assert "lowering the expected incoming sequence number" in exec_log(stack)
+    assert_agreement(oms, exchange, orders)
+
+
+async def test_crash_after_recording_before_sending(start_exec, exchange: ExchangeProcess, oms_for) -> None:
+    stack = await start_exec(BROKERMESH_EXEC_CRASH_AT="after_record")
+    oms = await oms_for(stack)
+    order_id = await oms.new_order()
+    assert await stack.processes["svc_exec"].wait() == -9
+    assert order_id not in exchange.new_orders_received()
+    await stack.start_service("svc_exec")  # the crash point fires once per data directory
+    await eventually(lambda: oms.filled(order_id) == 10)
+    assert 'in_store": false' in exec_log(stack)
+    assert_agreement(oms, exchange, [order_id])
+
+
+async def test_crash_after_sending_before_acknowledging(
+    start_exec, exchange: ExchangeProcess, oms_for
+) -> None:
+    exchange.set_policy("rest")
+    stack = await start_exec(BROKERMESH_EXEC_CRASH_AT="after_send")
+    oms = await oms_for(stack)
+    orders = [await oms.new_order() for _ in range(5)]
+    assert await stack.processes["svc_exec"].wait() == -9
+    sent_before_crash = set(exchange.new_orders_received())
+    assert sent_before_crash
+    exchange.fill_all(10)
+    # The unacknowledged commands come back; the FIX store shows they went out: not resent.
+    await stack.start_service("svc_exec")
+    await eventually(lambda: 'in_store": true' in exec_log(stack))
+    await eventually(lambda: len(exchange.new_orders_received()) == 5)
+    exchange.fill_all(10)
+    await eventually(lambda: all(oms.filled(o) == 10 for o in orders))
+    assert_agreement(oms, exchange, orders)
+
+
+async def stream_orders(oms: Oms, count: int, sent: list[str]) -> None:
+    for _ in range(count):
+        sent.append(await oms.new_order(quantity=10))
+        await asyncio.sleep(0.005)
+
+
+async def test_network_cuts_while_filling(start_exec, exchange: ExchangeProcess, oms_for) -> None:
+    proxy = await FixProxy(exchange.port).start()
+    try:
+        stack = await start_exec(fix_port=proxy.port)
+        oms = await oms_for(stack)
+        sent: list[str] = []
+        streaming = asyncio.create_task(stream_orders(oms, 200, sent))
+        for threshold in (40, 120):
+            await eventually(lambda t=threshold: sum(1 for r in oms.reports if r.exec_type == TRADE) >= t)
+            proxy.cut()
+        await streaming
+        await wait_logged_on(stack)
+        await eventually(lambda: all(oms.filled(o) == 10 for o in sent), timeout=90)
+        assert "Disconnecting" in "".join(
+            p.read_text() for p in (stack.plan.data_dir / "svc_exec" / "log").glob("*event*.log")
+        )
+        assert_agreement(oms, exchange, sent)
+    finally:
+        await proxy.stop()
+
+
+async def test_kill_under_load(start_exec, exchange: ExchangeProcess, oms_for) -> None:
+    stack = await start_exec()
+    oms = await oms_for(stack)
+    sent: list[str] = []
+    streaming = asyncio.create_task(stream_orders(oms, 200, sent))
+    await eventually(lambda: sum(1 for r in oms.reports if r.exec_type == TRADE) >= 60)
+    await stack.kill("svc_exec")
+    await stack.start_service("svc_exec")
+    await streaming
+    await eventually(lambda: all(oms.filled(o) == 10 for o in sent), timeout=90)
+    assert_agreement(oms, exchange, sent)
