@@ -145,6 +145,10 @@ class ExecReportConsumer:
             # A short wait for an empty fetch keeps shutdown prompt; a busy stream is
             # unaffected (fetch returns as soon as messages are there).
             fetch_timeout=0.25,
+            # After a crash, the reports the dead process had fetched come back only when
+            # their ack wait expires; a batch commits in well under a second, so 10 s keeps
+            # recovery quick without redelivering work still in progress.
+            ack_wait=10.0,
         )
         self._task: asyncio.Task[None] | None = None
 

@@ -239,13 +239,15 @@ class Reports:
             self.topology.exec_report_subject("garbage"), data, headers={messaging.MSG_ID_HEADER: msg_id}
         )
 
-    async def publish_many(self, reports: list[er.ExecutionReport]) -> None:
+    async def publish_many(self, reports: list[er.ExecutionReport], *, msg_id_prefix: str = "") -> None:
         """Pipelined, like a busy executor."""
         js = self.nc.jetstream()
         for i in range(0, len(reports), 500):
             await asyncio.gather(
                 *(
-                    messaging.publish(js, self.topology.exec_report_subject(r.user_id), r, r.exec_id)
+                    messaging.publish(
+                        js, self.topology.exec_report_subject(r.user_id), r, msg_id_prefix + r.exec_id
+                    )
                     for r in reports[i : i + 500]
                 )
             )

@@ -1,0 +1,239 @@
+"""The issue's acceptance tests, with svc_funds as real processes (`python -m svc_funds`):
+concurrent blocks on one balance across two replicas, identical blocks, and kill -9 in the
+middle of settling thousands of fills."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from pathlib import Path
+
+import asyncpg
+import grpc
+import pytest
+
+from brokermesh.exec.v1 import execution_report_pb2 as er
+from svc_funds.main import CHARGES
+from svc_runtime import config, db
+from svc_runtime.errors import details_of
+from svc_runtime.grpc_client import wait_healthy
+from svc_runtime.infra.processes import free_port
+from svc_runtime.stack import Stack
+from tests.funds.support import FundsClient, Reports, eventually, report
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def client_of(stack: Stack, target: str | None = None) -> FundsClient:
+    plan = stack.plan
+    return FundsClient.connect(
+        target or plan.target("svc_funds"), plan.database_url, plan.nats_url, plan.namespace
+    )
+
+
+@pytest.fixture
+async def second_replica(tmp_path: Path) -> AsyncIterator:  # type: ignore[type-arg]
+    """Starts another svc_funds process on a stack's database and namespace."""
+    processes: list[asyncio.subprocess.Process] = []
+
+    async def start(stack: Stack) -> str:
+        port = free_port()
+        env = {**os.environ, **stack.plan.env_for("svc_funds")}
+        env[config.GRPC_LISTEN] = f"127.0.0.1:{port}"
+        env[config.METRICS_PORT] = "0"
+        with (tmp_path / "replica.log").open("ab") as log:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "svc_funds", env=env, stdout=log, stderr=log
+            )
+        processes.append(process)
+        await wait_healthy(f"127.0.0.1:{port}", timeout=60)
+        return f"127.0.0.1:{port}"
+
+    yield start
+    for process in processes:
+        process.terminate()
+        await asyncio.wait_for(process.wait(), 30)
+
+
+async def test_a_thousand_concurrent_buy_blocks_never_overspend_one_balance(
+    make_stack, second_replica
+) -> None:  # type: ignore[no-untyped-def]
+    stack = await make_stack(["svc_funds"], extra_env={CHARGES: "zero"})
+    replicas = [client_of(stack), client_of(stack, await second_replica(stack))]
+    funds = replicas[0]
+    user = await funds.open_account("100000.00")
+    samples: list[tuple[Decimal, Decimal]] = []
+    done = asyncio.Event()
+
+    async def sample() -> None:
+        # Watch the balance while the blocks race: through the API and in the table itself.
+        while not done.is_set():
+            f = await funds.get_funds(user)
+            samples.append((Decimal(f.available.value), Decimal(f.blocked.value)))
+            [row] = await funds.sql("SELECT available, blocked FROM cash_balances WHERE user_id = $1", user)
+            samples.append((row["available"], row["blocked"]))
+            await asyncio.sleep(0.002)
+
+    async def block(i: int) -> str:
+        try:
+            await replicas[i % 2].block_funds(user, f"ord_{i:04d}", 1, "150.00")
+        except grpc.aio.AioRpcError as error:
+            return details_of(error).reason
+        return "OK"
+
+    sampler = asyncio.create_task(sample())
+    outcomes = await asyncio.gather(*(block(i) for i in range(1000)))
+    done.set()
+    await sampler
+    assert outcomes.count("OK") == 666
+    assert outcomes.count("INSUFFICIENT_FUNDS") == 334
+    final = await funds.get_funds(user)
+    assert (final.available.value, final.blocked.value) == ("100.00", "99900.00")
+    assert len(samples) > 10
+    assert all(available >= 0 and blocked >= 0 for available, blocked in samples)
+    assert all(available + blocked == Decimal("100000.00") for available, blocked in samples)
+    assert (await funds.sql("SELECT count(*) FROM blocks WHERE user_id = $1", user))[0][0] == 666
+    assert await funds.violations() == []
+    for replica in replicas:
+        await replica.close()
+
+
+async def test_fifty_identical_block_calls_on_two_replicas_make_one_block(make_stack, second_replica) -> None:  # type: ignore[no-untyped-def]
+    stack = await make_stack(["svc_funds"], extra_env={CHARGES: "zero"})
+    replicas = [client_of(stack), client_of(stack, await second_replica(stack))]
+    user = await replicas[0].open_account("5000.00")
+    # Ten orders, each blocked by fifty identical calls at once, spread over both replicas.
+    orders = [f"ord_dup{k}" for k in range(10)]
+    blocks = await asyncio.gather(
+        *(replicas[i % 2].block_funds(user, order_id, 1, "150.00") for order_id in orders for i in range(50))
+    )
+    for k, order_id in enumerate(orders):
+        answers = blocks[k * 50 : (k + 1) * 50]
+        assert {(b.order_id, b.amount.value, b.create_time.ToNanoseconds()) for b in answers} == {
+            (order_id, "150.00", answers[0].create_time.ToNanoseconds())
+        }
+    assert (await replicas[0].get_funds(user)).available.value == "3500.00"
+    journal = await replicas[0].sql(
+        "SELECT order_id, count(*) FROM journal WHERE user_id = $1 AND kind = 'BLOCK' GROUP BY 1", user
+    )
+    assert sorted((r[0], r[1]) for r in journal) == [(order_id, 1) for order_id in orders]
+    assert await replicas[0].violations() == []
+    for replica in replicas:
+        await replica.close()
+
+
+async def test_kill_9_in_the_middle_of_settling_loses_and_duplicates_nothing(make_stack) -> None:  # type: ignore[no-untyped-def]
+    stack = await make_stack(["svc_funds"], extra_env={CHARGES: "zero"})
+    funds = client_of(stack)
+    users = [await funds.open_account("1000000.00") for _ in range(10)]
+    orders = [(f"ord_k{i:05d}", users[i % len(users)]) for i in range(1200)]
+    semaphore = asyncio.Semaphore(64)
+
+    async def block(order_id: str, user: str) -> None:
+        async with semaphore:
+            await funds.block_funds(user, order_id, 10, "100.00")
+
+    await asyncio.gather(*(block(o, u) for o, u in orders))
+
+    # Every order fills 4 @ 99.00; four in five then fill 6 @ 98.00, the fifth is cancelled.
+    # Every fill is published twice, the second time under another Nats-Msg-Id, as a
+    # republish after JetStream's dedup window would be; and whatever the killed process had
+    # committed but not yet acknowledged is redelivered after the restart.
+    reports: list[er.ExecutionReport] = []
+    expected_spent = dict.fromkeys(users, Decimal(0))
+    expected_fills = 0
+    for i, (order_id, user) in enumerate(orders):
+        reports.append(report(f"{order_id}-1", order_id, user, quantity=4, price="99.00", cumulative=4))
+        expected_spent[user] += Decimal("396.00")
+        expected_fills += 1
+        if i % 5 == 4:
+            reports.append(
+                report(
+                    f"{order_id}-x",
+                    order_id,
+                    user,
+                    exec_type=er.EXEC_TYPE_CANCELED,
+                    ord_status=er.ORD_STATUS_CANCELED,
+                    cumulative=4,
+                )
+            )
+        else:
+            reports.append(
+                report(
+                    f"{order_id}-2",
+                    order_id,
+                    user,
+                    quantity=6,
+                    price="98.00",
+                    cumulative=10,
+                    ord_status=er.ORD_STATUS_FILLED,
+                )
+            )
+            expected_spent[user] += Decimal("588.00")
+            expected_fills += 1
+    republished = [r for r in reports if r.exec_type == er.EXEC_TYPE_TRADE]
+    # A backlog, so that the kill lands in the middle of settling it.
+    await stack.stop_service("svc_funds")
+    async with Reports(stack.plan.nats_url, stack.plan.namespace) as publisher:
+        await publisher.publish_many(reports)
+        await publisher.publish_many(republished, msg_id_prefix="republished-")
+    watcher = await asyncpg.connect(
+        db.asyncpg_dsn(stack.plan.database_url), server_settings={"search_path": "funds"}
+    )
+
+    async def settling() -> bool:
+        return await watcher.fetchval("SELECT count(DISTINCT exec_id) FROM fills") > 0
+
+    # Settling starts while the process is still starting up: kill it at its first commit.
+    starting = asyncio.create_task(stack.start_service("svc_funds"))
+    await eventually(settling, interval=0.002)
+    await stack.kill("svc_funds")
+    with contextlib.suppress(RuntimeError):  # killed before it reported healthy
+        await starting
+    at_kill = await watcher.fetchval("SELECT count(DISTINCT exec_id) FROM fills")
+    await watcher.close()
+    assert 0 < at_kill < expected_fills, "the kill did not land in the middle of settling"
+
+    await stack.start_service("svc_funds")
+    funds = client_of(stack)
+
+    async def all_settled() -> bool:
+        [row] = await funds.sql(
+            "SELECT (SELECT count(*) FROM fills) AS fills, (SELECT count(*) FROM blocks WHERE state = 'ACTIVE') AS open"
+        )
+        return row["fills"] >= expected_fills and row["open"] == 0
+
+    await eventually(all_settled, timeout=120)
+    assert (await funds.sql("SELECT count(*) FROM fills"))[0][0] == expected_fills
+    assert (await funds.sql("SELECT count(*) FROM journal WHERE kind = 'FILL'"))[0][0] == expected_fills
+    for user in users:
+        balance = await funds.get_funds(user)
+        assert Decimal(balance.available.value) == Decimal("1000000.00") - expected_spent[user]
+        assert balance.blocked.value == "0.00"
+    assert await funds.violations() == []
+    code, output = await ledger_check(stack.plan.database_url)
+    assert code == 0, output
+    assert "sound" in output
+    await funds.close()
+
+
+async def ledger_check(database_url: str) -> tuple[int, str]:
+    """Run `python -m svc_funds.ledger_check` on a database: (exit code, output)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "svc_funds.ledger_check",
+        env={**os.environ, config.DATABASE_URL: database_url},
+        cwd=REPO,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, output.decode()
