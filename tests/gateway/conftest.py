@@ -127,14 +127,16 @@ class Edge:
         )
 
 
-async def start_edge(infra: SharedInfra, work_dir: Path) -> tuple[Edge, Callable[[], Awaitable[None]]]:
+async def start_edge(
+    infra: SharedInfra, work_dir: Path, **env_overrides: str
+) -> tuple[Edge, Callable[[], Awaitable[None]]]:
     """A gateway process with its price tracker; returns it and how to tear it down."""
     tracker = PriceTracker()
     server = grpc.aio.server()
     marketdata_pb2_grpc.add_MarketDataServiceServicer_to_server(tracker, server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
-    env = {**EDGE_LIMITS, "BROKERMESH_MARKETDATA_TARGET": f"127.0.0.1:{port}"}
+    env = {**EDGE_LIMITS, "BROKERMESH_MARKETDATA_TARGET": f"127.0.0.1:{port}", **env_overrides}
     stack = await new_stack(infra, work_dir, ["gateway"], env)
     nc = await nats.connect(infra.nats_url)
     edge = Edge(stack, tracker, nc, Topology(stack.plan.namespace))
