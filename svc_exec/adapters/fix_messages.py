@@ -92,6 +92,8 @@ def _order_fields(
 def new_order_single(cl_ord_id: str, order: NewOrder) -> fix.Message:
     message = _message("D")
     set_text(message, CL_ORD_ID, cl_ord_id)
+    # The client code, as Indian exchanges require (and their self-trade checks use).
+    set_text(message, ACCOUNT, order.meta.user_id)
     set_text(message, HANDL_INST, AUTOMATED_PRIVATE)
     _order_fields(message, symbol=order.symbol, side=order.side, quantity=order.quantity)
     set_text(message, ORD_TYPE, order.ord_type.value)
@@ -107,6 +109,7 @@ def cancel_request(cl_ord_id: str, orig_cl_ord_id: str, order: CancelOrder | Rep
     message = _message("F")
     set_text(message, CL_ORD_ID, cl_ord_id)
     set_text(message, ORIG_CL_ORD_ID, orig_cl_ord_id)
+    set_text(message, ACCOUNT, order.meta.user_id)
     _order_fields(message, symbol=order.symbol, side=order.side, quantity=order.quantity)
     return message
 
@@ -115,6 +118,7 @@ def replace_request(cl_ord_id: str, orig_cl_ord_id: str, order: ReplaceOrder) ->
     message = _message("G")
     set_text(message, CL_ORD_ID, cl_ord_id)
     set_text(message, ORIG_CL_ORD_ID, orig_cl_ord_id)
+    set_text(message, ACCOUNT, order.meta.user_id)
     set_text(message, HANDL_INST, AUTOMATED_PRIVATE)
     _order_fields(message, symbol=order.symbol, side=order.side, quantity=order.quantity)
     set_text(message, ORD_TYPE, order.ord_type.value)

@@ -235,7 +235,8 @@ class ReportDesk:
         report = item
         REPORTS_RECEIVED.labels(report.kind.name).inc()
         if report.kind is ExecKind.ORDER_STATUS and report.mass_status_request_id and not report.cl_ord_id:
-            self._count_mass_status(report, 0, None)
+            # "Nothing to report": the only answer to this mass status request.
+            self._count_mass_status(report, 0, None, last=True)
             return _Outgoing(seq, received, [], None)
         view = await self._view_of(report.cl_ord_id)
         if view is None and report.orig_cl_ord_id:
@@ -286,7 +287,9 @@ class ReportDesk:
             return _Outgoing(seq, received, [], None)
         return await self._resolve(seq, report, received)
 
-    def _count_mass_status(self, report: Report, inferred: int, order_id: str | None) -> None:
+    def _count_mass_status(
+        self, report: Report, inferred: int, order_id: str | None, *, last: bool = False
+    ) -> None:
         waiter = (
             self._mass_status.get(report.mass_status_request_id) if report.mass_status_request_id else None
         )
@@ -297,8 +300,10 @@ class ReportDesk:
         if order_id is not None:
             waiter.order_ids.add(order_id)
         waiter.inferred += max(0, inferred)
-        if report.last_of_mass_status or (
-            report.mass_status_total and waiter.reported >= report.mass_status_total
+        if (
+            last
+            or report.last_of_mass_status
+            or (report.mass_status_total and waiter.reported >= report.mass_status_total)
         ):
             waiter.done.set()
 

@@ -43,6 +43,7 @@ def test_new_order_single_carries_exact_prices() -> None:
     order = NewOrder(META, "INFY", Side.BUY, OrdType.LIMIT, TimeInForce.IOC, 25, Decimal("1542.35"))
     message = validated(fm.new_order_single("ord_1", order), "D")
     assert get_text(message, 11) == "ord_1"
+    assert get_text(message, 1) == "u_1"  # the client code
     assert get_text(message, 44) == "1542.35"
     assert get_text(message, 38) == "25"
     assert (get_text(message, 54), get_text(message, 40), get_text(message, 59)) == ("1", "2", "3")
