@@ -100,7 +100,10 @@ class Oms:
         )
 
     async def get(self, order: orders_pb2.Order) -> orders_pb2.Order:
-        return await self.stub.GetOrder(orders_pb2.GetOrderRequest(name=order.name), timeout=10)
+        # wait_for_ready: right after a restart the channel may still be reconnecting.
+        return await self.stub.GetOrder(
+            orders_pb2.GetOrderRequest(name=order.name), timeout=10, wait_for_ready=True
+        )
 
     async def report(
         self, order: orders_pb2.Order, exec_type: int, exec_id: str | None = None, **fields: Any

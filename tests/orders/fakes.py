@@ -66,6 +66,12 @@ class FakeFunds(funds_pb2_grpc.FundsServiceServicer):
         # them. The OMS's channel retries UNAVAILABLE up to 4 times, so 4 make it give up.
         self.lose_next_replies = 0
         self.down = False
+        # When set, BlockFunds pauses (after making the block, or before with
+        # `hold_before_block`) until `resume` is set, and sets `holding` meanwhile.
+        self.hold = False
+        self.hold_before_block = False
+        self.holding = asyncio.Event()
+        self.resume = asyncio.Event()
 
     def deposit(self, user_id: str, amount: str) -> None:
         self.cash[user_id] = self.cash.get(user_id, Decimal(0)) + Decimal(amount)
@@ -79,9 +85,16 @@ class FakeFunds(funds_pb2_grpc.FundsServiceServicer):
             self.lose_next_replies -= 1
             raise Unavailable("connection reset after the block was made")
 
+    async def _pause(self) -> None:
+        self.hold = False
+        self.holding.set()
+        await self.resume.wait()
+
     async def BlockFunds(self, request: funds_pb2.BlockFundsRequest, context: object) -> funds_pb2.Block:
         self.calls["BlockFunds"] += 1
         self._check_up()
+        if self.hold and self.hold_before_block:
+            await self._pause()
         user_id = request.parent.removeprefix("users/")
         price = Decimal(request.price.value)
         existing = self.blocks.get(request.order_id)
@@ -102,6 +115,8 @@ class FakeFunds(funds_pb2_grpc.FundsServiceServicer):
         self.cash[user_id] -= amount
         block = FakeBlock(user_id, request.order_id, "CASH", request.symbol, request.quantity, price, amount)
         self.blocks[request.order_id] = block
+        if self.hold:
+            await self._pause()
         self._lose_reply()
         return block.proto()
 

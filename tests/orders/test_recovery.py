@@ -247,3 +247,80 @@ async def test_sigkill_in_the_middle_loses_and_doubles_nothing(oms: Oms) -> None
 def _sent(oms: Oms) -> dict[str, object]:
     """NEW commands the fake executor has taken, by order id."""
     return {c.order_id: c for c in oms.fakes.command_log.commands if c.WhichOneof("command") == "new_order"}
+
+
+async def _resume_funds(oms: Oms) -> None:
+    oms.fakes.funds.resume.set()
+    oms.fakes.funds.holding.clear()
+    oms.fakes.funds.hold = oms.fakes.funds.hold_before_block = False
+
+
+@pytest.mark.parametrize("blocked", [True, False], ids=["after-the-block", "before-the-block"])
+async def test_sigkill_while_svc_funds_is_blocking_leaves_no_orphan_block(oms: Oms, blocked: bool) -> None:
+    """Killed while svc_funds works on the block: once the OMS is back, an order whose
+    block was made is sent on, one whose block was not is rejected; never a block without
+    an order or an order without a block, and the client's retry learns which."""
+    user = oms.new_user("100000.00")
+    funds = oms.fakes.funds
+    funds.resume.clear()
+    funds.hold, funds.hold_before_block = True, not blocked
+    attempt = asyncio.create_task(oms.place(user, "killed-mid-block"))
+    try:
+        await asyncio.wait_for(funds.holding.wait(), 20)
+        await oms.stack.kill("svc_orders")
+        with pytest.raises(grpc.aio.AioRpcError):
+            await attempt
+    finally:
+        await _resume_funds(oms)
+    await oms.stack.start_service("svc_orders")
+    pending = await _only_order(oms, user)
+    expected = S.ORDER_STATUS_PENDING_EXCHANGE if blocked else S.ORDER_STATUS_REJECTED
+    settled = await eventually(lambda: _at_version(oms, pending, 1))
+    if blocked:
+        assert settled.status in (S.ORDER_STATUS_PENDING_EXCHANGE, S.ORDER_STATUS_OPEN)
+        assert funds.blocks[pending.order_id].active
+        assert len(await eventually(lambda: _commands(oms, pending.order_id))) == 1
+    else:
+        assert settled.status == expected
+        assert pending.order_id not in funds.blocks
+        assert funds.cash[user] == Decimal("100000.00")
+    assert (await oms.place(user, "killed-mid-block")).order_id == pending.order_id
+    assert await oms.invariants() == []
+
+
+async def test_sigkill_while_a_fill_is_being_applied_loses_nothing(oms: Oms) -> None:
+    """A report taken off JetStream but not yet committed when the OMS dies is delivered
+    again and applied once: the consumer acknowledges only after its commit."""
+    import asyncpg
+
+    from svc_runtime import db
+
+    user = oms.new_user()
+    order = await oms.place(user, "fill-during-kill")
+    await oms.ack(order)
+    await oms.wait_status(order, S.ORDER_STATUS_OPEN)
+    # Hold the order's row so that the consumer's transaction stalls inside the fill.
+    conn = await asyncpg.connect(db.asyncpg_dsn(oms.stack.plan.database_url))
+    try:
+        lock = conn.transaction()
+        await lock.start()
+        await conn.execute("SELECT 1 FROM orders.orders WHERE order_id = $1 FOR UPDATE", order.order_id)
+        await oms.fill(order, 10, "1530.00", 10)
+
+        async def stalled_on_the_order() -> bool:
+            waiting = await conn.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+            return waiting > 0
+
+        await eventually(stalled_on_the_order)
+        await oms.stack.kill("svc_orders")
+        await lock.rollback()
+    finally:
+        await conn.close()
+    await oms.stack.start_service("svc_orders")
+    filled = await oms.wait_status(order, S.ORDER_STATUS_FILLED)
+    assert filled.filled_quantity == 10
+    trades = await oms.stub.ListTrades(S.ListTradesRequest(parent=f"users/{user}"))
+    assert [t.quantity for t in trades.trades] == [10]
+    assert await oms.invariants() == []
