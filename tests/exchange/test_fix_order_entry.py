@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from decimal import Decimal
 
 from brokermesh.exchange.v1 import exchange_admin_pb2 as pb
@@ -83,3 +84,89 @@ async def test_orders_while_halted_are_rejected_and_resting_orders_survive(excha
     after = fm.new_order(client, "TCS", "1", "5", price="3900.00", account="bob")
     fill = await client.wait_for(lambda r: r.get(11) == after and r[150] == "F")
     assert fill[39] == "2"
+
+
+async def test_cancel_and_replace_and_their_rejects(exchange, admin, fix_clients):
+    client = await fix_clients(exchange)
+    cl = fm.new_order(client, "INFY", "1", "10", price="1500.00")
+    await client.wait_for(lambda r: r.get(11) == cl and r[150] == "0")
+
+    r1 = fm.replace(client, cl, "INFY", "1", "12", "1500.05")
+    replaced = await client.wait_for(lambda r: r.get(11) == r1)
+    assert (replaced[150], replaced[39], replaced[41], replaced[38], replaced[44], replaced[151]) == (
+        "5",
+        "0",
+        cl,
+        "12",
+        "1500.05",
+        "12",
+    )
+    # A cancel may name any ClOrdID the order has had (a broker racing its own replace).
+    x1 = fm.cancel(client, cl, "INFY", "1")
+    cancelled = await client.wait_for(lambda r: r.get(11) == x1 and r.msg_type == "8")
+    assert (cancelled[150], cancelled[39], cancelled[41], cancelled[151]) == ("4", "4", r1, "0")
+
+    too_late = fm.cancel(client, x1, "INFY", "1")
+    late = await client.wait_for(lambda r: r.msg_type == "9" and r[11] == too_late)
+    assert (late[102], late[39], late[434]) == ("0", "4", "1")
+    unknown = fm.cancel(client, "never-sent", "INFY", "1")
+    nobody = await client.wait_for(lambda r: r.msg_type == "9" and r[11] == unknown)
+    assert (nobody[102], nobody[37]) == ("1", "NONE")
+    bad_replace = fm.replace(client, "never-sent", "INFY", "1", "5", "1500.00")
+    assert (await client.wait_for(lambda r: r.msg_type == "9" and r[11] == bad_replace))[434] == "2"
+
+    book = await admin.GetOrderBook(pb.GetOrderBookRequest(symbol="INFY"))
+    assert not book.bids
+
+
+async def test_status_and_mass_status(exchange, admin, fix_clients):
+    client = await fix_clients(exchange)
+    client.send_raw([(584, "empty"), (585, "7")], "AF")
+    none = await client.wait_for(lambda r: r.get(584) == "empty")
+    assert (none[150], none[911], none[912]) == ("I", "0", "Y") and none.get(11) is None
+    working = fm.new_order(client, "INFY", "1", "10", price="1500.00", account="alice")
+    done = fm.new_order(client, "TCS", "2", "5", price="3900.00", account="bob")
+    await client.wait_for(lambda r: r.get(11) == done and r[150] == "0")
+    placed = await admin.PlaceOrder(
+        pb.PlaceOrderRequest(
+            symbol="TCS", side=trading_pb2.SIDE_BUY, quantity=5, order_type=trading_pb2.ORDER_TYPE_MARKET
+        )
+    )
+    assert placed.filled_quantity == 5
+    await client.wait_for(lambda r: r.get(11) == done and r[39] == "2")
+
+    client.send_raw([(11, working), (55, "INFY"), (54, "1"), (790, "q1")], "H")
+    status = await client.wait_for(lambda r: r.get(790) == "q1")
+    assert (status[150], status[39], status[151], status[11]) == ("I", "0", "10", working)
+
+    client.send_raw([(584, "all"), (585, "7")], "AF")
+    await client.wait_for(lambda r: r.get(584) == "all" and r.get(912) == "Y")
+    reports = [r for r in client.messages("8") if r.get(584) == "all"]
+    assert {(r[11], r[39]) for r in reports} == {(working, "0"), (done, "2")}
+    assert all(r[911] == "2" and r[150] == "I" for r in reports)
+    client.send_raw([(584, "tcs"), (585, "1"), (55, "TCS")], "AF")
+    only = await client.wait_for(lambda r: r.get(584) == "tcs")
+    assert (only[11], only[911]) == (done, "1")
+
+
+async def test_scenarios_reject_the_next_orders_and_delay_reports_in_order(exchange, admin, fix_clients):
+    client = await fix_clients(exchange)
+    await admin.SetScenario(pb.SetScenarioRequest(reject_next_orders=2, reject_text="exchange is testing"))
+    first = fm.new_order(client, "INFY", "1", "1", price="1500.00")
+    second = fm.new_order(client, "INFY", "1", "1", price="1500.00")
+    third = fm.new_order(client, "INFY", "1", "1", price="1500.00")
+    for cl in (first, second):
+        report = await client.wait_for(lambda r, cl=cl: r.get(11) == cl)
+        assert (report[150], report[103], report[58]) == ("8", "0", "exchange is testing")
+    assert (await client.wait_for(lambda r: r.get(11) == third))[150] == "0"
+
+    await admin.SetScenario(pb.SetScenarioRequest(delay_reports_ms=1500))
+    delayed = [fm.new_order(client, "TCS", "1", "1", price="3900.00", account=f"a{i}") for i in range(3)]
+    await asyncio.sleep(0.7)
+    assert not [r for r in client.messages("8") if r.get(11) in delayed]
+    await client.wait_for(lambda r: r.get(11) == delayed[-1], timeout=30)
+    arrived = [r[11] for r in client.messages("8") if r.get(11) in delayed]
+    assert arrived == delayed
+    await admin.SetScenario(pb.SetScenarioRequest())
+    quick = fm.new_order(client, "TCS", "1", "1", price="3900.00")
+    await client.wait_for(lambda r: r.get(11) == quick, timeout=5)
