@@ -47,7 +47,9 @@ MAX_STREAM_SYMBOLS = 3000
 MAX_QUOTES_PER_MESSAGE = 1000
 
 UPDATES_IN = Counter("marketdata_updates_in_total", "Symbol updates received from the exchange", ["kind"])
-ENTRIES_IN = Counter("marketdata_entries_in_total", "Market-data entries (MDEntry) received from the exchange")
+ENTRIES_IN = Counter(
+    "marketdata_entries_in_total", "Market-data entries (MDEntry) received from the exchange"
+)
 FLUSH_SECONDS = Histogram(
     "marketdata_flush_seconds",
     "Time to encode and publish one coalesced flush of ticks",

@@ -7,10 +7,11 @@ the old one in a single assignment, so readers never see a half-built master.
 from __future__ import annotations
 
 import re
-from bisect import bisect_left
-from collections.abc import Iterable, Sequence
+from bisect import bisect_left, bisect_right
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
+from itertools import islice
 
 # NSE tick size for equities; used when the exchange does not send one.
 DEFAULT_TICK_SIZE = Decimal("0.05")
@@ -75,12 +76,14 @@ class InstrumentIndex:
     by_symbol: dict[str, Instrument]
     _symbols: list[str] = field(repr=False)
     _words: list[tuple[str, str]] = field(repr=False)  # (name word, symbol), sorted
+    _name_words: dict[str, tuple[str, ...]] = field(repr=False)
 
     @classmethod
     def build(cls, instruments: Iterable[Instrument]) -> InstrumentIndex:
         by_symbol = {i.symbol: i for i in instruments}
-        words = sorted({(w, i.symbol) for i in by_symbol.values() for w in name_words(i.company_name)})
-        return cls(by_symbol, sorted(by_symbol), words)
+        name_words_of = {s: tuple(name_words(i.company_name)) for s, i in by_symbol.items()}
+        words = sorted({(w, s) for s, ws in name_words_of.items() for w in ws})
+        return cls(by_symbol, sorted(by_symbol), words, name_words_of)
 
     @classmethod
     def empty(cls) -> InstrumentIndex:
@@ -110,56 +113,58 @@ class InstrumentIndex:
     def search(self, query: str, *, limit: int, after: tuple[int, str] | None = None) -> SearchPage:
         """Instruments matching `query`, best first: the exact symbol, then symbols starting
         with it, then instruments whose name has words starting with every query word. Ties
-        are ordered by symbol, so pages are stable; `after` is the previous page's last key."""
-        hits = self._ranked(query)
-        start = 0
-        if after is not None:
-            start = bisect_left([h.key for h in hits], after)
-            if start < len(hits) and hits[start].key == after:
-                start += 1
-        page = hits[start : start + limit]
-        more = start + limit < len(hits)
-        return SearchPage(page, page[-1].key if more and page else None)
+        are ordered by symbol, so pages are stable; `after` is the previous page's last key.
 
-    def _ranked(self, query: str) -> list[SearchHit]:
+        Hits are produced lazily in rank order and only a page (plus one, to know whether
+        more follow) is taken, so a one-letter query over a large master costs a page, not
+        the whole master."""
+        hits = list(islice(self._ranked(query, after or (-1, "")), limit + 1))
+        page = hits[:limit]
+        return SearchPage(page, page[-1].key if len(hits) > limit and page else None)
+
+    def _ranked(self, query: str, after: tuple[int, str]) -> Iterator[SearchHit]:
         text = " ".join(query.split())
         upper = text.upper()
-        seen: set[str] = set()
-        hits: list[SearchHit] = []
-        if upper in self.by_symbol:
-            hits.append(SearchHit(TIER_EXACT_SYMBOL, self.by_symbol[upper]))
-            seen.add(upper)
-        if upper and " " not in upper:
-            for symbol in self._prefixed(self._symbols, upper):
-                if symbol not in seen:
-                    hits.append(SearchHit(TIER_SYMBOL_PREFIX, self.by_symbol[symbol]))
-                    seen.add(symbol)
+        after_tier, after_symbol = after
+        exact = upper if upper in self.by_symbol else None
+        if exact is not None and (TIER_EXACT_SYMBOL, exact) > after:
+            yield SearchHit(TIER_EXACT_SYMBOL, self.by_symbol[exact])
+        prefix = upper if upper and " " not in upper else ""
+        if prefix and after_tier <= TIER_SYMBOL_PREFIX:
+            start = bisect_left(self._symbols, prefix)
+            if after_tier == TIER_SYMBOL_PREFIX:
+                start = max(start, bisect_right(self._symbols, after_symbol))
+            for symbol in islice(self._symbols, start, None):
+                if not symbol.startswith(prefix):
+                    break
+                if symbol != exact:
+                    yield SearchHit(TIER_SYMBOL_PREFIX, self.by_symbol[symbol])
         words = name_words(text)
-        if words:
-            # Candidates from the most selective (longest) word, then every word must match.
-            pivot = max(words, key=len)
-            candidates = {symbol for _, symbol in self._word_prefixed(pivot)} - seen
-            matched = [
-                s for s in candidates if _all_words_match(words, name_words(self.by_symbol[s].company_name))
-            ]
-            hits.extend(SearchHit(TIER_NAME_WORD, self.by_symbol[s]) for s in sorted(matched))
-        return hits
+        if not words or after_tier > TIER_NAME_WORD:
+            return
+        # Candidates: symbols with a name word starting with the most selective query word
+        # (the one whose prefix range is narrowest).
+        low, high = min((self._word_range(w) for w in words), key=lambda r: r[1] - r[0])
+        floor = after_symbol if after_tier == TIER_NAME_WORD else ""
+        if high - low <= _SORT_LIMIT:
+            ordered: Iterable[str] = sorted({s for _, s in self._words[low:high] if s > floor})
+        else:  # a broad query: walk the sorted symbols (most match) and stop after a page
+            ordered = islice(self._symbols, bisect_right(self._symbols, floor) if floor else 0, None)
+        for symbol in ordered:
+            if symbol == exact or (prefix and symbol.startswith(prefix)):
+                continue  # already ranked higher
+            if _all_words_match(words, self._name_words[symbol]):
+                yield SearchHit(TIER_NAME_WORD, self.by_symbol[symbol])
 
-    @staticmethod
-    def _prefixed(sorted_items: list[str], prefix: str) -> list[str]:
-        start = bisect_left(sorted_items, prefix)
-        end = start
-        while end < len(sorted_items) and sorted_items[end].startswith(prefix):
-            end += 1
-        return sorted_items[start:end]
-
-    def _word_prefixed(self, prefix: str) -> list[tuple[str, str]]:
-        start = bisect_left(self._words, (prefix, ""))
-        end = start
-        while end < len(self._words) and self._words[end][0].startswith(prefix):
-            end += 1
-        return self._words[start:end]
+    def _word_range(self, prefix: str) -> tuple[int, int]:
+        """Where (word, symbol) pairs with words starting with `prefix` sit in `_words`."""
+        return bisect_left(self._words, (prefix, "")), bisect_left(self._words, (prefix + _MAX_CHAR, ""))
 
 
-def _all_words_match(query_words: list[str], words: list[str]) -> bool:
+# Sorting up to this many name-word candidates beats walking every symbol.
+_SORT_LIMIT = 2048
+_MAX_CHAR = "\U0010ffff"
+
+
+def _all_words_match(query_words: list[str], words: tuple[str, ...]) -> bool:
     return all(any(w.startswith(q) for w in words) for q in query_words)

@@ -38,6 +38,7 @@ FileStorePath={store}
 ResetOnLogon=N
 ResetOnLogout=N
 ResetOnDisconnect=N
+PersistMessages={persist}
 
 [SESSION]
 TargetCompID=BROKER_MD
@@ -116,6 +117,7 @@ class ExchangeDouble(fix.Application):  # type: ignore[misc]
         port: int = 0,
         *,
         answer_security_list: bool = True,
+        persist_messages: bool = True,
     ) -> None:
         super().__init__()
         self.listing = list(listing)
@@ -134,7 +136,14 @@ class ExchangeDouble(fix.Application):  # type: ignore[misc]
         store = work_dir / "exchange_store"
         store.mkdir(parents=True, exist_ok=True)
         cfg = work_dir / "acceptor.cfg"
-        cfg.write_text(ACCEPTOR_CFG.format(port=self.port, dictionary=data_dictionary(), store=store))
+        cfg.write_text(
+            ACCEPTOR_CFG.format(
+                port=self.port,
+                dictionary=data_dictionary(),
+                store=store,
+                persist="Y" if persist_messages else "N",
+            )
+        )
         settings = fix.SessionSettings(str(cfg))
         self.acceptor: fix.SocketAcceptor | None = fix.SocketAcceptor(
             self, fix.FileStoreFactory(settings), settings
@@ -152,7 +161,7 @@ class ExchangeDouble(fix.Application):  # type: ignore[misc]
 
     def stop(self) -> None:
         if self.acceptor is not None:
-            self.acceptor.stop()
+            self.acceptor.stop(True)  # no logout handshake: the broker may already be gone
             # Destroying the acceptor unregisters its session from quickfix's process-wide
             # registry, so a later double can use the same session id.
             self.acceptor = None
@@ -212,10 +221,6 @@ class ExchangeDouble(fix.Application):  # type: ignore[misc]
 
     # --- messages --------------------------------------------------------------------------
 
-    def _send(self, message: fix.Message) -> None:
-        assert self.session_id is not None
-        fix.Session.sendToTarget(message, self.session_id)
-
     def _send_security_list(self, request_id: str) -> None:
         """The master with exchange_sim's FIX 4.4 mapping: SecurityDesc, RoundLot, ISIN as
         SecurityID/22=4, Stipulations MININCR (tick size) and SECTOR, Text = sector, and the
@@ -248,7 +253,7 @@ class ExchangeDouble(fix.Application):  # type: ignore[misc]
             message.addGroup(related)
         set_text(message, 393, len(self.listing))
         set_text(message, 893, "Y")
-        self._send(message)
+        self.send(message)
 
     def _send_snapshot(self, symbol: str, request_id: str) -> None:
         with self._lock:
@@ -276,34 +281,44 @@ class ExchangeDouble(fix.Application):  # type: ignore[misc]
                 set_text(group, 272, date)
                 set_text(group, 273, at)
                 message.addGroup(group)
-            self._send(message)
+            self.send(message)
 
-    def send_updates(
-        self, entries: Iterable[Entry], at: datetime | None = None, poss_dup: bool = False
-    ) -> None:
-        """One incremental refresh (35=X) with these entries; the books follow. `poss_dup`
-        marks it as a possible duplicate (43=Y), as a resend of old history would be."""
-        date, time_text = fix_time(at or datetime.now(UTC))
-        message = fix.Message()
-        message.getHeader().setField(fix.MsgType("X"))
-        if poss_dup:
-            message.getHeader().setField(fix.StringField(43, "Y"))
-            message.getHeader().setField(fix.StringField(122, f"{date}-{time_text}"))
+    def send_updates(self, entries: Iterable[Entry], at: datetime | None = None) -> None:
+        """One incremental refresh (35=X) with these entries; the books follow. Sent while
+        the broker is away, it is stored and resent (PossDup) when the broker logs on again."""
+        entries = list(entries)
         with self._lock:
             for entry in entries:
                 self._track(entry)
-                group = fix.Group(268, 279)
-                set_text(group, 279, entry.action)
-                set_text(group, 269, entry.entry_type)
-                set_text(group, 55, entry.symbol)
-                if entry.price is not None:
-                    set_text(group, 270, entry.price)
-                if entry.size is not None:
-                    set_text(group, 271, entry.size)
-                set_text(group, 272, date)
-                set_text(group, 273, time_text)
-                message.addGroup(group)
-            self._send(message)
+            self.send(self.incremental(entries, at))
+
+    @staticmethod
+    def incremental(entries: Iterable[Entry], at: datetime | None = None) -> fix.Message:
+        """An incremental refresh (35=X), built but not sent: a load generator builds many up
+        front and sends them again and again (quickfix renumbers each send)."""
+        date, time_text = fix_time(at or datetime.now(UTC))
+        message = fix.Message()
+        message.getHeader().setField(fix.MsgType("X"))
+        group = fix44.MarketDataIncrementalRefresh.NoMDEntries()
+        for entry in entries:
+            group.clear()
+            set_text(group, 279, entry.action)
+            set_text(group, 269, entry.entry_type)
+            set_text(group, 55, entry.symbol)
+            if entry.price is not None:
+                set_text(group, 270, entry.price)
+            if entry.size is not None:
+                set_text(group, 271, entry.size)
+            set_text(group, 272, date)
+            set_text(group, 273, time_text)
+            message.addGroup(group)
+        return message
+
+    def send(self, message: fix.Message) -> bool:
+        """Send a built message; False if the session is not logged on (it is then stored for
+        a resend if messages are persisted)."""
+        assert self.session_id is not None
+        return bool(fix.Session.sendToTarget(message, self.session_id))
 
     def trade(self, symbol: str, price: str | Decimal, size: int = 10, at: datetime | None = None) -> None:
         """A trade: last price and the day's cumulative volume."""
