@@ -25,6 +25,10 @@ class PgAuditStore:
             unbalanced = await conn.fetch(
                 "SELECT txn_id, unit, sum(amount) FROM entries GROUP BY txn_id, unit HAVING sum(amount) <> 0"
             )
+            orphans = await conn.fetch(
+                "SELECT e.entry_id, e.user_id FROM entries e "
+                "WHERE NOT EXISTS (SELECT 1 FROM journal j WHERE j.txn_id = e.txn_id) ORDER BY e.entry_id"
+            )
             balances = _keyed(
                 await conn.fetch(
                     "SELECT user_id, 'cash', available FROM cash_balances "
@@ -85,6 +89,7 @@ class PgAuditStore:
         return AuditFigures(
             accounts=accounts,
             unbalanced=[(r[0], r[1], r[2]) for r in unbalanced],
+            orphans=[(r[0], r[1] or "") for r in orphans],
             balances=balances,
             rebuilt=rebuilt,
             last_balance_after=last,

@@ -1,7 +1,9 @@
 """The ledger engine's PostgreSQL unit of work: locked loads and bulk writes over raw asyncpg.
 
 Each load is one statement with `ORDER BY <key> FOR UPDATE`, so rows are locked in key order;
-each write is one statement over `unnest` arrays, whatever the batch size.
+each write is one statement whatever the batch size: binary COPY for rows that are only
+ever inserted (journal, entries, blocks, fills), `UPDATE … FROM unnest(…)` or an upsert of
+increments for the rest.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import asyncpg
 
 from svc_funds.domain.ledger import Block, CashBalance, Changes, ShareBalance, StoredRequest
 from svc_funds.domain.model import BlockKind, BlockState, Product, Side, house_unit
+from svc_runtime.ids import new_id
 
 _RETRYABLE = (
     asyncpg.UniqueViolationError,
@@ -98,7 +101,7 @@ _BLOCK_UNNEST = (
     "$21::timestamptz[], $22::timestamptz[])"
 )
 
-INSERT_BLOCKS = f"INSERT INTO blocks ({BLOCK_COLUMNS}) SELECT * FROM {_BLOCK_UNNEST}"
+BLOCK_COLUMN_LIST = [c.strip() for c in BLOCK_COLUMNS.split(",")]
 
 UPDATE_BLOCKS = f"""
 UPDATE blocks AS b SET
@@ -134,26 +137,45 @@ ORDER BY 1
 ON CONFLICT DO NOTHING
 """
 
-INSERT_JOURNAL = """
-INSERT INTO journal (txn_id, kind, user_id, order_id, exec_id, request_id, description, created_at)
-SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-                     $8::timestamptz[])
-"""
+JOURNAL_COLUMNS = [
+    "txn_id",
+    "kind",
+    "user_id",
+    "order_id",
+    "exec_id",
+    "request_id",
+    "description",
+    "created_at",
+]
+ENTRY_COLUMNS = [
+    "txn_id",
+    "user_id",
+    "account",
+    "unit",
+    "amount",
+    "balance_after",
+    "kind",
+    "order_id",
+    "exec_id",
+    "request_id",
+    "description",
+    "created_at",
+]
 
-INSERT_ENTRIES = """
-INSERT INTO entries (entry_id, txn_id, user_id, account, unit, amount, balance_after, kind, order_id, exec_id,
-                     request_id, description, created_at)
-SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::numeric[],
-                     $7::numeric[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[],
-                     $13::timestamptz[])
-"""
-
-INSERT_FILLS = """
-INSERT INTO fills (exec_id, order_id, user_id, symbol, side, product, quantity, price, value, charges,
-                   trading_day, executed_at)
-SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[],
-                     $8::numeric[], $9::numeric[], $10::numeric[], $11::date[], $12::timestamptz[])
-"""
+FILL_COLUMNS = [
+    "exec_id",
+    "order_id",
+    "user_id",
+    "symbol",
+    "side",
+    "product",
+    "quantity",
+    "price",
+    "value",
+    "charges",
+    "trading_day",
+    "executed_at",
+]
 
 UPSERT_POSITIONS = """
 INSERT INTO positions AS p (user_id, trading_day, symbol, product, buy_quantity, buy_value, sell_quantity,
@@ -287,7 +309,11 @@ class PgLedgerUnitOfWork:
                 list(changes.house.values()),
             )
         if changes.new_blocks:
-            await conn.execute(INSERT_BLOCKS, *_block_arrays(changes.new_blocks))
+            await conn.copy_records_to_table(
+                "blocks",
+                records=zip(*_block_arrays(changes.new_blocks), strict=True),
+                columns=BLOCK_COLUMN_LIST,
+            )
         if changes.updated_blocks:
             await conn.execute(UPDATE_BLOCKS, *_block_arrays(changes.updated_blocks))
         if changes.journal:
@@ -303,21 +329,26 @@ class PgLedgerUnitOfWork:
                 [json.dumps(x.response) for x in r],
             )
         if changes.fills:
-            f = changes.fills
-            await conn.execute(
-                INSERT_FILLS,
-                [x.exec_id for x in f],
-                [x.order_id for x in f],
-                [x.user_id for x in f],
-                [x.symbol for x in f],
-                [str(x.side) for x in f],
-                [str(x.product) for x in f],
-                [x.quantity for x in f],
-                [x.price for x in f],
-                [x.value for x in f],
-                [x.charges for x in f],
-                [x.trading_day for x in f],
-                [x.executed_at for x in f],
+            await conn.copy_records_to_table(
+                "fills",
+                records=[
+                    (
+                        x.exec_id,
+                        x.order_id,
+                        x.user_id,
+                        x.symbol,
+                        str(x.side),
+                        str(x.product),
+                        x.quantity,
+                        x.price,
+                        x.value,
+                        x.charges,
+                        x.trading_day,
+                        x.executed_at,
+                    )
+                    for x in changes.fills
+                ],
+                columns=FILL_COLUMNS,
             )
         if changes.parked:
             p = changes.parked
@@ -356,18 +387,11 @@ class PgLedgerUnitOfWork:
             )
 
     async def _write_journal(self, changes: Changes) -> None:
-        count = len(changes.journal) + sum(len(t.entries) for t in changes.journal)
-        ids = sorted(
-            r[0]
-            for r in await self.conn.fetch("SELECT nextval('ledger_ids') FROM generate_series(1, $1)", count)
-        )
-        next_id = iter(ids)
-        txn_cols: list[list[Any]] = [[] for _ in range(8)]
-        entry_cols: list[list[Any]] = [[] for _ in range(13)]
+        journal: list[tuple[Any, ...]] = []
+        entries: list[tuple[Any, ...]] = []
         for txn in changes.journal:
-            txn_id = next(next_id)
-            for col, value in zip(
-                txn_cols,
+            txn_id = new_id("txn")
+            journal.append(
                 (
                     txn_id,
                     txn.kind,
@@ -377,33 +401,28 @@ class PgLedgerUnitOfWork:
                     txn.request_id,
                     txn.description,
                     txn.created_at,
-                ),
-                strict=True,
-            ):
-                col.append(value)
-            for e in txn.entries:
-                for col, value in zip(
-                    entry_cols,
-                    (
-                        next(next_id),
-                        txn_id,
-                        e.user_id,
-                        e.account,
-                        e.unit,
-                        e.amount,
-                        e.balance_after,
-                        e.kind,
-                        txn.order_id,
-                        txn.exec_id,
-                        txn.request_id,
-                        e.description,
-                        txn.created_at,
-                    ),
-                    strict=True,
-                ):
-                    col.append(value)
-        await self.conn.execute(INSERT_JOURNAL, *txn_cols)
-        await self.conn.execute(INSERT_ENTRIES, *entry_cols)
+                )
+            )
+            entries.extend(
+                (
+                    txn_id,
+                    e.user_id,
+                    e.account,
+                    e.unit,
+                    e.amount,
+                    e.balance_after,
+                    e.kind,
+                    txn.order_id,
+                    txn.exec_id,
+                    txn.request_id,
+                    e.description,
+                    txn.created_at,
+                )
+                for e in txn.entries
+            )
+        await self.conn.copy_records_to_table("journal", records=journal, columns=JOURNAL_COLUMNS)
+        # COPY assigns the identity entry ids row by row: per account, in posting order.
+        await self.conn.copy_records_to_table("entries", records=entries, columns=ENTRY_COLUMNS)
 
 
 class PgLedgerStore:

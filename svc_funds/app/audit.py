@@ -48,6 +48,10 @@ class AuditApp:
         f = await self.store.figures()
         out: list[Violation] = []
         out += invariants.unbalanced_transactions(f.unbalanced)
+        out += [
+            Violation("I1", user_id, f"ledger entry {entry_id} belongs to no journal transaction")
+            for entry_id, user_id in f.orphans
+        ]
         out += invariants.compare_balances(
             {k: v for k, v in f.balances.items() if v or k in f.rebuilt}, f.rebuilt, "account"
         )

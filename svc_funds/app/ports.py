@@ -72,7 +72,7 @@ class AccountStore(Protocol):
 @dataclass(frozen=True)
 class EntryRow:
     entry_id: int
-    txn_id: int
+    txn_id: str
     user_id: str
     account: str
     unit: str
@@ -147,7 +147,8 @@ class AuditFigures:
     """Everything the invariant checks compare, read from one snapshot."""
 
     accounts: int
-    unbalanced: list[tuple[int, str, Decimal]]
+    unbalanced: list[tuple[str, str, Decimal]]  # (journal transaction, unit, sum)
+    orphans: list[tuple[int, str]]  # (entry, user) of entries whose transaction is missing
     balances: dict[AccountKey, Decimal]  # materialized, by (user or "", account)
     rebuilt: dict[AccountKey, Decimal]  # sums of journal entries
     last_balance_after: dict[AccountKey, Decimal]  # balance_after of each account's latest entry

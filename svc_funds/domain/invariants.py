@@ -23,7 +23,7 @@ class Violation:
     detail: str
 
 
-def unbalanced_transactions(sums: Iterable[tuple[int, str, Decimal]]) -> list[Violation]:
+def unbalanced_transactions(sums: Iterable[tuple[str, str, Decimal]]) -> list[Violation]:
     """I1: every journal transaction sums to zero in each unit. `sums` are (txn, unit, sum)."""
     return [
         Violation("I1", "", f"journal transaction {txn} sums to {total} {unit}, not zero")

@@ -54,6 +54,7 @@ def test_signs_flag_negatives_and_dues() -> None:
 
 
 def test_unbalanced_transactions_are_named() -> None:
-    assert invariants.unbalanced_transactions([(7, "INR", Decimal("0.01")), (8, "INFY", Decimal(0))])[
-        0
-    ].detail == ("journal transaction 7 sums to 0.01 INR, not zero")
+    found = invariants.unbalanced_transactions(
+        [("txn_7", "INR", Decimal("0.01")), ("txn_8", "INFY", Decimal(0))]
+    )
+    assert [v.detail for v in found] == ["journal transaction txn_7 sums to 0.01 INR, not zero"]
