@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from pathlib import Path
 
@@ -42,6 +42,16 @@ async def eventually(check: Callable[[], object], *, timeout: float = 60.0, inte
                 raise failure
             raise AssertionError(f"condition not met within {timeout}s")
         await asyncio.sleep(interval)
+
+
+async def eventually_async(
+    probe: Callable[[], Awaitable[object]], *, equals: object, timeout: float = 60.0
+) -> None:
+    deadline = time.monotonic() + timeout
+    while (value := await probe()) != equals:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still {value!r}, expected {equals!r} after {timeout}s")
+        await asyncio.sleep(0.1)
 
 
 class Oms:
@@ -149,6 +159,11 @@ class Oms:
             type=trading_pb2.ORDER_TYPE_LIMIT,
             time_in_force=trading_pb2.TIME_IN_FORCE_DAY,
         )
+
+    async def commands_pending(self) -> int:
+        """Commands not yet acknowledged by svc_exec (the stream is a work queue)."""
+        info = await self.js.stream_info(self.topology.order_commands_stream)
+        return int(info.state.messages)
 
     # --- what came back -----------------------------------------------------------------
     def of(self, order_id: str, exec_type: int | None = None) -> list[er.ExecutionReport]:

@@ -13,7 +13,15 @@ import pytest
 from brokermesh.exec.v1 import execution_report_pb2 as er
 from tests.exec.acceptor import ExchangeProcess
 from tests.exec.proxy import FixProxy
-from tests.exec.support import TRADE, Oms, eventually, exec_log, session_status, wait_logged_on
+from tests.exec.support import (
+    TRADE,
+    Oms,
+    eventually,
+    eventually_async,
+    exec_log,
+    session_status,
+    wait_logged_on,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -55,7 +63,9 @@ async def test_kill_between_sending_an_order_and_its_report(
     assert exchange.fill_all(10) == 30
     await stack.start_service("svc_exec")
     await eventually(lambda: all(oms.filled(o) == 10 for o in orders))
+    # Resent by the exchange (PossDupFlag=Y), not merely inferred from its order status.
     assert all(f.possible_duplicate for o in orders for f in oms.of(o, TRADE))
+    assert not [r.exec_id for r in oms.reports if r.exec_id.startswith("inferred-")]
     assert_agreement(oms, exchange, orders)
 
 
@@ -76,6 +86,9 @@ async def test_kill_between_receiving_reports_and_publishing_them(
     stack.plan.extra_env.pop(delay)
     await stack.start_service("svc_exec")
     await eventually(lambda: all(oms.filled(o) == 10 for o in orders))
+    # Recovered by the exchange's resend, report by report — not merely inferred afterwards.
+    assert all(oms.of(o, er.EXEC_TYPE_NEW) for o in orders)
+    assert not [r.exec_id for r in oms.reports if r.exec_id.startswith("inferred-")]
     assert "lowering the expected incoming sequence number" in exec_log(stack)
     assert_agreement(oms, exchange, orders)
 
@@ -105,11 +118,11 @@ async def test_crash_after_sending_before_acknowledging(
     exchange.fill_all(10)
     # The unacknowledged commands come back; the FIX store shows they went out: not resent.
     await stack.start_service("svc_exec")
-    await eventually(lambda: 'in_store": true' in exec_log(stack))
-    await eventually(lambda: len(exchange.new_orders_received()) == 5)
+    await eventually_async(oms.commands_pending, equals=0)
     exchange.fill_all(10)
     await eventually(lambda: all(oms.filled(o) == 10 for o in orders))
     assert_agreement(oms, exchange, orders)
+    assert 'in_store": true' in exec_log(stack)
 
 
 async def stream_orders(oms: Oms, count: int, sent: list[str]) -> None:
@@ -119,22 +132,27 @@ async def stream_orders(oms: Oms, count: int, sent: list[str]) -> None:
 
 
 async def test_network_cuts_while_filling(start_exec, exchange: ExchangeProcess, oms_for) -> None:
+    exchange.set_policy("rest")
     proxy = await FixProxy(exchange.port).start()
     try:
         stack = await start_exec(fix_port=proxy.port)
         oms = await oms_for(stack)
-        sent: list[str] = []
-        streaming = asyncio.create_task(stream_orders(oms, 200, sent))
-        for threshold in (40, 120):
-            await eventually(lambda t=threshold: sum(1 for r in oms.reports if r.exec_type == TRADE) >= t)
-            proxy.cut()
-        await streaming
+        orders = [await oms.new_order(quantity=10) for _ in range(60)]
+        await eventually(lambda: all(oms.of(o, er.EXEC_TYPE_NEW) for o in orders))
+        # The network fails; the exchange keeps filling. Its reports wait in its store.
+        proxy.refuse = True
+        proxy.cut()
+        await eventually(lambda: not exchange.is_logged_on())
+        assert exchange.fill_all(4) == 60
+        proxy.refuse = False
         await wait_logged_on(stack)
-        await eventually(lambda: all(oms.filled(o) == 10 for o in sent), timeout=90)
-        assert "Disconnecting" in "".join(
-            p.read_text() for p in (stack.plan.data_dir / "svc_exec" / "log").glob("*event*.log")
-        )
-        assert_agreement(oms, exchange, sent)
+        # And fails again in the middle of a burst of fills.
+        exchange.fill_all(6)
+        proxy.cut()
+        await eventually(lambda: all(oms.filled(o) == 10 for o in orders), timeout=90)
+        # Every fill came from the exchange itself (resent), none had to be inferred.
+        assert not [r.exec_id for r in oms.reports if r.exec_id.startswith("inferred-")]
+        assert_agreement(oms, exchange, orders)
     finally:
         await proxy.stop()
 

@@ -4,16 +4,29 @@ reconciliation infers it), reconnects after the exchange goes away."""
 
 from __future__ import annotations
 
+import asyncio
+
+import asyncpg
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from brokermesh.exec.v1 import exec_pb2
 from brokermesh.exec.v1 import execution_report_pb2 as er
+from svc_runtime import db
 from svc_runtime.grpc_client import channel
 from tests.exec.acceptor import ExchangeProcess
 from tests.exec.proxy import FixProxy
-from tests.exec.support import TRADE, data_dir, eventually, exec_stub, session_status, wait_logged_on
+from tests.exec.support import (
+    TRADE,
+    data_dir,
+    eventually,
+    eventually_async,
+    exec_log,
+    exec_stub,
+    session_status,
+    wait_logged_on,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -150,3 +163,31 @@ async def test_status_rpc_needs_the_session(start_exec, exchange: ExchangeProces
         assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
     finally:
         await proxy.stop()
+
+
+async def test_rewound_session_replays_nothing_twice(start_exec, exchange: ExchangeProcess, oms_for) -> None:
+    """An operator rewinds the session (say, after restoring a backup): the exchange resends
+    every report from the start, PossDupFlag=Y, and none is published a second time."""
+    stack = await start_exec()
+    oms = await oms_for(stack)
+    orders = [await oms.new_order() for _ in range(10)]
+    await eventually(lambda: all(oms.filled(o) == 10 for o in orders))
+    published = len(oms.reports)
+    await stack.stop_service("svc_exec")
+    conn = await asyncpg.connect(db.asyncpg_dsn(stack.plan.database_url))
+    try:
+        await conn.execute("UPDATE exec.fix_sessions SET next_target_seq = 1")
+    finally:
+        await conn.close()
+    await stack.start_service("svc_exec")
+    await wait_logged_on(stack)
+
+    async def replayed() -> bool:
+        status = await session_status(stack)
+        return status.next_target_seq_num >= exchange.next_sender_seq() and not status.reports_pending
+
+    await eventually_async(replayed, equals=True)
+    assert "lowering the expected incoming sequence number" in exec_log(stack)
+    await asyncio.sleep(1.0)  # time for a duplicate, were there one, to reach the OMS
+    assert len(oms.reports) == published
+    assert not oms.duplicate_exec_ids()
