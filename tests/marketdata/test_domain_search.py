@@ -107,3 +107,41 @@ def test_type_ahead_over_fifty_thousand_instruments_is_fast_enough() -> None:
     # Generous bound (a shared, noisy machine): what matters is staying far from per-keystroke
     # budgets (~50 ms); the bench reports the real figure.
     assert (time.perf_counter() - started) / 6 < 0.5
+
+
+def reference_ranking(index: InstrumentIndex, query: str) -> list[tuple[int, str]]:
+    """The ranking rules written out plainly, to check the lazy implementation against."""
+    from svc_marketdata.domain.instruments import name_words
+
+    text = " ".join(query.split())
+    upper, words = text.upper(), name_words(text)
+    ranked = []
+    for symbol, instrument in index.by_symbol.items():
+        names = name_words(instrument.company_name)
+        if symbol == upper:
+            ranked.append((TIER_EXACT_SYMBOL, symbol))
+        elif upper and " " not in upper and symbol.startswith(upper):
+            ranked.append((TIER_SYMBOL_PREFIX, symbol))
+        elif words and all(any(n.startswith(w) for n in names) for w in words):
+            ranked.append((TIER_NAME_WORD, symbol))
+    return sorted(ranked)
+
+
+@pytest.mark.parametrize("size", [300, 6000])  # sorted candidates, and the walk for broad queries
+def test_paged_search_equals_the_plain_ranking(size: int) -> None:
+    sectors = ["Steel", "Motors", "Bank", "Power", "Tata"]
+    index = InstrumentIndex.build(
+        [Instrument("TATA", "Tata Sons"), Instrument("C1", "Special One")]
+        + [Instrument(f"C{n}{sectors[n % 5][0]}", f"Company {n} {sectors[n % 5]} Limited") for n in range(size)]
+    )
+    for query in ("c", "c1", "C12", "company", "company 1", "tata", "limited steel", "steel", "s", "zz", "1 bank"):
+        expected = reference_ranking(index, query)
+        paged: list[tuple[int, str]] = []
+        after = None
+        while True:
+            page = index.search(query, limit=37, after=after)
+            paged += [(h.tier, h.instrument.symbol) for h in page.hits]
+            if page.next_after is None:
+                break
+            after = page.next_after
+        assert paged == expected, query
