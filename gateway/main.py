@@ -51,6 +51,7 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
     login = Login(backends, tokens, LoginThrottle(free_failures=settings.login_free_failures), clock)
     hub = QuoteHub(backends)
     feed = TickFeed(settings.nats_url, Topology(settings.namespace), hub.publish)
+    hub.feed_generation = feed.generation
     registry = StreamRegistry()
     handlers = Handlers(
         backends=backends,

@@ -64,6 +64,14 @@ class TickFeed:
         self.ready.set()
         log.info("tick feed subscribed", extra={"subject": self.subject})
 
+    def generation(self) -> int | None:
+        """None unless subscribed and connected; changes with every reconnect (after which
+        ticks may have been missed)."""
+        nc = self._nc
+        if nc is None or not self.ready.is_set() or not nc.is_connected:
+            return None
+        return int(nc.stats["reconnects"])
+
     async def _on_message(self, msg: Msg) -> None:
         BATCHES.inc()
         try:

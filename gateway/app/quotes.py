@@ -9,7 +9,7 @@ feed or anyone else.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from prometheus_client import Counter, Gauge
 
@@ -22,6 +22,7 @@ from svc_runtime.errors import FieldViolation, InvalidArgument
 TICKS = Counter("gateway_ticks_received_total", "Quotes received from the tick feed")
 STALE_TICKS = Counter("gateway_ticks_stale_total", "Quotes older than one already seen, dropped")
 SUBSCRIBERS = Gauge("gateway_quote_subscribers", "Open live-price subscriptions")
+SNAPSHOTS = Counter("gateway_quote_snapshots_total", "Symbols of opening snapshots, by source", ["source"])
 
 
 def version_of(quote: marketdata_pb2.Quote) -> Version:
@@ -65,33 +66,57 @@ class QuoteSubscription:
 
 
 class QuoteHub:
-    def __init__(self, snapshots: QuoteSnapshots) -> None:
+    """`feed_generation` tells whether the tick feed is live (None if not) and changes when
+    it reconnects: while it is live and unchanged, the hub has seen every tick, so its own
+    latest quotes are a fresh snapshot and a reconnect storm need not reach the price
+    tracker. After a gap the cache is dropped, since ticks may have been missed."""
+
+    def __init__(
+        self, snapshots: QuoteSnapshots, feed_generation: Callable[[], int | None] = lambda: None
+    ) -> None:
         self.snapshots = snapshots
+        self.feed_generation = feed_generation
         self._by_symbol: dict[str, set[QuoteSubscription]] = {}
-        # The newest frame of every symbol seen, to order snapshots against live ticks.
+        # The newest frame of every symbol seen (ticks and snapshots): orders snapshots
+        # against live ticks and serves as the snapshot cache.
         self._latest: dict[str, tuple[Version, bytes]] = {}
+        self._generation: int | None = None
         self._closing = False
+
+    def _cache_is_fresh(self) -> bool:
+        generation = self.feed_generation()
+        if generation != self._generation:
+            self._latest.clear()
+            self._generation = generation
+        return generation is not None
+
+    def _remember(self, quote: marketdata_pb2.Quote) -> tuple[Version, bytes] | None:
+        """Keep the quote as its symbol's latest unless a newer one is known."""
+        version = version_of(quote)
+        latest = self._latest.get(quote.symbol)
+        if latest is not None and version < latest[0]:
+            return None
+        entry = (version, frame_of(quote))
+        self._latest[quote.symbol] = entry
+        return entry
 
     def publish(self, quotes: Iterable[marketdata_pb2.Quote]) -> None:
         """Called for each tick batch from the feed: encode once, offer to subscribers."""
+        self._cache_is_fresh()
         for quote in quotes:
             TICKS.inc()
-            symbol = quote.symbol
-            version = version_of(quote)
-            latest = self._latest.get(symbol)
-            if latest is not None and version < latest[0]:
+            entry = self._remember(quote)
+            if entry is None:
                 STALE_TICKS.inc()
                 continue
-            frame = frame_of(quote)
-            self._latest[symbol] = (version, frame)
-            for subscription in self._by_symbol.get(symbol, ()):
-                subscription.offer(symbol, version, frame)
+            for subscription in self._by_symbol.get(quote.symbol, ()):
+                subscription.offer(quote.symbol, entry[0], entry[1])
 
     async def subscribe(self, symbols: Sequence[str]) -> QuoteSubscription:
         """Subscribe, then queue the current quote of each symbol as the first frames.
 
-        Subscribing before asking for the snapshot means no tick in between is lost; the
-        versions keep a snapshot quote from overtaking a newer live one.
+        Subscribing before taking the snapshot means no tick in between is lost; versions
+        keep a snapshot quote from overtaking a newer live one.
         """
         if self._closing:
             raise RuntimeError("the hub is closing")
@@ -100,18 +125,23 @@ class QuoteHub:
             self._by_symbol.setdefault(symbol, set()).add(subscription)
         SUBSCRIBERS.inc()
         try:
-            quotes, unknown = await self.snapshots.latest_quotes(subscription.symbols)
-            if unknown:
-                raise InvalidArgument(
-                    f"unknown symbols: {', '.join(unknown)}",
-                    reason="UNKNOWN_SYMBOL",
-                    violations=[FieldViolation("symbols", f"{s} is not an instrument") for s in unknown],
-                )
+            fresh = self._cache_is_fresh()
+            missing = [s for s in subscription.symbols if not (fresh and s in self._latest)]
+            SNAPSHOTS.labels("cache").inc(len(subscription.symbols) - len(missing))
+            if missing:
+                SNAPSHOTS.labels("price_tracker").inc(len(missing))
+                quotes, unknown = await self.snapshots.latest_quotes(missing)
+                if unknown:
+                    raise InvalidArgument(
+                        f"unknown symbols: {', '.join(unknown)}",
+                        reason="UNKNOWN_SYMBOL",
+                        violations=[FieldViolation("symbols", f"{s} is not an instrument") for s in unknown],
+                    )
+                for quote in quotes:
+                    self._remember(quote)
         except BaseException:
             self.unsubscribe(subscription)
             raise
-        for quote in quotes:
-            subscription.offer(quote.symbol, version_of(quote), frame_of(quote))
         for symbol in subscription.symbols:
             latest = self._latest.get(symbol)
             if latest is not None:

@@ -38,8 +38,10 @@ def quote(symbol: str, price: str, seconds: int, sequence: int) -> marketdata_pb
 class FakeQuotes:
     def __init__(self, quotes: dict[str, marketdata_pb2.Quote]) -> None:
         self.quotes = quotes
+        self.asked: list[list[str]] = []
 
     async def latest_quotes(self, symbols: Sequence[str]) -> tuple[list[marketdata_pb2.Quote], list[str]]:
+        self.asked.append(list(symbols))
         return [self.quotes[s] for s in symbols if s in self.quotes], [
             s for s in symbols if s not in self.quotes
         ]
@@ -103,6 +105,28 @@ async def test_closing_the_hub_wakes_and_closes_every_subscription() -> None:
     assert sub.closed and sub.wake.is_set()
     with pytest.raises(RuntimeError):
         await hub.subscribe(["INFY"])
+
+
+async def test_a_live_feed_serves_snapshots_from_what_it_has_seen() -> None:
+    source = FakeQuotes({"INFY": quote("INFY", "1500.00", 100, 1), "TCS": quote("TCS", "3500.00", 100, 1)})
+    generation: list[int | None] = [0]
+    hub = QuoteHub(source, lambda: generation[0])
+    hub.publish([quote("INFY", "1501.00", 101, 2)])
+    first = await hub.subscribe(["INFY", "TCS"])
+    assert source.asked == [["TCS"]]  # INFY came from the feed
+    assert [data_of(f)["ltp"] for f in first.take()] == [Decimal("1501.00"), Decimal("3500.00")]
+    second = await hub.subscribe(["TCS", "INFY"])
+    assert source.asked == [["TCS"]]  # a reconnect storm does not reach the price tracker
+    assert len(second.take()) == 2
+    # The feed reconnected: ticks may have been missed, so the cache is not trusted.
+    generation[0] = 1
+    await hub.subscribe(["INFY"])
+    assert source.asked[-1] == ["INFY"]
+    # The feed is down: always ask.
+    generation[0] = None
+    await hub.subscribe(["INFY"])
+    await hub.subscribe(["INFY"])
+    assert source.asked[-2:] == [["INFY"], ["INFY"]]
 
 
 class FakeAccounts:
