@@ -2,7 +2,7 @@
 
 `EdgeMiddleware` (outermost): request id (accepted from `X-Request-Id` or made), client IP,
 the request context that travels to every service, the body size limit, `X-Request-Id` on
-every response, metrics and an access log line. `PrincipalMiddleware` (after connexion's
+every response, metrics, and an access log line (warning for 5xx, debug otherwise). `PrincipalMiddleware` (after connexion's
 security check): binds the verified user as the actor and applies the per-user rate limit.
 """
 
@@ -106,10 +106,26 @@ class EdgeMiddleware:
                 )
         finally:
             operation = state.operation or "unmatched"
-            code = str(status["code"] or 500)
-            REQUESTS.labels(operation, state.method, code).inc()
+            code = status["code"] or 500
+            elapsed = time.perf_counter() - started
+            REQUESTS.labels(operation, state.method, str(code)).inc()
             if operation not in STREAM_OPERATIONS:
-                LATENCY.labels(operation).observe(time.perf_counter() - started)
+                LATENCY.labels(operation).observe(elapsed)
+            # Server-side failures always; the rest only when asked for (BROKERMESH_LOG_LEVEL=DEBUG).
+            log.log(
+                logging.WARNING if code >= 500 else logging.DEBUG,
+                "request",
+                extra={
+                    "method": state.method,
+                    "path": state.path,
+                    "operation": operation,
+                    "status": code,
+                    "ms": round(elapsed * 1000, 2),
+                    "user_id": state.user_id,
+                    "client_ip": state.client_ip,
+                    "request_id": state.request_id,
+                },
+            )
             end(token)
 
     def _limited(self, receive: Receive) -> Receive:
