@@ -12,6 +12,7 @@ import hashlib
 import logging
 import re
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -58,13 +59,18 @@ def create_engine(url: str, schema: str, *, pool_size: int = 10, max_overflow: i
     )
 
 
-async def create_pool(url: str, schema: str, *, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
-    """A raw asyncpg pool whose connections see only `schema`, for hot paths."""
+async def create_pool(
+    url: str, schema: str, *, min_size: int = 2, max_size: int = 10, **options: Any
+) -> asyncpg.Pool:
+    """A raw asyncpg pool whose connections see only `schema`, for hot paths. `options` go
+    to `asyncpg.create_pool` (e.g. `reset=` to skip the reset round trip on release for
+    code that leaves no session state behind)."""
     return await asyncpg.create_pool(
         asyncpg_dsn(url),
         min_size=min_size,
         max_size=max_size,
         server_settings={"search_path": _check_schema(schema)},
+        **options,
     )
 
 
