@@ -78,6 +78,12 @@ class OrdersSettings:
         )
 
 
+async def _leave_session(connection: asyncpg.Connection) -> None:
+    """Pool release without the reset round trip: asyncpg still ends any open transaction,
+    and the OMS sets no session state (settings, cursors, session locks) on pooled
+    connections."""
+
+
 class SystemClock:
     def now(self) -> datetime:
         return datetime.now(UTC)
@@ -117,7 +123,9 @@ async def serve(settings: OrdersSettings, stop: asyncio.Event) -> None:
     common = settings.common
     topology = messaging.Topology(common.namespace)
     await db.migrate(common.database_url, SCHEMA, db.RUNTIME_MIGRATIONS, MIGRATIONS)
-    pool = await db.create_pool(common.database_url, SCHEMA, min_size=2, max_size=settings.db_pool_size)
+    pool = await db.create_pool(
+        common.database_url, SCHEMA, min_size=2, max_size=settings.db_pool_size, reset=_leave_session
+    )
     nc = await messaging.connect(common.nats_url, SERVICE)
     js = nc.jetstream()
     await messaging.ensure_streams(js, topology)

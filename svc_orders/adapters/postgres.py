@@ -8,8 +8,6 @@ change is written with its event, its outbox rows and its audit row in one trans
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -20,6 +18,7 @@ from types import TracebackType
 from typing import Any
 
 import asyncpg
+from google.protobuf.message import Message
 
 from svc_orders.app.ports import (
     AuditEntry,
@@ -42,8 +41,8 @@ from svc_orders.domain.model import (
 )
 from svc_orders.domain.risk import RiskLimits, TradingControls
 from svc_orders.transport import wire
-from svc_runtime import outbox
-from svc_runtime.errors import Aborted, InvalidArgument, ResourceExhausted
+from svc_runtime import outbox, pagination
+from svc_runtime.errors import Aborted, ResourceExhausted
 from svc_runtime.ids import new_id
 from svc_runtime.messaging import Topology
 
@@ -51,28 +50,37 @@ log = logging.getLogger(__name__)
 
 SCHEMA = "orders"
 
-_INSERT_ORDER = """
-INSERT INTO orders (
-    order_id, user_id, client_order_id, fingerprint, symbol, side, order_type, time_in_force,
-    product, quantity, limit_price, stop_price, protection_price, status, version,
-    request_id, client_ip, create_time, update_time)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $18)
-ON CONFLICT (user_id, client_order_id) DO NOTHING
-RETURNING order_id
-"""
-
-# Token bucket in one statement: refill by elapsed time, take one token if there is one.
-# No row back means the bucket is empty (and nothing was changed).
-_TAKE_TOKEN = """
-INSERT INTO order_rate AS r (user_id, tokens, refilled_at)
-VALUES ($1, $2::numeric - 1, clock_timestamp())
-ON CONFLICT (user_id) DO UPDATE
-    SET tokens = LEAST($2::numeric, r.tokens + $3::numeric
-                       * GREATEST(0, EXTRACT(EPOCH FROM clock_timestamp() - r.refilled_at))) - 1,
-        refilled_at = clock_timestamp()
-    WHERE LEAST($2::numeric, r.tokens + $3::numeric
-                * GREATEST(0, EXTRACT(EPOCH FROM clock_timestamp() - r.refilled_at))) >= 1
-RETURNING tokens
+# A new order in one statement (no transaction round trips): take one token of the user's
+# order rate (a token bucket refilled by elapsed time) unless the key was used before, and
+# record the order only if a token was taken. Rate-limited → nothing is written; a replay
+# → no token is taken. Two attempts racing on one new key both take a token and one
+# insert yields to the other (ON CONFLICT): a token lost, never a second order.
+_RESERVE = """
+WITH existing AS (
+    SELECT 1 FROM orders WHERE user_id = $2 AND client_order_id = $3
+), token AS (
+    INSERT INTO order_rate AS r (user_id, tokens, refilled_at)
+    SELECT $2, $19::numeric - 1, clock_timestamp() WHERE NOT EXISTS (SELECT 1 FROM existing)
+    ON CONFLICT (user_id) DO UPDATE
+        SET tokens = LEAST($19::numeric, r.tokens + $20::numeric
+                           * GREATEST(0, EXTRACT(EPOCH FROM clock_timestamp() - r.refilled_at))) - 1,
+            refilled_at = clock_timestamp()
+        WHERE LEAST($19::numeric, r.tokens + $20::numeric
+                    * GREATEST(0, EXTRACT(EPOCH FROM clock_timestamp() - r.refilled_at))) >= 1
+    RETURNING tokens
+), inserted AS (
+    INSERT INTO orders (
+        order_id, user_id, client_order_id, fingerprint, symbol, side, order_type, time_in_force,
+        product, quantity, limit_price, stop_price, protection_price, status, version,
+        request_id, client_ip, create_time, update_time)
+    SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $18
+    WHERE EXISTS (SELECT 1 FROM token)
+    ON CONFLICT (user_id, client_order_id) DO NOTHING
+    RETURNING order_id
+)
+SELECT EXISTS (SELECT 1 FROM existing) AS existed,
+       EXISTS (SELECT 1 FROM token) AS took_token,
+       EXISTS (SELECT 1 FROM inserted) AS created
 """
 
 _SECONDS_TO_NEXT_TOKEN = """
@@ -81,23 +89,31 @@ SELECT (1 - LEAST($2::numeric, tokens + $3::numeric
 FROM order_rate WHERE user_id = $1
 """
 
-_UPDATE_ORDER = """
-UPDATE orders SET
-    status = $2, quantity = $3, limit_price = $4, stop_price = $5, protection_price = $6,
-    filled_quantity = $7, filled_value = $8, exchange_order_id = $9, status_reason = $10,
-    version = $11, triggered = $12, pending = $13::jsonb, resume_status = $14, update_time = $15
-WHERE order_id = $1 AND version = $16
+# A change in one round trip: the order (only at the version it was read at), its event
+# and its audit row.
+_SAVE_CHANGE = """
+WITH updated AS (
+    UPDATE orders SET
+        status = $2, quantity = $3, limit_price = $4, stop_price = $5, protection_price = $6,
+        filled_quantity = $7, filled_value = $8, exchange_order_id = $9, status_reason = $10,
+        version = $11, triggered = $12, pending = $13::jsonb, resume_status = $14, update_time = $15
+    WHERE order_id = $1 AND version = $16
+    RETURNING order_id, user_id
+), event AS (
+    INSERT INTO order_events (event_id, order_id, user_id, version, event_type, payload, event_time)
+    SELECT $17, order_id, user_id, $11, $18, $19, $15 FROM updated
+), audit AS (
+    INSERT INTO audit_log (action, actor, request_id, client_ip, user_id, order_id, order_version,
+                           from_status, to_status, exec_id, last_price, bid_price, ask_price, detail)
+    SELECT $20, $21, $22, $23, user_id, order_id, $11, $24, $2, $25, $26, $27, $28, $29 FROM updated
+)
+SELECT count(*) FROM updated
 """
 
 _INSERT_TRADE = """
 INSERT INTO trades (exec_id, order_id, user_id, symbol, side, product, quantity, price,
                     cumulative_quantity, execute_time)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-"""
-
-_INSERT_EVENT = """
-INSERT INTO order_events (event_id, order_id, user_id, version, event_type, payload, event_time)
-VALUES ($1, $2, $3, $4, $5, $6, $7)
 """
 
 _INSERT_AUDIT = """
@@ -185,34 +201,6 @@ def command_id(order: Order, kind: CommandKind) -> str:
     return f"{order.order_id}-v{order.version}-{kind.value}"
 
 
-# --- page tokens (AIP-158): opaque, bound to the query they continue ---------------------
-def _query_digest(*parts: object) -> str:
-    return hashlib.sha256(repr(parts).encode()).hexdigest()[:12]
-
-
-def encode_page_token(cursor: object, *query: object) -> str:
-    raw = json.dumps({"c": cursor, "q": _query_digest(*query)}, separators=(",", ":"))
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
-
-
-def decode_page_token(token: str, *query: object) -> Any:
-    if not token:
-        return None
-    try:
-        padded = token + "=" * (-len(token) % 4)
-        data = json.loads(base64.urlsafe_b64decode(padded.encode()))
-        cursor, digest = data["c"], data["q"]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise InvalidArgument(
-            "page_token is not valid", reason="INVALID_PAGE_TOKEN", field="page_token"
-        ) from exc
-    if digest != _query_digest(*query):
-        raise InvalidArgument(
-            "page_token belongs to a different query", reason="INVALID_PAGE_TOKEN", field="page_token"
-        )
-    return cursor
-
-
 class PgUnitOfWork:
     """One transaction on one pooled connection."""
 
@@ -265,8 +253,18 @@ class PgUnitOfWork:
         before, order = transition.before, transition.after
         assert transition.changed and transition.event is not None
         now = order.update_time
-        status = await self.c.execute(
-            _UPDATE_ORDER,
+        event_id = new_id("evt")
+        event = wire.event_to_proto(
+            event_id=event_id,
+            event=transition.event,
+            order=order,
+            fill=transition.fill,
+            when=now,
+            request_id=audit.request_id,
+        )
+        snapshot = audit.snapshot
+        updated = await self.c.fetchval(
+            _SAVE_CHANGE,
             order.order_id,
             order.status.value,
             order.quantity,
@@ -283,40 +281,36 @@ class PgUnitOfWork:
             order.resume_status.value if order.resume_status else None,
             now,
             before.version,
+            event_id,
+            transition.event.value,
+            event.SerializeToString(),
+            audit.action,
+            audit.actor,
+            audit.request_id,
+            audit.client_ip,
+            before.status.value,
+            audit.exec_id,
+            snapshot.last_price,
+            snapshot.bid_price,
+            snapshot.ask_price,
+            audit.detail,
         )
-        if status != "UPDATE 1":
+        if updated != 1:
             raise Aborted(f"order {order.order_id} changed concurrently", reason="CONCURRENT_CHANGE")
         if transition.fill is not None:
             await self._insert_fill(transition.fill, order)
-        event_id = new_id("evt")
-        event = wire.event_to_proto(
-            event_id=event_id,
-            event=transition.event,
-            order=order,
-            fill=transition.fill,
-            when=now,
-            request_id=audit.request_id,
-        )
-        await self.c.execute(
-            _INSERT_EVENT,
-            event_id,
-            order.order_id,
-            order.user_id,
-            order.version,
-            transition.event.value,
-            event.SerializeToString(),
-            now,
-        )
-        await outbox.add(self.c, self.store.topology.order_event_subject(order.user_id), event, event_id)
-        await self._audit(audit, order, version=order.version, from_status=before.status)
         if transition.funds_action is not None:
             await self._insert_funds_action(transition.funds_action, order)
+        messages: list[tuple[str, Message, str]] = [
+            (self.store.topology.order_event_subject(order.user_id), event, event_id)
+        ]
         if command is not None:
             message = wire.command_for(order, command, now, audit.request_id)
             message.command_id = command_id(order, command)
-            await outbox.add(
-                self.c, self.store.topology.order_command_subject(command.value), message, message.command_id
+            messages.append(
+                (self.store.topology.order_command_subject(command.value), message, message.command_id)
             )
+        await outbox.add_many(self.c, messages)
 
     async def _insert_fill(self, fill: Fill, order: Order) -> None:
         await self.c.execute(
@@ -442,51 +436,45 @@ class PostgresOrderStore:
 
     # --- placement ----------------------------------------------------------------------
     async def reserve(self, order: Order, limits: RiskLimits) -> Reservation:
-        async with self.pool.acquire() as conn, conn.transaction():
-            inserted = await conn.fetchval(
-                _INSERT_ORDER,
-                order.order_id,
-                order.user_id,
-                order.client_order_id,
-                order.fingerprint,
-                order.symbol,
-                order.side.value,
-                order.type.value,
-                order.time_in_force.value,
-                order.product.value,
-                order.quantity,
-                order.limit_price,
-                order.stop_price,
-                order.protection_price,
-                order.status.value,
-                order.version,
-                order.request_id,
-                order.client_ip,
-                order.create_time,
-            )
-            if inserted is None:
-                row = await conn.fetchrow(
-                    "SELECT * FROM orders WHERE user_id = $1 AND client_order_id = $2",
-                    order.user_id,
-                    order.client_order_id,
-                )
-                if row is None:  # the other attempt was refused and withdrew meanwhile
-                    raise Aborted(
-                        "a concurrent attempt with this request_id just failed; retry", reason="RETRY"
-                    )
-                return Reservation(order_from_row(row), created=False)
-            burst, rate = Decimal(limits.order_burst), limits.orders_per_second
-            if await conn.fetchval(_TAKE_TOKEN, order.user_id, burst, rate) is None:
-                wait = await conn.fetchval(_SECONDS_TO_NEXT_TOKEN, order.user_id, burst, rate)
-                seconds = max(0.05, float(wait or 1))
-                # Raising rolls the transaction back: the order is not recorded.
-                raise ResourceExhausted(
-                    f"too many orders: at most {limits.orders_per_second} per second; retry in {seconds:.2f}s",
-                    reason="ORDER_RATE_LIMITED",
-                    retry_after_seconds=seconds,
-                    metadata={"retry_after_seconds": f"{seconds:.3f}"},
-                )
-        return Reservation(order, created=True)
+        burst, rate = Decimal(limits.order_burst), limits.orders_per_second
+        outcome = await self.pool.fetchrow(
+            _RESERVE,
+            order.order_id,
+            order.user_id,
+            order.client_order_id,
+            order.fingerprint,
+            order.symbol,
+            order.side.value,
+            order.type.value,
+            order.time_in_force.value,
+            order.product.value,
+            order.quantity,
+            order.limit_price,
+            order.stop_price,
+            order.protection_price,
+            order.status.value,
+            order.version,
+            order.request_id,
+            order.client_ip,
+            order.create_time,
+            burst,
+            rate,
+        )
+        if outcome["created"]:
+            return Reservation(order, created=True)
+        if outcome["existed"] or outcome["took_token"]:
+            existing = await self.find_by_key(order.user_id, order.client_order_id)
+            if existing is None:  # the other attempt was refused and withdrew meanwhile
+                raise Aborted("a concurrent attempt with this request_id just failed; retry", reason="RETRY")
+            return Reservation(existing, created=False)
+        wait = await self.pool.fetchval(_SECONDS_TO_NEXT_TOKEN, order.user_id, burst, rate)
+        seconds = max(0.05, float(wait or 1))
+        raise ResourceExhausted(
+            f"too many orders: at most {limits.orders_per_second} per second; retry in {seconds:.2f}s",
+            reason="ORDER_RATE_LIMITED",
+            retry_after_seconds=seconds,
+            metadata={"retry_after_seconds": f"{seconds:.3f}"},
+        )
 
     async def find_by_key(self, user_id: str, client_order_id: str) -> Order | None:
         row = await self.pool.fetchrow(
@@ -587,7 +575,7 @@ class PostgresOrderStore:
         self, user_id: str | None, statuses: Sequence[Status], page_size: int, page_token: str
     ) -> tuple[list[Order], str]:
         query = ("orders", user_id, sorted(statuses))
-        cursor = decode_page_token(page_token, *query)
+        cursor = pagination.decode_token(page_token, *query)
         status_values = [s.value for s in statuses]
         if Status.PENDING_EXCHANGE in statuses:
             status_values.append(Status.FUNDS_PENDING.value)
@@ -601,14 +589,14 @@ class PostgresOrderStore:
             page_size + 1,
         )
         orders = [order_from_row(r) for r in rows[:page_size]]
-        token = encode_page_token(orders[-1].order_id, *query) if len(rows) > page_size else ""
+        token = pagination.encode_token(orders[-1].order_id, *query) if len(rows) > page_size else ""
         return orders, token
 
     async def list_trades(
         self, user_id: str | None, order_id: str, page_size: int, page_token: str
     ) -> tuple[list[tuple[Fill, Order]], str]:
         query = ("trades", user_id, order_id)
-        cursor = decode_page_token(page_token, *query)
+        cursor = pagination.decode_token(page_token, *query)
         rows = await self.pool.fetch(
             "SELECT t.seq, t.exec_id, t.quantity AS fill_quantity, t.price, t.cumulative_quantity, t.execute_time, o.* "
             "FROM trades t JOIN orders o USING (order_id) "
@@ -633,14 +621,14 @@ class PostgresOrderStore:
             )
             for r in rows[:page_size]
         ]
-        token = encode_page_token(rows[page_size - 1]["seq"], *query) if len(rows) > page_size else ""
+        token = pagination.encode_token(rows[page_size - 1]["seq"], *query) if len(rows) > page_size else ""
         return trades, token
 
     async def list_audit(
         self, user_id: str | None, order_id: str | None, page_size: int, page_token: str
     ) -> tuple[list[dict[str, Any]], str]:
         query = ("audit", user_id, order_id)
-        cursor = decode_page_token(page_token, *query) or 0
+        cursor = pagination.decode_token(page_token, *query) or 0
         rows = await self.pool.fetch(
             "SELECT * FROM audit_log WHERE ($1::text IS NULL OR user_id = $1) "
             "AND ($2::text IS NULL OR order_id = $2) AND record_id > $3 ORDER BY record_id LIMIT $4",
@@ -650,7 +638,7 @@ class PostgresOrderStore:
             page_size + 1,
         )
         records = [dict(r) for r in rows[:page_size]]
-        token = encode_page_token(records[-1]["record_id"], *query) if len(rows) > page_size else ""
+        token = pagination.encode_token(records[-1]["record_id"], *query) if len(rows) > page_size else ""
         return records, token
 
     # --- trading controls ---------------------------------------------------------------

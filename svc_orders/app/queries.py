@@ -8,6 +8,7 @@ from typing import Any, Protocol
 
 from svc_orders.app.ports import EventRecord
 from svc_orders.domain.model import Fill, Order, Status
+from svc_runtime import pagination
 from svc_runtime.errors import InvalidArgument, NotFound
 
 
@@ -35,13 +36,6 @@ class ReadStore(Protocol):
     async def check_invariants(self) -> tuple[list[tuple[str, str, str]], int]: ...
 
 
-def page_size(requested: int, *, default: int, maximum: int) -> int:
-    """AIP-158: 0 means the default; larger than the maximum is clamped; negative is invalid."""
-    if requested < 0:
-        raise InvalidArgument("page_size must not be negative", reason="INVALID_PAGE_SIZE", field="page_size")
-    return min(requested or default, maximum)
-
-
 @dataclass
 class OrderQueries:
     store: ReadStore
@@ -57,7 +51,7 @@ class OrderQueries:
         self, user_id: str | None, statuses: Sequence[Status], size: int, token: str
     ) -> tuple[list[Order], str]:
         return await self.store.list_orders(
-            user_id, statuses, page_size(size, default=50, maximum=500), token
+            user_id, statuses, pagination.page_size(size, default=50, maximum=500), token
         )
 
     async def list_trades(
@@ -66,7 +60,7 @@ class OrderQueries:
         if order_id and user_id is not None and await self.store.get(user_id, order_id) is None:
             raise NotFound(f"order {order_id} not found", reason="ORDER_NOT_FOUND")
         return await self.store.list_trades(
-            user_id, order_id, page_size(size, default=50, maximum=500), token
+            user_id, order_id, pagination.page_size(size, default=50, maximum=500), token
         )
 
     async def list_audit(
@@ -75,7 +69,7 @@ class OrderQueries:
         if order_id is not None and await self.store.get(user_id, order_id) is None:
             raise NotFound(f"order {order_id} not found", reason="ORDER_NOT_FOUND")
         return await self.store.list_audit(
-            user_id, order_id, page_size(size, default=100, maximum=1000), token
+            user_id, order_id, pagination.page_size(size, default=100, maximum=1000), token
         )
 
     async def replay(self, user_id: str, after_event_id: str) -> AsyncIterator[EventRecord]:

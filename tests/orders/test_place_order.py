@@ -291,6 +291,6 @@ async def test_list_orders_pages_newest_first_and_filters(oms: Oms) -> None:
 
 def page_token(oms: Oms, user: str) -> str:
     # A token made for one user's listing must not be accepted for another's.
-    from svc_orders.adapters.postgres import encode_page_token
+    from svc_runtime.pagination import encode_token
 
-    return encode_page_token("ord_ZZZ", "orders", user, [])
+    return encode_token("ord_ZZZ", "orders", user, [])
