@@ -251,3 +251,30 @@ async def test_order_updates_stream_and_replay_after_last_event_id(full_stack: S
             await next_event(stream)  # retry
             replayed = [await next_event(stream, timeout=30) for _ in seen[1:]]
             assert [e.id for e in replayed] == [e.id for e in seen[1:]]
+
+
+@needs_all
+async def test_an_unknown_or_foreign_last_event_id_is_refused_not_streamed(full_stack: Stack) -> None:
+    owner_name, owner_password, _ = await open_account(full_stack, "100000.00")
+    other_name, other_password, _ = await open_account(full_stack, "100000.00")
+    async with httpx.AsyncClient(base_url=full_stack.plan.gateway_url, timeout=30) as client:
+        owner = await login(client, owner_name, owner_password)
+        other = await login(client, other_name, other_password)
+        async with client.stream("GET", "/v1/orders/stream", headers=owner) as response:
+            stream = events(response)
+            await next_event(stream)  # retry
+            placed = await client.post(
+                "/v1/orders", json=ORDER, headers={**owner, "Idempotency-Key": str(uuid.uuid4())}
+            )
+            assert placed.status_code == 201, placed.text
+            event_id = (await next_event(stream, timeout=30)).id
+        await client.post(f"/v1/orders/{placed.json()['orderId']}:cancel", headers=owner)
+        # A problem response (not a 200 stream) makes EventSource stop reconnecting.
+        unknown = await client.get(
+            "/v1/orders/stream", headers={**other, "Last-Event-ID": "evt_not_a_real_one"}
+        )
+        assert 400 <= unknown.status_code < 500
+        assert unknown.headers["content-type"].startswith("application/problem+json")
+        foreign = await client.get("/v1/orders/stream", headers={**other, "Last-Event-ID": event_id})
+        assert 400 <= foreign.status_code < 500
+        assert foreign.headers["content-type"].startswith("application/problem+json")
