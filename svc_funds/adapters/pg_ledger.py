@@ -1,9 +1,10 @@
-"""The ledger engine's PostgreSQL unit of work: locked loads and bulk writes over raw asyncpg.
+"""The ledger engine's PostgreSQL unit of work: locked loads and one bulk write, over raw
+asyncpg.
 
-Each load is one statement with `ORDER BY <key> FOR UPDATE`, so rows are locked in key order;
-each write is one statement whatever the batch size: binary COPY for rows that are only
-ever inserted (journal, entries, blocks, fills), `UPDATE … FROM unnest(…)` or an upsert of
-increments for the rest.
+Each load is one statement with `ORDER BY <key> FOR UPDATE`, so rows are locked in key order.
+All of a batch's writes go in a single statement, whatever the batch size: one
+data-modifying CTE per table over `unnest` arrays (inserts, `UPDATE … FROM unnest`, upserts
+of increments). A batch thus costs BEGIN, its locked reads, one write and COMMIT.
 """
 
 from __future__ import annotations
@@ -94,24 +95,17 @@ def _block_arrays(blocks: list[Block]) -> list[list[Any]]:
     ]
 
 
-_BLOCK_UNNEST = (
-    "unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[], "
-    "$8::numeric[], $9::bigint[], $10::numeric[], $11::numeric[], $12::numeric[], $13::bigint[], "
-    "$14::numeric[], $15::numeric[], $16::numeric[], $17::bigint[], $18::text[], $19::text[], $20::text[], "
-    "$21::timestamptz[], $22::timestamptz[])"
-)
+_BLOCK_TYPES = (
+    "text", "text", "text", "text", "text", "text", "bigint", "numeric", "bigint", "numeric", "numeric",
+    "numeric", "bigint", "numeric", "numeric", "numeric", "bigint", "text", "text", "text", "timestamptz",
+    "timestamptz",
+)  # fmt: skip
 
-BLOCK_COLUMN_LIST = [c.strip() for c in BLOCK_COLUMNS.split(",")]
 
-UPDATE_BLOCKS = f"""
-UPDATE blocks AS b SET
-    quantity = u.quantity, price = u.price, amount = u.amount, remaining = u.remaining,
-    filled_quantity = u.filled_quantity, filled_value = u.filled_value, charges = u.charges,
-    released = u.released, terminal_quantity = u.terminal_quantity, terminal_reason = u.terminal_reason,
-    state = u.state, close_reason = u.close_reason, updated_at = u.updated_at
-FROM {_BLOCK_UNNEST} AS u({BLOCK_COLUMNS})
-WHERE b.order_id = u.order_id
-"""
+def _unnest(types: tuple[str, ...]) -> str:
+    """`unnest({0}::text[], {1}::numeric[], …)`: placeholders filled by `_Writes.add`."""
+    return "unnest(" + ", ".join(f"{{{i}}}::{t}[]" for i, t in enumerate(types)) + ")"
+
 
 ENSURE_SHARES = """
 INSERT INTO share_balances (user_id, symbol)
@@ -137,67 +131,234 @@ ORDER BY 1
 ON CONFLICT DO NOTHING
 """
 
-JOURNAL_COLUMNS = [
-    "txn_id",
-    "kind",
-    "user_id",
-    "order_id",
-    "exec_id",
-    "request_id",
-    "description",
-    "created_at",
-]
-ENTRY_COLUMNS = [
-    "txn_id",
-    "user_id",
-    "account",
-    "unit",
-    "amount",
-    "balance_after",
-    "kind",
-    "order_id",
-    "exec_id",
-    "request_id",
-    "description",
-    "created_at",
-]
+# The write statement's parts, with `{n}` for the n-th array of each part.
+W_CASH = (
+    "UPDATE cash_balances AS c SET available = u.available, blocked = u.blocked, dues = u.dues, "
+    "updated_at = u.updated_at FROM "
+    + _unnest(("text", "numeric", "numeric", "numeric", "timestamptz"))
+    + " AS u(user_id, available, blocked, dues, updated_at) WHERE c.user_id = u.user_id"
+)
+W_SHARES = (
+    "UPDATE share_balances AS s SET free = u.free, blocked = u.blocked, dues = u.dues, updated_at = u.updated_at FROM "
+    + _unnest(("text", "text", "bigint", "bigint", "bigint", "timestamptz"))
+    + " AS u(user_id, symbol, free, blocked, dues, updated_at) WHERE s.user_id = u.user_id AND s.symbol = u.symbol"
+)
+W_HOUSE = (
+    "UPDATE house_balances AS h SET balance = u.balance, updated_at = now() FROM "
+    + _unnest(("text", "numeric"))
+    + " AS u(account, balance) WHERE h.account = u.account"
+)
+W_NEW_BLOCKS = f"INSERT INTO blocks ({BLOCK_COLUMNS}) SELECT * FROM {_unnest(_BLOCK_TYPES)}"
+W_BLOCKS = (
+    "UPDATE blocks AS b SET quantity = u.quantity, price = u.price, amount = u.amount, remaining = u.remaining, "
+    "filled_quantity = u.filled_quantity, filled_value = u.filled_value, charges = u.charges, "
+    "released = u.released, terminal_quantity = u.terminal_quantity, terminal_reason = u.terminal_reason, "
+    "state = u.state, close_reason = u.close_reason, updated_at = u.updated_at "
+    f"FROM {_unnest(_BLOCK_TYPES)} AS u({BLOCK_COLUMNS}) WHERE b.order_id = u.order_id"
+)
+W_JOURNAL = (
+    "INSERT INTO journal (txn_id, kind, user_id, order_id, exec_id, request_id, description, created_at) "
+    "SELECT * FROM " + _unnest(("text", "text", "text", "text", "text", "text", "text", "timestamptz"))
+)
+# Entry ids come from the identity column as the ordered rows are inserted: per account,
+# in posting order (every account posted to is locked by this transaction).
+W_ENTRIES = (
+    "INSERT INTO entries (txn_id, user_id, account, unit, amount, balance_after, kind, order_id, exec_id, "
+    "request_id, description, created_at) "
+    "SELECT t, u, a, un, am, ba, k, o, e, r, d, c FROM "
+    + _unnest(
+        (
+            "text",
+            "text",
+            "text",
+            "text",
+            "numeric",
+            "numeric",
+            "text",
+            "text",
+            "text",
+            "text",
+            "text",
+            "timestamptz",
+        )
+    )
+    + " WITH ORDINALITY AS x(t, u, a, un, am, ba, k, o, e, r, d, c, n) ORDER BY n"
+)
+W_REQUESTS = (
+    "INSERT INTO requests (key, user_id, fingerprint, response) SELECT k, u, f, r::jsonb FROM "
+    + _unnest(("text", "text", "text", "text"))
+    + " AS t(k, u, f, r)"
+)
+W_FILLS = (
+    "INSERT INTO fills (exec_id, order_id, user_id, symbol, side, product, quantity, price, value, charges, "
+    "trading_day, executed_at) SELECT * FROM "
+    + _unnest(
+        (
+            "text",
+            "text",
+            "text",
+            "text",
+            "text",
+            "text",
+            "bigint",
+            "numeric",
+            "numeric",
+            "numeric",
+            "date",
+            "timestamptz",
+        )
+    )
+)
+W_PARKED = "INSERT INTO parked_reports (exec_id, order_id, user_id, reason, report) SELECT * FROM " + _unnest(
+    ("text", "text", "text", "text", "bytea")
+)
+W_POSITIONS = (
+    "INSERT INTO positions AS p (user_id, trading_day, symbol, product, buy_quantity, buy_value, sell_quantity, "
+    "sell_value) SELECT * FROM "
+    + _unnest(("text", "date", "text", "text", "bigint", "numeric", "bigint", "numeric"))
+    + " ORDER BY 1, 2, 3, 4 ON CONFLICT (user_id, trading_day, symbol, product) DO UPDATE SET "
+    "buy_quantity = p.buy_quantity + excluded.buy_quantity, buy_value = p.buy_value + excluded.buy_value, "
+    "sell_quantity = p.sell_quantity + excluded.sell_quantity, sell_value = p.sell_value + excluded.sell_value"
+)
+W_HOLDINGS = (
+    "INSERT INTO holdings AS h (user_id, symbol, quantity, cost, updated_at) "
+    "SELECT k.user_id, k.symbol, k.quantity, k.cost, now() FROM "
+    + _unnest(("text", "text", "bigint", "numeric"))
+    + " AS k(user_id, symbol, quantity, cost) ORDER BY 1, 2 ON CONFLICT (user_id, symbol) DO UPDATE SET "
+    "quantity = h.quantity + excluded.quantity, cost = h.cost + excluded.cost, updated_at = excluded.updated_at"
+)
 
-FILL_COLUMNS = [
-    "exec_id",
-    "order_id",
-    "user_id",
-    "symbol",
-    "side",
-    "product",
-    "quantity",
-    "price",
-    "value",
-    "charges",
-    "trading_day",
-    "executed_at",
-]
 
-UPSERT_POSITIONS = """
-INSERT INTO positions AS p (user_id, trading_day, symbol, product, buy_quantity, buy_value, sell_quantity,
-                            sell_value)
-SELECT * FROM unnest($1::text[], $2::date[], $3::text[], $4::text[], $5::bigint[], $6::numeric[],
-                     $7::bigint[], $8::numeric[])
-ORDER BY 1, 2, 3, 4
-ON CONFLICT (user_id, trading_day, symbol, product) DO UPDATE SET
-    buy_quantity = p.buy_quantity + excluded.buy_quantity,
-    buy_value = p.buy_value + excluded.buy_value,
-    sell_quantity = p.sell_quantity + excluded.sell_quantity,
-    sell_value = p.sell_value + excluded.sell_value
-"""
+class _Writes:
+    """One statement made of data-modifying CTEs, each over its own `unnest` arrays."""
 
-UPSERT_HOLDINGS = """
-INSERT INTO holdings AS h (user_id, symbol, quantity, cost, updated_at)
-SELECT k.user_id, k.symbol, k.quantity, k.cost, now()
-FROM unnest($1::text[], $2::text[], $3::bigint[], $4::numeric[]) AS k(user_id, symbol, quantity, cost)
-ORDER BY 1, 2
-ON CONFLICT (user_id, symbol) DO UPDATE SET
-    quantity = h.quantity + excluded.quantity, cost = h.cost + excluded.cost, updated_at = excluded.updated_at
-"""
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.args: list[list[Any]] = []
+
+    def add(self, template: str, *arrays: list[Any]) -> None:
+        first = len(self.args) + 1
+        self.parts.append(template.format(*(f"${first + i}" for i in range(len(arrays)))))
+        self.args.extend(arrays)
+
+    def sql(self) -> str:
+        return "WITH " + ", ".join(f"w{i} AS ({part})" for i, part in enumerate(self.parts)) + " SELECT 1"
+
+
+def _columns(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    return [list(column) for column in zip(*rows, strict=True)] if rows else [[] for _ in range(width)]
+
+
+def writes_for(changes: Changes) -> _Writes:
+    """The batch's changes as one write statement."""
+    w = _Writes()
+    if changes.cash:
+        w.add(
+            W_CASH,
+            *_columns([(b.user_id, b.available, b.blocked, b.dues, b.updated_at) for b in changes.cash], 5),
+        )
+    if changes.shares:
+        w.add(
+            W_SHARES,
+            *_columns(
+                [(b.user_id, b.symbol, b.free, b.blocked, b.dues, b.updated_at) for b in changes.shares], 6
+            ),
+        )
+    if changes.house:
+        w.add(W_HOUSE, list(changes.house), list(changes.house.values()))
+    if changes.new_blocks:
+        w.add(W_NEW_BLOCKS, *_block_arrays(changes.new_blocks))
+    if changes.updated_blocks:
+        w.add(W_BLOCKS, *_block_arrays(changes.updated_blocks))
+    if changes.journal:
+        journal: list[tuple[Any, ...]] = []
+        entries: list[tuple[Any, ...]] = []
+        for txn in changes.journal:
+            txn_id = new_id("txn")
+            journal.append(
+                (
+                    txn_id,
+                    txn.kind,
+                    txn.user_id,
+                    txn.order_id,
+                    txn.exec_id,
+                    txn.request_id,
+                    txn.description,
+                    txn.created_at,
+                )
+            )
+            entries.extend(
+                (
+                    txn_id,
+                    e.user_id,
+                    e.account,
+                    e.unit,
+                    e.amount,
+                    e.balance_after,
+                    e.kind,
+                    txn.order_id,
+                    txn.exec_id,
+                    txn.request_id,
+                    e.description,
+                    txn.created_at,
+                )
+                for e in txn.entries
+            )
+        w.add(W_JOURNAL, *_columns(journal, 8))
+        w.add(W_ENTRIES, *_columns(entries, 12))
+    if changes.requests:
+        w.add(
+            W_REQUESTS,
+            *_columns(
+                [(r.key, r.user_id, r.fingerprint, json.dumps(r.response)) for r in changes.requests], 4
+            ),
+        )
+    if changes.fills:
+        w.add(
+            W_FILLS,
+            *_columns(
+                [
+                    (
+                        f.exec_id,
+                        f.order_id,
+                        f.user_id,
+                        f.symbol,
+                        str(f.side),
+                        str(f.product),
+                        f.quantity,
+                        f.price,
+                        f.value,
+                        f.charges,
+                        f.trading_day,
+                        f.executed_at,
+                    )
+                    for f in changes.fills
+                ],
+                12,
+            ),
+        )
+    if changes.parked:
+        w.add(
+            W_PARKED,
+            *_columns([(p.exec_id, p.order_id, p.user_id, p.reason, p.raw) for p in changes.parked], 5),
+        )
+    if changes.positions:
+        w.add(
+            W_POSITIONS,
+            *_columns(
+                [
+                    (k[0], k[1], k[2], str(k[3]), d.buy_quantity, d.buy_value, d.sell_quantity, d.sell_value)
+                    for k, d in changes.positions.items()
+                ],
+                8,
+            ),
+        )
+    if changes.holdings:
+        w.add(
+            W_HOLDINGS,
+            *_columns([(k[0], k[1], h.quantity, h.cost) for k, h in changes.holdings.items()], 4),
+        )
+    return w
 
 
 class PgLedgerUnitOfWork:
@@ -272,157 +433,9 @@ class PgLedgerUnitOfWork:
         return {r["exec_id"] for r in rows}
 
     async def save(self, changes: Changes) -> None:
-        conn = self.conn
-        if changes.cash:
-            c = changes.cash
-            await conn.execute(
-                "UPDATE cash_balances AS c SET available = u.available, blocked = u.blocked, dues = u.dues, "
-                "updated_at = u.updated_at "
-                "FROM unnest($1::text[], $2::numeric[], $3::numeric[], $4::numeric[], $5::timestamptz[]) "
-                "AS u(user_id, available, blocked, dues, updated_at) WHERE c.user_id = u.user_id",
-                [b.user_id for b in c],
-                [b.available for b in c],
-                [b.blocked for b in c],
-                [b.dues for b in c],
-                [b.updated_at for b in c],
-            )
-        if changes.shares:
-            s = changes.shares
-            await conn.execute(
-                "UPDATE share_balances AS s SET free = u.free, blocked = u.blocked, dues = u.dues, "
-                "updated_at = u.updated_at "
-                "FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::timestamptz[]) "
-                "AS u(user_id, symbol, free, blocked, dues, updated_at) "
-                "WHERE s.user_id = u.user_id AND s.symbol = u.symbol",
-                [b.user_id for b in s],
-                [b.symbol for b in s],
-                [b.free for b in s],
-                [b.blocked for b in s],
-                [b.dues for b in s],
-                [b.updated_at for b in s],
-            )
-        if changes.house:
-            await conn.execute(
-                "UPDATE house_balances AS h SET balance = u.balance, updated_at = now() "
-                "FROM unnest($1::text[], $2::numeric[]) AS u(account, balance) WHERE h.account = u.account",
-                list(changes.house),
-                list(changes.house.values()),
-            )
-        if changes.new_blocks:
-            await conn.copy_records_to_table(
-                "blocks",
-                records=zip(*_block_arrays(changes.new_blocks), strict=True),
-                columns=BLOCK_COLUMN_LIST,
-            )
-        if changes.updated_blocks:
-            await conn.execute(UPDATE_BLOCKS, *_block_arrays(changes.updated_blocks))
-        if changes.journal:
-            await self._write_journal(changes)
-        if changes.requests:
-            r = changes.requests
-            await conn.execute(
-                "INSERT INTO requests (key, user_id, fingerprint, response) "
-                "SELECT k, u, f, r::jsonb FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS t(k, u, f, r)",
-                [x.key for x in r],
-                [x.user_id for x in r],
-                [x.fingerprint for x in r],
-                [json.dumps(x.response) for x in r],
-            )
-        if changes.fills:
-            await conn.copy_records_to_table(
-                "fills",
-                records=[
-                    (
-                        x.exec_id,
-                        x.order_id,
-                        x.user_id,
-                        x.symbol,
-                        str(x.side),
-                        str(x.product),
-                        x.quantity,
-                        x.price,
-                        x.value,
-                        x.charges,
-                        x.trading_day,
-                        x.executed_at,
-                    )
-                    for x in changes.fills
-                ],
-                columns=FILL_COLUMNS,
-            )
-        if changes.parked:
-            p = changes.parked
-            await conn.execute(
-                "INSERT INTO parked_reports (exec_id, order_id, user_id, reason, report) "
-                "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[])",
-                [x.exec_id for x in p],
-                [x.order_id for x in p],
-                [x.user_id for x in p],
-                [x.reason for x in p],
-                [x.raw for x in p],
-            )
-        if changes.positions:
-            keys = list(changes.positions)
-            deltas = [changes.positions[k] for k in keys]
-            await conn.execute(
-                UPSERT_POSITIONS,
-                [k[0] for k in keys],
-                [k[1] for k in keys],
-                [k[2] for k in keys],
-                [str(k[3]) for k in keys],
-                [d.buy_quantity for d in deltas],
-                [d.buy_value for d in deltas],
-                [d.sell_quantity for d in deltas],
-                [d.sell_value for d in deltas],
-            )
-        if changes.holdings:
-            keys2 = list(changes.holdings)
-            holdings = [changes.holdings[k] for k in keys2]
-            await conn.execute(
-                UPSERT_HOLDINGS,
-                [k[0] for k in keys2],
-                [k[1] for k in keys2],
-                [h.quantity for h in holdings],
-                [h.cost for h in holdings],
-            )
-
-    async def _write_journal(self, changes: Changes) -> None:
-        journal: list[tuple[Any, ...]] = []
-        entries: list[tuple[Any, ...]] = []
-        for txn in changes.journal:
-            txn_id = new_id("txn")
-            journal.append(
-                (
-                    txn_id,
-                    txn.kind,
-                    txn.user_id,
-                    txn.order_id,
-                    txn.exec_id,
-                    txn.request_id,
-                    txn.description,
-                    txn.created_at,
-                )
-            )
-            entries.extend(
-                (
-                    txn_id,
-                    e.user_id,
-                    e.account,
-                    e.unit,
-                    e.amount,
-                    e.balance_after,
-                    e.kind,
-                    txn.order_id,
-                    txn.exec_id,
-                    txn.request_id,
-                    e.description,
-                    txn.created_at,
-                )
-                for e in txn.entries
-            )
-        await self.conn.copy_records_to_table("journal", records=journal, columns=JOURNAL_COLUMNS)
-        # COPY assigns the identity entry ids row by row: per account, in posting order.
-        await self.conn.copy_records_to_table("entries", records=entries, columns=ENTRY_COLUMNS)
+        writes = writes_for(changes)
+        if writes.parts:
+            await self.conn.execute(writes.sql(), *writes.args)
 
 
 class PgLedgerStore:

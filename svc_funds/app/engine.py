@@ -60,6 +60,16 @@ SHORTFALLS = Counter(
 
 MAX_ATTEMPTS = 8
 
+_COUNTERS: dict[tuple[str, str], Counter] = {}
+
+
+def _count(command: str, outcome: str) -> None:
+    # Looking up a labelled child costs more than the increment: keep them.
+    child = _COUNTERS.get((command, outcome))
+    if child is None:
+        child = _COUNTERS[(command, outcome)] = COMMANDS.labels(command, outcome)
+    child.inc()
+
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
@@ -81,12 +91,14 @@ class LedgerEngine:
         clock: Clock = utc_now,
         writers: int = 2,
         max_batch: int = 1000,
+        linger: float = 0.001,
     ) -> None:
         self.store = store
         self.schedule = schedule
         self.clock = clock
         self.writers = writers
         self.max_batch = max_batch
+        self.linger = linger
         self._queue: deque[_Submission] = deque()
         self._wake = asyncio.Event()
         self._stopping = False
@@ -131,6 +143,11 @@ class LedgerEngine:
                     return
                 self._wake.clear()
                 await self._wake.wait()
+                # Callers answered by the last commit send their next commands within a
+                # moment of each other: wait for them (Kafka's linger.ms), so that a burst
+                # becomes one transaction instead of one per writer per early arrival.
+                if self.linger and len(self._queue) < self.max_batch:
+                    await asyncio.sleep(self.linger)
                 continue
             batch = [self._queue.popleft()]
             size = len(batch[0].commands)
@@ -182,8 +199,7 @@ class LedgerEngine:
             BATCH_SIZE.observe(len(commands))
             BATCH_SECONDS.observe(time.perf_counter() - started)
             for command, result in zip(commands, results, strict=True):
-                outcome = result.reason if isinstance(result, ServiceError) else "OK"
-                COMMANDS.labels(type(command).__name__, outcome).inc()
+                _count(type(command).__name__, result.reason if isinstance(result, ServiceError) else "OK")
             for shortfall in book.shortfalls:
                 SHORTFALLS.inc()
                 log.error("a fill cost more than its block and the free balance", extra=vars(shortfall))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 
 from google.protobuf import timestamp_pb2
@@ -80,10 +80,15 @@ def price_out(value: Decimal | None) -> decimal_pb2.Decimal | None:
     return decimal_pb2.Decimal(value=format_decimal(value))
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def timestamp(moment: datetime) -> timestamp_pb2.Timestamp:
-    ts = timestamp_pb2.Timestamp()
-    ts.FromDatetime(moment)
-    return ts
+    # Integer arithmetic on the difference: exact, and cheaper than FromDatetime.
+    delta = moment - _EPOCH
+    return timestamp_pb2.Timestamp(
+        seconds=delta.days * 86400 + delta.seconds, nanos=delta.microseconds * 1000
+    )
 
 
 def product_in(product: int) -> Product:
