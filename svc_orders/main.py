@@ -55,6 +55,7 @@ class OrdersSettings:
     sweep_interval_seconds: float
     db_pool_size: int
     stream_queue_size: int
+    park_after_deliveries: int
 
     @classmethod
     def from_env(cls) -> OrdersSettings:
@@ -75,6 +76,7 @@ class OrdersSettings:
             sweep_interval_seconds=config.env_float("BROKERMESH_ORDERS_SWEEP_INTERVAL_SECONDS", 5.0),
             db_pool_size=config.env_int("BROKERMESH_ORDERS_DB_POOL_SIZE", 20),
             stream_queue_size=config.env_int("BROKERMESH_ORDERS_STREAM_QUEUE", 1000),
+            park_after_deliveries=config.env_int("BROKERMESH_ORDERS_PARK_AFTER_DELIVERIES", 10),
         )
 
 
@@ -142,7 +144,7 @@ async def serve(settings: OrdersSettings, stop: asyncio.Event) -> None:
     await controls.refresh()
 
     entry = OrderEntry(store, funds, market, controls, settings.limits, clock)
-    processor = ReportProcessor(store, market, executor, clock)
+    processor = ReportProcessor(store, market, executor, clock, park_after=settings.park_after_deliveries)
     sweeper = Sweeper(
         store,
         funds,

@@ -111,6 +111,11 @@ class MarketData:
                 raise InvalidArgument(
                     f"{symbol} is not a known instrument", reason="UNKNOWN_SYMBOL", field="order.symbol"
                 ) from error
+            if cached is not None:
+                # Lot and tick sizes rarely change: an expired entry beats refusing orders
+                # while svc_marketdata is away.
+                log.warning("instrument lookup failed; using the cached one", extra={"symbol": symbol})
+                return cached[1]
             raise reraise_remote(error) from error
         tick = parse_decimal(
             message.tick_size.value or "0.05", field="tick_size", max_places=4, positive=True

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 
 from google.protobuf.message import DecodeError
 from nats.aio.client import Client as NatsClient
@@ -53,15 +54,13 @@ def exec_report_consumer(
                     },
                 )
                 continue
-            if not envelope.request_id:
-                envelope = ReportEnvelope(
-                    report=envelope.report,
-                    order_id=envelope.order_id,
-                    user_id=envelope.user_id,
-                    request_id=request_context_of(msg).request_id,
-                    payload=envelope.payload,
+            envelopes.append(
+                replace(
+                    envelope,
+                    request_id=envelope.request_id or request_context_of(msg).request_id,
+                    delivery=msg.metadata.num_delivered if msg.metadata else 1,
                 )
-            envelopes.append(envelope)
+            )
         if envelopes:
             await processor.apply(envelopes)
 

@@ -45,6 +45,8 @@ class ReportEnvelope:
     user_id: str
     request_id: str
     payload: bytes = b""
+    # How many times this report has been delivered (JetStream's count).
+    delivery: int = 1
 
 
 class UnitOfWork(Protocol):

@@ -35,6 +35,8 @@ class ReportProcessor:
     market: MarketPort
     exchange: ExchangePort
     clock: Clock
+    # Deliveries after which a report that still cannot be applied is parked.
+    park_after: int = 10
 
     async def apply(self, envelopes: Sequence[ReportEnvelope]) -> None:
         """Apply reports in order, all or nothing. ReportNotApplicable (a report ahead of
@@ -81,7 +83,20 @@ class ReportProcessor:
             )
             await uow.note_report_outcome(report.exec_id, "duplicate fill")
             return "duplicate_fill"
-        transition = state_machine.apply_report(order, report, self.clock.now())
+        try:
+            transition = state_machine.apply_report(order, report, self.clock.now())
+        except state_machine.ReportNotApplicable as error:
+            if envelope.delivery < self.park_after:
+                raise  # the report it depends on may still come: try again later
+            # It never became applicable: keep it for an operator rather than retrying
+            # forever or dropping it.
+            log.error(
+                "execution report could not be applied; parked",
+                extra={"exec_id": report.exec_id, "order_id": order.order_id, "error": str(error)},
+            )
+            await uow.record_unmatched(envelope)
+            await uow.note_report_outcome(report.exec_id, f"parked: {error}")
+            return "parked"
         if transition.anomaly:
             metrics.REPORT_ANOMALIES.inc()
             log.warning(

@@ -252,3 +252,16 @@ async def test_a_report_for_an_unknown_order_is_kept_aside_and_blocks_nothing(om
     trades = await oms.stub.ListTrades(S.ListTradesRequest(parent=f"users/{user}"))
     assert list(trades.trades) == []
     assert await oms.invariants() == []
+
+
+async def test_a_fill_that_can_never_apply_is_parked_not_retried_forever(oms: Oms) -> None:
+    user = oms.new_user()
+    order = await oms.place(user, quantity=10)
+    await oms.fill(order, 10, "1530.00", 10)
+    await oms.wait_status(order, S.ORDER_STATUS_FILLED)
+    # An 11th share on a 10-share order: it cannot apply now and never will.
+    await oms.fill(order, 1, "1530.00", 11)
+    await eventually(lambda: _reports_done(oms, order), timeout=60)
+    final = await oms.get(order)
+    assert (final.status, final.filled_quantity) == (S.ORDER_STATUS_FILLED, 10)
+    assert await oms.invariants() == []
