@@ -72,7 +72,7 @@ class OrdersSettings:
                 orders_per_second=_decimal_env("BROKERMESH_ORDERS_RATE_PER_SECOND", "10"),
                 order_burst=config.env_int("BROKERMESH_ORDERS_RATE_BURST", 20),
             ),
-            sweep_after_seconds=config.env_float("BROKERMESH_ORDERS_SWEEP_AFTER_SECONDS", 30.0),
+            sweep_after_seconds=config.env_float("BROKERMESH_ORDERS_SWEEP_AFTER_SECONDS", 15.0),
             sweep_interval_seconds=config.env_float("BROKERMESH_ORDERS_SWEEP_INTERVAL_SECONDS", 5.0),
             db_pool_size=config.env_int("BROKERMESH_ORDERS_DB_POOL_SIZE", 20),
             stream_queue_size=config.env_int("BROKERMESH_ORDERS_STREAM_QUEUE", 1000),
