@@ -30,7 +30,7 @@ from svc_exec.adapters import fix_messages as fm
 from svc_exec.domain.commands import Amendment, NewOrder, ReplaceOrder
 from svc_exec.domain.model import Inbound, Side
 from svc_exec.domain.sequence import InboundProgress
-from svc_runtime.fix import ThreadBridge, get_text, load_settings
+from svc_runtime.fix import ThreadBridge, load_settings
 
 log = logging.getLogger(__name__)
 
@@ -231,15 +231,16 @@ class FixSession:
 
     def on_message_thread(self, message: fix.Message, *, admin: bool) -> None:
         self.last_receive_time = time.time()
-        msg_type = fm.msg_type(message)
+        fields = fm.fields_of(message)
+        msg_type = fields.get(fm.MSG_TYPE, "")
         if admin:
-            if msg_type == "5" and message.isSetField(fm.TEXT):
-                log.warning("logout from the exchange", extra={"text": get_text(message, fm.TEXT)})
+            if msg_type == "5" and fields.get(fm.TEXT):
+                log.warning("logout from the exchange", extra={"text": fields[fm.TEXT]})
             if msg_type != "3":
                 return
-        seq = fm.seq_num(message)
+        seq = int(fields.get(fm.MSG_SEQ_NUM) or 0)
         try:
-            item = self._read(message, msg_type)
+            item = self._read(fields, msg_type)
         except fm.MalformedMessage as error:
             MALFORMED.inc()
             log.error("malformed message from the exchange", extra={"error": str(error), "seq": seq})
@@ -258,18 +259,15 @@ class FixSession:
             self.progress.received(seq)
         self.bridge.call(self.sink, seq, item)
 
-    def _read(self, message: fix.Message, msg_type: str) -> Inbound | None:
+    def _read(self, fields: fm.Fields, msg_type: str) -> Inbound | None:
         if msg_type == "8":
-            return fm.execution_report(message)
+            return fm.execution_report(fields)
         if msg_type == "9":
-            return fm.cancel_reject(message)
+            return fm.cancel_reject(fields)
         if msg_type in ("j", "3"):
-            referenced = None
-            ref_seq = get_text(message, fm.REF_SEQ_NUM)
-            raw = self.reader.message(int(ref_seq)) if ref_seq and ref_seq.isdigit() else None
-            if raw is not None:
-                referenced = fix.Message(raw, False)
-            return fm.rejection(message, referenced)
+            ref_seq = fields.get(fm.REF_SEQ_NUM, "")
+            raw = self.reader.message(int(ref_seq)) if ref_seq.isdigit() else None
+            return fm.rejection(fields, fm.fields_of(raw) if raw is not None else None)
         return None
 
     # --- InboundCursor (event loop) -----------------------------------------------------------

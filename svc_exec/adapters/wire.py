@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -145,11 +146,15 @@ def command_from_proto(message: oc.OrderCommand) -> Command | Refused:
         return Refused(meta, kind, error.reason)
 
 
-def _timestamp(value: object) -> Timestamp | None:
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def _timestamp(value: datetime | None) -> Timestamp | None:
     if value is None:
         return None
     stamp = Timestamp()
-    stamp.FromDatetime(value)  # type: ignore[arg-type]
+    stamp.FromMicroseconds((value - _EPOCH) // _MICROSECOND)
     return stamp
 
 

@@ -341,14 +341,16 @@ class ReportDesk:
                     )
                     await asyncio.sleep(min(2.0, 0.05 * 2**attempt))
             now = time.monotonic()
+            debug = log.isEnabledFor(logging.DEBUG)
             for item in batch:
                 for addressed in item.reports:
                     REPORTS_PUBLISHED.labels(addressed.report.kind.name).inc()
-                    with context.bind(request_id=addressed.request_id or None):  # type: ignore[arg-type]
-                        log.debug(
-                            "report published",
-                            extra={"order_id": addressed.order_id, "exec_id": addressed.msg_id},
-                        )
+                    if debug:
+                        with context.bind(request_id=addressed.request_id or None):  # type: ignore[arg-type]
+                            log.debug(
+                                "report published",
+                                extra={"order_id": addressed.order_id, "exec_id": addressed.msg_id},
+                            )
                 PUBLISH_SECONDS.observe(now - item.received)
                 if item.snapshot is not None:
                     self._dirty[item.snapshot.order_id] = item.snapshot

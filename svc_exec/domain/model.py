@@ -81,7 +81,7 @@ TERMINAL_KIND = {
 UNKNOWN_ORDER_REASON = "5"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Report:
     """One execution report or cancel reject as received from the exchange (or inferred)."""
 
@@ -123,7 +123,7 @@ class Report:
         return self.exec_id
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Addressed:
     """A report resolved to the broker's order: ready to publish."""
 

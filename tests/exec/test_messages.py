@@ -93,7 +93,7 @@ def execution_report_message(**tags: str) -> fix.Message:
 
 
 def test_execution_reports_are_read_exactly() -> None:
-    report = fm.execution_report(execution_report_message())
+    report = fm.execution_report(fm.fields_of(execution_report_message()))
     assert report is not None
     assert report.kind is ExecKind.TRADE and report.status is OrdStatus.PARTIALLY_FILLED
     assert (report.last_qty, report.cum_qty, report.leaves_qty) == (40, 40, 60)
@@ -103,19 +103,19 @@ def test_execution_reports_are_read_exactly() -> None:
 
 def test_status_answer_for_an_unknown_order() -> None:
     message = execution_report_message(t150="I", t39="8", t103="5", t790="osr_9", t14="0", t151="0")
-    report = fm.execution_report(message)
+    report = fm.execution_report(fm.fields_of(message))
     assert report is not None and report.unknown_order and report.status_request_id == "osr_9"
 
 
 @pytest.mark.parametrize("tags", [{"t14": "40.5"}, {"t31": "abc"}, {"t39": "Z"}])
 def test_malformed_reports_are_refused_naming_the_tag(tags: dict[str, str]) -> None:
     with pytest.raises(fm.MalformedMessage) as caught:
-        fm.execution_report(execution_report_message(**tags))
+        fm.execution_report(fm.fields_of(execution_report_message(**tags)))
     assert str(caught.value.tag) == next(iter(tags))[1:]
 
 
 def test_unsupported_exec_types_are_ignored() -> None:
-    assert fm.execution_report(execution_report_message(t150="D")) is None  # restated
+    assert fm.execution_report(fm.fields_of(execution_report_message(t150="D"))) is None  # restated
 
 
 def command(kind: str, **fields: object) -> oc.OrderCommand:
@@ -160,7 +160,7 @@ def test_commands_from_the_wire() -> None:
 
 
 def test_report_to_proto_keeps_decimals_and_ids() -> None:
-    report = fm.execution_report(execution_report_message())
+    report = fm.execution_report(fm.fields_of(execution_report_message()))
     assert report is not None
     message = report_to_proto(Addressed(report, "ord_1", "u_1", "req_1"))
     assert message.exec_id == "E1" and message.order_id == "ord_1" and message.user_id == "u_1"
