@@ -73,6 +73,7 @@ class TestExchange(fix.Application):
         self.lock = threading.RLock()
         self.orders: dict[str, VenueOrder] = {}  # every ClOrdID of the chain -> order
         self.new_orders: Counter[str] = Counter()  # ClOrdID -> NewOrderSingles seen
+        self.rejects: list[tuple[str, str]] = []  # session-level Rejects from the broker: (tag, text)
         self.unknown_symbols: set[str] = set()
         self.halted = False
         self.losing_next_fill = False
@@ -95,7 +96,9 @@ class TestExchange(fix.Application):
         pass
 
     def fromAdmin(self, message: fix.Message, session_id: fix.SessionID) -> None:
-        pass
+        if header_text(message, 35) == "3":
+            with self.lock:
+                self.rejects.append((get_text(message, 371) or "", get_text(message, 58) or ""))
 
     def toApp(self, message: fix.Message, session_id: fix.SessionID) -> None:
         pass
@@ -346,6 +349,19 @@ class TestExchange(fix.Application):
 
     def lose_next_fill(self) -> None:
         self.losing_next_fill = True
+
+    def session_rejects(self) -> list[tuple[str, str]]:
+        with self.lock:
+            return list(self.rejects)
+
+    def send_report(self, cl_ord_id: str, overrides: dict[int, str]) -> None:
+        """An extra ExecutionReport for an order with some fields replaced (malformed ones too)."""
+        with self.lock:
+            order = self.orders[cl_ord_id]
+            message = self._execution_report(order, "F", "1", last_qty=1, last_px=order.price)
+            for tag, value in overrides.items():
+                set_text(message, tag, value)
+            fix.Session.sendToTarget(message, self.session_id)
 
 
 class ExchangeServer:

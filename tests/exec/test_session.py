@@ -191,3 +191,22 @@ async def test_rewound_session_replays_nothing_twice(start_exec, exchange: Excha
     await asyncio.sleep(1.0)  # time for a duplicate, were there one, to reach the OMS
     assert len(oms.reports) == published
     assert not oms.duplicate_exec_ids()
+
+
+async def test_malformed_report_is_refused_at_the_session_level(
+    start_exec, exchange: ExchangeProcess, oms_for
+) -> None:
+    exchange.set_policy("rest")
+    stack = await start_exec()
+    oms = await oms_for(stack)
+    order_id = await oms.new_order(quantity=10)
+    await eventually(lambda: oms.of(order_id, er.EXEC_TYPE_NEW))
+    # Half a share: valid FIX Qty syntax, impossible for a share count.
+    exchange.send_report(order_id, {14: "0.5", 17: "E-bad"})
+    await eventually(exchange.session_rejects)
+    assert exchange.session_rejects()[0][0] == "14"
+    # The session goes on; nothing was published for the bad report.
+    exchange.fill(order_id, 10, "1500.05")
+    await eventually(lambda: oms.filled(order_id) == 10)
+    assert "E-bad" not in {r.exec_id for r in oms.reports}
+    assert (await session_status(stack)).logged_on
