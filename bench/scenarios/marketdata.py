@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import sys
 import threading
 import time
@@ -110,7 +109,7 @@ async def _rig(ctx: BenchContext, name: str, listing: list[Any], **env: str) -> 
     # No message store on the double: resends are not what is measured, and a store would
     # charge a disk write per message to the load generator.
     exchange = fix_exchange.ExchangeDouble(ctx.workdir / f"{name}-exchange", listing, persist_messages=False)
-    exchange.start()
+    exchange.start()  # on this thread: the child is tied to the thread that starts it
     try:
         stack = await ctx.start_stack([SERVICE], extra_env={config.FIX_PORT: str(exchange.port), **env})
         await exchange.wait_subscribed()
@@ -189,7 +188,7 @@ async def tick_ingest(ctx: BenchContext) -> list[Figure]:
         await nc.flush()
         Entry = fix_exchange.Entry
         tick = Decimal("0.05")
-        messages = []
+        batches = []
         for k in range(200):
             price = Decimal(100) + tick * (k % 40)
             chunk = [symbols[(k * per_message + i) % len(symbols)] for i in range(per_message)]
@@ -201,29 +200,26 @@ async def tick_ingest(ctx: BenchContext) -> list[Figure]:
                     Entry(symbol, "0", str(price - tick), 100),
                     Entry(symbol, "1", str(price + tick), 100),
                 ]
-            messages.append(rig.exchange.incremental(entries))
+            batches.append(entries)
+        rig.exchange.prepare(batches)
         marker = 0
+
+        def send_marker() -> None:
+            nonlocal marker
+            marker += 1
+            rig.exchange.send_updates([Entry(MARKER_SYMBOL, "2", watch.price(marker), 1)])
 
         def send_for(seconds: float) -> tuple[int, bool]:
             """Send for `seconds` under flow control, then a last marker; (messages sent,
             whether the service kept up to the end)."""
-            nonlocal marker
             stop_at = time.perf_counter() + seconds
             sent = 0
-            for message in itertools.cycle(messages):
-                if time.perf_counter() >= stop_at:
-                    break
-                rig.exchange.send(message)
-                sent += 1
-                if sent % MARKER_EVERY == 0:
-                    marker += 1
-                    rig.exchange.send(
-                        rig.exchange.incremental([Entry(MARKER_SYMBOL, "2", watch.price(marker), 1)])
-                    )
-                    if not watch.wait_for(marker - MARKERS_AHEAD, timeout=60):
-                        return sent, False
-            marker += 1
-            rig.exchange.send(rig.exchange.incremental([Entry(MARKER_SYMBOL, "2", watch.price(marker), 1)]))
+            while time.perf_counter() < stop_at:
+                sent += rig.exchange.send_prepared(MARKER_EVERY)
+                send_marker()
+                if not watch.wait_for(marker - MARKERS_AHEAD, timeout=60):
+                    return sent, False
+            send_marker()
             return sent, watch.wait_for(marker, timeout=120)
 
         ctx.progress("warm-up")
@@ -306,41 +302,6 @@ class Shape:
         return f"{self.streams}x{self.symbols}"
 
 
-class Feeder:
-    """Ticks every symbol `TICKS_PER_SYMBOL` times a second, stamped with the current time,
-    in a thread (quickfix calls block briefly; the event loop stays with the clients)."""
-
-    def __init__(self, exchange: Any, entry: Any, symbols: list[str]) -> None:
-        self.exchange, self.entry, self.symbols = exchange, entry, symbols
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        slots = 10  # messages per round; a round is 1 / TICKS_PER_SYMBOL seconds
-        period = 1.0 / TICKS_PER_SYMBOL / slots
-        groups = [self.symbols[i::slots] for i in range(slots)]
-        next_at = time.perf_counter()
-        for n in itertools.count():
-            if self.stop.is_set():
-                return
-            price = str(Decimal(200) + Decimal("0.05") * (n % 100))
-            group = groups[n % slots]
-            if group:
-                self.exchange.send(self.exchange.incremental([self.entry(s, "2", price, 1) for s in group]))
-            next_at += period
-            delay = next_at - time.perf_counter()
-            if delay > 0:
-                time.sleep(delay)
-
-    def __enter__(self) -> Feeder:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.stop.set()
-        self.thread.join(timeout=10)
-
-
 async def _fanout_one(ctx: BenchContext, shape: Shape) -> list[Figure]:
     fix_exchange = _fix_exchange()
     listing = [*fix_exchange.DEFAULT_LISTING, *fix_exchange.synthetic_listing(max(shape.symbols, 100))]
@@ -384,7 +345,8 @@ async def _fanout_one(ctx: BenchContext, shape: Shape) -> list[Figure]:
         ctx.progress(f"{shape.name}: opening streams")
         tasks = [asyncio.create_task(client(i, ready[i])) for i in range(shape.streams)]
         await asyncio.wait_for(asyncio.gather(*(r.wait() for r in ready)), 120)
-        with Feeder(rig.exchange, fix_exchange.Entry, symbols):
+        rig.exchange.start_feeder(symbols, TICKS_PER_SYMBOL)
+        try:
             ctx.progress(f"{shape.name}: warm-up")
             await asyncio.sleep(2.0)
             ages.reset()
@@ -398,6 +360,8 @@ async def _fanout_one(ctx: BenchContext, shape: Shape) -> list[Figure]:
             cpu = (sum(rig.process.cpu_times()[:2]) - cpu0) / window
             rss_after = rig.process.memory_info().rss
             quotes, messages = delivered["quotes"], delivered["messages"]
+        finally:
+            rig.exchange.stop_feeder()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

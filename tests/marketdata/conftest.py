@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import urllib.request
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
 import pytest
@@ -18,7 +19,7 @@ from svc_runtime import config
 from svc_runtime.grpc_client import channel
 from svc_runtime.stack import Stack
 from tests.conftest import new_stack
-from tests.marketdata.fix_exchange import DEFAULT_LISTING, ExchangeDouble, synthetic_listing
+from tests.marketdata.fix_exchange import DEFAULT_LISTING, ExchangeDouble, Listed, synthetic_listing
 from tests.support.infra import SharedInfra
 
 T = TypeVar("T")
@@ -96,7 +97,27 @@ async def start_market_data(
 
 async def close(process: MarketDataProcess) -> None:
     await process.channel.close()
-    await process.stack.stop()
+    with contextlib.suppress(Exception):
+        await process.stack.stop()
+
+
+ExchangeFactory = Callable[..., ExchangeDouble]
+
+
+@pytest.fixture
+def exchanges() -> Iterator[ExchangeFactory]:
+    """Start exchange doubles (`exchanges(work_dir, listing, **options)`); every one is
+    stopped after the test, however it ends, so the next test can start its own."""
+    made: list[ExchangeDouble] = []
+
+    def make(work_dir: Path, listing: Sequence[Listed] = DEFAULT_LISTING, **options: Any) -> ExchangeDouble:
+        exchange = ExchangeDouble(work_dir, listing, **options).start()
+        made.append(exchange)
+        return exchange
+
+    yield make
+    for exchange in made:
+        exchange.stop()
 
 
 @pytest.fixture(scope="module")

@@ -4,24 +4,37 @@ It speaks the same session as the exchange simulator (`EXCHANGE` ← `BROKER_MD`
 SecurityListRequest (35=x) with a SecurityList (35=y), MarketDataRequest (35=V) with one
 snapshot (35=W) per symbol, and sends incremental refreshes (35=X) when told to. It keeps a
 little state per symbol (last, bid, ask, volume) so snapshots after a reconnect are right.
+
+The acceptor runs in a child process, driven over a pipe by `ExchangeDouble`: quickfix
+registers sessions process-wide (two acceptors of one session in a process steal each
+other's logons) and can crash while stopping a session whose counterparty was just killed;
+in a child neither reaches the test runner, and its FIX work does not compete with the
+test's event loop for the GIL.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
+import multiprocessing
+import os
+import signal
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
+from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Any
 
 import quickfix as fix
 import quickfix44 as fix44
 
 from svc_runtime.fix import data_dictionary, header_text, set_text
-from svc_runtime.infra.processes import free_port
+from svc_runtime.infra.processes import die_with_parent, free_port
 
 ACCEPTOR_CFG = """\
 [DEFAULT]
@@ -104,11 +117,8 @@ def fix_time(at: datetime) -> tuple[str, str]:
     return at.strftime("%Y%m%d"), at.strftime("%H:%M:%S.") + f"{at.microsecond // 1000:03d}"
 
 
-class ExchangeDouble(fix.Application):  # type: ignore[misc]
-    """Only one may run in a process at a time: quickfix registers sessions process-wide, and
-    two acceptors of the same session (EXCHANGE ← BROKER_MD) would steal each other's logons."""
-
-    _running: ExchangeDouble | None = None
+class _Acceptor(fix.Application):  # type: ignore[misc]
+    """The quickfix side, in the child process."""
 
     def __init__(
         self,
@@ -118,8 +128,11 @@ class ExchangeDouble(fix.Application):  # type: ignore[misc]
         *,
         answer_security_list: bool = True,
         persist_messages: bool = True,
+        snapshot_delay: float = 0.0,
     ) -> None:
         super().__init__()
+        # Seconds between a subscription and its snapshots (0: at once).
+        self.snapshot_delay = snapshot_delay
         self.listing = list(listing)
         # False: requests for the instrument master go unanswered (a venue that is slow or
         # does not offer it).
@@ -151,35 +164,28 @@ class ExchangeDouble(fix.Application):  # type: ignore[misc]
 
     # --- lifecycle -----------------------------------------------------------------------
 
-    def start(self) -> ExchangeDouble:
-        if ExchangeDouble._running is not None:
-            raise RuntimeError("another ExchangeDouble is running in this process; stop it first")
-        ExchangeDouble._running = self
-        assert self.acceptor is not None, "a stopped double cannot be restarted"
+    def start(self) -> None:
+        assert self.acceptor is not None
         self.acceptor.start()
-        return self
 
     def stop(self) -> None:
         if self.acceptor is not None:
             self.acceptor.stop(True)  # no logout handshake: the broker may already be gone
-            # Destroying the acceptor unregisters its session from quickfix's process-wide
-            # registry, so a later double can use the same session id.
             self.acceptor = None
-        if ExchangeDouble._running is self:
-            ExchangeDouble._running = None
 
-    @property
     def logged_on(self) -> bool:
         return self._logged_on.is_set()
 
-    async def wait_subscribed(self, count: int = 1, timeout: float = 60.0) -> list[str]:
-        """Wait until `count` subscriptions arrived in total; the symbols of the last one."""
-        deadline = time.monotonic() + timeout
-        while len(self.subscriptions) < count:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"no market-data subscription after {timeout}s")
-            await asyncio.sleep(0.05)
-        return self.subscriptions[-1]
+    def counters(self) -> dict[str, object]:
+        return {
+            "logons": self.logons,
+            "security_list_requests": self.security_list_requests,
+            "subscriptions": [list(s) for s in self.subscriptions],
+        }
+
+    def book_copy(self) -> dict[str, Book]:
+        with self._lock:
+            return {symbol: replace(book) for symbol, book in self.books.items()}
 
     # --- quickfix callbacks ----------------------------------------------------------------
 
@@ -215,9 +221,17 @@ class ExchangeDouble(fix.Application):  # type: ignore[misc]
                 message.getGroup(i, group)
                 symbols.append(group.getField(55))
             self.subscriptions.append(symbols)
-            for symbol in symbols:
-                if symbol in self.books:
-                    self._send_snapshot(symbol, message.getField(262))
+            request_id = message.getField(262)
+
+            def snapshots() -> None:
+                for symbol in symbols:
+                    if symbol in self.books:
+                        self._send_snapshot(symbol, request_id)
+
+            if self.snapshot_delay:
+                threading.Timer(self.snapshot_delay, snapshots).start()
+            else:
+                snapshots()
 
     # --- messages --------------------------------------------------------------------------
 
@@ -348,3 +362,210 @@ class ExchangeDouble(fix.Application):  # type: ignore[misc]
             book.bid = None if entry.action == "2" else (entry.price or "0", entry.size or 0)
         elif entry.entry_type == "1":
             book.ask = None if entry.action == "2" else (entry.price or "0", entry.size or 0)
+
+    def set_last(self, symbol: str, price: str) -> None:
+        """Change the book without a message: only the next snapshot will say so."""
+        with self._lock:
+            self.books[symbol].last = price
+
+    # --- load generation ---------------------------------------------------------------------
+
+    def prepare(self, batches: list[list[Entry]]) -> int:
+        """Build incremental refreshes once, to be sent again and again by `send_prepared`
+        (quickfix renumbers each send): the cost of a send is then quickfix's alone."""
+        self._prepared = [self.incremental(entries) for entries in batches]
+        self._next_prepared = 0
+        return len(self._prepared)
+
+    def send_prepared(self, count: int) -> int:
+        for _ in range(count):
+            self.send(self._prepared[self._next_prepared])
+            self._next_prepared = (self._next_prepared + 1) % len(self._prepared)
+        return count
+
+    def start_feeder(self, symbols: list[str], ticks_per_symbol: float, slots: int = 10) -> None:
+        """Trade every symbol `ticks_per_symbol` times a second, stamped with the current
+        time: `slots` messages a round, each for a slice of the symbols."""
+        self._feeding = threading.Event()
+        groups = [symbols[i::slots] for i in range(slots)]
+        period = 1.0 / ticks_per_symbol / slots
+        stop = self._feeding
+
+        def run() -> None:
+            next_at = time.perf_counter()
+            for n in itertools.count():
+                if stop.is_set():
+                    return
+                price = str(Decimal(200) + Decimal("0.05") * (n % 100))
+                group = groups[n % slots]
+                if group:
+                    self.send(self.incremental([Entry(s, "2", price, 1) for s in group]))
+                next_at += period
+                delay = next_at - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+
+        self._feeder = threading.Thread(target=run, daemon=True)
+        self._feeder.start()
+
+    def stop_feeder(self) -> None:
+        self._feeding.set()
+        self._feeder.join(timeout=10)
+
+
+# --- the child process and its proxy -----------------------------------------------------------
+
+
+def _serve(
+    conn: Connection, work_dir: Path, listing: list[Listed], port: int, options: dict[str, Any]
+) -> None:
+    """The child: run the acceptor and answer the parent's calls until told to stop."""
+    arm = die_with_parent(signal.SIGKILL)
+    if arm is not None:
+        arm()
+    acceptor = _Acceptor(work_dir, listing, port, **options)
+    acceptor.start()
+    conn.send(("ok", None))
+    while True:
+        try:
+            method, args, kwargs = conn.recv()
+        except EOFError:
+            break
+        if method == "stop":
+            conn.send(("ok", None))
+            break
+        try:
+            conn.send(("ok", getattr(acceptor, method)(*args, **kwargs)))
+        except Exception as exc:
+            conn.send(("error", f"{type(exc).__name__}: {exc}"))
+    # Leave without stopping quickfix: the process exit closes its sockets, and nothing can
+    # crash on the way out.
+    os._exit(0)
+
+
+class ExchangeDouble:
+    """Drives an exchange double in a child process; the methods mirror the acceptor's."""
+
+    def __init__(
+        self,
+        work_dir: Path,
+        listing: Sequence[Listed] = DEFAULT_LISTING,
+        port: int = 0,
+        *,
+        answer_security_list: bool = True,
+        persist_messages: bool = True,
+        snapshot_delay: float = 0.0,
+    ) -> None:
+        self.work_dir = work_dir
+        self.listing = list(listing)
+        self.port = port or free_port()
+        self._options = {
+            "answer_security_list": answer_security_list,
+            "persist_messages": persist_messages,
+            "snapshot_delay": snapshot_delay,
+        }
+        self._lock = threading.Lock()
+        self._conn: Connection | None = None
+        self._process: multiprocessing.process.BaseProcess | None = None
+
+    def start(self) -> ExchangeDouble:
+        context = multiprocessing.get_context("spawn")
+        parent, child = context.Pipe()
+        self._process = context.Process(
+            target=_serve,
+            args=(child, self.work_dir, self.listing, self.port, self._options),
+            daemon=True,
+            name="exchange-double",
+        )
+        self._process.start()
+        child.close()
+        self._conn = parent
+        if not parent.poll(60) or parent.recv() != ("ok", None):
+            self.stop()
+            raise RuntimeError("the exchange double did not start")
+        return self
+
+    def stop(self) -> None:
+        process, self._process = self._process, None
+        if process is None:
+            return
+        with contextlib.suppress(Exception):
+            self._call("stop")
+        process.join(timeout=10)
+        if process.is_alive():
+            process.kill()
+            process.join(timeout=10)
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            if self._conn is None:
+                raise RuntimeError("the exchange double is not running")
+            self._conn.send((method, args, kwargs))
+            status, value = self._conn.recv()
+        if status != "ok":
+            raise RuntimeError(f"exchange double: {value}")
+        return value
+
+    # What it received, for assertions.
+    @property
+    def logged_on(self) -> bool:
+        return bool(self._call("logged_on"))
+
+    @property
+    def logons(self) -> int:
+        return int(self._call("counters")["logons"])
+
+    @property
+    def security_list_requests(self) -> int:
+        return int(self._call("counters")["security_list_requests"])
+
+    @property
+    def subscriptions(self) -> list[list[str]]:
+        return list(self._call("counters")["subscriptions"])
+
+    @property
+    def books(self) -> dict[str, Book]:
+        return dict(self._call("book_copy"))
+
+    async def wait_subscribed(self, count: int = 1, timeout: float = 60.0) -> list[str]:
+        """Wait until `count` subscriptions arrived in total; the symbols of the last one."""
+        deadline = time.monotonic() + timeout
+        while len(subscriptions := self.subscriptions) < count:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no market-data subscription after {timeout}s")
+            await asyncio.sleep(0.05)
+        return subscriptions[-1]
+
+    # What it sends.
+    def send_updates(self, entries: Iterable[Entry], at: datetime | None = None) -> None:
+        """One incremental refresh (35=X) with these entries; the books follow. Sent while
+        the broker is away, it is stored and resent (PossDup) when the broker logs on again."""
+        self._call("send_updates", list(entries), at)
+
+    def trade(self, symbol: str, price: str | Decimal, size: int = 10, at: datetime | None = None) -> None:
+        """A trade: last price and the day's cumulative volume."""
+        self._call("trade", symbol, str(price), size, at)
+
+    def quote(
+        self, symbol: str, bid: tuple[str, int], ask: tuple[str, int], at: datetime | None = None
+    ) -> None:
+        self._call("quote", symbol, bid, ask, at)
+
+    def set_last(self, symbol: str, price: str) -> None:
+        """Change the book without a message: only the next snapshot will say so."""
+        self._call("set_last", symbol, price)
+
+    def prepare(self, batches: list[list[Entry]]) -> int:
+        return int(self._call("prepare", batches))
+
+    def send_prepared(self, count: int) -> int:
+        return int(self._call("send_prepared", count))
+
+    def start_feeder(self, symbols: list[str], ticks_per_symbol: float) -> None:
+        self._call("start_feeder", symbols, ticks_per_symbol)
+
+    def stop_feeder(self) -> None:
+        self._call("stop_feeder")

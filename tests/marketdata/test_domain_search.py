@@ -132,9 +132,24 @@ def test_paged_search_equals_the_plain_ranking(size: int) -> None:
     sectors = ["Steel", "Motors", "Bank", "Power", "Tata"]
     index = InstrumentIndex.build(
         [Instrument("TATA", "Tata Sons"), Instrument("C1", "Special One")]
-        + [Instrument(f"C{n}{sectors[n % 5][0]}", f"Company {n} {sectors[n % 5]} Limited") for n in range(size)]
+        + [
+            Instrument(f"C{n}{sectors[n % 5][0]}", f"Company {n} {sectors[n % 5]} Limited")
+            for n in range(size)
+        ]
     )
-    for query in ("c", "c1", "C12", "company", "company 1", "tata", "limited steel", "steel", "s", "zz", "1 bank"):
+    for query in (
+        "c",
+        "c1",
+        "C12",
+        "company",
+        "company 1",
+        "tata",
+        "limited steel",
+        "steel",
+        "s",
+        "zz",
+        "1 bank",
+    ):
         expected = reference_ranking(index, query)
         paged: list[tuple[int, str]] = []
         after = None

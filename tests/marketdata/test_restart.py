@@ -14,8 +14,7 @@ from nats.js.errors import KeyNotFoundError
 from brokermesh.marketdata.v1 import marketdata_pb2 as pb
 from brokermesh.marketdata.v1 import tick_pb2
 from svc_runtime.messaging import Topology
-from tests.marketdata.conftest import MarketDataProcess, close, eventually, start_market_data
-from tests.marketdata.fix_exchange import ExchangeDouble
+from tests.marketdata.conftest import ExchangeFactory, MarketDataProcess, close, eventually, start_market_data
 from tests.support.infra import SharedInfra
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -37,9 +36,9 @@ async def wait_for_price(md: MarketDataProcess, symbol: str, price: str) -> pb.Q
 
 
 async def test_after_kill_9_instruments_and_quotes_are_served_before_the_exchange_answers(
-    infra: SharedInfra, tmp_path: Path
+    infra: SharedInfra, tmp_path: Path, exchanges: ExchangeFactory
 ) -> None:
-    exchange = ExchangeDouble(tmp_path / "exchange").start()
+    exchange = exchanges(tmp_path / "exchange")
     md = await start_market_data(infra, tmp_path / "md", exchange)
     try:
         await exchange.wait_subscribed()
@@ -58,16 +57,14 @@ async def test_after_kill_9_instruments_and_quotes_are_served_before_the_exchang
         found = await md.quotes.SearchInstruments(pb.SearchInstrumentsRequest(query="tata"), timeout=10)
         assert [i.symbol for i in found.instruments] == ["TATAMOTORS", "TATASTEEL", "TCS"]
         restored = await quote_of(md, "INFY")
-        assert restored.last_price.value == "1520.00"
+        assert restored.last_price.value == "1520.00", (restored, before)
         assert restored.sequence == before.sequence
 
         # The exchange returns (same session store): the session resumes without a reset —
         # with lost sequence numbers the exchange would refuse the logon — and prices flow.
         # It does not answer for the instrument master this time: the service subscribes to
         # the stored one after a short wait.
-        exchange = ExchangeDouble(
-            tmp_path / "exchange", port=exchange.port, answer_security_list=False
-        ).start()
+        exchange = exchanges(tmp_path / "exchange", port=exchange.port, answer_security_list=False)
         subscribed = await exchange.wait_subscribed()
         assert sorted(subscribed) == sorted(item.symbol for item in exchange.listing)
         assert exchange.security_list_requests == 1
@@ -76,7 +73,6 @@ async def test_after_kill_9_instruments_and_quotes_are_served_before_the_exchang
         assert after.sequence > before.sequence
     finally:
         await close(md)
-        exchange.stop()
 
 
 async def _wait_saved(md: MarketDataProcess, symbol: str, sequence: int) -> None:
@@ -97,9 +93,11 @@ async def _wait_saved(md: MarketDataProcess, symbol: str, sequence: int) -> None
 
 
 async def test_resent_history_is_not_replayed_and_sequences_keep_increasing(
-    infra: SharedInfra, tmp_path: Path
+    infra: SharedInfra, tmp_path: Path, exchanges: ExchangeFactory
 ) -> None:
-    exchange = ExchangeDouble(tmp_path / "exchange").start()
+    # Snapshots come a while after the subscription, so anything applied from the resend
+    # would be published on its own before the snapshot could overwrite it.
+    exchange = exchanges(tmp_path / "exchange", snapshot_delay=1.0)
     # Nothing saved to KV during the test: sequences must survive the crash on their own.
     md = await start_market_data(
         infra, tmp_path / "md", exchange, BROKERMESH_MARKETDATA_SNAPSHOT_SECONDS="3600"
@@ -120,10 +118,10 @@ async def test_resent_history_is_not_replayed_and_sequences_keep_increasing(
         seen_before = max(t.sequence for t in ticks)
 
         await md.stack.kill(SERVICE)
-        # While the broker is away the exchange moves on; these are stored and resent
-        # (PossDup) when the session resumes, before the fresh snapshot.
+        # While the broker is away the exchange sends a trade, stored and resent (PossDup)
+        # when the session resumes; by then the market has moved, as the snapshot says.
         exchange.trade("TCS", "3490.00", 1)
-        exchange.trade("TCS", "3499.95", 1)
+        exchange.set_last("TCS", "3499.95")  # where the market is when the snapshot is taken
         await md.restart_after_kill()
         await exchange.wait_subscribed(count=2)
         current = await wait_for_price(md, "TCS", "3499.95")  # from the snapshot
@@ -139,7 +137,6 @@ async def test_resent_history_is_not_replayed_and_sequences_keep_increasing(
     finally:
         await nc.close()
         await close(md)
-        exchange.stop()
 
 
 async def _has_tick(ticks: list[pb.Quote], price: str) -> bool:

@@ -12,8 +12,8 @@ import pytest
 
 from brokermesh.marketdata.v1 import marketdata_pb2 as pb
 from svc_runtime.errors import details_of
-from tests.marketdata.conftest import close, start_market_data
-from tests.marketdata.fix_exchange import DEFAULT_LISTING, Entry, ExchangeDouble, synthetic_listing
+from tests.marketdata.conftest import ExchangeFactory, close, start_market_data
+from tests.marketdata.fix_exchange import DEFAULT_LISTING, Entry, synthetic_listing
 from tests.marketdata.test_streams import Reader
 from tests.support.infra import SharedInfra
 
@@ -21,10 +21,10 @@ pytestmark = pytest.mark.e2e
 
 
 async def test_a_client_that_stops_reading_is_dropped_without_holding_up_others(
-    infra: SharedInfra, tmp_path: Path
+    infra: SharedInfra, tmp_path: Path, exchanges: ExchangeFactory
 ) -> None:
     listing = [*DEFAULT_LISTING, *synthetic_listing(1500)]
-    exchange = ExchangeDouble(tmp_path / "exchange", listing).start()
+    exchange = exchanges(tmp_path / "exchange", listing)
     process = await start_market_data(
         infra, tmp_path / "md", exchange, BROKERMESH_MARKETDATA_STREAM_STALL_SECONDS="1"
     )
@@ -65,4 +65,3 @@ async def test_a_client_that_stops_reading_is_dropped_without_holding_up_others(
         await healthy.stop()
     finally:
         await close(process)
-        exchange.stop()
