@@ -157,6 +157,7 @@ class Executor:
         if cl_ord_id is None:
             COMMANDS.labels("status", "unknown_order").inc()
             return "done"
+        self.desk.publish_answer(command.meta.command_id)
         self.entry.send_status_request(cl_ord_id, command.symbol, command.side, command.meta.command_id)
         COMMANDS.labels("status", "sent").inc()
         return "done"

@@ -98,6 +98,7 @@ class ReportDesk:
         self._dirty: dict[str, OrderSnapshot] = {}
         self._status_waiters: dict[str, asyncio.Future[Addressed]] = {}
         self._mass_status: dict[str, MassStatus] = {}
+        self._answers_to_publish: set[str] = set()
         self._saved: SessionProgress | None = None
         self.published = 0
         self._in_flight = 0  # received, not yet published
@@ -182,6 +183,10 @@ class ReportDesk:
         self._status_waiters[f"cl:{cl_ord_id}"] = future
         return future
 
+    def publish_answer(self, request_id: str) -> None:
+        """The answer to this status request goes to JetStream whatever it says."""
+        self._answers_to_publish.add(request_id)
+
     def forget_status(self, request_id: str, cl_ord_id: str) -> None:
         self._status_waiters.pop(request_id, None)
         self._status_waiters.pop(f"cl:{cl_ord_id}", None)
@@ -259,11 +264,14 @@ class ReportDesk:
         to_publish = view.apply(report)
         if report.kind is ExecKind.TRADE and not to_publish:
             REPORTS_SUPPRESSED.inc()
-        addressed = [Addressed(r, view.order_id, view.user_id, view.request_id) for r in to_publish]
         if report.kind is ExecKind.ORDER_STATUS:
-            self._count_mass_status(report, len(to_publish) - 1, view.order_id)
-            if addressed:
-                self._answer_status(report, addressed[0])
+            # The OMS asked (an order-status command): it hears the answer even if not news.
+            if not to_publish and report.status_request_id in self._answers_to_publish:
+                to_publish = [report]
+            self._answers_to_publish.discard(report.status_request_id)
+            self._count_mass_status(report, max(0, len(to_publish) - 1), view.order_id)
+            self._answer_status(report, Addressed(report, view.order_id, view.user_id, view.request_id))
+        addressed = [Addressed(r, view.order_id, view.user_id, view.request_id) for r in to_publish]
         return _Outgoing(seq, received, addressed, view.snapshot())
 
     async def _resolve_refusal(self, seq: int | None, item: MessageRejected, received: float) -> _Outgoing:

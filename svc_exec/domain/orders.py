@@ -114,15 +114,19 @@ class OrderView:
         return out
 
     def _apply_status(self, report: Report) -> list[Report]:
-        out = [report]
+        """A status answer is published only when it tells the broker something: a status it
+        has not heard, or fills and terminal states it missed (inferred). An answer that
+        repeats what was published concerns only whoever asked."""
         if report.unknown_order:
-            return out
+            return []
+        before = self.status
+        inferred: list[Report] = []
         if report.cum_qty > self.cum_qty:
             avg = report.avg_px if report.avg_px is not None else (report.limit_px or ZERO)
-            out.append(self._inferred_fill(report, report.cum_qty, avg * report.cum_qty))
+            inferred.append(self._inferred_fill(report, report.cum_qty, avg * report.cum_qty))
         status = report.status
         if status in TERMINAL_KIND and not self.terminal:
-            out.append(
+            inferred.append(
                 replace(
                     report,
                     kind=TERMINAL_KIND[status],
@@ -135,7 +139,9 @@ class OrderView:
             self.status = status
         elif status is not None and status is not OrdStatus.FILLED and not self.terminal:
             self.status = status
-        return out
+        if inferred or (status is not None and status is not before):
+            return [report, *inferred]
+        return []
 
     def _inferred_fill(self, source: Report, cum_qty: int, notional: Decimal) -> Report:
         """A fill bringing the published fills to `cum_qty` shares worth `notional` in all."""

@@ -91,10 +91,8 @@ def test_a_status_answer_reveals_missed_fills_and_a_cancel_once() -> None:
     # 10 @ 100 + 20 @ x = 30 @ 100.5  ⇒  x = 100.75
     assert out[1].last_px == Decimal("100.75")
     assert order.status is OrdStatus.CANCELED
-    # Asking again tells nothing new: only the status report itself (same derived id).
-    again = order.apply(answer)
-    assert [r.kind for r in again] == [ExecKind.ORDER_STATUS]
-    assert again[0].msg_id == out[0].msg_id
+    # Asking again tells nothing new: nothing to publish.
+    assert order.apply(answer) == []
     # The real fill arriving late is not applied a second time.
     assert order.apply(fill("E2", 20, 30, "100.75")) == []
 
@@ -116,8 +114,17 @@ def test_unknown_order_answers_infer_nothing() -> None:
         status=OrdStatus.REJECTED,
         unknown_order=True,
     )
-    assert order.apply(answer) == [answer]
+    assert order.apply(answer) == []  # only whoever asked hears it
     assert order.status is OrdStatus.PENDING_NEW
+
+
+def test_status_answers_are_published_only_when_they_tell_something() -> None:
+    order = view()
+    working = status_report(OrdStatus.NEW, 0)
+    assert order.apply(working) == [working]  # the broker had not heard the order accepted
+    assert order.apply(working) == []
+    order.apply(fill("E1", 40, 40))
+    assert order.apply(status_report(OrdStatus.PARTIALLY_FILLED, 40, avg="1500")) == []
 
 
 def test_terminal_orders_do_not_come_back_to_life() -> None:

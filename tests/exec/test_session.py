@@ -5,16 +5,19 @@ reconciliation infers it), reconnects after the exchange goes away."""
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 
 import asyncpg
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from brokermesh.exec.v1 import exec_pb2
+from brokermesh.exec.v1 import exec_pb2, exec_pb2_grpc
 from brokermesh.exec.v1 import execution_report_pb2 as er
-from svc_runtime import db
-from svc_runtime.grpc_client import channel
+from svc_runtime import config, db
+from svc_runtime.grpc_client import channel, wait_healthy
+from svc_runtime.infra.processes import free_port
 from tests.exec.acceptor import ExchangeProcess
 from tests.exec.proxy import FixProxy
 from tests.exec.support import (
@@ -210,3 +213,47 @@ async def test_malformed_report_is_refused_at_the_session_level(
     await eventually(lambda: oms.filled(order_id) == 10)
     assert "E-bad" not in {r.exec_id for r in oms.reports}
     assert (await session_status(stack)).logged_on
+
+
+async def test_a_standby_replica_takes_over_the_session(
+    start_exec, exchange: ExchangeProcess, oms_for
+) -> None:
+    """Two replicas, one FIX session: the second waits; when the first dies it takes over
+    with the same store, and the sequence continues."""
+    stack = await start_exec()
+    oms = await oms_for(stack)
+    first = [await oms.new_order() for _ in range(5)]
+    await eventually(lambda: all(oms.filled(o) == 10 for o in first))
+    port = free_port()
+    env = {
+        **os.environ,
+        **stack.plan.env_for("svc_exec"),
+        config.GRPC_LISTEN: f"127.0.0.1:{port}",
+        config.METRICS_PORT: str(free_port()),
+    }
+    with (stack.log_dir / "svc_exec-standby.log").open("ab") as log:
+        standby = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "svc_exec", env=env, stdout=log, stderr=log
+        )
+    try:
+        await wait_healthy(f"127.0.0.1:{port}", timeout=60)
+        async with channel(f"127.0.0.1:{port}") as ch:
+            stub = exec_pb2_grpc.ExecutionServiceStub(ch)
+            status = await stub.GetSessionStatus(exec_pb2.GetSessionStatusRequest(), timeout=5)
+            assert not status.active and not status.logged_on
+            before = await session_status(stack)
+            await stack.kill("svc_exec")
+
+            async def standby_logged_on() -> bool:
+                status = await stub.GetSessionStatus(exec_pb2.GetSessionStatusRequest(), timeout=5)
+                return status.active and status.logged_on
+
+            await eventually_async(standby_logged_on, equals=True)
+            second = [await oms.new_order() for _ in range(5)]
+            await eventually(lambda: all(oms.filled(o) == 10 for o in second))
+            after = await stub.GetSessionStatus(exec_pb2.GetSessionStatusRequest(), timeout=5)
+            assert after.next_sender_seq_num > before.next_sender_seq_num + 5
+            assert not oms.duplicate_exec_ids()
+    finally:
+        standby.terminate()
+        await standby.wait()
