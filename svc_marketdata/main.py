@@ -82,7 +82,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     market = MarketData(
         repository=PgInstrumentRepository(pool),
         publisher=NatsTickPublisher(nc, topology),
-        snapshots=KvQuoteSnapshots(quotes_kv),
+        snapshots=KvQuoteSnapshots(quotes_kv, nc, topology.quotes_bucket),
         encode=encode_quote,
         shard_of=Topology.tick_shard,
         hub=hub,

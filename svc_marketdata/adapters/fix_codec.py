@@ -79,7 +79,6 @@ def _dictionary() -> ET.Element:
     return ET.parse(data_dictionary()).getroot()
 
 
-_X_ENTRY_TAGS = group_tags("X", "NoMDEntries")
 _W_ENTRY_TAGS = group_tags("W", "NoMDEntries")
 _Y_ENTRY_TAGS = group_tags("y", "NoRelatedSym")
 
@@ -240,22 +239,85 @@ def _sending_ns(body: dict[str, str]) -> int:
 
 
 def parse_incremental(raw: str) -> list[SymbolUpdate]:
-    """MarketDataIncrementalRefresh (35=X) → one update per symbol it touches."""
-    body, entries = _groups(raw, "279", _X_ENTRY_TAGS)
-    sent_ns = _sending_ns(body)
-    default_date = body.get("52", "")[:8]
+    """MarketDataIncrementalRefresh (35=X) → one update per symbol it touches.
+
+    The hot path of the feed, so written as one pass with the fields it reads in locals
+    (MDUpdateAction 279 starts an entry; an entry without Symbol continues the previous
+    entry's instrument)."""
+    sent = ""
+    entries: list[
+        tuple[str, str, str | None, str | None, str, str | None, str | None, str | None, str | None]
+    ] = []
+    action: str | None = None
+    symbol = ""
+    kind = price = size = date = at = position = flags = None
+    for tag, value in _FIELD.findall(raw):
+        if tag == "279":
+            if action is not None:
+                entries.append((action, kind or "", price, size, symbol, date, at, position, flags))
+            action, kind, price, size, date, at, position, flags = (
+                value,
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+            )
+        elif action is None:
+            if tag == "52":
+                sent = value
+        elif tag == "270":
+            price = value
+        elif tag == "269":
+            kind = value
+        elif tag == "271":
+            size = value
+        elif tag == "55":
+            symbol = value
+        elif tag == "273":
+            at = value
+        elif tag == "272":
+            date = value
+        elif tag == "290":
+            position = value
+        elif tag == "286":
+            flags = value
+    if action is not None:
+        entries.append((action, kind or "", price, size, symbol, date, at, position, flags))
+
     by_symbol: dict[str, list[MarketDataEntry]] = {}
     times: dict[str, int] = {}
-    symbol = ""
-    for fields in entries:
-        # An entry without an instrument continues the previous entry's instrument.
-        symbol = normalize_symbol(fields.get("55", symbol))
-        if not symbol:
+    default_date = sent[:8]
+    names: dict[str, str] = {}
+    for action, kind, price, size, raw_name, date, at, position, flags in entries:
+        name = names.get(raw_name)
+        if name is None:
+            name = names[raw_name] = normalize_symbol(raw_name)
+        if not name:
             raise FixFormatError("incremental refresh entry without a symbol")
-        by_symbol.setdefault(symbol, []).append(_entry(fields, fields["279"]))
-        times[symbol] = max(_entry_time(fields, default_date), times.get(symbol, 0))
+        entry = MarketDataEntry(
+            kind,
+            action,
+            _price(price),
+            _quantity(size),
+            int(position) if position else None,
+            flags is not None and "4" in flags.split(),
+        )
+        listed = by_symbol.get(name)
+        if listed is None:
+            listed = by_symbol[name] = []
+        listed.append(entry)
+        if at:
+            moment = _day_ns(date or default_date) + _time_ns(at)
+            if moment > times.get(name, 0):
+                times[name] = moment
     # A symbol's time is its latest entry time; without any, the message's SendingTime.
-    return [SymbolUpdate(s, tuple(e), times[s] or sent_ns) for s, e in by_symbol.items()]
+    sent_ns = utc_ns(sent[:8], sent[9:]) if sent else 0
+    return [
+        SymbolUpdate(name, tuple(listed), times.get(name) or sent_ns) for name, listed in by_symbol.items()
+    ]
 
 
 def parse_snapshot(raw: str) -> SymbolUpdate:

@@ -51,10 +51,17 @@ async def open_bucket(js: JetStreamContext, name: str, *, description: str) -> K
 
 
 class KvQuoteSnapshots:
-    """Latest quote per symbol in `topology.quotes_bucket`, key `Topology.quote_key(symbol)`."""
+    """Latest quote per symbol in `topology.quotes_bucket`, key `Topology.quote_key(symbol)`.
 
-    def __init__(self, kv: KeyValue, *, concurrency: int = 64) -> None:
+    Writes are plain publishes on the bucket's subjects (`$KV.{bucket}.{key}`), which the KV
+    stream stores like any put, without waiting for an acknowledgement: a snapshot lost now
+    is rewritten a second later, and waiting for hundreds of acks a second would cost the
+    feed more than the snapshot is worth."""
+
+    def __init__(self, kv: KeyValue, nc: NatsClient, bucket: str, *, concurrency: int = 64) -> None:
         self.kv = kv
+        self.nc = nc
+        self.prefix = f"$KV.{bucket}."
         self.concurrency = concurrency
 
     async def load(self) -> list[Quote]:
@@ -69,8 +76,5 @@ class KvQuoteSnapshots:
         return quotes
 
     async def save(self, encoded: dict[str, bytes]) -> None:
-        # Pipelined puts: a sequential put waits a round trip (and an fsync) each.
-        items = list(encoded.items())
-        for start in range(0, len(items), self.concurrency):
-            chunk = items[start : start + self.concurrency]
-            await asyncio.gather(*(self.kv.put(Topology.quote_key(s), value) for s, value in chunk))
+        for symbol, value in encoded.items():
+            await self.nc.publish(self.prefix + Topology.quote_key(symbol), value)
