@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import faulthandler
 import logging
+import os
 import signal
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -188,7 +190,13 @@ async def serve(settings: ExchangeSettings, stop: asyncio.Event) -> None:
         await asyncio.gather(*tasks, return_exceptions=True)
         await server.stop()
         await delivery.close()
-        await asyncio.to_thread(acceptor.stop)
+        if not await acceptor.stop():
+            _exit_now.set()
+
+
+# Set when quickfix could not be stopped: the process then leaves without waiting for its
+# threads (or their destructors) once the service has shut down everything else.
+_exit_now = threading.Event()
 
 
 def main() -> None:
@@ -197,3 +205,6 @@ def main() -> None:
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     settings = ExchangeSettings.from_env()
     run(SERVICE, lambda stop: serve(settings, stop), metrics_port=settings.metrics_port)
+    if _exit_now.is_set():
+        logging.shutdown()
+        os._exit(0)

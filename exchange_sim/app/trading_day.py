@@ -100,7 +100,9 @@ class TradingDay:
         ):
             self.engine.resume(None)
             HALTED.set(0)
-            log.warning("circuit-breaker halt over: trading resumes", extra={"level": self.breaker.tripped})
+            log.warning(
+                "circuit-breaker halt over: trading resumes", extra={"breaker_level": self.breaker.tripped}
+            )
             self.breaker_halt = None
             self.halt_ends_at = None
             self.notify()
@@ -116,7 +118,11 @@ class TradingDay:
         CIRCUIT_LEVEL.set(level.level)
         log.warning(
             "circuit breaker tripped",
-            extra={"level": level.level, "index": str(self.index), "change_percent": str(self.change)},
+            extra={
+                "breaker_level": level.level,
+                "index": str(self.index),
+                "change_percent": str(self.change),
+            },
         )
         self.notify()
 

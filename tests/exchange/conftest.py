@@ -49,4 +49,4 @@ async def fix_clients(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[F
     yield connect
     for client in clients:
         with contextlib.suppress(Exception):
-            client.stop()
+            client.stop(force=True)

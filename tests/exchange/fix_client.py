@@ -113,9 +113,10 @@ class FixClient(fix.Application):  # type: ignore[misc]
         self._initiator = fix.SocketInitiator(self, store, self.settings, logs)
         self._initiator.start()
 
-    def stop(self) -> None:
+    def stop(self, *, force: bool = False) -> None:
+        """Log out (or, forced, just disconnect) and stop quickfix's thread."""
         if self._initiator is not None:
-            self._initiator.stop()
+            self._initiator.stop(force)
             self._initiator = None
 
     def session(self) -> fix.Session:

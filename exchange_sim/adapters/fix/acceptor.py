@@ -9,7 +9,9 @@ GIL while quickfix works.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -90,11 +92,30 @@ class FixAcceptor(fix.Application):  # type: ignore[misc]
         self._acceptor.start()
         log.info("fix acceptor listening", extra={"port": self.port, "sessions": sorted(self.sessions)})
 
-    def stop(self) -> None:
-        """Blocks until sessions have logged out: call it off the event loop."""
-        if self._acceptor is not None:
-            self._acceptor.stop()
-            self._acceptor = None
+    async def stop(self, timeout: float = 3.0) -> bool:
+        """Log the sessions out and stop quickfix; False if it did not finish in time.
+
+        QuickFIX 1.15's `Acceptor::stop` can hang joining its own thread (it tears the socket
+        server down before the join; quickfix/quickfix#740), so it runs on a daemon thread
+        and is given up on after `timeout`: every message is already in the FileStore, so
+        leaving then is no worse than a crash."""
+        acceptor, self._acceptor = self._acceptor, None
+        if acceptor is None:
+            return True
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+
+        def stop() -> None:
+            acceptor.stop()
+            loop.call_soon_threadsafe(lambda: done.done() or done.set_result(None))
+
+        threading.Thread(target=stop, name="fix-acceptor-stop", daemon=True).start()
+        try:
+            await asyncio.wait_for(done, timeout)
+        except TimeoutError:
+            log.warning("fix acceptor did not stop in time", extra={"timeout_s": timeout})
+            return False
+        return True
 
     # ---- quickfix callbacks (quickfix thread) ---------------------------------------------
 
