@@ -8,6 +8,7 @@ share one NATS server without seeing each other's messages.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import zlib
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -205,6 +206,9 @@ def decode(msg: Msg, message_type: type[M]) -> M:
 
 
 BatchHandler = Callable[[Sequence[Msg]], Awaitable[None]]
+# How long a non-lingering consumer waits for messages beyond the first: enough for the
+# server's answer to a no-wait pull on a local network.
+_DRAIN_TIMEOUT = 0.001
 
 
 class DurableConsumer:
@@ -215,6 +219,11 @@ class DurableConsumer:
     the rest; a message that keeps failing is redelivered with backoff and, after
     `max_deliver` attempts, left to the handler's dead-letter policy (it is terminated and
     logged at error level with its stream sequence, never silently dropped).
+
+    `linger`: a fetch that starts on an empty stream waits, once the first message is in,
+    for a full batch or `fetch_timeout` (nats-py's pull semantics): big batches, but up to
+    `fetch_timeout` of added latency at low rates. `linger=False` hands the first message
+    over at once with whatever else is already waiting (still up to `batch_size`).
     """
 
     def __init__(
@@ -229,6 +238,7 @@ class DurableConsumer:
         ack_wait: float = 30.0,
         max_deliver: int = 20,
         fetch_timeout: float = 1.0,
+        linger: bool = True,
     ) -> None:
         self.js = js
         self.stream = stream
@@ -239,6 +249,7 @@ class DurableConsumer:
         self.ack_wait = ack_wait
         self.max_deliver = max_deliver
         self.fetch_timeout = fetch_timeout
+        self.linger = linger
         self._stopped = asyncio.Event()
 
     async def _subscribe(self) -> JetStreamContext.PullSubscription:
@@ -262,7 +273,7 @@ class DurableConsumer:
         subscription = await self._subscribe()
         while not self._stopped.is_set():
             try:
-                msgs = await subscription.fetch(self.batch_size, timeout=self.fetch_timeout)
+                msgs = await self._fetch(subscription)
             except (TimeoutError, nats.errors.TimeoutError):
                 continue
             except Exception:  # connection trouble: the client reconnects on its own
@@ -270,6 +281,15 @@ class DurableConsumer:
                 await asyncio.sleep(0.5)
                 continue
             await self._process(msgs)
+
+    async def _fetch(self, subscription: JetStreamContext.PullSubscription) -> list[Msg]:
+        if self.linger or self.batch_size == 1:
+            return await subscription.fetch(self.batch_size, timeout=self.fetch_timeout)
+        # Wait for one message, then take only what is already there (a no-wait pull).
+        msgs = await subscription.fetch(1, timeout=self.fetch_timeout)
+        with contextlib.suppress(TimeoutError, nats.errors.TimeoutError):
+            msgs += await subscription.fetch(self.batch_size - 1, timeout=_DRAIN_TIMEOUT)
+        return msgs
 
     async def _process(self, msgs: Sequence[Msg]) -> None:
         try:
