@@ -72,6 +72,8 @@ def exec_report_consumer(
         handler=handle,
         batch_size=batch_size,
         ack_wait=ack_wait,
+        # A fill should reach the order at once, not when a batch fills up.
+        linger=False,
     )
 
 

@@ -62,6 +62,7 @@ class OrderEntry:
         return order
 
     async def _place(self, user_id: str, draft: OrderDraft, request_id: str) -> Order:
+        started = time.perf_counter()
         symbol = validation.symbol(draft.symbol)
         instrument = await self.market.instrument(symbol)
         spec = validation.new_order(replace(draft, symbol=symbol), instrument)
@@ -98,7 +99,10 @@ class OrderEntry:
             request_id=ctx.request_id,
             client_ip=ctx.client_ip,
         )
+        reserving = time.perf_counter()
+        metrics.PLACE_STAGE_SECONDS.labels("checks").observe(reserving - started)
         reservation = await self.store.reserve(order, self.limits)
+        metrics.PLACE_STAGE_SECONDS.labels("reserve").observe(time.perf_counter() - reserving)
         if not reservation.created:
             return await self._continue(reservation.order, fingerprint, snapshot)
         return await self._block_and_accept(order, snapshot)
@@ -120,6 +124,7 @@ class OrderEntry:
 
     async def _block_and_accept(self, order: Order, snapshot: MarketSnapshot) -> Order:
         ctx = context.current()
+        locking = time.perf_counter()
         async with self.store.unit_of_work() as uow:
             # The row lock keeps the sweeper (and concurrent retries) off this order while
             # svc_funds is being asked.
@@ -128,6 +133,8 @@ class OrderEntry:
                 raise Aborted("a concurrent attempt with this request_id just failed; retry", reason="RETRY")
             if current.status is not Status.FUNDS_PENDING:
                 return current
+            blocking = time.perf_counter()
+            metrics.PLACE_STAGE_SECONDS.labels("lock").observe(blocking - locking)
             try:
                 await self._block(current)
             except UNKNOWN_OUTCOME:
@@ -144,6 +151,8 @@ class OrderEntry:
                 await uow.delete_reserved(current.order_id)
                 await uow.commit()
                 raise
+            accepting = time.perf_counter()
+            metrics.PLACE_STAGE_SECONDS.labels("funds").observe(accepting - blocking)
             transition = state_machine.accept(current, self.clock.now())
             await uow.save(
                 transition,
@@ -157,6 +166,7 @@ class OrderEntry:
                 command=CommandKind.NEW,
             )
             await uow.commit()
+            metrics.PLACE_STAGE_SECONDS.labels("accept").observe(time.perf_counter() - accepting)
         metrics.ORDERS_PLACED.labels(current.side.value, current.type.value).inc()
         metrics.TRANSITIONS.labels(transition.trigger, transition.after.status.value).inc()
         log.info(
