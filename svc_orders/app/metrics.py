@@ -15,7 +15,7 @@ PLACE_SECONDS = Histogram(
 PLACE_STAGE_SECONDS = Histogram(
     "orders_place_stage_seconds",
     "Where PlaceOrder spends its time: checks (validation, instrument, risk), reserve (the "
-    "first commit), funds (svc_funds' block), accept (the second commit)",
+    "first commit), lock (the order row), funds (svc_funds' block), accept (the second commit)",
     ["stage"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
