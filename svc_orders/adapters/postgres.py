@@ -488,13 +488,6 @@ class PostgresOrderStore:
             return None
         return order_from_row(row)
 
-    async def request_fingerprint(self, order_id: str, request_id: str) -> str | None:
-        return await self.pool.fetchval(
-            "SELECT fingerprint FROM order_requests WHERE order_id = $1 AND request_id = $2",
-            order_id,
-            request_id,
-        )
-
     # --- sweeper ------------------------------------------------------------------------
     async def stuck_orders(self, older_than: datetime, limit: int) -> list[Order]:
         rows = await self.pool.fetch(
@@ -551,9 +544,6 @@ class PostgresOrderStore:
                         delay,
                     )
         return done
-
-    async def pending_funds_actions(self) -> int:
-        return await self.pool.fetchval("SELECT count(*) FROM funds_actions")
 
     # --- streams ------------------------------------------------------------------------
     async def event_seq(self, user_id: str, event_id: str) -> int | None:
