@@ -15,7 +15,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -42,6 +43,7 @@ log = logging.getLogger(__name__)
 
 MAX_BATCH_GET = 500
 MAX_STREAM_SYMBOLS = 3000
+MAX_REPORTED_UNKNOWN = 100
 # Quotes per TickBatch / stream message: large enough to amortize per-message costs, small
 # enough to stay far below NATS's 1 MB payload limit (a quote encodes to ~100–150 bytes).
 MAX_QUOTES_PER_MESSAGE = 1000
@@ -142,7 +144,7 @@ class MarketData:
         SESSION_UP.set(0)
 
     def on_security_list(self, instruments: Sequence[Instrument], ok: bool) -> None:
-        if not ok:
+        if not ok or not instruments:  # an empty master would delist everything
             log.warning("exchange refused the instrument master request; using the stored master")
             self._subscribe(self.index.symbols)
             return
@@ -266,8 +268,8 @@ class MarketData:
             self._unsaved |= unsaved
             log.warning("could not save quote snapshots; will retry", exc_info=True)
 
-    def _spawn(self, coro: object) -> None:
-        task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -304,11 +306,14 @@ class MarketData:
         self._require_master()
         known, unknown = self.index.split_known([normalize_symbol(s) for s in symbols])
         if unknown:
+            # Bounded: error details travel in trailing metadata, which clients cap (8 KB).
+            shown = unknown[:MAX_REPORTED_UNKNOWN]
+            more = f" and {len(unknown) - len(shown)} more" if len(unknown) > len(shown) else ""
             raise InvalidArgument(
-                f"unknown symbols: {', '.join(unknown[:50])}{' …' if len(unknown) > 50 else ''}",
+                f"unknown symbols: {', '.join(shown)}{more}",
                 reason="UNKNOWN_SYMBOLS",
                 field="symbols",
-                metadata={"unknown_symbols": ",".join(unknown)},
+                metadata={"unknown_symbols": ",".join(shown), "unknown_count": str(len(unknown))},
             )
         return known
 

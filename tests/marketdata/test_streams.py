@@ -116,3 +116,15 @@ async def test_bad_stream_requests_are_refused(
     if "NOPE" in symbols:
         assert details.metadata["unknown_symbols"] == "NOPE,ALSO-NOPE"
         assert "NOPE" in details.message
+
+
+async def test_many_unknown_symbols_are_reported_within_metadata_limits(md: MarketDataProcess) -> None:
+    unknown = [f"NOPE{n}" for n in range(2500)]
+    call = md.quotes.StreamQuotes(pb.StreamQuotesRequest(symbols=["INFY", *unknown]))
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await asyncio.wait_for(call.read(), 30)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    details = details_of(caught.value)
+    assert details.metadata["unknown_count"] == "2500"
+    assert details.metadata["unknown_symbols"].split(",") == unknown[:100]
+    assert "and 2400 more" in details.message
