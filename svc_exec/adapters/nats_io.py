@@ -53,7 +53,9 @@ class JetStreamReports:
                     self.topology.exec_report_subject(addressed.user_id or "_"),
                     payload,
                     headers=headers,
-                    wait_stall=self.ack_timeout,
+                    # No stall timeout: with one, nats-py wraps each publish in a task and
+                    # yields, and every message goes out in a write of its own.
+                    wait_stall=None,
                 )
             )
         if futures:
