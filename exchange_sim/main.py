@@ -58,6 +58,7 @@ class ExchangeSettings:
     hours: TradingHours
     breakers: str
     gc_interval_seconds: float
+    fix_message_log: bool
 
     @classmethod
     def from_env(cls) -> ExchangeSettings:
@@ -93,6 +94,7 @@ class ExchangeSettings:
             hours=TradingHours.parse(env("BROKERMESH_EXCHANGE_HOURS", "always")),
             breakers=env("BROKERMESH_EXCHANGE_CIRCUIT_BREAKERS", DEFAULT_BREAKERS),
             gc_interval_seconds=env_float("BROKERMESH_EXCHANGE_GC_INTERVAL_SECONDS", 60.0),
+            fix_message_log=env_bool("BROKERMESH_EXCHANGE_FIX_MESSAGE_LOG", False),
         )
 
 
@@ -118,6 +120,7 @@ async def serve(settings: ExchangeSettings, stop: asyncio.Event) -> None:
         bridge=ThreadBridge(loop),
         dispatch=dispatch,
         on_session=session_changed,
+        message_log=settings.fix_message_log,
     )
     delivery = DelayedDelivery(acceptor)
     trade_times: dict[str, int] = {}

@@ -46,6 +46,7 @@ class FixAcceptor(fix.Application):  # type: ignore[misc]
         bridge: ThreadBridge,
         dispatch: Dispatch,
         on_session: SessionEvent,
+        message_log: bool = False,
     ) -> None:
         super().__init__()
         self.template = template
@@ -54,6 +55,7 @@ class FixAcceptor(fix.Application):  # type: ignore[misc]
         self.bridge = bridge
         self.dispatch = dispatch
         self.on_session = on_session
+        self.message_log = message_log
         self.sessions: dict[str, fix.SessionID] = {}
         self.roles: dict[str, str] = {}
         self.logged_on: dict[str, bool] = {}
@@ -87,8 +89,14 @@ class FixAcceptor(fix.Application):  # type: ignore[misc]
         (self.work_dir / "store").mkdir(parents=True, exist_ok=True)
         (self.work_dir / "log").mkdir(parents=True, exist_ok=True)
         store = fix.FileStoreFactory(self._settings)
-        logs = fix.FileLogFactory(self._settings)
-        self._acceptor = fix.SocketAcceptor(self, store, self._settings, logs)
+        if self.message_log:
+            logs = fix.FileLogFactory(self._settings)
+            self._acceptor = fix.SocketAcceptor(self, store, self._settings, logs)
+        else:
+            # A file log of every market-data message costs more disk and CPU than the
+            # message; session events are logged by the callbacks, sent messages are in the
+            # FileStore.
+            self._acceptor = fix.SocketAcceptor(self, store, self._settings)
         self._acceptor.start()
         log.info("fix acceptor listening", extra={"port": self.port, "sessions": sorted(self.sessions)})
 
