@@ -8,7 +8,7 @@ exchange, so they appear here as named constants.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
@@ -175,13 +175,3 @@ class SecurityListRequest:
     security_req_id: str
     request_type: str  # 559: 0 one symbol, 4 all securities
     symbol: str = ""
-
-
-@dataclass(slots=True)
-class Inbound:
-    """Something the FIX adapter hands to the app: the counterparty and its request."""
-
-    session: str
-    request: object
-    received: datetime | None = None
-    extra: dict[str, str] = field(default_factory=dict)
