@@ -143,7 +143,17 @@ async def serve(settings: OrdersSettings, stop: asyncio.Event) -> None:
     controls = TradingControlsView(store)
     await controls.refresh()
 
-    entry = OrderEntry(store, funds, market, controls, settings.limits, clock)
+    entry = OrderEntry(
+        store,
+        funds,
+        market,
+        controls,
+        settings.limits,
+        clock,
+        # Leave connections for the report consumer, the relay (one listens), the sweeper,
+        # the funds-action worker and reads.
+        funds_calls_in_flight=max(2, settings.db_pool_size - 6),
+    )
     processor = ReportProcessor(store, market, executor, clock, park_after=settings.park_after_deliveries)
     sweeper = Sweeper(
         store,

@@ -11,6 +11,7 @@ block exists) or rejects (it does not): no block without an order, no order with
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass, replace
@@ -49,6 +50,13 @@ class OrderEntry:
     controls: TradingControlsView
     limits: RiskLimits
     clock: Clock
+    # Placements and modifications hold a database connection while svc_funds answers; at
+    # most this many at once, so a slow svc_funds cannot take every connection from the
+    # report consumer, the relay and reads.
+    funds_calls_in_flight: int = 12
+
+    def __post_init__(self) -> None:
+        self._funds_slots = asyncio.Semaphore(self.funds_calls_in_flight)
 
     # --- place --------------------------------------------------------------------------
     async def place(self, user_id: str, draft: OrderDraft, request_id: str) -> Order:
@@ -125,7 +133,7 @@ class OrderEntry:
     async def _block_and_accept(self, order: Order, snapshot: MarketSnapshot) -> Order:
         ctx = context.current()
         locking = time.perf_counter()
-        async with self.store.unit_of_work() as uow:
+        async with self._funds_slots, self.store.unit_of_work() as uow:
             # The row lock keeps the sweeper (and concurrent retries) off this order while
             # svc_funds is being asked.
             current = await uow.lock_order(order.order_id)
@@ -237,7 +245,7 @@ class OrderEntry:
             raise NotFound(f"order {order_id} not found", reason="ORDER_NOT_FOUND")
         instrument = await self.market.instrument(known.symbol)
         snapshot = await self.market.snapshot(known.symbol)
-        async with self.store.unit_of_work() as uow:
+        async with self._funds_slots, self.store.unit_of_work() as uow:
             order = await uow.lock_order(order_id)
             assert order is not None
             used = await uow.claim_request(order_id, request_id, "MODIFY", fingerprint)
