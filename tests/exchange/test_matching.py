@@ -3,6 +3,7 @@ prevention, tick and lot size, stops, halts. Pure and fast."""
 
 from __future__ import annotations
 
+import gc
 import random
 from decimal import Decimal
 
@@ -427,3 +428,41 @@ def test_shipped_instrument_master_is_sound() -> None:
         for i in instruments.values()
     )
     assert sum(1 for i in instruments.values() if i.index_weight > 0) >= 30
+
+
+def test_orders_leaving_the_book_leave_no_cyclic_garbage() -> None:
+    """The exchange turns automatic GC off (exchange_sim.app.gc_policy) because filled,
+    cancelled and replaced orders are freed by reference counting alone: nothing of the
+    engine may be left for the cycle collector."""
+    engine = me.MatchingEngine([INFY], self_trade=me.CANCEL_OLDEST)
+    rng = random.Random(11)
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        for _ in range(3000):
+            action = rng.random()
+            if action < 0.55 or not engine.live:
+                engine.submit(
+                    rng.choice("ab"),
+                    "INFY",
+                    rng.choice((me.BUY, me.SELL)),
+                    rng.randint(1, 30),
+                    px("1500.00") + rng.randint(-5, 5),
+                )
+            elif action < 0.8:
+                engine.cancel(rng.choice(list(engine.live)))
+            else:
+                order = engine.live[rng.choice(list(engine.live))]
+                if order.price is not None:
+                    engine.replace(
+                        order.order_id, order.cum + rng.randint(1, 30), order.price + rng.randint(-2, 2)
+                    )
+        engine.expire_day_orders()
+        gc.collect()
+        leaked = [o for o in gc.garbage if isinstance(o, me.Order | me.Level | me.Execution)]
+        assert not leaked, leaked[:5]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
