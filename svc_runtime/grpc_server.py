@@ -15,6 +15,7 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import Counter, Histogram
 
 from svc_runtime import context
+from svc_runtime.config import GRPC_REUSEPORT, env_bool
 from svc_runtime.errors import ServiceError, to_rpc_status
 
 log = logging.getLogger(__name__)
@@ -120,7 +121,10 @@ class GrpcServer:
             options=[
                 ("grpc.max_receive_message_length", max_message_mb * 1024 * 1024),
                 ("grpc.max_send_message_length", max_message_mb * 1024 * 1024),
-                ("grpc.so_reuseport", 1),
+                # Off unless asked for: with SO_REUSEPORT a second process that picked the
+                # same port binds silently and takes half the connections. Turn it on
+                # (BROKERMESH_GRPC_REUSEPORT=1) to run one server process per core on one port.
+                ("grpc.so_reuseport", 1 if env_bool(GRPC_REUSEPORT, False) else 0),
                 ("grpc.keepalive_time_ms", 30_000),
                 ("grpc.http2.max_pings_without_data", 0),
             ],
