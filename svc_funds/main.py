@@ -103,13 +103,14 @@ async def serve(
     pool = await db.create_pool(common.database_url, SCHEMA, min_size=2, max_size=settings.pool_size)
     nc = await messaging.connect(common.nats_url, "svc_funds")
     quotes = MarketDataQuotes(settings.marketdata_target)
+    store = PgLedgerStore(pool)
     try:
         js = nc.jetstream()
         topology = messaging.Topology(common.namespace)
         await messaging.ensure_streams(js, topology)
 
         engine = LedgerEngine(
-            PgLedgerStore(pool),
+            store,
             settings.schedule,
             writers=settings.writers,
             max_batch=settings.max_batch,
@@ -155,6 +156,7 @@ async def serve(
         await consumer.stop()
         await engine.stop()
     finally:
+        await store.close()
         await quotes.close()
         await nc.close()
         await pool.close()

@@ -131,34 +131,51 @@ def report_from_proto(
 
 
 class ExecReportConsumer:
+    """`pullers` fetch loops on the one durable consumer, so that one batch can be fetched
+    and acknowledged while another commits. Batches may then commit out of stream order,
+    which settlement tolerates by design: fills add up commutatively, and a block waits for
+    every fill up to the exchange's final cumulative quantity before it is released."""
+
     def __init__(
-        self, js: JetStreamContext, topology: Topology, engine: LedgerEngine, *, batch_size: int = 500
+        self,
+        js: JetStreamContext,
+        topology: Topology,
+        engine: LedgerEngine,
+        *,
+        batch_size: int = 500,
+        pullers: int = 2,
     ) -> None:
         self.engine = engine
-        self.consumer = DurableConsumer(
-            js,
-            stream=topology.exec_reports_stream,
-            durable=DURABLE,
-            filter_subject=topology.wildcard(topology.exec_report_subject("x")),
-            handler=self.handle,
-            batch_size=batch_size,
-            # A short wait for an empty fetch keeps shutdown prompt; a busy stream is
-            # unaffected (fetch returns as soon as messages are there).
-            fetch_timeout=0.25,
-            # After a crash, the reports the dead process had fetched come back only when
-            # their ack wait expires; a batch commits in well under a second, so 10 s keeps
-            # recovery quick without redelivering work still in progress.
-            ack_wait=10.0,
-        )
-        self._task: asyncio.Task[None] | None = None
+        self.consumers = [
+            DurableConsumer(
+                js,
+                stream=topology.exec_reports_stream,
+                durable=DURABLE,
+                filter_subject=topology.wildcard(topology.exec_report_subject("x")),
+                handler=self.handle,
+                batch_size=batch_size,
+                # A short wait for an empty fetch keeps shutdown prompt; a busy stream is
+                # unaffected (fetch returns as soon as messages are there).
+                fetch_timeout=0.25,
+                # After a crash, the reports the dead process had fetched come back only
+                # when their ack wait expires; a batch commits in well under a second, so
+                # 10 s keeps recovery quick without redelivering work still in progress.
+                ack_wait=10.0,
+            )
+            for _ in range(pullers)
+        ]
+        self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self.consumer.run(), name="exec-report-consumer")
+        self._tasks = [
+            asyncio.create_task(consumer.run(), name=f"exec-report-puller-{i}")
+            for i, consumer in enumerate(self.consumers)
+        ]
 
     async def stop(self) -> None:
-        self.consumer.stop()
-        if self._task is not None:
-            await self._task
+        for consumer in self.consumers:
+            consumer.stop()
+        await asyncio.gather(*self._tasks)
 
     async def handle(self, msgs: Sequence[Msg]) -> None:
         commands = []

@@ -56,6 +56,7 @@ class ChargesSchedule:
     rules: tuple[ChargeRule, ...]
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "_memo", {})  # not a field: outside equality and hashing
         seen: set[str] = set()
         for rule in self.rules:
             if not _NAME.match(rule.name):
@@ -80,6 +81,17 @@ class ChargesSchedule:
 
     def order_charges(self, side: Side, product: Product, turnover: Decimal) -> dict[str, Decimal]:
         """The charges of an order that has traded `turnover` rupees so far, by name."""
+        # A fill's "before" is the previous fill's "after": remember recent answers.
+        memo: dict[tuple[Side, Product, Decimal], tuple[tuple[str, Decimal], ...]] = self._memo  # type: ignore[attr-defined]
+        key = (side, product, turnover)
+        cached = memo.get(key)
+        if cached is None:
+            if len(memo) > 100_000:
+                memo.clear()
+            cached = memo[key] = tuple(self._compute(side, product, turnover).items())
+        return dict(cached)
+
+    def _compute(self, side: Side, product: Product, turnover: Decimal) -> dict[str, Decimal]:
         out: dict[str, Decimal] = {}
         for rule in self.rules:
             if not rule.applies(side, product):

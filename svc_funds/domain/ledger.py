@@ -14,7 +14,6 @@ the other commands of its batch go ahead.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
@@ -292,7 +291,9 @@ class Book:
         self._dirty_shares: set[tuple[str, str]] = set()
         self._dirty_house: set[str] = set()
         self._dirty_blocks: set[str] = set()
-        self._undo: list[Callable[[], object]] = []
+        # What to do to take a command back, newest last: (setattr, obj, attr, old value) or
+        # (a callable, its argument). Tuples, not closures: a batch records thousands.
+        self._undo: list[tuple[Any, ...]] = []
 
     # --- all-or-nothing commands -------------------------------------------------------
     def checkpoint(self) -> int:
@@ -300,27 +301,28 @@ class Book:
 
     def rollback(self, mark: int) -> None:
         while len(self._undo) > mark:
-            self._undo.pop()()
+            action, *args = self._undo.pop()
+            action(*args)
 
     def set(self, obj: object, attr: str, value: object) -> None:
-        old = getattr(obj, attr)
-        self._undo.append(lambda: setattr(obj, attr, old))
+        self._undo.append((setattr, obj, attr, getattr(obj, attr)))
         setattr(obj, attr, value)
 
     def _append(self, items: list[Any], item: object) -> None:
         items.append(item)
-        self._undo.append(items.pop)
+        self._undo.append((items.pop,))
 
     def _put(self, mapping: dict[Any, Any], key: object, value: object) -> None:
-        missing = key not in mapping
-        old = mapping.get(key)
+        if key in mapping:
+            self._undo.append((mapping.__setitem__, key, mapping[key]))
+        else:
+            self._undo.append((mapping.pop, key))
         mapping[key] = value
-        self._undo.append(lambda: mapping.pop(key) if missing else mapping.__setitem__(key, old))
 
     def _add(self, items: set[Any], item: object) -> None:
         if item not in items:
             items.add(item)
-            self._undo.append(lambda: items.discard(item))
+            self._undo.append((items.discard, item))
 
     # --- lookups -----------------------------------------------------------------------
     def cash_of(self, user_id: str) -> CashBalance:
@@ -402,7 +404,7 @@ class Book:
             after = getattr(cash, attr) + amount
             self._check_sign(code, after)
             self.set(cash, attr, after)
-            self.set(cash, "updated_at", self.now)
+            cash.updated_at = self.now  # a timestamp only: not worth undoing
             self._dirty_cash.add(user_id)
             return after
         kind, symbol = split_share_account(code)
@@ -413,7 +415,7 @@ class Book:
         value = getattr(shares, attr) + int(amount)
         self._check_sign(kind, value)
         self.set(shares, attr, value)
-        self.set(shares, "updated_at", self.now)
+        shares.updated_at = self.now
         self._dirty_shares.add((user_id, symbol))
         return Decimal(value)
 
