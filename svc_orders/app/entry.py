@@ -215,6 +215,7 @@ class OrderEntry:
                         field="request_id",
                     )
                 return order
+            _not_while_being_accepted(order)
             transition = state_machine.request_cancel(order, request_id, self.clock.now())
             audit = AuditEntry(
                 action="CANCEL",
@@ -258,6 +259,7 @@ class OrderEntry:
                     )
                 return order
             risk.check_controls(self.controls.current, order.symbol)
+            _not_while_being_accepted(order)
             if not state_machine.allowed(order.status, state_machine.Trigger.MODIFY_REQUEST):
                 raise FailedPrecondition(
                     f"cannot modify an order that is {order.status.public}",
@@ -303,6 +305,17 @@ class OrderEntry:
             await uow.commit()
         metrics.TRANSITIONS.labels(transition.trigger, transition.after.status.value).inc()
         return transition.after
+
+
+def _not_while_being_accepted(order: Order) -> None:
+    """An order whose funds are still being blocked cannot be amended yet: a moment later
+    it can (ABORTED: retry)."""
+    if order.status is Status.FUNDS_PENDING:
+        raise Aborted(
+            "the order is still being accepted; retry in a moment",
+            reason="ORDER_BEING_ACCEPTED",
+            retry_after_seconds=1.0,
+        )
 
 
 def _canonical(text: str) -> str:

@@ -96,6 +96,10 @@ async def test_the_sweeper_rejects_an_order_whose_funds_were_never_blocked(oms: 
             await oms.place(user, "funds-down")
         assert err.value.code() == grpc.StatusCode.UNAVAILABLE
         pending = await _only_order(oms, user)
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await oms.stub.CancelOrder(S.CancelOrderRequest(name=pending.name))
+        assert err.value.code() == grpc.StatusCode.ABORTED
+        assert details_of(err.value).reason == "ORDER_BEING_ACCEPTED"
         await asyncio.sleep(1.5)  # the sweeper cannot ask svc_funds either: it waits
         assert (await oms.get(pending)).version == 0
     finally:
