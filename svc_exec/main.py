@@ -74,6 +74,34 @@ class ExecSettings:
         )
 
 
+@dataclass
+class Active:
+    """The parts that exist once this replica holds the FIX session (None on a standby)."""
+
+    session: FixSession | None = None
+    desk: ReportDesk | None = None
+    executor: Executor | None = None
+    reconciler: Reconciler | None = None
+
+    def state(self) -> SessionState:
+        state = SessionState(session_id="FIX.4.4:BROKER->EXCHANGE", active=self.session is not None)
+        if self.session is not None:
+            numbers = self.session.sequence_numbers()
+            state.session_id = self.session.session_key
+            state.logged_on = self.session.logged_on
+            state.next_sender_seq_num = numbers["next_sender_seq_num"]
+            state.next_target_seq_num = numbers["next_target_seq_num"]
+            state.safe_next_target_seq_num = self.session.safe_next(numbers["next_target_seq_num"])
+            state.last_receive_time = self.session.last_receive_time
+            state.last_send_time = self.session.last_send_time
+        if self.desk is not None:
+            state.reports_published = self.desk.published
+            state.reports_pending = self.desk.pending
+        if self.executor is not None:
+            state.commands_sent = self.executor.sent
+        return state
+
+
 async def serve(settings: ExecSettings, stop: asyncio.Event) -> None:
     common = settings.common
     workdir = common.data_dir / SERVICE
@@ -85,33 +113,11 @@ async def serve(settings: ExecSettings, stop: asyncio.Event) -> None:
     await messaging.ensure_streams(js, topology)
     store = PgExecStore(pool)
 
-    state = SessionState(session_id="FIX.4.4:BROKER->EXCHANGE")
-    parts: dict[str, object] = {}
-
-    def session_state() -> SessionState:
-        session: FixSession | None = parts.get("fix")  # type: ignore[assignment]
-        desk: ReportDesk | None = parts.get("desk")  # type: ignore[assignment]
-        executor: Executor | None = parts.get("executor")  # type: ignore[assignment]
-        if session is not None:
-            numbers = session.sequence_numbers()
-            state.session_id = session.session_key
-            state.logged_on = session.logged_on
-            state.next_sender_seq_num = numbers["next_sender_seq_num"]
-            state.next_target_seq_num = numbers["next_target_seq_num"]
-            state.safe_next_target_seq_num = session.safe_next(numbers["next_target_seq_num"])
-            state.last_receive_time = session.last_receive_time
-            state.last_send_time = session.last_send_time
-        if desk is not None:
-            state.reports_published = desk.published
-            state.reports_pending = desk.pending
-        if executor is not None:
-            state.commands_sent = executor.sent
-        return state
-
+    active = Active()
     server = GrpcServer(common.grpc_listen)
     server.add(
         exec_pb2_grpc.add_ExecutionServiceServicer_to_server,
-        ExecutionServicer(session_state, lambda: parts.get("reconciler")),  # type: ignore[arg-type, return-value]
+        ExecutionServicer(active.state, lambda: active.reconciler),
         SERVICE_NAME,
     )
     await server.start()
@@ -121,7 +127,6 @@ async def serve(settings: ExecSettings, stop: asyncio.Event) -> None:
     try:
         if not await lease.acquire(stop):
             return
-        state.active = True
         loop = asyncio.get_running_loop()
         desk = ReportDesk(
             store, JetStreamReports(js, topology), fault_publish_delay=settings.fault_publish_delay
@@ -167,7 +172,7 @@ async def serve(settings: ExecSettings, stop: asyncio.Event) -> None:
         )
         reconciler = Reconciler(store, session, desk)
         reconciler_box.append(reconciler)
-        parts.update(fix=session, desk=desk, executor=executor, reconciler=reconciler)
+        active.session, active.desk, active.executor, active.reconciler = session, desk, executor, reconciler
         desk.start()
         session.start()
         consumer = CommandConsumer(

@@ -272,7 +272,10 @@ class FixSession:
 
     # --- InboundCursor (event loop) -----------------------------------------------------------
     def expected_target(self) -> int:
-        return int(self.session.getExpectedTargetNum())
+        target = int(self.session.getExpectedTargetNum())
+        NEXT_TARGET.set(target)  # read every persist interval: the gauges stay fresh
+        NEXT_SENDER.set(int(self.session.getExpectedSenderNum()))
+        return target
 
     def published(self, seq: int) -> None:
         with self._lock:

@@ -23,7 +23,7 @@ from svc_exec.domain.commands import (
     validate,
 )
 from svc_exec.domain.model import Addressed, ExecKind, OrdStatus, OrdType, Side, TimeInForce
-from svc_runtime.decimals import format_decimal, parse_decimal, to_proto
+from svc_runtime.decimals import parse_decimal, to_proto
 from svc_runtime.errors import InvalidArgument
 
 _SIDES = {trading_pb2.SIDE_BUY: Side.BUY, trading_pb2.SIDE_SELL: Side.SELL}
@@ -194,7 +194,3 @@ def report_to_proto(addressed: Addressed, *, receive_time: Timestamp | None = No
     else:
         message.receive_time.GetCurrentTime()
     return message
-
-
-def price_text(value: Decimal | None) -> str:
-    return "" if value is None else format_decimal(value)
