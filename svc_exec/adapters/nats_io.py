@@ -96,6 +96,8 @@ class CommandConsumer:
             # Commands held by a process that died come back after this long; a batch takes
             # well under it, and waits for the FIX session extend it explicitly.
             ack_wait=ack_wait,
+            # Short fetches: an idle consumer notices a stop quickly (4 empty pulls a second).
+            fetch_timeout=0.25,
         )
 
     async def run(self) -> None:
