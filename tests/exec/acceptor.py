@@ -64,8 +64,10 @@ class VenueOrder:
 
 
 class TestExchange(fix.Application):
-    """The acceptor application. `policy` is "fill" (fill at once at the limit price, like
-    QuickFIX's executor) or "rest" (acknowledge only; fill with `fill`)."""
+    """The acceptor application. `policy` is "fill" (acknowledge, then fill at once at the
+    limit price), "executor" (exactly QuickFIX's example executor: one fill report per order,
+    counters for ids, every other message type refused as unsupported) or "rest"
+    (acknowledge only; fill with `fill`)."""
 
     def __init__(self, policy: str = "fill") -> None:
         super().__init__()
@@ -113,13 +115,16 @@ class TestExchange(fix.Application):
                 "H": self._on_status,
                 "AF": self._on_mass_status,
             }.get(msg_type or "")
-            if handler is None:
+            if handler is None or (self.policy == "executor" and msg_type != "D"):
+                # quickfix answers with a BusinessMessageReject (380=3, unsupported type).
                 raise fix.UnsupportedMessageType()
             handler(message)
 
     # --- order handling -----------------------------------------------------------------
     def _id(self, prefix: str) -> str:
         self._next += 1
+        if self.policy == "executor":
+            return str(self._next)  # plain counters, like the example executor's
         return f"{prefix}{self._ids}-{self._next}"
 
     def _on_new_order(self, message: fix.Message) -> None:
@@ -149,6 +154,10 @@ class TestExchange(fix.Application):
             self._report(order, "8", "8", text="trading halted")
             return
         self.orders[cl_ord_id] = order
+        if self.policy == "executor":
+            # QuickFIX's example executor: one report, the whole order filled at its price.
+            self._fill(order, order.quantity, order.price or Decimal(0))
+            return
         self._report(order, "0", "0")
         if self.policy == "fill" and order.price is not None:
             self._fill(order, order.quantity, order.price)

@@ -162,3 +162,20 @@ async def test_order_status_for_the_sweeper(start_exec, exchange: ExchangeProces
     await eventually(lambda: oms.of(order_id, er.EXEC_TYPE_ORDER_STATUS))
     kinds = Counter(r.exec_type for r in oms.of(order_id))
     assert kinds[TRADE] == 1  # the status answers inferred no extra fill
+
+
+async def test_interoperates_with_a_minimal_executor(start_exec, exchange: ExchangeProcess, oms_for) -> None:
+    """An acceptor that implements nothing but NewOrderSingle → one fill ExecutionReport
+    (QuickFIX's example executor): orders fill; a cancel it does not support comes back to
+    the OMS as a cancel reject carrying the exchange's BusinessMessageReject."""
+    exchange.set_policy("executor")
+    stack = await start_exec()
+    oms = await oms_for(stack)
+    orders = [await oms.new_order(quantity=5) for _ in range(10)]
+    await eventually(lambda: all(oms.filled(o) == 5 for o in orders))
+    assert all(len(oms.of(o)) == 1 and oms.of(o)[0].ord_status == er.ORD_STATUS_FILLED for o in orders)
+    await oms.cancel(orders[0], quantity=5)
+    await eventually(lambda: oms.of(orders[0], er.EXEC_TYPE_CANCEL_REJECTED))
+    reject = oms.of(orders[0], er.EXEC_TYPE_CANCEL_REJECTED)[0]
+    assert "refused by the exchange" in reject.text
+    assert not oms.duplicate_exec_ids()
