@@ -228,16 +228,22 @@ def _count(fields: Fields, tag: int) -> int:
     return int(text)
 
 
-def execution_report(fields: Fields) -> Report | None:
-    """An ExecutionReport (35=8), or None for exec types the broker does not act on."""
+def execution_report(fields: Fields, *, exec_ids_per_order: bool = False) -> Report | None:
+    """An ExecutionReport (35=8), or None for exec types the broker does not act on.
+
+    `exec_ids_per_order`: the venue's ExecIDs are unique only within an order's day (its
+    counters restart), so they are qualified by the ClOrdID, which is unique forever."""
     try:
         kind = ExecKind(fields.get(EXEC_TYPE, ""))
     except ValueError:
         return None
     status_text = fields.get(ORD_STATUS)
+    exec_id = fields.get(EXEC_ID, "")
+    if exec_ids_per_order and exec_id:
+        exec_id = f"{fields.get(CL_ORD_ID, '')}/{exec_id}"
     return Report(
         kind=kind,
-        exec_id=fields.get(EXEC_ID, ""),
+        exec_id=exec_id,
         cl_ord_id=fields.get(CL_ORD_ID, ""),
         status=_enum(OrdStatus, status_text, ORD_STATUS),
         orig_cl_ord_id=fields.get(ORIG_CL_ORD_ID, ""),

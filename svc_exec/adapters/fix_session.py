@@ -43,6 +43,7 @@ MALFORMED = Counter("exec_fix_malformed_total", "Incoming messages svc_exec coul
 BACKLOG_STALLS = Counter("exec_fix_backlog_stalls_total", "Times the FIX thread waited for JetStream")
 
 InboundSink = Callable[[int | None, Inbound], None]
+EXEC_ID_SCOPE = "ExecIDScope"
 
 
 class FileStoreReader:
@@ -174,6 +175,16 @@ class FixSession:
             raise RuntimeError("the FIX settings define no session")
         self.session = fix.Session.lookupSession(self.session_id)
         self.reader = FileStoreReader(self.store_dir, self.session_id)
+        self.exec_ids_per_order = self._exec_id_scope() == "ORDER"
+
+    def _exec_id_scope(self) -> str:
+        """svc_exec's own session setting `ExecIDScope`: VENUE (the default: the venue's
+        ExecIDs are unique for good) or ORDER (unique only within an order's day)."""
+        dictionary = self.settings.get(self.session_id)
+        scope = dictionary.getString(EXEC_ID_SCOPE) if dictionary.has(EXEC_ID_SCOPE) else "VENUE"
+        if scope not in ("VENUE", "ORDER"):
+            raise ValueError(f"{EXEC_ID_SCOPE} must be VENUE or ORDER, not {scope!r}")
+        return scope
 
     # --- lifecycle ------------------------------------------------------------------------------
     @property
@@ -261,7 +272,7 @@ class FixSession:
 
     def _read(self, fields: fm.Fields, msg_type: str) -> Inbound | None:
         if msg_type == "8":
-            return fm.execution_report(fields)
+            return fm.execution_report(fields, exec_ids_per_order=self.exec_ids_per_order)
         if msg_type == "9":
             return fm.cancel_reject(fields)
         if msg_type in ("j", "3"):

@@ -460,9 +460,18 @@ class ExchangeProcess:
     def stop(self) -> None:
         if self.conn is not None:
             self.conn.close()
+            self.conn = None
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+
+    def restart(self, policy: str | None = None) -> ExchangeProcess:
+        """A new exchange process on the same port and store: sessions continue, the day's
+        orders and the id counters start again."""
+        self.stop()
+        self.policy = policy or self.policy
+        (self.workdir / "control.sock").unlink(missing_ok=True)
+        return self.start()
 
 
 def main() -> None:

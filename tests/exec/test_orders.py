@@ -4,6 +4,7 @@ new, fill, cancel, replace, rejections, and refused commands."""
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 
 import grpc
 import pytest
@@ -164,12 +165,17 @@ async def test_order_status_for_the_sweeper(start_exec, exchange: ExchangeProces
     assert kinds[TRADE] == 1  # the status answers inferred no extra fill
 
 
+EXECUTOR_CFG = Path(__file__).with_name("executor_initiator.cfg")
+
+
 async def test_interoperates_with_a_minimal_executor(start_exec, exchange: ExchangeProcess, oms_for) -> None:
     """An acceptor that implements nothing but NewOrderSingle → one fill ExecutionReport
     (QuickFIX's example executor): orders fill; a cancel it does not support comes back to
-    the OMS as a cancel reject carrying the exchange's BusinessMessageReject."""
+    the OMS as a cancel reject carrying the exchange's BusinessMessageReject; and after the
+    executor restarts its id counters, new fills are not mistaken for old ones (the session
+    file says ExecIDScope=ORDER)."""
     exchange.set_policy("executor")
-    stack = await start_exec()
+    stack = await start_exec(BROKERMESH_EXEC_FIX_CONFIG=str(EXECUTOR_CFG))
     oms = await oms_for(stack)
     orders = [await oms.new_order(quantity=5) for _ in range(10)]
     await eventually(lambda: all(oms.filled(o) == 5 for o in orders))
@@ -178,4 +184,9 @@ async def test_interoperates_with_a_minimal_executor(start_exec, exchange: Excha
     await eventually(lambda: oms.of(orders[0], er.EXEC_TYPE_CANCEL_REJECTED))
     reject = oms.of(orders[0], er.EXEC_TYPE_CANCEL_REJECTED)[0]
     assert "refused by the exchange" in reject.text
+
+    exchange.restart(policy="executor")
+    await eventually(exchange.is_logged_on, timeout=30)
+    again = [await oms.new_order(quantity=5) for _ in range(10)]
+    await eventually(lambda: all(oms.filled(o) == 5 for o in again))
     assert not oms.duplicate_exec_ids()
