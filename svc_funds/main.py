@@ -53,7 +53,7 @@ CHARGES = "BROKERMESH_FUNDS_CHARGES"  # `zero`, `india-equity` (default) or a JS
 WRITERS = "BROKERMESH_FUNDS_WRITERS"  # concurrent ledger transactions (default 2)
 MAX_BATCH = "BROKERMESH_FUNDS_MAX_BATCH"  # commands per ledger transaction (default 1000)
 POOL_SIZE = "BROKERMESH_FUNDS_POOL_SIZE"  # PostgreSQL connections (default 8)
-LINGER_MS = "BROKERMESH_FUNDS_LINGER_MS"  # how long a ledger writer waits for a batch to fill (default 1)
+LINGER_MS = "BROKERMESH_FUNDS_LINGER_MS"  # longest a ledger writer waits for a batch to fill (default 5)
 
 
 def load_schedule(spec: str) -> ChargesSchedule:
@@ -80,7 +80,7 @@ class FundsSettings:
     writers: int
     max_batch: int
     pool_size: int
-    linger_ms: float = 1.0
+    linger_ms: float = 5.0
 
     @classmethod
     def from_env(cls) -> FundsSettings:
@@ -91,7 +91,7 @@ class FundsSettings:
             writers=config.env_int(WRITERS, 2),
             max_batch=config.env_int(MAX_BATCH, 1000),
             pool_size=config.env_int(POOL_SIZE, 8),
-            linger_ms=config.env_float(LINGER_MS, 1.0),
+            linger_ms=config.env_float(LINGER_MS, 5.0),
         )
 
 

@@ -157,6 +157,9 @@ class ExecReportConsumer:
                 # A short wait for an empty fetch keeps shutdown prompt; a busy stream is
                 # unaffected (fetch returns as soon as messages are there).
                 fetch_timeout=0.25,
+                # Settle what has arrived at once instead of waiting for a full batch:
+                # batches still grow with the rate, since a fetch takes whatever is waiting.
+                linger=False,
                 # After a crash, the reports the dead process had fetched come back only
                 # when their ack wait expires; a batch commits in well under a second, so
                 # 10 s keeps recovery quick without redelivering work still in progress.

@@ -34,7 +34,7 @@ from prometheus_client import Counter, Histogram
 from svc_funds.app.ports import Clock, LedgerStore
 from svc_funds.domain.charges import ChargesSchedule
 from svc_funds.domain.ledger import Book, LedgerState
-from svc_funds.domain.operations import Command, Needs, Result, execute
+from svc_funds.domain.operations import BlockCash, BlockShares, Command, Needs, Result, execute
 from svc_runtime import context
 from svc_runtime.errors import ServiceError, Unavailable
 
@@ -75,6 +75,10 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+class _ReadBlocks(Exception):
+    """An optimistic batch must run again, reading the blocks it names."""
+
+
 @dataclass
 class _Submission:
     commands: Sequence[Command]
@@ -91,7 +95,7 @@ class LedgerEngine:
         clock: Clock = utc_now,
         writers: int = 2,
         max_batch: int = 1000,
-        linger: float = 0.001,
+        linger: float = 0.005,
     ) -> None:
         self.store = store
         self.schedule = schedule
@@ -99,6 +103,8 @@ class LedgerEngine:
         self.writers = writers
         self.max_batch = max_batch
         self.linger = linger
+        self._last_batch = (0, 0.0)  # commands and seconds of the latest transaction
+        self._running: list[bool] = []  # per writer: inside a transaction
         self._queue: deque[_Submission] = deque()
         self._wake = asyncio.Event()
         self._stopping = False
@@ -106,8 +112,9 @@ class LedgerEngine:
 
     # --- lifecycle -----------------------------------------------------------------------
     def start(self) -> None:
+        self._running = [False] * self.writers
         self._tasks = [
-            asyncio.create_task(self._writer(), name=f"ledger-writer-{i}") for i in range(self.writers)
+            asyncio.create_task(self._writer(i), name=f"ledger-writer-{i}") for i in range(self.writers)
         ]
 
     async def stop(self) -> None:
@@ -136,18 +143,25 @@ class LedgerEngine:
         return await asyncio.shield(future)
 
     # --- writing -------------------------------------------------------------------------
-    async def _writer(self) -> None:
+    async def _writer(self, index: int) -> None:
+        """Writer `index` takes work only while every lower writer is inside a transaction:
+        one writer serves a light load with whole bursts, and each further writer joins only
+        when the ones before it are busy, instead of idle writers splitting a burst."""
         while True:
-            if not self._queue:
-                if self._stopping:
+            if not self._queue or not all(self._running[:index]):
+                if self._stopping and not self._queue:
                     return
                 self._wake.clear()
                 await self._wake.wait()
-                # Callers answered by the last commit send their next commands within a
-                # moment of each other: wait for them (Kafka's linger.ms), so that a burst
-                # becomes one transaction instead of one per writer per early arrival.
-                if self.linger and len(self._queue) < self.max_batch:
-                    await asyncio.sleep(self.linger)
+                continue
+            # Under load, callers answered by the last commit send their next commands
+            # within a moment of each other: wait for them (Kafka's linger.ms, adaptive like
+            # PostgreSQL's commit_delay), so that a burst becomes one transaction. Idle, go
+            # at once.
+            size, seconds = self._last_batch
+            if size > 1 and len(self._queue) < self.max_batch:
+                await asyncio.sleep(min(self.linger, seconds / 2))
+            if not self._queue:
                 continue
             batch = [self._queue.popleft()]
             size = len(batch[0].commands)
@@ -155,6 +169,8 @@ class LedgerEngine:
                 submission = self._queue.popleft()
                 batch.append(submission)
                 size += len(submission.commands)
+            self._running[index] = True
+            self._wake.set()  # the next writer may now take what is left or arrives
             try:
                 await self._run(batch)
             except Exception as error:  # never let a writer die: fail the batch instead
@@ -162,14 +178,24 @@ class LedgerEngine:
                 for submission in batch:
                     if not submission.future.done():
                         submission.future.set_exception(error)
+            finally:
+                self._running[index] = False
 
     async def _run(self, batch: list[_Submission]) -> None:
         commands = [command for submission in batch for command in submission.commands]
+        # A batch that only makes new blocks skips reading blocks: the primary key on the
+        # order id refuses one that exists (a caller's retry), and the batch then runs again
+        # reading them, to answer the retry with the block it made before. A refusal is only
+        # trusted from a run that read them (the order may exist with other terms).
+        optimistic = all(isinstance(c, BlockCash | BlockShares) for c in commands)
         for attempt in range(1, MAX_ATTEMPTS + 1):
             started = time.perf_counter()
             try:
-                results, book = await self._attempt(commands)
+                results, book = await self._attempt(commands, read_blocks=not optimistic)
             except Exception as error:
+                if optimistic and (isinstance(error, _ReadBlocks) or self.store.is_retryable(error)):
+                    optimistic = False
+                    continue
                 if self.store.is_retryable(error) and attempt < MAX_ATTEMPTS:
                     RETRIES.labels(type(error).__name__).inc()
                     log.info(
@@ -196,8 +222,10 @@ class LedgerEngine:
                 if not batch[0].future.done():
                     batch[0].future.set_exception(error)
                 return
+            elapsed = time.perf_counter() - started
+            self._last_batch = (len(commands), elapsed)
             BATCH_SIZE.observe(len(commands))
-            BATCH_SECONDS.observe(time.perf_counter() - started)
+            BATCH_SECONDS.observe(elapsed)
             for command, result in zip(commands, results, strict=True):
                 _count(type(command).__name__, result.reason if isinstance(result, ServiceError) else "OK")
             for shortfall in book.shortfalls:
@@ -211,12 +239,14 @@ class LedgerEngine:
                 i += n
             return
 
-    async def _attempt(self, commands: list[Command]) -> tuple[list[Result | ServiceError], Book]:
+    async def _attempt(
+        self, commands: list[Command], *, read_blocks: bool = True
+    ) -> tuple[list[Result | ServiceError], Book]:
         needs = Needs()
         for command in commands:
             needs.merge(command.needs(self.schedule))
         async with self.store.unit_of_work() as uow:
-            blocks = await uow.lock_blocks(sorted(needs.orders))
+            blocks = await uow.lock_blocks(sorted(needs.orders)) if read_blocks else {}
             needs.add_block_owners(list(blocks.values()))
             state = LedgerState(
                 cash=await uow.lock_cash(sorted(needs.users)),
@@ -228,6 +258,8 @@ class LedgerEngine:
             )
             book = Book(state, self.clock())
             results = [execute(book, self.schedule, command) for command in commands]
+            if not read_blocks and any(isinstance(r, ServiceError) for r in results):
+                raise _ReadBlocks
             changes = book.changes()
             if changes:
                 await uow.save(changes)
