@@ -223,6 +223,44 @@ async def test_kill_9_in_the_middle_of_settling_loses_and_duplicates_nothing(mak
     await funds.close()
 
 
+async def test_kill_9_while_blocking_then_retrying_every_call_blocks_each_order_once(make_stack) -> None:  # type: ignore[no-untyped-def]
+    stack = await make_stack(["svc_funds"], extra_env={CHARGES: "zero"})
+    funds = client_of(stack)
+    users = [await funds.open_account("100000.00") for _ in range(4)]
+    orders = [(f"ord_b{i:04d}", users[i % len(users)]) for i in range(800)]
+    semaphore = asyncio.Semaphore(32)
+
+    async def block(order_id: str, user: str) -> bool:
+        async with semaphore:
+            try:
+                await funds.block_funds(user, order_id, 1, "100.00")
+            except grpc.aio.AioRpcError:
+                return False  # an unknown outcome: the caller retries
+            return True
+
+    calls = asyncio.gather(*(block(o, u) for o, u in orders))
+    await eventually(lambda: _blocks_exist(funds), interval=0.002)
+    await stack.kill("svc_funds")
+    answered = await calls
+    assert not all(answered), "every call was answered before the kill; the test proved nothing"
+    await stack.start_service("svc_funds")
+    funds = client_of(stack)
+    # Every caller retries its call; each order must end with exactly one block.
+    retried = await asyncio.gather(*(block(o, u) for o, u in orders))
+    assert all(retried)
+    rows = await funds.sql("SELECT user_id, count(*) AS n FROM blocks GROUP BY user_id")
+    assert {r["user_id"]: r["n"] for r in rows} == dict.fromkeys(users, 200)
+    for user in users:
+        balance = await funds.get_funds(user)
+        assert (balance.available.value, balance.blocked.value) == ("80000.00", "20000.00")
+    assert await funds.violations() == []
+    await funds.close()
+
+
+async def _blocks_exist(funds: FundsClient) -> bool:
+    return (await funds.sql("SELECT count(*) FROM blocks"))[0][0] > 50
+
+
 async def ledger_check(database_url: str) -> tuple[int, str]:
     """Run `python -m svc_funds.ledger_check` on a database: (exit code, output)."""
     process = await asyncio.create_subprocess_exec(
