@@ -40,6 +40,9 @@ class JetStreamReports:
         self._type = "brokermesh.exec.v1.ExecutionReport"
 
     async def publish(self, reports: Sequence[Addressed]) -> None:
+        await (await self.send(reports))
+
+    async def send(self, reports: Sequence[Addressed]) -> Awaitable[None]:
         futures = []
         for addressed in reports:
             payload = report_to_proto(addressed).SerializeToString()
@@ -58,7 +61,11 @@ class JetStreamReports:
                     wait_stall=None,
                 )
             )
+        return self._acknowledged(futures)
+
+    async def _acknowledged(self, futures: list[asyncio.Future[object]]) -> None:
         if futures:
+            # A timeout cancels the futures, which frees nats-py's pending-publish slots.
             await asyncio.wait_for(asyncio.gather(*futures), self.ack_timeout)
 
 
@@ -107,6 +114,8 @@ class CommandConsumer:
         self.consumer.stop()
 
     async def _handle(self, msgs: Sequence[Msg]) -> None:
+        if not msgs:
+            return
         while not self.logged_on():
             if self.stopping.is_set():
                 raise RuntimeError("stopping while the FIX session is down")

@@ -142,11 +142,15 @@ class PgExecStore:
             return Recording(Recorded.FRESH, cl_ord_id, orig or command.meta.order_id)
 
     async def mark_sent(self, command_ids: Sequence[str]) -> None:
-        await self.pool.execute(
-            "UPDATE commands SET state = 'sent', sent_at = now() WHERE command_id = ANY($1::text[]) "
-            "AND state = 'recorded'",
-            list(command_ids),
-        )
+        async with self.pool.acquire() as conn, conn.transaction():
+            # A mark lost in a database crash costs only a look into the FIX store when the
+            # command comes back: no need to wait for the disk.
+            await conn.execute("SET LOCAL synchronous_commit = off")
+            await conn.execute(
+                "UPDATE commands SET state = 'sent', sent_at = now() WHERE command_id = ANY($1::text[]) "
+                "AND state = 'recorded'",
+                list(command_ids),
+            )
 
     async def mark_refused(self, cl_ord_id: str) -> None:
         await self.pool.execute(

@@ -61,6 +61,8 @@ class Executor:
     async def handle(self, commands: Sequence[Command | Refused]) -> None:
         """Send a batch; return only when every send is safely recorded. Raises if some
         command's fate is unknown: the batch is then redelivered and resolved again."""
+        if not commands:
+            return
         refusals: list[Addressed] = []
         news = [c for c in commands if isinstance(c, NewOrder)]
         recorded: dict[str, Recording] = {}

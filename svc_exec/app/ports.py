@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
@@ -91,9 +91,16 @@ class OrderEntry(Protocol):
 
 
 class ReportSink(Protocol):
-    """JetStream: publish reports with their dedup ids; returns once all are acknowledged."""
+    """JetStream: publish reports with their dedup ids."""
 
-    async def publish(self, reports: Sequence[Addressed]) -> None: ...
+    async def publish(self, reports: Sequence[Addressed]) -> None:
+        """Publish and return once every report is acknowledged."""
+        ...
+
+    async def send(self, reports: Sequence[Addressed]) -> Awaitable[None]:
+        """Put every report on the wire, in order; the returned awaitable completes once
+        all are acknowledged (and raises if any is not)."""
+        ...
 
 
 class InboundCursor(Protocol):

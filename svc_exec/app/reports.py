@@ -16,7 +16,7 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 
 import asyncpg
@@ -28,6 +28,10 @@ from svc_exec.domain.orders import OrderSnapshot, OrderView
 from svc_runtime import context
 
 log = logging.getLogger(__name__)
+
+# Batches on the wire awaiting JetStream's acks; with batches of up to 500 reports this
+# stays under nats-py's limit of pending asynchronous publishes (4,000).
+MAX_BATCHES_IN_FLIGHT = 6
 
 # Failures worth waiting out: the database or the network, not a defect.
 TRANSIENT = (OSError, ConnectionError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
@@ -93,6 +97,9 @@ class ReportDesk:
         self.fault_publish_delay = fault_publish_delay
         self._inbound: asyncio.Queue[tuple[int | None, Inbound, float]] = asyncio.Queue()
         self._outgoing: asyncio.Queue[_Outgoing] = asyncio.Queue()
+        self._unconfirmed: asyncio.Queue[tuple[list[_Outgoing], list[Addressed], Awaitable[None] | None]] = (
+            asyncio.Queue(MAX_BATCHES_IN_FLIGHT)
+        )
         self._views: OrderedDict[str, OrderView] = OrderedDict()
         self._orders_by_cl_ord: OrderedDict[str, str] = OrderedDict()
         self._dirty: dict[str, OrderSnapshot] = {}
@@ -114,6 +121,7 @@ class ReportDesk:
         self._tasks = [
             asyncio.create_task(self._resolve_loop(), name="reports-resolve"),
             asyncio.create_task(self._publish_loop(), name="reports-publish"),
+            asyncio.create_task(self._confirm_loop(), name="reports-confirm"),
             asyncio.create_task(self._persist_loop(), name="reports-persist"),
         ]
 
@@ -328,6 +336,9 @@ class ReportDesk:
 
     # --- publishing ---------------------------------------------------------------------------
     async def _publish_loop(self) -> None:
+        """Puts batches on the wire without waiting for the previous batch's acks (up to
+        `MAX_BATCHES_IN_FLIGHT`): JetStream's acknowledgements, fsynced, take longer than
+        sending, and waiting for each batch would cap the rate at one batch per ack time."""
         while True:
             batch = [await self._outgoing.get()]
             while len(batch) < self.batch_size and not self._outgoing.empty():
@@ -335,40 +346,64 @@ class ReportDesk:
             if self.fault_publish_delay:
                 await asyncio.sleep(self.fault_publish_delay)
             reports = [r for item in batch for r in item.reports]
+            acks = await self._send(reports)
+            # Bounded: a slow JetStream holds the publisher back here.
+            await self._unconfirmed.put((batch, reports, acks))
+
+    async def _send(self, reports: list[Addressed]) -> Awaitable[None] | None:
+        attempt = 0
+        while reports:
+            try:
+                return await self.sink.send(reports)
+            except Exception:
+                attempt += 1
+                PUBLISH_FAILURES.inc()
+                log.warning("sending reports failed; retrying", exc_info=True, extra={"attempt": attempt})
+                await asyncio.sleep(min(2.0, 0.05 * 2**attempt))
+        return None
+
+    async def _confirm_loop(self) -> None:
+        """Waits for each batch's acknowledgements in order, then records it as published."""
+        while True:
+            batch, reports, acks = await self._unconfirmed.get()
             attempt = 0
-            while reports:
+            while acks is not None:
                 try:
-                    await self.sink.publish(reports)
+                    await acks
                     break
                 except Exception:
                     # Unknown outcome: publish again with the same ids; JetStream dedupes.
                     attempt += 1
                     PUBLISH_FAILURES.inc()
                     log.warning(
-                        "publishing reports failed; retrying", exc_info=True, extra={"attempt": attempt}
+                        "reports unacknowledged; publishing again", exc_info=True, extra={"attempt": attempt}
                     )
                     await asyncio.sleep(min(2.0, 0.05 * 2**attempt))
-            now = time.monotonic()
-            debug = log.isEnabledFor(logging.DEBUG)
-            for item in batch:
-                for addressed in item.reports:
-                    REPORTS_PUBLISHED.labels(addressed.report.kind.name).inc()
-                    if debug:
-                        with context.bind(request_id=addressed.request_id or None):  # type: ignore[arg-type]
-                            log.debug(
-                                "report published",
-                                extra={"order_id": addressed.order_id, "exec_id": addressed.msg_id},
-                            )
-                PUBLISH_SECONDS.observe(now - item.received)
-                if item.snapshot is not None:
-                    self._dirty[item.snapshot.order_id] = item.snapshot
-                if item.seq is not None and self.cursor is not None:
-                    self.cursor.published(item.seq)
-            self.published += len(reports)
-            self._in_flight -= len(batch)
-            if not self._in_flight:
-                self._idle.set()
-            REPORTS_PENDING.dec(len(batch))
+                    acks = await self._send(reports)
+            self._published(batch, reports)
+
+    def _published(self, batch: list[_Outgoing], reports: list[Addressed]) -> None:
+        now = time.monotonic()
+        debug = log.isEnabledFor(logging.DEBUG)
+        for item in batch:
+            for addressed in item.reports:
+                REPORTS_PUBLISHED.labels(addressed.report.kind.name).inc()
+                if debug:
+                    with context.bind(request_id=addressed.request_id or None):  # type: ignore[arg-type]
+                        log.debug(
+                            "report published",
+                            extra={"order_id": addressed.order_id, "exec_id": addressed.msg_id},
+                        )
+            PUBLISH_SECONDS.observe(now - item.received)
+            if item.snapshot is not None:
+                self._dirty[item.snapshot.order_id] = item.snapshot
+            if item.seq is not None and self.cursor is not None:
+                self.cursor.published(item.seq)
+        self.published += len(reports)
+        self._in_flight -= len(batch)
+        if not self._in_flight:
+            self._idle.set()
+        REPORTS_PENDING.dec(len(batch))
 
     async def publish_now(self, reports: Sequence[Addressed]) -> None:
         """Publish reports svc_exec makes itself (refused commands), awaiting the acks."""
