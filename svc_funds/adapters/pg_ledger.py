@@ -18,8 +18,9 @@ from typing import Any
 
 import asyncpg
 
-from svc_funds.domain.ledger import Block, CashBalance, Changes, ShareBalance, StoredRequest
+from svc_funds.domain.ledger import Block, CashBalance, Changes, LedgerState, ShareBalance, StoredRequest
 from svc_funds.domain.model import BlockKind, BlockState, Product, Side, house_unit
+from svc_funds.domain.operations import Needs
 from svc_runtime.ids import new_id
 
 _RETRYABLE = (
@@ -42,7 +43,7 @@ BLOCK_COLUMNS = (
 )
 
 
-def block_from_row(row: asyncpg.Record) -> Block:
+def block_from_row(row: asyncpg.Record | dict[str, Any]) -> Block:
     return Block(
         order_id=row["order_id"],
         user_id=row["user_id"],
@@ -357,22 +358,99 @@ def writes_for(changes: Changes) -> _Writes:
     return w
 
 
+# Everything a batch reads, in one round trip: one branch per kind of row, run in this
+# order by the Append node, so rows are locked blocks → cash → shares → house, each in key
+# order. Rows come back in one shape: (kind, key, key 2, three numbers, a time, JSON text).
+LOAD = """
+SELECT 'b' AS t, b.order_id AS k1, NULL AS k2, NULL::numeric AS a, NULL::numeric AS b, NULL::numeric AS c,
+       NULL::timestamptz AS ts, row_to_json(b)::text AS j
+  FROM (SELECT * FROM blocks WHERE order_id = ANY($1::text[]) ORDER BY order_id FOR UPDATE) b
+UNION ALL
+SELECT 'c', c.user_id, NULL, c.available, c.blocked, c.dues, c.updated_at, NULL
+  FROM (SELECT * FROM cash_balances WHERE user_id = ANY($2::text[]) ORDER BY user_id FOR UPDATE) c
+UNION ALL
+SELECT 's', s.user_id, s.symbol, s.free, s.blocked, s.dues, s.updated_at, NULL
+  FROM (SELECT s.* FROM share_balances s JOIN unnest($3::text[], $4::text[]) AS k(user_id, symbol)
+        USING (user_id, symbol) ORDER BY s.user_id, s.symbol FOR UPDATE OF s) s
+UNION ALL
+SELECT 'h', h.account, NULL, h.balance, NULL, NULL, NULL, NULL
+  FROM (SELECT * FROM house_balances WHERE account = ANY($5::text[]) ORDER BY account FOR UPDATE) h
+UNION ALL
+SELECT 'r', r.key, r.user_id, NULL, NULL, NULL, NULL, json_build_array(r.fingerprint, r.response)::text
+  FROM requests r WHERE r.key = ANY($6::text[])
+UNION ALL
+SELECT 'x', f.exec_id, NULL, NULL, NULL, NULL, NULL, NULL FROM fills f WHERE f.exec_id = ANY($7::text[])
+UNION ALL
+SELECT 'x', p.exec_id, NULL, NULL, NULL, NULL, NULL, NULL FROM parked_reports p WHERE p.exec_id = ANY($7::text[])
+"""
+
+
+def _block_from_json(text: str) -> Block:
+    row = json.loads(text, parse_float=Decimal)
+    for name in BLOCK_DECIMALS:
+        if row[name] is not None:
+            row[name] = Decimal(row[name])
+    row["created_at"] = datetime.fromisoformat(row["created_at"])
+    row["updated_at"] = datetime.fromisoformat(row["updated_at"])
+    return block_from_row(row)
+
+
+# Numeric columns of a block; JSON gives whole numbers as ints.
+BLOCK_DECIMALS = ("requested_price", "price", "amount", "remaining", "filled_value", "charges", "released")
+
+
 class PgLedgerUnitOfWork:
     def __init__(self, conn: asyncpg.Connection) -> None:
         self.conn = conn
 
-    async def lock_blocks(self, order_ids: list[str]) -> dict[str, Block]:
-        if not order_ids:
-            return {}
+    async def load(self, needs: Needs, *, read_blocks: bool = True) -> LedgerState:
+        state = LedgerState()
+        share_keys = sorted(needs.shares)
         rows = await self.conn.fetch(
-            f"SELECT {BLOCK_COLUMNS} FROM blocks WHERE order_id = ANY($1::text[]) ORDER BY order_id FOR UPDATE",
-            order_ids,
+            LOAD,
+            sorted(needs.orders) if read_blocks else [],
+            sorted(needs.users),
+            [k[0] for k in share_keys],
+            [k[1] for k in share_keys],
+            sorted(needs.house),
+            sorted(needs.request_keys),
+            sorted(needs.exec_ids),
         )
-        return {row["order_id"]: block_from_row(row) for row in rows}
+        for r in rows:
+            kind = r["t"]
+            if kind == "b":
+                block = _block_from_json(r["j"])
+                state.blocks[block.order_id] = block
+            elif kind == "c":
+                state.cash[r["k1"]] = CashBalance(r["k1"], r["a"], r["b"], r["c"], r["ts"])
+            elif kind == "s":
+                key = (r["k1"], r["k2"])
+                state.shares[key] = ShareBalance(
+                    r["k1"], r["k2"], int(r["a"]), int(r["b"]), int(r["c"]), r["ts"]
+                )
+            elif kind == "h":
+                state.house[r["k1"]] = r["a"]
+            elif kind == "r":
+                fingerprint, response = json.loads(r["j"])
+                state.requests[r["k1"]] = StoredRequest(r["k1"], r["k2"], fingerprint, response)
+            else:
+                state.seen_exec_ids.add(r["k1"])
+        # Rows the first read could not name or did not find: a block's owner or share
+        # balance, a share balance or house account used for the first time. Rare, and
+        # taken after the others (a deadlock this may cause is detected and retried).
+        needs.add_block_owners(list(state.blocks.values()))
+        missing_users = sorted(needs.users - state.cash.keys())
+        if missing_users:
+            state.cash.update(await self._lock_cash(missing_users))
+        missing_shares = sorted(needs.shares - state.shares.keys())
+        if missing_shares:
+            state.shares.update(await self._lock_shares(missing_shares))
+        missing_house = sorted(needs.house - state.house.keys())
+        if missing_house:
+            state.house.update(await self._lock_house(missing_house))
+        return state
 
-    async def lock_cash(self, user_ids: list[str]) -> dict[str, CashBalance]:
-        if not user_ids:
-            return {}
+    async def _lock_cash(self, user_ids: list[str]) -> dict[str, CashBalance]:
         rows = await self.conn.fetch(
             "SELECT user_id, available, blocked, dues, updated_at FROM cash_balances "
             "WHERE user_id = ANY($1::text[]) ORDER BY user_id FOR UPDATE",
@@ -383,9 +461,7 @@ class PgLedgerUnitOfWork:
             for r in rows
         }
 
-    async def lock_shares(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], ShareBalance]:
-        if not keys:
-            return {}
+    async def _lock_shares(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], ShareBalance]:
         users, symbols = [k[0] for k in keys], [k[1] for k in keys]
         await self.conn.execute(ENSURE_SHARES, users, symbols)
         rows = await self.conn.fetch(LOCK_SHARES, users, symbols)
@@ -396,37 +472,13 @@ class PgLedgerUnitOfWork:
             for r in rows
         }
 
-    async def lock_house(self, codes: list[str]) -> dict[str, Decimal]:
-        if not codes:
-            return {}
+    async def _lock_house(self, codes: list[str]) -> dict[str, Decimal]:
         await self.conn.execute(ENSURE_HOUSE, codes, [house_unit(c) for c in codes])
         rows = await self.conn.fetch(
             "SELECT account, balance FROM house_balances WHERE account = ANY($1::text[]) ORDER BY account FOR UPDATE",
             codes,
         )
         return {r["account"]: r["balance"] for r in rows}
-
-    async def find_requests(self, keys: list[str]) -> dict[str, StoredRequest]:
-        if not keys:
-            return {}
-        rows = await self.conn.fetch(
-            "SELECT key, user_id, fingerprint, response::text AS response FROM requests WHERE key = ANY($1::text[])",
-            keys,
-        )
-        return {
-            r["key"]: StoredRequest(r["key"], r["user_id"], r["fingerprint"], json.loads(r["response"]))
-            for r in rows
-        }
-
-    async def find_seen_reports(self, exec_ids: list[str]) -> set[str]:
-        if not exec_ids:
-            return set()
-        rows = await self.conn.fetch(
-            "SELECT exec_id FROM fills WHERE exec_id = ANY($1::text[]) "
-            "UNION ALL SELECT exec_id FROM parked_reports WHERE exec_id = ANY($1::text[])",
-            exec_ids,
-        )
-        return {r["exec_id"] for r in rows}
 
     async def save(self, changes: Changes) -> None:
         writes = writes_for(changes)

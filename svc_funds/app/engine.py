@@ -5,7 +5,7 @@ results. Writer tasks take whatever is queued, up to `max_batch` commands, and r
 database transaction: lock the rows the batch needs (blocks, then cash, then shares, then
 house accounts, each in key order, so concurrent batches and replicas never deadlock on
 each other), apply the commands one by one to the locked state in pure domain code, write
-the changes in a handful of bulk statements and commit. A command's result is released only
+the changes in one statement and commit. A command's result is released only
 after the commit. This is group commit in the manner of TigerBeetle: the cost of a
 transaction (round trips, fsync, lock hand-over on a hot account) is paid once per batch
 instead of once per command, and concurrent commands on one balance are applied in sequence
@@ -20,7 +20,6 @@ the batch's submissions one by one, so one bad command cannot fail the others.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
@@ -33,7 +32,7 @@ from prometheus_client import Counter, Histogram
 
 from svc_funds.app.ports import Clock, LedgerStore
 from svc_funds.domain.charges import ChargesSchedule
-from svc_funds.domain.ledger import Book, LedgerState
+from svc_funds.domain.ledger import Book
 from svc_funds.domain.operations import BlockCash, BlockShares, Command, Needs, Result, execute
 from svc_runtime import context
 from svc_runtime.errors import ServiceError, Unavailable
@@ -246,16 +245,7 @@ class LedgerEngine:
         for command in commands:
             needs.merge(command.needs(self.schedule))
         async with self.store.unit_of_work() as uow:
-            blocks = await uow.lock_blocks(sorted(needs.orders)) if read_blocks else {}
-            needs.add_block_owners(list(blocks.values()))
-            state = LedgerState(
-                cash=await uow.lock_cash(sorted(needs.users)),
-                shares=await uow.lock_shares(sorted(needs.shares)),
-                house=await uow.lock_house(sorted(needs.house)),
-                blocks=blocks,
-                requests=await uow.find_requests(sorted(needs.request_keys)),
-                seen_exec_ids=await uow.find_seen_reports(sorted(needs.exec_ids)),
-            )
+            state = await uow.load(needs, read_blocks=read_blocks)
             book = Book(state, self.clock())
             results = [execute(book, self.schedule, command) for command in commands]
             if not read_blocks and any(isinstance(r, ServiceError) for r in results):
@@ -264,12 +254,3 @@ class LedgerEngine:
             if changes:
                 await uow.save(changes)
         return results, book
-
-
-@contextlib.asynccontextmanager
-async def running(engine: LedgerEngine):  # type: ignore[no-untyped-def]
-    engine.start()
-    try:
-        yield engine
-    finally:
-        await engine.stop()

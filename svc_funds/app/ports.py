@@ -11,30 +11,21 @@ from typing import Protocol
 
 from svc_funds.domain.accounts import Account
 from svc_funds.domain.invariants import AccountKey
-from svc_funds.domain.ledger import Block, CashBalance, Changes, ShareBalance, StoredRequest
+from svc_funds.domain.ledger import Block, Changes, LedgerState
 from svc_funds.domain.model import BlockState
+from svc_funds.domain.operations import Needs
 from svc_funds.domain.portfolio import HoldingRow, HoldingState, PositionRow
 
 
 class LedgerUnitOfWork(Protocol):
-    """One database transaction of the ledger engine. Rows are locked in the order the
-    engine asks for them (blocks, cash, shares, house), which is the same in every path."""
+    """One database transaction of the ledger engine."""
 
-    async def lock_blocks(self, order_ids: list[str]) -> dict[str, Block]: ...
-
-    async def lock_cash(self, user_ids: list[str]) -> dict[str, CashBalance]: ...
-
-    async def lock_shares(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], ShareBalance]:
-        """Locks (user, symbol) share balances, creating empty ones for existing users."""
+    async def load(self, needs: Needs, *, read_blocks: bool = True) -> LedgerState:
+        """Lock and read every row `needs` names (and the owners of the blocks found), in
+        one fixed order: blocks, cash, shares, house accounts, each in key order. Share
+        balances of existing users and house accounts are created, empty, when missing.
+        `read_blocks=False` skips reading blocks (a batch that only creates them)."""
         ...
-
-    async def lock_house(self, codes: list[str]) -> dict[str, Decimal]:
-        """Locks house accounts, creating missing ones at zero."""
-        ...
-
-    async def find_requests(self, keys: list[str]) -> dict[str, StoredRequest]: ...
-
-    async def find_seen_reports(self, exec_ids: list[str]) -> set[str]: ...
 
     async def save(self, changes: Changes) -> None: ...
 
