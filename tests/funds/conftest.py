@@ -59,11 +59,16 @@ async def start_funds(infra: SharedInfra, tmp_path: Path) -> AsyncIterator[Start
         return client
 
     yield start
+    violations: list[str] = []
     for stop, task, client in reversed(running):
+        # The ledger audit after every test, unless the test broke the ledger on purpose.
+        if client.audit_at_teardown:
+            violations += await client.violations()
         await client.close()
         stop.set()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(task, 30)
+    assert not violations, "the ledger audit failed after the test:\n" + "\n".join(violations)
 
 
 @pytest.fixture

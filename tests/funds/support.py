@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any, TypeVar
 
 import asyncpg
@@ -25,11 +28,12 @@ from brokermesh.funds.v1 import (
     portfolio_pb2_grpc,
 )
 from brokermesh.type.v1 import decimal_pb2, trading_pb2
-from svc_runtime import db, messaging
+from svc_runtime import config, db, messaging
 from svc_runtime.errors import ErrorDetails, details_of
 from svc_runtime.grpc_client import channel
 
 T = TypeVar("T")
+REPO = Path(__file__).resolve().parents[2]
 
 
 def dec(value: str) -> decimal_pb2.Decimal:
@@ -45,6 +49,8 @@ class FundsClient:
     nats_url: str
     namespace: str
     ch: grpc.aio.Channel
+    # Whether the test fixture checks the ledger's invariants after the test.
+    audit_at_teardown: bool = True
 
     @classmethod
     def connect(cls, target: str, database_url: str, nats_url: str, namespace: str) -> FundsClient:
@@ -255,3 +261,19 @@ class Reports:
 
 def d(value: str) -> Decimal:
     return Decimal(value)
+
+
+async def ledger_check(database_url: str) -> tuple[int, str]:
+    """Run `python -m svc_funds.ledger_check` on a database: (exit code, output)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "svc_funds.ledger_check",
+        env={**os.environ, config.DATABASE_URL: database_url},
+        cwd=REPO,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, output.decode()

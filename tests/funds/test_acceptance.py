@@ -23,11 +23,9 @@ from svc_runtime.errors import details_of
 from svc_runtime.grpc_client import wait_healthy
 from svc_runtime.infra.processes import free_port
 from svc_runtime.stack import Stack
-from tests.funds.support import FundsClient, Reports, eventually, report
+from tests.funds.support import FundsClient, Reports, eventually, ledger_check, report
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def client_of(stack: Stack, target: str | None = None) -> FundsClient:
@@ -259,19 +257,3 @@ async def test_kill_9_while_blocking_then_retrying_every_call_blocks_each_order_
 
 async def _blocks_exist(funds: FundsClient) -> bool:
     return (await funds.sql("SELECT count(*) FROM blocks"))[0][0] > 50
-
-
-async def ledger_check(database_url: str) -> tuple[int, str]:
-    """Run `python -m svc_funds.ledger_check` on a database: (exit code, output)."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "svc_funds.ledger_check",
-        env={**os.environ, config.DATABASE_URL: database_url},
-        cwd=REPO,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    output, _ = await process.communicate()
-    assert process.returncode is not None
-    return process.returncode, output.decode()

@@ -11,7 +11,7 @@ import pytest
 from brokermesh.funds.v1 import accounts_pb2, funds_pb2, portfolio_pb2
 from brokermesh.type.v1 import trading_pb2
 from tests.funds.conftest import StartFunds
-from tests.funds.support import FundsClient, dec, rpc_error
+from tests.funds.support import FundsClient, dec, ledger_check, rpc_error
 
 pytestmark = pytest.mark.e2e
 
@@ -323,11 +323,18 @@ async def test_the_audit_finds_a_tampered_balance_and_the_journal_refuses_edits(
     import asyncpg
 
     funds = await start_funds()
+    funds.audit_at_teardown = False  # the ledger is broken on purpose
     user = await funds.open_account("100.00")
     assert await funds.violations() == []
     await funds.sql("UPDATE cash_balances SET available = available + 1 WHERE user_id = $1", user)
     found = await funds.violations()
     assert any(v.startswith(f"I1 {user}: account cash: balance 101.00") for v in found), found
+    code, output = await ledger_check(funds.database_url)
+    assert code == 1
+    assert (
+        f"VIOLATION I1 user={user}: account cash: balance 101.00 but its journal entries sum to 100.00"
+        in output
+    )
     with pytest.raises(asyncpg.RaiseError, match="append-only"):
         await funds.sql("UPDATE entries SET amount = amount + 1")
     with pytest.raises(asyncpg.RaiseError, match="append-only"):
