@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import signal
 import sys
 import time
@@ -177,6 +178,13 @@ class Infrastructure:
             self.nats.stop()
         if self.postgres is not None:
             self.postgres.stop()
+
+    def destroy(self) -> None:
+        """Stop, then delete everything the servers stored (throwaway test infrastructure)."""
+        self.stop()
+        if self.postgres is not None:
+            EmbeddedPostgres(self.data_dir / "postgres").remove()
+        shutil.rmtree(self.data_dir, ignore_errors=True)
 
 
 class Stack:

@@ -20,8 +20,8 @@ StackFactory = Callable[..., Awaitable[Stack]]
 
 
 @pytest.fixture(scope="session")
-def infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SharedInfra]:
-    handle = start_test_infra(tmp_path_factory.mktemp("infra"))
+def infra() -> Iterator[SharedInfra]:
+    handle = start_test_infra()
     yield handle
     handle.stop()
 

@@ -154,6 +154,15 @@ class EmbeddedPostgres:
         pgdata.symlink_to(elsewhere)
         return elsewhere
 
+    def remove(self) -> None:
+        """Delete the cluster's files (a stopped, throwaway cluster), including a cluster kept
+        under /var/lib/brokermesh on our behalf."""
+        pgdata = self.root / "pgdata"
+        if pgdata.is_symlink():
+            shutil.rmtree(pgdata.resolve(), ignore_errors=True)
+            pgdata.unlink()
+        shutil.rmtree(pgdata, ignore_errors=True)
+
     # -- lifecycle -----------------------------------------------------------------------
     def _password(self) -> str:
         secret_file = self.root / "superuser.password"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,6 +19,8 @@ import psutil
 import pytest
 
 from svc_runtime import config
+from svc_runtime.infra.postgres import EmbeddedPostgres
+from tests.support.infra import scratch_dir
 
 pytestmark = pytest.mark.slow
 
@@ -98,8 +101,16 @@ def _login(gateway: str, username: str, password: str) -> str:
     return response.json()["accessToken"]
 
 
-def test_up_starts_everything_stops_cleanly_and_keeps_data(tmp_path: Path) -> None:
-    data_dir = tmp_path / "data"
+def test_up_starts_everything_stops_cleanly_and_keeps_data() -> None:
+    scratch = scratch_dir("brokermesh-test-up-")
+    try:
+        _up_stop_restart(scratch / "data")
+    finally:
+        EmbeddedPostgres(scratch / "data" / "postgres").remove()
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _up_stop_restart(data_dir: Path) -> None:
     process = _start(data_dir)
     try:
         banner = _wait_until_up(process)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,13 +26,24 @@ class SharedInfra:
 
     def stop(self) -> None:
         if self.owned is not None:
-            self.owned.stop()
+            self.owned.destroy()
 
 
-def start_test_infra(root: Path) -> SharedInfra:
+def scratch_dir(prefix: str) -> Path:
+    """A new throwaway directory the unprivileged PostgreSQL user can traverse.
+
+    pytest's own temporary root is private (0700); when the tests run as root, PostgreSQL
+    runs as another user and could not reach a cluster kept there.
+    """
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    path.chmod(0o711)
+    return path
+
+
+def start_test_infra() -> SharedInfra:
     if os.environ.get(config.DATABASE_URL) and os.environ.get(config.NATS_URL):
         return SharedInfra(os.environ[config.DATABASE_URL], os.environ[config.NATS_URL], None)
-    infra = Infrastructure(root)
+    infra = Infrastructure(scratch_dir("brokermesh-test-infra-"))
     # Tests start their own servers even if only one URL is configured.
     infra.database_url = os.environ.get(config.DATABASE_URL, "")
     infra.nats_url = os.environ.get(config.NATS_URL, "")
