@@ -9,6 +9,7 @@ import logging
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import time
 from decimal import Decimal
 from pathlib import Path
 
@@ -31,7 +32,7 @@ from svc_funds.app.accounts import AccountsApp
 from svc_funds.app.audit import AuditApp
 from svc_funds.app.engine import LedgerEngine, utc_now
 from svc_funds.app.funds import FundsApp
-from svc_funds.app.portfolio import PortfolioApp
+from svc_funds.app.portfolio import PortfolioApp, end_of_day_daily
 from svc_funds.domain.charges import (
     BUILT_IN,
     DEFAULT_SCHEDULE,
@@ -53,6 +54,7 @@ CHARGES = "BROKERMESH_FUNDS_CHARGES"  # `zero`, `india-equity` (default) or a JS
 WRITERS = "BROKERMESH_FUNDS_WRITERS"  # concurrent ledger transactions (default 2)
 MAX_BATCH = "BROKERMESH_FUNDS_MAX_BATCH"  # commands per ledger transaction (default 1000)
 POOL_SIZE = "BROKERMESH_FUNDS_POOL_SIZE"  # PostgreSQL connections (default 8)
+END_OF_DAY = "BROKERMESH_FUNDS_END_OF_DAY"  # `HH:MM` exchange time to close each day; unset: on request only
 LINGER_MS = "BROKERMESH_FUNDS_LINGER_MS"  # longest a ledger writer waits for a batch to fill (default 5)
 
 
@@ -81,6 +83,7 @@ class FundsSettings:
     max_batch: int
     pool_size: int
     linger_ms: float = 5.0
+    end_of_day_at: time | None = None
 
     @classmethod
     def from_env(cls) -> FundsSettings:
@@ -92,6 +95,7 @@ class FundsSettings:
             max_batch=config.env_int(MAX_BATCH, 1000),
             pool_size=config.env_int(POOL_SIZE, 8),
             linger_ms=config.env_float(LINGER_MS, 5.0),
+            end_of_day_at=time.fromisoformat(os.environ[END_OF_DAY]) if os.environ.get(END_OF_DAY) else None,
         )
 
 
@@ -125,6 +129,9 @@ async def serve(
         engine.start()
         consumer = ExecReportConsumer(js, topology, engine)
         consumer.start()
+        daily = None
+        if settings.end_of_day_at is not None:
+            daily = asyncio.create_task(end_of_day_daily(portfolio, settings.end_of_day_at, stop))
 
         server = GrpcServer(common.grpc_listen)
         server.add(
@@ -155,6 +162,8 @@ async def serve(
         await server.stop()
         await consumer.stop()
         await engine.stop()
+        if daily is not None:
+            await daily
     finally:
         await store.close()
         await quotes.close()

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 
 from svc_funds.app.ports import Clock, EndOfDayResult, PortfolioStore, QuoteSource
 from svc_funds.domain import portfolio as pnl
-from svc_funds.domain.model import trading_day
+from svc_funds.domain.model import EXCHANGE_TZ, trading_day
 from svc_funds.domain.portfolio import HoldingFigures, HoldingRow, PositionFigures, PositionRow
 from svc_runtime.errors import NotFound
 
@@ -83,3 +85,25 @@ class PortfolioApp:
             },
         )
         return day, result
+
+
+def next_run(now: datetime, at: time) -> datetime:
+    """The next moment, exchange time, at which the daily end of day runs."""
+    local = now.astimezone(EXCHANGE_TZ)
+    candidate = datetime.combine(local.date(), at, tzinfo=EXCHANGE_TZ)
+    return candidate if candidate > local else candidate + timedelta(days=1)
+
+
+async def end_of_day_daily(app: PortfolioApp, at: time, stop: asyncio.Event) -> None:
+    """Close each trading day at `at` (exchange time). Replicas may all run this: the day's
+    row in `eod_runs` lets exactly one of them do the work."""
+    while not stop.is_set():
+        wait = (next_run(app.clock(), at) - app.clock()).total_seconds()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), max(wait, 0.0))
+        if stop.is_set():
+            return
+        try:
+            await app.end_of_day(trading_day(app.clock()))
+        except Exception:  # the next day tries again; an operator can run it by hand
+            log.exception("scheduled end of day failed")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import time
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,7 @@ async def start_funds(infra: SharedInfra, tmp_path: Path) -> AsyncIterator[Start
         marketdata_target: str = "",
         database_url: str | None = None,
         namespace: str | None = None,
+        end_of_day_at: time | None = None,
     ) -> FundsClient:
         database_url = database_url or await fresh_database(infra)
         namespace = namespace or unique_name("t")
@@ -41,6 +43,7 @@ async def start_funds(infra: SharedInfra, tmp_path: Path) -> AsyncIterator[Start
             writers=2,
             max_batch=1000,
             pool_size=8,
+            end_of_day_at=end_of_day_at,
         )
         stop = asyncio.Event()
         ready: asyncio.Future[int] = asyncio.get_running_loop().create_future()

@@ -99,3 +99,16 @@ def test_a_sale_beyond_the_holding_is_reported_not_hidden() -> None:
     anomalies = settle_positions(holdings, [position(0, "0", 2, "200.00")])
     assert anomalies and "sold 2" in anomalies[0]
     assert holdings[("u1", "INFY")].quantity == 0
+
+
+def test_the_daily_end_of_day_runs_at_the_next_close_in_exchange_time() -> None:
+    from datetime import UTC, datetime, time
+
+    from svc_funds.app.portfolio import next_run
+    from svc_funds.domain.model import EXCHANGE_TZ
+
+    close = time(15, 45)
+    morning = datetime(2026, 1, 15, 4, 30, tzinfo=UTC)  # 10:00 IST
+    assert next_run(morning, close) == datetime(2026, 1, 15, 15, 45, tzinfo=EXCHANGE_TZ)
+    evening = datetime(2026, 1, 15, 10, 30, tzinfo=UTC)  # 16:00 IST
+    assert next_run(evening, close) == datetime(2026, 1, 16, 15, 45, tzinfo=EXCHANGE_TZ)

@@ -272,3 +272,34 @@ async def test_without_the_price_service_the_portfolio_still_answers(funds: Fund
         and not holding.HasField("last_price")
         and not holding.HasField("unrealized_pnl")
     )
+
+
+async def test_end_of_day_runs_by_itself_at_the_configured_time(start_funds: StartFunds) -> None:
+    from datetime import timedelta
+
+    from svc_funds.domain.model import EXCHANGE_TZ
+
+    soon = (datetime.now(UTC) + timedelta(seconds=5)).astimezone(EXCHANGE_TZ)
+    funds = await start_funds(end_of_day_at=soon.time().replace(microsecond=0))
+    user = await funds.open_account("1000.00")
+    await funds.block_funds(user, "ord_eod", 2, "100.00")
+    async with Reports(funds.nats_url, funds.namespace) as reports:
+        await reports.publish(
+            report(
+                "eod-1",
+                "ord_eod",
+                user,
+                quantity=2,
+                price="100.00",
+                cumulative=2,
+                ord_status=er.ORD_STATUS_FILLED,
+            )
+        )
+    runs = await eventually(
+        lambda: funds.sql("SELECT trading_day, positions_settled FROM eod_runs"), timeout=30
+    )
+    assert [(r["trading_day"], r["positions_settled"]) for r in runs] == [(soon.date(), 1)]
+    portfolio = await funds.portfolio.GetPortfolio(
+        portfolio_pb2.GetPortfolioRequest(name=f"users/{user}/portfolio")
+    )
+    assert [(h.symbol, h.quantity) for h in portfolio.holdings] == [("INFY", 2)] and not portfolio.positions
