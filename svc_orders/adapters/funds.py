@@ -40,6 +40,8 @@ class FundsClient:
             order_id=order.order_id,
             symbol=order.symbol,
             quantity=order.quantity,
+            # Sell-side charges differ by product (delivery vs intraday).
+            product=product_to(order.product),
         )
         try:
             await self.stub.BlockHoldings(request, timeout=self.timeout)
