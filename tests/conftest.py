@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import contextlib
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
@@ -47,7 +48,7 @@ async def new_stack(
         await fresh_database(infra),
         infra.nats_url,
         namespace=unique_name("t"),
-        jwt_secret="test-jwt-secret-" + unique_name(""),
+        jwt_secret=secrets.token_urlsafe(48),
     )
     plan.extra_env.update(extra_env or {})
     stack = Stack(plan)
