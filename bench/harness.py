@@ -33,11 +33,16 @@ import traceback
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench import machine, report
 from bench.api import BenchContext, Scenario
 from svc_runtime import config
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from svc_runtime.stack import Infrastructure, Stack, StackPlan
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_ROOT = REPO_ROOT / "bench" / "results"
@@ -150,14 +155,14 @@ class Stacks:
     running one, and stops what a scenario started once it is done."""
 
     def __init__(
-        self, workdir: Path, infra: Any, running: dict[str, Any] | None, running_dir: Path | None
+        self, workdir: Path, infra: Infrastructure, running: dict[str, Any] | None, running_dir: Path | None
     ) -> None:
         self.workdir = workdir
         self.infra = infra
         self.running = running
         self.running_dir = running_dir
-        self.started: list[Any] = []
-        self.shared: dict[tuple[Any, ...], Any] = {}
+        self.started: list[Stack] = []
+        self.shared: dict[tuple[object, ...], Stack] = {}
         self.count = 0
 
     async def new_database(self) -> str:
@@ -174,7 +179,9 @@ class Stacks:
         self.count += 1
         return f"bench{os.getpid()}n{self.count}"
 
-    async def start(self, services: Any = None, extra_env: dict[str, str] | None = None) -> Any:
+    async def start(
+        self, services: Sequence[str] | None = None, extra_env: dict[str, str] | None = None
+    ) -> Stack:
         from svc_runtime.stack import SERVICE_NAMES, Stack, StackPlan
 
         if self.running is not None:
@@ -193,7 +200,9 @@ class Stacks:
         await stack.start(tuple(services) if services else SERVICE_NAMES)
         return stack
 
-    async def shared_stack(self, services: Any = None, extra_env: dict[str, str] | None = None) -> Any:
+    async def shared_stack(
+        self, services: Sequence[str] | None = None, extra_env: dict[str, str] | None = None
+    ) -> Stack:
         key = (tuple(services or ()), tuple(sorted((extra_env or {}).items())))
         stack = self.shared.get(key)
         if stack is None or any(p.returncode is not None for p in stack.processes.values()):
@@ -206,7 +215,7 @@ class Stacks:
             self.shared[key] = stack
         return stack
 
-    def _running_plan(self) -> Any:
+    def _running_plan(self) -> StackPlan:
         from svc_runtime.stack import StackPlan
 
         assert self.running is not None and self.running_dir is not None
@@ -247,6 +256,8 @@ def _running_stack(path: str | None) -> tuple[dict[str, Any] | None, Path | None
 @contextlib.contextmanager
 def _workdir(keep: bool) -> Iterator[Path]:
     path = Path(tempfile.mkdtemp(prefix="brokermesh-bench-"))
+    # Traversable by the unprivileged PostgreSQL user when running as root.
+    path.chmod(0o711)
     try:
         yield path
     finally:
@@ -309,7 +320,9 @@ async def run(args: argparse.Namespace, selected: list[tuple[str, Scenario]], br
             progress.close()
             if stacks is not None:
                 await stacks.stop_all(shared=True)
-            await asyncio.to_thread(infra.stop)
+            # A kept work directory keeps its data; otherwise delete what the servers stored,
+            # including a cluster kept under /var/lib/brokermesh on our behalf.
+            await asyncio.to_thread(infra.stop if args.keep_workdir else infra.destroy)
 
     run_info = {
         "started_at": started_at.isoformat(timespec="seconds"),
