@@ -55,7 +55,7 @@ WRITERS = "BROKERMESH_FUNDS_WRITERS"  # concurrent ledger transactions (default 
 MAX_BATCH = "BROKERMESH_FUNDS_MAX_BATCH"  # commands per ledger transaction (default 1000)
 POOL_SIZE = "BROKERMESH_FUNDS_POOL_SIZE"  # PostgreSQL connections (default 8)
 END_OF_DAY = "BROKERMESH_FUNDS_END_OF_DAY"  # `HH:MM` exchange time to close each day; unset: on request only
-LINGER_MS = "BROKERMESH_FUNDS_LINGER_MS"  # longest a ledger writer waits for a batch to fill (default 5)
+LINGER_MS = "BROKERMESH_FUNDS_LINGER_MS"  # longest a ledger writer waits for a batch to fill (default 1)
 
 
 def load_schedule(spec: str) -> ChargesSchedule:
@@ -82,7 +82,7 @@ class FundsSettings:
     writers: int
     max_batch: int
     pool_size: int
-    linger_ms: float = 5.0
+    linger_ms: float = 1.0
     end_of_day_at: time | None = None
 
     @classmethod
@@ -94,7 +94,7 @@ class FundsSettings:
             writers=config.env_int(WRITERS, 2),
             max_batch=config.env_int(MAX_BATCH, 1000),
             pool_size=config.env_int(POOL_SIZE, 8),
-            linger_ms=config.env_float(LINGER_MS, 5.0),
+            linger_ms=config.env_float(LINGER_MS, 1.0),
             end_of_day_at=time.fromisoformat(os.environ[END_OF_DAY]) if os.environ.get(END_OF_DAY) else None,
         )
 

@@ -94,7 +94,7 @@ class LedgerEngine:
         clock: Clock = utc_now,
         writers: int = 2,
         max_batch: int = 1000,
-        linger: float = 0.005,
+        linger: float = 0.001,
     ) -> None:
         self.store = store
         self.schedule = schedule
