@@ -3,11 +3,9 @@ invariant audit after every one of them."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
 
@@ -56,17 +54,3 @@ async def login(client: httpx.AsyncClient, username: str, password: str) -> dict
     response = await client.post("/v1/sessions", json={"username": username, "password": password})
     assert response.status_code == 200, response.text
     return {"Authorization": f"Bearer {response.json()['accessToken']}"}
-
-
-async def eventually(
-    check: Callable[[], Awaitable[Any]], *, timeout: float = 30.0, interval: float = 0.2
-) -> Any:
-    """Poll `check` until it returns a truthy value; fail with the last value otherwise."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = await check()
-        if last:
-            return last
-        await asyncio.sleep(interval)
-    pytest.fail(f"condition not met within {timeout}s; last value: {last!r}")

@@ -10,7 +10,8 @@ from decimal import Decimal
 import httpx
 
 from svc_runtime.stack import Stack
-from tests.e2e.conftest import eventually, exact_json, login, open_account
+from tests.e2e.conftest import exact_json, login, open_account
+from tests.support.polling import eventually
 
 
 async def test_market_buy_is_filled_and_shows_in_the_portfolio(e2e_stack: Stack) -> None:

@@ -16,7 +16,8 @@ from brokermesh.type.v1 import decimal_pb2, trading_pb2
 from svc_runtime.grpc_client import channel
 from svc_runtime.stack import Stack
 from tests.exchange.conftest import QUIET
-from tests.exec.support import Oms, eventually, session_status, wait_logged_on
+from tests.exec.support import Oms, session_status, wait_logged_on
+from tests.support.polling import eventually
 
 pytestmark = pytest.mark.e2e
 

@@ -27,23 +27,6 @@ from svc_runtime.stack import Stack
 TRADE = er.EXEC_TYPE_TRADE
 
 
-async def eventually(check: Callable[[], object], *, timeout: float = 60.0, interval: float = 0.05) -> None:
-    """Poll until `check()` is truthy (or stops raising AssertionError)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if check():
-                return
-            failure: BaseException | None = None
-        except AssertionError as error:
-            failure = error
-        if time.monotonic() > deadline:
-            if failure is not None:
-                raise failure
-            raise AssertionError(f"condition not met within {timeout}s")
-        await asyncio.sleep(interval)
-
-
 async def eventually_async(
     probe: Callable[[], Awaitable[object]], *, equals: object, timeout: float = 60.0
 ) -> None:

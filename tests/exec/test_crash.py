@@ -16,12 +16,12 @@ from tests.exec.proxy import FixProxy
 from tests.exec.support import (
     TRADE,
     Oms,
-    eventually,
     eventually_async,
     exec_log,
     session_status,
     wait_logged_on,
 )
+from tests.support.polling import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

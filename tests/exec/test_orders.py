@@ -15,7 +15,8 @@ from brokermesh.type.v1 import trading_pb2
 from svc_runtime.errors import details_of
 from svc_runtime.ids import new_id
 from tests.exec.acceptor import ExchangeProcess
-from tests.exec.support import TRADE, eventually, exec_stub
+from tests.exec.support import TRADE, exec_stub
+from tests.support.polling import eventually
 
 pytestmark = pytest.mark.e2e
 

@@ -23,13 +23,13 @@ from tests.exec.proxy import FixProxy
 from tests.exec.support import (
     TRADE,
     data_dir,
-    eventually,
     eventually_async,
     exec_log,
     exec_stub,
     session_status,
     wait_logged_on,
 )
+from tests.support.polling import eventually
 
 pytestmark = pytest.mark.e2e
 

@@ -16,7 +16,8 @@ from brokermesh.exec.v1 import execution_report_pb2 as er
 from brokermesh.type.v1 import trading_pb2
 from svc_runtime.grpc_client import channel
 from svc_runtime.stack import Stack
-from tests.exec.support import TRADE, Oms, eventually, wait_logged_on
+from tests.exec.support import TRADE, Oms, wait_logged_on
+from tests.support.polling import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

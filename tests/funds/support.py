@@ -6,8 +6,7 @@ import asyncio
 import os
 import secrets
 import sys
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -167,20 +166,6 @@ async def rpc_error(call: Awaitable[Any]) -> ErrorDetails:
     except grpc.aio.AioRpcError as error:
         return details_of(error)
     raise AssertionError("the call succeeded but was expected to fail")
-
-
-async def eventually(
-    check: Callable[[], Awaitable[T]], *, timeout: float = 60.0, interval: float = 0.05
-) -> T:
-    """Poll `check` until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    last: T = await check()
-    while not last:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met after {timeout}s (last value {last!r})")
-        await asyncio.sleep(interval)
-        last = await check()
-    return last
 
 
 def report(

@@ -23,7 +23,8 @@ from svc_runtime.errors import details_of
 from svc_runtime.grpc_client import wait_healthy
 from svc_runtime.infra.processes import free_port
 from svc_runtime.stack import Stack
-from tests.funds.support import FundsClient, Reports, eventually, ledger_check, report
+from tests.funds.support import FundsClient, Reports, ledger_check, report
+from tests.support.polling import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -15,7 +15,8 @@ from brokermesh.marketdata.v1 import marketdata_pb2, marketdata_pb2_grpc
 from brokermesh.type.v1 import trading_pb2
 from svc_funds.domain.model import trading_day
 from tests.funds.conftest import StartFunds
-from tests.funds.support import FundsClient, Reports, dec, eventually, report
+from tests.funds.support import FundsClient, Reports, dec, report
+from tests.support.polling import eventually
 
 pytestmark = pytest.mark.e2e
 

@@ -32,6 +32,7 @@ from svc_runtime.messaging import Topology
 from svc_runtime.stack import Stack
 from tests.conftest import new_stack
 from tests.support.infra import SharedInfra, unique_name
+from tests.support.polling import eventually
 
 SYMBOLS = ["INFY", "TCS", "RELIANCE", "HDFCBANK", *(f"SYM{n:03d}" for n in range(200))]
 EDGE_LIMITS = {
@@ -162,20 +163,6 @@ async def edge(infra: SharedInfra, tmp_path_factory: pytest.TempPathFactory) -> 
 
 async def _feed_ready(client: httpx.AsyncClient) -> bool:
     return (await client.get("/healthz")).json()["tickFeed"] == "subscribed"
-
-
-async def eventually(
-    check: Callable[[], Awaitable[Any]], *, timeout: float = 30.0, interval: float = 0.1
-) -> Any:
-    """Poll `check` until it returns a truthy value; fail with the last value otherwise."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = await check()
-        if last:
-            return last
-        await asyncio.sleep(interval)
-    pytest.fail(f"condition not met within {timeout}s; last value: {last!r}")
 
 
 @dataclass

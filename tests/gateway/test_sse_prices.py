@@ -12,8 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.gateway.conftest import SYMBOLS, Edge, events, eventually, make_quote, next_event, start_edge
+from tests.gateway.conftest import SYMBOLS, Edge, events, make_quote, next_event, start_edge
 from tests.support.infra import SharedInfra
+from tests.support.polling import eventually
 
 pytestmark = pytest.mark.e2e
 

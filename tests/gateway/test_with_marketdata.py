@@ -15,10 +15,11 @@ import pytest
 from svc_runtime import config
 from svc_runtime.stack import Stack
 from tests.conftest import new_stack
-from tests.gateway.conftest import bearer, events, eventually, next_event
+from tests.gateway.conftest import bearer, events, next_event
 from tests.gateway.test_http_edge import assert_problem
 from tests.marketdata.fix_exchange import ExchangeDouble
 from tests.support.infra import SharedInfra
+from tests.support.polling import eventually
 
 pytestmark = pytest.mark.e2e
 

@@ -21,9 +21,10 @@ from svc_runtime import admin
 from svc_runtime.grpc_client import channel
 from svc_runtime.stack import SERVICE_NAMES, Stack
 from tests.conftest import new_stack
-from tests.gateway.conftest import events, eventually, next_event
+from tests.gateway.conftest import events, next_event
 from tests.gateway.test_http_edge import assert_problem
 from tests.support.infra import SharedInfra, unique_name
+from tests.support.polling import eventually
 
 pytestmark = pytest.mark.e2e
 

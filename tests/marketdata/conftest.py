@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 import urllib.request
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -23,24 +22,6 @@ from tests.marketdata.fix_exchange import DEFAULT_LISTING, ExchangeDouble, Liste
 from tests.support.infra import SharedInfra
 
 T = TypeVar("T")
-
-
-async def eventually(
-    probe: Callable[[], Awaitable[T]], *, timeout: float = 30.0, interval: float = 0.05
-) -> T:
-    """Poll `probe` until it returns a truthy value (it may raise AssertionError meanwhile)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            result = await probe()
-            if result:
-                return result
-        except AssertionError:
-            if time.monotonic() > deadline:
-                raise
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"condition not met within {timeout}s")
-        await asyncio.sleep(interval)
 
 
 @dataclass

@@ -12,8 +12,9 @@ from brokermesh.marketdata.v1 import marketdata_pb2 as pb
 from brokermesh.marketdata.v1 import tick_pb2
 from svc_runtime.errors import details_of
 from svc_runtime.messaging import Topology
-from tests.marketdata.conftest import MarketDataProcess, eventually
+from tests.marketdata.conftest import MarketDataProcess
 from tests.marketdata.fix_exchange import Entry
+from tests.support.polling import eventually
 
 pytestmark = pytest.mark.e2e
 

@@ -14,8 +14,9 @@ from nats.js.errors import KeyNotFoundError
 from brokermesh.marketdata.v1 import marketdata_pb2 as pb
 from brokermesh.marketdata.v1 import tick_pb2
 from svc_runtime.messaging import Topology
-from tests.marketdata.conftest import ExchangeFactory, MarketDataProcess, close, eventually, start_market_data
+from tests.marketdata.conftest import ExchangeFactory, MarketDataProcess, close, start_market_data
 from tests.support.infra import SharedInfra
+from tests.support.polling import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

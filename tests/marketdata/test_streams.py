@@ -11,7 +11,8 @@ import pytest
 
 from brokermesh.marketdata.v1 import marketdata_pb2 as pb
 from svc_runtime.errors import details_of
-from tests.marketdata.conftest import MarketDataProcess, eventually
+from tests.marketdata.conftest import MarketDataProcess
+from tests.support.polling import eventually
 
 pytestmark = pytest.mark.e2e
 

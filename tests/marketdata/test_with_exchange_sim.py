@@ -15,7 +15,7 @@ from brokermesh.marketdata.v1 import marketdata_pb2 as pb
 from brokermesh.marketdata.v1 import marketdata_pb2_grpc
 from svc_runtime.grpc_client import channel
 from tests.conftest import StackFactory
-from tests.marketdata.conftest import eventually
+from tests.support.polling import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -4,7 +4,6 @@ execution reports and ticks the way svc_exec and svc_marketdata do."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -27,6 +26,7 @@ from svc_runtime.messaging import Topology
 from svc_runtime.stack import Stack, StackPlan
 from tests.orders.fakes import FakeServices
 from tests.support.infra import SharedInfra, fresh_database, unique_name
+from tests.support.polling import eventually
 
 # Slow refill so that rate-limit tests do not depend on how fast this machine is.
 BASE_ENV = {
@@ -41,20 +41,6 @@ BASE_ENV = {
 
 def dec(value: str) -> decimal_pb2.Decimal:
     return decimal_pb2.Decimal(value=value)
-
-
-async def eventually(
-    check: Callable[[], Awaitable[Any]], *, timeout: float = 30.0, interval: float = 0.1
-) -> Any:
-    """Poll `check` until it returns something truthy; fail with the last value otherwise."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = await check()
-        if last:
-            return last
-        await asyncio.sleep(interval)
-    pytest.fail(f"condition not met within {timeout}s; last value: {last!r}")
 
 
 @dataclass

@@ -22,8 +22,8 @@ from svc_runtime import admin, audit
 from svc_runtime.errors import details_of
 from svc_runtime.stack import Stack
 from tests.conftest import new_stack
-from tests.orders.conftest import eventually
 from tests.support.infra import SharedInfra, unique_name
+from tests.support.polling import eventually
 
 S = orders_pb2
 SERVICES = ("exchange_sim", "svc_funds", "svc_marketdata", "svc_exec", "svc_orders")

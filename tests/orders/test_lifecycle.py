@@ -13,7 +13,8 @@ import pytest
 from brokermesh.exec.v1 import execution_report_pb2 as er
 from brokermesh.orders.v1 import orders_pb2
 from svc_runtime.errors import details_of
-from tests.orders.conftest import Oms, dec, eventually, price
+from tests.orders.conftest import Oms, dec, price
+from tests.support.polling import eventually
 
 S = orders_pb2
 

@@ -12,7 +12,8 @@ import pytest
 from brokermesh.orders.v1 import orders_pb2
 from brokermesh.type.v1 import trading_pb2
 from svc_runtime.errors import details_of
-from tests.orders.conftest import Oms, dec, eventually, price
+from tests.orders.conftest import Oms, dec, price
+from tests.support.polling import eventually
 
 
 async def test_a_limit_buy_blocks_funds_once_and_sends_one_new_order_command(oms: Oms) -> None:

@@ -17,8 +17,9 @@ import pytest
 
 from brokermesh.orders.v1 import orders_pb2
 from svc_runtime.errors import details_of
-from tests.orders.conftest import Oms, eventually, start_oms
+from tests.orders.conftest import Oms, start_oms
 from tests.support.infra import SharedInfra
+from tests.support.polling import eventually
 
 S = orders_pb2
 # The OMS's gRPC channel retries UNAVAILABLE itself; losing every try's reply surfaces it.
