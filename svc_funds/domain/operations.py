@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, ClassVar
 
 from svc_funds.domain.charges import ChargesSchedule
 from svc_funds.domain.ledger import (
@@ -94,33 +94,31 @@ class Needs:
 
 # --- commands -----------------------------------------------------------------------------
 @dataclass(frozen=True)
-class Deposit:
+class _CashMovement:
+    """Money in from or out to the user's bank, idempotent by the caller's request id."""
+
     user_id: str
     amount: Decimal
     request_id: str
     reference: str = ""
+    KIND: ClassVar[str]
 
     @property
     def key(self) -> str:
-        return f"deposit:{self.user_id}:{self.request_id}"
+        return f"{self.KIND}:{self.user_id}:{self.request_id}"
 
     def needs(self, schedule: ChargesSchedule) -> Needs:
         return Needs(users={self.user_id}, house={HOUSE_BANK}, request_keys={self.key})
 
 
 @dataclass(frozen=True)
-class Withdraw:
-    user_id: str
-    amount: Decimal
-    request_id: str
-    reference: str = ""
+class Deposit(_CashMovement):
+    KIND = "deposit"
 
-    @property
-    def key(self) -> str:
-        return f"withdraw:{self.user_id}:{self.request_id}"
 
-    def needs(self, schedule: ChargesSchedule) -> Needs:
-        return Needs(users={self.user_id}, house={HOUSE_BANK}, request_keys={self.key})
+@dataclass(frozen=True)
+class Withdraw(_CashMovement):
+    KIND = "withdraw"
 
 
 @dataclass(frozen=True)
