@@ -283,50 +283,81 @@ def _order(symbol: str) -> orders_pb2.Order:
     )
 
 
+# (user, idempotency key[, symbol]) → the new order id
+PlaceOne = Callable[..., Awaitable[str]]
+
+
+async def _drive(
+    ctx: BenchContext,
+    *,
+    stack: Stack,
+    users: list[BenchUser],
+    watch: OrderWatch,
+    followers: list[asyncio.Task[None]],
+    place_one: PlaceOne,
+    prefix: str,
+    ack_baseline: str,
+    note: str,
+) -> list[Figure]:
+    """Prime the order streams, then measure `place_one` in the plan's loops; stop the
+    stream followers at the end."""
+    plan = Plan.of(ctx)
+    run_tag = secrets.token_hex(4)
+    serial = itertools.count()
+    try:
+        ctx.progress("priming order streams")
+        await _prime(place_one, users, watch, plan.drain)
+
+        async def place(i: int) -> None:
+            due = load.due_time()
+            # `i` restarts with every run: the key comes from a counter of the whole scenario.
+            key = f"{run_tag}-{next(serial)}"
+            order_id = await place_one(users[i % len(users)], key, SYMBOLS[i % len(SYMBOLS)])
+            watch.placed(order_id, due)
+
+        return await _measure(
+            ctx,
+            stack=stack,
+            place=place,
+            watch=watch,
+            plan=plan,
+            prefix=prefix,
+            ack_baseline=ack_baseline,
+            note=note,
+        )
+    finally:
+        for task in followers:
+            task.cancel()
+        await asyncio.gather(*followers, return_exceptions=True)
+
+
 async def grpc_orders(ctx: BenchContext) -> list[Figure]:
     plan = Plan.of(ctx)
     stack = await fullstack.full_stack(ctx)
     ctx.progress(f"creating {plan.users} users")
     users = await fullstack.create_users(stack, plan.users)
     watch = OrderWatch()
-    run_tag = secrets.token_hex(4)
-    serial = itertools.count()
     async with grpc.aio.insecure_channel(stack.plan.target("svc_orders")) as channel:
         stub = orders_pb2_grpc.OrdersServiceStub(channel)
-        followers = [asyncio.create_task(_follow_grpc(stub, u, watch)) for u in users]
-        try:
 
-            async def place_one(user: BenchUser, key: str, symbol: str = SYMBOLS[0]) -> str:
-                order = await stub.PlaceOrder(
-                    orders_pb2.PlaceOrderRequest(parent=user.parent, order=_order(symbol), request_id=key),
-                    timeout=30,
-                )
-                return order.order_id
-
-            ctx.progress("priming order streams")
-            await _prime(place_one, users, watch, plan.drain)
-
-            async def place(i: int) -> None:
-                due = load.due_time()
-                # `i` restarts with every run: the key comes from a counter of the whole scenario.
-                key = f"{run_tag}-{next(serial)}"
-                order_id = await place_one(users[i % len(users)], key, SYMBOLS[i % len(SYMBOLS)])
-                watch.placed(order_id, due)
-
-            return await _measure(
-                ctx,
-                stack=stack,
-                place=place,
-                watch=watch,
-                plan=plan,
-                prefix="orders.grpc",
-                ack_baseline=BASELINE_GRPC_UNARY,
-                note=f"gRPC PlaceOrder, MARKET BUY 1 share, {plan.users} users",
+        async def place_one(user: BenchUser, key: str, symbol: str = SYMBOLS[0]) -> str:
+            order = await stub.PlaceOrder(
+                orders_pb2.PlaceOrderRequest(parent=user.parent, order=_order(symbol), request_id=key),
+                timeout=30,
             )
-        finally:
-            for task in followers:
-                task.cancel()
-            await asyncio.gather(*followers, return_exceptions=True)
+            return order.order_id
+
+        return await _drive(
+            ctx,
+            stack=stack,
+            users=users,
+            watch=watch,
+            followers=[asyncio.create_task(_follow_grpc(stub, u, watch)) for u in users],
+            place_one=place_one,
+            prefix="orders.grpc",
+            ack_baseline=BASELINE_GRPC_UNARY,
+            note=f"gRPC PlaceOrder, MARKET BUY 1 share, {plan.users} users",
+        )
 
 
 # --- REST ---------------------------------------------------------------------------------
@@ -356,8 +387,6 @@ async def rest_orders(ctx: BenchContext) -> list[Figure]:
     ctx.progress(f"creating {plan.users} users")
     users = await fullstack.create_users(stack, plan.users)
     watch = OrderWatch()
-    run_tag = secrets.token_hex(4)
-    serial = itertools.count()
     # Enough sockets that the client never queues requests an open loop has made due.
     async with (
         clients.session(stack.plan.gateway_url, connections=512) as http,
@@ -365,42 +394,27 @@ async def rest_orders(ctx: BenchContext) -> list[Figure]:
     ):
         ctx.progress("logging in")
         tokens = dict(zip((u.user_id for u in users), await fullstack.login_all(http, users), strict=True))
-        followers = [asyncio.create_task(_follow_sse(streams, tokens[u.user_id], watch)) for u in users]
-        try:
 
-            async def place_one(user: BenchUser, key: str, symbol: str = SYMBOLS[0]) -> str:
-                async with http.post(
-                    "/v1/orders",
-                    json={"symbol": symbol, "side": "BUY", "type": "MARKET", "quantity": 1},
-                    headers={"Authorization": f"Bearer {tokens[user.user_id]}", "Idempotency-Key": key},
-                ) as response:
-                    body = json.loads(await clients.expect(response, 201))
-                return str(body["orderId"])
+        async def place_one(user: BenchUser, key: str, symbol: str = SYMBOLS[0]) -> str:
+            async with http.post(
+                "/v1/orders",
+                json={"symbol": symbol, "side": "BUY", "type": "MARKET", "quantity": 1},
+                headers={"Authorization": f"Bearer {tokens[user.user_id]}", "Idempotency-Key": key},
+            ) as response:
+                body = json.loads(await clients.expect(response, 201))
+            return str(body["orderId"])
 
-            ctx.progress("priming order streams")
-            await _prime(place_one, users, watch, plan.drain)
-
-            async def place(i: int) -> None:
-                due = load.due_time()
-                # `i` restarts with every run: the key comes from a counter of the whole scenario.
-                key = f"{run_tag}-{next(serial)}"
-                order_id = await place_one(users[i % len(users)], key, SYMBOLS[i % len(SYMBOLS)])
-                watch.placed(order_id, due)
-
-            return await _measure(
-                ctx,
-                stack=stack,
-                place=place,
-                watch=watch,
-                plan=plan,
-                prefix="orders.rest",
-                ack_baseline=BASELINE_HTTP_ECHO,
-                note=f"REST POST /v1/orders through the gateway, MARKET BUY 1 share, {plan.users} users",
-            )
-        finally:
-            for task in followers:
-                task.cancel()
-            await asyncio.gather(*followers, return_exceptions=True)
+        return await _drive(
+            ctx,
+            stack=stack,
+            users=users,
+            watch=watch,
+            followers=[asyncio.create_task(_follow_sse(streams, tokens[u.user_id], watch)) for u in users],
+            place_one=place_one,
+            prefix="orders.rest",
+            ack_baseline=BASELINE_HTTP_ECHO,
+            note=f"REST POST /v1/orders through the gateway, MARKET BUY 1 share, {plan.users} users",
+        )
 
 
 SCENARIOS = [
