@@ -32,6 +32,7 @@ from bench.api import (
 from bench.load import (
     SATURATION_CONCURRENCY,
     LoadResult,
+    Operation,
     Samples,
     age_ms,
     closed_loop,
@@ -84,6 +85,24 @@ def baseline_figures(
     return figures
 
 
+async def saturation_and_latency(
+    ctx: BenchContext, t: Timing, op: Operation, label: str
+) -> tuple[LoadResult, LoadResult]:
+    """A baseline's two measurements: throughput with many in flight, then latency one call
+    at a time (each the median of the runs)."""
+    throughput = await median_of(
+        t.runs,
+        lambda: closed_loop(op, duration=t.duration, warmup=t.warmup, label=label, progress=ctx.progress),
+    )
+    latency = await median_of(
+        t.runs,
+        lambda: sequential(
+            op, duration=t.latency_duration, warmup=t.warmup, label=label, progress=ctx.progress
+        ),
+    )
+    return throughput, latency
+
+
 # --- gRPC ----------------------------------------------------------------------------------
 async def grpc_unary(ctx: BenchContext) -> list[Figure]:
     t = Timing.of(ctx)
@@ -99,18 +118,7 @@ async def grpc_unary(ctx: BenchContext) -> list[Figure]:
         async def echo(_i: int) -> None:
             await call(payload, timeout=10)
 
-        throughput = await median_of(
-            t.runs,
-            lambda: closed_loop(
-                echo, duration=t.duration, warmup=t.warmup, label="grpc echo", progress=ctx.progress
-            ),
-        )
-        latency = await median_of(
-            t.runs,
-            lambda: sequential(
-                echo, duration=t.latency_duration, warmup=t.warmup, label="grpc echo", progress=ctx.progress
-            ),
-        )
+        throughput, latency = await saturation_and_latency(ctx, t, echo, "grpc echo")
     return baseline_figures(
         BASELINE_GRPC_UNARY,
         throughput,
@@ -196,18 +204,7 @@ async def pg_txn(ctx: BenchContext) -> list[Figure]:
                     (i * 7919) % rows + 1,
                 )
 
-        throughput = await median_of(
-            t.runs,
-            lambda: closed_loop(
-                txn, duration=t.duration, warmup=t.warmup, label="pg txn", progress=ctx.progress
-            ),
-        )
-        latency = await median_of(
-            t.runs,
-            lambda: sequential(
-                txn, duration=t.latency_duration, warmup=t.warmup, label="pg txn", progress=ctx.progress
-            ),
-        )
+        throughput, latency = await saturation_and_latency(ctx, t, txn, "pg txn")
     finally:
         await pool.close()
     return baseline_figures(
@@ -246,26 +243,7 @@ async def jetstream_publish(ctx: BenchContext) -> list[Figure]:
         async def fresh_ids(_i: int) -> None:
             await publish(next(counter))
 
-        throughput = await median_of(
-            t.runs,
-            lambda: closed_loop(
-                fresh_ids,
-                duration=t.duration,
-                warmup=t.warmup,
-                label="jetstream publish",
-                progress=ctx.progress,
-            ),
-        )
-        latency = await median_of(
-            t.runs,
-            lambda: sequential(
-                fresh_ids,
-                duration=t.latency_duration,
-                warmup=t.warmup,
-                label="jetstream publish",
-                progress=ctx.progress,
-            ),
-        )
+        throughput, latency = await saturation_and_latency(ctx, t, fresh_ids, "jetstream publish")
         await js.delete_stream(stream)
     finally:
         await nc.close()
@@ -378,18 +356,7 @@ async def http_echo(ctx: BenchContext) -> list[Figure]:
             async with http.post(peers.HTTP_ECHO_PATH, json=body) as response:
                 await clients.expect(response, 200)
 
-        throughput = await median_of(
-            t.runs,
-            lambda: closed_loop(
-                echo, duration=t.duration, warmup=t.warmup, label="http echo", progress=ctx.progress
-            ),
-        )
-        latency = await median_of(
-            t.runs,
-            lambda: sequential(
-                echo, duration=t.latency_duration, warmup=t.warmup, label="http echo", progress=ctx.progress
-            ),
-        )
+        throughput, latency = await saturation_and_latency(ctx, t, echo, "http echo")
     return baseline_figures(
         BASELINE_HTTP_ECHO,
         throughput,
