@@ -240,26 +240,44 @@ class OrderEntry:
         ORDERS_RECEIVED.labels("new", "rejected" if first.kind == me.REJECTED else "accepted").inc()
         self.publish(events)
 
-    def cancel(self, session: str, request: m.CancelRequest) -> None:
+    def _amendable(
+        self,
+        session: str,
+        request: m.CancelRequest | m.ReplaceRequest,
+        fingerprint: tuple[object, ...],
+        response_to: str,
+        kind: str,
+    ) -> tuple[SessionOrder | None, Callable[[int, str], None]]:
+        """The working order a cancel or replace names, and how to reject this request;
+        None after answering a repeated request or rejecting an unknown or finished order."""
         key = (session, request.cl_ord_id)
-        fingerprint = ("F", request.orig_cl_ord_id or request.order_id)
         record = self._find(session, request.orig_cl_ord_id, request.order_id)
+
+        def reject(code: int, text: str) -> None:
+            self._cancel_reject(
+                session, request=request, record=record, response_to=response_to, reason=code, text=text
+            )
+
         if key in self._requests:
             self._answer_duplicate(
-                session, request.cl_ord_id, fingerprint, for_new=False, response=m.RESPONSE_TO_CANCEL
+                session, request.cl_ord_id, fingerprint, for_new=False, response=response_to
             )
-            return
+            return None, reject
         self._requests[key] = fingerprint
-        reject = lambda code, text: self._cancel_reject(  # noqa: E731
-            session, request=request, record=record, response_to=m.RESPONSE_TO_CANCEL, reason=code, text=text
-        )
         if record is None:
-            ORDERS_RECEIVED.labels("cancel", "unknown").inc()
+            ORDERS_RECEIVED.labels(kind, "unknown").inc()
             reject(m.CXL_UNKNOWN_ORDER, "unknown order")
-            return
+            return None, reject
         if record.order.status not in me.WORKING:
-            ORDERS_RECEIVED.labels("cancel", "too_late").inc()
-            reject(m.CXL_TOO_LATE, "too late to cancel: order is done")
+            ORDERS_RECEIVED.labels(kind, "too_late").inc()
+            reject(m.CXL_TOO_LATE, f"too late to {kind}: order is done")
+            return None, reject
+        return record, reject
+
+    def cancel(self, session: str, request: m.CancelRequest) -> None:
+        fingerprint = ("F", request.orig_cl_ord_id or request.order_id)
+        record, reject = self._amendable(session, request, fingerprint, m.RESPONSE_TO_CANCEL, "cancel")
+        if record is None:
             return
         if request.symbol != record.order.symbol or SIDES.get(request.side) != record.order.side:
             ORDERS_RECEIVED.labels("cancel", "rejected").inc()
@@ -271,27 +289,11 @@ class OrderEntry:
         self.publish(events, orig_for=record)
 
     def replace(self, session: str, request: m.ReplaceRequest) -> None:
-        key = (session, request.cl_ord_id)
         fingerprint = ("G", request.orig_cl_ord_id or request.order_id, *_order_terms(request))
-        record = self._find(session, request.orig_cl_ord_id, request.order_id)
-        if key in self._requests:
-            self._answer_duplicate(
-                session, request.cl_ord_id, fingerprint, for_new=False, response=m.RESPONSE_TO_REPLACE
-            )
-            return
-        self._requests[key] = fingerprint
-        reject = lambda code, text: self._cancel_reject(  # noqa: E731
-            session, request=request, record=record, response_to=m.RESPONSE_TO_REPLACE, reason=code, text=text
-        )
+        record, reject = self._amendable(session, request, fingerprint, m.RESPONSE_TO_REPLACE, "replace")
         if record is None:
-            ORDERS_RECEIVED.labels("replace", "unknown").inc()
-            reject(m.CXL_UNKNOWN_ORDER, "unknown order")
             return
         order = record.order
-        if order.status not in me.WORKING:
-            ORDERS_RECEIVED.labels("replace", "too_late").inc()
-            reject(m.CXL_TOO_LATE, "too late to replace: order is done")
-            return
         try:
             if request.symbol != order.symbol or SIDES.get(request.side) != order.side:
                 raise InvalidRequest(
