@@ -271,3 +271,31 @@ async def test_a_fill_that_can_never_apply_is_parked_not_retried_forever(oms: Om
     final = await oms.get(order)
     assert (final.status, final.filled_quantity) == (S.ORDER_STATUS_FILLED, 10)
     assert await oms.invariants() == []
+
+
+async def test_a_burst_of_reports_for_many_orders_applies_each_once_despite_one_that_cannot(oms: Oms) -> None:
+    # Reports of one batch are applied in lanes by order, side by side: a lane that fails
+    # (the over-fill below) must neither lose nor double another order's reports.
+    users = [oms.new_user() for _ in range(8)]
+    orders = [order for user in users for order in [await oms.place(user, quantity=10) for _ in range(5)]]
+    blocked = orders[17]
+    await oms.fill(blocked, 10, "1530.00", 10)
+    await oms.wait_status(blocked, S.ORDER_STATUS_FILLED)
+
+    burst = [oms.ack(order) for order in orders if order is not blocked]
+    burst += [oms.fill(order, 4, "1529.50", 4) for order in orders if order is not blocked]
+    burst.insert(len(burst) // 2, oms.fill(blocked, 1, "1530.00", 11))  # can never apply
+    burst += [oms.fill(order, 6, "1529.00", 10) for order in orders if order is not blocked]
+    for publish in burst:  # in this order on the stream, as fast as the client can
+        await publish
+
+    for order in orders:
+        final = await oms.wait_status(order, S.ORDER_STATUS_FILLED, timeout=60)
+        assert final.filled_quantity == 10
+    for user in users:
+        trades = await oms.stub.ListTrades(S.ListTradesRequest(parent=f"users/{user}", page_size=100))
+        per_order: dict[str, int] = {}
+        for trade in trades.trades:
+            per_order[trade.order_id] = per_order.get(trade.order_id, 0) + trade.quantity
+        assert sorted(per_order.values()) == [10] * 5
+    assert await oms.invariants() == []
