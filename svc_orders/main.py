@@ -56,6 +56,7 @@ class OrdersSettings:
     db_pool_size: int
     stream_queue_size: int
     park_after_deliveries: int
+    max_placing: int
 
     @classmethod
     def from_env(cls) -> OrdersSettings:
@@ -77,6 +78,7 @@ class OrdersSettings:
             db_pool_size=config.env_int("BROKERMESH_ORDERS_DB_POOL_SIZE", 20),
             stream_queue_size=config.env_int("BROKERMESH_ORDERS_STREAM_QUEUE", 1000),
             park_after_deliveries=config.env_int("BROKERMESH_ORDERS_PARK_AFTER_DELIVERIES", 10),
+            max_placing=config.env_int("BROKERMESH_ORDERS_MAX_PLACING", 64),
         )
 
 
@@ -153,6 +155,7 @@ async def serve(settings: OrdersSettings, stop: asyncio.Event) -> None:
         # Leave connections for the report consumer, the relay (one listens), the sweeper,
         # the funds-action worker and reads.
         funds_calls_in_flight=max(2, settings.db_pool_size - 6),
+        max_placing=settings.max_placing,
     )
     processor = ReportProcessor(store, market, executor, clock, park_after=settings.park_after_deliveries)
     sweeper = Sweeper(

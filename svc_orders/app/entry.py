@@ -31,6 +31,7 @@ from svc_runtime.errors import (
     DeadlineExceeded,
     FailedPrecondition,
     NotFound,
+    ResourceExhausted,
     ServiceError,
     Unavailable,
 )
@@ -54,15 +55,30 @@ class OrderEntry:
     # most this many at once, so a slow svc_funds cannot take every connection from the
     # report consumer, the relay and reads.
     funds_calls_in_flight: int = 12
+    # Placements in progress beyond which a new one is refused at once, before anything is
+    # written: past capacity, queueing every order would only make every order late (and
+    # let clients time out on orders that were then placed); a refusal tells them to retry.
+    max_placing: int = 64
 
     def __post_init__(self) -> None:
         self._funds_slots = asyncio.Semaphore(self.funds_calls_in_flight)
+        self._placing = 0
 
     # --- place --------------------------------------------------------------------------
     async def place(self, user_id: str, draft: OrderDraft, request_id: str) -> Order:
         started = time.perf_counter()
         try:
-            order = await self._place(user_id, draft, request_id)
+            if self._placing >= self.max_placing:
+                raise ResourceExhausted(
+                    "the order service is at capacity; retry shortly",
+                    reason="SERVER_BUSY",
+                    retry_after_seconds=1.0,
+                )
+            self._placing += 1
+            try:
+                order = await self._place(user_id, draft, request_id)
+            finally:
+                self._placing -= 1
         except ServiceError as error:
             metrics.ORDERS_REFUSED.labels(error.reason).inc()
             raise

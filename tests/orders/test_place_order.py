@@ -4,6 +4,7 @@ pre-trade risk, the command it sends and what it records."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
 
 import grpc
@@ -295,3 +296,33 @@ def page_token(oms: Oms, user: str) -> str:
     from svc_runtime.pagination import encode_token
 
     return encode_token("ord_ZZZ", "orders", user, [])
+
+
+async def test_placements_past_capacity_are_refused_at_once_and_write_nothing(
+    start_own_oms: Callable[..., Awaitable[Oms]],
+) -> None:
+    oms = await start_own_oms({"BROKERMESH_ORDERS_MAX_PLACING": "2"})
+    users = [oms.new_user() for _ in range(6)]
+    # 30 placements at once against room for 2: some are refused, the rest are placed.
+    results = await asyncio.gather(
+        *(oms.place(users[i % len(users)], f"rush-{i}") for i in range(30)), return_exceptions=True
+    )
+    placed = [r for r in results if isinstance(r, orders_pb2.Order)]
+    refused = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
+    assert len(placed) + len(refused) == 30
+    assert placed and refused
+    for error in refused:
+        assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        details = details_of(error)
+        assert details.reason == "SERVER_BUSY"
+        assert details.retry_after_seconds is not None and details.retry_after_seconds > 0
+    listed = 0
+    for user in users:
+        page = await oms.stub.ListOrders(orders_pb2.ListOrdersRequest(parent=f"users/{user}", page_size=100))
+        listed += len(page.orders)
+    assert listed == len(placed)
+    # Once the rush is over, a refused order goes through on retry.
+    index = next(i for i, r in enumerate(results) if isinstance(r, grpc.aio.AioRpcError))
+    retried = await oms.place(users[index % len(users)], f"rush-{index}")
+    assert retried.client_order_id == f"rush-{index}"
+    assert await oms.invariants() == []
