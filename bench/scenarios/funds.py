@@ -142,58 +142,50 @@ async def blocks(ctx: BenchContext) -> list[Figure]:
 
             return op
 
-        ctx.progress("blocks at saturation")
-        result = await load.median_of(
-            runs, lambda: load.closed_loop(block, duration=duration, label="block", progress=ctx.progress)
-        )
-        figures += result.figures(
-            "funds.block_many",
-            baseline=BASELINE_PG_TXN,
-            targets={"throughput": BLOCK_TARGET},
-            note=f"BlockFunds, 1 share each, round robin over {len(rig.users)} accounts",
+        async def closed(
+            op: load.Operation,
+            name: str,
+            label: str,
+            note: str,
+            *,
+            concurrency: int = load.SATURATION_CONCURRENCY,
+            targets: dict[str, str] | None = None,
+        ) -> None:
+            ctx.progress(label)
+            result = await load.median_of(
+                runs,
+                lambda: load.closed_loop(
+                    op, concurrency=concurrency, duration=duration, label=label, progress=ctx.progress
+                ),
+            )
+            figures.extend(result.figures(name, baseline=BASELINE_PG_TXN, targets=targets, note=note))
+
+        many = f"round robin over {len(rig.users)} accounts"
+        block_target = {"throughput": BLOCK_TARGET}
+        await closed(
+            block, "funds.block_many", "blocks", f"BlockFunds, 1 share each, {many}", targets=block_target
         )
         # 32 in flight does not saturate the service: bigger batches still pay off. The
         # deeper loop shows where throughput levels off (svc_funds at one full core).
-        result = await load.median_of(
-            runs,
-            lambda: load.closed_loop(
-                block,
-                concurrency=DEEP_CONCURRENCY,
-                duration=duration,
-                label="blocks, deep queue",
-                progress=ctx.progress,
-            ),
-        )
-        figures += result.figures(
+        await closed(
+            block,
             "funds.block_many_deep",
-            baseline=BASELINE_PG_TXN,
-            targets={"throughput": BLOCK_TARGET},
-            note=f"BlockFunds, 1 share each, round robin over {len(rig.users)} accounts",
+            "blocks, deep queue",
+            f"BlockFunds, 1 share each, {many}",
+            concurrency=DEEP_CONCURRENCY,
+            targets=block_target,
         )
-        result = await load.median_of(
-            runs,
-            lambda: load.closed_loop(
-                pair(rig.users, "brm"), duration=duration, label="block+release", progress=ctx.progress
-            ),
-        )
-        figures += result.figures(
+        await closed(
+            pair(rig.users, "brm"),
             "funds.block_release_many",
-            baseline=BASELINE_PG_TXN,
-            note=f"BlockFunds then ReleaseBlock (2 calls per op), round robin over {len(rig.users)} accounts",
+            "block+release",
+            f"BlockFunds then ReleaseBlock (2 calls per op), {many}",
         )
-        result = await load.median_of(
-            runs,
-            lambda: load.closed_loop(
-                pair(rig.users[:1], "brh"),
-                duration=duration,
-                label="block+release hot",
-                progress=ctx.progress,
-            ),
-        )
-        figures += result.figures(
+        await closed(
+            pair(rig.users[:1], "brh"),
             "funds.block_release_hot",
-            baseline=BASELINE_PG_TXN,
-            note="BlockFunds then ReleaseBlock (2 calls per op), all on one account",
+            "block+release hot",
+            "BlockFunds then ReleaseBlock (2 calls per op), all on one account",
         )
         result = await load.open_loop(
             block, rate=BLOCK_HALF_RATE, duration=duration, label="blocks at half rate", progress=ctx.progress
