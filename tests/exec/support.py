@@ -46,6 +46,7 @@ class Oms:
         self.reports: list[er.ExecutionReport] = []
         self.headers: list[dict[str, str]] = []
         self.nc: NatsClient | None = None
+        self._closing = False
         self._task: asyncio.Task[None] | None = None
         self.user_id = "u_" + new_id("t")[-8:].lower()
 
@@ -65,6 +66,9 @@ class Oms:
 
     async def __aexit__(self, *exc: object) -> None:
         if self._task:
+            # Python 3.11's asyncio.wait_for (inside nats-py's fetch) can swallow a
+            # cancellation that races with a message arriving: the flag ends the loop anyway.
+            self._closing = True
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
@@ -72,7 +76,7 @@ class Oms:
             await self.nc.close()
 
     async def _collect(self) -> None:
-        while True:
+        while not self._closing:
             try:
                 msgs = await self.sub.fetch(500, timeout=0.5)
             except Exception:
