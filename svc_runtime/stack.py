@@ -210,15 +210,12 @@ class Stack:
         env.setdefault("PYTHONUNBUFFERED", "1")
         with open(self.log_dir / f"{name}.log", "ab") as log_file:  # noqa: ASYNC230 - a quick local open
             process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                spec.module,
+                *die_with_parent([sys.executable, "-m", spec.module], signal.SIGTERM),
                 env=env,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=log_file,
                 start_new_session=True,
-                preexec_fn=die_with_parent(signal.SIGTERM),
             )
         self.processes[name] = process
         try:

@@ -80,11 +80,10 @@ jetstream {{
         )
         log_handle = open(self.log_file, "ab")  # noqa: SIM115 - owned by the child
         process = subprocess.Popen(
-            [str(nats_server_binary()), "-c", str(config)],
+            die_with_parent([str(nats_server_binary()), "-c", str(config)], signal.SIGTERM),
             stdin=subprocess.DEVNULL,
             stdout=log_handle,
             stderr=log_handle,
-            preexec_fn=die_with_parent(signal.SIGTERM),  # noqa: PLW1509 - no threads yet at spawn
         )
         log_handle.close()
         handle = NatsHandle(

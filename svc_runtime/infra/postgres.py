@@ -176,7 +176,6 @@ class EmbeddedPostgres:
         bin_dir = self._bin_dir(user)
         pgdata = self._pgdata(user)
         password = self._password()
-        as_user = self._as_user(user)
         if not (pgdata / "PG_VERSION").exists():
             log.info("initializing PostgreSQL cluster", extra={"pgdata": str(pgdata)})
             self._initdb(bin_dir, pgdata, password, user)
@@ -184,28 +183,30 @@ class EmbeddedPostgres:
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         log_handle = open(self.log_file, "ab")  # noqa: SIM115 - owned by the child
         process = subprocess.Popen(
-            [
-                str(bin_dir / "postgres"),
-                "-D",
-                str(pgdata),
-                "-c",
-                "listen_addresses=127.0.0.1",
-                "-c",
-                f"port={port}",
-                "-c",
-                "unix_socket_directories=",
-                "-c",
-                "max_connections=300",
-                "-c",
-                "shared_buffers=256MB",
-                "-c",
-                "fsync=on",
-            ],
+            die_with_parent(
+                [
+                    str(bin_dir / "postgres"),
+                    "-D",
+                    str(pgdata),
+                    "-c",
+                    "listen_addresses=127.0.0.1",
+                    "-c",
+                    f"port={port}",
+                    "-c",
+                    "unix_socket_directories=",
+                    "-c",
+                    "max_connections=300",
+                    "-c",
+                    "shared_buffers=256MB",
+                    "-c",
+                    "fsync=on",
+                ],
+                signal.SIGINT,
+                user=None if user is None else (user.pw_uid, user.pw_gid),
+            ),
             stdin=subprocess.DEVNULL,
             stdout=log_handle,
             stderr=log_handle,
-            preexec_fn=die_with_parent(signal.SIGINT),  # noqa: PLW1509 - no threads yet at spawn
-            **as_user,  # type: ignore[arg-type]
         )
         log_handle.close()
         handle = PostgresHandle(

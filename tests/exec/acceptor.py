@@ -424,10 +424,12 @@ class ExchangeProcess:
         log = (self.workdir / "acceptor.out").open("ab")
         self.process = subprocess.Popen(
             # Imported by name (not run as __main__) so that its classes pickle by name.
-            [sys.executable, "-c", "from tests.exec.acceptor import main; main()", *self._args()],
+            die_with_parent(
+                [sys.executable, "-c", "from tests.exec.acceptor import main; main()", *self._args()],
+                signal.SIGKILL,
+            ),
             stdout=log,
             stderr=log,
-            preexec_fn=die_with_parent(signal.SIGKILL),  # noqa: PLW1509 - only calls prctl
         )
         deadline = time.monotonic() + 30
         while True:

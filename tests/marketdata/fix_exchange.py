@@ -34,7 +34,7 @@ import quickfix as fix
 import quickfix44 as fix44
 
 from svc_runtime.fix import data_dictionary, header_text, set_text
-from svc_runtime.infra.processes import die_with_parent, free_port
+from svc_runtime.infra.processes import die_with_parent_from_now, free_port
 
 ACCEPTOR_CFG = """\
 [DEFAULT]
@@ -420,9 +420,7 @@ def _serve(
     conn: Connection, work_dir: Path, listing: list[Listed], port: int, options: dict[str, Any]
 ) -> None:
     """The child: run the acceptor and answer the parent's calls until told to stop."""
-    arm = die_with_parent(signal.SIGKILL)
-    if arm is not None:
-        arm()
+    die_with_parent_from_now(signal.SIGKILL)
     acceptor = _Acceptor(work_dir, listing, port, **options)
     acceptor.start()
     conn.send(("ok", None))
