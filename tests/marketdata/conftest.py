@@ -39,11 +39,13 @@ class MarketDataProcess:
         return (self.stack.log_dir / "svc_marketdata.log").read_text(errors="replace")
 
     async def restart_after_kill(self) -> None:
-        """Start the killed service again, on a fresh channel (the old one is backing off
-        from its failed connects)."""
+        """Start the killed service again, on a fresh channel that is connected before it is
+        used: channels with the same options share gRPC's subchannels, so the new one can
+        inherit the old one's back-off from its failed connects and fail calls at once."""
         await self.stack.start_service("svc_marketdata")
         await self.channel.close()
         self.channel = channel(self.stack.plan.target("svc_marketdata"))
+        await asyncio.wait_for(self.channel.channel_ready(), timeout=30)
         self.quotes = marketdata_pb2_grpc.MarketDataServiceStub(self.channel)
         self.watchlists = watchlists_pb2_grpc.WatchlistServiceStub(self.channel)
 
