@@ -45,70 +45,99 @@ async def _abort_for(error: BaseException, ctx: grpc.aio.ServicerContext, method
     await ctx.abort(grpc.StatusCode.INTERNAL, f"internal error; request id {context.request_id()}")
 
 
-class ServiceInterceptor(grpc.aio.ServerInterceptor):
-    """Restores the request context, maps ServiceError to a rich status, hides anything
-    else behind INTERNAL, and records metrics."""
+def instrumented(method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    """`handler` for `method` (`/package.Service/Method`), wrapped to restore the request
+    context, map ServiceError to a rich status, hide anything else behind INTERNAL, and
+    record metrics. Done once per method at registration: a server interceptor would do
+    this work, and build a new handler, on every call."""
+    service, name = _split(method)
+    seconds = RPC_SECONDS.labels(service, name)
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Any],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
+    if handler.unary_unary is not None:
+        behavior = handler.unary_unary
+
+        async def unary_unary(request: Any, ctx: grpc.aio.ServicerContext) -> Any:
+            context.set_current(context.from_metadata(ctx.invocation_metadata()))
+            started, code = time.perf_counter(), "OK"
+            try:
+                return await behavior(request, ctx)
+            except (asyncio.CancelledError, grpc.aio.AbortError):
+                code = "ABORTED_OR_CANCELLED"
+                raise
+            except Exception as error:
+                code = error.code.name if isinstance(error, ServiceError) else "INTERNAL"
+                await _abort_for(error, ctx, method)
+            finally:
+                RPC_HANDLED.labels(service, name, code).inc()
+                seconds.observe(time.perf_counter() - started)
+
+        return grpc.unary_unary_rpc_method_handler(
+            unary_unary,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+    if handler.unary_stream is not None:
+        stream_behavior = handler.unary_stream
+
+        async def unary_stream(request: Any, ctx: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            context.set_current(context.from_metadata(ctx.invocation_metadata()))
+            code = "OK"
+            try:
+                async for response in stream_behavior(request, ctx):
+                    yield response
+            except (asyncio.CancelledError, grpc.aio.AbortError):
+                code = "ABORTED_OR_CANCELLED"
+                raise
+            except Exception as error:
+                code = error.code.name if isinstance(error, ServiceError) else "INTERNAL"
+                await _abort_for(error, ctx, method)
+            finally:
+                RPC_HANDLED.labels(service, name, code).inc()
+
+        return grpc.unary_stream_rpc_method_handler(
+            unary_stream,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+    return handler
+
+
+class _InstrumentedGeneric(grpc.GenericRpcHandler):
+    """A generic handler whose method handlers come out instrumented (once per method)."""
+
+    def __init__(self, inner: grpc.GenericRpcHandler) -> None:
+        self.inner = inner
+        self.handlers: dict[str, grpc.RpcMethodHandler | None] = {}
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
         method = handler_call_details.method
-        if handler is None or method.startswith(("/grpc.health", "/grpc.reflection")):
-            return handler
-        incoming = context.from_metadata(handler_call_details.invocation_metadata)
-        service, name = _split(method)
+        if method not in self.handlers:
+            handler = self.inner.service(handler_call_details)
+            self.handlers[method] = None if handler is None else instrumented(method, handler)
+        return self.handlers[method]
 
-        if handler.unary_unary is not None:
-            behavior = handler.unary_unary
 
-            async def unary_unary(request: Any, ctx: grpc.aio.ServicerContext) -> Any:
-                context.set_current(incoming)
-                started, code = time.perf_counter(), "OK"
-                try:
-                    return await behavior(request, ctx)
-                except (asyncio.CancelledError, grpc.aio.AbortError):
-                    code = "ABORTED_OR_CANCELLED"
-                    raise
-                except Exception as error:
-                    code = error.code.name if isinstance(error, ServiceError) else "INTERNAL"
-                    await _abort_for(error, ctx, method)
-                finally:
-                    RPC_HANDLED.labels(service, name, code).inc()
-                    RPC_SECONDS.labels(service, name).observe(time.perf_counter() - started)
+class _InstrumentingRegistrar:
+    """What a generated `add_…Servicer_to_server` registers on: the server, with every
+    method handler instrumented on the way in."""
 
-            return grpc.unary_unary_rpc_method_handler(
-                unary_unary,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
+    def __init__(self, server: grpc.aio.Server) -> None:
+        self.server = server
 
-        if handler.unary_stream is not None:
-            stream_behavior = handler.unary_stream
+    def add_generic_rpc_handlers(self, generic_rpc_handlers: Any) -> None:
+        self.server.add_generic_rpc_handlers(tuple(_InstrumentedGeneric(h) for h in generic_rpc_handlers))
 
-            async def unary_stream(request: Any, ctx: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-                context.set_current(incoming)
-                code = "OK"
-                try:
-                    async for response in stream_behavior(request, ctx):
-                        yield response
-                except (asyncio.CancelledError, grpc.aio.AbortError):
-                    code = "ABORTED_OR_CANCELLED"
-                    raise
-                except Exception as error:
-                    code = error.code.name if isinstance(error, ServiceError) else "INTERNAL"
-                    await _abort_for(error, ctx, method)
-                finally:
-                    RPC_HANDLED.labels(service, name, code).inc()
-
-            return grpc.unary_stream_rpc_method_handler(
-                unary_stream,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        return handler
+    def add_registered_method_handlers(
+        self, service_name: str, method_handlers: dict[str, grpc.RpcMethodHandler]
+    ) -> None:
+        self.server.add_registered_method_handlers(
+            service_name,
+            {
+                name: instrumented(f"/{service_name}/{name}", handler)
+                for name, handler in method_handlers.items()
+            },
+        )
 
 
 class GrpcServer:
@@ -117,7 +146,6 @@ class GrpcServer:
     def __init__(self, listen: str, *, max_message_mb: int = 16) -> None:
         self.listen = listen
         self.server = grpc.aio.server(
-            interceptors=[ServiceInterceptor()],
             options=[
                 ("grpc.max_receive_message_length", max_message_mb * 1024 * 1024),
                 ("grpc.max_send_message_length", max_message_mb * 1024 * 1024),
@@ -135,8 +163,9 @@ class GrpcServer:
         self.port = 0
 
     def add(self, register: Callable[[Any, grpc.aio.Server], None], servicer: Any, full_name: str) -> None:
-        """Register `servicer` with its generated `add_…Servicer_to_server` function."""
-        register(servicer, self.server)
+        """Register `servicer` with its generated `add_…Servicer_to_server` function; its
+        methods are instrumented (health and reflection are not)."""
+        register(servicer, _InstrumentingRegistrar(self.server))
         self.service_names.append(full_name)
 
     async def start(self) -> int:
