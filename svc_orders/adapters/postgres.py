@@ -23,6 +23,7 @@ from google.protobuf.message import Message
 from svc_orders.app.ports import (
     AuditEntry,
     CommandKind,
+    EventPosition,
     EventRecord,
     ReportEnvelope,
     Reservation,
@@ -546,10 +547,26 @@ class PostgresOrderStore:
         return done
 
     # --- streams ------------------------------------------------------------------------
-    async def event_seq(self, user_id: str, event_id: str) -> int | None:
-        return await self.pool.fetchval(
-            "SELECT seq FROM order_events WHERE event_id = $1 AND user_id = $2", event_id, user_id
+    async def event_position(self, user_id: str, event_id: str) -> EventPosition | None:
+        row = await self.pool.fetchrow(
+            "SELECT seq, xid, running_xmin FROM order_events WHERE event_id = $1 AND user_id = $2",
+            event_id,
+            user_id,
         )
+        return EventPosition(row["seq"], row["xid"], row["running_xmin"]) if row else None
+
+    async def events_committed_late(self, user_id: str, after: EventPosition) -> list[EventRecord]:
+        # Numbered before `after` by a transaction still running when it was written, other
+        # than its own (which committed with it).
+        rows = await self.pool.fetch(
+            "SELECT event_id, payload FROM order_events WHERE user_id = $1 AND xid >= $2 "
+            "AND xid <> $3 AND seq < $4 ORDER BY seq",
+            user_id,
+            after.running_xmin,
+            after.xid,
+            after.seq,
+        )
+        return [EventRecord(r["event_id"], bytes(r["payload"])) for r in rows]
 
     async def events_after(self, user_id: str, after_seq: int, limit: int) -> list[tuple[int, EventRecord]]:
         rows = await self.pool.fetch(

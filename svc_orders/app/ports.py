@@ -109,6 +109,17 @@ class EventRecord:
     payload: bytes
 
 
+@dataclass(frozen=True)
+class EventPosition:
+    """Where an event stands in a user's stream: its sequence number, its transaction, and
+    the oldest transaction still running when it was written (whose events may carry a
+    lower number yet commit later)."""
+
+    seq: int
+    xid: int
+    running_xmin: int
+
+
 class OrderStore(Protocol):
     def unit_of_work(self) -> UnitOfWork: ...
 

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from svc_orders.app.ports import EventRecord
+from svc_orders.app.ports import EventPosition, EventRecord
 from svc_orders.domain.model import Fill, Order, Status
 from svc_runtime import pagination
 from svc_runtime.errors import InvalidArgument, NotFound
@@ -27,7 +27,9 @@ class ReadStore(Protocol):
         self, user_id: str | None, order_id: str | None, page_size: int, page_token: str
     ) -> tuple[list[dict[str, Any]], str]: ...
 
-    async def event_seq(self, user_id: str, event_id: str) -> int | None: ...
+    async def event_position(self, user_id: str, event_id: str) -> EventPosition | None: ...
+
+    async def events_committed_late(self, user_id: str, after: EventPosition) -> list[EventRecord]: ...
 
     async def events_after(
         self, user_id: str, after_seq: int, limit: int
@@ -73,14 +75,19 @@ class OrderQueries:
         )
 
     async def replay(self, user_id: str, after_event_id: str) -> AsyncIterator[EventRecord]:
-        """Every event of the user after `after_event_id`, oldest first."""
-        seq = await self.store.event_seq(user_id, after_event_id)
-        if seq is None:
+        """Every event of the user after `after_event_id`: first those numbered before it that
+        may have committed after it (a client may have seen some of them already; event ids
+        tell), then those numbered after it, oldest first."""
+        position = await self.store.event_position(user_id, after_event_id)
+        if position is None:
             raise InvalidArgument(
                 "after_event_id is not an event of this user (or has expired)",
                 reason="UNKNOWN_EVENT",
                 field="after_event_id",
             )
+        for record in await self.store.events_committed_late(user_id, position):
+            yield record
+        seq = position.seq
         while True:
             page = await self.store.events_after(user_id, seq, self.replay_page)
             for _, record in page:
