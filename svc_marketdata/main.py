@@ -125,7 +125,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     finally:
         hub.shutdown()
         await server.stop(grace=2.0)
-        await asyncio.to_thread(feed.stop)
+        await feed.stop()
         stop.set()
         with contextlib.suppress(asyncio.CancelledError):
             await publisher

@@ -7,6 +7,8 @@ svc_marketdata and the exchange simulator).
   file and environment at it: no code changes.
 - quickfix calls back on its own threads. `ThreadBridge` hands each callback to the asyncio
   loop without blocking the FIX thread, so callbacks stay tiny.
+- quickfix retries a lost initiator session every ReconnectInterval, for ever;
+  `ReconnectPacer` spaces the retries out exponentially while the venue stays away.
 - Prices and quantities never pass through quickfix's typed fields, which are C doubles:
   `set_text`/`get_text` read and write the raw tag text, and `fix_decimal` formats exactly.
 """
@@ -14,6 +16,9 @@ svc_marketdata and the exchange simulator).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import random
 import sysconfig
 from collections.abc import Callable
 from decimal import Decimal
@@ -21,8 +26,20 @@ from pathlib import Path
 from typing import Any
 
 import quickfix as fix
+from prometheus_client import Counter
 
 from svc_runtime.decimals import format_decimal
+
+log = logging.getLogger(__name__)
+
+RECONNECT_PAUSES = Counter(
+    "fix_reconnect_pauses_total", "Times reconnecting to the venue was paused (back-off)", ["session"]
+)
+
+# A setting of ours in the initiator's session file: the longest pause between reconnect
+# tries, in seconds; absent, tries are paused for at most BACKOFF_MAX_DEFAULT.
+RECONNECT_BACKOFF_MAX = "ReconnectBackoffMax"
+BACKOFF_MAX_DEFAULT = 30.0
 
 
 def data_dictionary(version: str = "FIX44") -> Path:
@@ -84,3 +101,83 @@ class ThreadBridge:
 
     def put(self, queue: asyncio.Queue[Any], item: Any) -> None:
         self.loop.call_soon_threadsafe(queue.put_nowait, item)
+
+
+class ReconnectPacer:
+    """Exponential back-off for an initiator's reconnects.
+
+    quickfix tries to reconnect a lost session every ReconnectInterval, for ever. When a try
+    has not logged on within that interval, the pacer disables the session
+    (`Session.logout`; nothing is sent, it is not connected) for a pause, then enables it
+    again (`Session.logon`) for the next try. Pauses double from ReconnectInterval up to
+    `ReconnectBackoffMax`, each within ±20 % so that many clients do not retry in step; a
+    logon starts them over. Runs on the event loop; the owner reports logons and logouts.
+    """
+
+    def __init__(
+        self, session: fix.Session, settings: fix.SessionSettings, session_id: fix.SessionID
+    ) -> None:
+        dictionary = settings.get(session_id)
+        self.session = session
+        self.session_key = session_id.toString()
+        self.interval = float(
+            dictionary.getInt("ReconnectInterval") if dictionary.has("ReconnectInterval") else 30
+        )
+        self.maximum = max(
+            self.interval,
+            float(dictionary.getString(RECONNECT_BACKOFF_MAX))
+            if dictionary.has(RECONNECT_BACKOFF_MAX)
+            else BACKOFF_MAX_DEFAULT,
+        )
+        self.pause = self.interval
+        self._random = random.Random()
+        self._up = asyncio.Event()
+        self._down = asyncio.Event()
+        self._down.set()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Start pacing, on the running event loop."""
+        self._task = asyncio.get_running_loop().create_task(self.run(), name="fix-reconnect-pacer")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    def logged_on(self) -> None:
+        self._down.clear()
+        self._up.set()
+        self.pause = self.interval
+
+    def logged_out(self) -> None:
+        self._up.clear()
+        self._down.set()
+
+    def next_pause(self) -> float:
+        """The pause before the next try, and the one after it doubled (up to the maximum)."""
+        pause = min(self.pause * self._random.uniform(0.8, 1.2), self.maximum)
+        self.pause = min(self.pause * 2, self.maximum)
+        return pause
+
+    async def run(self) -> None:
+        while True:
+            await self._down.wait()
+            try:
+                # quickfix's next try comes within one interval of the session being enabled.
+                await asyncio.wait_for(self._up.wait(), self.interval + 0.25)
+                continue
+            except TimeoutError:
+                pass
+            if self.session.sentLogon():
+                continue  # connected, logon under way: let it finish or time out
+            pause = self.next_pause()
+            RECONNECT_PAUSES.labels(self.session_key).inc()
+            log.info("FIX reconnect paused", extra={"session": self.session_key, "seconds": round(pause, 2)})
+            self.session.logout()
+            try:
+                await asyncio.sleep(pause)
+            finally:
+                self.session.logon()

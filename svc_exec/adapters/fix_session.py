@@ -7,9 +7,10 @@ JetStream is unreachable. Sending happens on the loop thread (quickfix's session
 makes that safe; the binding releases the GIL while it waits).
 
 Session recovery is quickfix's: persistent FileStore, sequence numbers kept across
-reconnects (ResetOn* = N), ResendRequest and SequenceReset-GapFill handled, reconnect every
-ReconnectInterval. On top of it, before logon the expected incoming sequence number is
-lowered to the first one not yet safely published (see `svc_exec.domain.sequence`).
+reconnects (ResetOn* = N), ResendRequest and SequenceReset-GapFill handled, reconnects
+every ReconnectInterval, spaced out by `ReconnectPacer` while the exchange stays away. On top
+of it, before logon the expected incoming sequence number is lowered to the first one not
+yet safely published (see `svc_exec.domain.sequence`).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from svc_exec.adapters import fix_messages as fm
 from svc_exec.domain.commands import Amendment, NewOrder, ReplaceOrder
 from svc_exec.domain.model import Inbound, Side
 from svc_exec.domain.sequence import InboundProgress
-from svc_runtime.fix import ThreadBridge, load_settings
+from svc_runtime.fix import ReconnectPacer, ThreadBridge, load_settings
 
 log = logging.getLogger(__name__)
 
@@ -174,6 +175,7 @@ class FixSession:
         if self.session_id is None:
             raise RuntimeError("the FIX settings define no session")
         self.session = fix.Session.lookupSession(self.session_id)
+        self.pacer = ReconnectPacer(self.session, self.settings, self.session_id)
         self.reader = FileStoreReader(self.store_dir, self.session_id)
         self.exec_ids_per_order = self._exec_id_scope() == "ORDER"
 
@@ -214,9 +216,11 @@ class FixSession:
 
     def start(self) -> None:
         self.initiator.start()
+        self.pacer.start()
         log.info("FIX initiator started", extra={"session": self.session_key})
 
     async def stop(self) -> None:
+        await self.pacer.stop()
         # Logs out and joins quickfix's thread; never block the loop on it.
         await asyncio.to_thread(self.initiator.stop)
 
@@ -231,12 +235,14 @@ class FixSession:
         LOGONS.inc()
         LOGGED_ON.set(1)
         self._logged_on.set()
+        self.pacer.logged_on()
         log.info("FIX session logged on", extra={"session": self.session_key, **self.sequence_numbers()})
         self._on_logon()
 
     def _logout(self) -> None:
         LOGGED_ON.set(0)
         self._logged_on.clear()
+        self.pacer.logged_out()
         log.warning("FIX session logged out", extra={"session": self.session_key})
         self._on_logout()
 

@@ -14,6 +14,7 @@ backwards.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,7 +26,7 @@ from prometheus_client import Counter
 from svc_marketdata.adapters import fix_codec
 from svc_marketdata.domain.instruments import Instrument
 from svc_marketdata.domain.quotes import SymbolUpdate
-from svc_runtime.fix import get_text, header_text, load_settings, set_text
+from svc_runtime.fix import ReconnectPacer, get_text, header_text, load_settings, set_text
 from svc_runtime.ids import new_id
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ class MarketDataApplication(fix.Application):  # type: ignore[misc]
         # Symbols subscribed on the current logon: the exchange forgets subscriptions when a
         # session ends, so each logon starts empty.
         self.subscribed: set[str] = set()
+        self.pacer: ReconnectPacer | None = None
         self._security_list: dict[str, list[Instrument]] = {}
 
     def onCreate(self, session_id: fix.SessionID) -> None:
@@ -73,10 +75,14 @@ class MarketDataApplication(fix.Application):  # type: ignore[misc]
     def onLogon(self, session_id: fix.SessionID) -> None:
         log.info("fix logon", extra={"session": session_id.toString()})
         self.subscribed = set()
+        if self.pacer is not None:
+            self.bridge.call(self.pacer.logged_on)
         self.bridge.call(self.handler.on_logon)
 
     def onLogout(self, session_id: fix.SessionID) -> None:
         log.info("fix logout", extra={"session": session_id.toString()})
+        if self.pacer is not None:
+            self.bridge.call(self.pacer.logged_out)
         self.bridge.call(self.handler.on_logout)
 
     def toAdmin(self, message: fix.Message, session_id: fix.SessionID) -> None:
@@ -182,13 +188,21 @@ class FixMarketFeed:
             # Every tick through a file log costs more than the tick itself; session events
             # are logged by the application callbacks instead.
             self.initiator = fix.SocketInitiator(application, store, settings)
+        assert application.session_id is not None  # set by onCreate while the initiator was made
+        self.pacer = ReconnectPacer(
+            fix.Session.lookupSession(application.session_id), settings, application.session_id
+        )
+        application.pacer = self.pacer
 
     def start(self) -> None:
+        """Start connecting (call it on the event loop)."""
         self.initiator.start()
+        self.pacer.start()
 
-    def stop(self) -> None:
-        """Log out and stop quickfix's threads (blocks: call it off the loop)."""
-        self.initiator.stop()
+    async def stop(self) -> None:
+        """Log out and stop quickfix's threads, off the loop."""
+        await self.pacer.stop()
+        await asyncio.to_thread(self.initiator.stop)
 
     def _send(self, message: fix.Message) -> bool:
         session_id = self.application.session_id

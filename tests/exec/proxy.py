@@ -41,6 +41,7 @@ class FixProxy:
         self._drop_to_client: list[Predicate] = []
         self.dropped: list[bytes] = []
         self.refuse = False
+        self.attempts = 0  # connections svc_exec opened
 
     async def start(self) -> FixProxy:
         self.server = await asyncio.start_server(self._serve, self.host, self.port)
@@ -64,6 +65,7 @@ class FixProxy:
         self.connections.clear()
 
     async def _serve(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        self.attempts += 1
         if self.refuse:
             client_writer.transport.abort()
             return

@@ -65,6 +65,11 @@ async def test_logon_health_and_reconnect(start_exec, exchange: ExchangeProcess,
         await eventually(lambda: not exchange.is_logged_on(), timeout=30)
         assert not (await session_status(stack)).logged_on
         assert await health(stack) == health_pb2.HealthCheckResponse.NOT_SERVING
+        # Tries back off (1, 2, 4 … s between them) instead of coming every second.
+        tries_before = proxy.attempts
+        await asyncio.sleep(10)
+        assert 1 <= proxy.attempts - tries_before <= 6
+        assert "FIX reconnect paused" in exec_log(stack)
         # Commands wait for the session instead of failing.
         oms = await oms_for(stack)
         order_id = await oms.new_order()
