@@ -118,14 +118,18 @@ class _InstrumentedGeneric(grpc.GenericRpcHandler):
 
     def __init__(self, inner: grpc.GenericRpcHandler) -> None:
         self.inner = inner
-        self.handlers: dict[str, grpc.RpcMethodHandler | None] = {}
+        self.handlers: dict[str, grpc.RpcMethodHandler] = {}
 
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
         method = handler_call_details.method
-        if method not in self.handlers:
-            handler = self.inner.service(handler_call_details)
-            self.handlers[method] = None if handler is None else instrumented(method, handler)
-        return self.handlers[method]
+        handler = self.handlers.get(method)
+        if handler is None:
+            # Only methods that exist are remembered: a caller naming random ones grows nothing.
+            inner = self.inner.service(handler_call_details)
+            if inner is None:
+                return None
+            handler = self.handlers[method] = instrumented(method, inner)
+        return handler
 
 
 class _InstrumentingRegistrar:

@@ -99,3 +99,10 @@ async def test_health_answers_for_the_service(channel: grpc.aio.Channel) -> None
         health_pb2.HealthCheckRequest(service="brokermesh.marketdata.v1.MarketDataService")
     )
     assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_an_unknown_method_is_unimplemented(channel: grpc.aio.Channel) -> None:
+    call = channel.unary_unary("/brokermesh.marketdata.v1.MarketDataService/NoSuchMethod")
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await call(b"")
+    assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED
