@@ -107,7 +107,15 @@ async def serve(
     pool = await db.create_pool(common.database_url, SCHEMA, min_size=2, max_size=settings.pool_size)
     nc = await messaging.connect(common.nats_url, "svc_funds")
     quotes = MarketDataQuotes(settings.marketdata_target)
-    store = PgLedgerStore(pool)
+    # The ledger engine's writers keep their own connections, planned for keyed access.
+    ledger_pool = await db.create_pool(
+        common.database_url,
+        SCHEMA,
+        min_size=settings.writers,
+        max_size=settings.writers + 2,
+        settings=db.KEYED_ACCESS,
+    )
+    store = PgLedgerStore(ledger_pool)
     try:
         js = nc.jetstream()
         topology = messaging.Topology(common.namespace)
@@ -168,6 +176,7 @@ async def serve(
         await store.close()
         await quotes.close()
         await nc.close()
+        await ledger_pool.close()
         await pool.close()
 
 

@@ -59,17 +59,37 @@ def create_engine(url: str, schema: str, *, pool_size: int = 10, max_overflow: i
     )
 
 
+# Planner settings for connections whose every statement reaches rows by key (a batch's
+# locked reads and its one write): index lookups and nested loops only, one plan per
+# statement. Left to its statistics, the planner picks a sequential scan and hash join for
+# a table that is small or was empty when a connection first planned a statement, and a
+# cached generic plan then scans the whole (growing, churned) table on every call.
+KEYED_ACCESS = {
+    "enable_seqscan": "off",
+    "enable_hashjoin": "off",
+    "enable_mergejoin": "off",
+    "plan_cache_mode": "force_generic_plan",
+}
+
+
 async def create_pool(
-    url: str, schema: str, *, min_size: int = 2, max_size: int = 10, **options: Any
+    url: str,
+    schema: str,
+    *,
+    min_size: int = 2,
+    max_size: int = 10,
+    settings: dict[str, str] | None = None,
+    **options: Any,
 ) -> asyncpg.Pool:
-    """A raw asyncpg pool whose connections see only `schema`, for hot paths. `options` go
-    to `asyncpg.create_pool` (e.g. `reset=` to skip the reset round trip on release for
-    code that leaves no session state behind)."""
+    """A raw asyncpg pool whose connections see only `schema`, for hot paths. `settings` are
+    more server settings for its connections (e.g. `KEYED_ACCESS`). `options` go to
+    `asyncpg.create_pool` (e.g. `reset=` to skip the reset round trip on release for code
+    that leaves no session state behind)."""
     return await asyncpg.create_pool(
         asyncpg_dsn(url),
         min_size=min_size,
         max_size=max_size,
-        server_settings={"search_path": _check_schema(schema)},
+        server_settings={"search_path": _check_schema(schema), **(settings or {})},
         **options,
     )
 

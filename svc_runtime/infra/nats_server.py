@@ -78,6 +78,7 @@ jetstream {{
 }}
 """
         )
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
         log_handle = open(self.log_file, "ab")  # noqa: SIM115 - owned by the child
         process = subprocess.Popen(
             die_with_parent([str(nats_server_binary()), "-c", str(config)], signal.SIGTERM),
