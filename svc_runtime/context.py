@@ -8,6 +8,7 @@ line and audit row.
 from __future__ import annotations
 
 import contextvars
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -69,10 +70,19 @@ def outgoing_metadata() -> list[tuple[str, str]]:
     return metadata
 
 
+# What a request id may be once inside (logs, ledger rows, NATS headers): 1–128
+# printable characters, no spaces. Anything else offered by a caller is replaced.
+_REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
+
+
+def _safe_request_id(offered: str) -> str:
+    return offered if _REQUEST_ID.match(offered) else new_request_id()
+
+
 def from_metadata(metadata: tuple[tuple[str, str | bytes], ...] | None) -> RequestContext:
     values = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in (metadata or ())}
     return RequestContext(
-        request_id=values.get(REQUEST_ID_METADATA) or new_request_id(),
+        request_id=_safe_request_id(values.get(REQUEST_ID_METADATA, "")),
         client_ip=values.get(CLIENT_IP_METADATA, ""),
         actor=values.get(ACTOR_METADATA, ""),
     )

@@ -83,3 +83,12 @@ def test_topology_namespaces_every_name() -> None:
     assert {s.name for s in a.streams()} == {"A_ORDER_COMMANDS", "A_ORDER_EVENTS", "A_EXEC_REPORTS"}
     for stream in a.streams():
         assert all(subject.startswith("a.") for subject in stream.subjects)
+
+
+def test_a_request_id_offered_in_metadata_is_kept_only_if_safe() -> None:
+    from svc_runtime import context
+
+    assert context.from_metadata((("x-request-id", "req-42:a.b"),)).request_id == "req-42:a.b"
+    for unsafe in ("has space", "x" * 129, "", "tab\there"):
+        made = context.from_metadata((("x-request-id", unsafe),)).request_id
+        assert made != unsafe and made.startswith("req")
