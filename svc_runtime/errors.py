@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 import grpc
 
+from brokermesh.type.v1 import status_pb2
+
 ERROR_DOMAIN = "brokermesh.io"
 
 
@@ -192,7 +194,10 @@ _CODE_TO_ERROR = {
 def reraise_remote(error: grpc.aio.AioRpcError) -> ServiceError:
     """Turn a downstream service's error into the same ServiceError, to pass it upstream
     with its reason and details intact (e.g. INSUFFICIENT_FUNDS from svc_funds)."""
-    details = details_of(error)
+    return _service_error(details_of(error))
+
+
+def _service_error(details: ErrorDetails) -> ServiceError:
     cls = _CODE_TO_ERROR.get(details.code, Unavailable)
     return cls(
         details.message,
@@ -200,4 +205,33 @@ def reraise_remote(error: grpc.aio.AioRpcError) -> ServiceError:
         metadata=details.metadata,
         violations=details.violations,
         retry_after_seconds=details.retry_after_seconds,
+    )
+
+
+_CODE_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
+
+
+def to_item_status(error: ServiceError, prefix: str = "") -> status_pb2.Status:
+    """One batch item's error as a `brokermesh.type.v1.Status`. A field it names goes to
+    the `field` metadata, prefixed with the item's place (`requests[3].`)."""
+    metadata = dict(error.metadata)
+    if error.violations:
+        metadata.setdefault("field", prefix + error.violations[0].field)
+    return status_pb2.Status(
+        code=error.code.value[0], message=error.message, reason=error.reason, metadata=metadata
+    )
+
+
+def from_item_status(status: status_pb2.Status) -> ServiceError:
+    """The ServiceError a single call would have raised, from one batch item's status."""
+    metadata = dict(status.metadata)
+    field = metadata.pop("field", None)
+    return _service_error(
+        ErrorDetails(
+            code=_CODE_BY_NUMBER.get(status.code, grpc.StatusCode.UNKNOWN),
+            message=status.message,
+            reason=status.reason,
+            metadata=metadata,
+            violations=[FieldViolation(field, status.message)] if field else [],
+        )
     )

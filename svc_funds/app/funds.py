@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import replace
 from decimal import Decimal
 
 from svc_funds.app.engine import LedgerEngine
@@ -11,11 +13,16 @@ from svc_funds.domain.ledger import Block, FundsView
 from svc_funds.domain.model import BlockState, Product
 from svc_funds.domain.operations import SharesView
 from svc_runtime import context
-from svc_runtime.errors import NotFound
+from svc_runtime.errors import NotFound, ServiceError
 
 
 def _user_not_found(user_id: str) -> NotFound:
     return NotFound(f"user {user_id} not found", reason="USER_NOT_FOUND", metadata={"user_id": user_id})
+
+
+def _traced(command: ops.BlockCash) -> ops.BlockCash:
+    """The command with the current request id, unless it names its order's own."""
+    return command if command.request_id else replace(command, request_id=context.request_id())
 
 
 class FundsApp:
@@ -50,12 +57,16 @@ class FundsApp:
         assert isinstance(result, SharesView)
         return result
 
-    async def block_funds(
-        self, *, user_id: str, order_id: str, symbol: str, quantity: int, price: Decimal, product: Product
-    ) -> Block:
-        return await self._block(
-            ops.BlockCash(user_id, order_id, symbol, quantity, price, product, context.request_id())
-        )
+    async def block_funds(self, command: ops.BlockCash) -> Block:
+        return await self._block(_traced(command))
+
+    async def block_funds_many(self, commands: Sequence[ops.BlockCash]) -> list[Block | ServiceError]:
+        """Blocks for many orders, submitted together so they share ledger transactions;
+        each succeeds or fails on its own."""
+        results = await self.engine.execute_all([_traced(command) for command in commands])
+        for result in results:
+            assert isinstance(result, Block | ServiceError)
+        return results  # type: ignore[return-value]
 
     async def block_holdings(
         self, user_id: str, order_id: str, symbol: str, quantity: int, product: Product

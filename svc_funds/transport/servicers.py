@@ -24,12 +24,29 @@ from svc_funds.app.audit import AuditApp
 from svc_funds.app.funds import FundsApp
 from svc_funds.app.portfolio import PortfolioApp
 from svc_funds.domain import model
+from svc_funds.domain import operations as ops
+from svc_funds.domain.ledger import Block
 from svc_funds.transport import convert
 from svc_runtime import pagination
 from svc_runtime.decimals import parse_decimal
-from svc_runtime.errors import InvalidArgument, NotFound
+from svc_runtime.errors import InvalidArgument, NotFound, ServiceError, to_item_status
 
 Context = grpc.aio.ServicerContext
+
+# Blocks per BatchBlockFunds call: one ledger transaction's worth at most.
+MAX_BATCH_BLOCKS = 1000
+
+
+def _cash_block(request: funds_pb2.BlockFundsRequest, *, default_parent: str = "") -> ops.BlockCash:
+    return ops.BlockCash(
+        user_id=convert.user_of_parent(request.parent or default_parent),
+        order_id=model.check_order_id(request.order_id),
+        symbol=model.check_symbol(request.symbol),
+        quantity=model.check_quantity(request.quantity),
+        price=model.check_price(convert.money_in(request.price, "price")),
+        product=convert.product_in(request.product),
+        request_id=model.check_request_id(request.request_id) if request.request_id else "",
+    )
 
 
 class AccountServicer(accounts_pb2_grpc.AccountServiceServicer):
@@ -109,22 +126,51 @@ class FundsServicer(funds_pb2_grpc.FundsServiceServicer):
         )
 
     async def BlockFunds(self, request: funds_pb2.BlockFundsRequest, context: Context) -> funds_pb2.Block:
-        user_id = convert.user_of_parent(request.parent)
-        order_id = model.check_order_id(request.order_id)
-        symbol = model.check_symbol(request.symbol)
-        quantity = model.check_quantity(request.quantity)
-        price = model.check_price(convert.money_in(request.price, "price"))
-        product = convert.product_in(request.product)
-        return convert.block_out(
-            await self.app.block_funds(
-                user_id=user_id,
-                order_id=order_id,
-                symbol=symbol,
-                quantity=quantity,
-                price=price,
-                product=product,
+        return convert.block_out(await self.app.block_funds(_cash_block(request)))
+
+    async def BatchBlockFunds(
+        self, request: funds_pb2.BatchBlockFundsRequest, context: Context
+    ) -> funds_pb2.BatchBlockFundsResponse:
+        batch_user = convert.user_or_all(request.parent)
+        items = request.requests
+        if not 1 <= len(items) <= MAX_BATCH_BLOCKS:
+            raise InvalidArgument(
+                f"requests must hold 1 to {MAX_BATCH_BLOCKS} blocks", reason="INVALID_BATCH", field="requests"
             )
-        )
+        seen: dict[str, int] = {}
+        for i, item in enumerate(items):
+            if item.order_id in seen:
+                raise InvalidArgument(
+                    f"order id {item.order_id!r} is in requests[{seen[item.order_id]}] and requests[{i}]",
+                    reason="INVALID_BATCH",
+                    field=f"requests[{i}].order_id",
+                )
+            seen[item.order_id] = i
+        # Each request is checked on its own: a bad one gets its error, the others go on.
+        default_parent = "" if batch_user is None else request.parent
+        outcomes: dict[int, Block | ServiceError] = {}
+        valid: list[tuple[int, ops.BlockCash]] = []
+        for i, item in enumerate(items):
+            try:
+                if item.parent not in ("", request.parent) and batch_user is not None:
+                    raise InvalidArgument(
+                        f"parent must be empty or {request.parent}", reason="INVALID_BATCH", field="parent"
+                    )
+                valid.append((i, _cash_block(item, default_parent=default_parent)))
+            except ServiceError as error:
+                outcomes[i] = error
+        if valid:
+            blocks = await self.app.block_funds_many([command for _, command in valid])
+            outcomes.update(zip((i for i, _ in valid), blocks, strict=True))
+        results = []
+        for i in range(len(items)):
+            outcome = outcomes[i]
+            results.append(
+                funds_pb2.BlockFundsResult(error=to_item_status(outcome, f"requests[{i}]."))
+                if isinstance(outcome, ServiceError)
+                else funds_pb2.BlockFundsResult(block=convert.block_out(outcome))
+            )
+        return funds_pb2.BatchBlockFundsResponse(results=results)
 
     async def BlockHoldings(
         self, request: funds_pb2.BlockHoldingsRequest, context: Context

@@ -11,28 +11,45 @@ import grpc
 from brokermesh.funds.v1 import funds_pb2, funds_pb2_grpc
 from svc_orders.domain.model import Order
 from svc_orders.transport.wire import product_to
+from svc_runtime import context
+from svc_runtime.batching import Coalescer
 from svc_runtime.decimals import to_proto
-from svc_runtime.errors import reraise_remote
+from svc_runtime.errors import from_item_status, reraise_remote
+
+CASH_BLOCK_CALLS_IN_FLIGHT = 4
 
 
 class FundsClient:
     def __init__(self, channel: grpc.aio.Channel, *, timeout: float = 5.0) -> None:
         self.stub = funds_pb2_grpc.FundsServiceStub(channel)
         self.timeout = timeout
+        # Concurrent placements' cash blocks travel together (BatchBlockFunds): one call
+        # goes at once, and those arriving while calls are out share the next one.
+        self._cash_blocks: Coalescer[funds_pb2.BlockFundsRequest, object] = Coalescer(
+            self._send_cash_blocks, max_in_flight=CASH_BLOCK_CALLS_IN_FLIGHT
+        )
 
     async def block_funds(self, order: Order, price: Decimal) -> None:
-        request = funds_pb2.BlockFundsRequest(
-            parent=f"users/{order.user_id}",
-            order_id=order.order_id,
-            symbol=order.symbol,
-            quantity=order.quantity,
-            price=to_proto(price),
-            product=product_to(order.product),
+        await self._cash_blocks.submit(
+            funds_pb2.BlockFundsRequest(
+                parent=f"users/{order.user_id}",
+                order_id=order.order_id,
+                symbol=order.symbol,
+                quantity=order.quantity,
+                price=to_proto(price),
+                product=product_to(order.product),
+                request_id=context.request_id(),
+            )
         )
+
+    async def _send_cash_blocks(self, requests: list[funds_pb2.BlockFundsRequest]) -> list[object]:
         try:
-            await self.stub.BlockFunds(request, timeout=self.timeout)
+            response = await self.stub.BatchBlockFunds(
+                funds_pb2.BatchBlockFundsRequest(parent="users/-", requests=requests), timeout=self.timeout
+            )
         except grpc.aio.AioRpcError as error:
             raise reraise_remote(error) from error
+        return [from_item_status(r.error) if r.HasField("error") else None for r in response.results]
 
     async def block_holdings(self, order: Order) -> None:
         request = funds_pb2.BlockHoldingsRequest(

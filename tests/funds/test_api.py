@@ -183,6 +183,107 @@ async def test_ledger_history_pages_newest_first(funds: FundsClient) -> None:
 
 
 # --- blocks -------------------------------------------------------------------------------
+def _cash_block(
+    user: str, order_id: str, quantity: int, price: str = "100.00", **fields: str
+) -> funds_pb2.BlockFundsRequest:
+    return funds_pb2.BlockFundsRequest(
+        parent=fields.pop("parent", f"users/{user}"),
+        order_id=order_id,
+        symbol="INFY",
+        quantity=quantity,
+        price=dec(price),
+        **fields,
+    )
+
+
+async def test_batch_blocks_succeed_and_fail_one_by_one(funds: FundsClient) -> None:
+    rich, poor = await funds.open_account("10000.00"), await funds.open_account("150.00")
+    await funds.block_funds(rich, "old", 5, "100.00")
+    batch = funds_pb2.BatchBlockFundsRequest(
+        parent="users/-",
+        requests=[
+            _cash_block(rich, "b1", 10, request_id="req-b1"),
+            _cash_block(poor, "b2", 2),  # 200.00 of 150.00
+            _cash_block(rich, "b3", 0),  # not a quantity
+            _cash_block(rich, "old", 5),  # a retry of an existing block: the same block
+            _cash_block(rich, "old2", 1, price="1.001"),  # over-precise
+            _cash_block("u_nobody", "b6", 1),
+            _cash_block(poor, "b7", 1),
+            _cash_block(rich, "b8", 1),
+        ],
+    )
+    response = await funds.funds.BatchBlockFunds(batch, timeout=30)
+    kinds = [r.WhichOneof("result") for r in response.results]
+    assert kinds == ["block", "error", "error", "block", "error", "error", "block", "block"]
+    errors = {i: r.error for i, r in enumerate(response.results) if r.HasField("error")}
+    assert (errors[1].code, errors[1].reason) == (
+        grpc.StatusCode.FAILED_PRECONDITION.value[0],
+        "INSUFFICIENT_FUNDS",
+    )
+    assert errors[1].metadata["available"] == "150.00"
+    assert (errors[2].code, errors[2].metadata["field"]) == (
+        grpc.StatusCode.INVALID_ARGUMENT.value[0],
+        "requests[2].quantity",
+    )
+    assert errors[4].metadata["field"] == "requests[4].price"
+    assert (errors[5].code, errors[5].reason) == (grpc.StatusCode.NOT_FOUND.value[0], "USER_NOT_FOUND")
+    assert response.results[3].block == await funds.get_block(rich, "old")
+    assert response.results[0].block.remaining.value == "1000.00"
+    # Only the good ones moved money: 500 + 1000 + 100 blocked for rich, 100 for poor.
+    assert (await funds.get_funds(rich)).blocked.value == "1600.00"
+    assert (await funds.get_funds(poor)).blocked.value == "100.00"
+    assert await funds.sql("SELECT order_id FROM blocks ORDER BY order_id") == [
+        (o,) for o in ("b1", "b7", "b8", "old")
+    ]
+    # Each item's own request id is on its ledger entries.
+    assert await funds.sql("SELECT DISTINCT request_id FROM entries WHERE order_id = 'b1'") == [("req-b1",)]
+    # The whole batch again (a retry after a lost answer) changes nothing.
+    again = await funds.funds.BatchBlockFunds(batch, timeout=30)
+    assert [r.block for r in again.results if r.HasField("block")] == [
+        r.block for r in response.results if r.HasField("block")
+    ]
+    assert [(r.error.code, r.error.reason) for r in again.results] == [
+        (r.error.code, r.error.reason) for r in response.results
+    ]
+    assert (await funds.get_funds(rich)).blocked.value == "1600.00"
+    code, output = await ledger_check(funds.database_url)
+    assert code == 0, output
+
+
+@pytest.mark.parametrize(
+    ("parent", "requests", "field"),
+    [
+        ("users/-", [], "requests"),
+        ("users/-", [("u_a", "same"), ("u_b", "same")], "requests[1].order_id"),
+        ("users", [("u_a", "x")], "parent"),
+    ],
+)
+async def test_malformed_batches_are_refused_whole(
+    funds: FundsClient, parent: str, requests: list[tuple[str, str]], field: str
+) -> None:
+    user = await funds.open_account("1000.00")
+    items = [_cash_block(user, order_id, 1) for _, order_id in requests]
+    bad = await rpc_error(
+        funds.funds.BatchBlockFunds(funds_pb2.BatchBlockFundsRequest(parent=parent, requests=items))
+    )
+    assert bad.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert [v.field for v in bad.violations] == [field]
+    assert (await funds.sql("SELECT count(*) FROM blocks"))[0][0] == 0
+
+
+async def test_batch_for_one_user_names_it_once(funds: FundsClient) -> None:
+    user, other = await funds.open_account("1000.00"), await funds.open_account("1000.00")
+    response = await funds.funds.BatchBlockFunds(
+        funds_pb2.BatchBlockFundsRequest(
+            parent=f"users/{user}",
+            requests=[_cash_block(user, "o1", 1, parent=""), _cash_block(other, "o2", 1)],
+        )
+    )
+    assert response.results[0].block.user_id == user
+    assert response.results[1].error.metadata["field"] == "requests[1].parent"
+    assert (await funds.get_funds(other)).blocked.value == "0.00"
+
+
 async def test_block_adjust_release_and_their_errors(funds: FundsClient) -> None:
     user = await funds.open_account("10000.00")
     block = await funds.block_funds(user, "ord_1", 10, "500.00")

@@ -20,7 +20,14 @@ from brokermesh.funds.v1 import funds_pb2, funds_pb2_grpc
 from brokermesh.marketdata.v1 import marketdata_pb2, marketdata_pb2_grpc
 from brokermesh.orders.v1 import order_command_pb2
 from brokermesh.type.v1 import decimal_pb2
-from svc_runtime.errors import AlreadyExists, FailedPrecondition, NotFound, Unavailable
+from svc_runtime.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    NotFound,
+    ServiceError,
+    Unavailable,
+    to_item_status,
+)
 from svc_runtime.grpc_server import GrpcServer
 from svc_runtime.messaging import DurableConsumer, Topology, decode
 
@@ -67,11 +74,13 @@ class FakeFunds(funds_pb2_grpc.FundsServiceServicer):
         self.lose_next_replies = 0
         self.down = False
         # When set, BlockFunds pauses (after making the block, or before with
-        # `hold_before_block`) until `resume` is set, and sets `holding` meanwhile.
+        # `hold_before_block`) until `resume` is set, and sets `holding` meanwhile;
+        # `abandoned` is set once a paused call is cancelled (its caller went away).
         self.hold = False
         self.hold_before_block = False
         self.holding = asyncio.Event()
         self.resume = asyncio.Event()
+        self.abandoned = asyncio.Event()
 
     def deposit(self, user_id: str, amount: str) -> None:
         self.cash[user_id] = self.cash.get(user_id, Decimal(0)) + Decimal(amount)
@@ -88,20 +97,48 @@ class FakeFunds(funds_pb2_grpc.FundsServiceServicer):
     async def _pause(self) -> None:
         self.hold = False
         self.holding.set()
-        await self.resume.wait()
+        try:
+            await self.resume.wait()
+        except asyncio.CancelledError:
+            self.abandoned.set()
+            raise
 
     async def BlockFunds(self, request: funds_pb2.BlockFundsRequest, context: object) -> funds_pb2.Block:
         self.calls["BlockFunds"] += 1
         self._check_up()
         if self.hold and self.hold_before_block:
             await self._pause()
+        block = self._block_cash(request)
+        if self.hold:
+            await self._pause()
+        self._lose_reply()
+        return block
+
+    async def BatchBlockFunds(
+        self, request: funds_pb2.BatchBlockFundsRequest, context: object
+    ) -> funds_pb2.BatchBlockFundsResponse:
+        self.calls["BatchBlockFunds"] += 1
+        self._check_up()
+        if self.hold and self.hold_before_block:
+            await self._pause()
+        results = []
+        for i, item in enumerate(request.requests):
+            try:
+                results.append(funds_pb2.BlockFundsResult(block=self._block_cash(item)))
+            except ServiceError as error:
+                results.append(funds_pb2.BlockFundsResult(error=to_item_status(error, f"requests[{i}].")))
+        if self.hold:
+            await self._pause()
+        self._lose_reply()
+        return funds_pb2.BatchBlockFundsResponse(results=results)
+
+    def _block_cash(self, request: funds_pb2.BlockFundsRequest) -> funds_pb2.Block:
         user_id = request.parent.removeprefix("users/")
         price = Decimal(request.price.value)
         existing = self.blocks.get(request.order_id)
         if existing is not None:
             if (existing.quantity, existing.price) != (request.quantity, price):
                 raise AlreadyExists("block exists with other terms", reason="BLOCK_TERMS_DIFFER")
-            self._lose_reply()
             return existing.proto()
         if user_id not in self.cash:
             raise NotFound("no such account", reason="ACCOUNT_NOT_FOUND")
@@ -115,9 +152,6 @@ class FakeFunds(funds_pb2_grpc.FundsServiceServicer):
         self.cash[user_id] -= amount
         block = FakeBlock(user_id, request.order_id, "CASH", request.symbol, request.quantity, price, amount)
         self.blocks[request.order_id] = block
-        if self.hold:
-            await self._pause()
-        self._lose_reply()
         return block.proto()
 
     async def BlockHoldings(

@@ -269,6 +269,7 @@ async def test_sigkill_while_svc_funds_is_blocking_leaves_no_orphan_block(oms: O
     user = oms.new_user("100000.00")
     funds = oms.fakes.funds
     funds.resume.clear()
+    funds.abandoned.clear()
     funds.hold, funds.hold_before_block = True, not blocked
     attempt = asyncio.create_task(oms.place(user, "killed-mid-block"))
     try:
@@ -276,6 +277,9 @@ async def test_sigkill_while_svc_funds_is_blocking_leaves_no_orphan_block(oms: O
         await oms.stack.kill("svc_orders")
         with pytest.raises(grpc.aio.AioRpcError):
             await attempt
+        # svc_funds learns of the dead caller when gRPC cancels its call; only then has
+        # the block surely not been made (a call that outlives its caller may finish).
+        await asyncio.wait_for(funds.abandoned.wait(), 20)
     finally:
         await _resume_funds(oms)
     await oms.stack.start_service("svc_orders")

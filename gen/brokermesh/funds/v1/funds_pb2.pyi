@@ -2,6 +2,7 @@ import datetime
 
 from brokermesh.type.v1 import decimal_pb2 as _decimal_pb2
 from brokermesh.type.v1 import invariants_pb2 as _invariants_pb2
+from brokermesh.type.v1 import status_pb2 as _status_pb2
 from brokermesh.type.v1 import trading_pb2 as _trading_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
@@ -166,20 +167,44 @@ class Block(_message.Message):
     def __init__(self, name: _Optional[str] = ..., order_id: _Optional[str] = ..., user_id: _Optional[str] = ..., kind: _Optional[_Union[BlockKind, str]] = ..., symbol: _Optional[str] = ..., amount: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., remaining: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., state: _Optional[_Union[BlockState, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., product: _Optional[_Union[_trading_pb2.Product, str]] = ..., quantity: _Optional[int] = ..., price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., filled_quantity: _Optional[int] = ..., charges: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., released: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., close_reason: _Optional[str] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class BlockFundsRequest(_message.Message):
-    __slots__ = ("parent", "order_id", "symbol", "quantity", "price", "product")
+    __slots__ = ("parent", "order_id", "symbol", "quantity", "price", "product", "request_id")
     PARENT_FIELD_NUMBER: _ClassVar[int]
     ORDER_ID_FIELD_NUMBER: _ClassVar[int]
     SYMBOL_FIELD_NUMBER: _ClassVar[int]
     QUANTITY_FIELD_NUMBER: _ClassVar[int]
     PRICE_FIELD_NUMBER: _ClassVar[int]
     PRODUCT_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     parent: str
     order_id: str
     symbol: str
     quantity: int
     price: _decimal_pb2.Decimal
     product: _trading_pb2.Product
-    def __init__(self, parent: _Optional[str] = ..., order_id: _Optional[str] = ..., symbol: _Optional[str] = ..., quantity: _Optional[int] = ..., price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., product: _Optional[_Union[_trading_pb2.Product, str]] = ...) -> None: ...
+    request_id: str
+    def __init__(self, parent: _Optional[str] = ..., order_id: _Optional[str] = ..., symbol: _Optional[str] = ..., quantity: _Optional[int] = ..., price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., product: _Optional[_Union[_trading_pb2.Product, str]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class BatchBlockFundsRequest(_message.Message):
+    __slots__ = ("parent", "requests")
+    PARENT_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    parent: str
+    requests: _containers.RepeatedCompositeFieldContainer[BlockFundsRequest]
+    def __init__(self, parent: _Optional[str] = ..., requests: _Optional[_Iterable[_Union[BlockFundsRequest, _Mapping]]] = ...) -> None: ...
+
+class BatchBlockFundsResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[BlockFundsResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[BlockFundsResult, _Mapping]]] = ...) -> None: ...
+
+class BlockFundsResult(_message.Message):
+    __slots__ = ("block", "error")
+    BLOCK_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    block: Block
+    error: _status_pb2.Status
+    def __init__(self, block: _Optional[_Union[Block, _Mapping]] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ...) -> None: ...
 
 class BlockHoldingsRequest(_message.Message):
     __slots__ = ("parent", "order_id", "symbol", "quantity", "product")

@@ -62,6 +62,11 @@ class FundsServiceStub:
                 request_serializer=brokermesh_dot_funds_dot_v1_dot_funds__pb2.BlockFundsRequest.SerializeToString,
                 response_deserializer=brokermesh_dot_funds_dot_v1_dot_funds__pb2.Block.FromString,
                 _registered_method=True)
+        self.BatchBlockFunds = channel.unary_unary(
+                '/brokermesh.funds.v1.FundsService/BatchBlockFunds',
+                request_serializer=brokermesh_dot_funds_dot_v1_dot_funds__pb2.BatchBlockFundsRequest.SerializeToString,
+                response_deserializer=brokermesh_dot_funds_dot_v1_dot_funds__pb2.BatchBlockFundsResponse.FromString,
+                _registered_method=True)
         self.BlockHoldings = channel.unary_unary(
                 '/brokermesh.funds.v1.FundsService/BlockHoldings',
                 request_serializer=brokermesh_dot_funds_dot_v1_dot_funds__pb2.BlockHoldingsRequest.SerializeToString,
@@ -134,6 +139,20 @@ class FundsServiceServicer:
         returns the same block, never blocks twice; the same order id with different terms is
         ALREADY_EXISTS. Fails with FAILED_PRECONDITION (reason INSUFFICIENT_FUNDS) if
         available cash is short.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BatchBlockFunds(self, request, context):
+        """Blocks cash for up to 1,000 BUY orders in one call, each exactly as BlockFunds would
+        (same keys, same refusals), applied together in few ledger transactions: for callers
+        with many orders at once (a basket, or an OMS coalescing concurrent placements, as
+        TigerBeetle clients batch transfers). Not atomic: each request gets its own result,
+        its block or the error BlockFunds would have returned, and a refused one changes
+        nothing. The call itself fails only if the batch is malformed (INVALID_ARGUMENT) or
+        its outcome is unknown (UNAVAILABLE, DEADLINE_EXCEEDED: retry it whole; every item is
+        keyed by its order id).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -214,6 +233,11 @@ def add_FundsServiceServicer_to_server(servicer, server):
                     servicer.BlockFunds,
                     request_deserializer=brokermesh_dot_funds_dot_v1_dot_funds__pb2.BlockFundsRequest.FromString,
                     response_serializer=brokermesh_dot_funds_dot_v1_dot_funds__pb2.Block.SerializeToString,
+            ),
+            'BatchBlockFunds': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchBlockFunds,
+                    request_deserializer=brokermesh_dot_funds_dot_v1_dot_funds__pb2.BatchBlockFundsRequest.FromString,
+                    response_serializer=brokermesh_dot_funds_dot_v1_dot_funds__pb2.BatchBlockFundsResponse.SerializeToString,
             ),
             'BlockHoldings': grpc.unary_unary_rpc_method_handler(
                     servicer.BlockHoldings,
@@ -384,6 +408,33 @@ class FundsService:
             '/brokermesh.funds.v1.FundsService/BlockFunds',
             brokermesh_dot_funds_dot_v1_dot_funds__pb2.BlockFundsRequest.SerializeToString,
             brokermesh_dot_funds_dot_v1_dot_funds__pb2.Block.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchBlockFunds(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/brokermesh.funds.v1.FundsService/BatchBlockFunds',
+            brokermesh_dot_funds_dot_v1_dot_funds__pb2.BatchBlockFundsRequest.SerializeToString,
+            brokermesh_dot_funds_dot_v1_dot_funds__pb2.BatchBlockFundsResponse.FromString,
             options,
             channel_credentials,
             insecure,

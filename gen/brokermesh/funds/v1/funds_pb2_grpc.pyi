@@ -51,6 +51,16 @@ class FundsServiceStub:
     ALREADY_EXISTS. Fails with FAILED_PRECONDITION (reason INSUFFICIENT_FUNDS) if
     available cash is short.
     """
+    BatchBlockFunds: _grpc.UnaryUnaryMultiCallable[_funds_pb2.BatchBlockFundsRequest, _funds_pb2.BatchBlockFundsResponse]
+    """Blocks cash for up to 1,000 BUY orders in one call, each exactly as BlockFunds would
+    (same keys, same refusals), applied together in few ledger transactions: for callers
+    with many orders at once (a basket, or an OMS coalescing concurrent placements, as
+    TigerBeetle clients batch transfers). Not atomic: each request gets its own result,
+    its block or the error BlockFunds would have returned, and a refused one changes
+    nothing. The call itself fails only if the batch is malformed (INVALID_ARGUMENT) or
+    its outcome is unknown (UNAVAILABLE, DEADLINE_EXCEEDED: retry it whole; every item is
+    keyed by its order id).
+    """
     BlockHoldings: _grpc.UnaryUnaryMultiCallable[_funds_pb2.BlockHoldingsRequest, _funds_pb2.Block]
     """Blocks shares for a SELL order. Keyed by the order id like BlockFunds. Fails with
     FAILED_PRECONDITION (reason INSUFFICIENT_HOLDINGS) if free shares are short.
@@ -95,6 +105,16 @@ class FundsServiceAsyncStub(FundsServiceStub):
     returns the same block, never blocks twice; the same order id with different terms is
     ALREADY_EXISTS. Fails with FAILED_PRECONDITION (reason INSUFFICIENT_FUNDS) if
     available cash is short.
+    """
+    BatchBlockFunds: _aio.UnaryUnaryMultiCallable[_funds_pb2.BatchBlockFundsRequest, _funds_pb2.BatchBlockFundsResponse]  # type: ignore[assignment]
+    """Blocks cash for up to 1,000 BUY orders in one call, each exactly as BlockFunds would
+    (same keys, same refusals), applied together in few ledger transactions: for callers
+    with many orders at once (a basket, or an OMS coalescing concurrent placements, as
+    TigerBeetle clients batch transfers). Not atomic: each request gets its own result,
+    its block or the error BlockFunds would have returned, and a refused one changes
+    nothing. The call itself fails only if the batch is malformed (INVALID_ARGUMENT) or
+    its outcome is unknown (UNAVAILABLE, DEADLINE_EXCEEDED: retry it whole; every item is
+    keyed by its order id).
     """
     BlockHoldings: _aio.UnaryUnaryMultiCallable[_funds_pb2.BlockHoldingsRequest, _funds_pb2.Block]  # type: ignore[assignment]
     """Blocks shares for a SELL order. Keyed by the order id like BlockFunds. Fails with
@@ -167,6 +187,22 @@ class FundsServiceServicer(metaclass=_abc_1.ABCMeta):
         returns the same block, never blocks twice; the same order id with different terms is
         ALREADY_EXISTS. Fails with FAILED_PRECONDITION (reason INSUFFICIENT_FUNDS) if
         available cash is short.
+        """
+
+    @_abc_1.abstractmethod
+    def BatchBlockFunds(
+        self,
+        request: _funds_pb2.BatchBlockFundsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_funds_pb2.BatchBlockFundsResponse, _abc.Awaitable[_funds_pb2.BatchBlockFundsResponse]]:
+        """Blocks cash for up to 1,000 BUY orders in one call, each exactly as BlockFunds would
+        (same keys, same refusals), applied together in few ledger transactions: for callers
+        with many orders at once (a basket, or an OMS coalescing concurrent placements, as
+        TigerBeetle clients batch transfers). Not atomic: each request gets its own result,
+        its block or the error BlockFunds would have returned, and a refused one changes
+        nothing. The call itself fails only if the batch is malformed (INVALID_ARGUMENT) or
+        its outcome is unknown (UNAVAILABLE, DEADLINE_EXCEEDED: retry it whole; every item is
+        keyed by its order id).
         """
 
     @_abc_1.abstractmethod
