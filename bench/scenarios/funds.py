@@ -48,6 +48,8 @@ from brokermesh.funds.v1 import funds_pb2, funds_pb2_grpc
 from brokermesh.type.v1 import decimal_pb2, trading_pb2
 from svc_funds.domain.accounts import hash_password
 from svc_runtime import db, messaging
+from svc_runtime.batching import Coalescer
+from svc_runtime.errors import ServiceError, from_item_status
 from svc_runtime.grpc_client import channel
 from svc_runtime.stack import Stack
 
@@ -58,6 +60,7 @@ LATENCY_TARGETS = {"p99": "< 10 ms", "errors": "<= 0"}
 BLOCK_HALF_RATE = 1000.0
 DEEP_CONCURRENCY = 96
 SETTLE_HALF_RATE = 1500.0
+COALESCED_IN_FLIGHT = 4  # batches out at once
 PRICE = decimal_pb2.Decimal(value="100.00")
 
 
@@ -130,6 +133,23 @@ async def blocks(ctx: BenchContext) -> list[Figure]:
             n = next(serial)
             await rig.stub.BlockFunds(_block(rig, rig.users[n % len(rig.users)], f"bm-{n}"), timeout=30)
 
+        async def send_batch(
+            items: list[funds_pb2.BlockFundsRequest],
+        ) -> list[funds_pb2.Block | ServiceError]:
+            response = await rig.stub.BatchBlockFunds(
+                funds_pb2.BatchBlockFundsRequest(parent="users/-", requests=items), timeout=30
+            )
+            return [r.block if r.HasField("block") else from_item_status(r.error) for r in response.results]
+
+        # What an OMS does with concurrent placements: coalesce them into BatchBlockFunds.
+        coalescer: Coalescer[funds_pb2.BlockFundsRequest, funds_pb2.Block | ServiceError] = Coalescer(
+            send_batch, max_in_flight=COALESCED_IN_FLIGHT
+        )
+
+        async def block_coalesced(i: int) -> None:
+            n = next(serial)
+            await coalescer.submit(_block(rig, rig.users[n % len(rig.users)], f"bc-{n}"))
+
         def pair(users: list[str], tag: str):  # type: ignore[no-untyped-def]
             async def op(i: int) -> None:
                 n = next(serial)
@@ -165,6 +185,16 @@ async def blocks(ctx: BenchContext) -> list[Figure]:
         await closed(
             block, "funds.block_many", "blocks", f"BlockFunds, 1 share each, {many}", targets=block_target
         )
+        coalesced = (
+            f"{many}, concurrent calls coalesced into BatchBlockFunds ({COALESCED_IN_FLIGHT} in flight)"
+        )
+        await closed(
+            block_coalesced,
+            "funds.block_many_batched",
+            "blocks, batched",
+            f"BlockFunds terms, 1 share each, {coalesced}",
+            targets=block_target,
+        )
         # 32 in flight does not saturate the service: bigger batches still pay off. The
         # deeper loop shows where throughput levels off (svc_funds at one full core).
         await closed(
@@ -195,6 +225,19 @@ async def blocks(ctx: BenchContext) -> list[Figure]:
             baseline=BASELINE_PG_TXN,
             targets=LATENCY_TARGETS,
             note=f"BlockFunds at {BLOCK_HALF_RATE:g}/s over {len(rig.users)} accounts",
+        )
+        result = await load.open_loop(
+            block_coalesced,
+            rate=BLOCK_HALF_RATE,
+            duration=duration,
+            label="batched blocks at half rate",
+            progress=ctx.progress,
+        )
+        figures += result.figures(
+            "funds.block_half_rate_batched",
+            baseline=BASELINE_PG_TXN,
+            targets=LATENCY_TARGETS,
+            note=f"BlockFunds terms at {BLOCK_HALF_RATE:g}/s, {coalesced}",
         )
     finally:
         await rig.close()
