@@ -11,6 +11,7 @@ from collections import Counter
 import pytest
 
 from brokermesh.exec.v1 import execution_report_pb2 as er
+from svc_runtime.stack import Stack
 from tests.exec.acceptor import ExchangeProcess
 from tests.exec.proxy import FixProxy
 from tests.exec.support import (
@@ -166,5 +167,21 @@ async def test_kill_under_load(start_exec, exchange: ExchangeProcess, oms_for) -
     await stack.kill("svc_exec")
     await stack.start_service("svc_exec")
     await streaming
-    await eventually(lambda: all(oms.filled(o) == 10 for o in sent), timeout=90)
+    try:
+        await eventually(lambda: all(oms.filled(o) == 10 for o in sent), timeout=90)
+    except AssertionError:
+        raise AssertionError(await _unfilled(stack, oms, exchange, sent)) from None
     assert_agreement(oms, exchange, sent)
+
+
+async def _unfilled(stack: Stack, oms: Oms, exchange: ExchangeProcess, orders: list[str]) -> str:
+    """What a failed wait for fills should say: the orders short of a fill as both sides see
+    them, the session, and the end of svc_exec's log."""
+    snapshot = exchange.snapshot()
+    short = {o: (oms.filled(o), snapshot.get(o)) for o in orders if oms.filled(o) != 10}
+    status = await session_status(stack)
+    return (
+        f"{len(short)} orders short of a fill (broker filled, exchange (status, filled)): "
+        f"{dict(list(short.items())[:10])}\nsession: {status}\n"
+        f"svc_exec log:\n{exec_log(stack)[-4000:]}"
+    )
