@@ -84,19 +84,35 @@ class FileStoreReader:
                     return body.read(size).decode("latin-1")
         return None
 
-    def contains(self, cl_ord_id: str, msg_type: str) -> bool:
-        if not self.body.exists():
+    def contains(self, cl_ord_id: str, msg_type: str, next_sender: int) -> bool:
+        """Whether a message of `msg_type` for `cl_ord_id` holds its sequence number in the
+        store, below `next_sender`: then it went out, or quickfix resends it when the exchange
+        asks. quickfix writes a message to the store before it counts the number as used; a
+        message written just before a crash, ahead of that count, lost its number to the next
+        message sent (the Logon) and never reached the exchange."""
+        if not self.body.exists() or not self.header.exists():
             return False
+        holders = self._current_offsets(next_sender)
         data = self.body.read_bytes()
         needle = b"\x0111=" + cl_ord_id.encode() + b"\x01"
         wanted = b"\x0135=" + msg_type.encode() + b"\x01"
         position = data.find(needle)
         while position != -1:
             start = data.rfind(b"8=FIX", 0, position)
-            if start != -1 and wanted in data[start:position]:
+            if start in holders and wanted in data[start:position]:
                 return True
             position = data.find(needle, position + 1)
         return False
+
+    def _current_offsets(self, next_sender: int) -> set[int]:
+        """Body offsets of the messages that hold numbers below `next_sender` (a number
+        written twice belongs to its later message, as in quickfix's own index)."""
+        offsets: dict[int, int] = {}
+        for entry in self.header.read_text().split():
+            parts = entry.split(",")
+            if len(parts) == 3:  # the last entry may be half written while quickfix sends
+                offsets[int(parts[0])] = int(parts[1])
+        return {offset for number, offset in offsets.items() if number < next_sender}
 
 
 class _Application(fix.Application):
@@ -344,7 +360,7 @@ class FixSession:
     def in_store(self, cl_ord_id: str, msg_type: str, since: datetime | None) -> bool | None:
         if since is not None and since < self.store_created_at:
             return None  # the store was reset after the command was recorded
-        return self.reader.contains(cl_ord_id, msg_type)
+        return self.reader.contains(cl_ord_id, msg_type, int(self.session.getExpectedSenderNum()))
 
     # --- state ---------------------------------------------------------------------------------------
     def sequence_numbers(self) -> dict[str, int]:
