@@ -87,6 +87,7 @@ async def test_a_thousand_concurrent_buy_blocks_never_overspend_one_balance(
         return "OK"
 
     sampler = asyncio.create_task(sample())
+    await eventually(lambda: len(samples) >= 2)  # watching before the race starts
     outcomes = await asyncio.gather(*(block(i) for i in range(1000)))
     done.set()
     await sampler
@@ -94,7 +95,9 @@ async def test_a_thousand_concurrent_buy_blocks_never_overspend_one_balance(
     assert outcomes.count("INSUFFICIENT_FUNDS") == 334
     final = await funds.get_funds(user)
     assert (final.available.value, final.blocked.value) == ("100.00", "99900.00")
-    assert len(samples) > 10
+    # How many moments the watcher saw depends on how fast the ledger was: at least one
+    # round beside the one before the race.
+    assert len(samples) >= 4
     assert all(available >= 0 and blocked >= 0 for available, blocked in samples)
     assert all(available + blocked == Decimal("100000.00") for available, blocked in samples)
     assert (await funds.sql("SELECT count(*) FROM blocks WHERE user_id = $1", user))[0][0] == 666
