@@ -157,7 +157,8 @@ class LedgerEngine:
             # within a moment of each other: wait for them (Kafka's linger.ms, adaptive like
             # PostgreSQL's commit_delay), so that a burst becomes one transaction. Idle, go
             # at once.
-            # A caller's own batch (BatchBlockFunds) was formed by coalescing already.
+            # A caller's own batch (BatchBlockFunds, BatchBlockHoldings) was formed by
+            # coalescing already.
             size, seconds = self._last_batch
             if size > 1 and len(self._queue) < self.max_batch and len(self._queue[0].commands) == 1:
                 await asyncio.sleep(min(self.linger, seconds / 2))

@@ -10,7 +10,7 @@ from svc_funds.app.engine import LedgerEngine
 from svc_funds.app.ports import EntryRow, FundsQueries, FundsRow
 from svc_funds.domain import operations as ops
 from svc_funds.domain.ledger import Block, FundsView
-from svc_funds.domain.model import BlockState, Product
+from svc_funds.domain.model import BlockState
 from svc_funds.domain.operations import SharesView
 from svc_runtime import context
 from svc_runtime.errors import NotFound, ServiceError
@@ -20,7 +20,7 @@ def _user_not_found(user_id: str) -> NotFound:
     return NotFound(f"user {user_id} not found", reason="USER_NOT_FOUND", metadata={"user_id": user_id})
 
 
-def _traced(command: ops.BlockCash) -> ops.BlockCash:
+def _traced(command: ops.BlockCash | ops.BlockShares) -> ops.BlockCash | ops.BlockShares:
     """The command with the current request id, unless it names its order's own."""
     return command if command.request_id else replace(command, request_id=context.request_id())
 
@@ -57,23 +57,19 @@ class FundsApp:
         assert isinstance(result, SharesView)
         return result
 
-    async def block_funds(self, command: ops.BlockCash) -> Block:
+    async def make_block(self, command: ops.BlockCash | ops.BlockShares) -> Block:
+        """Cash for a BUY order or shares for a SELL order, keyed by the order id."""
         return await self._block(_traced(command))
 
-    async def block_funds_many(self, commands: Sequence[ops.BlockCash]) -> list[Block | ServiceError]:
+    async def make_blocks(
+        self, commands: Sequence[ops.BlockCash | ops.BlockShares]
+    ) -> list[Block | ServiceError]:
         """Blocks for many orders, submitted together so they share ledger transactions;
         each succeeds or fails on its own."""
         results = await self.engine.execute_all([_traced(command) for command in commands])
         for result in results:
             assert isinstance(result, Block | ServiceError)
         return results  # type: ignore[return-value]
-
-    async def block_holdings(
-        self, user_id: str, order_id: str, symbol: str, quantity: int, product: Product
-    ) -> Block:
-        return await self._block(
-            ops.BlockShares(user_id, order_id, symbol, quantity, product, context.request_id())
-        )
 
     async def adjust_block(
         self, user_id: str, order_id: str, quantity: int, price: Decimal | None, request_id: str

@@ -6,6 +6,7 @@ errors are ServiceErrors that the shared interceptor turns into statuses with de
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from datetime import date
 
 import grpc
@@ -33,7 +34,7 @@ from svc_runtime.errors import InvalidArgument, NotFound, ServiceError, to_item_
 
 Context = grpc.aio.ServicerContext
 
-# Blocks per BatchBlockFunds call: one ledger transaction's worth at most.
+# Blocks per BatchBlockFunds / BatchBlockHoldings call: one ledger transaction's worth at most.
 MAX_BATCH_BLOCKS = 1000
 
 
@@ -47,6 +48,20 @@ def _cash_block(request: funds_pb2.BlockFundsRequest, *, default_parent: str = "
         product=convert.product_in(request.product),
         request_id=model.check_request_id(request.request_id) if request.request_id else "",
     )
+
+
+def _share_block(request: funds_pb2.BlockHoldingsRequest, *, default_parent: str = "") -> ops.BlockShares:
+    return ops.BlockShares(
+        user_id=convert.user_of_parent(request.parent or default_parent),
+        order_id=model.check_order_id(request.order_id),
+        symbol=model.check_symbol(request.symbol),
+        quantity=model.check_quantity(request.quantity),
+        product=convert.product_in(request.product),
+        request_id=model.check_request_id(request.request_id) if request.request_id else "",
+    )
+
+
+_BlockRequest = funds_pb2.BlockFundsRequest | funds_pb2.BlockHoldingsRequest
 
 
 class AccountServicer(accounts_pb2_grpc.AccountServiceServicer):
@@ -126,13 +141,36 @@ class FundsServicer(funds_pb2_grpc.FundsServiceServicer):
         )
 
     async def BlockFunds(self, request: funds_pb2.BlockFundsRequest, context: Context) -> funds_pb2.Block:
-        return convert.block_out(await self.app.block_funds(_cash_block(request)))
+        return convert.block_out(await self.app.make_block(_cash_block(request)))
 
     async def BatchBlockFunds(
         self, request: funds_pb2.BatchBlockFundsRequest, context: Context
     ) -> funds_pb2.BatchBlockFundsResponse:
-        batch_user = convert.user_or_all(request.parent)
-        items = request.requests
+        return funds_pb2.BatchBlockFundsResponse(
+            results=await self._batch_of_blocks(request.parent, request.requests, _cash_block)
+        )
+
+    async def BlockHoldings(
+        self, request: funds_pb2.BlockHoldingsRequest, context: Context
+    ) -> funds_pb2.Block:
+        return convert.block_out(await self.app.make_block(_share_block(request)))
+
+    async def BatchBlockHoldings(
+        self, request: funds_pb2.BatchBlockHoldingsRequest, context: Context
+    ) -> funds_pb2.BatchBlockHoldingsResponse:
+        return funds_pb2.BatchBlockHoldingsResponse(
+            results=await self._batch_of_blocks(request.parent, request.requests, _share_block)
+        )
+
+    async def _batch_of_blocks(
+        self,
+        parent: str,
+        items: Sequence[_BlockRequest],
+        to_command: Callable[..., ops.BlockCash | ops.BlockShares],
+    ) -> list[funds_pb2.BlockResult]:
+        """A batch's results: a malformed batch is refused whole; then each request is
+        checked on its own, and a bad one gets its error while the others go on."""
+        batch_user = convert.user_or_all(parent)
         if not 1 <= len(items) <= MAX_BATCH_BLOCKS:
             raise InvalidArgument(
                 f"requests must hold 1 to {MAX_BATCH_BLOCKS} blocks", reason="INVALID_BATCH", field="requests"
@@ -146,41 +184,27 @@ class FundsServicer(funds_pb2_grpc.FundsServiceServicer):
                     field=f"requests[{i}].order_id",
                 )
             seen[item.order_id] = i
-        # Each request is checked on its own: a bad one gets its error, the others go on.
-        default_parent = "" if batch_user is None else request.parent
+        default_parent = "" if batch_user is None else parent
         outcomes: dict[int, Block | ServiceError] = {}
-        valid: list[tuple[int, ops.BlockCash]] = []
+        valid: list[tuple[int, ops.BlockCash | ops.BlockShares]] = []
         for i, item in enumerate(items):
             try:
-                if item.parent not in ("", request.parent) and batch_user is not None:
+                if item.parent not in ("", parent) and batch_user is not None:
                     raise InvalidArgument(
-                        f"parent must be empty or {request.parent}", reason="INVALID_BATCH", field="parent"
+                        f"parent must be empty or {parent}", reason="INVALID_BATCH", field="parent"
                     )
-                valid.append((i, _cash_block(item, default_parent=default_parent)))
+                valid.append((i, to_command(item, default_parent=default_parent)))
             except ServiceError as error:
                 outcomes[i] = error
         if valid:
-            blocks = await self.app.block_funds_many([command for _, command in valid])
+            blocks = await self.app.make_blocks([command for _, command in valid])
             outcomes.update(zip((i for i, _ in valid), blocks, strict=True))
-        results = []
-        for i in range(len(items)):
-            outcome = outcomes[i]
-            results.append(
-                funds_pb2.BlockFundsResult(error=to_item_status(outcome, f"requests[{i}]."))
-                if isinstance(outcome, ServiceError)
-                else funds_pb2.BlockFundsResult(block=convert.block_out(outcome))
-            )
-        return funds_pb2.BatchBlockFundsResponse(results=results)
-
-    async def BlockHoldings(
-        self, request: funds_pb2.BlockHoldingsRequest, context: Context
-    ) -> funds_pb2.Block:
-        user_id = convert.user_of_parent(request.parent)
-        order_id = model.check_order_id(request.order_id)
-        symbol = model.check_symbol(request.symbol)
-        quantity = model.check_quantity(request.quantity)
-        product = convert.product_in(request.product)
-        return convert.block_out(await self.app.block_holdings(user_id, order_id, symbol, quantity, product))
+        return [
+            funds_pb2.BlockResult(error=to_item_status(outcome, f"requests[{i}]."))
+            if isinstance(outcome, ServiceError)
+            else funds_pb2.BlockResult(block=convert.block_out(outcome))
+            for i, outcome in sorted(outcomes.items())
+        ]
 
     async def AdjustBlock(self, request: funds_pb2.AdjustBlockRequest, context: Context) -> funds_pb2.Block:
         user_id, order_id = convert.block_name(request.name)

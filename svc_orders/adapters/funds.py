@@ -4,6 +4,7 @@ DEADLINE_EXCEEDED, which the order path treats as an unknown outcome."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from decimal import Decimal
 
 import grpc
@@ -14,19 +15,23 @@ from svc_orders.transport.wire import product_to
 from svc_runtime import context
 from svc_runtime.batching import Coalescer
 from svc_runtime.decimals import to_proto
-from svc_runtime.errors import from_item_status, reraise_remote
+from svc_runtime.errors import ServiceError, from_item_status, reraise_remote
 
-CASH_BLOCK_CALLS_IN_FLIGHT = 4
+BLOCK_CALLS_IN_FLIGHT = 4  # per kind of block
 
 
 class FundsClient:
     def __init__(self, channel: grpc.aio.Channel, *, timeout: float = 5.0) -> None:
         self.stub = funds_pb2_grpc.FundsServiceStub(channel)
         self.timeout = timeout
-        # Concurrent placements' cash blocks travel together (BatchBlockFunds): one call
-        # goes at once, and those arriving while calls are out share the next one.
-        self._cash_blocks: Coalescer[funds_pb2.BlockFundsRequest, object] = Coalescer(
-            self._send_cash_blocks, max_in_flight=CASH_BLOCK_CALLS_IN_FLIGHT
+        # Concurrent placements' blocks travel together (BatchBlockFunds for BUY orders,
+        # BatchBlockHoldings for SELL orders): one call goes at once, and those arriving
+        # while calls are out share the next one.
+        self._cash_blocks: Coalescer[funds_pb2.BlockFundsRequest, None] = Coalescer(
+            self._send_cash_blocks, max_in_flight=BLOCK_CALLS_IN_FLIGHT
+        )
+        self._share_blocks: Coalescer[funds_pb2.BlockHoldingsRequest, None] = Coalescer(
+            self._send_share_blocks, max_in_flight=BLOCK_CALLS_IN_FLIGHT
         )
 
     async def block_funds(self, order: Order, price: Decimal) -> None:
@@ -42,28 +47,47 @@ class FundsClient:
             )
         )
 
-    async def _send_cash_blocks(self, requests: list[funds_pb2.BlockFundsRequest]) -> list[object]:
-        try:
-            response = await self.stub.BatchBlockFunds(
+    async def block_holdings(self, order: Order) -> None:
+        await self._share_blocks.submit(
+            funds_pb2.BlockHoldingsRequest(
+                parent=f"users/{order.user_id}",
+                order_id=order.order_id,
+                symbol=order.symbol,
+                quantity=order.quantity,
+                # Sell-side charges differ by product (delivery vs intraday).
+                product=product_to(order.product),
+                request_id=context.request_id(),
+            )
+        )
+
+    async def _send_cash_blocks(
+        self, requests: list[funds_pb2.BlockFundsRequest]
+    ) -> list[ServiceError | None]:
+        return await self._sent(
+            self.stub.BatchBlockFunds(
                 funds_pb2.BatchBlockFundsRequest(parent="users/-", requests=requests), timeout=self.timeout
             )
+        )
+
+    async def _send_share_blocks(
+        self, requests: list[funds_pb2.BlockHoldingsRequest]
+    ) -> list[ServiceError | None]:
+        return await self._sent(
+            self.stub.BatchBlockHoldings(
+                funds_pb2.BatchBlockHoldingsRequest(parent="users/-", requests=requests), timeout=self.timeout
+            )
+        )
+
+    @staticmethod
+    async def _sent(
+        call: Awaitable[funds_pb2.BatchBlockFundsResponse | funds_pb2.BatchBlockHoldingsResponse],
+    ) -> list[ServiceError | None]:
+        """Each item's refusal, as the single call would have raised it (None: blocked)."""
+        try:
+            response = await call
         except grpc.aio.AioRpcError as error:
             raise reraise_remote(error) from error
         return [from_item_status(r.error) if r.HasField("error") else None for r in response.results]
-
-    async def block_holdings(self, order: Order) -> None:
-        request = funds_pb2.BlockHoldingsRequest(
-            parent=f"users/{order.user_id}",
-            order_id=order.order_id,
-            symbol=order.symbol,
-            quantity=order.quantity,
-            # Sell-side charges differ by product (delivery vs intraday).
-            product=product_to(order.product),
-        )
-        try:
-            await self.stub.BlockHoldings(request, timeout=self.timeout)
-        except grpc.aio.AioRpcError as error:
-            raise reraise_remote(error) from error
 
     async def block_active(self, user_id: str, order_id: str) -> bool:
         try:

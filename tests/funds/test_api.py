@@ -250,6 +250,57 @@ async def test_batch_blocks_succeed_and_fail_one_by_one(funds: FundsClient) -> N
     assert code == 0, output
 
 
+async def test_batch_share_blocks_succeed_and_fail_one_by_one(funds: FundsClient) -> None:
+    seller = await funds.open_account()
+    await funds.deposit_shares(seller, "TCS", 10, "3500.00")
+
+    def sell(order_id: str, quantity: int, **fields: str) -> funds_pb2.BlockHoldingsRequest:
+        return funds_pb2.BlockHoldingsRequest(
+            parent=fields.pop("parent", f"users/{seller}"),
+            order_id=order_id,
+            symbol="TCS",
+            quantity=quantity,
+            **fields,
+        )
+
+    batch = funds_pb2.BatchBlockHoldingsRequest(
+        parent="users/-",
+        requests=[
+            sell("s1", 4, request_id="req-s1"),
+            sell("s2", 7),  # 6 left after s1
+            sell("s3", 0),  # not a quantity
+            sell("s4", 6),
+            sell("s5", 1, parent="users/u_nobody"),
+        ],
+    )
+    response = await funds.funds.BatchBlockHoldings(batch, timeout=30)
+    assert [r.WhichOneof("result") for r in response.results] == ["block", "error", "error", "block", "error"]
+    assert response.results[1].error.reason == "INSUFFICIENT_HOLDINGS"
+    assert response.results[2].error.metadata["field"] == "requests[2].quantity"
+    assert response.results[4].error.reason == "USER_NOT_FOUND"
+    assert [(r.block.kind, r.block.remaining.value) for r in response.results if r.HasField("block")] == [
+        (funds_pb2.BLOCK_KIND_SHARES, "4"),
+        (funds_pb2.BLOCK_KIND_SHARES, "6"),
+    ]
+    assert await funds.sql("SELECT DISTINCT request_id FROM entries WHERE order_id = 's1'") == [("req-s1",)]
+    again = await funds.funds.BatchBlockHoldings(batch, timeout=30)
+    assert [r.block for r in again.results if r.HasField("block")] == [
+        r.block for r in response.results if r.HasField("block")
+    ]
+    assert await funds.sql("SELECT order_id FROM blocks ORDER BY order_id") == [("s1",), ("s4",)]
+    twice = await rpc_error(
+        funds.funds.BatchBlockHoldings(
+            funds_pb2.BatchBlockHoldingsRequest(parent="users/-", requests=[sell("s6", 1), sell("s6", 1)])
+        )
+    )
+    assert (twice.code, [v.field for v in twice.violations]) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        ["requests[1].order_id"],
+    )
+    code, output = await ledger_check(funds.database_url)
+    assert code == 0, output
+
+
 @pytest.mark.parametrize(
     ("parent", "requests", "field"),
     [

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Any
 
 import grpc
 from nats.aio.msg import Msg
@@ -121,16 +122,22 @@ class FakeFunds(funds_pb2_grpc.FundsServiceServicer):
         self._check_up()
         if self.hold and self.hold_before_block:
             await self._pause()
-        results = []
-        for i, item in enumerate(request.requests):
-            try:
-                results.append(funds_pb2.BlockFundsResult(block=self._block_cash(item)))
-            except ServiceError as error:
-                results.append(funds_pb2.BlockFundsResult(error=to_item_status(error, f"requests[{i}].")))
+        results = self._each(request.requests, self._block_cash)
         if self.hold:
             await self._pause()
         self._lose_reply()
         return funds_pb2.BatchBlockFundsResponse(results=results)
+
+    @staticmethod
+    def _each(items: Sequence[Any], make: Callable[[Any], funds_pb2.Block]) -> list[funds_pb2.BlockResult]:
+        """A batch's results: each item's block, or its error as the single call's."""
+        results = []
+        for i, item in enumerate(items):
+            try:
+                results.append(funds_pb2.BlockResult(block=make(item)))
+            except ServiceError as error:
+                results.append(funds_pb2.BlockResult(error=to_item_status(error, f"requests[{i}].")))
+        return results
 
     def _block_cash(self, request: funds_pb2.BlockFundsRequest) -> funds_pb2.Block:
         user_id = request.parent.removeprefix("users/")
@@ -159,6 +166,16 @@ class FakeFunds(funds_pb2_grpc.FundsServiceServicer):
     ) -> funds_pb2.Block:
         self.calls["BlockHoldings"] += 1
         self._check_up()
+        return self._block_shares(request)
+
+    async def BatchBlockHoldings(
+        self, request: funds_pb2.BatchBlockHoldingsRequest, context: object
+    ) -> funds_pb2.BatchBlockHoldingsResponse:
+        self.calls["BatchBlockHoldings"] += 1
+        self._check_up()
+        return funds_pb2.BatchBlockHoldingsResponse(results=self._each(request.requests, self._block_shares))
+
+    def _block_shares(self, request: funds_pb2.BlockHoldingsRequest) -> funds_pb2.Block:
         user_id = request.parent.removeprefix("users/")
         existing = self.blocks.get(request.order_id)
         if existing is not None:

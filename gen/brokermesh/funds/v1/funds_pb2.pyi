@@ -195,10 +195,10 @@ class BatchBlockFundsRequest(_message.Message):
 class BatchBlockFundsResponse(_message.Message):
     __slots__ = ("results",)
     RESULTS_FIELD_NUMBER: _ClassVar[int]
-    results: _containers.RepeatedCompositeFieldContainer[BlockFundsResult]
-    def __init__(self, results: _Optional[_Iterable[_Union[BlockFundsResult, _Mapping]]] = ...) -> None: ...
+    results: _containers.RepeatedCompositeFieldContainer[BlockResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[BlockResult, _Mapping]]] = ...) -> None: ...
 
-class BlockFundsResult(_message.Message):
+class BlockResult(_message.Message):
     __slots__ = ("block", "error")
     BLOCK_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
@@ -207,18 +207,34 @@ class BlockFundsResult(_message.Message):
     def __init__(self, block: _Optional[_Union[Block, _Mapping]] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ...) -> None: ...
 
 class BlockHoldingsRequest(_message.Message):
-    __slots__ = ("parent", "order_id", "symbol", "quantity", "product")
+    __slots__ = ("parent", "order_id", "symbol", "quantity", "product", "request_id")
     PARENT_FIELD_NUMBER: _ClassVar[int]
     ORDER_ID_FIELD_NUMBER: _ClassVar[int]
     SYMBOL_FIELD_NUMBER: _ClassVar[int]
     QUANTITY_FIELD_NUMBER: _ClassVar[int]
     PRODUCT_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     parent: str
     order_id: str
     symbol: str
     quantity: int
     product: _trading_pb2.Product
-    def __init__(self, parent: _Optional[str] = ..., order_id: _Optional[str] = ..., symbol: _Optional[str] = ..., quantity: _Optional[int] = ..., product: _Optional[_Union[_trading_pb2.Product, str]] = ...) -> None: ...
+    request_id: str
+    def __init__(self, parent: _Optional[str] = ..., order_id: _Optional[str] = ..., symbol: _Optional[str] = ..., quantity: _Optional[int] = ..., product: _Optional[_Union[_trading_pb2.Product, str]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class BatchBlockHoldingsRequest(_message.Message):
+    __slots__ = ("parent", "requests")
+    PARENT_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    parent: str
+    requests: _containers.RepeatedCompositeFieldContainer[BlockHoldingsRequest]
+    def __init__(self, parent: _Optional[str] = ..., requests: _Optional[_Iterable[_Union[BlockHoldingsRequest, _Mapping]]] = ...) -> None: ...
+
+class BatchBlockHoldingsResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[BlockResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[BlockResult, _Mapping]]] = ...) -> None: ...
 
 class AdjustBlockRequest(_message.Message):
     __slots__ = ("name", "quantity", "price", "request_id")

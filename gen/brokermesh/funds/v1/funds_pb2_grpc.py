@@ -72,6 +72,11 @@ class FundsServiceStub:
                 request_serializer=brokermesh_dot_funds_dot_v1_dot_funds__pb2.BlockHoldingsRequest.SerializeToString,
                 response_deserializer=brokermesh_dot_funds_dot_v1_dot_funds__pb2.Block.FromString,
                 _registered_method=True)
+        self.BatchBlockHoldings = channel.unary_unary(
+                '/brokermesh.funds.v1.FundsService/BatchBlockHoldings',
+                request_serializer=brokermesh_dot_funds_dot_v1_dot_funds__pb2.BatchBlockHoldingsRequest.SerializeToString,
+                response_deserializer=brokermesh_dot_funds_dot_v1_dot_funds__pb2.BatchBlockHoldingsResponse.FromString,
+                _registered_method=True)
         self.AdjustBlock = channel.unary_unary(
                 '/brokermesh.funds.v1.FundsService/AdjustBlock',
                 request_serializer=brokermesh_dot_funds_dot_v1_dot_funds__pb2.AdjustBlockRequest.SerializeToString,
@@ -166,6 +171,14 @@ class FundsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def BatchBlockHoldings(self, request, context):
+        """Blocks shares for up to 1,000 SELL orders in one call, each exactly as BlockHoldings
+        would; otherwise as BatchBlockFunds (not atomic, one result per request).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def AdjustBlock(self, request, context):
         """Changes the blocked amount of an open order (after a modification). Keyed by
         `request_id`.
@@ -243,6 +256,11 @@ def add_FundsServiceServicer_to_server(servicer, server):
                     servicer.BlockHoldings,
                     request_deserializer=brokermesh_dot_funds_dot_v1_dot_funds__pb2.BlockHoldingsRequest.FromString,
                     response_serializer=brokermesh_dot_funds_dot_v1_dot_funds__pb2.Block.SerializeToString,
+            ),
+            'BatchBlockHoldings': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchBlockHoldings,
+                    request_deserializer=brokermesh_dot_funds_dot_v1_dot_funds__pb2.BatchBlockHoldingsRequest.FromString,
+                    response_serializer=brokermesh_dot_funds_dot_v1_dot_funds__pb2.BatchBlockHoldingsResponse.SerializeToString,
             ),
             'AdjustBlock': grpc.unary_unary_rpc_method_handler(
                     servicer.AdjustBlock,
@@ -462,6 +480,33 @@ class FundsService:
             '/brokermesh.funds.v1.FundsService/BlockHoldings',
             brokermesh_dot_funds_dot_v1_dot_funds__pb2.BlockHoldingsRequest.SerializeToString,
             brokermesh_dot_funds_dot_v1_dot_funds__pb2.Block.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchBlockHoldings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/brokermesh.funds.v1.FundsService/BatchBlockHoldings',
+            brokermesh_dot_funds_dot_v1_dot_funds__pb2.BatchBlockHoldingsRequest.SerializeToString,
+            brokermesh_dot_funds_dot_v1_dot_funds__pb2.BatchBlockHoldingsResponse.FromString,
             options,
             channel_credentials,
             insecure,

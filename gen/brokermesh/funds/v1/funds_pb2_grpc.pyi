@@ -65,6 +65,10 @@ class FundsServiceStub:
     """Blocks shares for a SELL order. Keyed by the order id like BlockFunds. Fails with
     FAILED_PRECONDITION (reason INSUFFICIENT_HOLDINGS) if free shares are short.
     """
+    BatchBlockHoldings: _grpc.UnaryUnaryMultiCallable[_funds_pb2.BatchBlockHoldingsRequest, _funds_pb2.BatchBlockHoldingsResponse]
+    """Blocks shares for up to 1,000 SELL orders in one call, each exactly as BlockHoldings
+    would; otherwise as BatchBlockFunds (not atomic, one result per request).
+    """
     AdjustBlock: _grpc.UnaryUnaryMultiCallable[_funds_pb2.AdjustBlockRequest, _funds_pb2.Block]
     """Changes the blocked amount of an open order (after a modification). Keyed by
     `request_id`.
@@ -119,6 +123,10 @@ class FundsServiceAsyncStub(FundsServiceStub):
     BlockHoldings: _aio.UnaryUnaryMultiCallable[_funds_pb2.BlockHoldingsRequest, _funds_pb2.Block]  # type: ignore[assignment]
     """Blocks shares for a SELL order. Keyed by the order id like BlockFunds. Fails with
     FAILED_PRECONDITION (reason INSUFFICIENT_HOLDINGS) if free shares are short.
+    """
+    BatchBlockHoldings: _aio.UnaryUnaryMultiCallable[_funds_pb2.BatchBlockHoldingsRequest, _funds_pb2.BatchBlockHoldingsResponse]  # type: ignore[assignment]
+    """Blocks shares for up to 1,000 SELL orders in one call, each exactly as BlockHoldings
+    would; otherwise as BatchBlockFunds (not atomic, one result per request).
     """
     AdjustBlock: _aio.UnaryUnaryMultiCallable[_funds_pb2.AdjustBlockRequest, _funds_pb2.Block]  # type: ignore[assignment]
     """Changes the blocked amount of an open order (after a modification). Keyed by
@@ -213,6 +221,16 @@ class FundsServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_funds_pb2.Block, _abc.Awaitable[_funds_pb2.Block]]:
         """Blocks shares for a SELL order. Keyed by the order id like BlockFunds. Fails with
         FAILED_PRECONDITION (reason INSUFFICIENT_HOLDINGS) if free shares are short.
+        """
+
+    @_abc_1.abstractmethod
+    def BatchBlockHoldings(
+        self,
+        request: _funds_pb2.BatchBlockHoldingsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_funds_pb2.BatchBlockHoldingsResponse, _abc.Awaitable[_funds_pb2.BatchBlockHoldingsResponse]]:
+        """Blocks shares for up to 1,000 SELL orders in one call, each exactly as BlockHoldings
+        would; otherwise as BatchBlockFunds (not atomic, one result per request).
         """
 
     @_abc_1.abstractmethod
