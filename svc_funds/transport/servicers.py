@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import date
+from typing import Any
 
 import grpc
 
@@ -38,30 +39,28 @@ Context = grpc.aio.ServicerContext
 MAX_BATCH_BLOCKS = 1000
 
 
+_BlockRequest = funds_pb2.BlockFundsRequest | funds_pb2.BlockHoldingsRequest
+
+
+def _order_terms(request: _BlockRequest, default_parent: str) -> dict[str, Any]:
+    """The terms a cash and a share block share, checked."""
+    return {
+        "user_id": convert.user_of_parent(request.parent or default_parent),
+        "order_id": model.check_order_id(request.order_id),
+        "symbol": model.check_symbol(request.symbol),
+        "quantity": model.check_quantity(request.quantity),
+        "product": convert.product_in(request.product),
+        "request_id": model.check_request_id(request.request_id) if request.request_id else "",
+    }
+
+
 def _cash_block(request: funds_pb2.BlockFundsRequest, *, default_parent: str = "") -> ops.BlockCash:
-    return ops.BlockCash(
-        user_id=convert.user_of_parent(request.parent or default_parent),
-        order_id=model.check_order_id(request.order_id),
-        symbol=model.check_symbol(request.symbol),
-        quantity=model.check_quantity(request.quantity),
-        price=model.check_price(convert.money_in(request.price, "price")),
-        product=convert.product_in(request.product),
-        request_id=model.check_request_id(request.request_id) if request.request_id else "",
-    )
+    terms = _order_terms(request, default_parent)
+    return ops.BlockCash(price=model.check_price(convert.money_in(request.price, "price")), **terms)
 
 
 def _share_block(request: funds_pb2.BlockHoldingsRequest, *, default_parent: str = "") -> ops.BlockShares:
-    return ops.BlockShares(
-        user_id=convert.user_of_parent(request.parent or default_parent),
-        order_id=model.check_order_id(request.order_id),
-        symbol=model.check_symbol(request.symbol),
-        quantity=model.check_quantity(request.quantity),
-        product=convert.product_in(request.product),
-        request_id=model.check_request_id(request.request_id) if request.request_id else "",
-    )
-
-
-_BlockRequest = funds_pb2.BlockFundsRequest | funds_pb2.BlockHoldingsRequest
+    return ops.BlockShares(**_order_terms(request, default_parent))
 
 
 class AccountServicer(accounts_pb2_grpc.AccountServiceServicer):
