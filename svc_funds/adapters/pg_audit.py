@@ -49,6 +49,12 @@ class PgAuditStore:
                     "ORDER BY user_id, account, entry_id DESC"
                 )
             )
+            broken_chains = await conn.fetch(
+                "SELECT user_id, account, entry_id, previous + amount, balance_after FROM ("
+                "  SELECT user_id, account, entry_id, amount, balance_after, coalesce(lag(balance_after) "
+                "  OVER (PARTITION BY user_id, account ORDER BY entry_id), 0) AS previous FROM entries"
+                ") e WHERE balance_after <> previous + amount ORDER BY entry_id LIMIT 100"
+            )
             active = _keyed(
                 await conn.fetch(
                     "SELECT user_id, CASE kind WHEN 'CASH' THEN 'cash_blocked' ELSE 'shares_blocked:' || symbol END, "
@@ -93,6 +99,7 @@ class PgAuditStore:
             balances=balances,
             rebuilt=rebuilt,
             last_balance_after=last,
+            broken_chains=[(r[0] or "", r[1], r[2], r[3], r[4]) for r in broken_chains],
             active_blocks=active,
             bad_blocks=[(r[0], r[1], r[2]) for r in bad_blocks],
             fills_by_block=[(r[0], r[1], r[2], r[3], r[4]) for r in fills_by_block],

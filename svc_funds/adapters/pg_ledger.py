@@ -2,15 +2,17 @@
 asyncpg.
 
 Each load is one statement with `ORDER BY <key> FOR UPDATE`, so rows are locked in key order.
-All of a batch's writes go in a single statement, whatever the batch size: one
-data-modifying CTE per table over `unnest` arrays (inserts, `UPDATE … FROM unnest`, upserts
-of increments). A batch thus costs BEGIN, its locked reads, one write and COMMIT.
+House accounts (the other side of every settlement) are locked last, just before the write,
+so that they are held only while a batch writes and commits. All of a batch's writes go in
+a single statement, whatever the batch size: one data-modifying CTE per table over `unnest`
+arrays (inserts, `UPDATE … FROM unnest`, upserts of increments). A batch thus costs BEGIN,
+its locked reads, the house accounts' lock if it moves house money, one write and COMMIT.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from datetime import datetime
 from decimal import Decimal
@@ -124,6 +126,10 @@ FROM share_balances s JOIN unnest($1::text[], $2::text[]) AS k(user_id, symbol) 
 ORDER BY s.user_id, s.symbol
 FOR UPDATE OF s
 """
+
+LOCK_HOUSE = (
+    "SELECT account, balance FROM house_balances WHERE account = ANY($1::text[]) ORDER BY account FOR UPDATE"
+)
 
 ENSURE_HOUSE = """
 INSERT INTO house_balances (account, unit)
@@ -246,8 +252,10 @@ def _columns(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
     return [list(column) for column in zip(*rows, strict=True)] if rows else [[] for _ in range(width)]
 
 
-def writes_for(changes: Changes) -> _Writes:
-    """The batch's changes as one write statement."""
+def writes_for(changes: Changes, house_opening: Mapping[str, Decimal]) -> _Writes:
+    """The batch's changes as one write statement. House balances and their entries'
+    balances come from the book relative to the start of the batch: `house_opening` (the
+    locked balances) is added to them."""
     w = _Writes()
     if changes.cash:
         w.add(
@@ -262,7 +270,11 @@ def writes_for(changes: Changes) -> _Writes:
             ),
         )
     if changes.house:
-        w.add(W_HOUSE, list(changes.house), list(changes.house.values()))
+        w.add(
+            W_HOUSE,
+            list(changes.house),
+            [house_opening[code] + moved for code, moved in changes.house.items()],
+        )
     if changes.new_blocks:
         w.add(W_NEW_BLOCKS, *_block_arrays(changes.new_blocks))
     if changes.updated_blocks:
@@ -291,7 +303,7 @@ def writes_for(changes: Changes) -> _Writes:
                     e.account,
                     e.unit,
                     e.amount,
-                    e.balance_after,
+                    e.balance_after if e.user_id is not None else house_opening[e.account] + e.balance_after,
                     e.kind,
                     txn.order_id,
                     txn.exec_id,
@@ -373,15 +385,12 @@ SELECT 's', s.user_id, s.symbol, s.free, s.blocked, s.dues, s.updated_at, NULL
   FROM (SELECT s.* FROM share_balances s JOIN unnest($3::text[], $4::text[]) AS k(user_id, symbol)
         USING (user_id, symbol) ORDER BY s.user_id, s.symbol FOR UPDATE OF s) s
 UNION ALL
-SELECT 'h', h.account, NULL, h.balance, NULL, NULL, NULL, NULL
-  FROM (SELECT * FROM house_balances WHERE account = ANY($5::text[]) ORDER BY account FOR UPDATE) h
-UNION ALL
 SELECT 'r', r.key, r.user_id, NULL, NULL, NULL, NULL, json_build_array(r.fingerprint, r.response)::text
-  FROM requests r WHERE r.key = ANY($6::text[])
+  FROM requests r WHERE r.key = ANY($5::text[])
 UNION ALL
-SELECT 'x', f.exec_id, NULL, NULL, NULL, NULL, NULL, NULL FROM fills f WHERE f.exec_id = ANY($7::text[])
+SELECT 'x', f.exec_id, NULL, NULL, NULL, NULL, NULL, NULL FROM fills f WHERE f.exec_id = ANY($6::text[])
 UNION ALL
-SELECT 'x', p.exec_id, NULL, NULL, NULL, NULL, NULL, NULL FROM parked_reports p WHERE p.exec_id = ANY($7::text[])
+SELECT 'x', p.exec_id, NULL, NULL, NULL, NULL, NULL, NULL FROM parked_reports p WHERE p.exec_id = ANY($6::text[])
 """
 
 
@@ -412,7 +421,6 @@ class PgLedgerUnitOfWork:
             sorted(needs.users),
             [k[0] for k in share_keys],
             [k[1] for k in share_keys],
-            sorted(needs.house),
             sorted(needs.request_keys),
             sorted(needs.exec_ids),
         )
@@ -428,8 +436,6 @@ class PgLedgerUnitOfWork:
                 state.shares[key] = ShareBalance(
                     r["k1"], r["k2"], int(r["a"]), int(r["b"]), int(r["c"]), r["ts"]
                 )
-            elif kind == "h":
-                state.house[r["k1"]] = r["a"]
             elif kind == "r":
                 fingerprint, response = json.loads(r["j"])
                 state.requests[r["k1"]] = StoredRequest(r["k1"], r["k2"], fingerprint, response)
@@ -445,9 +451,9 @@ class PgLedgerUnitOfWork:
         missing_shares = sorted(needs.shares - state.shares.keys())
         if missing_shares:
             state.shares.update(await self._lock_shares(missing_shares))
-        missing_house = sorted(needs.house - state.house.keys())
-        if missing_house:
-            state.house.update(await self._lock_house(missing_house))
+        # House accounts are locked only when the batch writes (see `save`): their
+        # movements start from zero here and are rebased on the locked balances.
+        state.house = dict.fromkeys(needs.house, Decimal(0))
         return state
 
     async def _lock_cash(self, user_ids: list[str]) -> dict[str, CashBalance]:
@@ -473,15 +479,20 @@ class PgLedgerUnitOfWork:
         }
 
     async def _lock_house(self, codes: list[str]) -> dict[str, Decimal]:
-        await self.conn.execute(ENSURE_HOUSE, codes, [house_unit(c) for c in codes])
-        rows = await self.conn.fetch(
-            "SELECT account, balance FROM house_balances WHERE account = ANY($1::text[]) ORDER BY account FOR UPDATE",
-            codes,
-        )
+        """Lock house accounts in key order and read their balances, creating missing ones."""
+        rows = await self.conn.fetch(LOCK_HOUSE, codes)
+        if len(rows) < len(codes):  # an account used for the first time
+            await self.conn.execute(ENSURE_HOUSE, codes, [house_unit(c) for c in codes])
+            rows = await self.conn.fetch(LOCK_HOUSE, codes)
         return {r["account"]: r["balance"] for r in rows}
 
     async def save(self, changes: Changes) -> None:
-        writes = writes_for(changes)
+        # Every settlement moves money through the same few house accounts, so their row
+        # locks serialize settling batches. Taking them here, after the batch has run in
+        # Python, holds them for the write and the commit only: a second batch computes
+        # while the first one writes.
+        opening = await self._lock_house(sorted(changes.house)) if changes.house else {}
+        writes = writes_for(changes, opening)
         if writes.parts:
             await self.conn.execute(writes.sql(), *writes.args)
 

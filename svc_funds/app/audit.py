@@ -2,7 +2,7 @@
 
 - I1 double entry: each journal transaction sums to zero per unit; each account's balance
   equals the sum of its entries (the journal rebuilds every balance) and the balance-after of
-  its latest entry; each user's shares of a symbol equal their fills plus share deposits, and
+  its latest entry, and each entry's balance-after is the one before it plus its amount; each user's shares of a symbol equal their fills plus share deposits, and
   equal their holdings plus unsettled positions.
 - I2 nothing negative (and no dues: a fill beyond its block and the free balance).
 - I3 blocks: a user's blocked cash and blocked shares equal what their active blocks still
@@ -63,6 +63,14 @@ class AuditApp:
                         "I1", key[0], f"account {key[1]}: balance {have} but its latest entry left {after}"
                     )
                 )
+        out += [
+            Violation(
+                "I1",
+                user_id,
+                f"account {account}: entry {entry_id} left {recorded}, the entry before it and its amount make {expected}",
+            )
+            for user_id, account, entry_id, expected, recorded in f.broken_chains
+        ]
         shares = _share_totals(f.balances)
         out += invariants.compare_totals(
             {k: v for k, v in f.shares_from_trades.items() if v},

@@ -2,10 +2,11 @@
 
 Callers (gRPC handlers, the execution-report consumer) submit commands and await their
 results. Writer tasks take whatever is queued, up to `max_batch` commands, and run it as one
-database transaction: lock the rows the batch needs (blocks, then cash, then shares, then
-house accounts, each in key order, so concurrent batches and replicas never deadlock on
-each other), apply the commands one by one to the locked state in pure domain code, write
-the changes in one statement and commit. A command's result is released only
+database transaction: lock the rows the batch needs (blocks, then cash, then shares, each
+in key order, so concurrent batches and replicas never deadlock on each other), apply the
+commands one by one to the locked state in pure domain code, lock the house accounts the
+batch moves money through (last, in key order), write the changes in one statement and
+commit. A command's result is released only
 after the commit. This is group commit in the manner of TigerBeetle: the cost of a
 transaction (round trips, fsync, lock hand-over on a hot account) is paid once per batch
 instead of once per command, and concurrent commands on one balance are applied in sequence

@@ -22,9 +22,11 @@ class LedgerUnitOfWork(Protocol):
 
     async def load(self, needs: Needs, *, read_blocks: bool = True) -> LedgerState:
         """Lock and read every row `needs` names (and the owners of the blocks found), in
-        one fixed order: blocks, cash, shares, house accounts, each in key order. Share
-        balances of existing users and house accounts are created, empty, when missing.
-        `read_blocks=False` skips reading blocks (a batch that only creates them)."""
+        one fixed order: blocks, cash, shares, each in key order. Share balances of existing
+        users are created, empty, when missing. House accounts are given at zero: no rule
+        reads their balance, and `save` locks them (after everything else, in key order)
+        and adds their balances to what the batch moved. `read_blocks=False` skips reading
+        blocks (a batch that only creates them)."""
         ...
 
     async def save(self, changes: Changes) -> None: ...
@@ -143,6 +145,9 @@ class AuditFigures:
     balances: dict[AccountKey, Decimal]  # materialized, by (user or "", account)
     rebuilt: dict[AccountKey, Decimal]  # sums of journal entries
     last_balance_after: dict[AccountKey, Decimal]  # balance_after of each account's latest entry
+    # (user, account, entry, expected, recorded) of entries whose balance_after is not the
+    # previous entry's plus their amount (at most the first hundred)
+    broken_chains: list[tuple[str, str, int, Decimal, Decimal]]
     active_blocks: dict[
         AccountKey, Decimal
     ]  # remaining of ACTIVE blocks, by (user, cash_blocked / shares_blocked:S)

@@ -217,6 +217,8 @@ class LedgerState:
 
     cash: dict[str, CashBalance] = field(default_factory=dict)
     shares: dict[tuple[str, str], ShareBalance] = field(default_factory=dict)
+    # House accounts' balances, or zero for each: no rule reads a house balance, so a store
+    # may lock them only when it writes and add its balances to the entries then.
     house: dict[str, Decimal] = field(default_factory=dict)
     blocks: dict[str, Block] = field(default_factory=dict)
     requests: dict[str, StoredRequest] = field(default_factory=dict)

@@ -487,6 +487,26 @@ async def test_the_audit_finds_a_tampered_balance_and_the_journal_refuses_edits(
         f"VIOLATION I1 user={user}: account cash: balance 101.00 but its journal entries sum to 100.00"
         in output
     )
+    # A transaction that balances and leaves the balance right, but one of whose entries
+    # records a balance its account never had.
+    other = await funds.open_account("100.00")
+    await funds.sql(
+        "INSERT INTO journal (txn_id, kind, user_id, description, created_at) "
+        "VALUES ('txn_forged', 'FORGED', $1, 'forged', now())",
+        other,
+    )
+    await funds.sql(
+        "INSERT INTO entries (txn_id, user_id, account, unit, amount, balance_after, kind, description, created_at) "
+        "VALUES ('txn_forged', $1, 'cash', 'INR', 1, 150, 'FORGED', 'forged', now()), "
+        "('txn_forged', $1, 'cash', 'INR', -1, 100, 'FORGED', 'forged', now())",
+        other,
+    )
+    found = await funds.violations()
+    assert any(
+        v.startswith(f"I1 {other}: account cash: entry ") and "left 150" in v and "make 101" in v
+        for v in found
+    ), found
+    assert not any(v.startswith(f"I1 {other}: account cash: balance") for v in found), found
     with pytest.raises(asyncpg.RaiseError, match="append-only"):
         await funds.sql("UPDATE entries SET amount = amount + 1")
     with pytest.raises(asyncpg.RaiseError, match="append-only"):
