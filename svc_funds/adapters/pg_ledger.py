@@ -14,13 +14,21 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
 import asyncpg
 
-from svc_funds.domain.ledger import Block, CashBalance, Changes, LedgerState, ShareBalance, StoredRequest
+from svc_funds.domain.ledger import (
+    Block,
+    CashBalance,
+    Changes,
+    Fill,
+    LedgerState,
+    ShareBalance,
+    StoredRequest,
+)
 from svc_funds.domain.model import BlockKind, BlockState, Product, Side, house_unit
 from svc_funds.domain.operations import Needs
 from svc_runtime.ids import new_id
@@ -72,31 +80,27 @@ def block_from_row(row: asyncpg.Record | dict[str, Any]) -> Block:
     )
 
 
-def _block_arrays(blocks: list[Block]) -> list[list[Any]]:
-    return [
-        [b.order_id for b in blocks],
-        [b.user_id for b in blocks],
-        [str(b.kind) for b in blocks],
-        [str(b.side) for b in blocks],
-        [b.symbol for b in blocks],
-        [str(b.product) for b in blocks],
-        [b.requested_quantity for b in blocks],
-        [b.requested_price for b in blocks],
-        [b.quantity for b in blocks],
-        [b.price for b in blocks],
-        [b.amount for b in blocks],
-        [b.remaining for b in blocks],
-        [b.filled_quantity for b in blocks],
-        [b.filled_value for b in blocks],
-        [b.charges for b in blocks],
-        [b.released for b in blocks],
-        [b.terminal_quantity for b in blocks],
-        [b.terminal_reason for b in blocks],
-        [str(b.state) for b in blocks],
-        [b.close_reason for b in blocks],
-        [b.created_at for b in blocks],
-        [b.updated_at for b in blocks],
-    ]
+def _block_row(b: Block) -> tuple[Any, ...]:
+    return (
+        b.order_id, b.user_id, str(b.kind), str(b.side), b.symbol, str(b.product), b.requested_quantity,
+        b.requested_price, b.quantity, b.price, b.amount, b.remaining, b.filled_quantity, b.filled_value,
+        b.charges, b.released, b.terminal_quantity, b.terminal_reason, str(b.state), b.close_reason,
+        b.created_at, b.updated_at,
+    )  # fmt: skip
+
+
+def _fill_row(f: Fill) -> tuple[Any, ...]:
+    return (
+        f.exec_id, f.order_id, f.user_id, f.symbol, str(f.side), str(f.product), f.quantity, f.price, f.value,
+        f.charges, f.trading_day, f.executed_at,
+    )  # fmt: skip
+
+
+def _updated_block_row(b: Block) -> tuple[Any, ...]:
+    return (
+        b.order_id, b.quantity, b.price, b.amount, b.remaining, b.filled_quantity, b.filled_value, b.charges,
+        b.released, b.terminal_quantity, b.terminal_reason, str(b.state), b.close_reason, b.updated_at,
+    )  # fmt: skip
 
 
 _BLOCK_TYPES = (
@@ -139,79 +143,123 @@ ORDER BY 1
 ON CONFLICT DO NOTHING
 """
 
-# The write statement's parts, with `{n}` for the n-th array of each part.
+# The write statement's parts, with `{n}` for the n-th parameter of each part. Rows travel as
+# one JSON array of arrays per table (encoded in C by the standard library, where asyncpg
+# would encode typed arrays element by element through Python-level checks); money, dates and
+# times as text read by their types' own input functions: exact.
+
+
+def _json_table(columns: str, types: tuple[str, ...]) -> str:
+    """A subquery of typed rows from the JSON array of arrays `{0}`, in array order."""
+    names = [c.strip() for c in columns.split(",")]
+    if len(names) != len(types):
+        raise ValueError(f"{len(names)} columns, {len(types)} types")
+    casts = ", ".join(f"(r->>{i})::{t} AS {n}" for i, (n, t) in enumerate(zip(names, types, strict=True)))
+    return f"(SELECT {casts} FROM jsonb_array_elements({{0}}::jsonb) WITH ORDINALITY AS x(r, n) ORDER BY n)"
+
+
 W_CASH = (
     "UPDATE cash_balances AS c SET available = u.available, blocked = u.blocked, dues = u.dues, "
     "updated_at = u.updated_at FROM "
-    + _unnest(("text", "numeric", "numeric", "numeric", "timestamptz"))
-    + " AS u(user_id, available, blocked, dues, updated_at) WHERE c.user_id = u.user_id"
+    + _json_table(
+        "user_id, available, blocked, dues, updated_at",
+        ("text", "numeric", "numeric", "numeric", "timestamptz"),
+    )
+    + " AS u WHERE c.user_id = u.user_id"
 )
 W_SHARES = (
     "UPDATE share_balances AS s SET free = u.free, blocked = u.blocked, dues = u.dues, updated_at = u.updated_at FROM "
-    + _unnest(("text", "text", "bigint", "bigint", "bigint", "timestamptz"))
-    + " AS u(user_id, symbol, free, blocked, dues, updated_at) WHERE s.user_id = u.user_id AND s.symbol = u.symbol"
+    + _json_table(
+        "user_id, symbol, free, blocked, dues, updated_at",
+        ("text", "text", "bigint", "bigint", "bigint", "timestamptz"),
+    )
+    + " AS u WHERE s.user_id = u.user_id AND s.symbol = u.symbol"
 )
 W_HOUSE = (
     "UPDATE house_balances AS h SET balance = u.balance, updated_at = now() FROM "
     + _unnest(("text", "numeric"))
     + " AS u(account, balance) WHERE h.account = u.account"
 )
-W_NEW_BLOCKS = f"INSERT INTO blocks ({BLOCK_COLUMNS}) SELECT * FROM {_unnest(_BLOCK_TYPES)}"
+W_NEW_BLOCKS = (
+    f"INSERT INTO blocks ({BLOCK_COLUMNS}) SELECT * FROM {_json_table(BLOCK_COLUMNS, _BLOCK_TYPES)} AS u"
+)
+# A block's terms (user, kind, side, symbol, product, requested terms, created_at) never change.
+UPDATED_BLOCK_COLUMNS = (
+    "order_id, quantity, price, amount, remaining, filled_quantity, filled_value, charges, released, "
+    "terminal_quantity, terminal_reason, state, close_reason, updated_at"
+)
+_UPDATED_BLOCK_TYPES = (
+    "text", "bigint", "numeric", "numeric", "numeric", "bigint", "numeric", "numeric", "numeric", "bigint", "text",
+    "text", "text", "timestamptz",
+)  # fmt: skip
 W_BLOCKS = (
     "UPDATE blocks AS b SET quantity = u.quantity, price = u.price, amount = u.amount, remaining = u.remaining, "
     "filled_quantity = u.filled_quantity, filled_value = u.filled_value, charges = u.charges, "
     "released = u.released, terminal_quantity = u.terminal_quantity, terminal_reason = u.terminal_reason, "
-    "state = u.state, close_reason = u.close_reason, updated_at = u.updated_at "
-    f"FROM {_unnest(_BLOCK_TYPES)} AS u({BLOCK_COLUMNS}) WHERE b.order_id = u.order_id"
+    "state = u.state, close_reason = u.close_reason, updated_at = u.updated_at FROM "
+    + _json_table(UPDATED_BLOCK_COLUMNS, _UPDATED_BLOCK_TYPES)
+    + " AS u WHERE b.order_id = u.order_id"
 )
-W_JOURNAL = (
-    "INSERT INTO journal (txn_id, kind, user_id, order_id, exec_id, request_id, description, created_at) "
-    "SELECT * FROM " + _unnest(("text", "text", "text", "text", "text", "text", "text", "timestamptz"))
+JOURNAL_COLUMNS = "txn_id, kind, user_id, order_id, exec_id, request_id, description, created_at"
+W_JOURNAL = f"INSERT INTO journal ({JOURNAL_COLUMNS}) SELECT * FROM " + _json_table(
+    JOURNAL_COLUMNS, ("text", "text", "text", "text", "text", "text", "text", "timestamptz")
 )
 # Entry ids come from the identity column as the ordered rows are inserted: per account,
-# in posting order (every account posted to is locked by this transaction). Entries, the
-# most numerous rows, travel as one JSON array of arrays (encoded in C by the standard
-# library; asyncpg encodes typed arrays element by element in Python-level checks), money as
-# decimal strings read by numeric's own input function: exact.
-W_ENTRIES = (
-    "INSERT INTO entries (txn_id, user_id, account, unit, amount, balance_after, kind, order_id, exec_id, "
-    "request_id, description, created_at) "
-    "SELECT r->>0, r->>1, r->>2, r->>3, (r->>4)::numeric, (r->>5)::numeric, r->>6, r->>7, r->>8, r->>9, r->>10, "
-    "(r->>11)::timestamptz FROM jsonb_array_elements({0}::jsonb) WITH ORDINALITY AS x(r, n) ORDER BY n"
+# in posting order (every account posted to is locked by this transaction).
+ENTRY_COLUMNS = (
+    "txn_id, user_id, account, unit, amount, balance_after, kind, order_id, exec_id, request_id, description, "
+    "created_at"
+)
+W_ENTRIES = f"INSERT INTO entries ({ENTRY_COLUMNS}) SELECT * FROM " + _json_table(
+    ENTRY_COLUMNS,
+    (
+        "text",
+        "text",
+        "text",
+        "text",
+        "numeric",
+        "numeric",
+        "text",
+        "text",
+        "text",
+        "text",
+        "text",
+        "timestamptz",
+    ),
 )
 W_REQUESTS = (
     "INSERT INTO requests (key, user_id, fingerprint, response) SELECT k, u, f, r::jsonb FROM "
     + _unnest(("text", "text", "text", "text"))
     + " AS t(k, u, f, r)"
 )
-W_FILLS = (
-    "INSERT INTO fills (exec_id, order_id, user_id, symbol, side, product, quantity, price, value, charges, "
-    "trading_day, executed_at) SELECT * FROM "
-    + _unnest(
-        (
-            "text",
-            "text",
-            "text",
-            "text",
-            "text",
-            "text",
-            "bigint",
-            "numeric",
-            "numeric",
-            "numeric",
-            "date",
-            "timestamptz",
-        )
-    )
+FILL_COLUMNS = "exec_id, order_id, user_id, symbol, side, product, quantity, price, value, charges, trading_day, executed_at"
+W_FILLS = f"INSERT INTO fills ({FILL_COLUMNS}) SELECT * FROM " + _json_table(
+    FILL_COLUMNS,
+    (
+        "text",
+        "text",
+        "text",
+        "text",
+        "text",
+        "text",
+        "bigint",
+        "numeric",
+        "numeric",
+        "numeric",
+        "date",
+        "timestamptz",
+    ),
 )
 W_PARKED = "INSERT INTO parked_reports (exec_id, order_id, user_id, reason, report) SELECT * FROM " + _unnest(
     ("text", "text", "text", "text", "bytea")
 )
+POSITION_COLUMNS = "user_id, trading_day, symbol, product, buy_quantity, buy_value, sell_quantity, sell_value"
 W_POSITIONS = (
-    "INSERT INTO positions AS p (user_id, trading_day, symbol, product, buy_quantity, buy_value, sell_quantity, "
-    "sell_value) SELECT * FROM "
-    + _unnest(("text", "date", "text", "text", "bigint", "numeric", "bigint", "numeric"))
-    + " ORDER BY 1, 2, 3, 4 ON CONFLICT (user_id, trading_day, symbol, product) DO UPDATE SET "
+    f"INSERT INTO positions AS p ({POSITION_COLUMNS}) SELECT * FROM "
+    + _json_table(
+        POSITION_COLUMNS, ("text", "date", "text", "text", "bigint", "numeric", "bigint", "numeric")
+    )
+    + " AS u ORDER BY 1, 2, 3, 4 ON CONFLICT (user_id, trading_day, symbol, product) DO UPDATE SET "
     "buy_quantity = p.buy_quantity + excluded.buy_quantity, buy_value = p.buy_value + excluded.buy_value, "
     "sell_quantity = p.sell_quantity + excluded.sell_quantity, sell_value = p.sell_value + excluded.sell_value"
 )
@@ -227,19 +275,23 @@ W_HOLDINGS = (
 def _json_value(value: object) -> str:
     if isinstance(value, Decimal):
         return str(value)
-    if isinstance(value, datetime):
+    if isinstance(value, date):  # and datetime
         return value.isoformat()
     raise TypeError(f"cannot write {type(value).__name__} as JSON")
 
 
+def _json_rows(rows: list[tuple[Any, ...]]) -> str:
+    return json.dumps(rows, default=_json_value, separators=(",", ":"))
+
+
 class _Writes:
-    """One statement made of data-modifying CTEs, each over its own `unnest` arrays."""
+    """One statement made of data-modifying CTEs, each over its own rows (JSON or arrays)."""
 
     def __init__(self) -> None:
         self.parts: list[str] = []
-        self.args: list[list[Any]] = []
+        self.args: list[Any] = []
 
-    def add(self, template: str, *arrays: list[Any]) -> None:
+    def add(self, template: str, *arrays: Any) -> None:
         first = len(self.args) + 1
         self.parts.append(template.format(*(f"${first + i}" for i in range(len(arrays)))))
         self.args.extend(arrays)
@@ -260,13 +312,13 @@ def writes_for(changes: Changes, house_opening: Mapping[str, Decimal]) -> _Write
     if changes.cash:
         w.add(
             W_CASH,
-            *_columns([(b.user_id, b.available, b.blocked, b.dues, b.updated_at) for b in changes.cash], 5),
+            _json_rows([(b.user_id, b.available, b.blocked, b.dues, b.updated_at) for b in changes.cash]),
         )
     if changes.shares:
         w.add(
             W_SHARES,
-            *_columns(
-                [(b.user_id, b.symbol, b.free, b.blocked, b.dues, b.updated_at) for b in changes.shares], 6
+            _json_rows(
+                [(b.user_id, b.symbol, b.free, b.blocked, b.dues, b.updated_at) for b in changes.shares]
             ),
         )
     if changes.house:
@@ -276,14 +328,15 @@ def writes_for(changes: Changes, house_opening: Mapping[str, Decimal]) -> _Write
             [house_opening[code] + moved for code, moved in changes.house.items()],
         )
     if changes.new_blocks:
-        w.add(W_NEW_BLOCKS, *_block_arrays(changes.new_blocks))
+        w.add(W_NEW_BLOCKS, _json_rows([_block_row(b) for b in changes.new_blocks]))
     if changes.updated_blocks:
-        w.add(W_BLOCKS, *_block_arrays(changes.updated_blocks))
+        w.add(W_BLOCKS, _json_rows([_updated_block_row(b) for b in changes.updated_blocks]))
     if changes.journal:
         journal: list[tuple[Any, ...]] = []
         entries: list[tuple[Any, ...]] = []
         for txn in changes.journal:
             txn_id = new_id("txn")
+            at = txn.created_at.isoformat()  # once per transaction, not per entry
             journal.append(
                 (
                     txn_id,
@@ -293,7 +346,7 @@ def writes_for(changes: Changes, house_opening: Mapping[str, Decimal]) -> _Write
                     txn.exec_id,
                     txn.request_id,
                     txn.description,
-                    txn.created_at,
+                    at,
                 )
             )
             entries.extend(
@@ -302,19 +355,23 @@ def writes_for(changes: Changes, house_opening: Mapping[str, Decimal]) -> _Write
                     e.user_id,
                     e.account,
                     e.unit,
-                    e.amount,
-                    e.balance_after if e.user_id is not None else house_opening[e.account] + e.balance_after,
+                    str(e.amount),
+                    str(
+                        e.balance_after
+                        if e.user_id is not None
+                        else house_opening[e.account] + e.balance_after
+                    ),
                     e.kind,
                     txn.order_id,
                     txn.exec_id,
                     txn.request_id,
                     e.description,
-                    txn.created_at,
+                    at,
                 )
                 for e in txn.entries
             )
-        w.add(W_JOURNAL, *_columns(journal, 8))
-        w.add(W_ENTRIES, json.dumps(entries, default=_json_value, separators=(",", ":")))
+        w.add(W_JOURNAL, _json_rows(journal))
+        w.add(W_ENTRIES, _json_rows(entries))
     if changes.requests:
         w.add(
             W_REQUESTS,
@@ -325,26 +382,7 @@ def writes_for(changes: Changes, house_opening: Mapping[str, Decimal]) -> _Write
     if changes.fills:
         w.add(
             W_FILLS,
-            *_columns(
-                [
-                    (
-                        f.exec_id,
-                        f.order_id,
-                        f.user_id,
-                        f.symbol,
-                        str(f.side),
-                        str(f.product),
-                        f.quantity,
-                        f.price,
-                        f.value,
-                        f.charges,
-                        f.trading_day,
-                        f.executed_at,
-                    )
-                    for f in changes.fills
-                ],
-                12,
-            ),
+            _json_rows([_fill_row(f) for f in changes.fills]),
         )
     if changes.parked:
         w.add(
@@ -354,12 +392,11 @@ def writes_for(changes: Changes, house_opening: Mapping[str, Decimal]) -> _Write
     if changes.positions:
         w.add(
             W_POSITIONS,
-            *_columns(
+            _json_rows(
                 [
                     (k[0], k[1], k[2], str(k[3]), d.buy_quantity, d.buy_value, d.sell_quantity, d.sell_value)
                     for k, d in changes.positions.items()
-                ],
-                8,
+                ]
             ),
         )
     if changes.holdings:
