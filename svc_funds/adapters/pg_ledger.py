@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from datetime import date, datetime
+from datetime import date
 from decimal import Decimal
 from typing import Any
 
@@ -408,41 +408,28 @@ def writes_for(changes: Changes, house_opening: Mapping[str, Decimal]) -> _Write
 
 
 # Everything a batch reads, in one round trip: one branch per kind of row, run in this
-# order by the Append node, so rows are locked blocks → cash → shares → house, each in key
-# order. Rows come back in one shape: (kind, key, key 2, three numbers, a time, JSON text).
+# order by the Append node, so rows are locked blocks → cash → shares, each in key order.
+# Rows come back in one shape: (kind, key, key 2, three numbers, a time, JSON text, a block).
 LOAD = """
 SELECT 'b' AS t, b.order_id AS k1, NULL AS k2, NULL::numeric AS a, NULL::numeric AS b, NULL::numeric AS c,
-       NULL::timestamptz AS ts, row_to_json(b)::text AS j
+       NULL::timestamptz AS ts, NULL AS j, b::blocks AS blk
   FROM (SELECT * FROM blocks WHERE order_id = ANY($1::text[]) ORDER BY order_id FOR UPDATE) b
 UNION ALL
-SELECT 'c', c.user_id, NULL, c.available, c.blocked, c.dues, c.updated_at, NULL
+SELECT 'c', c.user_id, NULL, c.available, c.blocked, c.dues, c.updated_at, NULL, NULL
   FROM (SELECT * FROM cash_balances WHERE user_id = ANY($2::text[]) ORDER BY user_id FOR UPDATE) c
 UNION ALL
-SELECT 's', s.user_id, s.symbol, s.free, s.blocked, s.dues, s.updated_at, NULL
+SELECT 's', s.user_id, s.symbol, s.free, s.blocked, s.dues, s.updated_at, NULL, NULL
   FROM (SELECT s.* FROM share_balances s JOIN unnest($3::text[], $4::text[]) AS k(user_id, symbol)
         USING (user_id, symbol) ORDER BY s.user_id, s.symbol FOR UPDATE OF s) s
 UNION ALL
-SELECT 'r', r.key, r.user_id, NULL, NULL, NULL, NULL, json_build_array(r.fingerprint, r.response)::text
+SELECT 'r', r.key, r.user_id, NULL, NULL, NULL, NULL, json_build_array(r.fingerprint, r.response)::text, NULL
   FROM requests r WHERE r.key = ANY($5::text[])
 UNION ALL
-SELECT 'x', f.exec_id, NULL, NULL, NULL, NULL, NULL, NULL FROM fills f WHERE f.exec_id = ANY($6::text[])
+SELECT 'x', f.exec_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM fills f WHERE f.exec_id = ANY($6::text[])
 UNION ALL
-SELECT 'x', p.exec_id, NULL, NULL, NULL, NULL, NULL, NULL FROM parked_reports p WHERE p.exec_id = ANY($6::text[])
+SELECT 'x', p.exec_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM parked_reports p
+  WHERE p.exec_id = ANY($6::text[])
 """
-
-
-def _block_from_json(text: str) -> Block:
-    row = json.loads(text, parse_float=Decimal)
-    for name in BLOCK_DECIMALS:
-        if row[name] is not None:
-            row[name] = Decimal(row[name])
-    row["created_at"] = datetime.fromisoformat(row["created_at"])
-    row["updated_at"] = datetime.fromisoformat(row["updated_at"])
-    return block_from_row(row)
-
-
-# Numeric columns of a block; JSON gives whole numbers as ints.
-BLOCK_DECIMALS = ("requested_price", "price", "amount", "remaining", "filled_value", "charges", "released")
 
 
 class PgLedgerUnitOfWork:
@@ -464,7 +451,7 @@ class PgLedgerUnitOfWork:
         for r in rows:
             kind = r["t"]
             if kind == "b":
-                block = _block_from_json(r["j"])
+                block = block_from_row(r["blk"])  # a `blocks` row, decoded by asyncpg
                 state.blocks[block.order_id] = block
             elif kind == "c":
                 state.cash[r["k1"]] = CashBalance(r["k1"], r["a"], r["b"], r["c"], r["ts"])
