@@ -4,8 +4,9 @@ asyncpg.
 Each load is one statement with `ORDER BY <key> FOR UPDATE`, so rows are locked in key order.
 House accounts (the other side of every settlement) are locked last, just before the write,
 so that they are held only while a batch writes and commits. All of a batch's writes go in
-a single statement, whatever the batch size: one data-modifying CTE per table over `unnest`
-arrays (inserts, `UPDATE … FROM unnest`, upserts of increments). A batch thus costs BEGIN,
+a single statement, whatever the batch size: one data-modifying CTE per table over its rows
+(inserts, `UPDATE … FROM`, upserts of increments), the rows of the busy tables as one JSON
+array each and of the rare ones as `unnest` arrays. A batch thus costs BEGIN,
 its locked reads, the house accounts' lock if it moves house money, one write and COMMIT.
 """
 
