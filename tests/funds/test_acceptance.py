@@ -130,6 +130,63 @@ async def test_fifty_identical_block_calls_on_two_replicas_make_one_block(make_s
         await replica.close()
 
 
+async def test_two_replicas_settling_one_stream_keep_every_house_account_exact(
+    make_stack, second_replica
+) -> None:  # type: ignore[no-untyped-def]
+    # Both replicas pull from the one durable consumer, so their batches settle at the same
+    # time and meet on the house accounts (exchange cash and shares, one per charge), which
+    # each batch locks only when it writes.
+    stack = await make_stack(["svc_funds"])
+    replicas = [client_of(stack), client_of(stack, await second_replica(stack))]
+    funds = replicas[0]
+    users = [await funds.open_account("1000000.00") for _ in range(8)]
+    orders = [(f"ord_r{i:04d}", users[i % len(users)]) for i in range(400)]
+    semaphore = asyncio.Semaphore(64)
+
+    async def block(i: int, order_id: str, user: str) -> None:
+        async with semaphore:
+            await replicas[i % 2].block_funds(user, order_id, 10, "100.00")
+
+    await asyncio.gather(*(block(i, o, u) for i, (o, u) in enumerate(orders)))
+    reports = [
+        r
+        for order_id, user in orders
+        for r in (
+            report(f"{order_id}-1", order_id, user, quantity=4, price="99.00", cumulative=4),
+            report(
+                f"{order_id}-2",
+                order_id,
+                user,
+                quantity=6,
+                price="98.00",
+                cumulative=10,
+                ord_status=er.ORD_STATUS_FILLED,
+            ),
+        )
+    ]
+    async with Reports(stack.plan.nats_url, stack.plan.namespace) as publisher:
+        await publisher.publish_many(reports)
+
+    async def all_settled() -> bool:
+        [row] = await funds.sql(
+            "SELECT (SELECT count(*) FROM fills) AS fills, (SELECT count(*) FROM blocks WHERE state = 'ACTIVE') AS open"
+        )
+        return row["fills"] == len(reports) and row["open"] == 0
+
+    await eventually(all_settled, timeout=120)
+    [totals] = await funds.sql("SELECT sum(value) AS value, sum(charges) AS charges FROM fills")
+    assert totals["value"] == Decimal("393600.00")  # 400 × (4 × 99.00 + 6 × 98.00)
+    assert totals["charges"] > 0
+    house = {
+        r["account"]: r["balance"] for r in await funds.sql("SELECT account, balance FROM house_balances")
+    }
+    assert house["house:exchange_cash"] == totals["value"]
+    assert sum(v for k, v in house.items() if k.startswith("house:charges:")) == totals["charges"]
+    assert await funds.violations() == []  # I1 includes every entry's balance-after chain
+    for replica in replicas:
+        await replica.close()
+
+
 async def test_kill_9_in_the_middle_of_settling_loses_and_duplicates_nothing(make_stack) -> None:  # type: ignore[no-untyped-def]
     stack = await make_stack(["svc_funds"], extra_env={CHARGES: "zero"})
     funds = client_of(stack)
