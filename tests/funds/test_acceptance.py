@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import os
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from decimal import Decimal
 from pathlib import Path
 
@@ -34,6 +34,36 @@ def client_of(stack: Stack, target: str | None = None) -> FundsClient:
     return FundsClient.connect(
         target or plan.target("svc_funds"), plan.database_url, plan.nats_url, plan.namespace
     )
+
+
+def first_fill(order_id: str, user: str) -> er.ExecutionReport:
+    """4 of an order of 10 @ 99.00."""
+    return report(f"{order_id}-1", order_id, user, quantity=4, price="99.00", cumulative=4)
+
+
+def last_fill(order_id: str, user: str) -> er.ExecutionReport:
+    """The other 6 of an order of 10 @ 98.00: the order is filled."""
+    return report(
+        f"{order_id}-2",
+        order_id,
+        user,
+        quantity=6,
+        price="98.00",
+        cumulative=10,
+        ord_status=er.ORD_STATUS_FILLED,
+    )
+
+
+def settled(funds: FundsClient, fills: int) -> Callable[[], Awaitable[bool]]:
+    """True once at least `fills` fills are settled and no block is still active."""
+
+    async def check() -> bool:
+        [row] = await funds.sql(
+            "SELECT (SELECT count(*) FROM fills) AS fills, (SELECT count(*) FROM blocks WHERE state = 'ACTIVE') AS open"
+        )
+        return row["fills"] >= fills and row["open"] == 0
+
+    return check
 
 
 @pytest.fixture
@@ -149,31 +179,13 @@ async def test_two_replicas_settling_one_stream_keep_every_house_account_exact(
 
     await asyncio.gather(*(block(i, o, u) for i, (o, u) in enumerate(orders)))
     reports = [
-        r
-        for order_id, user in orders
-        for r in (
-            report(f"{order_id}-1", order_id, user, quantity=4, price="99.00", cumulative=4),
-            report(
-                f"{order_id}-2",
-                order_id,
-                user,
-                quantity=6,
-                price="98.00",
-                cumulative=10,
-                ord_status=er.ORD_STATUS_FILLED,
-            ),
-        )
+        r for order_id, user in orders for r in (first_fill(order_id, user), last_fill(order_id, user))
     ]
     async with Reports(stack.plan.nats_url, stack.plan.namespace) as publisher:
         await publisher.publish_many(reports)
 
-    async def all_settled() -> bool:
-        [row] = await funds.sql(
-            "SELECT (SELECT count(*) FROM fills) AS fills, (SELECT count(*) FROM blocks WHERE state = 'ACTIVE') AS open"
-        )
-        return row["fills"] == len(reports) and row["open"] == 0
-
-    await eventually(all_settled, timeout=120)
+    await eventually(settled(funds, len(reports)), timeout=120)
+    assert (await funds.sql("SELECT count(*) FROM fills"))[0][0] == len(reports)
     [totals] = await funds.sql("SELECT sum(value) AS value, sum(charges) AS charges FROM fills")
     assert totals["value"] == Decimal("393600.00")  # 400 × (4 × 99.00 + 6 × 98.00)
     assert totals["charges"] > 0
@@ -208,7 +220,7 @@ async def test_kill_9_in_the_middle_of_settling_loses_and_duplicates_nothing(mak
     expected_spent = dict.fromkeys(users, Decimal(0))
     expected_fills = 0
     for i, (order_id, user) in enumerate(orders):
-        reports.append(report(f"{order_id}-1", order_id, user, quantity=4, price="99.00", cumulative=4))
+        reports.append(first_fill(order_id, user))
         expected_spent[user] += Decimal("396.00")
         expected_fills += 1
         if i % 5 == 4:
@@ -223,17 +235,7 @@ async def test_kill_9_in_the_middle_of_settling_loses_and_duplicates_nothing(mak
                 )
             )
         else:
-            reports.append(
-                report(
-                    f"{order_id}-2",
-                    order_id,
-                    user,
-                    quantity=6,
-                    price="98.00",
-                    cumulative=10,
-                    ord_status=er.ORD_STATUS_FILLED,
-                )
-            )
+            reports.append(last_fill(order_id, user))
             expected_spent[user] += Decimal("588.00")
             expected_fills += 1
     republished = [r for r in reports if r.exec_type == er.EXEC_TYPE_TRADE]
@@ -262,13 +264,7 @@ async def test_kill_9_in_the_middle_of_settling_loses_and_duplicates_nothing(mak
     await stack.start_service("svc_funds")
     funds = client_of(stack)
 
-    async def all_settled() -> bool:
-        [row] = await funds.sql(
-            "SELECT (SELECT count(*) FROM fills) AS fills, (SELECT count(*) FROM blocks WHERE state = 'ACTIVE') AS open"
-        )
-        return row["fills"] >= expected_fills and row["open"] == 0
-
-    await eventually(all_settled, timeout=120)
+    await eventually(settled(funds, expected_fills), timeout=120)
     assert (await funds.sql("SELECT count(*) FROM fills"))[0][0] == expected_fills
     assert (await funds.sql("SELECT count(*) FROM journal WHERE kind = 'FILL'"))[0][0] == expected_fills
     for user in users:
