@@ -8,7 +8,9 @@ charges and every fill posts them.
 - `funds.blocks`:
   - `funds.block_many`: BlockFunds in a closed loop (32 in flight), one share per order,
     round-robin over many accounts; `funds.block_many_deep`: the same with 96 in flight,
-    where throughput levels off;
+    where throughput levels off; `funds.block_many_batched` and
+    `funds.share_block_many_batched`: the same 32 callers coalesced into BatchBlockFunds
+    (BUY cash blocks) and BatchBlockHoldings (SELL share blocks), as svc_orders does;
   - `funds.block_release_many`: BlockFunds then ReleaseBlock of the same order (two calls
     per operation), over many accounts;
   - `funds.block_release_hot`: the same on one account, every call on the same balance;
@@ -44,7 +46,7 @@ from google.protobuf import timestamp_pb2
 from bench import load
 from bench.api import BASELINE_PG_TXN, BenchContext, Figure, Scenario
 from brokermesh.exec.v1 import execution_report_pb2 as er
-from brokermesh.funds.v1 import funds_pb2, funds_pb2_grpc
+from brokermesh.funds.v1 import funds_pb2, funds_pb2_grpc, portfolio_pb2, portfolio_pb2_grpc
 from brokermesh.type.v1 import decimal_pb2, trading_pb2
 from svc_funds.domain.accounts import hash_password
 from svc_runtime import db, messaging
@@ -110,6 +112,27 @@ async def _rig(ctx: BenchContext, accounts: int, *, deposit: str = "1000000000.0
     return Rig(stack, ch, stub, users)
 
 
+async def _deposit_shares(rig: Rig, symbol: str, quantity: int) -> None:
+    """Settled shares for every account, through the public API (PortfolioService.DepositShares)."""
+    portfolio = portfolio_pb2_grpc.PortfolioServiceStub(rig.ch)
+    semaphore = asyncio.Semaphore(64)
+
+    async def deposit(user: str) -> None:
+        async with semaphore:
+            await portfolio.DepositShares(
+                portfolio_pb2.DepositSharesRequest(
+                    parent=f"users/{user}",
+                    symbol=symbol,
+                    quantity=quantity,
+                    average_price=PRICE,
+                    request_id=f"bench-shares-{user}",
+                ),
+                timeout=30,
+            )
+
+    await asyncio.gather(*(deposit(u) for u in rig.users))
+
+
 def _block(rig: Rig, user: str, order_id: str, quantity: int = 1) -> funds_pb2.BlockFundsRequest:
     return funds_pb2.BlockFundsRequest(
         parent=f"users/{user}",
@@ -149,6 +172,28 @@ async def blocks(ctx: BenchContext) -> list[Figure]:
         async def block_coalesced(i: int) -> None:
             n = next(serial)
             await coalescer.submit(_block(rig, rig.users[n % len(rig.users)], f"bc-{n}"))
+
+        async def send_share_batch(
+            items: list[funds_pb2.BlockHoldingsRequest],
+        ) -> list[funds_pb2.Block | ServiceError]:
+            response = await rig.stub.BatchBlockHoldings(
+                funds_pb2.BatchBlockHoldingsRequest(parent="users/-", requests=items), timeout=30
+            )
+            return [r.block if r.HasField("block") else from_item_status(r.error) for r in response.results]
+
+        # What an OMS does with concurrent SELL placements: coalesce them into BatchBlockHoldings.
+        share_coalescer: Coalescer[funds_pb2.BlockHoldingsRequest, funds_pb2.Block | ServiceError] = (
+            Coalescer(send_share_batch, max_in_flight=COALESCED_IN_FLIGHT)
+        )
+
+        async def share_block_coalesced(i: int) -> None:
+            n = next(serial)
+            user = rig.users[n % len(rig.users)]
+            await share_coalescer.submit(
+                funds_pb2.BlockHoldingsRequest(
+                    parent=f"users/{user}", order_id=f"bs-{n}", symbol="INFY", quantity=1
+                )
+            )
 
         def pair(users: list[str], tag: str):  # type: ignore[no-untyped-def]
             async def op(i: int) -> None:
@@ -193,6 +238,15 @@ async def blocks(ctx: BenchContext) -> list[Figure]:
             "funds.block_many_batched",
             "blocks, batched",
             f"BlockFunds terms, 1 share each, {coalesced}",
+            targets=block_target,
+        )
+        await _deposit_shares(rig, "INFY", 10_000_000)
+        await closed(
+            share_block_coalesced,
+            "funds.share_block_many_batched",
+            "share blocks, batched",
+            f"BlockHoldings terms (SELL), 1 share each, {many}, concurrent calls coalesced into "
+            f"BatchBlockHoldings ({COALESCED_IN_FLIGHT} in flight)",
             targets=block_target,
         )
         # 32 in flight does not saturate the service: bigger batches still pay off. The
