@@ -36,8 +36,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 import grpc
@@ -95,42 +97,58 @@ async def _rig(ctx: BenchContext, accounts: int, *, deposit: str = "1000000000.0
         await conn.close()
     ch = channel(stack.plan.target(SERVICE))
     stub = funds_pb2_grpc.FundsServiceStub(ch)
+    await _for_each(
+        users,
+        lambda user: stub.Deposit(
+            funds_pb2.DepositRequest(
+                name=f"users/{user}/funds",
+                amount=decimal_pb2.Decimal(value=deposit),
+                request_id=f"bench-{user}",
+            ),
+            timeout=30,
+        ),
+    )
+    return Rig(stack, ch, stub, users)
+
+
+async def _for_each(users: list[str], call: Callable[[str], Awaitable[object]]) -> None:
+    """`call(user)` for every account, 64 at a time: set-up through the public API."""
     semaphore = asyncio.Semaphore(64)
 
-    async def fund(user: str) -> None:
+    async def one(user: str) -> None:
         async with semaphore:
-            await stub.Deposit(
-                funds_pb2.DepositRequest(
-                    name=f"users/{user}/funds",
-                    amount=decimal_pb2.Decimal(value=deposit),
-                    request_id=f"bench-{user}",
-                ),
-                timeout=30,
-            )
+            await call(user)
 
-    await asyncio.gather(*(fund(u) for u in users))
-    return Rig(stack, ch, stub, users)
+    await asyncio.gather(*(one(u) for u in users))
 
 
 async def _deposit_shares(rig: Rig, symbol: str, quantity: int) -> None:
     """Settled shares for every account, through the public API (PortfolioService.DepositShares)."""
     portfolio = portfolio_pb2_grpc.PortfolioServiceStub(rig.ch)
-    semaphore = asyncio.Semaphore(64)
+    await _for_each(
+        rig.users,
+        lambda user: portfolio.DepositShares(
+            portfolio_pb2.DepositSharesRequest(
+                parent=f"users/{user}",
+                symbol=symbol,
+                quantity=quantity,
+                average_price=PRICE,
+                request_id=f"bench-shares-{user}",
+            ),
+            timeout=30,
+        ),
+    )
 
-    async def deposit(user: str) -> None:
-        async with semaphore:
-            await portfolio.DepositShares(
-                portfolio_pb2.DepositSharesRequest(
-                    parent=f"users/{user}",
-                    symbol=symbol,
-                    quantity=quantity,
-                    average_price=PRICE,
-                    request_id=f"bench-shares-{user}",
-                ),
-                timeout=30,
-            )
 
-    await asyncio.gather(*(deposit(u) for u in rig.users))
+def _batch_sender(method: Any, request_type: Any) -> Callable[[list[Any]], Awaitable[list[Any]]]:
+    """Sends one coalesced batch of block requests (BatchBlockFunds or BatchBlockHoldings) and
+    returns each item's block or error, as svc_orders' funds client does."""
+
+    async def send(items: list[Any]) -> list[funds_pb2.Block | ServiceError]:
+        response = await method(request_type(parent="users/-", requests=items), timeout=30)
+        return [r.block if r.HasField("block") else from_item_status(r.error) for r in response.results]
+
+    return send
 
 
 def _block(rig: Rig, user: str, order_id: str, quantity: int = 1) -> funds_pb2.BlockFundsRequest:
@@ -156,34 +174,22 @@ async def blocks(ctx: BenchContext) -> list[Figure]:
             n = next(serial)
             await rig.stub.BlockFunds(_block(rig, rig.users[n % len(rig.users)], f"bm-{n}"), timeout=30)
 
-        async def send_batch(
-            items: list[funds_pb2.BlockFundsRequest],
-        ) -> list[funds_pb2.Block | ServiceError]:
-            response = await rig.stub.BatchBlockFunds(
-                funds_pb2.BatchBlockFundsRequest(parent="users/-", requests=items), timeout=30
-            )
-            return [r.block if r.HasField("block") else from_item_status(r.error) for r in response.results]
-
         # What an OMS does with concurrent placements: coalesce them into BatchBlockFunds.
         coalescer: Coalescer[funds_pb2.BlockFundsRequest, funds_pb2.Block | ServiceError] = Coalescer(
-            send_batch, max_in_flight=COALESCED_IN_FLIGHT
+            _batch_sender(rig.stub.BatchBlockFunds, funds_pb2.BatchBlockFundsRequest),
+            max_in_flight=COALESCED_IN_FLIGHT,
         )
 
         async def block_coalesced(i: int) -> None:
             n = next(serial)
             await coalescer.submit(_block(rig, rig.users[n % len(rig.users)], f"bc-{n}"))
 
-        async def send_share_batch(
-            items: list[funds_pb2.BlockHoldingsRequest],
-        ) -> list[funds_pb2.Block | ServiceError]:
-            response = await rig.stub.BatchBlockHoldings(
-                funds_pb2.BatchBlockHoldingsRequest(parent="users/-", requests=items), timeout=30
-            )
-            return [r.block if r.HasField("block") else from_item_status(r.error) for r in response.results]
-
         # What an OMS does with concurrent SELL placements: coalesce them into BatchBlockHoldings.
         share_coalescer: Coalescer[funds_pb2.BlockHoldingsRequest, funds_pb2.Block | ServiceError] = (
-            Coalescer(send_share_batch, max_in_flight=COALESCED_IN_FLIGHT)
+            Coalescer(
+                _batch_sender(rig.stub.BatchBlockHoldings, funds_pb2.BatchBlockHoldingsRequest),
+                max_in_flight=COALESCED_IN_FLIGHT,
+            )
         )
 
         async def share_block_coalesced(i: int) -> None:
