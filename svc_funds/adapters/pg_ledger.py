@@ -5,9 +5,9 @@ Each load is one statement with `ORDER BY <key> FOR UPDATE`, so rows are locked 
 House accounts (the other side of every settlement) are locked last, just before the write,
 so that they are held only while a batch writes and commits. All of a batch's writes go in
 a single statement, whatever the batch size: one data-modifying CTE per table over its rows
-(inserts, `UPDATE … FROM`, upserts of increments), each table's rows as one JSON array. A
-batch thus costs BEGIN, its locked reads, the house accounts' lock if it moves house money,
-one write and COMMIT.
+(inserts, `UPDATE … FROM`, upserts of increments), the rows of the busy tables as one JSON
+array each and of the rare ones as `unnest` arrays. A batch thus costs BEGIN,
+its locked reads, the house accounts' lock if it moves house money, one write and COMMIT.
 """
 
 from __future__ import annotations
@@ -111,6 +111,11 @@ _BLOCK_TYPES = (
 )  # fmt: skip
 
 
+def _unnest(types: tuple[str, ...]) -> str:
+    """`unnest({0}::text[], {1}::numeric[], …)`: placeholders filled by `_Writes.add`."""
+    return "unnest(" + ", ".join(f"{{{i}}}::{t}[]" for i, t in enumerate(types)) + ")"
+
+
 ENSURE_SHARES = """
 INSERT INTO share_balances (user_id, symbol)
 SELECT k.user_id, k.symbol FROM unnest($1::text[], $2::text[]) AS k(user_id, symbol)
@@ -173,8 +178,8 @@ W_SHARES = (
 )
 W_HOUSE = (
     "UPDATE house_balances AS h SET balance = u.balance, updated_at = now() FROM "
-    + _json_table("account, balance", ("text", "numeric"))
-    + " AS u WHERE h.account = u.account"
+    + _unnest(("text", "numeric"))
+    + " AS u(account, balance) WHERE h.account = u.account"
 )
 W_NEW_BLOCKS = (
     f"INSERT INTO blocks ({BLOCK_COLUMNS}) SELECT * FROM {_json_table(BLOCK_COLUMNS, _BLOCK_TYPES)} AS u"
@@ -224,9 +229,9 @@ W_ENTRIES = f"INSERT INTO entries ({ENTRY_COLUMNS}) SELECT * FROM " + _json_tabl
     ),
 )
 W_REQUESTS = (
-    "INSERT INTO requests (key, user_id, fingerprint, response) SELECT key, user_id, fingerprint, response::jsonb FROM "
-    + _json_table("key, user_id, fingerprint, response", ("text", "text", "text", "text"))
-    + " AS t"
+    "INSERT INTO requests (key, user_id, fingerprint, response) SELECT k, u, f, r::jsonb FROM "
+    + _unnest(("text", "text", "text", "text"))
+    + " AS t(k, u, f, r)"
 )
 FILL_COLUMNS = "exec_id, order_id, user_id, symbol, side, product, quantity, price, value, charges, trading_day, executed_at"
 W_FILLS = f"INSERT INTO fills ({FILL_COLUMNS}) SELECT * FROM " + _json_table(
@@ -246,10 +251,8 @@ W_FILLS = f"INSERT INTO fills ({FILL_COLUMNS}) SELECT * FROM " + _json_table(
         "timestamptz",
     ),
 )
-# The raw report travels as bytea's hex input (`\x…`).
-W_PARKED = (
-    "INSERT INTO parked_reports (exec_id, order_id, user_id, reason, report) SELECT * FROM "
-    + _json_table("exec_id, order_id, user_id, reason, report", ("text", "text", "text", "text", "bytea"))
+W_PARKED = "INSERT INTO parked_reports (exec_id, order_id, user_id, reason, report) SELECT * FROM " + _unnest(
+    ("text", "text", "text", "text", "bytea")
 )
 POSITION_COLUMNS = "user_id, trading_day, symbol, product, buy_quantity, buy_value, sell_quantity, sell_value"
 W_POSITIONS = (
@@ -264,8 +267,8 @@ W_POSITIONS = (
 W_HOLDINGS = (
     "INSERT INTO holdings AS h (user_id, symbol, quantity, cost, updated_at) "
     "SELECT k.user_id, k.symbol, k.quantity, k.cost, now() FROM "
-    + _json_table("user_id, symbol, quantity, cost", ("text", "text", "bigint", "numeric"))
-    + " AS k ORDER BY 1, 2 ON CONFLICT (user_id, symbol) DO UPDATE SET "
+    + _unnest(("text", "text", "bigint", "numeric"))
+    + " AS k(user_id, symbol, quantity, cost) ORDER BY 1, 2 ON CONFLICT (user_id, symbol) DO UPDATE SET "
     "quantity = h.quantity + excluded.quantity, cost = h.cost + excluded.cost, updated_at = excluded.updated_at"
 )
 
@@ -283,18 +286,23 @@ def _json_rows(rows: list[tuple[Any, ...]]) -> str:
 
 
 class _Writes:
-    """One statement made of data-modifying CTEs, each over its table's rows as one JSON parameter."""
+    """One statement made of data-modifying CTEs, each over its own rows (JSON or arrays)."""
 
     def __init__(self) -> None:
         self.parts: list[str] = []
-        self.args: list[str] = []
+        self.args: list[Any] = []
 
-    def add(self, template: str, rows: list[tuple[Any, ...]]) -> None:
-        self.args.append(_json_rows(rows))
-        self.parts.append(template.format(f"${len(self.args)}"))
+    def add(self, template: str, *arrays: Any) -> None:
+        first = len(self.args) + 1
+        self.parts.append(template.format(*(f"${first + i}" for i in range(len(arrays)))))
+        self.args.extend(arrays)
 
     def sql(self) -> str:
         return "WITH " + ", ".join(f"w{i} AS ({part})" for i, part in enumerate(self.parts)) + " SELECT 1"
+
+
+def _columns(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    return [list(column) for column in zip(*rows, strict=True)] if rows else [[] for _ in range(width)]
 
 
 def writes_for(changes: Changes, house_opening: Mapping[str, Decimal]) -> _Writes:
@@ -305,22 +313,25 @@ def writes_for(changes: Changes, house_opening: Mapping[str, Decimal]) -> _Write
     if changes.cash:
         w.add(
             W_CASH,
-            [(b.user_id, b.available, b.blocked, b.dues, b.updated_at) for b in changes.cash],
+            _json_rows([(b.user_id, b.available, b.blocked, b.dues, b.updated_at) for b in changes.cash]),
         )
     if changes.shares:
         w.add(
             W_SHARES,
-            [(b.user_id, b.symbol, b.free, b.blocked, b.dues, b.updated_at) for b in changes.shares],
+            _json_rows(
+                [(b.user_id, b.symbol, b.free, b.blocked, b.dues, b.updated_at) for b in changes.shares]
+            ),
         )
     if changes.house:
         w.add(
             W_HOUSE,
-            [(code, house_opening[code] + moved) for code, moved in changes.house.items()],
+            list(changes.house),
+            [house_opening[code] + moved for code, moved in changes.house.items()],
         )
     if changes.new_blocks:
-        w.add(W_NEW_BLOCKS, [_block_row(b) for b in changes.new_blocks])
+        w.add(W_NEW_BLOCKS, _json_rows([_block_row(b) for b in changes.new_blocks]))
     if changes.updated_blocks:
-        w.add(W_BLOCKS, [_updated_block_row(b) for b in changes.updated_blocks])
+        w.add(W_BLOCKS, _json_rows([_updated_block_row(b) for b in changes.updated_blocks]))
     if changes.journal:
         journal: list[tuple[Any, ...]] = []
         entries: list[tuple[Any, ...]] = []
@@ -360,27 +371,29 @@ def writes_for(changes: Changes, house_opening: Mapping[str, Decimal]) -> _Write
                 )
                 for e in txn.entries
             )
-        w.add(W_JOURNAL, journal)
-        w.add(W_ENTRIES, entries)
+        w.add(W_JOURNAL, _json_rows(journal))
+        w.add(W_ENTRIES, _json_rows(entries))
     if changes.requests:
         w.add(
             W_REQUESTS,
-            [(r.key, r.user_id, r.fingerprint, json.dumps(r.response)) for r in changes.requests],
+            *_columns(
+                [(r.key, r.user_id, r.fingerprint, json.dumps(r.response)) for r in changes.requests], 4
+            ),
         )
     if changes.fills:
         w.add(
             W_FILLS,
-            [_fill_row(f) for f in changes.fills],
+            _json_rows([_fill_row(f) for f in changes.fills]),
         )
     if changes.parked:
         w.add(
             W_PARKED,
-            [(p.exec_id, p.order_id, p.user_id, p.reason, "\\x" + p.raw.hex()) for p in changes.parked],
+            *_columns([(p.exec_id, p.order_id, p.user_id, p.reason, p.raw) for p in changes.parked], 5),
         )
     if changes.positions:
         w.add(
             W_POSITIONS,
-            (
+            _json_rows(
                 [
                     (k[0], k[1], k[2], str(k[3]), d.buy_quantity, d.buy_value, d.sell_quantity, d.sell_value)
                     for k, d in changes.positions.items()
@@ -390,7 +403,7 @@ def writes_for(changes: Changes, house_opening: Mapping[str, Decimal]) -> _Write
     if changes.holdings:
         w.add(
             W_HOLDINGS,
-            [(k[0], k[1], h.quantity, h.cost) for k, h in changes.holdings.items()],
+            *_columns([(k[0], k[1], h.quantity, h.cost) for k, h in changes.holdings.items()], 4),
         )
     return w
 
