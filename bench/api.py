@@ -29,6 +29,19 @@ BASELINE_HTTP_ECHO = "baseline.http_echo.throughput"
 # `baseline.<name>.p50` … `.p99_9` (ms). A latency figure that names a baseline above is
 # compared with the same percentile of it (its p50 when the figure is not a percentile).
 
+# Latency targets are set at a rate ("p99 < 10 ms at half that rate"). These baselines run the
+# bare parts of such a path in an open loop at that rate, so a latency figure can be set
+# beside what the machine's own parts take at the same load, with no service logic at all:
+# - a gRPC unary call whose handler runs one single-row PostgreSQL transaction (a ledger call),
+#   at the rate of svc_funds' block latency target (half of 2,000 blocks/s);
+BASELINE_GRPC_PG_AT_RATE = "baseline.grpc_pg_txn_open_loop.throughput"
+FUNDS_BLOCK_HALF_RATE = 1000.0
+# - a JetStream publish, a durable pull consumer in another process, one PostgreSQL
+#   transaction per fetched batch, ack after commit (a settlement, publish → commit), at the
+#   rate of svc_funds' settlement latency target (half of 3,000 fills/s).
+BASELINE_JETSTREAM_PG_AT_RATE = "baseline.jetstream_to_pg_open_loop.throughput"
+FUNDS_SETTLE_HALF_RATE = 1500.0
+
 
 @dataclass
 class Figure:

@@ -478,3 +478,44 @@ class Samples:
         return LoadResult(
             self.label, "open", window, len(self.latencies_ms), list(self.latencies_ms), dict(self.errors)
         )
+
+
+class Completions:
+    """Open-loop operations whose completion is seen later as a wall-clock stamp written
+    somewhere else (a row's insert time in the settling transaction): note each operation
+    when it is sent, wait until the stamps are all there, and turn them into latencies from
+    each operation's intended send time."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.sent: dict[str, tuple[float, float]] = {}  # key → (due on perf_counter, intended wall time)
+
+    def sending(self, key: str) -> float:
+        """Inside an open-loop operation: note `key` as sent; returns its intended wall time."""
+        due = due_time()
+        intended = time.time() - (time.perf_counter() - due)
+        self.sent[key] = (due, intended)
+        return intended
+
+    async def wait(self, count: Callable[[], Awaitable[int]], *, timeout: float) -> None:
+        """Until `count()` (how many stamps are written) covers everything sent, or `timeout`."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if await count() >= len(self.sent):
+                return
+            await asyncio.sleep(0.1)
+
+    def result(self, sent: LoadResult, stamps: Mapping[str, float], *, missing: str) -> LoadResult:
+        """Latencies of the operations due inside `sent`'s window (the open loop that sent
+        them), from intended send time to stamp; one without a stamp counts as `missing`."""
+        samples = Samples(self.label)
+        for key, (due, intended) in self.sent.items():
+            if not sent.window_start <= due < sent.window_end:
+                continue  # warm-up
+            if key in stamps:
+                samples.add((stamps[key] - intended) * 1000.0)
+            else:
+                samples.error(missing)
+        result = samples.result(window_s=sent.window_end - sent.window_start)
+        result.offered_rate = sent.offered_rate
+        return result

@@ -4,6 +4,12 @@
     python -m bench.peers http-echo PORT          uvicorn + starlette JSON echo (the gateway's stack)
     python -m bench.peers nats-publish URL SUBJECT COUNT SIZE RATE
                                                   core NATS publisher; RATE 0 = as fast as it can
+    python -m bench.peers grpc-pg PORT DSN        gRPC unary call running one single-row
+                                                  PostgreSQL transaction (`bench_accounts`)
+    python -m bench.peers jetstream-pg URL STREAM SUBJECT DSN
+                                                  durable pull consumer writing each fetched
+                                                  batch in one PostgreSQL transaction
+                                                  (`bench_settled`), acking after the commit
 
 Servers print `ready` on stdout once listening and run until SIGTERM. Every message a peer
 sends at a fixed rate starts with its wall-clock send time (8 bytes, ns), so the receiver can
@@ -61,28 +67,107 @@ async def _stream(
         yield wrappers_pb2.BytesValue(value=stamped(size))
 
 
-async def grpc_echo(port: int) -> None:
-    handler = grpc.method_handlers_generic_handler(
-        GRPC_SERVICE,
-        {
-            "Unary": grpc.unary_unary_rpc_method_handler(
-                _unary,
-                request_deserializer=wrappers_pb2.BytesValue.FromString,
-                response_serializer=wrappers_pb2.BytesValue.SerializeToString,
-            ),
-            "Stream": grpc.unary_stream_rpc_method_handler(
-                _stream,
-                request_deserializer=wrappers_pb2.BytesValue.FromString,
-                response_serializer=wrappers_pb2.BytesValue.SerializeToString,
-            ),
-        },
-    )
+async def _serve_grpc(port: int, methods: dict[str, grpc.RpcMethodHandler]) -> None:
+    """Serve `methods` of the bare service (no interceptors) until SIGTERM."""
     server = grpc.aio.server()
-    server.add_generic_rpc_handlers((handler,))
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(GRPC_SERVICE, methods),))
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
     await _ready_then_wait_for_term()
     await server.stop(1.0)
+
+
+def _bytes_unary(handler: Any) -> grpc.RpcMethodHandler:
+    return grpc.unary_unary_rpc_method_handler(
+        handler,
+        request_deserializer=wrappers_pb2.BytesValue.FromString,
+        response_serializer=wrappers_pb2.BytesValue.SerializeToString,
+    )
+
+
+async def grpc_echo(port: int) -> None:
+    stream = grpc.unary_stream_rpc_method_handler(
+        _stream,
+        request_deserializer=wrappers_pb2.BytesValue.FromString,
+        response_serializer=wrappers_pb2.BytesValue.SerializeToString,
+    )
+    await _serve_grpc(port, {"Unary": _bytes_unary(_unary), "Stream": stream})
+
+
+# A one-row transaction spread over many rows: the cost of a transaction, not a lock convoy.
+PG_TXN_ROWS = 10_000
+PG_TXN_TABLE = (
+    "CREATE TABLE bench_accounts (id bigint PRIMARY KEY, balance numeric(20, 2) NOT NULL);"
+    f"INSERT INTO bench_accounts SELECT g, 1000000.00 FROM generate_series(1, {PG_TXN_ROWS}) g"
+)
+PG_TXN_UPDATE = "UPDATE bench_accounts SET balance = balance - 1.00 WHERE id = $1 AND balance >= 1.00"
+# What the jetstream-pg consumer writes: one row per message, stamped at insert.
+PG_SETTLED_TABLE = "CREATE TABLE bench_settled (id text PRIMARY KEY, settled_at timestamptz NOT NULL DEFAULT clock_timestamp())"
+
+
+def pg_txn_row(i: int) -> int:
+    return (i * 7919) % PG_TXN_ROWS + 1
+
+
+async def grpc_pg(port: int, dsn: str) -> None:
+    """The bare shape of a ledger call: a gRPC unary call whose handler runs one single-row
+    PostgreSQL transaction (BEGIN, UPDATE, COMMIT with fsync). The request names the row."""
+    import asyncpg
+
+    pool = await asyncpg.create_pool(dsn, min_size=10, max_size=10)
+
+    async def unary(
+        request: wrappers_pb2.BytesValue, _ctx: grpc.aio.ServicerContext
+    ) -> wrappers_pb2.BytesValue:
+        async with pool.acquire() as conn, conn.transaction():
+            await conn.execute(PG_TXN_UPDATE, int(request.value))
+        return request
+
+    try:
+        await _serve_grpc(port, {"Unary": _bytes_unary(unary)})
+    finally:
+        await pool.close()
+
+
+async def jetstream_pg(url: str, stream: str, subject: str, dsn: str) -> None:
+    """The bare shape of settlement: svc_runtime's durable pull consumer, with the same
+    batch and puller settings as svc_funds' execution-report consumer, writing one row per
+    message (its Nats-Msg-Id) in one transaction per fetched batch and acking after commit."""
+    import asyncpg
+
+    from svc_runtime import messaging
+
+    pool = await asyncpg.create_pool(dsn, min_size=2, max_size=2)
+    nc = await messaging.connect(url, "bench-jetstream-pg")
+    js = nc.jetstream()
+
+    async def write(msgs: Any) -> None:
+        ids = [m.headers[messaging.MSG_ID_HEADER] for m in msgs]
+        async with pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "INSERT INTO bench_settled (id) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING", ids
+            )
+
+    consumers = [
+        messaging.DurableConsumer(
+            js,
+            stream=stream,
+            durable="bench_jetstream_pg",
+            filter_subject=subject,
+            handler=write,
+            batch_size=500,
+            fetch_timeout=0.25,
+            linger=False,
+        )
+        for _ in range(2)
+    ]
+    pulling = [asyncio.create_task(c.run()) for c in consumers]
+    await _ready_then_wait_for_term()
+    for consumer in consumers:
+        consumer.stop()
+    await asyncio.gather(*pulling)
+    await nc.close()
+    await pool.close()
 
 
 # --- HTTP ----------------------------------------------------------------------------------
@@ -190,6 +275,8 @@ def main(argv: list[str]) -> None:
         "grpc-echo": lambda: grpc_echo(int(args[0])),
         "http-echo": lambda: http_echo(int(args[0])),
         "nats-publish": lambda: nats_publish(args[0], args[1], int(args[2]), int(args[3]), float(args[4])),
+        "grpc-pg": lambda: grpc_pg(int(args[0]), args[1]),
+        "jetstream-pg": lambda: jetstream_pg(args[0], args[1], args[2], args[3]),
     }
     try:
         import uvloop

@@ -19,24 +19,30 @@ from nats.js.api import StorageType, StreamConfig
 
 from bench import clients, peers
 from bench.api import (
+    BASELINE_GRPC_PG_AT_RATE,
     BASELINE_GRPC_STREAM,
     BASELINE_GRPC_UNARY,
     BASELINE_HTTP_ECHO,
+    BASELINE_JETSTREAM_PG_AT_RATE,
     BASELINE_JS_PUBLISH,
     BASELINE_NATS_SUBSCRIBE,
     BASELINE_PG_TXN,
+    FUNDS_BLOCK_HALF_RATE,
+    FUNDS_SETTLE_HALF_RATE,
     BenchContext,
     Figure,
     Scenario,
 )
 from bench.load import (
     SATURATION_CONCURRENCY,
+    Completions,
     LoadResult,
     Operation,
     Samples,
     age_ms,
     closed_loop,
     median_of,
+    open_loop,
     sequential,
 )
 from svc_runtime import db, messaging
@@ -184,25 +190,15 @@ async def grpc_stream(ctx: BenchContext) -> list[Figure]:
 # --- PostgreSQL ------------------------------------------------------------------------------
 async def pg_txn(ctx: BenchContext) -> list[Figure]:
     t = Timing.of(ctx)
-    rows = 10_000
     url = await ctx.new_database()
     pool = await asyncpg.create_pool(db.asyncpg_dsn(url), min_size=10, max_size=10)
     try:
         async with pool.acquire() as conn:
-            await conn.execute(
-                "CREATE TABLE bench_accounts (id bigint PRIMARY KEY, balance numeric(20, 2) NOT NULL)"
-            )
-            await conn.execute(
-                "INSERT INTO bench_accounts SELECT g, 1000000.00 FROM generate_series(1, $1) g", rows
-            )
+            await conn.execute(peers.PG_TXN_TABLE)
 
         async def txn(i: int) -> None:
-            # Spread over many rows: this is the cost of one transaction, not of a lock convoy.
             async with pool.acquire() as conn, conn.transaction():
-                await conn.execute(
-                    "UPDATE bench_accounts SET balance = balance - 1.00 WHERE id = $1 AND balance >= 1.00",
-                    (i * 7919) % rows + 1,
-                )
+                await conn.execute(peers.PG_TXN_UPDATE, peers.pg_txn_row(i))
 
         throughput, latency = await saturation_and_latency(ctx, t, txn, "pg txn")
     finally:
@@ -335,6 +331,108 @@ async def nats_subscribe(ctx: BenchContext) -> list[Figure]:
     )
 
 
+# --- bare paths at a target's rate ------------------------------------------------------------
+def open_loop_figures(baseline: str, result: LoadResult, *, unit: str, note: str) -> list[Figure]:
+    """A baseline measured in an open loop: its achieved rate and its latency at that rate."""
+    return result.figures(_stem(baseline), throughput_unit=unit, note=note)
+
+
+async def _at_rate(ctx: BenchContext, t: Timing, op: Operation, rate: float, label: str) -> LoadResult:
+    return await open_loop(
+        op, rate=rate, duration=t.duration, warmup=t.warmup, label=label, progress=ctx.progress
+    )
+
+
+async def grpc_pg_at_rate(ctx: BenchContext) -> list[Figure]:
+    t = Timing.of(ctx)
+    url = await ctx.new_database()
+    conn = await asyncpg.connect(db.asyncpg_dsn(url))
+    try:
+        await conn.execute(peers.PG_TXN_TABLE)
+    finally:
+        await conn.close()
+    port = free_port()
+    async with (
+        peers.running("grpc-pg", str(port), db.asyncpg_dsn(url)),
+        grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch,
+    ):
+        call = ch.unary_unary(
+            peers.UNARY_METHOD,
+            request_serializer=wrappers_pb2.BytesValue.SerializeToString,
+            response_deserializer=wrappers_pb2.BytesValue.FromString,
+        )
+
+        async def ledger_call(i: int) -> None:
+            await call(wrappers_pb2.BytesValue(value=str(peers.pg_txn_row(i)).encode()), timeout=10)
+
+        result = await median_of(
+            t.runs,
+            lambda: _at_rate(
+                ctx, t, ledger_call, FUNDS_BLOCK_HALF_RATE, f"grpc + pg txn at {FUNDS_BLOCK_HALF_RATE:g}/s"
+            ),
+        )
+    return open_loop_figures(
+        BASELINE_GRPC_PG_AT_RATE,
+        result,
+        unit="ops/s",
+        note=f"open loop at {FUNDS_BLOCK_HALF_RATE:g}/s: grpc.aio unary call into its own process, whose "
+        "handler runs BEGIN; conditional UPDATE of one row of 10,000; COMMIT (fsync on)",
+    )
+
+
+async def jetstream_pg_at_rate(ctx: BenchContext) -> list[Figure]:
+    t = Timing.of(ctx)
+    url = await ctx.new_database()
+    conn = await asyncpg.connect(db.asyncpg_dsn(url))
+    namespace = ctx.new_namespace()
+    stream = f"{namespace.upper()}_BENCH_SETTLE"
+    subject = f"{namespace}.bench.settle"
+    nc = await messaging.connect(ctx.nats_url, "bench-jetstream-pg")
+    js = nc.jetstream()
+    payload = b"x" * PAYLOAD
+    counter = iter(range(1 << 62))
+    try:
+        await conn.execute(peers.PG_SETTLED_TABLE)
+        await js.add_stream(
+            StreamConfig(
+                name=stream, subjects=[f"{subject}.>"], storage=StorageType.FILE, duplicate_window=120.0
+            )
+        )
+        async with peers.running("jetstream-pg", ctx.nats_url, stream, f"{subject}.>", db.asyncpg_dsn(url)):
+
+            async def run() -> LoadResult:
+                messages = Completions("jetstream → pg")
+
+                async def publish(_i: int) -> None:
+                    msg_id = f"s-{next(counter)}"
+                    messages.sending(msg_id)
+                    await js.publish(f"{subject}.x", payload, headers={messaging.MSG_ID_HEADER: msg_id})
+
+                published = await _at_rate(
+                    ctx, t, publish, FUNDS_SETTLE_HALF_RATE, f"jetstream → pg at {FUNDS_SETTLE_HALF_RATE:g}/s"
+                )
+                await messages.wait(lambda: conn.fetchval("SELECT count(*) FROM bench_settled"), timeout=30)
+                rows = await conn.fetch("SELECT id, settled_at FROM bench_settled")
+                await conn.execute("TRUNCATE bench_settled")
+                return messages.result(
+                    published, {r["id"]: r["settled_at"].timestamp() for r in rows}, missing="not written"
+                )
+
+            result = await median_of(t.runs, run)
+        await js.delete_stream(stream)
+    finally:
+        await nc.close()
+        await conn.close()
+    return open_loop_figures(
+        BASELINE_JETSTREAM_PG_AT_RATE,
+        result,
+        unit="msgs/s",
+        note=f"open loop at {FUNDS_SETTLE_HALF_RATE:g}/s: JetStream publish awaiting its ack → durable pull "
+        "consumer in its own process → one PostgreSQL transaction per fetched batch, one row per "
+        "message → ack; latency = intended publish time → the row's insert time",
+    )
+
+
 # --- HTTP -------------------------------------------------------------------------------------
 async def http_echo(ctx: BenchContext) -> list[Figure]:
     t = Timing.of(ctx)
@@ -383,4 +481,14 @@ SCENARIOS = [
         "baselines.nats_subscribe", "bare core NATS subscriber: messages/s, message age", nats_subscribe
     ),
     Scenario("baselines.http_echo", "bare uvicorn + starlette JSON echo over aiohttp", http_echo),
+    Scenario(
+        "baselines.grpc_pg_at_rate",
+        f"bare gRPC call running one PostgreSQL transaction, open loop at {FUNDS_BLOCK_HALF_RATE:g}/s",
+        grpc_pg_at_rate,
+    ),
+    Scenario(
+        "baselines.jetstream_pg_at_rate",
+        f"bare JetStream publish → pull consumer → PostgreSQL transaction, open loop at {FUNDS_SETTLE_HALF_RATE:g}/s",
+        jetstream_pg_at_rate,
+    ),
 ]

@@ -1,5 +1,8 @@
-"""svc_funds under load: blocks and releases, and fill settlement, each beside the bare
-single-row PostgreSQL transaction baseline measured in the same run.
+"""svc_funds under load: blocks and releases, and fill settlement, each beside a baseline
+measured in the same run: throughput beside the bare single-row PostgreSQL transaction, and
+the latency at half the target rate beside the bare parts of the same path at the same rate
+(a gRPC call running one single-row transaction for blocks; JetStream publish → pull
+consumer → one transaction per batch for settlement), which take no service logic at all.
 
 svc_funds runs as its own process (real PostgreSQL with fsync, real JetStream with
 `sync_interval: always`) with its default charges schedule, so every BUY block computes
@@ -46,7 +49,16 @@ import grpc
 from google.protobuf import timestamp_pb2
 
 from bench import load
-from bench.api import BASELINE_PG_TXN, BenchContext, Figure, Scenario
+from bench.api import (
+    BASELINE_GRPC_PG_AT_RATE,
+    BASELINE_JETSTREAM_PG_AT_RATE,
+    BASELINE_PG_TXN,
+    FUNDS_BLOCK_HALF_RATE,
+    FUNDS_SETTLE_HALF_RATE,
+    BenchContext,
+    Figure,
+    Scenario,
+)
 from brokermesh.exec.v1 import execution_report_pb2 as er
 from brokermesh.funds.v1 import funds_pb2, funds_pb2_grpc, portfolio_pb2, portfolio_pb2_grpc
 from brokermesh.type.v1 import decimal_pb2, trading_pb2
@@ -61,9 +73,9 @@ SERVICE = "svc_funds"
 BLOCK_TARGET = ">= 2000 ops/s"
 SETTLE_TARGET = ">= 3000 fills/s"
 LATENCY_TARGETS = {"p99": "< 10 ms", "errors": "<= 0"}
-BLOCK_HALF_RATE = 1000.0
+BLOCK_HALF_RATE = FUNDS_BLOCK_HALF_RATE
 DEEP_CONCURRENCY = 96
-SETTLE_HALF_RATE = 1500.0
+SETTLE_HALF_RATE = FUNDS_SETTLE_HALF_RATE
 COALESCED_IN_FLIGHT = 4  # batches out at once
 PRICE = decimal_pb2.Decimal(value="100.00")
 
@@ -282,7 +294,7 @@ async def blocks(ctx: BenchContext) -> list[Figure]:
         )
         figures += result.figures(
             "funds.block_half_rate",
-            baseline=BASELINE_PG_TXN,
+            baseline=BASELINE_GRPC_PG_AT_RATE,
             targets=LATENCY_TARGETS,
             note=f"BlockFunds at {BLOCK_HALF_RATE:g}/s over {len(rig.users)} accounts",
         )
@@ -295,7 +307,7 @@ async def blocks(ctx: BenchContext) -> list[Figure]:
         )
         figures += result.figures(
             "funds.block_half_rate_batched",
-            baseline=BASELINE_PG_TXN,
+            baseline=BASELINE_GRPC_PG_AT_RATE,
             targets=LATENCY_TARGETS,
             note=f"BlockFunds terms at {BLOCK_HALF_RATE:g}/s, {coalesced}",
         )
@@ -382,15 +394,13 @@ async def settlement(ctx: BenchContext) -> list[Figure]:
 
         # Latency at half the target rate: publish on schedule, read when each settled.
         serial = itertools.count()
-        sent_at: dict[str, tuple[float, float]] = {}  # exec id → (due on perf_counter, intended wall time)
+        fills = load.Completions("publish → settled")
 
         async def publish(i: int) -> None:
             n = next(serial)
             user = rig.users[n % len(rig.users)]
-            due = load.due_time()
-            intended = time.time() - (time.perf_counter() - due)
             exec_id = f"hr-{n}"
-            sent_at[exec_id] = (due, intended)
+            intended = fills.sending(exec_id)
             report = _fill(exec_id, f"big-{user}", user, datetime.fromtimestamp(intended, UTC))
             await messaging.publish(js, topology.exec_report_subject(user), report, exec_id)
 
@@ -401,26 +411,16 @@ async def settlement(ctx: BenchContext) -> list[Figure]:
             label="fills at half rate",
             progress=ctx.progress,
         )
-        deadline = time.monotonic() + 60
-        while await conn.fetchval("SELECT count(*) FROM fills WHERE exec_id LIKE 'hr-%'") < len(sent_at):
-            if time.monotonic() > deadline:
-                break
-            await asyncio.sleep(0.2)
+        await fills.wait(
+            lambda: conn.fetchval("SELECT count(*) FROM fills WHERE exec_id LIKE 'hr-%'"), timeout=60
+        )
         rows = await conn.fetch("SELECT exec_id, settled_at FROM fills WHERE exec_id LIKE 'hr-%'")
-        settled = {r["exec_id"]: r["settled_at"].timestamp() for r in rows}
-        samples = load.Samples("publish → settled")
-        for exec_id, (due, intended) in sent_at.items():
-            if not published.window_start <= due < published.window_end:
-                continue  # warm-up
-            if exec_id in settled:
-                samples.add((settled[exec_id] - intended) * 1000.0)
-            else:
-                samples.error("not settled")
-        result = samples.result(window_s=duration)
-        result.offered_rate = SETTLE_HALF_RATE
+        result = fills.result(
+            published, {r["exec_id"]: r["settled_at"].timestamp() for r in rows}, missing="not settled"
+        )
         figures += result.figures(
             "funds.settle_half_rate",
-            baseline=BASELINE_PG_TXN,
+            baseline=BASELINE_JETSTREAM_PG_AT_RATE,
             targets=LATENCY_TARGETS,
             throughput_unit="fills/s",
             note=f"fills published at {SETTLE_HALF_RATE:g}/s; intended publish time → settled_at in the settling transaction",
