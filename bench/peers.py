@@ -135,9 +135,10 @@ async def jetstream_pg(url: str, stream: str, subject: str, dsn: str) -> None:
     message (its Nats-Msg-Id) in one transaction per fetched batch and acking after commit."""
     import asyncpg
 
+    from svc_funds.adapters import exec_reports
     from svc_runtime import messaging
 
-    pool = await asyncpg.create_pool(dsn, min_size=2, max_size=2)
+    pool = await asyncpg.create_pool(dsn, min_size=exec_reports.PULLERS, max_size=exec_reports.PULLERS)
     nc = await messaging.connect(url, "bench-jetstream-pg")
     js = nc.jetstream()
 
@@ -155,11 +156,11 @@ async def jetstream_pg(url: str, stream: str, subject: str, dsn: str) -> None:
             durable="bench_jetstream_pg",
             filter_subject=subject,
             handler=write,
-            batch_size=500,
-            fetch_timeout=0.25,
+            batch_size=exec_reports.BATCH_SIZE,
+            fetch_timeout=exec_reports.FETCH_TIMEOUT,
             linger=False,
         )
-        for _ in range(2)
+        for _ in range(exec_reports.PULLERS)
     ]
     pulling = [asyncio.create_task(c.run()) for c in consumers]
     await _ready_then_wait_for_term()

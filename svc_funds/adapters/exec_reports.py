@@ -32,6 +32,12 @@ from svc_runtime.messaging import MSG_ID_HEADER, DurableConsumer, Topology, requ
 log = logging.getLogger(__name__)
 
 DURABLE = "svc_funds_exec_reports"
+# Settling takes up to this many reports per fetch, with this many fetch loops at once.
+BATCH_SIZE = 500
+PULLERS = 2
+# A short wait for an empty fetch keeps shutdown prompt; a busy stream is unaffected (a fetch
+# returns as soon as messages are there).
+FETCH_TIMEOUT = 0.25
 
 REPORTS = Counter("funds_exec_reports_total", "Execution reports consumed, by outcome", ["outcome"])
 SETTLEMENT_LAG = Histogram(
@@ -142,8 +148,8 @@ class ExecReportConsumer:
         topology: Topology,
         engine: LedgerEngine,
         *,
-        batch_size: int = 500,
-        pullers: int = 2,
+        batch_size: int = BATCH_SIZE,
+        pullers: int = PULLERS,
     ) -> None:
         self.engine = engine
         self.consumers = [
@@ -154,9 +160,7 @@ class ExecReportConsumer:
                 filter_subject=topology.wildcard(topology.exec_report_subject("x")),
                 handler=self.handle,
                 batch_size=batch_size,
-                # A short wait for an empty fetch keeps shutdown prompt; a busy stream is
-                # unaffected (fetch returns as soon as messages are there).
-                fetch_timeout=0.25,
+                fetch_timeout=FETCH_TIMEOUT,
                 # Settle what has arrived at once instead of waiting for a full batch:
                 # batches still grow with the rate, since a fetch takes whatever is waiting.
                 linger=False,
