@@ -73,9 +73,7 @@ SERVICE = "svc_funds"
 BLOCK_TARGET = ">= 2000 ops/s"
 SETTLE_TARGET = ">= 3000 fills/s"
 LATENCY_TARGETS = {"p99": "< 10 ms", "errors": "<= 0"}
-BLOCK_HALF_RATE = FUNDS_BLOCK_HALF_RATE
 DEEP_CONCURRENCY = 96
-SETTLE_HALF_RATE = FUNDS_SETTLE_HALF_RATE
 COALESCED_IN_FLIGHT = 4  # batches out at once
 PRICE = decimal_pb2.Decimal(value="100.00")
 
@@ -290,17 +288,21 @@ async def blocks(ctx: BenchContext) -> list[Figure]:
             "BlockFunds then ReleaseBlock (2 calls per op), all on one account",
         )
         result = await load.open_loop(
-            block, rate=BLOCK_HALF_RATE, duration=duration, label="blocks at half rate", progress=ctx.progress
+            block,
+            rate=FUNDS_BLOCK_HALF_RATE,
+            duration=duration,
+            label="blocks at half rate",
+            progress=ctx.progress,
         )
         figures += result.figures(
             "funds.block_half_rate",
             baseline=BASELINE_GRPC_PG_AT_RATE,
             targets=LATENCY_TARGETS,
-            note=f"BlockFunds at {BLOCK_HALF_RATE:g}/s over {len(rig.users)} accounts",
+            note=f"BlockFunds at {FUNDS_BLOCK_HALF_RATE:g}/s over {len(rig.users)} accounts",
         )
         result = await load.open_loop(
             block_coalesced,
-            rate=BLOCK_HALF_RATE,
+            rate=FUNDS_BLOCK_HALF_RATE,
             duration=duration,
             label="batched blocks at half rate",
             progress=ctx.progress,
@@ -309,7 +311,7 @@ async def blocks(ctx: BenchContext) -> list[Figure]:
             "funds.block_half_rate_batched",
             baseline=BASELINE_GRPC_PG_AT_RATE,
             targets=LATENCY_TARGETS,
-            note=f"BlockFunds terms at {BLOCK_HALF_RATE:g}/s, {coalesced}",
+            note=f"BlockFunds terms at {FUNDS_BLOCK_HALF_RATE:g}/s, {coalesced}",
         )
     finally:
         await rig.close()
@@ -406,7 +408,7 @@ async def settlement(ctx: BenchContext) -> list[Figure]:
 
         published = await load.open_loop(
             publish,
-            rate=SETTLE_HALF_RATE,
+            rate=FUNDS_SETTLE_HALF_RATE,
             duration=duration,
             label="fills at half rate",
             progress=ctx.progress,
@@ -423,7 +425,7 @@ async def settlement(ctx: BenchContext) -> list[Figure]:
             baseline=BASELINE_JETSTREAM_PG_AT_RATE,
             targets=LATENCY_TARGETS,
             throughput_unit="fills/s",
-            note=f"fills published at {SETTLE_HALF_RATE:g}/s; intended publish time → settled_at in the settling transaction",
+            note=f"fills published at {FUNDS_SETTLE_HALF_RATE:g}/s; intended publish time → settled_at in the settling transaction",
         )
     finally:
         await conn.close()

@@ -2,8 +2,9 @@
 
 - I1 double entry: each journal transaction sums to zero per unit; each account's balance
   equals the sum of its entries (the journal rebuilds every balance) and the balance-after of
-  its latest entry, and each entry's balance-after is the one before it plus its amount; each user's shares of a symbol equal their fills plus share deposits, and
-  equal their holdings plus unsettled positions.
+  its latest entry, and each entry's balance-after is the one before it plus its amount; each
+  user's shares of a symbol equal their fills plus share deposits, and equal their holdings
+  plus unsettled positions.
 - I2 nothing negative (and no dues: a fill beyond its block and the free balance).
 - I3 blocks: a user's blocked cash and blocked shares equal what their active blocks still
   hold; a closed block holds nothing.
