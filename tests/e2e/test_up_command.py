@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -25,6 +26,7 @@ from tests.support.infra import scratch_dir
 pytestmark = pytest.mark.slow
 
 BROKERMESH = Path(sys.executable).parent / "brokermesh"
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _env() -> dict[str, str]:
@@ -162,3 +164,95 @@ def _up_stop_restart(data_dir: Path) -> None:
         if process.poll() is None:
             _ctrl_c(process)
     assert _processes_of(data_dir) == []
+
+
+def _checkout_copy(target: Path) -> None:
+    """The working tree as a fresh clone would have it: tracked files and new ones not ignored."""
+    listed = subprocess.run(
+        ["git", "-C", str(REPO_ROOT), "ls-files", "-co", "--exclude-standard", "-z"],
+        check=True,
+        capture_output=True,
+    ).stdout.decode()
+    for name in filter(None, listed.split("\0")):
+        source = REPO_ROOT / name
+        if source.is_file():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / name)
+
+
+def test_the_readme_commands_work_from_a_private_checkout() -> None:
+    """A fresh clone in a mode-700 directory (a home directory under /root when the suite runs
+    as root): `./brokermesh up` installs into the clone's own .venv, comes up, and the README
+    walkthrough's market order fills and settles."""
+    private = Path(tempfile.mkdtemp(prefix="brokermesh-private-checkout-"))
+    assert private.stat().st_mode & 0o777 == 0o700
+    checkout = private / "brokermesh"
+    _checkout_copy(checkout)
+    process = subprocess.Popen(
+        ["./brokermesh", "up"],
+        cwd=checkout,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    data_dir = checkout / ".brokermesh"
+    try:
+        _wait_until_up(process, timeout=600)
+        gateway = json.loads((data_dir / "stack.json").read_text())["gateway_url"]
+        token = _login(gateway, "asha", "asha-demo-pass")
+        headers = {"Authorization": f"Bearer {token}"}
+        placed = httpx.post(
+            f"{gateway}/v1/orders",
+            headers={**headers, "Idempotency-Key": "private-checkout-walkthrough"},
+            json={"symbol": "INFY", "side": "BUY", "type": "MARKET", "quantity": 10},
+            timeout=30,
+        )
+        assert placed.status_code == 201, placed.text
+        order_id = placed.json()["orderId"]
+        deadline = time.monotonic() + 60
+        order: dict[str, object] = {}
+        while time.monotonic() < deadline:
+            order = httpx.get(f"{gateway}/v1/orders/{order_id}", headers=headers, timeout=30).json()
+            if order["status"] == "FILLED":
+                break
+            time.sleep(0.2)
+        assert order["status"] == "FILLED", order
+        audit = subprocess.run(
+            [str(checkout / ".venv" / "bin" / "brokermesh"), "audit"],
+            cwd=checkout,
+            env=_env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert audit.returncode == 0, audit.stdout + audit.stderr
+        # While it runs, the data directory is the stack's: it cannot be deleted under it.
+        refused = _destroy(checkout)
+        assert refused.returncode != 0 and data_dir.exists(), refused.stdout + refused.stderr
+        _ctrl_c(process)
+        assert _processes_of(data_dir) == []
+        # Stopped, `destroy` deletes it and the cluster it owns, wherever that lives.
+        elsewhere = EmbeddedPostgres(data_dir / "postgres").cluster_outside()
+        destroyed = _destroy(checkout)
+        assert destroyed.returncode == 0, destroyed.stdout + destroyed.stderr
+        assert not data_dir.exists()
+        assert elsewhere is None or not elsewhere.exists()
+    finally:
+        if process.poll() is None:
+            _ctrl_c(process)
+        EmbeddedPostgres(data_dir / "postgres").remove()
+        shutil.rmtree(private, ignore_errors=True)
+
+
+def _destroy(checkout: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["./brokermesh", "destroy", "--yes"],
+        cwd=checkout,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
