@@ -24,7 +24,9 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import IO
 
@@ -71,6 +73,15 @@ def hold_data_dir(data_dir: Path) -> IO[str] | None:
     return handle
 
 
+def machine_lock(name: str) -> IO[bytes]:
+    """A lock shared by every stack on this machine, whoever runs it; released by closing the
+    returned file or by the process ending."""
+    path = Path(tempfile.gettempdir()) / f"brokermesh-{name}.lock"
+    handle = os.fdopen(os.open(path, os.O_RDONLY | os.O_CREAT, 0o644), "rb")
+    fcntl.flock(handle, fcntl.LOCK_EX)
+    return handle
+
+
 # --- up ----------------------------------------------------------------------------------
 async def _up(args: argparse.Namespace) -> int:
     from svc_runtime import admin
@@ -88,6 +99,9 @@ async def _up(args: argparse.Namespace) -> int:
     previous = None
     if (data_dir / "stack.json").exists():
         previous = json.loads((data_dir / "stack.json").read_text()).get("ports")
+    # Ports are chosen by probing and bound later by the services: stacks starting at the same
+    # moment on one machine take turns from choosing to listening, so they cannot both pick one.
+    ports_lock = machine_lock("ports")
     plan = StackPlan.allocate(
         data_dir,
         infra.database_url,
@@ -99,14 +113,28 @@ async def _up(args: argparse.Namespace) -> int:
     stack = Stack(plan)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        if not stop.is_set():
+            stop.set()
+            return
+        # A second Ctrl-C while stopping: stop now, in the same order, without waiting.
+        print("\nbrokermesh: forced stop", flush=True)
+        for process in reversed(list(stack.processes.values())):
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+        infra.kill()
+        os._exit(130)
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal)
     try:
         for name in plan.ports:
             if stop.is_set():
                 break
             print(f"brokermesh: starting {name} …", flush=True)
             await stack.start_service(name)
+        ports_lock.close()
         if not stop.is_set():
             stack.write_description(data_dir / "stack.json")
             (data_dir / "env").write_text(
@@ -115,7 +143,7 @@ async def _up(args: argparse.Namespace) -> int:
             if not args.no_demo:
                 await admin.seed_demo(plan, DEMO_USERS)
             _print_banner(plan, data_dir, time.monotonic() - started, demo=not args.no_demo)
-            await _supervise(stack, stop)
+            await _supervise(stack, infra, stop)
     finally:
         print("\nbrokermesh: stopping …", flush=True)
         await stack.stop()
@@ -124,28 +152,33 @@ async def _up(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _supervise(stack, stop: asyncio.Event) -> None:  # type: ignore[no-untyped-def]
-    """Restart a service that dies (crash-only design), with backoff, until told to stop."""
+async def _supervise(stack, infra, stop: asyncio.Event) -> None:  # type: ignore[no-untyped-def]
+    """Restart whatever dies — a service, or PostgreSQL or NATS when we started them (crash-only
+    design) — with backoff, until told to stop. Servers come back on the ports their clients
+    know, so the services reconnect by themselves."""
     backoff: dict[str, float] = {}
+
+    async def restart(name: str, code: int, start: Callable[[], Awaitable[None]]) -> None:
+        delay = backoff.get(name, 0.5)
+        print(f"brokermesh: {name} exited with {code}; restarting in {delay:.1f}s", flush=True)
+        await asyncio.sleep(delay)
+        backoff[name] = min(delay * 2, 30.0)
+        try:
+            await start()
+            print(f"brokermesh: {name} is back", flush=True)
+        except Exception as exc:  # keep supervising the others; the next round tries again
+            print(f"brokermesh: {name} failed to restart: {exc}", flush=True)
+
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), 1.0)
         if stop.is_set():
             return
+        for name, code in infra.exited().items():
+            await restart(name, code, lambda name=name: asyncio.to_thread(infra.restart, name))
         for name, process in list(stack.processes.items()):
-            if process.returncode is None:
-                continue
-            delay = backoff.get(name, 0.5)
-            print(
-                f"brokermesh: {name} exited with {process.returncode}; restarting in {delay:.1f}s", flush=True
-            )
-            await asyncio.sleep(delay)
-            backoff[name] = min(delay * 2, 30.0)
-            try:
-                await stack.start_service(name)
-                print(f"brokermesh: {name} is back", flush=True)
-            except Exception as exc:  # keep supervising the others
-                print(f"brokermesh: {name} failed to restart: {exc}", flush=True)
+            if process.returncode is not None and not stop.is_set():
+                await restart(name, process.returncode, lambda name=name: stack.start_service(name))
 
 
 def _print_banner(plan, data_dir: Path, seconds: float, *, demo: bool) -> None:  # type: ignore[no-untyped-def]

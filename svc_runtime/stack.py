@@ -158,20 +158,45 @@ class Infrastructure:
         self.nats: NatsHandle | None = None
         self.database_url = os.environ.get(config.DATABASE_URL, "")
         self.nats_url = os.environ.get(config.NATS_URL, "")
+        self._servers: dict[str, EmbeddedPostgres | EmbeddedNats] = {}
 
     def start(self, *, nats_sync_always: bool = True) -> None:
         if not self.database_url:
-            self.postgres = EmbeddedPostgres(
+            self._servers["postgres"] = EmbeddedPostgres(
                 self.data_dir / "postgres", self.data_dir / "logs" / "postgres.log"
-            ).start()
+            )
+            self.postgres = self._servers["postgres"].start()
             self.database_url = self.postgres.url
         if not self.nats_url:
-            self.nats = EmbeddedNats(
+            self._servers["nats"] = EmbeddedNats(
                 self.data_dir / "nats",
                 sync_always=nats_sync_always,
                 log_file=self.data_dir / "logs" / "nats.log",
-            ).start()
+            )
+            self.nats = self._servers["nats"].start()
             self.nats_url = self.nats.url
+
+    def exited(self) -> dict[str, int]:
+        """The servers we started that have exited, with their exit codes."""
+        handles = {"postgres": self.postgres, "nats": self.nats}
+        return {
+            name: code
+            for name, handle in handles.items()
+            if handle is not None and (code := handle.process.poll()) is not None
+        }
+
+    def restart(self, name: str) -> None:
+        """Starts a server of ours that died again, on the port its clients already know."""
+        if name == "postgres" and self.postgres is not None:
+            self.postgres = self._servers["postgres"].start(port=self.postgres.port)  # type: ignore[assignment]
+        elif name == "nats" and self.nats is not None:
+            self.nats = self._servers["nats"].start(port=self.nats.port)  # type: ignore[assignment]
+
+    def kill(self) -> None:
+        """kill -9 of our servers: the forced stop after a second Ctrl-C."""
+        for handle in (self.nats, self.postgres):
+            if handle is not None and handle.process.poll() is None:
+                handle.process.kill()
 
     def stop(self) -> None:
         if self.nats is not None:

@@ -313,6 +313,9 @@ class EmbeddedPostgres:
             stdin=subprocess.DEVNULL,
             stdout=log_handle,
             stderr=log_handle,
+            # Its own session: a terminal's Ctrl-C reaches only the supervisor, which stops
+            # the services using this server before the server.
+            start_new_session=True,
         )
         log_handle.close()
         handle = PostgresHandle(

@@ -4,6 +4,7 @@ restarts."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -43,6 +44,8 @@ def _start(data_dir: Path) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        # Its own process group, like a command in a terminal: Ctrl-C reaches the whole group.
+        start_new_session=True,
     )
 
 
@@ -65,7 +68,9 @@ def _wait_until_up(process: subprocess.Popen[str], timeout: float = 180.0) -> st
 
 
 def _ctrl_c(process: subprocess.Popen[str]) -> None:
-    process.send_signal(signal.SIGINT)
+    """Ctrl-C as a terminal sends it: SIGINT to every process of the foreground group."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGINT)
     try:
         process.wait(90)
     except subprocess.TimeoutExpired:
@@ -88,6 +93,26 @@ def _processes_of(data_dir: Path) -> list[str]:
         if belongs and proc.status() != psutil.STATUS_ZOMBIE:
             left.append(f"{proc.pid} {cmdline[:120]}")
     return left
+
+
+def _error_lines(log_dir: Path) -> list[str]:
+    """Lines of any log that report an error: a service's JSON lines at error level or above,
+    PostgreSQL's ERROR/FATAL/PANIC (a server stopped under connected services logs FATAL for
+    each), nats-server's [ERR]/[FTL]."""
+    found = []
+    for log_file in sorted(log_dir.glob("*.log")):
+        for line in log_file.read_text(errors="replace").splitlines():
+            if line.startswith("{"):
+                try:
+                    level = str(json.loads(line).get("level", "")).lower()
+                except ValueError:
+                    level = ""
+                bad = level in {"error", "critical", "fatal"}
+            else:
+                bad = any(mark in line for mark in (" ERROR: ", " FATAL: ", " PANIC: ", "[ERR]", "[FTL]"))
+            if bad or line.startswith("Traceback"):
+                found.append(f"{log_file.name}: {line[:300]}")
+    return found
 
 
 def _total_cash(gateway: str, token: str) -> Decimal:
@@ -149,6 +174,8 @@ def _up_stop_restart(data_dir: Path) -> None:
         if process.poll() is None:
             _ctrl_c(process)
     assert _processes_of(data_dir) == []
+    # An orderly stop: services first, then the servers they use; nothing logs an error.
+    assert _error_lines(data_dir / "logs") == []
 
     # Again, on the same data directory: users and balances are still there, and the demo
     # deposit was not made twice.
@@ -195,6 +222,7 @@ def test_the_readme_commands_work_from_a_private_checkout() -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        start_new_session=True,
     )
     data_dir = checkout / ".brokermesh"
     try:
@@ -256,3 +284,76 @@ def _destroy(checkout: Path) -> subprocess.CompletedProcess[str]:
         timeout=120,
         check=False,
     )
+
+
+def test_up_restarts_the_servers_it_started_and_orders_fill_again() -> None:
+    """kill -9 of NATS and of PostgreSQL under a running stack: `up` starts each again on the
+    port its clients know, says so, and a new order is accepted and fills."""
+    scratch = scratch_dir("brokermesh-test-up-servers-")
+    data_dir = scratch / "data"
+    process = _start(data_dir)
+    output: list[str] = []
+    try:
+        output.append(_wait_until_up(process))
+        gateway = json.loads((data_dir / "stack.json").read_text())["gateway_url"]
+        nats = next(
+            p
+            for p in psutil.process_iter(["cmdline"])
+            if str(data_dir / "nats") in " ".join(p.info["cmdline"] or [])
+            and "nats-server" in " ".join(p.info["cmdline"] or [])
+        )
+        nats.kill()
+        postmaster = int((data_dir / "postgres" / "pgdata" / "postmaster.pid").read_text().split()[0])
+        os.kill(postmaster, signal.SIGKILL)
+        deadline = time.monotonic() + 120
+        assert process.stdout is not None
+        while time.monotonic() < deadline:
+            line = process.stdout.readline()
+            output.append(line)
+            if "nats is back" in "".join(output) and "postgres is back" in "".join(output):
+                break
+            if not line:
+                time.sleep(0.1)
+        assert "nats is back" in "".join(output) and "postgres is back" in "".join(output), "".join(output)
+        token = _login_eventually(gateway, "asha", "asha-demo-pass")
+        headers = {"Authorization": f"Bearer {token}"}
+        order_id = ""
+        while time.monotonic() < deadline and not order_id:
+            placed = httpx.post(
+                f"{gateway}/v1/orders",
+                headers={**headers, "Idempotency-Key": "after-server-restarts"},
+                json={"symbol": "INFY", "side": "BUY", "type": "MARKET", "quantity": 1},
+                timeout=30,
+            )
+            if placed.status_code in (200, 201):
+                order_id = placed.json()["orderId"]
+            else:
+                assert placed.status_code < 500 or placed.status_code == 503, placed.text
+                time.sleep(0.5)
+        assert order_id, "no order accepted after the restarts"
+        status = ""
+        while time.monotonic() < deadline and status != "FILLED":
+            status = httpx.get(f"{gateway}/v1/orders/{order_id}", headers=headers, timeout=30).json()[
+                "status"
+            ]
+            time.sleep(0.2)
+        assert status == "FILLED"
+    finally:
+        if process.poll() is None:
+            _ctrl_c(process)
+            process.wait(90)
+        EmbeddedPostgres(data_dir / "postgres").remove()
+        shutil.rmtree(scratch, ignore_errors=True)
+    assert _processes_of(data_dir) == []
+
+
+def _login_eventually(gateway: str, username: str, password: str, timeout: float = 60) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        response = httpx.post(
+            f"{gateway}/v1/sessions", json={"username": username, "password": password}, timeout=30
+        )
+        if response.status_code == 200 or time.monotonic() > deadline:
+            assert response.status_code == 200, response.text
+            return response.json()["accessToken"]
+        time.sleep(0.5)
