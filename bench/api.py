@@ -51,7 +51,7 @@ class Figure:
     value: float
     unit: str  # "ops/s", "msgs/s", "ms", "µs", "MB", "count"
     better: Literal["higher", "lower"] = "higher"
-    target: str = ""  # the target, e.g. ">= 2000 ops/s"; empty if none
+    target: str = ""  # the target (bench/README.md, "Targets"), e.g. ">= 2000 ops/s"; empty if none
     baseline: str = ""  # a BASELINE_* name to report the ratio against
     note: str = ""  # how it was measured, in a few words
     samples: list[float] = field(default_factory=list)  # raw latencies (ms) for plots, optional

@@ -10,5 +10,5 @@ It owns, in PostgreSQL schema `funds`:
 - the portfolio: fills, today's positions, settled holdings and the end-of-day runs.
 
 It settles fills exactly once from the execution reports on JetStream, serves AccountService,
-FundsService and PortfolioService over gRPC, and checks its own invariants (DESIGN.md I1–I4).
+FundsService and PortfolioService over gRPC, and checks its own invariants (I1–I4, docs/architecture.md §5).
 """

@@ -1,5 +1,5 @@
 """`python -m svc_funds.ledger_check`: rebuild every balance from the ledger journal, compare
-it with the materialized balances, and check the other invariants (DESIGN.md I1–I4) across
+it with the materialized balances, and check the other invariants (I1–I4, docs/architecture.md §5) across
 all users. Prints every violation and exits 1 if there is any, 0 if the ledger is sound.
 
 It reads the database directly (BROKERMESH_DATABASE_URL, or --database-url), from one

@@ -1,4 +1,4 @@
-"""The invariant audit of DESIGN.md §4 across a running stack.
+"""The invariant audit (I1–I6, docs/architecture.md §5) across a running stack.
 
 Each service checks what it alone can see (svc_funds: I1, I2 and its side of I3; svc_orders:
 I4 and I6). This module adds the checks that span services — I3 (every working order has

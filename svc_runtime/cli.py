@@ -5,7 +5,7 @@ brokermesh up              start PostgreSQL, NATS, the exchange simulator, every
 brokermesh test [ARGS]     run the test suite (ARGS go to pytest)
 brokermesh gen             regenerate gen/ from proto/
 brokermesh admin ...       create users, deposit, print balances
-brokermesh audit           check the invariants of the running stack; exit 1 on any violation
+brokermesh audit           check invariants I1–I6 (docs/architecture.md §5); exit 1 on any violation
 brokermesh destroy         delete a stopped stack's data directory and everything it owns
 brokermesh bench ...       run the benchmark harness
 """

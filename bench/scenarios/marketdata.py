@@ -17,7 +17,7 @@ the tick load is known exactly rather than whatever the simulator's agents happe
   resolution: ages read up to 1 ms high): FIX → parse → cache → flush → pacing → client. Quotes delivered per second, memory
   per stream (service RSS growth ÷ N), time to open (request → snapshot), service CPU.
 - `marketdata.search`: `SearchInstruments` type-ahead queries over a 3,000-instrument master:
-  one at a time (latency), an open loop at 600/s (seed 001's ~580 searches a second; latency
+  one at a time (latency), an open loop at 600/s (the sizing's ~580 searches a second; latency
   from the intended send time) and at saturation (throughput); and the in-process index
   alone over 50,000 instruments (µs per query).
 """
@@ -56,7 +56,8 @@ if TYPE_CHECKING:
     from svc_runtime.stack import Stack
 
 SERVICE = "svc_marketdata"
-# Seed 001: 100,000 market-data updates a second in; quotes p99 < 200 ms; search < 50 ms.
+# Targets (bench/README.md): 100,000 market-data updates a second in; quotes p99 < 200 ms;
+# search < 50 ms.
 INGEST_TARGET = ">= 100000 ticks/s"
 AGE_TARGETS = {"p99": "< 200 ms", "errors": "<= 0"}
 SEARCH_TARGETS = {"p99": "< 50 ms", "errors": "<= 0"}
@@ -461,7 +462,7 @@ async def search(ctx: BenchContext) -> list[Figure]:
             runs,
             lambda: load.sequential(query, duration=duration, label="one at a time", progress=ctx.progress),
         )
-        # Seed 001: 10 M users × 5 searches a day ≈ 580 searches a second.
+        # Sized for 10 M users × 5 searches a day ≈ 580 searches a second.
         offered = await load.median_of(
             runs,
             lambda: load.open_loop(

@@ -53,8 +53,8 @@ if TYPE_CHECKING:
     from svc_runtime.stack import Stack
 
 TERMINAL = {"FILLED", "CANCELLED", "REJECTED", "EXPIRED"}
-# Seed targets: order placement p99 < 150 ms (seed 002); order to user notification < 1 s
-# (seed 001); 1,000 orders/s at peak (seeds 001 and 003).
+# Targets (bench/README.md): order placement p99 < 150 ms; order to user notification < 1 s;
+# 1,000 orders/s at peak.
 ACK_TARGETS = {"p99": "< 150 ms", "errors": "<= 0"}
 FILL_TARGETS = {"p99": "< 1000 ms", "errors": "<= 0"}
 # Open loops beyond this multiple of the closed loop's saturation throughput run only
@@ -168,7 +168,7 @@ async def _measure(
         ctx.progress(f"{prefix}.{name}: waiting for {watch.unfinished()} orders to finish")
         await watch.drain(plan.drain)
         fullstack.assert_alive(stack)
-        # Saturation should reach the seeds' peak; an open loop should carry its offered rate.
+        # Saturation should reach the peak target; an open loop should carry its offered rate.
         rate_target = (
             ">= 1000 ops/s" if result.offered_rate is None else f">= {0.99 * result.offered_rate:g} ops/s"
         )

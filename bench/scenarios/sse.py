@@ -43,7 +43,8 @@ from svc_runtime import messaging
 if TYPE_CHECKING:
     from svc_runtime.stack import Stack
 
-# Seed 001: quotes p99 < 200 ms; ~50 KB per connection (its WebSocket servers' budget).
+# Targets (bench/README.md): quotes p99 < 200 ms; ~50 KB per connection (a push server's
+# budget per client).
 AGE_TARGETS = {"p99": "< 200 ms", "errors": "<= 0"}
 MEMORY_TARGET = "<= 50 KB"
 TICK = Decimal("0.05")

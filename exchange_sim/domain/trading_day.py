@@ -1,6 +1,6 @@
 """The trading day: market hours, the market index and its circuit breakers.
 
-Market-wide circuit breakers follow the NSE scheme (seed 001 §5.7): when the index falls 10 %,
+Market-wide circuit breakers follow the NSE scheme: when the index falls 10 %,
 15 % or 20 % below its previous close, trading halts for 45 minutes, 1 h 45 min, or the rest
 of the day. Each level trips at most once a day. Durations are configurable so that a demo
 or a test need not wait 45 minutes.

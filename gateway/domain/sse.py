@@ -38,7 +38,7 @@ def retry(milliseconds: int) -> bytes:
 
 
 def price_tick_data(symbol: str, ltp: str, change: str, change_pct: str, ts: str) -> str:
-    """Seed 000's tick: {"symbol":"INFY","ltp":1542.35,"change":12.10,"changePct":0.79,"ts":"…"}.
+    """The `PriceTick` of openapi.yaml: {"symbol":"INFY","ltp":1542.35,"change":12.10,"changePct":0.79,"ts":"…"}.
 
     Numbers are spliced from the service's decimal text (validated), never via float.
     """

@@ -1,6 +1,6 @@
 """Proto ↔ JSON, in one place: the REST representations of the services' messages.
 
-Field names are camelCase and follow seed 000 where it shows them (`orderId`, `avgPrice`,
+Field names are camelCase, as `openapi.yaml` defines them (`orderId`, `avgPrice`,
 `avgBuyPrice`, `investedValue`, `netQuantity`, `symbolsAdded`, `ltp`, `changePct`, `ts`).
 Decimals stay `Decimal` (written as exact JSON numbers); absent ones are `null`. Enum values
 lose their proto prefix (`SIDE_BUY` → `BUY`).

@@ -1,7 +1,7 @@
 """Server-Sent Events responses, written straight to the ASGI `send` (no per-client
 generator or extra buffering).
 
-Rules (WHATWG HTML §9.2 and notes/reliability-rules.md): `retry:` first, then the current
+Rules (WHATWG HTML §9.2, and docs/architecture.md §6 "Bounded everything"): `retry:` first, then the current
 state; a comment heartbeat when idle; every write has a deadline, and a client that does
 not take its bytes in time is told (`event: error`, reason SLOW_CONSUMER) if it still can
 be, and dropped. The publisher never waits for a client: price frames are conflated in

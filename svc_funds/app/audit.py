@@ -1,4 +1,5 @@
-"""The ledger's self-check: DESIGN.md I1–I4 from svc_funds' side, every violation named.
+"""The ledger's self-check: invariants I1–I4 (docs/architecture.md §5) from svc_funds' side,
+every violation named.
 
 - I1 double entry: each journal transaction sums to zero per unit; each account's balance
   equals the sum of its entries (the journal rebuilds every balance) and the balance-after of

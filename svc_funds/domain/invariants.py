@@ -1,4 +1,4 @@
-"""The ledger's invariants (DESIGN.md §4, I1–I4), as comparisons of figures read from a
+"""The ledger's invariants (I1–I4, docs/architecture.md §5), as comparisons of figures read from a
 consistent snapshot: what the journal says against what the materialized balances, blocks,
 fills and portfolio say."""
 

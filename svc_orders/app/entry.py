@@ -1,4 +1,4 @@
-"""Order entry: place, cancel and modify (DESIGN.md §2 steps 2–4).
+"""Order entry: place, cancel and modify (docs/architecture.md §3, "Place an order", steps 2–5).
 
 Placing is crash-safe in two commits. First the order is recorded as FUNDS_PENDING (the
 (user, key) constraint makes a retry find it, and the user's order-rate token is taken in

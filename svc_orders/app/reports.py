@@ -1,4 +1,4 @@
-"""Execution reports → order state (DESIGN.md §2 step 7).
+"""Execution reports → order state (docs/architecture.md §3, "Place an order", step 10).
 
 A batch of reports is split by order into a few lanes; each lane is applied in one
 transaction, the lanes side by side, and the batch is acknowledged only after every lane

@@ -1,4 +1,5 @@
-"""The sweeper: resolves orders stuck before the exchange (DESIGN.md §2).
+"""The sweeper: resolves orders stuck before the exchange (docs/architecture.md §3, "Stuck
+orders").
 
 - FUNDS_PENDING for too long (the OMS died between recording the order and accepting it):
   ask svc_funds whether the block exists. It does → accept the order and send it on. It

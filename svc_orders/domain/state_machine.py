@@ -1,4 +1,4 @@
-"""The order state machine (DESIGN.md §3): one explicit transition table, and the pure
+"""The order state machine (docs/architecture.md §4): one explicit transition table, and the pure
 functions that apply broker actions and exchange reports to an order.
 
 Every change bumps the order's version by one and names the event clients see. A pair

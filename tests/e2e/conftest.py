@@ -28,7 +28,7 @@ async def e2e_stack(infra: SharedInfra, tmp_path_factory: pytest.TempPathFactory
 
 @pytest.fixture(autouse=True)
 async def invariants_hold_after_test(request: pytest.FixtureRequest) -> AsyncIterator[None]:
-    """DESIGN.md §4: the invariants hold after every end-to-end test."""
+    """The invariants (docs/architecture.md §5) hold after every end-to-end test."""
     yield
     if "e2e_stack" not in request.fixturenames:
         return

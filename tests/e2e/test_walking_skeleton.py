@@ -1,4 +1,4 @@
-"""The walking skeleton of issue 2, through the public REST surface and every hop:
+"""The walking skeleton, through the public REST surface and every hop:
 gateway → svc_orders → svc_funds → JetStream → svc_exec → FIX → exchange → JetStream →
 svc_orders and svc_funds."""
 

@@ -1,7 +1,7 @@
 """Failures that must lose nothing: kill -9 of svc_exec at every point between a command and
 its reports, and a network cut of the FIX session while fills happen. Each ends with every
 fill published exactly once, no order sent twice, and the OMS's view of every order equal
-to the exchange's (DESIGN.md I5)."""
+to the exchange's (invariant I5, docs/architecture.md §5)."""
 
 from __future__ import annotations
 

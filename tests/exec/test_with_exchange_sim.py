@@ -1,6 +1,6 @@
 """svc_exec against the exchange simulator: its rejections reach the OMS with their reasons,
 and a stream of orders matched at the exchange survives session drops and a kill -9 of
-svc_exec with the OMS agreeing with the exchange on every order (DESIGN.md I5, checked
+svc_exec with the OMS agreeing with the exchange on every order (invariant I5, checked
 through ExchangeAdminService.ListExchangeOrders)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The issue's acceptance tests, with svc_funds as real processes (`python -m svc_funds`):
+"""svc_funds' acceptance tests, with svc_funds as real processes (`python -m svc_funds`):
 concurrent blocks on one balance across two replicas, identical blocks, and kill -9 in the
 middle of settling thousands of fills."""
 

@@ -1,5 +1,6 @@
-"""Live prices over SSE from the gateway process: the seed's tick shape, snapshot first,
-conflation, heartbeats, stream limits, and a slow client dropped without holding up anyone."""
+"""Live prices over SSE from the gateway process: the `PriceTick` shape of openapi.yaml,
+snapshot first, conflation, heartbeats, stream limits, and a slow client dropped without
+holding up anyone."""
 
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ async def test_stream_sends_current_quotes_then_each_change_in_the_seed_shape(ed
         await edge.publish([make_quote("INFY", "1542.35", 11)])
         tick = await next_event(stream)
         assert tick.event == "price_tick"
-        # Seed 000: {"symbol":"INFY","ltp":1542.35,"change":12.10,"changePct":0.79,"ts":"…"}
+        # openapi.yaml's PriceTick: {"symbol":"INFY","ltp":1542.35,"change":12.10,"changePct":0.79,"ts":"…"}
         assert tick.data.startswith('{"symbol":"INFY","ltp":1542.35,"change":542.35,"changePct":54.24,"ts":"')
         data = tick.json()
         assert list(data) == ["symbol", "ltp", "change", "changePct", "ts"]

@@ -105,7 +105,7 @@ CREATE TABLE order_requests (
     PRIMARY KEY (order_id, request_id)
 );
 
--- The append-only audit trail (DESIGN.md I6).
+-- The append-only audit trail (invariant I6).
 CREATE TABLE audit_log (
     record_id     bigserial PRIMARY KEY,
     record_time   timestamptz NOT NULL DEFAULT clock_timestamp(),

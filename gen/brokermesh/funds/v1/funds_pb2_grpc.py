@@ -213,7 +213,7 @@ class FundsServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CheckInvariants(self, request, context):
-        """Checks the ledger invariants (DESIGN.md I1–I4) across all users.
+        """Checks the ledger invariants I1–I4 (docs/architecture.md §5) across all users.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

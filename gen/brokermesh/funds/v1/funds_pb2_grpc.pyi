@@ -85,7 +85,7 @@ class FundsServiceStub:
     ListBlocks: _grpc.UnaryUnaryMultiCallable[_funds_pb2.ListBlocksRequest, _funds_pb2.ListBlocksResponse]
     """Lists blocks; `users/-` lists every user's (AIP-159), for audits."""
     CheckInvariants: _grpc.UnaryUnaryMultiCallable[_funds_pb2.CheckInvariantsRequest, _funds_pb2.CheckInvariantsResponse]
-    """Checks the ledger invariants (DESIGN.md I1–I4) across all users."""
+    """Checks the ledger invariants I1–I4 (docs/architecture.md §5) across all users."""
 
 @_typing.type_check_only
 class FundsServiceAsyncStub(FundsServiceStub):
@@ -144,7 +144,7 @@ class FundsServiceAsyncStub(FundsServiceStub):
     ListBlocks: _aio.UnaryUnaryMultiCallable[_funds_pb2.ListBlocksRequest, _funds_pb2.ListBlocksResponse]  # type: ignore[assignment]
     """Lists blocks; `users/-` lists every user's (AIP-159), for audits."""
     CheckInvariants: _aio.UnaryUnaryMultiCallable[_funds_pb2.CheckInvariantsRequest, _funds_pb2.CheckInvariantsResponse]  # type: ignore[assignment]
-    """Checks the ledger invariants (DESIGN.md I1–I4) across all users."""
+    """Checks the ledger invariants I1–I4 (docs/architecture.md §5) across all users."""
 
 class FundsServiceServicer(metaclass=_abc_1.ABCMeta):
     """The Funds Service: the legal source of truth for a user's money. Every movement of cash
@@ -278,6 +278,6 @@ class FundsServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _funds_pb2.CheckInvariantsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_funds_pb2.CheckInvariantsResponse, _abc.Awaitable[_funds_pb2.CheckInvariantsResponse]]:
-        """Checks the ledger invariants (DESIGN.md I1–I4) across all users."""
+        """Checks the ledger invariants I1–I4 (docs/architecture.md §5) across all users."""
 
 def add_FundsServiceServicer_to_server(servicer: FundsServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

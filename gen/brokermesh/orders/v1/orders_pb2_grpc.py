@@ -160,7 +160,7 @@ class OrdersServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CheckInvariants(self, request, context):
-        """Checks the order book's own invariants (DESIGN.md I4 and I6): one order per idempotency
+        """Checks the order book's own invariants (I4 and I6, docs/architecture.md §5): one order per idempotency
         key, one fill per exec id, filled ≤ ordered, fills summing to the filled quantity, an
         audit row for every transition. Admin use only.
         """
@@ -169,7 +169,7 @@ class OrdersServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListAuditRecords(self, request, context):
-        """Lists the append-only audit trail (DESIGN.md I6): every order action and transition,
+        """Lists the append-only audit trail (invariant I6): every order action and transition,
         oldest first. `parent` is `users/{user}/orders/{order}` for one order, `users/{user}`
         for one user, or `users/-` for everyone. Admin and compliance use.
         """

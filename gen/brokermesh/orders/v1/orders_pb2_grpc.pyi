@@ -61,12 +61,12 @@ class OrdersServiceStub:
     replays the events that followed it.
     """
     CheckInvariants: _grpc.UnaryUnaryMultiCallable[_orders_pb2.CheckInvariantsRequest, _orders_pb2.CheckInvariantsResponse]
-    """Checks the order book's own invariants (DESIGN.md I4 and I6): one order per idempotency
+    """Checks the order book's own invariants (I4 and I6, docs/architecture.md §5): one order per idempotency
     key, one fill per exec id, filled ≤ ordered, fills summing to the filled quantity, an
     audit row for every transition. Admin use only.
     """
     ListAuditRecords: _grpc.UnaryUnaryMultiCallable[_orders_pb2.ListAuditRecordsRequest, _orders_pb2.ListAuditRecordsResponse]
-    """Lists the append-only audit trail (DESIGN.md I6): every order action and transition,
+    """Lists the append-only audit trail (invariant I6): every order action and transition,
     oldest first. `parent` is `users/{user}/orders/{order}` for one order, `users/{user}`
     for one user, or `users/-` for everyone. Admin and compliance use.
     """
@@ -111,12 +111,12 @@ class OrdersServiceAsyncStub(OrdersServiceStub):
     replays the events that followed it.
     """
     CheckInvariants: _aio.UnaryUnaryMultiCallable[_orders_pb2.CheckInvariantsRequest, _orders_pb2.CheckInvariantsResponse]  # type: ignore[assignment]
-    """Checks the order book's own invariants (DESIGN.md I4 and I6): one order per idempotency
+    """Checks the order book's own invariants (I4 and I6, docs/architecture.md §5): one order per idempotency
     key, one fill per exec id, filled ≤ ordered, fills summing to the filled quantity, an
     audit row for every transition. Admin use only.
     """
     ListAuditRecords: _aio.UnaryUnaryMultiCallable[_orders_pb2.ListAuditRecordsRequest, _orders_pb2.ListAuditRecordsResponse]  # type: ignore[assignment]
-    """Lists the append-only audit trail (DESIGN.md I6): every order action and transition,
+    """Lists the append-only audit trail (invariant I6): every order action and transition,
     oldest first. `parent` is `users/{user}/orders/{order}` for one order, `users/{user}`
     for one user, or `users/-` for everyone. Admin and compliance use.
     """
@@ -206,7 +206,7 @@ class OrdersServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _orders_pb2.CheckInvariantsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_orders_pb2.CheckInvariantsResponse, _abc.Awaitable[_orders_pb2.CheckInvariantsResponse]]:
-        """Checks the order book's own invariants (DESIGN.md I4 and I6): one order per idempotency
+        """Checks the order book's own invariants (I4 and I6, docs/architecture.md §5): one order per idempotency
         key, one fill per exec id, filled ≤ ordered, fills summing to the filled quantity, an
         audit row for every transition. Admin use only.
         """
@@ -217,7 +217,7 @@ class OrdersServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _orders_pb2.ListAuditRecordsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_orders_pb2.ListAuditRecordsResponse, _abc.Awaitable[_orders_pb2.ListAuditRecordsResponse]]:
-        """Lists the append-only audit trail (DESIGN.md I6): every order action and transition,
+        """Lists the append-only audit trail (invariant I6): every order action and transition,
         oldest first. `parent` is `users/{user}/orders/{order}` for one order, `users/{user}`
         for one user, or `users/-` for everyone. Admin and compliance use.
         """
