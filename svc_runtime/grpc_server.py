@@ -9,14 +9,17 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import asyncpg
 import grpc
+import nats.errors
+import nats.js.errors
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import Counter, Histogram
 
 from svc_runtime import context
 from svc_runtime.config import GRPC_REUSEPORT, env_bool
-from svc_runtime.errors import ServiceError, to_rpc_status
+from svc_runtime.errors import ServiceError, Unavailable, to_rpc_status
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +37,45 @@ def _split(method: str) -> tuple[str, str]:
     return service.rsplit(".", 1)[-1], name
 
 
+# What a lost PostgreSQL or NATS connection raises, directly or as the cause of a wrapper
+# (SQLAlchemy's): the caller should retry shortly rather than see an internal error.
+_OUTAGES: tuple[type[BaseException], ...] = (
+    OSError,  # refused, reset, timed out
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,  # the server is shutting down or starting
+    asyncpg.exceptions.TooManyConnectionsError,
+    asyncpg.exceptions.ConnectionFailureError,
+    nats.errors.ConnectionClosedError,
+    nats.errors.NoServersError,
+    nats.errors.OutboundBufferLimitError,
+    nats.errors.StaleConnectionError,
+    nats.js.errors.ServiceUnavailableError,
+    nats.js.errors.NoStreamResponseError,
+)
+
+
+def dependency_outage(error: BaseException) -> bool:
+    """Whether `error` (or what caused it) says PostgreSQL or NATS cannot be reached now."""
+    seen: BaseException | None = error
+    for _ in range(8):
+        if seen is None:
+            return False
+        if isinstance(seen, _OUTAGES):
+            return True
+        if isinstance(seen, asyncpg.InterfaceError) and "connection is closed" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 async def _abort_for(error: BaseException, ctx: grpc.aio.ServicerContext, method: str) -> None:
+    if not isinstance(error, ServiceError) and dependency_outage(error):
+        log.warning("rpc failed: a dependency is unavailable", extra={"method": method, "error": repr(error)})
+        error = Unavailable(
+            "a service this call needs is unavailable; retry shortly",
+            reason="DEPENDENCY_UNAVAILABLE",
+            retry_after_seconds=1.0,
+        )
     if isinstance(error, ServiceError):
         if error.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
             log.warning(

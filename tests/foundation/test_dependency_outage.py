@@ -1,0 +1,105 @@
+"""A call that finds PostgreSQL or NATS gone answers UNAVAILABLE with a retry delay (the edge
+turns it into 503 with Retry-After), never INTERNAL: the caller should retry, not report a bug."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import grpc
+import nats
+import pytest
+import sqlalchemy
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from brokermesh.marketdata.v1 import marketdata_pb2 as pb
+from brokermesh.marketdata.v1 import marketdata_pb2_grpc
+from svc_runtime.db import asyncpg_dsn
+from svc_runtime.errors import details_of
+from svc_runtime.grpc_server import GrpcServer, dependency_outage
+from svc_runtime.infra.processes import free_port
+
+
+async def _terminated_connection(database_url: str) -> asyncpg.Connection:
+    """A connection whose server-side backend has been ended, as a PostgreSQL restart does."""
+    conn = await asyncpg.connect(asyncpg_dsn(database_url))
+    admin = await asyncpg.connect(asyncpg_dsn(database_url))
+    try:
+        await admin.execute("SELECT pg_terminate_backend($1)", conn.get_server_pid())
+    finally:
+        await admin.close()
+    # The server's goodbye arrives asynchronously; a pool hands out such a connection once it is
+    # closed, so the call below finds it closed.
+    for _ in range(200):
+        if conn.is_closed():
+            break
+        await asyncio.sleep(0.01)
+    return conn
+
+
+class LostDatabase(marketdata_pb2_grpc.MarketDataServiceServicer):
+    def __init__(self, database_url: str) -> None:
+        self.database_url = database_url
+
+    async def GetInstrument(self, request: pb.GetInstrumentRequest, ctx: Any) -> pb.Instrument:
+        if request.name == "instruments/ASYNCPG":
+            conn = await _terminated_connection(self.database_url)
+            await conn.fetchval("SELECT 1")
+        elif request.name == "instruments/SQLALCHEMY":
+            url = self.database_url.replace("postgresql://", "postgresql+asyncpg://", 1)
+            engine = create_async_engine(url, pool_size=1, max_overflow=0)
+            try:
+                async with engine.connect() as conn:
+                    pid = (await conn.execute(sqlalchemy.text("SELECT pg_backend_pid()"))).scalar_one()
+                    admin = await asyncpg.connect(asyncpg_dsn(self.database_url))
+                    await admin.execute("SELECT pg_terminate_backend($1)", pid)
+                    await admin.close()
+                    await conn.execute(sqlalchemy.text("SELECT 1"))
+            finally:
+                await engine.dispose()
+        elif request.name == "instruments/NATS":
+            await nats.connect(
+                f"nats://127.0.0.1:{free_port()}",
+                connect_timeout=1,
+                max_reconnect_attempts=1,
+                reconnect_time_wait=0.1,
+            )
+        else:
+            raise ValueError("a bug, not an outage")
+        return pb.Instrument(name=request.name)
+
+
+@pytest.fixture
+async def stub(database_url: str) -> AsyncIterator[marketdata_pb2_grpc.MarketDataServiceStub]:
+    server = GrpcServer("127.0.0.1:0")
+    server.add(
+        marketdata_pb2_grpc.add_MarketDataServiceServicer_to_server,
+        LostDatabase(database_url),
+        "brokermesh.marketdata.v1.MarketDataService",
+    )
+    port = await server.start()
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        yield marketdata_pb2_grpc.MarketDataServiceStub(channel)
+    await server.stop(0)
+
+
+@pytest.mark.parametrize("source", ["ASYNCPG", "SQLALCHEMY", "NATS"])
+async def test_a_lost_dependency_is_unavailable_with_a_retry_delay(stub: Any, source: str) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await stub.GetInstrument(pb.GetInstrumentRequest(name=f"instruments/{source}"))
+    assert raised.value.code() == grpc.StatusCode.UNAVAILABLE, raised.value.details()
+    details = details_of(raised.value)
+    assert details.reason == "DEPENDENCY_UNAVAILABLE"
+    assert details.retry_after_seconds == 1.0
+
+
+async def test_a_bug_is_still_internal(stub: Any) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await stub.GetInstrument(pb.GetInstrumentRequest(name="instruments/OTHER"))
+    assert raised.value.code() == grpc.StatusCode.INTERNAL
+    assert not dependency_outage(ValueError("a bug"))
+    assert not dependency_outage(
+        asyncpg.InterfaceError("cannot perform operation: another operation is in progress")
+    )
