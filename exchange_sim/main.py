@@ -26,7 +26,7 @@ from exchange_sim.domain.liquidity import LiquidityConfig
 from exchange_sim.domain.matching import SELF_TRADE_MODES, MatchingEngine
 from exchange_sim.domain.trading_day import DEFAULT_BREAKERS, CircuitBreaker, TradingHours, parse_breakers
 from exchange_sim.transport.admin import ExchangeAdminServicer
-from svc_runtime import config, ids
+from svc_runtime import config, ids, service
 from svc_runtime.config import env, env_bool, env_float, env_int
 from svc_runtime.fix import ThreadBridge
 from svc_runtime.grpc_server import GrpcServer
@@ -153,8 +153,8 @@ async def serve(settings: ExchangeSettings, stop: asyncio.Event) -> None:
     exchange.circuit_view = trading_day.view
     trading_day.tick()
     tasks = [
-        asyncio.create_task(market_data.run(), name="market-data"),
-        asyncio.create_task(trading_day.run(), name="trading-day"),
+        service.supervise(market_data.run(), name="market-data"),
+        service.supervise(trading_day.run(), name="trading-day"),
     ]
     if settings.agents:
         agents = LiquidityAgents(
@@ -168,7 +168,7 @@ async def serve(settings: ExchangeSettings, stop: asyncio.Event) -> None:
         )
         agents.step_all(0.0)
         exchange.agents = agents
-        tasks.append(asyncio.create_task(agents.run(), name="liquidity-agents"))
+        tasks.append(service.supervise(agents.run(), name="liquidity-agents"))
 
     server = GrpcServer(settings.grpc_listen)
     server.add(
@@ -178,7 +178,7 @@ async def serve(settings: ExchangeSettings, stop: asyncio.Event) -> None:
     )
 
     gc_policy.start_up()
-    tasks.append(asyncio.create_task(gc_policy.run(settings.gc_interval_seconds), name="gc"))
+    tasks.append(service.supervise(gc_policy.run(settings.gc_interval_seconds), name="gc"))
     acceptor.start()
     await server.start()
     log.info(

@@ -95,7 +95,7 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
         )
     )
     feed.start()
-    serving = asyncio.create_task(server.serve(), name="http")
+    serving = service.supervise(server.serve(), name="http")
     stopping = asyncio.create_task(stop.wait())
     await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
     # Drain: report unhealthy, end the streams (clients reconnect elsewhere), then let

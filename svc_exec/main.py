@@ -184,19 +184,20 @@ async def serve(settings: ExecSettings, stop: asyncio.Event) -> None:
             stopping=stop,
             batch_size=settings.command_batch,
         )
-        consuming = asyncio.create_task(consumer.run(), name="commands")
+        consuming = service.supervise(consumer.run(), name="commands")
         lost = asyncio.create_task(lease.lost.wait())
         stopping = asyncio.create_task(stop.wait())
         await asyncio.wait({consuming, lost, stopping}, return_when=asyncio.FIRST_COMPLETED)
         if lease.lost.is_set():
             log.error("lost the FIX session lease; stopping so that a standby can take over")
-        if consuming.done() and consuming.exception() is not None:
+        if consuming.done() and not consuming.cancelled() and consuming.exception() is not None:
             log.error("command consumer failed", exc_info=consuming.exception())
         for task in (lost, stopping):
             task.cancel()
 
         consumer.stop()
-        with contextlib.suppress(Exception):
+        # A consumer that died (or was cancelled) must not skip stopping the FIX session below.
+        with contextlib.suppress(Exception, asyncio.CancelledError):
             await asyncio.wait_for(consuming, 10)
         await session.stop()
         await desk.stop()

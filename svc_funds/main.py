@@ -139,7 +139,7 @@ async def serve(
         consumer.start()
         daily = None
         if settings.end_of_day_at is not None:
-            daily = asyncio.create_task(end_of_day_daily(portfolio, settings.end_of_day_at, stop))
+            daily = service.supervise(end_of_day_daily(portfolio, settings.end_of_day_at, stop), "end-of-day")
 
         server = GrpcServer(common.grpc_listen)
         server.add(

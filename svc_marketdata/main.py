@@ -18,7 +18,7 @@ from svc_marketdata.app.streams import StreamHub
 from svc_marketdata.app.watchlists import Watchlists
 from svc_marketdata.transport import marketdata, watchlists
 from svc_marketdata.transport.codec import encode_quote
-from svc_runtime import config
+from svc_runtime import config, service
 from svc_runtime.db import create_pool, migrate
 from svc_runtime.fix import ThreadBridge
 from svc_runtime.grpc_server import GrpcServer
@@ -116,7 +116,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         message_log=settings.fix_message_log,
     )
     market.attach_feed(feed)
-    publisher = asyncio.create_task(market.run(stop))
+    publisher = service.supervise(market.run(stop), "tick-publisher")
     await server.start()
     feed.start()
     log.info("market data service started", extra={"fix": f"{settings.fix_host}:{settings.fix_port}"})

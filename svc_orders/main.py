@@ -183,22 +183,15 @@ async def serve(settings: OrdersSettings, stop: asyncio.Event) -> None:
         "brokermesh.orders.v1.OrdersService",
     )
     background = {
-        asyncio.create_task(relay.run(), name="outbox-relay"),
-        asyncio.create_task(consumer.run(), name="exec-report-consumer"),
-        asyncio.create_task(sweeper.run(stop), name="sweeper"),
-        asyncio.create_task(funds_worker.run(stop), name="funds-actions"),
-        asyncio.create_task(_follow_controls(common.database_url, controls, stop), name="trading-controls"),
+        service.supervise(relay.run(), name="outbox-relay"),
+        service.supervise(consumer.run(), name="exec-report-consumer"),
+        service.supervise(sweeper.run(stop), name="sweeper"),
+        service.supervise(funds_worker.run(stop), name="funds-actions"),
+        service.supervise(_follow_controls(common.database_url, controls, stop), name="trading-controls"),
     }
     await server.start()
-    stopping = asyncio.create_task(stop.wait())
-    done, _ = await asyncio.wait({*background, stopping}, return_when=asyncio.FIRST_COMPLETED)
-    failed = [task for task in done if task is not stopping]
-    for task in failed:
-        log.error(
-            "background task ended unexpectedly; shutting down",
-            extra={"task": task.get_name()},
-            exc_info=task.exception(),
-        )
+    # Until told to stop, or until a background task dies (the supervisor then sets `stop`).
+    await stop.wait()
 
     # Graceful shutdown: stop taking calls, then stop the loops after their current batch.
     await server.stop(grace=5.0)
@@ -216,8 +209,6 @@ async def serve(settings: OrdersSettings, stop: asyncio.Event) -> None:
     for channel in (funds_channel, marketdata_channel, exec_channel):
         await channel.close()
     await pool.close()
-    if failed:
-        raise SystemExit(1)
 
 
 def main() -> None:

@@ -1,12 +1,18 @@
-"""Process bootstrap shared by every service's composition root."""
+"""Process bootstrap shared by every service's composition root, and the supervision of its
+background tasks (crash-only: a process whose background work died stops and is restarted,
+rather than serving on without it)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import gc
 import logging
+import os
 import signal
-from collections.abc import Awaitable, Callable
+import sys
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 from prometheus_client import start_http_server
 
@@ -14,19 +20,84 @@ from svc_runtime import logs
 
 log = logging.getLogger(__name__)
 
+# The exit code of a process stopped because a background task died (EX_SOFTWARE).
+EXIT_TASK_FAILED = 70
+# Test hook: with BROKERMESH_FAULT_INJECTION=1, SIGUSR2 kills the supervised task named by
+# BROKERMESH_FAULT_TASK (every supervised task when unset), as a crash inside it would.
+FAULT_INJECTION = "BROKERMESH_FAULT_INJECTION"
+FAULT_TASK = "BROKERMESH_FAULT_TASK"
+
+
+class Supervisor:
+    """The background tasks of one process. Any of them that ends while the process is not
+    stopping — with an exception, by returning, or cancelled by someone else — is logged and
+    sets `stop`: the process shuts down and exits non-zero, so its supervisor restarts it."""
+
+    def __init__(self, stop: asyncio.Event) -> None:
+        self.stop = stop
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.failed: str | None = None
+        self._injected: set[asyncio.Task[Any]] = set()
+
+    def start(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self.tasks.add(task)
+        task.add_done_callback(self._ended)
+        return task
+
+    def _ended(self, task: asyncio.Task[Any]) -> None:
+        self.tasks.discard(task)
+        if self.stop.is_set() and task not in self._injected:
+            return
+        error = None if task.cancelled() else task.exception()
+        log.error(
+            "background task ended unexpectedly; stopping the process",
+            extra={"task": task.get_name(), "error": repr(error) if error else "cancelled or returned"},
+            exc_info=error,
+        )
+        self.failed = self.failed or task.get_name()
+        self.stop.set()
+
+    def inject_fault(self, name: str = "") -> None:
+        for task in list(self.tasks):
+            if not name or task.get_name() == name:
+                self._injected.add(task)
+                task.cancel()
+
+
+# The supervisor of the process running under `run`; tasks and calls inherit it.
+_supervisor: contextvars.ContextVar[Supervisor | None] = contextvars.ContextVar(
+    "brokermesh_supervisor", default=None
+)
+
+
+def supervise(coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+    """Start a long-running background task of this process, supervised when the process runs
+    under `run` (elsewhere, in an in-process test say, a plain task)."""
+    supervisor = _supervisor.get()
+    if supervisor is None:
+        return asyncio.get_running_loop().create_task(coro, name=name)
+    return supervisor.start(coro, name)
+
 
 def run(service: str, main: Callable[[asyncio.Event], Awaitable[None]], *, metrics_port: int = 0) -> None:
     """Configure logs, start metrics, install uvloop, and run `main(stop)` until SIGTERM or
-    SIGINT sets `stop`; `main` then shuts down gracefully and returns."""
+    SIGINT sets `stop` (or a supervised task dies); `main` then shuts down gracefully and
+    returns. Exits with EXIT_TASK_FAILED when a supervised task died."""
     logs.configure(service)
     if metrics_port:
         start_http_server(metrics_port, addr="127.0.0.1")
 
+    stop = asyncio.Event()
+    supervisor = Supervisor(stop)
+
     async def runner() -> None:
-        stop = asyncio.Event()
+        _supervisor.set(supervisor)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        if os.environ.get(FAULT_INJECTION) == "1":
+            loop.add_signal_handler(signal.SIGUSR2, supervisor.inject_fault, os.environ.get(FAULT_TASK, ""))
         # Objects made at start-up live for the process: keep them out of GC passes.
         gc.collect()
         gc.freeze()
@@ -35,8 +106,17 @@ def run(service: str, main: Callable[[asyncio.Event], Awaitable[None]], *, metri
         log.info("stopped", extra={"service": service})
 
     try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop does not build on Windows
-        asyncio.run(runner())
-    else:
-        uvloop.run(runner())
+        try:
+            import uvloop
+        except ImportError:  # pragma: no cover - uvloop does not build on Windows
+            asyncio.run(runner())
+        else:
+            uvloop.run(runner())
+    except BaseException:
+        if not supervisor.failed:
+            raise
+        # The shutdown after a dead task may trip over what the task left behind; the
+        # cause is logged already, and the exit code says it.
+        log.exception("shutdown after a background task died was not clean")
+    if supervisor.failed:
+        sys.exit(EXIT_TASK_FAILED)

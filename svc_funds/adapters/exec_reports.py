@@ -24,7 +24,7 @@ from brokermesh.type.v1 import trading_pb2
 from svc_funds.app.engine import LedgerEngine
 from svc_funds.domain import operations as ops
 from svc_funds.domain.model import Side, check_symbol
-from svc_runtime import context
+from svc_runtime import context, service
 from svc_runtime.decimals import parse_decimal
 from svc_runtime.errors import InvalidArgument, ServiceError
 from svc_runtime.messaging import MSG_ID_HEADER, DurableConsumer, Topology, request_context_of
@@ -175,14 +175,14 @@ class ExecReportConsumer:
 
     def start(self) -> None:
         self._tasks = [
-            asyncio.create_task(consumer.run(), name=f"exec-report-puller-{i}")
+            service.supervise(consumer.run(), name=f"exec-report-puller-{i}")
             for i, consumer in enumerate(self.consumers)
         ]
 
     async def stop(self) -> None:
         for consumer in self.consumers:
             consumer.stop()
-        await asyncio.gather(*self._tasks)
+        await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def handle(self, msgs: Sequence[Msg]) -> None:
         commands = []

@@ -35,7 +35,7 @@ from svc_funds.app.ports import Clock, LedgerStore
 from svc_funds.domain.charges import ChargesSchedule
 from svc_funds.domain.ledger import Book
 from svc_funds.domain.operations import BlockCash, BlockShares, Command, Needs, Result, execute
-from svc_runtime import context
+from svc_runtime import context, service
 from svc_runtime.errors import ServiceError, Unavailable
 
 log = logging.getLogger(__name__)
@@ -114,7 +114,7 @@ class LedgerEngine:
     def start(self) -> None:
         self._running = [False] * self.writers
         self._tasks = [
-            asyncio.create_task(self._writer(i), name=f"ledger-writer-{i}") for i in range(self.writers)
+            service.supervise(self._writer(i), name=f"ledger-writer-{i}") for i in range(self.writers)
         ]
 
     async def stop(self) -> None:
