@@ -67,7 +67,7 @@ async def on_problem_exception(_request: ConnexionRequest, exc: Exception) -> Co
     """connexion's own problems: validation (400), auth (401), media type (415), …"""
     assert isinstance(exc, ProblemException)
     status = int(exc.status or 500)
-    reason = _REASON_OF_STATUS.get(status, "ERROR")
+    reason = getattr(exc, "reason", None) or _REASON_OF_STATUS.get(status, "ERROR")
     detail = str(exc.detail or exc.title or reason)
     if status == 401:
         detail = "missing or invalid access token; log in with POST /v1/sessions"

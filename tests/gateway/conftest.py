@@ -1,7 +1,10 @@
 """Fixtures of the gateway's end-to-end tests.
 
 `edge`: the gateway as its own process on real NATS, with tight limits so the tests can
-reach them. Its price tracker is `PriceTracker`, a small real gRPC server in the test
+reach them.
+
+`local_edge`: the same HTTP application served in the test process (no services behind it:
+every backend call is 503), for many quick requests of hostile shapes. Its price tracker is `PriceTracker`, a small real gRPC server in the test
 process that answers BatchGetQuotes from a table; ticks are real `TickBatch` messages the
 tests publish on the real NATS tick subjects, exactly as svc_marketdata does.
 """
@@ -27,7 +30,15 @@ import pytest
 
 from brokermesh.marketdata.v1 import marketdata_pb2, marketdata_pb2_grpc, tick_pb2
 from brokermesh.type.v1 import decimal_pb2
-from gateway.domain.tokens import ALGORITHM, AUDIENCE, ISSUER
+from gateway.adapters.backends import Backends
+from gateway.app.quotes import QuoteHub
+from gateway.app.sessions import Login
+from gateway.domain.limits import LoginThrottle, RateLimiter, StreamSlots
+from gateway.domain.tokens import ALGORITHM, AUDIENCE, ISSUER, TokenAuthority
+from gateway.settings import StreamSettings
+from gateway.transport.app import build_app
+from gateway.transport.handlers import Handlers
+from gateway.transport.streams import StreamRegistry
 from svc_runtime.messaging import Topology
 from svc_runtime.stack import Stack
 from tests.conftest import new_stack
@@ -163,6 +174,46 @@ async def edge(infra: SharedInfra, tmp_path_factory: pytest.TempPathFactory) -> 
 
 async def _feed_ready(client: httpx.AsyncClient) -> bool:
     return (await client.get("/healthz")).json()["tickFeed"] == "subscribed"
+
+
+MAX_BODY_BYTES = 16 * 1024
+
+
+@dataclass
+class LocalEdge:
+    client: httpx.AsyncClient
+    tokens: TokenAuthority
+
+    def auth(self, user_id: str | None = None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens.issue(user_id or unique_name('u_')).token}"}
+
+
+@pytest.fixture(scope="module")
+async def local_edge() -> AsyncIterator[LocalEdge]:
+    # Port 9 (discard) on loopback refuses at once: backend calls fail fast as UNAVAILABLE.
+    nowhere = "127.0.0.1:9"
+    backends = Backends(orders_target=nowhere, funds_target=nowhere, marketdata_target=nowhere, timeout=2.0)
+    tokens = TokenAuthority(secrets.token_hex(32), ttl_seconds=900, clock=time.time)
+    handlers = Handlers(
+        backends=backends,
+        login=Login(backends, tokens, LoginThrottle(), time.time),
+        hub=QuoteHub(backends),
+        slots=StreamSlots(5),
+        registry=StreamRegistry(),
+        streams=StreamSettings(),
+    )
+    app = build_app(
+        handlers=handlers,
+        tokens=tokens,
+        limiter=RateLimiter(1_000_000, 1_000_000),
+        clock=time.monotonic,
+        max_body_bytes=MAX_BODY_BYTES,
+        health=lambda: (True, {}),
+    )
+    transport = httpx.ASGITransport(app=app, client=("192.0.2.10", 40000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://edge.test") as client:
+        yield LocalEdge(client, tokens)
+    await backends.close()
 
 
 @dataclass
