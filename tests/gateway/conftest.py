@@ -32,6 +32,7 @@ import httpx
 import jwt
 import nats
 import pytest
+import schemathesis
 
 from brokermesh.marketdata.v1 import marketdata_pb2, marketdata_pb2_grpc, tick_pb2
 from brokermesh.type.v1 import decimal_pb2
@@ -199,7 +200,7 @@ class StatusRecorder:
     def __init__(self) -> None:
         self.seen: list[Observation] = []
 
-    def record(self, method: str, path: str, response: httpx.Response) -> None:
+    def record(self, method: str, path: str, response: httpx.Response | schemathesis.Response) -> None:
         # Only the gateway's API: it stamps every response with X-Request-Id.
         if "x-request-id" not in response.headers or not path.startswith("/v1/"):
             return
