@@ -26,6 +26,7 @@ from gateway.domain.problems import http_problem
 from gateway.transport.errors import send_problem
 from gateway.transport.state import RequestState, begin, current, end
 from svc_runtime import context
+from svc_runtime.errors import FieldViolation
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,15 @@ LATENCY = Histogram(
 RATE_LIMITED = Counter("gateway_rate_limited_total", "Requests refused by the per-user rate limit")
 
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+# Headers the application parses as text: their values must be visible ASCII (RFC 9110 §5.5
+# allows other bytes only as opaque data, and connexion decodes some of them as UTF-8).
+_TEXT_HEADERS = {
+    b"content-type": "Content-Type",
+    b"accept": "Accept",
+    b"idempotency-key": "Idempotency-Key",
+    b"last-event-id": "Last-Event-ID",
+}
+_VISIBLE_ASCII = re.compile(rb"^[\x20-\x7e\t]*$")
 STREAM_OPERATIONS = frozenset({"stream_orders", "stream_market_data"})
 
 
@@ -53,6 +63,14 @@ def _header(scope: Scope, name: bytes) -> str:
     for key, value in scope.get("headers", ()):
         if key == name:
             return value.decode("latin-1")
+    return ""
+
+
+def _unreadable_header(scope: Scope) -> str:
+    for key, value in scope.get("headers", ()):
+        name = _TEXT_HEADERS.get(key)
+        if name and not _VISIBLE_ASCII.match(value):
+            return name
     return ""
 
 
@@ -87,6 +105,18 @@ class EdgeMiddleware:
 
         try:
             with context.bind(request_id=request_id, client_ip=state.client_ip):
+                unreadable = _unreadable_header(scope)
+                if unreadable:
+                    await send_problem(
+                        send_with_id,
+                        http_problem(
+                            400,
+                            "INVALID_HEADER",
+                            f"the {unreadable} header must be visible ASCII text",
+                            violations=[FieldViolation(unreadable, "must be visible ASCII text")],
+                        ),
+                    )
+                    return
                 length = _header(scope, b"content-length")
                 if _header(scope, b"transfer-encoding"):
                     # Bodies are validated whole; one of unknown length is not accepted.

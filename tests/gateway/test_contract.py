@@ -83,3 +83,40 @@ def test_rate_limits_are_429_and_shape_limits_400() -> None:
     assert re.search(r"a limit on \*\*rate or concurrency\*\* is `429`", text)
     assert re.search(r"a limit on the \*\*shape of one request\*\* is `400`", text)
     assert "Exceeding a limit is `429`" not in text
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {},
+        {
+            "BROKERMESH_ORDERS_RATE_PER_SECOND": "3.5",
+            "BROKERMESH_ORDERS_RATE_BURST": "7",
+            "BROKERMESH_ORDERS_MAX_QUANTITY": "500",
+            "BROKERMESH_ORDERS_MAX_VALUE": "250000.00",
+            "BROKERMESH_ORDERS_PRICE_COLLAR": "0.05",
+        },
+    ],
+)
+def test_published_order_limits_are_the_ones_svc_orders_enforces(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str]
+) -> None:
+    from svc_orders.main import OrdersSettings  # what svc_orders reads, defaults included
+
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    enforced = OrdersSettings.from_env().limits
+    published = OrderLimits.from_env()
+    assert (
+        published.orders_per_second,
+        published.order_burst,
+        published.max_quantity,
+        published.max_value,
+        published.price_collar,
+    ) == (
+        enforced.orders_per_second,
+        enforced.order_burst,
+        enforced.max_order_quantity,
+        enforced.max_order_value,
+        enforced.price_collar,
+    )
