@@ -192,11 +192,17 @@ query_text = st.text(alphabet=string.printable + "é€\u2028\x00", max_size=200
             ("get_quotes", "/v1/quotes"),
             ("search_instruments", "/v1/instruments:search"),
             ("list_ledger_entries", "/v1/funds/ledger"),
+            ("get_limits", "/v1/limits"),
+            ("stream_market_data", "/v1/marketdata/stream"),
+            ("stream_orders", "/v1/orders/stream"),
         ]
     ),
     params=st.lists(
         st.tuples(
-            st.sampled_from(["pageSize", "pageToken", "orderId", "symbols", "q", "status"]) | query_text,
+            st.sampled_from(
+                ["pageSize", "pageToken", "orderId", "symbols", "q", "status", "watchlistId", "lastEventId"]
+            )
+            | query_text,
             query_text | st.integers(1, 6000).map(lambda n: "9" * n),
         ),
         max_size=4,
@@ -207,7 +213,9 @@ async def test_any_query_ends_in_a_declared_status(
     local_edge: LocalEdge, operation_path: tuple[str, str], params: list[tuple[str, str]]
 ) -> None:
     operation, path = operation_path
-    response = await local_edge.client.get(path, params=params, headers=local_edge.auth())
+    async with local_edge.client.stream("GET", path, params=params, headers=local_edge.auth()) as response:
+        assert not response.headers.get("content-type", "").startswith("text/event-stream")
+        await response.aread()
     assert_declared_problem(operation, response)
 
 
