@@ -13,9 +13,10 @@ import uvicorn
 
 from gateway.adapters.backends import Backends
 from gateway.adapters.ticks import TickFeed
+from gateway.app.limits import EdgeLimits
 from gateway.app.quotes import QuoteHub
 from gateway.app.sessions import Login
-from gateway.domain.limits import LoginThrottle, RateLimiter, StreamSlots
+from gateway.domain.limits import LoginGuard, RateLimiter, StreamSlots
 from gateway.domain.tokens import TokenAuthority
 from gateway.settings import GatewaySettings
 from gateway.transport.app import build_app
@@ -48,7 +49,21 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
         timeout=settings.backend_timeout,
     )
     tokens = TokenAuthority(settings.jwt_secret, ttl_seconds=settings.jwt_ttl_seconds, clock=clock)
-    login = Login(backends, tokens, LoginThrottle(free_failures=settings.login_free_failures), clock)
+    abuse = settings.abuse
+    limits = EdgeLimits(
+        requests=RateLimiter(settings.rate_per_second, settings.rate_burst),
+        auth_failures=RateLimiter(abuse.auth_failures_per_second, abuse.auth_failure_burst),
+        logins=LoginGuard(
+            free_failures=abuse.login_free_failures,
+            address_failures=abuse.login_address_failures,
+            user_failures=abuse.login_user_failures,
+        ),
+        slots=StreamSlots(settings.streams.streams_per_user),
+        streams=settings.streams,
+        orders=settings.orders,
+        max_body_bytes=settings.max_body_bytes,
+    )
+    login = Login(backends, tokens, limits.logins, clock)
     hub = QuoteHub(backends)
     feed = TickFeed(settings.nats_url, Topology(settings.namespace), hub.publish)
     hub.feed_generation = feed.generation
@@ -57,9 +72,9 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
         backends=backends,
         login=login,
         hub=hub,
-        slots=StreamSlots(settings.streams.streams_per_user),
         registry=registry,
-        streams=settings.streams,
+        limits=limits,
+        clock=time.monotonic,
     )
     draining = False
 
@@ -75,9 +90,8 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
     app = build_app(
         handlers=handlers,
         tokens=tokens,
-        limiter=RateLimiter(settings.rate_per_second, settings.rate_burst),
+        limits=limits,
         clock=time.monotonic,
-        max_body_bytes=settings.max_body_bytes,
         health=health,
     )
     server = _Server(

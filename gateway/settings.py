@@ -6,7 +6,8 @@ Shared names come from `svc_runtime.config`; the tuning knobs below are the gate
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from decimal import Decimal
 
 from svc_runtime import config
 
@@ -15,6 +16,10 @@ MAX_BODY_BYTES = "BROKERMESH_GATEWAY_MAX_BODY_BYTES"
 RATE_PER_SECOND = "BROKERMESH_GATEWAY_RATE_PER_SECOND"
 RATE_BURST = "BROKERMESH_GATEWAY_RATE_BURST"
 LOGIN_FREE_FAILURES = "BROKERMESH_GATEWAY_LOGIN_FREE_FAILURES"
+LOGIN_ADDRESS_FAILURES = "BROKERMESH_GATEWAY_LOGIN_ADDRESS_FAILURES"
+LOGIN_USER_FAILURES = "BROKERMESH_GATEWAY_LOGIN_USER_FAILURES"
+AUTH_FAILURES_PER_SECOND = "BROKERMESH_GATEWAY_AUTH_FAILURES_PER_SECOND"
+AUTH_FAILURE_BURST = "BROKERMESH_GATEWAY_AUTH_FAILURE_BURST"
 BACKEND_TIMEOUT = "BROKERMESH_GATEWAY_BACKEND_TIMEOUT_SECONDS"
 STREAMS_PER_USER = "BROKERMESH_GATEWAY_STREAMS_PER_USER"
 SYMBOLS_PER_STREAM = "BROKERMESH_GATEWAY_SYMBOLS_PER_STREAM"
@@ -38,6 +43,40 @@ class StreamSettings:
 
 
 @dataclass(frozen=True)
+class OrderLimits:
+    """svc_orders' order rate and per-order limits. svc_orders enforces them; the gateway
+    reads the same variables (same defaults) only to publish them in GET /v1/limits."""
+
+    orders_per_second: Decimal = Decimal(10)
+    order_burst: int = 20
+    max_quantity: int = 100_000
+    max_value: Decimal = Decimal("10000000.00")
+    price_collar: Decimal = Decimal("0.10")
+
+    @classmethod
+    def from_env(cls) -> OrderLimits:
+        return cls(
+            orders_per_second=Decimal(config.env("BROKERMESH_ORDERS_RATE_PER_SECOND", "10")),
+            order_burst=config.env_int("BROKERMESH_ORDERS_RATE_BURST", 20),
+            max_quantity=config.env_int("BROKERMESH_ORDERS_MAX_QUANTITY", 100_000),
+            max_value=Decimal(config.env("BROKERMESH_ORDERS_MAX_VALUE", "10000000.00")),
+            price_collar=Decimal(config.env("BROKERMESH_ORDERS_PRICE_COLLAR", "0.10")),
+        )
+
+
+@dataclass(frozen=True)
+class AbuseSettings:
+    # Failed logins: per (username, address) before lock-outs begin; per address and per
+    # username (for pairs without a recent success) likewise. See domain/limits.LoginGuard.
+    login_free_failures: int = 5
+    login_address_failures: int = 30
+    login_user_failures: int = 50
+    # Requests that fail authentication (bad, expired or missing tokens), per address.
+    auth_failures_per_second: float = 1.0
+    auth_failure_burst: int = 20
+
+
+@dataclass(frozen=True)
 class GatewaySettings:
     http_host: str
     http_port: int
@@ -52,9 +91,10 @@ class GatewaySettings:
     max_body_bytes: int
     rate_per_second: float
     rate_burst: int
-    login_free_failures: int
     backend_timeout: float
     streams: StreamSettings
+    abuse: AbuseSettings = field(default_factory=AbuseSettings)
+    orders: OrderLimits = field(default_factory=OrderLimits)
 
     @classmethod
     def from_env(cls) -> GatewaySettings:
@@ -74,7 +114,6 @@ class GatewaySettings:
             max_body_bytes=config.env_int(MAX_BODY_BYTES, 16 * 1024),
             rate_per_second=config.env_float(RATE_PER_SECOND, 20.0),
             rate_burst=config.env_int(RATE_BURST, 40),
-            login_free_failures=config.env_int(LOGIN_FREE_FAILURES, 5),
             backend_timeout=config.env_float(BACKEND_TIMEOUT, 5.0),
             streams=StreamSettings(
                 streams_per_user=config.env_int(STREAMS_PER_USER, 5),
@@ -84,4 +123,12 @@ class GatewaySettings:
                 write_timeout_seconds=config.env_float(WRITE_TIMEOUT_SECONDS, 10.0),
                 retry_ms=config.env_int(RETRY_MS, 3000),
             ),
+            abuse=AbuseSettings(
+                login_free_failures=config.env_int(LOGIN_FREE_FAILURES, 5),
+                login_address_failures=config.env_int(LOGIN_ADDRESS_FAILURES, 30),
+                login_user_failures=config.env_int(LOGIN_USER_FAILURES, 50),
+                auth_failures_per_second=config.env_float(AUTH_FAILURES_PER_SECOND, 1.0),
+                auth_failure_burst=config.env_int(AUTH_FAILURE_BURST, 20),
+            ),
+            orders=OrderLimits.from_env(),
         )

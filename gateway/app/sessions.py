@@ -8,7 +8,7 @@ from collections.abc import Callable
 from prometheus_client import Counter
 
 from gateway.app.ports import CredentialsVerifier
-from gateway.domain.limits import LoginThrottle
+from gateway.domain.limits import LoginGuard
 from gateway.domain.tokens import IssuedToken, TokenAuthority
 from svc_runtime.errors import ResourceExhausted, Unauthenticated
 
@@ -25,18 +25,18 @@ class Login:
         self,
         accounts: CredentialsVerifier,
         tokens: TokenAuthority,
-        throttle: LoginThrottle,
+        guard: LoginGuard,
         clock: Callable[[], float],
     ) -> None:
         self.accounts = accounts
         self.tokens = tokens
-        self.throttle = throttle
+        self.guard = guard
         self.clock = clock
 
     async def __call__(self, username: str, password: str, client_ip: str) -> IssuedToken:
-        keys = [f"user:{username.strip().lower()}", f"ip:{client_ip or '-'}"]
+        address = client_ip or "-"
         now = self.clock()
-        wait = max(self.throttle.retry_after(key, now) for key in keys)
+        wait = self.guard.retry_after(username, address, now)
         if wait > 0:
             LOGINS.labels("throttled").inc()
             raise ResourceExhausted(
@@ -47,13 +47,11 @@ class Login:
         try:
             user_id = await self.accounts.verify_credentials(username, password)
         except Unauthenticated:
-            now = self.clock()
-            for key in keys:
-                self.throttle.failed(key, now)
+            self.guard.failed(username, address, self.clock())
             LOGINS.labels("rejected").inc()
             log.info("login rejected", extra={"client_ip": client_ip})
             raise Unauthenticated(BAD_CREDENTIALS, reason="INVALID_CREDENTIALS") from None
-        self.throttle.succeeded(keys[0])
+        self.guard.succeeded(username, address, self.clock())
         LOGINS.labels("accepted").inc()
         log.info("login accepted", extra={"user_id": user_id, "client_ip": client_ip})
         return self.tokens.issue(user_id)

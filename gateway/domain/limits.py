@@ -1,4 +1,5 @@
-"""Abuse limits (OWASP API4/API6): request rates, login throttling, concurrent streams.
+"""Abuse limits (OWASP API4/API6): request rates, login throttling, failed authentication,
+concurrent streams.
 
 Time is passed in (`now`, in seconds), so the logic is tested without sleeping. State is
 bounded: at most `max_keys` keys are remembered, least recently used first out.
@@ -29,6 +30,26 @@ class RateLimiter:
 
     def acquire(self, key: str, now: float) -> float:
         """0.0 if the request may proceed (and is counted), else seconds until it may."""
+        bucket = self._refilled(key, now)
+        if bucket.tokens >= 1.0:
+            bucket.tokens -= 1.0
+            return 0.0
+        return (1.0 - bucket.tokens) / self.rate
+
+    def remaining(self, key: str, now: float) -> tuple[int, float]:
+        """Whole requests `key` may still make at once, and seconds until its burst is full."""
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            return self.burst, 0.0
+        tokens = min(float(self.burst), bucket.tokens + (now - bucket.updated) * self.rate)
+        return int(tokens), (self.burst - tokens) / self.rate
+
+    @property
+    def window_seconds(self) -> float:
+        """How long an empty bucket takes to fill: the window of a `burst`-request quota."""
+        return self.burst / self.rate
+
+    def _refilled(self, key: str, now: float) -> _Bucket:
         bucket = self._buckets.get(key)
         if bucket is None:
             bucket = _Bucket(float(self.burst), now)
@@ -39,10 +60,7 @@ class RateLimiter:
             self._buckets.move_to_end(key)
             bucket.tokens = min(float(self.burst), bucket.tokens + (now - bucket.updated) * self.rate)
             bucket.updated = now
-        if bucket.tokens >= 1.0:
-            bucket.tokens -= 1.0
-            return 0.0
-        return (1.0 - bucket.tokens) / self.rate
+        return bucket
 
 
 @dataclass
@@ -102,6 +120,90 @@ class LoginThrottle:
 
     def succeeded(self, key: str) -> None:
         self._keys.pop(key, None)
+
+
+class LoginGuard:
+    """Password guessing is slowed without letting one address lock out anyone else.
+
+    - Each (username, address) pair gets `free_failures` failures, then exponentially
+      growing lock-outs: guessing one user's password from one address is slow, while the
+      same user elsewhere and everyone else at that address log in as usual.
+    - An address failing for many usernames (spraying), or a username failing from many
+      addresses (a distributed guess), is locked too, but only for pairs that are not
+      *known*: a user who logged in successfully from an address within `trust_seconds`
+      keeps logging in from there. So an attacker behind the office NAT, or one guessing
+      a victim's password from a botnet, cannot lock the victim or the colleagues out of
+      the addresses they use; a first login from a new address may have to wait.
+    - A success forgets the pair's failures only: logging in to one's own account does
+      not wash an address's or a username's record.
+
+    No CAPTCHA: a correct password is never asked for more than the wait.
+    """
+
+    def __init__(
+        self,
+        *,
+        free_failures: int = 5,
+        address_failures: int = 30,
+        user_failures: int = 50,
+        base_lock: float = 1.0,
+        max_lock: float = 900.0,
+        forget_after: float = 900.0,
+        trust_seconds: float = 30 * 86400.0,
+        max_keys: int = 100_000,
+    ) -> None:
+        def throttle(free: int) -> LoginThrottle:
+            return LoginThrottle(
+                free_failures=free,
+                base_lock=base_lock,
+                max_lock=max_lock,
+                forget_after=forget_after,
+                max_keys=max_keys,
+            )
+
+        self.free_failures = free_failures
+        self.address_failures = address_failures
+        self.user_failures = user_failures
+        self.max_lock = max_lock
+        self.trust_seconds = trust_seconds
+        self.max_keys = max_keys
+        self._pairs = throttle(free_failures)
+        self._addresses = throttle(address_failures)
+        self._users = throttle(user_failures)
+        self._known: OrderedDict[tuple[str, str], float] = OrderedDict()
+
+    @staticmethod
+    def _keys(username: str, address: str) -> tuple[str, str, str]:
+        user = username.strip().lower()
+        return f"{user}@{address}", f"ip:{address}", f"user:{user}"
+
+    def known(self, username: str, address: str, now: float) -> bool:
+        seen = self._known.get((username.strip().lower(), address))
+        return seen is not None and now - seen <= self.trust_seconds
+
+    def retry_after(self, username: str, address: str, now: float) -> float:
+        pair, by_address, by_user = self._keys(username, address)
+        wait = self._pairs.retry_after(pair, now)
+        if not self.known(username, address, now):
+            wait = max(
+                wait, self._addresses.retry_after(by_address, now), self._users.retry_after(by_user, now)
+            )
+        return wait
+
+    def failed(self, username: str, address: str, now: float) -> None:
+        pair, by_address, by_user = self._keys(username, address)
+        self._pairs.failed(pair, now)
+        self._addresses.failed(by_address, now)
+        self._users.failed(by_user, now)
+
+    def succeeded(self, username: str, address: str, now: float) -> None:
+        pair, _, _ = self._keys(username, address)
+        self._pairs.succeeded(pair)
+        key = (username.strip().lower(), address)
+        self._known[key] = now
+        self._known.move_to_end(key)
+        if len(self._known) > self.max_keys:
+            self._known.popitem(last=False)
 
 
 class StreamSlots:

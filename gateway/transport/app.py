@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import yaml
 from connexion import AsyncApp
 from connexion.middleware import MiddlewarePosition
 from connexion.resolver import Resolver
@@ -15,10 +16,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp
 
+from gateway.app.limits import EdgeLimits
 from gateway.domain.jsonmoney import dumps
-from gateway.domain.limits import RateLimiter
 from gateway.domain.tokens import TokenAuthority
-from gateway.transport.errors import ERROR_HANDLERS
+from gateway.transport.errors import ProblemResponses
 from gateway.transport.handlers import Handlers
 from gateway.transport.middleware import EdgeMiddleware, PrincipalMiddleware
 from gateway.transport.validation import VALIDATORS
@@ -40,27 +41,36 @@ def _bearer_handler(tokens: TokenAuthority) -> type[BearerSecurityHandler]:
     return Bearer
 
 
+def served_spec(limits: EdgeLimits) -> dict[str, Any]:
+    """openapi.yaml with the limits this process was configured with (its defaults are the
+    file's), so that the contract a client reads is the one it is held to."""
+    spec: dict[str, Any] = yaml.safe_load(SPEC.read_text())
+    for parameter in spec["paths"]["/marketdata/stream"]["get"]["parameters"]:
+        if parameter["name"] == "symbols":
+            parameter["schema"]["maxItems"] = limits.streams.symbols_per_stream
+    return spec
+
+
 def build_app(
     *,
     handlers: Handlers,
     tokens: TokenAuthority,
-    limiter: RateLimiter,
+    limits: EdgeLimits,
     clock: Callable[[], float],
-    max_body_bytes: int,
     health: Callable[[], tuple[bool, dict[str, Any]]],
 ) -> ASGIApp:
     app = AsyncApp(__name__, security_map={"bearer": _bearer_handler(tokens)})
     app.add_middleware(
-        PrincipalMiddleware, position=MiddlewarePosition.BEFORE_VALIDATION, limiter=limiter, clock=clock
+        PrincipalMiddleware, position=MiddlewarePosition.BEFORE_VALIDATION, limits=limits, clock=clock
     )
     app.add_api(
-        SPEC,
+        served_spec(limits),
         resolver=Resolver(function_resolver=lambda operation_id: getattr(handlers, operation_id)),
         pythonic_params=True,
         strict_validation=True,
         validator_map=VALIDATORS,
     )
-    for exception_type, handler in ERROR_HANDLERS:
+    for exception_type, handler in ProblemResponses(limits, clock).handlers():
         app.add_error_handler(exception_type, handler)
 
     async def healthz(_request: Request) -> Response:
@@ -72,4 +82,4 @@ def build_app(
 
     app.add_url_rule("/healthz", "healthz", healthz, methods=["GET"])
     app.add_url_rule("/metrics", "metrics", metrics, methods=["GET"])
-    return EdgeMiddleware(app, max_body_bytes=max_body_bytes)
+    return EdgeMiddleware(app, max_body_bytes=limits.max_body_bytes)

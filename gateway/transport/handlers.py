@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -20,11 +20,10 @@ from brokermesh.funds.v1 import funds_pb2, portfolio_pb2
 from brokermesh.marketdata.v1 import marketdata_pb2, watchlists_pb2
 from brokermesh.orders.v1 import orders_pb2
 from gateway.adapters.backends import BackendError, Backends
+from gateway.app.limits import EdgeLimits
 from gateway.app.quotes import QuoteHub
 from gateway.app.sessions import Login
 from gateway.domain.jsonmoney import dumps
-from gateway.domain.limits import StreamSlots
-from gateway.settings import StreamSettings
 from gateway.transport import mapping
 from gateway.transport.state import current
 from gateway.transport.streams import MarketStream, OrderStream, StreamRegistry
@@ -91,16 +90,25 @@ class Handlers:
         backends: Backends,
         login: Login,
         hub: QuoteHub,
-        slots: StreamSlots,
         registry: StreamRegistry,
-        streams: StreamSettings,
+        limits: EdgeLimits,
+        clock: Callable[[], float],
     ) -> None:
         self.backends = backends
         self.login = login
         self.hub = hub
-        self.slots = slots
+        self.slots = limits.slots
         self.registry = registry
-        self.streams = streams
+        self.streams = limits.streams
+        self.limits = limits
+        self.clock = clock
+
+    # --- limits --------------------------------------------------------------------------
+    async def get_limits(self) -> Response:
+        state = current()
+        return json_response(
+            self.limits.for_caller(_user(), state.client_ip, self.clock()), 200, {"Cache-Control": "no-store"}
+        )
 
     # --- sessions ------------------------------------------------------------------------
     async def create_session(self) -> Response:

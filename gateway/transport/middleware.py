@@ -2,13 +2,16 @@
 
 `EdgeMiddleware` (outermost): request id (accepted from `X-Request-Id` or made), client IP,
 the request context that travels to every service, the body size limit, `X-Request-Id` on
-every response, metrics, and an access log line (warning for 5xx, debug otherwise). `PrincipalMiddleware` (after connexion's
-security check): binds the verified user as the actor and applies the per-user rate limit.
+every response, metrics, and an access log line (warning for 5xx, debug otherwise).
+`PrincipalMiddleware` (after connexion's security check): binds the verified user as the
+actor and applies the per-user request rate, published on every API response in
+`RateLimit-Policy` / `RateLimit` (draft-ietf-httpapi-ratelimit-headers).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import re
 import time
 from collections.abc import Callable
@@ -18,12 +21,12 @@ from connexion.exceptions import ProblemException
 from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.domain.limits import RateLimiter
-from gateway.domain.problems import PROBLEM_CONTENT_TYPE, http_problem
-from gateway.transport.errors import render
+from gateway.app.limits import REQUESTS_POLICY, EdgeLimits, state_item
+from gateway.domain.problems import http_problem
+from gateway.transport.errors import send_problem
 from gateway.transport.state import RequestState, begin, current, end
 from svc_runtime import context
-from svc_runtime.errors import ResourceExhausted
+from svc_runtime.errors import FieldViolation
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +40,15 @@ LATENCY = Histogram(
 RATE_LIMITED = Counter("gateway_rate_limited_total", "Requests refused by the per-user rate limit")
 
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+# Headers the application parses as text: their values must be visible ASCII (RFC 9110 §5.5
+# allows other bytes only as opaque data, and connexion decodes some of them as UTF-8).
+_TEXT_HEADERS = {
+    b"content-type": "Content-Type",
+    b"accept": "Accept",
+    b"idempotency-key": "Idempotency-Key",
+    b"last-event-id": "Last-Event-ID",
+}
+_VISIBLE_ASCII = re.compile(rb"^[\x20-\x7e\t]*$")
 STREAM_OPERATIONS = frozenset({"stream_orders", "stream_market_data"})
 
 
@@ -51,6 +63,14 @@ def _header(scope: Scope, name: bytes) -> str:
     for key, value in scope.get("headers", ()):
         if key == name:
             return value.decode("latin-1")
+    return ""
+
+
+def _unreadable_header(scope: Scope) -> str:
+    for key, value in scope.get("headers", ()):
+        name = _TEXT_HEADERS.get(key)
+        if name and not _VISIBLE_ASCII.match(value):
+            return name
     return ""
 
 
@@ -80,11 +100,23 @@ class EdgeMiddleware:
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
-                message["headers"] = [*message.get("headers", []), request_id_header]
+                message["headers"] = [*message.get("headers", []), *state.response_headers, request_id_header]
             await send(message)
 
         try:
             with context.bind(request_id=request_id, client_ip=state.client_ip):
+                unreadable = _unreadable_header(scope)
+                if unreadable:
+                    await send_problem(
+                        send_with_id,
+                        http_problem(
+                            400,
+                            "INVALID_HEADER",
+                            f"the {unreadable} header must be visible ASCII text",
+                            violations=[FieldViolation(unreadable, "must be visible ASCII text")],
+                        ),
+                    )
+                    return
                 length = _header(scope, b"content-length")
                 if _header(scope, b"transfer-encoding"):
                     # Bodies are validated whole; one of unknown length is not accepted.
@@ -146,22 +178,15 @@ class EdgeMiddleware:
 
     @staticmethod
     async def _problem(send: Send, status: int, reason: str, detail: str) -> None:
-        body, headers = render(http_problem(status, reason, detail))
-        raw_headers = [
-            (b"content-type", PROBLEM_CONTENT_TYPE.encode()),
-            (b"content-length", str(len(body)).encode()),
-        ]
-        raw_headers += [(k.lower().encode(), v.encode()) for k, v in headers.items()]
-        await send({"type": "http.response.start", "status": status, "headers": raw_headers})
-        await send({"type": "http.response.body", "body": body})
+        await send_problem(send, http_problem(status, reason, detail))
 
 
 class PrincipalMiddleware:
     """Runs after connexion authenticated the request (and before it validates it)."""
 
-    def __init__(self, app: ASGIApp, *, limiter: RateLimiter, clock: Callable[[], float]) -> None:
+    def __init__(self, app: ASGIApp, *, limits: EdgeLimits, clock: Callable[[], float]) -> None:
         self.app = app
-        self.limiter = limiter
+        self.limits = limits
         self.clock = clock
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -176,14 +201,29 @@ class PrincipalMiddleware:
             return
         token_info = extensions.get("connexion_context", {}).get("token_info") or {}
         state.user_id = str(token_info.get("sub", "")) if isinstance(token_info, dict) else ""
-        # Anonymous requests (login) are limited per client address instead.
-        key = f"user:{state.user_id}" if state.user_id else f"ip:{state.client_ip}"
-        wait = self.limiter.acquire(key, self.clock())
+        key = self.limits.request_key(state.user_id, state.client_ip)
+        now = self.clock()
+        wait = self.limits.requests.acquire(key, now)
+        policy = self.limits.request_policy()
+        if state.operation == "place_order":
+            policy += ", " + self.limits.order_policy()
         if wait > 0:
             RATE_LIMITED.inc()
-            raise ResourceExhausted(
-                "too many requests; slow down", reason="RATE_LIMITED", retry_after_seconds=wait
+            problem = http_problem(
+                429,
+                "RATE_LIMITED",
+                "too many requests; slow down",
+                retry_after_seconds=max(1, math.ceil(wait)),
             )
+            limit_headers = {"RateLimit-Policy": policy, "RateLimit": state_item(REQUESTS_POLICY, 0, wait)}
+            await send_problem(send, problem, limit_headers)
+            return
+        # On the response whoever writes it: validation errors are rendered outside this
+        # middleware.
+        state.response_headers += [
+            (b"ratelimit-policy", policy.encode()),
+            (b"ratelimit", self.limits.request_state(key, now).encode()),
+        ]
         if state.user_id:
             # The audit trail's actor format (svc_orders' AuditRecord.actor).
             with context.bind(actor=f"user:{state.user_id}"):

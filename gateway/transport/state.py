@@ -4,7 +4,7 @@ contextvar so middleware, validators, handlers and error handlers share it)."""
 from __future__ import annotations
 
 import contextvars
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -18,6 +18,8 @@ class RequestState:
     user_id: str = ""
     # The JSON body parsed with exact decimals (set by the body validator).
     body: Any = None
+    # Added to the response whoever writes it (a handler or an error handler).
+    response_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
 
 
 _current: contextvars.ContextVar[RequestState] = contextvars.ContextVar(

@@ -19,7 +19,7 @@ from connexion.validators import VALIDATOR_MAP, JSONRequestBodyValidator, Parame
 from jsonschema import Draft4Validator, ValidationError
 from starlette.types import Scope
 
-from gateway.domain.jsonmoney import MalformedJson, loads
+from gateway.domain.jsonmoney import LIMITS, JsonLimitExceeded, MalformedJson, loads
 from gateway.transport.state import current
 from svc_runtime.errors import FieldViolation
 
@@ -27,9 +27,12 @@ from svc_runtime.errors import FieldViolation
 class InvalidRequest(BadRequestProblem):
     """400 with field violations."""
 
-    def __init__(self, detail: str, violations: list[FieldViolation]) -> None:
+    def __init__(
+        self, detail: str, violations: list[FieldViolation], reason: str = "INVALID_ARGUMENT"
+    ) -> None:
         super().__init__(detail=detail)
         self.violations = violations
+        self.reason = reason
 
 
 def _field(path: Iterable[Any], name: str = "") -> str:
@@ -101,9 +104,15 @@ class ExactJsonBodyValidator(JSONRequestBodyValidator):
         if not raw:
             return None
         try:
-            body = loads(raw)
-        except (MalformedJson, UnicodeDecodeError) as exc:
-            raise InvalidRequest(str(exc), [FieldViolation("body", "is not valid JSON")]) from None
+            body = loads(raw, LIMITS)
+        except JsonLimitExceeded as exc:
+            raise InvalidRequest(
+                str(exc), [FieldViolation("body", "is outside the JSON limits")], "JSON_LIMIT_EXCEEDED"
+            ) from None
+        except MalformedJson as exc:
+            raise InvalidRequest(
+                str(exc), [FieldViolation("body", "is not valid JSON")], "MALFORMED_JSON"
+            ) from None
         current().body = body
         return body
 

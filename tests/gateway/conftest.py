@@ -1,7 +1,15 @@
 """Fixtures of the gateway's end-to-end tests.
 
 `edge`: the gateway as its own process on real NATS, with tight limits so the tests can
-reach them. Its price tracker is `PriceTracker`, a small real gRPC server in the test
+reach them.
+
+`local_edge`: the same HTTP application served in the test process (no services behind it:
+every backend call is 503), for many quick requests of hostile shapes.
+
+Contract = behaviour: every response of the gateway that a test in this directory receives
+through httpx is recorded (`status_recorder`), and a test that received a status its
+operation does not declare in openapi.yaml fails. The statuses seen per operation are
+printed at the end of the session. Its price tracker is `PriceTracker`, a small real gRPC server in the test
 process that answers BatchGetQuotes from a table; ticks are real `TickBatch` messages the
 tests publish on the real NATS tick subjects, exactly as svc_marketdata does.
 """
@@ -13,7 +21,7 @@ import contextlib
 import json
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -24,13 +32,24 @@ import httpx
 import jwt
 import nats
 import pytest
+import schemathesis
 
 from brokermesh.marketdata.v1 import marketdata_pb2, marketdata_pb2_grpc, tick_pb2
 from brokermesh.type.v1 import decimal_pb2
-from gateway.domain.tokens import ALGORITHM, AUDIENCE, ISSUER
+from gateway.adapters.backends import Backends
+from gateway.app.limits import EdgeLimits
+from gateway.app.quotes import QuoteHub
+from gateway.app.sessions import Login
+from gateway.domain.limits import LoginGuard, RateLimiter, StreamSlots
+from gateway.domain.tokens import ALGORITHM, AUDIENCE, ISSUER, TokenAuthority
+from gateway.settings import OrderLimits, StreamSettings
+from gateway.transport.app import build_app
+from gateway.transport.handlers import Handlers
+from gateway.transport.streams import StreamRegistry
 from svc_runtime.messaging import Topology
 from svc_runtime.stack import Stack
 from tests.conftest import new_stack
+from tests.gateway.contract import declared_statuses, operation_of, operations_at
 from tests.support.infra import SharedInfra, unique_name
 from tests.support.polling import eventually
 
@@ -163,6 +182,123 @@ async def edge(infra: SharedInfra, tmp_path_factory: pytest.TempPathFactory) -> 
 
 async def _feed_ready(client: httpx.AsyncClient) -> bool:
     return (await client.get("/healthz")).json()["tickFeed"] == "subscribed"
+
+
+MAX_BODY_BYTES = 16 * 1024
+
+
+@dataclass(frozen=True)
+class Observation:
+    method: str
+    path: str
+    status: int
+    operation: str
+    undeclared: bool
+
+
+class StatusRecorder:
+    def __init__(self) -> None:
+        self.seen: list[Observation] = []
+
+    def record(self, method: str, path: str, response: httpx.Response | schemathesis.Response) -> None:
+        # Only the gateway's API: it stamps every response with X-Request-Id.
+        if "x-request-id" not in response.headers or not path.startswith("/v1/"):
+            return
+        status = response.status_code
+        operation = operation_of(method, path)
+        if operation is not None:
+            self.seen.append(
+                Observation(method, path, status, operation.operation_id, status not in operation.statuses)
+            )
+            return
+        at_path = operations_at(path)
+        if at_path:  # the path exists, not with this method: 405, declared by its operations
+            undeclared = status != 405 or any(405 not in o.statuses for o in at_path)
+            self.seen.append(Observation(method, path, status, at_path[0].operation_id, undeclared))
+
+    def by_operation(self) -> dict[str, set[int]]:
+        table: dict[str, set[int]] = {}
+        for seen in self.seen:
+            table.setdefault(seen.operation, set()).add(seen.status)
+        return table
+
+
+@pytest.fixture(scope="session")
+def status_recorder(pytestconfig: pytest.Config) -> Iterator[StatusRecorder]:
+    recorder = StatusRecorder()
+    send = httpx.AsyncClient.send
+
+    async def recording_send(
+        client: httpx.AsyncClient, request: httpx.Request, **kwargs: Any
+    ) -> httpx.Response:
+        response = await send(client, request, **kwargs)
+        recorder.record(request.method, request.url.path, response)
+        return response
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(httpx.AsyncClient, "send", recording_send)
+        yield recorder
+    reporter = pytestconfig.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None and recorder.seen:
+        reporter.write_line("gateway statuses observed per operation:")
+        for operation, statuses in sorted(recorder.by_operation().items()):
+            declared = declared_statuses(operation)
+            marks = " ".join(f"{s}{'' if s in declared else '(UNDECLARED)'}" for s in sorted(statuses))
+            reporter.write_line(f"  {operation}: {marks}")
+
+
+@pytest.fixture(autouse=True)
+def statuses_are_declared(status_recorder: StatusRecorder) -> Iterator[None]:
+    start = len(status_recorder.seen)
+    yield
+    undeclared = [seen for seen in status_recorder.seen[start:] if seen.undeclared]
+    if undeclared:
+        pytest.fail(
+            "statuses not declared in openapi.yaml: "
+            + ", ".join(f"{s.method} {s.path} → {s.status} ({s.operation})" for s in undeclared[:10])
+        )
+
+
+@dataclass
+class LocalEdge:
+    client: httpx.AsyncClient
+    tokens: TokenAuthority
+
+    def auth(self, user_id: str | None = None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens.issue(user_id or unique_name('u_')).token}"}
+
+
+@pytest.fixture(scope="module")
+async def local_edge() -> AsyncIterator[LocalEdge]:
+    # Port 9 (discard) on loopback refuses at once: backend calls fail fast as UNAVAILABLE.
+    nowhere = "127.0.0.1:9"
+    backends = Backends(orders_target=nowhere, funds_target=nowhere, marketdata_target=nowhere, timeout=2.0)
+    tokens = TokenAuthority(secrets.token_hex(32), ttl_seconds=900, clock=time.time)
+    # Rates high enough never to be reached: these tests are about shapes, not rates.
+    limits = EdgeLimits(
+        requests=RateLimiter(1_000_000, 1_000_000),
+        auth_failures=RateLimiter(1_000_000, 1_000_000),
+        logins=LoginGuard(),
+        slots=StreamSlots(5),
+        streams=StreamSettings(),
+        orders=OrderLimits(),
+        max_body_bytes=MAX_BODY_BYTES,
+    )
+    handlers = Handlers(
+        backends=backends,
+        login=Login(backends, tokens, limits.logins, time.time),
+        hub=QuoteHub(backends),
+        registry=StreamRegistry(),
+        limits=limits,
+        clock=time.monotonic,
+    )
+    app = build_app(
+        handlers=handlers, tokens=tokens, limits=limits, clock=time.monotonic, health=lambda: (True, {})
+    )
+    transport = httpx.ASGITransport(app=app, client=("192.0.2.10", 40000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://edge.test") as client:
+        yield LocalEdge(client, tokens)
+    await backends.close()
 
 
 @dataclass

@@ -16,7 +16,7 @@ from brokermesh.type.v1 import decimal_pb2, trading_pb2
 from gateway.app.quotes import QuoteHub
 from gateway.app.sessions import BAD_CREDENTIALS, Login
 from gateway.domain.jsonmoney import dumps
-from gateway.domain.limits import LoginThrottle
+from gateway.domain.limits import LoginGuard
 from gateway.domain.tokens import TokenAuthority
 from gateway.transport import mapping
 from gateway.transport.validation import violations_of
@@ -146,7 +146,7 @@ async def test_login_gives_one_message_for_any_failure_and_throttles_guessing() 
     login = Login(
         accounts,
         TokenAuthority("secret-" * 8, ttl_seconds=900, clock=lambda: now[0]),
-        LoginThrottle(free_failures=2, base_lock=30.0),
+        LoginGuard(free_failures=2, base_lock=30.0),
         clock=lambda: now[0],
     )
     messages = set()
@@ -155,17 +155,22 @@ async def test_login_gives_one_message_for_any_failure_and_throttles_guessing() 
             await login(username, "wrong", "10.0.0.1")
         messages.add(caught.value.message)
     assert messages == {BAD_CREDENTIALS}
-    for address in ("10.0.0.2", "10.0.0.4"):
+    for _ in range(2):
         with pytest.raises(Unauthenticated):
-            await login("asha", "wrong", address)
-    # Three failures on "asha" (two free): locked, even with the right password.
+            await login("asha", "wrong", "10.0.0.1")
+    # Three failures of "asha" from 10.0.0.1 (two free): that pair is locked, even with the
+    # right password, and svc_funds is not asked.
     calls = accounts.calls
     with pytest.raises(ResourceExhausted) as throttled:
-        await login("asha", "right-password", "10.0.0.3")
+        await login("asha", "right-password", "10.0.0.1")
     assert throttled.value.retry_after_seconds == 30.0
-    assert accounts.calls == calls  # refused before asking svc_funds
+    assert accounts.calls == calls
+    # Not asha elsewhere, nor another user at the same address.
+    assert (await login("asha", "right-password", "10.0.0.3")).user_id == "u_asha"
+    with pytest.raises(Unauthenticated):
+        await login("nobody", "wrong", "10.0.0.1")
     now[0] += 31
-    issued = await login("asha", "right-password", "10.0.0.3")
+    issued = await login("asha", "right-password", "10.0.0.1")
     assert issued.user_id == "u_asha"
 
 

@@ -14,7 +14,7 @@ import pytest
 from gateway.domain import sse
 from gateway.domain.conflation import Conflator
 from gateway.domain.jsonmoney import MalformedJson, decimal_from_json, dumps, json_number_text, loads
-from gateway.domain.limits import LoginThrottle, RateLimiter, StreamSlots
+from gateway.domain.limits import LoginGuard, LoginThrottle, RateLimiter, StreamSlots
 from gateway.domain.problems import problem_from_details, problem_from_error
 from gateway.domain.tokens import TokenAuthority
 from svc_runtime.errors import (
@@ -242,6 +242,68 @@ def test_login_throttle_locks_out_with_growing_delays_and_forgets() -> None:
     throttle.failed("user:ravi", 0.0)
     throttle.succeeded("user:ravi")
     assert throttle.retry_after("user:ravi", 0.0) == 0.0
+
+
+def test_rate_limiter_tells_what_is_left_without_spending_it() -> None:
+    limiter = RateLimiter(rate=2.0, burst=4)
+    assert limiter.remaining("u1", 0.0) == (4, 0.0)
+    for _ in range(3):
+        limiter.acquire("u1", 0.0)
+    assert limiter.remaining("u1", 0.0) == (1, 1.5)
+    assert limiter.remaining("u1", 0.0) == (1, 1.5)  # asking spends nothing
+    assert limiter.remaining("u1", 0.5) == (2, 1.0)
+    assert limiter.window_seconds == 2.0
+
+
+def test_login_guard_locks_a_username_at_an_address_not_the_address() -> None:
+    guard = LoginGuard(free_failures=2, address_failures=100, user_failures=100, base_lock=1.0)
+    for t in range(3):
+        guard.failed("asha", "203.0.113.7", float(t))
+    assert guard.retry_after("asha", "203.0.113.7", 2.0) == 1.0
+    assert guard.retry_after("ASHA ", "203.0.113.7", 2.0) == 1.0  # one user, however written
+    # The colleague behind the same NAT, and asha from home, are not locked.
+    assert guard.retry_after("ravi", "203.0.113.7", 2.0) == 0.0
+    assert guard.retry_after("asha", "198.51.100.1", 2.0) == 0.0
+    guard.failed("asha", "203.0.113.7", 3.0)
+    assert guard.retry_after("asha", "203.0.113.7", 3.0) == 2.0  # exponential
+
+
+def test_spraying_from_one_address_spares_users_who_log_in_from_there() -> None:
+    guard = LoginGuard(free_failures=5, address_failures=3, user_failures=100, base_lock=10.0)
+    guard.succeeded("ravi", "203.0.113.7", 0.0)  # ravi logs in from the office every day
+    for n in range(4):
+        guard.failed(f"victim{n}", "203.0.113.7", 1.0)
+    # The address sprayed usernames: a username new to this address waits, ravi does not.
+    assert guard.retry_after("meera", "203.0.113.7", 1.0) == 10.0
+    assert guard.retry_after("ravi", "203.0.113.7", 1.0) == 0.0
+    assert guard.retry_after("meera", "198.51.100.1", 1.0) == 0.0
+    assert guard.known("ravi", "203.0.113.7", 1.0)
+    assert not guard.known("ravi", "203.0.113.7", guard.trust_seconds + 1.0)  # trust lapses
+
+
+def test_a_distributed_guess_does_not_lock_the_victim_out_of_their_own_address() -> None:
+    guard = LoginGuard(free_failures=5, address_failures=100, user_failures=3, base_lock=10.0)
+    guard.succeeded("asha", "198.51.100.1", 0.0)
+    for n in range(4):
+        guard.failed("asha", f"192.0.2.{n}", 1.0)
+    assert guard.retry_after("asha", "192.0.2.99", 1.0) == 10.0  # the next bot waits
+    assert guard.retry_after("asha", "198.51.100.1", 1.0) == 0.0  # asha at home does not
+    # A success forgets only its own pair: logging in to one's own account from the attacked
+    # address does not wash the address's record.
+    guard2 = LoginGuard(free_failures=5, address_failures=2, user_failures=100, base_lock=10.0)
+    for n in range(3):
+        guard2.failed(f"victim{n}", "203.0.113.9", 1.0)
+    guard2.succeeded("attacker", "203.0.113.9", 1.0)
+    assert guard2.retry_after("victim9", "203.0.113.9", 1.0) == 10.0
+
+
+def test_login_guard_memory_is_bounded() -> None:
+    guard = LoginGuard(max_keys=50)
+    for n in range(500):
+        guard.failed(f"u{n}", f"10.0.{n // 250}.{n % 250}", 0.0)
+        guard.succeeded(f"u{n}", "10.9.9.9", 0.0)
+    assert len(guard._known) == 50
+    assert len(guard._pairs._keys) <= 50
 
 
 def test_stream_slots_cap_concurrent_streams_per_user() -> None:

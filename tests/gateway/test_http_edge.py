@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import time
 
 import httpx
@@ -185,8 +186,43 @@ async def test_per_user_rate_limit_is_429_with_retry_after(edge: Edge) -> None:
         assert statuses[-1] == 429, statuses
         assert_problem(response, 429, "RATE_LIMITED")
         assert int(response.headers["retry-after"]) >= 1
+        # The quota as numbers (EDGE_LIMITS: 5/s, bursts of 10), and none of it left.
+        assert response.headers["ratelimit-policy"] == '"requests";q=10;w=2'
+        assert re.fullmatch(r'"requests";r=0;t=[1-9]\d*', response.headers["ratelimit"])
         # Another user is not affected.
         assert (await client.get("/v1/orders?pageSize=1000", headers=other)).status_code == 400
+
+
+async def test_limits_are_published_as_numbers(edge: Edge) -> None:
+    async with httpx.AsyncClient(base_url=edge.url) as client:
+        auth = edge.auth()
+        response = await client.get("/v1/limits", headers=auth)
+        assert response.status_code == 200, response.text
+        limits = response.json()
+        assert limits["requests"] == {
+            "perSecond": 5.0,
+            "burst": 10,
+            "remaining": 9,
+            "resetSeconds": 1,
+            "scope": "user",
+        }
+        assert limits["streams"]["concurrent"] == 2 and limits["streams"]["symbolsPerStream"] == 200
+        assert limits["orders"]["perSecond"] == 10 and limits["orders"]["burst"] == 20
+        assert limits["bodies"]["maxBytes"] == 16384 and limits["bodies"]["maxDepth"] == 8
+        assert response.headers["ratelimit-policy"] == '"requests";q=10;w=2'
+        assert response.headers["ratelimit"] == '"requests";r=9;t=1'
+        # Every operation's answer carries them, errors included; placing also names the
+        # order quota.
+        refused = await client.post("/v1/orders", json={"symbol": "IN FY"}, headers=auth)
+        assert refused.status_code == 400
+        assert refused.headers["ratelimit-policy"] == '"requests";q=10;w=2, "orders";q=20;w=2'
+        assert refused.headers["ratelimit"].startswith('"requests";r=')
+        # The served contract states the limit this process was configured with.
+        spec = (await client.get("/v1/openapi.json")).json()
+        (symbols,) = (
+            p for p in spec["paths"]["/marketdata/stream"]["get"]["parameters"] if p["name"] == "symbols"
+        )
+        assert symbols["schema"]["maxItems"] == 200
 
 
 async def test_backend_down_is_503_with_retry_after(edge: Edge) -> None:
@@ -196,3 +232,23 @@ async def test_backend_down_is_503_with_retry_after(edge: Edge) -> None:
         body = assert_problem(response, 503, "UNAVAILABLE")
         assert response.headers["retry-after"] == "1"
         assert "127.0.0.1" not in body["detail"]
+
+
+# Last in this module: it spends the address's budget of failed authentications.
+async def test_failed_authentication_is_throttled_per_address_not_for_valid_tokens(edge: Edge) -> None:
+    async with httpx.AsyncClient(base_url=edge.url) as client:
+        statuses = []
+        for n in range(60):
+            bad = {"Authorization": f"Bearer not.a.token{n}"} if n % 2 else {}
+            response = await client.get("/v1/funds", headers=bad)
+            statuses.append(response.status_code)
+            if response.status_code == 429:
+                break
+        assert statuses[-1] == 429 and set(statuses[:-1]) == {401}, statuses
+        assert_problem(response, 429, "AUTH_THROTTLED")
+        assert int(response.headers["retry-after"]) >= 1
+        assert response.headers["ratelimit-policy"] == '"failed-authentication";q=20;w=20'
+        assert response.headers["ratelimit"].startswith('"failed-authentication";r=0;t=')
+        # Someone else at the same address with a valid token is served as usual.
+        valid = await client.get("/v1/orders?pageSize=1000", headers=edge.auth())
+        assert_problem(valid, 400)
