@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 AVERAGE_PRICE_PLACES = Decimal("0.0001")
 NO_ORDER_ID = "NONE"
+TRIGGERED_TEXT = "stop price traded: order triggered"
 
 SIDES = {"1": me.BUY, "2": me.SELL}
 SIDE_CODES = {me.BUY: "1", me.SELL: "2"}
@@ -52,7 +53,7 @@ EXEC_TYPE = {
     me.REPLACED: m.EXEC_REPLACED,
     me.REJECTED: m.EXEC_REJECTED,
     me.EXPIRED: m.EXEC_EXPIRED,
-    me.TRIGGERED: m.EXEC_TRIGGERED,
+    me.TRIGGERED: m.EXEC_RESTATED,  # a stop's trigger, the FIX 4.4 way (README: Stops)
 }
 REJECT_CODE = {
     me.Reason.UNKNOWN_SYMBOL: m.REJECT_UNKNOWN_SYMBOL,
@@ -686,6 +687,9 @@ class OrderEntry:
             report.last_price = to_price(event.last_price)
             report.match_id = self.ids.match_id(event.match_id)
             report.liquidity = "2" if event.aggressor else "1"
+        elif event.kind == me.TRIGGERED:
+            report.restatement_reason = m.RESTATED_MARKET_OPTION
+            report.text = TRIGGERED_TEXT
         elif event.reason is not None:
             report.text = record.text or self._reason_text(event.reason, order.symbol)
             if event.kind == me.REJECTED:

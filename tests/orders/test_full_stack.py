@@ -234,3 +234,47 @@ async def test_sigkill_of_the_oms_while_orders_flow_loses_and_doubles_nothing(
     # Every order the broker sent reached the exchange exactly once.
     assert len(ours) == len([o for o in answers.values() if o.status == S.ORDER_STATUS_FILLED])
     assert ours <= {o.exchange_order_id for o in at_exchange}
+
+
+async def test_stop_and_stop_limit_orders_show_their_trigger(
+    stack: Stack, orders: orders_pb2_grpc.OrdersServiceStub
+) -> None:
+    """The exchange reports a trigger as a FIX 4.4 restatement; the broker shows it as the
+    order's own TRIGGERED step, TRIGGER_PENDING → OPEN, before the fills."""
+    user = await open_account(stack, "500000.00")
+    last = await last_price(stack, "SBIN")
+    # BUY stops at the last price: the next trade at or above it triggers them.
+    kinds = {
+        "stop": S.Order(symbol="SBIN", side=trading_pb2.SIDE_BUY, type=trading_pb2.ORDER_TYPE_STOP,
+                        quantity=2, stop_price=decimal_pb2.Decimal(value=str(last))),
+        "stop-limit": S.Order(symbol="SBIN", side=trading_pb2.SIDE_BUY, type=trading_pb2.ORDER_TYPE_STOP_LIMIT,
+                              quantity=2, stop_price=decimal_pb2.Decimal(value=str(last)),
+                              limit_price=decimal_pb2.Decimal(value=str(on_tick(last * Decimal("1.03"))))),
+    }  # fmt: skip
+    placed = [
+        await orders.PlaceOrder(
+            S.PlaceOrderRequest(parent=f"users/{user}", order=order, request_id=f"{user}-{key}")
+        )
+        for key, order in kinds.items()
+    ]
+    async with grpc.aio.insecure_channel(stack.plan.target("exchange_sim")) as channel:
+        exchange = exchange_admin_pb2_grpc.ExchangeAdminServiceStub(channel)
+
+        async def triggered() -> bool:
+            now = [await orders.GetOrder(S.GetOrderRequest(name=p.name)) for p in placed]
+            if all(o.status == S.ORDER_STATUS_FILLED for o in now):
+                return True
+            # Buy at the offer, which is above the last trade: a trade at or through the stops.
+            await exchange.PlaceOrder(
+                exchange_admin_pb2.PlaceOrderRequest(
+                    participant="TAKER", symbol="SBIN", side=trading_pb2.SIDE_BUY, quantity=1,
+                    order_type=trading_pb2.ORDER_TYPE_MARKET,
+                )
+            )  # fmt: skip
+            return False
+
+        await eventually(triggered, timeout=60, interval=1.0)
+    for order in placed:
+        records = (await orders.ListAuditRecords(S.ListAuditRecordsRequest(parent=order.name))).records
+        steps = [(r.from_status, r.to_status) for r in records if r.action == "EXCHANGE_REPORT"]
+        assert (S.ORDER_STATUS_TRIGGER_PENDING, S.ORDER_STATUS_OPEN) in steps, (order.type, steps)
