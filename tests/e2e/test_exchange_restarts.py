@@ -187,3 +187,70 @@ async def test_after_a_restart_the_audit_names_the_finished_orders_the_exchange_
         await broker.wait(working, {S.ORDER_STATUS_CANCELLED})
         assert working.order_id not in await active_blocks(stack, user)
         assert (await audit.run(stack.plan.describe(), settle_seconds=30)).ok
+
+
+async def test_kill_9_of_the_exchange_under_a_stream_of_resting_orders_and_cancels(
+    start: Callable[..., Coroutine[Any, Any, Stack]],
+) -> None:
+    """Resting orders and cancels keep coming while the exchange is killed twice. At the end
+    no order is working at the broker that the exchange does not hold, every working order
+    has its block, every cancelled one has none, and the audit is complete and clean."""
+    stack = await start(
+        {"BROKERMESH_ORDERS_SWEEP_AFTER_SECONDS": "3", "BROKERMESH_ORDERS_SWEEP_INTERVAL_SECONDS": "0.5"}
+    )
+    async with grpc.aio.insecure_channel(stack.plan.target("svc_orders")) as channel:
+        broker = Broker(stack, channel)
+        users = [await broker.user() for _ in range(2)]
+        prices = {symbol: await far_below_market(stack, symbol) for symbol in ("INFY", "TCS")}
+        placed: dict[str, S.Order] = {}
+        to_cancel: set[str] = set()
+        kills: list[float] = []
+        placed_at: list[float] = []
+        loop = asyncio.get_running_loop()
+
+        async def client(user: str, count: int) -> None:
+            for i in range(count):
+                symbol = ("INFY", "TCS")[i % 2]
+                order = await broker.place(user, symbol, prices[symbol], f"{user}-{i}")
+                placed[order.order_id] = order
+                placed_at.append(loop.time())
+                if i % 2:
+                    to_cancel.add(order.order_id)
+                    try:
+                        await broker.cancel(order)
+                    except grpc.aio.AioRpcError as error:
+                        # Only an order already over (refused on the way) cannot be cancelled.
+                        assert error.code() == grpc.StatusCode.FAILED_PRECONDITION, error
+                await asyncio.sleep(0.15)
+
+        async def chaos() -> None:
+            for pause in (1.0, 1.0):
+                await asyncio.sleep(pause)
+                await stack.kill("exchange_sim")
+                kills.append(loop.time())
+                await asyncio.sleep(0.3)
+                await stack.start_service("exchange_sim")
+
+        await asyncio.gather(*(client(user, 40) for user in users), chaos())
+        assert len(kills) == 2 and max(placed_at) > kills[-1], "the kills must fall inside the stream"
+        final = {
+            order_id: await broker.wait(order, SETTLED, timeout=120) for order_id, order in placed.items()
+        }
+
+    held = await exchange_orders(stack)
+    blocks = {user: await active_blocks(stack, user) for user in users}
+    working = [o for o in final.values() if o.status in WORKING]
+    assert working, "some orders must still rest at the end"
+    for order in working:
+        theirs = held.get(order.exchange_order_id)
+        assert theirs is not None and theirs.ord_status == "0", (
+            order.order_id,
+            order.exchange_order_id,
+            theirs,
+        )
+        assert order.order_id in blocks[order.user_id]
+    for order_id in to_cancel:
+        assert final[order_id].status in (S.ORDER_STATUS_CANCELLED, S.ORDER_STATUS_REJECTED), final[order_id]
+        assert order_id not in blocks[final[order_id].user_id]
+    report = await audit.run(stack.plan.describe(), settle_seconds=30)
+    assert report.complete, report.render()
