@@ -10,6 +10,7 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from decimal import Decimal
 
+import asyncpg
 import grpc
 import pytest
 
@@ -18,7 +19,7 @@ from brokermesh.funds.v1 import funds_pb2, funds_pb2_grpc
 from brokermesh.marketdata.v1 import marketdata_pb2, marketdata_pb2_grpc
 from brokermesh.orders.v1 import orders_pb2, orders_pb2_grpc
 from brokermesh.type.v1 import decimal_pb2, trading_pb2
-from svc_runtime import admin, audit
+from svc_runtime import admin, audit, db
 from svc_runtime.errors import details_of
 from svc_runtime.stack import Stack
 from tests.conftest import new_stack
@@ -278,3 +279,26 @@ async def test_stop_and_stop_limit_orders_show_their_trigger(
         records = (await orders.ListAuditRecords(S.ListAuditRecordsRequest(parent=order.name))).records
         steps = [(r.from_status, r.to_status) for r in records if r.action == "EXCHANGE_REPORT"]
         assert (S.ORDER_STATUS_TRIGGER_PENDING, S.ORDER_STATUS_OPEN) in steps, (order.type, steps)
+    # Clients see the trigger as its own event on the order update stream.
+    stream = orders.StreamOrderUpdates(
+        S.StreamOrderUpdatesRequest(parent=f"users/{user}", after_event_id=await first_event_id(stack, user))
+    )
+    seen: set[tuple[str, int]] = set()
+    while not all((o.order_id, S.ORDER_EVENT_TYPE_FILLED) in seen for o in placed):
+        update = await asyncio.wait_for(stream.read(), 30)
+        seen.add((update.event.order.order_id, update.event.type))
+    stream.cancel()
+    assert all((o.order_id, S.ORDER_EVENT_TYPE_TRIGGERED) in seen for o in placed), seen
+
+
+async def first_event_id(stack: Stack, user: str) -> str:
+    """The id of the user's first order event, as a client would have kept it."""
+    conn = await asyncpg.connect(db.asyncpg_dsn(stack.plan.database_url))
+    try:
+        return str(
+            await conn.fetchval(
+                "SELECT event_id FROM orders.order_events WHERE user_id = $1 ORDER BY seq LIMIT 1", user
+            )
+        )
+    finally:
+        await conn.close()
