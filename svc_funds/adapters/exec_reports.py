@@ -14,7 +14,6 @@ import logging
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
 
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -50,10 +49,10 @@ SETTLEMENT_LAG = Histogram(
 _SIDES = {trading_pb2.SIDE_BUY: Side.BUY, trading_pb2.SIDE_SELL: Side.SELL}
 
 
-def _name(enum: Any, value: int, prefix: str) -> str:
-    """An enum value's name without its prefix (EXEC_TYPE_TRADE → TRADE); "" if unknown."""
-    name: str = enum.Name(value) if value in enum.values() else ""
-    return name.removeprefix(prefix)
+# ExecType and OrdStatus by name without prefix (EXEC_TYPE_TRADE → TRADE), as
+# svc_runtime.reports reads them.
+_EXEC_TYPE_NAMES = {value: name.removeprefix("EXEC_TYPE_") for name, value in er.ExecType.items()}
+_ORD_STATUS_NAMES = {value: name.removeprefix("ORD_STATUS_") for name, value in er.OrdStatus.items()}
 
 
 def report_from_message(msg: Msg) -> tuple[ops.ExecReport, float | None]:
@@ -110,8 +109,7 @@ def report_from_proto(
     # Whether the order is over, read exactly as svc_orders reads it: a cancel reject never
     # is, whatever OrdStatus it carries.
     terminal = reports.read(
-        _name(er.ExecType, report.exec_type, "EXEC_TYPE_"),
-        _name(er.OrdStatus, report.ord_status, "ORD_STATUS_"),
+        _EXEC_TYPE_NAMES.get(report.exec_type, ""), _ORD_STATUS_NAMES.get(report.ord_status, "")
     ).final
     executed_at = (
         report.transact_time.ToDatetime(tzinfo=UTC)
