@@ -15,6 +15,7 @@ from pathlib import Path
 from brokermesh.exchange.v1 import exchange_admin_pb2_grpc
 from exchange_sim.adapters.fix.acceptor import ORDER_ENTRY, FixAcceptor
 from exchange_sim.adapters.instrument_file import DEFAULT_FILE, load_instruments
+from exchange_sim.adapters.order_journal import FileOrderJournal
 from exchange_sim.app import gc_policy
 from exchange_sim.app.agents import LiquidityAgents
 from exchange_sim.app.delivery import DelayedDelivery
@@ -59,6 +60,7 @@ class ExchangeSettings:
     breakers: str
     gc_interval_seconds: float
     fix_message_log: bool
+    retain_seconds: float
 
     @classmethod
     def from_env(cls) -> ExchangeSettings:
@@ -95,6 +97,7 @@ class ExchangeSettings:
             breakers=env("BROKERMESH_EXCHANGE_CIRCUIT_BREAKERS", DEFAULT_BREAKERS),
             gc_interval_seconds=env_float("BROKERMESH_EXCHANGE_GC_INTERVAL_SECONDS", 60.0),
             fix_message_log=env_bool("BROKERMESH_EXCHANGE_FIX_MESSAGE_LOG", False),
+            retain_seconds=env_float("BROKERMESH_EXCHANGE_RETAIN_DAYS", 7.0) * 86400,
         )
 
 
@@ -125,6 +128,7 @@ async def serve(settings: ExchangeSettings, stop: asyncio.Event) -> None:
     delivery = DelayedDelivery(acceptor)
     trade_times: dict[str, int] = {}
     clock = lambda: datetime.now(UTC)  # noqa: E731
+    journal = FileOrderJournal(settings.data_dir / "orders.journal", retain_seconds=settings.retain_seconds)
     order_entry = OrderEntry(
         engine,
         delivery,
@@ -132,7 +136,11 @@ async def serve(settings: ExchangeSettings, stop: asyncio.Event) -> None:
         clock,
         counterparties=acceptor.counterparties(ORDER_ENTRY),
         trade_times=trade_times,
+        journal=journal,
     )
+    # The books as they stood at the last stop or crash, before anyone can trade.
+    order_entry.restore()
+    order_entry.defer_flushes(loop.call_soon)
     exchange = Exchange(engine, order_entry, delivery, acceptor)
     market_data = MarketData(
         engine,
@@ -192,9 +200,12 @@ async def serve(settings: ExchangeSettings, stop: asyncio.Event) -> None:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await server.stop()
+        order_entry.flush()
         await delivery.close()
         if not await acceptor.stop():
             _exit_now.set()
+        order_entry.flush()
+        journal.close()
 
 
 # Set when quickfix could not be stopped: the process then leaves without waiting for its

@@ -6,13 +6,23 @@ an active block and every active block a working order) and I5 (the broker's vie
 order equals the exchange's) — using only the services' public RPCs. Cross-service checks
 are retried until they agree or `settle_seconds` pass, since execution reports reach
 svc_orders and svc_funds asynchronously.
+
+I5 checks only what the exchange can still answer for. The exchange never forgets a working
+order, but keeps finished ones only for a while (and knows nothing from before its order
+journal began): it says since when its list is complete (`answers_since`). A finished order
+of the broker that the exchange no longer lists and that ended before then cannot be
+checked; it is counted as unverified, named, and never passed off as checked. Everything
+else is a violation, order by order: a working order the exchange does not hold, a finished
+order it should still know, and any order whose fills or status differ.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from brokermesh.exchange.v1 import exchange_admin_pb2, exchange_admin_pb2_grpc
@@ -40,21 +50,40 @@ EXCHANGE_STATUS = {
 }
 
 
+Finding = tuple[str, str, str]  # (invariant, user id, detail)
+
+
 @dataclass
 class AuditReport:
-    violations: list[tuple[str, str, str]] = field(default_factory=list)
+    violations: list[Finding] = field(default_factory=list)
+    # What could not be checked, and why (the exchange no longer answers for the order).
+    unverified: list[Finding] = field(default_factory=list)
     checked: dict[str, int] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
+        """No violation (some orders may still be unverified)."""
         return not self.violations
+
+    @property
+    def complete(self) -> bool:
+        """No violation and nothing left unchecked."""
+        return self.ok and not self.unverified
+
+    def exit_code(self, *, strict: bool = False) -> int:
+        """1 on any violation; with `strict`, also when anything could not be checked."""
+        return 0 if (self.complete if strict else self.ok) else 1
 
     def render(self) -> str:
         lines = [f"checked: {', '.join(f'{k}={v}' for k, v in self.checked.items())}"]
-        if self.ok:
+        if self.complete:
             lines.append("all invariants hold (I1–I6)")
+        elif self.ok:
+            lines.append(f"no violations; unverified: {len(self.unverified)} orders")
         for invariant, user_id, detail in self.violations:
             lines.append(f"VIOLATION {invariant} user={user_id or '-'}: {detail}")
+        for invariant, user_id, detail in self.unverified:
+            lines.append(f"UNVERIFIED {invariant} user={user_id or '-'}: {detail}")
         return "\n".join(lines)
 
 
@@ -68,10 +97,69 @@ async def _all_pages(call: Any, request: Any, items: str) -> list[Any]:
         request.page_token = page.next_page_token
 
 
+def check_exchange_view(
+    broker_orders: Iterable[orders_pb2.Order],
+    exchange_orders: Iterable[exchange_admin_pb2.ExchangeOrder],
+    answers_since: datetime | None,
+) -> tuple[list[Finding], list[Finding]]:
+    """I5: the broker's view of every order the exchange can answer for equals the
+    exchange's. Returns (violations, unverified). `answers_since`: the exchange lists every
+    order working at or finished after it (None: it makes no such promise, so a missing
+    finished order cannot be checked either)."""
+    violations: list[Finding] = []
+    unverified: list[Finding] = []
+    by_exchange_id = {o.exchange_order_id: o for o in exchange_orders}
+    for order in broker_orders:
+        if not order.exchange_order_id:
+            continue  # never reached the exchange
+        theirs = by_exchange_id.get(order.exchange_order_id)
+        if theirs is None:
+            finished = order.status not in NON_TERMINAL
+            ended = order.update_time.ToDatetime(tzinfo=UTC)
+            if finished and (answers_since is None or ended < answers_since):
+                since = answers_since.isoformat() if answers_since else "the exchange's start"
+                unverified.append(
+                    (
+                        "I5",
+                        order.user_id,
+                        f"{order.order_id}: {orders_pb2.OrderStatus.Name(order.status)} at {ended.isoformat()}, "
+                        f"before what the exchange answers for ({since})",
+                    )
+                )
+            else:
+                violations.append(
+                    (
+                        "I5",
+                        order.user_id,
+                        f"{order.order_id}: exchange has no order {order.exchange_order_id}",
+                    )
+                )
+            continue
+        if theirs.filled_quantity != order.filled_quantity:
+            violations.append(
+                (
+                    "I5",
+                    order.user_id,
+                    f"{order.order_id}: filled {order.filled_quantity} here, {theirs.filled_quantity} at the exchange",
+                )
+            )
+        expected = EXCHANGE_STATUS.get(order.status)
+        if expected is not None and theirs.ord_status not in expected:
+            violations.append(
+                (
+                    "I5",
+                    order.user_id,
+                    f"{order.order_id}: {orders_pb2.OrderStatus.Name(order.status)} here, "
+                    f"OrdStatus {theirs.ord_status} at the exchange",
+                )
+            )
+    return violations, unverified
+
+
 async def _cross_checks(
     funds: Any, orders: Any, exchange: Any
-) -> tuple[list[tuple[str, str, str]], dict[str, int]]:
-    violations: list[tuple[str, str, str]] = []
+) -> tuple[list[Finding], list[Finding], dict[str, int]]:
+    violations: list[Finding] = []
     all_orders = await _all_pages(
         orders.ListOrders, orders_pb2.ListOrdersRequest(parent="users/-", page_size=500), "orders"
     )
@@ -93,42 +181,16 @@ async def _cross_checks(
                 ("I3", block.user_id, f"active block for {order_id} but the order is not working")
             )
 
-    exchange_orders = (
-        await exchange.ListExchangeOrders(exchange_admin_pb2.ListExchangeOrdersRequest(), timeout=30)
-    ).orders
-    by_exchange_id = {o.exchange_order_id: o for o in exchange_orders}
-    for order in all_orders:
-        if not order.exchange_order_id:
-            continue
-        theirs = by_exchange_id.get(order.exchange_order_id)
-        if theirs is None:
-            violations.append(
-                ("I5", order.user_id, f"{order.order_id}: exchange has no order {order.exchange_order_id}")
-            )
-            continue
-        if theirs.filled_quantity != order.filled_quantity:
-            violations.append(
-                (
-                    "I5",
-                    order.user_id,
-                    f"{order.order_id}: filled {order.filled_quantity} here, {theirs.filled_quantity} at the exchange",
-                )
-            )
-        expected = EXCHANGE_STATUS.get(order.status)
-        if expected is not None and theirs.ord_status not in expected:
-            violations.append(
-                (
-                    "I5",
-                    order.user_id,
-                    f"{order.order_id}: {orders_pb2.OrderStatus.Name(order.status)} here, "
-                    f"OrdStatus {theirs.ord_status} at the exchange",
-                )
-            )
-    return violations, {
-        "orders": len(all_orders),
-        "active_blocks": len(blocks),
-        "exchange_orders": len(exchange_orders),
-    }
+    listed = await exchange.ListExchangeOrders(exchange_admin_pb2.ListExchangeOrdersRequest(), timeout=30)
+    exchange_orders = listed.orders
+    answers_since = listed.answers_since.ToDatetime(tzinfo=UTC) if listed.HasField("answers_since") else None
+    i5, unverified = check_exchange_view(all_orders, exchange_orders, answers_since)
+    violations += i5
+    return (
+        violations,
+        unverified,
+        {"orders": len(all_orders), "active_blocks": len(blocks), "exchange_orders": len(exchange_orders)},
+    )
 
 
 async def run(description: dict[str, Any], *, settle_seconds: float = 10.0) -> AuditReport:
@@ -149,7 +211,7 @@ async def run(description: dict[str, Any], *, settle_seconds: float = 10.0) -> A
             violations += [(v.invariant, v.user_id, v.detail) for v in funds_check.violations]
             orders_check = await orders.CheckInvariants(orders_pb2.CheckInvariantsRequest(), timeout=60)
             violations += [(v.invariant, v.user_id, v.detail) for v in orders_check.violations]
-            cross, counts = await _cross_checks(funds, orders, exchange)
+            cross, unverified, counts = await _cross_checks(funds, orders, exchange)
             violations += cross
             report.checked = {
                 "accounts": funds_check.accounts_checked,
@@ -158,5 +220,6 @@ async def run(description: dict[str, Any], *, settle_seconds: float = 10.0) -> A
             }
             if not violations or time.monotonic() > deadline:
                 report.violations = violations
+                report.unverified = unverified
                 return report
             await asyncio.sleep(0.5)

@@ -6,6 +6,7 @@ brokermesh test [ARGS]     run the test suite (ARGS go to pytest)
 brokermesh gen             regenerate gen/ from proto/
 brokermesh admin ...       create users, deposit, print balances
 brokermesh audit           check invariants I1–I6 (docs/architecture.md §5); exit 1 on any violation
+                           (--strict: also when some orders could not be checked)
 brokermesh destroy         delete a stopped stack's data directory and everything it owns
 brokermesh bench ...       run the benchmark harness
 """
@@ -229,7 +230,7 @@ async def _audit(args: argparse.Namespace) -> int:
     description = stack_description(data_dir_from(args))
     report = await audit.run(description)
     print(report.render())
-    return 0 if report.ok else 1
+    return report.exit_code(strict=args.strict)
 
 
 def _destroy(args: argparse.Namespace) -> int:
@@ -295,7 +296,12 @@ def main(argv: list[str] | None = None) -> None:
     sub.add_parser("gen", help="regenerate gen/ from proto/")
     sub.add_parser("test", help="run the test suite (arguments go to pytest)")
     sub.add_parser("bench", help="run benchmarks (see `brokermesh bench --help`)")
-    sub.add_parser("audit", help="check the invariants across the running stack")
+    audit_parser = sub.add_parser("audit", help="check the invariants across the running stack")
+    audit_parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit 1 also when some orders could not be checked (the exchange no longer answers for them)",
+    )
     destroy = sub.add_parser(
         "destroy", help="delete a stopped stack's data directory, including a cluster kept elsewhere for it"
     )

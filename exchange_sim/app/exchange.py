@@ -152,6 +152,10 @@ class Exchange:
     def list_orders(self, session: str | None) -> list[SessionOrder]:
         return self.order_entry.orders_of(session)
 
+    def answers_since(self) -> float:
+        """Unix seconds since which `list_orders` holds every order (see OrderEntry.restore)."""
+        return self.order_entry.answers_since
+
     def order_book(self, symbol: str, depth: int) -> BookView:
         book = self.engine.book(symbol)
         if book is None:

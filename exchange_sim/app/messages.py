@@ -20,7 +20,12 @@ EXEC_REJECTED = "8"
 EXEC_EXPIRED = "C"
 EXEC_TRADE = "F"
 EXEC_ORDER_STATUS = "I"
-EXEC_TRIGGERED = "L"
+# FIX 4.4 has no ExecType for a stop order's trigger ("L", Triggered, came with FIX 5.0): the
+# exchange restates the order (150=D) with ExecRestatementReason 8, "Market (Exchange) option".
+EXEC_RESTATED = "D"
+
+# ExecRestatementReason (378).
+RESTATED_MARKET_OPTION = 8
 
 # OrdStatus (39).
 STATUS_NEW = "0"
@@ -138,6 +143,7 @@ class ExecutionReport:
     account: str = ""
     text: str = ""
     reject_reason: int | None = None
+    restatement_reason: int | None = None
     match_id: str = ""
     # LastLiquidityInd (851): 1 added liquidity (resting), 2 removed it (aggressor).
     liquidity: str = ""

@@ -10,7 +10,9 @@ as a duplicate.
 
 from __future__ import annotations
 
+import functools
 import itertools
+import json
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -20,7 +22,8 @@ from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Protocol
 
 from exchange_sim.app import messages as m
-from exchange_sim.app.metrics import ORDERS_RECEIVED, REPORTS_SENT, TRADES
+from exchange_sim.app.journal import OrderJournal, Saved, SavedOrder, SavedRequest
+from exchange_sim.app.metrics import JOURNAL_SYNC_SECONDS, ORDERS_RECEIVED, REPORTS_SENT, TRADES
 from exchange_sim.domain import matching as me
 from exchange_sim.domain.instruments import Instrument
 
@@ -28,6 +31,7 @@ log = logging.getLogger(__name__)
 
 AVERAGE_PRICE_PLACES = Decimal("0.0001")
 NO_ORDER_ID = "NONE"
+TRIGGERED_TEXT = "stop price traded: order triggered"
 
 SIDES = {"1": me.BUY, "2": me.SELL}
 SIDE_CODES = {me.BUY: "1", me.SELL: "2"}
@@ -52,7 +56,7 @@ EXEC_TYPE = {
     me.REPLACED: m.EXEC_REPLACED,
     me.REJECTED: m.EXEC_REJECTED,
     me.EXPIRED: m.EXEC_EXPIRED,
-    me.TRIGGERED: m.EXEC_TRIGGERED,
+    me.TRIGGERED: m.EXEC_RESTATED,  # a stop's trigger, the FIX 4.4 way (README: Stops)
 }
 REJECT_CODE = {
     me.Reason.UNKNOWN_SYMBOL: m.REJECT_UNKNOWN_SYMBOL,
@@ -107,7 +111,9 @@ class SessionOrder:
     # The ClOrdID the latest cancel or replace referred to (OrigClOrdID of its report).
     orig_cl_ord_id: str = ""
     # What the NewOrderSingle said, to tell a harmless resend from a clashing duplicate.
-    fingerprint: tuple[object, ...] = ()
+    fingerprint: str = ""
+    seq: int = 0  # arrival order, kept across restarts
+    updated: float = 0.0  # unix seconds of the last change
     text: str = ""  # the last reject or cancel reason
     cl_ord_ids: list[str] = field(default_factory=list)
 
@@ -138,6 +144,20 @@ class RejectScenario:
     text: str = "rejected by test scenario"
 
 
+def _then_flush(method: Callable[..., object]) -> Callable[..., object]:
+    """A request or engine event handled in full: its changes are made durable, then its
+    reports sent (at once, or with the other requests of this turn of the loop)."""
+
+    @functools.wraps(method)
+    def handled(self: OrderEntry, *args: object, **kwargs: object) -> object:
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            self._done()
+
+    return handled
+
+
 class OrderEntry:
     def __init__(
         self,
@@ -148,6 +168,7 @@ class OrderEntry:
         *,
         counterparties: Iterable[str],
         trade_times: dict[str, int] | None = None,
+        journal: OrderJournal | None = None,
     ) -> None:
         self.engine = engine
         # FIX counterparties; orders of other participants (operator, tests) are not reported.
@@ -162,17 +183,108 @@ class OrderEntry:
         self._by_cl_ord_id: dict[tuple[str, str], SessionOrder] = {}
         self._by_exchange_id: dict[str, SessionOrder] = {}
         # Every ClOrdID a counterparty has used today, with what its request said.
-        self._requests: dict[tuple[str, str], tuple[object, ...]] = {}
+        self._requests: dict[tuple[str, str], str] = {}
+        # Durability: what changed since the last flush, and the reports that wait for it.
+        self.journal = journal
+        # Unix seconds since which every order is known: the start, or what the journal keeps.
+        self.answers_since = clock().timestamp()
+        self._changed: dict[int, SessionOrder] = {}
+        self._new_requests: list[SavedRequest] = []
+        self._outbox: list[m.ExecutionReport | m.CancelReject] = []
+        self._seq = 0
+        self._call_soon: Callable[[Callable[[], None]], object] | None = None
+        self._flush_scheduled = False
+
+    # ---- durability -----------------------------------------------------------------------
+
+    def restore(self) -> None:
+        """Load what the journal kept: working orders go back into the books (in their old
+        time priority), finished ones answer status requests again."""
+        if self.journal is None:
+            return
+        saved: Saved = self.journal.load()
+        self.answers_since = saved.since
+        for request in saved.requests:
+            self._requests[(request.session, request.cl_ord_id)] = request.fingerprint
+        for kept in saved.orders:
+            book = self.engine.books.get(kept.symbol)
+            order = me.Order(
+                0, kept.owner, kept.symbol, kept.side, kept.order_type, kept.tif, kept.price,
+                kept.quantity, kept.stop_price, None,
+            )  # fmt: skip
+            order.leaves, order.cum, order.notional, order.status = (
+                kept.leaves,
+                kept.cum,
+                kept.notional,
+                kept.status,
+            )
+            record = SessionOrder(
+                exchange_order_id=kept.exchange_order_id,
+                session=kept.session,
+                cl_ord_id=kept.cl_ord_id,
+                instrument=book.instrument if book is not None else None,
+                order=self.engine.restore(order),
+                account=kept.account,
+                orig_cl_ord_id=kept.orig_cl_ord_id,
+                fingerprint=kept.fingerprint,
+                text=kept.text,
+                cl_ord_ids=list(kept.cl_ord_ids),
+                seq=kept.seq,
+                updated=kept.updated,
+            )
+            record.order.ref = record
+            self._seq = max(self._seq, kept.seq)
+            self.orders.append(record)
+            self._by_exchange_id[record.exchange_order_id] = record
+            for cl_ord_id in record.cl_ord_ids:
+                self._by_cl_ord_id[(record.session, cl_ord_id)] = record
+
+    def defer_flushes(self, call_soon: Callable[[Callable[[], None]], object]) -> None:
+        """Flush once per turn of the event loop instead of after every request: one fsync
+        then covers every request that arrived meanwhile (group commit)."""
+        self._call_soon = call_soon
+
+    def flush(self) -> None:
+        """Make the changes durable, then send the reports that announce them, in order."""
+        self._flush_scheduled = False
+        if self.journal is not None and (self._changed or self._new_requests):
+            started = time.perf_counter()
+            self.journal.append([_saved(r) for r in self._changed.values()], self._new_requests)
+            JOURNAL_SYNC_SECONDS.observe(time.perf_counter() - started)
+        self._changed.clear()
+        self._new_requests.clear()
+        outbox, self._outbox = self._outbox, []
+        for item in outbox:
+            if isinstance(item, m.CancelReject):
+                self.sink.send_cancel_reject(item)
+            else:
+                self.sink.send_execution_report(item)
+
+    def _done(self) -> None:
+        if self._call_soon is None:
+            self.flush()
+        elif not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._call_soon(self.flush)
+
+    def _changed_now(self, record: SessionOrder) -> None:
+        record.updated = self.clock().timestamp()
+        self._changed[id(record)] = record
+
+    def _remember(self, session: str, cl_ord_id: str, fingerprint: str) -> None:
+        self._requests[(session, cl_ord_id)] = fingerprint
+        self._new_requests.append(SavedRequest(session, cl_ord_id, fingerprint, self.clock().timestamp()))
 
     # ---- requests -------------------------------------------------------------------------
 
+    @_then_flush
     def new_order(self, session: str, request: m.NewOrderRequest) -> None:
         key = (session, request.cl_ord_id)
         fingerprint = ("D", *_order_terms(request))
         if key in self._requests:
             self._answer_duplicate(session, request.cl_ord_id, fingerprint, for_new=True)
             return
-        self._requests[key] = fingerprint
+        self._remember(session, request.cl_ord_id, _canonical(fingerprint))
         side = SIDES.get(request.side, 0)
         instrument = (
             self.engine.books[request.symbol].instrument if request.symbol in self.engine.books else None
@@ -187,7 +299,7 @@ class OrderEntry:
             account=request.account,
             instrument=instrument,
             order=order,
-            fingerprint=fingerprint,
+            fingerprint=_canonical(fingerprint),
         )
         try:
             terms = self._parse_terms(
@@ -263,7 +375,7 @@ class OrderEntry:
                 session, request.cl_ord_id, fingerprint, for_new=False, response=response_to
             )
             return None, reject
-        self._requests[key] = fingerprint
+        self._remember(session, request.cl_ord_id, _canonical(fingerprint))
         if record is None:
             ORDERS_RECEIVED.labels(kind, "unknown").inc()
             reject(m.CXL_UNKNOWN_ORDER, "unknown order")
@@ -274,6 +386,7 @@ class OrderEntry:
             return None, reject
         return record, reject
 
+    @_then_flush
     def cancel(self, session: str, request: m.CancelRequest) -> None:
         fingerprint = ("F", request.orig_cl_ord_id or request.order_id)
         record, reject = self._amendable(session, request, fingerprint, m.RESPONSE_TO_CANCEL, "cancel")
@@ -288,6 +401,7 @@ class OrderEntry:
         self._adopt_cl_ord_id(record, request.cl_ord_id)
         self.publish(events, orig_for=record)
 
+    @_then_flush
     def replace(self, session: str, request: m.ReplaceRequest) -> None:
         fingerprint = ("G", request.orig_cl_ord_id or request.order_id, *_order_terms(request))
         record, reject = self._amendable(session, request, fingerprint, m.RESPONSE_TO_REPLACE, "replace")
@@ -328,11 +442,12 @@ class OrderEntry:
         self._adopt_cl_ord_id(record, request.cl_ord_id)
         self.publish(events, orig_for=record)
 
+    @_then_flush
     def status(self, session: str, request: m.StatusRequest) -> None:
         record = self._find(session, request.cl_ord_id, request.order_id)
         now = self.clock()
         if record is None:
-            self.sink.send_execution_report(
+            self._emit(
                 m.ExecutionReport(
                     session=session,
                     exchange_order_id=request.order_id or NO_ORDER_ID,
@@ -359,6 +474,7 @@ class OrderEntry:
         report.status_request_id = request.status_request_id
         self._emit(report)
 
+    @_then_flush
     def mass_status(self, session: str, request: m.MassStatusRequest) -> None:
         """One status report per order of the counterparty today, working or done; a single
         report with TotNumReports=0 when there are none."""
@@ -404,6 +520,7 @@ class OrderEntry:
 
     # ---- engine events --------------------------------------------------------------------
 
+    @_then_flush
     def publish(self, events: Iterable[me.Event], *, orig_for: SessionOrder | None = None) -> None:
         """Report what happened to counterparties' orders; other participants' are silent."""
         now = self.clock()
@@ -427,6 +544,7 @@ class OrderEntry:
     def orders_of(self, session: str | None) -> list[SessionOrder]:
         return [r for r in self.orders if not session or r.session == session]
 
+    @_then_flush
     def place(
         self,
         participant: str,
@@ -452,7 +570,7 @@ class OrderEntry:
             account="",
             instrument=book.instrument if book else None,
             order=first.order,
-            fingerprint=(),
+            fingerprint="",
         )
         first.order.ref = record
         if first.reason is not None:
@@ -470,8 +588,9 @@ class OrderEntry:
         account: str,
         instrument: Instrument | None,
         order: me.Order,
-        fingerprint: tuple[object, ...],
+        fingerprint: str,
     ) -> SessionOrder:
+        self._seq += 1
         record = SessionOrder(
             exchange_order_id=self.ids.order_id(order.order_id),
             session=session,
@@ -481,7 +600,9 @@ class OrderEntry:
             account=account,
             fingerprint=fingerprint,
             cl_ord_ids=[cl_ord_id],
+            seq=self._seq,
         )
+        self._changed_now(record)
         self.orders.append(record)
         self._by_cl_ord_id[(session, cl_ord_id)] = record
         self._by_exchange_id[record.exchange_order_id] = record
@@ -492,6 +613,7 @@ class OrderEntry:
         record.cl_ord_id = cl_ord_id
         record.cl_ord_ids.append(cl_ord_id)
         self._by_cl_ord_id[(record.session, cl_ord_id)] = record
+        self._changed_now(record)
 
     def _find(self, session: str, cl_ord_id: str, order_id: str) -> SessionOrder | None:
         record = self._by_cl_ord_id.get((session, cl_ord_id)) if cl_ord_id else None
@@ -515,7 +637,7 @@ class OrderEntry:
         seen = self._requests[(session, cl_ord_id)]
         record = self._by_cl_ord_id.get((session, cl_ord_id))
         now = self.clock()
-        if seen == fingerprint and record is not None:
+        if seen == _canonical(fingerprint) and record is not None:
             ORDERS_RECEIVED.labels("duplicate", "status").inc()
             report = self._status_report(record, now)
             report.text = "duplicate ClOrdID: current status of the order"
@@ -546,7 +668,7 @@ class OrderEntry:
                 )
             )
             return
-        self.sink.send_cancel_reject(
+        self._outbox.append(
             m.CancelReject(
                 session=session,
                 cl_ord_id=cl_ord_id,
@@ -570,7 +692,7 @@ class OrderEntry:
         reason: int,
         text: str,
     ) -> None:
-        self.sink.send_cancel_reject(
+        self._outbox.append(
             m.CancelReject(
                 session=session,
                 cl_ord_id=request.cl_ord_id,
@@ -652,6 +774,7 @@ class OrderEntry:
         orig: str = "",
         code: int | None = None,
     ) -> None:
+        self._changed_now(record)
         order = event.order
         instrument = record.instrument
         to_price = instrument.to_price if instrument is not None else Decimal
@@ -686,6 +809,9 @@ class OrderEntry:
             report.last_price = to_price(event.last_price)
             report.match_id = self.ids.match_id(event.match_id)
             report.liquidity = "2" if event.aggressor else "1"
+        elif event.kind == me.TRIGGERED:
+            report.restatement_reason = m.RESTATED_MARKET_OPTION
+            report.text = TRIGGERED_TEXT
         elif event.reason is not None:
             report.text = record.text or self._reason_text(event.reason, order.symbol)
             if event.kind == me.REJECTED:
@@ -724,7 +850,7 @@ class OrderEntry:
         if report.session not in self.counterparties:
             return
         REPORTS_SENT.labels(report.exec_type).inc()
-        self.sink.send_execution_report(report)
+        self._outbox.append(report)
 
 
 def _whole(text: str) -> int | None:
@@ -756,3 +882,40 @@ def _number(text: str | None) -> Decimal | None:
         return Decimal(text)
     except InvalidOperation:
         return None
+
+
+def _canonical(fingerprint: tuple[object, ...]) -> str:
+    """A request's fingerprint as text that survives the journal: numbers compare by value
+    (1500.05 and 1500.050 are the same price)."""
+    return json.dumps(
+        [format(x.normalize(), "f") if isinstance(x, Decimal) else x for x in fingerprint],
+        separators=(",", ":"),
+    )
+
+
+def _saved(record: SessionOrder) -> SavedOrder:
+    order = record.order
+    return SavedOrder(
+        exchange_order_id=record.exchange_order_id,
+        session=record.session,
+        cl_ord_id=record.cl_ord_id,
+        cl_ord_ids=tuple(record.cl_ord_ids),
+        orig_cl_ord_id=record.orig_cl_ord_id,
+        account=record.account,
+        owner=order.owner,
+        symbol=order.symbol,
+        side=order.side,
+        order_type=order.order_type,
+        tif=order.tif,
+        price=order.price,
+        stop_price=order.stop_price,
+        quantity=order.quantity,
+        leaves=order.leaves,
+        cum=order.cum,
+        notional=order.notional,
+        status=order.status,
+        text=record.text,
+        fingerprint=record.fingerprint,
+        seq=record.seq,
+        updated=record.updated,
+    )

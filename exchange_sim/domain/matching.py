@@ -45,6 +45,7 @@ REJECTED = "REJECTED"
 EXPIRED = "EXPIRED"
 PENDING_TRIGGER = "PENDING_TRIGGER"  # a stop order waiting for its stop price to trade
 WORKING = frozenset({NEW, PARTIALLY_FILLED, PENDING_TRIGGER})
+_STATUSES = {s: s for s in (NEW, PARTIALLY_FILLED, FILLED, CANCELLED, REJECTED, EXPIRED, PENDING_TRIGGER)}
 
 # Event kinds.
 ACCEPTED = "ACCEPTED"
@@ -456,6 +457,25 @@ class MatchingEngine:
         order.status = REJECTED
         order.leaves = 0
         return Execution(REJECTED, order, reason)
+
+    def restore(self, order: Order) -> Order:
+        """An order as it stood before a restart (its quantities and status set), under a
+        new engine id. A working one goes back where it was — resting behind the orders
+        restored before it, or waiting for its trigger — without matching: it did not cross
+        the book when it was saved."""
+        self._order_ids += 1
+        order.order_id = self._order_ids
+        # The engine compares statuses by identity: use its own constants, not a copy.
+        order.status = _STATUSES[order.status]
+        book = self.books.get(order.symbol)
+        if order.status not in WORKING or book is None:
+            return order
+        self.changed.add(order.symbol)
+        if order.status is PENDING_TRIGGER:
+            self._park_stop(book, order)
+        elif order.price is not None and order.leaves > 0:
+            self._rest(book, order)
+        return order
 
     def cancel(self, order_id: int, reason: str = Reason.CANCEL_REQUESTED) -> list[Event]:
         order = self.live.pop(order_id, None)

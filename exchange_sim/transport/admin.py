@@ -69,7 +69,9 @@ class ExchangeAdminServicer(exchange_admin_pb2_grpc.ExchangeAdminServiceServicer
         self, request: pb.ListExchangeOrdersRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListExchangeOrdersResponse:
         records = self.exchange.list_orders(request.sender_comp_id or None)
-        return pb.ListExchangeOrdersResponse(orders=[_order(r) for r in records])
+        response = pb.ListExchangeOrdersResponse(orders=[_order(r) for r in records])
+        response.answers_since.FromDatetime(datetime.fromtimestamp(self.exchange.answers_since(), UTC))
+        return response
 
     async def GetOrderBook(
         self, request: pb.GetOrderBookRequest, context: grpc.aio.ServicerContext

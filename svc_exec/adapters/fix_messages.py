@@ -38,6 +38,9 @@ BUSINESS_REJECT_REF_ID, MASS_STATUS_REQ_ID, MASS_STATUS_REQ_TYPE = 379, 584, 585
 ORD_STATUS_REQ_ID, TOT_NUM_REPORTS, LAST_RPT_REQUESTED = 790, 911, 912
 
 MASS_STATUS_ALL_ORDERS = "7"
+# FIX 4.4 has no ExecType for a stop's trigger: venues restate the order (150=D) with
+# ExecRestatementReason (378) 8, "Market (Exchange) option"; on a stop order that is its trigger.
+EXEC_RESTATEMENT_REASON, RESTATED, MARKET_OPTION, STOP_ORDER_TYPES = 378, "D", "8", ("3", "4")
 AUTOMATED_PRIVATE = "1"
 
 
@@ -233,8 +236,15 @@ def execution_report(fields: Fields, *, exec_ids_per_order: bool = False) -> Rep
 
     `exec_ids_per_order`: the venue's ExecIDs are unique only within an order's day (its
     counters restart), so they are qualified by the ClOrdID, which is unique forever."""
+    exec_type = fields.get(EXEC_TYPE, "")
+    if (
+        exec_type == RESTATED
+        and fields.get(EXEC_RESTATEMENT_REASON) == MARKET_OPTION
+        and fields.get(ORD_TYPE) in STOP_ORDER_TYPES
+    ):
+        exec_type = ExecKind.TRIGGERED.value
     try:
-        kind = ExecKind(fields.get(EXEC_TYPE, ""))
+        kind = ExecKind(exec_type)
     except ValueError:
         return None
     status_text = fields.get(ORD_STATUS)

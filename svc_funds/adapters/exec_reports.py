@@ -24,7 +24,7 @@ from brokermesh.type.v1 import trading_pb2
 from svc_funds.app.engine import LedgerEngine
 from svc_funds.domain import operations as ops
 from svc_funds.domain.model import Side, check_symbol
-from svc_runtime import context, service
+from svc_runtime import context, reports, service
 from svc_runtime.decimals import parse_decimal
 from svc_runtime.errors import InvalidArgument, ServiceError
 from svc_runtime.messaging import MSG_ID_HEADER, DurableConsumer, Topology, request_context_of
@@ -46,18 +46,13 @@ SETTLEMENT_LAG = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
 
-_TERMINAL_STATUS = {
-    er.ORD_STATUS_FILLED: "FILLED",
-    er.ORD_STATUS_CANCELED: "CANCELED",
-    er.ORD_STATUS_REJECTED: "REJECTED",
-    er.ORD_STATUS_EXPIRED: "EXPIRED",
-}
-_TERMINAL_TYPE = {
-    er.EXEC_TYPE_CANCELED: "CANCELED",
-    er.EXEC_TYPE_REJECTED: "REJECTED",
-    er.EXEC_TYPE_EXPIRED: "EXPIRED",
-}
 _SIDES = {trading_pb2.SIDE_BUY: Side.BUY, trading_pb2.SIDE_SELL: Side.SELL}
+
+
+# ExecType and OrdStatus by name without prefix (EXEC_TYPE_TRADE → TRADE), as
+# svc_runtime.reports reads them.
+_EXEC_TYPE_NAMES = {value: name.removeprefix("EXEC_TYPE_") for name, value in er.ExecType.items()}
+_ORD_STATUS_NAMES = {value: name.removeprefix("ORD_STATUS_") for name, value in er.OrdStatus.items()}
 
 
 def report_from_message(msg: Msg) -> tuple[ops.ExecReport, float | None]:
@@ -111,7 +106,11 @@ def report_from_proto(
         problem = problem or f"bad symbol {report.symbol!r}"
     if report.exec_type == er.EXEC_TYPE_TRADE and report.last_quantity < 0:
         problem = problem or f"negative fill quantity {report.last_quantity}"
-    terminal = _TERMINAL_TYPE.get(report.exec_type) or _TERMINAL_STATUS.get(report.ord_status)
+    # Whether the order is over, read exactly as svc_orders reads it: a cancel reject never
+    # is, whatever OrdStatus it carries.
+    terminal = reports.read(
+        _EXEC_TYPE_NAMES.get(report.exec_type, ""), _ORD_STATUS_NAMES.get(report.ord_status, "")
+    ).final
     executed_at = (
         report.transact_time.ToDatetime(tzinfo=UTC)
         if report.HasField("transact_time")

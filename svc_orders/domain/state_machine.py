@@ -19,7 +19,6 @@ from svc_orders.domain.model import (
     STOP_TYPES,
     EventType,
     ExchangeReport,
-    ExchangeStatus,
     ExecType,
     Fill,
     FundsAction,
@@ -30,6 +29,7 @@ from svc_orders.domain.model import (
     Transition,
 )
 from svc_orders.domain.validation import Modification
+from svc_runtime import reports
 from svc_runtime.errors import FailedPrecondition
 
 
@@ -118,6 +118,9 @@ TRANSITIONS: dict[Status, dict[Trigger, Target]] = {
         T.CANCEL_REJECTED: R.RESUME,
         T.CANCELED: S.CANCELLED,
         T.EXPIRED: S.EXPIRED,
+        # The exchange ending the order while a change is pending: the order is over, as
+        # svc_funds reads the same report (svc_runtime.reports).
+        T.REJECTED: S.REJECTED,
     },
     # Terminal: only late fills (reordered or racing a cancel) still apply.
     S.FILLED: {T.TRADE: R.FILL},
@@ -143,20 +146,6 @@ EVENTS: dict[Trigger, EventType] = {
     T.EXPIRED: EventType.EXPIRED,
 }
 
-# A status report (ExecType ORDER_STATUS) says where the order stands, not what happened;
-# it is applied as the trigger that would have led there. Fills are never inferred from
-# it: they arrive as their own reports (svc_exec replays missed ones on reconciliation).
-_STATUS_AS_TRIGGER: dict[ExchangeStatus, Trigger] = {
-    ExchangeStatus.NEW: T.NEW,
-    ExchangeStatus.PARTIALLY_FILLED: T.NEW,
-    ExchangeStatus.FILLED: T.NEW,
-    ExchangeStatus.CANCELED: T.CANCELED,
-    ExchangeStatus.REJECTED: T.REJECTED,
-    ExchangeStatus.EXPIRED: T.EXPIRED,
-    ExchangeStatus.PENDING_CANCEL: T.PENDING_CANCEL,
-    ExchangeStatus.PENDING_REPLACE: T.PENDING_REPLACE,
-}
-
 
 class ReportNotApplicable(Exception):
     """The report cannot be applied yet (it arrived before one it depends on); the caller
@@ -168,9 +157,11 @@ def allowed(status: Status, trigger: Trigger) -> bool:
 
 
 def trigger_of(report: ExchangeReport) -> Trigger | None:
-    if report.exec_type is ExecType.ORDER_STATUS:
-        return _STATUS_AS_TRIGGER.get(report.ord_status)
-    return Trigger(report.exec_type.value)
+    """The report's step, as svc_funds reads it too (`svc_runtime.reports`): a status answer
+    is the step that would have led to the status it states; fills are never inferred from
+    it, they arrive as their own reports (svc_exec replays missed ones on reconciliation)."""
+    step = reports.read(report.exec_type.value, report.ord_status.value).step
+    return Trigger(step) if step is not None else None
 
 
 def _working(order: Order) -> Status:

@@ -84,10 +84,22 @@ async def test_a_dropped_connection_recovers_its_messages(exchange, admin, fix_c
     assert len([r for r in client.messages("8") if r[17] == fill[17]]) == 1
 
 
-async def test_exchange_restart_keeps_sequence_numbers_but_not_orders(exchange, admin, fix_clients):
+async def test_exchange_restart_keeps_sequence_numbers_and_the_books(exchange, admin, fix_clients):
+    """kill -9 of the exchange with resting orders: after the restart they still work, can be
+    cancelled, filled and triggered, status answers agree with what was reported before, a
+    resend of an old ClOrdID is still recognised, and no ExecID or OrderID repeats."""
     client = await fix_clients(exchange)
-    cl = fm.new_order(client, "INFY", "1", "3", price="1500.00")
-    await client.wait_for(lambda r: r.get(11) == cl and r[150] == "0")
+    resting = fm.new_order(client, "INFY", "1", "10", price="1500.00")
+    partial = fm.new_order(client, "TCS", "2", "10", price="3900.00")
+    stop = fm.new_order(client, "INFY", "2", "5", order_type="3", stop_price="1450.00")
+    done = fm.new_order(client, "INFY", "1", "4", price="1490.00")
+    for cl in (resting, partial, stop, done):
+        await client.wait_for(lambda r, cl=cl: r.get(11) == cl and r[150] == "0")
+    await admin.PlaceOrder(participant_order("P1", "TCS", trading_pb2.SIDE_BUY, 4, "3900.00"))
+    await client.wait_for(lambda r: r.get(11) == partial and r[150] == "F")
+    fm.cancel(client, done, "INFY", "1")
+    await client.wait_for(lambda r: r.get(41) == done and r[150] == "4")
+    before = await admin.ListExchangeOrders(pb.ListExchangeOrdersRequest(sender_comp_id="BROKER"))
     sent_before = client.session().getExpectedTargetNum()
     logons = client.logons
 
@@ -98,13 +110,76 @@ async def test_exchange_restart_keeps_sequence_numbers_but_not_orders(exchange, 
     # No sequence reset: the exchange continues its numbering from its FileStore.
     assert not [a for a in client.admin if a.msg_type == "4" and a.get(123) != "Y"]
     assert client.session().getExpectedTargetNum() >= sent_before
-    # A restart is a new trading day for orders: the old one is unknown now.
-    client.send_raw([(11, cl), (55, "INFY"), (54, "1"), (790, "s1")], "H")
-    status = await client.wait_for(lambda r: r.get(790) == "s1")
-    assert (status[150], status[39], status[103]) == ("I", "8", "5")
-    # And the session works as before.
-    cl2 = fm.new_order(client, "INFY", "1", "3", price="1500.00")
-    assert (await client.wait_for(lambda r: r.get(11) == cl2))[150] == "0"
+    # The exchange's view of every order is what it was.
+    after = await admin.ListExchangeOrders(
+        pb.ListExchangeOrdersRequest(sender_comp_id="BROKER"), wait_for_ready=True, timeout=30
+    )
+    assert [_view(o) for o in after.orders] == [_view(o) for o in before.orders]
+    assert after.answers_since.ToSeconds() <= before.answers_since.ToSeconds()
+    book = await admin.GetOrderBook(pb.GetOrderBookRequest(symbol="INFY", depth=5))
+    assert [(str(level.price.value), level.quantity) for level in book.bids] == [("1500.00", 10)]
+    # Status answers agree with the reports sent before the crash.
+    expected = {
+        resting: ("0", "0", "10"),
+        partial: ("1", "4", "6"),
+        stop: ("0", "0", "5"),
+        done: ("4", "0", "0"),
+    }
+    order_ids = {cl: (await client.wait_for(lambda r, cl=cl: r.get(11) == cl))[37] for cl in expected}
+    for n, (cl, (status, cum, leaves)) in enumerate(expected.items()):
+        client.send_raw([(11, cl), (55, "INFY"), (54, "1"), (790, f"after-{n}")], "H")
+        answer = await client.wait_for(lambda r, n=n: r.get(790) == f"after-{n}")
+        assert (answer[150], answer[39], answer[14], answer[151], answer[37]) == (
+            "I", status, cum, leaves, order_ids[cl],
+        )  # fmt: skip
+    # A resend of an old ClOrdID with the same content is answered, not taken as a new order.
+    fm.new_order(client, "INFY", "1", "10", price="1500.00", cl_ord_id=resting)
+    await client.wait_for(lambda r: r.get(11) == resting and r[150] == "I" and r.get(790) is None)
+
+    # The orders work: cancel one, fill another, trigger the stop.
+    cancel = fm.cancel(client, resting, "INFY", "1")
+    cancelled = await client.wait_for(lambda r: r.get(11) == cancel and r[150] == "4")
+    assert cancelled[37] == order_ids[resting]
+    await admin.PlaceOrder(participant_order("P1", "TCS", trading_pb2.SIDE_BUY, 6, "3900.00"))
+    filled = await client.wait_for(lambda r: r.get(11) == partial and r[150] == "F" and r[39] == "2")
+    assert (filled[14], filled[151], filled[37]) == ("10", "0", order_ids[partial])
+    await admin.PlaceOrder(participant_order("P1", "INFY", trading_pb2.SIDE_BUY, 1, "1450.00"))
+    await admin.PlaceOrder(participant_order("P2", "INFY", trading_pb2.SIDE_SELL, 1, "1450.00"))
+    triggered = await client.wait_for(lambda r: r.get(11) == stop and r[150] == "D")
+    assert (triggered[378], triggered[37]) == ("8", order_ids[stop])
+    # Ids never repeat across the restart.
+    exec_ids = [r[17] for r in client.messages("8")]
+    assert len(exec_ids) == len(set(exec_ids))
+    fresh = fm.new_order(client, "INFY", "1", "1", price="1400.00")
+    ack = await client.wait_for(lambda r: r.get(11) == fresh and r[150] == "0")
+    assert ack[37] not in order_ids.values()
+
+
+def participant_order(
+    participant: str, symbol: str, side: int, quantity: int, price: str
+) -> pb.PlaceOrderRequest:
+    return pb.PlaceOrderRequest(
+        participant=participant,
+        symbol=symbol,
+        side=side,
+        quantity=quantity,
+        order_type=trading_pb2.ORDER_TYPE_LIMIT,
+        price=decimal_pb2.Decimal(value=price),
+    )
+
+
+def _view(order: pb.ExchangeOrder) -> tuple[object, ...]:
+    return (
+        order.exchange_order_id,
+        order.cl_ord_id,
+        order.ord_status,
+        order.quantity,
+        order.filled_quantity,
+        order.leaves_quantity,
+        order.average_price.value,
+        order.price.value,
+        order.stop_price.value,
+    )
 
 
 async def test_counterparty_restart_with_persisted_sequence_numbers(

@@ -1,6 +1,7 @@
 """The exchange simulator with the broker's real FIX initiator, svc_exec: sequence gaps after
 a crash are filled by resends, reconnects after a dropped connection or an exchange restart
-keep their sequence numbers, and every execution reaches the broker exactly once."""
+keep their sequence numbers (and an exchange restart its books), and every execution reaches
+the broker exactly once."""
 
 from __future__ import annotations
 
@@ -124,9 +125,10 @@ async def test_exchange_restart_keeps_the_session_sequence(broker):
     assert status.next_sender_seq_num > before.next_sender_seq_num
     assert status.next_target_seq_num > before.next_target_seq_num
 
-    # The channel reconnects to the new exchange process on the same address.
+    # The channel reconnects to the new exchange process on the same address, and the order
+    # sent before the restart still rests there, ahead of the new one.
     second = await oms.new_order(quantity=2, price="1500.05")
     await eventually(lambda: oms.of(second, er.EXEC_TYPE_NEW), timeout=60)
-    await cross(admin, 2, "1500.05")
-    await eventually(lambda: oms.filled(second) == 2, timeout=60)
+    await cross(admin, 3, "1500.05")
+    await eventually(lambda: oms.filled(first) == 1 and oms.filled(second) == 2, timeout=60)
     assert not oms.duplicate_exec_ids()

@@ -13,6 +13,7 @@ from brokermesh.exec.v1 import execution_report_pb2 as er
 from brokermesh.funds.v1 import funds_pb2, portfolio_pb2
 from brokermesh.marketdata.v1 import marketdata_pb2, marketdata_pb2_grpc
 from brokermesh.type.v1 import trading_pb2
+from svc_funds.adapters.exec_reports import DURABLE
 from svc_funds.domain.model import trading_day
 from tests.funds.conftest import StartFunds
 from tests.funds.support import FundsClient, Reports, dec, report
@@ -115,6 +116,33 @@ async def test_a_cancel_that_overtakes_its_last_fill_waits_for_it(funds: FundsCl
     balance = await funds.get_funds(user)
     assert (balance.available.value, balance.blocked.value) == ("700.00", "0.00")
     assert (await block_state(funds, user, "ord_c")).close_reason == "CANCELED"
+    assert await funds.violations() == []
+
+
+async def test_a_refused_cancel_keeps_the_block_of_the_working_order(funds: FundsClient) -> None:
+    """A cancel reject is never the order's end, even when it says the exchange does not
+    know the order (OrdStatus 8): svc_orders keeps such an order working, so its block stays."""
+    user = await funds.open_account("1000.00")
+    await funds.block_funds(user, "ord_k", 5, "100.00")
+    async with Reports(funds.nats_url, funds.namespace) as reports:
+        await reports.publish(
+            report("k-ack", "ord_k", user, exec_type=er.EXEC_TYPE_NEW, ord_status=er.ORD_STATUS_NEW),
+            report("k-cxlrej-unknown", "ord_k", user, exec_type=er.EXEC_TYPE_CANCEL_REJECTED,
+                   ord_status=er.ORD_STATUS_REJECTED),
+            report("k-cxlrej-late", "ord_k", user, exec_type=er.EXEC_TYPE_CANCEL_REJECTED,
+                   ord_status=er.ORD_STATUS_NEW),
+        )  # fmt: skip
+
+        async def all_settled() -> bool:
+            info = await reports.nc.jetstream().consumer_info(reports.topology.exec_reports_stream, DURABLE)
+            return info.num_pending == 0 and info.num_ack_pending == 0
+
+        await eventually(all_settled)
+    block = await block_state(funds, user, "ord_k")
+    assert (block.state, block.remaining.value) == (funds_pb2.BLOCK_STATE_ACTIVE, "500.00")
+    terminal = await funds.sql("SELECT terminal_quantity FROM blocks WHERE order_id = 'ord_k'")
+    assert terminal[0][0] is None
+    assert (await funds.get_funds(user)).blocked.value == "500.00"
     assert await funds.violations() == []
 
 

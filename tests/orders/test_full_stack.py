@@ -10,6 +10,7 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from decimal import Decimal
 
+import asyncpg
 import grpc
 import pytest
 
@@ -18,7 +19,7 @@ from brokermesh.funds.v1 import funds_pb2, funds_pb2_grpc
 from brokermesh.marketdata.v1 import marketdata_pb2, marketdata_pb2_grpc
 from brokermesh.orders.v1 import orders_pb2, orders_pb2_grpc
 from brokermesh.type.v1 import decimal_pb2, trading_pb2
-from svc_runtime import admin, audit
+from svc_runtime import admin, audit, db
 from svc_runtime.errors import details_of
 from svc_runtime.stack import Stack
 from tests.conftest import new_stack
@@ -46,7 +47,7 @@ async def orders(stack: Stack) -> AsyncIterator[orders_pb2_grpc.OrdersServiceStu
     yield orders_pb2_grpc.OrdersServiceStub(channel)
     await channel.close()
     report = await audit.run(stack.plan.describe(), settle_seconds=30)
-    assert report.ok, report.render()
+    assert report.complete, report.render()
 
 
 async def open_account(stack: Stack, deposit: str) -> str:
@@ -234,3 +235,70 @@ async def test_sigkill_of_the_oms_while_orders_flow_loses_and_doubles_nothing(
     # Every order the broker sent reached the exchange exactly once.
     assert len(ours) == len([o for o in answers.values() if o.status == S.ORDER_STATUS_FILLED])
     assert ours <= {o.exchange_order_id for o in at_exchange}
+
+
+async def test_stop_and_stop_limit_orders_show_their_trigger(
+    stack: Stack, orders: orders_pb2_grpc.OrdersServiceStub
+) -> None:
+    """The exchange reports a trigger as a FIX 4.4 restatement; the broker shows it as the
+    order's own TRIGGERED step, TRIGGER_PENDING → OPEN, before the fills."""
+    user = await open_account(stack, "500000.00")
+    last = await last_price(stack, "SBIN")
+    # BUY stops at the last price: the next trade at or above it triggers them.
+    kinds = {
+        "stop": S.Order(symbol="SBIN", side=trading_pb2.SIDE_BUY, type=trading_pb2.ORDER_TYPE_STOP,
+                        quantity=2, stop_price=decimal_pb2.Decimal(value=str(last))),
+        "stop-limit": S.Order(symbol="SBIN", side=trading_pb2.SIDE_BUY, type=trading_pb2.ORDER_TYPE_STOP_LIMIT,
+                              quantity=2, stop_price=decimal_pb2.Decimal(value=str(last)),
+                              limit_price=decimal_pb2.Decimal(value=str(on_tick(last * Decimal("1.03"))))),
+    }  # fmt: skip
+    placed = [
+        await orders.PlaceOrder(
+            S.PlaceOrderRequest(parent=f"users/{user}", order=order, request_id=f"{user}-{key}")
+        )
+        for key, order in kinds.items()
+    ]
+    async with grpc.aio.insecure_channel(stack.plan.target("exchange_sim")) as channel:
+        exchange = exchange_admin_pb2_grpc.ExchangeAdminServiceStub(channel)
+
+        async def triggered() -> bool:
+            now = [await orders.GetOrder(S.GetOrderRequest(name=p.name)) for p in placed]
+            if all(o.status == S.ORDER_STATUS_FILLED for o in now):
+                return True
+            # Buy at the offer, which is above the last trade: a trade at or through the stops.
+            await exchange.PlaceOrder(
+                exchange_admin_pb2.PlaceOrderRequest(
+                    participant="TAKER", symbol="SBIN", side=trading_pb2.SIDE_BUY, quantity=1,
+                    order_type=trading_pb2.ORDER_TYPE_MARKET,
+                )
+            )  # fmt: skip
+            return False
+
+        await eventually(triggered, timeout=60, interval=1.0)
+    for order in placed:
+        records = (await orders.ListAuditRecords(S.ListAuditRecordsRequest(parent=order.name))).records
+        steps = [(r.from_status, r.to_status) for r in records if r.action == "EXCHANGE_REPORT"]
+        assert (S.ORDER_STATUS_TRIGGER_PENDING, S.ORDER_STATUS_OPEN) in steps, (order.type, steps)
+    # Clients see the trigger as its own event on the order update stream.
+    stream = orders.StreamOrderUpdates(
+        S.StreamOrderUpdatesRequest(parent=f"users/{user}", after_event_id=await first_event_id(stack, user))
+    )
+    seen: set[tuple[str, int]] = set()
+    while not all((o.order_id, S.ORDER_EVENT_TYPE_FILLED) in seen for o in placed):
+        update = await asyncio.wait_for(stream.read(), 30)
+        seen.add((update.event.order.order_id, update.event.type))
+    stream.cancel()
+    assert all((o.order_id, S.ORDER_EVENT_TYPE_TRIGGERED) in seen for o in placed), seen
+
+
+async def first_event_id(stack: Stack, user: str) -> str:
+    """The id of the user's first order event, as a client would have kept it."""
+    conn = await asyncpg.connect(db.asyncpg_dsn(stack.plan.database_url))
+    try:
+        return str(
+            await conn.fetchval(
+                "SELECT event_id FROM orders.order_events WHERE user_id = $1 ORDER BY seq LIMIT 1", user
+            )
+        )
+    finally:
+        await conn.close()

@@ -131,6 +131,26 @@ async def test_a_refused_cancel_returns_the_order_to_work(oms: Oms) -> None:
     assert back.filled_quantity == 2
 
 
+async def test_a_cancel_the_exchange_answers_with_unknown_order_keeps_the_order_and_its_block(
+    oms: Oms,
+) -> None:
+    """ "Unknown order" in a cancel reject (OrdStatus 8) says nothing about the order: it stays
+    working, and its block with it (svc_funds reads the same report the same way)."""
+    user = oms.new_user()
+    order = await oms.place(user, quantity=10)
+    await oms.ack(order)
+    await oms.wait_status(order, S.ORDER_STATUS_OPEN)
+    await oms.stub.CancelOrder(S.CancelOrderRequest(name=order.name))
+    await oms.report(
+        order, er.EXEC_TYPE_CANCEL_REJECTED, ord_status=er.ORD_STATUS_REJECTED, text="unknown order"
+    )
+    back = await oms.wait_status(order, S.ORDER_STATUS_OPEN)
+    assert back.leaves_quantity == 10
+    assert await eventually(lambda: _reports_done(oms, order))
+    assert oms.fakes.funds.blocks[order.order_id].active
+    assert await oms.invariants() == []
+
+
 async def test_modify_up_blocks_more_first_and_modify_down_releases_after_confirmation(oms: Oms) -> None:
     user = oms.new_user("40000.00")
     order = await oms.place(user, quantity=10, limit_price=dec("1530.00"))

@@ -48,6 +48,7 @@ STOP_PX = 99
 CXL_REJ_REASON = 102
 ORD_REJ_REASON = 103
 SECURITY_DESC = 107
+EXEC_RESTATEMENT_REASON = 378
 NO_RELATED_SYM = 146
 EXEC_TYPE = 150
 LEAVES_QTY = 151
@@ -267,6 +268,8 @@ def execution_report(report: m.ExecutionReport) -> fix.Message:
         set_text(message, TEXT, report.text)
     if report.reject_reason is not None:
         set_text(message, ORD_REJ_REASON, report.reject_reason)
+    if report.restatement_reason is not None:
+        set_text(message, EXEC_RESTATEMENT_REASON, report.restatement_reason)
     if report.match_id:
         set_text(message, SECONDARY_EXEC_ID, report.match_id)
     if report.liquidity:

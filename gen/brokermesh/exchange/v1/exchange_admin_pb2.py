@@ -27,7 +27,7 @@ from brokermesh.type.v1 import trading_pb2 as brokermesh_dot_type_dot_v1_dot_tra
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n+brokermesh/exchange/v1/exchange_admin.proto\x12\x16\x62rokermesh.exchange.v1\x1a brokermesh/type/v1/decimal.proto\x1a brokermesh/type/v1/trading.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x80\x04\n\rExchangeOrder\x12\x19\n\x11\x65xchange_order_id\x18\x01 \x01(\t\x12\x11\n\tcl_ord_id\x18\x02 \x01(\t\x12\x0e\n\x06symbol\x18\x03 \x01(\t\x12&\n\x04side\x18\x04 \x01(\x0e\x32\x18.brokermesh.type.v1.Side\x12\x10\n\x08quantity\x18\x05 \x01(\x03\x12\x17\n\x0f\x66illed_quantity\x18\x06 \x01(\x03\x12\x17\n\x0fleaves_quantity\x18\x07 \x01(\x03\x12\x12\n\nord_status\x18\x08 \x01(\t\x12\x32\n\raverage_price\x18\t \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12\x16\n\x0esender_comp_id\x18\n \x01(\t\x12\x31\n\norder_type\x18\x0b \x01(\x0e\x32\x1d.brokermesh.type.v1.OrderType\x12*\n\x05price\x18\x0c \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12\x36\n\rtime_in_force\x18\r \x01(\x0e\x32\x1f.brokermesh.type.v1.TimeInForce\x12\x0f\n\x07\x61\x63\x63ount\x18\x0e \x01(\t\x12\x0c\n\x04text\x18\x0f \x01(\t\x12/\n\nstop_price\x18\x10 \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\"3\n\x19ListExchangeOrdersRequest\x12\x16\n\x0esender_comp_id\x18\x01 \x01(\t\"S\n\x1aListExchangeOrdersResponse\x12\x35\n\x06orders\x18\x01 \x03(\x0b\x32%.brokermesh.exchange.v1.ExchangeOrder\"4\n\x13GetOrderBookRequest\x12\x0e\n\x06symbol\x18\x01 \x01(\t\x12\r\n\x05\x64\x65pth\x18\x02 \x01(\x05\"_\n\nPriceLevel\x12*\n\x05price\x18\x01 \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12\x10\n\x08quantity\x18\x02 \x01(\x03\x12\x13\n\x0border_count\x18\x03 \x01(\x05\"\xb0\x01\n\tOrderBook\x12\x0e\n\x06symbol\x18\x01 \x01(\t\x12\x30\n\x04\x62ids\x18\x02 \x03(\x0b\x32\".brokermesh.exchange.v1.PriceLevel\x12\x30\n\x04\x61sks\x18\x03 \x03(\x0b\x32\".brokermesh.exchange.v1.PriceLevel\x12/\n\nlast_price\x18\x04 \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\"4\n\x12HaltTradingRequest\x12\x0e\n\x06symbol\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"&\n\x14ResumeTradingRequest\x12\x0e\n\x06symbol\x18\x01 \x01(\t\"\xae\x02\n\x0cTradingState\x12\x15\n\rmarket_halted\x18\x01 \x01(\x08\x12\x16\n\x0ehalted_symbols\x18\x02 \x03(\t\x12\x14\n\x0csession_open\x18\x03 \x01(\x08\x12\x1a\n\x12market_halt_reason\x18\x04 \x01(\t\x12\x1d\n\x15\x63ircuit_breaker_level\x18\x05 \x01(\x05\x12\x30\n\x0bindex_value\x18\x06 \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12\x39\n\x14index_change_percent\x18\x07 \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12\x31\n\rhalt_end_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x18\n\x16GetTradingStateRequest\"\x89\x02\n\x11PlaceOrderRequest\x12\x13\n\x0bparticipant\x18\x01 \x01(\t\x12\x0e\n\x06symbol\x18\x02 \x01(\t\x12&\n\x04side\x18\x03 \x01(\x0e\x32\x18.brokermesh.type.v1.Side\x12\x10\n\x08quantity\x18\x04 \x01(\x03\x12\x31\n\norder_type\x18\x05 \x01(\x0e\x32\x1d.brokermesh.type.v1.OrderType\x12*\n\x05price\x18\x06 \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12\x36\n\rtime_in_force\x18\x07 \x01(\x0e\x32\x1f.brokermesh.type.v1.TimeInForce\"\x15\n\x13ListSessionsRequest\"L\n\x14ListSessionsResponse\x12\x34\n\x08sessions\x18\x01 \x03(\x0b\x32\".brokermesh.exchange.v1.FixSession\"\x91\x01\n\nFixSession\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x14\n\x0c\x63ounterparty\x18\x02 \x01(\t\x12\x0c\n\x04role\x18\x03 \x01(\t\x12\x11\n\tlogged_on\x18\x04 \x01(\x08\x12\x1b\n\x13next_sender_seq_num\x18\x05 \x01(\x03\x12\x1b\n\x13next_target_seq_num\x18\x06 \x01(\x03\"\xcd\x01\n\x12SetScenarioRequest\x12\x1a\n\x12reject_next_orders\x18\x01 \x01(\x05\x12\x13\n\x0breject_text\x18\x02 \x01(\t\x12\x18\n\x10\x64\x65lay_reports_ms\x18\x03 \x01(\x05\x12\x14\n\x0c\x64rop_session\x18\x04 \x01(\t\x12\x1b\n\x13pause_market_makers\x18\x05 \x01(\x08\x12\x39\n\x14shock_market_percent\x18\x06 \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\"\x15\n\x13SetScenarioResponse2\xd5\x06\n\x14\x45xchangeAdminService\x12{\n\x12ListExchangeOrders\x12\x31.brokermesh.exchange.v1.ListExchangeOrdersRequest\x1a\x32.brokermesh.exchange.v1.ListExchangeOrdersResponse\x12^\n\x0cGetOrderBook\x12+.brokermesh.exchange.v1.GetOrderBookRequest\x1a!.brokermesh.exchange.v1.OrderBook\x12_\n\x0bHaltTrading\x12*.brokermesh.exchange.v1.HaltTradingRequest\x1a$.brokermesh.exchange.v1.TradingState\x12\x63\n\rResumeTrading\x12,.brokermesh.exchange.v1.ResumeTradingRequest\x1a$.brokermesh.exchange.v1.TradingState\x12\x66\n\x0bSetScenario\x12*.brokermesh.exchange.v1.SetScenarioRequest\x1a+.brokermesh.exchange.v1.SetScenarioResponse\x12g\n\x0fGetTradingState\x12..brokermesh.exchange.v1.GetTradingStateRequest\x1a$.brokermesh.exchange.v1.TradingState\x12^\n\nPlaceOrder\x12).brokermesh.exchange.v1.PlaceOrderRequest\x1a%.brokermesh.exchange.v1.ExchangeOrder\x12i\n\x0cListSessions\x12+.brokermesh.exchange.v1.ListSessionsRequest\x1a,.brokermesh.exchange.v1.ListSessionsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n+brokermesh/exchange/v1/exchange_admin.proto\x12\x16\x62rokermesh.exchange.v1\x1a brokermesh/type/v1/decimal.proto\x1a brokermesh/type/v1/trading.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x80\x04\n\rExchangeOrder\x12\x19\n\x11\x65xchange_order_id\x18\x01 \x01(\t\x12\x11\n\tcl_ord_id\x18\x02 \x01(\t\x12\x0e\n\x06symbol\x18\x03 \x01(\t\x12&\n\x04side\x18\x04 \x01(\x0e\x32\x18.brokermesh.type.v1.Side\x12\x10\n\x08quantity\x18\x05 \x01(\x03\x12\x17\n\x0f\x66illed_quantity\x18\x06 \x01(\x03\x12\x17\n\x0fleaves_quantity\x18\x07 \x01(\x03\x12\x12\n\nord_status\x18\x08 \x01(\t\x12\x32\n\raverage_price\x18\t \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12\x16\n\x0esender_comp_id\x18\n \x01(\t\x12\x31\n\norder_type\x18\x0b \x01(\x0e\x32\x1d.brokermesh.type.v1.OrderType\x12*\n\x05price\x18\x0c \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12\x36\n\rtime_in_force\x18\r \x01(\x0e\x32\x1f.brokermesh.type.v1.TimeInForce\x12\x0f\n\x07\x61\x63\x63ount\x18\x0e \x01(\t\x12\x0c\n\x04text\x18\x0f \x01(\t\x12/\n\nstop_price\x18\x10 \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\"3\n\x19ListExchangeOrdersRequest\x12\x16\n\x0esender_comp_id\x18\x01 \x01(\t\"\x86\x01\n\x1aListExchangeOrdersResponse\x12\x35\n\x06orders\x18\x01 \x03(\x0b\x32%.brokermesh.exchange.v1.ExchangeOrder\x12\x31\n\ranswers_since\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"4\n\x13GetOrderBookRequest\x12\x0e\n\x06symbol\x18\x01 \x01(\t\x12\r\n\x05\x64\x65pth\x18\x02 \x01(\x05\"_\n\nPriceLevel\x12*\n\x05price\x18\x01 \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12\x10\n\x08quantity\x18\x02 \x01(\x03\x12\x13\n\x0border_count\x18\x03 \x01(\x05\"\xb0\x01\n\tOrderBook\x12\x0e\n\x06symbol\x18\x01 \x01(\t\x12\x30\n\x04\x62ids\x18\x02 \x03(\x0b\x32\".brokermesh.exchange.v1.PriceLevel\x12\x30\n\x04\x61sks\x18\x03 \x03(\x0b\x32\".brokermesh.exchange.v1.PriceLevel\x12/\n\nlast_price\x18\x04 \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\"4\n\x12HaltTradingRequest\x12\x0e\n\x06symbol\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"&\n\x14ResumeTradingRequest\x12\x0e\n\x06symbol\x18\x01 \x01(\t\"\xae\x02\n\x0cTradingState\x12\x15\n\rmarket_halted\x18\x01 \x01(\x08\x12\x16\n\x0ehalted_symbols\x18\x02 \x03(\t\x12\x14\n\x0csession_open\x18\x03 \x01(\x08\x12\x1a\n\x12market_halt_reason\x18\x04 \x01(\t\x12\x1d\n\x15\x63ircuit_breaker_level\x18\x05 \x01(\x05\x12\x30\n\x0bindex_value\x18\x06 \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12\x39\n\x14index_change_percent\x18\x07 \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12\x31\n\rhalt_end_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x18\n\x16GetTradingStateRequest\"\x89\x02\n\x11PlaceOrderRequest\x12\x13\n\x0bparticipant\x18\x01 \x01(\t\x12\x0e\n\x06symbol\x18\x02 \x01(\t\x12&\n\x04side\x18\x03 \x01(\x0e\x32\x18.brokermesh.type.v1.Side\x12\x10\n\x08quantity\x18\x04 \x01(\x03\x12\x31\n\norder_type\x18\x05 \x01(\x0e\x32\x1d.brokermesh.type.v1.OrderType\x12*\n\x05price\x18\x06 \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12\x36\n\rtime_in_force\x18\x07 \x01(\x0e\x32\x1f.brokermesh.type.v1.TimeInForce\"\x15\n\x13ListSessionsRequest\"L\n\x14ListSessionsResponse\x12\x34\n\x08sessions\x18\x01 \x03(\x0b\x32\".brokermesh.exchange.v1.FixSession\"\x91\x01\n\nFixSession\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x14\n\x0c\x63ounterparty\x18\x02 \x01(\t\x12\x0c\n\x04role\x18\x03 \x01(\t\x12\x11\n\tlogged_on\x18\x04 \x01(\x08\x12\x1b\n\x13next_sender_seq_num\x18\x05 \x01(\x03\x12\x1b\n\x13next_target_seq_num\x18\x06 \x01(\x03\"\xcd\x01\n\x12SetScenarioRequest\x12\x1a\n\x12reject_next_orders\x18\x01 \x01(\x05\x12\x13\n\x0breject_text\x18\x02 \x01(\t\x12\x18\n\x10\x64\x65lay_reports_ms\x18\x03 \x01(\x05\x12\x14\n\x0c\x64rop_session\x18\x04 \x01(\t\x12\x1b\n\x13pause_market_makers\x18\x05 \x01(\x08\x12\x39\n\x14shock_market_percent\x18\x06 \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\"\x15\n\x13SetScenarioResponse2\xd5\x06\n\x14\x45xchangeAdminService\x12{\n\x12ListExchangeOrders\x12\x31.brokermesh.exchange.v1.ListExchangeOrdersRequest\x1a\x32.brokermesh.exchange.v1.ListExchangeOrdersResponse\x12^\n\x0cGetOrderBook\x12+.brokermesh.exchange.v1.GetOrderBookRequest\x1a!.brokermesh.exchange.v1.OrderBook\x12_\n\x0bHaltTrading\x12*.brokermesh.exchange.v1.HaltTradingRequest\x1a$.brokermesh.exchange.v1.TradingState\x12\x63\n\rResumeTrading\x12,.brokermesh.exchange.v1.ResumeTradingRequest\x1a$.brokermesh.exchange.v1.TradingState\x12\x66\n\x0bSetScenario\x12*.brokermesh.exchange.v1.SetScenarioRequest\x1a+.brokermesh.exchange.v1.SetScenarioResponse\x12g\n\x0fGetTradingState\x12..brokermesh.exchange.v1.GetTradingStateRequest\x1a$.brokermesh.exchange.v1.TradingState\x12^\n\nPlaceOrder\x12).brokermesh.exchange.v1.PlaceOrderRequest\x1a%.brokermesh.exchange.v1.ExchangeOrder\x12i\n\x0cListSessions\x12+.brokermesh.exchange.v1.ListSessionsRequest\x1a,.brokermesh.exchange.v1.ListSessionsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,34 +38,34 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EXCHANGEORDER']._serialized_end=685
   _globals['_LISTEXCHANGEORDERSREQUEST']._serialized_start=687
   _globals['_LISTEXCHANGEORDERSREQUEST']._serialized_end=738
-  _globals['_LISTEXCHANGEORDERSRESPONSE']._serialized_start=740
-  _globals['_LISTEXCHANGEORDERSRESPONSE']._serialized_end=823
-  _globals['_GETORDERBOOKREQUEST']._serialized_start=825
-  _globals['_GETORDERBOOKREQUEST']._serialized_end=877
-  _globals['_PRICELEVEL']._serialized_start=879
-  _globals['_PRICELEVEL']._serialized_end=974
-  _globals['_ORDERBOOK']._serialized_start=977
-  _globals['_ORDERBOOK']._serialized_end=1153
-  _globals['_HALTTRADINGREQUEST']._serialized_start=1155
-  _globals['_HALTTRADINGREQUEST']._serialized_end=1207
-  _globals['_RESUMETRADINGREQUEST']._serialized_start=1209
-  _globals['_RESUMETRADINGREQUEST']._serialized_end=1247
-  _globals['_TRADINGSTATE']._serialized_start=1250
-  _globals['_TRADINGSTATE']._serialized_end=1552
-  _globals['_GETTRADINGSTATEREQUEST']._serialized_start=1554
-  _globals['_GETTRADINGSTATEREQUEST']._serialized_end=1578
-  _globals['_PLACEORDERREQUEST']._serialized_start=1581
-  _globals['_PLACEORDERREQUEST']._serialized_end=1846
-  _globals['_LISTSESSIONSREQUEST']._serialized_start=1848
-  _globals['_LISTSESSIONSREQUEST']._serialized_end=1869
-  _globals['_LISTSESSIONSRESPONSE']._serialized_start=1871
-  _globals['_LISTSESSIONSRESPONSE']._serialized_end=1947
-  _globals['_FIXSESSION']._serialized_start=1950
-  _globals['_FIXSESSION']._serialized_end=2095
-  _globals['_SETSCENARIOREQUEST']._serialized_start=2098
-  _globals['_SETSCENARIOREQUEST']._serialized_end=2303
-  _globals['_SETSCENARIORESPONSE']._serialized_start=2305
-  _globals['_SETSCENARIORESPONSE']._serialized_end=2326
-  _globals['_EXCHANGEADMINSERVICE']._serialized_start=2329
-  _globals['_EXCHANGEADMINSERVICE']._serialized_end=3182
+  _globals['_LISTEXCHANGEORDERSRESPONSE']._serialized_start=741
+  _globals['_LISTEXCHANGEORDERSRESPONSE']._serialized_end=875
+  _globals['_GETORDERBOOKREQUEST']._serialized_start=877
+  _globals['_GETORDERBOOKREQUEST']._serialized_end=929
+  _globals['_PRICELEVEL']._serialized_start=931
+  _globals['_PRICELEVEL']._serialized_end=1026
+  _globals['_ORDERBOOK']._serialized_start=1029
+  _globals['_ORDERBOOK']._serialized_end=1205
+  _globals['_HALTTRADINGREQUEST']._serialized_start=1207
+  _globals['_HALTTRADINGREQUEST']._serialized_end=1259
+  _globals['_RESUMETRADINGREQUEST']._serialized_start=1261
+  _globals['_RESUMETRADINGREQUEST']._serialized_end=1299
+  _globals['_TRADINGSTATE']._serialized_start=1302
+  _globals['_TRADINGSTATE']._serialized_end=1604
+  _globals['_GETTRADINGSTATEREQUEST']._serialized_start=1606
+  _globals['_GETTRADINGSTATEREQUEST']._serialized_end=1630
+  _globals['_PLACEORDERREQUEST']._serialized_start=1633
+  _globals['_PLACEORDERREQUEST']._serialized_end=1898
+  _globals['_LISTSESSIONSREQUEST']._serialized_start=1900
+  _globals['_LISTSESSIONSREQUEST']._serialized_end=1921
+  _globals['_LISTSESSIONSRESPONSE']._serialized_start=1923
+  _globals['_LISTSESSIONSRESPONSE']._serialized_end=1999
+  _globals['_FIXSESSION']._serialized_start=2002
+  _globals['_FIXSESSION']._serialized_end=2147
+  _globals['_SETSCENARIOREQUEST']._serialized_start=2150
+  _globals['_SETSCENARIOREQUEST']._serialized_end=2355
+  _globals['_SETSCENARIORESPONSE']._serialized_start=2357
+  _globals['_SETSCENARIORESPONSE']._serialized_end=2378
+  _globals['_EXCHANGEADMINSERVICE']._serialized_start=2381
+  _globals['_EXCHANGEADMINSERVICE']._serialized_end=3234
 # @@protoc_insertion_point(module_scope)

@@ -54,10 +54,12 @@ class ListExchangeOrdersRequest(_message.Message):
     def __init__(self, sender_comp_id: _Optional[str] = ...) -> None: ...
 
 class ListExchangeOrdersResponse(_message.Message):
-    __slots__ = ("orders",)
+    __slots__ = ("orders", "answers_since")
     ORDERS_FIELD_NUMBER: _ClassVar[int]
+    ANSWERS_SINCE_FIELD_NUMBER: _ClassVar[int]
     orders: _containers.RepeatedCompositeFieldContainer[ExchangeOrder]
-    def __init__(self, orders: _Optional[_Iterable[_Union[ExchangeOrder, _Mapping]]] = ...) -> None: ...
+    answers_since: _timestamp_pb2.Timestamp
+    def __init__(self, orders: _Optional[_Iterable[_Union[ExchangeOrder, _Mapping]]] = ..., answers_since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class GetOrderBookRequest(_message.Message):
     __slots__ = ("symbol", "depth")
