@@ -93,6 +93,16 @@ class ReportProcessor:
             await uow.record_unmatched(envelope)
             await uow.note_report_outcome(report.exec_id, "unmatched")
             return "unmatched"
+        if report.exec_type is ExecType.NEEDS_ATTENTION:
+            # Nothing changed at the broker, and nothing may look healthy either: the report
+            # joins the reports kept aside for an operator, with svc_exec's reason.
+            log.error(
+                "the executor flags an order as needing attention",
+                extra={"exec_id": report.exec_id, "order_id": order.order_id, "text": report.text},
+            )
+            await uow.record_unmatched(envelope)
+            await uow.note_report_outcome(report.exec_id, f"needs attention: {report.text}")
+            return "needs_attention"
         if (
             report.exec_type is ExecType.TRADE
             and report.cumulative_quantity

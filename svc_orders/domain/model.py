@@ -93,6 +93,9 @@ class ExecType(StrEnum):
     ORDER_STATUS = "ORDER_STATUS"
     CANCEL_REJECTED = "CANCEL_REJECTED"
     TRIGGERED = "TRIGGERED"
+    # Not a change: the venue said something svc_exec could not interpret about the order,
+    # refused to answer about it, or denies knowing it. Kept for an operator.
+    NEEDS_ATTENTION = "NEEDS_ATTENTION"
 
 
 class ExchangeStatus(StrEnum):

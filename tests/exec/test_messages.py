@@ -14,7 +14,15 @@ from brokermesh.type.v1 import decimal_pb2, trading_pb2
 from svc_exec.adapters import fix_messages as fm
 from svc_exec.adapters.wire import command_from_proto, report_to_proto
 from svc_exec.domain.commands import CancelOrder, CommandMeta, NewOrder, Refused, ReplaceOrder
-from svc_exec.domain.model import Addressed, ExecKind, OrdStatus, OrdType, Side, TimeInForce
+from svc_exec.domain.model import (
+    Addressed,
+    ExecKind,
+    OrdStatus,
+    OrdType,
+    Side,
+    TimeInForce,
+    VenueIncident,
+)
 from svc_runtime.fix import data_dictionary, get_text, set_text
 
 META = CommandMeta("cmd_1", "ord_1", "u_1", "req_1")
@@ -114,8 +122,12 @@ def test_malformed_reports_are_refused_naming_the_tag(tags: dict[str, str]) -> N
     assert str(caught.value.tag) == next(iter(tags))[1:]
 
 
-def test_unsupported_exec_types_are_ignored() -> None:
-    assert fm.execution_report(fm.fields_of(execution_report_message(t150="D"))) is None  # restated
+def test_exec_types_the_broker_cannot_map_become_incidents_and_pending_new_is_only_acknowledged() -> None:
+    restated = fm.execution_report(fm.fields_of(execution_report_message(t150="D")))
+    assert isinstance(restated, VenueIncident)
+    assert (restated.kind, restated.reason, restated.cl_ord_id) == ("unmappable", "restated", "ord_1")
+    assert "150=D" in restated.raw
+    assert fm.execution_report(fm.fields_of(execution_report_message(t150="A", t39="A"))) is None
 
 
 def command(kind: str, **fields: object) -> oc.OrderCommand:
