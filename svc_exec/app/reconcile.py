@@ -7,8 +7,8 @@ broker never heard of — fills, a cancel, an expiry — is published as inferre
 
 A venue that refuses a status request (35=j, 35=3) is not asked the same again and again:
 each refusal doubles the pause before the order may be asked about again (answered at
-once with FAILED_PRECONDITION meanwhile), and the second refusal flags the order as
-needing attention.
+once with FAILED_PRECONDITION meanwhile), and the first refusal flags the order as needing
+attention: a venue that will not say where an order stands is for an operator to settle.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ class Reconciler:
         max_single_queries: int = 500,
         refusal_pause: float = 30.0,
         refusal_pause_max: float = 900.0,
-        flag_after_refusals: int = 2,
+        flag_after_refusals: int = 1,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
