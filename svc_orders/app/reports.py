@@ -94,13 +94,24 @@ class ReportProcessor:
             await uow.note_report_outcome(report.exec_id, "unmatched")
             return "unmatched"
         if report.exec_type is ExecType.NEEDS_ATTENTION:
-            # Nothing changed at the broker, and nothing may look healthy either: the report
-            # joins the reports kept aside for an operator, with svc_exec's reason.
+            # Nothing known to have changed, but the order must not look healthy either.
             log.error(
                 "the executor flags an order as needing attention",
                 extra={"exec_id": report.exec_id, "order_id": order.order_id, "text": report.text},
             )
-            await uow.record_unmatched(envelope)
+            flagged = state_machine.needs_attention(order, report.text, self.clock.now())
+            if flagged.changed:
+                await uow.save(
+                    flagged,
+                    AuditEntry(
+                        action="EXCHANGE_REPORT",
+                        actor=Actor.EXCHANGE.value,
+                        request_id=context.request_id(),
+                        snapshot=self.market.cached_snapshot(order.symbol),
+                        exec_id=report.exec_id,
+                        detail=f"{report.exec_type.value}; {report.text}",
+                    ),
+                )
             await uow.note_report_outcome(report.exec_id, f"needs attention: {report.text}")
             return "needs_attention"
         if (

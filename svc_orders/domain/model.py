@@ -77,6 +77,7 @@ class EventType(StrEnum):
     AMEND_REJECTED = "AMEND_REJECTED"
     EXPIRED = "EXPIRED"
     TRIGGERED = "TRIGGERED"
+    NEEDS_ATTENTION = "NEEDS_ATTENTION"
 
 
 class ExecType(StrEnum):
