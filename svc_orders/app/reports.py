@@ -93,27 +93,6 @@ class ReportProcessor:
             await uow.record_unmatched(envelope)
             await uow.note_report_outcome(report.exec_id, "unmatched")
             return "unmatched"
-        if report.exec_type is ExecType.NEEDS_ATTENTION:
-            # Nothing known to have changed, but the order must not look healthy either.
-            log.error(
-                "the executor flags an order as needing attention",
-                extra={"exec_id": report.exec_id, "order_id": order.order_id, "text": report.text},
-            )
-            flagged = state_machine.needs_attention(order, report.text, self.clock.now())
-            if flagged.changed:
-                await uow.save(
-                    flagged,
-                    AuditEntry(
-                        action="EXCHANGE_REPORT",
-                        actor=Actor.EXCHANGE.value,
-                        request_id=context.request_id(),
-                        snapshot=self.market.cached_snapshot(order.symbol),
-                        exec_id=report.exec_id,
-                        detail=f"{report.exec_type.value}; {report.text}",
-                    ),
-                )
-            await uow.note_report_outcome(report.exec_id, f"needs attention: {report.text}")
-            return "needs_attention"
         if (
             report.exec_type is ExecType.TRADE
             and report.cumulative_quantity
@@ -130,7 +109,15 @@ class ReportProcessor:
             await uow.note_report_outcome(report.exec_id, "duplicate fill")
             return "duplicate_fill"
         try:
-            transition = state_machine.apply_report(order, report, self.clock.now())
+            if report.exec_type is ExecType.NEEDS_ATTENTION:
+                # Nothing known to have changed, but the order must not look healthy either.
+                log.error(
+                    "the executor flags an order as needing attention",
+                    extra={"exec_id": report.exec_id, "order_id": order.order_id, "text": report.text},
+                )
+                transition = state_machine.needs_attention(order, report.text, self.clock.now())
+            else:
+                transition = state_machine.apply_report(order, report, self.clock.now())
         except state_machine.ReportNotApplicable as error:
             if envelope.delivery < self.park_after:
                 raise  # the report it depends on may still come: try again later
