@@ -46,6 +46,9 @@ class Venue:
     rest: bool = False
     # After the New, a report the broker cannot map (ExecType D, restated).
     restate: bool = False
+    # ExecIDs counted per order (1, 2, …), as venues whose ids are unique only within an
+    # order do; the profile must then say ExecIDScope=ORDER.
+    exec_ids_per_order: bool = False
     sender: str = "EXCHANGE"
     target: str = "BROKER"
 
@@ -64,6 +67,7 @@ class Order:
     price: str
     cum_qty: int = 0
     status: str = "0"
+    reports: int = 0
 
 
 @dataclass
@@ -398,12 +402,14 @@ class Acceptor:
     ) -> None:
         status = {"0": "0", "4": "4", "D": order.status}.get(exec_type, order.status)
         order.status = status
+        order.reports += 1
+        exec_id = str(order.reports) if self.venue.exec_ids_per_order else f"E{next(self._ids)}"
         fields: dict[int, str] = {
             35: "8",
             37: order.order_id,
             11: cl_ord_id or order.cl_ord_id,
             41: orig,
-            17: f"E{next(self._ids)}",
+            17: exec_id,
         }
         if self.venue.fix42:
             fields[20] = "0"
@@ -436,5 +442,6 @@ VENUES = {
         two_fills=True,
         custom_tags=True,
         omit_optional=True,
+        exec_ids_per_order=True,
     ),
 }

@@ -52,7 +52,7 @@ def incident_metric(stack: Stack, kind: str) -> float:
         (VENUES["fix44"], "fix44"),
         (VENUES["fix44-common"], "fix44-tolerant"),
     ],
-    ids=["fix42", "fix44-strict", "fix44-150=1/2-no-New-custom-tags"],
+    ids=["fix42", "fix44-strict", "fix44-150=1/2-no-New-custom-tags-ExecIDs-per-order"],
 )
 async def test_orders_fill_through_svc_exec_in_each_dialect(
     start_venue, exec_against, venue: Venue, profile: str
