@@ -206,7 +206,7 @@ class FixSession:
             port=port,
             store_dir=self.store_dir,
             log_dir=self.log_dir,
-            **venue.dictionaries(workdir),
+            **venue.dictionaries(workdir, template.read_text()),
         )
         self.bridge = ThreadBridge(loop)
         self.sink = sink

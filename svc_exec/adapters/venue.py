@@ -67,15 +67,18 @@ def tolerant_dictionary(source: Path, target: Path) -> Path:
     return target
 
 
-def dictionaries(workdir: Path) -> dict[str, Path]:
-    """The placeholders a profile may use for its data dictionary."""
+def dictionaries(workdir: Path, template: str) -> dict[str, Path]:
+    """The placeholders a profile may use for its data dictionary (the tolerant one is
+    written only for a profile that uses it)."""
     fix44 = data_dictionary("FIX44")
-    return {
+    found = {
         "data_dictionary": fix44,
         "fix44_dictionary": fix44,
         "fix42_dictionary": data_dictionary("FIX42"),
-        "fix44_tolerant_dictionary": tolerant_dictionary(fix44, workdir / "FIX44-tolerant.xml"),
     }
+    if "{fix44_tolerant_dictionary}" in template:
+        found["fix44_tolerant_dictionary"] = tolerant_dictionary(fix44, workdir / "FIX44-tolerant.xml")
+    return found
 
 
 def speech(begin_string: str, dialect: str) -> Speech:
