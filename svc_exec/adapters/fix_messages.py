@@ -313,7 +313,11 @@ def execution_report(
         last_of_mass_status=fields.get(LAST_RPT_REQUESTED) == "Y",
         unknown_order=kind is ExecKind.ORDER_STATUS
         and status_text == OrdStatus.REJECTED.value
-        and fields.get(ORD_REJ_REASON, UNKNOWN_ORDER_REASON) == UNKNOWN_ORDER_REASON,
+        and (
+            fields.get(ORD_REJ_REASON, UNKNOWN_ORDER_REASON) == UNKNOWN_ORDER_REASON
+            # Venues that give another reason code still say so in words.
+            or "unknown order" in fields.get(TEXT, "").lower()
+        ),
         raw=raw_text(fields) if kind is ExecKind.ORDER_STATUS else "",
     )
 

@@ -19,6 +19,7 @@ from svc_exec.domain.model import (
     ExecKind,
     OrdStatus,
     OrdType,
+    Report,
     Side,
     TimeInForce,
     VenueIncident,
@@ -112,7 +113,16 @@ def test_execution_reports_are_read_exactly() -> None:
 def test_status_answer_for_an_unknown_order() -> None:
     message = execution_report_message(t150="I", t39="8", t103="5", t790="osr_9", t14="0", t151="0")
     report = fm.execution_report(fm.fields_of(message))
-    assert report is not None and report.unknown_order and report.status_request_id == "osr_9"
+    assert isinstance(report, Report) and report.unknown_order and report.status_request_id == "osr_9"
+    assert "103=5" in report.raw  # kept, for the incident if the broker believed it working
+
+
+def test_a_status_answer_saying_unknown_order_in_words_is_an_unknown_order() -> None:
+    message = execution_report_message(t150="I", t39="8", t103="99", t58="Unknown Order", t14="0", t151="0")
+    report = fm.execution_report(fm.fields_of(message))
+    assert isinstance(report, Report) and report.unknown_order
+    other = execution_report_message(t150="I", t39="8", t103="99", t58="too late to cancel", t14="0", t151="0")
+    assert not fm.execution_report(fm.fields_of(other)).unknown_order  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize("tags", [{"t14": "40.5"}, {"t31": "abc"}, {"t39": "Z"}])

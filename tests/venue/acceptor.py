@@ -46,6 +46,8 @@ class Venue:
     rest: bool = False
     # After the New, a report the broker cannot map (ExecType D, restated).
     restate: bool = False
+    # A News message (35=B) after each New: an application message the broker does not handle.
+    news: bool = False
     # ExecIDs counted per order (1, 2, …), as venues whose ids are unique only within an
     # order do; the profile must then say ExecIDScope=ORDER.
     exec_ids_per_order: bool = False
@@ -175,7 +177,7 @@ class Acceptor:
                 elif msg_type == "5":
                     self._send({35: "5"})
                     return
-                elif msg_type == "3":
+                elif msg_type in ("3", "j"):  # the broker refused something: noted, never answered
                     with self._lock:
                         self.received.messages.append(message)
                 else:
@@ -267,6 +269,8 @@ class Acceptor:
         self.orders[order.cl_ord_id] = order
         if self.venue.send_new:
             self._report(order, exec_type="0")
+        if self.venue.news:
+            self._send({35: "B", 148: f"order {order.cl_ord_id} seen", 33: "1", 58: "hello"})
         if self.venue.restate:
             self._report(order, exec_type="D")
             return

@@ -168,3 +168,17 @@ async def test_a_venue_denying_a_working_order_flags_it(start_venue, exec_agains
     assert incident.kind == "unknown_order" and "103=5" in incident.raw
     # Flagged, not finished: nothing releases the order's block behind the broker's back.
     assert not oms.of(order_id, er.EXEC_TYPE_CANCELED) and not oms.of(order_id, er.EXEC_TYPE_REJECTED)
+
+
+async def test_an_application_message_svc_exec_does_not_handle_is_refused_and_recorded(  # type: ignore[no-untyped-def]
+    start_venue, exec_against
+) -> None:
+    acceptor: Acceptor = start_venue(Venue("talks-news", news=True))
+    stack, oms = await exec_against(acceptor, "fix44")
+    order_id = await oms.new_order(quantity=10)
+    await eventually_async(lambda: _filled(oms, order_id), equals=10)
+    refusal = await wait_for(lambda: acceptor.received.of_type("j"))
+    assert refusal[0].get(372) == b"B" and refusal[0].get(380) == b"3"
+    incident = (await wait_for_incidents(stack, 1)).incidents[0]
+    assert incident.kind == "business_reject_sent" and "35=B" in incident.raw
+    assert incident_metric(stack, "business_reject_sent") >= 1
