@@ -261,13 +261,16 @@ def raw_text(fields: Fields | str) -> str:
 
 
 def execution_report(
-    fields: Fields, *, exec_ids_per_order: bool = False, speech: Speech = STANDARD_44
+    fields: Fields, *, exec_id_scope: str = "VENUE", speech: Speech = STANDARD_44
 ) -> Report | VenueIncident | None:
     """An ExecutionReport (35=8) as the broker reads it: a report, None for an
     acknowledgement the broker has no use for, or an incident for one it cannot map.
 
-    `exec_ids_per_order`: the venue's ExecIDs are unique only within an order's day (its
-    counters restart), so they are qualified by the ClOrdID, which is unique forever."""
+    `exec_id_scope` says how far the venue's ExecIDs can be trusted: VENUE, unique for good;
+    ORDER, unique only within an order's day (counters that restart), so they are qualified
+    by the ClOrdID, which is unique forever; NONE, repeated even within an order (ExecID 0 on
+    every report), so the id is derived from the ClOrdID, the ExecType and the cumulative
+    quantity, which only grows with each fill."""
     meaning = interpret(speech, fields.get(EXEC_TYPE, ""), fields.get(EXEC_TRANS_TYPE, ""))
     if isinstance(meaning, Acknowledged):
         return None
@@ -283,8 +286,10 @@ def execution_report(
     kind = meaning.kind
     status_text = fields.get(ORD_STATUS)
     exec_id = fields.get(EXEC_ID, "")
-    if exec_ids_per_order and exec_id:
+    if exec_id_scope == "ORDER" and exec_id:
         exec_id = f"{fields.get(CL_ORD_ID, '')}/{exec_id}"
+    elif exec_id_scope == "NONE":
+        exec_id = f"{fields.get(CL_ORD_ID, '')}/{kind.value}/{_shares(fields, CUM_QTY)}"
     status = _enum(OrdStatus, status_text, ORD_STATUS)
     if kind is ExecKind.TRADE:
         status = fill_status(status, _shares(fields, CUM_QTY), _shares(fields, ORDER_QTY))

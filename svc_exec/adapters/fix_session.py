@@ -232,7 +232,7 @@ class FixSession:
         self.pacer = ReconnectPacer(self.session, self.settings, self.session_id)
         self.reader = FileStoreReader(self.store_dir, self.session_id)
         self.message_log = MessageLogReader(self.log_dir, self.session_id)
-        self.exec_ids_per_order = self._exec_id_scope() == "ORDER"
+        self.exec_id_scope = self._exec_id_scope()
         dictionary = self.settings.get(self.session_id)
         self.begin_string = self.session_id.getBeginString().getValue()
         self.speech = venue.speech(
@@ -242,11 +242,12 @@ class FixSession:
 
     def _exec_id_scope(self) -> str:
         """svc_exec's own session setting `ExecIDScope`: VENUE (the default: the venue's
-        ExecIDs are unique for good) or ORDER (unique only within an order's day)."""
+        ExecIDs are unique for good), ORDER (unique only within an order's day) or NONE (not
+        unique at all; see `fix_messages.execution_report`)."""
         dictionary = self.settings.get(self.session_id)
         scope = dictionary.getString(EXEC_ID_SCOPE) if dictionary.has(EXEC_ID_SCOPE) else "VENUE"
-        if scope not in ("VENUE", "ORDER"):
-            raise ValueError(f"{EXEC_ID_SCOPE} must be VENUE or ORDER, not {scope!r}")
+        if scope not in ("VENUE", "ORDER", "NONE"):
+            raise ValueError(f"{EXEC_ID_SCOPE} must be VENUE, ORDER or NONE, not {scope!r}")
         return scope
 
     # --- lifecycle ------------------------------------------------------------------------------
@@ -369,7 +370,7 @@ class FixSession:
 
     def _read(self, fields: fm.Fields, msg_type: str) -> Inbound | None:
         if msg_type == "8":
-            return fm.execution_report(fields, exec_ids_per_order=self.exec_ids_per_order, speech=self.speech)
+            return fm.execution_report(fields, exec_id_scope=self.exec_id_scope, speech=self.speech)
         if msg_type == "9":
             return fm.cancel_reject(fields)
         if msg_type in ("j", "3"):

@@ -48,9 +48,10 @@ class Venue:
     restate: bool = False
     # A News message (35=B) after each New: an application message the broker does not handle.
     news: bool = False
-    # ExecIDs counted per order (1, 2, …), as venues whose ids are unique only within an
-    # order do; the profile must then say ExecIDScope=ORDER.
-    exec_ids_per_order: bool = False
+    # ExecIDs: "unique" for good; "per_order", counted per order (1, 2, …), as venues whose
+    # ids are unique only within an order (the profile must say ExecIDScope=ORDER); "zero",
+    # 0 on every report (ExecIDScope=NONE).
+    exec_ids: str = "unique"
     sender: str = "EXCHANGE"
     target: str = "BROKER"
 
@@ -407,7 +408,9 @@ class Acceptor:
         status = {"0": "0", "4": "4", "D": order.status}.get(exec_type, order.status)
         order.status = status
         order.reports += 1
-        exec_id = str(order.reports) if self.venue.exec_ids_per_order else f"E{next(self._ids)}"
+        exec_id = {"per_order": str(order.reports), "zero": "0"}.get(
+            self.venue.exec_ids, f"E{next(self._ids)}"
+        )
         fields: dict[int, str] = {
             35: "8",
             37: order.order_id,
@@ -446,6 +449,6 @@ VENUES = {
         two_fills=True,
         custom_tags=True,
         omit_optional=True,
-        exec_ids_per_order=True,
+        exec_ids="per_order",
     ),
 }

@@ -13,6 +13,7 @@ import pytest
 
 from brokermesh.exec.v1 import exec_pb2
 from brokermesh.exec.v1 import execution_report_pb2 as er
+from svc_exec.adapters import venue
 from svc_runtime.stack import Stack
 from tests.exec.support import Oms, eventually_async, exec_stub, session_status
 from tests.venue.acceptor import VENUES, Acceptor, Venue
@@ -182,3 +183,23 @@ async def test_an_application_message_svc_exec_does_not_handle_is_refused_and_re
     incident = (await wait_for_incidents(stack, 1)).incidents[0]
     assert incident.kind == "business_reject_sent" and "35=B" in incident.raw
     assert incident_metric(stack, "business_reject_sent") >= 1
+
+
+async def test_a_venue_sending_execid_0_on_every_report_fills_once_per_fill_with_its_own_profile_file(  # type: ignore[no-untyped-def]
+    start_venue, exec_against, tmp_path
+) -> None:
+    """A venue's own profile, as an operator writes it: a copy of a shipped one, one setting
+    changed, passed by path. Every fill of every order arrives exactly once."""
+    profile = tmp_path / "zero-execids.cfg"
+    profile.write_text(
+        venue.profile_path("fix44-tolerant").read_text().replace("ExecIDScope=ORDER", "ExecIDScope=NONE")
+    )
+    acceptor: Acceptor = start_venue(Venue("execid-0", fill_exec_types="12", two_fills=True, exec_ids="zero"))
+    stack, oms = await exec_against(acceptor, str(profile))
+    orders = [await oms.new_order(quantity=10) for _ in range(2)]
+    for order_id in orders:
+        await eventually_async(lambda o=order_id: _filled(oms, o), equals=10)
+        assert [f.last_quantity for f in oms.of(order_id, er.EXEC_TYPE_TRADE)] == [5, 5]
+    await asyncio.sleep(1)
+    assert not oms.duplicate_exec_ids()
+    assert (await session_status(stack)).venue_incidents == 0
