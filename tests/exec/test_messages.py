@@ -121,7 +121,9 @@ def test_a_status_answer_saying_unknown_order_in_words_is_an_unknown_order() -> 
     message = execution_report_message(t150="I", t39="8", t103="99", t58="Unknown Order", t14="0", t151="0")
     report = fm.execution_report(fm.fields_of(message))
     assert isinstance(report, Report) and report.unknown_order
-    other = execution_report_message(t150="I", t39="8", t103="99", t58="too late to cancel", t14="0", t151="0")
+    other = execution_report_message(
+        t150="I", t39="8", t103="99", t58="too late to cancel", t14="0", t151="0"
+    )
     assert not fm.execution_report(fm.fields_of(other)).unknown_order  # type: ignore[union-attr]
 
 
