@@ -203,3 +203,19 @@ async def test_a_venue_sending_execid_0_on_every_report_fills_once_per_fill_with
     await asyncio.sleep(1)
     assert not oms.duplicate_exec_ids()
     assert (await session_status(stack)).venue_incidents == 0
+
+
+async def test_reconciling_with_a_fix42_venue_asks_order_by_order(start_venue, exec_against) -> None:  # type: ignore[no-untyped-def]
+    """FIX 4.2 has no OrderMassStatusRequest: svc_exec asks about each working order."""
+    acceptor: Acceptor = start_venue(
+        Venue("fix42-resting", begin_string="FIX.4.2", fill_exec_types="12", rest=True)
+    )
+    stack, oms = await exec_against(acceptor, "fix42")
+    orders = [await oms.new_order(quantity=10) for _ in range(2)]
+    for order_id in orders:
+        await wait_for(lambda o=order_id: oms.of(o, er.EXEC_TYPE_NEW))
+    reply = await exec_stub(stack).ReconcileOrders(exec_pb2.ReconcileOrdersRequest(), timeout=30)
+    assert reply.orders_reported == 2
+    assert not acceptor.received.of_type("AF")
+    assert sorted(m.get(11) for m in acceptor.received.of_type("H")) == sorted(o.encode() for o in orders)
+    assert (await session_status(stack)).venue_incidents == 0
