@@ -294,7 +294,7 @@ class ReportDesk:
             flagged = await self.note_incident(
                 VenueIncident(
                     kind="unknown_order",
-                    reason=f"{OrdStatus.REJECTED.value}:{report.text or 'unknown order'}"[:60],
+                    reason="denied",  # bounded: the venue's words go in the text
                     text=f"the venue denies knowing order {view.order_id} "
                     f"(broker: {view.status.name}, {view.cum_qty} filled): {report.text}",
                     raw=report.raw,
@@ -356,7 +356,8 @@ class ReportDesk:
     async def _resolve_refusal(self, seq: int | None, item: MessageRejected, received: float) -> _Outgoing:
         # Refused orders, cancels and replaces become REJECTED / CANCEL_REJECTED reports;
         # refused queries escalate through the status path. Each is an incident too.
-        await self.note_incident(item.incident(), None, flag=False)
+        view = await self._view_of(item.cl_ord_id) if item.cl_ord_id else None
+        await self.note_incident(item.incident(), view, flag=False)
         if item.ref_msg_type == "AF":
             waiter = self._mass_status.get(item.ref_id)
             if waiter is not None:
