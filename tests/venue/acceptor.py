@@ -434,6 +434,7 @@ class Acceptor:
         else:
             fields.pop(38, None)
             fields.pop(44, None)
+            fields.pop(6, None)  # AvgPx: required by FIX 4.4, left out by some venues
         if self.venue.custom_tags:
             fields.update({5001: "desk-7", 9730: "P", 20001: "custom"})
         self._send(fields)

@@ -24,26 +24,26 @@ pytestmark = pytest.mark.slow
 INSTRUMENTS = "symbol,company_name,isin,lot_size,tick_size,previous_close\nINFY,Infosys Ltd,INE009A01021,1,0.05,1500.00\n"
 
 
-def test_up_with_a_venue_places_and_fills_an_order_through_rest() -> None:
+@pytest.mark.parametrize("how", ["options", "environment"])
+def test_up_with_a_venue_places_and_fills_an_order_through_rest(how: str) -> None:
     acceptor = Acceptor(VENUES["fix44-common"]).start()
     scratch = scratch_dir("brokermesh-test-up-venue-")
     data_dir = scratch / "data"
     instruments = scratch / "instruments.csv"
     instruments.write_text(INSTRUMENTS)
+    env = _env()
+    if how == "options":
+        venue = ["--venue", f"127.0.0.1:{acceptor.port}", "--venue-profile", "fix44-tolerant"]
+    else:
+        venue = []
+        env.update(
+            BROKERMESH_FIX_HOST="127.0.0.1",
+            BROKERMESH_FIX_PORT=str(acceptor.port),
+            BROKERMESH_VENUE_PROFILE="fix44-tolerant",
+        )
     process = subprocess.Popen(
-        [
-            str(BROKERMESH),
-            "--data-dir",
-            str(data_dir),
-            "up",
-            "--venue",
-            f"127.0.0.1:{acceptor.port}",
-            "--venue-profile",
-            "fix44-tolerant",
-            "--instruments",
-            str(instruments),
-        ],
-        env=_env(),
+        [str(BROKERMESH), "--data-dir", str(data_dir), "up", *venue, "--instruments", str(instruments)],
+        env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
