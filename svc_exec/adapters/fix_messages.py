@@ -282,6 +282,7 @@ def execution_report(
             raw=raw_text(fields),
             cl_ord_id=fields.get(CL_ORD_ID, ""),
             ref_msg_type="8",
+            exchange_order_id=fields.get(ORDER_ID, ""),
         )
     kind = meaning.kind
     status_text = fields.get(ORD_STATUS)

@@ -330,6 +330,9 @@ class FixSession:
             cl_ord_id=refused_fields.get(fm.CL_ORD_ID, ""),
             ref_msg_type=refused_fields.get(fm.MSG_TYPE, fields.get(fm.REF_MSG_TYPE, "")),
             ref_seq=ref_seq,
+            exchange_order_id=refused_fields.get(fm.ORDER_ID, "")
+            if refused_fields.get(fm.MSG_TYPE) == "8"
+            else "",
         )
         # Held back from the safe resume point until stored: after a crash the venue resends
         # the refused message and the incident is raised again.

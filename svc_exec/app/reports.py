@@ -263,6 +263,10 @@ class ReportDesk:
             return await self._resolve_refusal(seq, item, received)
         if isinstance(item, VenueIncident):
             view = await self._view_of(item.cl_ord_id) if item.cl_ord_id else None
+            if view is not None and item.exchange_order_id not in ("", "NONE"):
+                # Learnt even from a report refused: the venue's own id for the order is
+                # what many venues need to answer a status request about it.
+                view.exchange_order_id = view.exchange_order_id or item.exchange_order_id
             flagged = await self.note_incident(item, view, flag=True)
             return _Outgoing(seq, received, flagged, view.snapshot() if view else None)
         report = item

@@ -201,6 +201,8 @@ class VenueIncident:
     cl_ord_id: str = ""
     ref_msg_type: str = ""
     ref_seq: int | None = None
+    # The venue's OrderID, when the message concerned carried one: status requests name it.
+    exchange_order_id: str = ""
 
     @property
     def key(self) -> str:

@@ -42,6 +42,9 @@ class Venue:
     omit_optional: bool = False  # no Text, TransactTime, OrderQty, Price on reports
     # Status requests: "answer", "refuse" (35=j, 380=5), "deny" (OrdStatus=8, OrdRejReason=5).
     status: str = "answer"
+    # Status requests must name the venue's OrderID (37) once the venue has given it out, as
+    # many venues require; refused (35=j, 380=5) otherwise.
+    status_needs_order_id: bool = False
     # Hold orders instead of filling them (for status questions about working orders).
     rest: bool = False
     # After the New, a report the broker cannot map (ExecType D, restated).
@@ -310,6 +313,13 @@ class Acceptor:
 
     def _status(self, message: simplefix.FixMessage) -> None:
         missing = [tag for tag in (11, 55, 54) if not message.get(tag)]
+        known = self.orders.get(self._text(message, 11))
+        if (
+            self.venue.status_needs_order_id
+            and known is not None
+            and message.get(37) != known.order_id.encode()
+        ):
+            missing.append(37)
         if self.venue.fix42 and message.get(790):
             # FIX 4.2 has no OrdStatusReqID: a strict 4.2 venue refuses the tag.
             self._send(

@@ -71,9 +71,12 @@ async def test_a_fill_the_profile_refuses_shows_the_order_as_needing_attention( 
 async def test_the_stuck_order_sweeper_then_learns_the_fill_from_the_venue_and_funds_settle(  # type: ignore[no-untyped-def]
     make_stack, start_venue, tmp_path: Path
 ) -> None:
-    """The venue answers a status request in standard FIX 4.4: the fill the strict profile
-    refused is inferred from it, once; the order fills and its block is settled."""
-    acceptor: Acceptor = start_venue(Venue("fills-at-once-as-4.2", fill_exec_types="12", send_new=False))
+    """The venue answers a status request in standard FIX 4.4 — if it names the venue's
+    OrderID, which svc_exec learnt from the very report it refused: the fill is inferred from
+    the answer, once; the order fills and its block is settled."""
+    acceptor: Acceptor = start_venue(
+        Venue("fills-at-once-as-4.2", fill_exec_types="12", send_new=False, status_needs_order_id=True)
+    )
     stack = await _stack_at(
         make_stack,
         acceptor,
@@ -100,3 +103,5 @@ async def test_the_stuck_order_sweeper_then_learns_the_fill_from_the_venue_and_f
         assert funds["total"] <= Decimal("100000.00") - Decimal("15000.50")
         trades = (await client.get("/v1/trades", headers=auth)).json()
         assert sum(t["quantity"] for t in trades["trades"] if t["orderId"] == order_id) == 10
+    requests = acceptor.received.of_type("H")
+    assert requests and all(m.get(37) for m in requests), "status requests name the venue's OrderID"
