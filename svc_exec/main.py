@@ -27,6 +27,7 @@ from svc_exec.adapters.fix_session import FixSession
 from svc_exec.adapters.leader import SessionLease
 from svc_exec.adapters.nats_io import CommandConsumer, JetStreamReports
 from svc_exec.adapters.repository import PgExecStore
+from svc_exec.adapters.venue import DEFAULT_PROFILE, profile_path
 from svc_exec.app.executor import Executor
 from svc_exec.app.reconcile import Reconciler
 from svc_exec.app.reports import ReportDesk
@@ -40,7 +41,6 @@ log = logging.getLogger(__name__)
 SERVICE = "svc_exec"
 SCHEMA = "exec"
 MIGRATIONS = Path(__file__).parent / "adapters" / "migrations"
-DEFAULT_FIX_CONFIG = Path(__file__).parent / "config" / "initiator.cfg"
 SERVICE_NAME = exec_pb2.DESCRIPTOR.services_by_name["ExecutionService"].full_name
 LEASE = "svc_exec:order-entry"
 
@@ -67,7 +67,10 @@ class ExecSettings:
             common=config.CommonSettings.from_env(),
             fix_host=config.env(config.FIX_HOST, "127.0.0.1"),
             fix_port=config.env_int(config.FIX_PORT, 9878),
-            fix_config=Path(config.env(FIX_CONFIG, str(DEFAULT_FIX_CONFIG))),
+            # An explicit session file wins; otherwise the venue profile (name or path).
+            fix_config=Path(config.env(FIX_CONFIG, ""))
+            if config.env(FIX_CONFIG, "")
+            else profile_path(config.env(config.VENUE_PROFILE, DEFAULT_PROFILE)),
             crash_at=frozenset(p for p in config.env(CRASH_AT, "-").split(",") if p and p != "-"),
             fault_publish_delay=config.env_int(FAULT_PUBLISH_DELAY_MS, 0) / 1000,
             command_batch=config.env_int(COMMAND_BATCH, 256),
@@ -84,7 +87,7 @@ class Active:
     reconciler: Reconciler | None = None
 
     def state(self) -> SessionState:
-        state = SessionState(session_id="FIX.4.4:BROKER->EXCHANGE", active=self.session is not None)
+        state = SessionState(session_id="", active=self.session is not None)
         if self.session is not None:
             numbers = self.session.sequence_numbers()
             state.session_id = self.session.session_key
@@ -97,6 +100,7 @@ class Active:
         if self.desk is not None:
             state.reports_published = self.desk.published
             state.reports_pending = self.desk.pending
+            state.venue_incidents = self.desk.incidents
         if self.executor is not None:
             state.commands_sent = self.executor.sent
         return state
@@ -117,7 +121,7 @@ async def serve(settings: ExecSettings, stop: asyncio.Event) -> None:
     server = GrpcServer(common.grpc_listen)
     server.add(
         exec_pb2_grpc.add_ExecutionServiceServicer_to_server,
-        ExecutionServicer(active.state, lambda: active.reconciler),
+        ExecutionServicer(active.state, lambda: active.reconciler, store.incidents),
         SERVICE_NAME,
     )
     await server.start()

@@ -7,9 +7,11 @@ import contextlib
 import logging
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 from brokermesh.marketdata.v1 import watchlists_pb2_grpc
 from svc_marketdata.adapters.fix_session import FixMarketFeed, MarketDataApplication
+from svc_marketdata.adapters.instrument_file import load_instruments
 from svc_marketdata.adapters.kv_watchlists import KvWatchlistStore
 from svc_marketdata.adapters.nats_ticks import KvQuoteSnapshots, NatsTickPublisher, open_bucket
 from svc_marketdata.adapters.postgres import MIGRATIONS, SCHEMA, PgInstrumentRepository
@@ -35,6 +37,10 @@ MAX_STREAMS = "BROKERMESH_MARKETDATA_MAX_STREAMS"
 SNAPSHOT_SECONDS = "BROKERMESH_MARKETDATA_SNAPSHOT_SECONDS"
 INSTRUMENT_WAIT_SECONDS = "BROKERMESH_MARKETDATA_INSTRUMENT_WAIT_SECONDS"
 FIX_MESSAGE_LOG = "BROKERMESH_MARKETDATA_FIX_MESSAGE_LOG"
+# "fix" (the exchange's market-data session) or "none": a venue without one. Then no
+# quote has a price until a feed exists; the instrument master comes from INSTRUMENTS_FILE.
+FEED = "BROKERMESH_MARKETDATA_FEED"
+INSTRUMENTS_FILE = "BROKERMESH_MARKETDATA_INSTRUMENTS"
 
 
 @dataclass(frozen=True)
@@ -51,6 +57,8 @@ class Settings:
     # Wait this long for the exchange's SecurityList before subscribing to the stored master.
     instrument_wait_seconds: float
     fix_message_log: bool
+    feed: str
+    instruments_file: str
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -64,6 +72,8 @@ class Settings:
             snapshot_seconds=config.env_float(SNAPSHOT_SECONDS, 1.0),
             instrument_wait_seconds=config.env_float(INSTRUMENT_WAIT_SECONDS, 5.0),
             fix_message_log=config.env_bool(FIX_MESSAGE_LOG, False),
+            feed=config.env(FEED, "fix"),
+            instruments_file=config.env(INSTRUMENTS_FILE, ""),
         )
 
 
@@ -107,25 +117,39 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         watchlists.SERVICE_NAME,
     )
 
-    application = MarketDataApplication(ThreadBridge(asyncio.get_running_loop()), market)
-    feed = FixMarketFeed(
-        application,
-        host=settings.fix_host,
-        port=settings.fix_port,
-        work_dir=common.data_dir / SERVICE,
-        message_log=settings.fix_message_log,
-    )
-    market.attach_feed(feed)
+    if settings.feed not in ("fix", "none"):
+        raise ValueError(f"{FEED} must be fix or none, not {settings.feed!r}")
+    if settings.instruments_file:
+        await market.adopt_master(load_instruments(Path(settings.instruments_file)))
+    feed: FixMarketFeed | None = None
+    if settings.feed == "fix":
+        application = MarketDataApplication(ThreadBridge(asyncio.get_running_loop()), market)
+        feed = FixMarketFeed(
+            application,
+            host=settings.fix_host,
+            port=settings.fix_port,
+            work_dir=common.data_dir / SERVICE,
+            message_log=settings.fix_message_log,
+        )
+        market.attach_feed(feed)
     publisher = service.supervise(market.run(stop), "tick-publisher")
     await server.start()
-    feed.start()
-    log.info("market data service started", extra={"fix": f"{settings.fix_host}:{settings.fix_port}"})
+    if feed is not None:
+        feed.start()
+        log.info("market data service started", extra={"fix": f"{settings.fix_host}:{settings.fix_port}"})
+    else:
+        # Said, not papered over: quotes carry no prices (only a previous close from the file).
+        log.warning(
+            "no market-data feed: quotes have no prices until one is configured",
+            extra={"instruments": len(market.index), "instruments_file": settings.instruments_file},
+        )
     try:
         await stop.wait()
     finally:
         hub.shutdown()
         await server.stop(grace=2.0)
-        await feed.stop()
+        if feed is not None:
+            await feed.stop()
         stop.set()
         with contextlib.suppress(asyncio.CancelledError):
             await publisher

@@ -1,7 +1,8 @@
 """`brokermesh`: run the stack, administer it, check it, test it.
 
 brokermesh up              start PostgreSQL, NATS, the exchange simulator, every service
-                           and the gateway; Ctrl-C stops them all
+                           and the gateway; Ctrl-C stops them all (--venue HOST:PORT: trade
+                           at another FIX venue instead of the simulator)
 brokermesh test [ARGS]     run the test suite (ARGS go to pytest)
 brokermesh gen             regenerate gen/ from proto/
 brokermesh admin ...       create users, deposit, print balances
@@ -111,6 +112,12 @@ async def _up(args: argparse.Namespace) -> int:
         previous=previous,
         jwt_secret=jwt_secret(data_dir),
     )
+    venue, profile, instruments = _venue(args)
+    if venue:
+        plan.use_venue(venue, profile)
+        if instruments:
+            plan.extra_env["BROKERMESH_MARKETDATA_INSTRUMENTS"] = instruments
+        print(f"brokermesh: trading at {venue} (no simulator, no market-data feed)")
     stack = Stack(plan)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -151,6 +158,20 @@ async def _up(args: argparse.Namespace) -> int:
         infra.stop()
         print("brokermesh: stopped", flush=True)
     return 0
+
+
+def _venue(args: argparse.Namespace) -> tuple[str, str, str]:
+    """The venue (--venue, else BROKERMESH_FIX_HOST / BROKERMESH_FIX_PORT), its profile and
+    the instrument file; files as absolute paths, for services run from elsewhere."""
+    venue = args.venue or ""
+    host, port = os.environ.get(config.FIX_HOST, ""), os.environ.get(config.FIX_PORT, "")
+    if not venue and (host or port):
+        venue = f"{host or '127.0.0.1'}:{port or '9878'}"
+    profile = args.venue_profile or os.environ.get(config.VENUE_PROFILE, "")
+    if profile.endswith(".cfg") or os.sep in profile:
+        profile = os.path.abspath(profile)
+    instruments = os.path.abspath(args.instruments) if args.instruments else ""
+    return venue, profile, instruments
 
 
 async def _supervise(stack, infra, stop: asyncio.Event) -> None:  # type: ignore[no-untyped-def]
@@ -194,7 +215,7 @@ def _print_banner(plan, data_dir: Path, seconds: float, *, demo: bool) -> None: 
     for name, target in d["grpc"].items():  # type: ignore[union-attr]
         lines.append(f"  gRPC {name:<14} {target}")
     lines += [
-        f"  FIX (exchange) {d['fix']}",
+        f"  FIX (exchange) {d['fix']} ({d['venue']})",
         f"  NATS           {d['nats_url']} (namespace {d['namespace']})",
         f"  logs           {data_dir / 'logs'}",
         f"  endpoints      source {data_dir / 'env'}",
@@ -292,6 +313,24 @@ def main(argv: list[str] | None = None) -> None:
         "--fast-nats",
         action="store_true",
         help="let JetStream acknowledge before fsync (faster; an OS crash may lose acked messages)",
+    )
+    up.add_argument(
+        "--venue",
+        metavar="HOST:PORT",
+        help="trade at this FIX acceptor instead of starting the simulator "
+        "(default: BROKERMESH_FIX_HOST / BROKERMESH_FIX_PORT if set)",
+    )
+    up.add_argument(
+        "--venue-profile",
+        metavar="NAME|FILE",
+        help="how the venue speaks FIX: fix44 (default), fix42, fix44-tolerant, or a session "
+        "file (default: BROKERMESH_VENUE_PROFILE)",
+    )
+    up.add_argument(
+        "--instruments",
+        metavar="CSV",
+        help="with --venue: the instrument master (symbol,company_name,isin,lot_size,tick_size,"
+        "previous_close,sector)",
     )
     sub.add_parser("gen", help="regenerate gen/ from proto/")
     sub.add_parser("test", help="run the test suite (arguments go to pytest)")

@@ -75,6 +75,25 @@ class StackPlan:
     ports: dict[str, dict[str, int]] = field(default_factory=dict)
     jwt_secret: str = ""
     extra_env: dict[str, str] = field(default_factory=dict)
+    # Another venue's FIX acceptor (HOST:PORT) instead of the simulator, and svc_exec's
+    # venue profile for it (see svc_exec/adapters/venue.py).
+    venue: str = ""
+    venue_profile: str = ""
+
+    def use_venue(self, venue: str, profile: str = "") -> None:
+        """Trade at `venue` (HOST:PORT): no simulator, no market-data session."""
+        host, _, port = venue.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"the venue must be HOST:PORT, not {venue!r}")
+        self.venue, self.venue_profile = venue, profile
+        self.ports.pop("exchange_sim", None)
+
+    @property
+    def fix_address(self) -> tuple[str, str]:
+        if self.venue:
+            host, _, port = self.venue.rpartition(":")
+            return host, port
+        return "127.0.0.1", str(self.ports["exchange_sim"]["fix"])
 
     @classmethod
     def allocate(
@@ -124,11 +143,16 @@ class StackPlan:
             config.FUNDS_TARGET: self.target("svc_funds"),
             config.MARKETDATA_TARGET: self.target("svc_marketdata"),
             config.EXEC_TARGET: self.target("svc_exec"),
-            config.EXCHANGE_ADMIN_TARGET: self.target("exchange_sim"),
-            config.FIX_HOST: "127.0.0.1",
-            config.FIX_PORT: str(self.ports["exchange_sim"]["fix"]),
+            config.FIX_HOST: self.fix_address[0],
+            config.FIX_PORT: self.fix_address[1],
             config.JWT_SECRET: self.jwt_secret,
         }
+        if "exchange_sim" in self.ports:
+            env[config.EXCHANGE_ADMIN_TARGET] = self.target("exchange_sim")
+        if self.venue:
+            env["BROKERMESH_MARKETDATA_FEED"] = "none"
+            if self.venue_profile:
+                env[config.VENUE_PROFILE] = self.venue_profile
         if "grpc" in ports:
             env[config.GRPC_LISTEN] = f"127.0.0.1:{ports['grpc']}"
         if "http" in ports:
@@ -140,8 +164,9 @@ class StackPlan:
         return {
             "gateway_url": self.gateway_url,
             "docs_url": f"{self.gateway_url}/v1/ui/",
-            "grpc": {name: self.target(name) for name in SERVICE_NAMES if "grpc" in self.ports[name]},
-            "fix": f"127.0.0.1:{self.ports['exchange_sim']['fix']}",
+            "grpc": {name: self.target(name) for name in SERVICE_NAMES if "grpc" in self.ports.get(name, {})},
+            "fix": ":".join(self.fix_address),
+            "venue": self.venue or "exchange_sim",
             "metrics": {name: f"http://127.0.0.1:{p['metrics']}/metrics" for name, p in self.ports.items()},
             "nats_url": self.nats_url,
             "namespace": self.namespace,

@@ -1,9 +1,11 @@
-"""FIX 4.4 messages to and from the exchange, built and read through raw tag text.
+"""FIX 4.4 and 4.2 messages to and from the exchange, built and read through raw tag text.
 
-Only standard FIX 4.4 messages and tags: NewOrderSingle (D), OrderCancelRequest (F),
+Only standard FIX messages and tags: NewOrderSingle (D), OrderCancelRequest (F),
 OrderCancelReplaceRequest (G), OrderStatusRequest (H), OrderMassStatusRequest (AF) out;
 ExecutionReport (8), OrderCancelReject (9), BusinessMessageReject (j) and session Reject (3)
-in. Prices and quantities never touch quickfix's double-typed fields.
+in. Prices and quantities never touch quickfix's double-typed fields. What an
+ExecutionReport means is decided by `svc_exec.domain.dialect` (the venue's FIX version and
+dialect), nowhere else.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import TypeVar
 import quickfix as fix
 
 from svc_exec.domain.commands import CancelOrder, NewOrder, ReplaceOrder
+from svc_exec.domain.dialect import Acknowledged, Speech, Unmappable, fill_status, interpret
 from svc_exec.domain.model import (
     UNKNOWN_ORDER_REASON,
     ExecKind,
@@ -25,6 +28,7 @@ from svc_exec.domain.model import (
     OrdStatus,
     Report,
     Side,
+    VenueIncident,
 )
 from svc_runtime.decimals import format_decimal
 
@@ -36,11 +40,12 @@ SIDE, SYMBOL, TEXT, TIME_IN_FORCE, TRANSACT_TIME, POSS_RESEND = 54, 55, 58, 59, 
 STOP_PX, ORD_REJ_REASON, EXEC_TYPE, LEAVES_QTY, REF_MSG_TYPE = 99, 103, 150, 151, 372
 BUSINESS_REJECT_REF_ID, MASS_STATUS_REQ_ID, MASS_STATUS_REQ_TYPE = 379, 584, 585
 ORD_STATUS_REQ_ID, TOT_NUM_REPORTS, LAST_RPT_REQUESTED = 790, 911, 912
+EXEC_RESTATEMENT_REASON = 378
+EXEC_TRANS_TYPE, REF_TAG_ID, BUSINESS_REJECT_REASON, SESSION_REJECT_REASON = 20, 371, 380, 373
+
+STANDARD_44 = Speech()
 
 MASS_STATUS_ALL_ORDERS = "7"
-# FIX 4.4 has no ExecType for a stop's trigger: venues restate the order (150=D) with
-# ExecRestatementReason (378) 8, "Market (Exchange) option"; on a stop order that is its trigger.
-EXEC_RESTATEMENT_REASON, RESTATED, MARKET_OPTION, STOP_ORDER_TYPES = 378, "D", "8", ("3", "4")
 AUTOMATED_PRIVATE = "1"
 
 
@@ -162,11 +167,29 @@ def replace_request(cl_ord_id: str, orig_cl_ord_id: str, order: ReplaceOrder) ->
     )
 
 
-def status_request(cl_ord_id: str, symbol: str, side: Side, request_id: str) -> fix.Message:
-    return _message(
-        "H",
-        [(CL_ORD_ID, cl_ord_id), (SYMBOL, symbol), (SIDE, side.value), (ORD_STATUS_REQ_ID, request_id)],
-    )
+def status_request(
+    cl_ord_id: str,
+    symbol: str,
+    side: Side,
+    request_id: str,
+    *,
+    exchange_order_id: str = "",
+    account: str = "",
+    with_request_id: bool = True,
+) -> fix.Message:
+    """OrderStatusRequest: ClOrdID, Symbol and Side are required by FIX 4.2 and 4.4; many
+    venues look orders up by their own OrderID, so it goes too when known, and the client
+    code (Account) as on the order. OrdStatusReqID exists only from FIX 4.3 on."""
+    body: list[tuple[int, object]] = []
+    if exchange_order_id and exchange_order_id != "NONE":
+        body.append((ORDER_ID, exchange_order_id))
+    body.append((CL_ORD_ID, cl_ord_id))
+    if account:
+        body.append((ACCOUNT, account))
+    body += [(SYMBOL, symbol), (SIDE, side.value)]
+    if with_request_id:
+        body.append((ORD_STATUS_REQ_ID, request_id))
+    return _message("H", body)
 
 
 def mass_status_request(request_id: str) -> fix.Message:
@@ -231,31 +254,58 @@ def _count(fields: Fields, tag: int) -> int:
     return int(text)
 
 
-def execution_report(fields: Fields, *, exec_ids_per_order: bool = False) -> Report | None:
-    """An ExecutionReport (35=8), or None for exec types the broker does not act on.
+def raw_text(fields: Fields | str) -> str:
+    """A message as FIX text with SOH shown as `|`, for logs and the incident table."""
+    if isinstance(fields, str):
+        return fields.replace(SOH, "|")
+    return "|".join(f"{tag}={value}" for tag, value in fields.items()) + "|"
 
-    `exec_ids_per_order`: the venue's ExecIDs are unique only within an order's day (its
-    counters restart), so they are qualified by the ClOrdID, which is unique forever."""
-    exec_type = fields.get(EXEC_TYPE, "")
-    if (
-        exec_type == RESTATED
-        and fields.get(EXEC_RESTATEMENT_REASON) == MARKET_OPTION
-        and fields.get(ORD_TYPE) in STOP_ORDER_TYPES
-    ):
-        exec_type = ExecKind.TRIGGERED.value
-    try:
-        kind = ExecKind(exec_type)
-    except ValueError:
+
+def execution_report(
+    fields: Fields, *, exec_id_scope: str = "VENUE", speech: Speech = STANDARD_44
+) -> Report | VenueIncident | None:
+    """An ExecutionReport (35=8) as the broker reads it: a report, None for an
+    acknowledgement the broker has no use for, or an incident for one it cannot map.
+
+    `exec_id_scope` says how far the venue's ExecIDs can be trusted: VENUE, unique for good;
+    ORDER, unique only within an order's day (counters that restart), so they are qualified
+    by the ClOrdID, which is unique forever; NONE, repeated even within an order (ExecID 0 on
+    every report), so the id is derived from the ClOrdID, the ExecType and the cumulative
+    quantity, which only grows with each fill."""
+    meaning = interpret(
+        speech,
+        fields.get(EXEC_TYPE, ""),
+        fields.get(EXEC_TRANS_TYPE, ""),
+        restatement_reason=fields.get(EXEC_RESTATEMENT_REASON, ""),
+        ord_type=fields.get(ORD_TYPE, ""),
+    )
+    if isinstance(meaning, Acknowledged):
         return None
+    if isinstance(meaning, Unmappable):
+        return VenueIncident(
+            kind="unmappable",
+            reason=meaning.reason,
+            text=meaning.detail,
+            raw=raw_text(fields),
+            cl_ord_id=fields.get(CL_ORD_ID, ""),
+            ref_msg_type="8",
+            exchange_order_id=fields.get(ORDER_ID, ""),
+        )
+    kind = meaning.kind
     status_text = fields.get(ORD_STATUS)
     exec_id = fields.get(EXEC_ID, "")
-    if exec_ids_per_order and exec_id:
+    if exec_id_scope == "ORDER" and exec_id:
         exec_id = f"{fields.get(CL_ORD_ID, '')}/{exec_id}"
+    elif exec_id_scope == "NONE":
+        exec_id = f"{fields.get(CL_ORD_ID, '')}/{kind.value}/{_shares(fields, CUM_QTY)}"
+    status = _enum(OrdStatus, status_text, ORD_STATUS)
+    if kind is ExecKind.TRADE:
+        status = fill_status(status, _shares(fields, CUM_QTY), _shares(fields, ORDER_QTY))
     return Report(
         kind=kind,
         exec_id=exec_id,
         cl_ord_id=fields.get(CL_ORD_ID, ""),
-        status=_enum(OrdStatus, status_text, ORD_STATUS),
+        status=status,
         orig_cl_ord_id=fields.get(ORIG_CL_ORD_ID, ""),
         exchange_order_id=fields.get(ORDER_ID, ""),
         symbol=fields.get(SYMBOL, ""),
@@ -276,7 +326,12 @@ def execution_report(fields: Fields, *, exec_ids_per_order: bool = False) -> Rep
         last_of_mass_status=fields.get(LAST_RPT_REQUESTED) == "Y",
         unknown_order=kind is ExecKind.ORDER_STATUS
         and status_text == OrdStatus.REJECTED.value
-        and fields.get(ORD_REJ_REASON, UNKNOWN_ORDER_REASON) == UNKNOWN_ORDER_REASON,
+        and (
+            fields.get(ORD_REJ_REASON, UNKNOWN_ORDER_REASON) == UNKNOWN_ORDER_REASON
+            # Venues that give another reason code still say so in words.
+            or "unknown order" in fields.get(TEXT, "").lower()
+        ),
+        raw=raw_text(fields) if kind is ExecKind.ORDER_STATUS else "",
     )
 
 
@@ -307,8 +362,18 @@ def rejection(fields: Fields, referenced: Fields | None) -> MessageRejected:
     ref_id = fields.get(BUSINESS_REJECT_REF_ID) or ref_id
     if not cl_ord_id and ref_msg_type in ("D", "F", "G", "H"):
         cl_ord_id = ref_id
+    session_level = fields.get(MSG_TYPE) == "3"
+    reason_tag = SESSION_REJECT_REASON if session_level else BUSINESS_REJECT_REASON
+    ref_tag = fields.get(REF_TAG_ID, "")
     return MessageRejected(
-        ref_msg_type=ref_msg_type, cl_ord_id=cl_ord_id, ref_id=ref_id, text=fields.get(TEXT, "")
+        ref_msg_type=ref_msg_type,
+        cl_ord_id=cl_ord_id,
+        ref_id=ref_id,
+        text=fields.get(TEXT, "") or (f"tag {ref_tag}" if ref_tag else ""),
+        session_level=session_level,
+        reason_code=fields.get(reason_tag, ""),
+        raw=raw_text(fields),
+        referenced_raw=raw_text(referenced) if referenced is not None else "",
     )
 
 

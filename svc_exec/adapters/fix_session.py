@@ -28,8 +28,9 @@ import quickfix as fix
 from prometheus_client import Counter, Gauge
 
 from svc_exec.adapters import fix_messages as fm
+from svc_exec.adapters import venue
 from svc_exec.domain.commands import Amendment, NewOrder, ReplaceOrder
-from svc_exec.domain.model import Inbound, Side
+from svc_exec.domain.model import Inbound, Side, VenueIncident
 from svc_exec.domain.sequence import InboundProgress
 from svc_runtime.fix import ReconnectPacer, ThreadBridge, load_settings
 
@@ -47,19 +48,24 @@ InboundSink = Callable[[int | None, Inbound], None]
 EXEC_ID_SCOPE = "ExecIDScope"
 
 
+def _file_prefix(session_id: fix.SessionID) -> str:
+    """How quickfix names a session's store and log files."""
+    return "-".join(
+        (
+            session_id.getBeginString().getValue(),
+            session_id.getSenderCompID().getValue(),
+            session_id.getTargetCompID().getValue(),
+        )
+    )
+
+
 class FileStoreReader:
     """Reads quickfix's FileStore of outgoing messages: `<prefix>.header` indexes
     `seq,offset,size` entries into `<prefix>.body`. Used only after a crash, to tell
     whether a recorded command made it into the store."""
 
     def __init__(self, store_dir: Path, session_id: fix.SessionID) -> None:
-        prefix = "-".join(
-            (
-                session_id.getBeginString().getValue(),
-                session_id.getSenderCompID().getValue(),
-                session_id.getTargetCompID().getValue(),
-            )
-        )
+        prefix = _file_prefix(session_id)
         self.header = store_dir / f"{prefix}.header"
         self.body = store_dir / f"{prefix}.body"
         self.session_file = store_dir / f"{prefix}.session"
@@ -115,6 +121,34 @@ class FileStoreReader:
         return {offset for number, offset in offsets.items() if number < next_sender}
 
 
+class MessageLogReader:
+    """Finds an incoming message in quickfix's FileLog (`<prefix>.messages.current.log`,
+    one `time : message` line per message in and out). quickfix rejects a message its data
+    dictionary refuses before the application sees it; its raw text is only in this log."""
+
+    TAIL_BYTES = 1 << 20
+
+    def __init__(self, log_dir: Path, session_id: fix.SessionID) -> None:
+        prefix = _file_prefix(session_id)
+        self.path = log_dir / f"{prefix}.messages.current.log"
+        self.from_venue = f"{fm.SOH}49={session_id.getTargetCompID().getValue()}{fm.SOH}"
+
+    def incoming(self, seq: int) -> str | None:
+        if not self.path.exists():
+            return None
+        with self.path.open("rb") as log_file:
+            log_file.seek(0, 2)
+            size = log_file.tell()
+            log_file.seek(max(0, size - self.TAIL_BYTES))
+            lines = log_file.read().decode("latin-1").splitlines()
+        wanted = f"{fm.SOH}34={seq}{fm.SOH}"
+        for line in reversed(lines):
+            _, _, message = line.partition(" : ")
+            if wanted in message and self.from_venue in message:
+                return message
+        return None
+
+
 class _Application(fix.Application):
     """quickfix's callbacks, forwarded to `FixSession` (runs on the FIX thread)."""
 
@@ -132,10 +166,12 @@ class _Application(fix.Application):
         self.owner.on_logout_thread()
 
     def toAdmin(self, message: fix.Message, session_id: fix.SessionID) -> None:
-        pass
+        self.owner.on_admin_out_thread(message)
 
     def toApp(self, message: fix.Message, session_id: fix.SessionID) -> None:
-        pass
+        # quickfix itself answers an unsupported message type with a BusinessMessageReject.
+        if message.getHeader().getField(fm.MSG_TYPE) == "j":
+            self.owner.on_admin_out_thread(message)
 
     def fromAdmin(self, message: fix.Message, session_id: fix.SessionID) -> None:
         self.owner.on_message_thread(message, admin=True)
@@ -162,13 +198,15 @@ class FixSession:
     ) -> None:
         self.workdir = workdir
         self.store_dir = workdir / "store"
+        self.log_dir = workdir / "log"
         self.settings = load_settings(
             template,
             workdir / "initiator.cfg",
             host=host,
             port=port,
             store_dir=self.store_dir,
-            log_dir=workdir / "log",
+            log_dir=self.log_dir,
+            **venue.dictionaries(workdir, template.read_text()),
         )
         self.bridge = ThreadBridge(loop)
         self.sink = sink
@@ -193,15 +231,23 @@ class FixSession:
         self.session = fix.Session.lookupSession(self.session_id)
         self.pacer = ReconnectPacer(self.session, self.settings, self.session_id)
         self.reader = FileStoreReader(self.store_dir, self.session_id)
-        self.exec_ids_per_order = self._exec_id_scope() == "ORDER"
+        self.message_log = MessageLogReader(self.log_dir, self.session_id)
+        self.exec_id_scope = self._exec_id_scope()
+        dictionary = self.settings.get(self.session_id)
+        self.begin_string = self.session_id.getBeginString().getValue()
+        self.speech = venue.speech(
+            self.begin_string,
+            dictionary.getString(venue.DIALECT) if dictionary.has(venue.DIALECT) else "STANDARD",
+        )
 
     def _exec_id_scope(self) -> str:
         """svc_exec's own session setting `ExecIDScope`: VENUE (the default: the venue's
-        ExecIDs are unique for good) or ORDER (unique only within an order's day)."""
+        ExecIDs are unique for good), ORDER (unique only within an order's day) or NONE (not
+        unique at all; see `fix_messages.execution_report`)."""
         dictionary = self.settings.get(self.session_id)
         scope = dictionary.getString(EXEC_ID_SCOPE) if dictionary.has(EXEC_ID_SCOPE) else "VENUE"
-        if scope not in ("VENUE", "ORDER"):
-            raise ValueError(f"{EXEC_ID_SCOPE} must be VENUE or ORDER, not {scope!r}")
+        if scope not in ("VENUE", "ORDER", "NONE"):
+            raise ValueError(f"{EXEC_ID_SCOPE} must be VENUE, ORDER or NONE, not {scope!r}")
         return scope
 
     # --- lifecycle ------------------------------------------------------------------------------
@@ -262,6 +308,39 @@ class FixSession:
         log.warning("FIX session logged out", extra={"session": self.session_key})
         self._on_logout()
 
+    def on_admin_out_thread(self, message: fix.Message) -> None:
+        """A Reject (35=3) or BusinessMessageReject (35=j) we send: quickfix refused an
+        incoming message (its data dictionary, or svc_exec's reading of it). Never silent:
+        it becomes an incident with the refused message's raw text from the FIX log."""
+        fields = fm.fields_of(message)
+        msg_type = fields.get(fm.MSG_TYPE, "")
+        if msg_type not in ("3", "j"):
+            return
+        ref_seq_text = fields.get(fm.REF_SEQ_NUM, "")
+        ref_seq = int(ref_seq_text) if ref_seq_text.isdigit() else None
+        refused = self.message_log.incoming(ref_seq) if ref_seq is not None else None
+        refused_fields = fm.fields_of(refused) if refused else {}
+        code = fields.get(fm.SESSION_REJECT_REASON if msg_type == "3" else fm.BUSINESS_REJECT_REASON, "?")
+        incident = VenueIncident(
+            kind="session_reject_sent" if msg_type == "3" else "business_reject_sent",
+            reason=f"{fields.get(fm.REF_MSG_TYPE) or refused_fields.get(fm.MSG_TYPE, '?')}:{code}",
+            text=fields.get(fm.TEXT, "")
+            + (f" (tag {fields[fm.REF_TAG_ID]})" if fm.REF_TAG_ID in fields else ""),
+            raw=fm.raw_text(refused) if refused else f"(not in the FIX log) {fm.raw_text(fields)}",
+            cl_ord_id=refused_fields.get(fm.CL_ORD_ID, ""),
+            ref_msg_type=refused_fields.get(fm.MSG_TYPE, fields.get(fm.REF_MSG_TYPE, "")),
+            ref_seq=ref_seq,
+            exchange_order_id=refused_fields.get(fm.ORDER_ID, "")
+            if refused_fields.get(fm.MSG_TYPE) == "8"
+            else "",
+        )
+        # Held back from the safe resume point until stored: after a crash the venue resends
+        # the refused message and the incident is raised again.
+        with self._lock:
+            if ref_seq is not None:
+                self.progress.received(ref_seq)
+        self.bridge.call(self.sink, ref_seq, incident)
+
     def on_message_thread(self, message: fix.Message, *, admin: bool) -> None:
         self.last_receive_time = time.time()
         fields = fm.fields_of(message)
@@ -294,7 +373,7 @@ class FixSession:
 
     def _read(self, fields: fm.Fields, msg_type: str) -> Inbound | None:
         if msg_type == "8":
-            return fm.execution_report(fields, exec_ids_per_order=self.exec_ids_per_order)
+            return fm.execution_report(fields, exec_id_scope=self.exec_id_scope, speech=self.speech)
         if msg_type == "9":
             return fm.cancel_reject(fields)
         if msg_type in ("j", "3"):
@@ -334,6 +413,8 @@ class FixSession:
         return True
 
     def _send(self, message: fix.Message, msg_type: str) -> bool:
+        if self.begin_string != "FIX.4.4":  # messages are built as FIX 4.4 text
+            message.getHeader().setField(fix.BeginString(self.begin_string))
         try:
             ok = bool(fix.Session.sendToTarget(message, self.session_id))
         except fix.SessionNotFound:
@@ -351,8 +432,30 @@ class FixSession:
     def send_replace(self, cl_ord_id: str, orig_cl_ord_id: str, order: ReplaceOrder) -> bool:
         return self._send(fm.replace_request(cl_ord_id, orig_cl_ord_id, order), "G")
 
-    def send_status_request(self, cl_ord_id: str, symbol: str, side: Side, request_id: str) -> bool:
-        return self._send(fm.status_request(cl_ord_id, symbol, side, request_id), "H")
+    def send_status_request(
+        self,
+        cl_ord_id: str,
+        symbol: str,
+        side: Side,
+        request_id: str,
+        *,
+        exchange_order_id: str = "",
+        account: str = "",
+    ) -> bool:
+        message = fm.status_request(
+            cl_ord_id,
+            symbol,
+            side,
+            request_id,
+            exchange_order_id=exchange_order_id,
+            account=account,
+            with_request_id=self.speech.has_status_request_id,
+        )
+        return self._send(message, "H")
+
+    @property
+    def has_mass_status(self) -> bool:
+        return self.speech.has_mass_status
 
     def send_mass_status_request(self, request_id: str) -> bool:
         return self._send(fm.mass_status_request(request_id), "AF")

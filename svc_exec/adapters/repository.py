@@ -8,9 +8,9 @@ from decimal import Decimal
 
 import asyncpg
 
-from svc_exec.app.ports import Recorded, Recording, SessionProgress
+from svc_exec.app.ports import Recorded, Recording, SessionProgress, StoredIncident
 from svc_exec.domain.commands import Amendment, NewOrder, ReplaceOrder, next_cl_ord_id
-from svc_exec.domain.model import OrdStatus, Side
+from svc_exec.domain.model import OrdStatus, Side, VenueIncident
 from svc_exec.domain.orders import OrderSnapshot, OrderView
 
 _RECORD_NEW = """
@@ -185,6 +185,40 @@ class PgExecStore:
             return True
         return bool(await self.pool.fetchval("SELECT abandoned FROM orders WHERE order_id = $1", order_id))
 
+    async def record_incident(self, key: str, venue: str, incident: VenueIncident, order_id: str) -> bool:
+        """Store an incident; False if this one (same key) was stored before."""
+        row_id = await self.pool.fetchval(
+            _RECORD_INCIDENT,
+            key,
+            venue,
+            incident.kind,
+            incident.reason,
+            incident.text,
+            incident.raw,
+            incident.cl_ord_id,
+            order_id,
+            incident.ref_msg_type,
+            incident.ref_seq,
+        )
+        return row_id is not None
+
+    async def incidents(self, limit: int) -> tuple[list[StoredIncident], int]:
+        rows = await self.pool.fetch("SELECT * FROM venue_incidents ORDER BY id DESC LIMIT $1", limit)
+        total = await self.pool.fetchval("SELECT count(*) FROM venue_incidents")
+        return [
+            StoredIncident(
+                r["id"],
+                r["venue"],
+                r["kind"],
+                r["reason"],
+                r["text"],
+                r["raw"],
+                r["order_id"],
+                r["recorded_at"],
+            )
+            for r in rows
+        ], int(total)
+
     async def load_progress(self, session_id: str) -> SessionProgress | None:
         row = await self.pool.fetchrow(
             "SELECT next_target_seq, store_created FROM fix_sessions WHERE session_id = $1", session_id
@@ -207,6 +241,15 @@ class PgExecStore:
                     [s.status.value for s in snapshots],
                 )
             await conn.execute(_SAVE_PROGRESS, session_id, progress.next_target_seq, progress.store_created)
+
+
+_RECORD_INCIDENT = """
+INSERT INTO venue_incidents
+    (incident_key, venue, kind, reason, text, raw, cl_ord_id, order_id, ref_msg_type, ref_seq)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+ON CONFLICT (incident_key) DO NOTHING
+RETURNING id
+"""
 
 
 def _view(row: asyncpg.Record) -> OrderView:

@@ -9,7 +9,7 @@ from enum import Enum
 from typing import Protocol
 
 from svc_exec.domain.commands import Amendment, NewOrder, ReplaceOrder
-from svc_exec.domain.model import Addressed, Side
+from svc_exec.domain.model import Addressed, Side, VenueIncident
 from svc_exec.domain.orders import OrderSnapshot, OrderView
 
 
@@ -37,6 +37,18 @@ class SessionProgress:
     store_created: str
 
 
+@dataclass(frozen=True)
+class StoredIncident:
+    id: int
+    venue: str
+    kind: str
+    reason: str
+    text: str
+    raw: str
+    order_id: str
+    recorded_at: datetime
+
+
 class ExecStore(Protocol):
     """svc_exec's PostgreSQL state. Each method is one transaction."""
 
@@ -60,6 +72,10 @@ class ExecStore(Protocol):
 
     async def load_progress(self, session_id: str) -> SessionProgress | None: ...
 
+    async def record_incident(self, key: str, venue: str, incident: VenueIncident, order_id: str) -> bool: ...
+
+    async def incidents(self, limit: int) -> tuple[list[StoredIncident], int]: ...
+
     async def save_progress(
         self, session_id: str, progress: SessionProgress, snapshots: Sequence[OrderSnapshot]
     ) -> None: ...
@@ -80,7 +96,21 @@ class OrderEntry(Protocol):
 
     def send_replace(self, cl_ord_id: str, orig_cl_ord_id: str, order: ReplaceOrder) -> bool: ...
 
-    def send_status_request(self, cl_ord_id: str, symbol: str, side: Side, request_id: str) -> bool: ...
+    def send_status_request(
+        self,
+        cl_ord_id: str,
+        symbol: str,
+        side: Side,
+        request_id: str,
+        *,
+        exchange_order_id: str = "",
+        account: str = "",
+    ) -> bool: ...
+
+    @property
+    def has_mass_status(self) -> bool:
+        """Whether the venue's FIX version has OrderMassStatusRequest (4.3 on)."""
+        ...
 
     def send_mass_status_request(self, request_id: str) -> bool: ...
 

@@ -4,25 +4,41 @@ OrderStatusRequest per order for venues without mass status).
 
 Answers flow through the `ReportDesk` like any report, so whatever they reveal that the
 broker never heard of — fills, a cancel, an expiry — is published as inferred reports.
+
+A venue that refuses a status request (35=j, 35=3) is not asked the same again and again:
+each refusal doubles the pause before the order may be asked about again (answered at
+once with FAILED_PRECONDITION meanwhile), and the first refusal flags the order as needing
+attention: a venue that will not say where an order stands is for an operator to settle.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from prometheus_client import Counter
 
 from svc_exec.app.ports import ExecStore, OrderEntry
 from svc_exec.app.reports import ReportDesk
-from svc_exec.domain.model import Addressed
+from svc_exec.domain.model import Addressed, VenueIncident
 from svc_runtime.errors import DeadlineExceeded, FailedPrecondition, NotFound, Unavailable
 from svc_runtime.ids import new_id
 
 log = logging.getLogger(__name__)
 
 RECONCILIATIONS = Counter("exec_reconciliations_total", "Reconciliations with the exchange", ["outcome"])
+
+
+@dataclass
+class Refusals:
+    """A venue's refusals to answer about one order."""
+
+    count: int = 0
+    until: float = 0.0  # monotonic time before which the order is not asked about again
+    flagged: bool = False
 
 
 @dataclass(frozen=True)
@@ -40,12 +56,21 @@ class Reconciler:
         *,
         timeout: float = 10.0,
         max_single_queries: int = 500,
+        refusal_pause: float = 30.0,
+        refusal_pause_max: float = 900.0,
+        flag_after_refusals: int = 1,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
         self.entry = entry
         self.desk = desk
         self.timeout = timeout
         self.max_single_queries = max_single_queries
+        self.refusal_pause = refusal_pause
+        self.refusal_pause_max = refusal_pause_max
+        self.flag_after_refusals = flag_after_refusals
+        self.clock = clock
+        self._refusals: dict[str, Refusals] = {}
 
     async def order_status(self, order_id: str, timeout: float) -> Addressed:
         """The exchange's answer about one order. An order svc_exec never received is
@@ -67,28 +92,76 @@ class Reconciler:
             )
         if not self.entry.logged_on:
             raise Unavailable("the FIX session to the exchange is down", reason="FIX_LOGGED_OUT")
+        refusals = self._refusals.get(order_id)
+        if refusals is not None and self.clock() < refusals.until:
+            wait = refusals.until - self.clock()
+            raise FailedPrecondition(
+                f"the exchange refused {refusals.count} status request(s) about {order_id}; "
+                f"not asking again for {wait:.0f}s",
+                reason="STATUS_REQUEST_REFUSED",
+                retry_after_seconds=wait,
+            )
         request_id = new_id("osr")
         future = self.desk.expect_status(request_id, cl_ord_id)
         try:
-            self.entry.send_status_request(cl_ord_id, view.symbol, view.side, request_id)
-            return await asyncio.wait_for(future, timeout)
+            self.entry.send_status_request(
+                cl_ord_id,
+                view.symbol,
+                view.side,
+                request_id,
+                exchange_order_id=view.exchange_order_id,
+                account=view.user_id,
+            )
+            answer = await asyncio.wait_for(future, timeout)
+            self._refusals.pop(order_id, None)
+            return answer
         except TimeoutError as error:
             raise DeadlineExceeded(
                 f"the exchange did not answer about {order_id} within {timeout:.1f}s",
                 reason="EXCHANGE_TIMEOUT",
             ) from error
         except LookupError as error:
+            pause = await self._refused(order_id, cl_ord_id, str(error))
             raise FailedPrecondition(
-                f"the exchange refused the status request: {error}", reason="STATUS_REQUEST_REFUSED"
+                f"the exchange refused the status request: {error}",
+                reason="STATUS_REQUEST_REFUSED",
+                retry_after_seconds=pause,
             ) from error
         finally:
             self.desk.forget_status(request_id, cl_ord_id)
+
+    async def _refused(self, order_id: str, cl_ord_id: str, why: str) -> float:
+        """Back off from asking about this order; flag it once refusals repeat."""
+        refusals = self._refusals.setdefault(order_id, Refusals())
+        refusals.count += 1
+        pause = min(self.refusal_pause * 2 ** (refusals.count - 1), self.refusal_pause_max)
+        refusals.until = self.clock() + pause
+        RECONCILIATIONS.labels("status_refused").inc()
+        if refusals.count >= self.flag_after_refusals and not refusals.flagged:
+            refusals.flagged = True
+            await self.desk.flag(
+                VenueIncident(
+                    kind="status_refused",
+                    reason="H:refused",
+                    text=f"the venue refused {refusals.count} status requests about the order: {why}",
+                    raw=f"order {order_id} ClOrdID {cl_ord_id}",
+                    cl_ord_id=cl_ord_id,
+                    ref_msg_type="H",
+                ),
+                order_id,
+            )
+        return pause
 
     async def reconcile(self) -> Reconciliation:
         """Ask about every working order; publish what the broker missed."""
         if not self.entry.logged_on:
             raise Unavailable("the FIX session to the exchange is down", reason="FIX_LOGGED_OUT")
         published_before = self.desk.published
+        if not self.entry.has_mass_status:
+            reported = await self._one_by_one(exclude=set())
+            RECONCILIATIONS.labels("order_by_order").inc()
+            await self._settle()
+            return Reconciliation(reported, self.desk.published - published_before)
         request_id = new_id("msr")
         waiter = self.desk.expect_mass_status(request_id)
         try:

@@ -23,7 +23,15 @@ import asyncpg
 from prometheus_client import Counter, Gauge, Histogram
 
 from svc_exec.app.ports import ExecStore, InboundCursor, ReportSink, SessionProgress
-from svc_exec.domain.model import Addressed, ExecKind, Inbound, MessageRejected, Report
+from svc_exec.domain.model import (
+    Addressed,
+    ExecKind,
+    Inbound,
+    MessageRejected,
+    OrdStatus,
+    Report,
+    VenueIncident,
+)
 from svc_exec.domain.orders import OrderSnapshot, OrderView
 from svc_runtime import context
 
@@ -52,6 +60,11 @@ PUBLISH_SECONDS = Histogram(
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 RESOLVE_FAILURES = Counter("exec_report_resolve_failures_total", "Reports skipped because of a defect")
+VENUE_INCIDENTS = Counter(
+    "exec_venue_incidents_total",
+    "Rejects sent or received, unmappable reports, refused status requests, orders the venue denies knowing",
+    ["venue", "kind", "reason"],
+)
 SAFE_TARGET = Gauge(
     "exec_fix_safe_next_target_seq", "First incoming sequence number not yet safely published"
 )
@@ -108,6 +121,8 @@ class ReportDesk:
         self._answers_to_publish: set[str] = set()
         self._saved: SessionProgress | None = None
         self.published = 0
+        self.incidents = 0
+        self.venue = ""
         self._in_flight = 0  # received, not yet published
         self._idle = asyncio.Event()
         self._idle.set()
@@ -116,6 +131,7 @@ class ReportDesk:
     # --- wiring -----------------------------------------------------------------------------
     def attach(self, cursor: InboundCursor) -> None:
         self.cursor = cursor
+        self.venue = cursor.session_key
 
     def start(self) -> None:
         self._tasks = [
@@ -245,6 +261,14 @@ class ReportDesk:
     async def _resolve(self, seq: int | None, item: Inbound, received: float) -> _Outgoing:
         if isinstance(item, MessageRejected):
             return await self._resolve_refusal(seq, item, received)
+        if isinstance(item, VenueIncident):
+            view = await self._view_of(item.cl_ord_id) if item.cl_ord_id else None
+            if view is not None and item.exchange_order_id not in ("", "NONE"):
+                # Learnt even from a report refused: the venue's own id for the order is
+                # what many venues need to answer a status request about it.
+                view.exchange_order_id = view.exchange_order_id or item.exchange_order_id
+            flagged = await self.note_incident(item, view, flag=True)
+            return _Outgoing(seq, received, flagged, view.snapshot() if view else None)
         report = item
         REPORTS_RECEIVED.labels(report.kind.name).inc()
         if report.kind is ExecKind.ORDER_STATUS and report.mass_status_request_id and not report.cl_ord_id:
@@ -269,6 +293,24 @@ class ReportDesk:
             self.map_cl_ord(report.cl_ord_id, view.order_id)
         if report.kind is ExecKind.CANCEL_REJECTED:
             await self.store.mark_refused(report.cl_ord_id)
+        if report.unknown_order and _believed_at_venue(view):
+            # The venue denies knowing an order it acknowledged or filled: never dropped.
+            flagged = await self.note_incident(
+                VenueIncident(
+                    kind="unknown_order",
+                    reason="denied",  # bounded: the venue's words go in the text
+                    text=f"the venue denies knowing order {view.order_id} "
+                    f"(broker: {view.status.name}, {view.cum_qty} filled): {report.text}",
+                    raw=report.raw,
+                    cl_ord_id=report.cl_ord_id,
+                    ref_msg_type="8",
+                ),
+                view,
+                flag=True,
+            )
+            self._count_mass_status(report, 0, view.order_id)
+            self._answer_status(report, Addressed(report, view.order_id, view.user_id, view.request_id))
+            return _Outgoing(seq, received, flagged, view.snapshot())
         to_publish = view.apply(report)
         if report.kind is ExecKind.TRADE and not to_publish:
             REPORTS_SUPPRESSED.inc()
@@ -282,11 +324,44 @@ class ReportDesk:
         addressed = [Addressed(r, view.order_id, view.user_id, view.request_id) for r in to_publish]
         return _Outgoing(seq, received, addressed, view.snapshot())
 
-    async def _resolve_refusal(self, seq: int | None, item: MessageRejected, received: float) -> _Outgoing:
-        log.warning(
-            "the exchange refused a message",
-            extra={"ref_msg_type": item.ref_msg_type, "cl_ord_id": item.cl_ord_id, "text": item.text},
+    async def note_incident(
+        self, incident: VenueIncident, view: OrderView | None, *, flag: bool
+    ) -> list[Addressed]:
+        """Log, count and store an incident; with `flag`, the report that flags its order
+        as needing attention (to publish). A replayed incident is logged and counted again
+        but stored and published once (its key and report id are stable)."""
+        VENUE_INCIDENTS.labels(self.venue, incident.kind, incident.reason).inc()
+        order_id = view.order_id if view is not None else ""
+        log.error(
+            "venue incident",
+            extra={
+                "venue": self.venue,
+                "kind": incident.kind,
+                "reason": incident.reason,
+                "text": incident.text,
+                "raw": incident.raw,
+                "cl_ord_id": incident.cl_ord_id,
+                "order_id": order_id,
+            },
         )
+        if await self.store.record_incident(incident.key, self.venue, incident, order_id):
+            self.incidents += 1
+        if not flag or view is None:
+            return []
+        report = incident.attention_report(view.order_id)
+        return [Addressed(report, view.order_id, view.user_id, view.request_id)]
+
+    async def flag(self, incident: VenueIncident, order_id: str) -> None:
+        """Record an incident about an order and publish that it needs attention now (the
+        status path escalating a venue that keeps refusing)."""
+        view = await self.view(order_id)
+        await self.publish_now(await self.note_incident(incident, view, flag=True))
+
+    async def _resolve_refusal(self, seq: int | None, item: MessageRejected, received: float) -> _Outgoing:
+        # Refused orders, cancels and replaces become REJECTED / CANCEL_REJECTED reports;
+        # refused queries escalate through the status path. Each is an incident too.
+        view = await self._view_of(item.cl_ord_id) if item.cl_ord_id else None
+        await self.note_incident(item.incident(), view, flag=False)
         if item.ref_msg_type == "AF":
             waiter = self._mass_status.get(item.ref_id)
             if waiter is not None:
@@ -439,3 +514,10 @@ class ReportDesk:
             raise
         self._saved = progress
         SAFE_TARGET.set(progress.next_target_seq)
+
+
+def _believed_at_venue(view: OrderView) -> bool:
+    """The broker holds the venue to know this order: acknowledged or filled, not over.
+    (An order never acknowledged that the venue does not know is the stuck-order
+    sweeper's to settle: the venue never took it.)"""
+    return not view.terminal and (view.status is not OrdStatus.PENDING_NEW or view.cum_qty > 0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -48,6 +49,9 @@ class ExecKind(Enum):
     ORDER_STATUS = "I"
     TRIGGERED = "L"
     CANCEL_REJECTED = "9"  # FIX MsgType 9, OrderCancelReject: no ExecType of its own
+    # Not FIX: the venue said something about the order that svc_exec could not interpret,
+    # or refused to say anything; an operator must look (see `VenueIncident`).
+    NEEDS_ATTENTION = "attention"
 
 
 class OrdStatus(Enum):
@@ -109,6 +113,7 @@ class Report:
     mass_status_total: int = 0
     last_of_mass_status: bool = False
     unknown_order: bool = False
+    raw: str = ""  # status answers keep their FIX text, for an incident if they need one
 
     @property
     def msg_id(self) -> str:
@@ -146,6 +151,21 @@ class MessageRejected:
     cl_ord_id: str  # of the refused message, when it had one
     ref_id: str  # BusinessRejectRefID or the refused message's request id
     text: str
+    session_level: bool = False  # 35=3 (else 35=j)
+    reason_code: str = ""  # SessionRejectReason (373) or BusinessRejectReason (380)
+    raw: str = ""
+    referenced_raw: str = ""
+
+    def incident(self) -> VenueIncident:
+        kind = "session_reject_received" if self.session_level else "business_reject"
+        return VenueIncident(
+            kind=kind,
+            reason=f"{self.ref_msg_type or '?'}:{self.reason_code or '?'}",
+            text=self.text or "refused",
+            raw=f"{self.raw} refers to {self.referenced_raw}" if self.referenced_raw else self.raw,
+            cl_ord_id=self.cl_ord_id,
+            ref_msg_type=self.ref_msg_type,
+        )
 
     def as_report(self) -> Report | None:
         """How the broker hears of it: a refused order is rejected, a refused cancel or
@@ -166,4 +186,37 @@ class MessageRejected:
         return None
 
 
-Inbound = Report | MessageRejected
+@dataclass(frozen=True)
+class VenueIncident:
+    """Something the venue and svc_exec did not agree on: a session-level Reject sent or
+    received (35=3), a BusinessMessageReject (35=j), a report svc_exec cannot map, a status
+    request refused, an order the venue denies knowing. Never dropped: logged with the raw
+    message, counted, stored, and the order it concerns (if any) flagged as needing
+    attention."""
+
+    kind: str  # session_reject_sent, session_reject_received, business_reject, unmappable, ...
+    reason: str  # short label for the metric
+    text: str
+    raw: str = ""  # the message concerned, as FIX text (SOH shown as |)
+    cl_ord_id: str = ""
+    ref_msg_type: str = ""
+    ref_seq: int | None = None
+    # The venue's OrderID, when the message concerned carried one: status requests name it.
+    exchange_order_id: str = ""
+
+    @property
+    def key(self) -> str:
+        """Stable across replays of the same message (a resend after a crash)."""
+        return hashlib.sha1(f"{self.kind}|{self.raw}|{self.text}".encode()).hexdigest()[:20]
+
+    def attention_report(self, order_id: str) -> Report:
+        """The report that flags the order as needing attention."""
+        return Report(
+            kind=ExecKind.NEEDS_ATTENTION,
+            exec_id=f"attention-{order_id}-{self.key}",
+            cl_ord_id=self.cl_ord_id,
+            text=f"needs attention ({self.kind}: {self.reason}): {self.text}"[:500],
+        )
+
+
+Inbound = Report | MessageRejected | VenueIncident

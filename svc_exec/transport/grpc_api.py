@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import grpc
@@ -10,11 +10,13 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from brokermesh.exec.v1 import exec_pb2, exec_pb2_grpc, execution_report_pb2
 from svc_exec.adapters.wire import report_to_proto
+from svc_exec.app.ports import StoredIncident
 from svc_exec.app.reconcile import Reconciler
 from svc_runtime.errors import InvalidArgument, Unavailable
 
 DEFAULT_STATUS_TIMEOUT_MS = 2000
 MAX_STATUS_TIMEOUT_MS = 30_000
+DEFAULT_INCIDENTS, MAX_INCIDENTS = 100, 1000
 
 
 @dataclass
@@ -32,6 +34,7 @@ class SessionState:
     commands_sent: int = 0
     reports_published: int = 0
     reports_pending: int = 0
+    venue_incidents: int = 0
 
 
 def _timestamp(epoch: float | None) -> Timestamp | None:
@@ -44,10 +47,14 @@ def _timestamp(epoch: float | None) -> Timestamp | None:
 
 class ExecutionServicer(exec_pb2_grpc.ExecutionServiceServicer):
     def __init__(
-        self, state: Callable[[], SessionState], reconciler: Callable[[], Reconciler | None]
+        self,
+        state: Callable[[], SessionState],
+        reconciler: Callable[[], Reconciler | None],
+        incidents: Callable[[int], Awaitable[tuple[list[StoredIncident], int]]],
     ) -> None:
         self.state = state
         self.reconciler = reconciler
+        self.incidents = incidents
 
     def _active(self) -> Reconciler:
         reconciler = self.reconciler()
@@ -71,6 +78,7 @@ class ExecutionServicer(exec_pb2_grpc.ExecutionServiceServicer):
             active=state.active,
             reports_pending=state.reports_pending,
             safe_next_target_seq_num=state.safe_next_target_seq_num,
+            venue_incidents=state.venue_incidents,
         )
         received = _timestamp(state.last_receive_time)
         if received is not None:
@@ -100,3 +108,23 @@ class ExecutionServicer(exec_pb2_grpc.ExecutionServiceServicer):
         return exec_pb2.ReconcileOrdersResponse(
             orders_reported=result.orders_reported, reports_published=result.reports_published
         )
+
+    async def ListVenueIncidents(
+        self, request: exec_pb2.ListVenueIncidentsRequest, context: grpc.aio.ServicerContext
+    ) -> exec_pb2.ListVenueIncidentsResponse:
+        if request.limit < 0 or request.limit > MAX_INCIDENTS:
+            raise InvalidArgument(f"limit must be between 0 and {MAX_INCIDENTS}", field="limit")
+        rows, total = await self.incidents(request.limit or DEFAULT_INCIDENTS)
+        response = exec_pb2.ListVenueIncidentsResponse(total=total)
+        for row in rows:
+            incident = response.incidents.add(
+                id=row.id,
+                venue=row.venue,
+                kind=row.kind,
+                reason=row.reason,
+                text=row.text,
+                raw=row.raw,
+                order_id=row.order_id,
+            )
+            incident.record_time.FromDatetime(row.recorded_at)
+        return response

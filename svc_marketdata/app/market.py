@@ -164,6 +164,10 @@ class MarketData:
             QUOTE_CHANGES.inc(changes)
             self._wake.set()
 
+    async def adopt_master(self, instruments: Sequence[Instrument]) -> None:
+        """An instrument master from elsewhere than the feed (a venue's file), before serving."""
+        await self._adopt_master(list(instruments))
+
     async def _adopt_master(self, instruments: list[Instrument]) -> None:
         try:
             await self.repository.replace(instruments)

@@ -109,7 +109,15 @@ class ReportProcessor:
             await uow.note_report_outcome(report.exec_id, "duplicate fill")
             return "duplicate_fill"
         try:
-            transition = state_machine.apply_report(order, report, self.clock.now())
+            if report.exec_type is ExecType.NEEDS_ATTENTION:
+                # Nothing known to have changed, but the order must not look healthy either.
+                log.error(
+                    "the executor flags an order as needing attention",
+                    extra={"exec_id": report.exec_id, "order_id": order.order_id, "text": report.text},
+                )
+                transition = state_machine.needs_attention(order, report.text, self.clock.now())
+            else:
+                transition = state_machine.apply_report(order, report, self.clock.now())
         except state_machine.ReportNotApplicable as error:
             if envelope.delivery < self.park_after:
                 raise  # the report it depends on may still come: try again later

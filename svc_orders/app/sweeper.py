@@ -36,7 +36,7 @@ from svc_orders.app.reports import ReportProcessor
 from svc_orders.domain import state_machine
 from svc_orders.domain.model import Actor, ExchangeReport, ExchangeStatus, Order, Status
 from svc_runtime import context
-from svc_runtime.errors import DeadlineExceeded, Unavailable
+from svc_runtime.errors import DeadlineExceeded, FailedPrecondition, Unavailable
 from svc_runtime.ids import new_id
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,9 @@ class Sweeper:
                         outcome = await self._settle_reservation(order)
                     else:
                         outcome = await self._settle_unacknowledged(order)
-                except (Unavailable, DeadlineExceeded) as error:
+                except (Unavailable, DeadlineExceeded, FailedPrecondition) as error:
+                    # FailedPrecondition: the venue refuses to answer about the order; svc_exec
+                    # backs off and flags the order, the sweep goes on with the others.
                     log.info(
                         "sweeper could not ask; will retry",
                         extra={"order_id": order.order_id, "error": str(error)},

@@ -77,6 +77,7 @@ class EventType(StrEnum):
     AMEND_REJECTED = "AMEND_REJECTED"
     EXPIRED = "EXPIRED"
     TRIGGERED = "TRIGGERED"
+    NEEDS_ATTENTION = "NEEDS_ATTENTION"
 
 
 class ExecType(StrEnum):
@@ -93,6 +94,9 @@ class ExecType(StrEnum):
     ORDER_STATUS = "ORDER_STATUS"
     CANCEL_REJECTED = "CANCEL_REJECTED"
     TRIGGERED = "TRIGGERED"
+    # Not a change: the venue said something svc_exec could not interpret about the order,
+    # refused to answer about it, or denies knowing it. Kept for an operator.
+    NEEDS_ATTENTION = "NEEDS_ATTENTION"
 
 
 class ExchangeStatus(StrEnum):

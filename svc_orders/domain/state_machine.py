@@ -50,6 +50,8 @@ class Trigger(StrEnum):
     CANCEL_REJECTED = "CANCEL_REJECTED"
     REJECTED = "REJECTED"
     EXPIRED = "EXPIRED"
+    # The executor flags the order (ExecType NEEDS_ATTENTION): status unchanged.
+    NEEDS_ATTENTION = "NEEDS_ATTENTION"
 
 
 class Rule(StrEnum):
@@ -144,6 +146,7 @@ EVENTS: dict[Trigger, EventType] = {
     T.CANCEL_REJECTED: EventType.AMEND_REJECTED,
     T.REJECTED: EventType.REJECTED,
     T.EXPIRED: EventType.EXPIRED,
+    T.NEEDS_ATTENTION: EventType.NEEDS_ATTENTION,
 }
 
 
@@ -298,6 +301,14 @@ def request_modify(
     )
     after = replace(order, status=S.PENDING_REPLACE, pending=pending, resume_status=order.status)
     return _finish(order, after, T.MODIFY_REQUEST, now)
+
+
+def needs_attention(order: Order, text: str, now: datetime) -> Transition:
+    """The executor could not interpret what the venue said about the order (or the venue
+    refused to say, or denies knowing it). Nothing is known to have changed, so the status
+    stays; the reason tells clients and operators the order is not simply healthy."""
+    after = replace(order, status_reason=f"needs attention: {text}"[:500])
+    return _finish(order, after, T.NEEDS_ATTENTION, now)
 
 
 # --- exchange reports -------------------------------------------------------------------

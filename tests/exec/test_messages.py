@@ -14,7 +14,16 @@ from brokermesh.type.v1 import decimal_pb2, trading_pb2
 from svc_exec.adapters import fix_messages as fm
 from svc_exec.adapters.wire import command_from_proto, report_to_proto
 from svc_exec.domain.commands import CancelOrder, CommandMeta, NewOrder, Refused, ReplaceOrder
-from svc_exec.domain.model import Addressed, ExecKind, OrdStatus, OrdType, Side, TimeInForce
+from svc_exec.domain.model import (
+    Addressed,
+    ExecKind,
+    OrdStatus,
+    OrdType,
+    Report,
+    Side,
+    TimeInForce,
+    VenueIncident,
+)
 from svc_runtime.fix import data_dictionary, get_text, set_text
 
 META = CommandMeta("cmd_1", "ord_1", "u_1", "req_1")
@@ -104,7 +113,18 @@ def test_execution_reports_are_read_exactly() -> None:
 def test_status_answer_for_an_unknown_order() -> None:
     message = execution_report_message(t150="I", t39="8", t103="5", t790="osr_9", t14="0", t151="0")
     report = fm.execution_report(fm.fields_of(message))
-    assert report is not None and report.unknown_order and report.status_request_id == "osr_9"
+    assert isinstance(report, Report) and report.unknown_order and report.status_request_id == "osr_9"
+    assert "103=5" in report.raw  # kept, for the incident if the broker believed it working
+
+
+def test_a_status_answer_saying_unknown_order_in_words_is_an_unknown_order() -> None:
+    message = execution_report_message(t150="I", t39="8", t103="99", t58="Unknown Order", t14="0", t151="0")
+    report = fm.execution_report(fm.fields_of(message))
+    assert isinstance(report, Report) and report.unknown_order
+    other = execution_report_message(
+        t150="I", t39="8", t103="99", t58="too late to cancel", t14="0", t151="0"
+    )
+    assert not fm.execution_report(fm.fields_of(other)).unknown_order  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize("tags", [{"t14": "40.5"}, {"t31": "abc"}, {"t39": "Z"}])
@@ -114,8 +134,12 @@ def test_malformed_reports_are_refused_naming_the_tag(tags: dict[str, str]) -> N
     assert str(caught.value.tag) == next(iter(tags))[1:]
 
 
-def test_unsupported_exec_types_are_ignored() -> None:
-    assert fm.execution_report(fm.fields_of(execution_report_message(t150="D"))) is None  # restated
+def test_exec_types_the_broker_cannot_map_become_incidents_and_pending_new_is_only_acknowledged() -> None:
+    restated = fm.execution_report(fm.fields_of(execution_report_message(t150="D")))
+    assert isinstance(restated, VenueIncident)
+    assert (restated.kind, restated.reason, restated.cl_ord_id) == ("unmappable", "restated", "ord_1")
+    assert "150=D" in restated.raw
+    assert fm.execution_report(fm.fields_of(execution_report_message(t150="A", t39="A"))) is None
 
 
 def command(kind: str, **fields: object) -> oc.OrderCommand:

@@ -52,6 +52,11 @@ class ExecutionServiceStub:
                 request_serializer=brokermesh_dot_exec_dot_v1_dot_exec__pb2.ReconcileOrdersRequest.SerializeToString,
                 response_deserializer=brokermesh_dot_exec_dot_v1_dot_exec__pb2.ReconcileOrdersResponse.FromString,
                 _registered_method=True)
+        self.ListVenueIncidents = channel.unary_unary(
+                '/brokermesh.exec.v1.ExecutionService/ListVenueIncidents',
+                request_serializer=brokermesh_dot_exec_dot_v1_dot_exec__pb2.ListVenueIncidentsRequest.SerializeToString,
+                response_deserializer=brokermesh_dot_exec_dot_v1_dot_exec__pb2.ListVenueIncidentsResponse.FromString,
+                _registered_method=True)
 
 
 class ExecutionServiceServicer:
@@ -82,6 +87,14 @@ class ExecutionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListVenueIncidents(self, request, context):
+        """The latest venue incidents: rejects sent or received, reports svc_exec could not map,
+        status requests refused, orders the venue denies knowing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ExecutionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -99,6 +112,11 @@ def add_ExecutionServiceServicer_to_server(servicer, server):
                     servicer.ReconcileOrders,
                     request_deserializer=brokermesh_dot_exec_dot_v1_dot_exec__pb2.ReconcileOrdersRequest.FromString,
                     response_serializer=brokermesh_dot_exec_dot_v1_dot_exec__pb2.ReconcileOrdersResponse.SerializeToString,
+            ),
+            'ListVenueIncidents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListVenueIncidents,
+                    request_deserializer=brokermesh_dot_exec_dot_v1_dot_exec__pb2.ListVenueIncidentsRequest.FromString,
+                    response_serializer=brokermesh_dot_exec_dot_v1_dot_exec__pb2.ListVenueIncidentsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -184,6 +202,33 @@ class ExecutionService:
             '/brokermesh.exec.v1.ExecutionService/ReconcileOrders',
             brokermesh_dot_exec_dot_v1_dot_exec__pb2.ReconcileOrdersRequest.SerializeToString,
             brokermesh_dot_exec_dot_v1_dot_exec__pb2.ReconcileOrdersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListVenueIncidents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/brokermesh.exec.v1.ExecutionService/ListVenueIncidents',
+            brokermesh_dot_exec_dot_v1_dot_exec__pb2.ListVenueIncidentsRequest.SerializeToString,
+            brokermesh_dot_exec_dot_v1_dot_exec__pb2.ListVenueIncidentsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -46,6 +46,10 @@ class ExecutionServiceStub:
     """Reconciles every open order with the exchange (FIX OrderMassStatusRequest) and
     publishes whatever reports the broker missed.
     """
+    ListVenueIncidents: _grpc.UnaryUnaryMultiCallable[_exec_pb2.ListVenueIncidentsRequest, _exec_pb2.ListVenueIncidentsResponse]
+    """The latest venue incidents: rejects sent or received, reports svc_exec could not map,
+    status requests refused, orders the venue denies knowing.
+    """
 
 @_typing.type_check_only
 class ExecutionServiceAsyncStub(ExecutionServiceStub):
@@ -63,6 +67,10 @@ class ExecutionServiceAsyncStub(ExecutionServiceStub):
     ReconcileOrders: _aio.UnaryUnaryMultiCallable[_exec_pb2.ReconcileOrdersRequest, _exec_pb2.ReconcileOrdersResponse]  # type: ignore[assignment]
     """Reconciles every open order with the exchange (FIX OrderMassStatusRequest) and
     publishes whatever reports the broker missed.
+    """
+    ListVenueIncidents: _aio.UnaryUnaryMultiCallable[_exec_pb2.ListVenueIncidentsRequest, _exec_pb2.ListVenueIncidentsResponse]  # type: ignore[assignment]
+    """The latest venue incidents: rejects sent or received, reports svc_exec could not map,
+    status requests refused, orders the venue denies knowing.
     """
 
 class ExecutionServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -96,6 +104,16 @@ class ExecutionServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_exec_pb2.ReconcileOrdersResponse, _abc.Awaitable[_exec_pb2.ReconcileOrdersResponse]]:
         """Reconciles every open order with the exchange (FIX OrderMassStatusRequest) and
         publishes whatever reports the broker missed.
+        """
+
+    @_abc_1.abstractmethod
+    def ListVenueIncidents(
+        self,
+        request: _exec_pb2.ListVenueIncidentsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_exec_pb2.ListVenueIncidentsResponse, _abc.Awaitable[_exec_pb2.ListVenueIncidentsResponse]]:
+        """The latest venue incidents: rejects sent or received, reports svc_exec could not map,
+        status requests refused, orders the venue denies knowing.
         """
 
 def add_ExecutionServiceServicer_to_server(servicer: ExecutionServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

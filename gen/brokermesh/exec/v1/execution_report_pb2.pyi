@@ -25,6 +25,7 @@ class ExecType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EXEC_TYPE_ORDER_STATUS: _ClassVar[ExecType]
     EXEC_TYPE_CANCEL_REJECTED: _ClassVar[ExecType]
     EXEC_TYPE_TRIGGERED: _ClassVar[ExecType]
+    EXEC_TYPE_NEEDS_ATTENTION: _ClassVar[ExecType]
 
 class OrdStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -50,6 +51,7 @@ EXEC_TYPE_EXPIRED: ExecType
 EXEC_TYPE_ORDER_STATUS: ExecType
 EXEC_TYPE_CANCEL_REJECTED: ExecType
 EXEC_TYPE_TRIGGERED: ExecType
+EXEC_TYPE_NEEDS_ATTENTION: ExecType
 ORD_STATUS_UNSPECIFIED: OrdStatus
 ORD_STATUS_NEW: OrdStatus
 ORD_STATUS_PARTIALLY_FILLED: OrdStatus

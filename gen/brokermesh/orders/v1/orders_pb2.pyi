@@ -42,6 +42,7 @@ class OrderEventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ORDER_EVENT_TYPE_AMEND_REJECTED: _ClassVar[OrderEventType]
     ORDER_EVENT_TYPE_EXPIRED: _ClassVar[OrderEventType]
     ORDER_EVENT_TYPE_TRIGGERED: _ClassVar[OrderEventType]
+    ORDER_EVENT_TYPE_NEEDS_ATTENTION: _ClassVar[OrderEventType]
 ORDER_STATUS_UNSPECIFIED: OrderStatus
 ORDER_STATUS_PENDING_EXCHANGE: OrderStatus
 ORDER_STATUS_OPEN: OrderStatus
@@ -65,6 +66,7 @@ ORDER_EVENT_TYPE_REJECTED: OrderEventType
 ORDER_EVENT_TYPE_AMEND_REJECTED: OrderEventType
 ORDER_EVENT_TYPE_EXPIRED: OrderEventType
 ORDER_EVENT_TYPE_TRIGGERED: OrderEventType
+ORDER_EVENT_TYPE_NEEDS_ATTENTION: OrderEventType
 
 class CheckInvariantsRequest(_message.Message):
     __slots__ = ()
