@@ -68,9 +68,13 @@ def _wait_until_up(process: subprocess.Popen[str], timeout: float = 180.0) -> st
 
 
 def _ctrl_c(process: subprocess.Popen[str]) -> None:
-    """Ctrl-C as a terminal sends it: SIGINT to every process of the foreground group."""
+    """Ctrl-C as a terminal sends it: SIGINT to every process of the foreground group (the
+    process's own group when it leads one, else just the process)."""
     with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGINT)
+        if os.getpgid(process.pid) == process.pid:
+            os.killpg(process.pid, signal.SIGINT)
+        else:
+            process.send_signal(signal.SIGINT)
     try:
         process.wait(90)
     except subprocess.TimeoutExpired:

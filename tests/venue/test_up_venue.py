@@ -47,6 +47,7 @@ def test_up_with_a_venue_places_and_fills_an_order_through_rest(how: str) -> Non
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        start_new_session=True,
     )
     try:
         banner = _wait_until_up(process)
