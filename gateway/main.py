@@ -79,6 +79,7 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
         clock=time.monotonic,
         max_body_bytes=settings.max_body_bytes,
         health=health,
+        cors_origins=settings.cors_origins,
     )
     server = _Server(
         uvicorn.Config(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gateway.domain.cors import parse_origins
 from svc_runtime import config
 
 JWT_TTL_SECONDS = "BROKERMESH_JWT_TTL_SECONDS"
@@ -22,6 +23,7 @@ PUSHES_PER_SECOND = "BROKERMESH_GATEWAY_PUSHES_PER_SECOND"
 HEARTBEAT_SECONDS = "BROKERMESH_GATEWAY_HEARTBEAT_SECONDS"
 WRITE_TIMEOUT_SECONDS = "BROKERMESH_GATEWAY_WRITE_TIMEOUT_SECONDS"
 RETRY_MS = "BROKERMESH_GATEWAY_SSE_RETRY_MS"
+CORS_ORIGINS = "BROKERMESH_CORS_ORIGINS"
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,8 @@ class GatewaySettings:
     login_free_failures: int
     backend_timeout: float
     streams: StreamSettings
+    # Web origins allowed to call the API from a browser (none: no page on another origin may).
+    cors_origins: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls) -> GatewaySettings:
@@ -84,4 +88,5 @@ class GatewaySettings:
                 write_timeout_seconds=config.env_float(WRITE_TIMEOUT_SECONDS, 10.0),
                 retry_ms=config.env_int(RETRY_MS, 3000),
             ),
+            cors_origins=parse_origins(config.env(CORS_ORIGINS, "")),
         )

@@ -163,6 +163,8 @@ def _print_banner(plan, data_dir: Path, seconds: float, *, demo: bool) -> None: 
         f"  FIX (exchange) {d['fix']}",
         f"  NATS           {d['nats_url']} (namespace {d['namespace']})",
         f"  logs           {data_dir / 'logs'}",
+        "  CORS origins   "
+        + (os.environ.get("BROKERMESH_CORS_ORIGINS") or "none (set BROKERMESH_CORS_ORIGINS)"),
         f"  endpoints      source {data_dir / 'env'}",
     ]
     if demo:

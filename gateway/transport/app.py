@@ -18,6 +18,7 @@ from starlette.types import ASGIApp
 from gateway.domain.jsonmoney import dumps
 from gateway.domain.limits import RateLimiter
 from gateway.domain.tokens import TokenAuthority
+from gateway.transport.cors import Cors
 from gateway.transport.errors import ERROR_HANDLERS
 from gateway.transport.handlers import Handlers
 from gateway.transport.middleware import EdgeMiddleware, PrincipalMiddleware
@@ -48,6 +49,7 @@ def build_app(
     clock: Callable[[], float],
     max_body_bytes: int,
     health: Callable[[], tuple[bool, dict[str, Any]]],
+    cors_origins: tuple[str, ...] = (),
 ) -> ASGIApp:
     app = AsyncApp(__name__, security_map={"bearer": _bearer_handler(tokens)})
     app.add_middleware(
@@ -72,4 +74,4 @@ def build_app(
 
     app.add_url_rule("/healthz", "healthz", healthz, methods=["GET"])
     app.add_url_rule("/metrics", "metrics", metrics, methods=["GET"])
-    return EdgeMiddleware(app, max_body_bytes=max_body_bytes)
+    return Cors(EdgeMiddleware(app, max_body_bytes=max_body_bytes), origins=cors_origins)
