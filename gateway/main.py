@@ -12,10 +12,13 @@ from typing import Any
 import uvicorn
 
 from gateway.adapters.backends import Backends
+from gateway.adapters.spent_tickets import NatsSpentTickets
 from gateway.adapters.ticks import TickFeed
 from gateway.app.quotes import QuoteHub
 from gateway.app.sessions import Login
+from gateway.app.tickets import StreamTickets
 from gateway.domain.limits import LoginThrottle, RateLimiter, StreamSlots
+from gateway.domain.tickets import ticket_authority
 from gateway.domain.tokens import TokenAuthority
 from gateway.settings import GatewaySettings
 from gateway.transport.app import build_app
@@ -49,6 +52,11 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
     )
     tokens = TokenAuthority(settings.jwt_secret, ttl_seconds=settings.jwt_ttl_seconds, clock=clock)
     login = Login(backends, tokens, LoginThrottle(free_failures=settings.login_free_failures), clock)
+    spent_tickets = NatsSpentTickets(settings.nats_url, Topology(settings.namespace))
+    tickets = StreamTickets(
+        ticket_authority(settings.jwt_secret, ttl_seconds=settings.stream_ticket_seconds, clock=clock),
+        spent_tickets,
+    )
     hub = QuoteHub(backends)
     feed = TickFeed(settings.nats_url, Topology(settings.namespace), hub.publish)
     hub.feed_generation = feed.generation
@@ -79,6 +87,7 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
         clock=time.monotonic,
         max_body_bytes=settings.max_body_bytes,
         health=health,
+        tickets=tickets,
         cors_origins=settings.cors_origins,
     )
     server = _Server(
@@ -96,6 +105,7 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
         )
     )
     feed.start()
+    spent_tickets.start()
     serving = asyncio.create_task(server.serve(), name="http")
     stopping = asyncio.create_task(stop.wait())
     await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -109,6 +119,7 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
         await serving
     stopping.cancel()
     await feed.stop()
+    await spent_tickets.stop()
     await backends.close()
 
 

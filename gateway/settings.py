@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gateway.domain.cors import parse_origins
+from gateway.domain.tickets import DEFAULT_TICKET_SECONDS
 from svc_runtime import config
 
 JWT_TTL_SECONDS = "BROKERMESH_JWT_TTL_SECONDS"
@@ -24,6 +25,7 @@ HEARTBEAT_SECONDS = "BROKERMESH_GATEWAY_HEARTBEAT_SECONDS"
 WRITE_TIMEOUT_SECONDS = "BROKERMESH_GATEWAY_WRITE_TIMEOUT_SECONDS"
 RETRY_MS = "BROKERMESH_GATEWAY_SSE_RETRY_MS"
 CORS_ORIGINS = "BROKERMESH_CORS_ORIGINS"
+STREAM_TICKET_SECONDS = "BROKERMESH_GATEWAY_STREAM_TICKET_SECONDS"
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,7 @@ class GatewaySettings:
     streams: StreamSettings
     # Web origins allowed to call the API from a browser (none: no page on another origin may).
     cors_origins: tuple[str, ...] = ()
+    stream_ticket_seconds: int = DEFAULT_TICKET_SECONDS
 
     @classmethod
     def from_env(cls) -> GatewaySettings:
@@ -89,4 +92,5 @@ class GatewaySettings:
                 retry_ms=config.env_int(RETRY_MS, 3000),
             ),
             cors_origins=parse_origins(config.env(CORS_ORIGINS, "")),
+            stream_ticket_seconds=config.env_int(STREAM_TICKET_SECONDS, DEFAULT_TICKET_SECONDS),
         )

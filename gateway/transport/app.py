@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp
 
+from gateway.app.tickets import StreamTickets
 from gateway.domain.jsonmoney import dumps
 from gateway.domain.limits import RateLimiter
 from gateway.domain.tokens import TokenAuthority
@@ -22,6 +23,7 @@ from gateway.transport.cors import Cors
 from gateway.transport.errors import ERROR_HANDLERS
 from gateway.transport.handlers import Handlers
 from gateway.transport.middleware import EdgeMiddleware, PrincipalMiddleware
+from gateway.transport.tickets import TicketHandlers, ticket_security_handler
 from gateway.transport.validation import VALIDATORS
 
 SPEC = Path(__file__).resolve().parent.parent / "openapi.yaml"
@@ -49,15 +51,24 @@ def build_app(
     clock: Callable[[], float],
     max_body_bytes: int,
     health: Callable[[], tuple[bool, dict[str, Any]]],
+    tickets: StreamTickets,
     cors_origins: tuple[str, ...] = (),
 ) -> ASGIApp:
-    app = AsyncApp(__name__, security_map={"bearer": _bearer_handler(tokens)})
+    app = AsyncApp(
+        __name__,
+        security_map={"bearer": _bearer_handler(tokens), "apiKey": ticket_security_handler(tickets)},
+    )
+    ticket_handlers = TicketHandlers(tickets)
+
+    def operation(operation_id: str) -> Callable[..., Any]:
+        return getattr(handlers, operation_id, None) or getattr(ticket_handlers, operation_id)
+
     app.add_middleware(
         PrincipalMiddleware, position=MiddlewarePosition.BEFORE_VALIDATION, limiter=limiter, clock=clock
     )
     app.add_api(
         SPEC,
-        resolver=Resolver(function_resolver=lambda operation_id: getattr(handlers, operation_id)),
+        resolver=Resolver(function_resolver=operation),
         pythonic_params=True,
         strict_validation=True,
         validator_map=VALIDATORS,
