@@ -26,6 +26,7 @@ WRITE_TIMEOUT_SECONDS = "BROKERMESH_GATEWAY_WRITE_TIMEOUT_SECONDS"
 RETRY_MS = "BROKERMESH_GATEWAY_SSE_RETRY_MS"
 CORS_ORIGINS = "BROKERMESH_CORS_ORIGINS"
 STREAM_TICKET_SECONDS = "BROKERMESH_GATEWAY_STREAM_TICKET_SECONDS"
+METRICS_HOST = "BROKERMESH_GATEWAY_METRICS_HOST"
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,8 @@ class GatewaySettings:
     # Web origins allowed to call the API from a browser (none: no page on another origin may).
     cors_origins: tuple[str, ...] = ()
     stream_ticket_seconds: int = DEFAULT_TICKET_SECONDS
+    # The internal listener (metrics, health details): loopback unless an operator opens it.
+    metrics_host: str = "127.0.0.1"
 
     @classmethod
     def from_env(cls) -> GatewaySettings:
@@ -93,4 +96,5 @@ class GatewaySettings:
             ),
             cors_origins=parse_origins(config.env(CORS_ORIGINS, "")),
             stream_ticket_seconds=config.env_int(STREAM_TICKET_SECONDS, DEFAULT_TICKET_SECONDS),
+            metrics_host=config.env(METRICS_HOST, "127.0.0.1"),
         )

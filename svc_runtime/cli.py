@@ -156,6 +156,7 @@ def _print_banner(plan, data_dir: Path, seconds: float, *, demo: bool) -> None: 
         f"  REST + SSE     {d['gateway_url']}/v1",
         f"  API docs       {d['docs_url']}",
         f"  OpenAPI        {d['gateway_url']}/v1/openapi.json",
+        f"  internal       http://127.0.0.1:{plan.ports['gateway']['metrics']}/metrics, /healthz (details)",
     ]
     for name, target in d["grpc"].items():  # type: ignore[union-attr]
         lines.append(f"  gRPC {name:<14} {target}")

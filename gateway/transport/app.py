@@ -10,7 +10,6 @@ from connexion import AsyncApp
 from connexion.middleware import MiddlewarePosition
 from connexion.resolver import Resolver
 from connexion.security import BearerSecurityHandler
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp
@@ -80,9 +79,5 @@ def build_app(
         ok, details = health()
         return Response(dumps(details), status_code=200 if ok else 503, media_type="application/json")
 
-    async def metrics(_request: Request) -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
-
     app.add_url_rule("/healthz", "healthz", healthz, methods=["GET"])
-    app.add_url_rule("/metrics", "metrics", metrics, methods=["GET"])
     return Cors(EdgeMiddleware(app, max_body_bytes=max_body_bytes), origins=cors_origins)
