@@ -41,10 +41,15 @@ class Cors:
             return
         headers = Headers(scope=scope)
         origin = headers.get("origin")
-        if origin is None or origin in self.origins:
+        preflight = scope["method"] == "OPTIONS" and "access-control-request-method" in headers
+        if origin is not None and origin in self.origins and preflight:
+            await self.allowed(scope, receive, self._refusals_as_problems(scope, send))
+        elif origin is None or origin in self.origins:
             await self.allowed(scope, receive, send)
-        elif scope["method"] == "OPTIONS" and "access-control-request-method" in headers:
-            await self._refuse_preflight(scope, send)
+        elif preflight:
+            await _problem(
+                scope, send, 403, "CORS_ORIGIN_FORBIDDEN", "this origin may not call the API from a browser"
+            )
         else:
             await self.app(scope, receive, self._vary_on_origin(send))
 
@@ -58,24 +63,49 @@ class Cors:
         return send_varied
 
     @staticmethod
-    async def _refuse_preflight(scope: Scope, send: Send) -> None:
-        state = RequestState(
-            request_id=context.new_request_id(), path=scope.get("path", ""), method="OPTIONS"
-        )
-        token = begin(state)
-        try:
-            problem = http_problem(
-                403, "CORS_ORIGIN_FORBIDDEN", "this origin may not call the API from a browser"
-            )
-            body, extra = render(problem)
-        finally:
-            end(token)
-        raw = [
-            (b"content-type", PROBLEM_CONTENT_TYPE.encode()),
-            (b"content-length", str(len(body)).encode()),
-            (b"vary", b"Origin"),
-            (b"x-request-id", state.request_id.encode()),
-            *((k.lower().encode(), v.encode()) for k, v in extra.items()),
-        ]
-        await send({"type": "http.response.start", "status": 403, "headers": raw})
-        await send({"type": "http.response.body", "body": body})
+    def _refusals_as_problems(scope: Scope, send: Send) -> Send:
+        """An allowed origin's preflight asking for a method or header the API does not take
+        is refused by starlette in plain text: say it as a 400 problem, its CORS headers kept."""
+        refused: list[Message] = []
+
+        async def send_problem(message: Message) -> None:
+            if message["type"] == "http.response.start" and message["status"] != 200:
+                refused.append(message)
+            elif refused and message["type"] == "http.response.body":
+                kept = [(k, v) for k, v in refused[0]["headers"] if k.lower().startswith(b"access-control-")]
+                detail = message.get("body", b"").decode("latin-1") or "preflight refused"
+                await _problem(scope, send, 400, "CORS_PREFLIGHT_REFUSED", detail, headers=kept)
+            else:
+                await send(message)
+
+        return send_problem
+
+
+async def _problem(
+    scope: Scope,
+    send: Send,
+    status: int,
+    reason: str,
+    detail: str,
+    *,
+    headers: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    """A problem+json answer from outside the edge middleware (which has not run yet)."""
+    state = RequestState(
+        request_id=context.new_request_id(), path=scope.get("path", ""), method=scope["method"]
+    )
+    token = begin(state)
+    try:
+        body, extra = render(http_problem(status, reason, detail))
+    finally:
+        end(token)
+    raw = [
+        *(headers or []),
+        (b"content-type", PROBLEM_CONTENT_TYPE.encode()),
+        (b"content-length", str(len(body)).encode()),
+        (b"vary", b"Origin"),
+        (b"x-request-id", state.request_id.encode()),
+        *((k.lower().encode(), v.encode()) for k, v in extra.items()),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})

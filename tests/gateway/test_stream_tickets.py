@@ -43,8 +43,12 @@ async def open_with(client: httpx.AsyncClient, ticket: str) -> httpx.Response:
         return response
 
 
+REUSED = 'gateway_stream_tickets_total{outcome="reused"}'
+
+
 async def test_a_ticket_opens_one_stream_once(edge: Edge) -> None:
     async with httpx.AsyncClient(base_url=edge.url, timeout=30) as client:
+        reused_before = await edge.metric(client, REUSED)
         ticket = await new_ticket(client, edge.auth())
         async with client.stream("GET", STREAM, params={"symbols": "INFY", "ticket": ticket}) as response:
             assert response.status_code == 200
@@ -53,6 +57,8 @@ async def test_a_ticket_opens_one_stream_once(edge: Edge) -> None:
             assert (await next_event(stream)).event == "price_tick"
         again = await open_with(client, ticket)
         assert_problem(again, 401, "TICKET_ALREADY_USED")
+        # A replayed ticket is counted (and logged), not just refused.
+        assert await edge.metric(client, REUSED) == reused_before + 1
         # A fresh ticket works again.
         assert (await open_with(client, await new_ticket(client, edge.auth()))).status_code == 200
 
