@@ -6,21 +6,25 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import uvicorn
 
 from gateway.adapters.backends import Backends
+from gateway.adapters.spent_tickets import NatsSpentTickets
 from gateway.adapters.ticks import TickFeed
 from gateway.app.limits import EdgeLimits
 from gateway.app.quotes import QuoteHub
 from gateway.app.sessions import Login
+from gateway.app.tickets import StreamTickets
 from gateway.domain.limits import LoginGuard, RateLimiter, StreamSlots
+from gateway.domain.tickets import ticket_authority
 from gateway.domain.tokens import TokenAuthority
 from gateway.settings import GatewaySettings
 from gateway.transport.app import build_app
 from gateway.transport.handlers import Handlers
+from gateway.transport.internal import build_internal_app
 from gateway.transport.streams import StreamRegistry
 from svc_runtime import service
 from svc_runtime.messaging import Topology
@@ -36,6 +40,21 @@ class _Server(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+    @classmethod
+    def of(cls, app: Any, host: str, port: int, **tuning: Any) -> _Server:
+        return cls(
+            uvicorn.Config(
+                app,
+                host=host,
+                port=port,
+                lifespan="off",
+                log_config=None,
+                access_log=False,
+                server_header=False,
+                **tuning,
+            )
+        )
 
 
 async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
@@ -64,6 +83,11 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
         max_body_bytes=settings.max_body_bytes,
     )
     login = Login(backends, tokens, limits.logins, clock)
+    spent_tickets = NatsSpentTickets(settings.nats_url, Topology(settings.namespace))
+    tickets = StreamTickets(
+        ticket_authority(settings.jwt_secret, ttl_seconds=settings.stream_ticket_seconds, clock=clock),
+        spent_tickets,
+    )
     hub = QuoteHub(backends)
     feed = TickFeed(settings.nats_url, Topology(settings.namespace), hub.publish)
     hub.feed_generation = feed.generation
@@ -82,34 +106,38 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
         details = {
             "status": "draining" if draining else "serving",
             "tickFeed": "subscribed" if feed.ready.is_set() else "connecting",
+            "streamTickets": "ready" if spent_tickets.ready else "connecting",
             "streams": len(registry),
             "backends": backends.channel_states(),
         }
         return not draining, details
+
+    def liveness() -> tuple[bool, dict[str, Any]]:
+        """All the public port tells: serving or draining."""
+        return not draining, {"status": "draining" if draining else "serving"}
 
     app = build_app(
         handlers=handlers,
         tokens=tokens,
         limits=limits,
         clock=time.monotonic,
-        health=health,
+        health=liveness,
+        tickets=tickets,
+        cors_origins=settings.cors_origins,
     )
-    server = _Server(
-        uvicorn.Config(
-            app,
-            host=settings.http_host,
-            port=settings.http_port,
-            lifespan="off",
-            log_config=None,
-            access_log=False,
-            proxy_headers=False,
-            server_header=False,
-            timeout_keep_alive=30,
-            timeout_graceful_shutdown=10,
-        )
+    server = _Server.of(
+        app,
+        settings.http_host,
+        settings.http_port,
+        proxy_headers=False,
+        timeout_keep_alive=30,
+        timeout_graceful_shutdown=10,
     )
+    internal = _internal_server(settings, health)
     feed.start()
+    spent_tickets.start()
     serving = service.supervise(server.serve(), name="http")
+    internal_serving = service.supervise(internal.serve(), name="internal-http") if internal else None
     stopping = asyncio.create_task(stop.wait())
     await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
     # Drain: report unhealthy, end the streams (clients reconnect elsewhere), then let
@@ -122,7 +150,21 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
         await serving
     stopping.cancel()
     await feed.stop()
+    await spent_tickets.stop()
+    if internal and internal_serving:
+        internal.should_exit = True
+        with contextlib.suppress(Exception):
+            await internal_serving
     await backends.close()
+
+
+def _internal_server(
+    settings: GatewaySettings, health: Callable[[], tuple[bool, dict[str, Any]]]
+) -> _Server | None:
+    """Metrics and detailed health on their own port (none without BROKERMESH_METRICS_PORT)."""
+    if not settings.metrics_port:
+        return None
+    return _Server.of(build_internal_app(health), settings.metrics_host, settings.metrics_port)
 
 
 def main() -> None:
@@ -131,4 +173,5 @@ def main() -> None:
     async def run(stop: asyncio.Event) -> None:
         await serve(settings, stop)
 
-    service.run(SERVICE, run, metrics_port=settings.metrics_port)
+    # The internal listener serves the metrics (with health details), not svc_runtime's.
+    service.run(SERVICE, run)

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+from gateway.domain.cors import parse_origins
+from gateway.domain.tickets import DEFAULT_TICKET_SECONDS
 from svc_runtime import config
 
 JWT_TTL_SECONDS = "BROKERMESH_JWT_TTL_SECONDS"
@@ -27,6 +29,9 @@ PUSHES_PER_SECOND = "BROKERMESH_GATEWAY_PUSHES_PER_SECOND"
 HEARTBEAT_SECONDS = "BROKERMESH_GATEWAY_HEARTBEAT_SECONDS"
 WRITE_TIMEOUT_SECONDS = "BROKERMESH_GATEWAY_WRITE_TIMEOUT_SECONDS"
 RETRY_MS = "BROKERMESH_GATEWAY_SSE_RETRY_MS"
+CORS_ORIGINS = "BROKERMESH_CORS_ORIGINS"
+STREAM_TICKET_SECONDS = "BROKERMESH_GATEWAY_STREAM_TICKET_SECONDS"
+METRICS_HOST = "BROKERMESH_GATEWAY_METRICS_HOST"
 
 
 @dataclass(frozen=True)
@@ -95,6 +100,11 @@ class GatewaySettings:
     streams: StreamSettings
     abuse: AbuseSettings = field(default_factory=AbuseSettings)
     orders: OrderLimits = field(default_factory=OrderLimits)
+    # Web origins allowed to call the API from a browser (none: no page on another origin may).
+    cors_origins: tuple[str, ...] = ()
+    stream_ticket_seconds: int = DEFAULT_TICKET_SECONDS
+    # The internal listener (metrics, health details): loopback unless an operator opens it.
+    metrics_host: str = "127.0.0.1"
 
     @classmethod
     def from_env(cls) -> GatewaySettings:
@@ -131,4 +141,7 @@ class GatewaySettings:
                 auth_failure_burst=config.env_int(AUTH_FAILURE_BURST, 20),
             ),
             orders=OrderLimits.from_env(),
+            cors_origins=parse_origins(config.env(CORS_ORIGINS, "")),
+            stream_ticket_seconds=config.env_int(STREAM_TICKET_SECONDS, DEFAULT_TICKET_SECONDS),
+            metrics_host=config.env(METRICS_HOST, "127.0.0.1"),
         )

@@ -211,6 +211,7 @@ def _print_banner(plan, data_dir: Path, seconds: float, *, demo: bool) -> None: 
         f"  REST + SSE     {d['gateway_url']}/v1",
         f"  API docs       {d['docs_url']}",
         f"  OpenAPI        {d['gateway_url']}/v1/openapi.json",
+        f"  internal       http://127.0.0.1:{plan.ports['gateway']['metrics']}/metrics, /healthz (details)",
     ]
     for name, target in d["grpc"].items():  # type: ignore[union-attr]
         lines.append(f"  gRPC {name:<14} {target}")
@@ -218,6 +219,8 @@ def _print_banner(plan, data_dir: Path, seconds: float, *, demo: bool) -> None: 
         f"  FIX (exchange) {d['fix']} ({d['venue']})",
         f"  NATS           {d['nats_url']} (namespace {d['namespace']})",
         f"  logs           {data_dir / 'logs'}",
+        "  CORS origins   "
+        + (os.environ.get("BROKERMESH_CORS_ORIGINS") or "none (set BROKERMESH_CORS_ORIGINS)"),
         f"  endpoints      source {data_dir / 'env'}",
     ]
     if demo:
@@ -278,8 +281,40 @@ def _destroy(args: argparse.Namespace) -> int:
 
 
 # --- test, gen, bench ----------------------------------------------------------------------
+# Browsers the tests in tests/browser drive (Debian's package names are also the commands).
+CHROMIUM_COMMANDS = ("chromium-headless-shell", "chromium", "chromium-browser", "google-chrome")
+BROWSER_ENV = "BROKERMESH_CHROMIUM"
+
+
+def find_chromium() -> str | None:
+    return next(filter(None, map(shutil.which, CHROMIUM_COMMANDS)), None)
+
+
+def _ensure_chromium() -> str | None:
+    """A headless Chromium for tests/browser: the one installed, or Debian's package installed
+    once when we may (root with apt-get). Elsewhere None: those tests skip and say why."""
+    found = find_chromium()
+    if found or not shutil.which("apt-get") or os.geteuid() != 0:
+        return found
+    print("brokermesh: installing chromium-headless-shell for tests/browser …", file=sys.stderr, flush=True)
+    apt_env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for step in (
+        ["apt-get", "update", "-qq"],
+        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium-headless-shell"],
+    ):
+        done = subprocess.run(step, env=apt_env, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            print(f"brokermesh: {' '.join(step)} failed:\n{done.stderr[-2000:]}", file=sys.stderr)
+            return None
+    return find_chromium()
+
+
 def _test(argv: list[str]) -> int:
     env = {**os.environ}
+    if not env.get(BROWSER_ENV):
+        browser = _ensure_chromium()
+        if browser:
+            env[BROWSER_ENV] = browser
     steps = [
         [sys.executable, "-m", "ruff", "check", "."],
         [sys.executable, "-m", "ruff", "format", "--check", "."],

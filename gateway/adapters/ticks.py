@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TypeVar
 
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
@@ -20,6 +21,33 @@ from brokermesh.marketdata.v1 import marketdata_pb2, tick_pb2
 from svc_runtime import messaging
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+async def retrying(what: str, attempt: Callable[[], Awaitable[T]]) -> T:
+    """`attempt()` until it succeeds, backing off to 10 s: for what NATS gives the gateway in
+    the background (the REST API works meanwhile)."""
+    delay = 0.5
+    while True:
+        try:
+            return await attempt()
+        except Exception as exc:
+            log.warning("%s cannot reach NATS; retrying", what, extra={"error": repr(exc)})
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+
+async def stopped(task: asyncio.Task[None] | None, nc: NatsClient | None) -> None:
+    """End a background connection started with `retrying`, connected or not."""
+    if task is not None and not task.done():
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    if nc is not None:
+        with contextlib.suppress(Exception):
+            await nc.drain()
+
 
 BATCHES = Counter("gateway_tick_batches_total", "Tick batches received from NATS")
 BAD_BATCHES = Counter("gateway_tick_batches_undecodable_total", "Tick batches that failed to decode")
@@ -48,15 +76,7 @@ class TickFeed:
         self._task = asyncio.create_task(self._run(), name="tick-feed")
 
     async def _run(self) -> None:
-        delay = 0.5
-        while True:
-            try:
-                nc = await messaging.connect(self.nats_url, "gateway-ticks")
-                break
-            except Exception as exc:
-                log.warning("tick feed cannot reach NATS; retrying", extra={"error": repr(exc)})
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
+        nc = await retrying("tick feed", lambda: messaging.connect(self.nats_url, "gateway-ticks"))
         self._nc = nc
         await nc.subscribe(self.subject, cb=self._on_message, pending_bytes_limit=PENDING_BYTES_LIMIT)
         await nc.flush()
@@ -83,11 +103,5 @@ class TickFeed:
         self.on_quotes(batch.quotes)
 
     async def stop(self) -> None:
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        if self._nc is not None:
-            with contextlib.suppress(Exception):
-                await self._nc.drain()
+        await stopped(self._task, self._nc)
         CONNECTED.set(0)

@@ -25,3 +25,10 @@ class OrderUpdates(Protocol):
     def order_updates(self, user_id: str, after_event_id: str) -> AsyncIterator[orders_pb2.OrderEvent]:
         """The user's order events after `after_event_id` (all live ones if empty)."""
         ...
+
+
+class SpentTickets(Protocol):
+    async def spend(self, ticket_id: str) -> bool:
+        """True the first time a ticket id is spent, False ever after (for longer than any
+        ticket lives); raises Unavailable when it cannot tell (never guesses True)."""
+        ...

@@ -39,10 +39,26 @@ class Principal:
 
 
 class TokenAuthority:
-    def __init__(self, secret: str, *, ttl_seconds: int, clock: Callable[[], float], leeway: int = 5) -> None:
+    """Issues and verifies one kind of token: access tokens by default; stream tickets are
+    the same kind of JWT for another audience under another key (`gateway.domain.tickets`)."""
+
+    def __init__(
+        self,
+        secret: str | bytes,
+        *,
+        ttl_seconds: int,
+        clock: Callable[[], float],
+        leeway: int = 5,
+        audience: str = AUDIENCE,
+        noun: str = "access token",
+        renew: str = "log in again",
+    ) -> None:
         if not secret:
             raise ValueError("a JWT signing secret is required")
         self._secret = secret
+        self._audience = audience
+        self._noun = noun
+        self._renew = renew
         self.ttl_seconds = ttl_seconds
         self._clock = clock
         self._leeway = leeway
@@ -51,7 +67,7 @@ class TokenAuthority:
         now = int(self._clock())
         claims: dict[str, Any] = {
             "iss": ISSUER,
-            "aud": AUDIENCE,
+            "aud": self._audience,
             "sub": user_id,
             "iat": now,
             "nbf": now,
@@ -63,13 +79,13 @@ class TokenAuthority:
 
     def verify(self, token: str) -> Principal:
         if not token or len(token) > MAX_TOKEN_LENGTH:
-            raise Unauthenticated("invalid access token", reason="INVALID_TOKEN")
+            raise Unauthenticated(f"invalid {self._noun}", reason="INVALID_TOKEN")
         try:
             claims = jwt.decode(
                 token,
                 self._secret,
                 algorithms=[ALGORITHM],
-                audience=AUDIENCE,
+                audience=self._audience,
                 issuer=ISSUER,
                 leeway=self._leeway,
                 # Times are checked below against our clock (PyJWT would read the wall clock).
@@ -81,17 +97,17 @@ class TokenAuthority:
                 },
             )
         except jwt.PyJWTError:
-            raise Unauthenticated("invalid access token", reason="INVALID_TOKEN") from None
+            raise Unauthenticated(f"invalid {self._noun}", reason="INVALID_TOKEN") from None
         now = self._clock()
         try:
             expires, issued, not_before = int(claims["exp"]), int(claims["iat"]), int(claims.get("nbf", 0))
         except (TypeError, ValueError):
-            raise Unauthenticated("invalid access token", reason="INVALID_TOKEN") from None
+            raise Unauthenticated(f"invalid {self._noun}", reason="INVALID_TOKEN") from None
         if issued - self._leeway > now or not_before - self._leeway > now:
-            raise Unauthenticated("invalid access token", reason="INVALID_TOKEN")
+            raise Unauthenticated(f"invalid {self._noun}", reason="INVALID_TOKEN")
         if expires + self._leeway < now:
-            raise Unauthenticated("access token expired; log in again", reason="TOKEN_EXPIRED")
+            raise Unauthenticated(f"{self._noun} expired; {self._renew}", reason="TOKEN_EXPIRED")
         user_id = claims["sub"]
         if not isinstance(user_id, str) or not user_id or "/" in user_id:
-            raise Unauthenticated("invalid access token", reason="INVALID_TOKEN")
+            raise Unauthenticated(f"invalid {self._noun}", reason="INVALID_TOKEN")
         return Principal(user_id, str(claims.get("jti", "")), expires)

@@ -11,17 +11,19 @@ from connexion import AsyncApp
 from connexion.middleware import MiddlewarePosition
 from connexion.resolver import Resolver
 from connexion.security import BearerSecurityHandler
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp
 
 from gateway.app.limits import EdgeLimits
+from gateway.app.tickets import StreamTickets
 from gateway.domain.jsonmoney import dumps
 from gateway.domain.tokens import TokenAuthority
+from gateway.transport.cors import Cors
 from gateway.transport.errors import ProblemResponses
 from gateway.transport.handlers import Handlers
 from gateway.transport.middleware import EdgeMiddleware, PrincipalMiddleware
+from gateway.transport.tickets import TicketHandlers, ticket_security_handler
 from gateway.transport.validation import VALIDATORS
 
 SPEC = Path(__file__).resolve().parent.parent / "openapi.yaml"
@@ -58,14 +60,24 @@ def build_app(
     limits: EdgeLimits,
     clock: Callable[[], float],
     health: Callable[[], tuple[bool, dict[str, Any]]],
+    tickets: StreamTickets,
+    cors_origins: tuple[str, ...] = (),
 ) -> ASGIApp:
-    app = AsyncApp(__name__, security_map={"bearer": _bearer_handler(tokens)})
+    app = AsyncApp(
+        __name__,
+        security_map={"bearer": _bearer_handler(tokens), "apiKey": ticket_security_handler(tickets)},
+    )
+    ticket_handlers = TicketHandlers(tickets)
+
+    def operation(operation_id: str) -> Callable[..., Any]:
+        return getattr(handlers, operation_id, None) or getattr(ticket_handlers, operation_id)
+
     app.add_middleware(
         PrincipalMiddleware, position=MiddlewarePosition.BEFORE_VALIDATION, limits=limits, clock=clock
     )
     app.add_api(
         served_spec(limits),
-        resolver=Resolver(function_resolver=lambda operation_id: getattr(handlers, operation_id)),
+        resolver=Resolver(function_resolver=operation),
         pythonic_params=True,
         strict_validation=True,
         validator_map=VALIDATORS,
@@ -77,9 +89,5 @@ def build_app(
         ok, details = health()
         return Response(dumps(details), status_code=200 if ok else 503, media_type="application/json")
 
-    async def metrics(_request: Request) -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
-
     app.add_url_rule("/healthz", "healthz", healthz, methods=["GET"])
-    app.add_url_rule("/metrics", "metrics", metrics, methods=["GET"])
-    return EdgeMiddleware(app, max_body_bytes=limits.max_body_bytes)
+    return Cors(EdgeMiddleware(app, max_body_bytes=limits.max_body_bytes), origins=cors_origins)

@@ -124,6 +124,11 @@ class Edge:
     def url(self) -> str:
         return self.stack.plan.gateway_url
 
+    @property
+    def internal_url(self) -> str:
+        """The internal listener: metrics and health details."""
+        return f"http://127.0.0.1:{self.stack.plan.ports['gateway']['metrics']}"
+
     def token(self, user_id: str | None = None, *, ttl: int = 900, **overrides: Any) -> str:
         return make_token(self.stack, user_id, ttl=ttl, **overrides)
 
@@ -141,7 +146,7 @@ class Edge:
         await self.nc.flush()
 
     async def metric(self, client: httpx.AsyncClient, line_prefix: str) -> float:
-        text = (await client.get("/metrics")).text
+        text = (await client.get(f"{self.internal_url}/metrics")).text
         return sum(
             float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(line_prefix)
         )
@@ -161,7 +166,7 @@ async def start_edge(
     nc = await nats.connect(infra.nats_url)
     edge = Edge(stack, tracker, nc, Topology(stack.plan.namespace))
     # The tick feed subscribes in the background; wait until it is up.
-    async with httpx.AsyncClient(base_url=edge.url) as client:
+    async with httpx.AsyncClient(base_url=edge.internal_url) as client:
         await eventually(lambda: _feed_ready(client))
 
     async def teardown() -> None:

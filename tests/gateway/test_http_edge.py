@@ -9,6 +9,7 @@ import re
 import time
 
 import httpx
+import psutil
 import pytest
 
 from tests.gateway.conftest import Edge
@@ -35,7 +36,8 @@ def assert_problem(response: httpx.Response, status: int, reason: str | None = N
 async def test_health_contract_docs_and_metrics_are_served(edge: Edge) -> None:
     async with httpx.AsyncClient(base_url=edge.url) as client:
         health = await client.get("/healthz")
-        assert health.status_code == 200 and health.json()["status"] == "serving"
+        # The public port tells a load balancer only whether to send traffic.
+        assert health.status_code == 200 and health.json() == {"status": "serving"}
         spec = (await client.get("/v1/openapi.json")).json()
         assert {"/orders", "/orders/{orderId}:cancel", "/marketdata/stream", "/sessions"} <= spec[
             "paths"
@@ -43,8 +45,17 @@ async def test_health_contract_docs_and_metrics_are_served(edge: Edge) -> None:
         assert spec["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
         ui = await client.get("/v1/ui/")
         assert ui.status_code == 200 and "swagger" in ui.text.lower()
-        metrics = await client.get("/metrics")
+        assert_problem(await client.get("/metrics"), 404)
+        # Metrics and health details are on the internal listener, on loopback only.
+        metrics = await client.get(f"{edge.internal_url}/metrics")
         assert "gateway_http_requests_total" in metrics.text
+        details = (await client.get(f"{edge.internal_url}/healthz")).json()
+        assert details["status"] == "serving" and details["tickFeed"] == "subscribed"
+        assert {"streams", "backends", "streamTickets"} <= details.keys()
+    gateway = psutil.Process(edge.stack.processes["gateway"].pid)
+    internal_port = edge.stack.plan.ports["gateway"]["metrics"]
+    listening = [c.laddr for c in gateway.net_connections("tcp") if c.status == psutil.CONN_LISTEN]
+    assert [a.ip for a in listening if a.port == internal_port] == ["127.0.0.1"]
 
 
 async def test_request_ids_are_echoed_or_made(edge: Edge) -> None:

@@ -284,3 +284,34 @@ async def test_an_unknown_or_foreign_last_event_id_is_refused_not_streamed(full_
         foreign = await client.get("/v1/orders/stream", headers={**other, "Last-Event-ID": event_id})
         assert 400 <= foreign.status_code < 500
         assert foreign.headers["content-type"].startswith("application/problem+json")
+
+
+@needs_all
+async def test_a_stream_ticket_follows_only_its_own_users_orders(full_stack: Stack) -> None:
+    owner_name, owner_password, _ = await open_account(full_stack, "100000.00")
+    other_name, other_password, _ = await open_account(full_stack, "100000.00")
+    async with httpx.AsyncClient(base_url=full_stack.plan.gateway_url, timeout=30) as client:
+        owner = await login(client, owner_name, owner_password)
+        other = await login(client, other_name, other_password)
+        issued = await client.post("/v1/stream-tickets", headers=other)
+        assert issued.status_code == 201, issued.text
+        ticket = issued.json()["ticket"]
+        # As EventSource opens it: no Authorization, only the ticket in the URL.
+        async with client.stream("GET", "/v1/orders/stream", params={"ticket": ticket}) as response:
+            assert response.status_code == 200
+            stream = events(response)
+            assert (await next_event(stream)).event == "retry"
+            mine = await client.post(
+                "/v1/orders", json=ORDER, headers={**owner, "Idempotency-Key": str(uuid.uuid4())}
+            )
+            theirs = await client.post(
+                "/v1/orders", json=ORDER, headers={**other, "Idempotency-Key": str(uuid.uuid4())}
+            )
+            assert mine.status_code == 201 and theirs.status_code == 201
+            # The owner's order came first, yet the ticket's user sees only their own.
+            first = await next_event(stream, timeout=30)
+            assert first.json()["order"]["orderId"] == theirs.json()["orderId"]
+        reused = await client.get("/v1/orders/stream", params={"ticket": ticket})
+        assert_problem(reused, 401, "TICKET_ALREADY_USED")
+        await client.post(f"/v1/orders/{mine.json()['orderId']}:cancel", headers=owner)
+        await client.post(f"/v1/orders/{theirs.json()['orderId']}:cancel", headers=other)
