@@ -48,7 +48,7 @@ def served_spec(limits: EdgeLimits) -> dict[str, Any]:
     file's), so that the contract a client reads is the one it is held to."""
     spec: dict[str, Any] = yaml.safe_load(SPEC.read_text())
     for parameter in spec["paths"]["/marketdata/stream"]["get"]["parameters"]:
-        if parameter["name"] == "symbols":
+        if parameter.get("name") == "symbols":  # others may be $refs
             parameter["schema"]["maxItems"] = limits.streams.symbols_per_stream
     return spec
 

@@ -67,7 +67,7 @@ def test_the_contract_states_every_limit_as_a_number() -> None:
     ):
         assert phrase in text, phrase
     stream = SPEC_DOC["paths"]["/marketdata/stream"]["get"]["parameters"]
-    (symbols,) = (p for p in stream if p["name"] == "symbols")
+    (symbols,) = (p for p in stream if p.get("name") == "symbols")
     assert symbols["schema"]["maxItems"] == StreamSettings.symbols_per_stream
     page_sizes = {
         p["schema"]["maximum"]

@@ -231,7 +231,7 @@ async def test_limits_are_published_as_numbers(edge: Edge) -> None:
         # The served contract states the limit this process was configured with.
         spec = (await client.get("/v1/openapi.json")).json()
         (symbols,) = (
-            p for p in spec["paths"]["/marketdata/stream"]["get"]["parameters"] if p["name"] == "symbols"
+            p for p in spec["paths"]["/marketdata/stream"]["get"]["parameters"] if p.get("name") == "symbols"
         )
         assert symbols["schema"]["maxItems"] == 200
 

@@ -9,22 +9,9 @@ from gateway.app.tickets import StreamTickets
 from gateway.domain.tickets import ticket_authority
 from gateway.domain.tokens import TokenAuthority
 from svc_runtime.errors import Unauthenticated, Unavailable
+from tests.gateway.fakes import MemorySpentTickets
 
 SECRET = "a-test-secret-that-is-at-least-32-bytes-long"
-
-
-class MemorySpentTickets:
-    def __init__(self) -> None:
-        self.spent: set[str] = set()
-        self.reachable = True
-
-    async def spend(self, ticket_id: str) -> bool:
-        if not self.reachable:
-            raise Unavailable("unreachable")
-        if ticket_id in self.spent:
-            return False
-        self.spent.add(ticket_id)
-        return True
 
 
 class Clock:
