@@ -18,6 +18,7 @@ from typing import Any
 from brokermesh.exchange.v1 import exchange_admin_pb2, exchange_admin_pb2_grpc
 from brokermesh.funds.v1 import funds_pb2, funds_pb2_grpc
 from brokermesh.orders.v1 import orders_pb2, orders_pb2_grpc
+from svc_runtime.auth import Signer
 from svc_runtime.grpc_client import channel
 
 NON_TERMINAL = (
@@ -131,13 +132,14 @@ async def _cross_checks(
     }
 
 
-async def run(description: dict[str, Any], *, settle_seconds: float = 10.0) -> AuditReport:
+async def run(description: dict[str, Any], *, signer: Signer, settle_seconds: float = 10.0) -> AuditReport:
+    """Check the invariants, calling as `signer` (an operator; read-only is enough)."""
     targets = description["grpc"]
     report = AuditReport()
     async with (
-        channel(targets["svc_funds"]) as funds_ch,
-        channel(targets["svc_orders"]) as orders_ch,
-        channel(targets["exchange_sim"]) as exchange_ch,
+        channel(targets["svc_funds"], signer=signer) as funds_ch,
+        channel(targets["svc_orders"], signer=signer) as orders_ch,
+        channel(targets["exchange_sim"], signer=signer) as exchange_ch,
     ):
         funds = funds_pb2_grpc.FundsServiceStub(funds_ch)
         orders = orders_pb2_grpc.OrdersServiceStub(orders_ch)

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 
 from prometheus_client import start_http_server
 
-from svc_runtime import logs
+from svc_runtime import auth, logs
 
 log = logging.getLogger(__name__)
 
@@ -19,6 +19,7 @@ def run(service: str, main: Callable[[asyncio.Event], Awaitable[None]], *, metri
     """Configure logs, start metrics, install uvloop, and run `main(stop)` until SIGTERM or
     SIGINT sets `stop`; `main` then shuts down gracefully and returns."""
     logs.configure(service)
+    auth.configure_process(service)
     if metrics_port:
         start_http_server(metrics_port, addr="127.0.0.1")
 
