@@ -174,6 +174,15 @@ def _print_banner(plan, data_dir: Path, seconds: float, *, demo: bool) -> None: 
 
 # --- admin -------------------------------------------------------------------------------
 async def _admin(args: argparse.Namespace) -> int:
+    import grpc
+
+    try:
+        return await _admin_command(args)
+    except grpc.aio.AioRpcError as error:
+        sys.exit(f"brokermesh: {error.code().name}: {error.details()}")
+
+
+async def _admin_command(args: argparse.Namespace) -> int:
     from svc_runtime import admin, auth
 
     data_dir = data_dir_from(args)
