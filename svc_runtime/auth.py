@@ -21,6 +21,7 @@ expires, so a stream of calls pays for one signature check.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
 import time
@@ -32,6 +33,8 @@ from typing import Any
 import jwt
 
 from svc_runtime import config
+
+log = logging.getLogger(__name__)
 
 ALGORITHM = "HS256"
 USER_ISSUER = "brokermesh"
@@ -252,6 +255,8 @@ def configure_process(name: str) -> None:
     key = os.environ.get(SERVICE_KEY, "")
     _process.name = name
     _process.signer = service_signer(name, key) if key else None
+    if name and not key:
+        log.warning("no %s: calls to other services carry no identity and will be refused", SERVICE_KEY)
 
 
 def process_name() -> str:

@@ -98,6 +98,13 @@ class Guard:
                 raise NotFound(f"{resource or 'resource'} not found", reason="NOT_FOUND")
         if actor:
             context.set_current(replace(context.current(), actor=actor))
+        if principal.kind is auth.Kind.OPERATOR:
+            # Services without an audit table of their own (funds, exec, the exchange) still
+            # leave a line naming who did what.
+            log.info(
+                "operator call",
+                extra={"actor": actor, "method": f"{service}/{name}", "request_id": context.request_id()},
+            )
 
     @staticmethod
     def _refuse(service: str, name: str, reason: str) -> NoReturn:

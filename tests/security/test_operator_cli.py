@@ -112,3 +112,12 @@ async def test_end_of_day_and_the_fix_session(secured_stack: Stack) -> None:
     assert closed["trading_day"]
     session = await admin_json(secured_stack, "fix-session")
     assert session["session_id"]
+
+    # svc_funds keeps no audit table for end of day; its log names the operator.
+    def logged() -> bool:
+        lines = (secured_stack.log_dir / "svc_funds.log").read_text().splitlines()
+        return any(
+            '"operator call"' in line and "operator:admin" in line and "RunEndOfDay" in line for line in lines
+        )
+
+    await eventually(logged, timeout=10)
