@@ -7,10 +7,11 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, NoReturn
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 from prometheus_client import Counter, Histogram
@@ -18,7 +19,14 @@ from prometheus_client import Counter, Histogram
 from svc_runtime import auth, context
 from svc_runtime.access import ANY_USER, Rule, owns, rule_for
 from svc_runtime.config import GRPC_REUSEPORT, env_bool
-from svc_runtime.errors import NotFound, PermissionDenied, ServiceError, Unauthenticated, to_rpc_status
+from svc_runtime.errors import (
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    ServiceError,
+    Unauthenticated,
+    to_rpc_status,
+)
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +60,16 @@ async def _abort_for(error: BaseException, ctx: grpc.aio.ServicerContext, method
     await ctx.abort(grpc.StatusCode.INTERNAL, f"internal error; request id {context.request_id()}")
 
 
+@dataclass(frozen=True, slots=True)
+class GuardedMethod:
+    """What the guard needs to know of one method, fixed at registration."""
+
+    rule: Rule
+    service: str
+    name: str
+    parse: Callable[[bytes], Any]
+
+
 class Guard:
     """Admits a call of one method: who the caller is (the verified token), whether the
     method's rule accepts them, and, for a user, whether the request names their own
@@ -68,9 +86,13 @@ class Guard:
             raise RuntimeError("a gRPC server needs the process's service name (svc_runtime.service.run)")
         return cls(auth.Verifier.from_env(name))
 
-    def admit(self, rule: Rule, service: str, name: str, metadata: Any, request: Any) -> None:
+    def admit(self, method: GuardedMethod, metadata: Any, payload: bytes) -> Any:
+        """The request parsed from `payload`, once the caller is admitted. The caller is
+        checked before the payload is parsed: an unauthenticated call is refused as such
+        whatever bytes it sent, and costs no parsing."""
+        rule, service, name, parse = method.rule, method.service, method.name, method.parse
         if rule.open:
-            return
+            return parse(payload)
         authorization = relayed = ""
         for key, value in metadata or ():
             if key == auth.AUTHORIZATION_METADATA:
@@ -86,6 +108,10 @@ class Guard:
         if not rule.admits(principal):
             AUTH_REFUSED.labels(service, name, "not allowed").inc()
             raise PermissionDenied("not allowed", reason="PERMISSION_DENIED")
+        try:
+            request = parse(payload)
+        except DecodeError:
+            raise InvalidArgument("the request is not a valid message", reason="MALFORMED_REQUEST") from None
         actor, user = principal.actor, principal.name
         if principal.kind is not auth.Kind.USER:
             actor = principal.actor if principal.kind is auth.Kind.OPERATOR else ""
@@ -105,6 +131,7 @@ class Guard:
                 "operator call",
                 extra={"actor": actor, "method": f"{service}/{name}", "request_id": context.request_id()},
             )
+        return request
 
     @staticmethod
     def _refuse(service: str, name: str, reason: str) -> NoReturn:
@@ -144,6 +171,10 @@ class _Handling:
             await _abort_for(error, self.ctx, self.method)
 
 
+def _unparsed(payload: bytes) -> bytes:
+    return payload
+
+
 def instrumented(method: str, handler: grpc.RpcMethodHandler, guard: Guard) -> grpc.RpcMethodHandler:
     """`handler` for `method` (`/package.Service/Method`), wrapped to admit the caller by
     the access table (`svc_runtime.access`), restore the request context, map ServiceError
@@ -152,39 +183,41 @@ def instrumented(method: str, handler: grpc.RpcMethodHandler, guard: Guard) -> g
     server interceptor would do this work, and build a new handler, on every call."""
     service, name = _split(method)
     seconds = RPC_SECONDS.labels(service, name)
-    rule = rule_for(method)
     admit = guard.admit
+    # The server hands the wrapper the raw bytes; the guard parses them once it has
+    # admitted the caller.
+    guarded = GuardedMethod(rule_for(method), service, name, handler.request_deserializer or _unparsed)
 
     if handler.unary_unary is not None:
         behavior = handler.unary_unary
 
-        async def unary_unary(request: Any, ctx: grpc.aio.ServicerContext) -> Any:
+        async def unary_unary(payload: bytes, ctx: grpc.aio.ServicerContext) -> Any:
             started = time.perf_counter()
             try:
                 async with _Handling(ctx, method, service, name) as handling:
-                    admit(rule, service, name, handling.metadata, request)
+                    request = admit(guarded, handling.metadata, payload)
                     return await behavior(request, ctx)
             finally:
                 seconds.observe(time.perf_counter() - started)
 
         return grpc.unary_unary_rpc_method_handler(
             unary_unary,
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=None,
             response_serializer=handler.response_serializer,
         )
 
     if handler.unary_stream is not None:
         stream_behavior = handler.unary_stream
 
-        async def unary_stream(request: Any, ctx: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        async def unary_stream(payload: bytes, ctx: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             async with _Handling(ctx, method, service, name) as handling:
-                admit(rule, service, name, handling.metadata, request)
+                request = admit(guarded, handling.metadata, payload)
                 async for response in stream_behavior(request, ctx):
                     yield response
 
         return grpc.unary_stream_rpc_method_handler(
             unary_stream,
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=None,
             response_serializer=handler.response_serializer,
         )
     raise TypeError(f"{method}: only unary and server-streaming methods are served")

@@ -101,10 +101,17 @@ async def main(calls: int) -> None:
 
     guard = Guard(verifier)
     metadata = (("authorization", signers["user"].authorization(METHOD)), ("x-request-id", "r"))
-    request = pb.GetInstrumentRequest(name="instruments/INFY")
+    payload = pb.GetInstrumentRequest(name="instruments/INFY").SerializeToString()
     rule = access.rule_for(METHOD)
-    admit = _each(lambda: guard.admit(rule, "MarketDataService", "GetInstrument", metadata, request), 100_000)
-    print(f"guard admitting a call, token remembered: {admit:.2f} µs")
+
+    def admit() -> None:
+        guard.admit(
+            rule, "MarketDataService", "GetInstrument", metadata, payload, pb.GetInstrumentRequest.FromString
+        )
+
+    print(f"guard admitting a call (token remembered, request parsed): {_each(admit, 100_000):.2f} µs")
+    parsing = _each(lambda: pb.GetInstrumentRequest.FromString(payload), 100_000)
+    print(f"of which parsing the request, done before too: {parsing:.2f} µs")
     fresh = Verifier("svc_marketdata", user_secret=secret, service_key=credentials.service_key, operators={})
     token = metadata[0][1]
 
