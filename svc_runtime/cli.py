@@ -165,6 +165,7 @@ def _print_banner(plan, data_dir: Path, seconds: float, *, demo: bool) -> None: 
         f"  NATS           {d['nats_url']} (namespace {d['namespace']})",
         f"  logs           {data_dir / 'logs'}",
         f"  endpoints      source {data_dir / 'env'}",
+        f"  credentials    {data_dir / 'credentials'} (operators: brokermesh admin --operator …)",
     ]
     if demo:
         lines.append("  demo users     " + ", ".join(f"{u} / {p}" for u, p, _, _ in DEMO_USERS))
