@@ -86,7 +86,7 @@ class Guard:
             raise RuntimeError("a gRPC server needs the process's service name (svc_runtime.service.run)")
         return cls(auth.Verifier.from_env(name))
 
-    def admit(self, method: GuardedMethod, metadata: Any, payload: bytes) -> Any:
+    def admit(self, method: GuardedMethod, metadata: Any, payload: bytes, peer: Callable[[], str]) -> Any:
         """The request parsed from `payload`, once the caller is admitted. The caller is
         checked before the payload is parsed: an unauthenticated call is refused as such
         whatever bytes it sent, and costs no parsing."""
@@ -122,7 +122,11 @@ class Guard:
             resource = getattr(request, rule.user)
             if not owns(user, resource):
                 raise NotFound(f"{resource or 'resource'} not found", reason="NOT_FOUND")
-        if actor:
+        if principal.kind is not auth.Kind.SERVICE:
+            # Who called from where is what the connection says; only a service relays the
+            # address of the client it serves (`x-client-ip`).
+            context.set_current(replace(context.current(), actor=actor, client_ip=_address_of(peer())))
+        elif actor:
             context.set_current(replace(context.current(), actor=actor))
         if principal.kind is auth.Kind.OPERATOR:
             # Services without an audit table of their own (funds, exec, the exchange) still
@@ -139,6 +143,13 @@ class Guard:
         log.info("call not authenticated", extra={"method": f"{service}/{name}", "reason": reason})
         # The same answer whatever the cause: nothing for a prober to learn.
         raise Unauthenticated("authentication required", reason="UNAUTHENTICATED")
+
+
+def _address_of(peer: str) -> str:
+    """`ipv4:10.0.0.7:50412` → `10.0.0.7`; `ipv6:[::1]:50412` → `::1`."""
+    _, _, address = peer.partition(":")
+    host = address.rsplit(":", 1)[0] if ":" in address else address
+    return host.strip("[]")
 
 
 class _Handling:
@@ -195,7 +206,7 @@ def instrumented(method: str, handler: grpc.RpcMethodHandler, guard: Guard) -> g
             started = time.perf_counter()
             try:
                 async with _Handling(ctx, method, service, name) as handling:
-                    request = admit(guarded, handling.metadata, payload)
+                    request = admit(guarded, handling.metadata, payload, ctx.peer)
                     return await behavior(request, ctx)
             finally:
                 seconds.observe(time.perf_counter() - started)
@@ -211,7 +222,7 @@ def instrumented(method: str, handler: grpc.RpcMethodHandler, guard: Guard) -> g
 
         async def unary_stream(payload: bytes, ctx: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             async with _Handling(ctx, method, service, name) as handling:
-                request = admit(guarded, handling.metadata, payload)
+                request = admit(guarded, handling.metadata, payload, ctx.peer)
                 async for response in stream_behavior(request, ctx):
                     yield response
 

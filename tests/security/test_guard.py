@@ -27,8 +27,9 @@ class Watchlists(watchlists_pb2_grpc.WatchlistServiceServicer):
 
     async def GetWatchlist(self, request: pb.GetWatchlistRequest, ctx: Any) -> pb.Watchlist:
         self.calls += 1
-        # Answers with the actor it sees, so the test can tell who the server thinks called.
-        return pb.Watchlist(name=request.name, display_name=context.current().actor)
+        # Answers with the actor and address it sees: who the server thinks called, and from where.
+        seen = context.current()
+        return pb.Watchlist(name=request.name, display_name=f"{seen.actor}@{seen.client_ip}")
 
 
 class Rig:
@@ -87,22 +88,21 @@ async def test_an_unauthenticated_call_is_refused_before_its_request_is_read(rig
 
 
 async def test_a_user_is_the_actor_whatever_the_metadata_claims(rig: Rig) -> None:
-    reply = await rig.call(
-        rig.user("u1"), request("users/u1/watchlists/w1"), (("x-actor", "operator:admin"),)
-    )
-    assert reply.display_name == "user:u1"
+    claims = (("x-actor", "operator:admin"), ("x-client-ip", "10.9.9.9"))
+    reply = await rig.call(rig.user("u1"), request("users/u1/watchlists/w1"), claims)
+    assert reply.display_name == "user:u1@127.0.0.1"
 
 
 async def test_a_service_relays_the_user_it_serves_and_is_held_to_that_users_resources(rig: Rig) -> None:
-    relayed = (("x-actor", "user:u1"),)
+    relayed = (("x-actor", "user:u1"), ("x-client-ip", "10.9.9.9"))
     reply = await rig.call(rig.service(), request("users/u1/watchlists/w1"), relayed)
-    assert reply.display_name == "user:u1"
+    assert reply.display_name == "user:u1@10.9.9.9"
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await rig.call(rig.service(), request("users/u2/watchlists/w1"), relayed)
     assert raised.value.code() == grpc.StatusCode.NOT_FOUND
     # On its own account a service reaches any user's resources (it is trusted with them).
     reply = await rig.call(rig.service(), request("users/u2/watchlists/w1"))
-    assert reply.display_name == ""
+    assert reply.display_name == "@"
 
 
 async def test_a_user_naming_another_users_resource_gets_not_found(rig: Rig) -> None:
