@@ -21,6 +21,7 @@ from bench import clients
 from bench.api import BenchContext
 from brokermesh.marketdata.v1 import marketdata_pb2, marketdata_pb2_grpc
 from svc_runtime import admin
+from svc_runtime.grpc_client import signing_interceptors
 
 if TYPE_CHECKING:
     from svc_runtime.stack import Stack
@@ -62,7 +63,10 @@ async def full_stack(ctx: BenchContext) -> Stack:
 async def wait_for_prices(stack: Stack, *, timeout: float = 90.0) -> None:
     """Until svc_marketdata quotes every symbol of `SYMBOLS`."""
     deadline = time.monotonic() + timeout
-    async with grpc.aio.insecure_channel(stack.plan.target("svc_marketdata")) as channel:
+    async with grpc.aio.insecure_channel(
+        stack.plan.target("svc_marketdata"),
+        interceptors=signing_interceptors(stack.plan.service_signer("gateway")),
+    ) as channel:
         stub = marketdata_pb2_grpc.MarketDataServiceStub(channel)
         while True:
             try:
@@ -106,7 +110,12 @@ async def create_users(
         username = f"b{tag}u{n}"
         async with gate:
             made = await admin.create_user(
-                stack.plan.target("svc_funds"), username, PASSWORD, username, deposit
+                stack.plan.target("svc_funds"),
+                username,
+                PASSWORD,
+                username,
+                deposit,
+                signer=stack.plan.operator_signer(),
             )
         return BenchUser(made["account"]["user_id"], username)
 

@@ -216,6 +216,7 @@ class Stacks:
         return stack
 
     def _running_plan(self) -> StackPlan:
+        from svc_runtime import auth
         from svc_runtime.stack import StackPlan
 
         assert self.running is not None and self.running_dir is not None
@@ -228,6 +229,7 @@ class Stacks:
             ports={k: dict(v) for k, v in self.running["ports"].items()},
             jwt_secret=os.environ.get(config.JWT_SECRET)
             or (secret_file.read_text().strip() if secret_file.exists() else ""),
+            credentials=auth.load_credentials(self.running_dir),
         )
 
     async def stop_all(self, *, shared: bool = False) -> None:

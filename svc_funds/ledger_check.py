@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import os
 import sys
+from pathlib import Path
 
 from svc_funds.app.audit import AuditApp, AuditResult
 from svc_funds.domain.invariants import Violation
@@ -31,11 +32,14 @@ async def check_database(database_url: str) -> AuditResult:
         await pool.close()
 
 
-async def check_service(target: str) -> AuditResult:
+async def check_service(target: str, data_dir: Path) -> AuditResult:
+    """Through a running svc_funds, as the stack's read-only operator (`auditor`)."""
     from brokermesh.funds.v1 import funds_pb2, funds_pb2_grpc
+    from svc_runtime import auth
     from svc_runtime.grpc_client import channel
 
-    async with channel(target) as ch:
+    signer = auth.operator_signer(auth.load_credentials(data_dir).operator("auditor"))
+    async with channel(target, signer=signer) as ch:
         reply = await funds_pb2_grpc.FundsServiceStub(ch).CheckInvariants(
             funds_pb2.CheckInvariantsRequest(), timeout=120
         )
@@ -61,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target", help="check through a running svc_funds at host:port instead")
     args = parser.parse_args(argv)
     if args.target:
-        result = asyncio.run(check_service(args.target))
+        data_dir = Path(os.environ.get(config.DATA_DIR) or ".brokermesh").resolve()
+        result = asyncio.run(check_service(args.target, data_dir))
     elif args.database_url:
         result = asyncio.run(check_database(args.database_url))
     else:

@@ -29,6 +29,7 @@ from typing import Any
 from brokermesh.exchange.v1 import exchange_admin_pb2, exchange_admin_pb2_grpc
 from brokermesh.funds.v1 import funds_pb2, funds_pb2_grpc
 from brokermesh.orders.v1 import orders_pb2, orders_pb2_grpc
+from svc_runtime.auth import Signer
 from svc_runtime.grpc_client import channel
 
 NON_TERMINAL = (
@@ -198,19 +199,20 @@ async def _cross_checks(
     )
 
 
-async def run(description: dict[str, Any], *, settle_seconds: float = 10.0) -> AuditReport:
+async def run(description: dict[str, Any], *, signer: Signer, settle_seconds: float = 10.0) -> AuditReport:
+    """Check the invariants, calling as `signer` (an operator; read-only is enough)."""
     targets = description["grpc"]
     report = AuditReport()
     async with contextlib.AsyncExitStack() as channels:
         funds = funds_pb2_grpc.FundsServiceStub(
-            await channels.enter_async_context(channel(targets["svc_funds"]))
+            await channels.enter_async_context(channel(targets["svc_funds"], signer=signer))
         )
         orders = orders_pb2_grpc.OrdersServiceStub(
-            await channels.enter_async_context(channel(targets["svc_orders"]))
+            await channels.enter_async_context(channel(targets["svc_orders"], signer=signer))
         )
         exchange = (
             exchange_admin_pb2_grpc.ExchangeAdminServiceStub(
-                await channels.enter_async_context(channel(targets["exchange_sim"]))
+                await channels.enter_async_context(channel(targets["exchange_sim"], signer=signer))
             )
             if "exchange_sim" in targets
             else None

@@ -5,7 +5,8 @@ brokermesh up              start PostgreSQL, NATS, the exchange simulator, every
                            at another FIX venue instead of the simulator)
 brokermesh test [ARGS]     run the test suite (ARGS go to pytest)
 brokermesh gen             regenerate gen/ from proto/
-brokermesh admin ...       create users, deposit, print balances
+brokermesh admin ...       operate the stack: users, cash, kill switch, halts, cancels, end of
+                           day, the audit trail, the FIX session (as an operator)
 brokermesh audit           check invariants I1–I6 (docs/architecture.md §5); exit 1 on any violation
                            (--strict: also when some orders could not be checked)
 brokermesh destroy         delete a stopped stack's data directory and everything it owns
@@ -222,6 +223,7 @@ def _print_banner(plan, data_dir: Path, seconds: float, *, demo: bool) -> None: 
         "  CORS origins   "
         + (os.environ.get("BROKERMESH_CORS_ORIGINS") or "none (set BROKERMESH_CORS_ORIGINS)"),
         f"  endpoints      source {data_dir / 'env'}",
+        f"  credentials    {data_dir / 'credentials'} (operators: brokermesh admin --operator …)",
     ]
     if demo:
         lines.append("  demo users     " + ", ".join(f"{u} / {p}" for u, p, _, _ in DEMO_USERS))
@@ -231,28 +233,117 @@ def _print_banner(plan, data_dir: Path, seconds: float, *, demo: bool) -> None: 
 
 # --- admin -------------------------------------------------------------------------------
 async def _admin(args: argparse.Namespace) -> int:
-    from svc_runtime import admin
+    import grpc
 
-    description = stack_description(data_dir_from(args))
-    funds_target = description["grpc"]["svc_funds"]  # type: ignore[index]
-    if args.admin_command == "create-user":
-        user = await admin.create_user(
-            funds_target, args.username, args.password, args.display_name or args.username, args.deposit
+    try:
+        return await _admin_command(args)
+    except grpc.aio.AioRpcError as error:
+        sys.exit(f"brokermesh: {error.code().name}: {error.details()}")
+
+
+async def _admin_command(args: argparse.Namespace) -> int:
+    from svc_runtime import admin, auth
+
+    data_dir = data_dir_from(args)
+    grpc_targets: dict[str, str] = stack_description(data_dir)["grpc"]  # type: ignore[assignment]
+    try:
+        signer = auth.operator_signer(auth.load_credentials(data_dir).operator(args.operator))
+    except (FileNotFoundError, KeyError) as error:
+        sys.exit(f"brokermesh: {error}")
+    funds, orders = grpc_targets["svc_funds"], grpc_targets["svc_orders"]
+    command = args.admin_command
+    result: object
+    if command == "create-user":
+        result = await admin.create_user(
+            funds,
+            args.username,
+            args.password,
+            args.display_name or args.username,
+            args.deposit,
+            signer=signer,
         )
-        print(json.dumps(user, indent=2))
-    elif args.admin_command == "deposit":
-        print(json.dumps(await admin.deposit(funds_target, args.user_id, args.amount), indent=2))
-    elif args.admin_command == "balances":
-        for row in await admin.balances(funds_target, args.user_ids):
+    elif command in ("deposit", "withdraw"):
+        result = await admin.move_cash(
+            funds,
+            args.user_id,
+            args.amount,
+            withdraw=command == "withdraw",
+            signer=signer,
+            request_id=args.request_id or "",
+        )
+    elif command == "balances":
+        result = await admin.balances(funds, args.user_ids, signer=signer)
+    elif command == "kill-switch":
+        if args.state == "status":
+            result = await admin.trading_controls(orders, signer=signer)
+        else:
+            result = await admin.set_kill_switch(orders, args.state == "on", args.reason, signer=signer)
+    elif command in ("halt", "resume"):
+        result = await admin.halt_symbol(orders, args.symbol, command == "halt", signer=signer)
+    elif command == "cancel-all":
+        result = await admin.cancel_all(orders, args.user_id, signer=signer)
+    elif command == "end-of-day":
+        result = await admin.end_of_day(funds, args.trading_day or "", signer=signer)
+    elif command == "audit-trail":
+        parent = f"users/{args.user_id}" if args.user_id else "users/-"
+        if args.order_id:
+            parent = f"{parent}/orders/{args.order_id}"
+        result = await admin.audit_trail(orders, parent, args.limit, signer=signer)
+    elif command == "fix-session":
+        result = await admin.fix_session(grpc_targets["svc_exec"], signer=signer)
+    else:  # pragma: no cover - argparse allows only the commands above
+        raise AssertionError(command)
+    if isinstance(result, list):
+        for row in result:
             print(json.dumps(row))
+    else:
+        print(json.dumps(result, indent=2))
     return 0
 
 
-async def _audit(args: argparse.Namespace) -> int:
-    from svc_runtime import audit
+def _admin_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    admin_parser = sub.add_parser("admin", help="operate a running stack (as an operator)")
+    admin_parser.add_argument(
+        "--operator",
+        default="admin",
+        help="whose credentials to use, from <data dir>/credentials/operators.json (default admin)",
+    )
+    admin_sub = admin_parser.add_subparsers(dest="admin_command", required=True)
+    create = admin_sub.add_parser("create-user", help="open an account with a password and a deposit")
+    create.add_argument("username")
+    create.add_argument("--password", required=True)
+    create.add_argument("--display-name")
+    create.add_argument("--deposit", default="0", help="opening deposit in rupees, e.g. 100000.00")
+    for name, what in (("deposit", "deposit cash"), ("withdraw", "withdraw cash")):
+        move = admin_sub.add_parser(name, help=what)
+        move.add_argument("user_id")
+        move.add_argument("amount")
+        move.add_argument("--request-id", help="idempotency key: the same key is applied once")
+    balances = admin_sub.add_parser("balances", help="print cash balances (all users if none named)")
+    balances.add_argument("user_ids", nargs="*")
+    kill = admin_sub.add_parser("kill-switch", help="stop (on) or allow (off) all new orders, or show")
+    kill.add_argument("state", choices=("on", "off", "status"))
+    kill.add_argument("--reason", default="", help="shown to users whose orders are refused")
+    for name, what in (("halt", "refuse new orders in a symbol"), ("resume", "accept them again")):
+        admin_sub.add_parser(name, help=what).add_argument("symbol")
+    cancel = admin_sub.add_parser("cancel-all", help="cancel every working order of a user")
+    cancel.add_argument("user_id")
+    eod = admin_sub.add_parser("end-of-day", help="close the trading day: settle intraday positions")
+    eod.add_argument("--trading-day", help="YYYY-MM-DD (default: the current one)")
+    trail = admin_sub.add_parser("audit-trail", help="list audit records, oldest first")
+    trail.add_argument("--user-id")
+    trail.add_argument("--order-id", help="with --user-id: one order's records")
+    trail.add_argument("--limit", type=int, default=100)
+    admin_sub.add_parser("fix-session", help="the FIX order-entry session's status")
 
-    description = stack_description(data_dir_from(args))
-    report = await audit.run(description)
+
+async def _audit(args: argparse.Namespace) -> int:
+    from svc_runtime import audit, auth
+
+    data_dir = data_dir_from(args)
+    description = stack_description(data_dir)
+    signer = auth.operator_signer(auth.load_credentials(data_dir).operator(args.operator))
+    report = await audit.run(description, signer=signer)
     print(report.render())
     return report.exit_code(strict=args.strict)
 
@@ -376,22 +467,12 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="exit 1 also when some orders could not be checked (the exchange no longer answers for them)",
     )
+    audit_parser.add_argument("--operator", default="auditor", help="whose credentials to use")
     destroy = sub.add_parser(
         "destroy", help="delete a stopped stack's data directory, including a cluster kept elsewhere for it"
     )
     destroy.add_argument("--yes", action="store_true", help="do not ask for confirmation")
-    admin_parser = sub.add_parser("admin", help="administer a running stack")
-    admin_sub = admin_parser.add_subparsers(dest="admin_command", required=True)
-    create = admin_sub.add_parser("create-user", help="open an account with a password and a deposit")
-    create.add_argument("username")
-    create.add_argument("--password", required=True)
-    create.add_argument("--display-name")
-    create.add_argument("--deposit", default="0", help="opening deposit in rupees, e.g. 100000.00")
-    deposit = admin_sub.add_parser("deposit", help="deposit cash")
-    deposit.add_argument("user_id")
-    deposit.add_argument("amount")
-    balances = admin_sub.add_parser("balances", help="print cash balances (all users if none named)")
-    balances.add_argument("user_ids", nargs="*")
+    _admin_parser(sub)
     args = parser.parse_args(argv)
 
     logs.configure("cli", level=os.environ.get("BROKERMESH_LOG_LEVEL", "WARNING"))

@@ -2,7 +2,8 @@
 
 It rides in gRPC metadata (`x-request-id`, `x-client-ip`, `x-actor`) and NATS headers
 (`X-Request-Id`), is restored into a contextvar on arrival, and is stamped on every log
-line and audit row.
+line and audit row. The actor is not read from metadata here: the gRPC server sets it from
+the caller's verified credential (`svc_runtime.grpc_server.Guard`).
 """
 
 from __future__ import annotations
@@ -84,5 +85,4 @@ def from_metadata(metadata: tuple[tuple[str, str | bytes], ...] | None) -> Reque
     return RequestContext(
         request_id=_safe_request_id(values.get(REQUEST_ID_METADATA, "")),
         client_ip=values.get(CLIENT_IP_METADATA, ""),
-        actor=values.get(ACTOR_METADATA, ""),
     )

@@ -1,5 +1,5 @@
-"""gRPC channels between services: request ids on every call, round-robin over replicas,
-transparent retry of calls that never reached a server."""
+"""gRPC channels between services: the caller's identity and request id on every call,
+round-robin over replicas, transparent retry of calls that never reached a server."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from svc_runtime import context
+from svc_runtime import auth, context
 
 # Retry only UNAVAILABLE: the call did not reach a server, or the server is going away.
 # Every mutating RPC carries an idempotency key, so even a retried call that did arrive
@@ -37,11 +37,19 @@ _SERVICE_CONFIG = json.dumps(
 
 
 class _ContextMetadata:
+    def __init__(self, signer: auth.Signer | None) -> None:
+        self.signer = signer
+
     def _with_context(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
         metadata = grpc.aio.Metadata(*(details.metadata or ()))
         for key, value in context.outgoing_metadata():
             if key not in metadata:
                 metadata[key] = value
+        if self.signer is not None and auth.AUTHORIZATION_METADATA not in metadata:
+            method = details.method.decode() if isinstance(details.method, bytes) else details.method
+            authorization = self.signer.authorization(method)
+            if authorization:
+                metadata[auth.AUTHORIZATION_METADATA] = authorization
         return grpc.aio.ClientCallDetails(
             details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
         )
@@ -61,8 +69,16 @@ class _UnaryStream(_ContextMetadata, grpc.aio.UnaryStreamClientInterceptor):
         return await continuation(self._with_context(details), request)
 
 
-def channel(target: str) -> grpc.aio.Channel:
-    """A channel to `target`: `host:port`, or `ipv4:h1:p1,h2:p2` for several replicas."""
+def signing_interceptors(signer: auth.Signer | None) -> list[Any]:
+    """The interceptors that add the request context and `signer`'s credential to each call."""
+    return [_UnaryUnary(signer), _UnaryStream(signer)]
+
+
+def channel(target: str, *, signer: auth.Signer | None = None) -> grpc.aio.Channel:
+    """A channel to `target`: `host:port`, or `ipv4:h1:p1,h2:p2` for several replicas. Calls
+    carry `signer`'s credential; by default this process's service identity (see
+    `svc_runtime.auth.configure_process`)."""
+    signer = signer or auth.process_signer()
     return grpc.aio.insecure_channel(
         target,
         options=[
@@ -71,7 +87,7 @@ def channel(target: str) -> grpc.aio.Channel:
             ("grpc.keepalive_time_ms", 30_000),
             ("grpc.max_receive_message_length", 16 * 1024 * 1024),
         ],
-        interceptors=[_UnaryUnary(), _UnaryStream()],
+        interceptors=signing_interceptors(signer),
     )
 
 

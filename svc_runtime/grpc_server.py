@@ -1,5 +1,5 @@
-"""The gRPC server every service runs: health checks, reflection, request ids, errors with
-details, metrics, graceful shutdown."""
+"""The gRPC server every service runs: authentication and authorization of every call,
+health checks, reflection, request ids, errors with details, metrics, graceful shutdown."""
 
 from __future__ import annotations
 
@@ -7,19 +7,30 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, NoReturn
 
 import asyncpg
 import grpc
 import nats.errors
 import nats.js.errors
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2
 from prometheus_client import Counter, Histogram
 
-from svc_runtime import context
+from svc_runtime import auth, context
+from svc_runtime.access import ANY_USER, Rule, owns, rule_for
 from svc_runtime.config import GRPC_REUSEPORT, env_bool
-from svc_runtime.errors import ServiceError, Unavailable, to_rpc_status
+from svc_runtime.errors import (
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    ServiceError,
+    Unauthenticated,
+    Unavailable,
+    to_rpc_status,
+)
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +41,11 @@ RPC_SECONDS = Histogram(
     ["service", "method"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
+AUTH_REFUSED = Counter(
+    "grpc_server_auth_refused_total", "Calls refused by authentication", ["service", "method", "reason"]
+)
+# A relayed actor is at most this long and printable (it lands in audit rows and logs).
+_MAX_ACTOR = 128
 
 
 def _split(method: str) -> tuple[str, str]:
@@ -86,18 +102,113 @@ async def _abort_for(error: BaseException, ctx: grpc.aio.ServicerContext, method
     await ctx.abort(grpc.StatusCode.INTERNAL, f"internal error; request id {context.request_id()}")
 
 
+@dataclass(frozen=True, slots=True)
+class GuardedMethod:
+    """What the guard needs to know of one method, fixed at registration."""
+
+    rule: Rule
+    service: str
+    name: str
+    parse: Callable[[bytes], Any]
+
+
+class Guard:
+    """Admits a call of one method: who the caller is (the verified token), whether the
+    method's rule accepts them, and, for a user, whether the request names their own
+    resources. Sets the request context's actor from the credential, never from what the
+    caller claims; only a service may relay the actor it serves (`x-actor`)."""
+
+    def __init__(self, verifier: auth.Verifier) -> None:
+        self.verifier = verifier
+
+    @classmethod
+    def for_process(cls) -> Guard:
+        name = auth.process_name()
+        if not name:
+            raise RuntimeError("a gRPC server needs the process's service name (svc_runtime.service.run)")
+        return cls(auth.Verifier.from_env(name))
+
+    def admit(self, method: GuardedMethod, metadata: Any, payload: bytes, peer: Callable[[], str]) -> Any:
+        """The request parsed from `payload`, once the caller is admitted. The caller is
+        checked before the payload is parsed: an unauthenticated call is refused as such
+        whatever bytes it sent, and costs no parsing."""
+        rule, service, name, parse = method.rule, method.service, method.name, method.parse
+        if rule.open:
+            return parse(payload)
+        authorization = relayed = ""
+        for key, value in metadata or ():
+            if key == auth.AUTHORIZATION_METADATA:
+                authorization = value
+            elif key == context.ACTOR_METADATA:
+                relayed = value
+        if not authorization:
+            self._refuse(service, name, "missing")
+        try:
+            principal = self.verifier.verify(authorization)
+        except auth.Refused as refused:
+            self._refuse(service, name, refused.reason)
+        if not rule.admits(principal):
+            AUTH_REFUSED.labels(service, name, "not allowed").inc()
+            raise PermissionDenied("not allowed", reason="PERMISSION_DENIED")
+        try:
+            request = parse(payload)
+        except DecodeError:
+            raise InvalidArgument("the request is not a valid message", reason="MALFORMED_REQUEST") from None
+        actor, user = principal.actor, principal.name
+        if principal.kind is not auth.Kind.USER:
+            actor = principal.actor if principal.kind is auth.Kind.OPERATOR else ""
+            if principal.kind is auth.Kind.SERVICE and relayed.isprintable() and len(relayed) <= _MAX_ACTOR:
+                actor = relayed
+            user = actor[5:] if actor.startswith("user:") else ""
+        if user and rule.user is not None and rule.user != ANY_USER:
+            resource = getattr(request, rule.user)
+            if not owns(user, resource):
+                raise NotFound(f"{resource or 'resource'} not found", reason="NOT_FOUND")
+        if principal.kind is not auth.Kind.SERVICE:
+            # Who called from where is what the connection says; only a service relays the
+            # address of the client it serves (`x-client-ip`).
+            context.set_current(replace(context.current(), actor=actor, client_ip=_address_of(peer())))
+        elif actor:
+            context.set_current(replace(context.current(), actor=actor))
+        if principal.kind is auth.Kind.OPERATOR:
+            # Services without an audit table of their own (funds, exec, the exchange) still
+            # leave a line naming who did what.
+            log.info(
+                "operator call",
+                extra={"actor": actor, "method": f"{service}/{name}", "request_id": context.request_id()},
+            )
+        return request
+
+    @staticmethod
+    def _refuse(service: str, name: str, reason: str) -> NoReturn:
+        AUTH_REFUSED.labels(service, name, reason).inc()
+        log.info("call not authenticated", extra={"method": f"{service}/{name}", "reason": reason})
+        # The same answer whatever the cause: nothing for a prober to learn.
+        raise Unauthenticated("authentication required", reason="UNAUTHENTICATED")
+
+
+def _address_of(peer: str) -> str:
+    """`ipv4:10.0.0.7:50412` → `10.0.0.7`; `ipv6:[::1]:50412` → `::1`."""
+    _, _, address = peer.partition(":")
+    host = address.rsplit(":", 1)[0] if ":" in address else address
+    return host.strip("[]")
+
+
 class _Handling:
     """One call of a method: its request context restored, its outcome counted, and an
     error turned into the status the caller gets. (A class: cheaper per call than a
     generator-based context manager.)"""
 
-    __slots__ = ("ctx", "method", "name", "service")
+    __slots__ = ("ctx", "metadata", "method", "name", "service")
 
     def __init__(self, ctx: grpc.aio.ServicerContext, method: str, service: str, name: str) -> None:
         self.ctx, self.method, self.service, self.name = ctx, method, service, name
+        self.metadata: Any = ()
 
-    async def __aenter__(self) -> None:
-        context.set_current(context.from_metadata(self.ctx.invocation_metadata()))
+    async def __aenter__(self) -> _Handling:
+        self.metadata = self.ctx.invocation_metadata()
+        context.set_current(context.from_metadata(self.metadata))
+        return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, error: BaseException | None, tb: Any
@@ -113,52 +224,64 @@ class _Handling:
             await _abort_for(error, self.ctx, self.method)
 
 
-def instrumented(method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-    """`handler` for `method` (`/package.Service/Method`), wrapped to restore the request
-    context, map ServiceError to a rich status, hide anything else behind INTERNAL, and
-    record metrics. Done once per method at registration: a server interceptor would do
-    this work, and build a new handler, on every call."""
+def _unparsed(payload: bytes) -> bytes:
+    return payload
+
+
+def instrumented(method: str, handler: grpc.RpcMethodHandler, guard: Guard) -> grpc.RpcMethodHandler:
+    """`handler` for `method` (`/package.Service/Method`), wrapped to admit the caller by
+    the access table (`svc_runtime.access`), restore the request context, map ServiceError
+    to a rich status, hide anything else behind INTERNAL, and record metrics. This wrapper
+    is the servers' one interceptor, applied once per method at registration: a grpc.aio
+    server interceptor would do this work, and build a new handler, on every call."""
     service, name = _split(method)
     seconds = RPC_SECONDS.labels(service, name)
+    admit = guard.admit
+    # The server hands the wrapper the raw bytes; the guard parses them once it has
+    # admitted the caller.
+    guarded = GuardedMethod(rule_for(method), service, name, handler.request_deserializer or _unparsed)
 
     if handler.unary_unary is not None:
         behavior = handler.unary_unary
 
-        async def unary_unary(request: Any, ctx: grpc.aio.ServicerContext) -> Any:
+        async def unary_unary(payload: bytes, ctx: grpc.aio.ServicerContext) -> Any:
             started = time.perf_counter()
             try:
-                async with _Handling(ctx, method, service, name):
+                async with _Handling(ctx, method, service, name) as handling:
+                    request = admit(guarded, handling.metadata, payload, ctx.peer)
                     return await behavior(request, ctx)
             finally:
                 seconds.observe(time.perf_counter() - started)
 
         return grpc.unary_unary_rpc_method_handler(
             unary_unary,
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=None,
             response_serializer=handler.response_serializer,
         )
 
     if handler.unary_stream is not None:
         stream_behavior = handler.unary_stream
 
-        async def unary_stream(request: Any, ctx: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            async with _Handling(ctx, method, service, name):
+        async def unary_stream(payload: bytes, ctx: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            async with _Handling(ctx, method, service, name) as handling:
+                request = admit(guarded, handling.metadata, payload, ctx.peer)
                 async for response in stream_behavior(request, ctx):
                     yield response
 
         return grpc.unary_stream_rpc_method_handler(
             unary_stream,
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=None,
             response_serializer=handler.response_serializer,
         )
-    return handler
+    raise TypeError(f"{method}: only unary and server-streaming methods are served")
 
 
 class _InstrumentedGeneric(grpc.GenericRpcHandler):
     """A generic handler whose method handlers come out instrumented (once per method)."""
 
-    def __init__(self, inner: grpc.GenericRpcHandler) -> None:
+    def __init__(self, inner: grpc.GenericRpcHandler, guard: Guard) -> None:
         self.inner = inner
+        self.guard = guard
         self.handlers: dict[str, grpc.RpcMethodHandler] = {}
 
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
@@ -169,7 +292,7 @@ class _InstrumentedGeneric(grpc.GenericRpcHandler):
             inner = self.inner.service(handler_call_details)
             if inner is None:
                 return None
-            handler = self.handlers[method] = instrumented(method, inner)
+            handler = self.handlers[method] = instrumented(method, inner, self.guard)
         return handler
 
 
@@ -177,11 +300,14 @@ class _InstrumentingRegistrar:
     """What a generated `add_…Servicer_to_server` registers on: the server, with every
     method handler instrumented on the way in."""
 
-    def __init__(self, server: grpc.aio.Server) -> None:
+    def __init__(self, server: grpc.aio.Server, guard: Guard) -> None:
         self.server = server
+        self.guard = guard
 
     def add_generic_rpc_handlers(self, generic_rpc_handlers: Any) -> None:
-        self.server.add_generic_rpc_handlers(tuple(_InstrumentedGeneric(h) for h in generic_rpc_handlers))
+        self.server.add_generic_rpc_handlers(
+            tuple(_InstrumentedGeneric(h, self.guard) for h in generic_rpc_handlers)
+        )
 
     def add_registered_method_handlers(
         self, service_name: str, method_handlers: dict[str, grpc.RpcMethodHandler]
@@ -189,17 +315,40 @@ class _InstrumentingRegistrar:
         self.server.add_registered_method_handlers(
             service_name,
             {
-                name: instrumented(f"/{service_name}/{name}", handler)
+                name: instrumented(f"/{service_name}/{name}", handler, self.guard)
                 for name, handler in method_handlers.items()
             },
         )
 
 
-class GrpcServer:
-    """A grpc.aio server with health and reflection for every registered service."""
+REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
 
-    def __init__(self, listen: str, *, max_message_mb: int = 16) -> None:
+
+def _enable_reflection(service_names: list[str], server: grpc.aio.Server) -> None:
+    """Reflection as `grpc.reflection.v1` (what current grpcurl and grpcui ask first) and as
+    `v1alpha` (older clients). grpcio-reflection ships only v1alpha; v1's messages are the
+    same, field for field, so one servicer answers both names."""
+    servicer = reflection.aio.ReflectionServicer(service_names)
+    reflection.enable_server_reflection(service_names, server)
+    server.add_registered_method_handlers(
+        REFLECTION_V1,
+        {
+            "ServerReflectionInfo": grpc.stream_stream_rpc_method_handler(
+                servicer.ServerReflectionInfo,
+                request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+                response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
+            )
+        },
+    )
+
+
+class GrpcServer:
+    """A grpc.aio server with health and reflection for every registered service, and every
+    other method behind `guard` (by default the process's own, from its environment)."""
+
+    def __init__(self, listen: str, *, max_message_mb: int = 16, guard: Guard | None = None) -> None:
         self.listen = listen
+        self.guard = guard or Guard.for_process()
         self.server = grpc.aio.server(
             options=[
                 ("grpc.max_receive_message_length", max_message_mb * 1024 * 1024),
@@ -220,12 +369,12 @@ class GrpcServer:
     def add(self, register: Callable[[Any, grpc.aio.Server], None], servicer: Any, full_name: str) -> None:
         """Register `servicer` with its generated `add_…Servicer_to_server` function; its
         methods are instrumented (health and reflection are not)."""
-        register(servicer, _InstrumentingRegistrar(self.server))
+        register(servicer, _InstrumentingRegistrar(self.server, self.guard))
         self.service_names.append(full_name)
 
     async def start(self) -> int:
         names = [*self.service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
-        reflection.enable_server_reflection([*names, reflection.SERVICE_NAME], self.server)
+        _enable_reflection([*names, reflection.SERVICE_NAME, REFLECTION_V1], self.server)
         self.port = self.server.add_insecure_port(self.listen)
         if self.port == 0:
             raise RuntimeError(f"cannot listen on {self.listen}")

@@ -16,7 +16,7 @@ from typing import Any
 
 from prometheus_client import start_http_server
 
-from svc_runtime import logs
+from svc_runtime import auth, logs
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +85,7 @@ def run(service: str, main: Callable[[asyncio.Event], Awaitable[None]], *, metri
     SIGINT sets `stop` (or a supervised task dies); `main` then shuts down gracefully and
     returns. Exits with EXIT_TASK_FAILED when a supervised task died."""
     logs.configure(service)
+    auth.configure_process(service)
     if metrics_port:
         start_http_server(metrics_port, addr="127.0.0.1")
 

@@ -22,7 +22,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from svc_runtime import config
+from svc_runtime import auth, config
 from svc_runtime.grpc_client import wait_healthy
 from svc_runtime.infra.nats_server import EmbeddedNats, NatsHandle
 from svc_runtime.infra.postgres import EmbeddedPostgres, PostgresHandle
@@ -95,6 +95,9 @@ class StackPlan:
             return host, port
         return "127.0.0.1", str(self.ports["exchange_sim"]["fix"])
 
+    # The service key and operator credentials, kept in the data directory (mode 0600).
+    credentials: auth.Credentials | None = None
+
     @classmethod
     def allocate(
         cls,
@@ -122,7 +125,15 @@ class StackPlan:
                     port = free_port()
                 taken.add(port)
                 ports[spec.name][kind] = port
-        return cls(data_dir, database_url, nats_url, namespace, ports, jwt_secret)
+        return cls(
+            data_dir,
+            database_url,
+            nats_url,
+            namespace,
+            ports,
+            jwt_secret,
+            credentials=auth.ensure_credentials(data_dir),
+        )
 
     def target(self, service: str) -> str:
         return f"127.0.0.1:{self.ports[service]['grpc']}"
@@ -153,12 +164,37 @@ class StackPlan:
             env["BROKERMESH_MARKETDATA_FEED"] = "none"
             if self.venue_profile:
                 env[config.VENUE_PROFILE] = self.venue_profile
+        if self.credentials is not None:
+            env.update(self.credentials.env())
         if "grpc" in ports:
             env[config.GRPC_LISTEN] = f"127.0.0.1:{ports['grpc']}"
         if "http" in ports:
             env[config.HTTP_LISTEN] = f"127.0.0.1:{ports['http']}"
         env.update(self.extra_env)
         return env
+
+    def _credentials(self) -> auth.Credentials:
+        if self.credentials is None:
+            raise RuntimeError("this stack plan has no credentials")
+        return self.credentials
+
+    def service_signer(self, name: str) -> auth.Signer:
+        """Calls signed as the stack's service `name` (e.g. the gateway)."""
+        return auth.service_signer(name, self._credentials().service_key)
+
+    def operator_signer(self, name: str = "admin") -> auth.Signer:
+        """Calls signed as one of the stack's operators (`admin`, `auditor`)."""
+        return auth.operator_signer(self._credentials().operator(name))
+
+    def verifier(self, audience: str) -> auth.Verifier:
+        """What the stack's service `audience` checks callers with (for servers in tests)."""
+        credentials = self._credentials()
+        return auth.Verifier(
+            audience,
+            user_secret=self.jwt_secret,
+            service_key=credentials.service_key,
+            operators=auth.load_operators(credentials.operators_file),
+        )
 
     def describe(self) -> dict[str, object]:
         return {

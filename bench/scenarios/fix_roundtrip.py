@@ -219,7 +219,10 @@ async def _open_loop(
 async def roundtrip(ctx: BenchContext) -> list[Figure]:
     stack = await ctx.start_stack(SERVICES, extra_env=QUIET)
     figures: list[Figure] = []
-    async with channel(stack.plan.target("exchange_sim")) as ch, channel(stack.plan.target("svc_exec")) as ex:
+    async with (
+        channel(stack.plan.target("exchange_sim"), signer=stack.plan.service_signer("gateway")) as ch,
+        channel(stack.plan.target("svc_exec"), signer=stack.plan.service_signer("gateway")) as ex,
+    ):
         await _liquidity(exchange_admin_pb2_grpc.ExchangeAdminServiceStub(ch))
         executor = exec_pb2_grpc.ExecutionServiceStub(ex)
         deadline = time.monotonic() + 60

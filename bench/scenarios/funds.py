@@ -105,7 +105,7 @@ async def _rig(ctx: BenchContext, accounts: int, *, deposit: str = "1000000000.0
         await conn.execute("INSERT INTO cash_balances (user_id) SELECT unnest($1::text[])", users)
     finally:
         await conn.close()
-    ch = channel(stack.plan.target(SERVICE))
+    ch = channel(stack.plan.target(SERVICE), signer=stack.plan.service_signer("gateway"))
     stub = funds_pb2_grpc.FundsServiceStub(ch)
     await _for_each(
         users,

@@ -117,7 +117,7 @@ async def _rig(ctx: BenchContext, name: str, listing: list[Any], **env: str) -> 
     except BaseException:
         exchange.stop()
         raise
-    ch = channel(stack.plan.target(SERVICE))
+    ch = channel(stack.plan.target(SERVICE), signer=stack.plan.service_signer("gateway"))
     return Rig(exchange, stack, ch, marketdata_pb2_grpc.MarketDataServiceStub(ch))
 
 
@@ -319,7 +319,10 @@ async def _fanout_one(ctx: BenchContext, shape: Shape) -> list[Figure]:
     opens = load.Samples("open → snapshot")
     delivered = {"quotes": 0, "messages": 0}
     errors: list[str] = []
-    channels = [channel(rig.stack.plan.target(SERVICE)) for _ in range(max(1, shape.streams // 100))]
+    channels = [
+        channel(rig.stack.plan.target(SERVICE), signer=rig.stack.plan.service_signer("gateway"))
+        for _ in range(max(1, shape.streams // 100))
+    ]
     try:
         rss_before = rig.process.memory_info().rss
 

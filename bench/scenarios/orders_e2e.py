@@ -48,6 +48,7 @@ from bench.api import (
 from bench.fullstack import SYMBOLS, BenchUser
 from brokermesh.orders.v1 import orders_pb2, orders_pb2_grpc
 from brokermesh.type.v1 import trading_pb2
+from svc_runtime.grpc_client import signing_interceptors
 
 if TYPE_CHECKING:
     from svc_runtime.stack import Stack
@@ -354,7 +355,10 @@ async def grpc_orders(ctx: BenchContext) -> list[Figure]:
     ctx.progress(f"creating {plan.users} users")
     users = await fullstack.create_users(stack, plan.users)
     watch = OrderWatch()
-    async with grpc.aio.insecure_channel(stack.plan.target("svc_orders")) as channel:
+    async with grpc.aio.insecure_channel(
+        stack.plan.target("svc_orders"),
+        interceptors=signing_interceptors(stack.plan.service_signer("gateway")),
+    ) as channel:
         stub = orders_pb2_grpc.OrdersServiceStub(channel)
 
         async def place_one(user: BenchUser, key: str, symbol: str = SYMBOLS[0]) -> str:

@@ -39,6 +39,7 @@ from brokermesh.exchange.v1 import exchange_admin_pb2, exchange_admin_pb2_grpc
 from brokermesh.marketdata.v1 import marketdata_pb2, marketdata_pb2_grpc, tick_pb2
 from brokermesh.type.v1 import decimal_pb2
 from svc_runtime import messaging
+from svc_runtime.grpc_client import signing_interceptors
 
 if TYPE_CHECKING:
     from svc_runtime.stack import Stack
@@ -153,7 +154,10 @@ async def _client(
 async def _symbols(stack: Stack, count: int) -> list[str]:
     """`count` instrument symbols from the price tracker's instrument master."""
     found: list[str] = [s for s in fullstack.SYMBOLS]
-    async with grpc.aio.insecure_channel(stack.plan.target("svc_marketdata")) as channel:
+    async with grpc.aio.insecure_channel(
+        stack.plan.target("svc_marketdata"),
+        interceptors=signing_interceptors(stack.plan.service_signer("gateway")),
+    ) as channel:
         stub = marketdata_pb2_grpc.MarketDataServiceStub(channel)
         for letter in "ABCDEFGHIJKLMNOPQRSTUVWXYZ":
             if len(found) >= count:
@@ -223,7 +227,10 @@ async def _market_makers(stack: Stack, *, paused: bool) -> None:
     """Pause the exchange's market makers so injected ticks are the only ones (best effort:
     if the simulator refuses, organic ticks are mixed in and still carry exchange times)."""
     with contextlib.suppress(grpc.aio.AioRpcError):
-        async with grpc.aio.insecure_channel(stack.plan.target("exchange_sim")) as channel:
+        async with grpc.aio.insecure_channel(
+            stack.plan.target("exchange_sim"),
+            interceptors=signing_interceptors(stack.plan.service_signer("gateway")),
+        ) as channel:
             await exchange_admin_pb2_grpc.ExchangeAdminServiceStub(channel).SetScenario(
                 exchange_admin_pb2.SetScenarioRequest(pause_market_makers=paused), timeout=10
             )

@@ -1,7 +1,9 @@
 """gRPC clients of svc_orders, svc_funds and svc_marketdata.
 
 Every call carries the request context (request id, client IP, actor) in its metadata via
-`svc_runtime.grpc_client.channel`, and a deadline. A failed call becomes `BackendError`
+`svc_runtime.grpc_client.channel`, and a deadline. Calls are signed with the gateway's own
+service identity (`svc_runtime.auth`); the actor is the user whose token the edge verified,
+and the services hold a call made for a user to that user's resources. A failed call becomes `BackendError`
 with the decoded google.rpc details, which the HTTP layer turns into problem+json.
 """
 

@@ -33,7 +33,9 @@ async def invariants_hold_after_test(request: pytest.FixtureRequest) -> AsyncIte
     if "e2e_stack" not in request.fixturenames:
         return
     stack: Stack = request.getfixturevalue("e2e_stack")
-    report = await audit.run(stack.plan.describe(), settle_seconds=20)
+    report = await audit.run(
+        stack.plan.describe(), signer=stack.plan.operator_signer("auditor"), settle_seconds=20
+    )
     assert report.complete, report.render()
 
 
@@ -41,7 +43,14 @@ async def open_account(stack: Stack, deposit: str = "1000000.00") -> tuple[str, 
     """A new user with an opening deposit; returns (username, password, user_id)."""
     username = unique_name("u")
     password = "pw-" + unique_name("")
-    created = await admin.create_user(stack.plan.target("svc_funds"), username, password, username, deposit)
+    created = await admin.create_user(
+        stack.plan.target("svc_funds"),
+        username,
+        password,
+        username,
+        deposit,
+        signer=stack.plan.operator_signer(),
+    )
     return username, password, created["account"]["user_id"]
 
 

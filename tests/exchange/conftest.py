@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from brokermesh.exchange.v1 import exchange_admin_pb2_grpc
-from svc_runtime.grpc_client import channel
 from svc_runtime.stack import Stack
 from tests.exchange.fix_client import FixClient
+from tests.support.grpc import service_channel
 
 QUIET = {"BROKERMESH_EXCHANGE_AGENTS": "off"}
 
@@ -26,7 +26,7 @@ async def exchange(make_stack: Callable[..., Awaitable[Stack]]) -> Stack:
 
 @pytest.fixture
 async def admin(exchange: Stack) -> AsyncIterator[exchange_admin_pb2_grpc.ExchangeAdminServiceStub]:
-    async with channel(exchange.plan.target("exchange_sim")) as ch:
+    async with service_channel(exchange.plan, "exchange_sim") as ch:
         yield exchange_admin_pb2_grpc.ExchangeAdminServiceStub(ch)
 
 

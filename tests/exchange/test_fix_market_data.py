@@ -13,9 +13,9 @@ from brokermesh.exchange.v1 import exchange_admin_pb2 as pb
 from brokermesh.exchange.v1 import exchange_admin_pb2_grpc
 from brokermesh.type.v1 import decimal_pb2, trading_pb2
 from exchange_sim.adapters.instrument_file import load_instruments
-from svc_runtime.grpc_client import channel
 from tests.exchange import fix_messages as fm
 from tests.exchange.fix_client import FixClient, Received, wait_until
+from tests.support.grpc import service_channel
 
 
 def subscribe(
@@ -174,7 +174,7 @@ async def test_a_crash_trips_the_market_wide_circuit_breaker_and_trading_resumes
         },
     )
     broker = await fix_clients(stack)
-    async with channel(stack.plan.target("exchange_sim")) as ch:
+    async with service_channel(stack.plan, "exchange_sim") as ch:
         admin = exchange_admin_pb2_grpc.ExchangeAdminServiceStub(ch)
         state = await admin.GetTradingState(pb.GetTradingStateRequest())
         assert state.session_open and not state.market_halted and state.circuit_breaker_level == 0

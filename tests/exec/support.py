@@ -23,6 +23,7 @@ from svc_runtime.grpc_client import channel
 from svc_runtime.ids import new_id
 from svc_runtime.messaging import Topology
 from svc_runtime.stack import Stack
+from tests.support.grpc import as_service, service_channel
 
 TRADE = er.EXEC_TYPE_TRADE
 
@@ -190,12 +191,12 @@ def exec_stub(stack: Stack) -> exec_pb2_grpc.ExecutionServiceStub:
     # The stub does not keep its channel alive; this module does, for the test session.
     target = stack.plan.target("svc_exec")
     if target not in _channels:
-        _channels[target] = channel(target)
+        _channels[target] = channel(target, signer=as_service(stack.plan))
     return exec_pb2_grpc.ExecutionServiceStub(_channels[target])
 
 
 async def session_status(stack: Stack) -> exec_pb2.SessionStatus:
-    async with channel(stack.plan.target("svc_exec")) as ch:
+    async with service_channel(stack.plan, "svc_exec") as ch:
         return await exec_pb2_grpc.ExecutionServiceStub(ch).GetSessionStatus(
             exec_pb2.GetSessionStatusRequest(), timeout=5
         )

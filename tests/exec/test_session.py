@@ -29,6 +29,7 @@ from tests.exec.support import (
     session_status,
     wait_logged_on,
 )
+from tests.support.grpc import as_service
 from tests.support.polling import eventually
 
 pytestmark = pytest.mark.e2e
@@ -242,7 +243,7 @@ async def test_a_standby_replica_takes_over_the_session(
         )
     try:
         await wait_healthy(f"127.0.0.1:{port}", timeout=60)
-        async with channel(f"127.0.0.1:{port}") as ch:
+        async with channel(f"127.0.0.1:{port}", signer=as_service(stack.plan)) as ch:
             stub = exec_pb2_grpc.ExecutionServiceStub(ch)
             status = await stub.GetSessionStatus(exec_pb2.GetSessionStatusRequest(), timeout=5)
             assert not status.active and not status.logged_on

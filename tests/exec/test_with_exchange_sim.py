@@ -14,9 +14,9 @@ from brokermesh.exchange.v1 import exchange_admin_pb2 as pb
 from brokermesh.exchange.v1 import exchange_admin_pb2_grpc
 from brokermesh.exec.v1 import execution_report_pb2 as er
 from brokermesh.type.v1 import trading_pb2
-from svc_runtime.grpc_client import channel
 from svc_runtime.stack import Stack
 from tests.exec.support import TRADE, Oms, wait_logged_on
+from tests.support.grpc import service_channel
 from tests.support.polling import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -39,7 +39,7 @@ async def broker(
     stack = await make_stack(["exchange_sim", "svc_exec"], extra_env=QUIET)
     await wait_logged_on(stack)
     oms = await oms_for(stack)
-    async with channel(stack.plan.target("exchange_sim")) as ch:
+    async with service_channel(stack.plan, "exchange_sim") as ch:
         yield stack, oms, exchange_admin_pb2_grpc.ExchangeAdminServiceStub(ch)
     await stack.stop()
 

@@ -4,6 +4,7 @@ details, nothing internal leaked, metrics; health and reflection beside them."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -14,8 +15,10 @@ from prometheus_client import REGISTRY
 from brokermesh.marketdata.v1 import marketdata_pb2 as pb
 from brokermesh.marketdata.v1 import marketdata_pb2_grpc
 from svc_runtime import context
+from svc_runtime.auth import Verifier, ensure_credentials, service_signer
 from svc_runtime.errors import NotFound, details_of
-from svc_runtime.grpc_server import GrpcServer
+from svc_runtime.grpc_client import signing_interceptors
+from svc_runtime.grpc_server import GrpcServer, Guard
 
 
 class Quotes(marketdata_pb2_grpc.MarketDataServiceServicer):
@@ -33,15 +36,20 @@ class Quotes(marketdata_pb2_grpc.MarketDataServiceServicer):
 
 
 @pytest.fixture
-async def channel() -> AsyncIterator[grpc.aio.Channel]:
-    server = GrpcServer("127.0.0.1:0")
+async def channel(tmp_path: Path) -> AsyncIterator[grpc.aio.Channel]:
+    credentials = ensure_credentials(tmp_path)
+    verifier = Verifier("svc_marketdata", user_secret="", service_key=credentials.service_key, operators={})
+    server = GrpcServer("127.0.0.1:0", guard=Guard(verifier))
     server.add(
         marketdata_pb2_grpc.add_MarketDataServiceServicer_to_server,
         Quotes(),
         "brokermesh.marketdata.v1.MarketDataService",
     )
     port = await server.start()
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as opened:
+    signer = service_signer("gateway", credentials.service_key)
+    async with grpc.aio.insecure_channel(
+        f"127.0.0.1:{port}", interceptors=signing_interceptors(signer)
+    ) as opened:
         yield opened
     await server.stop(0)
 

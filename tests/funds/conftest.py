@@ -13,8 +13,10 @@ import pytest
 
 from svc_funds.domain.charges import ZERO_SCHEDULE, ChargesSchedule
 from svc_funds.main import FundsSettings, serve
+from svc_runtime.auth import ensure_credentials, service_signer
 from svc_runtime.config import CommonSettings
 from tests.funds.support import FundsClient
+from tests.support.grpc import TEST_CALLER, process_identity
 from tests.support.infra import SharedInfra, fresh_database, unique_name
 
 StartFunds = Callable[..., Awaitable[FundsClient]]
@@ -25,6 +27,7 @@ async def start_funds(infra: SharedInfra, tmp_path: Path) -> AsyncIterator[Start
     """Start svc_funds' composition root on this event loop, on a fresh database and NATS
     namespace; stopped gracefully after the test."""
     running: list[tuple[asyncio.Event, asyncio.Task[None], FundsClient]] = []
+    credentials = ensure_credentials(tmp_path)
 
     async def start(
         schedule: ChargesSchedule = ZERO_SCHEDULE,
@@ -57,20 +60,28 @@ async def start_funds(infra: SharedInfra, tmp_path: Path) -> AsyncIterator[Start
             task.result()  # raises why it stopped
         if ready not in done:
             raise TimeoutError("svc_funds did not start")
-        client = FundsClient.connect(f"127.0.0.1:{ready.result()}", database_url, infra.nats_url, namespace)
+        client = FundsClient.connect(
+            f"127.0.0.1:{ready.result()}",
+            database_url,
+            infra.nats_url,
+            namespace,
+            signer=service_signer(TEST_CALLER, credentials.service_key),
+        )
         running.append((stop, task, client))
         return client
 
-    yield start
-    violations: list[str] = []
-    for stop, task, client in reversed(running):
-        # The ledger audit after every test, unless the test broke the ledger on purpose.
-        if client.audit_at_teardown:
-            violations += await client.violations()
-        await client.close()
-        stop.set()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(task, 30)
+    # svc_funds runs in this process, which therefore serves and calls as svc_funds.
+    with process_identity("svc_funds", credentials):
+        yield start
+        violations: list[str] = []
+        for stop, task, client in reversed(running):
+            # The ledger audit after every test, unless the test broke the ledger on purpose.
+            if client.audit_at_teardown:
+                violations += await client.violations()
+            await client.close()
+            stop.set()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(task, 30)
     assert not violations, "the ledger audit failed after the test:\n" + "\n".join(violations)
 
 

@@ -28,6 +28,7 @@ from brokermesh.funds.v1 import (
 )
 from brokermesh.type.v1 import decimal_pb2, trading_pb2
 from svc_runtime import config, db, messaging
+from svc_runtime.auth import Signer
 from svc_runtime.errors import ErrorDetails, details_of
 from svc_runtime.grpc_client import channel
 
@@ -52,8 +53,10 @@ class FundsClient:
     audit_at_teardown: bool = True
 
     @classmethod
-    def connect(cls, target: str, database_url: str, nats_url: str, namespace: str) -> FundsClient:
-        return cls(target, database_url, nats_url, namespace, channel(target))
+    def connect(
+        cls, target: str, database_url: str, nats_url: str, namespace: str, *, signer: Signer
+    ) -> FundsClient:
+        return cls(target, database_url, nats_url, namespace, channel(target, signer=signer))
 
     @property
     def accounts(self) -> accounts_pb2_grpc.AccountServiceStub:

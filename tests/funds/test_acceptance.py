@@ -24,6 +24,7 @@ from svc_runtime.grpc_client import wait_healthy
 from svc_runtime.infra.processes import free_port
 from svc_runtime.stack import Stack
 from tests.funds.support import FundsClient, Reports, ledger_check, report
+from tests.support.grpc import as_service
 from tests.support.polling import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -32,7 +33,11 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 def client_of(stack: Stack, target: str | None = None) -> FundsClient:
     plan = stack.plan
     return FundsClient.connect(
-        target or plan.target("svc_funds"), plan.database_url, plan.nats_url, plan.namespace
+        target or plan.target("svc_funds"),
+        plan.database_url,
+        plan.nats_url,
+        plan.namespace,
+        signer=as_service(plan),
     )
 
 

@@ -18,11 +18,11 @@ import pytest
 
 from brokermesh.orders.v1 import orders_pb2, orders_pb2_grpc
 from svc_runtime import admin
-from svc_runtime.grpc_client import channel
 from svc_runtime.stack import SERVICE_NAMES, Stack
 from tests.conftest import new_stack
 from tests.gateway.conftest import events, next_event
 from tests.gateway.test_http_edge import assert_problem
+from tests.support.grpc import service_channel
 from tests.support.infra import SharedInfra, unique_name
 from tests.support.polling import eventually
 
@@ -39,7 +39,14 @@ needs_all = pytest.mark.skipif(not landed(*SERVICE_NAMES), reason="not every ser
 
 async def open_account(stack: Stack, deposit: str) -> tuple[str, str, str]:
     username, password = unique_name("u"), "pw-" + unique_name("")
-    created = await admin.create_user(stack.plan.target("svc_funds"), username, password, username, deposit)
+    created = await admin.create_user(
+        stack.plan.target("svc_funds"),
+        username,
+        password,
+        username,
+        deposit,
+        signer=stack.plan.operator_signer(),
+    )
     return username, password, created["account"]["user_id"]
 
 
@@ -152,7 +159,7 @@ async def test_the_audit_trail_names_the_request_the_client_and_the_user(full_st
         assert placed.status_code == 201, placed.text
         assert placed.headers["x-request-id"] == request_id
         order_id = placed.json()["orderId"]
-    async with channel(full_stack.plan.target("svc_orders")) as ch:
+    async with service_channel(full_stack.plan, "svc_orders") as ch:
         records = await orders_pb2_grpc.OrdersServiceStub(ch).ListAuditRecords(
             orders_pb2.ListAuditRecordsRequest(parent=f"users/{user_id}/orders/{order_id}"), timeout=10
         )

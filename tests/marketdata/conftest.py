@@ -15,10 +15,10 @@ import pytest
 
 from brokermesh.marketdata.v1 import marketdata_pb2_grpc, watchlists_pb2_grpc
 from svc_runtime import config
-from svc_runtime.grpc_client import channel
 from svc_runtime.stack import Stack
 from tests.conftest import new_stack
 from tests.marketdata.fix_exchange import DEFAULT_LISTING, ExchangeDouble, Listed, synthetic_listing
+from tests.support.grpc import service_channel
 from tests.support.infra import SharedInfra
 
 T = TypeVar("T")
@@ -44,7 +44,7 @@ class MarketDataProcess:
         inherit the old one's back-off from its failed connects and fail calls at once."""
         await self.stack.start_service("svc_marketdata")
         await self.channel.close()
-        self.channel = channel(self.stack.plan.target("svc_marketdata"))
+        self.channel = service_channel(self.stack.plan, "svc_marketdata")
         await asyncio.wait_for(self.channel.channel_ready(), timeout=30)
         self.quotes = marketdata_pb2_grpc.MarketDataServiceStub(self.channel)
         self.watchlists = watchlists_pb2_grpc.WatchlistServiceStub(self.channel)
@@ -68,7 +68,7 @@ async def start_market_data(
     infra: SharedInfra, work_dir: Path, exchange: ExchangeDouble, **extra_env: str
 ) -> MarketDataProcess:
     stack = await new_stack(infra, work_dir, ["svc_marketdata"], env_for(exchange, **extra_env))
-    ch = channel(stack.plan.target("svc_marketdata"))
+    ch = service_channel(stack.plan, "svc_marketdata")
     return MarketDataProcess(
         stack,
         exchange,

@@ -13,8 +13,8 @@ import pytest
 
 from brokermesh.marketdata.v1 import marketdata_pb2 as pb
 from brokermesh.marketdata.v1 import marketdata_pb2_grpc
-from svc_runtime.grpc_client import channel
 from tests.conftest import StackFactory
+from tests.support.grpc import service_channel
 from tests.support.polling import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 async def test_quotes_and_streams_from_the_exchange_simulator(make_stack: StackFactory) -> None:
     stack = await make_stack(["exchange_sim", "svc_marketdata"])
-    async with channel(stack.plan.target("svc_marketdata")) as ch:
+    async with service_channel(stack.plan, "svc_marketdata") as ch:
         quotes = marketdata_pb2_grpc.MarketDataServiceStub(ch)
 
         async def listed() -> pb.Instrument | None:

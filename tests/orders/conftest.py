@@ -25,6 +25,7 @@ from svc_runtime import messaging
 from svc_runtime.messaging import Topology
 from svc_runtime.stack import Stack, StackPlan
 from tests.orders.fakes import FakeServices
+from tests.support.grpc import plain_channel
 from tests.support.infra import SharedInfra, fresh_database, unique_name
 from tests.support.polling import eventually
 
@@ -179,7 +180,7 @@ async def start_oms(infra: SharedInfra, data_dir: Path, extra_env: dict[str, str
     nc = await messaging.connect(infra.nats_url, "orders-tests")
     js = nc.jetstream()
     await messaging.ensure_streams(js, topology)
-    fakes = FakeServices(plan.target("svc_funds"), plan.target("svc_marketdata"), plan.target("svc_exec"))
+    fakes = FakeServices(plan)
     await fakes.start(js, topology)
     stack = Stack(plan)
     try:
@@ -191,8 +192,9 @@ async def start_oms(infra: SharedInfra, data_dir: Path, extra_env: dict[str, str
         raise
     # Reconnect quickly after the OMS is killed and restarted (the default backoff grows
     # to seconds, during which calls fail fast without trying).
-    channel = grpc.aio.insecure_channel(
-        plan.target("svc_orders"),
+    channel = plain_channel(
+        plan,
+        "svc_orders",
         options=[("grpc.initial_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 300)],
     )
     return Oms(stack, fakes, nc, js, topology, channel, orders_pb2_grpc.OrdersServiceStub(channel))

@@ -29,8 +29,9 @@ from svc_runtime.errors import (
     Unavailable,
     to_item_status,
 )
-from svc_runtime.grpc_server import GrpcServer
+from svc_runtime.grpc_server import GrpcServer, Guard
 from svc_runtime.messaging import DurableConsumer, Topology, decode
+from svc_runtime.stack import StackPlan
 
 
 def _dec(value: Decimal) -> decimal_pb2.Decimal:
@@ -331,13 +332,13 @@ class CommandLog:
 class FakeServices:
     """The three stand-ins, listening where the stack plan says the real ones would."""
 
-    def __init__(self, funds_target: str, marketdata_target: str, exec_target: str) -> None:
+    def __init__(self, plan: StackPlan) -> None:
         self.funds = FakeFunds()
         self.marketdata = FakeMarketData()
         self.executor = FakeExec()
         self.command_log = CommandLog(self.executor)
         self._servers: list[GrpcServer] = []
-        self._targets = (funds_target, marketdata_target, exec_target)
+        self._plan = plan
         self._consumer: DurableConsumer | None = None
         self._consuming: asyncio.Task[None] | None = None
 
@@ -359,8 +360,11 @@ class FakeServices:
                 "brokermesh.exec.v1.ExecutionService",
             ),
         )
-        for target, (register, servicer, name) in zip(self._targets, registrations, strict=True):
-            server = GrpcServer(target)
+        # Each stand-in checks its callers as the real service would.
+        for service, (register, servicer, name) in zip(
+            ("svc_funds", "svc_marketdata", "svc_exec"), registrations, strict=True
+        ):
+            server = GrpcServer(self._plan.target(service), guard=Guard(self._plan.verifier(service)))
             server.add(register, servicer, name)
             await server.start()
             self._servers.append(server)

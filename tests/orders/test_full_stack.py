@@ -23,6 +23,7 @@ from svc_runtime import admin, audit, db
 from svc_runtime.errors import details_of
 from svc_runtime.stack import Stack
 from tests.conftest import new_stack
+from tests.support.grpc import plain_channel
 from tests.support.infra import SharedInfra, unique_name
 from tests.support.polling import eventually
 
@@ -40,24 +41,29 @@ async def stack(infra: SharedInfra, tmp_path_factory: pytest.TempPathFactory) ->
 
 @pytest.fixture
 async def orders(stack: Stack) -> AsyncIterator[orders_pb2_grpc.OrdersServiceStub]:
-    channel = grpc.aio.insecure_channel(
-        stack.plan.target("svc_orders"),
+    channel = plain_channel(
+        stack.plan,
+        "svc_orders",
         options=[("grpc.initial_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 300)],
     )
     yield orders_pb2_grpc.OrdersServiceStub(channel)
     await channel.close()
-    report = await audit.run(stack.plan.describe(), settle_seconds=30)
+    report = await audit.run(
+        stack.plan.describe(), signer=stack.plan.operator_signer("auditor"), settle_seconds=30
+    )
     assert report.complete, report.render()
 
 
 async def open_account(stack: Stack, deposit: str) -> str:
     name = unique_name("u")
-    created = await admin.create_user(stack.plan.target("svc_funds"), name, "pw-" + name, name, deposit)
+    created = await admin.create_user(
+        stack.plan.target("svc_funds"), name, "pw-" + name, name, deposit, signer=stack.plan.operator_signer()
+    )
     return str(created["account"]["user_id"])
 
 
 async def last_price(stack: Stack, symbol: str) -> Decimal:
-    async with grpc.aio.insecure_channel(stack.plan.target("svc_marketdata")) as channel:
+    async with plain_channel(stack.plan, "svc_marketdata") as channel:
         stub = marketdata_pb2_grpc.MarketDataServiceStub(channel)
 
         async def quoted() -> Decimal | None:
@@ -135,7 +141,7 @@ async def test_a_resting_order_is_cancelled_by_the_exchange_and_its_block_releas
     assert cancelling.status in (S.ORDER_STATUS_PENDING_CANCEL, S.ORDER_STATUS_CANCELLED)
     cancelled = await wait_status(orders, placed.name, {S.ORDER_STATUS_CANCELLED})
     assert cancelled.leaves_quantity == 0
-    async with grpc.aio.insecure_channel(stack.plan.target("svc_funds")) as channel:
+    async with plain_channel(stack.plan, "svc_funds") as channel:
         funds = funds_pb2_grpc.FundsServiceStub(channel)
 
         async def released() -> funds_pb2.Funds | None:
@@ -226,7 +232,7 @@ async def test_sigkill_of_the_oms_while_orders_flow_loses_and_doubles_nothing(
             filled[trade.order_id] += trade.quantity
         for order in listed.orders:
             assert filled[order.order_id] == order.filled_quantity
-    async with grpc.aio.insecure_channel(stack.plan.target("exchange_sim")) as channel:
+    async with plain_channel(stack.plan, "exchange_sim") as channel:
         exchange = exchange_admin_pb2_grpc.ExchangeAdminServiceStub(channel)
         at_exchange = (
             await exchange.ListExchangeOrders(exchange_admin_pb2.ListExchangeOrdersRequest())

@@ -1,0 +1,146 @@
+"""A trading desktop over gRPC, in one file.
+
+It signs in at the gateway (`POST /v1/sessions`), then calls the services directly with the
+access token it got, as `authorization: Bearer <token>` metadata on every call: it streams
+quotes and its own order updates, and places one order. The services take the user from
+the token; a token naming somebody else's orders gets NOT_FOUND.
+
+    python examples/desktop_client.py --username asha --password asha-demo-pass --buy 1
+
+Endpoints come from the running stack's description (`.brokermesh/stack.json`) unless given.
+Only the generated stubs in gen/ and grpcio are needed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from brokermesh.marketdata.v1 import marketdata_pb2, marketdata_pb2_grpc
+from brokermesh.orders.v1 import orders_pb2, orders_pb2_grpc
+from brokermesh.type.v1 import trading_pb2
+
+Metadata = tuple[tuple[str, str], ...]
+
+
+def say(line: str) -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def sign_in(gateway_url: str, username: str, password: str) -> dict[str, str]:
+    request = urllib.request.Request(
+        f"{gateway_url}/v1/sessions",
+        data=json.dumps({"username": username, "password": password}).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.load(response)  # type: ignore[no-any-return]
+
+
+async def read_until(call: grpc.aio.UnaryStreamCall, until: float) -> AsyncIterator[Any]:
+    """The stream's messages until `until` (a monotonic time), then the call is cancelled."""
+    try:
+        while (left := until - time.monotonic()) > 0:
+            try:
+                message = await asyncio.wait_for(call.read(), left)
+            except TimeoutError:
+                return
+            if message is grpc.aio.EOF:
+                return
+            yield message
+    finally:
+        call.cancel()
+
+
+async def stream_quotes(
+    channel: grpc.aio.Channel, metadata: Metadata, symbols: list[str], until: float
+) -> int:
+    pushes = 0
+    call = marketdata_pb2_grpc.MarketDataServiceStub(channel).StreamQuotes(
+        marketdata_pb2.StreamQuotesRequest(symbols=symbols, max_updates_per_second=4), metadata=metadata
+    )
+    async for push in read_until(call, until):
+        pushes += 1
+        for quote in push.quotes:
+            say(f"quote  {quote.symbol:<6} last {quote.last_price.value or '-'}")
+    return pushes
+
+
+async def stream_orders(channel: grpc.aio.Channel, metadata: Metadata, user_id: str, until: float) -> int:
+    updates = 0
+    call = orders_pb2_grpc.OrdersServiceStub(channel).StreamOrderUpdates(
+        orders_pb2.StreamOrderUpdatesRequest(parent=f"users/{user_id}"), metadata=metadata
+    )
+    async for response in read_until(call, until):
+        event = response.event
+        updates += 1
+        say(
+            f"order  {event.order.order_id} {orders_pb2.OrderEventType.Name(event.type)} "
+            f"{orders_pb2.OrderStatus.Name(event.order.status)} filled {event.order.filled_quantity}"
+        )
+    return updates
+
+
+async def run(args: argparse.Namespace) -> int:
+    session = await asyncio.to_thread(sign_in, args.gateway, args.username, args.password)
+    user_id = session["userId"]
+    metadata = (("authorization", f"Bearer {session['accessToken']}"),)
+    say(f"signed in as {user_id}; token valid {session['expiresIn']}s")
+    until = time.monotonic() + args.seconds
+    async with (
+        grpc.aio.insecure_channel(args.marketdata) as marketdata,
+        grpc.aio.insecure_channel(args.orders) as orders,
+    ):
+        quotes = asyncio.create_task(stream_quotes(marketdata, metadata, args.symbols, until))
+        updates = asyncio.create_task(stream_orders(orders, metadata, user_id, until))
+        if args.buy:
+            await asyncio.sleep(0.5)  # let the order stream open first
+            placed = await orders_pb2_grpc.OrdersServiceStub(orders).PlaceOrder(
+                orders_pb2.PlaceOrderRequest(
+                    parent=f"users/{user_id}",
+                    order=orders_pb2.Order(
+                        symbol=args.symbols[0],
+                        side=trading_pb2.SIDE_BUY,
+                        type=trading_pb2.ORDER_TYPE_MARKET,
+                        quantity=args.buy,
+                    ),
+                    request_id=f"desktop-{uuid.uuid4()}",
+                ),
+                metadata=metadata,
+                timeout=10,
+            )
+            say(f"placed {placed.order_id}: {orders_pb2.OrderStatus.Name(placed.status)}")
+        pushes, events = await asyncio.gather(quotes, updates)
+    say(f"done: {pushes} quote pushes, {events} order updates")
+    return 0 if pushes and (events or not args.buy) else 1
+
+
+def main() -> None:
+    stack = Path(".brokermesh/stack.json")
+    described = json.loads(stack.read_text()) if stack.exists() else {"grpc": {}}
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--gateway", default=described.get("gateway_url", "http://127.0.0.1:8080"))
+    parser.add_argument("--orders", default=described["grpc"].get("svc_orders", "127.0.0.1:50051"))
+    parser.add_argument("--marketdata", default=described["grpc"].get("svc_marketdata", "127.0.0.1:50053"))
+    parser.add_argument("--username", required=True)
+    parser.add_argument("--password", required=True)
+    parser.add_argument("--symbols", nargs="+", default=["INFY", "TCS"])
+    parser.add_argument("--buy", type=int, default=0, help="place a market buy of this many shares")
+    parser.add_argument("--seconds", type=float, default=10.0, help="how long to stream")
+    sys.exit(asyncio.run(run(parser.parse_args())))
+
+
+if __name__ == "__main__":
+    main()
