@@ -112,6 +112,7 @@ METHODS: dict[str, Rule] = {
     # svc_exec: the FIX session is the broker's own; users never reach it.
     _EXEC + "GetSessionStatus": _internal(READ),
     _EXEC + "GetExchangeOrderStatus": _internal(READ),
+    _EXEC + "ListVenueIncidents": _internal(READ),
     _EXEC + "ReconcileOrders": _internal(ADMIN),
     # exchange_sim's admin API.
     _EXCHANGE + "ListExchangeOrders": _internal(READ),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -16,9 +17,11 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from brokermesh.marketdata.v1 import marketdata_pb2 as pb
 from brokermesh.marketdata.v1 import marketdata_pb2_grpc
+from svc_runtime.auth import Verifier, ensure_credentials, service_signer
 from svc_runtime.db import asyncpg_dsn
 from svc_runtime.errors import details_of
-from svc_runtime.grpc_server import GrpcServer, dependency_outage
+from svc_runtime.grpc_client import signing_interceptors
+from svc_runtime.grpc_server import GrpcServer, Guard, dependency_outage
 from svc_runtime.infra.processes import free_port
 
 
@@ -56,6 +59,11 @@ class LostDatabase(marketdata_pb2_grpc.MarketDataServiceServicer):
                     admin = await asyncpg.connect(asyncpg_dsn(self.database_url))
                     await admin.execute("SELECT pg_terminate_backend($1)", pid)
                     await admin.close()
+                    driver = (await conn.get_raw_connection()).driver_connection
+                    for _ in range(200):  # as above: a pool hands it out once it is closed
+                        if driver is None or driver.is_closed():
+                            break
+                        await asyncio.sleep(0.01)
                     await conn.execute(sqlalchemy.text("SELECT 1"))
             finally:
                 await engine.dispose()
@@ -72,15 +80,20 @@ class LostDatabase(marketdata_pb2_grpc.MarketDataServiceServicer):
 
 
 @pytest.fixture
-async def stub(database_url: str) -> AsyncIterator[marketdata_pb2_grpc.MarketDataServiceStub]:
-    server = GrpcServer("127.0.0.1:0")
+async def stub(database_url: str, tmp_path: Path) -> AsyncIterator[marketdata_pb2_grpc.MarketDataServiceStub]:
+    credentials = ensure_credentials(tmp_path)
+    verifier = Verifier("svc_marketdata", user_secret="", service_key=credentials.service_key, operators={})
+    server = GrpcServer("127.0.0.1:0", guard=Guard(verifier))
     server.add(
         marketdata_pb2_grpc.add_MarketDataServiceServicer_to_server,
         LostDatabase(database_url),
         "brokermesh.marketdata.v1.MarketDataService",
     )
     port = await server.start()
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+    signer = service_signer("gateway", credentials.service_key)
+    async with grpc.aio.insecure_channel(
+        f"127.0.0.1:{port}", interceptors=signing_interceptors(signer)
+    ) as channel:
         yield marketdata_pb2_grpc.MarketDataServiceStub(channel)
     await server.stop(0)
 
