@@ -110,6 +110,8 @@ async def _up(args: argparse.Namespace) -> int:
         previous=previous,
         jwt_secret=jwt_secret(data_dir),
     )
+    # A demo market moves: liquid symbols trade several times a second unless told otherwise.
+    plan.extra_env["BROKERMESH_EXCHANGE_ACTIVITY"] = os.environ.get("BROKERMESH_EXCHANGE_ACTIVITY", "demo")
     stack = Stack(plan)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -186,6 +188,7 @@ def _print_banner(plan, data_dir: Path, seconds: float, *, demo: bool) -> None: 
     lines = [
         "",
         f"brokermesh is up ({seconds:.1f}s).",
+        f"  web trader     {d['gateway_url']}/",
         f"  REST + SSE     {d['gateway_url']}/v1",
         f"  API docs       {d['docs_url']}",
         f"  OpenAPI        {d['gateway_url']}/v1/openapi.json",

@@ -22,6 +22,7 @@ from gateway.transport.errors import ERROR_HANDLERS
 from gateway.transport.handlers import Handlers
 from gateway.transport.middleware import EdgeMiddleware, PrincipalMiddleware
 from gateway.transport.validation import VALIDATORS
+from gateway.transport.web import WebFiles, load_files
 
 SPEC = Path(__file__).resolve().parent.parent / "openapi.yaml"
 
@@ -72,4 +73,5 @@ def build_app(
 
     app.add_url_rule("/healthz", "healthz", healthz, methods=["GET"])
     app.add_url_rule("/metrics", "metrics", metrics, methods=["GET"])
-    return EdgeMiddleware(app, max_body_bytes=max_body_bytes)
+    # The web trader (gateway/web/) is served beside the API, from the same origin.
+    return EdgeMiddleware(WebFiles(app, load_files()), max_body_bytes=max_body_bytes)
