@@ -35,7 +35,6 @@ from svc_runtime.stack import Stack
 from tests.conftest import new_stack
 from tests.e2e.conftest import login, open_account
 from tests.support.infra import SharedInfra
-from tests.support.polling import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts" / "webapp"
@@ -47,7 +46,7 @@ BROWSERS = (
 )
 BROWSER = next((found for name in BROWSERS if (found := shutil.which(name))), None)
 try:
-    from playwright.async_api import Browser, Locator, Page, async_playwright
+    from playwright.async_api import Browser, Locator, Page, Route, async_playwright
     from playwright.async_api import expect as _expect  # noqa: F401 - proves the install is whole
 except ImportError:  # pragma: no cover - the test extra installs it
     async_playwright = None  # type: ignore[assignment]
@@ -305,19 +304,45 @@ async def test_a_rejection_shows_its_reason_and_a_double_click_places_one_order(
     assert "INSUFFICIENT_FUNDS" in (await error.text_content() or "")
     assert await rest_orders(stack, auth) == []
 
+    posts: list[dict[str, str]] = []
+    page.on(
+        "request",
+        lambda request: (
+            posts.append(request.headers)
+            if request.method == "POST" and request.url.endswith("/v1/orders")
+            else None
+        ),
+    )
     await page.fill("#t-qty", "1")
     await page.dblclick("#t-submit")
     await page.wait_for_selector("#t-result:has-text('Order placed')")
-    await page.click("#t-submit")  # a third, deliberate click is a new order
     await page.wait_for_function("() => !document.querySelector('#t-submit').disabled")
-    orders = await eventually(lambda: _orders_when(stack, auth, 2))
-    assert len({o["clientOrderId"] for o in orders}) == 2
+    # The second click met a disabled button: one request, one order.
+    assert len(posts) == 1, posts
+    assert len(await rest_orders(stack, auth)) == 1
+    # Two presses in the same instant (faster than any mouse): still one request.
+    await page.evaluate("() => { const b = document.querySelector('#t-submit'); b.click(); b.click(); }")
+    await page.wait_for_selector("#t-result:has-text('Order placed')")
+    await page.wait_for_function("() => !document.querySelector('#t-submit').disabled")
+    assert len(posts) == 2, posts
+    assert len(await rest_orders(stack, auth)) == 2
 
+    # An answer lost on the way back: the order is placed, the app sees a network error, and
+    # pressing again resends the same key, so the server answers with the same order.
+    async def lose_the_answer(route: Route) -> None:
+        await route.fetch()
+        await route.abort("connectionreset")
 
-async def _orders_when(stack: Stack, auth: dict[str, str], count: int) -> list[dict[str, Any]] | None:
+    await page.route("**/v1/orders", lose_the_answer, times=1)
+    await page.fill("#t-qty", "3")
+    await page.click("#t-submit")
+    await page.locator("#t-error", has_text="retry").wait_for()
+    assert len(await rest_orders(stack, auth)) == 3
+    await page.click("#t-submit")
+    await page.wait_for_selector("#t-result:has-text('Order placed')")
+    assert posts[2]["idempotency-key"] == posts[3]["idempotency-key"] != posts[1]["idempotency-key"]
     orders = await rest_orders(stack, auth)
-    assert len(orders) <= count, orders
-    return orders if len(orders) == count else None
+    assert sorted(o["quantity"] for o in orders) == [1, 1, 3], orders
 
 
 async def test_an_ended_session_asks_to_sign_in_again_and_keeps_the_ticket_as_it_was(
