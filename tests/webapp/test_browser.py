@@ -175,6 +175,42 @@ def below_market(price: Decimal, percent: int) -> Decimal:
     return (target / Decimal("0.05")).to_integral_value(rounding=ROUND_FLOOR) * Decimal("0.05")
 
 
+async def test_the_apps_stream_parser_and_exact_numbers(page: Page) -> None:
+    """web/sse.js parses text/event-stream as EventSource would, across any chunking;
+    web/api.js keeps fractional JSON numbers as their exact text."""
+    await page.goto("/")
+    result = await page.evaluate(
+        r"""async () => {
+        const { EventStreamParser } = await import('/web/sse.js');
+        const { parseExact, describeProblem } = await import('/web/api.js');
+        const events = [], comments = [], retries = [];
+        const parser = new EventStreamParser({
+          onEvent: (e) => events.push(e), onComment: (c) => comments.push(c), onRetry: (r) => retries.push(r),
+        });
+        const text = 'retry: 3000\r\n\r\n: hb\r\nid: e-1\r\nevent: order_update\r\n' +
+          'data: {"a":\r\ndata:1}\r\n\r\ndata: plain\n\nid: e-2\nevent: x\n\n' +
+          'data:no-space\rid\r\r';
+        for (let i = 0; i < text.length; i += 3) parser.feed(text.slice(i, i + 3));
+        const exact = parseExact('{"ltp":1542.30,"qty":10,"big":12345678901234567.89,"neg":-0.50}');
+        return {
+          events, comments, retries, exact,
+          words: describeProblem({title: 'Unprocessable', detail: 'cash 10.00 < 49000.00',
+                                  reason: 'INSUFFICIENT_FUNDS'}, 422),
+        };
+      }"""
+    )
+    assert result["retries"] == [3000]
+    assert result["comments"] == ["hb"]
+    assert result["events"] == [
+        {"type": "order_update", "data": '{"a":\n1}', "lastEventId": "e-1"},
+        {"type": "message", "data": "plain", "lastEventId": "e-1"},
+        # An event with no data is not dispatched, but its id still counts; an empty id resets.
+        {"type": "message", "data": "no-space", "lastEventId": ""},
+    ]
+    assert result["exact"] == {"ltp": "1542.30", "qty": 10, "big": "12345678901234567.89", "neg": "-0.50"}
+    assert result["words"].startswith("Not enough funds for this order. Cash 10.00 < 49000.00.")
+
+
 async def test_a_watchlist_symbols_price_moves_on_screen_and_lists_can_be_managed(
     page: Page, stack: Stack
 ) -> None:
