@@ -128,6 +128,7 @@ async function start() {
   armExpiry();
   $("#who").textContent = state.session.username;
   state.orders.clear();
+  state.ordersNext = undefined;
   openOrderStream();
   await Promise.allSettled([loadWatchlists(), refreshFunds(), loadOrders()]);
   route();
@@ -666,10 +667,14 @@ function mergeOrder(order) {
   renderOrders();
 }
 
-async function loadOrders() {
+async function loadOrders(pageToken = "") {
   try {
-    const page = await api.listOrders();
+    const page = await api.listOrders({ pageToken });
     for (const order of page.orders || []) mergeOrder(order);
+    // Older pages are fetched on request; a refetch of the first page keeps what was loaded.
+    if (!pageToken && state.ordersNext === undefined) state.ordersNext = page.nextPageToken || "";
+    if (pageToken) state.ordersNext = page.nextPageToken || "";
+    $("#orders-more").hidden = !state.ordersNext;
     $("#orders-error").textContent = "";
   } catch (error) {
     $("#orders-error").textContent = errorText(error);
@@ -1003,6 +1008,7 @@ function wire() {
   form.addEventListener("submit", submitTicket);
   $("#orders-open").addEventListener("click", () => setOrderFilter("open"));
   $("#orders-past").addEventListener("click", () => setOrderFilter("past"));
+  $("#orders-more").addEventListener("click", () => loadOrders(state.ordersNext));
   $("#ledger-newer").addEventListener("click", () => loadLedger(Math.max(0, (state.ledgerIndex || 0) - 1)));
   $("#ledger-older").addEventListener("click", () => loadLedger((state.ledgerIndex || 0) + 1));
   window.addEventListener("hashchange", () => !$("#app").hidden && route());
