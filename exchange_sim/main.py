@@ -23,7 +23,7 @@ from exchange_sim.app.exchange import Exchange
 from exchange_sim.app.market_data import MarketData
 from exchange_sim.app.order_entry import ExchangeIds, OrderEntry
 from exchange_sim.app.trading_day import TradingDay
-from exchange_sim.domain.liquidity import LiquidityConfig
+from exchange_sim.domain.liquidity import ACTIVITY_LEVELS, Activity, LiquidityConfig
 from exchange_sim.domain.matching import SELF_TRADE_MODES, MatchingEngine
 from exchange_sim.domain.trading_day import DEFAULT_BREAKERS, CircuitBreaker, TradingHours, parse_breakers
 from exchange_sim.transport.admin import ExchangeAdminServicer
@@ -52,6 +52,7 @@ class ExchangeSettings:
     seed: str
     agents: bool
     liquidity: LiquidityConfig
+    activity: Activity
     agent_interval_seconds: float
     symbol_period_seconds: float
     md_interval_seconds: float
@@ -68,6 +69,9 @@ class ExchangeSettings:
         self_trade = env("BROKERMESH_EXCHANGE_SELF_TRADE", "CANCEL_NEWEST").upper()
         if self_trade not in SELF_TRADE_MODES:
             raise RuntimeError(f"BROKERMESH_EXCHANGE_SELF_TRADE must be one of {sorted(SELF_TRADE_MODES)}")
+        activity = env("BROKERMESH_EXCHANGE_ACTIVITY", "normal").lower()
+        if activity not in ACTIVITY_LEVELS:
+            raise RuntimeError(f"BROKERMESH_EXCHANGE_ACTIVITY must be one of {sorted(ACTIVITY_LEVELS)}")
         return cls(
             data_dir=common.data_dir / SERVICE,
             grpc_listen=common.grpc_listen,
@@ -89,6 +93,7 @@ class ExchangeSettings:
                 trades_per_minute=env_float("BROKERMESH_EXCHANGE_TRADES_PER_MINUTE", 6.0),
                 max_trade_lots=env_int("BROKERMESH_EXCHANGE_MAX_TRADE_LOTS", 100),
             ),
+            activity=ACTIVITY_LEVELS[activity],
             agent_interval_seconds=env_int("BROKERMESH_EXCHANGE_AGENT_INTERVAL_MS", 100) / 1000,
             symbol_period_seconds=env_int("BROKERMESH_EXCHANGE_SYMBOL_PERIOD_MS", 1000) / 1000,
             md_interval_seconds=env_int("BROKERMESH_EXCHANGE_MD_INTERVAL_MS", 100) / 1000,
@@ -173,6 +178,7 @@ async def serve(settings: ExchangeSettings, stop: asyncio.Event) -> None:
             interval_seconds=settings.agent_interval_seconds,
             symbol_period_seconds=settings.symbol_period_seconds,
             notify=market_data.notify,
+            activity=settings.activity,
         )
         agents.step_all(0.0)
         exchange.agents = agents

@@ -119,6 +119,8 @@ async def _up(args: argparse.Namespace) -> int:
         if instruments:
             plan.extra_env["BROKERMESH_MARKETDATA_INSTRUMENTS"] = instruments
         print(f"brokermesh: trading at {venue} (no simulator, no market-data feed)")
+    # A demo market moves: liquid symbols trade several times a second unless told otherwise.
+    plan.extra_env["BROKERMESH_EXCHANGE_ACTIVITY"] = os.environ.get("BROKERMESH_EXCHANGE_ACTIVITY", "demo")
     stack = Stack(plan)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -209,6 +211,7 @@ def _print_banner(plan, data_dir: Path, seconds: float, *, demo: bool) -> None: 
     lines = [
         "",
         f"brokermesh is up ({seconds:.1f}s).",
+        f"  web trader     {d['gateway_url']}/",
         f"  REST + SSE     {d['gateway_url']}/v1",
         f"  API docs       {d['docs_url']}",
         f"  OpenAPI        {d['gateway_url']}/v1/openapi.json",

@@ -14,11 +14,12 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from decimal import Decimal
 
 from exchange_sim.app.order_entry import OrderEntry
 from exchange_sim.domain import matching as me
-from exchange_sim.domain.liquidity import LiquidityConfig, SymbolAgent
+from exchange_sim.domain.liquidity import ACTIVITY_LEVELS, Activity, LiquidityConfig, SymbolAgent
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,7 @@ class LiquidityAgents:
         interval_seconds: float = 0.1,
         symbol_period_seconds: float = 1.0,
         notify: Callable[[], None] = lambda: None,
+        activity: Activity = ACTIVITY_LEVELS["normal"],
     ) -> None:
         self.engine = engine
         self.order_entry = order_entry
@@ -45,6 +47,10 @@ class LiquidityAgents:
         self.symbol_period_seconds = symbol_period_seconds
         self.notify = notify
         self.paused = False
+        liquid = [s for s, book in engine.books.items() if book.instrument.index_weight > 0]
+        busy = config
+        if activity.liquid_trades_per_minute is not None:
+            busy = replace(config, trades_per_minute=activity.liquid_trades_per_minute)
         self.agents = {
             symbol: SymbolAgent(
                 symbol,
@@ -52,14 +58,25 @@ class LiquidityAgents:
                 band=(book.band_low, book.band_high),
                 lot=book.lot,
                 seed=seed,
-                config=config,
+                config=busy if symbol in liquid else config,
             )
             for symbol, book in engine.books.items()
         }
         self.quotes: dict[str, list[int]] = {symbol: [] for symbol in self.agents}
         self._quoted_at: dict[str, int] = {}
-        self._order = list(self.agents)
+        self._order = self._rotation(liquid, activity.liquid_steps_per_period)
+        self._stepped_at: dict[str, float] = {}
         self._cursor = 0
+
+    def _rotation(self, liquid: list[str], steps: int) -> list[str]:
+        """The order symbols are stepped in: each once, liquid ones `steps` times, evenly spread."""
+        if steps <= 1 or not liquid:
+            return list(self.agents)
+        others = [s for s in self.agents if s not in set(liquid)]
+        rotation: list[str] = []
+        for part in range(steps):
+            rotation += others[part::steps] + liquid
+        return rotation
 
     def pause(self, paused: bool) -> None:
         """While paused, market makers pull their quotes and noise traders stay away."""
@@ -79,7 +96,7 @@ class LiquidityAgents:
 
     def step_all(self, seconds: float) -> None:
         """One step of every symbol (tests and warm-up)."""
-        for symbol in self._order:
+        for symbol in self.agents:
             self.step(symbol, seconds)
 
     def step(self, symbol: str, seconds: float) -> None:
@@ -132,6 +149,7 @@ class LiquidityAgents:
 
     async def run(self) -> None:
         per_round = max(1, math.ceil(len(self._order) * self.interval_seconds / self.symbol_period_seconds))
+        uneven = len(self._order) != len(self.agents)
         last = time.monotonic()
         while True:
             await asyncio.sleep(self.interval_seconds)
@@ -143,6 +161,9 @@ class LiquidityAgents:
                 for _ in range(min(per_round, len(self._order))):
                     symbol = self._order[self._cursor]
                     self._cursor = (self._cursor + 1) % len(self._order)
+                    if uneven:  # symbols come round at different rates: each by its own time
+                        elapsed = min(5.0, now - self._stepped_at.get(symbol, now - elapsed))
+                        self._stepped_at[symbol] = now
                     self.step(symbol, elapsed)
             except Exception:
                 log.exception("liquidity round failed")

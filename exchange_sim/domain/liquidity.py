@@ -36,6 +36,25 @@ class LiquidityConfig:
     max_trade_lots: int = 100
 
 
+@dataclass(frozen=True)
+class Activity:
+    """How busy the liquid symbols (the index constituents) are beside the rest.
+
+    `normal` leaves every symbol as `LiquidityConfig` says (reproducible tests rely on it);
+    `demo` steps each liquid symbol several times per symbol period and lets its noise
+    trader trade a few times a second, so a watchlist of liquid names visibly moves.
+    """
+
+    liquid_steps_per_period: int = 1
+    liquid_trades_per_minute: float | None = None
+
+
+ACTIVITY_LEVELS = {
+    "normal": Activity(),
+    "demo": Activity(liquid_steps_per_period=4, liquid_trades_per_minute=150.0),
+}
+
+
 @dataclass(frozen=True, slots=True)
 class Quote:
     side: int

@@ -25,6 +25,7 @@ from gateway.transport.handlers import Handlers
 from gateway.transport.middleware import EdgeMiddleware, PrincipalMiddleware
 from gateway.transport.tickets import TicketHandlers, ticket_security_handler
 from gateway.transport.validation import VALIDATORS
+from gateway.transport.web import WebFiles, load_files
 
 SPEC = Path(__file__).resolve().parent.parent / "openapi.yaml"
 
@@ -90,4 +91,8 @@ def build_app(
         return Response(dumps(details), status_code=200 if ok else 503, media_type="application/json")
 
     app.add_url_rule("/healthz", "healthz", healthz, methods=["GET"])
-    return Cors(EdgeMiddleware(app, max_body_bytes=limits.max_body_bytes), origins=cors_origins)
+    # The web trader (gateway/web/) is served beside the API, from the same origin.
+    return Cors(
+        EdgeMiddleware(WebFiles(app, load_files()), max_body_bytes=limits.max_body_bytes),
+        origins=cors_origins,
+    )

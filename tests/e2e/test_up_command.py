@@ -150,6 +150,11 @@ def _up_stop_restart(data_dir: Path) -> None:
         assert gateway in banner
         for target in description["grpc"].values():
             assert target in banner
+        # The web trader is served at the gateway's root, and the banner says where.
+        assert f"web trader     {gateway}/" in banner
+        page = httpx.get(f"{gateway}/", timeout=30)
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        assert "script-src 'self'" in page.headers["content-security-policy"]
         # A demo user can log in and see the opening deposit.
         token = _login(gateway, "asha", "asha-demo-pass")
         assert _total_cash(gateway, token) == Decimal("1000000.00")
