@@ -50,7 +50,7 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
     tokens = TokenAuthority(settings.jwt_secret, ttl_seconds=settings.jwt_ttl_seconds, clock=clock)
     login = Login(backends, tokens, LoginThrottle(free_failures=settings.login_free_failures), clock)
     hub = QuoteHub(backends)
-    feed = TickFeed(settings.nats_url, Topology(settings.namespace), hub.publish)
+    feed = TickFeed(settings.nats_url, Topology(settings.namespace), hub.publish, hub.on_status)
     hub.feed_generation = feed.generation
     registry = StreamRegistry()
     handlers = Handlers(
@@ -95,6 +95,7 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
         )
     )
     feed.start()
+    feed_watch = asyncio.create_task(hub.watch_feed(), name="feed-watch")
     serving = asyncio.create_task(server.serve(), name="http")
     stopping = asyncio.create_task(stop.wait())
     await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -107,6 +108,7 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
     with contextlib.suppress(Exception):
         await serving
     stopping.cancel()
+    feed_watch.cancel()
     await feed.stop()
     await backends.close()
 

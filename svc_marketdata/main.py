@@ -17,7 +17,7 @@ from svc_marketdata.app.market import MarketData
 from svc_marketdata.app.streams import StreamHub
 from svc_marketdata.app.watchlists import Watchlists
 from svc_marketdata.transport import marketdata, watchlists
-from svc_marketdata.transport.codec import encode_quote
+from svc_marketdata.transport.codec import encode_feed_status, encode_quote
 from svc_runtime import config
 from svc_runtime.db import create_pool, migrate
 from svc_runtime.fix import ThreadBridge
@@ -35,6 +35,8 @@ MAX_STREAMS = "BROKERMESH_MARKETDATA_MAX_STREAMS"
 SNAPSHOT_SECONDS = "BROKERMESH_MARKETDATA_SNAPSHOT_SECONDS"
 INSTRUMENT_WAIT_SECONDS = "BROKERMESH_MARKETDATA_INSTRUMENT_WAIT_SECONDS"
 FIX_MESSAGE_LOG = "BROKERMESH_MARKETDATA_FIX_MESSAGE_LOG"
+STALE_AFTER_MS = "BROKERMESH_MARKETDATA_STALE_AFTER_MS"
+STREAM_HEARTBEAT_SECONDS = "BROKERMESH_MARKETDATA_STREAM_HEARTBEAT_SECONDS"
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,9 @@ class Settings:
     # Wait this long for the exchange's SecurityList before subscribing to the stored master.
     instrument_wait_seconds: float
     fix_message_log: bool
+    # The feed is stale after this long without a word from the exchange (probed at a third).
+    stale_after_ms: float
+    stream_heartbeat_seconds: float
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -64,6 +69,8 @@ class Settings:
             snapshot_seconds=config.env_float(SNAPSHOT_SECONDS, 1.0),
             instrument_wait_seconds=config.env_float(INSTRUMENT_WAIT_SECONDS, 5.0),
             fix_message_log=config.env_bool(FIX_MESSAGE_LOG, False),
+            stale_after_ms=config.env_float(STALE_AFTER_MS, 1200.0),
+            stream_heartbeat_seconds=config.env_float(STREAM_HEARTBEAT_SECONDS, 5.0),
         )
 
 
@@ -84,11 +91,14 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         publisher=NatsTickPublisher(nc, topology),
         snapshots=KvQuoteSnapshots(quotes_kv, nc, topology.quotes_bucket),
         encode=encode_quote,
+        encode_status=encode_feed_status,
         shard_of=Topology.tick_shard,
         hub=hub,
         coalesce_seconds=settings.coalesce_ms / 1000,
         snapshot_interval=settings.snapshot_seconds,
         instrument_wait=settings.instrument_wait_seconds,
+        stale_after=settings.stale_after_ms / 1000,
+        probe_after=settings.stale_after_ms / 3000,
     )
     await market.load()
     watchlist_app = Watchlists(
@@ -98,7 +108,11 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     server = GrpcServer(common.grpc_listen)
     server.add(
         marketdata.register,
-        marketdata.MarketDataServicer(market, stall_timeout=settings.stream_stall_seconds),
+        marketdata.MarketDataServicer(
+            market,
+            stall_timeout=settings.stream_stall_seconds,
+            heartbeat_seconds=settings.stream_heartbeat_seconds,
+        ),
         marketdata.SERVICE_NAME,
     )
     server.add(

@@ -2,7 +2,8 @@
 generator or extra buffering).
 
 Rules (WHATWG HTML §9.2, and docs/architecture.md §6 "Bounded everything"): `retry:` first, then the current
-state; a comment heartbeat when idle; every write has a deadline, and a client that does
+state; a heartbeat when idle (price streams: `event: heartbeat` with the server's time and
+the feed's sequence; order streams: a comment); every write has a deadline, and a client that does
 not take its bytes in time is told (`event: error`, reason SLOW_CONSUMER) if it still can
 be, and dropped. The publisher never waits for a client: price frames are conflated in
 the client's subscription, order events wait in a small bounded queue whose fullness
@@ -185,8 +186,8 @@ class MarketStream(EventStream):
         last_push = float("-inf")
         subscription = self.subscription
         while not (self.gone or subscription.closed):
-            if not subscription.conflator and not await self.wait_for_wake():
-                await self.write(send, sse.comment("hb"))
+            if not subscription.pending and not await self.wait_for_wake():
+                await self.write(send, self.hub.heartbeat_frame())
                 continue
             if self.gone or subscription.closed:
                 return

@@ -4,6 +4,10 @@ The feed calls `StreamHub.dispatch` once per coalesced flush with the symbols th
 Each stream keeps a conflated pending set (see `domain.conflation`) and wakes its writer;
 the writer sleeps until its pacing interval allows, then takes everything pending at once.
 Dispatch never waits on a stream, so a slow client cannot hold up the feed.
+
+A change of the feed's status (live ↔ stale) is handed to every stream the same way and
+goes out at its next push, with the quotes pending then; an idle stream gets the current
+status as a heartbeat.
 """
 
 from __future__ import annotations
@@ -28,20 +32,31 @@ class QuoteStream:
         self._wake = asyncio.Event()
         self.closed = False
         self.shutting_down = False
+        # A feed status to send at the next push (the latest replaces an unsent one).
+        self.status: bytes | None = None
 
     def offer(self, changed: set[str]) -> None:
         if self.conflator.offer(changed):
             self._wake.set()
 
+    def offer_status(self, status: bytes) -> None:
+        self.status = status
+        self._wake.set()
+
     def end(self) -> None:
         self.shutting_down = True
         self._wake.set()
 
-    async def next_symbols(self) -> list[str]:
+    async def next_push(self, idle_timeout: float) -> tuple[list[str], bytes | None]:
         """Wait for changes, respect the pacing interval, then return every symbol that
-        changed meanwhile (each once)."""
+        changed meanwhile (each once) and the feed status to send, if any. After
+        `idle_timeout` seconds with nothing to send, returns ([], None): time for a heartbeat."""
         while True:
-            await self._wake.wait()
+            try:
+                async with asyncio.timeout(idle_timeout):
+                    await self._wake.wait()
+            except TimeoutError:
+                return [], None
             delay = self.conflator.due_in(time.monotonic())
             if delay > 0 and not self.shutting_down:
                 await asyncio.sleep(delay)
@@ -49,8 +64,9 @@ class QuoteStream:
                 raise Unavailable("the server is shutting down; reconnect", reason="SHUTTING_DOWN")
             self._wake.clear()
             taken = self.conflator.take(time.monotonic())
-            if taken:
-                return taken
+            status, self.status = self.status, None
+            if taken or status is not None:
+                return taken, status
 
 
 class StreamHub:
@@ -94,3 +110,8 @@ class StreamHub:
     def dispatch(self, changed: set[str]) -> None:
         for stream in self._streams:
             stream.offer(changed)
+
+    def feed_changed(self, status: bytes) -> None:
+        """The feed went stale or recovered: every stream says so at its next push."""
+        for stream in self._streams:
+            stream.offer_status(status)

@@ -53,10 +53,12 @@ def _chunks(items: Sequence[bytes], size: int = MAX_QUOTES_PER_MESSAGE) -> list[
 
 
 class MarketDataServicer(marketdata_pb2_grpc.MarketDataServiceServicer):
-    def __init__(self, market: MarketData, *, stall_timeout: float) -> None:
+    def __init__(self, market: MarketData, *, stall_timeout: float, heartbeat_seconds: float = 5.0) -> None:
         self.market = market
         # A push the client has not taken in this long means it cannot keep up.
         self.stall_timeout = stall_timeout
+        # An idle stream gets the feed status this often, so the client knows it is alive.
+        self.heartbeat_seconds = heartbeat_seconds
 
     async def BatchGetQuotes(
         self, request: marketdata_pb2.BatchGetQuotesRequest, context: grpc.aio.ServicerContext
@@ -77,23 +79,33 @@ class MarketDataServicer(marketdata_pb2_grpc.MarketDataServiceServicer):
         stream = self.market.hub.open(symbols, rate)
         try:
             # Registered before the snapshot is read: a change meanwhile is pushed right after.
-            await self._push(context, self.market.encoded_quotes(symbols))
+            await self._push(context, self.market.encoded_quotes(symbols), self.market.status_encoded)
             while True:
-                changed = await stream.next_symbols()
-                await self._push(context, self.market.encoded_quotes(changed))
+                changed, status = await stream.next_push(self.heartbeat_seconds)
+                if not changed and status is None:
+                    status = self.market.status_encoded  # a heartbeat
+                await self._push(context, self.market.encoded_quotes(changed), status)
         finally:
             self.market.hub.close(stream)
         # Responses go out with context.write (bounded by the stall timeout), not yield; this
         # stays an async generator so the server's interceptor can wrap it like any stream.
         yield b""  # pragma: no cover - unreachable
 
-    async def _push(self, context: grpc.aio.ServicerContext, quotes: Sequence[bytes]) -> None:
-        for chunk in _chunks(quotes):
+    async def _push(
+        self, context: grpc.aio.ServicerContext, quotes: Sequence[bytes], status: bytes | None = None
+    ) -> None:
+        if not quotes and status is None:
+            return
+        chunks = _chunks(quotes) or [()]
+        for index, chunk in enumerate(chunks):
+            message = repeated_field(1, chunk)
+            if status is not None and index == len(chunks) - 1:
+                message += repeated_field(2, (status,))  # one embedded FeedStatus, after the quotes
             started = time.monotonic()
             try:
                 # asyncio.timeout, not wait_for: no task per write on the fan-out's hot path.
                 async with asyncio.timeout(self.stall_timeout):
-                    await context.write(repeated_field(1, chunk))
+                    await context.write(message)
             except TimeoutError:
                 STREAMS_DROPPED.labels("slow_consumer").inc()
                 raise ResourceExhausted(
