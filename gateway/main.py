@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -29,6 +30,24 @@ log = logging.getLogger(__name__)
 SERVICE = "gateway"
 
 
+# Kernel send buffer of every connection (accepted sockets inherit the listener's). Linux
+# would otherwise grow it to megabytes for a client that stops reading, and the write
+# deadline only starts once it is full; with this, a stalled SSE client is found (and
+# dropped) a write deadline after it stops, and holds at most ~128 KiB of kernel memory.
+SEND_BUFFER_BYTES = 64 * 1024
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
 class _Server(uvicorn.Server):
     """uvicorn without its own signal handlers: `svc_runtime.service.run` owns SIGTERM."""
 
@@ -49,7 +68,7 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
     )
     tokens = TokenAuthority(settings.jwt_secret, ttl_seconds=settings.jwt_ttl_seconds, clock=clock)
     login = Login(backends, tokens, LoginThrottle(free_failures=settings.login_free_failures), clock)
-    hub = QuoteHub(backends)
+    hub = QuoteHub(backends, pushes_per_second=settings.streams.pushes_per_second)
     feed = TickFeed(settings.nats_url, Topology(settings.namespace), hub.publish, hub.on_status)
     hub.feed_generation = feed.generation
     registry = StreamRegistry()
@@ -95,8 +114,9 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
         )
     )
     feed.start()
-    feed_watch = asyncio.create_task(hub.watch_feed(), name="feed-watch")
-    serving = asyncio.create_task(server.serve(), name="http")
+    pushing = asyncio.create_task(hub.run(), name="quote-hub")
+    listener = _listen(settings.http_host, settings.http_port)
+    serving = asyncio.create_task(server.serve(sockets=[listener]), name="http")
     stopping = asyncio.create_task(stop.wait())
     await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
     # Drain: report unhealthy, end the streams (clients reconnect elsewhere), then let
@@ -108,7 +128,7 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
     with contextlib.suppress(Exception):
         await serving
     stopping.cancel()
-    feed_watch.cancel()
+    pushing.cancel()
     await feed.stop()
     await backends.close()
 

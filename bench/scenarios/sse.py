@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import json
+import os
 import random
 import time
 from collections import Counter
@@ -47,6 +49,7 @@ if TYPE_CHECKING:
 # budget per client).
 AGE_TARGETS = {"p99": "< 200 ms", "errors": "<= 0"}
 MEMORY_TARGET = "<= 50 KB"
+SHAPES_VARIABLE = "BROKERMESH_BENCH_SSE_SHAPES"
 TICK = Decimal("0.05")
 
 
@@ -71,14 +74,21 @@ class Plan:
     @classmethod
     def of(cls, ctx: BenchContext) -> Plan:
         if ctx.quick:
-            return cls((Shape(100, 10),), ticks_per_symbol=5.0, warmup=2.0, duration=3.0, users=5)
-        return cls(
-            (Shape(100, 10), Shape(1000, 10), Shape(1000, 50), Shape(3000, 10)),
-            ticks_per_symbol=10.0,
-            warmup=3.0,
-            duration=10.0,
-            users=20,
-        )
+            plan = cls((Shape(100, 10),), ticks_per_symbol=5.0, warmup=2.0, duration=3.0, users=5)
+        else:
+            plan = cls(
+                (Shape(100, 10), Shape(1000, 10), Shape(1000, 50), Shape(5000, 10)),
+                ticks_per_symbol=10.0,
+                warmup=3.0,
+                duration=10.0,
+                users=20,
+            )
+        # On a shared machine, measure only the shapes in question: `1000x10,5000x10`.
+        chosen = os.environ.get(SHAPES_VARIABLE, "").strip()
+        if chosen:
+            shapes = tuple(Shape(*(int(n) for n in item.split("x"))) for item in chosen.split(","))
+            plan = dataclasses.replace(plan, shapes=shapes)
+        return plan
 
 
 @dataclass

@@ -14,6 +14,9 @@ snapshot; idle clients get heartbeats carrying the server's time and the feed's 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import heapq
+import itertools
 import time
 from collections.abc import Callable, Iterable, Sequence
 
@@ -23,7 +26,7 @@ from prometheus_client import Counter, Gauge
 from brokermesh.marketdata.v1 import marketdata_pb2
 from gateway.app.ports import QuoteSnapshots
 from gateway.domain import sse
-from gateway.domain.conflation import Conflator, Version
+from gateway.domain.conflation import PushGroup, Version
 from gateway.domain.feed import LIVE, STALE, FeedCondition, FeedView
 from svc_runtime.errors import FieldViolation, InvalidArgument
 
@@ -31,6 +34,11 @@ TICKS = Counter("gateway_ticks_received_total", "Quotes received from the tick f
 STALE_TICKS = Counter("gateway_ticks_stale_total", "Quotes older than one already seen, dropped")
 SUBSCRIBERS = Gauge("gateway_quote_subscribers", "Open live-price subscriptions")
 SNAPSHOTS = Counter("gateway_quote_snapshots_total", "Symbols of opening snapshots, by source", ["source"])
+GROUPS = Gauge("gateway_quote_push_groups", "Push groups (clients with the same symbols, pushed together)")
+PUSHES = Counter("gateway_quote_pushes_total", "Group pushes: one payload joined, written to every member")
+CONFLATED = Counter(
+    "gateway_sse_conflated_total", "Pushes that found a client still writing the last (it catches up)"
+)
 FEED_LIVE = Gauge("gateway_price_feed_live", "1 while the price feed is live as this gateway sees it")
 FEED_CHANGES = Counter(
     "gateway_price_feed_changes_total", "Price feed state changes told to clients", ["state"]
@@ -78,21 +86,42 @@ def condition_of(status: marketdata_pb2.FeedStatus) -> FeedCondition:
 
 
 class QuoteSubscription:
-    """One client's view of the hub: its symbols, its conflated frames, a wake-up event."""
+    """One client's view of the hub: its symbols, what it has yet to write, a wake-up event.
 
-    __slots__ = ("closed", "conflator", "status", "symbols", "wake")
+    It holds at most one pending payload (shared bytes of its push group). A push that
+    finds the previous one still unwritten marks the client behind instead: its next write
+    is the latest frame of each of its symbols, read from the hub, so a slow client costs
+    memory bounded by its symbol count and catches up with current prices, never old ones.
+    """
 
-    def __init__(self, symbols: Sequence[str]) -> None:
+    __slots__ = ("_behind", "_latest", "_payload", "closed", "group", "resyncs", "status", "symbols", "wake")
+
+    def __init__(self, symbols: Sequence[str], latest: dict[str, tuple[Version, bytes]]) -> None:
         self.symbols = tuple(symbols)
-        self.conflator = Conflator()
         self.wake = asyncio.Event()
         self.closed = False
+        self.group: PushGroup[QuoteSubscription] | None = None
         # The feed status to send after the pending prices (the latest replaces an unsent one).
         self.status: bytes | None = None
+        # Pushes that found the previous one unwritten (how much conflation saved a slow client).
+        self.resyncs = 0
+        self._latest = latest
+        self._payload: bytes | None = None
+        self._behind = False
 
-    def offer(self, symbol: str, version: Version, frame: bytes) -> None:
-        if self.conflator.offer(symbol, version, frame):
-            self.wake.set()
+    def deliver(self, payload: bytes) -> None:
+        if self._payload is None and not self._behind:
+            self._payload = payload
+        else:
+            if not self._behind:
+                self.resyncs += 1
+            self._behind, self._payload = True, None
+        self.wake.set()
+
+    def catch_up(self) -> None:
+        """Write the latest frame of every symbol next (the opening snapshot)."""
+        self._behind, self._payload = True, None
+        self.wake.set()
 
     def offer_status(self, frame: bytes) -> None:
         self.status = frame
@@ -100,15 +129,23 @@ class QuoteSubscription:
 
     @property
     def pending(self) -> bool:
-        return bool(self.conflator) or self.status is not None
+        return self._behind or self._payload is not None or self.status is not None
 
     def take(self) -> list[bytes]:
+        """What to write now: frames (or one shared payload of frames), then the status."""
         self.wake.clear()
-        frames = self.conflator.drain()
+        out: list[bytes] = []
+        if self._behind:
+            latest = self._latest
+            out = [latest[s][1] for s in self.symbols if s in latest]
+            self._behind = False
+        elif self._payload is not None:
+            out.append(self._payload)
+        self._payload = None
         if self.status is not None:
-            frames.append(self.status)
+            out.append(self.status)
             self.status = None
-        return frames
+        return out
 
     def close(self) -> None:
         self.closed = True
@@ -122,11 +159,24 @@ class QuoteHub:
     tracker. After a gap the cache is dropped, since ticks may have been missed."""
 
     def __init__(
-        self, snapshots: QuoteSnapshots, feed_generation: Callable[[], int | None] = lambda: None
+        self,
+        snapshots: QuoteSnapshots,
+        feed_generation: Callable[[], int | None] = lambda: None,
+        *,
+        pushes_per_second: float = 4.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.snapshots = snapshots
         self.feed_generation = feed_generation
-        self._by_symbol: dict[str, set[QuoteSubscription]] = {}
+        self.push_interval = 1.0 / pushes_per_second
+        self.clock = clock
+        # Push groups by symbol set, and the groups each symbol's ticks mark.
+        self._groups: dict[frozenset[str], list[PushGroup[QuoteSubscription]]] = {}
+        self._groups_by_symbol: dict[str, set[PushGroup[QuoteSubscription]]] = {}
+        # Groups with changes, by when they may push: (due, tie-breaker, group).
+        self._due: list[tuple[float, int, PushGroup[QuoteSubscription]]] = []
+        self._order = itertools.count()
+        self._kick = asyncio.Event()
         self._subscriptions: set[QuoteSubscription] = set()
         self.feed = FeedView(silence_limit=FEED_SILENCE_LIMIT_SECONDS)
         self._heartbeat: tuple[int, int, str, bytes] | None = None
@@ -163,8 +213,49 @@ class QuoteHub:
             if entry is None:
                 STALE_TICKS.inc()
                 continue
-            for subscription in self._by_symbol.get(quote.symbol, ()):
-                subscription.offer(quote.symbol, entry[0], entry[1])
+            for group in self._groups_by_symbol.get(quote.symbol, ()):
+                if group.mark(quote.symbol):
+                    heapq.heappush(self._due, (group.next_push_at, next(self._order), group))
+                    self._kick.set()
+
+    def push_due(self) -> float | None:
+        """Push every group that has changes and may push now: its payload is joined once
+        and handed to each member. Returns the seconds until the next group is due (None:
+        none waiting)."""
+        now = self.clock()
+        due, latest = self._due, self._latest
+        while due:
+            # A group is queued once, when it turns dirty, at the time it may push next;
+            # only its push (below) cleans it, so that time holds until it is popped.
+            at, _, group = due[0]
+            if at > now:
+                return at - now
+            heapq.heappop(due)
+            symbols = group.take(now)
+            frames = [latest[s][1] for s in symbols if s in latest]
+            if not frames or not group.members:
+                continue
+            payload = b"".join(frames)
+            PUSHES.inc()
+            for member in group.members:
+                member.deliver(payload)
+        return None
+
+    async def run_pushes(self) -> None:
+        """The one push stage of the process: wakes when a group has changes, sleeps until
+        the next group may push."""
+        while True:
+            wait = self.push_due()
+            self._kick.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await self._kick.wait()
+
+    async def run(self) -> None:
+        """Push prices and watch the feed's liveness until cancelled."""
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self.run_pushes())
+            tasks.create_task(self.watch_feed())
 
     async def subscribe(self, symbols: Sequence[str]) -> QuoteSubscription:
         """Subscribe, then queue the current quote of each symbol as the first frames.
@@ -174,9 +265,8 @@ class QuoteHub:
         """
         if self._closing:
             raise RuntimeError("the hub is closing")
-        subscription = QuoteSubscription(symbols)
-        for symbol in subscription.symbols:
-            self._by_symbol.setdefault(symbol, set()).add(subscription)
+        subscription = QuoteSubscription(symbols, self._latest)
+        self._join_group(subscription)
         self._subscriptions.add(subscription)
         SUBSCRIBERS.inc()
         try:
@@ -197,30 +287,53 @@ class QuoteHub:
         except BaseException:
             self.unsubscribe(subscription)
             raise
-        for symbol in subscription.symbols:
-            latest = self._latest.get(symbol)
-            if latest is not None:
-                subscription.offer(symbol, latest[0], latest[1])
+        # Joined before the snapshot was read, so no tick in between is lost; the first
+        # write is the latest frame of every symbol.
+        subscription.catch_up()
         # After the snapshot, whether it is live: a client reconnecting during an outage
         # learns at once that what it was just shown is old.
         subscription.offer_status(self.feed_status_frame())
         return subscription
 
+    def _join_group(self, subscription: QuoteSubscription) -> None:
+        key = frozenset(subscription.symbols)
+        groups = self._groups.setdefault(key, [])
+        group = next((g for g in groups if not g.full), None)
+        if group is None:
+            group = PushGroup(subscription.symbols, self.push_interval)
+            groups.append(group)
+            for symbol in key:
+                self._groups_by_symbol.setdefault(symbol, set()).add(group)
+            GROUPS.inc()
+        group.members.add(subscription)
+        subscription.group = group
+
     def unsubscribe(self, subscription: QuoteSubscription) -> None:
         self._subscriptions.discard(subscription)
-        removed = False
-        for symbol in subscription.symbols:
-            subscribers = self._by_symbol.get(symbol)
-            if subscribers is not None and subscription in subscribers:
-                removed = True
-                subscribers.discard(subscription)
-                if not subscribers:
-                    del self._by_symbol[symbol]
-        if removed:
-            SUBSCRIBERS.dec()
+        group, subscription.group = subscription.group, None
+        if group is None:
+            return
+        SUBSCRIBERS.dec()
+        CONFLATED.inc(subscription.resyncs)
+        group.members.discard(subscription)
+        if group.members:
+            return
+        key = frozenset(group.symbols)
+        groups = self._groups.get(key, [])
+        if group in groups:
+            groups.remove(group)
+            GROUPS.dec()
+        if not groups:
+            self._groups.pop(key, None)
+        for symbol in key:
+            by_symbol = self._groups_by_symbol.get(symbol)
+            if by_symbol is not None:
+                by_symbol.discard(group)
+                if not by_symbol:
+                    del self._groups_by_symbol[symbol]
 
     def subscriber_count(self, symbol: str) -> int:
-        return len(self._by_symbol.get(symbol, ()))
+        return sum(len(g.members) for g in self._groups_by_symbol.get(symbol, ()))
 
     # --- feed liveness -----------------------------------------------------------------
 
@@ -272,6 +385,5 @@ class QuoteHub:
     def close(self) -> None:
         """End every stream (shutdown): clients reconnect, to another replica."""
         self._closing = True
-        for subscribers in list(self._by_symbol.values()):
-            for subscription in list(subscribers):
-                subscription.close()
+        for subscription in list(self._subscriptions):
+            subscription.close()

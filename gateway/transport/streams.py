@@ -36,7 +36,6 @@ log = logging.getLogger(__name__)
 OPEN_STREAMS = Gauge("gateway_sse_streams", "Open SSE streams", ["kind"])
 FRAMES = Counter("gateway_sse_frames_total", "SSE data frames written", ["kind"])
 DROPPED = Counter("gateway_sse_dropped_total", "SSE streams dropped by the server", ["kind", "reason"])
-CONFLATED = Counter("gateway_sse_conflated_total", "Price frames superseded before a slow write")
 
 HEADERS = {
     "Cache-Control": "no-cache, no-transform",
@@ -181,9 +180,8 @@ class MarketStream(EventStream):
         self.subscription.close()
 
     async def run(self, send: Send) -> None:
-        loop = asyncio.get_running_loop()
-        interval = 1.0 / self.settings.pushes_per_second
-        last_push = float("-inf")
+        # Pacing and conflation happen in the hub's push stage: here, only write what it
+        # handed over, and a heartbeat when there has been nothing for a while.
         subscription = self.subscription
         while not (self.gone or subscription.closed):
             if not subscription.pending and not await self.wait_for_wake():
@@ -191,19 +189,13 @@ class MarketStream(EventStream):
                 continue
             if self.gone or subscription.closed:
                 return
-            # Push on change, but no more often than the rate allows: ticks arriving in the
-            # meantime replace each other in the conflator.
-            delay = last_push + interval - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            frames = subscription.take()
-            if frames:
-                await self.write(send, b"".join(frames))
-                last_push = loop.time()
-                FRAMES.labels(self.kind).inc(len(frames))
+            chunks = subscription.take()
+            if chunks:
+                data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                await self.write(send, data)
+                FRAMES.labels(self.kind).inc(data.count(b"\n\n"))
 
     def cleanup(self) -> None:
-        CONFLATED.inc(self.subscription.conflator.replaced)
         self.hub.unsubscribe(self.subscription)
 
 

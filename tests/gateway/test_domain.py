@@ -12,7 +12,7 @@ import jwt
 import pytest
 
 from gateway.domain import sse
-from gateway.domain.conflation import Conflator
+from gateway.domain.conflation import PushGroup
 from gateway.domain.feed import LIVE, STALE, FeedCondition, FeedView
 from gateway.domain.jsonmoney import MalformedJson, decimal_from_json, dumps, json_number_text, loads
 from gateway.domain.limits import LoginThrottle, RateLimiter, StreamSlots
@@ -252,27 +252,17 @@ def test_event_frames_split_lines_and_carry_ids() -> None:
 
 
 # --- conflation ----------------------------------------------------------------------------
-def test_conflation_keeps_the_latest_frame_per_symbol() -> None:
-    conflator = Conflator()
-    assert conflator.offer("INFY", (1, 1), b"a") is True
-    assert conflator.offer("TCS", (1, 1), b"t") is True
-    for n in range(2, 1000):
-        assert conflator.offer("INFY", (n, n), f"i{n}".encode()) is False
-    assert len(conflator) == 2  # bounded by symbols, not by ticks
-    assert conflator.drain() == [b"i999", b"t"]
-    assert conflator.replaced == 998
-    assert len(conflator) == 0
-
-
-def test_conflation_never_goes_back_in_time() -> None:
-    conflator = Conflator()
-    conflator.offer("INFY", (10, 5), b"new")
-    assert conflator.offer("INFY", (9, 4), b"old") is False  # older than queued
-    assert conflator.drain() == [b"new"]
-    assert conflator.offer("INFY", (9, 9), b"older-than-sent") is False
-    assert conflator.offer("INFY", (10, 5), b"same") is True  # a duplicate is harmless
-    assert conflator.offer("INFY", (11, 1), b"newer") is False
-    assert conflator.drain() == [b"newer"]
+def test_a_push_group_remembers_which_symbols_changed_not_every_tick() -> None:
+    group: PushGroup[str] = PushGroup(("INFY", "TCS"), interval=0.25)
+    assert group.mark("INFY") is True  # clean → dirty: schedule a push
+    for _ in range(1000):
+        assert group.mark("INFY") is False
+    group.mark("TCS")
+    assert group.take(10.0) == ["INFY", "TCS"]  # bounded by symbols, oldest change first
+    assert not group.dirty
+    assert group.next_push_at == 10.25
+    assert group.take(10.1) == []  # nothing changed: the interval does not move
+    assert group.next_push_at == 10.25
 
 
 # --- limits --------------------------------------------------------------------------------

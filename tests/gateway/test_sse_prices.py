@@ -208,6 +208,37 @@ async def test_a_client_that_stops_reading_is_dropped_and_others_keep_their_tick
             slow.close()
 
 
+async def test_with_default_limits_a_client_that_stops_reading_is_dropped_within_15_s(
+    infra: SharedInfra, tmp_path: Path
+) -> None:
+    # The production write deadline (10 s), not the tests' short one.
+    own, teardown = await start_edge(infra, tmp_path, BROKERMESH_GATEWAY_WRITE_TIMEOUT_SECONDS="10")
+    symbols = [s for s in SYMBOLS if s.startswith("SYM")]
+    dropped_metric = 'gateway_sse_dropped_total{kind="marketdata",reason="slow_consumer"}'
+    try:
+        async with httpx.AsyncClient(base_url=own.url, timeout=30) as client:
+            slow = _open_unread_stream(own, own.token(), symbols)
+            try:
+                flooding_since = time.monotonic()
+                sequence, price = 10_000, Decimal("1000.00")
+
+                async def dropped() -> bool:
+                    nonlocal sequence, price
+                    for _ in range(5):  # ~60 KB of frames each time, faster than anyone reads
+                        sequence += 1
+                        price += Decimal("0.05")
+                        await own.publish([make_quote(s, str(price), sequence) for s in symbols])
+                        await asyncio.sleep(0.02)
+                    return await own.metric(client, dropped_metric) > 0
+
+                await eventually(dropped, timeout=30, interval=0)
+                assert time.monotonic() - flooding_since <= 15.0
+            finally:
+                slow.close()
+    finally:
+        await teardown()
+
+
 async def _has(seen: list[Decimal], price: Decimal) -> bool:
     return bool(seen) and seen[-1] == price
 
