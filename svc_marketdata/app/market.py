@@ -275,6 +275,7 @@ class MarketData:
         """Flush ticks, watch the feed and save snapshots until `stop` is set."""
         saver = asyncio.create_task(self._save_snapshots(stop))
         watcher = asyncio.create_task(self._watch_feed(stop))
+        pusher = asyncio.create_task(self.hub.run_pushes())
         try:
             last_flush = 0.0
             while not stop.is_set():
@@ -293,7 +294,7 @@ class MarketData:
                 last_flush = time.perf_counter() - started
                 FLUSH_SECONDS.observe(last_flush)
         finally:
-            for task in (saver, watcher):
+            for task in (saver, watcher, pusher):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
