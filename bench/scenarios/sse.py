@@ -241,7 +241,9 @@ async def _symbols(stack: Stack, count: int) -> list[str]:
         quotes = await stub.BatchGetQuotes(
             marketdata_pb2.BatchGetQuotesRequest(symbols=found[:500]), timeout=10
         )
-    known = [q.symbol for q in quotes.quotes if q.HasField("last_price")] or [q.symbol for q in quotes.quotes]
+    # Traded symbols first; any listed one will do after them, since the ticks are injected.
+    traded = [q.symbol for q in quotes.quotes if q.HasField("last_price")]
+    known = traded + [q.symbol for q in quotes.quotes if not q.HasField("last_price")]
     if len(known) < count:
         raise RuntimeError(f"the instrument master has {len(known)} quoted symbols; {count} needed")
     return known[:count]
