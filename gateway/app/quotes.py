@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import heapq
 import itertools
+import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 
@@ -30,11 +31,14 @@ from gateway.domain.conflation import PushGroup, Version
 from gateway.domain.feed import LIVE, STALE, FeedCondition, FeedView
 from svc_runtime.errors import FieldViolation, InvalidArgument
 
+log = logging.getLogger(__name__)
+
 TICKS = Counter("gateway_ticks_received_total", "Quotes received from the tick feed")
 STALE_TICKS = Counter("gateway_ticks_stale_total", "Quotes older than one already seen, dropped")
 SUBSCRIBERS = Gauge("gateway_quote_subscribers", "Open live-price subscriptions")
 SNAPSHOTS = Counter("gateway_quote_snapshots_total", "Symbols of opening snapshots, by source", ["source"])
 GROUPS = Gauge("gateway_quote_push_groups", "Push groups (clients with the same symbols, pushed together)")
+PUSH_FAILURES = Counter("gateway_quote_push_failures_total", "Push rounds that failed (logged)")
 PUSHES = Counter("gateway_quote_pushes_total", "Group pushes: one payload joined, written to every member")
 CONFLATED = Counter(
     "gateway_sse_conflated_total", "Pushes that found a client still writing the last (it catches up)"
@@ -245,7 +249,12 @@ class QuoteHub:
         """The one push stage of the process: wakes when a group has changes, sleeps until
         the next group may push."""
         while True:
-            wait = self.push_due()
+            try:
+                wait = self.push_due()
+            except Exception:  # a bad push must not stop every stream's prices
+                PUSH_FAILURES.inc()
+                log.exception("price push failed")
+                wait = self.push_interval
             self._kick.clear()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait):
@@ -351,7 +360,10 @@ class QuoteHub:
 
     async def watch_feed(self) -> None:
         while True:
-            self.check_feed()
+            try:
+                self.check_feed()
+            except Exception:
+                log.exception("feed check failed")
             await asyncio.sleep(FEED_CHECK_SECONDS)
 
     def _tell(self, condition: FeedCondition) -> None:

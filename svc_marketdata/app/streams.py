@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import heapq
 import itertools
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -29,12 +30,15 @@ from prometheus_client import Counter, Gauge
 from svc_marketdata.domain.conflation import Conflator
 from svc_runtime.errors import ResourceExhausted, Unavailable
 
+log = logging.getLogger(__name__)
+
 STREAMS_ACTIVE = Gauge("marketdata_streams_active", "Open StreamQuotes streams")
 STREAM_SYMBOLS = Gauge("marketdata_stream_symbols", "Symbols subscribed over all open streams")
 PUSH_GROUPS = Gauge("marketdata_stream_push_groups", "Push groups (streams with the same symbols and rate)")
 GROUP_PUSHES = Counter(
     "marketdata_stream_group_pushes_total", "Group pushes: one response built, many written"
 )
+PUSH_FAILURES = Counter("marketdata_stream_push_failures_total", "Push rounds that failed (logged)")
 RESYNCS = Counter("marketdata_stream_resyncs_total", "Pushes that found a stream still writing the last")
 
 # Members per push group: one push is a short burst of writes, not thousands at once.
@@ -231,7 +235,12 @@ class StreamHub:
         """The process's one push stage: wakes when a group has changes, sleeps until the
         next group may push."""
         while True:
-            wait = self.push_due()
+            try:
+                wait = self.push_due()
+            except Exception:  # a bad push must not stop every stream's quotes
+                PUSH_FAILURES.inc()
+                log.exception("quote push failed")
+                wait = 0.1
             self._kick.clear()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait):
