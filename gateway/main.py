@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -32,6 +33,24 @@ from svc_runtime.messaging import Topology
 log = logging.getLogger(__name__)
 
 SERVICE = "gateway"
+
+
+# Kernel send buffer of every connection (accepted sockets inherit the listener's). Linux
+# would otherwise grow it to megabytes for a client that stops reading, and the write
+# deadline only starts once it is full; with this, a stalled SSE client is found (and
+# dropped) a write deadline after it stops, and holds at most ~128 KiB of kernel memory.
+SEND_BUFFER_BYTES = 64 * 1024
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
 
 
 class _Server(uvicorn.Server):
@@ -88,8 +107,8 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
         ticket_authority(settings.jwt_secret, ttl_seconds=settings.stream_ticket_seconds, clock=clock),
         spent_tickets,
     )
-    hub = QuoteHub(backends)
-    feed = TickFeed(settings.nats_url, Topology(settings.namespace), hub.publish)
+    hub = QuoteHub(backends, pushes_per_second=settings.streams.pushes_per_second)
+    feed = TickFeed(settings.nats_url, Topology(settings.namespace), hub.publish, hub.on_status)
     hub.feed_generation = feed.generation
     registry = StreamRegistry()
     handlers = Handlers(
@@ -136,7 +155,9 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
     internal = _internal_server(settings, health)
     feed.start()
     spent_tickets.start()
-    serving = service.supervise(server.serve(), name="http")
+    pushing = service.supervise(hub.run(), name="quote-hub")
+    listener = _listen(settings.http_host, settings.http_port)
+    serving = service.supervise(server.serve(sockets=[listener]), name="http")
     internal_serving = service.supervise(internal.serve(), name="internal-http") if internal else None
     stopping = asyncio.create_task(stop.wait())
     await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -149,6 +170,7 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
     with contextlib.suppress(Exception):
         await serving
     stopping.cancel()
+    pushing.cancel()
     await feed.stop()
     await spent_tickets.stop()
     if internal and internal_serving:

@@ -19,7 +19,7 @@ from svc_marketdata.app.market import MarketData
 from svc_marketdata.app.streams import StreamHub
 from svc_marketdata.app.watchlists import Watchlists
 from svc_marketdata.transport import marketdata, watchlists
-from svc_marketdata.transport.codec import encode_quote
+from svc_marketdata.transport.codec import encode_feed_status, encode_quote
 from svc_runtime import config, service
 from svc_runtime.db import create_pool, migrate
 from svc_runtime.fix import ThreadBridge
@@ -41,6 +41,8 @@ FIX_MESSAGE_LOG = "BROKERMESH_MARKETDATA_FIX_MESSAGE_LOG"
 # quote has a price until a feed exists; the instrument master comes from INSTRUMENTS_FILE.
 FEED = "BROKERMESH_MARKETDATA_FEED"
 INSTRUMENTS_FILE = "BROKERMESH_MARKETDATA_INSTRUMENTS"
+STALE_AFTER_MS = "BROKERMESH_MARKETDATA_STALE_AFTER_MS"
+STREAM_HEARTBEAT_SECONDS = "BROKERMESH_MARKETDATA_STREAM_HEARTBEAT_SECONDS"
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,9 @@ class Settings:
     fix_message_log: bool
     feed: str
     instruments_file: str
+    # The feed is stale after this long without a word from the exchange (probed at a third).
+    stale_after_ms: float
+    stream_heartbeat_seconds: float
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -74,6 +79,8 @@ class Settings:
             fix_message_log=config.env_bool(FIX_MESSAGE_LOG, False),
             feed=config.env(FEED, "fix"),
             instruments_file=config.env(INSTRUMENTS_FILE, ""),
+            stale_after_ms=config.env_float(STALE_AFTER_MS, 1200.0),
+            stream_heartbeat_seconds=config.env_float(STREAM_HEARTBEAT_SECONDS, 5.0),
         )
 
 
@@ -94,11 +101,14 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         publisher=NatsTickPublisher(nc, topology),
         snapshots=KvQuoteSnapshots(quotes_kv, nc, topology.quotes_bucket),
         encode=encode_quote,
+        encode_status=encode_feed_status,
         shard_of=Topology.tick_shard,
         hub=hub,
         coalesce_seconds=settings.coalesce_ms / 1000,
         snapshot_interval=settings.snapshot_seconds,
         instrument_wait=settings.instrument_wait_seconds,
+        stale_after=settings.stale_after_ms / 1000,
+        probe_after=settings.stale_after_ms / 3000,
     )
     await market.load()
     watchlist_app = Watchlists(
@@ -108,7 +118,11 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     server = GrpcServer(common.grpc_listen)
     server.add(
         marketdata.register,
-        marketdata.MarketDataServicer(market, stall_timeout=settings.stream_stall_seconds),
+        marketdata.MarketDataServicer(
+            market,
+            stall_timeout=settings.stream_stall_seconds,
+            heartbeat_seconds=settings.stream_heartbeat_seconds,
+        ),
         marketdata.SERVICE_NAME,
     )
     server.add(

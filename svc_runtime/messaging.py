@@ -98,6 +98,12 @@ class Topology:
         return sorted({self.tick_subject_for(symbol) for symbol in symbols})
 
     @property
+    def feed_status_subject(self) -> str:
+        """svc_marketdata's heartbeat: a TickBatch carrying only the exchange feed's status.
+        Matched by `all_ticks_subject`, so a consumer of every tick gets it too."""
+        return f"{self.namespace}.md.ticks.status"
+
+    @property
     def all_ticks_subject(self) -> str:
         """Every tick shard, for consumers that want all symbols."""
         return f"{self.namespace}.md.ticks.*"

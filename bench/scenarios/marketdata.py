@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sys
 import threading
 import time
@@ -420,8 +421,12 @@ async def _fanout_one(ctx: BenchContext, shape: Shape) -> list[Figure]:
 
 async def stream_fanout(ctx: BenchContext) -> list[Figure]:
     shapes = (
-        [Shape(50, 10)] if ctx.quick else [Shape(50, 10), Shape(500, 10), Shape(100, 100), Shape(10, 1000)]
+        [Shape(50, 10)] if ctx.quick else [Shape(50, 10), Shape(2000, 10), Shape(100, 100), Shape(10, 1000)]
     )
+    # On a shared machine, measure only the shapes in question: `2000x10`.
+    chosen = os.environ.get("BROKERMESH_BENCH_STREAM_SHAPES", "").strip()
+    if chosen:
+        shapes = [Shape(*(int(n) for n in item.split("x"))) for item in chosen.split(",")]
     figures: list[Figure] = []
     for shape in shapes:
         figures += await _fanout_one(ctx, shape)

@@ -63,10 +63,13 @@ class TickFeed:
         nats_url: str,
         topology: messaging.Topology,
         on_quotes: Callable[[Iterable[marketdata_pb2.Quote]], None],
+        on_status: Callable[[marketdata_pb2.FeedStatus], None] = lambda status: None,
     ) -> None:
         self.nats_url = nats_url
+        # Every shard, and the tracker's status heartbeat (`topology.feed_status_subject`).
         self.subject = topology.all_ticks_subject
         self.on_quotes = on_quotes
+        self.on_status = on_status
         self._nc: NatsClient | None = None
         self._task: asyncio.Task[None] | None = None
         self.ready = asyncio.Event()
@@ -100,7 +103,10 @@ class TickFeed:
             BAD_BATCHES.inc()
             log.warning("undecodable tick batch", extra={"subject": msg.subject})
             return
-        self.on_quotes(batch.quotes)
+        if batch.quotes:
+            self.on_quotes(batch.quotes)
+        if batch.HasField("feed_status"):
+            self.on_status(batch.feed_status)
 
     async def stop(self) -> None:
         await stopped(self._task, self._nc)

@@ -2,7 +2,8 @@
 generator or extra buffering).
 
 Rules (WHATWG HTML §9.2, and docs/architecture.md §6 "Bounded everything"): `retry:` first, then the current
-state; a comment heartbeat when idle; every write has a deadline, and a client that does
+state; a heartbeat when idle (price streams: `event: heartbeat` with the server's time and
+the feed's sequence; order streams: a comment); every write has a deadline, and a client that does
 not take its bytes in time is told (`event: error`, reason SLOW_CONSUMER) if it still can
 be, and dropped. The publisher never waits for a client: price frames are conflated in
 the client's subscription, order events wait in a small bounded queue whose fullness
@@ -35,7 +36,6 @@ log = logging.getLogger(__name__)
 OPEN_STREAMS = Gauge("gateway_sse_streams", "Open SSE streams", ["kind"])
 FRAMES = Counter("gateway_sse_frames_total", "SSE data frames written", ["kind"])
 DROPPED = Counter("gateway_sse_dropped_total", "SSE streams dropped by the server", ["kind", "reason"])
-CONFLATED = Counter("gateway_sse_conflated_total", "Price frames superseded before a slow write")
 
 HEADERS = {
     "Cache-Control": "no-cache, no-transform",
@@ -180,29 +180,22 @@ class MarketStream(EventStream):
         self.subscription.close()
 
     async def run(self, send: Send) -> None:
-        loop = asyncio.get_running_loop()
-        interval = 1.0 / self.settings.pushes_per_second
-        last_push = float("-inf")
+        # Pacing and conflation happen in the hub's push stage: here, only write what it
+        # handed over, and a heartbeat when there has been nothing for a while.
         subscription = self.subscription
         while not (self.gone or subscription.closed):
-            if not subscription.conflator and not await self.wait_for_wake():
-                await self.write(send, sse.comment("hb"))
+            if not subscription.pending and not await self.wait_for_wake():
+                await self.write(send, self.hub.heartbeat_frame())
                 continue
             if self.gone or subscription.closed:
                 return
-            # Push on change, but no more often than the rate allows: ticks arriving in the
-            # meantime replace each other in the conflator.
-            delay = last_push + interval - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            frames = subscription.take()
-            if frames:
-                await self.write(send, b"".join(frames))
-                last_push = loop.time()
-                FRAMES.labels(self.kind).inc(len(frames))
+            chunks = subscription.take()
+            if chunks:
+                data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                await self.write(send, data)
+                FRAMES.labels(self.kind).inc(data.count(b"\n\n"))
 
     def cleanup(self) -> None:
-        CONFLATED.inc(self.subscription.conflator.replaced)
         self.hub.unsubscribe(self.subscription)
 
 

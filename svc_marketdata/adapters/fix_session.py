@@ -10,12 +10,19 @@ all securities) and then subscribes to snapshot + incremental updates for every 
 (MarketDataRequest 35=V, top of book). Messages marked PossDup (43=Y) are resent history: a
 newer snapshot follows every logon, so they are skipped rather than allowed to move a quote
 backwards.
+
+Liveness: every message from the exchange, heartbeats included, stamps `last_heard_ns` (a
+plain attribute write on quickfix's thread, read by the loop). When the exchange has been
+silent a while the application probes it with a TestRequest (35=1), which any FIX engine
+answers at once with a Heartbeat: silence after that means the exchange (or the path to
+it) is stuck, even while the TCP connection stays open.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
@@ -68,11 +75,13 @@ class MarketDataApplication(fix.Application):  # type: ignore[misc]
         self.subscribed: set[str] = set()
         self.pacer: ReconnectPacer | None = None
         self._security_list: dict[str, list[Instrument]] = {}
+        self.last_heard_ns = 0
 
     def onCreate(self, session_id: fix.SessionID) -> None:
         self.session_id = session_id
 
     def onLogon(self, session_id: fix.SessionID) -> None:
+        self.last_heard_ns = time.time_ns()
         log.info("fix logon", extra={"session": session_id.toString()})
         self.subscribed = set()
         if self.pacer is not None:
@@ -89,6 +98,7 @@ class MarketDataApplication(fix.Application):  # type: ignore[misc]
         pass
 
     def fromAdmin(self, message: fix.Message, session_id: fix.SessionID) -> None:
+        self.last_heard_ns = time.time_ns()
         msg_type = header_text(message, 35)
         if msg_type in ("3", "5"):  # session-level reject, logout: worth an operator's eye
             log.warning(
@@ -104,6 +114,7 @@ class MarketDataApplication(fix.Application):  # type: ignore[misc]
         pass
 
     def fromApp(self, message: fix.Message, session_id: fix.SessionID) -> None:
+        self.last_heard_ns = time.time_ns()
         msg_type = header_text(message, 35) or ""
         FIX_MESSAGES.labels(msg_type).inc()
         try:
@@ -212,6 +223,15 @@ class FixMarketFeed:
             return bool(fix.Session.sendToTarget(message, session_id))
         except fix.SessionNotFound:
             return False
+
+    def last_heard_ns(self) -> int:
+        return self.application.last_heard_ns
+
+    def probe(self) -> None:
+        message = fix.Message()
+        message.getHeader().setField(fix.MsgType("1"))
+        set_text(message, 112, new_id("tr"))  # TestReqID: the Heartbeat that answers echoes it
+        self._send(message)
 
     def request_instruments(self) -> None:
         message = fix.Message()

@@ -38,6 +38,12 @@ class NatsTickPublisher:
         payload = repeated_field(1, encoded_quotes)
         await self.nc.publish(self.topology.tick_subject(shard), payload, headers=_HEADERS)
 
+    async def publish_status(self, encoded_status: bytes) -> None:
+        # TickBatch.feed_status (field 2) alone: a heartbeat in the ticks' own message type,
+        # on the same connection, so subscribers get it in order with the ticks.
+        payload = repeated_field(2, (encoded_status,))
+        await self.nc.publish(self.topology.feed_status_subject, payload, headers=_HEADERS)
+
 
 async def open_bucket(js: JetStreamContext, name: str, *, description: str) -> KeyValue:
     """The KV bucket `name`, created on first use (history 1: only the latest value matters;

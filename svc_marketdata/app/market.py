@@ -25,6 +25,7 @@ from svc_marketdata.app.ports import (
     MarketFeed,
     QuoteEncoder,
     QuoteSnapshots,
+    StatusEncoder,
     TickPublisher,
 )
 from svc_marketdata.app.streams import StreamHub
@@ -36,6 +37,7 @@ from svc_marketdata.domain.instruments import (
     SearchHit,
     normalize_symbol,
 )
+from svc_marketdata.domain.liveness import FeedLiveness, FeedState
 from svc_marketdata.domain.quotes import QuoteBook, SymbolUpdate
 from svc_runtime.errors import InvalidArgument, NotFound, Unavailable
 
@@ -70,6 +72,15 @@ TICK_AGE = Histogram(
 )
 INSTRUMENTS = Gauge("marketdata_instruments", "Instruments in the master")
 SESSION_UP = Gauge("marketdata_fix_session_up", "1 while the market-data FIX session is logged on")
+FEED_LIVE = Gauge("marketdata_feed_live", "1 while the exchange is heard from within the stale limit")
+FEED_STALE_EPISODES = Counter("marketdata_feed_stale_total", "Times the exchange feed went stale")
+PROBES = Counter("marketdata_feed_probes_total", "TestRequests sent to a silent exchange")
+STATUS_FAILURES = Counter(
+    "marketdata_feed_status_publish_failures_total", "Feed status heartbeats that could not be published"
+)
+# How often the feed's liveness is assessed, and how often the status goes out when unchanged.
+FEED_CHECK_SECONDS = 0.1
+STATUS_INTERVAL_SECONDS = 0.25
 
 
 class MarketData:
@@ -80,16 +91,20 @@ class MarketData:
         publisher: TickPublisher,
         snapshots: QuoteSnapshots,
         encode: QuoteEncoder,
+        encode_status: StatusEncoder,
         shard_of: Callable[[str], str],
         hub: StreamHub,
         coalesce_seconds: float = 0.005,
         snapshot_interval: float = 1.0,
         instrument_wait: float = 5.0,
+        stale_after: float = 1.2,
+        probe_after: float = 0.4,
     ) -> None:
         self.repository = repository
         self.publisher = publisher
         self.snapshots = snapshots
         self.encode = encode
+        self.encode_status = encode_status
         self.shard_of = shard_of
         self.hub = hub
         self.coalesce_seconds = coalesce_seconds
@@ -101,6 +116,10 @@ class MarketData:
         self.encoded: dict[str, bytes] = {}
         self.feed: MarketFeed | None = None
         self.session_up = False
+        self.liveness = FeedLiveness(stale_after=stale_after, probe_after=probe_after)
+        # The feed's status in wire form, refreshed at every check (its server time with it).
+        self.status_encoded = self._encode_status(time.time_ns())
+        self._status_published_ns = 0
         self._dirty: set[str] = set()
         self._unsaved: set[str] = set()
         self._wake = asyncio.Event()
@@ -142,6 +161,7 @@ class MarketData:
             log.warning("market-data session logged out; quotes are stale until it is back")
         self.session_up = False
         SESSION_UP.set(0)
+        self._spawn(self.check_feed())  # say so now, not at the next check
 
     def on_security_list(self, instruments: Sequence[Instrument], ok: bool) -> None:
         if not ok or not instruments:  # an empty master would delist everything
@@ -202,11 +222,64 @@ class MarketData:
         if symbol not in self._dirty:  # a dirty quote is encoded at the next flush
             self.encoded[symbol] = self.encode(quote)
 
+    # --- feed liveness ---------------------------------------------------------------------
+
+    def _encode_status(self, now_ns: int) -> bytes:
+        return self.encode_status(
+            self.liveness.current, last_sequence=self.book.last_sequence, server_time_ns=now_ns
+        )
+
+    @property
+    def feed_state(self) -> FeedState:
+        return self.liveness.current
+
+    async def check_feed(self) -> None:
+        """Probe a silent exchange, judge the feed, and tell everyone: streams at once on a
+        change, the tick subscribers through the status heartbeat."""
+        now_ns = time.time_ns()
+        feed = self.feed
+        heard_ns = feed.last_heard_ns() if feed is not None else 0
+        if feed is not None and self.liveness.should_probe(
+            session_up=self.session_up, last_heard_ns=heard_ns, now_ns=now_ns
+        ):
+            PROBES.inc()
+            feed.probe()
+        changed = self.liveness.assess(session_up=self.session_up, last_heard_ns=heard_ns, now_ns=now_ns)
+        self.status_encoded = self._encode_status(now_ns)
+        if changed is not None:
+            FEED_LIVE.set(1 if changed.live else 0)
+            if changed.live:
+                log.info("exchange feed live")
+            else:
+                FEED_STALE_EPISODES.inc()
+                log.warning(
+                    "exchange feed stale: nothing heard from the exchange",
+                    extra={"silent_seconds": round((now_ns - heard_ns) / 1e9, 3) if heard_ns else None},
+                )
+            self.hub.feed_changed(self.status_encoded)
+        if changed is not None or now_ns - self._status_published_ns >= STATUS_INTERVAL_SECONDS * 1e9:
+            self._status_published_ns = now_ns
+            try:
+                await self.publisher.publish_status(self.status_encoded)
+            except Exception:
+                STATUS_FAILURES.inc()
+                log.warning("feed status not published", exc_info=True)
+
+    async def _watch_feed(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self.check_feed()
+            except Exception:
+                log.exception("feed check failed")
+            await asyncio.sleep(FEED_CHECK_SECONDS)
+
     # --- publication -------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Flush ticks and save snapshots until `stop` is set."""
+        """Flush ticks, watch the feed and save snapshots until `stop` is set."""
         saver = asyncio.create_task(self._save_snapshots(stop))
+        watcher = asyncio.create_task(self._watch_feed(stop))
+        pusher = asyncio.create_task(self.hub.run_pushes())
         try:
             last_flush = 0.0
             while not stop.is_set():
@@ -225,9 +298,10 @@ class MarketData:
                 last_flush = time.perf_counter() - started
                 FLUSH_SECONDS.observe(last_flush)
         finally:
-            saver.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await saver
+            for task in (saver, watcher, pusher):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await self._save_once()
 
     async def flush(self) -> None:

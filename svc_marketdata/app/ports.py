@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from svc_marketdata.domain.instruments import Instrument
+from svc_marketdata.domain.liveness import FeedState
 from svc_marketdata.domain.quotes import Quote
 from svc_marketdata.domain.watchlists import UserWatchlists
 
@@ -27,10 +28,22 @@ class MarketFeed(Protocol):
 
     def subscribe(self, symbols: Sequence[str]) -> None: ...
 
+    def last_heard_ns(self) -> int:
+        """Wall-clock time of the last message from the exchange, heartbeats included (0: never)."""
+        ...
+
+    def probe(self) -> None:
+        """Ask the exchange for an immediate answer (it proves the session alive)."""
+        ...
+
 
 class TickPublisher(Protocol):
     async def publish(self, shard: str, encoded_quotes: Sequence[bytes]) -> None:
         """Publish one TickBatch of already-encoded quotes; never blocks on consumers."""
+        ...
+
+    async def publish_status(self, encoded_status: bytes) -> None:
+        """Publish the feed's status (an encoded FeedStatus) as the tracker's heartbeat."""
         ...
 
 
@@ -44,6 +57,10 @@ class QuoteSnapshots(Protocol):
 
 class QuoteEncoder(Protocol):
     def __call__(self, quote: Quote) -> bytes: ...
+
+
+class StatusEncoder(Protocol):
+    def __call__(self, state: FeedState, *, last_sequence: int, server_time_ns: int) -> bytes: ...
 
 
 class WatchlistStore(Protocol):

@@ -1,6 +1,7 @@
-"""Conflation for one quote stream: the latest value wins, pushes are paced.
+"""Conflation for a push group (streams with the same symbols and rate): the latest value
+wins, pushes are paced.
 
-A stream remembers only *which* of its symbols changed since its last push, never the
+A group remembers only *which* of its symbols changed since its last push, never the
 intermediate quotes: its memory is bounded by its symbol count however fast prices move or
 however slowly the client reads. When a push is due, the caller reads each pending
 symbol's latest quote.
@@ -34,6 +35,11 @@ class Conflator:
             return False
         self._pending.update(dict.fromkeys(hits))
         return True
+
+    @property
+    def next_push_at(self) -> float:
+        """When the next push may go out."""
+        return self._next_push_at
 
     def due_in(self, now: float) -> float:
         """Seconds until the next push may go out (0 if it may go now)."""

@@ -103,11 +103,14 @@ class QuoteBook:
 
     Sequences start at `sequence_floor` (the process start time in microseconds), so they
     keep increasing across restarts without being stored: a consumer that keeps the highest
-    sequence per symbol never mistakes a restarted service's ticks for old ones.
+    sequence per symbol never mistakes a restarted service's ticks for old ones. One counter
+    serves every symbol (far fewer than a million changes a second keep it below the clock),
+    so `last_sequence` tells a client how current it is over all its symbols.
     """
 
     def __init__(self, sequence_floor: int) -> None:
         self.sequence_floor = sequence_floor
+        self.last_sequence = sequence_floor - 1
         self.quotes: dict[str, Quote] = {}
 
     def __len__(self) -> int:
@@ -129,6 +132,7 @@ class QuoteBook:
         """Seed the cache from a saved snapshot; live market data replaces it."""
         if quote.symbol not in self.quotes or self.quotes[quote.symbol].sequence < quote.sequence:
             self.quotes[quote.symbol] = replace(quote)
+            self.last_sequence = max(self.last_sequence, quote.sequence)
 
     def apply(self, update: SymbolUpdate) -> bool:
         """Apply one update; True if the quote changed (its sequence then advanced)."""
@@ -143,7 +147,8 @@ class QuoteBook:
         if quote.state() == before:
             return False
         quote.exchange_time_ns = max(update.exchange_time_ns, quote.exchange_time_ns)
-        quote.sequence = max(quote.sequence + 1, self.sequence_floor)
+        self.last_sequence = max(self.last_sequence, quote.sequence) + 1
+        quote.sequence = self.last_sequence
         return True
 
 

@@ -17,6 +17,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from brokermesh.marketdata.v1 import marketdata_pb2, watchlists_pb2
 from brokermesh.type.v1 import decimal_pb2
 from svc_marketdata.domain.instruments import Instrument
+from svc_marketdata.domain.liveness import LIVE, FeedState
 from svc_marketdata.domain.quotes import Quote
 from svc_marketdata.domain.watchlists import Watchlist
 from svc_runtime.decimals import format_decimal, parse_decimal
@@ -96,6 +97,22 @@ def decode_quote(data: bytes) -> Quote:
         exchange_time_ns=message.exchange_time.ToNanoseconds() if message.HasField("exchange_time") else 0,
         sequence=message.sequence,
     )
+
+
+_FEED_STATES = {
+    LIVE: marketdata_pb2.FeedStatus.STATE_LIVE,
+}
+
+
+def encode_feed_status(state: FeedState, *, last_sequence: int, server_time_ns: int) -> bytes:
+    message = marketdata_pb2.FeedStatus(
+        state=_FEED_STATES.get(state.state, marketdata_pb2.FeedStatus.STATE_STALE),
+        last_sequence=last_sequence,
+    )
+    message.server_time.FromNanoseconds(server_time_ns)
+    if not state.live and state.stale_since_ns:
+        message.stale_since.FromNanoseconds(state.stale_since_ns)
+    return message.SerializeToString()
 
 
 def instrument_message(instrument: Instrument) -> marketdata_pb2.Instrument:

@@ -21,7 +21,6 @@ SERVICE_NAME = marketdata_pb2.DESCRIPTOR.services_by_name["MarketDataService"].f
 _PRE_ENCODED = ("BatchGetQuotes", "StreamQuotes")
 
 STREAM_MESSAGES = Counter("marketdata_stream_messages_total", "StreamQuotes messages written")
-STREAM_QUOTES = Counter("marketdata_stream_quotes_total", "Quotes written to StreamQuotes clients")
 STREAMS_DROPPED = Counter("marketdata_streams_dropped_total", "Quote streams ended by the server", ["reason"])
 
 
@@ -53,10 +52,14 @@ def _chunks(items: Sequence[bytes], size: int = MAX_QUOTES_PER_MESSAGE) -> list[
 
 
 class MarketDataServicer(marketdata_pb2_grpc.MarketDataServiceServicer):
-    def __init__(self, market: MarketData, *, stall_timeout: float) -> None:
+    def __init__(self, market: MarketData, *, stall_timeout: float, heartbeat_seconds: float = 5.0) -> None:
         self.market = market
         # A push the client has not taken in this long means it cannot keep up.
         self.stall_timeout = stall_timeout
+        # An idle stream gets the feed status this often, so the client knows it is alive.
+        self.heartbeat_seconds = heartbeat_seconds
+        # The push stage builds each group's response once, in wire form.
+        market.hub.render = self._render
 
     async def BatchGetQuotes(
         self, request: marketdata_pb2.BatchGetQuotesRequest, context: grpc.aio.ServicerContext
@@ -76,24 +79,40 @@ class MarketDataServicer(marketdata_pb2_grpc.MarketDataServiceServicer):
         symbols = self.market.stream_symbols(request.symbols)
         stream = self.market.hub.open(symbols, rate)
         try:
-            # Registered before the snapshot is read: a change meanwhile is pushed right after.
-            await self._push(context, self.market.encoded_quotes(symbols))
+            # Opened before the snapshot is read: a change meanwhile is pushed right after.
+            await self._write(context, self._render(symbols), self.market.status_encoded)
             while True:
-                changed = await stream.next_symbols()
-                await self._push(context, self.market.encoded_quotes(changed))
+                push = await stream.next_push(self.heartbeat_seconds)
+                if push.everything:  # behind: the latest of everything instead of what it missed
+                    await self._write(context, self._render(stream.symbols), push.status)
+                elif push.messages:
+                    await self._write(context, push.messages, push.status)
+                else:  # the feed's status changed, or a heartbeat
+                    await self._write(context, [b""], push.status or self.market.status_encoded)
         finally:
             self.market.hub.close(stream)
         # Responses go out with context.write (bounded by the stall timeout), not yield; this
         # stays an async generator so the server's interceptor can wrap it like any stream.
         yield b""  # pragma: no cover - unreachable
 
-    async def _push(self, context: grpc.aio.ServicerContext, quotes: Sequence[bytes]) -> None:
-        for chunk in _chunks(quotes):
+    def _render(self, symbols: Sequence[str]) -> list[bytes]:
+        """The latest quotes of `symbols` as StreamQuotesResponse messages (field 1)."""
+        return [repeated_field(1, chunk) for chunk in _chunks(self.market.encoded_quotes(symbols))] or [b""]
+
+    async def _write(
+        self, context: grpc.aio.ServicerContext, messages: Sequence[bytes], status: bytes | None
+    ) -> None:
+        last = len(messages) - 1
+        for index, quotes in enumerate(messages):
+            # The status, if any, as one embedded FeedStatus after the last message's quotes.
+            message = (
+                quotes + repeated_field(2, (status,)) if status is not None and index == last else quotes
+            )
             started = time.monotonic()
             try:
                 # asyncio.timeout, not wait_for: no task per write on the fan-out's hot path.
                 async with asyncio.timeout(self.stall_timeout):
-                    await context.write(repeated_field(1, chunk))
+                    await context.write(message)
             except TimeoutError:
                 STREAMS_DROPPED.labels("slow_consumer").inc()
                 raise ResourceExhausted(
@@ -102,7 +121,6 @@ class MarketDataServicer(marketdata_pb2_grpc.MarketDataServiceServicer):
                     reason="SLOW_CONSUMER",
                 ) from None
             STREAM_MESSAGES.inc()
-            STREAM_QUOTES.inc(len(chunk))
 
     async def GetInstrument(
         self, request: marketdata_pb2.GetInstrumentRequest, context: grpc.aio.ServicerContext

@@ -148,6 +148,16 @@ class Edge:
             await self.nc.publish(subject, tick_pb2.TickBatch(quotes=batch).SerializeToString())
         await self.nc.flush()
 
+    async def publish_status(self, state: int, *, last_sequence: int = 0, stale_since_ns: int = 0) -> None:
+        """The price tracker's status heartbeat, as svc_marketdata sends it."""
+        status = marketdata_pb2.FeedStatus(state=state, last_sequence=last_sequence)  # type: ignore[arg-type]
+        status.server_time.FromNanoseconds(time.time_ns())
+        if stale_since_ns:
+            status.stale_since.FromNanoseconds(stale_since_ns)
+        batch = tick_pb2.TickBatch(feed_status=status)
+        await self.nc.publish(self.topology.feed_status_subject, batch.SerializeToString())
+        await self.nc.flush()
+
     async def metric(self, client: httpx.AsyncClient, line_prefix: str) -> float:
         text = (await client.get(f"{self.internal_url}/metrics")).text
         return sum(
@@ -358,12 +368,18 @@ async def events(response: httpx.Response) -> AsyncIterator[Event]:
         fields.setdefault(name, []).append(value.removeprefix(" "))
 
 
+# Events that say the stream and feed are alive rather than what changed.
+LIVENESS_EVENTS = frozenset({"comment", "heartbeat", "feed_status"})
+
+
 async def next_event(
-    stream: AsyncIterator[Event], *, timeout: float = 10.0, skip_comments: bool = True
+    stream: AsyncIterator[Event], *, timeout: float = 10.0, skip_liveness: bool = True
 ) -> Event:
+    """The next event; comments, heartbeats and feed status are passed over unless
+    `skip_liveness` is False."""
     async with asyncio.timeout(timeout):
         while True:
             event = await anext(stream)
-            if skip_comments and event.event == "comment":
+            if skip_liveness and event.event in LIVENESS_EVENTS:
                 continue
             return event

@@ -15,6 +15,7 @@ from brokermesh.orders.v1 import orders_pb2
 from brokermesh.type.v1 import decimal_pb2, trading_pb2
 from gateway.app.quotes import QuoteHub
 from gateway.app.sessions import BAD_CREDENTIALS, Login
+from gateway.domain.conflation import MAX_MEMBERS
 from gateway.domain.jsonmoney import dumps
 from gateway.domain.limits import LoginGuard
 from gateway.domain.tokens import TokenAuthority
@@ -51,20 +52,47 @@ def data_of(frame: bytes) -> dict[str, object]:
     return json.loads(frame.split(b"data: ", 1)[1], parse_float=Decimal)
 
 
+def frames_of(chunks: list[bytes]) -> list[bytes]:
+    """Written chunks (a shared payload may hold several frames) → SSE frames."""
+    return [f + b"\n\n" for f in b"".join(chunks).split(b"\n\n") if f]
+
+
+def ticks_of(chunks: list[bytes]) -> list[dict[str, object]]:
+    return [data_of(f) for f in frames_of(chunks) if f.startswith(b"event: price_tick")]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 async def test_hub_starts_with_the_snapshot_then_follows_ticks() -> None:
     hub = QuoteHub(
         FakeQuotes({"INFY": quote("INFY", "1500.00", 100, 1), "TCS": quote("TCS", "3500.00", 100, 1)})
     )
     sub = await hub.subscribe(["INFY", "TCS"])
-    assert [data_of(f)["ltp"] for f in sub.take()] == [Decimal("1500.00"), Decimal("3500.00")]
+    first = frames_of(sub.take())
+    assert [data_of(f)["ltp"] for f in first[:2]] == [Decimal("1500.00"), Decimal("3500.00")]
+    assert first[2].startswith(b"event: feed_status")  # after the snapshot: is it live?
     hub.publish([quote("INFY", "1501.05", 101, 2), quote("WIPRO", "400.00", 101, 2)])
+    assert not sub.wake.is_set()  # the push stage hands ticks over, not the feed
+    hub.push_due()
     assert sub.wake.is_set()
-    assert [data_of(f) for f in sub.take()] == [
+    assert ticks_of(sub.take()) == [
         {
             "symbol": "INFY",
             "ltp": Decimal("1501.05"),
             "change": Decimal("1.00"),
             "changePct": Decimal("0.07"),
+            "bid": None,
+            "bidQty": 0,
+            "ask": None,
+            "askQty": 0,
+            "volume": 0,
+            "sequence": 2,
             "ts": "1970-01-01T00:01:41Z",
         }
     ]
@@ -75,18 +103,65 @@ async def test_a_snapshot_never_overtakes_a_newer_live_tick() -> None:
     hub = QuoteHub(source)
     hub.publish([quote("INFY", "1510.00", 200, 7)])  # the hub has seen a newer one already
     sub = await hub.subscribe(["INFY"])
-    frames = sub.take()
-    assert [data_of(f)["ltp"] for f in frames] == [Decimal("1510.00")]
+    assert [t["ltp"] for t in ticks_of(sub.take())] == [Decimal("1510.00")]
 
 
-async def test_each_tick_is_encoded_once_and_shared_by_all_subscribers() -> None:
-    hub = QuoteHub(FakeQuotes({"INFY": quote("INFY", "1500.00", 100, 1)}))
-    subs = [await hub.subscribe(["INFY"]) for _ in range(50)]
+async def test_each_push_is_joined_once_and_shared_by_all_members() -> None:
+    hub = QuoteHub(
+        FakeQuotes({"INFY": quote("INFY", "1500.00", 100, 1), "TCS": quote("TCS", "3500.00", 100, 1)})
+    )
+    subs = [await hub.subscribe(["INFY", "TCS"]) for _ in range(50)]
     for sub in subs:
         sub.take()
-    hub.publish([quote("INFY", "1502.00", 101, 2)])
-    frames = [sub.take()[0] for sub in subs]
-    assert all(frame is frames[0] for frame in frames)
+    hub.publish([quote("INFY", "1502.00", 101, 2), quote("TCS", "3502.00", 101, 2)])
+    hub.push_due()
+    payloads = [sub.take() for sub in subs]
+    assert all(len(p) == 1 and p[0] is payloads[0][0] for p in payloads)
+    assert [t["ltp"] for t in ticks_of(payloads[0])] == [Decimal("1502.00"), Decimal("3502.00")]
+
+
+async def test_pushes_are_paced_and_carry_only_the_latest_price() -> None:
+    clock = Clock()
+    hub = QuoteHub(FakeQuotes({"INFY": quote("INFY", "1500.00", 100, 1)}), pushes_per_second=4, clock=clock)
+    sub = await hub.subscribe(["INFY"])
+    sub.take()
+    hub.publish([quote("INFY", "1501.00", 101, 2)])
+    assert hub.push_due() is None  # pushed at once: nothing else waiting
+    assert [t["ltp"] for t in ticks_of(sub.take())] == [Decimal("1501.00")]
+    for n in range(3, 50):
+        hub.publish([quote("INFY", f"{1500 + n}.00", 100 + n, n)])
+    assert hub.push_due() == pytest.approx(0.25)  # the next push may go a quarter second later
+    assert not sub.pending
+    clock.now += 0.25
+    hub.push_due()
+    assert [t["ltp"] for t in ticks_of(sub.take())] == [Decimal("1549.00")]
+
+
+async def test_a_client_still_writing_catches_up_with_the_latest_not_every_push() -> None:
+    clock = Clock()
+    hub = QuoteHub(
+        FakeQuotes({"INFY": quote("INFY", "1500.00", 100, 1), "TCS": quote("TCS", "3500.00", 100, 1)}),
+        clock=clock,
+    )
+    slow = await hub.subscribe(["INFY", "TCS"])
+    slow.take()
+    for n in range(2, 30):  # many pushes while the client writes nothing
+        hub.publish([quote("INFY", f"{1500 + n}.00", 100 + n, n)])
+        hub.push_due()
+        clock.now += 1
+    assert slow.resyncs == 1
+    # One write: the latest frame of each of its symbols, whatever it missed.
+    assert [t["ltp"] for t in ticks_of(slow.take())] == [Decimal("1529.00"), Decimal("3500.00")]
+
+
+async def test_groups_are_bounded_and_emptied_groups_go() -> None:
+    hub = QuoteHub(FakeQuotes({"INFY": quote("INFY", "1500.00", 100, 1)}))
+    subs = [await hub.subscribe(["INFY"]) for _ in range(MAX_MEMBERS + 1)]
+    assert len({sub.group for sub in subs}) == 2
+    assert hub.subscriber_count("INFY") == MAX_MEMBERS + 1
+    for sub in subs:
+        hub.unsubscribe(sub)
+    assert hub.subscriber_count("INFY") == 0
 
 
 async def test_unknown_symbols_are_refused_and_leave_no_subscription() -> None:
@@ -114,10 +189,10 @@ async def test_a_live_feed_serves_snapshots_from_what_it_has_seen() -> None:
     hub.publish([quote("INFY", "1501.00", 101, 2)])
     first = await hub.subscribe(["INFY", "TCS"])
     assert source.asked == [["TCS"]]  # INFY came from the feed
-    assert [data_of(f)["ltp"] for f in first.take()] == [Decimal("1501.00"), Decimal("3500.00")]
+    assert [t["ltp"] for t in ticks_of(first.take())] == [Decimal("1501.00"), Decimal("3500.00")]
     second = await hub.subscribe(["TCS", "INFY"])
     assert source.asked == [["TCS"]]  # a reconnect storm does not reach the price tracker
-    assert len(second.take()) == 2
+    assert len(ticks_of(second.take())) == 2
     # The feed reconnected: ticks may have been missed, so the cache is not trusted.
     generation[0] = 1
     await hub.subscribe(["INFY"])

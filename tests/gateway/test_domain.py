@@ -12,7 +12,8 @@ import jwt
 import pytest
 
 from gateway.domain import sse
-from gateway.domain.conflation import Conflator
+from gateway.domain.conflation import PushGroup
+from gateway.domain.feed import LIVE, STALE, FeedCondition, FeedView
 from gateway.domain.jsonmoney import MalformedJson, decimal_from_json, dumps, json_number_text, loads
 from gateway.domain.limits import LoginGuard, LoginThrottle, RateLimiter, StreamSlots
 from gateway.domain.problems import problem_from_details, problem_from_error
@@ -164,14 +165,80 @@ def test_service_decimal_text_is_spliced_only_when_plain() -> None:
 
 
 # --- SSE frames ----------------------------------------------------------------------------
-def test_price_tick_frame_has_the_seed_shape_with_exact_numbers() -> None:
-    frame = sse.price_tick("INFY", "1542.35", "12.10", "0.79", "2026-01-17T10:45:01Z")
+def test_price_tick_frame_carries_the_book_and_sequence_with_exact_numbers() -> None:
+    frame = sse.price_tick(
+        "INFY",
+        "1542.35",
+        "12.10",
+        "0.79",
+        "2026-01-17T10:45:01Z",
+        bid="1542.30",
+        bid_qty=120,
+        ask="1542.40",
+        ask_qty=75,
+        volume=182340,
+        sequence=1765051501000123,
+    )
     assert frame == (
         b"event: price_tick\n"
-        b'data: {"symbol":"INFY","ltp":1542.35,"change":12.10,"changePct":0.79,"ts":"2026-01-17T10:45:01Z"}\n\n'
+        b'data: {"symbol":"INFY","ltp":1542.35,"change":12.10,"changePct":0.79,'
+        b'"bid":1542.30,"bidQty":120,"ask":1542.40,"askQty":75,"volume":182340,'
+        b'"sequence":1765051501000123,"ts":"2026-01-17T10:45:01Z"}\n\n'
     )
     data = json.loads(frame.split(b"data: ", 1)[1], parse_float=Decimal)
-    assert data["change"] == Decimal("12.10")
+    assert data["change"] == Decimal("12.10") and data["bid"] == Decimal("1542.30")
+    # A side of the book that is empty is null, not zero.
+    empty = json.loads(sse.price_tick("X", "", "", "", "").split(b"data: ", 1)[1])
+    assert empty["ltp"] is None and empty["bid"] is None and empty["ask"] is None and empty["ts"] is None
+
+
+def test_feed_status_and_heartbeat_frames() -> None:
+    stale = sse.feed_status("STALE", "2026-01-17T10:45:01Z", "2026-01-17T10:45:02.500Z", 42)
+    assert stale == (
+        b"event: feed_status\n"
+        b'data: {"status":"STALE","staleSince":"2026-01-17T10:45:01Z",'
+        b'"serverTime":"2026-01-17T10:45:02.500Z","sequence":42}\n\n'
+    )
+    live = json.loads(sse.feed_status("LIVE", "", "2026-01-17T10:45:03Z", 43).split(b"data: ", 1)[1])
+    assert live["staleSince"] is None
+    beat = sse.heartbeat("LIVE", "2026-01-17T10:45:03Z", 43)
+    assert beat == (
+        b'event: heartbeat\ndata: {"serverTime":"2026-01-17T10:45:03Z","sequence":43,"status":"LIVE"}\n\n'
+    )
+
+
+# --- the price feed's liveness -------------------------------------------------------------
+S = 1_000_000_000
+
+
+def test_feed_is_stale_until_the_tracker_is_heard_and_says_live() -> None:
+    view = FeedView(silence_limit=1.0)
+    assert view.assess(connected=True, now_ns=10 * S) is None  # stale from the start, unchanged
+    assert not view.condition.live
+    assert view.on_status(FeedCondition(LIVE), 7, now_ns=10 * S) == FeedCondition(LIVE)
+    assert view.last_sequence == 7
+    assert view.on_status(FeedCondition(LIVE), 8, now_ns=10 * S + S // 4) is None  # no change
+
+
+def test_a_silent_tracker_makes_the_feed_stale_since_it_was_last_heard() -> None:
+    view = FeedView(silence_limit=1.0)
+    view.on_status(FeedCondition(LIVE), 7, now_ns=10 * S)
+    assert view.assess(connected=True, now_ns=11 * S) is None  # exactly the limit: still live
+    assert view.assess(connected=True, now_ns=11 * S + 1) == FeedCondition(STALE, 10 * S)
+    assert view.assess(connected=True, now_ns=12 * S) is None  # told once
+    # Heard again: live again.
+    assert view.on_status(FeedCondition(LIVE), 9, now_ns=13 * S) == FeedCondition(LIVE)
+
+
+def test_the_trackers_own_stale_word_and_a_lost_subscription_count() -> None:
+    view = FeedView(silence_limit=1.0)
+    view.on_status(FeedCondition(LIVE), 7, now_ns=10 * S)
+    assert view.on_status(FeedCondition(STALE, 9 * S), 7, now_ns=10 * S + 1) == FeedCondition(STALE, 9 * S)
+    assert view.on_status(FeedCondition(LIVE), 7, now_ns=10 * S + 2) == FeedCondition(LIVE)
+    assert view.assess(connected=False, now_ns=10 * S + 3) == FeedCondition(STALE, 10 * S + 2)
+    view.saw_sequence(11)
+    view.saw_sequence(3)
+    assert view.last_sequence == 11
 
 
 def test_event_frames_split_lines_and_carry_ids() -> None:
@@ -185,27 +252,17 @@ def test_event_frames_split_lines_and_carry_ids() -> None:
 
 
 # --- conflation ----------------------------------------------------------------------------
-def test_conflation_keeps_the_latest_frame_per_symbol() -> None:
-    conflator = Conflator()
-    assert conflator.offer("INFY", (1, 1), b"a") is True
-    assert conflator.offer("TCS", (1, 1), b"t") is True
-    for n in range(2, 1000):
-        assert conflator.offer("INFY", (n, n), f"i{n}".encode()) is False
-    assert len(conflator) == 2  # bounded by symbols, not by ticks
-    assert conflator.drain() == [b"i999", b"t"]
-    assert conflator.replaced == 998
-    assert len(conflator) == 0
-
-
-def test_conflation_never_goes_back_in_time() -> None:
-    conflator = Conflator()
-    conflator.offer("INFY", (10, 5), b"new")
-    assert conflator.offer("INFY", (9, 4), b"old") is False  # older than queued
-    assert conflator.drain() == [b"new"]
-    assert conflator.offer("INFY", (9, 9), b"older-than-sent") is False
-    assert conflator.offer("INFY", (10, 5), b"same") is True  # a duplicate is harmless
-    assert conflator.offer("INFY", (11, 1), b"newer") is False
-    assert conflator.drain() == [b"newer"]
+def test_a_push_group_remembers_which_symbols_changed_not_every_tick() -> None:
+    group: PushGroup[str] = PushGroup(("INFY", "TCS"), interval=0.25)
+    assert group.mark("INFY") is True  # clean → dirty: schedule a push
+    for _ in range(1000):
+        assert group.mark("INFY") is False
+    group.mark("TCS")
+    assert group.take(10.0) == ["INFY", "TCS"]  # bounded by symbols, oldest change first
+    assert not group.dirty
+    assert group.next_push_at == 10.25
+    assert group.take(10.1) == []  # nothing changed: the interval does not move
+    assert group.next_push_at == 10.25
 
 
 # --- limits --------------------------------------------------------------------------------

@@ -7,13 +7,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
-from tests.gateway.conftest import SYMBOLS, Edge, events, make_quote, next_event, start_edge
+from brokermesh.marketdata.v1.marketdata_pb2 import FeedStatus
+from tests.gateway.conftest import SYMBOLS, Edge, Event, events, make_quote, next_event, start_edge
 from tests.support.infra import SharedInfra
 from tests.support.polling import eventually
 
@@ -45,9 +50,22 @@ async def test_stream_sends_current_quotes_then_each_change_in_the_seed_shape(ed
         tick = await next_event(stream)
         assert tick.event == "price_tick"
         # openapi.yaml's PriceTick: {"symbol":"INFY","ltp":1542.35,"change":12.10,"changePct":0.79,"ts":"…"}
-        assert tick.data.startswith('{"symbol":"INFY","ltp":1542.35,"change":542.35,"changePct":54.24,"ts":"')
+        assert tick.data.startswith('{"symbol":"INFY","ltp":1542.35,"change":542.35,"changePct":54.24,')
         data = tick.json()
-        assert list(data) == ["symbol", "ltp", "change", "changePct", "ts"]
+        assert list(data) == [
+            "symbol",
+            "ltp",
+            "change",
+            "changePct",
+            "bid",
+            "bidQty",
+            "ask",
+            "askQty",
+            "volume",
+            "sequence",
+            "ts",
+        ]
+        assert data["sequence"] == 11
         assert data["ts"].endswith("Z")
         # Ticks of symbols the client did not ask for never reach it.
         await edge.publish([make_quote("RELIANCE", "2500.00", 12), make_quote("TCS", "3456.70", 12)])
@@ -78,7 +96,7 @@ async def test_fast_ticks_are_conflated_to_the_latest_price(edge: Edge) -> None:
         assert received == sorted(received)
 
 
-async def test_idle_streams_get_heartbeats(edge: Edge) -> None:
+async def test_idle_streams_get_heartbeats_with_server_time_and_sequence(edge: Edge) -> None:
     async with (
         httpx.AsyncClient(base_url=edge.url, timeout=30) as client,
         client.stream("GET", STREAM, params={"symbols": "SYM001"}, headers=edge.auth()) as response,
@@ -86,8 +104,16 @@ async def test_idle_streams_get_heartbeats(edge: Edge) -> None:
         stream = events(response)
         await next_event(stream)  # retry
         await next_event(stream)  # snapshot
-        beat = await next_event(stream, skip_comments=False, timeout=10)
-        assert beat.event == "comment" and beat.comments == ["hb"]
+        await edge.publish([make_quote("SYM002", "1001.00", 777_000_001)])  # another symbol's tick
+        while (beat := await next_event(stream, skip_liveness=False, timeout=10)).event != "heartbeat":
+            pass
+        data = beat.json()
+        assert list(data) == ["serverTime", "sequence", "status"]
+        assert data["serverTime"].endswith("Z")
+        server_time = datetime.fromisoformat(data["serverTime"].replace("Z", "+00:00"))
+        assert abs((server_time - datetime.now(UTC)).total_seconds()) < 5
+        # The feed's sequence, not only this stream's: the client knows how current it is.
+        assert data["sequence"] >= 777_000_001
 
 
 async def test_stream_requests_are_checked_before_streaming(edge: Edge) -> None:
@@ -183,6 +209,37 @@ async def test_a_client_that_stops_reading_is_dropped_and_others_keep_their_tick
             slow.close()
 
 
+async def test_with_default_limits_a_client_that_stops_reading_is_dropped_within_15_s(
+    infra: SharedInfra, tmp_path: Path
+) -> None:
+    # The production write deadline (10 s), not the tests' short one.
+    own, teardown = await start_edge(infra, tmp_path, BROKERMESH_GATEWAY_WRITE_TIMEOUT_SECONDS="10")
+    symbols = [s for s in SYMBOLS if s.startswith("SYM")]
+    dropped_metric = 'gateway_sse_dropped_total{kind="marketdata",reason="slow_consumer"}'
+    try:
+        async with httpx.AsyncClient(base_url=own.url, timeout=30) as client:
+            slow = _open_unread_stream(own, own.token(), symbols)
+            try:
+                flooding_since = time.monotonic()
+                sequence, price = 10_000, Decimal("1000.00")
+
+                async def dropped() -> bool:
+                    nonlocal sequence, price
+                    for _ in range(5):  # ~60 KB of frames each time, faster than anyone reads
+                        sequence += 1
+                        price += Decimal("0.05")
+                        await own.publish([make_quote(s, str(price), sequence) for s in symbols])
+                        await asyncio.sleep(0.02)
+                    return await own.metric(client, dropped_metric) > 0
+
+                await eventually(dropped, timeout=30, interval=0)
+                assert time.monotonic() - flooding_since <= 15.0
+            finally:
+                slow.close()
+    finally:
+        await teardown()
+
+
 async def _has(seen: list[Decimal], price: Decimal) -> bool:
     return bool(seen) and seen[-1] == price
 
@@ -203,3 +260,85 @@ async def test_shutdown_ends_open_streams_and_exits_cleanly(infra: SharedInfra, 
                 await next_event(stream, timeout=5)
     finally:
         await teardown()
+
+
+class Heartbeats:
+    """Plays the price tracker's status heartbeat (four a second) until stopped."""
+
+    def __init__(self, edge: Edge) -> None:
+        self.edge = edge
+        self.last_sent_ns = 0
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self, state: int = FeedStatus.STATE_LIVE, stale_since_ns: int = 0) -> None:
+        self.stop()
+
+        async def beat() -> None:
+            while True:
+                await self.edge.publish_status(state, last_sequence=5000, stale_since_ns=stale_since_ns)
+                self.last_sent_ns = time.time_ns()
+                await asyncio.sleep(0.25)
+
+        self.task = asyncio.create_task(beat())
+
+    def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            self.task = None
+
+
+async def _next_status(stream: AsyncIterator[Event], timeout: float) -> tuple[float, dict[str, Any]]:
+    while True:
+        event = await next_event(stream, skip_liveness=False, timeout=timeout)
+        if event.event == "feed_status":
+            return time.monotonic(), event.json()
+
+
+async def test_streams_say_when_the_feed_stops_and_when_it_is_back(edge: Edge) -> None:
+    heartbeats = Heartbeats(edge)
+    heartbeats.start()
+    try:
+        async with (
+            httpx.AsyncClient(base_url=edge.url, timeout=30) as client,
+            client.stream("GET", STREAM, params={"symbols": "SYM010,SYM011"}, headers=edge.auth()) as one,
+            client.stream("GET", STREAM, params={"symbols": "SYM012"}, headers=edge.auth()) as two,
+        ):
+            streams = [events(one), events(two)]
+            for stream in streams:
+                while (await _next_status(stream, 10))[1]["status"] != "LIVE":
+                    pass
+            # The tracker falls silent (crashed, cut off): every stream says STALE within 2 s
+            # of its last heartbeat, with the moment quotes stopped being current.
+            heartbeats.stop()
+            stopped, last_beat_ns = time.monotonic(), heartbeats.last_sent_ns
+            for stream in streams:
+                told, status = await _next_status(stream, 5)
+                assert status["status"] == "STALE"
+                assert told - stopped <= 2.0
+                since = datetime.fromisoformat(status["staleSince"].replace("Z", "+00:00"))
+                assert abs(since.timestamp() - last_beat_ns / 1e9) < 0.5
+                assert status["sequence"] >= 5000
+            # A client connecting now gets the snapshot, then the word that it is stale.
+            async with client.stream(
+                "GET", STREAM, params={"symbols": "SYM013"}, headers=edge.auth()
+            ) as late:
+                stream = events(late)
+                assert (await next_event(stream)).event == "retry"
+                assert (await next_event(stream)).event == "price_tick"
+                status = await next_event(stream, skip_liveness=False)
+                assert status.event == "feed_status" and status.json()["status"] == "STALE"
+            # Back: every stream says LIVE.
+            heartbeats.start()
+            for stream in streams:
+                _, status = await _next_status(stream, 5)
+                assert status == {**status, "status": "LIVE", "staleSince": None}
+            # The tracker's own word that the exchange is silent travels as it is.
+            exchange_silent_since = time.time_ns() - 3 * 10**9
+            heartbeats.start(FeedStatus.STATE_STALE, exchange_silent_since)
+            for stream in streams:
+                _, status = await _next_status(stream, 5)
+                assert status["status"] == "STALE"
+                since = datetime.fromisoformat(status["staleSince"].replace("Z", "+00:00"))
+                assert abs(since.timestamp() - exchange_silent_since / 1e9) < 0.001
+    finally:
+        heartbeats.stop()

@@ -497,6 +497,27 @@ class ExchangeDouble:
             self._conn.close()
             self._conn = None
 
+    def freeze(self) -> None:
+        """Stop the exchange dead (SIGSTOP): its connection stays open but nothing more
+        comes out of it, not even heartbeats — a hung venue or a black-holed path."""
+        assert self._process is not None and self._process.pid is not None
+        os.kill(self._process.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self._process is not None and self._process.pid is not None
+        os.kill(self._process.pid, signal.SIGCONT)
+
+    def kill(self) -> None:
+        """kill -9: the connection drops at once."""
+        process, self._process = self._process, None
+        if process is None:
+            return
+        process.kill()
+        process.join(timeout=10)
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
     def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         with self._lock:
             if self._conn is None:

@@ -136,3 +136,14 @@ def test_exchange_time_never_goes_backwards() -> None:
     book.apply(update(trade("10"), at=200))
     book.apply(update(trade("11"), at=100))
     assert book.quotes["INFY"].exchange_time_ns == 200
+
+
+def test_one_sequence_orders_changes_across_symbols() -> None:
+    book = QuoteBook(FLOOR)
+    book.apply(update(trade("10.00"), symbol="A"))
+    book.apply(update(trade("20.00"), symbol="B"))
+    book.apply(update(trade("10.05"), symbol="A"))
+    assert (book.quotes["A"].sequence, book.quotes["B"].sequence) == (FLOOR + 2, FLOOR + 1)
+    assert book.last_sequence == FLOOR + 2
+    assert not book.apply(update(trade("20.00", 0), symbol="B"))  # no change: nothing issued
+    assert book.last_sequence == FLOOR + 2

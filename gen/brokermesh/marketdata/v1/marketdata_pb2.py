@@ -26,7 +26,7 @@ from brokermesh.type.v1 import decimal_pb2 as brokermesh_dot_type_dot_v1_dot_dec
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)brokermesh/marketdata/v1/marketdata.proto\x12\x18\x62rokermesh.marketdata.v1\x1a brokermesh/type/v1/decimal.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd5\x01\n\nInstrument\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06symbol\x18\x02 \x01(\t\x12\x14\n\x0c\x63ompany_name\x18\x03 \x01(\t\x12\x0e\n\x06sector\x18\x04 \x01(\t\x12.\n\ttick_size\x18\x05 \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12\x10\n\x08lot_size\x18\x06 \x01(\x03\x12\x33\n\x0eprevious_close\x18\x07 \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12\x0c\n\x04isin\x18\x08 \x01(\t\"\xd2\x04\n\x05Quote\x12\x0e\n\x06symbol\x18\x01 \x01(\t\x12/\n\nlast_price\x18\x02 \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12+\n\x06\x63hange\x18\x03 \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12\x33\n\x0e\x63hange_percent\x18\x04 \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12.\n\tbid_price\x18\x05 \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12\x14\n\x0c\x62id_quantity\x18\x06 \x01(\x03\x12.\n\task_price\x18\x07 \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12\x14\n\x0c\x61sk_quantity\x18\x08 \x01(\x03\x12\x0e\n\x06volume\x18\t \x01(\x03\x12/\n\nopen_price\x18\n \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12/\n\nhigh_price\x18\x0b \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12.\n\tlow_price\x18\x0c \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12\x33\n\x0eprevious_close\x18\r \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12\x31\n\rexchange_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08sequence\x18\x0f \x01(\x03\"(\n\x15\x42\x61tchGetQuotesRequest\x12\x0f\n\x07symbols\x18\x01 \x03(\t\"b\n\x16\x42\x61tchGetQuotesResponse\x12/\n\x06quotes\x18\x01 \x03(\x0b\x32\x1f.brokermesh.marketdata.v1.Quote\x12\x17\n\x0funknown_symbols\x18\x02 \x03(\t\"F\n\x13StreamQuotesRequest\x12\x0f\n\x07symbols\x18\x01 \x03(\t\x12\x1e\n\x16max_updates_per_second\x18\x02 \x01(\x05\"G\n\x14StreamQuotesResponse\x12/\n\x06quotes\x18\x01 \x03(\x0b\x32\x1f.brokermesh.marketdata.v1.Quote\"$\n\x14GetInstrumentRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"P\n\x18SearchInstrumentsRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"o\n\x19SearchInstrumentsResponse\x12\x39\n\x0binstruments\x18\x01 \x03(\x0b\x32$.brokermesh.marketdata.v1.Instrument\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xde\x03\n\x11MarketDataService\x12s\n\x0e\x42\x61tchGetQuotes\x12/.brokermesh.marketdata.v1.BatchGetQuotesRequest\x1a\x30.brokermesh.marketdata.v1.BatchGetQuotesResponse\x12o\n\x0cStreamQuotes\x12-.brokermesh.marketdata.v1.StreamQuotesRequest\x1a..brokermesh.marketdata.v1.StreamQuotesResponse0\x01\x12\x65\n\rGetInstrument\x12..brokermesh.marketdata.v1.GetInstrumentRequest\x1a$.brokermesh.marketdata.v1.Instrument\x12|\n\x11SearchInstruments\x12\x32.brokermesh.marketdata.v1.SearchInstrumentsRequest\x1a\x33.brokermesh.marketdata.v1.SearchInstrumentsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)brokermesh/marketdata/v1/marketdata.proto\x12\x18\x62rokermesh.marketdata.v1\x1a brokermesh/type/v1/decimal.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd5\x01\n\nInstrument\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06symbol\x18\x02 \x01(\t\x12\x14\n\x0c\x63ompany_name\x18\x03 \x01(\t\x12\x0e\n\x06sector\x18\x04 \x01(\t\x12.\n\ttick_size\x18\x05 \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12\x10\n\x08lot_size\x18\x06 \x01(\x03\x12\x33\n\x0eprevious_close\x18\x07 \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12\x0c\n\x04isin\x18\x08 \x01(\t\"\xd2\x04\n\x05Quote\x12\x0e\n\x06symbol\x18\x01 \x01(\t\x12/\n\nlast_price\x18\x02 \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12+\n\x06\x63hange\x18\x03 \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12\x33\n\x0e\x63hange_percent\x18\x04 \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12.\n\tbid_price\x18\x05 \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12\x14\n\x0c\x62id_quantity\x18\x06 \x01(\x03\x12.\n\task_price\x18\x07 \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12\x14\n\x0c\x61sk_quantity\x18\x08 \x01(\x03\x12\x0e\n\x06volume\x18\t \x01(\x03\x12/\n\nopen_price\x18\n \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12/\n\nhigh_price\x18\x0b \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12.\n\tlow_price\x18\x0c \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12\x33\n\x0eprevious_close\x18\r \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12\x31\n\rexchange_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08sequence\x18\x0f \x01(\x03\"\x92\x02\n\nFeedStatus\x12\x39\n\x05state\x18\x01 \x01(\x0e\x32*.brokermesh.marketdata.v1.FeedStatus.State\x12/\n\x0bstale_since\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bserver_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rlast_sequence\x18\x04 \x01(\x03\x12\x0f\n\x07symbols\x18\x05 \x03(\t\"?\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x0e\n\nSTATE_LIVE\x10\x01\x12\x0f\n\x0bSTATE_STALE\x10\x02\"(\n\x15\x42\x61tchGetQuotesRequest\x12\x0f\n\x07symbols\x18\x01 \x03(\t\"b\n\x16\x42\x61tchGetQuotesResponse\x12/\n\x06quotes\x18\x01 \x03(\x0b\x32\x1f.brokermesh.marketdata.v1.Quote\x12\x17\n\x0funknown_symbols\x18\x02 \x03(\t\"F\n\x13StreamQuotesRequest\x12\x0f\n\x07symbols\x18\x01 \x03(\t\x12\x1e\n\x16max_updates_per_second\x18\x02 \x01(\x05\"\x82\x01\n\x14StreamQuotesResponse\x12/\n\x06quotes\x18\x01 \x03(\x0b\x32\x1f.brokermesh.marketdata.v1.Quote\x12\x39\n\x0b\x66\x65\x65\x64_status\x18\x02 \x01(\x0b\x32$.brokermesh.marketdata.v1.FeedStatus\"$\n\x14GetInstrumentRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"P\n\x18SearchInstrumentsRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"o\n\x19SearchInstrumentsResponse\x12\x39\n\x0binstruments\x18\x01 \x03(\x0b\x32$.brokermesh.marketdata.v1.Instrument\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xde\x03\n\x11MarketDataService\x12s\n\x0e\x42\x61tchGetQuotes\x12/.brokermesh.marketdata.v1.BatchGetQuotesRequest\x1a\x30.brokermesh.marketdata.v1.BatchGetQuotesResponse\x12o\n\x0cStreamQuotes\x12-.brokermesh.marketdata.v1.StreamQuotesRequest\x1a..brokermesh.marketdata.v1.StreamQuotesResponse0\x01\x12\x65\n\rGetInstrument\x12..brokermesh.marketdata.v1.GetInstrumentRequest\x1a$.brokermesh.marketdata.v1.Instrument\x12|\n\x11SearchInstruments\x12\x32.brokermesh.marketdata.v1.SearchInstrumentsRequest\x1a\x33.brokermesh.marketdata.v1.SearchInstrumentsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,20 +37,24 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_INSTRUMENT']._serialized_end=352
   _globals['_QUOTE']._serialized_start=355
   _globals['_QUOTE']._serialized_end=949
-  _globals['_BATCHGETQUOTESREQUEST']._serialized_start=951
-  _globals['_BATCHGETQUOTESREQUEST']._serialized_end=991
-  _globals['_BATCHGETQUOTESRESPONSE']._serialized_start=993
-  _globals['_BATCHGETQUOTESRESPONSE']._serialized_end=1091
-  _globals['_STREAMQUOTESREQUEST']._serialized_start=1093
-  _globals['_STREAMQUOTESREQUEST']._serialized_end=1163
-  _globals['_STREAMQUOTESRESPONSE']._serialized_start=1165
-  _globals['_STREAMQUOTESRESPONSE']._serialized_end=1236
-  _globals['_GETINSTRUMENTREQUEST']._serialized_start=1238
-  _globals['_GETINSTRUMENTREQUEST']._serialized_end=1274
-  _globals['_SEARCHINSTRUMENTSREQUEST']._serialized_start=1276
-  _globals['_SEARCHINSTRUMENTSREQUEST']._serialized_end=1356
-  _globals['_SEARCHINSTRUMENTSRESPONSE']._serialized_start=1358
-  _globals['_SEARCHINSTRUMENTSRESPONSE']._serialized_end=1469
-  _globals['_MARKETDATASERVICE']._serialized_start=1472
-  _globals['_MARKETDATASERVICE']._serialized_end=1950
+  _globals['_FEEDSTATUS']._serialized_start=952
+  _globals['_FEEDSTATUS']._serialized_end=1226
+  _globals['_FEEDSTATUS_STATE']._serialized_start=1163
+  _globals['_FEEDSTATUS_STATE']._serialized_end=1226
+  _globals['_BATCHGETQUOTESREQUEST']._serialized_start=1228
+  _globals['_BATCHGETQUOTESREQUEST']._serialized_end=1268
+  _globals['_BATCHGETQUOTESRESPONSE']._serialized_start=1270
+  _globals['_BATCHGETQUOTESRESPONSE']._serialized_end=1368
+  _globals['_STREAMQUOTESREQUEST']._serialized_start=1370
+  _globals['_STREAMQUOTESREQUEST']._serialized_end=1440
+  _globals['_STREAMQUOTESRESPONSE']._serialized_start=1443
+  _globals['_STREAMQUOTESRESPONSE']._serialized_end=1573
+  _globals['_GETINSTRUMENTREQUEST']._serialized_start=1575
+  _globals['_GETINSTRUMENTREQUEST']._serialized_end=1611
+  _globals['_SEARCHINSTRUMENTSREQUEST']._serialized_start=1613
+  _globals['_SEARCHINSTRUMENTSREQUEST']._serialized_end=1693
+  _globals['_SEARCHINSTRUMENTSRESPONSE']._serialized_start=1695
+  _globals['_SEARCHINSTRUMENTSRESPONSE']._serialized_end=1806
+  _globals['_MARKETDATASERVICE']._serialized_start=1809
+  _globals['_MARKETDATASERVICE']._serialized_end=2287
 # @@protoc_insertion_point(module_scope)

@@ -3,6 +3,7 @@ import datetime
 from brokermesh.type.v1 import decimal_pb2 as _decimal_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
@@ -64,6 +65,28 @@ class Quote(_message.Message):
     sequence: int
     def __init__(self, symbol: _Optional[str] = ..., last_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., change: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., change_percent: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., bid_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., bid_quantity: _Optional[int] = ..., ask_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., ask_quantity: _Optional[int] = ..., volume: _Optional[int] = ..., open_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., high_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., low_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., previous_close: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., exchange_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., sequence: _Optional[int] = ...) -> None: ...
 
+class FeedStatus(_message.Message):
+    __slots__ = ("state", "stale_since", "server_time", "last_sequence", "symbols")
+    class State(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        STATE_UNSPECIFIED: _ClassVar[FeedStatus.State]
+        STATE_LIVE: _ClassVar[FeedStatus.State]
+        STATE_STALE: _ClassVar[FeedStatus.State]
+    STATE_UNSPECIFIED: FeedStatus.State
+    STATE_LIVE: FeedStatus.State
+    STATE_STALE: FeedStatus.State
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    STALE_SINCE_FIELD_NUMBER: _ClassVar[int]
+    SERVER_TIME_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    SYMBOLS_FIELD_NUMBER: _ClassVar[int]
+    state: FeedStatus.State
+    stale_since: _timestamp_pb2.Timestamp
+    server_time: _timestamp_pb2.Timestamp
+    last_sequence: int
+    symbols: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, state: _Optional[_Union[FeedStatus.State, str]] = ..., stale_since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., server_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_sequence: _Optional[int] = ..., symbols: _Optional[_Iterable[str]] = ...) -> None: ...
+
 class BatchGetQuotesRequest(_message.Message):
     __slots__ = ("symbols",)
     SYMBOLS_FIELD_NUMBER: _ClassVar[int]
@@ -87,10 +110,12 @@ class StreamQuotesRequest(_message.Message):
     def __init__(self, symbols: _Optional[_Iterable[str]] = ..., max_updates_per_second: _Optional[int] = ...) -> None: ...
 
 class StreamQuotesResponse(_message.Message):
-    __slots__ = ("quotes",)
+    __slots__ = ("quotes", "feed_status")
     QUOTES_FIELD_NUMBER: _ClassVar[int]
+    FEED_STATUS_FIELD_NUMBER: _ClassVar[int]
     quotes: _containers.RepeatedCompositeFieldContainer[Quote]
-    def __init__(self, quotes: _Optional[_Iterable[_Union[Quote, _Mapping]]] = ...) -> None: ...
+    feed_status: FeedStatus
+    def __init__(self, quotes: _Optional[_Iterable[_Union[Quote, _Mapping]]] = ..., feed_status: _Optional[_Union[FeedStatus, _Mapping]] = ...) -> None: ...
 
 class GetInstrumentRequest(_message.Message):
     __slots__ = ("name",)

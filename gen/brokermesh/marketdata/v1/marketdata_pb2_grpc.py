@@ -69,8 +69,10 @@ class MarketDataServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def StreamQuotes(self, request, context):
-        """Streams quotes for a set of symbols: first the latest quote of each, then every change,
-        conflated to at most `max_updates_per_second` per stream (latest value wins).
+        """Streams quotes for a set of symbols: first the latest quote of each with the feed's
+        status, then every change, conflated to at most `max_updates_per_second` per stream
+        (latest value wins). A response with only `feed_status` is sent when the exchange feed
+        goes stale or recovers, and as a heartbeat when the stream has been idle.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -36,8 +36,10 @@ class MarketDataServiceStub:
     BatchGetQuotes: _grpc.UnaryUnaryMultiCallable[_marketdata_pb2.BatchGetQuotesRequest, _marketdata_pb2.BatchGetQuotesResponse]
     """The latest quote of each symbol asked for (AIP-231 batch get)."""
     StreamQuotes: _grpc.UnaryStreamMultiCallable[_marketdata_pb2.StreamQuotesRequest, _marketdata_pb2.StreamQuotesResponse]
-    """Streams quotes for a set of symbols: first the latest quote of each, then every change,
-    conflated to at most `max_updates_per_second` per stream (latest value wins).
+    """Streams quotes for a set of symbols: first the latest quote of each with the feed's
+    status, then every change, conflated to at most `max_updates_per_second` per stream
+    (latest value wins). A response with only `feed_status` is sent when the exchange feed
+    goes stale or recovers, and as a heartbeat when the stream has been idle.
     """
     GetInstrument: _grpc.UnaryUnaryMultiCallable[_marketdata_pb2.GetInstrumentRequest, _marketdata_pb2.Instrument]
     """Returns one instrument."""
@@ -52,8 +54,10 @@ class MarketDataServiceAsyncStub(MarketDataServiceStub):
     BatchGetQuotes: _aio.UnaryUnaryMultiCallable[_marketdata_pb2.BatchGetQuotesRequest, _marketdata_pb2.BatchGetQuotesResponse]  # type: ignore[assignment]
     """The latest quote of each symbol asked for (AIP-231 batch get)."""
     StreamQuotes: _aio.UnaryStreamMultiCallable[_marketdata_pb2.StreamQuotesRequest, _marketdata_pb2.StreamQuotesResponse]  # type: ignore[assignment]
-    """Streams quotes for a set of symbols: first the latest quote of each, then every change,
-    conflated to at most `max_updates_per_second` per stream (latest value wins).
+    """Streams quotes for a set of symbols: first the latest quote of each with the feed's
+    status, then every change, conflated to at most `max_updates_per_second` per stream
+    (latest value wins). A response with only `feed_status` is sent when the exchange feed
+    goes stale or recovers, and as a heartbeat when the stream has been idle.
     """
     GetInstrument: _aio.UnaryUnaryMultiCallable[_marketdata_pb2.GetInstrumentRequest, _marketdata_pb2.Instrument]  # type: ignore[assignment]
     """Returns one instrument."""
@@ -77,8 +81,10 @@ class MarketDataServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _marketdata_pb2.StreamQuotesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_marketdata_pb2.StreamQuotesResponse], _abc.AsyncIterator[_marketdata_pb2.StreamQuotesResponse]]:
-        """Streams quotes for a set of symbols: first the latest quote of each, then every change,
-        conflated to at most `max_updates_per_second` per stream (latest value wins).
+        """Streams quotes for a set of symbols: first the latest quote of each with the feed's
+        status, then every change, conflated to at most `max_updates_per_second` per stream
+        (latest value wins). A response with only `feed_status` is sent when the exchange feed
+        goes stale or recovers, and as a heartbeat when the stream has been idle.
         """
 
     @_abc_1.abstractmethod

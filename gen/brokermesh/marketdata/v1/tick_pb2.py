@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from brokermesh.marketdata.v1 import marketdata_pb2 as brokermesh_dot_marketdata_dot_v1_dot_marketdata__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#brokermesh/marketdata/v1/tick.proto\x12\x18\x62rokermesh.marketdata.v1\x1a)brokermesh/marketdata/v1/marketdata.proto\"<\n\tTickBatch\x12/\n\x06quotes\x18\x01 \x03(\x0b\x32\x1f.brokermesh.marketdata.v1.Quoteb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#brokermesh/marketdata/v1/tick.proto\x12\x18\x62rokermesh.marketdata.v1\x1a)brokermesh/marketdata/v1/marketdata.proto\"w\n\tTickBatch\x12/\n\x06quotes\x18\x01 \x03(\x0b\x32\x1f.brokermesh.marketdata.v1.Quote\x12\x39\n\x0b\x66\x65\x65\x64_status\x18\x02 \x01(\x0b\x32$.brokermesh.marketdata.v1.FeedStatusb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,5 +33,5 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'brokermesh.marketdata.v1.ti
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_TICKBATCH']._serialized_start=108
-  _globals['_TICKBATCH']._serialized_end=168
+  _globals['_TICKBATCH']._serialized_end=227
 # @@protoc_insertion_point(module_scope)

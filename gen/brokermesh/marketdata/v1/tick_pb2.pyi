@@ -8,7 +8,9 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class TickBatch(_message.Message):
-    __slots__ = ("quotes",)
+    __slots__ = ("quotes", "feed_status")
     QUOTES_FIELD_NUMBER: _ClassVar[int]
+    FEED_STATUS_FIELD_NUMBER: _ClassVar[int]
     quotes: _containers.RepeatedCompositeFieldContainer[_marketdata_pb2.Quote]
-    def __init__(self, quotes: _Optional[_Iterable[_Union[_marketdata_pb2.Quote, _Mapping]]] = ...) -> None: ...
+    feed_status: _marketdata_pb2.FeedStatus
+    def __init__(self, quotes: _Optional[_Iterable[_Union[_marketdata_pb2.Quote, _Mapping]]] = ..., feed_status: _Optional[_Union[_marketdata_pb2.FeedStatus, _Mapping]] = ...) -> None: ...
