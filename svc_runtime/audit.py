@@ -26,7 +26,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import grpc
+
 from brokermesh.exchange.v1 import exchange_admin_pb2, exchange_admin_pb2_grpc
+from brokermesh.exec.v1 import exec_pb2, exec_pb2_grpc, execution_report_pb2
 from brokermesh.funds.v1 import funds_pb2, funds_pb2_grpc
 from brokermesh.orders.v1 import orders_pb2, orders_pb2_grpc
 from svc_runtime.auth import Signer
@@ -158,8 +161,90 @@ def check_exchange_view(
     return violations, unverified
 
 
+# What a venue may answer to a status request about an order the broker holds as working.
+_VENUE_WORKING = {
+    execution_report_pb2.ORD_STATUS_NEW,
+    execution_report_pb2.ORD_STATUS_PARTIALLY_FILLED,
+    execution_report_pb2.ORD_STATUS_PENDING_CANCEL,
+    execution_report_pb2.ORD_STATUS_PENDING_REPLACE,
+    execution_report_pb2.ORD_STATUS_PENDING_NEW,
+}
+# At most this many working orders are asked about per audit; the rest are unverified.
+VENUE_STATUS_QUERIES = 500
+
+
+def check_venue_answer(
+    order: orders_pb2.Order, answer: execution_report_pb2.ExecutionReport
+) -> list[Finding]:
+    """I5 against a venue reached only over FIX: its answer to an OrderStatusRequest about an
+    order the broker holds as working must say working, with the same filled quantity."""
+    found: list[Finding] = []
+    status = execution_report_pb2.OrdStatus.Name(answer.ord_status)
+    if answer.ord_status not in _VENUE_WORKING:
+        found.append(
+            (
+                "I5",
+                order.user_id,
+                f"{order.order_id}: {orders_pb2.OrderStatus.Name(order.status)} here, {status} at the venue"
+                + (f" ({answer.text})" if answer.text else ""),
+            )
+        )
+    elif answer.cumulative_quantity != order.filled_quantity:
+        found.append(
+            (
+                "I5",
+                order.user_id,
+                f"{order.order_id}: filled {order.filled_quantity} here, {answer.cumulative_quantity} at the venue",
+            )
+        )
+    return found
+
+
+async def _ask_the_venue(
+    executor: Any, all_orders: list[orders_pb2.Order]
+) -> tuple[list[Finding], list[Finding]]:
+    """I5 through svc_exec's OrderStatusRequests, for a venue without an order list to read:
+    each working order is asked about; finished ones are not (venues answer for working
+    orders, and only for the day), so they are counted as unverified, never as checked."""
+    violations: list[Finding] = []
+    unverified: list[Finding] = []
+    working = [o for o in all_orders if o.status in NON_TERMINAL and o.exchange_order_id]
+    finished = sum(1 for o in all_orders if o.status not in NON_TERMINAL and o.exchange_order_id)
+    if finished:
+        unverified.append(
+            ("I5", "", f"{finished} finished orders not asked about (the venue answers for working ones)")
+        )
+    if len(working) > VENUE_STATUS_QUERIES:
+        unverified.append(
+            (
+                "I5",
+                "",
+                f"{len(working) - VENUE_STATUS_QUERIES} working orders beyond the audit's {VENUE_STATUS_QUERIES} questions",
+            )
+        )
+    gate = asyncio.Semaphore(8)
+
+    async def ask(order: orders_pb2.Order) -> None:
+        async with gate:
+            try:
+                answer = await executor.GetExchangeOrderStatus(
+                    exec_pb2.GetExchangeOrderStatusRequest(order_id=order.order_id, timeout_ms=3000),
+                    timeout=10,
+                )
+            except grpc.aio.AioRpcError as error:
+                unverified.append(
+                    ("I5", order.user_id, f"{order.order_id}: the venue gave no answer ({error.code().name})")
+                )
+                return
+        violations.extend(check_venue_answer(order, answer))
+
+    asked = working[:VENUE_STATUS_QUERIES]
+    await asyncio.gather(*(ask(o) for o in asked))
+    return violations, unverified, len(asked)
+
+
 async def _cross_checks(
-    funds: Any, orders: Any, exchange: Any | None
+    funds: Any, orders: Any, exchange: Any | None, executor: Any | None = None
 ) -> tuple[list[Finding], list[Finding], dict[str, int]]:
     violations: list[Finding] = []
     all_orders = await _all_pages(
@@ -183,10 +268,17 @@ async def _cross_checks(
                 ("I3", block.user_id, f"active block for {order_id} but the order is not working")
             )
 
-    if exchange is None:  # another venue: it has no admin API to compare with
-        sent = sum(1 for o in all_orders if o.exchange_order_id)
-        unchecked = ("I5", "", f"the venue has no order list to compare with: {sent} orders not checked")
-        return violations, [unchecked], {"orders": len(all_orders), "active_blocks": len(blocks)}
+    if exchange is None:  # another venue: no order list to read, so ask it order by order
+        counts = {"orders": len(all_orders), "active_blocks": len(blocks)}
+        if executor is None:
+            sent = sum(1 for o in all_orders if o.exchange_order_id)
+            return (
+                violations,
+                [("I5", "", f"no executor to ask the venue: {sent} orders not checked")],
+                counts,
+            )
+        i5, unverified, asked = await _ask_the_venue(executor, all_orders)
+        return violations + i5, unverified, {**counts, "venue_status_queries": asked}
     listed = await exchange.ListExchangeOrders(exchange_admin_pb2.ListExchangeOrdersRequest(), timeout=30)
     exchange_orders = listed.orders
     answers_since = listed.answers_since.ToDatetime(tzinfo=UTC) if listed.HasField("answers_since") else None
@@ -217,6 +309,13 @@ async def run(description: dict[str, Any], *, signer: Signer, settle_seconds: fl
             if "exchange_sim" in targets
             else None
         )
+        executor = (
+            exec_pb2_grpc.ExecutionServiceStub(
+                await channels.enter_async_context(channel(targets["svc_exec"], signer=signer))
+            )
+            if exchange is None and "svc_exec" in targets
+            else None
+        )
         deadline = time.monotonic() + settle_seconds
         while True:
             violations: list[tuple[str, str, str]] = []
@@ -224,7 +323,7 @@ async def run(description: dict[str, Any], *, signer: Signer, settle_seconds: fl
             violations += [(v.invariant, v.user_id, v.detail) for v in funds_check.violations]
             orders_check = await orders.CheckInvariants(orders_pb2.CheckInvariantsRequest(), timeout=60)
             violations += [(v.invariant, v.user_id, v.detail) for v in orders_check.violations]
-            cross, unverified, counts = await _cross_checks(funds, orders, exchange)
+            cross, unverified, counts = await _cross_checks(funds, orders, exchange, executor)
             violations += cross
             report.checked = {
                 "accounts": funds_check.accounts_checked,

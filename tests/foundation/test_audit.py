@@ -9,8 +9,9 @@ from datetime import UTC, datetime, timedelta
 from google.protobuf import timestamp_pb2
 
 from brokermesh.exchange.v1 import exchange_admin_pb2 as xpb
+from brokermesh.exec.v1 import execution_report_pb2 as er
 from brokermesh.orders.v1 import orders_pb2 as S
-from svc_runtime.audit import AuditReport, check_exchange_view
+from svc_runtime.audit import AuditReport, check_exchange_view, check_venue_answer
 
 SINCE = datetime(2026, 12, 6, 9, 0, tzinfo=UTC)
 
@@ -88,3 +89,13 @@ def test_a_clean_audit_says_so() -> None:
     report = AuditReport(checked={"orders": 0})
     assert report.complete and report.exit_code(strict=True) == 0
     assert "all invariants hold (I1–I6)" in report.render()
+
+
+def test_a_venues_status_answer_must_say_working_with_the_same_fills() -> None:
+    order = S.Order(order_id="o1", user_id="u1", status=S.ORDER_STATUS_PARTIALLY_FILLED, filled_quantity=4)
+    agrees = er.ExecutionReport(ord_status=er.ORD_STATUS_PARTIALLY_FILLED, cumulative_quantity=4)
+    assert check_venue_answer(order, agrees) == []
+    more_filled = er.ExecutionReport(ord_status=er.ORD_STATUS_PARTIALLY_FILLED, cumulative_quantity=6)
+    assert "filled 4 here, 6 at the venue" in check_venue_answer(order, more_filled)[0][2]
+    denied = er.ExecutionReport(ord_status=er.ORD_STATUS_REJECTED, text="unknown order")
+    assert "ORD_STATUS_REJECTED at the venue (unknown order)" in check_venue_answer(order, denied)[0][2]
