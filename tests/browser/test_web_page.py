@@ -94,7 +94,14 @@ async def web(infra: SharedInfra, tmp_path_factory: pytest.TempPathFactory) -> A
 
 async def open_account(stack: Stack, deposit: str) -> tuple[str, str]:
     username, password = unique_name("web"), "pw-" + unique_name("")
-    await admin.create_user(stack.plan.target("svc_funds"), username, password, username, deposit)
+    await admin.create_user(
+        stack.plan.target("svc_funds"),
+        username,
+        password,
+        username,
+        deposit,
+        signer=stack.plan.operator_signer(),
+    )
     return username, password
 
 

@@ -242,7 +242,14 @@ async def test_faults_under_load_lose_and_double_nothing(chaos_stack: tuple[Stac
     users = []
     for _ in range(3):
         username, password = unique_name("chaos"), "pw-" + secrets.token_hex(8)
-        await admin.create_user(stack.plan.target("svc_funds"), username, password, username, "5000000.00")
+        await admin.create_user(
+            stack.plan.target("svc_funds"),
+            username,
+            password,
+            username,
+            "5000000.00",
+            signer=stack.plan.operator_signer(),
+        )
         users.append((username, password))
     async with httpx.AsyncClient(base_url=gateway, timeout=10) as client:
         probe_headers = await _login(client, *users[0])
@@ -302,7 +309,9 @@ async def test_faults_under_load_lose_and_double_nothing(chaos_stack: tuple[Stac
     assert not lost, f"acknowledged orders that do not exist: {lost}"
     assert not ledger.server_errors, f"5xx other than 503/504 answered: {ledger.server_errors[:5]}"
 
-    report = await audit.run(stack.plan.describe(), settle_seconds=60)
+    report = await audit.run(
+        stack.plan.describe(), signer=stack.plan.operator_signer("auditor"), settle_seconds=60
+    )
     figures = {
         "seed": SEED,
         "faults": len(recoveries),

@@ -5,6 +5,7 @@ checks what the exchange can still answer for and names what it cannot."""
 from __future__ import annotations
 
 import asyncio
+import shutil
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine
 from decimal import Decimal
@@ -20,6 +21,7 @@ from brokermesh.orders.v1 import orders_pb2 as S
 from brokermesh.orders.v1 import orders_pb2_grpc
 from brokermesh.type.v1 import decimal_pb2, trading_pb2
 from svc_runtime import admin, audit
+from svc_runtime.grpc_client import channel as signed_channel
 from svc_runtime.stack import Stack
 from tests.conftest import new_stack
 from tests.support.infra import SharedInfra, unique_name
@@ -56,7 +58,12 @@ class Broker:
     async def user(self) -> str:
         name = unique_name("u")
         created = await admin.create_user(
-            self.stack.plan.target("svc_funds"), name, "pw-" + name, name, "5000000.00"
+            self.stack.plan.target("svc_funds"),
+            name,
+            "pw-" + name,
+            name,
+            "5000000.00",
+            signer=self.stack.plan.operator_signer(),
         )
         return str(created["account"]["user_id"])
 
@@ -99,7 +106,9 @@ async def _retrying(call: Callable[[], Any]) -> Any:
 
 async def far_below_market(stack: Stack, symbol: str) -> Decimal:
     """A bid that rests: 6 % under the best bid, on the tick grid."""
-    async with grpc.aio.insecure_channel(stack.plan.target("exchange_sim")) as channel:
+    async with signed_channel(
+        stack.plan.target("exchange_sim"), signer=stack.plan.service_signer("gateway")
+    ) as channel:
         exchange = exchange_admin_pb2_grpc.ExchangeAdminServiceStub(channel)
 
         async def best_bid() -> Decimal | None:
@@ -111,7 +120,9 @@ async def far_below_market(stack: Stack, symbol: str) -> Decimal:
 
 
 async def exchange_orders(stack: Stack) -> dict[str, exchange_admin_pb2.ExchangeOrder]:
-    async with grpc.aio.insecure_channel(stack.plan.target("exchange_sim")) as channel:
+    async with signed_channel(
+        stack.plan.target("exchange_sim"), signer=stack.plan.service_signer("gateway")
+    ) as channel:
         exchange = exchange_admin_pb2_grpc.ExchangeAdminServiceStub(channel)
         listed = await exchange.ListExchangeOrders(
             exchange_admin_pb2.ListExchangeOrdersRequest(sender_comp_id="BROKER"),
@@ -122,7 +133,9 @@ async def exchange_orders(stack: Stack) -> dict[str, exchange_admin_pb2.Exchange
 
 
 async def active_blocks(stack: Stack, user: str) -> set[str]:
-    async with grpc.aio.insecure_channel(stack.plan.target("svc_funds")) as channel:
+    async with signed_channel(
+        stack.plan.target("svc_funds"), signer=stack.plan.service_signer("gateway")
+    ) as channel:
         funds = funds_pb2_grpc.FundsServiceStub(channel)
         blocks = await funds.ListBlocks(
             funds_pb2.ListBlocksRequest(
@@ -135,6 +148,9 @@ async def active_blocks(stack: Stack, user: str) -> set[str]:
 def _describe(stack: Stack, data_dir: Path) -> None:
     data_dir.mkdir(parents=True, exist_ok=True)
     stack.write_description(data_dir / "stack.json")
+    # The operator credentials the command signs with live beside the description.
+    if not (data_dir / "credentials").exists():
+        shutil.copytree(stack.plan.data_dir / "credentials", data_dir / "credentials")
 
 
 async def cli_audit(stack: Stack, data_dir: Path, *flags: str) -> tuple[int, str]:
@@ -158,7 +174,9 @@ async def test_after_a_restart_the_audit_names_the_finished_orders_the_exchange_
 ) -> None:
     # Finished orders are kept for 3 seconds only, so a restart forgets them.
     stack = await start({"BROKERMESH_EXCHANGE_RETAIN_DAYS": str(3 / 86400)})
-    async with grpc.aio.insecure_channel(stack.plan.target("svc_orders")) as channel:
+    async with signed_channel(
+        stack.plan.target("svc_orders"), signer=stack.plan.service_signer("gateway")
+    ) as channel:
         broker = Broker(stack, channel)
         user = await broker.user()
         price = await far_below_market(stack, "INFY")
@@ -172,7 +190,9 @@ async def test_after_a_restart_the_audit_names_the_finished_orders_the_exchange_
         await stack.kill("exchange_sim")
         await stack.start_service("exchange_sim")
 
-        report = await audit.run(stack.plan.describe(), settle_seconds=30)
+        report = await audit.run(
+            stack.plan.describe(), signer=stack.plan.operator_signer("auditor"), settle_seconds=30
+        )
         assert report.ok, report.render()
         assert [u[2].split(":")[0] for u in report.unverified] == [done.order_id], report.render()
         assert "unverified: 1 orders" in report.render()
@@ -186,7 +206,11 @@ async def test_after_a_restart_the_audit_names_the_finished_orders_the_exchange_
         await broker.cancel(working)
         await broker.wait(working, {S.ORDER_STATUS_CANCELLED})
         assert working.order_id not in await active_blocks(stack, user)
-        assert (await audit.run(stack.plan.describe(), settle_seconds=30)).ok
+        assert (
+            await audit.run(
+                stack.plan.describe(), signer=stack.plan.operator_signer("auditor"), settle_seconds=30
+            )
+        ).ok
 
 
 async def test_kill_9_of_the_exchange_under_a_stream_of_resting_orders_and_cancels(
@@ -198,7 +222,9 @@ async def test_kill_9_of_the_exchange_under_a_stream_of_resting_orders_and_cance
     stack = await start(
         {"BROKERMESH_ORDERS_SWEEP_AFTER_SECONDS": "3", "BROKERMESH_ORDERS_SWEEP_INTERVAL_SECONDS": "0.5"}
     )
-    async with grpc.aio.insecure_channel(stack.plan.target("svc_orders")) as channel:
+    async with signed_channel(
+        stack.plan.target("svc_orders"), signer=stack.plan.service_signer("gateway")
+    ) as channel:
         broker = Broker(stack, channel)
         users = [await broker.user() for _ in range(2)]
         prices = {symbol: await far_below_market(stack, symbol) for symbol in ("INFY", "TCS")}
@@ -252,5 +278,7 @@ async def test_kill_9_of_the_exchange_under_a_stream_of_resting_orders_and_cance
     for order_id in to_cancel:
         assert final[order_id].status in (S.ORDER_STATUS_CANCELLED, S.ORDER_STATUS_REJECTED), final[order_id]
         assert order_id not in blocks[final[order_id].user_id]
-    report = await audit.run(stack.plan.describe(), settle_seconds=30)
+    report = await audit.run(
+        stack.plan.describe(), signer=stack.plan.operator_signer("auditor"), settle_seconds=30
+    )
     assert report.complete, report.render()

@@ -18,6 +18,7 @@ import pytest
 from brokermesh.marketdata.v1 import marketdata_pb2 as pb
 from brokermesh.marketdata.v1 import marketdata_pb2_grpc
 from svc_runtime import config
+from svc_runtime.auth import Signer
 from svc_runtime.grpc_client import channel
 from svc_runtime.stack import Stack
 from tests.conftest import new_stack
@@ -73,8 +74,8 @@ async def watch_sse(url: str, auth: dict[str, str], watched: Watched) -> None:
                 watched.note(event.json()["status"])
 
 
-async def watch_grpc(target: str, watched: Watched) -> None:
-    async with channel(target) as ch:
+async def watch_grpc(target: str, watched: Watched, signer: Signer) -> None:
+    async with channel(target, signer=signer) as ch:
         stub = marketdata_pb2_grpc.MarketDataServiceStub(ch)
         call = stub.StreamQuotes(pb.StreamQuotesRequest(symbols=SYMBOLS, max_updates_per_second=10))
         async for response in call:
@@ -100,7 +101,9 @@ async def price_path(infra: SharedInfra, tmp_path: Path) -> AsyncIterator[PriceP
     sse, grpc_ = Watched(), Watched()
     tasks = [
         asyncio.create_task(watch_sse(stack.plan.gateway_url, bearer(stack), sse)),
-        asyncio.create_task(watch_grpc(stack.plan.target("svc_marketdata"), grpc_)),
+        asyncio.create_task(
+            watch_grpc(stack.plan.target("svc_marketdata"), grpc_, stack.plan.service_signer("gateway"))
+        ),
     ]
     path = PricePath(exchange, stack, sse, grpc_, tasks)
     try:

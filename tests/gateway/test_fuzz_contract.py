@@ -66,7 +66,14 @@ async def fuzzed(
     }
     stack = await new_stack(infra, tmp_path_factory.mktemp("fuzz"), extra_env=env)
     username, password = unique_name("fz"), "pw-" + unique_name("")
-    await admin.create_user(stack.plan.target("svc_funds"), username, password, username, "1000000.00")
+    await admin.create_user(
+        stack.plan.target("svc_funds"),
+        username,
+        password,
+        username,
+        "1000000.00",
+        signer=stack.plan.operator_signer(),
+    )
     async with httpx.AsyncClient(base_url=stack.plan.gateway_url, timeout=30) as client:
         session = await client.post("/v1/sessions", json={"username": username, "password": password})
         assert session.status_code == 200, session.text

@@ -79,7 +79,9 @@ async def stack(infra: SharedInfra, tmp_path_factory: pytest.TempPathFactory) ->
     try:
         yield stack
         # What the app did through the API leaves the books consistent (docs/architecture.md §5).
-        report = await audit.run(stack.plan.describe(), settle_seconds=20)
+        report = await audit.run(
+            stack.plan.describe(), signer=stack.plan.operator_signer("auditor"), settle_seconds=20
+        )
         assert report.ok, report.render()
     finally:
         with contextlib.suppress(Exception):
@@ -289,7 +291,9 @@ async def test_a_limit_order_is_modified_then_cancelled_each_state_as_the_exchan
     ltp = (await quote(stack, auth, "INFY"))["ltp"]
     price, lower = below_market(ltp, 5), below_market(ltp, 6)
     await sign_in(page, username, password)
-    admin = exchange_admin_pb2_grpc.ExchangeAdminServiceStub(channel(stack.plan.target("exchange_sim")))
+    admin = exchange_admin_pb2_grpc.ExchangeAdminServiceStub(
+        channel(stack.plan.target("exchange_sim"), signer=stack.plan.service_signer("gateway"))
+    )
     # Slow the exchange's answers so the pending states are on screen long enough to see.
     await admin.SetScenario(exchange_admin_pb2.SetScenarioRequest(delay_reports_ms=1500))
     try:
@@ -450,7 +454,9 @@ async def test_after_a_gateway_restart_the_app_catches_up_and_never_shows_stale_
     await page.set_viewport_size(DESKTOP)
     await page.goto("/#/orders")
     # While the gateway is away the order is cancelled (through the OMS directly).
-    orders = orders_pb2_grpc.OrdersServiceStub(channel(stack.plan.target("svc_orders")))
+    orders = orders_pb2_grpc.OrdersServiceStub(
+        channel(stack.plan.target("svc_orders"), signer=stack.plan.service_signer("gateway"))
+    )
     await orders.CancelOrder(
         orders_pb2.CancelOrderRequest(name=f"users/{user_id}/orders/{order_id}", request_id="away-1")
     )
