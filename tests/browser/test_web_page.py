@@ -133,7 +133,9 @@ async def test_a_page_on_an_allowed_origin_trades_and_follows_prices_and_orders(
         await page.wait_for_function(f"bm.seen.prices.length > {first_prices}", timeout=60_000)
         prices = await page.evaluate("bm.seen.prices")
         assert {p["symbol"] for p in prices} <= {"INFY", "TCS"}
-        assert all(set(p) == {"symbol", "ltp", "change", "changePct", "ts"} for p in prices)
+        assert all(
+            {"symbol", "ltp", "change", "changePct", "ts", "bid", "ask", "sequence"} <= set(p) for p in prices
+        )
         updates = await page.evaluate("bm.seen.orders")
         assert all(u["id"] for u in updates), "order updates carry their event id"
         assert await page.evaluate("bm.seen.errors") == []
