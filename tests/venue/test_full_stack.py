@@ -37,7 +37,8 @@ async def _stack_at(make_stack, acceptor: Acceptor, tmp_path: Path, **env: str) 
     )
 
 
-async def _place_and_see_flagged(stack: Stack, client: httpx.AsyncClient) -> tuple[dict[str, str], str, dict]:
+async def _place_limit_buy(stack: Stack, client: httpx.AsyncClient) -> tuple[dict[str, str], str]:
+    """A new user's LIMIT BUY of 10 INFY at 1500.05; returns (auth headers, order id)."""
     username, password, _ = await open_account(stack, "100000.00")
     auth = await login(client, username, password)
     placed = await client.post(
@@ -46,7 +47,11 @@ async def _place_and_see_flagged(stack: Stack, client: httpx.AsyncClient) -> tup
         headers={**auth, "Idempotency-Key": str(uuid.uuid4())},
     )
     assert placed.status_code == 201, placed.text
-    order_id = placed.json()["orderId"]
+    return auth, placed.json()["orderId"]
+
+
+async def _place_and_see_flagged(stack: Stack, client: httpx.AsyncClient) -> tuple[dict[str, str], str, dict]:
+    auth, order_id = await _place_limit_buy(stack, client)
 
     async def flagged() -> dict | None:
         order = exact_json(await client.get(f"/v1/orders/{order_id}", headers=auth))
@@ -118,15 +123,7 @@ async def test_the_audit_asks_the_venue_and_names_an_order_it_no_longer_holds(  
     stack = await _stack_at(make_stack, acceptor, tmp_path)
     signer = stack.plan.operator_signer("auditor")
     async with httpx.AsyncClient(base_url=stack.plan.gateway_url, timeout=30) as client:
-        username, password, _ = await open_account(stack, "100000.00")
-        auth = await login(client, username, password)
-        placed = await client.post(
-            "/v1/orders",
-            json={"symbol": "INFY", "side": "BUY", "type": "LIMIT", "quantity": 10, "limitPrice": "1500.05"},
-            headers={**auth, "Idempotency-Key": str(uuid.uuid4())},
-        )
-        assert placed.status_code == 201, placed.text
-        order_id = placed.json()["orderId"]
+        auth, order_id = await _place_limit_buy(stack, client)
 
         async def opened() -> dict | None:
             order = exact_json(await client.get(f"/v1/orders/{order_id}", headers=auth))
