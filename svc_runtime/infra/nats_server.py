@@ -65,6 +65,8 @@ class EmbeddedNats:
         self.root.mkdir(parents=True, exist_ok=True)
         port = port or free_port()
         monitor_port = free_port()
+        while monitor_port == port:  # two probes may be handed the same free port
+            monitor_port = free_port()
         sync = "sync_interval: always" if self.sync_always else ""
         config = self.root / "nats.conf"
         config.write_text(
