@@ -65,6 +65,7 @@ _EXCHANGE = "/brokermesh.exchange.v1.ExchangeAdminService/"
 METHODS: dict[str, Rule] = {
     # svc_orders
     _ORDERS + "PlaceOrder": _user_method("parent", operators=None),
+    _ORDERS + "PreviewOrder": _user_method("parent"),
     _ORDERS + "GetOrder": _user_method("name"),
     _ORDERS + "ListOrders": _user_method("parent"),
     # An operator may cancel (e.g. every order of a user in trouble); only users modify.
@@ -85,6 +86,7 @@ METHODS: dict[str, Rule] = {
     _FUNDS + "BatchBlockFunds": _internal(),
     _FUNDS + "BlockHoldings": _internal(),
     _FUNDS + "BatchBlockHoldings": _internal(),
+    _FUNDS + "PreviewBlock": _user_method("parent"),
     _FUNDS + "AdjustBlock": _internal(),
     _FUNDS + "ReleaseBlock": _internal(),
     _FUNDS + "GetBlock": _internal(READ),

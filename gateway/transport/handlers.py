@@ -222,6 +222,14 @@ class Handlers:
             {"Location": f"/v1/orders/{placed.order_id}", IDEMPOTENCY_HEADER: key},
         )
 
+    async def preview_order(self) -> Response:
+        request = mapping.place_order_request(_body(), user_id=_user(), idempotency_key="")
+        preview = await self.backends.call(
+            self.backends.orders.PreviewOrder,
+            orders_pb2.PreviewOrderRequest(parent=request.parent, order=request.order),
+        )
+        return json_response(mapping.preview_json(preview))
+
     async def list_orders(
         self, page_size: int | None = None, page_token: str | None = None, status: list[str] | None = None
     ) -> Response:

@@ -19,8 +19,9 @@ from brokermesh.marketdata.v1 import marketdata_pb2, watchlists_pb2
 from brokermesh.orders.v1 import orders_pb2
 from brokermesh.type.v1 import decimal_pb2, trading_pb2
 from gateway.domain.jsonmoney import decimal_from_json, decimal_or_none
+from gateway.domain.problems import problem_from_error
 from svc_runtime.decimals import format_decimal
-from svc_runtime.errors import FieldViolation, InvalidArgument
+from svc_runtime.errors import FieldViolation, InvalidArgument, from_item_status
 
 PRICE_PLACES = 2
 
@@ -177,6 +178,30 @@ def modify_order_request(
 
 
 # --- funds and portfolio ----------------------------------------------------------------------
+def preview_json(preview: orders_pb2.OrderPreview) -> dict[str, Any]:
+    refusal = None
+    if preview.HasField("refusal"):
+        problem = problem_from_error(from_item_status(preview.refusal))
+        refusal = {
+            "status": problem.status,
+            "reason": problem.reason,
+            "detail": problem.detail,
+            # The rule's figures (e.g. `required` and `available`), as svc_orders gave them.
+            "metadata": dict(preview.refusal.metadata),
+        }
+    return {
+        "acceptable": preview.acceptable,
+        "refusal": refusal,
+        "blockPrice": _dec(preview, "block_price"),
+        "referencePrice": _dec(preview, "reference_price"),
+        "blockAmount": _dec(preview, "block_amount"),
+        "orderValue": _dec(preview, "order_value"),
+        "charges": [{"name": c.name, "amount": decimal_or_none(c.amount.value)} for c in preview.charges],
+        "chargesTotal": _dec(preview, "charges_total"),
+        "available": _dec(preview, "available"),
+    }
+
+
 def funds_json(funds: funds_pb2.Funds) -> dict[str, Any]:
     return {
         "currency": funds.currency_code or "INR",

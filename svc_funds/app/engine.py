@@ -28,13 +28,23 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 
 from prometheus_client import Counter, Histogram
 
 from svc_funds.app.ports import Clock, LedgerStore
 from svc_funds.domain.charges import ChargesSchedule
 from svc_funds.domain.ledger import Book
-from svc_funds.domain.operations import BlockCash, BlockShares, Command, Needs, Result, execute
+from svc_funds.domain.operations import (
+    BlockCash,
+    BlockPreview,
+    BlockShares,
+    Command,
+    Needs,
+    Result,
+    execute,
+    preview_block,
+)
 from svc_runtime import context, service
 from svc_runtime.errors import ServiceError, Unavailable
 
@@ -141,6 +151,19 @@ class LedgerEngine:
         self._wake.set()
         # The batch may commit after a caller gave up; the command is idempotent by its key.
         return await asyncio.shield(future)
+
+    async def preview(
+        self, command: BlockCash | BlockShares, sale_price: Decimal | None = None
+    ) -> BlockPreview:
+        """The block `command` would make now, computed on the real balances in a
+        transaction that is rolled back: nothing is written, not even the empty balance
+        rows a first use creates."""
+        try:
+            async with self.store.unit_of_work() as uow:
+                state = await uow.load(command.needs(self.schedule))
+                raise _Discarded(preview_block(Book(state, self.clock()), self.schedule, command, sale_price))
+        except _Discarded as discarded:
+            return discarded.preview
 
     # --- writing -------------------------------------------------------------------------
     async def _writer(self, index: int) -> None:
@@ -257,3 +280,11 @@ class LedgerEngine:
             if changes:
                 await uow.save(changes)
         return results, book
+
+
+class _Discarded(Exception):
+    """Carries a preview out of the unit of work, rolling its transaction back."""
+
+    def __init__(self, preview: BlockPreview) -> None:
+        super().__init__("preview")
+        self.preview = preview

@@ -71,6 +71,12 @@ class FundsApp:
             assert isinstance(result, Block | ServiceError)
         return results  # type: ignore[return-value]
 
+    async def preview_block(
+        self, command: ops.BlockCash | ops.BlockShares, sale_price: Decimal | None = None
+    ) -> ops.BlockPreview:
+        """What `make_block` would do with `command` now, without doing it."""
+        return await self.engine.preview(command, sale_price)
+
     async def adjust_block(
         self, user_id: str, order_id: str, quantity: int, price: Decimal | None, request_id: str
     ) -> Block:

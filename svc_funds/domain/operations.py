@@ -488,6 +488,43 @@ def cash_block_amount(schedule: ChargesSchedule, quantity: int, price: Decimal, 
     return round_money_up(value + schedule.max_charges(Side.BUY, product, value))
 
 
+@dataclass(frozen=True)
+class BlockPreview:
+    """What a block for an order would be, made now (nothing is kept)."""
+
+    kind: BlockKind
+    amount: Decimal  # rupees (BUY) or shares (SELL)
+    order_value: Decimal | None
+    charges: dict[str, Decimal]
+    available: Decimal  # free cash (BUY) or free shares of the symbol (SELL)
+    refusal: ServiceError | None
+
+
+def preview_block(
+    book: Book, schedule: ChargesSchedule, c: BlockCash | BlockShares, sale_price: Decimal | None = None
+) -> BlockPreview:
+    """Make the block on `book` and report it: the caller throws the book away. Running the
+    very command a placement runs is what makes the preview the block the order would get."""
+    if isinstance(c, BlockCash):
+        kind, side, price = BlockKind.CASH, Side.BUY, c.price
+        available = book.cash_of(c.user_id).available
+        wanted = cash_block_amount(schedule, c.quantity, c.price, c.product)
+    else:
+        kind, side, price = BlockKind.SHARES, Side.SELL, sale_price
+        available = Decimal(book.shares_of(c.user_id, c.symbol).free)
+        wanted = Decimal(c.quantity)
+    value = None if price is None else c.quantity * price
+    outcome = execute(book, schedule, c)
+    return BlockPreview(
+        kind=kind,
+        amount=outcome.amount if isinstance(outcome, Block) else wanted,
+        order_value=value,
+        charges={} if value is None else schedule.order_charges(side, c.product, value),
+        available=available,
+        refusal=outcome if isinstance(outcome, ServiceError) else None,
+    )
+
+
 def _existing_block(
     book: Book, order_id: str, user_id: str, same_terms: Callable[[Block], bool]
 ) -> Block | None:

@@ -9,14 +9,15 @@ from decimal import Decimal
 from google.protobuf import timestamp_pb2
 
 from brokermesh.funds.v1 import accounts_pb2, funds_pb2, portfolio_pb2
-from brokermesh.type.v1 import decimal_pb2, trading_pb2
+from brokermesh.type.v1 import charges_pb2, decimal_pb2, trading_pb2
 from svc_funds.app.portfolio import HoldingView, PortfolioView, PositionView
 from svc_funds.app.ports import EntryRow, FundsRow
 from svc_funds.domain.accounts import Account
 from svc_funds.domain.ledger import Block, FundsView
 from svc_funds.domain.model import CURRENCY, BlockKind, BlockState, Product, check_order_id
+from svc_funds.domain.operations import BlockPreview
 from svc_runtime.decimals import PAISA, format_decimal, parse_decimal
-from svc_runtime.errors import InvalidArgument
+from svc_runtime.errors import InvalidArgument, to_item_status
 
 _ID = r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}"
 _USER = re.compile(rf"^users/({_ID})$")
@@ -165,6 +166,23 @@ def block_out(block: Block) -> funds_pb2.Block:
         close_reason=block.close_reason or "",
         update_time=timestamp(block.updated_at),
     )
+
+
+def block_preview_out(preview: BlockPreview) -> funds_pb2.BlockPreview:
+    cash = preview.kind is BlockKind.CASH
+    return funds_pb2.BlockPreview(
+        kind=funds_pb2.BLOCK_KIND_CASH if cash else funds_pb2.BLOCK_KIND_SHARES,
+        amount=money_out(preview.amount) if cash else shares_out(preview.amount),
+        order_value=money_out(preview.order_value),
+        charges=[charges_pb2.Charge(name=n, amount=money_out(a)) for n, a in preview.charges.items()],
+        charges_total=money_out(sum(preview.charges.values(), Decimal(0))),
+        available=money_out(preview.available) if cash else shares_out(preview.available),
+        refusal=None if preview.refusal is None else to_item_status(preview.refusal),
+    )
+
+
+def shares_out(quantity: Decimal) -> decimal_pb2.Decimal:
+    return decimal_pb2.Decimal(value=str(int(quantity)))
 
 
 def entry_out(entry: EntryRow) -> funds_pb2.LedgerEntry:

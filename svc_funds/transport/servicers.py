@@ -20,7 +20,7 @@ from brokermesh.funds.v1 import (
     portfolio_pb2,
     portfolio_pb2_grpc,
 )
-from brokermesh.type.v1 import invariants_pb2
+from brokermesh.type.v1 import invariants_pb2, trading_pb2
 from svc_funds.app.accounts import AccountsApp
 from svc_funds.app.audit import AuditApp
 from svc_funds.app.funds import FundsApp
@@ -34,6 +34,8 @@ from svc_runtime.decimals import parse_decimal
 from svc_runtime.errors import InvalidArgument, NotFound, ServiceError, to_item_status
 
 Context = grpc.aio.ServicerContext
+
+PREVIEW_ORDER_ID = "preview"
 
 # Blocks per BatchBlockFunds / BatchBlockHoldings call: one ledger transaction's worth at most.
 MAX_BATCH_BLOCKS = 1000
@@ -204,6 +206,31 @@ class FundsServicer(funds_pb2_grpc.FundsServiceServicer):
             else funds_pb2.BlockResult(block=convert.block_out(outcome))
             for i, outcome in sorted(outcomes.items())
         ]
+
+    async def PreviewBlock(
+        self, request: funds_pb2.PreviewBlockRequest, context: Context
+    ) -> funds_pb2.BlockPreview:
+        terms = {
+            "user_id": convert.user_of_parent(request.parent),
+            # Never a real order's id: the block is made and thrown away.
+            "order_id": PREVIEW_ORDER_ID,
+            "symbol": model.check_symbol(request.symbol),
+            "quantity": model.check_quantity(request.quantity),
+            "product": convert.product_in(request.product),
+        }
+        price = (
+            model.check_price(convert.money_in(request.price, "price")) if request.HasField("price") else None
+        )
+        command: ops.BlockCash | ops.BlockShares
+        if request.side == trading_pb2.SIDE_BUY:
+            if price is None:
+                raise InvalidArgument("a BUY preview needs the price", reason="INVALID_PRICE", field="price")
+            command = ops.BlockCash(price=price, **terms)
+        elif request.side == trading_pb2.SIDE_SELL:
+            command = ops.BlockShares(**terms)
+        else:
+            raise InvalidArgument("side must be BUY or SELL", reason="INVALID_SIDE", field="side")
+        return convert.block_preview_out(await self.app.preview_block(command, price))
 
     async def AdjustBlock(self, request: funds_pb2.AdjustBlockRequest, context: Context) -> funds_pb2.Block:
         user_id, order_id = convert.block_name(request.name)

@@ -10,8 +10,9 @@ from decimal import Decimal
 import grpc
 
 from brokermesh.funds.v1 import funds_pb2, funds_pb2_grpc
-from svc_orders.domain.model import Order
-from svc_orders.transport.wire import product_to
+from svc_orders.app.ports import BlockQuote
+from svc_orders.domain.model import Order, OrderSpec
+from svc_orders.transport.wire import product_to, side_to
 from svc_runtime import context
 from svc_runtime.batching import Coalescer
 from svc_runtime.decimals import to_proto
@@ -88,6 +89,28 @@ class FundsClient:
         except grpc.aio.AioRpcError as error:
             raise reraise_remote(error) from error
         return [from_item_status(r.error) if r.HasField("error") else None for r in response.results]
+
+    async def quote_block(self, user_id: str, spec: OrderSpec, price: Decimal | None) -> BlockQuote:
+        request = funds_pb2.PreviewBlockRequest(
+            parent=f"users/{user_id}",
+            side=side_to(spec.side),
+            symbol=spec.symbol,
+            quantity=spec.quantity,
+            price=to_proto(price),
+            product=product_to(spec.product),
+        )
+        try:
+            preview = await self.stub.PreviewBlock(request, timeout=self.timeout)
+        except grpc.aio.AioRpcError as error:
+            raise reraise_remote(error) from error
+        return BlockQuote(
+            amount=Decimal(preview.amount.value),
+            order_value=Decimal(preview.order_value.value) if preview.HasField("order_value") else None,
+            charges=tuple((c.name, Decimal(c.amount.value)) for c in preview.charges),
+            charges_total=Decimal(preview.charges_total.value),
+            available=Decimal(preview.available.value),
+            refusal=from_item_status(preview.refusal) if preview.HasField("refusal") else None,
+        )
 
     async def block_active(self, user_id: str, order_id: str) -> bool:
         try:

@@ -19,9 +19,9 @@ from decimal import Decimal, InvalidOperation
 
 from svc_orders.app import metrics
 from svc_orders.app.controls import TradingControlsView
-from svc_orders.app.ports import AuditEntry, Clock, CommandKind, FundsPort, MarketPort, OrderStore
+from svc_orders.app.ports import AuditEntry, BlockQuote, Clock, CommandKind, FundsPort, MarketPort, OrderStore
 from svc_orders.domain import risk, state_machine, validation
-from svc_orders.domain.model import MarketSnapshot, Order, Side, Status, user_actor
+from svc_orders.domain.model import Instrument, MarketSnapshot, Order, OrderSpec, Side, Status, user_actor
 from svc_orders.domain.risk import RiskLimits
 from svc_orders.domain.validation import ModificationDraft, OrderDraft
 from svc_runtime import context
@@ -41,6 +41,14 @@ log = logging.getLogger(__name__)
 
 # Errors after which svc_funds may or may not have acted: the order stays FUNDS_PENDING.
 UNKNOWN_OUTCOME = (Unavailable, DeadlineExceeded)
+
+
+@dataclass(frozen=True)
+class OrderPreview:
+    refusal: ServiceError | None  # why placing would be refused now; None: it would be accepted
+    block_price: Decimal | None  # the limit the exchange would enforce, which a BUY blocks at
+    reference_price: Decimal | None
+    block: BlockQuote | None  # None when refused before svc_funds was asked
 
 
 @dataclass
@@ -87,11 +95,9 @@ class OrderEntry:
 
     async def _place(self, user_id: str, draft: OrderDraft, request_id: str) -> Order:
         started = time.perf_counter()
-        symbol = validation.symbol(draft.symbol)
-        instrument = await self.market.instrument(symbol)
-        spec = validation.new_order(replace(draft, symbol=symbol), instrument)
+        spec, instrument, snapshot = await self._validated(draft)
         fingerprint = validation.fingerprint(spec)
-        snapshot = await self.market.snapshot(symbol)
+        symbol = spec.symbol
         try:
             risk.check_controls(self.controls.current, symbol)
             decision = risk.pre_trade(spec, instrument, snapshot, self.limits)
@@ -131,6 +137,13 @@ class OrderEntry:
             return await self._continue(reservation.order, fingerprint, snapshot)
         return await self._block_and_accept(order, snapshot)
 
+    async def _validated(self, draft: OrderDraft) -> tuple[OrderSpec, Instrument, MarketSnapshot]:
+        """The order checked against its instrument, and the market it meets."""
+        symbol = validation.symbol(draft.symbol)
+        instrument = await self.market.instrument(symbol)
+        spec = validation.new_order(replace(draft, symbol=symbol), instrument)
+        return spec, instrument, await self.market.snapshot(symbol)
+
     async def _continue(self, existing: Order, fingerprint: str, snapshot: MarketSnapshot) -> Order:
         """The key was used before: the same request gets that order (finishing it if it
         stopped halfway), a different one is a conflict."""
@@ -166,9 +179,7 @@ class OrderEntry:
             except NotFound as error:
                 await uow.delete_reserved(current.order_id)
                 await uow.commit()
-                raise FailedPrecondition(
-                    "the user has no trading account", reason="ACCOUNT_NOT_FOUND"
-                ) from error
+                raise _no_account() from error
             except ServiceError:
                 # svc_funds refused (e.g. INSUFFICIENT_FUNDS): nothing is blocked, so nothing
                 # of the order is kept either.
@@ -213,6 +224,32 @@ class OrderEntry:
             await self.funds.block_funds(order, price)
         else:
             await self.funds.block_holdings(order)
+
+    # --- preview ------------------------------------------------------------------------
+    async def preview(self, user_id: str, draft: OrderDraft) -> OrderPreview:
+        """What placing `draft` now would do, with nothing written: the same validation
+        (a malformed order raises, as placing does), controls and risk checks (a refusal is
+        reported, not raised), and the block svc_funds would make."""
+        spec, instrument, snapshot = await self._validated(draft)
+        symbol = spec.symbol
+        reference = risk.reference_price(snapshot, instrument)
+        try:
+            risk.check_controls(self.controls.current, symbol)
+            decision = risk.pre_trade(spec, instrument, snapshot, self.limits)
+        except ServiceError as error:
+            return OrderPreview(refusal=error, block_price=None, reference_price=reference, block=None)
+        # A SELL is valued (for its charges) at its worst price, else the market's.
+        price = decision.block_price if spec.side is Side.BUY else decision.block_price or reference
+        try:
+            block = await self.funds.quote_block(user_id, spec, price)
+        except NotFound:
+            refusal: ServiceError = _no_account()
+            return OrderPreview(
+                refusal=refusal, block_price=decision.block_price, reference_price=reference, block=None
+            )
+        return OrderPreview(
+            refusal=block.refusal, block_price=decision.block_price, reference_price=reference, block=block
+        )
 
     # --- cancel -------------------------------------------------------------------------
     async def cancel(self, user_id: str, order_id: str, request_id: str) -> Order:
@@ -321,6 +358,10 @@ class OrderEntry:
             await uow.commit()
         metrics.TRANSITIONS.labels(transition.trigger, transition.after.status.value).inc()
         return transition.after
+
+
+def _no_account() -> FailedPrecondition:
+    return FailedPrecondition("the user has no trading account", reason="ACCOUNT_NOT_FOUND")
 
 
 def _not_while_being_accepted(order: Order) -> None:

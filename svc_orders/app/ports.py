@@ -10,8 +10,16 @@ from enum import StrEnum
 from types import TracebackType
 from typing import Protocol
 
-from svc_orders.domain.model import ExchangeReport, Instrument, MarketSnapshot, Order, Transition
+from svc_orders.domain.model import (
+    ExchangeReport,
+    Instrument,
+    MarketSnapshot,
+    Order,
+    OrderSpec,
+    Transition,
+)
 from svc_orders.domain.risk import RiskLimits, TradingControls
+from svc_runtime.errors import ServiceError
 
 
 class CommandKind(StrEnum):
@@ -141,8 +149,25 @@ class OrderStore(Protocol):
     async def load_controls(self) -> TradingControls: ...
 
 
+@dataclass(frozen=True)
+class BlockQuote:
+    """What svc_funds would block for an order now, and what the order would be charged."""
+
+    amount: Decimal  # rupees (BUY) or shares (SELL)
+    order_value: Decimal | None
+    charges: tuple[tuple[str, Decimal], ...]
+    charges_total: Decimal
+    available: Decimal  # free cash (BUY) or free shares (SELL)
+    refusal: ServiceError | None  # what the block would be refused with
+
+
 class FundsPort(Protocol):
     async def block_funds(self, order: Order, price: Decimal) -> None: ...
+
+    async def quote_block(self, user_id: str, spec: OrderSpec, price: Decimal | None) -> BlockQuote:
+        """The block `spec` would get at `price` (a SELL's price only values it), without
+        blocking anything."""
+        ...
 
     async def block_holdings(self, order: Order) -> None: ...
 

@@ -58,6 +58,19 @@ def _enum(convert: Callable[[int], T | None], value: int, field: str) -> T | Non
         ) from exc
 
 
+def _draft(o: orders_pb2.Order) -> OrderDraft:
+    return OrderDraft(
+        symbol=o.symbol,
+        side=_enum(wire.side_from, o.side, "order.side"),
+        type=_enum(wire.type_from, o.type, "order.type"),
+        time_in_force=_enum(wire.tif_from, o.time_in_force, "order.time_in_force"),
+        product=_enum(wire.product_from, o.product, "order.product"),
+        quantity=o.quantity,
+        limit_price=o.limit_price.value if o.HasField("limit_price") else "",
+        stop_price=o.stop_price.value if o.HasField("stop_price") else "",
+    )
+
+
 def _optional_request_id(value: str) -> str:
     return validation.request_id(value) if value else context.new_request_id()
 
@@ -81,19 +94,15 @@ class OrdersServicer(orders_pb2_grpc.OrdersServiceServicer):
         user_id = _parent(request.parent)
         assert user_id is not None
         request_id = validation.request_id(request.request_id)
-        o = request.order
-        draft = OrderDraft(
-            symbol=o.symbol,
-            side=_enum(wire.side_from, o.side, "order.side"),
-            type=_enum(wire.type_from, o.type, "order.type"),
-            time_in_force=_enum(wire.tif_from, o.time_in_force, "order.time_in_force"),
-            product=_enum(wire.product_from, o.product, "order.product"),
-            quantity=o.quantity,
-            limit_price=o.limit_price.value if o.HasField("limit_price") else "",
-            stop_price=o.stop_price.value if o.HasField("stop_price") else "",
-        )
-        order = await self.entry.place(user_id, draft, request_id)
+        order = await self.entry.place(user_id, _draft(request.order), request_id)
         return wire.order_to_proto(order)
+
+    async def PreviewOrder(
+        self, request: orders_pb2.PreviewOrderRequest, context_: grpc.aio.ServicerContext
+    ) -> orders_pb2.OrderPreview:
+        user_id = _parent(request.parent)
+        assert user_id is not None
+        return wire.preview_to_proto(await self.entry.preview(user_id, _draft(request.order)))
 
     async def GetOrder(
         self, request: orders_pb2.GetOrderRequest, context_: grpc.aio.ServicerContext

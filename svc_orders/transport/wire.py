@@ -13,7 +13,8 @@ from google.protobuf import timestamp_pb2
 
 from brokermesh.exec.v1 import execution_report_pb2
 from brokermesh.orders.v1 import order_command_pb2, orders_pb2
-from brokermesh.type.v1 import decimal_pb2, trading_pb2
+from brokermesh.type.v1 import charges_pb2, decimal_pb2, trading_pb2
+from svc_orders.app.entry import OrderPreview
 from svc_orders.app.ports import CommandKind, ReportEnvelope
 from svc_orders.domain.model import (
     EventType,
@@ -30,6 +31,7 @@ from svc_orders.domain.model import (
 )
 from svc_orders.domain.risk import TradingControls
 from svc_runtime.decimals import format_decimal, parse_decimal
+from svc_runtime.errors import to_item_status
 from svc_runtime.ids import new_id
 
 CONTROLS_NAME = "tradingControls"
@@ -145,6 +147,24 @@ def order_to_proto(order: Order) -> orders_pb2.Order:
         exchange_order_id=order.exchange_order_id,
         protection_price=_decimal(order.protection_price),
     )
+
+
+def preview_to_proto(preview: OrderPreview) -> orders_pb2.OrderPreview:
+    block = preview.block
+    message = orders_pb2.OrderPreview(
+        acceptable=preview.refusal is None,
+        refusal=None if preview.refusal is None else to_item_status(preview.refusal),
+        block_price=_decimal(preview.block_price),
+        reference_price=_decimal(preview.reference_price),
+    )
+    if block is not None:
+        message.block_amount.CopyFrom(_decimal(block.amount))
+        if block.order_value is not None:
+            message.order_value.CopyFrom(_decimal(block.order_value))
+        message.charges.extend(charges_pb2.Charge(name=n, amount=_decimal(a)) for n, a in block.charges)
+        message.charges_total.CopyFrom(_decimal(block.charges_total))
+        message.available.CopyFrom(_decimal(block.available))
+    return message
 
 
 def trade_to_proto(fill: Fill, order: Order) -> orders_pb2.Trade:

@@ -322,3 +322,93 @@ async def test_a_stream_ticket_follows_only_its_own_users_orders(full_stack: Sta
         assert_problem(reused, 401, "TICKET_ALREADY_USED")
         await client.post(f"/v1/orders/{mine.json()['orderId']}:cancel", headers=owner)
         await client.post(f"/v1/orders/{theirs.json()['orderId']}:cancel", headers=other)
+
+
+def _money(value: object) -> Decimal:
+    return Decimal(str(value))
+
+
+async def _funds(client: httpx.AsyncClient, auth: dict[str, str]) -> tuple[Decimal, Decimal]:
+    funds = (await client.get("/v1/funds", headers=auth)).json()
+    return _money(funds["available"]), _money(funds["blocked"])
+
+
+@needs_all
+async def test_a_preview_is_the_block_the_order_then_takes(full_stack: Stack) -> None:
+    username, password, _ = await open_account(full_stack, "100000.00")
+    order = {**ORDER, "quantity": 7, "product": "CNC"}
+    async with httpx.AsyncClient(base_url=full_stack.plan.gateway_url, timeout=30) as client:
+        auth = await login(client, username, password)
+        response = await client.post("/v1/orders:preview", json=order, headers=auth)
+        assert response.status_code == 200, response.text
+        preview = response.json()
+        assert preview["acceptable"] is True and preview["refusal"] is None
+        assert _money(preview["blockPrice"]) == Decimal("1400.00")
+        assert _money(preview["orderValue"]) == Decimal("9800.00")
+        charges = {c["name"]: _money(c["amount"]) for c in preview["charges"]}
+        # Delivery buys pay STT and stamp duty among others; their sum is the total shown.
+        assert {"stt", "stamp_duty"} <= charges.keys()
+        assert sum(charges.values()) == _money(preview["chargesTotal"]) > 0
+        assert _money(preview["blockAmount"]) == Decimal("9800.00") + _money(preview["chargesTotal"])
+        assert _money(preview["available"]) == Decimal("100000.00")
+        # Nothing was placed or blocked.
+        assert await _funds(client, auth) == (Decimal("100000.00"), Decimal(0))
+        assert (await client.get("/v1/orders", headers=auth)).json()["orders"] == []
+
+        placed = await client.post(
+            "/v1/orders", json=order, headers={**auth, "Idempotency-Key": str(uuid.uuid4())}
+        )
+        assert placed.status_code == 201, placed.text
+        available, blocked = await _funds(client, auth)
+        assert blocked == _money(preview["blockAmount"])
+        assert available == Decimal("100000.00") - blocked
+        await client.post(f"/v1/orders/{placed.json()['orderId']}:cancel", headers=auth)
+
+
+@needs_all
+async def test_a_preview_explains_a_refusal_and_changes_nothing(full_stack: Stack) -> None:
+    username, password, _ = await open_account(full_stack, "1000.00")
+    async with httpx.AsyncClient(base_url=full_stack.plan.gateway_url, timeout=30) as client:
+        auth = await login(client, username, password)
+        broke = (
+            await client.post("/v1/orders:preview", json={**ORDER, "quantity": 100}, headers=auth)
+        ).json()
+        assert broke["acceptable"] is False
+        refusal = broke["refusal"]
+        assert (refusal["status"], refusal["reason"]) == (422, "INSUFFICIENT_FUNDS")
+        # The rule's figures, not only prose: what the order needs and what is free.
+        assert _money(refusal["metadata"]["required"]) == _money(broke["blockAmount"])
+        assert _money(refusal["metadata"]["available"]) == Decimal("1000.00")
+        # A refusal placing would give: the same status and reason.
+        placed = await client.post(
+            "/v1/orders",
+            json={**ORDER, "quantity": 100},
+            headers={**auth, "Idempotency-Key": str(uuid.uuid4())},
+        )
+        assert_problem(placed, refusal["status"], refusal["reason"])
+
+        no_shares = (
+            await client.post("/v1/orders:preview", json={**ORDER, "side": "SELL"}, headers=auth)
+        ).json()
+        assert no_shares["refusal"]["reason"] == "INSUFFICIENT_HOLDINGS"
+        assert no_shares["refusal"]["metadata"]["free"] == "0"
+        assert _money(no_shares["available"]) == 0
+
+        wild = (
+            await client.post("/v1/orders:preview", json={**ORDER, "limitPrice": "9000.00"}, headers=auth)
+        ).json()
+        assert (wild["refusal"]["status"], wild["refusal"]["reason"]) == (400, "PRICE_OUTSIDE_COLLAR")
+        assert wild["blockAmount"] is None
+
+        # A malformed order is a 400 problem, as placing answers.
+        assert_problem(
+            await client.post("/v1/orders:preview", json={**ORDER, "limitPrice": "1400.03"}, headers=auth),
+            400,
+        )
+        assert_problem(
+            await client.post("/v1/orders:preview", json={**ORDER, "side": "HOLD"}, headers=auth), 400
+        )
+        assert (await client.post("/v1/orders:preview", json=ORDER)).status_code == 401
+
+        assert (await client.get("/v1/orders", headers=auth)).json()["orders"] == []
+        assert await _funds(client, auth) == (Decimal("1000.00"), Decimal(0))

@@ -22,6 +22,7 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from brokermesh.type.v1 import charges_pb2 as brokermesh_dot_type_dot_v1_dot_charges__pb2
 from brokermesh.type.v1 import decimal_pb2 as brokermesh_dot_type_dot_v1_dot_decimal__pb2
 from brokermesh.type.v1 import invariants_pb2 as brokermesh_dot_type_dot_v1_dot_invariants__pb2
 from brokermesh.type.v1 import status_pb2 as brokermesh_dot_type_dot_v1_dot_status__pb2
@@ -29,61 +30,65 @@ from brokermesh.type.v1 import trading_pb2 as brokermesh_dot_type_dot_v1_dot_tra
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x62rokermesh/funds/v1/funds.proto\x12\x13\x62rokermesh.funds.v1\x1a brokermesh/type/v1/decimal.proto\x1a#brokermesh/type/v1/invariants.proto\x1a\x1f\x62rokermesh/type/v1/status.proto\x1a brokermesh/type/v1/trading.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa3\x02\n\x05\x46unds\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x15\n\rcurrency_code\x18\x03 \x01(\t\x12.\n\tavailable\x18\x04 \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12,\n\x07\x62locked\x18\x05 \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12*\n\x05total\x18\x06 \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12/\n\x0bupdate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x04\x64ues\x18\x08 \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\"\x1f\n\x0fGetFundsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"r\n\x0e\x44\x65positRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12+\n\x06\x61mount\x18\x02 \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x11\n\treference\x18\x04 \x01(\t\"s\n\x0fWithdrawRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12+\n\x06\x61mount\x18\x02 \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x11\n\treference\x18\x04 \x01(\t\"\xc2\x02\n\x0bLedgerEntry\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x65ntry_id\x18\x02 \x01(\t\x12\x16\n\x0etransaction_id\x18\x03 \x01(\t\x12\x0f\n\x07\x61\x63\x63ount\x18\x04 \x01(\t\x12+\n\x06\x61mount\x18\x05 \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12\x32\n\rbalance_after\x18\x06 \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12\x0c\n\x04kind\x18\x07 \x01(\t\x12\x10\n\x08order_id\x18\x08 \x01(\t\x12\x0f\n\x07\x65xec_id\x18\t \x01(\t\x12\x12\n\nrequest_id\x18\n \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x0b \x01(\t\x12/\n\x0b\x63reate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"Q\n\x18ListLedgerEntriesRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"g\n\x19ListLedgerEntriesResponse\x12\x31\n\x07\x65ntries\x18\x01 \x03(\x0b\x32 .brokermesh.funds.v1.LedgerEntry\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xdd\x04\n\x05\x42lock\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12,\n\x04kind\x18\x04 \x01(\x0e\x32\x1e.brokermesh.funds.v1.BlockKind\x12\x0e\n\x06symbol\x18\x05 \x01(\t\x12+\n\x06\x61mount\x18\x06 \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12.\n\tremaining\x18\x07 \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12.\n\x05state\x18\x08 \x01(\x0e\x32\x1f.brokermesh.funds.v1.BlockState\x12/\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x07product\x18\n \x01(\x0e\x32\x1b.brokermesh.type.v1.Product\x12\x10\n\x08quantity\x18\x0b \x01(\x03\x12*\n\x05price\x18\x0c \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12\x17\n\x0f\x66illed_quantity\x18\r \x01(\x03\x12,\n\x07\x63harges\x18\x0e \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12-\n\x08released\x18\x0f \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12\x14\n\x0c\x63lose_reason\x18\x10 \x01(\t\x12/\n\x0bupdate_time\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xc5\x01\n\x11\x42lockFundsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x0e\n\x06symbol\x18\x03 \x01(\t\x12\x10\n\x08quantity\x18\x04 \x01(\x03\x12*\n\x05price\x18\x05 \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12,\n\x07product\x18\x06 \x01(\x0e\x32\x1b.brokermesh.type.v1.Product\x12\x12\n\nrequest_id\x18\x07 \x01(\t\"b\n\x16\x42\x61tchBlockFundsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x38\n\x08requests\x18\x02 \x03(\x0b\x32&.brokermesh.funds.v1.BlockFundsRequest\"L\n\x17\x42\x61tchBlockFundsResponse\x12\x31\n\x07results\x18\x01 \x03(\x0b\x32 .brokermesh.funds.v1.BlockResult\"q\n\x0b\x42lockResult\x12+\n\x05\x62lock\x18\x01 \x01(\x0b\x32\x1a.brokermesh.funds.v1.BlockH\x00\x12+\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x1a.brokermesh.type.v1.StatusH\x00\x42\x08\n\x06result\"\x9c\x01\n\x14\x42lockHoldingsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x0e\n\x06symbol\x18\x03 \x01(\t\x12\x10\n\x08quantity\x18\x04 \x01(\x03\x12,\n\x07product\x18\x05 \x01(\x0e\x32\x1b.brokermesh.type.v1.Product\x12\x12\n\nrequest_id\x18\x06 \x01(\t\"h\n\x19\x42\x61tchBlockHoldingsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12;\n\x08requests\x18\x02 \x03(\x0b\x32).brokermesh.funds.v1.BlockHoldingsRequest\"O\n\x1a\x42\x61tchBlockHoldingsResponse\x12\x31\n\x07results\x18\x01 \x03(\x0b\x32 .brokermesh.funds.v1.BlockResult\"t\n\x12\x41\x64justBlockRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\x03\x12*\n\x05price\x18\x03 \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"3\n\x13ReleaseBlockRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x1f\n\x0fGetBlockRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"z\n\x11ListBlocksRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12.\n\x05state\x18\x02 \x01(\x0e\x32\x1f.brokermesh.funds.v1.BlockState\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"Y\n\x12ListBlocksResponse\x12*\n\x06\x62locks\x18\x01 \x03(\x0b\x32\x1a.brokermesh.funds.v1.Block\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x18\n\x16\x43heckInvariantsRequest\"o\n\x17\x43heckInvariantsResponse\x12:\n\nviolations\x18\x01 \x03(\x0b\x32&.brokermesh.type.v1.InvariantViolation\x12\x18\n\x10\x61\x63\x63ounts_checked\x18\x02 \x01(\x03*S\n\tBlockKind\x12\x1a\n\x16\x42LOCK_KIND_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x42LOCK_KIND_CASH\x10\x01\x12\x15\n\x11\x42LOCK_KIND_SHARES\x10\x02*Y\n\nBlockState\x12\x1b\n\x17\x42LOCK_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12\x42LOCK_STATE_ACTIVE\x10\x01\x12\x16\n\x12\x42LOCK_STATE_CLOSED\x10\x02\x32\xbe\t\n\x0c\x46undsService\x12L\n\x08GetFunds\x12$.brokermesh.funds.v1.GetFundsRequest\x1a\x1a.brokermesh.funds.v1.Funds\x12J\n\x07\x44\x65posit\x12#.brokermesh.funds.v1.DepositRequest\x1a\x1a.brokermesh.funds.v1.Funds\x12L\n\x08Withdraw\x12$.brokermesh.funds.v1.WithdrawRequest\x1a\x1a.brokermesh.funds.v1.Funds\x12r\n\x11ListLedgerEntries\x12-.brokermesh.funds.v1.ListLedgerEntriesRequest\x1a..brokermesh.funds.v1.ListLedgerEntriesResponse\x12P\n\nBlockFunds\x12&.brokermesh.funds.v1.BlockFundsRequest\x1a\x1a.brokermesh.funds.v1.Block\x12l\n\x0f\x42\x61tchBlockFunds\x12+.brokermesh.funds.v1.BatchBlockFundsRequest\x1a,.brokermesh.funds.v1.BatchBlockFundsResponse\x12V\n\rBlockHoldings\x12).brokermesh.funds.v1.BlockHoldingsRequest\x1a\x1a.brokermesh.funds.v1.Block\x12u\n\x12\x42\x61tchBlockHoldings\x12..brokermesh.funds.v1.BatchBlockHoldingsRequest\x1a/.brokermesh.funds.v1.BatchBlockHoldingsResponse\x12R\n\x0b\x41\x64justBlock\x12\'.brokermesh.funds.v1.AdjustBlockRequest\x1a\x1a.brokermesh.funds.v1.Block\x12T\n\x0cReleaseBlock\x12(.brokermesh.funds.v1.ReleaseBlockRequest\x1a\x1a.brokermesh.funds.v1.Block\x12L\n\x08GetBlock\x12$.brokermesh.funds.v1.GetBlockRequest\x1a\x1a.brokermesh.funds.v1.Block\x12]\n\nListBlocks\x12&.brokermesh.funds.v1.ListBlocksRequest\x1a\'.brokermesh.funds.v1.ListBlocksResponse\x12l\n\x0f\x43heckInvariants\x12+.brokermesh.funds.v1.CheckInvariantsRequest\x1a,.brokermesh.funds.v1.CheckInvariantsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x62rokermesh/funds/v1/funds.proto\x12\x13\x62rokermesh.funds.v1\x1a brokermesh/type/v1/charges.proto\x1a brokermesh/type/v1/decimal.proto\x1a#brokermesh/type/v1/invariants.proto\x1a\x1f\x62rokermesh/type/v1/status.proto\x1a brokermesh/type/v1/trading.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa3\x02\n\x05\x46unds\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x15\n\rcurrency_code\x18\x03 \x01(\t\x12.\n\tavailable\x18\x04 \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12,\n\x07\x62locked\x18\x05 \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12*\n\x05total\x18\x06 \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12/\n\x0bupdate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x04\x64ues\x18\x08 \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\"\x1f\n\x0fGetFundsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"r\n\x0e\x44\x65positRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12+\n\x06\x61mount\x18\x02 \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x11\n\treference\x18\x04 \x01(\t\"s\n\x0fWithdrawRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12+\n\x06\x61mount\x18\x02 \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x11\n\treference\x18\x04 \x01(\t\"\xc2\x02\n\x0bLedgerEntry\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x65ntry_id\x18\x02 \x01(\t\x12\x16\n\x0etransaction_id\x18\x03 \x01(\t\x12\x0f\n\x07\x61\x63\x63ount\x18\x04 \x01(\t\x12+\n\x06\x61mount\x18\x05 \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12\x32\n\rbalance_after\x18\x06 \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12\x0c\n\x04kind\x18\x07 \x01(\t\x12\x10\n\x08order_id\x18\x08 \x01(\t\x12\x0f\n\x07\x65xec_id\x18\t \x01(\t\x12\x12\n\nrequest_id\x18\n \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x0b \x01(\t\x12/\n\x0b\x63reate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"Q\n\x18ListLedgerEntriesRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"g\n\x19ListLedgerEntriesResponse\x12\x31\n\x07\x65ntries\x18\x01 \x03(\x0b\x32 .brokermesh.funds.v1.LedgerEntry\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xdd\x04\n\x05\x42lock\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12,\n\x04kind\x18\x04 \x01(\x0e\x32\x1e.brokermesh.funds.v1.BlockKind\x12\x0e\n\x06symbol\x18\x05 \x01(\t\x12+\n\x06\x61mount\x18\x06 \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12.\n\tremaining\x18\x07 \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12.\n\x05state\x18\x08 \x01(\x0e\x32\x1f.brokermesh.funds.v1.BlockState\x12/\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x07product\x18\n \x01(\x0e\x32\x1b.brokermesh.type.v1.Product\x12\x10\n\x08quantity\x18\x0b \x01(\x03\x12*\n\x05price\x18\x0c \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12\x17\n\x0f\x66illed_quantity\x18\r \x01(\x03\x12,\n\x07\x63harges\x18\x0e \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12-\n\x08released\x18\x0f \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12\x14\n\x0c\x63lose_reason\x18\x10 \x01(\t\x12/\n\x0bupdate_time\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xc5\x01\n\x11\x42lockFundsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x0e\n\x06symbol\x18\x03 \x01(\t\x12\x10\n\x08quantity\x18\x04 \x01(\x03\x12*\n\x05price\x18\x05 \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12,\n\x07product\x18\x06 \x01(\x0e\x32\x1b.brokermesh.type.v1.Product\x12\x12\n\nrequest_id\x18\x07 \x01(\t\"b\n\x16\x42\x61tchBlockFundsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x38\n\x08requests\x18\x02 \x03(\x0b\x32&.brokermesh.funds.v1.BlockFundsRequest\"L\n\x17\x42\x61tchBlockFundsResponse\x12\x31\n\x07results\x18\x01 \x03(\x0b\x32 .brokermesh.funds.v1.BlockResult\"q\n\x0b\x42lockResult\x12+\n\x05\x62lock\x18\x01 \x01(\x0b\x32\x1a.brokermesh.funds.v1.BlockH\x00\x12+\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x1a.brokermesh.type.v1.StatusH\x00\x42\x08\n\x06result\"\x9c\x01\n\x14\x42lockHoldingsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x0e\n\x06symbol\x18\x03 \x01(\t\x12\x10\n\x08quantity\x18\x04 \x01(\x03\x12,\n\x07product\x18\x05 \x01(\x0e\x32\x1b.brokermesh.type.v1.Product\x12\x12\n\nrequest_id\x18\x06 \x01(\t\"h\n\x19\x42\x61tchBlockHoldingsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12;\n\x08requests\x18\x02 \x03(\x0b\x32).brokermesh.funds.v1.BlockHoldingsRequest\"O\n\x1a\x42\x61tchBlockHoldingsResponse\x12\x31\n\x07results\x18\x01 \x03(\x0b\x32 .brokermesh.funds.v1.BlockResult\"\xc9\x01\n\x13PreviewBlockRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12&\n\x04side\x18\x02 \x01(\x0e\x32\x18.brokermesh.type.v1.Side\x12\x0e\n\x06symbol\x18\x03 \x01(\t\x12\x10\n\x08quantity\x18\x04 \x01(\x03\x12*\n\x05price\x18\x05 \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12,\n\x07product\x18\x06 \x01(\x0e\x32\x1b.brokermesh.type.v1.Product\"\xd9\x02\n\x0c\x42lockPreview\x12,\n\x04kind\x18\x01 \x01(\x0e\x32\x1e.brokermesh.funds.v1.BlockKind\x12+\n\x06\x61mount\x18\x02 \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12\x30\n\x0border_value\x18\x03 \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12+\n\x07\x63harges\x18\x04 \x03(\x0b\x32\x1a.brokermesh.type.v1.Charge\x12\x32\n\rcharges_total\x18\x05 \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12.\n\tavailable\x18\x06 \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12+\n\x07refusal\x18\x07 \x01(\x0b\x32\x1a.brokermesh.type.v1.Status\"t\n\x12\x41\x64justBlockRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\x03\x12*\n\x05price\x18\x03 \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"3\n\x13ReleaseBlockRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x1f\n\x0fGetBlockRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"z\n\x11ListBlocksRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12.\n\x05state\x18\x02 \x01(\x0e\x32\x1f.brokermesh.funds.v1.BlockState\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"Y\n\x12ListBlocksResponse\x12*\n\x06\x62locks\x18\x01 \x03(\x0b\x32\x1a.brokermesh.funds.v1.Block\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x18\n\x16\x43heckInvariantsRequest\"o\n\x17\x43heckInvariantsResponse\x12:\n\nviolations\x18\x01 \x03(\x0b\x32&.brokermesh.type.v1.InvariantViolation\x12\x18\n\x10\x61\x63\x63ounts_checked\x18\x02 \x01(\x03*S\n\tBlockKind\x12\x1a\n\x16\x42LOCK_KIND_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x42LOCK_KIND_CASH\x10\x01\x12\x15\n\x11\x42LOCK_KIND_SHARES\x10\x02*Y\n\nBlockState\x12\x1b\n\x17\x42LOCK_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12\x42LOCK_STATE_ACTIVE\x10\x01\x12\x16\n\x12\x42LOCK_STATE_CLOSED\x10\x02\x32\x9b\n\n\x0c\x46undsService\x12L\n\x08GetFunds\x12$.brokermesh.funds.v1.GetFundsRequest\x1a\x1a.brokermesh.funds.v1.Funds\x12J\n\x07\x44\x65posit\x12#.brokermesh.funds.v1.DepositRequest\x1a\x1a.brokermesh.funds.v1.Funds\x12L\n\x08Withdraw\x12$.brokermesh.funds.v1.WithdrawRequest\x1a\x1a.brokermesh.funds.v1.Funds\x12r\n\x11ListLedgerEntries\x12-.brokermesh.funds.v1.ListLedgerEntriesRequest\x1a..brokermesh.funds.v1.ListLedgerEntriesResponse\x12P\n\nBlockFunds\x12&.brokermesh.funds.v1.BlockFundsRequest\x1a\x1a.brokermesh.funds.v1.Block\x12l\n\x0f\x42\x61tchBlockFunds\x12+.brokermesh.funds.v1.BatchBlockFundsRequest\x1a,.brokermesh.funds.v1.BatchBlockFundsResponse\x12V\n\rBlockHoldings\x12).brokermesh.funds.v1.BlockHoldingsRequest\x1a\x1a.brokermesh.funds.v1.Block\x12u\n\x12\x42\x61tchBlockHoldings\x12..brokermesh.funds.v1.BatchBlockHoldingsRequest\x1a/.brokermesh.funds.v1.BatchBlockHoldingsResponse\x12[\n\x0cPreviewBlock\x12(.brokermesh.funds.v1.PreviewBlockRequest\x1a!.brokermesh.funds.v1.BlockPreview\x12R\n\x0b\x41\x64justBlock\x12\'.brokermesh.funds.v1.AdjustBlockRequest\x1a\x1a.brokermesh.funds.v1.Block\x12T\n\x0cReleaseBlock\x12(.brokermesh.funds.v1.ReleaseBlockRequest\x1a\x1a.brokermesh.funds.v1.Block\x12L\n\x08GetBlock\x12$.brokermesh.funds.v1.GetBlockRequest\x1a\x1a.brokermesh.funds.v1.Block\x12]\n\nListBlocks\x12&.brokermesh.funds.v1.ListBlocksRequest\x1a\'.brokermesh.funds.v1.ListBlocksResponse\x12l\n\x0f\x43heckInvariants\x12+.brokermesh.funds.v1.CheckInvariantsRequest\x1a,.brokermesh.funds.v1.CheckInvariantsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'brokermesh.funds.v1.funds_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_BLOCKKIND']._serialized_start=3305
-  _globals['_BLOCKKIND']._serialized_end=3388
-  _globals['_BLOCKSTATE']._serialized_start=3390
-  _globals['_BLOCKSTATE']._serialized_end=3479
-  _globals['_FUNDS']._serialized_start=228
-  _globals['_FUNDS']._serialized_end=519
-  _globals['_GETFUNDSREQUEST']._serialized_start=521
-  _globals['_GETFUNDSREQUEST']._serialized_end=552
-  _globals['_DEPOSITREQUEST']._serialized_start=554
-  _globals['_DEPOSITREQUEST']._serialized_end=668
-  _globals['_WITHDRAWREQUEST']._serialized_start=670
-  _globals['_WITHDRAWREQUEST']._serialized_end=785
-  _globals['_LEDGERENTRY']._serialized_start=788
-  _globals['_LEDGERENTRY']._serialized_end=1110
-  _globals['_LISTLEDGERENTRIESREQUEST']._serialized_start=1112
-  _globals['_LISTLEDGERENTRIESREQUEST']._serialized_end=1193
-  _globals['_LISTLEDGERENTRIESRESPONSE']._serialized_start=1195
-  _globals['_LISTLEDGERENTRIESRESPONSE']._serialized_end=1298
-  _globals['_BLOCK']._serialized_start=1301
-  _globals['_BLOCK']._serialized_end=1906
-  _globals['_BLOCKFUNDSREQUEST']._serialized_start=1909
-  _globals['_BLOCKFUNDSREQUEST']._serialized_end=2106
-  _globals['_BATCHBLOCKFUNDSREQUEST']._serialized_start=2108
-  _globals['_BATCHBLOCKFUNDSREQUEST']._serialized_end=2206
-  _globals['_BATCHBLOCKFUNDSRESPONSE']._serialized_start=2208
-  _globals['_BATCHBLOCKFUNDSRESPONSE']._serialized_end=2284
-  _globals['_BLOCKRESULT']._serialized_start=2286
-  _globals['_BLOCKRESULT']._serialized_end=2399
-  _globals['_BLOCKHOLDINGSREQUEST']._serialized_start=2402
-  _globals['_BLOCKHOLDINGSREQUEST']._serialized_end=2558
-  _globals['_BATCHBLOCKHOLDINGSREQUEST']._serialized_start=2560
-  _globals['_BATCHBLOCKHOLDINGSREQUEST']._serialized_end=2664
-  _globals['_BATCHBLOCKHOLDINGSRESPONSE']._serialized_start=2666
-  _globals['_BATCHBLOCKHOLDINGSRESPONSE']._serialized_end=2745
-  _globals['_ADJUSTBLOCKREQUEST']._serialized_start=2747
-  _globals['_ADJUSTBLOCKREQUEST']._serialized_end=2863
-  _globals['_RELEASEBLOCKREQUEST']._serialized_start=2865
-  _globals['_RELEASEBLOCKREQUEST']._serialized_end=2916
-  _globals['_GETBLOCKREQUEST']._serialized_start=2918
-  _globals['_GETBLOCKREQUEST']._serialized_end=2949
-  _globals['_LISTBLOCKSREQUEST']._serialized_start=2951
-  _globals['_LISTBLOCKSREQUEST']._serialized_end=3073
-  _globals['_LISTBLOCKSRESPONSE']._serialized_start=3075
-  _globals['_LISTBLOCKSRESPONSE']._serialized_end=3164
-  _globals['_CHECKINVARIANTSREQUEST']._serialized_start=3166
-  _globals['_CHECKINVARIANTSREQUEST']._serialized_end=3190
-  _globals['_CHECKINVARIANTSRESPONSE']._serialized_start=3192
-  _globals['_CHECKINVARIANTSRESPONSE']._serialized_end=3303
-  _globals['_FUNDSSERVICE']._serialized_start=3482
-  _globals['_FUNDSSERVICE']._serialized_end=4696
+  _globals['_BLOCKKIND']._serialized_start=3891
+  _globals['_BLOCKKIND']._serialized_end=3974
+  _globals['_BLOCKSTATE']._serialized_start=3976
+  _globals['_BLOCKSTATE']._serialized_end=4065
+  _globals['_FUNDS']._serialized_start=262
+  _globals['_FUNDS']._serialized_end=553
+  _globals['_GETFUNDSREQUEST']._serialized_start=555
+  _globals['_GETFUNDSREQUEST']._serialized_end=586
+  _globals['_DEPOSITREQUEST']._serialized_start=588
+  _globals['_DEPOSITREQUEST']._serialized_end=702
+  _globals['_WITHDRAWREQUEST']._serialized_start=704
+  _globals['_WITHDRAWREQUEST']._serialized_end=819
+  _globals['_LEDGERENTRY']._serialized_start=822
+  _globals['_LEDGERENTRY']._serialized_end=1144
+  _globals['_LISTLEDGERENTRIESREQUEST']._serialized_start=1146
+  _globals['_LISTLEDGERENTRIESREQUEST']._serialized_end=1227
+  _globals['_LISTLEDGERENTRIESRESPONSE']._serialized_start=1229
+  _globals['_LISTLEDGERENTRIESRESPONSE']._serialized_end=1332
+  _globals['_BLOCK']._serialized_start=1335
+  _globals['_BLOCK']._serialized_end=1940
+  _globals['_BLOCKFUNDSREQUEST']._serialized_start=1943
+  _globals['_BLOCKFUNDSREQUEST']._serialized_end=2140
+  _globals['_BATCHBLOCKFUNDSREQUEST']._serialized_start=2142
+  _globals['_BATCHBLOCKFUNDSREQUEST']._serialized_end=2240
+  _globals['_BATCHBLOCKFUNDSRESPONSE']._serialized_start=2242
+  _globals['_BATCHBLOCKFUNDSRESPONSE']._serialized_end=2318
+  _globals['_BLOCKRESULT']._serialized_start=2320
+  _globals['_BLOCKRESULT']._serialized_end=2433
+  _globals['_BLOCKHOLDINGSREQUEST']._serialized_start=2436
+  _globals['_BLOCKHOLDINGSREQUEST']._serialized_end=2592
+  _globals['_BATCHBLOCKHOLDINGSREQUEST']._serialized_start=2594
+  _globals['_BATCHBLOCKHOLDINGSREQUEST']._serialized_end=2698
+  _globals['_BATCHBLOCKHOLDINGSRESPONSE']._serialized_start=2700
+  _globals['_BATCHBLOCKHOLDINGSRESPONSE']._serialized_end=2779
+  _globals['_PREVIEWBLOCKREQUEST']._serialized_start=2782
+  _globals['_PREVIEWBLOCKREQUEST']._serialized_end=2983
+  _globals['_BLOCKPREVIEW']._serialized_start=2986
+  _globals['_BLOCKPREVIEW']._serialized_end=3331
+  _globals['_ADJUSTBLOCKREQUEST']._serialized_start=3333
+  _globals['_ADJUSTBLOCKREQUEST']._serialized_end=3449
+  _globals['_RELEASEBLOCKREQUEST']._serialized_start=3451
+  _globals['_RELEASEBLOCKREQUEST']._serialized_end=3502
+  _globals['_GETBLOCKREQUEST']._serialized_start=3504
+  _globals['_GETBLOCKREQUEST']._serialized_end=3535
+  _globals['_LISTBLOCKSREQUEST']._serialized_start=3537
+  _globals['_LISTBLOCKSREQUEST']._serialized_end=3659
+  _globals['_LISTBLOCKSRESPONSE']._serialized_start=3661
+  _globals['_LISTBLOCKSRESPONSE']._serialized_end=3750
+  _globals['_CHECKINVARIANTSREQUEST']._serialized_start=3752
+  _globals['_CHECKINVARIANTSREQUEST']._serialized_end=3776
+  _globals['_CHECKINVARIANTSRESPONSE']._serialized_start=3778
+  _globals['_CHECKINVARIANTSRESPONSE']._serialized_end=3889
+  _globals['_FUNDSSERVICE']._serialized_start=4068
+  _globals['_FUNDSSERVICE']._serialized_end=5375
 # @@protoc_insertion_point(module_scope)

@@ -1,5 +1,6 @@
 import datetime
 
+from brokermesh.type.v1 import charges_pb2 as _charges_pb2
 from brokermesh.type.v1 import decimal_pb2 as _decimal_pb2
 from brokermesh.type.v1 import invariants_pb2 as _invariants_pb2
 from brokermesh.type.v1 import status_pb2 as _status_pb2
@@ -235,6 +236,40 @@ class BatchBlockHoldingsResponse(_message.Message):
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     results: _containers.RepeatedCompositeFieldContainer[BlockResult]
     def __init__(self, results: _Optional[_Iterable[_Union[BlockResult, _Mapping]]] = ...) -> None: ...
+
+class PreviewBlockRequest(_message.Message):
+    __slots__ = ("parent", "side", "symbol", "quantity", "price", "product")
+    PARENT_FIELD_NUMBER: _ClassVar[int]
+    SIDE_FIELD_NUMBER: _ClassVar[int]
+    SYMBOL_FIELD_NUMBER: _ClassVar[int]
+    QUANTITY_FIELD_NUMBER: _ClassVar[int]
+    PRICE_FIELD_NUMBER: _ClassVar[int]
+    PRODUCT_FIELD_NUMBER: _ClassVar[int]
+    parent: str
+    side: _trading_pb2.Side
+    symbol: str
+    quantity: int
+    price: _decimal_pb2.Decimal
+    product: _trading_pb2.Product
+    def __init__(self, parent: _Optional[str] = ..., side: _Optional[_Union[_trading_pb2.Side, str]] = ..., symbol: _Optional[str] = ..., quantity: _Optional[int] = ..., price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., product: _Optional[_Union[_trading_pb2.Product, str]] = ...) -> None: ...
+
+class BlockPreview(_message.Message):
+    __slots__ = ("kind", "amount", "order_value", "charges", "charges_total", "available", "refusal")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    ORDER_VALUE_FIELD_NUMBER: _ClassVar[int]
+    CHARGES_FIELD_NUMBER: _ClassVar[int]
+    CHARGES_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    AVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    REFUSAL_FIELD_NUMBER: _ClassVar[int]
+    kind: BlockKind
+    amount: _decimal_pb2.Decimal
+    order_value: _decimal_pb2.Decimal
+    charges: _containers.RepeatedCompositeFieldContainer[_charges_pb2.Charge]
+    charges_total: _decimal_pb2.Decimal
+    available: _decimal_pb2.Decimal
+    refusal: _status_pb2.Status
+    def __init__(self, kind: _Optional[_Union[BlockKind, str]] = ..., amount: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., order_value: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., charges: _Optional[_Iterable[_Union[_charges_pb2.Charge, _Mapping]]] = ..., charges_total: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., available: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., refusal: _Optional[_Union[_status_pb2.Status, _Mapping]] = ...) -> None: ...
 
 class AdjustBlockRequest(_message.Message):
     __slots__ = ("name", "quantity", "price", "request_id")

@@ -77,6 +77,11 @@ class FundsServiceStub:
                 request_serializer=brokermesh_dot_funds_dot_v1_dot_funds__pb2.BatchBlockHoldingsRequest.SerializeToString,
                 response_deserializer=brokermesh_dot_funds_dot_v1_dot_funds__pb2.BatchBlockHoldingsResponse.FromString,
                 _registered_method=True)
+        self.PreviewBlock = channel.unary_unary(
+                '/brokermesh.funds.v1.FundsService/PreviewBlock',
+                request_serializer=brokermesh_dot_funds_dot_v1_dot_funds__pb2.PreviewBlockRequest.SerializeToString,
+                response_deserializer=brokermesh_dot_funds_dot_v1_dot_funds__pb2.BlockPreview.FromString,
+                _registered_method=True)
         self.AdjustBlock = channel.unary_unary(
                 '/brokermesh.funds.v1.FundsService/AdjustBlock',
                 request_serializer=brokermesh_dot_funds_dot_v1_dot_funds__pb2.AdjustBlockRequest.SerializeToString,
@@ -179,6 +184,16 @@ class FundsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PreviewBlock(self, request, context):
+        """What BlockFunds or BlockHoldings would set aside for an order, the charges the order
+        would pay at its price, and the refusal they would answer with, without blocking
+        anything: the figures a client shows before it places an order. The answer is the one
+        a block made now would get; a later block sees the balances of its own moment.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def AdjustBlock(self, request, context):
         """Changes the blocked amount of an open order (after a modification). Keyed by
         `request_id`.
@@ -261,6 +276,11 @@ def add_FundsServiceServicer_to_server(servicer, server):
                     servicer.BatchBlockHoldings,
                     request_deserializer=brokermesh_dot_funds_dot_v1_dot_funds__pb2.BatchBlockHoldingsRequest.FromString,
                     response_serializer=brokermesh_dot_funds_dot_v1_dot_funds__pb2.BatchBlockHoldingsResponse.SerializeToString,
+            ),
+            'PreviewBlock': grpc.unary_unary_rpc_method_handler(
+                    servicer.PreviewBlock,
+                    request_deserializer=brokermesh_dot_funds_dot_v1_dot_funds__pb2.PreviewBlockRequest.FromString,
+                    response_serializer=brokermesh_dot_funds_dot_v1_dot_funds__pb2.BlockPreview.SerializeToString,
             ),
             'AdjustBlock': grpc.unary_unary_rpc_method_handler(
                     servicer.AdjustBlock,
@@ -507,6 +527,33 @@ class FundsService:
             '/brokermesh.funds.v1.FundsService/BatchBlockHoldings',
             brokermesh_dot_funds_dot_v1_dot_funds__pb2.BatchBlockHoldingsRequest.SerializeToString,
             brokermesh_dot_funds_dot_v1_dot_funds__pb2.BatchBlockHoldingsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PreviewBlock(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/brokermesh.funds.v1.FundsService/PreviewBlock',
+            brokermesh_dot_funds_dot_v1_dot_funds__pb2.PreviewBlockRequest.SerializeToString,
+            brokermesh_dot_funds_dot_v1_dot_funds__pb2.BlockPreview.FromString,
             options,
             channel_credentials,
             insecure,

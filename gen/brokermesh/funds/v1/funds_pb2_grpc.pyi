@@ -69,6 +69,12 @@ class FundsServiceStub:
     """Blocks shares for up to 1,000 SELL orders in one call, each exactly as BlockHoldings
     would; otherwise as BatchBlockFunds (not atomic, one result per request).
     """
+    PreviewBlock: _grpc.UnaryUnaryMultiCallable[_funds_pb2.PreviewBlockRequest, _funds_pb2.BlockPreview]
+    """What BlockFunds or BlockHoldings would set aside for an order, the charges the order
+    would pay at its price, and the refusal they would answer with, without blocking
+    anything: the figures a client shows before it places an order. The answer is the one
+    a block made now would get; a later block sees the balances of its own moment.
+    """
     AdjustBlock: _grpc.UnaryUnaryMultiCallable[_funds_pb2.AdjustBlockRequest, _funds_pb2.Block]
     """Changes the blocked amount of an open order (after a modification). Keyed by
     `request_id`.
@@ -127,6 +133,12 @@ class FundsServiceAsyncStub(FundsServiceStub):
     BatchBlockHoldings: _aio.UnaryUnaryMultiCallable[_funds_pb2.BatchBlockHoldingsRequest, _funds_pb2.BatchBlockHoldingsResponse]  # type: ignore[assignment]
     """Blocks shares for up to 1,000 SELL orders in one call, each exactly as BlockHoldings
     would; otherwise as BatchBlockFunds (not atomic, one result per request).
+    """
+    PreviewBlock: _aio.UnaryUnaryMultiCallable[_funds_pb2.PreviewBlockRequest, _funds_pb2.BlockPreview]  # type: ignore[assignment]
+    """What BlockFunds or BlockHoldings would set aside for an order, the charges the order
+    would pay at its price, and the refusal they would answer with, without blocking
+    anything: the figures a client shows before it places an order. The answer is the one
+    a block made now would get; a later block sees the balances of its own moment.
     """
     AdjustBlock: _aio.UnaryUnaryMultiCallable[_funds_pb2.AdjustBlockRequest, _funds_pb2.Block]  # type: ignore[assignment]
     """Changes the blocked amount of an open order (after a modification). Keyed by
@@ -231,6 +243,18 @@ class FundsServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_funds_pb2.BatchBlockHoldingsResponse, _abc.Awaitable[_funds_pb2.BatchBlockHoldingsResponse]]:
         """Blocks shares for up to 1,000 SELL orders in one call, each exactly as BlockHoldings
         would; otherwise as BatchBlockFunds (not atomic, one result per request).
+        """
+
+    @_abc_1.abstractmethod
+    def PreviewBlock(
+        self,
+        request: _funds_pb2.PreviewBlockRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_funds_pb2.BlockPreview, _abc.Awaitable[_funds_pb2.BlockPreview]]:
+        """What BlockFunds or BlockHoldings would set aside for an order, the charges the order
+        would pay at its price, and the refusal they would answer with, without blocking
+        anything: the figures a client shows before it places an order. The answer is the one
+        a block made now would get; a later block sees the balances of its own moment.
         """
 
     @_abc_1.abstractmethod

@@ -1,7 +1,9 @@
 import datetime
 
+from brokermesh.type.v1 import charges_pb2 as _charges_pb2
 from brokermesh.type.v1 import decimal_pb2 as _decimal_pb2
 from brokermesh.type.v1 import invariants_pb2 as _invariants_pb2
+from brokermesh.type.v1 import status_pb2 as _status_pb2
 from brokermesh.type.v1 import trading_pb2 as _trading_pb2
 from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
@@ -149,6 +151,36 @@ class Trade(_message.Message):
     execute_time: _timestamp_pb2.Timestamp
     product: _trading_pb2.Product
     def __init__(self, name: _Optional[str] = ..., exec_id: _Optional[str] = ..., order_id: _Optional[str] = ..., symbol: _Optional[str] = ..., side: _Optional[_Union[_trading_pb2.Side, str]] = ..., quantity: _Optional[int] = ..., price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., execute_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., product: _Optional[_Union[_trading_pb2.Product, str]] = ...) -> None: ...
+
+class PreviewOrderRequest(_message.Message):
+    __slots__ = ("parent", "order")
+    PARENT_FIELD_NUMBER: _ClassVar[int]
+    ORDER_FIELD_NUMBER: _ClassVar[int]
+    parent: str
+    order: Order
+    def __init__(self, parent: _Optional[str] = ..., order: _Optional[_Union[Order, _Mapping]] = ...) -> None: ...
+
+class OrderPreview(_message.Message):
+    __slots__ = ("acceptable", "refusal", "block_price", "reference_price", "block_amount", "order_value", "charges", "charges_total", "available")
+    ACCEPTABLE_FIELD_NUMBER: _ClassVar[int]
+    REFUSAL_FIELD_NUMBER: _ClassVar[int]
+    BLOCK_PRICE_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_PRICE_FIELD_NUMBER: _ClassVar[int]
+    BLOCK_AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    ORDER_VALUE_FIELD_NUMBER: _ClassVar[int]
+    CHARGES_FIELD_NUMBER: _ClassVar[int]
+    CHARGES_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    AVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    acceptable: bool
+    refusal: _status_pb2.Status
+    block_price: _decimal_pb2.Decimal
+    reference_price: _decimal_pb2.Decimal
+    block_amount: _decimal_pb2.Decimal
+    order_value: _decimal_pb2.Decimal
+    charges: _containers.RepeatedCompositeFieldContainer[_charges_pb2.Charge]
+    charges_total: _decimal_pb2.Decimal
+    available: _decimal_pb2.Decimal
+    def __init__(self, acceptable: _Optional[bool] = ..., refusal: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., block_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., reference_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., block_amount: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., order_value: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., charges: _Optional[_Iterable[_Union[_charges_pb2.Charge, _Mapping]]] = ..., charges_total: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., available: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ...) -> None: ...
 
 class PlaceOrderRequest(_message.Message):
     __slots__ = ("parent", "order", "request_id")

@@ -45,6 +45,11 @@ class OrdersServiceStub:
                 request_serializer=brokermesh_dot_orders_dot_v1_dot_orders__pb2.PlaceOrderRequest.SerializeToString,
                 response_deserializer=brokermesh_dot_orders_dot_v1_dot_orders__pb2.Order.FromString,
                 _registered_method=True)
+        self.PreviewOrder = channel.unary_unary(
+                '/brokermesh.orders.v1.OrdersService/PreviewOrder',
+                request_serializer=brokermesh_dot_orders_dot_v1_dot_orders__pb2.PreviewOrderRequest.SerializeToString,
+                response_deserializer=brokermesh_dot_orders_dot_v1_dot_orders__pb2.OrderPreview.FromString,
+                _registered_method=True)
         self.GetOrder = channel.unary_unary(
                 '/brokermesh.orders.v1.OrdersService/GetOrder',
                 request_serializer=brokermesh_dot_orders_dot_v1_dot_orders__pb2.GetOrderRequest.SerializeToString,
@@ -110,6 +115,17 @@ class OrdersServiceServicer:
         """Places an order (AIP-133 create). `request_id` is the client's idempotency key:
         the same key with the same order returns the original order; the same key with a
         different order fails with ALREADY_EXISTS.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PreviewOrder(self, request, context):
+        """Checks an order exactly as PlaceOrder would — validation, trading controls, risk
+        limits, funds or holdings — and answers what it would block and what it would cost,
+        without placing it or changing anything (custom method `:preview`). An order PlaceOrder
+        would refuse for the market, the limits or the money is answered with `refusal` set;
+        a malformed order is INVALID_ARGUMENT, as for PlaceOrder.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -201,6 +217,11 @@ def add_OrdersServiceServicer_to_server(servicer, server):
                     request_deserializer=brokermesh_dot_orders_dot_v1_dot_orders__pb2.PlaceOrderRequest.FromString,
                     response_serializer=brokermesh_dot_orders_dot_v1_dot_orders__pb2.Order.SerializeToString,
             ),
+            'PreviewOrder': grpc.unary_unary_rpc_method_handler(
+                    servicer.PreviewOrder,
+                    request_deserializer=brokermesh_dot_orders_dot_v1_dot_orders__pb2.PreviewOrderRequest.FromString,
+                    response_serializer=brokermesh_dot_orders_dot_v1_dot_orders__pb2.OrderPreview.SerializeToString,
+            ),
             'GetOrder': grpc.unary_unary_rpc_method_handler(
                     servicer.GetOrder,
                     request_deserializer=brokermesh_dot_orders_dot_v1_dot_orders__pb2.GetOrderRequest.FromString,
@@ -285,6 +306,33 @@ class OrdersService:
             '/brokermesh.orders.v1.OrdersService/PlaceOrder',
             brokermesh_dot_orders_dot_v1_dot_orders__pb2.PlaceOrderRequest.SerializeToString,
             brokermesh_dot_orders_dot_v1_dot_orders__pb2.Order.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PreviewOrder(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/brokermesh.orders.v1.OrdersService/PreviewOrder',
+            brokermesh_dot_orders_dot_v1_dot_orders__pb2.PreviewOrderRequest.SerializeToString,
+            brokermesh_dot_orders_dot_v1_dot_orders__pb2.OrderPreview.FromString,
             options,
             channel_credentials,
             insecure,

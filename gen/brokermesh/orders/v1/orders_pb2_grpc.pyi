@@ -44,6 +44,13 @@ class OrdersServiceStub:
     the same key with the same order returns the original order; the same key with a
     different order fails with ALREADY_EXISTS.
     """
+    PreviewOrder: _grpc.UnaryUnaryMultiCallable[_orders_pb2.PreviewOrderRequest, _orders_pb2.OrderPreview]
+    """Checks an order exactly as PlaceOrder would — validation, trading controls, risk
+    limits, funds or holdings — and answers what it would block and what it would cost,
+    without placing it or changing anything (custom method `:preview`). An order PlaceOrder
+    would refuse for the market, the limits or the money is answered with `refusal` set;
+    a malformed order is INVALID_ARGUMENT, as for PlaceOrder.
+    """
     GetOrder: _grpc.UnaryUnaryMultiCallable[_orders_pb2.GetOrderRequest, _orders_pb2.Order]
     """Returns one order."""
     ListOrders: _grpc.UnaryUnaryMultiCallable[_orders_pb2.ListOrdersRequest, _orders_pb2.ListOrdersResponse]
@@ -93,6 +100,13 @@ class OrdersServiceAsyncStub(OrdersServiceStub):
     """Places an order (AIP-133 create). `request_id` is the client's idempotency key:
     the same key with the same order returns the original order; the same key with a
     different order fails with ALREADY_EXISTS.
+    """
+    PreviewOrder: _aio.UnaryUnaryMultiCallable[_orders_pb2.PreviewOrderRequest, _orders_pb2.OrderPreview]  # type: ignore[assignment]
+    """Checks an order exactly as PlaceOrder would — validation, trading controls, risk
+    limits, funds or holdings — and answers what it would block and what it would cost,
+    without placing it or changing anything (custom method `:preview`). An order PlaceOrder
+    would refuse for the market, the limits or the money is answered with `refusal` set;
+    a malformed order is INVALID_ARGUMENT, as for PlaceOrder.
     """
     GetOrder: _aio.UnaryUnaryMultiCallable[_orders_pb2.GetOrderRequest, _orders_pb2.Order]  # type: ignore[assignment]
     """Returns one order."""
@@ -146,6 +160,19 @@ class OrdersServiceServicer(metaclass=_abc_1.ABCMeta):
         """Places an order (AIP-133 create). `request_id` is the client's idempotency key:
         the same key with the same order returns the original order; the same key with a
         different order fails with ALREADY_EXISTS.
+        """
+
+    @_abc_1.abstractmethod
+    def PreviewOrder(
+        self,
+        request: _orders_pb2.PreviewOrderRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_orders_pb2.OrderPreview, _abc.Awaitable[_orders_pb2.OrderPreview]]:
+        """Checks an order exactly as PlaceOrder would — validation, trading controls, risk
+        limits, funds or holdings — and answers what it would block and what it would cost,
+        without placing it or changing anything (custom method `:preview`). An order PlaceOrder
+        would refuse for the market, the limits or the money is answered with `refusal` set;
+        a malformed order is INVALID_ARGUMENT, as for PlaceOrder.
         """
 
     @_abc_1.abstractmethod
