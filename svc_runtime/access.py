@@ -86,7 +86,7 @@ METHODS: dict[str, Rule] = {
     _FUNDS + "BatchBlockFunds": _internal(),
     _FUNDS + "BlockHoldings": _internal(),
     _FUNDS + "BatchBlockHoldings": _internal(),
-    _FUNDS + "PreviewBlock": _user_method("parent"),
+    _FUNDS + "PreviewBlock": _internal(),
     _FUNDS + "AdjustBlock": _internal(),
     _FUNDS + "ReleaseBlock": _internal(),
     _FUNDS + "GetBlock": _internal(READ),
