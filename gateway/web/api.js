@@ -129,6 +129,9 @@ export class Api {
   placeOrder(order, key) {
     return this.request("POST", "/orders", { body: order, headers: { "Idempotency-Key": key } });
   }
+  previewOrder(order) {
+    return this.request("POST", "/orders:preview", { body: order });
+  }
   listOrders(query) {
     return this.request("GET", "/orders", { query: { pageSize: 100, ...query } });
   }

@@ -591,6 +591,57 @@ function ticketChanged() {
   submit.textContent = `${side === "BUY" ? "Buy" : "Sell"} ${state.route.symbol || ""}`.trim();
   submit.classList.toggle("buy", side === "BUY");
   submit.classList.toggle("sell", side === "SELL");
+  schedulePreview();
+}
+
+// What the order would block and cost, from the API's preview (never computed here), shown
+// while the ticket is filled in. Only the latest answer is shown.
+const preview = { timer: 0, asked: 0 };
+
+function schedulePreview() {
+  clearTimeout(preview.timer);
+  preview.timer = setTimeout(showPreview, 250);
+}
+
+async function showPreview() {
+  const out = $("#t-preview");
+  const { order, problems } = ticketOrder();
+  const asked = ++preview.asked;
+  if (problems.length || !order.symbol) {
+    out.replaceChildren("Fill in the order to see the funds it blocks and its charges.");
+    return;
+  }
+  out.setAttribute("aria-busy", "true");
+  try {
+    const answer = await api.previewOrder(order);
+    if (asked === preview.asked) out.replaceChildren(...previewNodes(order, answer));
+  } catch (failure) {
+    if (asked === preview.asked) out.replaceChildren(`No preview: ${errorText(failure)}`);
+  } finally {
+    if (asked === preview.asked) out.removeAttribute("aria-busy");
+  }
+}
+
+function previewNodes(order, p) {
+  const nodes = [];
+  if (p.blockAmount !== null && p.blockAmount !== undefined) {
+    const charges = p.charges.map((c) => `${c.name.replaceAll("_", " ")} ₹${money(c.amount)}`).join(", ");
+    nodes.push(
+      h(
+        "dl",
+        { class: "preview" },
+        h("dt", {}, "Blocks"),
+        h("dd", { id: "t-block" }, order.side === "BUY" ? `₹${money(p.blockAmount)}` : `${p.blockAmount} shares`),
+        h("dt", {}, "Charges (estimated)"),
+        h("dd", { id: "t-charges" }, `₹${money(p.chargesTotal)}`, charges ? h("span", { class: "note" }, ` (${charges})`) : ""),
+        h("dt", {}, "Available"),
+        h("dd", {}, order.side === "BUY" ? `₹${money(p.available)}` : `${p.available} shares`),
+      ),
+    );
+  }
+  if (p.refusal) nodes.push(h("p", { class: "error", id: "t-refusal" }, `This order would be refused: ${p.refusal.detail}`));
+  else nodes.push(h("p", { class: "ok" }, "The broker would accept this order now."));
+  return nodes;
 }
 
 function ticketOrder() {

@@ -264,6 +264,12 @@ async def test_a_market_buy_fills_live_and_updates_holdings_and_funds_without_a_
     await page.goto("/#/symbol/TCS")
     await page.wait_for_selector("#q-ltp:text-matches('\\\\d')")
     await page.fill("#t-qty", "3")
+    # Before sending, the ticket shows what the order blocks and what it costs (from the API).
+    await page.wait_for_function(
+        "() => /^₹[\\d,]+\\.\\d\\d$/.test(document.querySelector('#t-block')?.textContent || '')"
+    )
+    charges = await page.locator("#t-charges").text_content() or ""
+    assert charges.startswith("₹") and "stt" in charges and "stamp duty" in charges, charges
     await page.click("#t-submit")
     await page.wait_for_selector("#t-result:has-text('Order placed')")
     await page.goto("/#/orders")
@@ -338,6 +344,8 @@ async def test_a_rejection_shows_its_reason_and_a_double_click_places_one_order(
     await sign_in(page, username, password)
     await page.goto("/#/symbol/RELIANCE")
     await page.fill("#t-qty", "20")
+    # The preview already says the order would be refused, and why.
+    await page.locator("#t-refusal", has_text="insufficient funds").wait_for()
     await page.click("#t-submit")
     error = page.locator("#t-error")
     await error.locator("text=Not enough funds").wait_for()
