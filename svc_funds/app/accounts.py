@@ -59,5 +59,5 @@ class AccountsApp:
         stored = found[1] if found is not None else rules.DUMMY_HASH
         ok = await _in_thread(rules.verify_password, password or "", stored)
         if found is None or not ok:
-            raise Unauthenticated("wrong username or password", reason="BAD_CREDENTIALS")
+            raise Unauthenticated("wrong username or password", reason="INVALID_CREDENTIALS")
         return found[0]

@@ -110,7 +110,7 @@ def _quantity(quantity: int, instrument: Instrument, field: str) -> int:
             f"{field} must be a positive number of shares", reason="NOT_POSITIVE", field=field
         )
     if quantity > MAX_QUANTITY:
-        raise InvalidArgument(f"{field} is too large", reason="QUANTITY_TOO_LARGE", field=field)
+        raise InvalidArgument(f"{field} is too large", reason="QUANTITY_LIMIT", field=field)
     if quantity % instrument.lot_size != 0:
         raise InvalidArgument(
             f"{field} must be a multiple of the lot size {instrument.lot_size}",
