@@ -4,7 +4,7 @@ brokermesh up              start PostgreSQL, NATS, the exchange simulator, every
                            and the gateway; Ctrl-C stops them all (--venue HOST:PORT: trade
                            at another FIX venue instead of the simulator)
 brokermesh test [ARGS]     run the test suite (ARGS go to pytest)
-brokermesh gen             regenerate gen/ from proto/
+brokermesh gen             regenerate gen/ from proto/ (and the OpenAPI Reason enum)
 brokermesh admin ...       operate the stack: users, cash, kill switch, halts, cancels, end of
                            day, the audit trail, the FIX session (as an operator)
 brokermesh audit           check invariants I1–I6 (docs/architecture.md §5); exit 1 on any violation
@@ -461,7 +461,7 @@ def main(argv: list[str] | None = None) -> None:
         help="with --venue: the instrument master (symbol,company_name,isin,lot_size,tick_size,"
         "previous_close,sector)",
     )
-    sub.add_parser("gen", help="regenerate gen/ from proto/")
+    sub.add_parser("gen", help="regenerate gen/ from proto/ and the OpenAPI Reason enum")
     sub.add_parser("test", help="run the test suite (arguments go to pytest)")
     sub.add_parser("bench", help="run benchmarks (see `brokermesh bench --help`)")
     audit_parser = sub.add_parser("audit", help="check the invariants across the running stack")

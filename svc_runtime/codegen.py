@@ -1,4 +1,5 @@
-"""Generates gen/ from proto/: protobuf messages, gRPC stubs and typed stubs (.pyi).
+"""Generates gen/ from proto/: protobuf messages, gRPC stubs and typed stubs (.pyi); and the
+`Reason` enum of gateway/openapi.yaml from the error catalogue (svc_runtime/reasons.py).
 
 One command regenerates everything (`brokermesh gen`); the test suite regenerates into a
 temporary directory and fails if the result differs from the committed gen/.
@@ -15,6 +16,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PROTO_ROOT = REPO_ROOT / "proto"
 GEN_ROOT = REPO_ROOT / "gen"
+OPENAPI = REPO_ROOT / "gateway" / "openapi.yaml"
 
 
 def proto_files(proto_root: Path = PROTO_ROOT) -> list[Path]:
@@ -75,6 +77,22 @@ def generate(out_dir: Path = GEN_ROOT, proto_root: Path = PROTO_ROOT) -> list[Pa
     return sorted(out_dir / p for p in wanted)
 
 
+def write_openapi_reasons(spec: Path = OPENAPI) -> bool:
+    """Rewrite the generated `Reason` schema of openapi.yaml; True if it changed."""
+    from svc_runtime import reasons
+
+    text = spec.read_text()
+    fresh = reasons.with_openapi_schema(text)
+    if fresh == text:
+        return False
+    staging = spec.with_name(spec.name + ".tmp")
+    staging.write_text(fresh)
+    os.replace(staging, spec)
+    return True
+
+
 def main() -> None:
+    if write_openapi_reasons():
+        print(f"{OPENAPI.relative_to(REPO_ROOT)}: Reason enum regenerated")  # noqa: T201
     written = generate()
     print(f"gen/: {len(written)} files from {len(proto_files())} protos")  # noqa: T201

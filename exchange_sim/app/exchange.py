@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Protocol
+from typing import Any, Protocol
 
 from exchange_sim.app import messages as m
 from exchange_sim.app.delivery import DelayedDelivery
@@ -117,7 +117,7 @@ class Exchange:
             m.MassStatusRequest: self.order_entry.mass_status,  # type: ignore[dict-item]
         }
 
-    def _timed(self, command: str, handler: Callable[[str, object], None]) -> Callable[[str, object], None]:
+    def _timed(self, command: str, handler: Callable[[str, Any], None]) -> Callable[[str, object], None]:
         histogram = ENGINE_SECONDS.labels(command)
 
         def timed(session: str, request: object) -> None:

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
-from typing import Protocol
+from typing import Concatenate, ParamSpec, Protocol, TypeVar
 
 from exchange_sim.app import messages as m
 from exchange_sim.app.journal import OrderJournal, Saved, SavedOrder, SavedRequest
@@ -144,12 +144,16 @@ class RejectScenario:
     text: str = "rejected by test scenario"
 
 
-def _then_flush(method: Callable[..., object]) -> Callable[..., object]:
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _then_flush(method: Callable[Concatenate[OrderEntry, P], R]) -> Callable[Concatenate[OrderEntry, P], R]:
     """A request or engine event handled in full: its changes are made durable, then its
     reports sent (at once, or with the other requests of this turn of the loop)."""
 
     @functools.wraps(method)
-    def handled(self: OrderEntry, *args: object, **kwargs: object) -> object:
+    def handled(self: OrderEntry, *args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return method(self, *args, **kwargs)
         finally:

@@ -81,7 +81,7 @@ class ExchangeAdminServicer(exchange_admin_pb2_grpc.ExchangeAdminServiceServicer
         try:
             view = self.exchange.order_book(request.symbol, request.depth or DEFAULT_DEPTH)
         except NotFoundError as error:
-            raise NotFound(str(error), reason="UNKNOWN_SYMBOL") from None
+            raise NotFound(str(error), reason="INSTRUMENT_NOT_FOUND") from None
         book = pb.OrderBook(
             symbol=view.symbol,
             bids=[
@@ -101,7 +101,7 @@ class ExchangeAdminServicer(exchange_admin_pb2_grpc.ExchangeAdminServiceServicer
         try:
             self.exchange.halt(request.symbol or None, request.reason)
         except NotFoundError as error:
-            raise NotFound(str(error), reason="UNKNOWN_SYMBOL") from None
+            raise NotFound(str(error), reason="INSTRUMENT_NOT_FOUND") from None
         return self._state()
 
     async def ResumeTrading(
@@ -110,7 +110,7 @@ class ExchangeAdminServicer(exchange_admin_pb2_grpc.ExchangeAdminServiceServicer
         try:
             self.exchange.resume(request.symbol or None)
         except NotFoundError as error:
-            raise NotFound(str(error), reason="UNKNOWN_SYMBOL") from None
+            raise NotFound(str(error), reason="INSTRUMENT_NOT_FOUND") from None
         return self._state()
 
     async def GetTradingState(
@@ -172,7 +172,7 @@ class ExchangeAdminServicer(exchange_admin_pb2_grpc.ExchangeAdminServiceServicer
                 tif=tif,
             )
         except NotFoundError as error:
-            raise NotFound(str(error), reason="UNKNOWN_SYMBOL") from None
+            raise NotFound(str(error), reason="INSTRUMENT_NOT_FOUND") from None
         except BadRequestError as error:
             raise InvalidArgument(str(error), field=error.field) from None
         return _order(record)

@@ -1,8 +1,7 @@
 """gRPC status → HTTP problem (RFC 9457), in one table.
 
-The table follows grpc-gateway's, with one deliberate change: FAILED_PRECONDITION is 422
-(the request was well formed but a business rule refused it, e.g. INSUFFICIENT_FUNDS), so
-clients can tell "fix your request" (400) from "not now / not with this balance" (422).
+The status table and every reason a problem can carry are in the error catalogue,
+`svc_runtime/reasons.py`.
 """
 
 from __future__ import annotations
@@ -11,32 +10,14 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-import grpc
-
 from svc_runtime.errors import ErrorDetails, FieldViolation, ServiceError
+from svc_runtime.reasons import HTTP_STATUS_OF_CODE
 
 PROBLEM_TYPE_BASE = "https://brokermesh.io/problems/"
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 
-HTTP_STATUS: dict[grpc.StatusCode, int] = {
-    grpc.StatusCode.OK: 200,
-    grpc.StatusCode.CANCELLED: 499,
-    grpc.StatusCode.UNKNOWN: 500,
-    grpc.StatusCode.INVALID_ARGUMENT: 400,
-    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
-    grpc.StatusCode.NOT_FOUND: 404,
-    grpc.StatusCode.ALREADY_EXISTS: 409,
-    grpc.StatusCode.PERMISSION_DENIED: 403,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
-    grpc.StatusCode.FAILED_PRECONDITION: 422,
-    grpc.StatusCode.ABORTED: 409,
-    grpc.StatusCode.OUT_OF_RANGE: 400,
-    grpc.StatusCode.UNIMPLEMENTED: 501,
-    grpc.StatusCode.INTERNAL: 500,
-    grpc.StatusCode.UNAVAILABLE: 503,
-    grpc.StatusCode.DATA_LOSS: 500,
-    grpc.StatusCode.UNAUTHENTICATED: 401,
-}
+# One table for every service and the edge: the catalogue's (FAILED_PRECONDITION is 422).
+HTTP_STATUS = HTTP_STATUS_OF_CODE
 
 # What a client may read of a server-side failure: never a backend's own words.
 _HIDDEN_DETAIL = {

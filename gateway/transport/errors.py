@@ -22,6 +22,7 @@ from gateway.domain.problems import (
     problem_from_details,
     problem_from_error,
 )
+from gateway.transport.mapping import rest_details
 from gateway.transport.state import current
 from svc_runtime.errors import ServiceError
 
@@ -147,7 +148,7 @@ class ProblemResponses:
 
     async def on_backend_error(self, _request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
         assert isinstance(exc, BackendError)
-        problem = problem_from_details(exc.details, request_id=current().request_id)
+        problem = problem_from_details(rest_details(exc.details), request_id=current().request_id)
         if problem.status >= 500:
             log.warning(
                 "backend call failed",

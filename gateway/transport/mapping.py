@@ -8,6 +8,8 @@ lose their proto prefix (`SIDE_BUY` → `BUY`).
 
 from __future__ import annotations
 
+import re
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
@@ -21,7 +23,7 @@ from brokermesh.type.v1 import decimal_pb2, trading_pb2
 from gateway.domain.jsonmoney import decimal_from_json, decimal_or_none
 from gateway.domain.problems import problem_from_error
 from svc_runtime.decimals import format_decimal
-from svc_runtime.errors import FieldViolation, InvalidArgument, from_item_status
+from svc_runtime.errors import ErrorDetails, FieldViolation, InvalidArgument, from_item_status
 
 PRICE_PLACES = 2
 
@@ -67,6 +69,39 @@ def product_name(value: int) -> str | None:
 
 def status_value(name: str) -> int:
     return _enum_value(orders_pb2.OrderStatus, name, "ORDER_STATUS_")
+
+
+# --- field violations -------------------------------------------------------------------------
+# A backend names the field of its proto request (`order.limit_price`); a REST client is told
+# the name it sent (`limitPrice`). The order and watchlist bodies are the messages' fields,
+# flat; these are the fields that travel elsewhere or under another name.
+_REST_FIELDS = {
+    "request_id": "Idempotency-Key",
+    "order.client_order_id": "Idempotency-Key",
+    "watchlist.display_name": "name",
+    "statuses": "status",
+}
+_FLAT_BODIES = ("order.", "watchlist.")
+_SNAKE = re.compile(r"_([a-z0-9])")
+
+
+def rest_field(proto_field: str) -> str:
+    """The JSON path (or header) a REST client used for a backend's proto field path."""
+    if proto_field in _REST_FIELDS:
+        return _REST_FIELDS[proto_field]
+    for prefix in _FLAT_BODIES:
+        if proto_field.startswith(prefix):
+            proto_field = proto_field.removeprefix(prefix)
+            break
+    return _SNAKE.sub(lambda m: m.group(1).upper(), proto_field)
+
+
+def rest_details(details: ErrorDetails) -> ErrorDetails:
+    """A backend's error details with its field violations named as the REST client knows them."""
+    if not details.violations:
+        return details
+    violations = [FieldViolation(rest_field(v.field), v.description) for v in details.violations]
+    return replace(details, violations=violations)
 
 
 # --- orders -----------------------------------------------------------------------------------

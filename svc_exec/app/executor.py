@@ -111,11 +111,11 @@ class Executor:
     async def _new_order(self, order: NewOrder, recording: Recording, refusals: list[Addressed]) -> str:
         outcome = recording.outcome
         if outcome is Recorded.ABANDONED:
-            refusals.append(
-                _refusal(
-                    order.meta, "new", "the order was abandoned before it reached the exchange", order.symbol
-                )
+            refusal = _refusal(
+                order.meta, "new", "the order was abandoned before it reached the exchange", order.symbol
             )
+            assert refusal is not None, "a new order is always refused with a report"
+            refusals.append(refusal)
             COMMANDS.labels("new", "abandoned").inc()
             return "refused"
         if outcome is Recorded.SENT:

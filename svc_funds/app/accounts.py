@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
+from typing import TypeVar
 
 from svc_funds.app.ports import AccountStore
 from svc_funds.domain import accounts as rules
@@ -16,9 +18,10 @@ log = logging.getLogger(__name__)
 # scrypt is CPU-heavy by design; bound how many hashes run at once so logins cannot starve
 # the event loop's other work.
 _HASHING = asyncio.Semaphore(2)
+T = TypeVar("T")
 
 
-async def _in_thread(fn, *args):  # type: ignore[no-untyped-def]
+async def _in_thread(fn: Callable[..., T], *args: object) -> T:
     async with _HASHING:
         return await asyncio.to_thread(fn, *args)
 
@@ -59,5 +62,5 @@ class AccountsApp:
         stored = found[1] if found is not None else rules.DUMMY_HASH
         ok = await _in_thread(rules.verify_password, password or "", stored)
         if found is None or not ok:
-            raise Unauthenticated("wrong username or password", reason="BAD_CREDENTIALS")
+            raise Unauthenticated("wrong username or password", reason="INVALID_CREDENTIALS")
         return found[0]

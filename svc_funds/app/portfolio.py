@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
@@ -42,7 +43,13 @@ class PortfolioView:
 
 
 class PortfolioApp:
-    def __init__(self, store: PortfolioStore, quotes: QuoteSource, user_exists, clock: Clock) -> None:  # type: ignore[no-untyped-def]
+    def __init__(
+        self,
+        store: PortfolioStore,
+        quotes: QuoteSource,
+        user_exists: Callable[[str], Awaitable[bool]],
+        clock: Clock,
+    ) -> None:
         self.store = store
         self.quotes = quotes
         self.user_exists = user_exists

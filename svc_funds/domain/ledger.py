@@ -14,6 +14,7 @@ the other commands of its batch go ahead.
 from __future__ import annotations
 
 import copy
+from collections.abc import MutableSet
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
@@ -321,7 +322,7 @@ class Book:
             self._undo.append((mapping.pop, key))
         mapping[key] = value
 
-    def _add(self, items: set[Any], item: object) -> None:
+    def _add(self, items: MutableSet[Any], item: object) -> None:
         if item not in items:
             items.add(item)
             self._undo.append((items.discard, item))

@@ -133,7 +133,7 @@ def check_order_id(order_id: str, field: str = "order_id") -> str:
 def check_request_id(request_id: str, field: str = "request_id") -> str:
     if not request_id:
         raise InvalidArgument(
-            f"{field} is required (idempotency key)", reason="REQUEST_ID_REQUIRED", field=field
+            f"{field} is required (idempotency key)", reason="MISSING_REQUEST_ID", field=field
         )
     if not _REQUEST_ID.match(request_id):
         raise InvalidArgument(

@@ -388,9 +388,9 @@ def debit_cash(
     from_block = ZERO
     if block is not None and block.kind is BlockKind.CASH and block.state is BlockState.ACTIVE:
         from_block = min(amount, block.remaining)
-    if from_block > 0:
+    if block is not None and from_block > 0:
         book.move(txn, (user_id, CASH_BLOCKED), dest, from_block, kind=kind, description=description)
-        book.touch_block(block, remaining=block.remaining - from_block)  # type: ignore[arg-type]
+        book.touch_block(block, remaining=block.remaining - from_block)
     rest = amount - from_block
     from_available = min(rest, book.cash_of(user_id).available)
     if from_available > 0:
@@ -452,7 +452,7 @@ def debit_shares(
     from_block = 0
     if block is not None and block.kind is BlockKind.SHARES and block.state is BlockState.ACTIVE:
         from_block = min(quantity, int(block.remaining))
-    if from_block > 0:
+    if block is not None and from_block > 0:
         book.move(
             txn,
             (user_id, share_account(SHARES_BLOCKED, symbol)),
@@ -461,7 +461,7 @@ def debit_shares(
             kind=kind,
             description=description,
         )
-        book.touch_block(block, remaining=block.remaining - from_block)  # type: ignore[arg-type]
+        book.touch_block(block, remaining=block.remaining - from_block)
     rest = quantity - from_block
     from_free = min(rest, book.shares_of(user_id, symbol).free)
     if from_free > 0:

@@ -389,7 +389,7 @@ class MarketData:
             more = f" and {len(unknown) - len(shown)} more" if len(unknown) > len(shown) else ""
             raise InvalidArgument(
                 f"unknown symbols: {', '.join(shown)}{more}",
-                reason="UNKNOWN_SYMBOLS",
+                reason="UNKNOWN_SYMBOL",
                 field="symbols",
                 metadata={"unknown_symbols": ",".join(shown), "unknown_count": str(len(unknown))},
             )

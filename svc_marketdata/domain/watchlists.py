@@ -145,7 +145,7 @@ class UserWatchlists:
         if unknown:
             raise InvalidArgument(
                 f"unknown symbols: {', '.join(unknown)}",
-                reason="UNKNOWN_SYMBOLS",
+                reason="UNKNOWN_SYMBOL",
                 field="watchlist.symbols",
                 metadata={"unknown_symbols": ",".join(unknown)},
             )

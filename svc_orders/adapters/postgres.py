@@ -297,7 +297,7 @@ class PgUnitOfWork:
             audit.detail,
         )
         if updated != 1:
-            raise Aborted(f"order {order.order_id} changed concurrently", reason="CONCURRENT_CHANGE")
+            raise Aborted(f"order {order.order_id} changed concurrently", reason="CONCURRENT_MODIFICATION")
         if transition.fill is not None:
             await self._insert_fill(transition.fill, order)
         if transition.funds_action is not None:

@@ -150,7 +150,7 @@ class OrderEntry:
         if existing.fingerprint != fingerprint:
             raise AlreadyExists(
                 "request_id was already used for a different order",
-                reason="IDEMPOTENCY_KEY_REUSED",
+                reason="REQUEST_ID_REUSED",
                 field="request_id",
                 metadata={"order": f"users/{existing.user_id}/orders/{existing.order_id}"},
             )

@@ -35,6 +35,78 @@ class Product(StrEnum):
     INTRADAY = "INTRADAY"
 
 
+# --- order types as data --------------------------------------------------------------------
+class Protection(StrEnum):
+    """How an order without a limit price of its own is bounded: it goes to the exchange as
+    a limit at the protection price (reference ± market protection), and a BUY blocks funds
+    at that price, so no fill can cost more than was blocked."""
+
+    NONE = "NONE"  # the client's limit price is the exchange's limit
+    AT_REFERENCE = "AT_REFERENCE"  # from the last price (or close) when the order is placed
+    AT_STOP = "AT_STOP"  # from the stop price, which is where it will trade
+
+
+@dataclass(frozen=True)
+class OrderTypeRules:
+    """What one order type needs and how the broker handles it. Validation, risk, the
+    price funds are blocked at, the state machine and the command sent to the executor all
+    read this table, so a new type is one row here (plus its contracts)."""
+
+    takes_limit_price: bool
+    takes_stop_price: bool
+    validities: frozenset[TimeInForce]
+    # Why only those validities (told to a client who asks for another).
+    validity_rule: str
+    protection: Protection
+    # The type the exchange is sent: protected types go out as their limit counterparts.
+    sent_as: OrderType
+    # Waits in TRIGGER_PENDING until the stop price trades.
+    waits_for_trigger: bool
+
+
+_ANY_VALIDITY = frozenset(TimeInForce)
+_STOP_VALIDITY = "stop orders wait for their trigger, so they must be DAY orders"
+
+ORDER_TYPES: dict[OrderType, OrderTypeRules] = {
+    OrderType.MARKET: OrderTypeRules(
+        takes_limit_price=False,
+        takes_stop_price=False,
+        validities=_ANY_VALIDITY,
+        validity_rule="",
+        protection=Protection.AT_REFERENCE,
+        sent_as=OrderType.LIMIT,
+        waits_for_trigger=False,
+    ),
+    OrderType.LIMIT: OrderTypeRules(
+        takes_limit_price=True,
+        takes_stop_price=False,
+        validities=_ANY_VALIDITY,
+        validity_rule="",
+        protection=Protection.NONE,
+        sent_as=OrderType.LIMIT,
+        waits_for_trigger=False,
+    ),
+    OrderType.STOP: OrderTypeRules(
+        takes_limit_price=False,
+        takes_stop_price=True,
+        validities=frozenset({TimeInForce.DAY}),
+        validity_rule=_STOP_VALIDITY,
+        protection=Protection.AT_STOP,
+        sent_as=OrderType.STOP_LIMIT,
+        waits_for_trigger=True,
+    ),
+    OrderType.STOP_LIMIT: OrderTypeRules(
+        takes_limit_price=True,
+        takes_stop_price=True,
+        validities=frozenset({TimeInForce.DAY}),
+        validity_rule=_STOP_VALIDITY,
+        protection=Protection.NONE,
+        sent_as=OrderType.STOP_LIMIT,
+        waits_for_trigger=True,
+    ),
+}
+
+
 class Status(StrEnum):
     # Internal: recorded, funds not blocked yet. Clients see PENDING_EXCHANGE.
     FUNDS_PENDING = "FUNDS_PENDING"
@@ -62,7 +134,7 @@ class Status(StrEnum):
 TERMINAL = frozenset({Status.FILLED, Status.CANCELLED, Status.REJECTED, Status.EXPIRED})
 # Orders the exchange has not acknowledged yet; the sweeper watches these.
 PRE_EXCHANGE = frozenset({Status.FUNDS_PENDING, Status.PENDING_EXCHANGE})
-STOP_TYPES = frozenset({OrderType.STOP, OrderType.STOP_LIMIT})
+STOP_TYPES = frozenset(t for t, rules in ORDER_TYPES.items() if rules.waits_for_trigger)
 
 
 class EventType(StrEnum):
@@ -217,7 +289,7 @@ class Order:
     @property
     def exchange_limit_price(self) -> Decimal | None:
         """The limit the exchange enforces: the user's limit, or the protection price."""
-        if self.type in (OrderType.LIMIT, OrderType.STOP_LIMIT):
+        if ORDER_TYPES[self.type].takes_limit_price:
             return self.limit_price
         return self.protection_price
 

@@ -8,10 +8,11 @@ from datetime import datetime
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
 from svc_orders.domain.model import (
+    ORDER_TYPES,
     Instrument,
     MarketSnapshot,
     OrderSpec,
-    OrderType,
+    Protection,
     Side,
 )
 from svc_runtime.errors import FailedPrecondition, InvalidArgument
@@ -126,7 +127,8 @@ def pre_trade(
         )
     reference = reference_price(snapshot, instrument)
     protection: Decimal | None = None
-    if spec.type is OrderType.MARKET:
+    rules = ORDER_TYPES[spec.type]
+    if rules.protection is Protection.AT_REFERENCE:
         if reference is None:
             raise FailedPrecondition(
                 f"no last price or previous close is known for {spec.symbol}: place a LIMIT order",
@@ -138,7 +140,7 @@ def pre_trade(
         if reference is not None:
             check_collar(spec.stop_price, reference, limits.price_collar, "order.stop_price")
             _check_stop_side(spec, reference)
-        if spec.type is OrderType.STOP:
+        if rules.protection is Protection.AT_STOP:
             protection = protection_price(
                 spec.side, spec.stop_price, limits.market_protection, instrument.tick_size
             )
@@ -164,7 +166,7 @@ def modification(
 ) -> RiskDecision:
     """Check an order's new terms. A MARKET order keeps its protection price (only its
     quantity can change); the other types are checked like a new order."""
-    if order_spec.type is not OrderType.MARKET:
+    if ORDER_TYPES[order_spec.type].protection is not Protection.AT_REFERENCE:
         return pre_trade(order_spec, instrument, snapshot, limits)
     if order_spec.quantity > limits.max_order_quantity:
         raise InvalidArgument(

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from svc_orders.domain.model import (
-    STOP_TYPES,
+    ORDER_TYPES,
     Instrument,
     Order,
     OrderSpec,
@@ -110,7 +110,7 @@ def _quantity(quantity: int, instrument: Instrument, field: str) -> int:
             f"{field} must be a positive number of shares", reason="NOT_POSITIVE", field=field
         )
     if quantity > MAX_QUANTITY:
-        raise InvalidArgument(f"{field} is too large", reason="QUANTITY_TOO_LARGE", field=field)
+        raise InvalidArgument(f"{field} is too large", reason="QUANTITY_LIMIT", field=field)
     if quantity % instrument.lot_size != 0:
         raise InvalidArgument(
             f"{field} must be a multiple of the lot size {instrument.lot_size}",
@@ -150,8 +150,9 @@ def new_order(draft: OrderDraft, instrument: Instrument) -> OrderSpec:
     quantity = _quantity(draft.quantity, instrument, "order.quantity")
     limit_price: Decimal | None = None
     stop_price: Decimal | None = None
-    needs_limit = draft.type in (OrderType.LIMIT, OrderType.STOP_LIMIT)
-    needs_stop = draft.type in STOP_TYPES
+    rules = ORDER_TYPES[draft.type]
+    needs_limit = rules.takes_limit_price
+    needs_stop = rules.takes_stop_price
     if needs_limit:
         if not draft.limit_price:
             raise InvalidArgument(
@@ -174,17 +175,15 @@ def new_order(draft: OrderDraft, instrument: Instrument) -> OrderSpec:
                 field="order.stop_price",
             )
         stop_price = _price(draft.stop_price, instrument, "order.stop_price")
-        if time_in_force is not TimeInForce.DAY:
-            raise InvalidArgument(
-                "stop orders wait for their trigger, so they must be DAY orders",
-                reason="UNSUPPORTED_TIME_IN_FORCE",
-                field="order.time_in_force",
-            )
     elif draft.stop_price:
         raise InvalidArgument(
             f"a {draft.type} order takes no order.stop_price",
             reason="UNEXPECTED_STOP_PRICE",
             field="order.stop_price",
+        )
+    if time_in_force not in rules.validities:
+        raise InvalidArgument(
+            rules.validity_rule, reason="UNSUPPORTED_TIME_IN_FORCE", field="order.time_in_force"
         )
     if limit_price is not None and stop_price is not None:
         _check_stop_limit(draft.side, limit_price, stop_price)
@@ -214,7 +213,7 @@ def modification(order: Order, draft: ModificationDraft, instrument: Instrument)
             )
     limit_price = order.limit_price
     if draft.limit_price:
-        if order.type not in (OrderType.LIMIT, OrderType.STOP_LIMIT):
+        if not ORDER_TYPES[order.type].takes_limit_price:
             raise InvalidArgument(
                 f"a {order.type} order has no limit price",
                 reason="UNEXPECTED_LIMIT_PRICE",
@@ -223,7 +222,7 @@ def modification(order: Order, draft: ModificationDraft, instrument: Instrument)
         limit_price = _price(draft.limit_price, instrument, "limit_price")
     stop_price = order.stop_price
     if draft.stop_price:
-        if order.type not in STOP_TYPES:
+        if not ORDER_TYPES[order.type].takes_stop_price:
             raise InvalidArgument(
                 f"a {order.type} order has no stop price", reason="UNEXPECTED_STOP_PRICE", field="stop_price"
             )

@@ -17,6 +17,7 @@ from brokermesh.type.v1 import charges_pb2, decimal_pb2, trading_pb2
 from svc_orders.app.entry import OrderPreview
 from svc_orders.app.ports import CommandKind, ReportEnvelope
 from svc_orders.domain.model import (
+    ORDER_TYPES,
     EventType,
     ExchangeReport,
     ExchangeStatus,
@@ -197,9 +198,7 @@ def event_to_proto(
 def _exchange_type(order_type: OrderType) -> OrderType:
     # Market protection: MARKET goes out as a LIMIT at the protection price, and SL-M as
     # SL at it, so no fill can cost more than was blocked.
-    return {OrderType.MARKET: OrderType.LIMIT, OrderType.STOP: OrderType.STOP_LIMIT}.get(
-        order_type, order_type
-    )
+    return ORDER_TYPES[order_type].sent_as
 
 
 def command_for(
@@ -235,11 +234,7 @@ def command_for(
     elif kind is CommandKind.REPLACE:
         pending = order.pending
         assert pending is not None and pending.kind == "REPLACE"
-        limit = (
-            pending.limit_price
-            if order.type in (OrderType.LIMIT, OrderType.STOP_LIMIT)
-            else pending.protection_price
-        )
+        limit = pending.limit_price if ORDER_TYPES[order.type].takes_limit_price else pending.protection_price
         command.replace_order.CopyFrom(
             order_command_pb2.ReplaceOrderCommand(
                 symbol=order.symbol,

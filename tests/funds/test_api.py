@@ -117,7 +117,7 @@ async def test_deposit_withdraw_and_balance(funds: FundsClient) -> None:
         ("1e3", "r", "INVALID_DECIMAL", "amount"),
         ("", "r", "INVALID_DECIMAL", "amount"),
         ("10000000000000", "r", "TOO_LARGE", "amount"),
-        ("10.00", "", "REQUEST_ID_REQUIRED", "request_id"),
+        ("10.00", "", "MISSING_REQUEST_ID", "request_id"),
     ],
 )
 async def test_bad_amounts_are_refused_and_nothing_is_written(

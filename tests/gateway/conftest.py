@@ -8,7 +8,8 @@ every backend call is 503), for many quick requests of hostile shapes.
 
 Contract = behaviour: every response of the gateway that a test in this directory receives
 through httpx is recorded (`status_recorder`), and a test that received a status its
-operation does not declare in openapi.yaml fails. The statuses seen per operation are
+operation does not declare in openapi.yaml fails, as does a problem whose reason the error
+catalogue (svc_runtime/reasons.py) lacks or lists with another status. The statuses seen per operation are
 printed at the end of the session. Its price tracker is `PriceTracker`, a small real gRPC server in the test
 process that answers BatchGetQuotes from a table; ticks are real `TickBatch` messages the
 tests publish on the real NATS tick subjects, exactly as svc_marketdata does.
@@ -49,6 +50,7 @@ from gateway.transport.app import build_app
 from gateway.transport.handlers import Handlers
 from gateway.transport.streams import StreamRegistry
 from svc_runtime.messaging import Topology
+from svc_runtime.reasons import CATALOGUE
 from svc_runtime.stack import Stack
 from tests.conftest import new_stack
 from tests.gateway.contract import declared_statuses, operation_of, operations_at
@@ -217,12 +219,15 @@ class Observation:
 class StatusRecorder:
     def __init__(self) -> None:
         self.seen: list[Observation] = []
+        # Problems whose reason the error catalogue lacks, or lists with another status.
+        self.uncatalogued: list[str] = []
 
     def record(self, method: str, path: str, response: httpx.Response | schemathesis.Response) -> None:
         # Only the gateway's API: it stamps every response with X-Request-Id.
         if "x-request-id" not in response.headers or not path.startswith("/v1/"):
             return
         status = response.status_code
+        self._check_reason(method, path, response)
         operation = operation_of(method, path)
         if operation is not None:
             self.seen.append(
@@ -233,6 +238,19 @@ class StatusRecorder:
         if at_path:  # the path exists, not with this method: 405, declared by its operations
             undeclared = status != 405 or any(405 not in o.statuses for o in at_path)
             self.seen.append(Observation(method, path, status, at_path[0].operation_id, undeclared))
+
+    def _check_reason(self, method: str, path: str, response: httpx.Response | schemathesis.Response) -> None:
+        if not isinstance(response, httpx.Response):
+            return
+        if not response.headers.get("content-type", "").startswith("application/problem+json"):
+            return
+        try:
+            reason = response.json().get("reason")
+        except httpx.ResponseNotRead:  # a stream the test has not read: nothing to check yet
+            return
+        entry = CATALOGUE.get(reason)
+        if entry is None or entry.http != response.status_code:
+            self.uncatalogued.append(f"{method} {path} → {response.status_code} {reason}")
 
     def by_operation(self) -> dict[str, set[int]]:
         table: dict[str, set[int]] = {}
@@ -270,8 +288,13 @@ def status_recorder(pytestconfig: pytest.Config) -> Iterator[StatusRecorder]:
 
 @pytest.fixture(autouse=True)
 def statuses_are_declared(status_recorder: StatusRecorder) -> Iterator[None]:
-    start = len(status_recorder.seen)
+    start, reasons_start = len(status_recorder.seen), len(status_recorder.uncatalogued)
     yield
+    uncatalogued = status_recorder.uncatalogued[reasons_start:]
+    if uncatalogued:
+        pytest.fail(
+            "problem reasons not in svc_runtime/reasons.py with this status: " + ", ".join(uncatalogued[:10])
+        )
     undeclared = [seen for seen in status_recorder.seen[start:] if seen.undeclared]
     if undeclared:
         pytest.fail(

@@ -12,6 +12,7 @@ import httpx
 import psutil
 import pytest
 
+from svc_runtime.reasons import CATALOGUE
 from tests.gateway.conftest import Edge
 
 pytestmark = pytest.mark.e2e
@@ -28,6 +29,7 @@ def assert_problem(response: httpx.Response, status: int, reason: str | None = N
     assert body["status"] == status
     assert body["requestId"] == response.headers["x-request-id"]
     assert "Traceback" not in response.text
+    assert body["reason"] in CATALOGUE and CATALOGUE[body["reason"]].http == status, body["reason"]
     if reason is not None:
         assert body["reason"] == reason
     return body

@@ -216,7 +216,7 @@ async def test_refused_orders_change_nothing(full_stack: Stack) -> None:
             headers={**auth, "Idempotency-Key": str(uuid.uuid4())},
         )
         body = assert_problem(bad_tick, 400)
-        assert body["fieldViolations"]
+        assert [v["field"] for v in body["fieldViolations"]] == ["limitPrice"]
         no_price = await client.post(
             "/v1/orders",
             json={k: v for k, v in ORDER.items() if k != "limitPrice"},

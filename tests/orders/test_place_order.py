@@ -65,7 +65,7 @@ async def test_same_key_with_another_order_is_already_exists_and_changes_nothing
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await oms.place(user, "key-x", quantity=11)
     assert err.value.code() == grpc.StatusCode.ALREADY_EXISTS
-    assert details_of(err.value).reason == "IDEMPOTENCY_KEY_REUSED"
+    assert details_of(err.value).reason == "REQUEST_ID_REUSED"
     assert (await oms.get(first)).quantity == 10
     # Keys are per user: another user may use the same one.
     other = await oms.place(oms.new_user(), "key-x", quantity=11)
