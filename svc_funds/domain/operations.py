@@ -505,6 +505,7 @@ def preview_block(
 ) -> BlockPreview:
     """Make the block on `book` and report it: the caller throws the book away. Running the
     very command a placement runs is what makes the preview the block the order would get."""
+    price: Decimal | None
     if isinstance(c, BlockCash):
         kind, side, price = BlockKind.CASH, Side.BUY, c.price
         available = book.cash_of(c.user_id).available

@@ -224,12 +224,14 @@ class FundsServicer(funds_pb2_grpc.FundsServiceServicer):
         command: ops.BlockCash | ops.BlockShares
         if request.side == trading_pb2.SIDE_BUY:
             if price is None:
-                raise InvalidArgument("a BUY preview needs the price", reason="INVALID_PRICE", field="price")
+                raise InvalidArgument(
+                    "a BUY preview needs the price", reason="MISSING_LIMIT_PRICE", field="price"
+                )
             command = ops.BlockCash(price=price, **terms)
         elif request.side == trading_pb2.SIDE_SELL:
             command = ops.BlockShares(**terms)
         else:
-            raise InvalidArgument("side must be BUY or SELL", reason="INVALID_SIDE", field="side")
+            raise InvalidArgument("side must be BUY or SELL", reason="MISSING_SIDE", field="side")
         return convert.block_preview_out(await self.app.preview_block(command, price))
 
     async def AdjustBlock(self, request: funds_pb2.AdjustBlockRequest, context: Context) -> funds_pb2.Block:
