@@ -66,8 +66,10 @@ async def test_a_ticket_opens_one_stream_once(edge: Edge) -> None:
 async def test_expired_forged_and_misused_tickets_are_401(edge: Edge) -> None:
     user = "u_ticket_owner"
     secret = edge.stack.plan.jwt_secret
-    expired = ticket_authority(secret, ttl_seconds=30, clock=lambda: time.time() - 120).issue(user).token
-    wrong_key = ticket_authority(secret + "-not-it", ttl_seconds=30, clock=time.time).issue(user).token
+    expired = (
+        ticket_authority(secret, ttl_seconds=30, clock=lambda: time.time() - 120).issue(user, "s1").token
+    )
+    wrong_key = ticket_authority(secret + "-not-it", ttl_seconds=30, clock=time.time).issue(user, "s1").token
     async with httpx.AsyncClient(base_url=edge.url, timeout=30) as client:
         good = await new_ticket(client, edge.auth(user))
         header, payload, signature = good.split(".")
@@ -75,11 +77,11 @@ async def test_expired_forged_and_misused_tickets_are_401(edge: Edge) -> None:
         claims["sub"] = "u_someone_else"
         other_user = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
         cases = {
-            "expired": (expired, "TOKEN_EXPIRED"),
-            "another key": (wrong_key, "INVALID_TOKEN"),
-            "sub changed": (f"{header}.{other_user}.{signature}", "INVALID_TOKEN"),
-            "access token as ticket": (edge.token(user), "INVALID_TOKEN"),
-            "garbage": ("abc.def.ghi", "INVALID_TOKEN"),
+            "expired": (expired, "UNAUTHENTICATED"),
+            "another key": (wrong_key, "UNAUTHENTICATED"),
+            "sub changed": (f"{header}.{other_user}.{signature}", "UNAUTHENTICATED"),
+            "access token as ticket": (edge.token(user), "UNAUTHENTICATED"),
+            "garbage": ("abc.def.ghi", "UNAUTHENTICATED"),
         }
         for name, (ticket, reason) in cases.items():
             response = await open_with(client, ticket)
