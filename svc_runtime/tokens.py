@@ -121,7 +121,7 @@ class SigningKeys:
         self._path = path
         self._clock = clock
         self._monotonic = monotonic
-        self._seen: tuple[int, int] | None = None
+        self._seen: tuple[int, int, int] | None = None
         self._checked = -_RELOAD_SECONDS
         self._set = key_set_from(initial_secret, {}, clock()) if path is None else self._load()
 
@@ -134,7 +134,7 @@ class SigningKeys:
         assert self._path is not None
         try:
             stat = self._path.stat()
-            self._seen = (stat.st_mtime_ns, stat.st_size)
+            self._seen = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
         except FileNotFoundError:
             self._seen = None
         return key_set_from(self._initial, _read_keys_file(self._path), self._clock())
@@ -144,7 +144,8 @@ class SigningKeys:
             self._checked = self._monotonic()
             try:
                 stat = self._path.stat()
-                seen: tuple[int, int] | None = (stat.st_mtime_ns, stat.st_size)
+                # A rotation replaces the file (a new inode), so a change is never missed.
+                seen: tuple[int, int, int] | None = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
             except FileNotFoundError:
                 seen = None
             if seen != self._seen:
@@ -167,7 +168,9 @@ def rotate_signing_key(path: Path, initial_secret: str, now: float) -> tuple[str
         if k not in retired or retired[k] + MAX_SESSION_SECONDS >= now
     }
     keys[kid] = secrets.token_urlsafe(48)
-    retired = {k: t for k, t in retired.items() if t + MAX_SESSION_SECONDS >= now}
+    # The initial key lives in the environment, not in the file: its retirement is kept for
+    # good, or it would verify again once forgotten.
+    retired = {k: t for k, t in retired.items() if k == INITIAL_KEY_ID or t + MAX_SESSION_SECONDS >= now}
     # Refuses to write a file that would leave no key to verify with.
     key_set_from(initial_secret, {"current": kid, "keys": keys, "retired": retired}, now)
     text = json.dumps({"current": kid, "keys": keys, "retired": retired}, indent=2) + "\n"
