@@ -195,6 +195,7 @@ class RevokedSessions:
         self._clock = clock
         self._watchers: dict[str, set[Callable[[], None]]] = {}
         self._listeners: list[Callable[[str], None]] = []
+        self._added = 0
         self.ready = ready
 
     def __contains__(self, session: object) -> bool:
@@ -205,8 +206,9 @@ class RevokedSessions:
 
     def add(self, session: str, until: float) -> None:
         """Record a revocation, and end whatever is open under the session."""
-        now = self._clock()
-        if len(self._until) > 1000 and (len(self._until) & 0xFF) == 0:
+        self._added += 1
+        if self._added % 1024 == 0:  # forget sessions whose tokens have all expired anyway
+            now = self._clock()
             self._until = {s: t for s, t in self._until.items() if t >= now}
         first = session not in self._until
         self._until[session] = max(until, self._until.get(session, 0.0))

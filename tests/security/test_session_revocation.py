@@ -238,3 +238,23 @@ async def test_rotate_signing_key_from_the_cli_is_for_admins_and_recorded(tmp_pa
     assert keys.current != tokens.INITIAL_KEY_ID and tokens.INITIAL_KEY_ID in keys.keys
     log = (credentials.signing_keys_file.parent / "key-rotations.log").read_text()
     assert '"actor": "operator:admin"' in log and keys.current in log
+
+
+def test_a_revocation_ends_what_is_open_once_and_is_forgotten_when_its_tokens_are_dead() -> None:
+    clock = [1_800_000_000.0]
+    revoked = RevokedSessions(lambda: clock[0], ready=True)
+    ended: list[str] = []
+    seen: list[str] = []
+    revoked.listen(seen.append)
+    revoked.on_revoked("s1", lambda: ended.append("s1"))
+    forget = revoked.on_revoked("s2", lambda: ended.append("s2"))
+    forget()  # the s2 stream closed by itself
+    revoked.add("s1", clock[0] + 60)
+    revoked.add("s1", clock[0] + 60)  # seen again (e.g. from the watch): nothing more happens
+    revoked.add("s2", clock[0] + 60)
+    assert (ended, seen) == (["s1"], ["s1", "s2"])
+    # Revocations outlive their sessions' tokens only until the next sweep.
+    clock[0] += 120
+    for n in range(1024):
+        revoked.add(f"later-{n}", clock[0] + 60)
+    assert "s1" not in revoked and "s2" not in revoked and "later-0" in revoked
