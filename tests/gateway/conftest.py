@@ -48,7 +48,7 @@ from gateway.transport.app import build_app
 from gateway.transport.handlers import Handlers
 from gateway.transport.streams import StreamRegistry
 from svc_runtime.messaging import Topology
-from svc_runtime.stack import Stack
+from svc_runtime.stack import Stack, StackPlan
 from svc_runtime.tokens import (
     ACCESS_AUDIENCE,
     ALGORITHM,
@@ -182,6 +182,23 @@ class Edge:
         return sum(
             float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(line_prefix)
         )
+
+
+@contextlib.asynccontextmanager
+async def twin_gateway(edge: Edge, work_dir: Path) -> AsyncIterator[str]:
+    """A second gateway process beside the edge's (same secret, NATS and namespace), as when
+    the gateway runs several workers or replicas; yields its URL."""
+    plan = edge.stack.plan
+    twin_plan = StackPlan.allocate(
+        work_dir, plan.database_url, plan.nats_url, namespace=plan.namespace, jwt_secret=plan.jwt_secret
+    )
+    twin_plan.extra_env.update(plan.extra_env)
+    twin = Stack(twin_plan)
+    await twin.start(["gateway"])
+    try:
+        yield twin_plan.gateway_url
+    finally:
+        await twin.stop()
 
 
 async def start_edge(

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 
-from tests.gateway.conftest import Edge, Event, events, next_event
+from tests.gateway.conftest import Edge, Event, events, next_event, twin_gateway
 from tests.gateway.test_stream_tickets import new_ticket
 from tests.support.infra import unique_name
 from tests.support.polling import eventually
@@ -67,6 +68,34 @@ async def test_logout_ends_the_sessions_open_streams_within_5_seconds(edge: Edge
         again = await client.get(STREAM, params={"symbols": "INFY"}, headers=auth)
         assert again.status_code == 401
         assert again.json()["detail"] == REFUSED
+
+
+async def test_a_logout_at_one_gateway_process_ends_streams_at_another_within_5_seconds(
+    edge: Edge, tmp_path: Path
+) -> None:
+    """The revocation travels through NATS to every gateway process holding streams."""
+    auth = edge.auth()
+    async with (
+        twin_gateway(edge, tmp_path) as twin_url,
+        httpx.AsyncClient(base_url=edge.url, timeout=30) as first,
+        httpx.AsyncClient(base_url=twin_url, timeout=30) as second,
+    ):
+        async with second.stream("GET", STREAM, params={"symbols": "INFY"}, headers=auth) as response:
+            assert response.status_code == 200
+            stream = events(response)
+            assert (await next_event(stream)).event == "retry"
+            assert (await next_event(stream)).event == "price_tick"
+            started = time.monotonic()
+            logout = await first.delete("/v1/sessions/current", headers=auth)
+            assert logout.status_code == 204, logout.text
+            last = await last_event(stream)
+            elapsed = time.monotonic() - started
+            print(f"SSE stream at another gateway process ended {elapsed * 1000:.0f} ms after the logout")
+            assert elapsed < REVOCATION_DEADLINE_SECONDS
+            assert last is not None and last.event == "error"
+            assert last.json() == {"reason": "UNAUTHENTICATED", "detail": REFUSED}
+        refused = await second.get(STREAM, params={"symbols": "INFY"}, headers=auth)
+        assert refused.status_code == 401
 
 
 async def _sessions_ready(internal: httpx.AsyncClient) -> bool:
