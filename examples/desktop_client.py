@@ -3,7 +3,10 @@
 It signs in at the gateway (`POST /v1/sessions`), then calls the services directly with the
 access token it got, as `authorization: Bearer <token>` metadata on every call: it streams
 quotes and its own order updates, and places one order. The services take the user from
-the token; a token naming somebody else's orders gets NOT_FOUND.
+the token; a token naming somebody else's orders gets NOT_FOUND. Access tokens live
+minutes: the client trades its refresh token for a new pair a minute before expiry
+(`POST /v1/sessions:refresh`; open streams carry on), and logs out when it is done
+(`DELETE /v1/sessions/current`), which would also end its streams.
 
     python examples/desktop_client.py --username asha --password asha-demo-pass --buy 1
 
@@ -38,15 +41,53 @@ def say(line: str) -> None:
     sys.stdout.flush()
 
 
-def sign_in(gateway_url: str, username: str, password: str) -> dict[str, str]:
-    request = urllib.request.Request(
-        f"{gateway_url}/v1/sessions",
-        data=json.dumps({"username": username, "password": password}).encode(),
-        headers={"Content-Type": "application/json"},
-        method="POST",
-    )
+def gateway_call(url: str, method: str, body: Any = None, token: str = "") -> Any:
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, headers=headers, method=method)
     with urllib.request.urlopen(request, timeout=10) as response:
-        return json.load(response)  # type: ignore[no-any-return]
+        text = response.read()
+    return json.loads(text) if text else None
+
+
+class Session:
+    """The desktop's tokens: the access token for each call, renewed a minute before it
+    expires with the refresh token (which works once; each renewal brings the next)."""
+
+    def __init__(self, gateway_url: str, username: str, password: str) -> None:
+        self.gateway_url = gateway_url
+        self.body = gateway_call(
+            f"{gateway_url}/v1/sessions", "POST", {"username": username, "password": password}
+        )
+        self.renews_at = self._renewal_time()
+
+    def _renewal_time(self) -> float:
+        lifetime = float(self.body["expiresIn"])
+        return time.monotonic() + max(1.0, min(lifetime - 60, lifetime / 2))
+
+    @property
+    def user_id(self) -> str:
+        return str(self.body["userId"])
+
+    def metadata(self) -> Metadata:
+        return (("authorization", f"Bearer {self.body['accessToken']}"),)
+
+    async def keep_fresh(self) -> None:
+        while True:
+            await asyncio.sleep(max(0.0, self.renews_at - time.monotonic()))
+            self.body = await asyncio.to_thread(
+                gateway_call,
+                f"{self.gateway_url}/v1/sessions:refresh",
+                "POST",
+                {"refreshToken": self.body["refreshToken"]},
+            )
+            self.renews_at = self._renewal_time()
+            say(f"tokens renewed; access token valid {self.body['expiresIn']}s")
+
+    def log_out(self) -> None:
+        gateway_call(f"{self.gateway_url}/v1/sessions/current", "DELETE", token=self.body["accessToken"])
 
 
 async def read_until(call: grpc.aio.UnaryStreamCall, until: float) -> AsyncIterator[Any]:
@@ -94,10 +135,12 @@ async def stream_orders(channel: grpc.aio.Channel, metadata: Metadata, user_id: 
 
 
 async def run(args: argparse.Namespace) -> int:
-    session = await asyncio.to_thread(sign_in, args.gateway, args.username, args.password)
-    user_id = session["userId"]
-    metadata = (("authorization", f"Bearer {session['accessToken']}"),)
-    say(f"signed in as {user_id}; token valid {session['expiresIn']}s")
+    session = await asyncio.to_thread(Session, args.gateway, args.username, args.password)
+    user_id = session.user_id
+    say(f"signed in as {user_id}; access token valid {session.body['expiresIn']}s")
+    renewing = asyncio.create_task(session.keep_fresh())
+    # A stream is admitted with the token of the moment and stays open past its expiry.
+    metadata = session.metadata()
     until = time.monotonic() + args.seconds
     async with (
         grpc.aio.insecure_channel(args.marketdata) as marketdata,
@@ -118,11 +161,14 @@ async def run(args: argparse.Namespace) -> int:
                     ),
                     request_id=f"desktop-{uuid.uuid4()}",
                 ),
-                metadata=metadata,
+                metadata=session.metadata(),
                 timeout=10,
             )
             say(f"placed {placed.order_id}: {orders_pb2.OrderStatus.Name(placed.status)}")
         pushes, events = await asyncio.gather(quotes, updates)
+    renewing.cancel()
+    await asyncio.to_thread(session.log_out)
+    say("logged out")
     say(f"done: {pushes} quote pushes, {events} order updates")
     return 0 if pushes and (events or not args.buy) else 1
 

@@ -13,15 +13,15 @@ from typing import Any
 import uvicorn
 
 from gateway.adapters.backends import Backends
+from gateway.adapters.sessions import NatsSessions
 from gateway.adapters.spent_tickets import NatsSpentTickets
 from gateway.adapters.ticks import TickFeed
 from gateway.app.limits import EdgeLimits
 from gateway.app.quotes import QuoteHub
-from gateway.app.sessions import Login
+from gateway.app.sessions import Sessions
 from gateway.app.tickets import StreamTickets
 from gateway.domain.limits import LoginGuard, RateLimiter, StreamSlots
 from gateway.domain.tickets import ticket_authority
-from gateway.domain.tokens import TokenAuthority
 from gateway.settings import GatewaySettings
 from gateway.transport.app import build_app
 from gateway.transport.handlers import Handlers
@@ -29,10 +29,20 @@ from gateway.transport.internal import build_internal_app
 from gateway.transport.streams import StreamRegistry
 from svc_runtime import service
 from svc_runtime.messaging import Topology
+from svc_runtime.revocations import RevocationFeed
+from svc_runtime.tokens import (
+    ACCESS_AUDIENCE,
+    MAX_SESSION_SECONDS,
+    REFRESH_AUDIENCE,
+    RevokedSessions,
+    SigningKeys,
+    UserTokens,
+)
 
 log = logging.getLogger(__name__)
 
 SERVICE = "gateway"
+REVOCATIONS_WAIT_SECONDS = 5.0
 
 
 # Kernel send buffer of every connection (accepted sockets inherit the listener's). Linux
@@ -86,7 +96,21 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
         marketdata_target=settings.marketdata_target,
         timeout=settings.backend_timeout,
     )
-    tokens = TokenAuthority(settings.jwt_secret, ttl_seconds=settings.jwt_ttl_seconds, clock=clock)
+    if not 0 < settings.session_seconds <= MAX_SESSION_SECONDS:
+        raise ValueError(
+            f"a session lasts 1 to {MAX_SESSION_SECONDS} seconds, not {settings.session_seconds}"
+        )
+    # One key set and one revoked-sessions set for every kind of user token this process
+    # issues or checks; revocations arrive through NATS from whichever process made them.
+    keys = SigningKeys.from_env(settings.jwt_secret)
+    revoked = RevokedSessions(clock)
+    revocations = RevocationFeed(settings.nats_url, Topology(settings.namespace), revoked)
+    tokens = UserTokens(
+        keys, audience=ACCESS_AUDIENCE, ttl_seconds=settings.jwt_ttl_seconds, revoked=revoked, clock=clock
+    )
+    refresh_tokens = UserTokens(
+        keys, audience=REFRESH_AUDIENCE, ttl_seconds=settings.session_seconds, revoked=revoked, clock=clock
+    )
     abuse = settings.abuse
     limits = EdgeLimits(
         requests=RateLimiter(settings.rate_per_second, settings.rate_burst),
@@ -101,19 +125,30 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
         orders=settings.orders,
         max_body_bytes=settings.max_body_bytes,
     )
-    login = Login(backends, tokens, limits.logins, clock)
+    session_records = NatsSessions(settings.nats_url, Topology(settings.namespace), revocations)
+    sessions = Sessions(
+        backends,
+        tokens,
+        refresh_tokens,
+        session_records,
+        guard=limits.logins,
+        clock=clock,
+        session_seconds=settings.session_seconds,
+    )
     spent_tickets = NatsSpentTickets(settings.nats_url, Topology(settings.namespace))
     tickets = StreamTickets(
-        ticket_authority(settings.jwt_secret, ttl_seconds=settings.stream_ticket_seconds, clock=clock),
+        ticket_authority(
+            settings.jwt_secret, ttl_seconds=settings.stream_ticket_seconds, clock=clock, revoked=revoked
+        ),
         spent_tickets,
     )
     hub = QuoteHub(backends, pushes_per_second=settings.streams.pushes_per_second)
     feed = TickFeed(settings.nats_url, Topology(settings.namespace), hub.publish, hub.on_status)
     hub.feed_generation = feed.generation
-    registry = StreamRegistry()
+    registry = StreamRegistry(revoked)
     handlers = Handlers(
         backends=backends,
-        login=login,
+        sessions=sessions,
         hub=hub,
         registry=registry,
         limits=limits,
@@ -126,6 +161,7 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
             "status": "draining" if draining else "serving",
             "tickFeed": "subscribed" if feed.ready.is_set() else "connecting",
             "streamTickets": "ready" if spent_tickets.ready else "connecting",
+            "sessions": "ready" if session_records.ready and revoked.ready else "connecting",
             "streams": len(registry),
             "backends": backends.channel_states(),
         }
@@ -153,8 +189,16 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
         timeout_graceful_shutdown=10,
     )
     internal = _internal_server(settings, health)
+    revocations.start()
+    session_records.start()
     feed.start()
     spent_tickets.start()
+    # Tokens cannot be told from revoked ones until the revocations are loaded: wait a
+    # little for them before serving (users' requests answer 503 until then).
+    try:
+        await asyncio.wait_for(revocations.loaded.wait(), REVOCATIONS_WAIT_SECONDS)
+    except TimeoutError:
+        log.warning("revoked sessions not loaded yet; serving, users' requests wait for them")
     pushing = service.supervise(hub.run(), name="quote-hub")
     listener = _listen(settings.http_host, settings.http_port)
     serving = service.supervise(server.serve(sockets=[listener]), name="http")
@@ -173,6 +217,8 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
     pushing.cancel()
     await feed.stop()
     await spent_tickets.stop()
+    await session_records.stop()
+    await revocations.stop()
     if internal and internal_serving:
         internal.should_exit = True
         with contextlib.suppress(Exception):

@@ -14,6 +14,7 @@ from gateway.domain.tickets import DEFAULT_TICKET_SECONDS
 from svc_runtime import config
 
 JWT_TTL_SECONDS = "BROKERMESH_JWT_TTL_SECONDS"
+SESSION_SECONDS = "BROKERMESH_SESSION_SECONDS"
 MAX_BODY_BYTES = "BROKERMESH_GATEWAY_MAX_BODY_BYTES"
 RATE_PER_SECOND = "BROKERMESH_GATEWAY_RATE_PER_SECOND"
 RATE_BURST = "BROKERMESH_GATEWAY_RATE_BURST"
@@ -105,6 +106,8 @@ class GatewaySettings:
     stream_ticket_seconds: int = DEFAULT_TICKET_SECONDS
     # The internal listener (metrics, health details): loopback unless an operator opens it.
     metrics_host: str = "127.0.0.1"
+    # How long a login lasts, refreshes included (then the user logs in again).
+    session_seconds: int = 12 * 3600
 
     @classmethod
     def from_env(cls) -> GatewaySettings:
@@ -144,4 +147,5 @@ class GatewaySettings:
             cors_origins=parse_origins(config.env(CORS_ORIGINS, "")),
             stream_ticket_seconds=config.env_int(STREAM_TICKET_SECONDS, DEFAULT_TICKET_SECONDS),
             metrics_host=config.env(METRICS_HOST, "127.0.0.1"),
+            session_seconds=config.env_int(SESSION_SECONDS, 12 * 3600),
         )

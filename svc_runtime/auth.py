@@ -2,8 +2,9 @@
 
 Three kinds of principal:
 
-- an **end user**: the access token the gateway issues at `POST /v1/sessions` (HS256 with
-  `BROKERMESH_JWT_SECRET`, audience `brokermesh-api`); the user is the token's `sub`.
+- an **end user**: the access token the gateway issues at `POST /v1/sessions`, checked by
+  `svc_runtime.tokens` exactly as the gateway checks it (key set, revoked sessions); the
+  user is the token's `sub`, the session its `sid`.
 - a **service**: a token the calling service signs itself with the stack's service key
   (`BROKERMESH_SERVICE_KEY`), `sub` = the caller, `aud` = the called service, valid five
   minutes. The key is shared by the stack's services only: TLS is not in place yet, so
@@ -12,10 +13,11 @@ Three kinds of principal:
   file (`BROKERMESH_OPERATORS_FILE`); the role (`admin` or `read-only`) comes from that
   file, never from the token.
 
-Tokens are told apart by their header's `kid` (none: user; `service`; `operator:<name>`),
+Tokens are told apart by their header's `kid` (`user:<key id>`; `service`; `operator:<name>`),
 which only chooses the key: the signature, algorithm (HS256 only), issuer, audience,
 expiry and subject are then all checked. A token that passed is remembered until it
-expires, so a stream of calls pays for one signature check.
+expires, so a stream of calls pays for one signature check (a user's is looked up in the
+revoked sessions on every call all the same).
 """
 
 from __future__ import annotations
@@ -32,13 +34,12 @@ from typing import Any
 
 import jwt
 
-from svc_runtime import config
+from svc_runtime import config, tokens
+from svc_runtime.tokens import Refused, RevokedSessions, SigningKeys, UserTokens
 
 log = logging.getLogger(__name__)
 
 ALGORITHM = "HS256"
-USER_ISSUER = "brokermesh"
-USER_AUDIENCE = "brokermesh-api"
 SERVICE_ISSUER = "brokermesh-service"
 OPERATOR_ISSUER = "brokermesh-operator"
 SERVICE_KID = "service"
@@ -87,6 +88,8 @@ class Principal:
     kind: Kind
     name: str
     role: Role | None = None
+    # A user's session (the token's `sid`): what a revocation names.
+    session: str = ""
 
     @property
     def actor(self) -> str:
@@ -94,12 +97,7 @@ class Principal:
         return f"{self.kind.value}:{self.name}"
 
 
-class Refused(Exception):
-    """The token proves nothing. The reason is for logs and metrics, never for the caller."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
+__all__ = ["Refused"]
 
 
 def audience_of(method: str) -> str | None:
@@ -194,8 +192,17 @@ class Credentials:
             raise KeyError(f"no operator {name!r} in {self.operators_file}")
         return operators[name]
 
+    @property
+    def signing_keys_file(self) -> Path:
+        """Users' token keys beyond BROKERMESH_JWT_SECRET (made by the first key rotation)."""
+        return self.operators_file.with_name(tokens.SIGNING_KEYS_FILE_NAME)
+
     def env(self) -> dict[str, str]:
-        return {SERVICE_KEY: self.service_key, OPERATORS_FILE: str(self.operators_file)}
+        return {
+            SERVICE_KEY: self.service_key,
+            OPERATORS_FILE: str(self.operators_file),
+            tokens.SIGNING_KEYS_FILE: str(self.signing_keys_file),
+        }
 
 
 def _write_secret(path: Path, text: str) -> None:
@@ -204,6 +211,13 @@ def _write_secret(path: Path, text: str) -> None:
     with os.fdopen(fd, "w") as handle:
         handle.write(text)
     path.chmod(0o600)
+
+
+def append_private_line(path: Path, line: str) -> None:
+    """One line at the end of a file only the owner may read."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with os.fdopen(fd, "a") as handle:
+        handle.write(line + "\n")
 
 
 def ensure_credentials(data_dir: Path) -> Credentials:
@@ -277,33 +291,44 @@ class Verifier:
         self,
         audience: str,
         *,
-        user_secret: str,
+        user_secret: str = "",
         service_key: str,
         operators: dict[str, Operator],
         clock: Any = time.time,
+        users: UserTokens | None = None,
     ) -> None:
         self.audience = audience
-        self._user_secret = user_secret
+        # Users' access tokens are checked by the one implementation the gateway uses too.
+        self.users = users or (
+            UserTokens(tokens.KeySet.single(user_secret), clock=clock) if user_secret else None
+        )
         self._service_key = service_key
         self._operators = operators
         self._clock = clock
         self._verified: dict[str, tuple[Principal, float]] = {}
 
     @classmethod
-    def from_env(cls, audience: str) -> Verifier:
+    def from_env(cls, audience: str, revoked: RevokedSessions | None = None) -> Verifier:
         operators_file = os.environ.get(OPERATORS_FILE, "")
+        secret = os.environ.get(config.JWT_SECRET, "")
         return cls(
             audience,
-            user_secret=os.environ.get(config.JWT_SECRET, ""),
             service_key=os.environ.get(SERVICE_KEY, ""),
             operators=load_operators(Path(operators_file)) if operators_file else {},
+            users=UserTokens(SigningKeys.from_env(secret), revoked=revoked) if secret else None,
         )
+
+    @property
+    def revoked(self) -> RevokedSessions | None:
+        return self.users.revoked if self.users is not None else None
 
     def verify(self, authorization: str) -> Principal:
         now = self._clock()
         held = self._verified.get(authorization)
         if held is not None:
             if held[1] + LEEWAY_SECONDS >= now:
+                if held[0].session and self.users is not None:
+                    self.users.check_session(held[0].session)
                 return held[0]
             del self._verified[authorization]
             raise Refused("expired")
@@ -322,9 +347,12 @@ class Verifier:
         except jwt.PyJWTError:
             raise Refused("malformed") from None
         role: Role | None = None
-        if kid is None:
-            kind, key, issuer, audience = Kind.USER, self._user_secret, USER_ISSUER, USER_AUDIENCE
-        elif kid == SERVICE_KID:
+        if isinstance(kid, str) and kid.startswith(tokens.KID_PREFIX):
+            if self.users is None:
+                raise Refused("no key for user tokens")
+            checked = self.users.verify(token)
+            return Principal(Kind.USER, checked.user_id, session=checked.session), float(checked.expires_at)
+        if kid == SERVICE_KID:
             kind, key, issuer, audience = Kind.SERVICE, self._service_key, SERVICE_ISSUER, self.audience
         elif isinstance(kid, str) and kid.startswith(OPERATOR_KID_PREFIX):
             operator = self._operators.get(kid[len(OPERATOR_KID_PREFIX) :])
@@ -362,7 +390,7 @@ class Verifier:
         subject = claims["sub"]
         if not isinstance(subject, str) or not subject or "/" in subject:
             raise Refused("invalid subject")
-        if kind is not Kind.USER and expires - issued > MAX_MINTED_LIFETIME:
+        if expires - issued > MAX_MINTED_LIFETIME:
             raise Refused("lifetime too long")
         if kind is Kind.SERVICE and subject not in SERVICE_NAMES:
             raise Refused("unknown service")

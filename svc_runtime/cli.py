@@ -248,6 +248,8 @@ async def _admin_command(args: argparse.Namespace) -> int:
     from svc_runtime import admin, auth
 
     data_dir = data_dir_from(args)
+    if args.admin_command == "rotate-signing-key":
+        return _rotate_signing_key(data_dir, args.operator)
     grpc_targets: dict[str, str] = stack_description(data_dir)["grpc"]  # type: ignore[assignment]
     try:
         signer = auth.operator_signer(auth.load_credentials(data_dir).operator(args.operator))
@@ -338,6 +340,31 @@ def _admin_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     trail.add_argument("--order-id", help="with --user-id: one order's records")
     trail.add_argument("--limit", type=int, default=100)
     admin_sub.add_parser("fix-session", help="the FIX order-entry session's status")
+    admin_sub.add_parser(
+        "rotate-signing-key",
+        help="sign users' tokens with a new key; the old one still verifies until its tokens expire",
+    )
+
+
+def _rotate_signing_key(data_dir: Path, operator_name: str) -> int:
+    """A new key for users' tokens, in the signing-keys file every process re-reads; the
+    rotation is recorded with the operator's name in `credentials/key-rotations.log`."""
+    from svc_runtime import auth, tokens
+
+    try:
+        credentials = auth.load_credentials(data_dir)
+        operator = credentials.operator(operator_name)
+    except (FileNotFoundError, KeyError) as error:
+        sys.exit(f"brokermesh: {error}")
+    if operator.role is not auth.Role.ADMIN:
+        sys.exit(f"brokermesh: PERMISSION_DENIED: operator {operator_name} may not rotate keys")
+    now = time.time()
+    previous, kid = tokens.rotate_signing_key(credentials.signing_keys_file, jwt_secret(data_dir), now)
+    record = {"at": now, "actor": f"operator:{operator.name}", "action": "rotate-signing-key"}
+    record |= {"previous": previous, "current": kid}
+    auth.append_private_line(credentials.signing_keys_file.with_name("key-rotations.log"), json.dumps(record))
+    print(json.dumps(record, indent=2))
+    return 0
 
 
 async def _audit(args: argparse.Namespace) -> int:

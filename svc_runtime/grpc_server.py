@@ -19,7 +19,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 from prometheus_client import Counter, Histogram
 
-from svc_runtime import auth, context
+from svc_runtime import auth, config, context, messaging
 from svc_runtime.access import ANY_USER, Rule, owns, rule_for
 from svc_runtime.config import GRPC_REUSEPORT, env_bool
 from svc_runtime.errors import (
@@ -31,6 +31,8 @@ from svc_runtime.errors import (
     Unavailable,
     to_rpc_status,
 )
+from svc_runtime.revocations import RevocationFeed
+from svc_runtime.tokens import REFUSED_MESSAGE, RevokedSessions
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +46,14 @@ RPC_SECONDS = Histogram(
 AUTH_REFUSED = Counter(
     "grpc_server_auth_refused_total", "Calls refused by authentication", ["service", "method", "reason"]
 )
+STREAMS_REVOKED = Counter(
+    "grpc_server_streams_revoked_total", "Open streams ended because their session was revoked", ["method"]
+)
 # A relayed actor is at most this long and printable (it lands in audit rows and logs).
 _MAX_ACTOR = 128
+# How long a starting server waits to learn the revoked sessions before serving anyway
+# (users' calls are answered UNAVAILABLE until it has).
+_REVOCATIONS_WAIT_SECONDS = 5.0
 
 
 def _split(method: str) -> tuple[str, str]:
@@ -118,23 +126,52 @@ class Guard:
     resources. Sets the request context's actor from the credential, never from what the
     caller claims; only a service may relay the actor it serves (`x-actor`)."""
 
-    def __init__(self, verifier: auth.Verifier) -> None:
+    def __init__(self, verifier: auth.Verifier, feed: RevocationFeed | None = None) -> None:
         self.verifier = verifier
+        self.feed = feed
 
     @classmethod
     def for_process(cls) -> Guard:
         name = auth.process_name()
         if not name:
             raise RuntimeError("a gRPC server needs the process's service name (svc_runtime.service.run)")
-        return cls(auth.Verifier.from_env(name))
+        nats_url = config.env(config.NATS_URL, "")
+        if not nats_url:
+            return cls(auth.Verifier.from_env(name))
+        revoked = RevokedSessions()
+        topology = messaging.Topology(config.env(config.NAMESPACE, config.DEFAULT_NAMESPACE))
+        return cls(auth.Verifier.from_env(name, revoked), RevocationFeed(nats_url, topology, revoked))
+
+    @property
+    def revoked(self) -> RevokedSessions | None:
+        return self.verifier.revoked
+
+    async def start(self) -> None:
+        if self.feed is None:
+            return
+        self.feed.start()
+        try:
+            await asyncio.wait_for(self.feed.loaded.wait(), _REVOCATIONS_WAIT_SECONDS)
+        except TimeoutError:
+            log.warning("revoked sessions not loaded yet; users' calls wait for them")
+
+    async def stop(self) -> None:
+        if self.feed is not None:
+            await self.feed.stop()
 
     def admit(self, method: GuardedMethod, metadata: Any, payload: bytes, peer: Callable[[], str]) -> Any:
         """The request parsed from `payload`, once the caller is admitted. The caller is
         checked before the payload is parsed: an unauthenticated call is refused as such
         whatever bytes it sent, and costs no parsing."""
+        return self.admit_principal(method, metadata, payload, peer)[0]
+
+    def admit_principal(
+        self, method: GuardedMethod, metadata: Any, payload: bytes, peer: Callable[[], str]
+    ) -> tuple[Any, auth.Principal | None]:
+        """`admit`, and who was admitted (None for an open method)."""
         rule, service, name, parse = method.rule, method.service, method.name, method.parse
         if rule.open:
-            return parse(payload)
+            return parse(payload), None
         authorization = relayed = ""
         for key, value in metadata or ():
             if key == auth.AUTHORIZATION_METADATA:
@@ -177,14 +214,14 @@ class Guard:
                 "operator call",
                 extra={"actor": actor, "method": f"{service}/{name}", "request_id": context.request_id()},
             )
-        return request
+        return request, principal
 
     @staticmethod
     def _refuse(service: str, name: str, reason: str) -> NoReturn:
         AUTH_REFUSED.labels(service, name, reason).inc()
         log.info("call not authenticated", extra={"method": f"{service}/{name}", "reason": reason})
         # The same answer whatever the cause: nothing for a prober to learn.
-        raise Unauthenticated("authentication required", reason="UNAUTHENTICATED")
+        raise Unauthenticated(REFUSED_MESSAGE, reason="UNAUTHENTICATED")
 
 
 def _address_of(peer: str) -> str:
@@ -261,12 +298,39 @@ def instrumented(method: str, handler: grpc.RpcMethodHandler, guard: Guard) -> g
 
     if handler.unary_stream is not None:
         stream_behavior = handler.unary_stream
+        admit_principal = guard.admit_principal
 
         async def unary_stream(payload: bytes, ctx: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             async with _Handling(ctx, method, service, name) as handling:
-                request = admit(guarded, handling.metadata, payload, ctx.peer)
-                async for response in stream_behavior(request, ctx):
-                    yield response
+                request, principal = admit_principal(guarded, handling.metadata, payload, ctx.peer)
+                revoked = guard.revoked
+                if principal is None or not principal.session or revoked is None:
+                    async for response in stream_behavior(request, ctx):
+                        yield response
+                    return
+                # A user's own stream ends as soon as the session is revoked: the call's task
+                # is cancelled, and the cancellation answered UNAUTHENTICATED.
+                task = asyncio.current_task()
+                ended: list[bool] = []
+
+                def on_revoked() -> None:
+                    ended.append(True)
+                    if task is not None:
+                        task.cancel()
+
+                forget = revoked.on_revoked(principal.session, on_revoked)
+                try:
+                    async for response in stream_behavior(request, ctx):
+                        yield response
+                except asyncio.CancelledError:
+                    if not ended or task is None:
+                        raise
+                    task.uncancel()
+                    STREAMS_REVOKED.labels(name).inc()
+                    log.info("stream of a revoked session ended", extra={"method": f"{service}/{name}"})
+                    raise Unauthenticated(REFUSED_MESSAGE, reason="UNAUTHENTICATED") from None
+                finally:
+                    forget()
 
         return grpc.unary_stream_rpc_method_handler(
             unary_stream,
@@ -378,6 +442,7 @@ class GrpcServer:
         self.port = self.server.add_insecure_port(self.listen)
         if self.port == 0:
             raise RuntimeError(f"cannot listen on {self.listen}")
+        await self.guard.start()
         await self.server.start()
         for name in ["", *self.service_names]:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -388,3 +453,4 @@ class GrpcServer:
         """Report NOT_SERVING first so balancers drain us, then finish in-flight calls."""
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
+        await self.guard.stop()

@@ -25,11 +25,13 @@ from nats.js.api import (
     ConsumerConfig,
     DeliverPolicy,
     DiscardPolicy,
+    KeyValueConfig,
     RetentionPolicy,
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import NotFoundError
+from nats.js.errors import BucketNotFoundError, NotFoundError
+from nats.js.kv import KeyValue
 
 from svc_runtime import context
 
@@ -170,6 +172,21 @@ async def connect(url: str, name: str) -> NatsClient:
         reconnect_time_wait=0.5,
         error_cb=on_error,
     )
+
+
+async def ensure_kv_bucket(
+    js: JetStreamContext, bucket: str, description: str, ttl_seconds: float
+) -> KeyValue:
+    """The KV bucket `bucket`, made (one value per key, on disk, keys forgotten after
+    `ttl_seconds`) if it does not exist yet."""
+    try:
+        return await js.key_value(bucket)
+    except BucketNotFoundError:
+        return await js.create_key_value(
+            KeyValueConfig(
+                bucket=bucket, description=description, history=1, ttl=ttl_seconds, storage=StorageType.FILE
+            )
+        )
 
 
 async def ensure_streams(js: JetStreamContext, topology: Topology) -> None:

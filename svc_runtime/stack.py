@@ -22,7 +22,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from svc_runtime import auth, config
+from svc_runtime import auth, config, tokens
 from svc_runtime.grpc_client import wait_healthy
 from svc_runtime.infra.nats_server import EmbeddedNats, NatsHandle
 from svc_runtime.infra.postgres import EmbeddedPostgres, PostgresHandle
@@ -191,10 +191,18 @@ class StackPlan:
         credentials = self._credentials()
         return auth.Verifier(
             audience,
-            user_secret=self.jwt_secret,
             service_key=credentials.service_key,
             operators=auth.load_operators(credentials.operators_file),
+            users=tokens.UserTokens(self.signing_keys()),
         )
+
+    def signing_keys(self) -> tokens.SigningKeys:
+        """The key set of users' tokens, as the stack's processes hold it."""
+        return tokens.SigningKeys(self.jwt_secret, self._credentials().signing_keys_file)
+
+    def user_tokens(self, ttl_seconds: int = 900) -> tokens.UserTokens:
+        """Access tokens as the stack's gateway issues them (for tests and tools)."""
+        return tokens.UserTokens(self.signing_keys(), ttl_seconds=ttl_seconds)
 
     def describe(self) -> dict[str, object]:
         return {

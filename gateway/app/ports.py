@@ -7,6 +7,7 @@ from typing import Protocol
 
 from brokermesh.marketdata.v1 import marketdata_pb2
 from brokermesh.orders.v1 import orders_pb2
+from gateway.domain.sessions import SessionRecord
 
 
 class CredentialsVerifier(Protocol):
@@ -31,4 +32,23 @@ class SpentTickets(Protocol):
     async def spend(self, ticket_id: str) -> bool:
         """True the first time a ticket id is spent, False ever after (for longer than any
         ticket lives); raises Unavailable when it cannot tell (never guesses True)."""
+        ...
+
+
+class SessionRecords(Protocol):
+    """Sessions shared by every gateway process. Each method raises Unavailable when it
+    cannot tell (never guesses)."""
+
+    async def begin(self, session: str, record: SessionRecord) -> None: ...
+
+    async def get(self, session: str) -> tuple[SessionRecord, int] | None:
+        """The record and its revision, or None for a session unknown (or long over)."""
+        ...
+
+    async def replace(self, session: str, record: SessionRecord, revision: int) -> bool:
+        """Write `record` if the session is still at `revision`; False if another write won."""
+        ...
+
+    async def revoke(self, session: str, until: float) -> None:
+        """End the session for every process (its tokens are refused, its streams end)."""
         ...

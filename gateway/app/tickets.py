@@ -7,8 +7,9 @@ import logging
 from prometheus_client import Counter
 
 from gateway.app.ports import SpentTickets
-from gateway.domain.tokens import IssuedToken, Principal, TokenAuthority
+from gateway.app.sessions import refused
 from svc_runtime.errors import ServiceError, Unauthenticated
+from svc_runtime.tokens import Claims, Issued, Refused, UserTokens
 
 log = logging.getLogger(__name__)
 
@@ -18,24 +19,25 @@ TICKETS = Counter(
 
 
 class StreamTickets:
-    def __init__(self, authority: TokenAuthority, spent: SpentTickets) -> None:
+    def __init__(self, authority: UserTokens, spent: SpentTickets) -> None:
         self.authority = authority
         self.spent = spent
 
-    def issue(self, user_id: str) -> IssuedToken:
+    def issue(self, user_id: str, session: str) -> Issued:
         TICKETS.labels("issued").inc()
-        return self.authority.issue(user_id)
+        return self.authority.issue(user_id, session)
 
-    async def redeem(self, ticket: str) -> Principal:
-        """The ticket's user, once; a second use, an expired, forged or unknown ticket is 401."""
+    async def redeem(self, ticket: str) -> Claims:
+        """The ticket's user and session, once; a second use, an expired, forged or unknown
+        ticket, or one of a revoked session, is 401."""
         try:
             principal = self.authority.verify(ticket)
-        except Unauthenticated as error:
-            TICKETS.labels("expired" if error.reason == "TOKEN_EXPIRED" else "invalid").inc()
-            raise
+        except Refused as error:
+            TICKETS.labels("expired" if error.reason == "expired" else "invalid").inc()
+            raise refused() from None
         if not principal.token_id:
             TICKETS.labels("invalid").inc()
-            raise Unauthenticated("invalid stream ticket", reason="INVALID_TOKEN")
+            raise refused()
         try:
             first_use = await self.spent.spend(principal.token_id)
         except ServiceError:

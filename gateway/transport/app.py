@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,26 +17,33 @@ from starlette.responses import Response
 from starlette.types import ASGIApp
 
 from gateway.app.limits import EdgeLimits
+from gateway.app.sessions import refused
 from gateway.app.tickets import StreamTickets
 from gateway.domain.jsonmoney import dumps
-from gateway.domain.tokens import TokenAuthority
 from gateway.transport.cors import Cors
 from gateway.transport.errors import ProblemResponses
 from gateway.transport.handlers import Handlers
 from gateway.transport.middleware import EdgeMiddleware, PrincipalMiddleware
-from gateway.transport.tickets import TicketHandlers, ticket_security_handler
+from gateway.transport.tickets import TicketHandlers, ticket_security_handler, token_info
 from gateway.transport.validation import VALIDATORS
 from gateway.transport.web import WebFiles, load_files
+from svc_runtime.tokens import Refused, UserTokens
+
+log = logging.getLogger(__name__)
 
 SPEC = Path(__file__).resolve().parent.parent / "openapi.yaml"
 
 
-def _bearer_handler(tokens: TokenAuthority) -> type[BearerSecurityHandler]:
-    """connexion's bearer scheme, verifying with our token authority."""
+def _bearer_handler(tokens: UserTokens) -> type[BearerSecurityHandler]:
+    """connexion's bearer scheme, checking access tokens with `svc_runtime.tokens` (as every
+    gRPC server does)."""
 
     def verify(token: str) -> dict[str, Any]:
-        principal = tokens.verify(token)  # raises Unauthenticated → 401 problem
-        return {"sub": principal.user_id, "jti": principal.token_id, "exp": principal.expires_at}
+        try:
+            return token_info(tokens.verify(token))
+        except Refused as error:
+            log.info("access token refused", extra={"reason": error.reason})
+            raise refused() from None  # → 401 problem
 
     class Bearer(BearerSecurityHandler):
         def _resolve_func(self, security_scheme: dict[str, Any]) -> Callable[[str], dict[str, Any]]:
@@ -57,7 +65,7 @@ def served_spec(limits: EdgeLimits) -> dict[str, Any]:
 def build_app(
     *,
     handlers: Handlers,
-    tokens: TokenAuthority,
+    tokens: UserTokens,
     limits: EdgeLimits,
     clock: Callable[[], float],
     health: Callable[[], tuple[bool, dict[str, Any]]],

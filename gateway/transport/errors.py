@@ -25,6 +25,7 @@ from gateway.domain.problems import (
 from gateway.transport.mapping import rest_details
 from gateway.transport.state import current
 from svc_runtime.errors import ServiceError
+from svc_runtime.tokens import REFUSED_MESSAGE
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +131,8 @@ class ProblemResponses:
         reason = getattr(exc, "reason", None) or _REASON_OF_STATUS.get(status, "ERROR")
         detail = str(exc.detail or exc.title or reason)
         if status == 401:
-            detail = "missing or invalid access token; log in with POST /v1/sessions"
+            # A missing token is answered like any bad one.
+            reason, detail = "UNAUTHENTICATED", REFUSED_MESSAGE
         violations = list(getattr(exc, "violations", []))
         return self._response(http_problem(status, reason, detail, violations=violations))
 

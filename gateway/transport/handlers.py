@@ -22,7 +22,7 @@ from brokermesh.orders.v1 import orders_pb2
 from gateway.adapters.backends import BackendError, Backends
 from gateway.app.limits import EdgeLimits
 from gateway.app.quotes import QuoteHub
-from gateway.app.sessions import Login
+from gateway.app.sessions import Sessions, TokenPair, refused
 from gateway.domain.jsonmoney import dumps
 from gateway.transport import mapping
 from gateway.transport.state import current
@@ -31,7 +31,6 @@ from svc_runtime.errors import (
     DeadlineExceeded,
     InvalidArgument,
     ResourceExhausted,
-    Unauthenticated,
     Unavailable,
 )
 from svc_runtime.ids import new_id
@@ -48,8 +47,25 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
 def _user() -> str:
     user_id = current().user_id
     if not user_id:  # the spec secures every operation but login; this is a second lock
-        raise Unauthenticated("missing access token", reason="UNAUTHENTICATED")
+        raise refused()
     return user_id
+
+
+def _timestamp(seconds: int) -> str:
+    return datetime.datetime.fromtimestamp(seconds, tz=datetime.UTC).isoformat().replace("+00:00", "Z")
+
+
+def _session_body(pair: TokenPair) -> dict[str, Any]:
+    return {
+        "accessToken": pair.access.token,
+        "tokenType": "Bearer",
+        "expiresIn": pair.access.expires_in,
+        "expiresAt": _timestamp(pair.access.expires_at),
+        "refreshToken": pair.refresh.token,
+        "refreshExpiresIn": pair.refresh.expires_in,
+        "refreshExpiresAt": _timestamp(pair.refresh.expires_at),
+        "userId": pair.access.user_id,
+    }
 
 
 def _body() -> dict[str, Any]:
@@ -88,14 +104,14 @@ class Handlers:
         self,
         *,
         backends: Backends,
-        login: Login,
+        sessions: Sessions,
         hub: QuoteHub,
         registry: StreamRegistry,
         limits: EdgeLimits,
         clock: Callable[[], float],
     ) -> None:
         self.backends = backends
-        self.login = login
+        self.sessions = sessions
         self.hub = hub
         self.slots = limits.slots
         self.registry = registry
@@ -113,19 +129,19 @@ class Handlers:
     # --- sessions ------------------------------------------------------------------------
     async def create_session(self) -> Response:
         body = _body()
-        issued = await self.login(body["username"], body["password"], current().client_ip)
-        expires_at = datetime.datetime.fromtimestamp(issued.expires_at, tz=datetime.UTC)
-        return json_response(
-            {
-                "accessToken": issued.token,
-                "tokenType": "Bearer",
-                "expiresIn": issued.expires_in,
-                "expiresAt": expires_at.isoformat().replace("+00:00", "Z"),
-                "userId": issued.user_id,
-            },
-            200,
-            {"Cache-Control": "no-store"},
-        )
+        pair = await self.sessions.login(body["username"], body["password"], current().client_ip)
+        return json_response(_session_body(pair), 200, {"Cache-Control": "no-store"})
+
+    async def refresh_session(self) -> Response:
+        pair = await self.sessions.refresh(_body()["refreshToken"])
+        return json_response(_session_body(pair), 200, {"Cache-Control": "no-store"})
+
+    async def delete_current_session(self) -> Response:
+        state = current()
+        if not state.user_id or not state.session:
+            raise refused()
+        await self.sessions.logout(state.session, state.user_id)
+        return Response(status_code=204)
 
     # --- watchlists ----------------------------------------------------------------------
     async def create_watchlist(self) -> Response:
@@ -385,9 +401,11 @@ class Handlers:
         except BaseException:
             self.slots.release(user_id)
             raise
-        return MarketStream(
+        stream = MarketStream(
             subscription, self.hub, self.streams, self.registry, lambda: self.slots.release(user_id)
         )
+        stream.session = current().session
+        return stream
 
     async def stream_order_updates(self, user_id: str, after_event_id: str) -> Response:
         self._take_slot(user_id)
@@ -407,7 +425,9 @@ class Handlers:
             first.cancel()
             self.slots.release(user_id)
             raise
-        return OrderStream(events, first, self.streams, self.registry, lambda: self.slots.release(user_id))
+        stream = OrderStream(events, first, self.streams, self.registry, lambda: self.slots.release(user_id))
+        stream.session = current().session
+        return stream
 
     async def stream_orders(self, last_event_id: str | None = None) -> Response:
         user_id = _user()

@@ -200,7 +200,9 @@ class PrincipalMiddleware:
             await self.app(scope, receive, send)
             return
         token_info = extensions.get("connexion_context", {}).get("token_info") or {}
-        state.user_id = str(token_info.get("sub", "")) if isinstance(token_info, dict) else ""
+        if isinstance(token_info, dict):
+            state.user_id = str(token_info.get("sub", ""))
+            state.session = str(token_info.get("sid", ""))
         key = self.limits.request_key(state.user_id, state.client_ip)
         now = self.clock()
         wait = self.limits.requests.acquire(key, now)

@@ -16,6 +16,8 @@ class RequestState:
     method: str = ""
     operation: str = ""
     user_id: str = ""
+    # The session of the token or ticket (its `sid`).
+    session: str = ""
     # The JSON body parsed with exact decimals (set by the body validator).
     body: Any = None
     # Added to the response whoever writes it (a handler or an error handler).

@@ -30,6 +30,7 @@ from gateway.domain.jsonmoney import dumps
 from gateway.domain.problems import problem_from_details
 from gateway.settings import StreamSettings
 from gateway.transport.mapping import order_event_json
+from svc_runtime.tokens import REFUSED_MESSAGE, RevokedSessions
 
 log = logging.getLogger(__name__)
 
@@ -51,17 +52,39 @@ class SlowConsumer(Exception):
 
 
 class StreamRegistry:
-    """Every open stream, so that shutdown can end them (clients reconnect elsewhere)."""
+    """Every open stream, so that shutdown can end them (clients reconnect elsewhere), and
+    by session, so that a revoked session's streams end at once."""
 
-    def __init__(self) -> None:
+    def __init__(self, revoked: RevokedSessions | None = None) -> None:
         self._open: set[EventStream] = set()
+        self._by_session: dict[str, set[EventStream]] = {}
         self.closing = False
+        self.revoked = revoked
+        if revoked is not None:
+            revoked.listen(self.end_session)
 
     def add(self, stream: EventStream) -> None:
         self._open.add(stream)
+        if stream.session:
+            self._by_session.setdefault(stream.session, set()).add(stream)
+            # Revoked between the token check and now: ends at once.
+            if self.revoked is not None and stream.session in self.revoked:
+                self.end_session(stream.session)
 
     def discard(self, stream: EventStream) -> None:
         self._open.discard(stream)
+        held = self._by_session.get(stream.session)
+        if held is not None:
+            held.discard(stream)
+            if not held:
+                del self._by_session[stream.session]
+
+    def end_session(self, session: str) -> None:
+        """End the streams of a revoked session; each tells its client why, detail-free."""
+        for stream in list(self._by_session.get(session, ())):
+            DROPPED.labels(stream.kind, "revoked").inc()
+            stream.revoked = True
+            stream.close()
 
     def close_all(self) -> None:
         self.closing = True
@@ -87,6 +110,9 @@ class EventStream(Response):
         self.gone = False
         self.gone_by_client = False
         self.wake = asyncio.Event()
+        # The session the stream was opened in, and whether it ended because it was revoked.
+        self.session = ""
+        self.revoked = False
 
     def close(self) -> None:
         self.gone = True
@@ -114,7 +140,9 @@ class EventStream(Response):
             OPEN_STREAMS.labels(self.kind).dec()
             self.cleanup()
             self.on_close()
-        if finished and not self.gone_by_client:
+        if self.revoked and not self.gone_by_client:
+            await self._tell(send, "UNAUTHENTICATED", REFUSED_MESSAGE)
+        elif finished and not self.gone_by_client:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(_TELL_TIMEOUT):
                     await send({"type": "http.response.body", "body": b"", "more_body": False})

@@ -9,10 +9,16 @@ from typing import Any
 from connexion.security import ApiKeySecurityHandler
 from starlette.responses import Response
 
+from gateway.app.sessions import refused
 from gateway.app.tickets import StreamTickets
 from gateway.domain.jsonmoney import dumps
 from gateway.transport.state import current
-from svc_runtime.errors import Unauthenticated
+from svc_runtime.tokens import Claims
+
+
+def token_info(claims: Claims) -> dict[str, Any]:
+    """What connexion keeps of a checked token or ticket (`PrincipalMiddleware` reads it)."""
+    return {"sub": claims.user_id, "sid": claims.session, "jti": claims.token_id, "exp": claims.expires_at}
 
 
 def ticket_security_handler(tickets: StreamTickets) -> type[ApiKeySecurityHandler]:
@@ -20,8 +26,8 @@ def ticket_security_handler(tickets: StreamTickets) -> type[ApiKeySecurityHandle
     bearer token, so everything after authentication treats both alike."""
 
     async def redeem(ticket: str) -> dict[str, Any]:
-        principal = await tickets.redeem(ticket)  # raises Unauthenticated → 401 problem
-        return {"sub": principal.user_id, "jti": principal.token_id, "exp": principal.expires_at}
+        claims = await tickets.redeem(ticket)  # raises Unauthenticated → 401 problem
+        return token_info(claims)
 
     class Ticket(ApiKeySecurityHandler):
         def _resolve_func(
@@ -37,10 +43,10 @@ class TicketHandlers:
         self.tickets = tickets
 
     async def create_stream_ticket(self) -> Response:
-        user_id = current().user_id
-        if not user_id:
-            raise Unauthenticated("missing access token", reason="UNAUTHENTICATED")
-        issued = self.tickets.issue(user_id)
+        state = current()
+        if not state.user_id:
+            raise refused()
+        issued = self.tickets.issue(state.user_id, state.session)
         expires_at = datetime.datetime.fromtimestamp(issued.expires_at, tz=datetime.UTC)
         body = {
             "ticket": issued.token,

@@ -96,7 +96,8 @@ export class Api {
     }
     if (!response.ok) {
       const error = new ApiError(response.status, parsed, Number(response.headers.get("Retry-After")) || 0);
-      if (response.status === 401 && path !== "/sessions") this.onUnauthorized(error);
+      // A refused login or refresh is answered where it was asked; anything else ends the session.
+      if (response.status === 401 && !path.startsWith("/sessions")) this.onUnauthorized(error);
       throw error;
     }
     return parsed;
@@ -104,6 +105,13 @@ export class Api {
 
   login(username, password) {
     return this.request("POST", "/sessions", { body: { username, password } });
+  }
+  /** A new pair of tokens; the refresh token given is spent (a second use ends the session). */
+  refresh(refreshToken) {
+    return this.request("POST", "/sessions:refresh", { body: { refreshToken } });
+  }
+  logout() {
+    return this.request("DELETE", "/sessions/current");
   }
   listWatchlists() {
     return this.request("GET", "/watchlists", { query: { pageSize: 100 } });

@@ -49,19 +49,60 @@ function saveSession(session) {
 function loadSession() {
   try {
     const session = JSON.parse(sessionStorage.getItem(SESSION_KEY) || "null");
-    if (session && Date.parse(session.expiresAt) > Date.now() + 5000) return session;
+    if (session && (session.refreshToken || Date.parse(session.expiresAt) > Date.now() + 5000)) return session;
   } catch {
     // A damaged entry is as good as none.
   }
   return null;
 }
 
+// An access token lives minutes: it is renewed with the refresh token a minute before it
+// runs out (or halfway, for short ones), for as long as the session lasts.
+const RENEW_BEFORE_MS = 60000;
 let expiryTimer = 0;
 function armExpiry() {
   clearTimeout(expiryTimer);
-  const left = Date.parse(state.session.expiresAt) - Date.now();
-  // The API has no token refresh: when the token runs out, ask for the password again.
-  expiryTimer = setTimeout(() => sessionEnded(), Math.max(0, left - 2000));
+  const session = state.session;
+  const left = Date.parse(session.expiresAt) - Date.now();
+  if (!session.refreshToken) {
+    expiryTimer = setTimeout(() => sessionEnded(), Math.max(0, left - 2000));
+    return;
+  }
+  const lifetime = session.lifetimeMs || left;
+  expiryTimer = setTimeout(() => renewTokens(), Math.max(0, Math.min(left - RENEW_BEFORE_MS, lifetime / 2)));
+}
+
+/** Trade the refresh token for a new pair; if the session is over, sign in again. */
+async function renewTokens() {
+  const session = state.session;
+  if (!session) return;
+  try {
+    const renewed = await api.refresh(session.refreshToken);
+    if (state.session !== session) return; // signed out meanwhile
+    saveSession(sessionFrom(renewed, session.username));
+    armExpiry();
+  } catch (failure) {
+    if (failure instanceof ApiError && failure.status === 401) {
+      sessionEnded();
+      return;
+    }
+    // The server could not be reached: try again shortly while the token still works.
+    const left = Date.parse(session.expiresAt) - Date.now();
+    if (left <= 2000) sessionEnded();
+    else expiryTimer = setTimeout(() => renewTokens(), Math.min(5000, left / 2));
+  }
+}
+
+function sessionFrom(body, username) {
+  const expiresAt = body.expiresAt || new Date(Date.now() + body.expiresIn * 1000).toISOString();
+  return {
+    token: body.accessToken,
+    refreshToken: body.refreshToken || "",
+    userId: body.userId,
+    username,
+    expiresAt,
+    lifetimeMs: (body.expiresIn || 0) * 1000,
+  };
 }
 
 function showSignIn(note) {
@@ -97,9 +138,8 @@ async function signIn(event) {
   button.disabled = true;
   try {
     const session = await api.login(username, password);
-    const expiresAt = session.expiresAt || new Date(Date.now() + session.expiresIn * 1000).toISOString();
     const resuming = state.expiredUser === username;
-    saveSession({ token: session.accessToken, userId: session.userId, username, expiresAt });
+    saveSession(sessionFrom(session, username));
     $("#signin-pass").value = "";
     $("#signin").hidden = true;
     $("#app").hidden = false;
@@ -113,9 +153,16 @@ async function signIn(event) {
   }
 }
 
-function signOut() {
+async function signOut() {
   stopStreams();
   clearTimeout(expiryTimer);
+  // End the session on the server too (its tokens stop working everywhere); the page is
+  // cleared whether or not the server could be told.
+  try {
+    if (state.session) await api.logout();
+  } catch {
+    // Already over, or the server is unreachable: nothing more to do here.
+  }
   saveSession(null);
   // A clean page for the next person at this screen.
   location.hash = "";
@@ -1079,7 +1126,13 @@ const saved = loadSession();
 if (saved) {
   saveSession(saved);
   $("#app").hidden = false;
-  start();
+  if (Date.parse(saved.expiresAt) > Date.now() + 5000) start();
+  // The access token ran out while the page was away: renew it before anything is asked.
+  else {
+    renewTokens().then(() => {
+      if (state.session && state.session !== saved && !$("#app").hidden) start();
+    });
+  }
 } else {
   showSignIn("");
 }

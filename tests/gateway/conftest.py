@@ -40,21 +40,30 @@ from brokermesh.type.v1 import decimal_pb2
 from gateway.adapters.backends import Backends
 from gateway.app.limits import EdgeLimits
 from gateway.app.quotes import QuoteHub
-from gateway.app.sessions import Login
+from gateway.app.sessions import Sessions
 from gateway.app.tickets import StreamTickets
 from gateway.domain.limits import LoginGuard, RateLimiter, StreamSlots
-from gateway.domain.tickets import ticket_authority
-from gateway.domain.tokens import ALGORITHM, AUDIENCE, ISSUER, TokenAuthority
+from gateway.domain.tickets import ticket_authority, ticket_key
 from gateway.settings import OrderLimits, StreamSettings
 from gateway.transport.app import build_app
 from gateway.transport.handlers import Handlers
 from gateway.transport.streams import StreamRegistry
 from svc_runtime.messaging import Topology
 from svc_runtime.reasons import CATALOGUE
-from svc_runtime.stack import Stack
+from svc_runtime.stack import Stack, StackPlan
+from svc_runtime.tokens import (
+    ACCESS_AUDIENCE,
+    ALGORITHM,
+    ISSUER,
+    KID_PREFIX,
+    REFRESH_AUDIENCE,
+    KeySet,
+    RevokedSessions,
+    UserTokens,
+)
 from tests.conftest import new_stack
 from tests.gateway.contract import declared_statuses, operation_of, operations_at
-from tests.gateway.fakes import MemorySpentTickets
+from tests.gateway.fakes import FakeAccounts, MemorySessions, MemorySpentTickets
 from tests.support.infra import SharedInfra, unique_name
 from tests.support.polling import eventually
 
@@ -85,20 +94,30 @@ def make_quote(symbol: str, price: str, sequence: int) -> marketdata_pb2.Quote:
     return quote
 
 
-def make_token(stack: Stack, user_id: str | None = None, *, ttl: int = 900, **overrides: Any) -> str:
-    """A token as the gateway issues it, signed with the stack's secret (a fresh user if none)."""
+def make_token(
+    stack: Stack, user_id: str | None = None, *, ttl: int = 900, kid: str | None = None, **overrides: Any
+) -> str:
+    """A token as the gateway issues it, signed with the stack's current key (a fresh user
+    and session if none), with any claim changed (None: left out)."""
     now = int(time.time())
     claims = {
         "iss": ISSUER,
-        "aud": AUDIENCE,
+        "aud": ACCESS_AUDIENCE,
         "sub": user_id or unique_name("u_"),
+        "sid": secrets.token_hex(16),
         "iat": now,
         "nbf": now,
         "exp": now + ttl,
         "jti": secrets.token_hex(6),
         **overrides,
     }
-    return jwt.encode(claims, stack.plan.jwt_secret, algorithm=ALGORITHM)
+    current, secret = stack.plan.signing_keys().current().signing()
+    return jwt.encode(
+        {k: v for k, v in claims.items() if v is not None},
+        secret,
+        algorithm=ALGORITHM,
+        headers={"kid": kid or KID_PREFIX + current},
+    )
 
 
 def bearer(stack: Stack, user_id: str | None = None) -> dict[str, str]:
@@ -165,6 +184,23 @@ class Edge:
         return sum(
             float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(line_prefix)
         )
+
+
+@contextlib.asynccontextmanager
+async def twin_gateway(edge: Edge, work_dir: Path) -> AsyncIterator[str]:
+    """A second gateway process beside the edge's (same secret, NATS and namespace), as when
+    the gateway runs several workers or replicas; yields its URL."""
+    plan = edge.stack.plan
+    twin_plan = StackPlan.allocate(
+        work_dir, plan.database_url, plan.nats_url, namespace=plan.namespace, jwt_secret=plan.jwt_secret
+    )
+    twin_plan.extra_env.update(plan.extra_env)
+    twin = Stack(twin_plan)
+    await twin.start(["gateway"])
+    try:
+        yield twin_plan.gateway_url
+    finally:
+        await twin.stop()
 
 
 async def start_edge(
@@ -306,10 +342,15 @@ def statuses_are_declared(status_recorder: StatusRecorder) -> Iterator[None]:
 @dataclass
 class LocalEdge:
     client: httpx.AsyncClient
-    tokens: TokenAuthority
+    tokens: UserTokens
+    revoked: RevokedSessions
+    registry: StreamRegistry
+    keys: KeySet
+    ticket_key: bytes
 
-    def auth(self, user_id: str | None = None) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.tokens.issue(user_id or unique_name('u_')).token}"}
+    def auth(self, user_id: str | None = None, session: str = "") -> dict[str, str]:
+        issued = self.tokens.issue(user_id or unique_name("u_"), session or secrets.token_hex(16))
+        return {"Authorization": f"Bearer {issued.token}"}
 
 
 @pytest.fixture(scope="module")
@@ -318,7 +359,10 @@ async def local_edge() -> AsyncIterator[LocalEdge]:
     nowhere = "127.0.0.1:9"
     backends = Backends(orders_target=nowhere, funds_target=nowhere, marketdata_target=nowhere, timeout=2.0)
     tokens_secret = secrets.token_hex(32)
-    tokens = TokenAuthority(tokens_secret, ttl_seconds=900, clock=time.time)
+    keys = KeySet.single(tokens_secret)
+    revoked = RevokedSessions(ready=True)
+    tokens = UserTokens(keys, ttl_seconds=900, revoked=revoked)
+    refresh = UserTokens(keys, audience=REFRESH_AUDIENCE, ttl_seconds=3600, revoked=revoked)
     # Rates high enough never to be reached: these tests are about shapes, not rates.
     limits = EdgeLimits(
         requests=RateLimiter(1_000_000, 1_000_000),
@@ -329,16 +373,29 @@ async def local_edge() -> AsyncIterator[LocalEdge]:
         orders=OrderLimits(),
         max_body_bytes=MAX_BODY_BYTES,
     )
+    registry = StreamRegistry(revoked)
+    # Two known users; svc_funds itself is not behind this edge.
+    accounts = FakeAccounts({("asha", "asha-pass"): "u_asha", ("ravi", "ravi-pass"): "u_ravi"})
+    sessions = Sessions(
+        accounts,
+        tokens,
+        refresh,
+        MemorySessions(revoked),
+        guard=limits.logins,
+        clock=time.time,
+        session_seconds=3600,
+    )
     handlers = Handlers(
         backends=backends,
-        login=Login(backends, tokens, limits.logins, time.time),
+        sessions=sessions,
         hub=QuoteHub(backends),
-        registry=StreamRegistry(),
+        registry=registry,
         limits=limits,
         clock=time.monotonic,
     )
     tickets = StreamTickets(
-        ticket_authority(tokens_secret, ttl_seconds=30, clock=time.time), MemorySpentTickets()
+        ticket_authority(tokens_secret, ttl_seconds=30, clock=time.time, revoked=revoked),
+        MemorySpentTickets(),
     )
     app = build_app(
         handlers=handlers,
@@ -350,7 +407,7 @@ async def local_edge() -> AsyncIterator[LocalEdge]:
     )
     transport = httpx.ASGITransport(app=app, client=("192.0.2.10", 40000))
     async with httpx.AsyncClient(transport=transport, base_url="http://edge.test") as client:
-        yield LocalEdge(client, tokens)
+        yield LocalEdge(client, tokens, revoked, registry, keys, ticket_key(tokens_secret))
     await backends.close()
 
 

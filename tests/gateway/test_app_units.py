@@ -14,14 +14,15 @@ from brokermesh.marketdata.v1 import marketdata_pb2
 from brokermesh.orders.v1 import orders_pb2
 from brokermesh.type.v1 import decimal_pb2, trading_pb2
 from gateway.app.quotes import QuoteHub
-from gateway.app.sessions import BAD_CREDENTIALS, Login
+from gateway.app.sessions import BAD_CREDENTIALS, Sessions
 from gateway.domain.conflation import MAX_MEMBERS
 from gateway.domain.jsonmoney import dumps
 from gateway.domain.limits import LoginGuard
-from gateway.domain.tokens import TokenAuthority
 from gateway.transport import mapping
 from gateway.transport.validation import violations_of
 from svc_runtime.errors import InvalidArgument, ResourceExhausted, Unauthenticated
+from svc_runtime.tokens import REFRESH_AUDIENCE, KeySet, RevokedSessions, UserTokens
+from tests.gateway.fakes import MemorySessions
 
 
 def quote(symbol: str, price: str, seconds: int, sequence: int) -> marketdata_pb2.Quote:
@@ -218,12 +219,17 @@ class FakeAccounts:
 async def test_login_gives_one_message_for_any_failure_and_throttles_guessing() -> None:
     now = [1000.0]
     accounts = FakeAccounts()
-    login = Login(
+    keys = KeySet.single("secret-" * 8)
+    revoked = RevokedSessions(ready=True)
+    login = Sessions(
         accounts,
-        TokenAuthority("secret-" * 8, ttl_seconds=900, clock=lambda: now[0]),
-        LoginGuard(free_failures=2, base_lock=30.0),
+        UserTokens(keys, ttl_seconds=900, clock=lambda: now[0]),
+        UserTokens(keys, audience=REFRESH_AUDIENCE, ttl_seconds=3600, clock=lambda: now[0]),
+        MemorySessions(revoked),
+        guard=LoginGuard(free_failures=2, base_lock=30.0),
         clock=lambda: now[0],
-    )
+        session_seconds=3600,
+    ).login
     messages = set()
     for username in ("asha", "nobody"):
         with pytest.raises(Unauthenticated) as caught:
@@ -241,12 +247,12 @@ async def test_login_gives_one_message_for_any_failure_and_throttles_guessing() 
     assert throttled.value.retry_after_seconds == 30.0
     assert accounts.calls == calls
     # Not asha elsewhere, nor another user at the same address.
-    assert (await login("asha", "right-password", "10.0.0.3")).user_id == "u_asha"
+    assert (await login("asha", "right-password", "10.0.0.3")).access.user_id == "u_asha"
     with pytest.raises(Unauthenticated):
         await login("nobody", "wrong", "10.0.0.1")
     now[0] += 31
     issued = await login("asha", "right-password", "10.0.0.1")
-    assert issued.user_id == "u_asha"
+    assert issued.access.user_id == "u_asha"
 
 
 def test_validation_messages_name_fields_and_never_echo_values() -> None:

@@ -17,14 +17,13 @@ from gateway.domain.feed import LIVE, STALE, FeedCondition, FeedView
 from gateway.domain.jsonmoney import MalformedJson, decimal_from_json, dumps, json_number_text, loads
 from gateway.domain.limits import LoginGuard, LoginThrottle, RateLimiter, StreamSlots
 from gateway.domain.problems import problem_from_details, problem_from_error
-from gateway.domain.tokens import TokenAuthority
 from svc_runtime.errors import (
     ErrorDetails,
     FailedPrecondition,
     FieldViolation,
     InvalidArgument,
-    Unauthenticated,
 )
+from svc_runtime.tokens import KeySet, Refused, UserTokens
 
 SECRET = "unit-test-secret-that-is-long-enough-for-hs256"
 
@@ -390,36 +389,37 @@ def _b64(data: dict[str, object]) -> str:
 
 def test_tokens_round_trip_and_expire() -> None:
     clock = Clock(1_000_000.0)
-    authority = TokenAuthority(SECRET, ttl_seconds=900, clock=clock)
-    issued = authority.issue("u_1")
+    authority = UserTokens(KeySet.single(SECRET), ttl_seconds=900, clock=clock)
+    issued = authority.issue("u_1", "s1")
     assert issued.expires_in == 900
     assert authority.verify(issued.token).user_id == "u_1"
     clock.now += 900 + 6
-    with pytest.raises(Unauthenticated) as caught:
+    with pytest.raises(Refused) as caught:
         authority.verify(issued.token)
-    assert caught.value.reason == "TOKEN_EXPIRED"
+    assert caught.value.reason == "expired"
 
 
 def test_tampered_foreign_and_unsigned_tokens_are_refused() -> None:
     clock = Clock(1_000_000.0)
-    authority = TokenAuthority(SECRET, ttl_seconds=900, clock=clock)
-    header, payload, signature = authority.issue("u_1").token.split(".")
+    authority = UserTokens(KeySet.single(SECRET), ttl_seconds=900, clock=clock)
+    header, payload, signature = authority.issue("u_1", "s1").token.split(".")
     claims = json.loads(base64.urlsafe_b64decode(payload + "=="))
     claims["sub"] = "u_2"
+    kid = {"kid": "user:0"}
     forged = {
         "tampered": f"{header}.{_b64(claims)}.{signature}",
-        "alg none": f"{_b64({'alg': 'none', 'typ': 'JWT'})}.{_b64(claims)}.",
-        "other key": jwt.encode(claims, "another-secret-of-sufficient-length-xx", algorithm="HS256"),
+        "alg none": f"{_b64({'alg': 'none', 'typ': 'JWT', **kid})}.{_b64(claims)}.",
+        "other key": jwt.encode(claims, "another-secret-of-sufficient-length-xx", "HS256", kid),
         "garbage": "not-a-token",
-        "missing exp": jwt.encode({k: v for k, v in claims.items() if k != "exp"}, SECRET, algorithm="HS256"),
-        "wrong audience": jwt.encode({**claims, "aud": "someone-else"}, SECRET, algorithm="HS256"),
-        "issued in the future": jwt.encode(
-            {**claims, "iat": claims["iat"] + 3600}, SECRET, algorithm="HS256"
-        ),
-        "path in sub": jwt.encode({**claims, "sub": "u_1/orders/x"}, SECRET, algorithm="HS256"),
+        "missing exp": jwt.encode({k: v for k, v in claims.items() if k != "exp"}, SECRET, "HS256", kid),
+        "missing sid": jwt.encode({k: v for k, v in claims.items() if k != "sid"}, SECRET, "HS256", kid),
+        "no kid": jwt.encode(claims, SECRET, algorithm="HS256"),
+        "wrong audience": jwt.encode({**claims, "aud": "someone-else"}, SECRET, "HS256", kid),
+        "issued in the future": jwt.encode({**claims, "iat": claims["iat"] + 3600}, SECRET, "HS256", kid),
+        "path in sub": jwt.encode({**claims, "sub": "u_1/orders/x"}, SECRET, "HS256", kid),
     }
     for name, token in forged.items():
-        with pytest.raises(Unauthenticated):
+        with pytest.raises(Refused):
             authority.verify(token)
             pytest.fail(f"{name} token accepted")
 

@@ -21,6 +21,7 @@ from tests.gateway.test_http_edge import PROBLEM, assert_problem
 
 BODY_OPERATIONS = {
     "create_session": "/v1/sessions",
+    "refresh_session": "/v1/sessions:refresh",
     "place_order": "/v1/orders",
     "modify_order": "/v1/orders/ord_1:modify",
     "create_watchlist": "/v1/watchlists",

@@ -51,3 +51,4 @@ async def test_the_example_desktop_streams_quotes_and_its_order_and_places_an_or
     order_id = placed.split()[1].rstrip(":")
     assert any(line.startswith(f"order  {order_id} ") for line in output.splitlines()), output
     assert any(line.startswith("quote  INFY") for line in output.splitlines()), output
+    assert "logged out" in output.splitlines(), output

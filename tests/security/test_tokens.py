@@ -27,11 +27,26 @@ def verifier() -> Verifier:
     return Verifier("svc_funds", user_secret=USER_SECRET, service_key=SERVICE_KEY, operators=OPERATORS)
 
 
-def user_token(key: str = USER_SECRET, **changes: Any) -> str:
+USER_KID = {"kid": "user:0"}
+
+
+def user_claims() -> dict[str, Any]:
     now = int(time.time())
-    claims = {"iss": "brokermesh", "aud": "brokermesh-api", "sub": "u1", "iat": now, "exp": now + 600}
-    claims.update(changes)
-    return jwt.encode({k: v for k, v in claims.items() if v is not None}, key, algorithm="HS256")
+    return {
+        "iss": "brokermesh",
+        "aud": "brokermesh-api",
+        "sub": "u1",
+        "sid": "s1",
+        "iat": now,
+        "exp": now + 600,
+    }
+
+
+def user_token(key: str = USER_SECRET, **changes: Any) -> str:
+    claims = {**user_claims(), **changes}
+    return jwt.encode(
+        {k: v for k, v in claims.items() if v is not None}, key, algorithm="HS256", headers=USER_KID
+    )
 
 
 def service_token(key: str = SERVICE_KEY, kid: str = "service", **changes: Any) -> str:
@@ -58,7 +73,7 @@ def refused(verifier: Verifier, authorization: str) -> str:
 
 
 def test_each_kind_of_good_token_names_its_principal(verifier: Verifier) -> None:
-    assert verifier.verify(bearer(user_token())) == auth.Principal(Kind.USER, "u1")
+    assert verifier.verify(bearer(user_token())) == auth.Principal(Kind.USER, "u1", session="s1")
     assert verifier.verify(bearer(service_token())) == auth.Principal(Kind.SERVICE, "svc_orders")
     minted = auth.operator_signer(OPERATORS["auditor"]).token_for("svc_funds")
     assert verifier.verify(bearer(minted)) == auth.Principal(Kind.OPERATOR, "auditor", Role.READ_ONLY)
@@ -113,18 +128,15 @@ def _unsigned(header: dict[str, Any], claims: dict[str, Any]) -> str:
 
 
 def test_alg_none_is_refused(verifier: Verifier) -> None:
-    now = int(time.time())
-    user = {"iss": "brokermesh", "aud": "brokermesh-api", "sub": "u1", "iat": now, "exp": now + 600}
-    assert refused(verifier, bearer(_unsigned({"alg": "none", "typ": "JWT"}, user))) == "invalid"
+    user = user_claims()
+    assert refused(verifier, bearer(_unsigned({"alg": "none", "typ": "JWT", **USER_KID}, user))) == "invalid"
     service = {**user, "iss": "brokermesh-service", "aud": "svc_funds", "sub": "svc_orders"}
     assert refused(verifier, bearer(_unsigned({"alg": "none", "kid": "service"}, service))) == "invalid"
 
 
 @pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning")
 def test_other_algorithms_are_refused(verifier: Verifier) -> None:
-    now = int(time.time())
-    claims = {"iss": "brokermesh", "aud": "brokermesh-api", "sub": "u1", "iat": now, "exp": now + 600}
-    token = jwt.encode(claims, USER_SECRET, algorithm="HS512")
+    token = jwt.encode(user_claims(), USER_SECRET, algorithm="HS512", headers=USER_KID)
     assert refused(verifier, bearer(token)) == "invalid"
 
 
@@ -137,7 +149,7 @@ def test_a_token_for_another_audience_or_issuer_is_refused(verifier: Verifier) -
 
 
 def test_tokens_missing_a_required_claim_are_refused(verifier: Verifier) -> None:
-    for claim in ("exp", "iat", "sub", "iss", "aud"):
+    for claim in ("exp", "iat", "sub", "iss", "aud", "sid"):
         assert refused(verifier, bearer(user_token(**{claim: None}))) == "invalid", claim
 
 

@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import contextlib
 import os
-import time
+import secrets
 from collections.abc import Iterator
 from typing import Any
 
 import grpc
 
-from gateway.domain.tokens import TokenAuthority
 from svc_runtime.auth import BearerToken, Credentials, Signer, configure_process
 from svc_runtime.grpc_client import channel, signing_interceptors
 from svc_runtime.stack import StackPlan
+from svc_runtime.tokens import KeySet, UserTokens
 
 # Who a test calls as when it plays the broker's own services (any of them is accepted).
 TEST_CALLER = "gateway"
@@ -44,9 +44,13 @@ def plain_channel(
     )
 
 
-def user_token(plan: StackPlan, user_id: str, *, ttl_seconds: int = 900) -> str:
-    """An access token for `user_id`, made as the gateway makes them at login."""
-    return TokenAuthority(plan.jwt_secret, ttl_seconds=ttl_seconds, clock=time.time).issue(user_id).token
+def user_token(plan: StackPlan, user_id: str, *, ttl_seconds: int = 900, session: str = "") -> str:
+    """An access token for `user_id` in a session of its own (or `session`), made as the
+    gateway makes them at login."""
+    # A test's own server rig may stand in for a plan with just its secret.
+    keys = plan.signing_keys() if isinstance(plan, StackPlan) else KeySet.single(plan.jwt_secret)
+    tokens = UserTokens(keys, ttl_seconds=ttl_seconds)
+    return tokens.issue(user_id, session or secrets.token_hex(16)).token
 
 
 def user_channel(plan: StackPlan, service: str, user_id: str) -> grpc.aio.Channel:

@@ -420,6 +420,36 @@ async def test_an_ended_session_asks_to_sign_in_again_and_keeps_the_ticket_as_it
     await page.wait_for_selector("#link-status:has-text('Live')")
 
 
+SAVED_SESSION = "() => JSON.parse(sessionStorage.getItem('brokermesh.session'))"
+
+
+async def test_the_app_renews_its_tokens_before_they_expire_and_signing_out_ends_the_session(
+    page: Page, stack: Stack
+) -> None:
+    username, password, _ = await open_account(stack)
+    # The page's clock, moved on by hand: 15-minute tokens need not be waited for.
+    await page.clock.install()
+    await sign_in(page, username, password)
+    first = await page.evaluate(SAVED_SESSION)
+    async with page.expect_response(lambda r: r.url.endswith("/v1/sessions:refresh")) as renewal:
+        await page.clock.fast_forward("14:30")  # past the renewal point, a minute before expiry
+    assert (await renewal.value).status == 200
+    second = await page.evaluate(SAVED_SESSION)
+    assert second["token"] != first["token"] and second["refreshToken"] != first["refreshToken"]
+    async with httpx.AsyncClient(base_url=stack.plan.gateway_url, timeout=30) as client:
+        funds = await client.get("/v1/funds", headers={"Authorization": f"Bearer {second['token']}"})
+        assert funds.status_code == 200
+        async with page.expect_response(lambda r: r.url.endswith("/v1/sessions/current")) as logout:
+            await page.click("#signout")
+        assert (await logout.value).status == 204
+        await page.wait_for_selector("#signin:not([hidden])")
+        # The session is over on the server: its tokens are refused everywhere.
+        refused = await client.get("/v1/funds", headers={"Authorization": f"Bearer {second['token']}"})
+        assert refused.status_code == 401
+        spent = await client.post("/v1/sessions:refresh", json={"refreshToken": second["refreshToken"]})
+        assert spent.status_code == 401
+
+
 async def test_after_a_gateway_restart_the_app_catches_up_and_never_shows_stale_prices_as_live(
     page: Page, stack: Stack
 ) -> None:
