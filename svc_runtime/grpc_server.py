@@ -183,7 +183,7 @@ class Guard:
         try:
             principal = self.verifier.verify(authorization)
         except auth.Refused as refused:
-            self._refuse(service, name, refused.reason)
+            self._refuse(service, name, refused.why)
         if not rule.admits(principal):
             AUTH_REFUSED.labels(service, name, "not allowed").inc()
             raise PermissionDenied("not allowed", reason="PERMISSION_DENIED")

@@ -59,11 +59,11 @@ REFUSED_MESSAGE = "authentication required"
 
 
 class Refused(Exception):
-    """The token proves nothing. The reason is for logs and metrics, never for the caller."""
+    """The token proves nothing. Why is for logs and metrics, never for the caller."""
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
-        self.reason = reason
+        self.why = reason
 
 
 # --- keys ------------------------------------------------------------------------------------

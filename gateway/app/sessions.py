@@ -97,7 +97,7 @@ class Sessions:
             claims = self.refresh_tokens.verify(refresh_token)
         except Refused as error:
             REFRESHES.labels("refused").inc()
-            log.info("refresh refused", extra={"reason": error.reason})
+            log.info("refresh refused", extra={"reason": error.why})
             raise refused() from None
         held = await self.records.get(claims.session)
         if held is None:

@@ -33,7 +33,7 @@ class StreamTickets:
         try:
             principal = self.authority.verify(ticket)
         except Refused as error:
-            TICKETS.labels("expired" if error.reason == "expired" else "invalid").inc()
+            TICKETS.labels("expired" if error.why == "expired" else "invalid").inc()
             raise refused() from None
         if not principal.token_id:
             TICKETS.labels("invalid").inc()

@@ -42,7 +42,7 @@ def _bearer_handler(tokens: UserTokens) -> type[BearerSecurityHandler]:
         try:
             return token_info(tokens.verify(token))
         except Refused as error:
-            log.info("access token refused", extra={"reason": error.reason})
+            log.info("access token refused", extra={"reason": error.why})
             raise refused() from None  # → 401 problem
 
     class Bearer(BearerSecurityHandler):

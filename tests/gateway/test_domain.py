@@ -396,7 +396,7 @@ def test_tokens_round_trip_and_expire() -> None:
     clock.now += 900 + 6
     with pytest.raises(Refused) as caught:
         authority.verify(issued.token)
-    assert caught.value.reason == "expired"
+    assert caught.value.why == "expired"
 
 
 def test_tampered_foreign_and_unsigned_tokens_are_refused() -> None:

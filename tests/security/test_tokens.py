@@ -69,7 +69,7 @@ def bearer(token: str) -> str:
 def refused(verifier: Verifier, authorization: str) -> str:
     with pytest.raises(Refused) as raised:
         verifier.verify(authorization)
-    return raised.value.reason
+    return raised.value.why
 
 
 def test_each_kind_of_good_token_names_its_principal(verifier: Verifier) -> None:
