@@ -103,5 +103,5 @@ def from_metadata(metadata: tuple[tuple[str, str | bytes], ...] | None) -> Reque
     return RequestContext(
         request_id=_safe_request_id(values.get(REQUEST_ID_METADATA, "")),
         client_ip=values.get(CLIENT_IP_METADATA, ""),
-        traceparent=safe_traceparent(values.get(TRACEPARENT, "")),
+        traceparent=safe_traceparent(values[TRACEPARENT]) if TRACEPARENT in values else "",
     )

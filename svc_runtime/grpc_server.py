@@ -204,12 +204,14 @@ class _Handling:
     def __init__(self, ctx: grpc.aio.ServicerContext, method: str, service: str, name: str) -> None:
         self.ctx, self.method, self.service, self.name = ctx, method, service, name
         self.metadata: Any = ()
-        self.span = tracing.span(method[1:], kind="server")
+        # No span object at all while tracing is off: this runs on every call.
+        self.span = tracing.span(method[1:], kind="server") if tracing.enabled() else None
 
     async def __aenter__(self) -> _Handling:
         self.metadata = self.ctx.invocation_metadata()
         context.set_current(context.from_metadata(self.metadata))
-        self.span.__enter__()
+        if self.span is not None:
+            self.span.__enter__()
         return self
 
     async def __aexit__(
@@ -222,10 +224,11 @@ class _Handling:
         else:
             code = "OK"
         RPC_HANDLED.labels(self.service, self.name, code).inc()
-        self.span.set("rpc.grpc.status_code", code)
-        if code != "OK":
-            self.span.fail(code)
-        self.span.__exit__(None, None, None)
+        if self.span is not None:
+            self.span.set("rpc.grpc.status_code", code)
+            if code != "OK":
+                self.span.fail(code)
+            self.span.__exit__(None, None, None)
         if isinstance(error, Exception) and not isinstance(error, grpc.aio.AbortError):
             await _abort_for(error, self.ctx, self.method)
 

@@ -186,14 +186,15 @@ async def ensure_streams(js: JetStreamContext, topology: Topology) -> None:
 
 
 def headers_for(message: Message, msg_id: str, subject: str = "") -> dict[str, str]:
-    return traced(
-        {
-            MSG_ID_HEADER: msg_id,
-            context.REQUEST_ID_HEADER: context.request_id() or context.new_request_id(),
-            TYPE_HEADER: message.DESCRIPTOR.full_name,
-        },
-        subject,
-    )
+    current = context.current()
+    headers = {
+        MSG_ID_HEADER: msg_id,
+        context.REQUEST_ID_HEADER: current.request_id or context.new_request_id(),
+        TYPE_HEADER: message.DESCRIPTOR.full_name,
+    }
+    if current.traceparent:
+        traced(headers, subject, current.traceparent)
+    return headers
 
 
 def traced(headers: dict[str, str], subject: str, parent: str = "") -> dict[str, str]:
