@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
+from concurrent import futures
 from pathlib import Path
 from typing import Any
 
@@ -134,3 +135,45 @@ def test_a_message_outside_any_trace_gets_no_traceparent(spans_file: Path) -> No
     headers = messaging.headers_for(order_command_pb2.OrderCommand(), "m1", "bm.orders.command.new")
     assert "traceparent" not in headers
     assert _read(spans_file) == []
+
+
+def test_spans_reach_a_collector_over_otlp() -> None:
+    """`otlp:<endpoint>`: the spans arrive at an OTLP/gRPC collector (here, one of the test's
+    own that keeps what it is sent), with the service's name and the trace's ids."""
+    import grpc
+    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+
+    received: list[Any] = []
+
+    class Collector(trace_service_pb2_grpc.TraceServiceServicer):
+        def Export(self, request: Any, context: Any) -> Any:
+            received.append(request)
+            return trace_service_pb2.ExportTraceServiceResponse()
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Collector(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        tracing.configure("svc_orders", f"otlp:http://127.0.0.1:{port}")
+        with context.bind(request_id="req_otlp"), tracing.span("place order", kind="server") as placed:
+            pass
+        tracing.shutdown()
+    finally:
+        server.stop(grace=None)
+    spans = [
+        (resource.resource, span)
+        for request in received
+        for resource in request.resource_spans
+        for scope in resource.scope_spans
+        for span in scope.spans
+    ]
+    assert len(spans) == 1, received
+    resource, span = spans[0]
+    assert span.name == "place order"
+    assert span.trace_id.hex() == placed.traceparent.split("-")[1]
+    assert span.span_id.hex() == placed.traceparent.split("-")[2]
+    names = {a.key: a.value.string_value for a in resource.attributes}
+    assert names["service.name"] == "svc_orders"
+    attributes = {a.key: a.value.string_value for a in span.attributes}
+    assert attributes["brokermesh.request_id"] == "req_otlp"
