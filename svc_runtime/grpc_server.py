@@ -19,7 +19,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 from prometheus_client import Counter, Histogram
 
-from svc_runtime import auth, config, context, messaging
+from svc_runtime import auth, config, context, messaging, tracing
 from svc_runtime.access import ANY_USER, Rule, owns, rule_for
 from svc_runtime.config import GRPC_REUSEPORT, env_bool
 from svc_runtime.errors import (
@@ -233,18 +233,22 @@ def _address_of(peer: str) -> str:
 
 class _Handling:
     """One call of a method: its request context restored, its outcome counted, and an
-    error turned into the status the caller gets. (A class: cheaper per call than a
-    generator-based context manager.)"""
+    error turned into the status the caller gets; a server span when tracing is on. (A
+    class: cheaper per call than a generator-based context manager.)"""
 
-    __slots__ = ("ctx", "metadata", "method", "name", "service")
+    __slots__ = ("ctx", "metadata", "method", "name", "service", "span")
 
     def __init__(self, ctx: grpc.aio.ServicerContext, method: str, service: str, name: str) -> None:
         self.ctx, self.method, self.service, self.name = ctx, method, service, name
         self.metadata: Any = ()
+        # No span object at all while tracing is off: this runs on every call.
+        self.span = tracing.span(method[1:], kind="server") if tracing.enabled() else None
 
     async def __aenter__(self) -> _Handling:
         self.metadata = self.ctx.invocation_metadata()
         context.set_current(context.from_metadata(self.metadata))
+        if self.span is not None:
+            self.span.__enter__()
         return self
 
     async def __aexit__(
@@ -257,6 +261,11 @@ class _Handling:
         else:
             code = "OK"
         RPC_HANDLED.labels(self.service, self.name, code).inc()
+        if self.span is not None:
+            self.span.set("rpc.grpc.status_code", code)
+            if code != "OK":
+                self.span.fail(code)
+            self.span.__exit__(None, None, None)
         if isinstance(error, Exception) and not isinstance(error, grpc.aio.AbortError):
             await _abort_for(error, self.ctx, self.method)
 

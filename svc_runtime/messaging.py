@@ -1,6 +1,9 @@
 """NATS: the subject and stream topology shared by all services, publishing with dedup ids
 and request ids, and durable consumers that acknowledge only after their work commits.
 
+When tracing is on, a message that continues a trace carries the `traceparent` of a producer
+span, and a durable consumer processes it inside a consumer span, child of that one.
+
 A namespace prefixes every stream and subject, so several stacks (tests, benchmarks) can
 share one NATS server without seeing each other's messages.
 """
@@ -11,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import zlib
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -33,7 +36,7 @@ from nats.js.api import (
 from nats.js.errors import BucketNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
-from svc_runtime import context
+from svc_runtime import context, tracing
 
 log = logging.getLogger(__name__)
 
@@ -199,24 +202,79 @@ async def ensure_streams(js: JetStreamContext, topology: Topology) -> None:
             await js.add_stream(config)
 
 
-def headers_for(message: Message, msg_id: str) -> dict[str, str]:
-    return {
+def headers_for(message: Message, msg_id: str, subject: str = "") -> dict[str, str]:
+    current = context.current()
+    headers = {
         MSG_ID_HEADER: msg_id,
-        context.REQUEST_ID_HEADER: context.request_id() or context.new_request_id(),
+        context.REQUEST_ID_HEADER: current.request_id or context.new_request_id(),
         TYPE_HEADER: message.DESCRIPTOR.full_name,
     }
+    if current.traceparent:
+        traced(headers, subject, current.traceparent)
+    return headers
+
+
+def traced(headers: dict[str, str], subject: str, parent: str = "") -> dict[str, str]:
+    """`headers` with the `traceparent` of a producer span for the message, when it continues
+    a trace (`parent`, or the request context's). Messages outside any trace carry none.
+    While tracing is off, a caller's traceparent is passed on as it came."""
+    parent = parent or context.current().traceparent
+    if parent:
+        with tracing.span(
+            f"publish {subject}",
+            kind="producer",
+            parent=parent,
+            attributes={
+                "messaging.destination.name": subject,
+                "messaging.message.id": headers[MSG_ID_HEADER],
+            },
+        ) as sent:
+            headers[context.TRACEPARENT] = sent.traceparent or parent
+    return headers
 
 
 async def publish(js: JetStreamContext, subject: str, message: Message, msg_id: str) -> None:
     """Publish with a dedup id; a missing ack raises, and the caller retries with the same id."""
-    await js.publish(subject, message.SerializeToString(), headers=headers_for(message, msg_id))
+    await js.publish(subject, message.SerializeToString(), headers=headers_for(message, msg_id, subject))
 
 
 def request_context_of(msg: Msg) -> context.RequestContext:
     headers = msg.headers or {}
     return context.RequestContext(
-        request_id=headers.get(context.REQUEST_ID_HEADER) or context.new_request_id()
+        request_id=headers.get(context.REQUEST_ID_HEADER) or context.new_request_id(),
+        traceparent=context.safe_traceparent(headers.get(context.TRACEPARENT, "")),
     )
+
+
+@contextlib.contextmanager
+def consumer_spans(msgs: Sequence[Msg], consumer: str) -> Iterator[None]:
+    """A consumer span for each traced message of a batch, open while the batch is handled.
+    Each message's `traceparent` header is made to name its consumer span, so the request
+    context a handler restores from it (`request_context_of`) continues the trace there."""
+    outer = context.current().traceparent
+    with contextlib.ExitStack() as spans:
+        for msg in msgs:
+            headers = msg.headers
+            parent = context.safe_traceparent(headers.get(context.TRACEPARENT, "")) if headers else ""
+            if not parent or headers is None:
+                continue
+            span = spans.enter_context(
+                tracing.span(
+                    f"process {msg.subject}",
+                    kind="consumer",
+                    parent=parent,
+                    attributes={
+                        "messaging.destination.name": msg.subject,
+                        "messaging.consumer.group.name": consumer,
+                        "messaging.message.id": headers.get(MSG_ID_HEADER, ""),
+                        tracing.REQUEST_ID_ATTRIBUTE: headers.get(context.REQUEST_ID_HEADER, ""),
+                    },
+                )
+            )
+            headers[context.TRACEPARENT] = span.traceparent
+        # The batch as a whole belongs to no one message's trace.
+        spans.enter_context(context.bind(traceparent=outer))
+        yield
 
 
 M = TypeVar("M", bound=Message)
@@ -315,6 +373,13 @@ class DurableConsumer:
         return msgs
 
     async def _process(self, msgs: Sequence[Msg]) -> None:
+        if tracing.enabled():
+            with consumer_spans(msgs, self.durable):
+                await self._handle(msgs)
+        else:
+            await self._handle(msgs)
+
+    async def _handle(self, msgs: Sequence[Msg]) -> None:
         try:
             await self.handler(msgs)
         except Exception:

@@ -31,7 +31,11 @@ INSERT_SQL = "INSERT INTO outbox (msg_id, subject, payload, headers) VALUES ($1,
 async def add(conn: asyncpg.Connection, subject: str, message: Message, msg_id: str) -> None:
     """Queue `message` for publication, in the caller's transaction."""
     await conn.execute(
-        INSERT_SQL, msg_id, subject, message.SerializeToString(), json.dumps(headers_for(message, msg_id))
+        INSERT_SQL,
+        msg_id,
+        subject,
+        message.SerializeToString(),
+        json.dumps(headers_for(message, msg_id, subject)),
     )
 
 
@@ -41,7 +45,7 @@ async def add_many(conn: asyncpg.Connection, items: Sequence[tuple[str, Message,
     await conn.executemany(
         INSERT_SQL,
         [
-            (msg_id, subject, message.SerializeToString(), json.dumps(headers_for(message, msg_id)))
+            (msg_id, subject, message.SerializeToString(), json.dumps(headers_for(message, msg_id, subject)))
             for subject, message, msg_id in items
         ],
     )

@@ -16,7 +16,7 @@ from typing import Any
 
 from prometheus_client import start_http_server
 
-from svc_runtime import auth, logs
+from svc_runtime import auth, logs, tracing
 
 log = logging.getLogger(__name__)
 
@@ -81,11 +81,13 @@ def supervise(coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
 
 
 def run(service: str, main: Callable[[asyncio.Event], Awaitable[None]], *, metrics_port: int = 0) -> None:
-    """Configure logs, start metrics, install uvloop, and run `main(stop)` until SIGTERM or
-    SIGINT sets `stop` (or a supervised task dies); `main` then shuts down gracefully and
-    returns. Exits with EXIT_TASK_FAILED when a supervised task died."""
+    """Configure logs, tracing (when asked for), start metrics, install uvloop, and run
+    `main(stop)` until SIGTERM or SIGINT sets `stop` (or a supervised task dies); `main`
+    then shuts down gracefully and returns. Exits with EXIT_TASK_FAILED when a supervised
+    task died."""
     logs.configure(service)
     auth.configure_process(service)
+    tracing.configure(service)
     if metrics_port:
         start_http_server(metrics_port, addr="127.0.0.1")
 
@@ -119,5 +121,7 @@ def run(service: str, main: Callable[[asyncio.Event], Awaitable[None]], *, metri
         # The shutdown after a dead task may trip over what the task left behind; the
         # cause is logged already, and the exit code says it.
         log.exception("shutdown after a background task died was not clean")
+    finally:
+        tracing.shutdown()  # the last spans are written before the process ends
     if supervisor.failed:
         sys.exit(EXIT_TASK_FAILED)

@@ -2,7 +2,8 @@
 
 `EdgeMiddleware` (outermost): request id (accepted from `X-Request-Id` or made), client IP,
 the request context that travels to every service, the body size limit, `X-Request-Id` on
-every response, metrics, and an access log line (warning for 5xx, debug otherwise).
+every response, metrics, an access log line (warning for 5xx, debug otherwise), and the
+request's server span when tracing is on (continuing a caller's W3C `traceparent`).
 `PrincipalMiddleware` (after connexion's security check): binds the verified user as the
 actor and applies the per-user request rate, published on every API response in
 `RateLimit-Policy` / `RateLimit` (draft-ietf-httpapi-ratelimit-headers).
@@ -25,7 +26,7 @@ from gateway.app.limits import REQUESTS_POLICY, EdgeLimits, state_item
 from gateway.domain.problems import http_problem
 from gateway.transport.errors import send_problem
 from gateway.transport.state import RequestState, begin, current, end
-from svc_runtime import context
+from svc_runtime import context, tracing
 from svc_runtime.errors import FieldViolation
 
 log = logging.getLogger(__name__)
@@ -96,15 +97,23 @@ class EdgeMiddleware:
         started = time.perf_counter()
         status = {"code": 0}
         request_id_header = (b"x-request-id", request_id.encode())
+        span = tracing.span(
+            f"{state.method} {state.path}",
+            kind="server",
+            parent=_header(scope, b"traceparent") if tracing.enabled() else None,
+        )
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
+                span.set("http.response.status_code", message["status"])
+                if state.operation:
+                    span.rename(f"{state.method} {state.operation}")
                 message["headers"] = [*message.get("headers", []), *state.response_headers, request_id_header]
             await send(message)
 
         try:
-            with context.bind(request_id=request_id, client_ip=state.client_ip):
+            with context.bind(request_id=request_id, client_ip=state.client_ip), span:
                 unreadable = _unreadable_header(scope)
                 if unreadable:
                     await send_problem(

@@ -11,7 +11,7 @@ from nats.js import JetStreamContext
 
 from brokermesh.orders.v1 import order_command_pb2
 from svc_exec.adapters.wire import command_from_proto, report_to_proto
-from svc_exec.domain.commands import Command, CommandMeta, Refused
+from svc_exec.domain.commands import Command, Refused
 from svc_exec.domain.model import Addressed
 from svc_runtime import context
 from svc_runtime.messaging import (
@@ -21,6 +21,7 @@ from svc_runtime.messaging import (
     Topology,
     decode,
     request_context_of,
+    traced,
 )
 
 log = logging.getLogger(__name__)
@@ -46,14 +47,17 @@ class JetStreamReports:
         futures = []
         for addressed in reports:
             payload = report_to_proto(addressed).SerializeToString()
+            subject = self.topology.exec_report_subject(addressed.user_id or "_")
             headers = {
                 MSG_ID_HEADER: addressed.msg_id,
                 context.REQUEST_ID_HEADER: addressed.request_id or context.new_request_id(),
                 TYPE_HEADER: self._type,
             }
+            if addressed.traceparent:
+                traced(headers, subject, addressed.traceparent)
             futures.append(
                 await self.js.publish_async(
-                    self.topology.exec_report_subject(addressed.user_id or "_"),
+                    subject,
                     payload,
                     headers=headers,
                     # No stall timeout: with one, nats-py wraps each publish in a task and
@@ -134,14 +138,19 @@ class CommandConsumer:
                         extra={"subject": msg.subject},
                     )
                     continue
-                if not command.meta.request_id:
-                    command = _with_request_id(command, context.request_id())
-                commands.append(command)
+                commands.append(_in_context(command))
         await self.handler(commands)
 
 
-def _with_request_id(command: Command | Refused, request_id: str) -> Command | Refused:
+def _in_context(command: Command | Refused) -> Command | Refused:
+    """`command` with the request id its message came with (when the command names none)
+    and the trace position of its delivery."""
+    current = context.current()
+    request_id = command.meta.request_id or current.request_id
+    if request_id == command.meta.request_id and not current.traceparent:
+        return command
     from dataclasses import replace
 
-    meta = CommandMeta(command.meta.command_id, command.meta.order_id, command.meta.user_id, request_id)
-    return replace(command, meta=meta)
+    return replace(
+        command, meta=replace(command.meta, request_id=request_id, traceparent=current.traceparent)
+    )

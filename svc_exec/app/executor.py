@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 from prometheus_client import Counter
 
@@ -32,7 +33,7 @@ from svc_exec.domain.commands import (
 )
 from svc_exec.domain.model import Addressed, ExecKind, OrdStatus, Report
 from svc_exec.domain.orders import OrderView
-from svc_runtime import context
+from svc_runtime import context, tracing
 from svc_runtime.errors import Unavailable
 from svc_runtime.ids import new_id
 
@@ -75,7 +76,10 @@ class Executor:
         sent: list[str] = []
         unconfirmed: list[str] = []
         for index, command in enumerate(commands):
-            with context.bind(request_id=command.meta.request_id or None):  # type: ignore[arg-type]
+            with context.bind(
+                request_id=command.meta.request_id or None,  # type: ignore[arg-type]
+                traceparent=command.meta.traceparent or None,  # type: ignore[arg-type]
+            ):
                 if isinstance(command, Refused):
                     log.warning(
                         "command refused", extra={"order_id": command.meta.order_id, "reason": command.reason}
@@ -128,7 +132,9 @@ class Executor:
             # Recorded before a crash but never sent: the tracking view may be missing.
             self.desk.track(_view_of(order), order.cl_ord_id)
         COMMANDS.labels("new", "sent").inc()
-        return "sent" if self.entry.send_new_order(order.cl_ord_id, order) else "unconfirmed"
+        with self._sending("NewOrderSingle", order.cl_ord_id, order.meta.order_id):
+            ok = self.entry.send_new_order(order.cl_ord_id, order)
+        return "sent" if ok else "unconfirmed"
 
     async def _amend(self, command: CancelOrder | ReplaceOrder, refusals: list[Addressed]) -> str:
         kind = "cancel" if isinstance(command, CancelOrder) else "replace"
@@ -148,11 +154,26 @@ class Executor:
             return "sent"
         self.desk.map_cl_ord(recording.cl_ord_id, command.meta.order_id)
         if isinstance(command, CancelOrder):
-            ok = self.entry.send_cancel(recording.cl_ord_id, recording.orig_cl_ord_id, command)
+            with self._sending("OrderCancelRequest", recording.cl_ord_id, command.meta.order_id):
+                ok = self.entry.send_cancel(recording.cl_ord_id, recording.orig_cl_ord_id, command)
         else:
-            ok = self.entry.send_replace(recording.cl_ord_id, recording.orig_cl_ord_id, command)
+            with self._sending("OrderCancelReplaceRequest", recording.cl_ord_id, command.meta.order_id):
+                ok = self.entry.send_replace(recording.cl_ord_id, recording.orig_cl_ord_id, command)
         COMMANDS.labels(kind, "sent").inc()
         return "sent" if ok else "unconfirmed"
+
+    @contextmanager
+    def _sending(self, message: str, cl_ord_id: str, order_id: str) -> Iterator[None]:
+        """A span for a FIX message sent, when tracing is on. FIX carries no trace context
+        to the venue (a user-defined tag would not come back from every venue), so the
+        desk remembers the span by ClOrdID and the venue's reports continue from it."""
+        with tracing.span(
+            f"FIX send {message}",
+            kind="producer",
+            attributes={"fix.cl_ord_id": cl_ord_id, "brokermesh.order_id": order_id},
+        ) as sent:
+            yield
+        self.desk.note_sent(cl_ord_id, sent.traceparent)
 
     async def _query(self, command: QueryStatus) -> str:
         cl_ord_id = await self.store.current_cl_ord_id(command.meta.order_id)

@@ -33,7 +33,7 @@ from svc_exec.domain.model import (
     VenueIncident,
 )
 from svc_exec.domain.orders import OrderSnapshot, OrderView
-from svc_runtime import context
+from svc_runtime import context, tracing
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +115,8 @@ class ReportDesk:
         )
         self._views: OrderedDict[str, OrderView] = OrderedDict()
         self._orders_by_cl_ord: OrderedDict[str, str] = OrderedDict()
+        # ClOrdID → traceparent of the span that sent it (only while tracing is on).
+        self._sent_spans: OrderedDict[str, str] = OrderedDict()
         self._dirty: dict[str, OrderSnapshot] = {}
         self._status_waiters: dict[str, asyncio.Future[Addressed]] = {}
         self._mass_status: dict[str, MassStatus] = {}
@@ -173,6 +175,15 @@ class ReportDesk:
     def map_cl_ord(self, cl_ord_id: str, order_id: str) -> None:
         self._orders_by_cl_ord[cl_ord_id] = order_id
         self._orders_by_cl_ord.move_to_end(cl_ord_id)
+
+    def note_sent(self, cl_ord_id: str, traceparent: str) -> None:
+        """The venue's reports about `cl_ord_id` continue the trace of the span that sent
+        it (kept in memory: after a restart or `max_views` later, a report starts a trace)."""
+        if traceparent:
+            self._sent_spans[cl_ord_id] = traceparent
+            self._sent_spans.move_to_end(cl_ord_id)
+            while len(self._sent_spans) > self.max_views:
+                self._sent_spans.popitem(last=False)
 
     def _trim(self) -> None:
         while len(self._views) > self.max_views:
@@ -321,8 +332,31 @@ class ReportDesk:
             self._answers_to_publish.discard(report.status_request_id)
             self._count_mass_status(report, max(0, len(to_publish) - 1), view.order_id)
             self._answer_status(report, Addressed(report, view.order_id, view.user_id, view.request_id))
-        addressed = [Addressed(r, view.order_id, view.user_id, view.request_id) for r in to_publish]
+        traceparent = self._report_span(report, view, received) if tracing.enabled() else ""
+        addressed = [
+            Addressed(r, view.order_id, view.user_id, view.request_id, traceparent) for r in to_publish
+        ]
         return _Outgoing(seq, received, addressed, view.snapshot())
+
+    def _report_span(self, report: Report, view: OrderView, received: float) -> str:
+        """A span from the report's receipt to its resolution, continuing the trace of the
+        FIX message it answers (by ClOrdID); its traceparent goes out with what is published."""
+        parent = self._sent_spans.get(report.cl_ord_id) or self._sent_spans.get(report.orig_cl_ord_id, "")
+        with (
+            context.bind(request_id=view.request_id),
+            tracing.span(
+                f"FIX execution report {report.kind.name}",
+                kind="consumer",
+                parent=parent,
+                start_ns=tracing.epoch_ns_of(received),
+                attributes={
+                    "fix.cl_ord_id": report.cl_ord_id,
+                    "fix.exec_id": report.exec_id,
+                    "brokermesh.order_id": view.order_id,
+                },
+            ) as span,
+        ):
+            return span.traceparent
 
     async def note_incident(
         self, incident: VenueIncident, view: OrderView | None, *, flag: bool

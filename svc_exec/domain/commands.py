@@ -28,6 +28,8 @@ class CommandMeta:
     order_id: str
     user_id: str
     request_id: str = ""
+    # W3C traceparent of the span that delivered the command, when tracing is on.
+    traceparent: str = ""
 
 
 @dataclass(frozen=True)

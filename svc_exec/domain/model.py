@@ -136,6 +136,8 @@ class Addressed:
     order_id: str
     user_id: str
     request_id: str
+    # W3C traceparent of svc_exec's span for the report, when tracing is on.
+    traceparent: str = ""
 
     @property
     def msg_id(self) -> str:

@@ -24,7 +24,7 @@ from brokermesh.type.v1 import trading_pb2
 from svc_funds.app.engine import LedgerEngine
 from svc_funds.domain import operations as ops
 from svc_funds.domain.model import Side, check_symbol
-from svc_runtime import context, reports, service
+from svc_runtime import context, reports, service, tracing
 from svc_runtime.decimals import parse_decimal
 from svc_runtime.errors import InvalidArgument, ServiceError
 from svc_runtime.messaging import MSG_ID_HEADER, DurableConsumer, Topology, request_context_of
@@ -53,6 +53,23 @@ _SIDES = {trading_pb2.SIDE_BUY: Side.BUY, trading_pb2.SIDE_SELL: Side.SELL}
 # svc_runtime.reports reads them.
 _EXEC_TYPE_NAMES = {value: name.removeprefix("EXEC_TYPE_") for name, value in er.ExecType.items()}
 _ORD_STATUS_NAMES = {value: name.removeprefix("ORD_STATUS_") for name, value in er.OrdStatus.items()}
+
+
+def _settlement_span(report: ops.ExecReport, result: object, traceparent: str, started_ns: int) -> None:
+    """The settlement of one report (its batch's transaction, committed), in its trace."""
+    with tracing.span(
+        "settle execution report",
+        parent=traceparent,
+        start_ns=started_ns,
+        attributes={
+            "fix.exec_id": report.exec_id,
+            "brokermesh.order_id": report.order_id,
+            tracing.REQUEST_ID_ATTRIBUTE: report.request_id,
+            "brokermesh.settled": isinstance(result, ops.ReportResult) and bool(result.filled),
+        },
+    ) as span:
+        if isinstance(result, ServiceError):
+            span.fail(result.message)
 
 
 def report_from_message(msg: Msg) -> tuple[ops.ExecReport, float | None]:
@@ -186,10 +203,13 @@ class ExecReportConsumer:
     async def handle(self, msgs: Sequence[Msg]) -> None:
         commands = []
         receive_times = {}
+        traceparents = []
+        started_ns = time.time_ns()
         for msg in msgs:
             with context.bind(**vars(request_context_of(msg))):
                 report, received = report_from_message(msg)
                 commands.append(ops.ApplyReport(report))
+                traceparents.append(context.current().traceparent)
                 if report.problem:
                     log.error(
                         "unreadable execution report",
@@ -199,8 +219,10 @@ class ExecReportConsumer:
                 receive_times[report.exec_id] = received
         results = await self.engine.execute_all(commands)  # raises unless committed
         now = time.time()
-        for command, result in zip(commands, results, strict=True):
+        for command, result, traceparent in zip(commands, results, traceparents, strict=True):
             report = command.report
+            if traceparent:
+                _settlement_span(report, result, traceparent, started_ns)
             if isinstance(result, ServiceError):  # not expected: reports are parked, not refused
                 REPORTS.labels("refused").inc()
                 log.error(
