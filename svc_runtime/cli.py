@@ -160,17 +160,25 @@ async def _up(args: argparse.Namespace) -> int:
 
 
 async def _until_ready(plan, stop: asyncio.Event) -> None:  # type: ignore[no-untyped-def]
-    """Readiness as svc_runtime/readiness.py defines it, or a Ctrl-C."""
+    """Readiness as svc_runtime/readiness.py defines it, or a Ctrl-C. Never up without it: past
+    READY_TIMEOUT, what is missing is printed and the wait goes on."""
     from svc_runtime import readiness
 
-    waiting = asyncio.create_task(readiness.wait(plan, timeout=READY_TIMEOUT))
     stopping = asyncio.create_task(stop.wait())
-    await asyncio.wait({waiting, stopping}, return_when=asyncio.FIRST_COMPLETED)
-    stopping.cancel()
-    if not waiting.done():
-        waiting.cancel()
-        return
-    waiting.result()
+    try:
+        while not stop.is_set():
+            waiting = asyncio.create_task(readiness.wait(plan, timeout=READY_TIMEOUT))
+            await asyncio.wait({waiting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if not waiting.done():
+                waiting.cancel()
+                return
+            try:
+                waiting.result()
+                return
+            except readiness.NotReady as not_ready:
+                print(f"brokermesh: {not_ready}; still waiting (Ctrl-C stops)", flush=True)
+    finally:
+        stopping.cancel()
 
 
 def _venue(args: argparse.Namespace) -> tuple[str, str, str]:

@@ -19,8 +19,11 @@ import signal
 import sys
 import time
 import urllib.request
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import psutil
 
 from svc_runtime import auth, config
 from svc_runtime.grpc_client import wait_healthy
@@ -33,6 +36,23 @@ log = logging.getLogger(__name__)
 
 # How often a service whose port was taken is given others before the start-up gives up.
 MOVES = 5
+
+
+def listens(pid: int, port: int) -> bool:
+    """Whether process `pid` has a TCP socket listening on `port` (True when it cannot be
+    told: the process belongs to a user we may not inspect)."""
+    try:
+        process = psutil.Process(pid)
+        sockets = (
+            process.net_connections("tcp")
+            if hasattr(process, "net_connections")
+            else process.connections("tcp")
+        )
+    except psutil.AccessDenied:
+        return True
+    except psutil.NoSuchProcess:
+        return False
+    return any(s.status == psutil.CONN_LISTEN and s.laddr and s.laddr.port == port for s in sockets)
 
 
 class AddressTaken(RuntimeError):
@@ -371,9 +391,12 @@ class Stack:
         process = self.processes[name]
         deadline = time.monotonic() + timeout
         if spec.health == "grpc":
-            waiter = asyncio.create_task(wait_healthy(self.plan.target(name), timeout=timeout))
+            healthy = wait_healthy(self.plan.target(name), timeout=timeout)
+            port = self.plan.ports[name]["grpc"]
         else:
-            waiter = asyncio.create_task(self._wait_http(f"{self.plan.gateway_url}/healthz", timeout))
+            healthy = self._wait_http(f"{self.plan.gateway_url}/healthz", timeout)
+            port = self.plan.ports[name]["http"]
+        waiter = asyncio.create_task(self._answered_by(process, port, healthy))
         exited = asyncio.create_task(process.wait())
         done, _ = await asyncio.wait(
             {waiter, exited},
@@ -389,6 +412,15 @@ class Stack:
         if process.returncode is not None:
             raise RuntimeError(f"{name} exited with {process.returncode}")
         raise TimeoutError(f"{name} not ready after {timeout}s")
+
+    @staticmethod
+    async def _answered_by(process: asyncio.subprocess.Process, port: int, healthy: Awaitable[None]) -> None:
+        """`healthy`, and then until `process` itself listens on `port`: a health check answered
+        on the port may come from another process holding it (a stack started at the same
+        moment), in which case `process` fails to bind and exits instead."""
+        await healthy
+        while not await asyncio.to_thread(listens, process.pid, port):  # noqa: ASYNC110 - another process's sockets
+            await asyncio.sleep(0.1)
 
     @staticmethod
     async def _wait_http(url: str, timeout: float) -> None:
