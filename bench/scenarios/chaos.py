@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import statistics
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 from bench import chaos
 from bench.api import BenchContext, Figure, Scenario
@@ -59,8 +59,10 @@ def figures_of(outcome: chaos.ChaosOutcome) -> list[Figure]:
         "audit_violations": len(outcome.audit.violations),
         "audit_unverified": len(outcome.audit.unverified),
     }
+    moving = Counter(o["status"] for o in outcome.moving)
+    notes = {"still_moving": ", ".join(f"{status} {n}" for status, n in moving.items())}
     figures += [
-        Figure(f"{NAME}.{name}", value, "count", better="lower", target="<= 0")
+        Figure(f"{NAME}.{name}", value, "count", better="lower", target="<= 0", note=notes.get(name, ""))
         for name, value in must_be_zero.items()
     ]
     by_target: dict[str, list[float]] = defaultdict(list)
