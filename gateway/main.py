@@ -189,6 +189,10 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
         timeout_graceful_shutdown=10,
     )
     internal = _internal_server(settings, health)
+    # Both ports bound here, before anything starts (uvicorn binding the internal one itself
+    # would exit from inside its task): a taken port fails the start-up at once.
+    listener = _listen(settings.http_host, settings.http_port)
+    internal_listener = _listen(settings.metrics_host, settings.metrics_port) if internal else None
     revocations.start()
     session_records.start()
     feed.start()
@@ -200,9 +204,12 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
     except TimeoutError:
         log.warning("revoked sessions not loaded yet; serving, users' requests wait for them")
     pushing = service.supervise(hub.run(), name="quote-hub")
-    listener = _listen(settings.http_host, settings.http_port)
     serving = service.supervise(server.serve(sockets=[listener]), name="http")
-    internal_serving = service.supervise(internal.serve(), name="internal-http") if internal else None
+    internal_serving = (
+        service.supervise(internal.serve(sockets=[internal_listener]), name="internal-http")
+        if internal
+        else None
+    )
     stopping = asyncio.create_task(stop.wait())
     await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
     # Drain: report unhealthy, end the streams (clients reconnect elsewhere), then let

@@ -27,7 +27,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -36,6 +35,10 @@ from typing import IO
 from svc_runtime import config, logs
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# How long `up` waits, once every service is healthy, for a first order to be possible.
+READY_TIMEOUT = 120.0
+# A process restarted longer ago than this that dies again is restarted without back-off.
+BACKOFF_RESET_SECONDS = 60.0
 DEMO_USERS = (
     ("asha", "asha-demo-pass", "Asha Rao", "1000000.00"),
     ("ravi", "ravi-demo-pass", "Ravi Iyer", "250000.00"),
@@ -76,15 +79,6 @@ def hold_data_dir(data_dir: Path) -> IO[str] | None:
     return handle
 
 
-def machine_lock(name: str) -> IO[bytes]:
-    """A lock shared by every stack on this machine, whoever runs it; released by closing the
-    returned file or by the process ending."""
-    path = Path(tempfile.gettempdir()) / f"brokermesh-{name}.lock"
-    handle = os.fdopen(os.open(path, os.O_RDONLY | os.O_CREAT, 0o644), "rb")
-    fcntl.flock(handle, fcntl.LOCK_EX)
-    return handle
-
-
 # --- up ----------------------------------------------------------------------------------
 async def _up(args: argparse.Namespace) -> int:
     from svc_runtime import admin
@@ -102,9 +96,9 @@ async def _up(args: argparse.Namespace) -> int:
     previous = None
     if (data_dir / "stack.json").exists():
         previous = json.loads((data_dir / "stack.json").read_text()).get("ports")
-    # Ports are chosen by probing and bound later by the services: stacks starting at the same
-    # moment on one machine take turns from choosing to listening, so they cannot both pick one.
-    ports_lock = machine_lock("ports")
+    # Ports are proposals (the preferred ones when free): a service that finds one of its ports
+    # taken when it binds (another stack starting at the same moment, any other process) exits
+    # saying so and is started on others (Stack.start_service(may_move=True)).
     plan = StackPlan.allocate(
         data_dir,
         infra.database_url,
@@ -144,8 +138,10 @@ async def _up(args: argparse.Namespace) -> int:
             if stop.is_set():
                 break
             print(f"brokermesh: starting {name} …", flush=True)
-            await stack.start_service(name)
-        ports_lock.close()
+            await stack.start_service(name, may_move=True)
+        if not stop.is_set():
+            print("brokermesh: waiting until a first order could succeed …", flush=True)
+            await _until_ready(plan, stop)
         if not stop.is_set():
             stack.write_description(data_dir / "stack.json")
             (data_dir / "env").write_text(
@@ -154,13 +150,35 @@ async def _up(args: argparse.Namespace) -> int:
             if not args.no_demo:
                 await admin.seed_demo(plan, DEMO_USERS)
             _print_banner(plan, data_dir, time.monotonic() - started, demo=not args.no_demo)
-            await _supervise(stack, infra, stop)
+            await supervise(stack, infra, stop)
     finally:
         print("\nbrokermesh: stopping …", flush=True)
         await stack.stop()
         infra.stop()
         print("brokermesh: stopped", flush=True)
     return 0
+
+
+async def _until_ready(plan, stop: asyncio.Event) -> None:  # type: ignore[no-untyped-def]
+    """Readiness as svc_runtime/readiness.py defines it, or a Ctrl-C. Never up without it: past
+    READY_TIMEOUT, what is missing is printed and the wait goes on."""
+    from svc_runtime import readiness
+
+    stopping = asyncio.create_task(stop.wait())
+    try:
+        while not stop.is_set():
+            waiting = asyncio.create_task(readiness.wait(plan, timeout=READY_TIMEOUT))
+            await asyncio.wait({waiting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if not waiting.done():
+                waiting.cancel()
+                return
+            try:
+                waiting.result()
+                return
+            except readiness.NotReady as not_ready:
+                print(f"brokermesh: {not_ready}; still waiting (Ctrl-C stops)", flush=True)
+    finally:
+        stopping.cancel()
 
 
 def _venue(args: argparse.Namespace) -> tuple[str, str, str]:
@@ -177,22 +195,31 @@ def _venue(args: argparse.Namespace) -> tuple[str, str, str]:
     return venue, profile, instruments
 
 
-async def _supervise(stack, infra, stop: asyncio.Event) -> None:  # type: ignore[no-untyped-def]
+def _say(text: str) -> None:
+    print(f"brokermesh: {text}", flush=True)
+
+
+async def supervise(stack, infra, stop: asyncio.Event, *, say: Callable[[str], None] = _say) -> None:  # type: ignore[no-untyped-def]
     """Restart whatever dies — a service, or PostgreSQL or NATS when we started them (crash-only
     design) — with backoff, until told to stop. Servers come back on the ports their clients
-    know, so the services reconnect by themselves."""
+    know, so the services reconnect by themselves. (The chaos test and bench run it too.)"""
     backoff: dict[str, float] = {}
+    restarted: dict[str, float] = {}
 
     async def restart(name: str, code: int, start: Callable[[], Awaitable[None]]) -> None:
+        # Back-off is for a crash loop: a process that ran for a while starts from the shortest delay.
+        if time.monotonic() - restarted.get(name, 0.0) > BACKOFF_RESET_SECONDS:
+            backoff.pop(name, None)
         delay = backoff.get(name, 0.5)
-        print(f"brokermesh: {name} exited with {code}; restarting in {delay:.1f}s", flush=True)
+        say(f"{name} exited with {code}; restarting in {delay:.1f}s")
         await asyncio.sleep(delay)
         backoff[name] = min(delay * 2, 30.0)
+        restarted[name] = time.monotonic()
         try:
             await start()
-            print(f"brokermesh: {name} is back", flush=True)
+            say(f"{name} is back")
         except Exception as exc:  # keep supervising the others; the next round tries again
-            print(f"brokermesh: {name} failed to restart: {exc}", flush=True)
+            say(f"{name} failed to restart: {exc}")
 
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):

@@ -4,6 +4,7 @@ health checks, reflection, request ids, errors with details, metrics, graceful s
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -437,7 +438,14 @@ class GrpcServer:
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self.service_names: list[str] = []
-        self.port = 0
+        # Bound now, before the service starts its background work: a taken port fails the
+        # process before anything else has started (see svc_runtime.service, EXIT_ADDRESS_IN_USE).
+        try:
+            self.port = self.server.add_insecure_port(self.listen)
+        except RuntimeError:  # grpc says only "failed to bind"; a fixed port taken is the cause
+            self.port = 0
+        if self.port == 0:
+            raise OSError(errno.EADDRINUSE, f"cannot listen on {self.listen}")
 
     def add(self, register: Callable[[Any, grpc.aio.Server], None], servicer: Any, full_name: str) -> None:
         """Register `servicer` with its generated `add_…Servicer_to_server` function; its
@@ -448,9 +456,6 @@ class GrpcServer:
     async def start(self) -> int:
         names = [*self.service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
         _enable_reflection([*names, reflection.SERVICE_NAME, REFLECTION_V1], self.server)
-        self.port = self.server.add_insecure_port(self.listen)
-        if self.port == 0:
-            raise RuntimeError(f"cannot listen on {self.listen}")
         await self.guard.start()
         await self.server.start()
         for name in ["", *self.service_names]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import errno
 import gc
 import logging
 import os
@@ -22,6 +23,9 @@ log = logging.getLogger(__name__)
 
 # The exit code of a process stopped because a background task died (EX_SOFTWARE).
 EXIT_TASK_FAILED = 70
+# The exit code of a process that could not listen on an address it was given because another
+# process holds it (errno EADDRINUSE): its supervisor may give it other ports and start it again.
+EXIT_ADDRESS_IN_USE = 98
 # Test hook: with BROKERMESH_FAULT_INJECTION=1, SIGUSR2 kills the supervised task named by
 # BROKERMESH_FAULT_TASK (every supervised task when unset), as a crash inside it would.
 FAULT_INJECTION = "BROKERMESH_FAULT_INJECTION"
@@ -88,6 +92,28 @@ def run(service: str, main: Callable[[asyncio.Event], Awaitable[None]], *, metri
     logs.configure(service)
     auth.configure_process(service)
     tracing.configure(service)
+    try:
+        _run(service, main, metrics_port)
+    except BaseException as error:
+        if not address_in_use(error):
+            raise
+        log.warning("cannot listen: the address is in use", extra={"service": service, "error": str(error)})
+        sys.exit(EXIT_ADDRESS_IN_USE)
+
+
+def address_in_use(error: BaseException | None) -> bool:
+    """Whether `error` (or what it wraps) is a failed bind to an address another process holds."""
+    seen = 0
+    while error is not None and seen < 10:
+        if isinstance(error, OSError) and error.errno == errno.EADDRINUSE:
+            return True
+        if isinstance(error, BaseExceptionGroup):
+            return any(address_in_use(inner) for inner in error.exceptions)
+        error, seen = error.__cause__ or error.__context__, seen + 1
+    return False
+
+
+def _run(service: str, main: Callable[[asyncio.Event], Awaitable[None]], metrics_port: int) -> None:
     if metrics_port:
         start_http_server(metrics_port, addr="127.0.0.1")
 
@@ -105,7 +131,13 @@ def run(service: str, main: Callable[[asyncio.Event], Awaitable[None]], *, metri
         gc.collect()
         gc.freeze()
         log.info("starting", extra={"service": service})
-        await main(stop)
+        try:
+            await main(stop)
+        except BaseException:
+            # A start-up that failed (a port taken, say) ends the background tasks it started:
+            # they end because the process stops, not because they died.
+            stop.set()
+            raise
         log.info("stopped", extra={"service": service})
 
     try:
@@ -115,8 +147,9 @@ def run(service: str, main: Callable[[asyncio.Event], Awaitable[None]], *, metri
             asyncio.run(runner())
         else:
             uvloop.run(runner())
-    except BaseException:
-        if not supervisor.failed:
+    except BaseException as error:
+        # A taken port says more than the background tasks its failed start-up took down.
+        if not supervisor.failed or address_in_use(error):
             raise
         # The shutdown after a dead task may trip over what the task left behind; the
         # cause is logged already, and the exit code says it.

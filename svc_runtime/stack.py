@@ -19,16 +19,44 @@ import signal
 import sys
 import time
 import urllib.request
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import psutil
 
 from svc_runtime import auth, config, tokens
 from svc_runtime.grpc_client import wait_healthy
 from svc_runtime.infra.nats_server import EmbeddedNats, NatsHandle
 from svc_runtime.infra.postgres import EmbeddedPostgres, PostgresHandle
 from svc_runtime.infra.processes import die_with_parent, free_port, port_is_free
+from svc_runtime.service import EXIT_ADDRESS_IN_USE
 
 log = logging.getLogger(__name__)
+
+# How often a service whose port was taken is given others before the start-up gives up.
+MOVES = 5
+
+
+def listens(pid: int, port: int) -> bool:
+    """Whether process `pid` has a TCP socket listening on `port` (True when it cannot be
+    told: the process belongs to a user we may not inspect)."""
+    try:
+        process = psutil.Process(pid)
+        sockets = (
+            process.net_connections("tcp")
+            if hasattr(process, "net_connections")
+            else process.connections("tcp")
+        )
+    except psutil.AccessDenied:
+        return True
+    except psutil.NoSuchProcess:
+        return False
+    return any(s.status == psutil.CONN_LISTEN and s.laddr and s.laddr.port == port for s in sockets)
+
+
+class AddressTaken(RuntimeError):
+    """A service exited at start-up because a port it was given is held by another process."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +103,9 @@ class StackPlan:
     ports: dict[str, dict[str, int]] = field(default_factory=dict)
     jwt_secret: str = ""
     extra_env: dict[str, str] = field(default_factory=dict)
+    # Settings for one service only, over `extra_env` (e.g. svc_exec reaching the venue
+    # through a relay).
+    service_env: dict[str, dict[str, str]] = field(default_factory=dict)
     # Another venue's FIX acceptor (HOST:PORT) instead of the simulator, and svc_exec's
     # venue profile for it (see svc_exec/adapters/venue.py).
     venue: str = ""
@@ -135,6 +166,17 @@ class StackPlan:
             credentials=auth.ensure_credentials(data_dir),
         )
 
+    def move(self, service: str) -> None:
+        """New ports for `service` (its old ones were found taken)."""
+        taken = {port for name, ports in self.ports.items() if name != service for port in ports.values()}
+        taken |= set(self.ports[service].values())
+        for kind in self.ports[service]:
+            port = free_port()
+            while port in taken:
+                port = free_port()
+            taken.add(port)
+            self.ports[service][kind] = port
+
     def target(self, service: str) -> str:
         return f"127.0.0.1:{self.ports[service]['grpc']}"
 
@@ -171,6 +213,7 @@ class StackPlan:
         if "http" in ports:
             env[config.HTTP_LISTEN] = f"127.0.0.1:{ports['http']}"
         env.update(self.extra_env)
+        env.update(self.service_env.get(service, {}))
         return env
 
     def _credentials(self) -> auth.Credentials:
@@ -289,18 +332,49 @@ class Stack:
         self.log_dir = log_dir or plan.data_dir / "logs"
         self.processes: dict[str, asyncio.subprocess.Process] = {}
         self.specs = {s.name: s for s in SERVICES}
+        # The environment each service was last started with.
+        self.started_env: dict[str, dict[str, str]] = {}
 
     async def start(
         self, services: tuple[str, ...] | list[str] = SERVICE_NAMES, *, timeout: float = 60.0
     ) -> None:
+        """Start `services` in dependency order; a port found taken is replaced (see
+        `start_service`)."""
         for name in SERVICE_NAMES:
             if name in services:
-                await self.start_service(name, timeout=timeout)
+                await self.start_service(name, timeout=timeout, may_move=True)
 
-    async def start_service(self, name: str, *, timeout: float = 60.0) -> None:
+    async def start_service(self, name: str, *, timeout: float = 60.0, may_move: bool = False) -> None:
+        """Start `name` and wait until it is ready. A port is only known to be free once the
+        service has bound it: with `may_move`, a service that exits because one of its ports is
+        taken (by any process on the machine) gets new ports and starts again, and the services
+        already running that call it are started again with its new address."""
+        for attempt in range(MOVES + 1):
+            try:
+                await self._start_once(name, timeout=timeout)
+                return
+            except AddressTaken:
+                if not may_move or attempt == MOVES:
+                    raise
+            moved_from = dict(self.plan.ports[name])
+            self.plan.move(name)
+            log.warning(
+                "a port was taken; starting on others",
+                extra={"service": name, "from": moved_from, "to": self.plan.ports[name]},
+            )
+            for other, env in list(self.started_env.items()):
+                if other != name and self.plan.env_for(other) != env and self.running(other):
+                    await self.restart(other, timeout=timeout)
+
+    def running(self, name: str) -> bool:
+        process = self.processes.get(name)
+        return process is not None and process.returncode is None
+
+    async def _start_once(self, name: str, *, timeout: float) -> None:
         spec = self.specs[name]
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, **self.plan.env_for(name)}
+        self.started_env[name] = self.plan.env_for(name)
+        env = {**os.environ, **self.started_env[name]}
         env.setdefault("PYTHONUNBUFFERED", "1")
         with open(self.log_dir / f"{name}.log", "ab") as log_file:  # noqa: ASYNC230 - a quick local open
             process = await asyncio.create_subprocess_exec(
@@ -316,6 +390,8 @@ class Stack:
             await self.wait_ready(name, timeout=timeout)
         except Exception:
             tail = (self.log_dir / f"{name}.log").read_text(errors="replace")[-3000:]
+            if process.returncode == EXIT_ADDRESS_IN_USE:
+                raise AddressTaken(f"{name}: a port it was given is taken:\n{tail}") from None
             raise RuntimeError(f"{name} did not become ready:\n{tail}") from None
 
     async def wait_ready(self, name: str, *, timeout: float = 60.0) -> None:
@@ -323,9 +399,12 @@ class Stack:
         process = self.processes[name]
         deadline = time.monotonic() + timeout
         if spec.health == "grpc":
-            waiter = asyncio.create_task(wait_healthy(self.plan.target(name), timeout=timeout))
+            healthy = wait_healthy(self.plan.target(name), timeout=timeout)
+            port = self.plan.ports[name]["grpc"]
         else:
-            waiter = asyncio.create_task(self._wait_http(f"{self.plan.gateway_url}/healthz", timeout))
+            healthy = self._wait_http(f"{self.plan.gateway_url}/healthz", timeout)
+            port = self.plan.ports[name]["http"]
+        waiter = asyncio.create_task(self._answered_by(process, port, healthy))
         exited = asyncio.create_task(process.wait())
         done, _ = await asyncio.wait(
             {waiter, exited},
@@ -341,6 +420,15 @@ class Stack:
         if process.returncode is not None:
             raise RuntimeError(f"{name} exited with {process.returncode}")
         raise TimeoutError(f"{name} not ready after {timeout}s")
+
+    @staticmethod
+    async def _answered_by(process: asyncio.subprocess.Process, port: int, healthy: Awaitable[None]) -> None:
+        """`healthy`, and then until `process` itself listens on `port`: a health check answered
+        on the port may come from another process holding it (a stack started at the same
+        moment), in which case `process` fails to bind and exits instead."""
+        await healthy
+        while not await asyncio.to_thread(listens, process.pid, port):  # noqa: ASYNC110 - another process's sockets
+            await asyncio.sleep(0.1)
 
     @staticmethod
     async def _wait_http(url: str, timeout: float) -> None:

@@ -10,6 +10,7 @@ GIL while quickfix works.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import threading
 from collections.abc import Callable
@@ -97,7 +98,13 @@ class FixAcceptor(fix.Application):  # type: ignore[misc]
             # message; session events are logged by the callbacks, sent messages are in the
             # FileStore.
             self._acceptor = fix.SocketAcceptor(self, store, self._settings)
-        self._acceptor.start()
+        try:
+            self._acceptor.start()
+        except fix.RuntimeError as error:
+            if "bind" not in str(error).lower():
+                raise
+            # As an OSError, so the process exits saying its port is taken (see svc_runtime.service).
+            raise OSError(errno.EADDRINUSE, f"the FIX port {self.port} is taken: {error}") from error
         log.info("fix acceptor listening", extra={"port": self.port, "sessions": sorted(self.sessions)})
 
     async def stop(self, timeout: float = 3.0) -> bool:
