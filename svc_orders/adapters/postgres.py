@@ -25,6 +25,7 @@ from svc_orders.app.ports import (
     CommandKind,
     EventPosition,
     EventRecord,
+    ReportClaim,
     ReportEnvelope,
     Reservation,
 )
@@ -109,6 +110,26 @@ WITH updated AS (
     SELECT $20, $21, $22, $23, user_id, order_id, $11, $24, $2, $25, $26, $27, $28, $29 FROM updated
 )
 SELECT count(*) FROM updated
+"""
+
+# A report's first statement: claim its exec id, lock its order and say whether a fill at
+# its cumulative quantity is already recorded, in one round trip instead of three. The
+# order is locked even for a repeated report: the lane's transaction holds only its own
+# orders, so the lock costs nothing and keeps the statement single.
+_CLAIM_REPORT = """
+WITH claim AS (
+    INSERT INTO exec_reports (exec_id, order_id, exec_type, outcome) VALUES ($1, $2, $3, 'applied')
+    ON CONFLICT (exec_id) DO NOTHING
+    RETURNING 1
+), locked AS (
+    SELECT * FROM orders WHERE order_id = $2 FOR UPDATE
+)
+SELECT EXISTS (SELECT 1 FROM claim) AS claimed,
+       $4::bigint > 0 AND EXISTS (
+           SELECT 1 FROM trades WHERE order_id = $2 AND cumulative_quantity = $4::bigint
+       ) AS fill_recorded,
+       locked.*
+FROM (SELECT 1) AS one LEFT JOIN locked ON true
 """
 
 _INSERT_TRADE = """
@@ -244,6 +265,13 @@ class PgUnitOfWork:
         lock = "FOR UPDATE SKIP LOCKED" if skip_locked else "FOR UPDATE"
         row = await self.c.fetchrow(f"SELECT * FROM orders WHERE order_id = $1 {lock}", order_id)
         return order_from_row(row) if row else None
+
+    async def lock_orders(self, order_ids: Sequence[str]) -> dict[str, Order]:
+        rows = await self.c.fetch(
+            "SELECT * FROM orders WHERE order_id = ANY($1::text[]) ORDER BY order_id FOR UPDATE",
+            list(order_ids),
+        )
+        return {row["order_id"]: order_from_row(row) for row in rows}
 
     async def delete_reserved(self, order_id: str) -> None:
         await self.c.execute("DELETE FROM orders WHERE order_id = $1 AND status = 'FUNDS_PENDING'", order_id)
@@ -382,28 +410,20 @@ class PgUnitOfWork:
             request_id,
         )
 
-    async def claim_report(self, exec_id: str, order_id: str, exec_type: str) -> bool:
-        inserted = await self.c.fetchval(
-            "INSERT INTO exec_reports (exec_id, order_id, exec_type, outcome) VALUES ($1, $2, $3, 'applied') "
-            "ON CONFLICT (exec_id) DO NOTHING RETURNING 1",
-            exec_id,
-            order_id,
-            exec_type,
+    async def claim_report_and_lock(
+        self, exec_id: str, order_id: str, exec_type: str, cumulative_quantity: int
+    ) -> ReportClaim:
+        row = await self.c.fetchrow(_CLAIM_REPORT, exec_id, order_id, exec_type, cumulative_quantity)
+        assert row is not None
+        return ReportClaim(
+            claimed=row["claimed"],
+            order=order_from_row(row) if row["order_id"] is not None else None,
+            fill_recorded=row["fill_recorded"],
         )
-        return bool(inserted)
 
     async def note_report_outcome(self, exec_id: str, outcome: str) -> None:
         await self.c.execute(
             "UPDATE exec_reports SET outcome = $2 WHERE exec_id = $1", exec_id, outcome[:500]
-        )
-
-    async def fill_recorded(self, order_id: str, cumulative_quantity: int) -> bool:
-        return bool(
-            await self.c.fetchval(
-                "SELECT 1 FROM trades WHERE order_id = $1 AND cumulative_quantity = $2",
-                order_id,
-                cumulative_quantity,
-            )
         )
 
     async def record_unmatched(self, envelope: ReportEnvelope) -> None:
