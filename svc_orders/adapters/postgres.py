@@ -18,7 +18,6 @@ from types import TracebackType
 from typing import Any
 
 import asyncpg
-from google.protobuf.message import Message
 
 from svc_orders.app.ports import (
     AuditEntry,
@@ -92,7 +91,7 @@ FROM order_rate WHERE user_id = $1
 """
 
 # A change in one round trip: the order (only at the version it was read at), its event
-# and its audit row.
+# (with its outbox row), its audit row and its fill, if it has one.
 _SAVE_CHANGE = """
 WITH updated AS (
     UPDATE orders SET
@@ -108,6 +107,15 @@ WITH updated AS (
     INSERT INTO audit_log (action, actor, request_id, client_ip, user_id, order_id, order_version,
                            from_status, to_status, exec_id, last_price, bid_price, ask_price, detail)
     SELECT $20, $21, $22, $23, user_id, order_id, $11, $24, $2, $25, $26, $27, $28, $29 FROM updated
+), outboxed AS (
+    INSERT INTO outbox (msg_id, subject, payload, headers)
+    SELECT $17, $30, $19, $31::jsonb FROM updated
+), fill AS (
+    INSERT INTO trades (exec_id, order_id, user_id, symbol, side, product, quantity, price,
+                        cumulative_quantity, execute_time)
+    SELECT $32::text, order_id, user_id, $33::text, $34::text, $35::text, $36::bigint, $37::numeric,
+           $38::bigint, $39::timestamptz
+    FROM updated WHERE $32::text IS NOT NULL
 )
 SELECT count(*) FROM updated
 """
@@ -130,12 +138,6 @@ SELECT EXISTS (SELECT 1 FROM claim) AS claimed,
        ) AS fill_recorded,
        locked.*
 FROM (SELECT 1) AS one LEFT JOIN locked ON true
-"""
-
-_INSERT_TRADE = """
-INSERT INTO trades (exec_id, order_id, user_id, symbol, side, product, quantity, price,
-                    cumulative_quantity, execute_time)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
 """
 
 _INSERT_AUDIT = """
@@ -292,6 +294,7 @@ class PgUnitOfWork:
             request_id=audit.request_id,
         )
         snapshot = audit.snapshot
+        fill = transition.fill
         updated = await self.c.fetchval(
             _SAVE_CHANGE,
             order.order_id,
@@ -323,38 +326,28 @@ class PgUnitOfWork:
             snapshot.bid_price,
             snapshot.ask_price,
             audit.detail,
-        )
-        if updated != 1:
-            raise Aborted(f"order {order.order_id} changed concurrently", reason="CONCURRENT_CHANGE")
-        if transition.fill is not None:
-            await self._insert_fill(transition.fill, order)
-        if transition.funds_action is not None:
-            await self._insert_funds_action(transition.funds_action, order)
-        messages: list[tuple[str, Message, str]] = [
-            (self.store.topology.order_event_subject(order.user_id), event, event_id)
-        ]
-        if command is not None:
-            message = wire.command_for(order, command, now, audit.request_id)
-            message.command_id = command_id(order, command)
-            messages.append(
-                (self.store.topology.order_command_subject(command.value), message, message.command_id)
-            )
-        await outbox.add_many(self.c, messages)
-
-    async def _insert_fill(self, fill: Fill, order: Order) -> None:
-        await self.c.execute(
-            _INSERT_TRADE,
-            fill.exec_id,
-            order.order_id,
-            order.user_id,
+            self.store.topology.order_event_subject(order.user_id),
+            outbox.headers_json(event, event_id),
+            fill.exec_id if fill else None,
             order.symbol,
             order.side.value,
             order.product.value,
-            fill.quantity,
-            fill.price,
-            fill.cumulative_quantity,
-            fill.execute_time,
+            fill.quantity if fill else None,
+            fill.price if fill else None,
+            fill.cumulative_quantity if fill else None,
+            fill.execute_time if fill else None,
         )
+        if updated != 1:
+            raise Aborted(f"order {order.order_id} changed concurrently", reason="CONCURRENT_CHANGE")
+        if transition.funds_action is not None:
+            await self._insert_funds_action(transition.funds_action, order)
+        if command is not None:
+            # After the event's row, so the relay publishes them in this order, as before.
+            message = wire.command_for(order, command, now, audit.request_id)
+            message.command_id = command_id(order, command)
+            await outbox.add(
+                self.c, self.store.topology.order_command_subject(command.value), message, message.command_id
+            )
 
     async def _insert_funds_action(self, action: FundsAction, order: Order) -> None:
         await self.c.execute(
