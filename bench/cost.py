@@ -110,15 +110,28 @@ class Cost:
             )
         )
         if idle:
-            background = sum(idle.values()) * self.seconds / max(self.orders, 1)
+            # What the stack does with no orders (market makers, ticks, timers) runs on during
+            # the orders too: net of it, by process and in total, is what the orders cost.
+            per_order = self.seconds / max(self.orders, 1)
+            net = {name: ms - idle.get(name, 0.0) * per_order for name, ms in self.cpu_ms.items()}
+            out.extend(
+                Figure(
+                    f"{prefix}.cpu_ms_net.{name}",
+                    ms,
+                    "ms",
+                    better="lower",
+                    note=f"{about}; CPU per order less what the process uses idle over as long",
+                )
+                for name, ms in sorted(net.items())
+            )
             out.append(
                 Figure(
                     f"{prefix}.cpu_ms.total_net",
-                    sum(self.cpu_ms.values()) - background,
+                    sum(net.values()),
                     "ms",
                     better="lower",
                     note=f"{about}; the total less what the stack uses idle over as long "
-                    f"({sum(idle.values()):.0f} ms/s: {background:.2f} ms per order)",
+                    f"({sum(idle.values()):.0f} ms/s: {sum(idle.values()) * per_order:.2f} ms per order)",
                 )
             )
         for key, value in self.database.items():

@@ -66,7 +66,7 @@ OVERLOAD_SECONDS = 2.0
 # Picks the open-loop rates, e.g. "200" or "50,200" (default: the plan's).
 RATES_ENV = "BROKERMESH_BENCH_ORDER_RATES"
 # How long the stack's CPU use with no orders is measured (market makers, ticks, timers).
-IDLE_SECONDS = 3.0
+IDLE_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
