@@ -66,9 +66,9 @@ class OrderEntry:
     controls: TradingControlsView
     limits: RiskLimits
     clock: Clock
-    # Placements and modifications hold a database connection while svc_funds answers; at
-    # most this many at once, so a slow svc_funds cannot take every connection from the
-    # report consumer, the relay and reads.
+    # Modifications hold a database connection while svc_funds answers; at most this many
+    # at once, so a slow svc_funds cannot take every connection from the report consumer,
+    # the relay and reads (placements hold one per acceptance batch: `accepts_in_flight`).
     funds_calls_in_flight: int = 12
     # Placements in progress beyond which a new one is refused at once, before anything is
     # written: past capacity, queueing every order would only make every order late (and
