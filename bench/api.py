@@ -75,6 +75,9 @@ class BenchContext:
     # same stack, started once and stopped at the end of the run (a full stack takes a while
     # to start). Share it only where leftover state from an earlier scenario cannot skew you.
     shared_stack: Callable[..., Awaitable[Stack]] | None = None
+    # The servers the harness started (PostgreSQL's postmaster, NATS): name → pid, so a
+    # scenario can read their CPU time (`bench.cost`). Empty for servers it does not own.
+    servers: Callable[[], dict[str, int]] = field(default=lambda: {})
 
 
 @dataclass(frozen=True)

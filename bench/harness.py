@@ -245,6 +245,11 @@ class Stacks:
                     await stack.stop()
 
 
+def _server_pids(infra: Infrastructure) -> dict[str, int]:
+    handles = {"postgres": infra.postgres, "nats": infra.nats}
+    return {name: h.process.pid for name, h in handles.items() if h is not None and h.process.poll() is None}
+
+
 def _running_stack(path: str | None) -> tuple[dict[str, Any] | None, Path | None]:
     if not path:
         return None, None
@@ -289,7 +294,12 @@ async def run(args: argparse.Namespace, selected: list[tuple[str, Scenario]], br
         progress.status("starting PostgreSQL and NATS")
         stacks: Stacks | None = None
         try:
-            await asyncio.to_thread(infra.start, nats_sync_always=True)
+            # pg_stat_statements lets scenarios count statements per operation (bench.cost).
+            await asyncio.to_thread(
+                infra.start,
+                nats_sync_always=True,
+                postgres_settings={"shared_preload_libraries": "pg_stat_statements"},
+            )
             description["servers"] = await machine.server_versions(infra.database_url, infra.nats_url)
             stacks = Stacks(workdir, infra, running, running_dir)
             ctx = BenchContext(
@@ -302,6 +312,7 @@ async def run(args: argparse.Namespace, selected: list[tuple[str, Scenario]], br
                 start_stack=stacks.start,
                 progress=progress.status,
                 shared_stack=stacks.shared_stack,
+                servers=lambda: _server_pids(infra),
             )
             for _module, scenario in selected:
                 progress.scenario(scenario.name)

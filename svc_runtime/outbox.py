@@ -28,14 +28,16 @@ log = logging.getLogger(__name__)
 INSERT_SQL = "INSERT INTO outbox (msg_id, subject, payload, headers) VALUES ($1, $2, $3, $4::jsonb)"
 
 
+def headers_json(message: Message, msg_id: str, subject: str) -> str:
+    """The `headers` column of `message`'s row, for callers that write the row themselves
+    (inside a larger statement)."""
+    return json.dumps(headers_for(message, msg_id, subject))
+
+
 async def add(conn: asyncpg.Connection, subject: str, message: Message, msg_id: str) -> None:
     """Queue `message` for publication, in the caller's transaction."""
     await conn.execute(
-        INSERT_SQL,
-        msg_id,
-        subject,
-        message.SerializeToString(),
-        json.dumps(headers_for(message, msg_id, subject)),
+        INSERT_SQL, msg_id, subject, message.SerializeToString(), headers_json(message, msg_id, subject)
     )
 
 
@@ -45,7 +47,7 @@ async def add_many(conn: asyncpg.Connection, items: Sequence[tuple[str, Message,
     await conn.executemany(
         INSERT_SQL,
         [
-            (msg_id, subject, message.SerializeToString(), json.dumps(headers_for(message, msg_id, subject)))
+            (msg_id, subject, message.SerializeToString(), headers_json(message, msg_id, subject))
             for subject, message, msg_id in items
         ],
     )

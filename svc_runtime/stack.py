@@ -272,12 +272,14 @@ class Infrastructure:
         self.nats_url = os.environ.get(config.NATS_URL, "")
         self._servers: dict[str, EmbeddedPostgres | EmbeddedNats] = {}
 
-    def start(self, *, nats_sync_always: bool = True) -> None:
+    def start(
+        self, *, nats_sync_always: bool = True, postgres_settings: dict[str, str] | None = None
+    ) -> None:
         if not self.database_url:
             self._servers["postgres"] = EmbeddedPostgres(
                 self.data_dir / "postgres", self.data_dir / "logs" / "postgres.log"
             )
-            self.postgres = self._servers["postgres"].start()
+            self.postgres = self._servers["postgres"].start(settings=postgres_settings)
             self.database_url = self.postgres.url
         if not self.nats_url:
             self._servers["nats"] = EmbeddedNats(

@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import os
 import secrets
 import time
 from collections import Counter
@@ -36,7 +37,7 @@ from typing import TYPE_CHECKING
 import aiohttp
 import grpc
 
-from bench import clients, fullstack, load
+from bench import clients, cost, fullstack, load
 from bench.api import (
     BASELINE_GRPC_UNARY,
     BASELINE_HTTP_ECHO,
@@ -62,6 +63,10 @@ FILL_TARGETS = {"p99": "< 1000 ms", "errors": "<= 0"}
 # `OVERLOAD_SECONDS`: enough to show how the system behaves past capacity.
 OVERLOAD_LIMIT = 1.5
 OVERLOAD_SECONDS = 2.0
+# Picks the open-loop rates, e.g. "200" or "50,200" (default: the plan's).
+RATES_ENV = "BROKERMESH_BENCH_ORDER_RATES"
+# How long the stack's CPU use with no orders is measured (market makers, ticks, timers).
+IDLE_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -75,14 +80,16 @@ class Plan:
 
     @classmethod
     def of(cls, ctx: BenchContext) -> Plan:
+        chosen = os.environ.get(RATES_ENV, "")
+        rates = tuple(float(r) for r in chosen.split(",") if r.strip())
         if ctx.quick:
-            return cls(users=40, warmup=1.0, duration=3.0, closed_runs=1, rates=(50.0,), drain=20.0)
+            return cls(users=40, warmup=1.0, duration=3.0, closed_runs=1, rates=rates or (50.0,), drain=20.0)
         return cls(
             users=250,
             warmup=2.0,
             duration=10.0,
             closed_runs=3,
-            rates=(50.0, 200.0, 500.0, 1000.0),
+            rates=rates or (50.0, 200.0, 500.0, 1000.0),
             drain=60.0,
         )
 
@@ -158,17 +165,24 @@ async def _measure(
     prefix: str,
     ack_baseline: str,
     note: str,
+    meter: cost.CostMeter,
+    idle: dict[str, float],
 ) -> list[Figure]:
-    """The closed loop and every open-loop rate, each followed by a drain."""
+    """The closed loop and every open-loop rate, each followed by a drain; what the orders of
+    each cost the stack (`meter`), from before the run to the end of its drain."""
     figures: list[Figure] = []
 
     async def phase(name: str, run: Callable[[], Awaitable[load.LoadResult]], extra: str = "") -> float:
         """Run, drain, record the figures; the achieved rate."""
         what = f"{note}; {extra}" if extra else note
+        before, placed = await meter.before(), len(watch.placed_at)
         result = await run()
         ctx.progress(f"{prefix}.{name}: waiting for {watch.unfinished()} orders to finish")
         await watch.drain(plan.drain)
         fullstack.assert_alive(stack)
+        ctx.progress(f"{prefix}.{name}: reading what the orders cost")
+        spent = meter.cost(before, await meter.after(), len(watch.placed_at) - placed)
+        figures.extend(spent.figures(f"{prefix}.{name}.cost", what, idle))
         # Saturation should reach the peak target; an open loop should carry its offered rate.
         rate_target = (
             ">= 1000 ops/s" if result.offered_rate is None else f">= {0.99 * result.offered_rate:g} ops/s"
@@ -333,16 +347,31 @@ async def _drive(
             order_id = await place_one(users[i % len(users)], key, SYMBOLS[i % len(SYMBOLS)])
             watch.placed(order_id, due)
 
-        return await _measure(
-            ctx,
-            stack=stack,
-            place=place,
-            watch=watch,
-            plan=plan,
-            prefix=prefix,
-            ack_baseline=ack_baseline,
-            note=note,
-        )
+        async with cost.CostMeter(stack, ctx.servers()) as meter:
+            ctx.progress(f"{prefix}: the stack's CPU use with no orders")
+            idle = await meter.idle(IDLE_SECONDS)
+            figures = [
+                Figure(
+                    f"{prefix}.idle.cpu_ms_per_s.{name}",
+                    ms,
+                    "ms",
+                    better="lower",
+                    note=f"CPU per second with no orders, over {IDLE_SECONDS:g} s",
+                )
+                for name, ms in sorted(idle.items())
+            ]
+            return figures + await _measure(
+                ctx,
+                stack=stack,
+                place=place,
+                watch=watch,
+                plan=plan,
+                prefix=prefix,
+                ack_baseline=ack_baseline,
+                note=note,
+                meter=meter,
+                idle=idle,
+            )
     finally:
         for task in followers:
             task.cancel()

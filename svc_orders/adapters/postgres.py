@@ -18,13 +18,13 @@ from types import TracebackType
 from typing import Any
 
 import asyncpg
-from google.protobuf.message import Message
 
 from svc_orders.app.ports import (
     AuditEntry,
     CommandKind,
     EventPosition,
     EventRecord,
+    ReportClaim,
     ReportEnvelope,
     Reservation,
 )
@@ -91,7 +91,7 @@ FROM order_rate WHERE user_id = $1
 """
 
 # A change in one round trip: the order (only at the version it was read at), its event
-# and its audit row.
+# (with its outbox row), its audit row and its fill, if it has one.
 _SAVE_CHANGE = """
 WITH updated AS (
     UPDATE orders SET
@@ -107,14 +107,37 @@ WITH updated AS (
     INSERT INTO audit_log (action, actor, request_id, client_ip, user_id, order_id, order_version,
                            from_status, to_status, exec_id, last_price, bid_price, ask_price, detail)
     SELECT $20, $21, $22, $23, user_id, order_id, $11, $24, $2, $25, $26, $27, $28, $29 FROM updated
+), outboxed AS (
+    INSERT INTO outbox (msg_id, subject, payload, headers)
+    SELECT $17, $30, $19, $31::jsonb FROM updated
+), fill AS (
+    INSERT INTO trades (exec_id, order_id, user_id, symbol, side, product, quantity, price,
+                        cumulative_quantity, execute_time)
+    SELECT $32::text, order_id, user_id, $33::text, $34::text, $35::text, $36::bigint, $37::numeric,
+           $38::bigint, $39::timestamptz
+    FROM updated WHERE $32::text IS NOT NULL
 )
 SELECT count(*) FROM updated
 """
 
-_INSERT_TRADE = """
-INSERT INTO trades (exec_id, order_id, user_id, symbol, side, product, quantity, price,
-                    cumulative_quantity, execute_time)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+# A report's first statement: claim its exec id, lock its order and say whether a fill at
+# its cumulative quantity is already recorded, in one round trip instead of three. The
+# order is locked even for a repeated report: the lane's transaction holds only its own
+# orders, so the lock costs nothing and keeps the statement single.
+_CLAIM_REPORT = """
+WITH claim AS (
+    INSERT INTO exec_reports (exec_id, order_id, exec_type, outcome) VALUES ($1, $2, $3, 'applied')
+    ON CONFLICT (exec_id) DO NOTHING
+    RETURNING 1
+), locked AS (
+    SELECT * FROM orders WHERE order_id = $2 FOR UPDATE
+)
+SELECT EXISTS (SELECT 1 FROM claim) AS claimed,
+       $4::bigint > 0 AND EXISTS (
+           SELECT 1 FROM trades WHERE order_id = $2 AND cumulative_quantity = $4::bigint
+       ) AS fill_recorded,
+       locked.*
+FROM (SELECT 1) AS one LEFT JOIN locked ON true
 """
 
 _INSERT_AUDIT = """
@@ -245,6 +268,13 @@ class PgUnitOfWork:
         row = await self.c.fetchrow(f"SELECT * FROM orders WHERE order_id = $1 {lock}", order_id)
         return order_from_row(row) if row else None
 
+    async def lock_orders(self, order_ids: Sequence[str]) -> dict[str, Order]:
+        rows = await self.c.fetch(
+            "SELECT * FROM orders WHERE order_id = ANY($1::text[]) ORDER BY order_id FOR UPDATE",
+            list(order_ids),
+        )
+        return {row["order_id"]: order_from_row(row) for row in rows}
+
     async def delete_reserved(self, order_id: str) -> None:
         await self.c.execute("DELETE FROM orders WHERE order_id = $1 AND status = 'FUNDS_PENDING'", order_id)
 
@@ -264,6 +294,7 @@ class PgUnitOfWork:
             request_id=audit.request_id,
         )
         snapshot = audit.snapshot
+        fill = transition.fill
         updated = await self.c.fetchval(
             _SAVE_CHANGE,
             order.order_id,
@@ -295,38 +326,28 @@ class PgUnitOfWork:
             snapshot.bid_price,
             snapshot.ask_price,
             audit.detail,
-        )
-        if updated != 1:
-            raise Aborted(f"order {order.order_id} changed concurrently", reason="CONCURRENT_MODIFICATION")
-        if transition.fill is not None:
-            await self._insert_fill(transition.fill, order)
-        if transition.funds_action is not None:
-            await self._insert_funds_action(transition.funds_action, order)
-        messages: list[tuple[str, Message, str]] = [
-            (self.store.topology.order_event_subject(order.user_id), event, event_id)
-        ]
-        if command is not None:
-            message = wire.command_for(order, command, now, audit.request_id)
-            message.command_id = command_id(order, command)
-            messages.append(
-                (self.store.topology.order_command_subject(command.value), message, message.command_id)
-            )
-        await outbox.add_many(self.c, messages)
-
-    async def _insert_fill(self, fill: Fill, order: Order) -> None:
-        await self.c.execute(
-            _INSERT_TRADE,
-            fill.exec_id,
-            order.order_id,
-            order.user_id,
+            self.store.topology.order_event_subject(order.user_id),
+            outbox.headers_json(event, event_id, self.store.topology.order_event_subject(order.user_id)),
+            fill.exec_id if fill else None,
             order.symbol,
             order.side.value,
             order.product.value,
-            fill.quantity,
-            fill.price,
-            fill.cumulative_quantity,
-            fill.execute_time,
+            fill.quantity if fill else None,
+            fill.price if fill else None,
+            fill.cumulative_quantity if fill else None,
+            fill.execute_time if fill else None,
         )
+        if updated != 1:
+            raise Aborted(f"order {order.order_id} changed concurrently", reason="CONCURRENT_MODIFICATION")
+        if transition.funds_action is not None:
+            await self._insert_funds_action(transition.funds_action, order)
+        if command is not None:
+            # After the event's row, so the relay publishes them in this order, as before.
+            message = wire.command_for(order, command, now, audit.request_id)
+            message.command_id = command_id(order, command)
+            await outbox.add(
+                self.c, self.store.topology.order_command_subject(command.value), message, message.command_id
+            )
 
     async def _insert_funds_action(self, action: FundsAction, order: Order) -> None:
         await self.c.execute(
@@ -382,28 +403,20 @@ class PgUnitOfWork:
             request_id,
         )
 
-    async def claim_report(self, exec_id: str, order_id: str, exec_type: str) -> bool:
-        inserted = await self.c.fetchval(
-            "INSERT INTO exec_reports (exec_id, order_id, exec_type, outcome) VALUES ($1, $2, $3, 'applied') "
-            "ON CONFLICT (exec_id) DO NOTHING RETURNING 1",
-            exec_id,
-            order_id,
-            exec_type,
+    async def claim_report_and_lock(
+        self, exec_id: str, order_id: str, exec_type: str, cumulative_quantity: int
+    ) -> ReportClaim:
+        row = await self.c.fetchrow(_CLAIM_REPORT, exec_id, order_id, exec_type, cumulative_quantity)
+        assert row is not None
+        return ReportClaim(
+            claimed=row["claimed"],
+            order=order_from_row(row) if row["order_id"] is not None else None,
+            fill_recorded=row["fill_recorded"],
         )
-        return bool(inserted)
 
     async def note_report_outcome(self, exec_id: str, outcome: str) -> None:
         await self.c.execute(
             "UPDATE exec_reports SET outcome = $2 WHERE exec_id = $1", exec_id, outcome[:500]
-        )
-
-    async def fill_recorded(self, order_id: str, cumulative_quantity: int) -> bool:
-        return bool(
-            await self.c.fetchval(
-                "SELECT 1 FROM trades WHERE order_id = $1 AND cumulative_quantity = $2",
-                order_id,
-                cumulative_quantity,
-            )
         )
 
     async def record_unmatched(self, envelope: ReportEnvelope) -> None:

@@ -7,6 +7,10 @@ by the order id, so repeating the call never blocks twice — and the order move
 PENDING_EXCHANGE with its event, its audit row and the executor's command in one commit.
 A crash in between leaves a FUNDS_PENDING row that a retry or the sweeper finishes (the
 block exists) or rejects (it does not): no block without an order, no order without a block.
+
+The second commit is shared: placements reserved while earlier acceptances are still out
+wait and go together in the next acceptance transaction (group commit), with their blocks
+in one call to svc_funds; each keeps its own outcome, event, audit row and command.
 """
 
 from __future__ import annotations
@@ -21,10 +25,20 @@ from svc_orders.app import metrics
 from svc_orders.app.controls import TradingControlsView
 from svc_orders.app.ports import AuditEntry, BlockQuote, Clock, CommandKind, FundsPort, MarketPort, OrderStore
 from svc_orders.domain import risk, state_machine, validation
-from svc_orders.domain.model import Instrument, MarketSnapshot, Order, OrderSpec, Side, Status, user_actor
+from svc_orders.domain.model import (
+    Instrument,
+    MarketSnapshot,
+    Order,
+    OrderSpec,
+    Side,
+    Status,
+    Transition,
+    user_actor,
+)
 from svc_orders.domain.risk import RiskLimits
 from svc_orders.domain.validation import ModificationDraft, OrderDraft
 from svc_runtime import context
+from svc_runtime.batching import Coalescer
 from svc_runtime.errors import (
     Aborted,
     AlreadyExists,
@@ -38,6 +52,16 @@ from svc_runtime.errors import (
 from svc_runtime.ids import new_id
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _Acceptance:
+    """A reserved placement waiting for its block and acceptance."""
+
+    order: Order
+    snapshot: MarketSnapshot
+    ctx: context.RequestContext
+
 
 # Errors after which svc_funds may or may not have acted: the order stays FUNDS_PENDING.
 UNKNOWN_OUTCOME = (Unavailable, DeadlineExceeded)
@@ -59,18 +83,25 @@ class OrderEntry:
     controls: TradingControlsView
     limits: RiskLimits
     clock: Clock
-    # Placements and modifications hold a database connection while svc_funds answers; at
-    # most this many at once, so a slow svc_funds cannot take every connection from the
-    # report consumer, the relay and reads.
+    # Modifications hold a database connection while svc_funds answers; at most this many
+    # at once, so a slow svc_funds cannot take every connection from the report consumer,
+    # the relay and reads (placements hold one per acceptance batch: `accepts_in_flight`).
     funds_calls_in_flight: int = 12
     # Placements in progress beyond which a new one is refused at once, before anything is
     # written: past capacity, queueing every order would only make every order late (and
     # let clients time out on orders that were then placed); a refusal tells them to retry.
     max_placing: int = 64
 
+    # Acceptance transactions at once; placements arriving meanwhile wait and go together
+    # in the next one.
+    accepts_in_flight: int = 4
+
     def __post_init__(self) -> None:
         self._funds_slots = asyncio.Semaphore(self.funds_calls_in_flight)
         self._placing = 0
+        self._acceptances: Coalescer[_Acceptance, Order] = Coalescer(
+            self._accept_batch, max_batch=self.max_placing, max_in_flight=self.accepts_in_flight
+        )
 
     # --- place --------------------------------------------------------------------------
     async def place(self, user_id: str, draft: OrderDraft, request_id: str) -> Order:
@@ -160,62 +191,100 @@ class OrderEntry:
         return existing
 
     async def _block_and_accept(self, order: Order, snapshot: MarketSnapshot) -> Order:
-        ctx = context.current()
+        return await self._acceptances.submit(_Acceptance(order, snapshot, context.current()))
+
+    async def _accept_batch(self, batch: list[_Acceptance]) -> list[Order | BaseException]:
+        """Block and accept concurrent placements in one transaction (group commit): their
+        rows locked in one statement, their blocks asked for together, one commit. Each
+        placement's outcome is its own: a refusal deletes its reservation, an unknown
+        outcome leaves it FUNDS_PENDING for a retry or the sweeper, exactly as alone."""
         locking = time.perf_counter()
-        async with self._funds_slots, self.store.unit_of_work() as uow:
-            # The row lock keeps the sweeper (and concurrent retries) off this order while
+        outcomes: list[Order | BaseException | None] = [None] * len(batch)
+        accepted: list[Transition] = []
+        async with self.store.unit_of_work() as uow:
+            # The row locks keep the sweeper (and concurrent retries) off these orders while
             # svc_funds is being asked.
-            current = await uow.lock_order(order.order_id)
-            if current is None:
-                raise Aborted("a concurrent attempt with this request_id just failed; retry", reason="RETRY")
-            if current.status is not Status.FUNDS_PENDING:
-                return current
+            locked = await uow.lock_orders([item.order.order_id for item in batch])
+            first: dict[str, int] = {}
+            to_block: list[int] = []
+            for k, item in enumerate(batch):
+                current = locked.get(item.order.order_id)
+                if current is None:
+                    outcomes[k] = Aborted(
+                        "a concurrent attempt with this request_id just failed; retry", reason="RETRY"
+                    )
+                elif current.status is not Status.FUNDS_PENDING:
+                    outcomes[k] = current
+                elif current.order_id not in first:  # two retries of one key: blocked once
+                    first[current.order_id] = k
+                    to_block.append(k)
             blocking = time.perf_counter()
             metrics.PLACE_STAGE_SECONDS.labels("lock").observe(blocking - locking)
-            try:
-                await self._block(current)
-            except UNKNOWN_OUTCOME:
-                raise
-            except NotFound as error:
-                await uow.delete_reserved(current.order_id)
-                await uow.commit()
-                raise _no_account() from error
-            except ServiceError:
-                # svc_funds refused (e.g. INSUFFICIENT_FUNDS): nothing is blocked, so nothing
-                # of the order is kept either.
-                await uow.delete_reserved(current.order_id)
-                await uow.commit()
-                raise
+            refusals = await asyncio.gather(
+                *(self._block_as(batch[k].ctx, locked[batch[k].order.order_id]) for k in to_block),
+                return_exceptions=True,
+            )
             accepting = time.perf_counter()
             metrics.PLACE_STAGE_SECONDS.labels("funds").observe(accepting - blocking)
-            transition = state_machine.accept(current, self.clock.now())
-            await uow.save(
-                transition,
-                AuditEntry(
-                    action="PLACE",
-                    actor=ctx.actor or user_actor(current.user_id),
-                    request_id=ctx.request_id,
-                    client_ip=ctx.client_ip,
-                    snapshot=snapshot,
-                ),
-                command=CommandKind.NEW,
-            )
+            for k, refusal in zip(to_block, refusals, strict=True):
+                current = locked[batch[k].order.order_id]
+                if isinstance(refusal, UNKNOWN_OUTCOME) or (
+                    refusal is not None and not isinstance(refusal, ServiceError)
+                ):
+                    outcomes[k] = refusal  # svc_funds may have acted: the order stays FUNDS_PENDING
+                elif isinstance(refusal, NotFound):
+                    await uow.delete_reserved(current.order_id)
+                    error = _no_account()
+                    error.__cause__ = refusal
+                    outcomes[k] = error
+                elif refusal is not None:
+                    # svc_funds refused (e.g. INSUFFICIENT_FUNDS): nothing is blocked, so
+                    # nothing of the order is kept either.
+                    await uow.delete_reserved(current.order_id)
+                    outcomes[k] = refusal
+                else:
+                    transition = state_machine.accept(current, self.clock.now())
+                    item = batch[k]
+                    await uow.save(
+                        transition,
+                        AuditEntry(
+                            action="PLACE",
+                            actor=item.ctx.actor or user_actor(current.user_id),
+                            request_id=item.ctx.request_id,
+                            client_ip=item.ctx.client_ip,
+                            snapshot=item.snapshot,
+                        ),
+                        command=CommandKind.NEW,
+                    )
+                    accepted.append(transition)
+                    outcomes[k] = transition.after
             await uow.commit()
-            metrics.PLACE_STAGE_SECONDS.labels("accept").observe(time.perf_counter() - accepting)
-        metrics.ORDERS_PLACED.labels(current.side.value, current.type.value).inc()
-        metrics.TRANSITIONS.labels(transition.trigger, transition.after.status.value).inc()
-        log.info(
-            "order placed",
-            extra={
-                "order_id": current.order_id,
-                "user_id": current.user_id,
-                "symbol": current.symbol,
-                "side": current.side.value,
-                "type": current.type.value,
-                "quantity": current.quantity,
-            },
-        )
-        return transition.after
+        metrics.PLACE_STAGE_SECONDS.labels("accept").observe(time.perf_counter() - accepting)
+        for transition in accepted:
+            order = transition.after
+            metrics.ORDERS_PLACED.labels(order.side.value, order.type.value).inc()
+            metrics.TRANSITIONS.labels(transition.trigger, order.status.value).inc()
+            log.info(
+                "order placed",
+                extra={
+                    "order_id": order.order_id,
+                    "user_id": order.user_id,
+                    "symbol": order.symbol,
+                    "side": order.side.value,
+                    "type": order.type.value,
+                    "quantity": order.quantity,
+                },
+            )
+        # A repeated retry in the batch gets what its first attempt got.
+        return [
+            outcome if outcome is not None else outcomes[first[item.order.order_id]]  # type: ignore[misc]
+            for item, outcome in zip(batch, outcomes, strict=True)
+        ]
+
+    async def _block_as(self, ctx: context.RequestContext, order: Order) -> None:
+        """`_block` in the placement's own request context (request id, caller, address)."""
+        context.set_current(ctx)
+        await self._block(order)
 
     async def _block(self, order: Order) -> None:
         if order.side is Side.BUY:

@@ -3,6 +3,7 @@ the executor. Adapters implement them; the use cases never see SQL, NATS or gRPC
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -72,6 +73,11 @@ class UnitOfWork(Protocol):
         """The order, locked for this transaction; None if absent (or locked, with skip_locked)."""
         ...
 
+    async def lock_orders(self, order_ids: Sequence[str]) -> dict[str, Order]:
+        """The orders that exist among `order_ids`, locked for this transaction (in id order,
+        so two transactions locking overlapping sets cannot deadlock)."""
+        ...
+
     async def delete_reserved(self, order_id: str) -> None:
         """Forget a reservation (FUNDS_PENDING) whose funds were refused."""
         ...
@@ -92,17 +98,24 @@ class UnitOfWork(Protocol):
         it was first used with."""
         ...
 
-    async def claim_report(self, exec_id: str, order_id: str, exec_type: str) -> bool:
-        """Record a report's exec id; False if it was seen before."""
+    async def claim_report_and_lock(
+        self, exec_id: str, order_id: str, exec_type: str, cumulative_quantity: int
+    ) -> ReportClaim:
+        """Record a report's exec id (not claimed if it was seen before), lock its order, and
+        say whether a fill at `cumulative_quantity` (when > 0) is already recorded for it, in
+        one step; the order is locked even when the report was seen before."""
         ...
 
     async def note_report_outcome(self, exec_id: str, outcome: str) -> None: ...
 
-    async def fill_recorded(self, order_id: str, cumulative_quantity: int) -> bool:
-        """Whether a fill at this cumulative quantity is already recorded for the order."""
-        ...
-
     async def record_unmatched(self, envelope: ReportEnvelope) -> None: ...
+
+
+@dataclass(frozen=True)
+class ReportClaim:
+    claimed: bool  # False: the exec id was seen before
+    order: Order | None  # locked; None if there is no such order
+    fill_recorded: bool  # a fill at the report's cumulative quantity is already recorded
 
 
 @dataclass(frozen=True)

@@ -82,9 +82,15 @@ class ReportProcessor:
 
     async def _apply_one(self, uow: UnitOfWork, envelope: ReportEnvelope) -> str:
         report = envelope.report
-        if not await uow.claim_report(report.exec_id, envelope.order_id, report.exec_type.value):
+        claim = await uow.claim_report_and_lock(
+            report.exec_id,
+            envelope.order_id,
+            report.exec_type.value,
+            report.cumulative_quantity if report.exec_type is ExecType.TRADE else 0,
+        )
+        if not claim.claimed:
             return "duplicate"
-        order = await uow.lock_order(envelope.order_id)
+        order = claim.order
         if order is None or (envelope.user_id and order.user_id != envelope.user_id):
             log.error(
                 "execution report for an unknown order; kept aside",
@@ -93,11 +99,7 @@ class ReportProcessor:
             await uow.record_unmatched(envelope)
             await uow.note_report_outcome(report.exec_id, "unmatched")
             return "unmatched"
-        if (
-            report.exec_type is ExecType.TRADE
-            and report.cumulative_quantity
-            and await uow.fill_recorded(order.order_id, report.cumulative_quantity)
-        ):
+        if claim.fill_recorded:
             log.warning(
                 "fill already recorded at this cumulative quantity under another exec id",
                 extra={

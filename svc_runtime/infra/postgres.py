@@ -276,7 +276,10 @@ class EmbeddedPostgres:
             secret_file.chmod(0o600)
         return secret_file.read_text().strip()
 
-    def start(self, port: int | None = None, timeout: float = 60.0) -> PostgresHandle:
+    def start(
+        self, port: int | None = None, timeout: float = 60.0, settings: dict[str, str] | None = None
+    ) -> PostgresHandle:
+        """`settings`: more server settings (`-c name=value`), e.g. a preloaded library."""
         user = self._service_user()
         bin_dir = self._bin_dir(user)
         pgdata = self._pgdata(user)
@@ -305,6 +308,7 @@ class EmbeddedPostgres:
                     "shared_buffers=256MB",
                     "-c",
                     "fsync=on",
+                    *(arg for name, value in (settings or {}).items() for arg in ("-c", f"{name}={value}")),
                 ],
                 signal.SIGINT,
                 user=None if user is None else (user.pw_uid, user.pw_gid),

@@ -326,3 +326,51 @@ async def test_placements_past_capacity_are_refused_at_once_and_write_nothing(
     retried = await oms.place(users[index % len(users)], f"rush-{index}")
     assert retried.client_order_id == f"rush-{index}"
     assert await oms.invariants() == []
+
+
+async def test_concurrent_placements_are_accepted_together_each_with_its_own_outcome(oms: Oms) -> None:
+    # Every third user cannot pay: refused alone, while the others' orders are accepted.
+    users = [oms.new_user("100000.00" if i % 3 else "1000.00") for i in range(24)]
+    results = await asyncio.gather(*(oms.place(user, "together") for user in users), return_exceptions=True)
+    placed = [r for r in results if isinstance(r, orders_pb2.Order)]
+    for i, result in enumerate(results):
+        if i % 3:
+            assert isinstance(result, orders_pb2.Order), result
+            assert result.status == orders_pb2.ORDER_STATUS_PENDING_EXCHANGE
+            assert oms.fakes.funds.blocks[result.order_id].user_id == users[i]
+        else:
+            assert isinstance(result, grpc.aio.AioRpcError)
+            assert details_of(result).reason == "INSUFFICIENT_FUNDS"
+            listed = await oms.stub.ListOrders(orders_pb2.ListOrdersRequest(parent=f"users/{users[i]}"))
+            assert list(listed.orders) == []
+    # Group commit: acceptances that arrived together share a transaction (their events
+    # carry its id), and each order still has its own event, audit row and command.
+    xids, audited = await _acceptance_records(oms, [o.order_id for o in placed])
+    assert len(xids) == len(placed) and len(set(xids.values())) < len(placed)
+    assert audited == {o.order_id: 1 for o in placed}
+    for order in placed:
+        assert len(await eventually(lambda order=order: _commands(oms, order.order_id))) == 1
+    assert await oms.invariants() == []
+
+
+async def _acceptance_records(oms: Oms, order_ids: list[str]) -> tuple[dict[str, int], dict[str, int]]:
+    """Each order's ACCEPTED event's transaction id, and its number of PLACE audit rows."""
+    import asyncpg
+
+    from svc_runtime import db
+
+    conn = await asyncpg.connect(db.asyncpg_dsn(oms.stack.plan.database_url))
+    try:
+        events = await conn.fetch(
+            "SELECT order_id, xid FROM orders.order_events WHERE order_id = ANY($1::text[]) "
+            "AND event_type = 'ACCEPTED'",
+            order_ids,
+        )
+        audits = await conn.fetch(
+            "SELECT order_id, count(*) AS n FROM orders.audit_log WHERE order_id = ANY($1::text[]) "
+            "AND action = 'PLACE' GROUP BY order_id",
+            order_ids,
+        )
+    finally:
+        await conn.close()
+    return {r["order_id"]: r["xid"] for r in events}, {r["order_id"]: r["n"] for r in audits}
