@@ -8,6 +8,7 @@ crashes between commits, concurrency. The real-process tests in tests/orders/ ke
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -17,6 +18,7 @@ from typing import Any
 from svc_orders.app.ports import (
     AuditEntry,
     CommandKind,
+    ReportClaim,
     ReportEnvelope,
     Reservation,
     StatusAnswer,
@@ -89,6 +91,9 @@ class MemoryUnitOfWork:
     async def lock_order(self, order_id: str, *, skip_locked: bool = False) -> Order | None:
         return self.book.orders.get(order_id)
 
+    async def lock_orders(self, order_ids: Sequence[str]) -> dict[str, Order]:
+        return {i: self.book.orders[i] for i in order_ids if i in self.book.orders}
+
     async def delete_reserved(self, order_id: str) -> None:
         self.book.orders.pop(order_id, None)
 
@@ -125,6 +130,15 @@ class MemoryUnitOfWork:
             return False
         self.book.reports[exec_id] = "claimed"
         return True
+
+    async def claim_report_and_lock(
+        self, exec_id: str, order_id: str, exec_type: str, cumulative_quantity: int
+    ) -> ReportClaim:
+        return ReportClaim(
+            claimed=await self.claim_report(exec_id, order_id, exec_type),
+            order=await self.lock_order(order_id),
+            fill_recorded=cumulative_quantity > 0 and await self.fill_recorded(order_id, cumulative_quantity),
+        )
 
     async def note_report_outcome(self, exec_id: str, outcome: str) -> None:
         self.book.reports[exec_id] = outcome
