@@ -48,7 +48,9 @@ class Recorder:
 
 
 def incremental(seq: int, *entries: tuple[str, str, str]) -> fix.Message:
-    body = "".join(f"279=1\x01269={kind}\x0155={symbol}\x01270={price}\x01" for symbol, kind, price in entries)
+    body = "".join(
+        f"279=1\x01269={kind}\x0155={symbol}\x01270={price}\x01" for symbol, kind, price in entries
+    )
     text = (
         f"8=FIX.4.4\x019=0\x0135=X\x0134={seq}\x0149=EXCHANGE\x0152=20260117-10:45:01.250\x01"
         f"56=BROKER_MD\x01268={len(entries)}\x01{body}10=000\x01"
