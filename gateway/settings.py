@@ -32,6 +32,8 @@ RETRY_MS = "BROKERMESH_GATEWAY_SSE_RETRY_MS"
 CORS_ORIGINS = "BROKERMESH_CORS_ORIGINS"
 STREAM_TICKET_SECONDS = "BROKERMESH_GATEWAY_STREAM_TICKET_SECONDS"
 METRICS_HOST = "BROKERMESH_GATEWAY_METRICS_HOST"
+# Processes serving the public port (the stack sizes it to the machine's cores).
+WORKERS = "BROKERMESH_GATEWAY_WORKERS"
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,7 @@ class GatewaySettings:
     stream_ticket_seconds: int = DEFAULT_TICKET_SECONDS
     # The internal listener (metrics, health details): loopback unless an operator opens it.
     metrics_host: str = "127.0.0.1"
+    workers: int = 1
 
     @classmethod
     def from_env(cls) -> GatewaySettings:
@@ -144,4 +147,5 @@ class GatewaySettings:
             cors_origins=parse_origins(config.env(CORS_ORIGINS, "")),
             stream_ticket_seconds=config.env_int(STREAM_TICKET_SECONDS, DEFAULT_TICKET_SECONDS),
             metrics_host=config.env(METRICS_HOST, "127.0.0.1"),
+            workers=max(1, config.env_int(WORKERS, 1)),
         )
