@@ -601,7 +601,7 @@ async def slow_consumer(ctx: BenchContext) -> list[Figure]:
         sock.close()
         await _market_makers(stack, paused=False)
     data = b"".join(received)
-    last_event = data.rstrip().rsplit(b"\n\n", 1)[-1]
+    last_event = data[data.rfind(b"event: ") :]  # chunk framing follows it
     told = b"event: error" in last_event and b"SLOW_CONSUMER" in last_event
     note = (
         f"one stream of {SLOW_SYMBOLS} symbols × 10 ticks/s read at 1 KB/s (4 KB receive window); "
