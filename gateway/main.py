@@ -27,6 +27,7 @@ from gateway.transport.app import build_app
 from gateway.transport.handlers import Handlers
 from gateway.transport.internal import build_internal_app
 from gateway.transport.streams import StreamRegistry
+from gateway.workers import Workers, leave_interrupts_to_worker_zero, worker_number
 from svc_runtime import service
 from svc_runtime.messaging import Topology
 from svc_runtime.revocations import RevocationFeed
@@ -52,10 +53,12 @@ REVOCATIONS_WAIT_SECONDS = 5.0
 SEND_BUFFER_BYTES = 64 * 1024
 
 
-def _listen(host: str, port: int) -> socket.socket:
+def _listen(host: str, port: int, *, shared: bool = False) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if shared:  # every worker binds the port; the kernel spreads connections over them
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
     sock.bind((host, port))
     sock.listen(2048)
@@ -188,10 +191,13 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
         timeout_keep_alive=30,
         timeout_graceful_shutdown=10,
     )
-    internal = _internal_server(settings, health)
+    first = worker_number() == 0
+    if not first:
+        leave_interrupts_to_worker_zero()
+    internal = _internal_server(settings, health) if first else None
     # Both ports bound here, before anything starts (uvicorn binding the internal one itself
     # would exit from inside its task): a taken port fails the start-up at once.
-    listener = _listen(settings.http_host, settings.http_port)
+    listener = _listen(settings.http_host, settings.http_port, shared=settings.workers > 1)
     internal_listener = _listen(settings.metrics_host, settings.metrics_port) if internal else None
     revocations.start()
     session_records.start()
@@ -205,6 +211,9 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
         log.warning("revoked sessions not loaded yet; serving, users' requests wait for them")
     pushing = service.supervise(hub.run(), name="quote-hub")
     serving = service.supervise(server.serve(sockets=[listener]), name="http")
+    workers = Workers(settings.workers - 1 if first else 0)
+    await workers.start()
+    service.supervise(workers.watch(), name="workers")
     internal_serving = (
         service.supervise(internal.serve(sockets=[internal_listener]), name="internal-http")
         if internal
@@ -215,6 +224,7 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
     # Drain: report unhealthy, end the streams (clients reconnect elsewhere), then let
     # in-flight requests finish.
     draining = True
+    workers.tell_stop()
     registry.close_all()
     hub.close()
     server.should_exit = True
@@ -231,6 +241,7 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
         with contextlib.suppress(Exception):
             await internal_serving
     await backends.close()
+    await workers.stopped()
 
 
 def _internal_server(

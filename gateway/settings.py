@@ -33,6 +33,8 @@ RETRY_MS = "BROKERMESH_GATEWAY_SSE_RETRY_MS"
 CORS_ORIGINS = "BROKERMESH_CORS_ORIGINS"
 STREAM_TICKET_SECONDS = "BROKERMESH_GATEWAY_STREAM_TICKET_SECONDS"
 METRICS_HOST = "BROKERMESH_GATEWAY_METRICS_HOST"
+# Processes serving the public port (the stack sizes it to the machine's cores).
+WORKERS = "BROKERMESH_GATEWAY_WORKERS"
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,7 @@ class GatewaySettings:
     metrics_host: str = "127.0.0.1"
     # How long a login lasts, refreshes included (then the user logs in again).
     session_seconds: int = 12 * 3600
+    workers: int = 1
 
     @classmethod
     def from_env(cls) -> GatewaySettings:
@@ -148,4 +151,5 @@ class GatewaySettings:
             stream_ticket_seconds=config.env_int(STREAM_TICKET_SECONDS, DEFAULT_TICKET_SECONDS),
             metrics_host=config.env(METRICS_HOST, "127.0.0.1"),
             session_seconds=config.env_int(SESSION_SECONDS, 12 * 3600),
+            workers=max(1, config.env_int(WORKERS, 1)),
         )

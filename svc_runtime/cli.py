@@ -115,6 +115,10 @@ async def _up(args: argparse.Namespace) -> int:
         print(f"brokermesh: trading at {venue} (no simulator, no market-data feed)")
     # A demo market moves: liquid symbols trade several times a second unless told otherwise.
     plan.extra_env["BROKERMESH_EXCHANGE_ACTIVITY"] = os.environ.get("BROKERMESH_EXCHANGE_ACTIVITY", "demo")
+    # The gateway runs a worker process per core, so streams fan out on every core.
+    plan.extra_env["BROKERMESH_GATEWAY_WORKERS"] = os.environ.get(
+        "BROKERMESH_GATEWAY_WORKERS", str(os.cpu_count() or 1)
+    )
     stack = Stack(plan)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -23,7 +23,9 @@ import dataclasses
 import itertools
 import os
 import random
+import socket
 import time
+import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -51,6 +53,8 @@ if TYPE_CHECKING:
 AGE_TARGETS = {"p99": "<= 250 ms", "errors": "<= 0"}
 MEMORY_TARGET = "<= 30 KB"
 SHAPES_VARIABLE = "BROKERMESH_BENCH_SSE_SHAPES"
+WORKERS_VARIABLE = "BROKERMESH_BENCH_SSE_WORKERS"
+GATEWAY_WORKERS = "BROKERMESH_GATEWAY_WORKERS"
 TICK = Decimal("0.05")
 
 
@@ -318,11 +322,24 @@ async def _market_makers(stack: Stack, *, paused: bool) -> None:
             )
 
 
-def _process(stack: Stack, name: str) -> psutil.Process | None:
-    process = stack.processes.get(name)
-    if process is None or process.returncode is not None:
-        return None
-    return psutil.Process(process.pid)
+class Gateway:
+    """The gateway's processes (worker 0 and the workers it started): CPU and memory summed."""
+
+    def __init__(self, stack: Stack) -> None:
+        process = stack.processes.get("gateway")
+        self.root = None if process is None or process.returncode is not None else psutil.Process(process.pid)
+
+    def _all(self) -> list[psutil.Process]:
+        return [] if self.root is None else [self.root, *self.root.children(recursive=True)]
+
+    def rss(self) -> int:
+        return sum(p.memory_info().rss for p in self._all())
+
+    def cpu_seconds(self) -> float:
+        return sum(sum(p.cpu_times()[:2]) for p in self._all())
+
+    def __bool__(self) -> bool:
+        return self.root is not None
 
 
 async def _open(stack: Stack, tokens: list[str], symbols: list[str], shape: Shape, timeout: float) -> Clients:
@@ -364,8 +381,8 @@ async def _measure_shape(
     plan: Plan,
     prefix: str,
 ) -> list[Figure]:
-    gateway = _process(stack, "gateway")
-    rss_before = gateway.memory_info().rss if gateway else 0
+    gateway = Gateway(stack)
+    rss_before = gateway.rss() if gateway else 0
     ctx.progress(f"{prefix}: opening {shape.clients} streams of {shape.symbols} symbols")
     seen = await _open(stack, tokens, symbols[: shape.symbols], shape, timeout=180.0)
     try:
@@ -375,7 +392,7 @@ async def _measure_shape(
         await asyncio.sleep(plan.warmup)
         seen.measuring = True
         seen.ages.reset()
-        cpu_before = gateway.cpu_times() if gateway else None
+        cpu_before = gateway.cpu_seconds() if gateway else None
         wall_before, client_cpu_before = time.perf_counter(), time.process_time()
         ctx.progress(f"{prefix}: measuring {plan.duration:g}s")
         await asyncio.sleep(plan.duration)
@@ -383,11 +400,11 @@ async def _measure_shape(
         wall = time.perf_counter() - wall_before
         client_cores = (time.process_time() - client_cpu_before) / wall
         gateway_cores = (
-            (sum(gateway.cpu_times()[:2]) - sum(cpu_before[:2])) / wall
-            if gateway and cpu_before
+            (gateway.cpu_seconds() - cpu_before) / wall
+            if gateway and cpu_before is not None
             else float("nan")
         )
-        rss_after = gateway.memory_info().rss if gateway else 0
+        rss_after = gateway.rss() if gateway else 0
     finally:
         await _close(seen)
     fullstack.assert_alive(stack)
@@ -444,6 +461,32 @@ async def _measure_shape(
 
 
 async def fanout(ctx: BenchContext) -> list[Figure]:
+    """Every shape; with `BROKERMESH_BENCH_SSE_WORKERS=1,2` every shape once per gateway
+    worker count, in the same run (figures `sse.fanout_w<n>_<shape>`)."""
+    counts = [int(n) for n in os.environ.get(WORKERS_VARIABLE, "").replace(" ", "").split(",") if n]
+    if not counts:
+        return await _fanout(ctx, "sse.fanout_")
+    stack = await fullstack.full_stack(ctx)
+    before = stack.plan.extra_env.get(GATEWAY_WORKERS)
+    figures: list[Figure] = []
+    try:
+        for count in counts:
+            ctx.progress(f"gateway with {count} worker(s)")
+            await stack.stop_service("gateway")
+            stack.plan.extra_env[GATEWAY_WORKERS] = str(count)
+            await stack.start_service("gateway")
+            figures += await _fanout(ctx, f"sse.fanout_w{count}_")
+    finally:
+        if before is None:
+            stack.plan.extra_env.pop(GATEWAY_WORKERS, None)
+        else:
+            stack.plan.extra_env[GATEWAY_WORKERS] = before
+        await stack.stop_service("gateway")
+        await stack.start_service("gateway")
+    return figures
+
+
+async def _fanout(ctx: BenchContext, prefix: str) -> list[Figure]:
     plan = Plan.of(ctx)
     stack = await fullstack.full_stack(ctx)
     most_clients = max(s.clients for s in plan.shapes)
@@ -469,7 +512,7 @@ async def fanout(ctx: BenchContext) -> list[Figure]:
                     symbols=symbols,
                     shape=shape,
                     plan=plan,
-                    prefix=f"sse.fanout_{shape.name}",
+                    prefix=f"{prefix}{shape.name}",
                 )
             finally:
                 publishing.cancel()
@@ -501,6 +544,82 @@ async def exchange_ticks(ctx: BenchContext) -> list[Figure]:
     return figures
 
 
+# --- a client that cannot keep up ------------------------------------------------------------
+
+SLOW_READ_BYTES = 256  # every quarter second: 1 KB/s against ~20–40 KB/s of events
+SLOW_SYMBOLS = 50
+DROP_TARGET = "<= 15 s"
+DROPPED = 'gateway_sse_dropped_total{kind="marketdata",reason="slow_consumer"}'
+
+
+def _metric(url: str, sample: str) -> float:
+    text = urllib.request.urlopen(url, timeout=10).read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(sample + " "))
+
+
+async def slow_consumer(ctx: BenchContext) -> list[Figure]:
+    """One stream of 50 symbols (10 ticks/s each injected) read at 1 KB/s through a 4 KB
+    receive window: how long until the gateway drops it, and whether the client, once it
+    reads what is left, finds `event: error` with reason SLOW_CONSUMER before the end."""
+    stack = await fullstack.full_stack(ctx)
+    metrics = f"http://127.0.0.1:{stack.plan.ports['gateway']['metrics']}/metrics"
+    users = await fullstack.create_users(stack, 1, deposit="0")
+    async with clients.session(stack.plan.gateway_url, connections=1) as http:
+        (token,) = await fullstack.login_all(http, users)
+    symbols = await _symbols(stack, SLOW_SYMBOLS)
+    injector = TickInjector(stack.plan.nats_url, stack.plan.namespace, symbols, 10.0)
+    dropped_before = await asyncio.to_thread(_metric, metrics, DROPPED)
+    parsed = urlsplit(stack.plan.gateway_url)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(30)
+    await _market_makers(stack, paused=True)
+    publishing = asyncio.create_task(injector.run())
+    try:
+        await asyncio.to_thread(sock.connect, (parsed.hostname or "127.0.0.1", parsed.port or 80))
+        sock.sendall(
+            f"GET /v1/marketdata/stream?symbols={','.join(symbols)} HTTP/1.1\r\nHost: {parsed.netloc}\r\n"
+            f"Authorization: Bearer {token}\r\nAccept: text/event-stream\r\n\r\n".encode()
+        )
+        received = [await asyncio.to_thread(sock.recv, SLOW_READ_BYTES)]
+        started = time.perf_counter()
+        ctx.progress("reading 1 KB/s until the gateway drops the stream")
+        dropped_after = float("nan")
+        while time.perf_counter() - started < 60:
+            await asyncio.sleep(0.25)
+            received.append(await asyncio.to_thread(sock.recv, SLOW_READ_BYTES))
+            if await asyncio.to_thread(_metric, metrics, DROPPED) > dropped_before:
+                dropped_after = time.perf_counter() - started
+                break
+        ctx.progress("reading what is left")
+        while chunk := await asyncio.to_thread(sock.recv, 65536):
+            received.append(chunk)
+    finally:
+        publishing.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await publishing
+        sock.close()
+        await _market_makers(stack, paused=False)
+    data = b"".join(received)
+    last_event = data[data.rfind(b"event: ") :]  # chunk framing follows it
+    told = b"event: error" in last_event and b"SLOW_CONSUMER" in last_event
+    note = (
+        f"one stream of {SLOW_SYMBOLS} symbols × 10 ticks/s read at 1 KB/s (4 KB receive window); "
+        f"{len(data) / 1024:.0f} KB received in all; drop = the gateway's slow_consumer counter"
+    )
+    return [
+        Figure("sse.slow_consumer.dropped_after", dropped_after, "s", "lower", DROP_TARGET, note=note),
+        Figure(
+            "sse.slow_consumer.told",
+            1.0 if told else 0.0,
+            "count",
+            "higher",
+            ">= 1",
+            note="1: the stream's last event is `event: error` with reason SLOW_CONSUMER",
+        ),
+    ]
+
+
 SCENARIOS = [
     Scenario(
         "sse.fanout",
@@ -511,6 +630,12 @@ SCENARIOS = [
         "sse.exchange_ticks",
         "tick age over the whole price path (exchange → FIX → price tracker → NATS → gateway → SSE)",
         exchange_ticks,
+        in_quick=False,
+    ),
+    Scenario(
+        "sse.slow_consumer",
+        "a client that cannot keep up is told (event: error, SLOW_CONSUMER) and dropped within 15 s",
+        slow_consumer,
         in_quick=False,
     ),
 ]

@@ -39,17 +39,6 @@ def group_tags(msg_type: str, count_field: str) -> frozenset[str]:
     numbers = {f.get("name"): f.get("number") for f in _section(root, "fields")}
     components = {c.get("name"): c for c in _section(root, "components")}
 
-    def find_group(element: ET.Element) -> ET.Element | None:
-        for child in element:
-            if child.tag == "group" and child.get("name") == count_field:
-                return child
-            inner = components.get(child.get("name", "")) if child.tag == "component" else child
-            if child.tag in ("component", "group") and inner is not None:
-                found = find_group(inner)
-                if found is not None:
-                    return found
-        return None
-
     def collect(element: ET.Element, into: set[str]) -> set[str]:
         for child in element:
             if child.tag in ("field", "group"):
@@ -60,11 +49,28 @@ def group_tags(msg_type: str, count_field: str) -> frozenset[str]:
                 collect(components[child.get("name")], into)
         return into
 
+    return frozenset(collect(_find_group(root, msg_type, count_field, components), set()))
+
+
+def _find_group(
+    root: ET.Element, msg_type: str, count_field: str, components: dict[str | None, ET.Element]
+) -> ET.Element:
+    def find(element: ET.Element) -> ET.Element | None:
+        for child in element:
+            if child.tag == "group" and child.get("name") == count_field:
+                return child
+            inner = components.get(child.get("name", "")) if child.tag == "component" else child
+            if child.tag in ("component", "group") and inner is not None:
+                found = find(inner)
+                if found is not None:
+                    return found
+        return None
+
     message = next(m for m in _section(root, "messages") if m.get("msgtype") == msg_type)
-    group = find_group(message)
+    group = find(message)
     if group is None:
         raise LookupError(f"{count_field} is not a group of message {msg_type}")
-    return frozenset(collect(group, set()))
+    return group
 
 
 def _section(root: ET.Element, name: str) -> ET.Element:
@@ -238,36 +244,102 @@ def _sending_ns(body: dict[str, str]) -> int:
     return utc_ns(text[:8], text[9:]) if text else 0
 
 
-def parse_incremental(raw: str) -> list[SymbolUpdate]:
-    """MarketDataIncrementalRefresh (35=X) → one update per symbol it touches.
+# One incremental-refresh entry as read: (MDUpdateAction, MDEntryType, Symbol, MDEntryPx,
+# MDEntrySize, MDEntryDate, MDEntryTime, OpenCloseSettlFlag, MDEntryPositionNo); "" if absent.
+RawEntry = tuple[str, str, str, str, str, str, str, str, str]
+_X_READ = ("279", "269", "55", "270", "271", "272", "273", "286", "290")
+# Sent by venues (the simulator among them) but not needed for a quote: allowed, not read.
+_X_SKIPPED = frozenset({"346"})
 
-    The hot path of the feed, so written as one pass with the fields it reads in locals
-    (MDUpdateAction 279 starts an entry; an entry without Symbol continues the previous
-    entry's instrument)."""
-    sent = ""
-    entries: list[
-        tuple[str, str, str | None, str | None, str, str | None, str | None, str | None, str | None]
-    ] = []
+
+def group_order(msg_type: str, count_field: str) -> list[str]:
+    """The tags of a group's entries in the data dictionary's order (nested groups by their
+    count tag), which is the order quickfix writes them in, whatever order they came in."""
+    root = _dictionary()
+    numbers = {f.get("name"): f.get("number") for f in _section(root, "fields")}
+    components = {c.get("name"): c for c in _section(root, "components")}
+    group = _find_group(root, msg_type, count_field, components)
+    order: list[str] = []
+
+    def walk(element: ET.Element) -> None:
+        for child in element:
+            if child.tag in ("field", "group"):
+                order.append(numbers[child.get("name")])
+            elif child.tag == "component":
+                walk(components[child.get("name")])
+
+    walk(group)
+    return order
+
+
+def _entry_pattern() -> re.Pattern[str] | None:
+    """One regular expression for a whole 35=X entry of the usual shape: the fields we read
+    and the ones we skip, each optional, in the dictionary's order, and nothing else up to
+    the next entry or the end of the group. None if the dictionary orders the fields we read
+    differently from `_X_READ` (the general reader then does all the work)."""
+    order = group_order("X", "NoMDEntries")
+    if [t for t in order if t in _X_READ] != list(_X_READ):
+        return None
+    parts = [r"\x01279=([^\x01]*)"]
+    for tag in order[1:]:
+        if tag in _X_READ:
+            parts.append(rf"(?:\x01{tag}=([^\x01]*))?")
+        elif tag in _X_SKIPPED:
+            parts.append(rf"(?:\x01{tag}=[^\x01]*)?")
+    # After an entry: the next entry, the message's own fields after the group, or the trailer.
+    parts.append(r"(?=\x01(?:279|813|814|10)=)")
+    return re.compile("".join(parts))
+
+
+_X_ENTRY = _entry_pattern()
+
+
+def _field_text(raw: str, tag: str, start: int = 0) -> tuple[str, int]:
+    """The value of the first `tag` at or after `start` and where it is (-1 if absent)."""
+    at = raw.find(f"\x01{tag}=", start)
+    if at < 0:
+        return "", -1
+    begin = at + len(tag) + 2
+    end = raw.find(SOH, begin)
+    return raw[begin : end if end >= 0 else len(raw)], at
+
+
+def _incremental_entries(raw: str) -> tuple[str, list[RawEntry]]:
+    """SendingTime and the entries of a 35=X: the whole group in one regular-expression pass
+    when every entry has the usual shape (checked by counting them against NoMDEntries),
+    field by field otherwise."""
+    sent, _ = _field_text(raw, "52")
+    if _X_ENTRY is not None:
+        count, at = _field_text(raw, "268")
+        if at >= 0:
+            entries: list[RawEntry] = _X_ENTRY.findall(raw, at)
+            if count.isdigit() and len(entries) == int(count):
+                return sent, entries
+    return sent, _entries_field_by_field(raw)
+
+
+def _entries_field_by_field(raw: str) -> list[RawEntry]:
+    """The general reader: any fields, in any order (MDUpdateAction 279 starts an entry)."""
+    entries: list[RawEntry] = []
     action: str | None = None
-    symbol = ""
-    kind = price = size = date = at = position = flags = None
+    kind = symbol = price = size = date = at = flags = position = ""
     for tag, value in _FIELD.findall(raw):
         if tag == "279":
             if action is not None:
-                entries.append((action, kind or "", price, size, symbol, date, at, position, flags))
-            action, kind, price, size, date, at, position, flags = (
+                entries.append((action, kind, symbol, price, size, date, at, flags, position))
+            action, kind, symbol, price, size, date, at, flags, position = (
                 value,
-                None,
-                None,
-                None,
-                None,
-                None,
-                None,
-                None,
+                "",
+                "",
+                "",
+                "",
+                "",
+                "",
+                "",
+                "",
             )
         elif action is None:
-            if tag == "52":
-                sent = value
+            continue
         elif tag == "270":
             price = value
         elif tag == "269":
@@ -285,39 +357,74 @@ def parse_incremental(raw: str) -> list[SymbolUpdate]:
         elif tag == "286":
             flags = value
     if action is not None:
-        entries.append((action, kind or "", price, size, symbol, date, at, position, flags))
+        entries.append((action, kind, symbol, price, size, date, at, flags, position))
+    return entries
 
-    by_symbol: dict[str, list[MarketDataEntry]] = {}
-    times: dict[str, int] = {}
-    default_date = sent[:8]
-    names: dict[str, str] = {}
-    for action, kind, price, size, raw_name, date, at, position, flags in entries:
-        name = names.get(raw_name)
-        if name is None:
-            name = names[raw_name] = normalize_symbol(raw_name)
-        if not name:
-            raise FixFormatError("incremental refresh entry without a symbol")
+
+# Entries repeat (the same price and size, another time): each distinct one is made once.
+_entries: dict[tuple[str, str, str, str, str, str], MarketDataEntry] = {}
+
+
+def _market_data_entry(fields: tuple[str, str, str, str, str, str]) -> MarketDataEntry:
+    """(MDUpdateAction, MDEntryType, MDEntryPx, MDEntrySize, OpenCloseSettlFlag,
+    MDEntryPositionNo) → the entry, made once per distinct text."""
+    entry = _entries.get(fields)
+    if entry is None:
+        action, kind, price, size, flags, position = fields
         entry = MarketDataEntry(
             kind,
             action,
             _price(price),
             _quantity(size),
             int(position) if position else None,
-            flags is not None and "4" in flags.split(),
+            "4" in flags.split(),
         )
+        if len(_entries) > _CACHE_LIMIT:
+            _entries.clear()
+        _entries[fields] = entry
+    return entry
+
+
+_symbol_names: dict[str, str] = {}
+
+
+def parse_incremental(raw: str) -> list[SymbolUpdate]:
+    """MarketDataIncrementalRefresh (35=X) → one update per symbol it touches, in the order
+    the symbols first appear (an entry without Symbol continues the previous entry's
+    instrument). A symbol's time is its latest entry time; without any, SendingTime."""
+    sent, entries = _incremental_entries(raw)
+    by_symbol: dict[str, list[MarketDataEntry]] = {}
+    times: dict[str, int] = {}
+    default_date = sent[:8]
+    name = ""
+    # Entries of one message mostly share their time: it is converted once.
+    stamp, moment = ("", ""), 0
+    for action, kind, raw_name, price, size, day, at, flags, position in entries:
+        if raw_name:
+            name = _symbol_names.get(raw_name) or _symbol_name(raw_name)
+        if not name:
+            raise FixFormatError("incremental refresh entry without a symbol")
+        entry = _market_data_entry((action, kind, price, size, flags, position))
         listed = by_symbol.get(name)
         if listed is None:
             listed = by_symbol[name] = []
         listed.append(entry)
         if at:
-            moment = _day_ns(date or default_date) + _time_ns(at)
+            if (day, at) != stamp:
+                stamp, moment = (day, at), _day_ns(day or default_date) + _time_ns(at)
             if moment > times.get(name, 0):
                 times[name] = moment
-    # A symbol's time is its latest entry time; without any, the message's SendingTime.
     sent_ns = utc_ns(sent[:8], sent[9:]) if sent else 0
     return [
         SymbolUpdate(name, tuple(listed), times.get(name) or sent_ns) for name, listed in by_symbol.items()
     ]
+
+
+def _symbol_name(raw_name: str) -> str:
+    if len(_symbol_names) > _CACHE_LIMIT:
+        _symbol_names.clear()
+    name = _symbol_names[raw_name] = normalize_symbol(raw_name)
+    return name
 
 
 def parse_snapshot(raw: str) -> SymbolUpdate:

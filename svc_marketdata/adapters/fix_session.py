@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -75,6 +76,9 @@ class MarketDataApplication(fix.Application):  # type: ignore[misc]
         self.subscribed: set[str] = set()
         self.pacer: ReconnectPacer | None = None
         self._security_list: dict[str, list[Instrument]] = {}
+        # Market data parsed on quickfix's thread, waiting for the loop (see `_hand_over`).
+        self._queued: list[SymbolUpdate] = []
+        self._queue_lock = threading.Lock()
         self.last_heard_ns = 0
 
     def onCreate(self, session_id: fix.SessionID) -> None:
@@ -133,7 +137,7 @@ class MarketDataApplication(fix.Application):  # type: ignore[misc]
                 return
             raw = message.toString()
             updates = fix_codec.parse_incremental(raw) if msg_type == "X" else [fix_codec.parse_snapshot(raw)]
-            self.bridge.call(self.handler.on_market_data, updates)
+            self._hand_over(updates)
         elif msg_type == "y":
             self._on_security_list(fix_codec.parse_security_list(message.toString()))
         elif msg_type == "Y":  # MarketDataRequestReject
@@ -153,6 +157,22 @@ class MarketDataApplication(fix.Application):  # type: ignore[misc]
             )
             if ref_type == "x":
                 self.bridge.call(self.handler.on_security_list, [], False)
+
+    def _hand_over(self, updates: list[SymbolUpdate]) -> None:
+        """Queue updates for the loop; only the first of a batch wakes it. Waking the loop once
+        per message cost more than parsing the message, and under load the loop now takes
+        every message that came while it was busy in one call, in order."""
+        with self._queue_lock:
+            first = not self._queued
+            self._queued.extend(updates)
+        if first:
+            self.bridge.call(self._deliver)
+
+    def _deliver(self) -> None:
+        with self._queue_lock:
+            updates, self._queued = self._queued, []
+        if updates:
+            self.handler.on_market_data(updates)
 
     def _on_security_list(self, part: fix_codec.SecurityListPart) -> None:
         if part.result != "0":

@@ -171,17 +171,17 @@ class MarketData:
         self._spawn(self._adopt_master(list(instruments)))
 
     def on_market_data(self, updates: Sequence[SymbolUpdate]) -> None:
-        changes = entries = 0
-        for update in updates:
-            entries += len(update.entries)
-            if self.book.apply(update):
-                self._dirty.add(update.symbol)
-                changes += 1
-        if updates:
-            UPDATES_IN.labels("snapshot" if updates[0].snapshot else "incremental").inc(len(updates))
-            ENTRIES_IN.inc(entries)
-        if changes:
-            QUOTE_CHANGES.inc(changes)
+        """A batch of updates (every message that came since the last batch, in order)."""
+        changed = self.book.apply_batch(updates)
+        snapshots = sum(1 for update in updates if update.snapshot)
+        if snapshots:
+            UPDATES_IN.labels("snapshot").inc(snapshots)
+        if len(updates) > snapshots:
+            UPDATES_IN.labels("incremental").inc(len(updates) - snapshots)
+        ENTRIES_IN.inc(sum(len(update.entries) for update in updates))
+        if changed:
+            self._dirty.update(changed)
+            QUOTE_CHANGES.inc(len(changed))
             self._wake.set()
 
     async def adopt_master(self, instruments: Sequence[Instrument]) -> None:

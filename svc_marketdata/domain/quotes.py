@@ -7,6 +7,7 @@ changed; only then does its sequence advance and a tick go out.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from decimal import ROUND_HALF_UP, Decimal
 from typing import NamedTuple
@@ -133,6 +134,12 @@ class QuoteBook:
         if quote.symbol not in self.quotes or self.quotes[quote.symbol].sequence < quote.sequence:
             self.quotes[quote.symbol] = replace(quote)
             self.last_sequence = max(self.last_sequence, quote.sequence)
+
+    def apply_batch(self, updates: Iterable[SymbolUpdate]) -> list[str]:
+        """Apply updates in order; the symbol of each one that changed its quote (a symbol
+        may appear more than once)."""
+        apply = self.apply
+        return [update.symbol for update in updates if apply(update)]
 
     def apply(self, update: SymbolUpdate) -> bool:
         """Apply one update; True if the quote changed (its sequence then advanced)."""

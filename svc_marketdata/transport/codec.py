@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -23,13 +24,21 @@ from svc_marketdata.domain.watchlists import Watchlist
 from svc_runtime.decimals import format_decimal, parse_decimal
 
 
-def _varint(value: int) -> bytes:
+def _long_varint(value: int) -> bytes:
     out = bytearray()
     while value > 0x7F:
         out.append((value & 0x7F) | 0x80)
         value >>= 7
     out.append(value)
     return bytes(out)
+
+
+# Varints of up to two bytes (below 16,384: keys, lengths, most sizes), looked up.
+_SHORT_VARINTS = [_long_varint(n) for n in range(1 << 14)]
+
+
+def _varint(value: int) -> bytes:
+    return _SHORT_VARINTS[value] if 0 <= value < 16_384 else _long_varint(value)
 
 
 def repeated_field(field_number: int, items: Iterable[bytes]) -> bytes:
@@ -70,7 +79,101 @@ def quote_message(quote: Quote) -> marketdata_pb2.Quote:
 
 
 def encode_quote(quote: Quote) -> bytes:
-    return quote_message(quote).SerializeToString()
+    """`quote_message(quote).SerializeToString()`, byte for byte, written directly.
+
+    The tick path encodes every changed quote at every flush; building the protobuf message
+    (nine nested Decimals and a Timestamp) cost more than everything else a tick does. The
+    fields are written in field-number order, as protobuf does, and the encoded form of a
+    decimal field is cached by its text (prices repeat across ticks)."""
+    parts = [_symbol_field(quote.symbol)]
+    last, previous = quote.last_price, quote.previous_close
+    if last is not None:
+        parts.append(_decimal_field(2, last))
+        if previous is not None:
+            parts.append(_change_fields(quote, last, previous))
+    if quote.bid_price is not None:
+        parts.append(_decimal_field(5, quote.bid_price))
+    if quote.bid_quantity:
+        parts.append(_int_field(6, quote.bid_quantity))
+    if quote.ask_price is not None:
+        parts.append(_decimal_field(7, quote.ask_price))
+    if quote.ask_quantity:
+        parts.append(_int_field(8, quote.ask_quantity))
+    if quote.volume:
+        parts.append(_int_field(9, quote.volume))
+    for number, value in ((10, quote.open_price), (11, quote.high_price), (12, quote.low_price)):
+        if value is not None:
+            parts.append(_decimal_field(number, value))
+    if previous is not None:
+        parts.append(_decimal_field(13, previous))
+    if quote.exchange_time_ns:
+        parts.append(_timestamp_field(14, quote.exchange_time_ns))
+    if quote.sequence:
+        parts.append(_int_field(15, quote.sequence))
+    return b"".join(parts)
+
+
+# Bounded caches of encoded fields (cleared when full): symbols, decimals by field and text,
+# and the change fields by (last, previous close) text.
+_ENCODED_CACHE_LIMIT = 100_000
+_symbols: dict[str, bytes] = {}
+_decimals: dict[tuple[int, str], bytes] = {}
+_changes: dict[tuple[str, str], bytes] = {}
+_seconds: dict[int, bytes] = {}
+
+
+def _remember(cache: dict[Any, bytes], key: Any, value: bytes) -> bytes:
+    if len(cache) >= _ENCODED_CACHE_LIMIT:
+        cache.clear()
+    cache[key] = value
+    return value
+
+
+def _int_field(number: int, value: int) -> bytes:
+    # int64: a negative value is its two's complement, ten bytes long.
+    return _varint(number << 3) + _varint(value if value >= 0 else value + (1 << 64))
+
+
+def _length_delimited(number: int, payload: bytes) -> bytes:
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _symbol_field(symbol: str) -> bytes:
+    encoded = _symbols.get(symbol)
+    if encoded is None:
+        encoded = _remember(_symbols, symbol, _length_delimited(1, symbol.encode()) if symbol else b"")
+    return encoded
+
+
+def _decimal_field(number: int, value: Decimal) -> bytes:
+    text = format_decimal(value)
+    encoded = _decimals.get((number, text))
+    if encoded is None:
+        # A Decimal message holds its text as field 1 (omitted when empty, as proto3 does).
+        inner = _length_delimited(1, text.encode()) if text else b""
+        encoded = _remember(_decimals, (number, text), _length_delimited(number, inner))
+    return encoded
+
+
+def _change_fields(quote: Quote, last: Decimal, previous: Decimal) -> bytes:
+    key = (format_decimal(last), format_decimal(previous))
+    encoded = _changes.get(key)
+    if encoded is None:
+        change, percent = quote.change, quote.change_percent
+        encoded = b"" if change is None else _decimal_field(3, change)
+        if percent is not None:
+            encoded += _decimal_field(4, percent)
+        encoded = _remember(_changes, key, encoded)
+    return encoded
+
+
+def _timestamp_field(number: int, ns: int) -> bytes:
+    seconds, nanos = divmod(ns, 1_000_000_000)
+    whole = _seconds.get(seconds)
+    if whole is None:
+        whole = _remember(_seconds, seconds, _int_field(1, seconds) if seconds else b"")
+    inner = whole + _int_field(2, nanos) if nanos else whole
+    return _length_delimited(number, inner)
 
 
 def decode_quote(data: bytes) -> Quote:

@@ -209,6 +209,38 @@ async def test_a_client_that_stops_reading_is_dropped_and_others_keep_their_tick
             slow.close()
 
 
+async def test_a_client_that_reads_too_slowly_is_told_why_before_it_is_dropped(edge: Edge) -> None:
+    symbols = [s for s in SYMBOLS if s.startswith("SYM")]
+    dropped_metric = 'gateway_sse_dropped_total{kind="marketdata",reason="slow_consumer"}'
+    received: list[bytes] = []
+    async with httpx.AsyncClient(base_url=edge.url, timeout=30) as client:
+        dropped_before = await edge.metric(client, dropped_metric)
+        slow = _open_unread_stream(edge, edge.token(), symbols)
+        slow.settimeout(30)
+        try:
+            sequence, price = 20_000, Decimal("1000.00")
+
+            async def dropped() -> bool:
+                nonlocal sequence, price
+                for _ in range(5):  # far more than the 2.5 KB/s this client reads
+                    sequence += 1
+                    price += Decimal("0.05")
+                    await edge.publish([make_quote(s, str(price), sequence) for s in symbols])
+                    received.append(await asyncio.to_thread(slow.recv, 256))
+                    await asyncio.sleep(0.1)
+                return await edge.metric(client, dropped_metric) > dropped_before
+
+            await eventually(dropped, timeout=60, interval=0)
+            while chunk := await asyncio.to_thread(slow.recv, 65536):
+                received.append(chunk)
+        finally:
+            slow.close()
+    text = b"".join(received).decode(errors="replace")
+    last = text[text.rfind("event: ") :]  # the last event (chunk framing follows it)
+    assert last.startswith("event: error\n")
+    assert '"reason":"SLOW_CONSUMER"' in last.replace(" ", "")
+
+
 async def test_with_default_limits_a_client_that_stops_reading_is_dropped_within_15_s(
     infra: SharedInfra, tmp_path: Path
 ) -> None:

@@ -56,3 +56,17 @@ def test_concatenated_quotes_are_a_tick_batch() -> None:
         repeated_field(1, [encode_quote(quotes[0])]) + repeated_field(2, [b"NOPE"])
     )
     assert list(response.unknown_symbols) == ["NOPE"]
+
+
+def test_the_direct_encoding_is_protobufs_byte_for_byte() -> None:
+    rng = random.Random(5)
+    quotes = [random_quote(rng) for _ in range(300)]
+    # Equal values written differently keep their own text; a zero close has no percentage.
+    quotes += [
+        Quote("INFY", previous_close=Decimal("100.0"), last_price=Decimal("99.5")),
+        Quote("INFY", previous_close=Decimal("100.00"), last_price=Decimal("99.50")),
+        Quote("INFY", previous_close=Decimal("0"), last_price=Decimal("1.00"), sequence=7),
+        Quote("TCS", last_price=Decimal("3500.1234"), exchange_time_ns=999_999_999),
+    ]
+    for quote in quotes * 2:  # the second time from the caches
+        assert encode_quote(quote) == quote_message(quote).SerializeToString()

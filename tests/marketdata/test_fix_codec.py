@@ -10,7 +10,7 @@ import quickfix44 as fix44
 
 from svc_marketdata.adapters import fix_codec
 from svc_marketdata.adapters.fix_codec import FixFormatError
-from svc_runtime.fix import set_text
+from svc_runtime.fix import data_dictionary, set_text
 
 SENDING_TIME = "20260117-10:45:01.250"
 
@@ -189,3 +189,29 @@ def test_group_tags_come_from_the_data_dictionary() -> None:
     assert {"279", "269", "55", "270", "271", "272", "273"} <= fix_codec.group_tags("X", "NoMDEntries")
     assert "55" not in fix_codec.group_tags("W", "NoMDEntries")
     assert {"55", "107", "561"} <= fix_codec.group_tags("y", "NoRelatedSym")
+
+
+def _as_received(raw: str) -> str:
+    """The text quickfix hands the application: parsed with the dictionary, written back in
+    the dictionary's field order."""
+    return fix.Message(raw, fix.DataDictionary(str(data_dictionary())), False).toString()
+
+
+def test_the_whole_group_reader_and_the_field_by_field_reader_agree() -> None:
+    entries = [
+        [(279, "1"), (269, "0"), (55, "INFY"), (270, "1542.30"), (271, "40"), (346, "3"), (290, "1")],
+        [(279, "1"), (269, "2"), (55, "INFY"), (270, "1542.35"), (271, "10"), (273, "10:45:01.123")],
+        [(279, "1"), (269, "5"), (55, "TCS"), (270, "3400.00"), (286, "4")],
+        [(279, "2"), (269, "1")],  # no symbol: TCS's
+    ]
+    raw = _as_received(message("X", [(262, "mdr_1")], [(268, 279, entries)]))
+    sent, read = fix_codec._incremental_entries(raw)
+    assert sent == SENDING_TIME
+    assert read == fix_codec._entries_field_by_field(raw)
+    assert read[0] == ("1", "0", "INFY", "1542.30", "40", "", "", "", "1")
+    # A field the whole-group reader does not expect: the general reader takes over.
+    odd = _as_received(message("X", [], [(268, 279, [[*entries[0], (58, "odd")], entries[1]])]))
+    assert fix_codec._incremental_entries(odd)[1] == fix_codec._entries_field_by_field(odd)
+    updates = fix_codec.parse_incremental(odd)
+    assert [(u.symbol, len(u.entries)) for u in updates] == [("INFY", 2)]
+    assert updates[0].entries[0].position == 1
