@@ -9,6 +9,10 @@ A venue that refuses a status request (35=j, 35=3) is not asked the same again a
 each refusal doubles the pause before the order may be asked about again (answered at
 once with FAILED_PRECONDITION meanwhile), and the first refusal flags the order as needing
 attention: a venue that will not say where an order stands is for an operator to settle.
+
+A venue that denies knowing a working order (an "unknown order" answer, or a cancel
+refused as one) is asked again once the desk's `forgotten_after` has passed: a second
+denial ends the order (see `ReportDesk`), an answer that knows the order clears the first.
 """
 
 from __future__ import annotations
@@ -71,6 +75,39 @@ class Reconciler:
         self.flag_after_refusals = flag_after_refusals
         self.clock = clock
         self._refusals: dict[str, Refusals] = {}
+        self._asking_again: dict[str, asyncio.Task[None]] = {}
+        desk.ask_again = self.ask_again
+
+    def ask_again(self, order_id: str) -> None:
+        """Ask the venue about an order it denied knowing, once the grace has passed."""
+        if order_id not in self._asking_again:
+            task = asyncio.get_running_loop().create_task(self._ask_again(order_id))
+            self._asking_again[order_id] = task
+            task.add_done_callback(lambda _task: self._asking_again.pop(order_id, None))
+
+    async def _ask_again(self, order_id: str, max_failures: int = 5) -> None:
+        """Until the venue has either ended the denial (an answer that knows the order) or
+        confirmed it (the desk then ends the order), or cannot be asked."""
+        failures = 0
+        while failures < max_failures:
+            # A little past the grace, so that the next answer is surely late enough.
+            await asyncio.sleep(self.desk.forgotten_after + 0.5)
+            view = await self.desk.view(order_id)
+            if view is None or view.terminal:
+                return
+            try:
+                await self.order_status(order_id, self.timeout)
+            except Exception as error:
+                failures += 1
+                log.warning(
+                    "asking the venue again about an order it denied knowing failed",
+                    extra={"order_id": order_id, "failures": failures, "error": repr(error)},
+                )
+                continue
+            RECONCILIATIONS.labels("asked_again").inc()
+            if not self.desk.denied(order_id):
+                return
+        RECONCILIATIONS.labels("ask_again_failed").inc()
 
     async def order_status(self, order_id: str, timeout: float) -> Addressed:
         """The exchange's answer about one order. An order svc_exec never received is

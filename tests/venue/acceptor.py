@@ -114,6 +114,11 @@ class Acceptor:
         self._thread.start()
         return self
 
+    def forget(self) -> None:
+        """Lose the book, as a venue restarting without its orders."""
+        with self._lock:
+            self.orders.clear()
+
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(10)

@@ -14,6 +14,7 @@ import pytest
 from brokermesh.exec.v1 import exec_pb2
 from brokermesh.exec.v1 import execution_report_pb2 as er
 from svc_exec.adapters import venue
+from svc_exec.main import FORGOTTEN_AFTER
 from svc_runtime.stack import Stack
 from tests.exec.support import Oms, eventually_async, exec_stub, session_status
 from tests.venue.acceptor import VENUES, Acceptor, Venue
@@ -154,21 +155,58 @@ async def test_a_venue_refusing_status_requests_is_not_asked_again_and_the_order
     assert incident_metric(stack, "business_reject") >= 1
 
 
-async def test_a_venue_denying_a_working_order_flags_it(start_venue, exec_against) -> None:  # type: ignore[no-untyped-def]
+async def test_a_venue_denying_a_working_order_flags_it_and_ends_it_when_it_denies_again(  # type: ignore[no-untyped-def]
+    start_venue, exec_against
+) -> None:
     acceptor: Acceptor = start_venue(Venue("forgets", rest=True, status="deny"))
-    stack, oms = await exec_against(acceptor, "fix44")
+    stack, oms = await exec_against(acceptor, "fix44", **{FORGOTTEN_AFTER: "3"})
     order_id = await oms.new_order(quantity=10)
     await wait_for(lambda: oms.of(order_id, er.EXEC_TYPE_NEW))
     answer = await exec_stub(stack).GetExchangeOrderStatus(
         exec_pb2.GetExchangeOrderStatusRequest(order_id=order_id, timeout_ms=5000), timeout=10
     )
+    denied_at = time.monotonic()
     assert answer.ord_status == er.ORD_STATUS_REJECTED
     flagged = await wait_for(lambda: oms.of(order_id, ATTENTION))
     assert "unknown_order" in flagged[0].text
     incident = (await wait_for_incidents(stack, 1)).incidents[0]
     assert incident.kind == "unknown_order" and "103=5" in incident.raw
-    # Flagged, not finished: nothing releases the order's block behind the broker's back.
+    # Flagged, not finished: one denial could be a question that overtook the order.
     assert not oms.of(order_id, er.EXEC_TYPE_CANCELED) and not oms.of(order_id, er.EXEC_TYPE_REJECTED)
+
+    # svc_exec asks again by itself; a second denial, late enough, ends the order once.
+    ended = await wait_for(lambda: oms.of(order_id, er.EXEC_TYPE_CANCELED), timeout=20)
+    assert time.monotonic() - denied_at >= 3
+    assert len(acceptor.received.of_type("H")) == 2
+    assert ended[0].ord_status == er.ORD_STATUS_CANCELED
+    assert "the venue does not hold the order" in ended[0].text
+    kinds = [i.kind for i in (await wait_for_incidents(stack, 2)).incidents]
+    assert "order_forgotten" in kinds
+    assert incident_metric(stack, "order_forgotten") == 1
+    await asyncio.sleep(4)
+    assert len(oms.of(order_id, er.EXEC_TYPE_CANCELED)) == 1, "ended once; not asked again"
+    assert len(acceptor.received.of_type("H")) == 2
+
+
+async def test_a_cancel_refused_as_unknown_order_has_the_venue_asked_and_the_order_ended(  # type: ignore[no-untyped-def]
+    start_venue, exec_against
+) -> None:
+    """A venue that lost its book refuses a cancel as "unknown order" (102=1): that alone
+    ends nothing (the cancel is refused, the order stays), but svc_exec asks the venue about
+    the order, and two denials seconds apart end it."""
+    acceptor: Acceptor = start_venue(Venue("loses-its-book", rest=True))
+    stack, oms = await exec_against(acceptor, "fix44", **{FORGOTTEN_AFTER: "2"})
+    order_id = await oms.new_order(quantity=10)
+    await wait_for(lambda: oms.of(order_id, er.EXEC_TYPE_NEW))
+    acceptor.forget()
+    await oms.cancel(order_id)
+    await wait_for(lambda: oms.of(order_id, er.EXEC_TYPE_CANCEL_REJECTED))
+    assert not oms.of(order_id, er.EXEC_TYPE_CANCELED)
+    ended = await wait_for(lambda: oms.of(order_id, er.EXEC_TYPE_CANCELED), timeout=20)
+    assert "the venue does not hold the order" in ended[0].text
+    assert len(acceptor.received.of_type("H")) == 2
+    kinds = sorted(i.kind for i in (await wait_for_incidents(stack, 2)).incidents)
+    assert kinds == ["order_forgotten", "unknown_order"]
 
 
 async def test_an_application_message_svc_exec_does_not_handle_is_refused_and_recorded(  # type: ignore[no-untyped-def]
