@@ -167,6 +167,43 @@ class Reconciler:
         finally:
             self.desk.forget_status(request_id, cl_ord_id)
 
+    async def end_order(self, order_id: str, reason: str, operator: str) -> Addressed:
+        """An operator ends a working order the venue does not hold. The venue is asked
+        first: an answer that knows the order refuses the request (cancel it instead); a
+        denial, a refusal or no answer leaves it to the operator's word."""
+        view = await self.desk.view(order_id)
+        if view is None:
+            raise NotFound(f"order {order_id} never reached the executor", reason="ORDER_NOT_RECEIVED")
+        if view.terminal:
+            raise FailedPrecondition(
+                f"order {order_id} is already over ({view.status.name})", reason="ORDER_OVER"
+            )
+        raw = ""
+        try:
+            answer = await self.order_status(order_id, self.timeout)
+        except (FailedPrecondition, DeadlineExceeded) as error:
+            raw = f"the venue could not answer: {error}"
+        else:
+            if not answer.report.unknown_order:
+                status = answer.report.status.name if answer.report.status else "?"
+                raise FailedPrecondition(
+                    f"the venue holds order {order_id} ({status}): cancel it instead",
+                    reason="VENUE_HOLDS_ORDER",
+                )
+            raw = answer.report.raw
+        cl_ord_id = await self.store.current_cl_ord_id(order_id) or ""
+        return await self.desk.end_not_held(
+            order_id,
+            VenueIncident(
+                kind="operator_ended",
+                reason="ended",
+                text=f"ended by {operator or 'an operator'}: {reason}",
+                raw=raw,
+                cl_ord_id=cl_ord_id,
+                ref_msg_type="H",
+            ),
+        )
+
     async def _refused(self, order_id: str, cl_ord_id: str, why: str) -> float:
         """Back off from asking about this order; flag it once refusals repeat."""
         refusals = self._refusals.setdefault(order_id, Refusals())

@@ -356,7 +356,9 @@ class ReportDesk:
                 self.ask_again(view.order_id)
             return _Outgoing(seq, received, flagged, view.snapshot())
         del self._denied[view.order_id]
-        ended = view.forgotten_by_venue(report, received - first)
+        ended = view.not_held_by_venue(
+            report.cl_ord_id, f"it denied knowing it twice, {received - first:.0f}s apart"
+        )
         await self.note_incident(
             VenueIncident(
                 kind="order_forgotten",
@@ -404,6 +406,20 @@ class ReportDesk:
         status path escalating a venue that keeps refusing)."""
         view = await self.view(order_id)
         await self.publish_now(await self.note_incident(incident, view, flag=True))
+
+    async def end_not_held(self, order_id: str, incident: VenueIncident) -> Addressed:
+        """End a working order the venue does not hold, on an operator's word (`incident`
+        says who and why): published now, recorded, and its view persisted as over."""
+        view = await self.view(order_id)
+        if view is None:
+            raise LookupError(order_id)
+        ended = view.not_held_by_venue(incident.cl_ord_id, incident.text)
+        self._denied.pop(order_id, None)
+        await self.note_incident(incident, view, flag=False)
+        addressed = Addressed(ended, view.order_id, view.user_id, view.request_id)
+        await self.publish_now([addressed])
+        self._dirty[order_id] = view.snapshot()
+        return addressed
 
     async def _resolve_refusal(self, seq: int | None, item: MessageRejected, received: float) -> _Outgoing:
         # Refused orders, cancels and replaces become REJECTED / CANCEL_REJECTED reports;

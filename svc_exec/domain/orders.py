@@ -143,15 +143,16 @@ class OrderView:
             return [report, *inferred]
         return []
 
-    def forgotten_by_venue(self, denial: Report, apart: float) -> Report:
-        """The venue denied knowing this working order twice, `apart` seconds apart: it no
-        longer holds it, so nothing more can fill. The order ends cancelled (its fills
-        stand), with an id derived from the order so that ending it twice publishes once."""
+    def not_held_by_venue(self, cl_ord_id: str, reason: str) -> Report:
+        """The venue no longer holds this working order (it denied knowing it twice, or an
+        operator settled it with the venue), so nothing more can fill. The order ends
+        cancelled (its fills stand), with an id derived from the order so that ending it
+        twice publishes once."""
         self.status = OrdStatus.CANCELED
         return Report(
             kind=ExecKind.CANCELED,
             exec_id=f"forgotten-{self.order_id}",
-            cl_ord_id=denial.cl_ord_id,
+            cl_ord_id=cl_ord_id,
             status=OrdStatus.CANCELED,
             exchange_order_id=self.exchange_order_id,
             symbol=self.symbol,
@@ -161,7 +162,7 @@ class OrderView:
             leaves_qty=0,
             avg_px=self.avg_px if self.cum_qty else None,
             limit_px=self.limit_price,
-            text=f"the venue does not hold the order (it denied knowing it twice, {apart:.0f}s apart)",
+            text=f"the venue does not hold the order ({reason})"[:500],
         )
 
     def _inferred_fill(self, source: Report, cum_qty: int, notional: Decimal) -> Report:

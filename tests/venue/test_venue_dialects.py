@@ -5,7 +5,9 @@ the order is flagged as needing attention, the incident counted and stored."""
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
+from pathlib import Path
 
 import grpc
 import httpx
@@ -257,3 +259,67 @@ async def test_reconciling_with_a_fix42_venue_asks_order_by_order(start_venue, e
     assert not acceptor.received.of_type("AF")
     assert sorted(m.get(11) for m in acceptor.received.of_type("H")) == sorted(o.encode() for o in orders)
     assert (await session_status(stack)).venue_incidents == 0
+
+
+async def _admin_end_order(stack: Stack, order_id: str, *flags: str) -> tuple[int, str]:
+    """`brokermesh admin end-order` against the stack, as an operator runs it (the stack's
+    data directory holds the operators' credentials; the description is what `up` writes)."""
+    stack.write_description(stack.plan.data_dir / "stack.json")
+    process = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).parent / "brokermesh"),
+        "--data-dir",
+        str(stack.plan.data_dir),
+        "admin",
+        *flags,
+        "end-order",
+        order_id,
+        "--reason",
+        "the venue's desk confirms it holds no such order",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await process.communicate()
+    return process.returncode or 0, output.decode()
+
+
+async def test_an_operator_ends_a_flagged_order_the_venue_will_not_speak_of_and_not_one_it_holds(  # type: ignore[no-untyped-def]
+    start_venue, exec_against
+) -> None:
+    """What svc_exec cannot settle by itself (a venue refusing every status request) an
+    operator settles: `admin end-order` asks the venue, then ends the order on the
+    operator's word, recorded with their name. An order the venue says it holds is refused
+    (cancel it instead); a read-only operator may not end anything."""
+    refusing: Acceptor = start_venue(Venue("refuses-status", rest=True, status="refuse"))
+    stack, oms = await exec_against(refusing, "fix44")
+    order_id = await oms.new_order(quantity=10)
+    await wait_for(lambda: oms.of(order_id, er.EXEC_TYPE_NEW))
+    with pytest.raises(grpc.aio.AioRpcError):
+        await exec_stub(stack).GetExchangeOrderStatus(
+            exec_pb2.GetExchangeOrderStatusRequest(order_id=order_id, timeout_ms=5000), timeout=10
+        )
+    await wait_for(lambda: oms.of(order_id, ATTENTION))
+
+    code, output = await _admin_end_order(stack, order_id, "--operator", "auditor")
+    assert code != 0 and "PERMISSION_DENIED" in output, output
+    assert not oms.of(order_id, er.EXEC_TYPE_CANCELED)
+
+    code, output = await _admin_end_order(stack, order_id)
+    assert code == 0, output
+    ended = await wait_for(lambda: oms.of(order_id, er.EXEC_TYPE_CANCELED))
+    assert ended[0].ord_status == er.ORD_STATUS_CANCELED
+    assert "the venue does not hold the order (ended by operator:admin" in ended[0].text
+    assert "confirms it holds no such order" in ended[0].text
+    incident = next(i for i in (await incidents(stack)).incidents if i.kind == "operator_ended")
+    assert incident.order_id == order_id and "operator:admin" in incident.text
+    code, output = await _admin_end_order(stack, order_id)
+    assert code != 0 and "already over" in output, output
+    assert len(oms.of(order_id, er.EXEC_TYPE_CANCELED)) == 1
+
+    holding: Acceptor = start_venue(Venue("holds", rest=True))
+    stack, oms = await exec_against(holding, "fix44")
+    order_id = await oms.new_order(quantity=10)
+    await wait_for(lambda: oms.of(order_id, er.EXEC_TYPE_NEW))
+    code, output = await _admin_end_order(stack, order_id)
+    assert code != 0 and "the venue holds order" in output and "cancel it instead" in output, output
+    await asyncio.sleep(1)
+    assert not oms.of(order_id, er.EXEC_TYPE_CANCELED)
