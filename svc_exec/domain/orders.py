@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 from decimal import ROUND_HALF_EVEN, Decimal
 
 from svc_exec.domain.model import TERMINAL_KIND, ExecKind, OrdStatus, Report, Side
+from svc_runtime.reports import NOT_HELD_BY_VENUE
 
 INFERRED_PRICE_QUANTUM = Decimal("0.0001")
 ZERO = Decimal(0)
@@ -162,7 +163,7 @@ class OrderView:
             leaves_qty=0,
             avg_px=self.avg_px if self.cum_qty else None,
             limit_px=self.limit_price,
-            text=f"the venue does not hold the order ({reason})"[:500],
+            text=f"{NOT_HELD_BY_VENUE} ({reason})"[:500],
         )
 
     def _inferred_fill(self, source: Report, cum_qty: int, notional: Decimal) -> Report:
