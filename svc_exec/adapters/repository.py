@@ -141,6 +141,14 @@ class PgExecStore:
             )
             return Recording(Recorded.FRESH, cl_ord_id, orig or command.meta.order_id)
 
+    async def new_order_sent(self, order_id: str) -> bool | None:
+        state = await self.pool.fetchval(
+            "SELECT c.state FROM commands c JOIN orders o USING (order_id) "
+            "WHERE c.order_id = $1 AND c.kind = 'new' AND NOT o.abandoned",
+            order_id,
+        )
+        return None if state is None else state == "sent"
+
     async def mark_sent(self, command_ids: Sequence[str]) -> None:
         async with self.pool.acquire() as conn, conn.transaction():
             # A mark lost in a database crash costs only a look into the FIX store when the
