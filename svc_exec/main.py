@@ -181,6 +181,7 @@ async def serve(settings: ExecSettings, stop: asyncio.Event) -> None:
             store, session, desk, crash_point=CrashPoints(set(settings.crash_at), workdir / "faults")
         )
         reconciler = Reconciler(store, session, desk)
+        reconciler.resend = executor.handle
         reconciler_box.append(reconciler)
         active.session, active.desk, active.executor, active.reconciler = session, desk, executor, reconciler
         desk.start()

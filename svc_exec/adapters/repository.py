@@ -4,6 +4,7 @@ batch per transaction and this is the hot path of every order."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from decimal import Decimal
 
 import asyncpg
@@ -148,6 +149,19 @@ class PgExecStore:
             order_id,
         )
         return None if state is None else state == "sent"
+
+    async def now(self) -> datetime:
+        return await self.pool.fetchval("SELECT now()")
+
+    async def unanswered_cancels(self, sent_before: datetime) -> list[tuple[str, str]]:
+        rows = await self.pool.fetch(
+            "SELECT c.order_id, c.cl_ord_id FROM commands c JOIN orders o USING (order_id) "
+            "WHERE c.kind = 'cancel' AND c.state = 'sent' AND NOT c.refused AND c.sent_at < $1 "
+            "AND NOT o.abandoned AND o.ord_status NOT IN ('2', '4', '8', 'C') "
+            "AND c.cl_ord_seq = (SELECT max(cl_ord_seq) FROM commands WHERE order_id = c.order_id)",
+            sent_before,
+        )
+        return [(r["order_id"], r["cl_ord_id"]) for r in rows]
 
     async def mark_sent(self, command_ids: Sequence[str]) -> None:
         async with self.pool.acquire() as conn, conn.transaction():

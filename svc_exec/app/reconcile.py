@@ -10,6 +10,11 @@ each refusal doubles the pause before the order may be asked about again (answer
 once with FAILED_PRECONDITION meanwhile), and the first refusal flags the order as needing
 attention: a venue that will not say where an order stands is for an operator to settle.
 
+A cancel the venue neither executed nor refused by the time it answers a reconciliation
+(it reports the order working, nothing pending) never reached it — a venue that crashed
+after taking the message off the wire but before acting on it loses it, and asks for no
+resend — so after each logon such a cancel is sent again, under a new ClOrdID.
+
 A venue that denies knowing a working order (an "unknown order" answer, or a cancel
 refused as one) is asked again once the desk's `forgotten_after` has passed: a second
 denial ends the order (see `ReportDesk`), an answer that knows the order clears the first.
@@ -20,18 +25,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from prometheus_client import Counter
 
 from svc_exec.app.ports import ExecStore, OrderEntry
 from svc_exec.app.reports import ReportDesk
-from svc_exec.domain.model import Addressed, VenueIncident
+from svc_exec.domain.commands import CancelOrder, Command, CommandMeta, Refused
+from svc_exec.domain.model import Addressed, OrdStatus, VenueIncident
 from svc_runtime.errors import DeadlineExceeded, FailedPrecondition, NotFound, Unavailable
 from svc_runtime.ids import new_id
 
 log = logging.getLogger(__name__)
+
+# An order the venue holds with a cancel or replace pending: the request reached it.
+PENDING_CHANGE = frozenset({OrdStatus.PENDING_CANCEL, OrdStatus.PENDING_REPLACE})
 
 RECONCILIATIONS = Counter("exec_reconciliations_total", "Reconciliations with the exchange", ["outcome"])
 
@@ -77,6 +87,8 @@ class Reconciler:
         self._refusals: dict[str, Refusals] = {}
         self._asking_again: dict[str, asyncio.Task[None]] = {}
         desk.ask_again = self.ask_again
+        # How a cancel is sent again (the executor's command path); None: never.
+        self.resend: Callable[[Sequence[Command | Refused]], Awaitable[None]] | None = None
 
     def ask_again(self, order_id: str) -> None:
         """Ask the venue about an order it denied knowing, once the grace has passed."""
@@ -287,11 +299,33 @@ class Reconciler:
         try:
             if not await self.store.working_orders(1):
                 return
+            started = await self.store.now()
             result = await self.reconcile()
             log.info(
                 "reconciled working orders after logon",
                 extra={"orders_reported": result.orders_reported, "published": result.reports_published},
             )
+            await self._resend_lost_cancels(started)
         except Exception:
             RECONCILIATIONS.labels("failed").inc()
             log.warning("reconciliation after logon failed", exc_info=True)
+
+    async def _resend_lost_cancels(self, sent_before: datetime) -> None:
+        """Cancels sent before this reconciliation that the venue shows no sign of: the
+        order is over if the venue executed one, pending if it holds one, and a refusal is
+        recorded; an order the venue reports simply working never got its cancel."""
+        if self.resend is None:
+            return
+        for order_id, lost in await self.store.unanswered_cancels(sent_before):
+            view = await self.desk.view(order_id)
+            if view is None or view.terminal or view.status in PENDING_CHANGE:
+                continue
+            log.warning(
+                "the venue shows no sign of a cancel sent before the reconnect; sending it again",
+                extra={"order_id": order_id, "status": view.status.name},
+            )
+            RECONCILIATIONS.labels("cancel_resent").inc()
+            # The venue never took it: the new cancel names the ClOrdID the venue knows.
+            await self.store.mark_refused(lost)
+            meta = CommandMeta(new_id("cxl"), order_id, view.user_id, view.request_id)
+            await self.resend([CancelOrder(meta, view.symbol, view.side, view.order_qty)])

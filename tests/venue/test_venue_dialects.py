@@ -261,6 +261,33 @@ async def test_reconciling_with_a_fix42_venue_asks_order_by_order(start_venue, e
     assert (await session_status(stack)).venue_incidents == 0
 
 
+async def test_a_cancel_the_venue_lost_is_sent_again_after_the_reconnect(start_venue, exec_against) -> None:  # type: ignore[no-untyped-def]
+    """A venue that took a cancel off the wire and lost it (it crashed before acting on it)
+    still holds the order, working, and asks for no resend. After the reconnect the
+    reconciliation shows the cancel never arrived: svc_exec sends it again, naming the
+    order as the venue knows it, and the order is cancelled once."""
+    acceptor: Acceptor = start_venue(Venue("loses-a-cancel", rest=True, lose_cancels=1))
+    _, oms = await exec_against(acceptor, "fix44")
+    order_id = await oms.new_order(quantity=10)
+    await wait_for(lambda: oms.of(order_id, er.EXEC_TYPE_NEW))
+    await oms.cancel(order_id)
+    await wait_for(lambda: acceptor.received.of_type("F"))
+    await asyncio.sleep(1)
+    assert not oms.of(order_id, er.EXEC_TYPE_CANCELED) and acceptor.lost_cancels == 1
+    logons = acceptor.logons
+    acceptor.drop_connection()
+    await wait_for(lambda: acceptor.logons > logons)
+    cancelled = await wait_for(lambda: oms.of(order_id, er.EXEC_TYPE_CANCELED))
+    cancels = acceptor.received.of_type("F")
+    assert len(cancels) == 2 and cancels[1].get(41) == order_id.encode(), (
+        "names the order as the venue knows it"
+    )
+    assert cancelled[0].ord_status == er.ORD_STATUS_CANCELED
+    await asyncio.sleep(1)
+    assert len(oms.of(order_id, er.EXEC_TYPE_CANCELED)) == 1
+    assert not oms.of(order_id, er.EXEC_TYPE_CANCEL_REJECTED)
+
+
 async def _admin_end_order(stack: Stack, order_id: str, *flags: str) -> tuple[int, str]:
     """`brokermesh admin end-order` against the stack, as an operator runs it (the stack's
     data directory holds the operators' credentials; the description is what `up` writes)."""
