@@ -403,7 +403,8 @@ class RestingLoad:
                 response = httpx.request(
                     method, f"{self.gateway()}{path}", headers=headers, timeout=15, **kwargs
                 )
-            except (httpx.TransportError, AssertionError):
+            except (httpx.TransportError, AssertionError, OSError, ValueError):
+                # Down, refusing logins, or its description being rewritten: try again.
                 time.sleep(0.2)
                 continue
             if response.status_code == 401:
