@@ -49,6 +49,7 @@ FIX_CONFIG = "BROKERMESH_EXEC_FIX_CONFIG"
 CRASH_AT = "BROKERMESH_EXEC_CRASH_AT"
 FAULT_PUBLISH_DELAY_MS = "BROKERMESH_EXEC_FAULT_PUBLISH_DELAY_MS"
 COMMAND_BATCH = "BROKERMESH_EXEC_COMMAND_BATCH"
+FORGOTTEN_AFTER = "BROKERMESH_EXEC_FORGOTTEN_AFTER_SECONDS"
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,7 @@ class ExecSettings:
     crash_at: frozenset[str]
     fault_publish_delay: float
     command_batch: int
+    forgotten_after: float
 
     @classmethod
     def from_env(cls) -> ExecSettings:
@@ -74,6 +76,7 @@ class ExecSettings:
             crash_at=frozenset(p for p in config.env(CRASH_AT, "-").split(",") if p and p != "-"),
             fault_publish_delay=config.env_int(FAULT_PUBLISH_DELAY_MS, 0) / 1000,
             command_batch=config.env_int(COMMAND_BATCH, 256),
+            forgotten_after=config.env_float(FORGOTTEN_AFTER, 5.0),
         )
 
 
@@ -133,7 +136,10 @@ async def serve(settings: ExecSettings, stop: asyncio.Event) -> None:
             return
         loop = asyncio.get_running_loop()
         desk = ReportDesk(
-            store, JetStreamReports(js, topology), fault_publish_delay=settings.fault_publish_delay
+            store,
+            JetStreamReports(js, topology),
+            fault_publish_delay=settings.fault_publish_delay,
+            forgotten_after=settings.forgotten_after,
         )
         reconciler_box: list[Reconciler] = []
         background: set[asyncio.Task[None]] = set()
@@ -175,6 +181,7 @@ async def serve(settings: ExecSettings, stop: asyncio.Event) -> None:
             store, session, desk, crash_point=CrashPoints(set(settings.crash_at), workdir / "faults")
         )
         reconciler = Reconciler(store, session, desk)
+        reconciler.resend = executor.handle
         reconciler_box.append(reconciler)
         active.session, active.desk, active.executor, active.reconciler = session, desk, executor, reconciler
         desk.start()

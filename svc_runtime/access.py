@@ -116,6 +116,8 @@ METHODS: dict[str, Rule] = {
     _EXEC + "GetExchangeOrderStatus": _internal(READ),
     _EXEC + "ListVenueIncidents": _internal(READ),
     _EXEC + "ReconcileOrders": _internal(ADMIN),
+    # Ending an order the venue does not hold is an operator's decision alone.
+    _EXEC + "EndOrder": Rule(operators=ADMIN),
     # exchange_sim's admin API.
     _EXCHANGE + "ListExchangeOrders": _internal(READ),
     _EXCHANGE + "GetOrderBook": _internal(READ),

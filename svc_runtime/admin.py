@@ -238,6 +238,17 @@ async def fix_session(exec_target: str, *, signer: Signer) -> dict[str, Any]:
     return _json(reply)
 
 
+async def end_order(exec_target: str, order_id: str, reason: str, *, signer: Signer) -> dict[str, Any]:
+    """End a working order the venue does not hold (svc_exec asks the venue first)."""
+    async with channel(exec_target, signer=signer) as ch:
+        execution = exec_pb2_grpc.ExecutionServiceStub(ch)
+        # svc_exec waits for the venue's answer first (up to 10 s).
+        reply = await execution.EndOrder(
+            exec_pb2.EndOrderRequest(order_id=order_id, reason=reason), timeout=TIMEOUT + 15
+        )
+    return _json(reply)
+
+
 async def seed_demo(plan: Any, users: tuple[tuple[str, str, str, str], ...]) -> None:
     signer = plan.operator_signer("admin")
     for username, password, display_name, amount in users:

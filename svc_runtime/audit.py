@@ -11,8 +11,10 @@ I5 checks only what the exchange can still answer for. The exchange never forget
 order, but keeps finished ones only for a while (and knows nothing from before its order
 journal began): it says since when its list is complete (`answers_since`). A finished order
 of the broker that the exchange no longer lists and that ended before then cannot be
-checked; it is counted as unverified, named, and never passed off as checked. Everything
-else is a violation, order by order: a working order the exchange does not hold, a finished
+checked; it is counted as unverified, named, and never passed off as checked. So is an
+order the broker ended because the venue no longer held it (a venue that lost its book:
+svc_exec ends such orders, see svc_runtime/reports.py): the venue cannot answer for it by
+definition. Everything else is a violation, order by order: a working order the exchange does not hold, a finished
 order it should still know, and any order whose fills or status differ.
 """
 
@@ -32,6 +34,7 @@ from brokermesh.exchange.v1 import exchange_admin_pb2, exchange_admin_pb2_grpc
 from brokermesh.exec.v1 import exec_pb2, exec_pb2_grpc, execution_report_pb2
 from brokermesh.funds.v1 import funds_pb2, funds_pb2_grpc
 from brokermesh.orders.v1 import orders_pb2, orders_pb2_grpc
+from svc_runtime import reports
 from svc_runtime.auth import Signer
 from svc_runtime.grpc_client import channel
 
@@ -121,7 +124,16 @@ def check_exchange_view(
         if theirs is None:
             finished = order.status not in NON_TERMINAL
             ended = order.update_time.ToDatetime(tzinfo=UTC)
-            if finished and (answers_since is None or ended < answers_since):
+            if finished and order.status_reason.startswith(reports.NOT_HELD_BY_VENUE):
+                unverified.append(
+                    (
+                        "I5",
+                        order.user_id,
+                        f"{order.order_id}: {orders_pb2.OrderStatus.Name(order.status)} at {ended.isoformat()}, "
+                        f"ended because the venue no longer held it ({order.status_reason})",
+                    )
+                )
+            elif finished and (answers_since is None or ended < answers_since):
                 since = answers_since.isoformat() if answers_since else "the exchange's start"
                 unverified.append(
                     (

@@ -327,6 +327,8 @@ async def _admin_command(args: argparse.Namespace) -> int:
         result = await admin.audit_trail(orders, parent, args.limit, signer=signer)
     elif command == "fix-session":
         result = await admin.fix_session(grpc_targets["svc_exec"], signer=signer)
+    elif command == "end-order":
+        result = await admin.end_order(grpc_targets["svc_exec"], args.order_id, args.reason, signer=signer)
     else:  # pragma: no cover - argparse allows only the commands above
         raise AssertionError(command)
     if isinstance(result, list):
@@ -375,6 +377,13 @@ def _admin_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
         "rotate-signing-key",
         help="sign users' tokens with a new key; the old one still verifies until its tokens expire",
     )
+    end = admin_sub.add_parser(
+        "end-order",
+        help="end a working order the venue does not hold (flagged as needing attention); "
+        "the venue is asked first, and an order it holds is refused",
+    )
+    end.add_argument("order_id")
+    end.add_argument("--reason", required=True, help="what the venue said; kept in the order's status reason")
 
 
 def _rotate_signing_key(data_dir: Path, operator_name: str) -> int:

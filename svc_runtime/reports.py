@@ -25,6 +25,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# How an order ended because the venue no longer holds it begins its reason (svc_exec ends
+# it so, svc_orders keeps the text as the status reason): the audit cannot hold the venue to
+# an order it forgot, and says so instead of calling it a disagreement.
+NOT_HELD_BY_VENUE = "the venue does not hold the order"
+
 FINAL_STATUSES = frozenset({"FILLED", "CANCELED", "REJECTED", "EXPIRED"})
 # Exec types that end an order with the status of the same name.
 ENDING_EXEC_TYPES = frozenset({"CANCELED", "REJECTED", "EXPIRED"})

@@ -22,6 +22,7 @@ import quickfix as fix
 from svc_exec.domain.commands import CancelOrder, NewOrder, ReplaceOrder
 from svc_exec.domain.dialect import Acknowledged, Speech, Unmappable, fill_status, interpret
 from svc_exec.domain.model import (
+    UNKNOWN_ORDER_CXL_REJ_REASON,
     UNKNOWN_ORDER_REASON,
     ExecKind,
     MessageRejected,
@@ -41,6 +42,7 @@ STOP_PX, ORD_REJ_REASON, EXEC_TYPE, LEAVES_QTY, REF_MSG_TYPE = 99, 103, 150, 151
 BUSINESS_REJECT_REF_ID, MASS_STATUS_REQ_ID, MASS_STATUS_REQ_TYPE = 379, 584, 585
 ORD_STATUS_REQ_ID, TOT_NUM_REPORTS, LAST_RPT_REQUESTED = 790, 911, 912
 EXEC_RESTATEMENT_REASON = 378
+CXL_REJ_REASON = 102
 EXEC_TRANS_TYPE, REF_TAG_ID, BUSINESS_REJECT_REASON, SESSION_REJECT_REASON = 20, 371, 380, 373
 
 STANDARD_44 = Speech()
@@ -347,6 +349,9 @@ def cancel_reject(fields: Fields) -> Report:
         text=fields.get(TEXT, ""),
         transact_time=parse_utc_timestamp(fields.get(TRANSACT_TIME)),
         possible_duplicate=possible_duplicate(fields),
+        # CxlRejReason 1: the venue does not know the order (the order itself, not the cancel).
+        unknown_order=fields.get(CXL_REJ_REASON) == UNKNOWN_ORDER_CXL_REJ_REASON
+        or "unknown order" in fields.get(TEXT, "").lower(),
     )
 
 

@@ -4,6 +4,7 @@ batch per transaction and this is the hot path of every order."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from decimal import Decimal
 
 import asyncpg
@@ -140,6 +141,27 @@ class PgExecStore:
                 orig,
             )
             return Recording(Recorded.FRESH, cl_ord_id, orig or command.meta.order_id)
+
+    async def new_order_sent(self, order_id: str) -> bool | None:
+        state = await self.pool.fetchval(
+            "SELECT c.state FROM commands c JOIN orders o USING (order_id) "
+            "WHERE c.order_id = $1 AND c.kind = 'new' AND NOT o.abandoned",
+            order_id,
+        )
+        return None if state is None else state == "sent"
+
+    async def now(self) -> datetime:
+        return await self.pool.fetchval("SELECT now()")
+
+    async def unanswered_cancels(self, sent_before: datetime) -> list[tuple[str, str]]:
+        rows = await self.pool.fetch(
+            "SELECT c.order_id, c.cl_ord_id FROM commands c JOIN orders o USING (order_id) "
+            "WHERE c.kind = 'cancel' AND c.state = 'sent' AND NOT c.refused AND c.sent_at < $1 "
+            "AND NOT o.abandoned AND o.ord_status NOT IN ('2', '4', '8', 'C') "
+            "AND c.cl_ord_seq = (SELECT max(cl_ord_seq) FROM commands WHERE order_id = c.order_id)",
+            sent_before,
+        )
+        return [(r["order_id"], r["cl_ord_id"]) for r in rows]
 
     async def mark_sent(self, command_ids: Sequence[str]) -> None:
         async with self.pool.acquire() as conn, conn.transaction():

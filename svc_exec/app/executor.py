@@ -75,6 +75,7 @@ class Executor:
         self.crash_point("after_record")
         sent: list[str] = []
         unconfirmed: list[str] = []
+        news_sent: set[str] = set()  # orders whose New went out in this batch (not yet marked)
         for index, command in enumerate(commands):
             with context.bind(
                 request_id=command.meta.request_id or None,  # type: ignore[arg-type]
@@ -91,8 +92,10 @@ class Executor:
                     continue
                 if isinstance(command, NewOrder):
                     outcome = await self._new_order(command, recorded[command.meta.command_id], refusals)
+                    if outcome in ("sent", "done"):
+                        news_sent.add(command.meta.order_id)
                 elif isinstance(command, CancelOrder | ReplaceOrder):
-                    outcome = await self._amend(command, refusals)
+                    outcome = await self._amend(command, refusals, news_sent)
                 else:
                     outcome = await self._query(command)
                 if outcome == "sent":
@@ -136,8 +139,20 @@ class Executor:
             ok = self.entry.send_new_order(order.cl_ord_id, order)
         return "sent" if ok else "unconfirmed"
 
-    async def _amend(self, command: CancelOrder | ReplaceOrder, refusals: list[Addressed]) -> str:
+    async def _amend(
+        self, command: CancelOrder | ReplaceOrder, refusals: list[Addressed], news_sent: set[str]
+    ) -> str:
         kind = "cancel" if isinstance(command, CancelOrder) else "replace"
+        if (
+            command.meta.order_id not in news_sent
+            and await self.store.new_order_sent(command.meta.order_id) is False
+        ):
+            # The order's New has not gone out (its delivery failed while the session was
+            # down and comes back later): sent first, the cancel would reach the venue
+            # before the order and be refused as an unknown order, and the order would
+            # then work on, cancelled in vain. It waits, unconfirmed, for its New.
+            COMMANDS.labels(kind, "waits_for_new").inc()
+            return "unconfirmed"
         recording = await self.store.record_amendment(command)
         if recording.outcome is Recorded.UNKNOWN_ORDER:
             refusals.append(_refusal(command.meta, kind, "unknown order", command.symbol))  # type: ignore[arg-type]

@@ -56,6 +56,20 @@ class ExecStore(Protocol):
 
     async def record_amendment(self, command: Amendment) -> Recording: ...
 
+    async def new_order_sent(self, order_id: str) -> bool | None:
+        """Whether the order's New is marked sent; None for an order never recorded or
+        abandoned."""
+        ...
+
+    async def now(self) -> datetime:
+        """The store's clock (the one `sent_at` is stamped with)."""
+        ...
+
+    async def unanswered_cancels(self, sent_before: datetime) -> list[tuple[str, str]]:
+        """(order id, ClOrdID) of each cancel sent before `sent_before` that is its still
+        working order's latest command, neither executed nor refused by the venue."""
+        ...
+
     async def mark_sent(self, command_ids: Sequence[str]) -> None: ...
 
     async def mark_refused(self, cl_ord_id: str) -> None: ...

@@ -9,6 +9,15 @@ A venue that refuses a status request (35=j, 35=3) is not asked the same again a
 each refusal doubles the pause before the order may be asked about again (answered at
 once with FAILED_PRECONDITION meanwhile), and the first refusal flags the order as needing
 attention: a venue that will not say where an order stands is for an operator to settle.
+
+A cancel the venue neither executed nor refused by the time it answers a reconciliation
+(it reports the order working, nothing pending) never reached it — a venue that crashed
+after taking the message off the wire but before acting on it loses it, and asks for no
+resend — so after each logon such a cancel is sent again, under a new ClOrdID.
+
+A venue that denies knowing a working order (an "unknown order" answer, or a cancel
+refused as one) is asked again once the desk's `forgotten_after` has passed: a second
+denial ends the order (see `ReportDesk`), an answer that knows the order clears the first.
 """
 
 from __future__ import annotations
@@ -16,18 +25,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from prometheus_client import Counter
 
 from svc_exec.app.ports import ExecStore, OrderEntry
 from svc_exec.app.reports import ReportDesk
-from svc_exec.domain.model import Addressed, VenueIncident
+from svc_exec.domain.commands import CancelOrder, Command, CommandMeta, Refused
+from svc_exec.domain.model import Addressed, OrdStatus, VenueIncident
 from svc_runtime.errors import DeadlineExceeded, FailedPrecondition, NotFound, Unavailable
 from svc_runtime.ids import new_id
 
 log = logging.getLogger(__name__)
+
+# An order the venue holds with a cancel or replace pending: the request reached it.
+PENDING_CHANGE = frozenset({OrdStatus.PENDING_CANCEL, OrdStatus.PENDING_REPLACE})
 
 RECONCILIATIONS = Counter("exec_reconciliations_total", "Reconciliations with the exchange", ["outcome"])
 
@@ -71,6 +85,41 @@ class Reconciler:
         self.flag_after_refusals = flag_after_refusals
         self.clock = clock
         self._refusals: dict[str, Refusals] = {}
+        self._asking_again: dict[str, asyncio.Task[None]] = {}
+        desk.ask_again = self.ask_again
+        # How a cancel is sent again (the executor's command path); None: never.
+        self.resend: Callable[[Sequence[Command | Refused]], Awaitable[None]] | None = None
+
+    def ask_again(self, order_id: str) -> None:
+        """Ask the venue about an order it denied knowing, once the grace has passed."""
+        if order_id not in self._asking_again:
+            task = asyncio.get_running_loop().create_task(self._ask_again(order_id))
+            self._asking_again[order_id] = task
+            task.add_done_callback(lambda _task: self._asking_again.pop(order_id, None))
+
+    async def _ask_again(self, order_id: str, max_failures: int = 5) -> None:
+        """Until the venue has either ended the denial (an answer that knows the order) or
+        confirmed it (the desk then ends the order), or cannot be asked."""
+        failures = 0
+        while failures < max_failures:
+            # A little past the grace, so that the next answer is surely late enough.
+            await asyncio.sleep(self.desk.forgotten_after + 0.5)
+            view = await self.desk.view(order_id)
+            if view is None or view.terminal:
+                return
+            try:
+                await self.order_status(order_id, self.timeout)
+            except Exception as error:
+                failures += 1
+                log.warning(
+                    "asking the venue again about an order it denied knowing failed",
+                    extra={"order_id": order_id, "failures": failures, "error": repr(error)},
+                )
+                continue
+            RECONCILIATIONS.labels("asked_again").inc()
+            if not self.desk.denied(order_id):
+                return
+        RECONCILIATIONS.labels("ask_again_failed").inc()
 
     async def order_status(self, order_id: str, timeout: float) -> Addressed:
         """The exchange's answer about one order. An order svc_exec never received is
@@ -129,6 +178,43 @@ class Reconciler:
             ) from error
         finally:
             self.desk.forget_status(request_id, cl_ord_id)
+
+    async def end_order(self, order_id: str, reason: str, operator: str) -> Addressed:
+        """An operator ends a working order the venue does not hold. The venue is asked
+        first: an answer that knows the order refuses the request (cancel it instead); a
+        denial, a refusal or no answer leaves it to the operator's word."""
+        view = await self.desk.view(order_id)
+        if view is None:
+            raise NotFound(f"order {order_id} never reached the executor", reason="ORDER_NOT_RECEIVED")
+        if view.terminal:
+            raise FailedPrecondition(
+                f"order {order_id} is already over ({view.status.name})", reason="ORDER_OVER"
+            )
+        raw = ""
+        try:
+            answer = await self.order_status(order_id, self.timeout)
+        except (FailedPrecondition, DeadlineExceeded) as error:
+            raw = f"the venue could not answer: {error}"
+        else:
+            if not answer.report.unknown_order:
+                status = answer.report.status.name if answer.report.status else "?"
+                raise FailedPrecondition(
+                    f"the venue holds order {order_id} ({status}): cancel it instead",
+                    reason="VENUE_HOLDS_ORDER",
+                )
+            raw = answer.report.raw
+        cl_ord_id = await self.store.current_cl_ord_id(order_id) or ""
+        return await self.desk.end_not_held(
+            order_id,
+            VenueIncident(
+                kind="operator_ended",
+                reason="ended",
+                text=f"ended by {operator or 'an operator'}: {reason}",
+                raw=raw,
+                cl_ord_id=cl_ord_id,
+                ref_msg_type="H",
+            ),
+        )
 
     async def _refused(self, order_id: str, cl_ord_id: str, why: str) -> float:
         """Back off from asking about this order; flag it once refusals repeat."""
@@ -213,11 +299,33 @@ class Reconciler:
         try:
             if not await self.store.working_orders(1):
                 return
+            started = await self.store.now()
             result = await self.reconcile()
             log.info(
                 "reconciled working orders after logon",
                 extra={"orders_reported": result.orders_reported, "published": result.reports_published},
             )
+            await self._resend_lost_cancels(started)
         except Exception:
             RECONCILIATIONS.labels("failed").inc()
             log.warning("reconciliation after logon failed", exc_info=True)
+
+    async def _resend_lost_cancels(self, sent_before: datetime) -> None:
+        """Cancels sent before this reconciliation that the venue shows no sign of: the
+        order is over if the venue executed one, pending if it holds one, and a refusal is
+        recorded; an order the venue reports simply working never got its cancel."""
+        if self.resend is None:
+            return
+        for order_id, lost in await self.store.unanswered_cancels(sent_before):
+            view = await self.desk.view(order_id)
+            if view is None or view.terminal or view.status in PENDING_CHANGE:
+                continue
+            log.warning(
+                "the venue shows no sign of a cancel sent before the reconnect; sending it again",
+                extra={"order_id": order_id, "status": view.status.name},
+            )
+            RECONCILIATIONS.labels("cancel_resent").inc()
+            # The venue never took it: the new cancel names the ClOrdID the venue knows.
+            await self.store.mark_refused(lost)
+            meta = CommandMeta(new_id("cxl"), order_id, view.user_id, view.request_id)
+            await self.resend([CancelOrder(meta, view.symbol, view.side, view.order_qty)])

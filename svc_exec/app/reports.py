@@ -16,7 +16,7 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 import asyncpg
@@ -100,6 +100,7 @@ class ReportDesk:
         persist_interval: float = 0.1,
         max_views: int = 200_000,
         fault_publish_delay: float = 0.0,
+        forgotten_after: float = 5.0,
     ) -> None:
         self.store = store
         self.sink = sink
@@ -108,6 +109,13 @@ class ReportDesk:
         self.persist_interval = persist_interval
         self.max_views = max_views
         self.fault_publish_delay = fault_publish_delay
+        # A venue that denies knowing a working order twice, at least this long apart, no
+        # longer holds it: long enough for anything sent before the first question (a New,
+        # a replace) to have reached the venue, which takes a session's messages in order.
+        self.forgotten_after = forgotten_after
+        # Who asks the venue again about an order it denied knowing (the reconciler).
+        self.ask_again: Callable[[str], None] = lambda _order_id: None
+        self._denied: dict[str, float] = {}  # order id → when the venue first denied it
         self._inbound: asyncio.Queue[tuple[int | None, Inbound, float]] = asyncio.Queue()
         self._outgoing: asyncio.Queue[_Outgoing] = asyncio.Queue()
         self._unconfirmed: asyncio.Queue[tuple[list[_Outgoing], list[Addressed], Awaitable[None] | None]] = (
@@ -212,6 +220,10 @@ class ReportDesk:
         return await self.view(order_id)
 
     # --- questions to the exchange --------------------------------------------------------
+    def denied(self, order_id: str) -> bool:
+        """Whether the venue denied knowing this working order and has not spoken of it since."""
+        return order_id in self._denied
+
     def expect_status(self, request_id: str, cl_ord_id: str) -> asyncio.Future[Addressed]:
         future: asyncio.Future[Addressed] = asyncio.get_running_loop().create_future()
         self._status_waiters[request_id] = future
@@ -304,24 +316,15 @@ class ReportDesk:
             self.map_cl_ord(report.cl_ord_id, view.order_id)
         if report.kind is ExecKind.CANCEL_REJECTED:
             await self.store.mark_refused(report.cl_ord_id)
-        if report.unknown_order and _believed_at_venue(view):
-            # The venue denies knowing an order it acknowledged or filled: never dropped.
-            flagged = await self.note_incident(
-                VenueIncident(
-                    kind="unknown_order",
-                    reason="denied",  # bounded: the venue's words go in the text
-                    text=f"the venue denies knowing order {view.order_id} "
-                    f"(broker: {view.status.name}, {view.cum_qty} filled): {report.text}",
-                    raw=report.raw,
-                    cl_ord_id=report.cl_ord_id,
-                    ref_msg_type="8",
-                ),
-                view,
-                flag=True,
-            )
-            self._count_mass_status(report, 0, view.order_id)
-            self._answer_status(report, Addressed(report, view.order_id, view.user_id, view.request_id))
-            return _Outgoing(seq, received, flagged, view.snapshot())
+        denied = report.unknown_order and _believed_at_venue(view)
+        if denied and report.kind is ExecKind.ORDER_STATUS:
+            return await self._denied_by_venue(seq, report, view, received)
+        if report.kind is not ExecKind.CANCEL_REJECTED:
+            # The venue spoke of the order as one it holds.
+            self._denied.pop(view.order_id, None)
+        elif denied:
+            # A cancel refused as "unknown order": the venue may have lost the order; ask.
+            self.ask_again(view.order_id)
         to_publish = view.apply(report)
         if report.kind is ExecKind.TRADE and not to_publish:
             REPORTS_SUPPRESSED.inc()
@@ -336,6 +339,53 @@ class ReportDesk:
         addressed = [
             Addressed(r, view.order_id, view.user_id, view.request_id, traceparent) for r in to_publish
         ]
+        return _Outgoing(seq, received, addressed, view.snapshot())
+
+    async def _denied_by_venue(
+        self, seq: int | None, report: Report, view: OrderView, received: float
+    ) -> _Outgoing:
+        """The venue denies knowing an order it acknowledged or filled: never dropped. The
+        first denial flags the order and has the venue asked again once `forgotten_after`
+        has passed; a second denial that late means the venue no longer holds the order,
+        which then ends (cancelled, so that its block is released) and is recorded."""
+        # Recorded before whoever asked hears the answer: the asker reads `denied` next.
+        first = self._denied.setdefault(view.order_id, received)
+        self._count_mass_status(report, 0, view.order_id)
+        self._answer_status(report, Addressed(report, view.order_id, view.user_id, view.request_id))
+        if received - first < self.forgotten_after:
+            flagged = await self.note_incident(
+                VenueIncident(
+                    kind="unknown_order",
+                    reason="denied",  # bounded: the venue's words go in the text
+                    text=f"the venue denies knowing order {view.order_id} "
+                    f"(broker: {view.status.name}, {view.cum_qty} filled): {report.text}",
+                    raw=report.raw,
+                    cl_ord_id=report.cl_ord_id,
+                    ref_msg_type="8",
+                ),
+                view,
+                flag=True,
+            )
+            if received == first:
+                self.ask_again(view.order_id)
+            return _Outgoing(seq, received, flagged, view.snapshot())
+        del self._denied[view.order_id]
+        ended = view.not_held_by_venue(
+            report.cl_ord_id, f"it denied knowing it twice, {received - first:.0f}s apart"
+        )
+        await self.note_incident(
+            VenueIncident(
+                kind="order_forgotten",
+                reason="ended",
+                text=f"{ended.text} (broker: {view.cum_qty} of {view.order_qty} filled): {report.text}",
+                raw=report.raw,
+                cl_ord_id=report.cl_ord_id,
+                ref_msg_type="8",
+            ),
+            view,
+            flag=False,
+        )
+        addressed = [Addressed(ended, view.order_id, view.user_id, view.request_id)]
         return _Outgoing(seq, received, addressed, view.snapshot())
 
     def _report_span(self, report: Report, view: OrderView, received: float) -> str:
@@ -390,6 +440,20 @@ class ReportDesk:
         status path escalating a venue that keeps refusing)."""
         view = await self.view(order_id)
         await self.publish_now(await self.note_incident(incident, view, flag=True))
+
+    async def end_not_held(self, order_id: str, incident: VenueIncident) -> Addressed:
+        """End a working order the venue does not hold, on an operator's word (`incident`
+        says who and why): published now, recorded, and its view persisted as over."""
+        view = await self.view(order_id)
+        if view is None:
+            raise LookupError(order_id)
+        ended = view.not_held_by_venue(incident.cl_ord_id, incident.text)
+        self._denied.pop(order_id, None)
+        await self.note_incident(incident, view, flag=False)
+        addressed = Addressed(ended, view.order_id, view.user_id, view.request_id)
+        await self.publish_now([addressed])
+        self._dirty[order_id] = view.snapshot()
+        return addressed
 
     async def _resolve_refusal(self, seq: int | None, item: MessageRejected, received: float) -> _Outgoing:
         # Refused orders, cancels and replaces become REJECTED / CANCEL_REJECTED reports;

@@ -83,6 +83,8 @@ TERMINAL_KIND = {
 
 # FIX OrdRejReason (tag 103) 5: the exchange does not know the order.
 UNKNOWN_ORDER_REASON = "5"
+# FIX CxlRejReason (tag 102) 1: a cancel or replace refused because the order is unknown.
+UNKNOWN_ORDER_CXL_REJ_REASON = "1"
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +114,7 @@ class Report:
     mass_status_request_id: str = ""
     mass_status_total: int = 0
     last_of_mass_status: bool = False
+    # A status answer, or a cancel reject, saying the venue does not know the order.
     unknown_order: bool = False
     raw: str = ""  # status answers keep their FIX text, for an incident if they need one
 

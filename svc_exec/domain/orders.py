@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 from decimal import ROUND_HALF_EVEN, Decimal
 
 from svc_exec.domain.model import TERMINAL_KIND, ExecKind, OrdStatus, Report, Side
+from svc_runtime.reports import NOT_HELD_BY_VENUE
 
 INFERRED_PRICE_QUANTUM = Decimal("0.0001")
 ZERO = Decimal(0)
@@ -142,6 +143,28 @@ class OrderView:
         if inferred or (status is not None and status is not before):
             return [report, *inferred]
         return []
+
+    def not_held_by_venue(self, cl_ord_id: str, reason: str) -> Report:
+        """The venue no longer holds this working order (it denied knowing it twice, or an
+        operator settled it with the venue), so nothing more can fill. The order ends
+        cancelled (its fills stand), with an id derived from the order so that ending it
+        twice publishes once."""
+        self.status = OrdStatus.CANCELED
+        return Report(
+            kind=ExecKind.CANCELED,
+            exec_id=f"forgotten-{self.order_id}",
+            cl_ord_id=cl_ord_id,
+            status=OrdStatus.CANCELED,
+            exchange_order_id=self.exchange_order_id,
+            symbol=self.symbol,
+            side=self.side,
+            order_qty=self.order_qty,
+            cum_qty=self.cum_qty,
+            leaves_qty=0,
+            avg_px=self.avg_px if self.cum_qty else None,
+            limit_px=self.limit_price,
+            text=f"{NOT_HELD_BY_VENUE} ({reason})"[:500],
+        )
 
     def _inferred_fill(self, source: Report, cum_qty: int, notional: Decimal) -> Report:
         """A fill bringing the published fills to `cum_qty` shares worth `notional` in all."""

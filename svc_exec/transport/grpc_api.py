@@ -12,11 +12,13 @@ from brokermesh.exec.v1 import exec_pb2, exec_pb2_grpc, execution_report_pb2
 from svc_exec.adapters.wire import report_to_proto
 from svc_exec.app.ports import StoredIncident
 from svc_exec.app.reconcile import Reconciler
+from svc_runtime import context as call_context
 from svc_runtime.errors import InvalidArgument, Unavailable
 
 DEFAULT_STATUS_TIMEOUT_MS = 2000
 MAX_STATUS_TIMEOUT_MS = 30_000
 DEFAULT_INCIDENTS, MAX_INCIDENTS = 100, 1000
+MAX_REASON = 300
 
 
 @dataclass
@@ -108,6 +110,20 @@ class ExecutionServicer(exec_pb2_grpc.ExecutionServiceServicer):
         return exec_pb2.ReconcileOrdersResponse(
             orders_reported=result.orders_reported, reports_published=result.reports_published
         )
+
+    async def EndOrder(
+        self, request: exec_pb2.EndOrderRequest, context: grpc.aio.ServicerContext
+    ) -> execution_report_pb2.ExecutionReport:
+        if not request.order_id:
+            raise InvalidArgument("order_id is required", field="order_id")
+        reason = request.reason.strip()
+        if not reason or len(reason) > MAX_REASON or not reason.isprintable():
+            raise InvalidArgument(
+                f"reason is required: what the venue said, printable, at most {MAX_REASON} characters",
+                field="reason",
+            )
+        operator = call_context.current().actor
+        return report_to_proto(await self._active().end_order(request.order_id, reason, operator))
 
     async def ListVenueIncidents(
         self, request: exec_pb2.ListVenueIncidentsRequest, context: grpc.aio.ServicerContext

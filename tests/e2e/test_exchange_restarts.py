@@ -5,9 +5,11 @@ checks what the exchange can still answer for and names what it cannot."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import shutil
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine
+from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ from brokermesh.funds.v1 import funds_pb2, funds_pb2_grpc
 from brokermesh.orders.v1 import orders_pb2 as S
 from brokermesh.orders.v1 import orders_pb2_grpc
 from brokermesh.type.v1 import decimal_pb2, trading_pb2
+from svc_exec.main import FORGOTTEN_AFTER
 from svc_runtime import admin, audit
 from svc_runtime.grpc_client import channel as signed_channel
 from svc_runtime.stack import Stack
@@ -213,6 +216,102 @@ async def test_after_a_restart_the_audit_names_the_finished_orders_the_exchange_
         ).ok
 
 
+@dataclass
+class Stream:
+    """Resting orders and cancels placed while the exchange is killed and restarted."""
+
+    broker: Broker
+    users: list[str]
+    placed: dict[str, S.Order] = field(default_factory=dict)
+    to_cancel: set[str] = field(default_factory=set)
+
+
+async def stream_through_kills(
+    stack: Stack, channel: grpc.aio.Channel, restart: Callable[[], Coroutine[Any, Any, None]]
+) -> tuple[Stream, dict[str, S.Order]]:
+    """Two clients place resting orders (40 each at least, and a few more after the last
+    restart, however long restarts take) and cancel every second one while the exchange is
+    killed twice (`restart` starts it again); returns the stream and every order as it
+    settled."""
+    broker = Broker(stack, channel)
+    stream = Stream(broker, [await broker.user() for _ in range(2)])
+    prices = {symbol: await far_below_market(stack, symbol) for symbol in ("INFY", "TCS")}
+    kills: list[float] = []
+    placed_at: list[float] = []
+    loop = asyncio.get_running_loop()
+
+    restarted = asyncio.Event()
+
+    async def client(user: str, count: int) -> None:
+        # At least `count` orders, and on past the last restart whatever it takes.
+        after_restarts = -1
+        for i in itertools.count():
+            if restarted.is_set() and after_restarts < 0:
+                after_restarts = i + 4
+            if i >= count and 0 <= after_restarts <= i:
+                return
+            symbol = ("INFY", "TCS")[i % 2]
+            order = await broker.place(user, symbol, prices[symbol], f"{user}-{i}")
+            stream.placed[order.order_id] = order
+            placed_at.append(loop.time())
+            if i % 2:
+                stream.to_cancel.add(order.order_id)
+                try:
+                    await broker.cancel(order)
+                except grpc.aio.AioRpcError as error:
+                    # Only an order already over (refused on the way) cannot be cancelled.
+                    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION, error
+            await asyncio.sleep(0.15)
+
+    async def chaos() -> None:
+        for pause in (1.0, 1.0):
+            await asyncio.sleep(pause)
+            await stack.kill("exchange_sim")
+            kills.append(loop.time())
+            await asyncio.sleep(0.3)
+            await restart()
+        restarted.set()
+
+    await asyncio.gather(*(client(user, 40) for user in stream.users), chaos())
+    assert len(kills) == 2 and max(placed_at) > kills[-1], "the kills must fall inside the stream"
+    final = {
+        order_id: await broker.wait(order, SETTLED, timeout=120) for order_id, order in stream.placed.items()
+    }
+    return stream, final
+
+
+async def broker_equals_venue(stack: Stack, stream: Stream, timeout: float) -> dict[str, S.Order]:
+    """Waits until every order working at the broker rests at the exchange and the working
+    orders are exactly those holding blocks; every cancelled order is then over. Returns
+    the orders as they stand."""
+    disagreement: list[object] = []
+
+    async def agreed() -> dict[str, S.Order] | None:
+        now = {
+            order_id: await stream.broker.orders.GetOrder(S.GetOrderRequest(name=order.name))
+            for order_id, order in stream.placed.items()
+        }
+        held = await exchange_orders(stack)
+        working = {o.order_id: o for o in now.values() if o.status in WORKING}
+        strays = [
+            (o.order_id, o.exchange_order_id, o.status_reason)
+            for o in working.values()
+            if o.exchange_order_id not in held or held[o.exchange_order_id].ord_status != "0"
+        ]
+        blocks = set().union(*[await active_blocks(stack, user) for user in stream.users])
+        disagreement[:] = [("not held by the exchange", strays), ("blocks ≠ working", blocks ^ set(working))]
+        return now if not strays and blocks == set(working) else None
+
+    try:
+        now = await eventually(agreed, timeout=timeout, interval=0.5)
+    except AssertionError:
+        raise AssertionError(f"the broker and the exchange disagree: {disagreement}") from None
+    assert any(o.status in WORKING for o in now.values()), "some orders must still rest at the end"
+    for order_id in stream.to_cancel:
+        assert now[order_id].status in (S.ORDER_STATUS_CANCELLED, S.ORDER_STATUS_REJECTED), now[order_id]
+    return now
+
+
 async def test_kill_9_of_the_exchange_under_a_stream_of_resting_orders_and_cancels(
     start: Callable[..., Coroutine[Any, Any, Stack]],
 ) -> None:
@@ -225,60 +324,46 @@ async def test_kill_9_of_the_exchange_under_a_stream_of_resting_orders_and_cance
     async with signed_channel(
         stack.plan.target("svc_orders"), signer=stack.plan.service_signer("gateway")
     ) as channel:
-        broker = Broker(stack, channel)
-        users = [await broker.user() for _ in range(2)]
-        prices = {symbol: await far_below_market(stack, symbol) for symbol in ("INFY", "TCS")}
-        placed: dict[str, S.Order] = {}
-        to_cancel: set[str] = set()
-        kills: list[float] = []
-        placed_at: list[float] = []
-        loop = asyncio.get_running_loop()
-
-        async def client(user: str, count: int) -> None:
-            for i in range(count):
-                symbol = ("INFY", "TCS")[i % 2]
-                order = await broker.place(user, symbol, prices[symbol], f"{user}-{i}")
-                placed[order.order_id] = order
-                placed_at.append(loop.time())
-                if i % 2:
-                    to_cancel.add(order.order_id)
-                    try:
-                        await broker.cancel(order)
-                    except grpc.aio.AioRpcError as error:
-                        # Only an order already over (refused on the way) cannot be cancelled.
-                        assert error.code() == grpc.StatusCode.FAILED_PRECONDITION, error
-                await asyncio.sleep(0.15)
-
-        async def chaos() -> None:
-            for pause in (1.0, 1.0):
-                await asyncio.sleep(pause)
-                await stack.kill("exchange_sim")
-                kills.append(loop.time())
-                await asyncio.sleep(0.3)
-                await stack.start_service("exchange_sim")
-
-        await asyncio.gather(*(client(user, 40) for user in users), chaos())
-        assert len(kills) == 2 and max(placed_at) > kills[-1], "the kills must fall inside the stream"
-        final = {
-            order_id: await broker.wait(order, SETTLED, timeout=120) for order_id, order in placed.items()
-        }
-
-    held = await exchange_orders(stack)
-    blocks = {user: await active_blocks(stack, user) for user in users}
-    working = [o for o in final.values() if o.status in WORKING]
-    assert working, "some orders must still rest at the end"
-    for order in working:
-        theirs = held.get(order.exchange_order_id)
-        assert theirs is not None and theirs.ord_status == "0", (
-            order.order_id,
-            order.exchange_order_id,
-            theirs,
-        )
-        assert order.order_id in blocks[order.user_id]
-    for order_id in to_cancel:
-        assert final[order_id].status in (S.ORDER_STATUS_CANCELLED, S.ORDER_STATUS_REJECTED), final[order_id]
-        assert order_id not in blocks[final[order_id].user_id]
+        stream, _ = await stream_through_kills(stack, channel, lambda: stack.start_service("exchange_sim"))
+        await broker_equals_venue(stack, stream, timeout=30)
     report = await audit.run(
         stack.plan.describe(), signer=stack.plan.operator_signer("auditor"), settle_seconds=30
     )
     assert report.complete, report.render()
+
+
+async def test_kill_9_of_an_exchange_that_forgets_its_book_under_a_stream_of_resting_orders_and_cancels(
+    start: Callable[..., Coroutine[Any, Any, Stack]],
+) -> None:
+    """The same stream against a venue that really forgets: the exchange comes back from
+    each kill without its order journal, and denies knowing the orders it held. The broker
+    learns it (two denials seconds apart) and ends those orders, releasing their blocks:
+    afterwards no order works at the broker that the venue does not hold, blocks are
+    exactly the working orders, and the audit finds no violation (what the venue forgot is
+    unverified, not a disagreement)."""
+    stack = await start(
+        {
+            "BROKERMESH_ORDERS_SWEEP_AFTER_SECONDS": "3",
+            "BROKERMESH_ORDERS_SWEEP_INTERVAL_SECONDS": "0.5",
+            FORGOTTEN_AFTER: "2",
+        }
+    )
+    journal = stack.plan.data_dir / "exchange_sim" / "orders.journal"
+
+    async def restart_without_its_book() -> None:
+        assert journal.exists()
+        journal.unlink()
+        await stack.start_service("exchange_sim")
+
+    async with signed_channel(
+        stack.plan.target("svc_orders"), signer=stack.plan.service_signer("gateway")
+    ) as channel:
+        stream, _ = await stream_through_kills(stack, channel, restart_without_its_book)
+        now = await broker_equals_venue(stack, stream, timeout=60)
+    forgotten = [o for o in now.values() if "the venue does not hold the order" in o.status_reason]
+    assert forgotten, "orders resting before a kill were forgotten and must have been ended"
+    assert all(o.status == S.ORDER_STATUS_CANCELLED for o in forgotten)
+    report = await audit.run(
+        stack.plan.describe(), signer=stack.plan.operator_signer("auditor"), settle_seconds=30
+    )
+    assert report.ok, report.render()

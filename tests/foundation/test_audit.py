@@ -11,6 +11,7 @@ from google.protobuf import timestamp_pb2
 from brokermesh.exchange.v1 import exchange_admin_pb2 as xpb
 from brokermesh.exec.v1 import execution_report_pb2 as er
 from brokermesh.orders.v1 import orders_pb2 as S
+from svc_runtime import reports
 from svc_runtime.audit import AuditReport, check_exchange_view, check_venue_answer
 
 SINCE = datetime(2026, 12, 6, 9, 0, tzinfo=UTC)
@@ -56,6 +57,26 @@ def test_finished_orders_older_than_what_the_exchange_answers_for_are_unverified
     assert "no violations; unverified: 2 orders" in report.render()
     assert "all invariants hold" not in report.render()
     assert (report.exit_code(), report.exit_code(strict=True)) == (0, 1)
+
+
+def test_an_order_ended_because_the_venue_no_longer_held_it_is_unverified_not_a_violation() -> None:
+    """A venue that lost its book cannot answer for the orders the broker ended because of
+    it, however recently they ended; a working order it does not hold is still a violation."""
+    later = SINCE + timedelta(minutes=5)
+    forgotten = broker("forgotten", S.ORDER_STATUS_CANCELLED, later)
+    forgotten.status_reason = f"{reports.NOT_HELD_BY_VENUE} (it denied knowing it twice, 3s apart)"
+    violations, unverified = check_exchange_view(
+        [
+            forgotten,
+            broker("cancelled", S.ORDER_STATUS_CANCELLED, later),
+            broker("open", S.ORDER_STATUS_OPEN, later),
+        ],
+        [],
+        SINCE,
+    )
+    assert [v[2].split(":")[0] for v in violations] == ["cancelled", "open"]
+    assert [u[2].split(":")[0] for u in unverified] == ["forgotten"]
+    assert "ended because the venue no longer held it" in unverified[0][2]
 
 
 def test_a_real_disagreement_is_always_a_violation_named_by_order() -> None:

@@ -47,6 +47,9 @@ class Venue:
     status_needs_order_id: bool = False
     # Hold orders instead of filling them (for status questions about working orders).
     rest: bool = False
+    # Lose this many cancels: taken off the wire, never acted on (a venue that crashed
+    # between counting a message and acting on it).
+    lose_cancels: int = 0
     # After the New, a report the broker cannot map (ExecType D, restated).
     restate: bool = False
     # A News message (35=B) after each New: an application message the broker does not handle.
@@ -97,6 +100,7 @@ class Acceptor:
         self.next_out = 1
         self.next_in = 1
         self.logons = 0
+        self.lost_cancels = 0
         self._ids = itertools.count(1)
         self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -113,6 +117,17 @@ class Acceptor:
     def start(self) -> Acceptor:
         self._thread.start()
         return self
+
+    def drop_connection(self) -> None:
+        """Cut the session, as a venue restarting does; the broker reconnects."""
+        conn = self._conn
+        if conn is not None:
+            conn.shutdown(socket.SHUT_RDWR)
+
+    def forget(self) -> None:
+        """Lose the book, as a venue restarting without its orders."""
+        with self._lock:
+            self.orders.clear()
 
     def stop(self) -> None:
         self._stop.set()
@@ -293,6 +308,9 @@ class Acceptor:
         self._report(order, exec_type=exec_type, last_qty=quantity)
 
     def _cancel(self, message: simplefix.FixMessage) -> None:
+        if self.lost_cancels < self.venue.lose_cancels:
+            self.lost_cancels += 1
+            return
         order = self.orders.get(self._text(message, 41))
         if order is None or order.status in ("2", "4"):
             self._send(

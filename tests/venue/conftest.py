@@ -33,14 +33,15 @@ def start_venue() -> Iterator[VenueFactory]:
 @pytest.fixture
 async def exec_against(
     make_stack: StackFactory, infra: SharedInfra
-) -> AsyncIterator[Callable[[Acceptor, str], Awaitable[tuple[Stack, Oms]]]]:
-    """svc_exec with a venue profile, logged on to `acceptor`, and an OMS double."""
+) -> AsyncIterator[Callable[..., Awaitable[tuple[Stack, Oms]]]]:
+    """svc_exec with a venue profile (and any other settings), logged on to `acceptor`,
+    and an OMS double."""
     opened: list[Oms] = []
 
-    async def start(acceptor: Acceptor, profile: str) -> tuple[Stack, Oms]:
+    async def start(acceptor: Acceptor, profile: str, **env: str) -> tuple[Stack, Oms]:
         stack = await make_stack(
             ["svc_exec"],
-            extra_env={config.FIX_PORT: str(acceptor.port), config.VENUE_PROFILE: profile},
+            extra_env={config.FIX_PORT: str(acceptor.port), config.VENUE_PROFILE: profile, **env},
         )
         await wait_logged_on(stack)
         oms = await Oms(infra.nats_url, stack.plan.namespace).__aenter__()

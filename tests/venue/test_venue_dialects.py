@@ -5,7 +5,9 @@ the order is flagged as needing attention, the incident counted and stored."""
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
+from pathlib import Path
 
 import grpc
 import httpx
@@ -14,6 +16,7 @@ import pytest
 from brokermesh.exec.v1 import exec_pb2
 from brokermesh.exec.v1 import execution_report_pb2 as er
 from svc_exec.adapters import venue
+from svc_exec.main import FORGOTTEN_AFTER
 from svc_runtime.stack import Stack
 from tests.exec.support import Oms, eventually_async, exec_stub, session_status
 from tests.venue.acceptor import VENUES, Acceptor, Venue
@@ -154,21 +157,58 @@ async def test_a_venue_refusing_status_requests_is_not_asked_again_and_the_order
     assert incident_metric(stack, "business_reject") >= 1
 
 
-async def test_a_venue_denying_a_working_order_flags_it(start_venue, exec_against) -> None:  # type: ignore[no-untyped-def]
+async def test_a_venue_denying_a_working_order_flags_it_and_ends_it_when_it_denies_again(  # type: ignore[no-untyped-def]
+    start_venue, exec_against
+) -> None:
     acceptor: Acceptor = start_venue(Venue("forgets", rest=True, status="deny"))
-    stack, oms = await exec_against(acceptor, "fix44")
+    stack, oms = await exec_against(acceptor, "fix44", **{FORGOTTEN_AFTER: "3"})
     order_id = await oms.new_order(quantity=10)
     await wait_for(lambda: oms.of(order_id, er.EXEC_TYPE_NEW))
     answer = await exec_stub(stack).GetExchangeOrderStatus(
         exec_pb2.GetExchangeOrderStatusRequest(order_id=order_id, timeout_ms=5000), timeout=10
     )
+    denied_at = time.monotonic()
     assert answer.ord_status == er.ORD_STATUS_REJECTED
     flagged = await wait_for(lambda: oms.of(order_id, ATTENTION))
     assert "unknown_order" in flagged[0].text
     incident = (await wait_for_incidents(stack, 1)).incidents[0]
     assert incident.kind == "unknown_order" and "103=5" in incident.raw
-    # Flagged, not finished: nothing releases the order's block behind the broker's back.
+    # Flagged, not finished: one denial could be a question that overtook the order.
     assert not oms.of(order_id, er.EXEC_TYPE_CANCELED) and not oms.of(order_id, er.EXEC_TYPE_REJECTED)
+
+    # svc_exec asks again by itself; a second denial, late enough, ends the order once.
+    ended = await wait_for(lambda: oms.of(order_id, er.EXEC_TYPE_CANCELED), timeout=20)
+    assert time.monotonic() - denied_at >= 3
+    assert len(acceptor.received.of_type("H")) == 2
+    assert ended[0].ord_status == er.ORD_STATUS_CANCELED
+    assert "the venue does not hold the order" in ended[0].text
+    kinds = [i.kind for i in (await wait_for_incidents(stack, 2)).incidents]
+    assert "order_forgotten" in kinds
+    assert incident_metric(stack, "order_forgotten") == 1
+    await asyncio.sleep(4)
+    assert len(oms.of(order_id, er.EXEC_TYPE_CANCELED)) == 1, "ended once; not asked again"
+    assert len(acceptor.received.of_type("H")) == 2
+
+
+async def test_a_cancel_refused_as_unknown_order_has_the_venue_asked_and_the_order_ended(  # type: ignore[no-untyped-def]
+    start_venue, exec_against
+) -> None:
+    """A venue that lost its book refuses a cancel as "unknown order" (102=1): that alone
+    ends nothing (the cancel is refused, the order stays), but svc_exec asks the venue about
+    the order, and two denials seconds apart end it."""
+    acceptor: Acceptor = start_venue(Venue("loses-its-book", rest=True))
+    stack, oms = await exec_against(acceptor, "fix44", **{FORGOTTEN_AFTER: "2"})
+    order_id = await oms.new_order(quantity=10)
+    await wait_for(lambda: oms.of(order_id, er.EXEC_TYPE_NEW))
+    acceptor.forget()
+    await oms.cancel(order_id)
+    await wait_for(lambda: oms.of(order_id, er.EXEC_TYPE_CANCEL_REJECTED))
+    assert not oms.of(order_id, er.EXEC_TYPE_CANCELED)
+    ended = await wait_for(lambda: oms.of(order_id, er.EXEC_TYPE_CANCELED), timeout=20)
+    assert "the venue does not hold the order" in ended[0].text
+    assert len(acceptor.received.of_type("H")) == 2
+    kinds = sorted(i.kind for i in (await wait_for_incidents(stack, 2)).incidents)
+    assert kinds == ["order_forgotten", "unknown_order"]
 
 
 async def test_an_application_message_svc_exec_does_not_handle_is_refused_and_recorded(  # type: ignore[no-untyped-def]
@@ -219,3 +259,94 @@ async def test_reconciling_with_a_fix42_venue_asks_order_by_order(start_venue, e
     assert not acceptor.received.of_type("AF")
     assert sorted(m.get(11) for m in acceptor.received.of_type("H")) == sorted(o.encode() for o in orders)
     assert (await session_status(stack)).venue_incidents == 0
+
+
+async def test_a_cancel_the_venue_lost_is_sent_again_after_the_reconnect(start_venue, exec_against) -> None:  # type: ignore[no-untyped-def]
+    """A venue that took a cancel off the wire and lost it (it crashed before acting on it)
+    still holds the order, working, and asks for no resend. After the reconnect the
+    reconciliation shows the cancel never arrived: svc_exec sends it again, naming the
+    order as the venue knows it, and the order is cancelled once."""
+    acceptor: Acceptor = start_venue(Venue("loses-a-cancel", rest=True, lose_cancels=1))
+    _, oms = await exec_against(acceptor, "fix44")
+    order_id = await oms.new_order(quantity=10)
+    await wait_for(lambda: oms.of(order_id, er.EXEC_TYPE_NEW))
+    await oms.cancel(order_id)
+    await wait_for(lambda: acceptor.received.of_type("F"))
+    await asyncio.sleep(1)
+    assert not oms.of(order_id, er.EXEC_TYPE_CANCELED) and acceptor.lost_cancels == 1
+    logons = acceptor.logons
+    acceptor.drop_connection()
+    await wait_for(lambda: acceptor.logons > logons)
+    cancelled = await wait_for(lambda: oms.of(order_id, er.EXEC_TYPE_CANCELED))
+    cancels = acceptor.received.of_type("F")
+    assert len(cancels) == 2 and cancels[1].get(41) == order_id.encode(), (
+        "names the order as the venue knows it"
+    )
+    assert cancelled[0].ord_status == er.ORD_STATUS_CANCELED
+    await asyncio.sleep(1)
+    assert len(oms.of(order_id, er.EXEC_TYPE_CANCELED)) == 1
+    assert not oms.of(order_id, er.EXEC_TYPE_CANCEL_REJECTED)
+
+
+async def _admin_end_order(stack: Stack, order_id: str, *flags: str) -> tuple[int, str]:
+    """`brokermesh admin end-order` against the stack, as an operator runs it (the stack's
+    data directory holds the operators' credentials; the description is what `up` writes)."""
+    stack.write_description(stack.plan.data_dir / "stack.json")
+    process = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).parent / "brokermesh"),
+        "--data-dir",
+        str(stack.plan.data_dir),
+        "admin",
+        *flags,
+        "end-order",
+        order_id,
+        "--reason",
+        "the venue's desk confirms it holds no such order",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await process.communicate()
+    return process.returncode or 0, output.decode()
+
+
+async def test_an_operator_ends_a_flagged_order_the_venue_will_not_speak_of_and_not_one_it_holds(  # type: ignore[no-untyped-def]
+    start_venue, exec_against
+) -> None:
+    """What svc_exec cannot settle by itself (a venue refusing every status request) an
+    operator settles: `admin end-order` asks the venue, then ends the order on the
+    operator's word, recorded with their name. An order the venue says it holds is refused
+    (cancel it instead); a read-only operator may not end anything."""
+    refusing: Acceptor = start_venue(Venue("refuses-status", rest=True, status="refuse"))
+    stack, oms = await exec_against(refusing, "fix44")
+    order_id = await oms.new_order(quantity=10)
+    await wait_for(lambda: oms.of(order_id, er.EXEC_TYPE_NEW))
+    with pytest.raises(grpc.aio.AioRpcError):
+        await exec_stub(stack).GetExchangeOrderStatus(
+            exec_pb2.GetExchangeOrderStatusRequest(order_id=order_id, timeout_ms=5000), timeout=10
+        )
+    await wait_for(lambda: oms.of(order_id, ATTENTION))
+
+    code, output = await _admin_end_order(stack, order_id, "--operator", "auditor")
+    assert code != 0 and "PERMISSION_DENIED" in output, output
+    assert not oms.of(order_id, er.EXEC_TYPE_CANCELED)
+
+    code, output = await _admin_end_order(stack, order_id)
+    assert code == 0, output
+    ended = await wait_for(lambda: oms.of(order_id, er.EXEC_TYPE_CANCELED))
+    assert ended[0].ord_status == er.ORD_STATUS_CANCELED
+    assert "the venue does not hold the order (ended by operator:admin" in ended[0].text
+    assert "confirms it holds no such order" in ended[0].text
+    incident = next(i for i in (await incidents(stack)).incidents if i.kind == "operator_ended")
+    assert incident.order_id == order_id and "operator:admin" in incident.text
+    code, output = await _admin_end_order(stack, order_id)
+    assert code != 0 and "already over" in output, output
+    assert len(oms.of(order_id, er.EXEC_TYPE_CANCELED)) == 1
+
+    holding: Acceptor = start_venue(Venue("holds", rest=True))
+    stack, oms = await exec_against(holding, "fix44")
+    order_id = await oms.new_order(quantity=10)
+    await wait_for(lambda: oms.of(order_id, er.EXEC_TYPE_NEW))
+    code, output = await _admin_end_order(stack, order_id)
+    assert code != 0 and "the venue holds order" in output and "cancel it instead" in output, output
+    await asyncio.sleep(1)
+    assert not oms.of(order_id, er.EXEC_TYPE_CANCELED)

@@ -26,29 +26,31 @@ from brokermesh.exec.v1 import execution_report_pb2 as brokermesh_dot_exec_dot_v
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x62rokermesh/exec/v1/exec.proto\x12\x12\x62rokermesh.exec.v1\x1a)brokermesh/exec/v1/execution_report.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x19\n\x17GetSessionStatusRequest\"\xf1\x02\n\rSessionStatus\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x11\n\tlogged_on\x18\x02 \x01(\x08\x12\x1b\n\x13next_sender_seq_num\x18\x03 \x01(\x03\x12\x1b\n\x13next_target_seq_num\x18\x04 \x01(\x03\x12\x35\n\x11last_receive_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rcommands_sent\x18\x06 \x01(\x03\x12\x19\n\x11reports_published\x18\x07 \x01(\x03\x12\x0e\n\x06\x61\x63tive\x18\x08 \x01(\x08\x12\x17\n\x0freports_pending\x18\t \x01(\x03\x12 \n\x18safe_next_target_seq_num\x18\n \x01(\x03\x12\x32\n\x0elast_send_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fvenue_incidents\x18\x0c \x01(\x03\"E\n\x1dGetExchangeOrderStatusRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x12\n\ntimeout_ms\x18\x02 \x01(\x05\"\x18\n\x16ReconcileOrdersRequest\"M\n\x17ReconcileOrdersResponse\x12\x17\n\x0forders_reported\x18\x01 \x01(\x05\x12\x19\n\x11reports_published\x18\x02 \x01(\x05\"*\n\x19ListVenueIncidentsRequest\x12\r\n\x05limit\x18\x01 \x01(\x05\"a\n\x1aListVenueIncidentsResponse\x12\x34\n\tincidents\x18\x01 \x03(\x0b\x32!.brokermesh.exec.v1.VenueIncident\x12\r\n\x05total\x18\x02 \x01(\x03\"\xa6\x01\n\rVenueIncident\x12\n\n\x02id\x18\x01 \x01(\x03\x12\r\n\x05venue\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x0c\n\x04text\x18\x05 \x01(\t\x12\x0b\n\x03raw\x18\x06 \x01(\t\x12\x10\n\x08order_id\x18\x07 \x01(\t\x12/\n\x0brecord_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp2\xc9\x03\n\x10\x45xecutionService\x12\x62\n\x10GetSessionStatus\x12+.brokermesh.exec.v1.GetSessionStatusRequest\x1a!.brokermesh.exec.v1.SessionStatus\x12p\n\x16GetExchangeOrderStatus\x12\x31.brokermesh.exec.v1.GetExchangeOrderStatusRequest\x1a#.brokermesh.exec.v1.ExecutionReport\x12j\n\x0fReconcileOrders\x12*.brokermesh.exec.v1.ReconcileOrdersRequest\x1a+.brokermesh.exec.v1.ReconcileOrdersResponse\x12s\n\x12ListVenueIncidents\x12-.brokermesh.exec.v1.ListVenueIncidentsRequest\x1a..brokermesh.exec.v1.ListVenueIncidentsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x62rokermesh/exec/v1/exec.proto\x12\x12\x62rokermesh.exec.v1\x1a)brokermesh/exec/v1/execution_report.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"3\n\x0f\x45ndOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x19\n\x17GetSessionStatusRequest\"\xf1\x02\n\rSessionStatus\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x11\n\tlogged_on\x18\x02 \x01(\x08\x12\x1b\n\x13next_sender_seq_num\x18\x03 \x01(\x03\x12\x1b\n\x13next_target_seq_num\x18\x04 \x01(\x03\x12\x35\n\x11last_receive_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rcommands_sent\x18\x06 \x01(\x03\x12\x19\n\x11reports_published\x18\x07 \x01(\x03\x12\x0e\n\x06\x61\x63tive\x18\x08 \x01(\x08\x12\x17\n\x0freports_pending\x18\t \x01(\x03\x12 \n\x18safe_next_target_seq_num\x18\n \x01(\x03\x12\x32\n\x0elast_send_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fvenue_incidents\x18\x0c \x01(\x03\"E\n\x1dGetExchangeOrderStatusRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x12\n\ntimeout_ms\x18\x02 \x01(\x05\"\x18\n\x16ReconcileOrdersRequest\"M\n\x17ReconcileOrdersResponse\x12\x17\n\x0forders_reported\x18\x01 \x01(\x05\x12\x19\n\x11reports_published\x18\x02 \x01(\x05\"*\n\x19ListVenueIncidentsRequest\x12\r\n\x05limit\x18\x01 \x01(\x05\"a\n\x1aListVenueIncidentsResponse\x12\x34\n\tincidents\x18\x01 \x03(\x0b\x32!.brokermesh.exec.v1.VenueIncident\x12\r\n\x05total\x18\x02 \x01(\x03\"\xa6\x01\n\rVenueIncident\x12\n\n\x02id\x18\x01 \x01(\x03\x12\r\n\x05venue\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x0c\n\x04text\x18\x05 \x01(\t\x12\x0b\n\x03raw\x18\x06 \x01(\t\x12\x10\n\x08order_id\x18\x07 \x01(\t\x12/\n\x0brecord_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp2\x9f\x04\n\x10\x45xecutionService\x12\x62\n\x10GetSessionStatus\x12+.brokermesh.exec.v1.GetSessionStatusRequest\x1a!.brokermesh.exec.v1.SessionStatus\x12p\n\x16GetExchangeOrderStatus\x12\x31.brokermesh.exec.v1.GetExchangeOrderStatusRequest\x1a#.brokermesh.exec.v1.ExecutionReport\x12j\n\x0fReconcileOrders\x12*.brokermesh.exec.v1.ReconcileOrdersRequest\x1a+.brokermesh.exec.v1.ReconcileOrdersResponse\x12s\n\x12ListVenueIncidents\x12-.brokermesh.exec.v1.ListVenueIncidentsRequest\x1a..brokermesh.exec.v1.ListVenueIncidentsResponse\x12T\n\x08\x45ndOrder\x12#.brokermesh.exec.v1.EndOrderRequest\x1a#.brokermesh.exec.v1.ExecutionReportb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'brokermesh.exec.v1.exec_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_GETSESSIONSTATUSREQUEST']._serialized_start=129
-  _globals['_GETSESSIONSTATUSREQUEST']._serialized_end=154
-  _globals['_SESSIONSTATUS']._serialized_start=157
-  _globals['_SESSIONSTATUS']._serialized_end=526
-  _globals['_GETEXCHANGEORDERSTATUSREQUEST']._serialized_start=528
-  _globals['_GETEXCHANGEORDERSTATUSREQUEST']._serialized_end=597
-  _globals['_RECONCILEORDERSREQUEST']._serialized_start=599
-  _globals['_RECONCILEORDERSREQUEST']._serialized_end=623
-  _globals['_RECONCILEORDERSRESPONSE']._serialized_start=625
-  _globals['_RECONCILEORDERSRESPONSE']._serialized_end=702
-  _globals['_LISTVENUEINCIDENTSREQUEST']._serialized_start=704
-  _globals['_LISTVENUEINCIDENTSREQUEST']._serialized_end=746
-  _globals['_LISTVENUEINCIDENTSRESPONSE']._serialized_start=748
-  _globals['_LISTVENUEINCIDENTSRESPONSE']._serialized_end=845
-  _globals['_VENUEINCIDENT']._serialized_start=848
-  _globals['_VENUEINCIDENT']._serialized_end=1014
-  _globals['_EXECUTIONSERVICE']._serialized_start=1017
-  _globals['_EXECUTIONSERVICE']._serialized_end=1474
+  _globals['_ENDORDERREQUEST']._serialized_start=129
+  _globals['_ENDORDERREQUEST']._serialized_end=180
+  _globals['_GETSESSIONSTATUSREQUEST']._serialized_start=182
+  _globals['_GETSESSIONSTATUSREQUEST']._serialized_end=207
+  _globals['_SESSIONSTATUS']._serialized_start=210
+  _globals['_SESSIONSTATUS']._serialized_end=579
+  _globals['_GETEXCHANGEORDERSTATUSREQUEST']._serialized_start=581
+  _globals['_GETEXCHANGEORDERSTATUSREQUEST']._serialized_end=650
+  _globals['_RECONCILEORDERSREQUEST']._serialized_start=652
+  _globals['_RECONCILEORDERSREQUEST']._serialized_end=676
+  _globals['_RECONCILEORDERSRESPONSE']._serialized_start=678
+  _globals['_RECONCILEORDERSRESPONSE']._serialized_end=755
+  _globals['_LISTVENUEINCIDENTSREQUEST']._serialized_start=757
+  _globals['_LISTVENUEINCIDENTSREQUEST']._serialized_end=799
+  _globals['_LISTVENUEINCIDENTSRESPONSE']._serialized_start=801
+  _globals['_LISTVENUEINCIDENTSRESPONSE']._serialized_end=898
+  _globals['_VENUEINCIDENT']._serialized_start=901
+  _globals['_VENUEINCIDENT']._serialized_end=1067
+  _globals['_EXECUTIONSERVICE']._serialized_start=1070
+  _globals['_EXECUTIONSERVICE']._serialized_end=1613
 # @@protoc_insertion_point(module_scope)

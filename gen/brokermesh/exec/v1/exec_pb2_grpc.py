@@ -57,6 +57,11 @@ class ExecutionServiceStub:
                 request_serializer=brokermesh_dot_exec_dot_v1_dot_exec__pb2.ListVenueIncidentsRequest.SerializeToString,
                 response_deserializer=brokermesh_dot_exec_dot_v1_dot_exec__pb2.ListVenueIncidentsResponse.FromString,
                 _registered_method=True)
+        self.EndOrder = channel.unary_unary(
+                '/brokermesh.exec.v1.ExecutionService/EndOrder',
+                request_serializer=brokermesh_dot_exec_dot_v1_dot_exec__pb2.EndOrderRequest.SerializeToString,
+                response_deserializer=brokermesh_dot_exec_dot_v1_dot_execution__report__pb2.ExecutionReport.FromString,
+                _registered_method=True)
 
 
 class ExecutionServiceServicer:
@@ -95,6 +100,17 @@ class ExecutionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def EndOrder(self, request, context):
+        """An operator ends a working order the venue does not hold (one flagged as needing
+        attention, after checking with the venue). The venue is asked first: if it holds the
+        order, FAILED_PRECONDITION (VENUE_HOLDS_ORDER: cancel it instead). Otherwise the order
+        ends cancelled, as if the venue had said so, its block is released once, and an
+        `operator_ended` incident names the operator and the reason. Returns the ending report.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ExecutionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -117,6 +133,11 @@ def add_ExecutionServiceServicer_to_server(servicer, server):
                     servicer.ListVenueIncidents,
                     request_deserializer=brokermesh_dot_exec_dot_v1_dot_exec__pb2.ListVenueIncidentsRequest.FromString,
                     response_serializer=brokermesh_dot_exec_dot_v1_dot_exec__pb2.ListVenueIncidentsResponse.SerializeToString,
+            ),
+            'EndOrder': grpc.unary_unary_rpc_method_handler(
+                    servicer.EndOrder,
+                    request_deserializer=brokermesh_dot_exec_dot_v1_dot_exec__pb2.EndOrderRequest.FromString,
+                    response_serializer=brokermesh_dot_exec_dot_v1_dot_execution__report__pb2.ExecutionReport.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -229,6 +250,33 @@ class ExecutionService:
             '/brokermesh.exec.v1.ExecutionService/ListVenueIncidents',
             brokermesh_dot_exec_dot_v1_dot_exec__pb2.ListVenueIncidentsRequest.SerializeToString,
             brokermesh_dot_exec_dot_v1_dot_exec__pb2.ListVenueIncidentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EndOrder(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/brokermesh.exec.v1.ExecutionService/EndOrder',
+            brokermesh_dot_exec_dot_v1_dot_exec__pb2.EndOrderRequest.SerializeToString,
+            brokermesh_dot_exec_dot_v1_dot_execution__report__pb2.ExecutionReport.FromString,
             options,
             channel_credentials,
             insecure,

@@ -50,6 +50,13 @@ class ExecutionServiceStub:
     """The latest venue incidents: rejects sent or received, reports svc_exec could not map,
     status requests refused, orders the venue denies knowing.
     """
+    EndOrder: _grpc.UnaryUnaryMultiCallable[_exec_pb2.EndOrderRequest, _execution_report_pb2.ExecutionReport]
+    """An operator ends a working order the venue does not hold (one flagged as needing
+    attention, after checking with the venue). The venue is asked first: if it holds the
+    order, FAILED_PRECONDITION (VENUE_HOLDS_ORDER: cancel it instead). Otherwise the order
+    ends cancelled, as if the venue had said so, its block is released once, and an
+    `operator_ended` incident names the operator and the reason. Returns the ending report.
+    """
 
 @_typing.type_check_only
 class ExecutionServiceAsyncStub(ExecutionServiceStub):
@@ -71,6 +78,13 @@ class ExecutionServiceAsyncStub(ExecutionServiceStub):
     ListVenueIncidents: _aio.UnaryUnaryMultiCallable[_exec_pb2.ListVenueIncidentsRequest, _exec_pb2.ListVenueIncidentsResponse]  # type: ignore[assignment]
     """The latest venue incidents: rejects sent or received, reports svc_exec could not map,
     status requests refused, orders the venue denies knowing.
+    """
+    EndOrder: _aio.UnaryUnaryMultiCallable[_exec_pb2.EndOrderRequest, _execution_report_pb2.ExecutionReport]  # type: ignore[assignment]
+    """An operator ends a working order the venue does not hold (one flagged as needing
+    attention, after checking with the venue). The venue is asked first: if it holds the
+    order, FAILED_PRECONDITION (VENUE_HOLDS_ORDER: cancel it instead). Otherwise the order
+    ends cancelled, as if the venue had said so, its block is released once, and an
+    `operator_ended` incident names the operator and the reason. Returns the ending report.
     """
 
 class ExecutionServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -114,6 +128,19 @@ class ExecutionServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_exec_pb2.ListVenueIncidentsResponse, _abc.Awaitable[_exec_pb2.ListVenueIncidentsResponse]]:
         """The latest venue incidents: rejects sent or received, reports svc_exec could not map,
         status requests refused, orders the venue denies knowing.
+        """
+
+    @_abc_1.abstractmethod
+    def EndOrder(
+        self,
+        request: _exec_pb2.EndOrderRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_execution_report_pb2.ExecutionReport, _abc.Awaitable[_execution_report_pb2.ExecutionReport]]:
+        """An operator ends a working order the venue does not hold (one flagged as needing
+        attention, after checking with the venue). The venue is asked first: if it holds the
+        order, FAILED_PRECONDITION (VENUE_HOLDS_ORDER: cancel it instead). Otherwise the order
+        ends cancelled, as if the venue had said so, its block is released once, and an
+        `operator_ended` incident names the operator and the reason. Returns the ending report.
         """
 
 def add_ExecutionServiceServicer_to_server(servicer: ExecutionServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
