@@ -230,6 +230,12 @@ _ENTRIES = (
         "The exchange refused status requests about the order.",
     ),
     _rpc("ORDER_NOT_RECEIVED", C.NOT_FOUND, "The order never reached the executor; it will not be sent."),
+    _rpc("ORDER_OVER", C.FAILED_PRECONDITION, "The order is already over at the executor: nothing to end."),
+    _rpc(
+        "VENUE_HOLDS_ORDER",
+        C.FAILED_PRECONDITION,
+        "The venue holds the order: cancel it instead of ending it.",
+    ),
     _rpc("UNKNOWN_SESSION", C.NOT_FOUND, "No such FIX session at the simulated exchange."),
     # --- made by the REST edge only ------------------------------------------------------
     _rest("ERROR", 400, "An HTTP-level failure with no more specific reason."),
