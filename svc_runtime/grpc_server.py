@@ -1,4 +1,4 @@
-"""The gRPC server every service runs: authentication and authorization of every call,
+"""The gRPC server every service runs: TLS, authentication and authorization of every call,
 health checks, reflection, request ids, errors with details, metrics, graceful shutdown."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 from prometheus_client import Counter, Histogram
 
-from svc_runtime import auth, context
+from svc_runtime import auth, context, tls
 from svc_runtime.access import ANY_USER, Rule, owns, rule_for
 from svc_runtime.config import GRPC_REUSEPORT, env_bool
 from svc_runtime.errors import (
@@ -375,7 +375,7 @@ class GrpcServer:
     async def start(self) -> int:
         names = [*self.service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
         _enable_reflection([*names, reflection.SERVICE_NAME, REFLECTION_V1], self.server)
-        self.port = self.server.add_insecure_port(self.listen)
+        self.port = tls.add_port(self.server, self.listen)
         if self.port == 0:
             raise RuntimeError(f"cannot listen on {self.listen}")
         await self.server.start()
