@@ -8,7 +8,10 @@ the token; a token naming somebody else's orders gets NOT_FOUND.
     python examples/desktop_client.py --username asha --password asha-demo-pass --buy 1
 
 Endpoints come from the running stack's description (`.brokermesh/stack.json`) unless given.
-Only the generated stubs in gen/ and grpcio are needed.
+Every connection is TLS, trusting the stack's CA (`--ca`, by default BROKERMESH_TLS_CA as
+`source .brokermesh/env` sets it, else the one the description names); `--plaintext` only
+for a stack started with `up --plaintext`. Only the generated stubs in gen/ and grpcio are
+needed.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import ssl
 import sys
 import time
 import urllib.request
@@ -38,14 +43,16 @@ def say(line: str) -> None:
     sys.stdout.flush()
 
 
-def sign_in(gateway_url: str, username: str, password: str) -> dict[str, str]:
+def sign_in(gateway_url: str, username: str, password: str, ca: str) -> dict[str, str]:
     request = urllib.request.Request(
         f"{gateway_url}/v1/sessions",
         data=json.dumps({"username": username, "password": password}).encode(),
         headers={"Content-Type": "application/json"},
         method="POST",
     )
-    with urllib.request.urlopen(request, timeout=10) as response:
+    context = ssl.create_default_context(cafile=ca or None)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    with urllib.request.urlopen(request, timeout=10, context=context) as response:
         return json.load(response)  # type: ignore[no-any-return]
 
 
@@ -93,15 +100,23 @@ async def stream_orders(channel: grpc.aio.Channel, metadata: Metadata, user_id: 
     return updates
 
 
+def open_channel(target: str, args: argparse.Namespace) -> grpc.aio.Channel:
+    """TLS to `target`, trusting `--ca` (grpcio's own roots without one)."""
+    if args.plaintext:
+        return grpc.aio.insecure_channel(target)
+    roots = Path(args.ca).read_bytes() if args.ca else None
+    return grpc.aio.secure_channel(target, grpc.ssl_channel_credentials(root_certificates=roots))
+
+
 async def run(args: argparse.Namespace) -> int:
-    session = await asyncio.to_thread(sign_in, args.gateway, args.username, args.password)
+    session = await asyncio.to_thread(sign_in, args.gateway, args.username, args.password, args.ca)
     user_id = session["userId"]
     metadata = (("authorization", f"Bearer {session['accessToken']}"),)
     say(f"signed in as {user_id}; token valid {session['expiresIn']}s")
     until = time.monotonic() + args.seconds
     async with (
-        grpc.aio.insecure_channel(args.marketdata) as marketdata,
-        grpc.aio.insecure_channel(args.orders) as orders,
+        open_channel(args.marketdata, args) as marketdata,
+        open_channel(args.orders, args) as orders,
     ):
         quotes = asyncio.create_task(stream_quotes(marketdata, metadata, args.symbols, until))
         updates = asyncio.create_task(stream_orders(orders, metadata, user_id, until))
@@ -131,9 +146,20 @@ def main() -> None:
     stack = Path(".brokermesh/stack.json")
     described = json.loads(stack.read_text()) if stack.exists() else {"grpc": {}}
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--gateway", default=described.get("gateway_url", "http://127.0.0.1:8080"))
+    parser.add_argument("--gateway", default=described.get("gateway_url", "https://127.0.0.1:8080"))
     parser.add_argument("--orders", default=described["grpc"].get("svc_orders", "127.0.0.1:50051"))
     parser.add_argument("--marketdata", default=described["grpc"].get("svc_marketdata", "127.0.0.1:50053"))
+    parser.add_argument(
+        "--ca",
+        default=os.environ.get("BROKERMESH_TLS_CA") or described.get("tls_ca") or "",
+        help="the CA certificate to trust (PEM)",
+    )
+    parser.add_argument(
+        "--plaintext",
+        action="store_true",
+        default="tls_ca" in described and described["tls_ca"] is None,
+        help="no TLS: only for a stack started with `up --plaintext`",
+    )
     parser.add_argument("--username", required=True)
     parser.add_argument("--password", required=True)
     parser.add_argument("--symbols", nargs="+", default=["INFY", "TCS"])
