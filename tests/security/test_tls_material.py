@@ -106,3 +106,25 @@ async def test_plain_text_is_served_only_when_asked_for_and_says_so_loudly(
     loud = [r for r in caplog.records if r.levelno == logging.WARNING and "TLS IS OFF" in r.getMessage()]
     assert len(loud) == 2, [r.getMessage() for r in caplog.records]
     assert any("REST + SSE" in r.getMessage() for r in loud)
+
+
+async def test_a_list_of_replicas_is_reached_over_tls_too() -> None:
+    """`ipv4:h1:p1,h2:p2` has no host name of its own for the certificate check; the channel
+    checks the first host's (here the session's certificate, for 127.0.0.1)."""
+    servers, ports = [], []
+    for _ in range(2):
+        server = grpc.aio.server()
+        health_pb2_grpc.add_HealthServicer_to_server(health.aio.HealthServicer(), server)
+        ports.append(tls.add_port(server, "127.0.0.1:0"))
+        await server.start()
+        servers.append(server)
+    try:
+        target = "ipv4:" + ",".join(f"127.0.0.1:{port}" for port in ports)
+        async with raw_channel(target) as channel:
+            reply = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=5
+            )
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        for server in servers:
+            await server.stop(0)
