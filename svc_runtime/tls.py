@@ -40,6 +40,7 @@ PLAINTEXT = "BROKERMESH_INSECURE_PLAINTEXT"
 
 TLS_DIR = "tls"
 # What a shell or a client outside the stack is told to trust (see `client_env`).
+NODE_EXTRA_CA_CERTS = "NODE_EXTRA_CA_CERTS"
 CLIENT_TRUST_VARIABLES = (
     "CURL_CA_BUNDLE",
     "SSL_CERT_FILE",
@@ -73,12 +74,17 @@ class Material:
         return variables
 
     def client_env(self) -> dict[str, str]:
-        """The variables that make curl, Python (ssl, httpx, requests, aiohttp) and grpcio
-        trust the stack: every one names the system's roots plus the stack's CA."""
+        """The variables that make curl, Python (ssl, httpx, requests, aiohttp), grpcio and
+        Node.js trust the stack: each names the system's roots plus the stack's CA (Node adds
+        the CA to its own roots)."""
         if self.ca is None:
             return {}
         trust = str(self.bundle or self.ca)
-        return {CA_FILE: str(self.ca), **dict.fromkeys(CLIENT_TRUST_VARIABLES, trust)}
+        return {
+            CA_FILE: str(self.ca),
+            NODE_EXTRA_CA_CERTS: str(self.ca),
+            **dict.fromkeys(CLIENT_TRUST_VARIABLES, trust),
+        }
 
 
 def plaintext() -> bool:

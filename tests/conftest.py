@@ -5,7 +5,8 @@
 - `make_stack`: starts chosen services as real processes on a fresh database/namespace.
 - `session_tls`: one CA and server certificate for every stack of the session, given to
   them as an operator gives their own (BROKERMESH_TLS_*), and trusted by this process's
-  clients (httpx, urllib, grpcio) as `source .brokermesh/env` makes a shell trust a stack.
+  clients (httpx, urllib, grpcio, Playwright's Node.js driver) as `source .brokermesh/env`
+  makes a shell trust a stack.
 """
 
 from __future__ import annotations
