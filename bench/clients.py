@@ -8,15 +8,19 @@ from dataclasses import dataclass
 
 import aiohttp
 
+from svc_runtime import tls
+
 
 def session(
     base_url: str, *, connections: int, token: str = "", timeout: float = 30.0
 ) -> aiohttp.ClientSession:
-    """A keep-alive session with at most `connections` sockets to `base_url`."""
+    """A keep-alive session with at most `connections` sockets to `base_url` (over TLS
+    trusting the stack's CA, BROKERMESH_TLS_CA, for an https URL)."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
+    ssl = tls.client_context() if base_url.startswith("https:") else False
     return aiohttp.ClientSession(
         base_url,
-        connector=aiohttp.TCPConnector(limit=connections, limit_per_host=connections),
+        connector=aiohttp.TCPConnector(limit=connections, limit_per_host=connections, ssl=ssl),
         headers=headers,
         timeout=aiohttp.ClientTimeout(total=timeout),
     )

@@ -21,7 +21,7 @@ from bench import clients
 from bench.api import BenchContext
 from brokermesh.marketdata.v1 import marketdata_pb2, marketdata_pb2_grpc
 from svc_runtime import admin
-from svc_runtime.grpc_client import signing_interceptors
+from svc_runtime.grpc_client import raw_channel, signing_interceptors
 
 if TYPE_CHECKING:
     from svc_runtime.stack import Stack
@@ -65,7 +65,7 @@ async def full_stack(ctx: BenchContext) -> Stack:
 async def wait_for_prices(stack: Stack, *, timeout: float = 90.0) -> None:
     """Until svc_marketdata quotes every symbol of `SYMBOLS`."""
     deadline = time.monotonic() + timeout
-    async with grpc.aio.insecure_channel(
+    async with raw_channel(
         stack.plan.target("svc_marketdata"),
         interceptors=signing_interceptors(stack.plan.service_signer("gateway")),
     ) as channel:

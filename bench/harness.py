@@ -161,6 +161,7 @@ class Stacks:
         self.infra = infra
         self.running = running
         self.running_dir = running_dir
+        self._trust(running)
         self.started: list[Stack] = []
         self.shared: dict[tuple[object, ...], Stack] = {}
         self.count = 0
@@ -215,8 +216,24 @@ class Stacks:
             self.shared[key] = stack
         return stack
 
+    def _trust(self, running: dict[str, Any] | None) -> None:
+        """This run's TLS: the running stack's CA, or one certificate for every stack the run
+        starts (given to them as an operator's own), trusted by this process's clients."""
+        from svc_runtime import tls
+
+        if running is not None:
+            ca = running.get("tls_ca")
+            if ca is None:
+                os.environ[tls.PLAINTEXT] = "1"
+            elif ca:
+                os.environ[tls.CA_FILE] = str(ca)
+            return
+        if tls.plaintext():
+            return
+        os.environ.update(tls.ensure(self.workdir).env())
+
     def _running_plan(self) -> StackPlan:
-        from svc_runtime import auth
+        from svc_runtime import auth, tls
         from svc_runtime.stack import StackPlan
 
         assert self.running is not None and self.running_dir is not None
@@ -230,6 +247,7 @@ class Stacks:
             jwt_secret=os.environ.get(config.JWT_SECRET)
             or (secret_file.read_text().strip() if secret_file.exists() else ""),
             credentials=auth.load_credentials(self.running_dir),
+            tls_files=None if self.running.get("tls_ca") is None else tls.ensure(self.running_dir),
         )
 
     async def stop_all(self, *, shared: bool = False) -> None:

@@ -11,7 +11,10 @@ minutes: the client trades its refresh token for a new pair a minute before expi
     python examples/desktop_client.py --username asha --password asha-demo-pass --buy 1
 
 Endpoints come from the running stack's description (`.brokermesh/stack.json`) unless given.
-Only the generated stubs in gen/ and grpcio are needed.
+Every connection is TLS, trusting the stack's CA (`--ca`, by default BROKERMESH_TLS_CA as
+`source .brokermesh/env` sets it, else the one the description names); `--plaintext` only
+for a stack started with `up --plaintext`. Only the generated stubs in gen/ and grpcio are
+needed.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import ssl
 import sys
 import time
 import urllib.request
@@ -41,13 +46,21 @@ def say(line: str) -> None:
     sys.stdout.flush()
 
 
-def gateway_call(url: str, method: str, body: Any = None, token: str = "") -> Any:
+def https(ca: str) -> ssl.SSLContext:
+    """TLS 1.2+ trusting `ca` (the system's roots without one)."""
+    context = ssl.create_default_context(cafile=ca or None)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
+def gateway_call(url: str, method: str, body: Any = None, token: str = "", ca: str = "") -> Any:
     headers = {"Content-Type": "application/json"}
     if token:
         headers["Authorization"] = f"Bearer {token}"
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(url, data=data, headers=headers, method=method)
-    with urllib.request.urlopen(request, timeout=10) as response:
+    context = None if url.startswith("http://") else https(ca)
+    with urllib.request.urlopen(request, timeout=10, context=context) as response:
         text = response.read()
     return json.loads(text) if text else None
 
@@ -56,10 +69,11 @@ class Session:
     """The desktop's tokens: the access token for each call, renewed a minute before it
     expires with the refresh token (which works once; each renewal brings the next)."""
 
-    def __init__(self, gateway_url: str, username: str, password: str) -> None:
+    def __init__(self, gateway_url: str, username: str, password: str, ca: str) -> None:
         self.gateway_url = gateway_url
+        self.ca = ca
         self.body = gateway_call(
-            f"{gateway_url}/v1/sessions", "POST", {"username": username, "password": password}
+            f"{gateway_url}/v1/sessions", "POST", {"username": username, "password": password}, ca=ca
         )
         self.renews_at = self._renewal_time()
 
@@ -82,12 +96,15 @@ class Session:
                 f"{self.gateway_url}/v1/sessions:refresh",
                 "POST",
                 {"refreshToken": self.body["refreshToken"]},
+                ca=self.ca,
             )
             self.renews_at = self._renewal_time()
             say(f"tokens renewed; access token valid {self.body['expiresIn']}s")
 
     def log_out(self) -> None:
-        gateway_call(f"{self.gateway_url}/v1/sessions/current", "DELETE", token=self.body["accessToken"])
+        gateway_call(
+            f"{self.gateway_url}/v1/sessions/current", "DELETE", token=self.body["accessToken"], ca=self.ca
+        )
 
 
 async def read_until(call: grpc.aio.UnaryStreamCall, until: float) -> AsyncIterator[Any]:
@@ -134,8 +151,16 @@ async def stream_orders(channel: grpc.aio.Channel, metadata: Metadata, user_id: 
     return updates
 
 
+def open_channel(target: str, args: argparse.Namespace) -> grpc.aio.Channel:
+    """TLS to `target`, trusting `--ca` (grpcio's own roots without one)."""
+    if args.plaintext:
+        return grpc.aio.insecure_channel(target)
+    roots = Path(args.ca).read_bytes() if args.ca else None
+    return grpc.aio.secure_channel(target, grpc.ssl_channel_credentials(root_certificates=roots))
+
+
 async def run(args: argparse.Namespace) -> int:
-    session = await asyncio.to_thread(Session, args.gateway, args.username, args.password)
+    session = await asyncio.to_thread(Session, args.gateway, args.username, args.password, args.ca)
     user_id = session.user_id
     say(f"signed in as {user_id}; access token valid {session.body['expiresIn']}s")
     renewing = asyncio.create_task(session.keep_fresh())
@@ -143,8 +168,8 @@ async def run(args: argparse.Namespace) -> int:
     metadata = session.metadata()
     until = time.monotonic() + args.seconds
     async with (
-        grpc.aio.insecure_channel(args.marketdata) as marketdata,
-        grpc.aio.insecure_channel(args.orders) as orders,
+        open_channel(args.marketdata, args) as marketdata,
+        open_channel(args.orders, args) as orders,
     ):
         quotes = asyncio.create_task(stream_quotes(marketdata, metadata, args.symbols, until))
         updates = asyncio.create_task(stream_orders(orders, metadata, user_id, until))
@@ -177,9 +202,20 @@ def main() -> None:
     stack = Path(".brokermesh/stack.json")
     described = json.loads(stack.read_text()) if stack.exists() else {"grpc": {}}
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--gateway", default=described.get("gateway_url", "http://127.0.0.1:8080"))
+    parser.add_argument("--gateway", default=described.get("gateway_url", "https://127.0.0.1:8080"))
     parser.add_argument("--orders", default=described["grpc"].get("svc_orders", "127.0.0.1:50051"))
     parser.add_argument("--marketdata", default=described["grpc"].get("svc_marketdata", "127.0.0.1:50053"))
+    parser.add_argument(
+        "--ca",
+        default=os.environ.get("BROKERMESH_TLS_CA") or described.get("tls_ca") or "",
+        help="the CA certificate to trust (PEM)",
+    )
+    parser.add_argument(
+        "--plaintext",
+        action="store_true",
+        default="tls_ca" in described and described["tls_ca"] is None,
+        help="no TLS: only for a stack started with `up --plaintext`",
+    )
     parser.add_argument("--username", required=True)
     parser.add_argument("--password", required=True)
     parser.add_argument("--symbols", nargs="+", default=["INFY", "TCS"])

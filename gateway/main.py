@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import ssl
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -28,7 +29,7 @@ from gateway.transport.handlers import Handlers
 from gateway.transport.internal import build_internal_app
 from gateway.transport.streams import StreamRegistry
 from gateway.workers import Workers, leave_interrupts_to_worker_zero, worker_number
-from svc_runtime import service
+from svc_runtime import service, tls
 from svc_runtime.messaging import Topology
 from svc_runtime.revocations import RevocationFeed
 from svc_runtime.tokens import (
@@ -74,19 +75,31 @@ class _Server(uvicorn.Server):
         yield
 
     @classmethod
-    def of(cls, app: Any, host: str, port: int, **tuning: Any) -> _Server:
-        return cls(
-            uvicorn.Config(
-                app,
-                host=host,
-                port=port,
-                lifespan="off",
-                log_config=None,
-                access_log=False,
-                server_header=False,
-                **tuning,
-            )
+    def of(
+        cls, app: Any, host: str, port: int, *, ssl_context: ssl.SSLContext | None = None, **tuning: Any
+    ) -> _Server:
+        config = uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            lifespan="off",
+            log_config=None,
+            access_log=False,
+            server_header=False,
+            **tuning,
         )
+        # uvicorn's own TLS settings cannot set a minimum version; the context made here does.
+        config.load()
+        config.ssl = ssl_context
+        return cls(config)
+
+
+def _public_tls(settings: GatewaySettings) -> ssl.SSLContext | None:
+    """The public listener's TLS (1.2 or later), or None in plain-text mode, said loudly."""
+    if tls.plaintext():
+        tls.warn_plaintext(f"the REST + SSE listener {settings.http_host}:{settings.http_port}")
+        return None
+    return tls.server_context(tls.required())
 
 
 async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
@@ -187,6 +200,7 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
         app,
         settings.http_host,
         settings.http_port,
+        ssl_context=_public_tls(settings),
         proxy_headers=False,
         timeout_keep_alive=30,
         timeout_graceful_shutdown=10,
@@ -247,7 +261,9 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
 def _internal_server(
     settings: GatewaySettings, health: Callable[[], tuple[bool, dict[str, Any]]]
 ) -> _Server | None:
-    """Metrics and detailed health on their own port (none without BROKERMESH_METRICS_PORT)."""
+    """Metrics and detailed health on their own port (none without BROKERMESH_METRICS_PORT).
+    Plain HTTP: it listens on loopback unless an operator opens it, for a scraper on the
+    same host, and carries no credentials."""
     if not settings.metrics_port:
         return None
     return _Server.of(build_internal_app(health), settings.metrics_host, settings.metrics_port)

@@ -32,7 +32,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import IO
 
-from svc_runtime import config, logs
+from svc_runtime import config, logs, tls
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # How long `up` waits, once every service is healthy, for a first order to be possible.
@@ -50,10 +50,26 @@ def data_dir_from(args: argparse.Namespace) -> Path:
 
 
 def stack_description(data_dir: Path) -> dict[str, object]:
+    """The running stack's endpoints; this process's clients then trust its CA (or speak
+    plain text to a stack started in plain-text mode)."""
     path = data_dir / "stack.json"
     if not path.exists():
         sys.exit(f"no running stack described in {path}; start one with `brokermesh up`")
-    return json.loads(path.read_text())
+    description: dict[str, object] = json.loads(path.read_text())
+    ca = description.get("tls_ca")
+    if ca is None:
+        os.environ[tls.PLAINTEXT] = "1"
+    elif ca:
+        os.environ.setdefault(tls.CA_FILE, str(ca))
+    return description
+
+
+def env_file(plan) -> str:  # type: ignore[no-untyped-def]
+    """`<data dir>/env`: what `source` sets for a shell to reach the stack (and trust it)."""
+    variables = {"BROKERMESH_GATEWAY_URL": plan.gateway_url, config.DATA_DIR: str(plan.data_dir)}
+    if plan.tls_files is not None:
+        variables.update(plan.tls_files.client_env())
+    return "".join(f"export {name}={value}\n" for name, value in variables.items())
 
 
 def jwt_secret(data_dir: Path) -> str:
@@ -90,6 +106,15 @@ async def _up(args: argparse.Namespace) -> int:
     if owner is None:
         sys.exit(f"brokermesh: another `brokermesh up` is running on {data_dir}")
     started = time.monotonic()
+    if args.plaintext:
+        os.environ[tls.PLAINTEXT] = "1"
+    if tls.plaintext():
+        print(
+            "brokermesh: WARNING: TLS is OFF (--plaintext / BROKERMESH_INSECURE_PLAINTEXT=1): every "
+            "listener accepts plain text; tokens and passwords cross the network readable. "
+            "For local debugging only.",
+            flush=True,
+        )
     infra = Infrastructure(data_dir)
     print(f"brokermesh: data directory {data_dir}")
     infra.start(nats_sync_always=not args.fast_nats)
@@ -107,6 +132,9 @@ async def _up(args: argparse.Namespace) -> int:
         previous=previous,
         jwt_secret=jwt_secret(data_dir),
     )
+    if plan.tls_files is not None and plan.tls_files.ca is not None:
+        # This process's own clients (readiness checks, the demo users) trust the stack too.
+        os.environ[tls.CA_FILE] = str(plan.tls_files.ca)
     venue, profile, instruments = _venue(args)
     if venue:
         plan.use_venue(venue, profile)
@@ -148,9 +176,7 @@ async def _up(args: argparse.Namespace) -> int:
             await _until_ready(plan, stop)
         if not stop.is_set():
             stack.write_description(data_dir / "stack.json")
-            (data_dir / "env").write_text(
-                f"export BROKERMESH_GATEWAY_URL={plan.gateway_url}\nexport BROKERMESH_DATA_DIR={data_dir}\n"
-            )
+            (data_dir / "env").write_text(env_file(plan))
             if not args.no_demo:
                 await admin.seed_demo(plan, DEMO_USERS)
             _print_banner(plan, data_dir, time.monotonic() - started, demo=not args.no_demo)
@@ -257,6 +283,13 @@ def _print_banner(plan, data_dir: Path, seconds: float, *, demo: bool) -> None: 
         "  CORS origins   "
         + (os.environ.get("BROKERMESH_CORS_ORIGINS") or "none (set BROKERMESH_CORS_ORIGINS)"),
         f"  endpoints      source {data_dir / 'env'}",
+        "  TLS            "
+        + (
+            "OFF: plain text (--plaintext)"
+            if plan.tls_files is None
+            else f"1.2+, certificate {plan.tls_files.cert}"
+            + (f", CA {plan.tls_files.ca}" if plan.tls_files.ca else "")
+        ),
         f"  credentials    {data_dir / 'credentials'} (operators: brokermesh admin --operator …)",
     ]
     if demo:
@@ -505,6 +538,11 @@ def main(argv: list[str] | None = None) -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="start the whole stack; Ctrl-C stops it")
     up.add_argument("--no-demo", action="store_true", help="do not create the demo users")
+    up.add_argument(
+        "--plaintext",
+        action="store_true",
+        help="no TLS on any listener, for local debugging only (as BROKERMESH_INSECURE_PLAINTEXT=1)",
+    )
     up.add_argument(
         "--fast-nats",
         action="store_true",

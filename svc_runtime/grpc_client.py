@@ -1,4 +1,4 @@
-"""gRPC channels between services: the caller's identity and request id on every call,
+"""gRPC channels between services: TLS, the caller's identity and request id on every call,
 round-robin over replicas, transparent retry of calls that never reached a server."""
 
 from __future__ import annotations
@@ -6,13 +6,13 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from svc_runtime import auth, context
+from svc_runtime import auth, context, tls
 
 # Retry only UNAVAILABLE: the call did not reach a server, or the server is going away.
 # Every mutating RPC carries an idempotency key, so even a retried call that did arrive
@@ -74,12 +74,46 @@ def signing_interceptors(signer: auth.Signer | None) -> list[Any]:
     return [_UnaryUnary(signer), _UnaryStream(signer)]
 
 
+def _server_name(target: str) -> str:
+    """The name to check the server's certificate against for a list of replicas
+    (`ipv4:h1:p1,h2:p2`: the first host), or "" where gRPC takes it from the target."""
+    scheme, _, addresses = target.partition(":")
+    if scheme not in ("ipv4", "ipv6") or not addresses:
+        return ""
+    first = addresses.split(",", 1)[0]
+    return first.rsplit(":", 1)[0].strip("[]") if first.count(":") == 1 or first.startswith("[") else first
+
+
+def raw_channel(
+    target: str, *, options: Sequence[tuple[str, Any]] = (), interceptors: Sequence[Any] = ()
+) -> grpc.aio.Channel:
+    """A channel to `target` over TLS trusting the stack's CA (plain text only in plain-text
+    mode), with nothing else added: no credential, no retry policy."""
+    credentials = tls.channel_credentials()
+    options = list(options)
+    if credentials is None:
+        return grpc.aio.insecure_channel(target, options=options, interceptors=list(interceptors) or None)
+    if name := _server_name(target):
+        options.append(("grpc.ssl_target_name_override", name))
+    return grpc.aio.secure_channel(
+        target, credentials, options=options, interceptors=list(interceptors) or None
+    )
+
+
+def sync_channel(target: str) -> grpc.Channel:
+    """`raw_channel` for blocking code."""
+    credentials = tls.channel_credentials()
+    if credentials is None:
+        return grpc.insecure_channel(target)
+    return grpc.secure_channel(target, credentials)
+
+
 def channel(target: str, *, signer: auth.Signer | None = None) -> grpc.aio.Channel:
     """A channel to `target`: `host:port`, or `ipv4:h1:p1,h2:p2` for several replicas. Calls
     carry `signer`'s credential; by default this process's service identity (see
     `svc_runtime.auth.configure_process`)."""
     signer = signer or auth.process_signer()
-    return grpc.aio.insecure_channel(
+    return raw_channel(
         target,
         options=[
             ("grpc.service_config", _SERVICE_CONFIG),
@@ -94,7 +128,7 @@ def channel(target: str, *, signer: auth.Signer | None = None) -> grpc.aio.Chann
 async def wait_healthy(target: str, *, service: str = "", timeout: float = 30.0) -> None:
     """Wait until `target` reports SERVING on the standard health service."""
     deadline = time.monotonic() + timeout
-    async with grpc.aio.insecure_channel(target) as ch:
+    async with raw_channel(target) as ch:
         stub = health_pb2_grpc.HealthStub(ch)
         while True:
             try:

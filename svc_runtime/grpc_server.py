@@ -1,4 +1,4 @@
-"""The gRPC server every service runs: authentication and authorization of every call,
+"""The gRPC server every service runs: TLS, authentication and authorization of every call,
 health checks, reflection, request ids, errors with details, metrics, graceful shutdown."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 from prometheus_client import Counter, Histogram
 
-from svc_runtime import auth, config, context, messaging, tracing
+from svc_runtime import auth, config, context, messaging, tls, tracing
 from svc_runtime.access import ANY_USER, Rule, owns, rule_for
 from svc_runtime.config import GRPC_REUSEPORT, env_bool
 from svc_runtime.errors import (
@@ -441,7 +441,7 @@ class GrpcServer:
         # Bound now, before the service starts its background work: a taken port fails the
         # process before anything else has started (see svc_runtime.service, EXIT_ADDRESS_IN_USE).
         try:
-            self.port = self.server.add_insecure_port(self.listen)
+            self.port = tls.add_port(self.server, self.listen)
         except RuntimeError:  # grpc says only "failed to bind"; a fixed port taken is the cause
             self.port = 0
         if self.port == 0:

@@ -16,6 +16,7 @@ import logging
 import os
 import shutil
 import signal
+import ssl
 import sys
 import time
 import urllib.request
@@ -25,7 +26,7 @@ from pathlib import Path
 
 import psutil
 
-from svc_runtime import auth, config, tokens
+from svc_runtime import auth, config, tls, tokens
 from svc_runtime.grpc_client import wait_healthy
 from svc_runtime.infra.nats_server import EmbeddedNats, NatsHandle
 from svc_runtime.infra.postgres import EmbeddedPostgres, PostgresHandle
@@ -128,6 +129,8 @@ class StackPlan:
 
     # The service key and operator credentials, kept in the data directory (mode 0600).
     credentials: auth.Credentials | None = None
+    # The certificate every public listener serves; None only in plain-text mode.
+    tls_files: tls.Material | None = None
 
     @classmethod
     def allocate(
@@ -140,7 +143,15 @@ class StackPlan:
         preferred: bool = False,
         previous: dict[str, dict[str, int]] | None = None,
         jwt_secret: str = "",
+        plaintext: bool | None = None,
+        hostnames: tuple[str, ...] = (),
     ) -> StackPlan:
+        """Ports for every service, and the stack's credentials and TLS material (made in
+        `data_dir` on first use). `plaintext` (default: BROKERMESH_INSECURE_PLAINTEXT) turns
+        TLS off; `hostnames` (default: BROKERMESH_TLS_HOSTNAMES) are names the made server
+        certificate is valid for besides localhost and the loopback addresses."""
+        if plaintext is None:
+            plaintext = tls.plaintext()
         ports: dict[str, dict[str, int]] = {}
         taken: set[int] = set()
         for spec in SERVICES:
@@ -164,6 +175,7 @@ class StackPlan:
             ports,
             jwt_secret,
             credentials=auth.ensure_credentials(data_dir),
+            tls_files=None if plaintext else tls.ensure(data_dir, hostnames or tls.hostnames_from_env()),
         )
 
     def move(self, service: str) -> None:
@@ -182,7 +194,14 @@ class StackPlan:
 
     @property
     def gateway_url(self) -> str:
-        return f"http://127.0.0.1:{self.ports['gateway']['http']}"
+        scheme = "http" if self.tls_files is None else "https"
+        return f"{scheme}://127.0.0.1:{self.ports['gateway']['http']}"
+
+    def client_ssl(self) -> ssl.SSLContext | None:
+        """What a client of this stack verifies its certificate with (None in plain text)."""
+        if self.tls_files is None:
+            return None
+        return tls.client_context(self.tls_files.ca)
 
     def env_for(self, service: str) -> dict[str, str]:
         ports = self.ports[service]
@@ -208,6 +227,11 @@ class StackPlan:
                 env[config.VENUE_PROFILE] = self.venue_profile
         if self.credentials is not None:
             env.update(self.credentials.env())
+        if self.tls_files is None:
+            env[tls.PLAINTEXT] = "1"
+        else:
+            env.update(self.tls_files.env())
+            env[tls.PLAINTEXT] = "0"
         if "grpc" in ports:
             env[config.GRPC_LISTEN] = f"127.0.0.1:{ports['grpc']}"
         if "http" in ports:
@@ -258,6 +282,8 @@ class StackPlan:
             "nats_url": self.nats_url,
             "namespace": self.namespace,
             "ports": self.ports,
+            # What clients trust: the stack's CA ("" for system roots); null in plain text.
+            "tls_ca": None if self.tls_files is None else str(self.tls_files.ca or ""),
         }
 
 
@@ -404,7 +430,7 @@ class Stack:
             healthy = wait_healthy(self.plan.target(name), timeout=timeout)
             port = self.plan.ports[name]["grpc"]
         else:
-            healthy = self._wait_http(f"{self.plan.gateway_url}/healthz", timeout)
+            healthy = self._wait_http(f"{self.plan.gateway_url}/healthz", timeout, self.plan.client_ssl())
             port = self.plan.ports[name]["http"]
         waiter = asyncio.create_task(self._answered_by(process, port, healthy))
         exited = asyncio.create_task(process.wait())
@@ -433,11 +459,13 @@ class Stack:
             await asyncio.sleep(0.1)
 
     @staticmethod
-    async def _wait_http(url: str, timeout: float) -> None:
+    async def _wait_http(url: str, timeout: float, context: ssl.SSLContext | None) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
-                status = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=1).status)
+                status = await asyncio.to_thread(
+                    lambda: urllib.request.urlopen(url, timeout=1, context=context).status
+                )
                 if status == 200:
                     return
             except OSError:

@@ -3,21 +3,42 @@
 - `infra`: real PostgreSQL + NATS for the session.
 - `database_url`, `namespace`: a fresh database and NATS namespace for one test.
 - `make_stack`: starts chosen services as real processes on a fresh database/namespace.
+- `session_tls`: one CA and server certificate for every stack of the session, given to
+  them as an operator gives their own (BROKERMESH_TLS_*), and trusted by this process's
+  clients (httpx, urllib, grpcio, Playwright's Node.js driver) as `source .brokermesh/env`
+  makes a shell trust a stack.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import secrets
+import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from svc_runtime import tls
 from svc_runtime.stack import SERVICE_NAMES, Stack, StackPlan
-from tests.support.infra import SharedInfra, fresh_database, start_test_infra, unique_name
+from tests.support.infra import SharedInfra, fresh_database, scratch_dir, start_test_infra, unique_name
 
 StackFactory = Callable[..., Awaitable[Stack]]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_tls() -> Iterator[tls.Material]:
+    directory = scratch_dir("brokermesh-test-tls-")
+    saved = dict(os.environ)
+    for name in (tls.CERT_FILE, tls.KEY_FILE, tls.CA_FILE, tls.PLAINTEXT):
+        os.environ.pop(name, None)
+    material = tls.ensure(directory)
+    os.environ.update({**material.env(), **material.client_env()})
+    yield material
+    os.environ.clear()
+    os.environ.update(saved)
+    shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -49,7 +49,7 @@ from bench.api import (
 from bench.fullstack import SYMBOLS, BenchUser
 from brokermesh.orders.v1 import orders_pb2, orders_pb2_grpc
 from brokermesh.type.v1 import trading_pb2
-from svc_runtime.grpc_client import signing_interceptors
+from svc_runtime.grpc_client import raw_channel, signing_interceptors
 
 if TYPE_CHECKING:
     from svc_runtime.stack import Stack
@@ -384,7 +384,7 @@ async def grpc_orders(ctx: BenchContext) -> list[Figure]:
     ctx.progress(f"creating {plan.users} users")
     users = await fullstack.create_users(stack, plan.users)
     watch = OrderWatch()
-    async with grpc.aio.insecure_channel(
+    async with raw_channel(
         stack.plan.target("svc_orders"),
         interceptors=signing_interceptors(stack.plan.service_signer("gateway")),
     ) as channel:

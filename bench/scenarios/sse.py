@@ -42,8 +42,8 @@ from bench.api import BASELINE_NATS_SUBSCRIBE, BenchContext, Figure, Scenario
 from brokermesh.exchange.v1 import exchange_admin_pb2, exchange_admin_pb2_grpc
 from brokermesh.marketdata.v1 import marketdata_pb2, marketdata_pb2_grpc, tick_pb2
 from brokermesh.type.v1 import decimal_pb2
-from svc_runtime import messaging
-from svc_runtime.grpc_client import signing_interceptors
+from svc_runtime import messaging, tls
+from svc_runtime.grpc_client import raw_channel, signing_interceptors
 
 if TYPE_CHECKING:
     from svc_runtime.stack import Stack
@@ -212,7 +212,8 @@ async def _client(
     url: str, token: str, symbols: list[str], seen: Clients, gate: asyncio.Semaphore, *, sampled: bool
 ) -> None:
     parsed = urlsplit(url)
-    host, port = parsed.hostname or "127.0.0.1", parsed.port or 80
+    secure = parsed.scheme == "https"
+    host, port = parsed.hostname or "127.0.0.1", parsed.port or (443 if secure else 80)
     request = (
         f"GET /v1/marketdata/stream?symbols={','.join(symbols)} HTTP/1.1\r\nHost: {host}:{port}\r\n"
         f"Authorization: Bearer {token}\r\nAccept: text/event-stream\r\n\r\n"
@@ -222,7 +223,10 @@ async def _client(
         began = time.perf_counter()
         try:
             transport, protocol = await loop.create_connection(
-                lambda: LeanSseClient(request, seen, sampled=sampled, began=began), host, port
+                lambda: LeanSseClient(request, seen, sampled=sampled, began=began),
+                host,
+                port,
+                ssl=tls.client_context() if secure else None,
             )
         except OSError as error:
             seen.errors[f"open failed: {load.error_kind(error)}"] += 1
@@ -238,7 +242,7 @@ async def _client(
 async def _symbols(stack: Stack, count: int) -> list[str]:
     """`count` instrument symbols from the price tracker's instrument master."""
     found: list[str] = [s for s in fullstack.SYMBOLS]
-    async with grpc.aio.insecure_channel(
+    async with raw_channel(
         stack.plan.target("svc_marketdata"),
         interceptors=signing_interceptors(stack.plan.service_signer("gateway")),
     ) as channel:
@@ -313,7 +317,7 @@ async def _market_makers(stack: Stack, *, paused: bool) -> None:
     """Pause the exchange's market makers so injected ticks are the only ones (best effort:
     if the simulator refuses, organic ticks are mixed in and still carry exchange times)."""
     with contextlib.suppress(grpc.aio.AioRpcError):
-        async with grpc.aio.insecure_channel(
+        async with raw_channel(
             stack.plan.target("exchange_sim"),
             interceptors=signing_interceptors(stack.plan.service_signer("gateway")),
         ) as channel:

@@ -26,6 +26,7 @@ from svc_runtime import admin
 from svc_runtime.cli import BROWSER_ENV, find_chromium
 from svc_runtime.stack import Stack
 from tests.conftest import new_stack
+from tests.support.browser import trust_args
 from tests.support.infra import SharedInfra, unique_name
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -82,7 +83,10 @@ async def web(infra: SharedInfra, tmp_path_factory: pytest.TempPathFactory) -> A
         )
         try:
             async with async_api.async_playwright() as playwright:
-                browser = await playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
+                assert stack.plan.tls_files is not None
+                browser = await playwright.chromium.launch(
+                    executable_path=CHROMIUM, headless=True, args=trust_args(stack.plan.tls_files.cert)
+                )
                 try:
                     yield Web(stack, allowed, forbidden, browser)
                 finally:

@@ -10,6 +10,8 @@ import json
 import os
 import shutil
 import signal
+import ssl
+import stat
 import subprocess
 import sys
 import tempfile
@@ -22,7 +24,7 @@ import httpx
 import psutil
 import pytest
 
-from svc_runtime import config
+from svc_runtime import config, tls
 from svc_runtime.infra.postgres import EmbeddedPostgres
 from tests.support.infra import scratch_dir
 
@@ -33,10 +35,20 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _env() -> dict[str, str]:
-    # `up` must start its own servers here, whatever the test session was given.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BROKERMESH_")}
+    # `up` must start its own servers and make its own certificates here, whatever the test
+    # session was given, as in a fresh shell.
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("BROKERMESH_") and k not in tls.CLIENT_TRUST_VARIABLES
+    }
     env["PYTHONUNBUFFERED"] = "1"
     return env
+
+
+def _https(data_dir: Path) -> ssl.SSLContext:
+    """A client that trusts what `up` made: the CA in the data directory, and nothing else."""
+    return tls.client_context(data_dir / "tls" / "ca.pem")
 
 
 def _start(data_dir: Path) -> subprocess.Popen[str]:
@@ -133,14 +145,19 @@ def _brokermesh(data_dir: Path, *args: str, timeout: float = 60) -> subprocess.C
     )
 
 
-def _total_cash(gateway: str, token: str) -> Decimal:
-    response = httpx.get(f"{gateway}/v1/funds", headers={"Authorization": f"Bearer {token}"}, timeout=30)
+def _total_cash(gateway: str, token: str, verify: ssl.SSLContext) -> Decimal:
+    response = httpx.get(
+        f"{gateway}/v1/funds", headers={"Authorization": f"Bearer {token}"}, timeout=30, verify=verify
+    )
     return json.loads(response.text, parse_float=Decimal)["total"]
 
 
-def _login(gateway: str, username: str, password: str) -> str:
+def _login(gateway: str, username: str, password: str, verify: ssl.SSLContext) -> str:
     response = httpx.post(
-        f"{gateway}/v1/sessions", json={"username": username, "password": password}, timeout=30
+        f"{gateway}/v1/sessions",
+        json={"username": username, "password": password},
+        timeout=30,
+        verify=verify,
     )
     assert response.status_code == 200, response.text
     return response.json()["accessToken"]
@@ -161,17 +178,19 @@ def _up_stop_restart(data_dir: Path) -> None:
         banner = _wait_until_up(process)
         description = json.loads((data_dir / "stack.json").read_text())
         gateway = description["gateway_url"]
-        assert gateway in banner
+        assert gateway.startswith("https://") and gateway in banner
+        _assert_made_tls(data_dir)
+        verify = _https(data_dir)
         for target in description["grpc"].values():
             assert target in banner
         # The web trader is served at the gateway's root, and the banner says where.
         assert f"web trader     {gateway}/" in banner
-        page = httpx.get(f"{gateway}/", timeout=30)
+        page = httpx.get(f"{gateway}/", timeout=30, verify=verify)
         assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
         assert "script-src 'self'" in page.headers["content-security-policy"]
         # A demo user can log in and see the opening deposit.
-        token = _login(gateway, "asha", "asha-demo-pass")
-        assert _total_cash(gateway, token) == Decimal("1000000.00")
+        token = _login(gateway, "asha", "asha-demo-pass", verify)
+        assert _total_cash(gateway, token, verify) == Decimal("1000000.00")
         # An operator adds a user with the admin command.
         created = _brokermesh(
             data_dir,
@@ -187,6 +206,7 @@ def _up_stop_restart(data_dir: Path) -> None:
     finally:
         if process.poll() is None:
             _ctrl_c(process)
+    first_ca = (data_dir / "tls" / "ca.pem").read_bytes()
     assert _processes_of(data_dir) == []
     # An orderly stop: services first, then the servers they use; nothing logs an error.
     assert _error_lines(data_dir / "logs") == []
@@ -197,14 +217,42 @@ def _up_stop_restart(data_dir: Path) -> None:
     try:
         _wait_until_up(process)
         gateway = json.loads((data_dir / "stack.json").read_text())["gateway_url"]
-        token = _login(gateway, "meera", "meera-password-1")
-        assert _total_cash(gateway, token) == Decimal("5000.00")
-        token = _login(gateway, "asha", "asha-demo-pass")
-        assert _total_cash(gateway, token) == Decimal("1000000.00")
+        # The same CA: a client that trusted the stack before still does.
+        assert (data_dir / "tls" / "ca.pem").read_bytes() == first_ca
+        token = _login(gateway, "meera", "meera-password-1", verify)
+        assert _total_cash(gateway, token, verify) == Decimal("5000.00")
+        token = _login(gateway, "asha", "asha-demo-pass", verify)
+        assert _total_cash(gateway, token, verify) == Decimal("1000000.00")
     finally:
         if process.poll() is None:
             _ctrl_c(process)
     assert _processes_of(data_dir) == []
+
+
+def _assert_made_tls(data_dir: Path) -> None:
+    """`up` made a CA and a server certificate, keys for the owner only, and the env file
+    makes a shell's curl and Python trust them."""
+    directory = data_dir / "tls"
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+    for key in ("ca.key", "server.key"):
+        assert stat.S_IMODE((directory / key).stat().st_mode) == 0o600, key
+    exported = (data_dir / "env").read_text()
+    for variable in (*tls.CLIENT_TRUST_VARIABLES, tls.CA_FILE):
+        assert f"export {variable}=" in exported, variable
+    # What the README has a shell do: source the file, then call the gateway.
+    script = 'source "$1" && python3 -c "import os, urllib.request; '
+    script += "print(urllib.request.urlopen(os.environ['BROKERMESH_GATEWAY_URL'] + '/healthz').status)\""
+    if shutil.which("curl"):
+        script += ' && curl -sf -o /dev/null -w "%{http_code}\n" "$BROKERMESH_GATEWAY_URL/healthz"'
+    done = subprocess.run(
+        ["bash", "-c", script, "-", str(data_dir / "env")],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0 and set(done.stdout.split()) == {"200"}, done.stdout + done.stderr
 
 
 def _checkout_copy(target: Path) -> None:
@@ -242,20 +290,24 @@ def test_the_readme_commands_work_from_a_private_checkout() -> None:
     try:
         _wait_until_up(process, timeout=600)
         gateway = json.loads((data_dir / "stack.json").read_text())["gateway_url"]
-        token = _login(gateway, "asha", "asha-demo-pass")
+        verify = _https(data_dir)
+        token = _login(gateway, "asha", "asha-demo-pass", verify)
         headers = {"Authorization": f"Bearer {token}"}
         placed = httpx.post(
             f"{gateway}/v1/orders",
             headers={**headers, "Idempotency-Key": "private-checkout-walkthrough"},
             json={"symbol": "INFY", "side": "BUY", "type": "MARKET", "quantity": 10},
             timeout=30,
+            verify=verify,
         )
         assert placed.status_code == 201, placed.text
         order_id = placed.json()["orderId"]
         deadline = time.monotonic() + 60
         order: dict[str, object] = {}
         while time.monotonic() < deadline:
-            order = httpx.get(f"{gateway}/v1/orders/{order_id}", headers=headers, timeout=30).json()
+            order = httpx.get(
+                f"{gateway}/v1/orders/{order_id}", headers=headers, timeout=30, verify=verify
+            ).json()
             if order["status"] == "FILLED":
                 break
             time.sleep(0.2)
@@ -329,7 +381,8 @@ def test_up_restarts_the_servers_it_started_and_orders_fill_again() -> None:
             if not line:
                 time.sleep(0.1)
         assert "nats is back" in "".join(output) and "postgres is back" in "".join(output), "".join(output)
-        token = _login_eventually(gateway, "asha", "asha-demo-pass")
+        verify = _https(data_dir)
+        token = _login_eventually(gateway, "asha", "asha-demo-pass", verify)
         headers = {"Authorization": f"Bearer {token}"}
         order_id = ""
         while time.monotonic() < deadline and not order_id:
@@ -338,6 +391,7 @@ def test_up_restarts_the_servers_it_started_and_orders_fill_again() -> None:
                 headers={**headers, "Idempotency-Key": "after-server-restarts"},
                 json={"symbol": "INFY", "side": "BUY", "type": "MARKET", "quantity": 1},
                 timeout=30,
+                verify=verify,
             )
             if placed.status_code in (200, 201):
                 order_id = placed.json()["orderId"]
@@ -347,9 +401,9 @@ def test_up_restarts_the_servers_it_started_and_orders_fill_again() -> None:
         assert order_id, "no order accepted after the restarts"
         status = ""
         while time.monotonic() < deadline and status != "FILLED":
-            status = httpx.get(f"{gateway}/v1/orders/{order_id}", headers=headers, timeout=30).json()[
-                "status"
-            ]
+            status = httpx.get(
+                f"{gateway}/v1/orders/{order_id}", headers=headers, timeout=30, verify=verify
+            ).json()["status"]
             time.sleep(0.2)
         assert status == "FILLED"
     finally:
@@ -361,11 +415,16 @@ def test_up_restarts_the_servers_it_started_and_orders_fill_again() -> None:
     assert _processes_of(data_dir) == []
 
 
-def _login_eventually(gateway: str, username: str, password: str, timeout: float = 60) -> str:
+def _login_eventually(
+    gateway: str, username: str, password: str, verify: ssl.SSLContext, timeout: float = 60
+) -> str:
     deadline = time.monotonic() + timeout
     while True:
         response = httpx.post(
-            f"{gateway}/v1/sessions", json={"username": username, "password": password}, timeout=30
+            f"{gateway}/v1/sessions",
+            json={"username": username, "password": password},
+            timeout=30,
+            verify=verify,
         )
         if response.status_code == 200 or time.monotonic() > deadline:
             assert response.status_code == 200, response.text
@@ -396,12 +455,17 @@ class RestingLoad:
         while time.monotonic() < deadline:
             try:
                 if not self._token:
-                    self._token = _login(self.gateway(), "asha", "asha-demo-pass")
+                    self._token = _login(self.gateway(), "asha", "asha-demo-pass", _https(self.data_dir))
                 headers = {"Authorization": f"Bearer {self._token}"}
                 if key:
                     headers["Idempotency-Key"] = key
                 response = httpx.request(
-                    method, f"{self.gateway()}{path}", headers=headers, timeout=15, **kwargs
+                    method,
+                    f"{self.gateway()}{path}",
+                    headers=headers,
+                    timeout=15,
+                    verify=_https(self.data_dir),
+                    **kwargs,
                 )
             except (httpx.TransportError, AssertionError, OSError, ValueError):
                 # Down, refusing logins, or its description being rewritten: try again.

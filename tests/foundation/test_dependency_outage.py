@@ -20,7 +20,7 @@ from brokermesh.marketdata.v1 import marketdata_pb2_grpc
 from svc_runtime.auth import Verifier, ensure_credentials, service_signer
 from svc_runtime.db import asyncpg_dsn
 from svc_runtime.errors import details_of
-from svc_runtime.grpc_client import signing_interceptors
+from svc_runtime.grpc_client import raw_channel, signing_interceptors
 from svc_runtime.grpc_server import GrpcServer, Guard, dependency_outage
 from svc_runtime.infra.processes import free_port
 
@@ -91,9 +91,7 @@ async def stub(database_url: str, tmp_path: Path) -> AsyncIterator[marketdata_pb
     )
     port = await server.start()
     signer = service_signer("gateway", credentials.service_key)
-    async with grpc.aio.insecure_channel(
-        f"127.0.0.1:{port}", interceptors=signing_interceptors(signer)
-    ) as channel:
+    async with raw_channel(f"127.0.0.1:{port}", interceptors=signing_interceptors(signer)) as channel:
         yield marketdata_pb2_grpc.MarketDataServiceStub(channel)
     await server.stop(0)
 

@@ -17,7 +17,7 @@ from brokermesh.marketdata.v1 import marketdata_pb2_grpc
 from svc_runtime import context
 from svc_runtime.auth import Verifier, ensure_credentials, service_signer
 from svc_runtime.errors import NotFound, details_of
-from svc_runtime.grpc_client import signing_interceptors
+from svc_runtime.grpc_client import raw_channel, signing_interceptors
 from svc_runtime.grpc_server import GrpcServer, Guard
 
 
@@ -47,9 +47,7 @@ async def channel(tmp_path: Path) -> AsyncIterator[grpc.aio.Channel]:
     )
     port = await server.start()
     signer = service_signer("gateway", credentials.service_key)
-    async with grpc.aio.insecure_channel(
-        f"127.0.0.1:{port}", interceptors=signing_interceptors(signer)
-    ) as opened:
+    async with raw_channel(f"127.0.0.1:{port}", interceptors=signing_interceptors(signer)) as opened:
         yield opened
     await server.stop(0)
 

@@ -15,6 +15,7 @@ from brokermesh.marketdata.v1 import marketdata_pb2, marketdata_pb2_grpc
 from brokermesh.type.v1 import trading_pb2
 from svc_funds.adapters.exec_reports import DURABLE
 from svc_funds.domain.model import trading_day
+from svc_runtime import tls
 from tests.funds.conftest import StartFunds
 from tests.funds.support import FundsClient, Reports, dec, report
 from tests.support.polling import eventually
@@ -213,7 +214,7 @@ class FakeMarketData(marketdata_pb2_grpc.MarketDataServiceServicer):
 async def marketdata() -> AsyncIterator[str]:
     server = grpc.aio.server()
     marketdata_pb2_grpc.add_MarketDataServiceServicer_to_server(FakeMarketData(), server)
-    port = server.add_insecure_port("127.0.0.1:0")
+    port = tls.add_port(server, "127.0.0.1:0")
     await server.start()
     yield f"127.0.0.1:{port}"
     await server.stop(0)

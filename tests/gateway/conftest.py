@@ -48,6 +48,7 @@ from gateway.settings import OrderLimits, StreamSettings
 from gateway.transport.app import build_app
 from gateway.transport.handlers import Handlers
 from gateway.transport.streams import StreamRegistry
+from svc_runtime import tls
 from svc_runtime.messaging import Topology
 from svc_runtime.reasons import CATALOGUE
 from svc_runtime.stack import Stack, StackPlan
@@ -210,7 +211,7 @@ async def start_edge(
     tracker = PriceTracker()
     server = grpc.aio.server()
     marketdata_pb2_grpc.add_MarketDataServiceServicer_to_server(tracker, server)
-    port = server.add_insecure_port("127.0.0.1:0")
+    port = tls.add_port(server, "127.0.0.1:0")
     await server.start()
     env = {**EDGE_LIMITS, "BROKERMESH_MARKETDATA_TARGET": f"127.0.0.1:{port}", **env_overrides}
     stack = await new_stack(infra, work_dir, ["gateway"], env)

@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from brokermesh.marketdata.v1.marketdata_pb2 import FeedStatus
+from svc_runtime import tls
 from tests.gateway.conftest import SYMBOLS, Edge, Event, events, make_quote, next_event, start_edge
 from tests.support.infra import SharedInfra
 from tests.support.polling import eventually
@@ -159,10 +160,13 @@ async def test_concurrent_streams_per_user_are_capped(edge: Edge) -> None:
 
 def _open_unread_stream(edge: Edge, token: str, symbols: list[str]) -> socket.socket:
     """A client that asks for a stream and then never reads: a tiny receive window."""
-    host, port = edge.url.removeprefix("http://").split(":")
+    scheme, _, address = edge.url.partition("://")
+    host, port = address.split(":")
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.connect((host, int(port)))
+    if scheme == "https":
+        sock = tls.client_context().wrap_socket(sock, server_hostname=host)
     request = (
         f"GET {STREAM}?symbols={','.join(symbols)} HTTP/1.1\r\nHost: {host}\r\n"
         f"Authorization: Bearer {token}\r\nAccept: text/event-stream\r\n\r\n"

@@ -21,7 +21,7 @@ from brokermesh.orders.v1 import orders_pb2, orders_pb2_grpc
 from brokermesh.type.v1 import decimal_pb2, trading_pb2
 from svc_runtime import admin, audit, db
 from svc_runtime.errors import details_of
-from svc_runtime.grpc_client import signing_interceptors
+from svc_runtime.grpc_client import raw_channel, signing_interceptors
 from svc_runtime.stack import Stack
 from tests.conftest import new_stack
 from tests.support.grpc import plain_channel
@@ -265,7 +265,7 @@ async def test_stop_and_stop_limit_orders_show_their_trigger(
         )
         for key, order in kinds.items()
     ]
-    async with grpc.aio.insecure_channel(
+    async with raw_channel(
         stack.plan.target("exchange_sim"),
         interceptors=signing_interceptors(stack.plan.service_signer("gateway")),
     ) as channel:

@@ -20,13 +20,11 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-import grpc
-
 from brokermesh.marketdata.v1 import marketdata_pb2 as pb
 from brokermesh.marketdata.v1 import marketdata_pb2_grpc
 from svc_runtime import access
 from svc_runtime.auth import BearerToken, Verifier, ensure_credentials, service_signer
-from svc_runtime.grpc_client import signing_interceptors
+from svc_runtime.grpc_client import raw_channel, signing_interceptors
 from svc_runtime.grpc_server import GrpcServer, Guard, GuardedMethod
 from tests.support.grpc import user_token
 
@@ -78,15 +76,9 @@ async def main(calls: int) -> None:
         "service": service_signer("gateway", credentials.service_key),
         "user": BearerToken(user_token(SimpleNamespace(jwt_secret=secret), "u1")),  # type: ignore[arg-type]
     }
-    channels = {
-        "no token": grpc.aio.insecure_channel(
-            f"127.0.0.1:{open_port}", interceptors=signing_interceptors(None)
-        )
-    }
+    channels = {"no token": raw_channel(f"127.0.0.1:{open_port}", interceptors=signing_interceptors(None))}
     for name, signer in signers.items():
-        channels[name] = grpc.aio.insecure_channel(
-            f"127.0.0.1:{guarded_port}", interceptors=signing_interceptors(signer)
-        )
+        channels[name] = raw_channel(f"127.0.0.1:{guarded_port}", interceptors=signing_interceptors(signer))
     stubs = {name: marketdata_pb2_grpc.MarketDataServiceStub(ch) for name, ch in channels.items()}
     for stub in stubs.values():
         await _per_call(stub, 300)

@@ -14,7 +14,7 @@ from brokermesh.marketdata.v1 import watchlists_pb2 as pb
 from brokermesh.marketdata.v1 import watchlists_pb2_grpc
 from svc_runtime import context
 from svc_runtime.auth import BearerToken, Signer, Verifier, ensure_credentials, service_signer
-from svc_runtime.grpc_client import signing_interceptors
+from svc_runtime.grpc_client import raw_channel, signing_interceptors
 from svc_runtime.grpc_server import GrpcServer, Guard
 from tests.support.grpc import user_token
 
@@ -44,7 +44,7 @@ class Rig:
         return service_signer(name, self.service_key)
 
     async def call(self, signer: Signer | None, payload: bytes, metadata: tuple = ()) -> Any:
-        async with grpc.aio.insecure_channel(self.target, interceptors=signing_interceptors(signer)) as ch:
+        async with raw_channel(self.target, interceptors=signing_interceptors(signer)) as ch:
             raw = ch.unary_unary(
                 GET, request_serializer=lambda b: b, response_deserializer=pb.Watchlist.FromString
             )

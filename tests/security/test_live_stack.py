@@ -14,6 +14,7 @@ from brokermesh.exec.v1 import exec_pb2
 from brokermesh.funds.v1 import funds_pb2
 from brokermesh.orders.v1 import orders_pb2, orders_pb2_grpc
 from brokermesh.type.v1 import decimal_pb2
+from svc_runtime.grpc_client import raw_channel
 from svc_runtime.stack import Stack
 from tests.security.conftest import open_account
 from tests.security.methods import Method, served_methods
@@ -32,7 +33,7 @@ def method(path: str) -> Method:
 async def test_every_method_refuses_a_call_without_credentials(secured_stack: Stack) -> None:
     answers: dict[str, grpc.StatusCode] = {}
     for service in {m.service for m in METHODS.values()}:
-        async with grpc.aio.insecure_channel(secured_stack.plan.target(service)) as ch:
+        async with raw_channel(secured_stack.plan.target(service)) as ch:
             for m in METHODS.values():
                 if m.service == service:
                     answers[m.path] = await status_of(ch, m)
@@ -65,7 +66,7 @@ async def test_hostile_tokens_are_unauthenticated_and_told_nothing(secured_stack
         method("/brokermesh.funds.v1.FundsService/BlockFunds"),
         method("/brokermesh.funds.v1.FundsService/Deposit"),
     ]
-    async with grpc.aio.insecure_channel(secured_stack.plan.target("svc_funds")) as ch:
+    async with raw_channel(secured_stack.plan.target("svc_funds")) as ch:
         for name, token in _hostile_tokens(secured_stack).items():
             for m in targets:
                 request = (
@@ -144,7 +145,7 @@ async def test_a_user_cannot_reach_internal_methods(secured_stack: Stack) -> Non
     }
     token = (("authorization", f"Bearer {user_token(secured_stack.plan, user)}"),)
     for service, calls in internal.items():
-        async with grpc.aio.insecure_channel(secured_stack.plan.target(service)) as ch:
+        async with raw_channel(secured_stack.plan.target(service)) as ch:
             for m, request in calls:
                 assert await status_of(ch, m, request, token) == grpc.StatusCode.PERMISSION_DENIED, m.path
                 # And nobody at all without a credential.

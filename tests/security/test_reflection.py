@@ -12,6 +12,7 @@ from google.protobuf import descriptor_pool, message_factory
 from grpc_reflection.v1alpha import reflection_pb2
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
+from svc_runtime.grpc_client import raw_channel, sync_channel
 from svc_runtime.stack import Stack
 from tests.security.conftest import open_account
 from tests.security.support import place_resting_buy
@@ -26,7 +27,7 @@ REFLECTION = {
 
 
 async def _list_services(target: str, version: str) -> set[str]:
-    async with grpc.aio.insecure_channel(target) as ch:
+    async with raw_channel(target) as ch:
         call = ch.stream_stream(
             REFLECTION[version],
             request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
@@ -55,7 +56,7 @@ def _call_by_name(
     target: str, service: str, method: str, fields: dict[str, str], token: str
 ) -> grpc.StatusCode:
     """What grpcurl does: descriptors from reflection, a dynamic message, a call by name."""
-    with grpc.insecure_channel(target) as ch:
+    with sync_channel(target) as ch:
         pool = descriptor_pool.DescriptorPool(ProtoReflectionDescriptorDatabase(ch))
         found = pool.FindServiceByName(service).FindMethodByName(method)
         request = message_factory.GetMessageClass(found.input_type)(**fields)

@@ -16,7 +16,7 @@ from typing import Any
 import grpc
 
 from svc_runtime.auth import BearerToken, Credentials, Signer, configure_process
-from svc_runtime.grpc_client import channel, signing_interceptors
+from svc_runtime.grpc_client import channel, raw_channel, signing_interceptors
 from svc_runtime.stack import StackPlan
 from svc_runtime.tokens import KeySet, UserTokens
 
@@ -37,7 +37,7 @@ def plain_channel(
     plan: StackPlan, service: str, *, caller: str = TEST_CALLER, options: Any = ()
 ) -> grpc.aio.Channel:
     """Like `service_channel` but without the shared retry policy, with these options."""
-    return grpc.aio.insecure_channel(
+    return raw_channel(
         plan.target(service),
         options=list(options),
         interceptors=signing_interceptors(as_service(plan, caller)),

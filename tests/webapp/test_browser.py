@@ -34,6 +34,7 @@ from svc_runtime.grpc_client import channel
 from svc_runtime.stack import Stack
 from tests.conftest import new_stack
 from tests.e2e.conftest import login, open_account
+from tests.support.browser import trust_args
 from tests.support.infra import SharedInfra
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -102,6 +103,7 @@ async def browser() -> AsyncIterator[Browser]:
                 "--disable-component-update",
                 "--disable-sync",
                 "--no-first-run",
+                *trust_args(),
             ],
         )
         yield launched
