@@ -35,7 +35,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from brokermesh.exec.v1 import exec_pb2, exec_pb2_grpc
 from brokermesh.marketdata.v1 import marketdata_pb2, marketdata_pb2_grpc
 from svc_runtime import messaging
-from svc_runtime.grpc_client import channel
+from svc_runtime.grpc_client import channel, raw_channel
 
 if TYPE_CHECKING:
     from svc_runtime.stack import StackPlan
@@ -72,7 +72,7 @@ async def _services(plan: StackPlan) -> str:
     for name, ports in plan.ports.items():
         if "grpc" not in ports:
             continue
-        async with grpc.aio.insecure_channel(plan.target(name)) as ch:
+        async with raw_channel(plan.target(name)) as ch:
             try:
                 reply = await health_pb2_grpc.HealthStub(ch).Check(
                     health_pb2.HealthCheckRequest(), timeout=CALL_TIMEOUT

@@ -21,7 +21,7 @@ import pytest
 from svc_runtime import config, readiness
 from svc_runtime.infra.postgres import EmbeddedPostgres
 from svc_runtime.stack import Stack, StackPlan
-from tests.e2e.test_up_command import _ctrl_c, _login, _processes_of, _start, _wait_until_up
+from tests.e2e.test_up_command import _ctrl_c, _https, _login, _processes_of, _start, _wait_until_up
 from tests.support.infra import SharedInfra, fresh_database, scratch_dir, unique_name
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -86,12 +86,14 @@ async def test_readiness_names_what_a_first_order_lacks(infra: SharedInfra, tmp_
 
 def _first_order(data_dir: Path) -> tuple[int, str, str]:
     gateway = json.loads((data_dir / "stack.json").read_text())["gateway_url"]
-    headers = {"Authorization": f"Bearer {_login(gateway, 'asha', 'asha-demo-pass')}"}
+    verify = _https(data_dir)
+    headers = {"Authorization": f"Bearer {_login(gateway, 'asha', 'asha-demo-pass', verify)}"}
     placed = httpx.post(
         f"{gateway}/v1/orders",
         headers={**headers, "Idempotency-Key": "first-order"},
         json={"symbol": "INFY", "side": "BUY", "type": "MARKET", "quantity": 1},
         timeout=30,
+        verify=verify,
     )
     if placed.status_code != 201:
         return placed.status_code, placed.text, ""
@@ -99,7 +101,9 @@ def _first_order(data_dir: Path) -> tuple[int, str, str]:
     status, deadline = "", time.monotonic() + 90
     while time.monotonic() < deadline and status != "FILLED":
         time.sleep(0.2)
-        status = httpx.get(f"{gateway}/v1/orders/{order_id}", headers=headers, timeout=30).json()["status"]
+        status = httpx.get(
+            f"{gateway}/v1/orders/{order_id}", headers=headers, timeout=30, verify=verify
+        ).json()["status"]
     return placed.status_code, order_id, status
 
 

@@ -21,7 +21,7 @@ import pytest
 from brokermesh.marketdata.v1 import marketdata_pb2, marketdata_pb2_grpc
 from svc_runtime import auth, config, tokens
 from svc_runtime.auth import BearerToken, Verifier
-from svc_runtime.grpc_client import signing_interceptors
+from svc_runtime.grpc_client import channel
 from svc_runtime.grpc_server import GrpcServer, Guard
 from svc_runtime.messaging import Topology
 from svc_runtime.revocations import RevocationFeed
@@ -64,7 +64,7 @@ class Rig:
         return UserTokens(SigningKeys(SECRET, self.keys_file))
 
     def channel(self, token: str) -> grpc.aio.Channel:
-        return grpc.aio.insecure_channel(self.target, interceptors=signing_interceptors(BearerToken(token)))
+        return channel(self.target, signer=BearerToken(token))
 
     async def revoke(self, session: str) -> None:
         await self.gateway.revoke(session, time.time() + 3600)
