@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
+import os
 import socket
 import ssl
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import psutil
 import uvicorn
 
 from gateway.adapters.backends import Backends
@@ -63,8 +66,26 @@ def _listen(host: str, port: int, *, shared: bool = False) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
     sock.bind((host, port))
     sock.listen(2048)
+    if shared and worker_number() == 0 and _held_elsewhere(sock.getsockname()[1]):
+        # SO_REUSEPORT lets any process of this user bind the port too (another stack's
+        # gateway that picked the same one): the port counts as taken, as it would be
+        # without the option, and the stack starts the gateway on another.
+        sock.close()
+        raise OSError(errno.EADDRINUSE, f"port {port} is already served by another process")
     sock.setblocking(False)
     return sock
+
+
+def _held_elsewhere(port: int) -> bool:
+    """Whether a process other than this one listens on `port` (this one's workers are not
+    started yet). Processes of other users are not shown, and could not share it anyway."""
+    return any(
+        c.status == psutil.CONN_LISTEN
+        and c.laddr
+        and c.laddr.port == port
+        and c.pid not in (None, os.getpid())
+        for c in psutil.net_connections("tcp")
+    )
 
 
 class _Server(uvicorn.Server):
