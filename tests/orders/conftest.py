@@ -5,6 +5,7 @@ execution reports and ticks the way svc_exec and svc_marketdata do."""
 from __future__ import annotations
 
 import contextlib
+import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -173,7 +174,11 @@ class Oms:
 
 async def start_oms(infra: SharedInfra, data_dir: Path, extra_env: dict[str, str] | None = None) -> Oms:
     plan = StackPlan.allocate(
-        data_dir, await fresh_database(infra), infra.nats_url, namespace=unique_name("t")
+        data_dir,
+        await fresh_database(infra),
+        infra.nats_url,
+        namespace=unique_name("t"),
+        jwt_secret=secrets.token_urlsafe(48),
     )
     plan.extra_env.update({**BASE_ENV, **(extra_env or {})})
     topology = Topology(plan.namespace)

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from svc_runtime.infra.postgres import EmbeddedPostgres
-from tests.e2e.test_up_command import BROKERMESH, _ctrl_c, _env, _login, _processes_of, _wait_until_up
+from tests.e2e.test_up_command import BROKERMESH, _ctrl_c, _env, _https, _login, _processes_of, _wait_until_up
 from tests.support.infra import scratch_dir
 from tests.venue.acceptor import VENUES, Acceptor
 
@@ -67,8 +67,9 @@ def _trade(data_dir: Path, acceptor: Acceptor) -> None:
     import json
 
     gateway = json.loads((data_dir / "stack.json").read_text())["gateway_url"]
-    auth = {"Authorization": f"Bearer {_login(gateway, 'asha', 'asha-demo-pass')}"}
-    with httpx.Client(base_url=gateway, timeout=30) as client:
+    verify = _https(data_dir)
+    auth = {"Authorization": f"Bearer {_login(gateway, 'asha', 'asha-demo-pass', verify)}"}
+    with httpx.Client(base_url=gateway, timeout=30, verify=verify) as client:
         placed = client.post(
             "/v1/orders",
             json={"symbol": "INFY", "side": "BUY", "type": "LIMIT", "quantity": 10, "limitPrice": "1500.05"},
