@@ -110,5 +110,12 @@ async def test_streamed_orders_agree_through_session_drops_and_a_kill(broker) ->
     await admin.SetScenario(pb.SetScenarioRequest(drop_session="BROKER"))
     await streaming
     await wait_logged_on(stack)
-    await eventually(lambda: all(oms.filled(o) == 5 for o in sent), timeout=90)
+
+    def all_filled() -> bool:
+        short = {o: oms.filled(o) for o in sent if oms.filled(o) != 5}
+        # Named on failure: which orders, and how much of each the OMS heard was filled.
+        assert not short, f"{len(short)} of {len(sent)} orders not filled 5: {dict(list(short.items())[:10])}"
+        return True
+
+    await eventually(all_filled, timeout=90)
     assert await assert_exchange_agrees(oms, admin) == 300
