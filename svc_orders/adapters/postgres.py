@@ -295,6 +295,7 @@ class PgUnitOfWork:
         )
         snapshot = audit.snapshot
         fill = transition.fill
+        event_subject = self.store.topology.order_event_subject(order.user_id)
         updated = await self.c.fetchval(
             _SAVE_CHANGE,
             order.order_id,
@@ -326,8 +327,8 @@ class PgUnitOfWork:
             snapshot.bid_price,
             snapshot.ask_price,
             audit.detail,
-            self.store.topology.order_event_subject(order.user_id),
-            outbox.headers_json(event, event_id, self.store.topology.order_event_subject(order.user_id)),
+            event_subject,
+            outbox.headers_json(event, event_id, event_subject),
             fill.exec_id if fill else None,
             order.symbol,
             order.side.value,

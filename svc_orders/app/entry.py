@@ -128,9 +128,8 @@ class OrderEntry:
         started = time.perf_counter()
         spec, instrument, snapshot = await self._validated(draft)
         fingerprint = validation.fingerprint(spec)
-        symbol = spec.symbol
         try:
-            risk.check_controls(self.controls.current, symbol)
+            risk.check_controls(self.controls.current, spec.symbol)
             decision = risk.pre_trade(spec, instrument, snapshot, self.limits)
         except ServiceError:
             # A retry of an order accepted before (say) a halt still gets its order back.
@@ -300,21 +299,18 @@ class OrderEntry:
         (a malformed order raises, as placing does), controls and risk checks (a refusal is
         reported, not raised), and the block svc_funds would make."""
         spec, instrument, snapshot = await self._validated(draft)
-        symbol = spec.symbol
         reference = risk.reference_price(snapshot, instrument)
         try:
-            risk.check_controls(self.controls.current, symbol)
+            risk.check_controls(self.controls.current, spec.symbol)
             decision = risk.pre_trade(spec, instrument, snapshot, self.limits)
         except ServiceError as error:
             return OrderPreview(refusal=error, block_price=None, reference_price=reference, block=None)
-        # A SELL is valued (for its charges) at its worst price, else the market's.
-        price = decision.block_price if spec.side is Side.BUY else decision.block_price or reference
         try:
-            block = await self.funds.quote_block(user_id, spec, price)
+            # A BUY always has a block price; a SELL without one is valued at the market's.
+            block = await self.funds.quote_block(user_id, spec, decision.block_price or reference)
         except NotFound:
-            refusal: ServiceError = _no_account()
             return OrderPreview(
-                refusal=refusal, block_price=decision.block_price, reference_price=reference, block=None
+                refusal=_no_account(), block_price=decision.block_price, reference_price=reference, block=None
             )
         return OrderPreview(
             refusal=block.refusal, block_price=decision.block_price, reference_price=reference, block=block
