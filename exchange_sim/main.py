@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import faulthandler
 import logging
 import os
-import signal
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -220,9 +218,6 @@ _exit_now = threading.Event()
 
 
 def main() -> None:
-    # `kill -USR1 <pid>` writes every thread's stack to the log: what an operator needs to
-    # see where a stuck exchange (asyncio loop or quickfix thread) is waiting.
-    faulthandler.register(signal.SIGUSR1, all_threads=True)
     settings = ExchangeSettings.from_env()
     run(SERVICE, lambda stop: serve(settings, stop), metrics_port=settings.metrics_port)
     if _exit_now.is_set():

@@ -184,6 +184,8 @@ async def _up(args: argparse.Namespace) -> int:
     finally:
         print("\nbrokermesh: stopping …", flush=True)
         await stack.stop()
+        for name, code in stack.unclean_stops:
+            print(f"brokermesh: {name} did not stop cleanly (exit {code}); see {stack.log_dir / name}.log")
         infra.stop()
         print("brokermesh: stopped", flush=True)
     return 0

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import errno
+import faulthandler
 import gc
 import logging
 import os
@@ -90,6 +91,11 @@ def run(service: str, main: Callable[[asyncio.Event], Awaitable[None]], *, metri
     then shuts down gracefully and returns. Exits with EXIT_TASK_FAILED when a supervised
     task died."""
     logs.configure(service)
+    # A crash in native code (quickfix, grpc, uvloop) writes every thread's Python stack to
+    # the log before the process dies, and `kill -USR1 <pid>` writes them on demand: what an
+    # operator needs to see where a stuck or crashed process was.
+    faulthandler.enable(all_threads=True)
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     auth.configure_process(service)
     tracing.configure(service)
     try:

@@ -362,6 +362,9 @@ class Stack:
         self.specs = {s.name: s for s in SERVICES}
         # The environment each service was last started with.
         self.started_env: dict[str, dict[str, str]] = {}
+        # Services asked to stop that did not exit 0 (a crash while shutting down, or killed
+        # after the grace period): (name, exit code), in order.
+        self.unclean_stops: list[tuple[str, int]] = []
 
     async def start(
         self, services: tuple[str, ...] | list[str] = SERVICE_NAMES, *, timeout: float = 60.0
@@ -479,11 +482,15 @@ class Stack:
             return process.returncode if process else None
         process.terminate()
         try:
-            return await asyncio.wait_for(process.wait(), timeout)
+            code = await asyncio.wait_for(process.wait(), timeout)
         except TimeoutError:
             log.warning("service did not stop in time; killing it", extra={"service": name})
             process.kill()
-            return await process.wait()
+            code = await process.wait()
+        if code != 0:
+            log.warning("service did not stop cleanly", extra={"service": name, "exit_code": code})
+            self.unclean_stops.append((name, code))
+        return code
 
     async def kill(self, name: str) -> None:
         """kill -9, for crash tests."""

@@ -41,6 +41,48 @@ def session_tls() -> Iterator[tls.Material]:
     shutil.rmtree(directory, ignore_errors=True)
 
 
+# Every stack the session made, and how many of its unclean stops were already reported.
+_stacks: dict[int, tuple[Stack, list[int]]] = {}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stacks_are_watched() -> Iterator[None]:
+    original = Stack.__init__
+
+    def watched(self: Stack, *args: object, **kwargs: object) -> None:
+        original(self, *args, **kwargs)  # type: ignore[arg-type]
+        _stacks[id(self)] = (self, [0])
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Stack, "__init__", watched)
+        yield
+
+
+def _unreported_unclean_stops() -> list[str]:
+    found = []
+    for stack, reported in _stacks.values():
+        for name, code in stack.unclean_stops[reported[0] :]:
+            log = (stack.log_dir / f"{name}.log").read_text(errors="replace")[-4000:]
+            found.append(f"{name} did not stop cleanly on SIGTERM (exit {code}):\n{log}")
+        reported[0] = len(stack.unclean_stops)
+    return found
+
+
+@pytest.fixture(autouse=True)
+def _services_stop_cleanly() -> Iterator[None]:
+    """A service asked to stop exits 0: a crash or a hang while shutting down fails the test
+    that stopped it (a stack of a module or the session: the next test)."""
+    yield
+    if unclean := _unreported_unclean_stops():
+        pytest.fail("\n\n".join(unclean), pytrace=False)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if unclean := _unreported_unclean_stops():
+        print("\n\n".join(unclean))
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
 @pytest.fixture(scope="session")
 def infra() -> Iterator[SharedInfra]:
     handle = start_test_infra()

@@ -24,9 +24,15 @@ async def test_a_dead_background_task_stops_its_process_non_zero_and_it_comes_ba
         process = stack.processes[name]
         # The hook kills every supervised task of the process, as a crash inside one would.
         process.send_signal(signal.SIGUSR2)
-        code = await asyncio.wait_for(process.wait(), 60)
+        try:
+            code = await asyncio.wait_for(process.wait(), 60)
+        except TimeoutError:
+            # Every thread's stack goes to the log, to show where the process is stuck.
+            process.send_signal(signal.SIGUSR1)
+            await asyncio.sleep(2)
+            code = None
         log = (stack.log_dir / f"{name}.log").read_text(errors="replace")
-        assert code == EXIT_TASK_FAILED, f"{name} exited with {code}\n{log[-3000:]}"
+        assert code == EXIT_TASK_FAILED, f"{name} exited with {code}\n{log[-6000:]}"
         assert "background task ended unexpectedly" in log, name
         # Started again, it is healthy.
         await stack.start_service(name)
