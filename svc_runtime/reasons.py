@@ -81,7 +81,11 @@ _ENTRIES = (
     _rpc("RATE_LIMITED", C.RESOURCE_EXHAUSTED, "Too many requests; retry after the given delay."),
     # --- requests: names, ids, pages, encodings -------------------------------------------
     _rpc("MALFORMED_REQUEST", C.INVALID_ARGUMENT, "The request bytes are not a valid message."),
-    _rpc("INVALID_NAME", C.INVALID_ARGUMENT, "A resource name does not follow its pattern."),
+    _rpc(
+        "INVALID_NAME",
+        C.INVALID_ARGUMENT,
+        "A resource name, or an id in one, does not follow its pattern (ids: 1–64 letters, digits, '_', '.', ':' or '-').",
+    ),
     _rpc("MISSING_REQUEST_ID", C.INVALID_ARGUMENT, "The request id (idempotency key) is required."),
     _rpc("INVALID_REQUEST_ID", C.INVALID_ARGUMENT, "The request id is not 1–128 printable characters."),
     _rpc(
@@ -190,11 +194,6 @@ _ENTRIES = (
     _rpc("BLOCK_NOT_FOUND", C.NOT_FOUND, "No funds block for this order."),
     _rpc("BLOCK_CLOSED", C.FAILED_PRECONDITION, "The order's block is closed; nothing was changed."),
     _rpc("BLOCK_TERMS_DIFFER", C.ALREADY_EXISTS, "The order already has a block with other terms."),
-    _rpc(
-        "INVALID_ORDER_ID",
-        C.INVALID_ARGUMENT,
-        "An order id is not 1–64 letters, digits, '_', '.', ':' or '-'.",
-    ),
     _rpc("INVALID_REASON", C.INVALID_ARGUMENT, "A release reason is not an upper-case word."),
     _rpc("INVALID_PRODUCT", C.INVALID_ARGUMENT, "The product must be CNC or INTRADAY."),
     _rpc("INVALID_STATE", C.INVALID_ARGUMENT, "Not a block state."),

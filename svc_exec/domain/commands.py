@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from decimal import Decimal
 
 from svc_exec.domain.model import OrdType, Side, TimeInForce
+from svc_runtime import names
 
-_SYMBOL = re.compile(r"^[A-Z0-9][A-Z0-9&_.-]{0,29}$")
 PRICE_PLACES = 2
 # FIX ClOrdID: unique forever. The first is the order id; each cancel or replace adds ".n".
 CL_ORD_SEPARATOR = "."
@@ -97,7 +96,7 @@ def next_cl_ord_id(order_id: str, counter: int) -> str:
 
 
 def check_symbol(symbol: str) -> str:
-    if not _SYMBOL.match(symbol or ""):
+    if not names.SYMBOL.match(symbol or ""):
         raise InvalidCommand(f"symbol {symbol!r} is not a valid instrument symbol")
     return symbol
 

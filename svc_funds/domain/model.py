@@ -8,6 +8,7 @@ from decimal import Decimal
 from enum import StrEnum
 from zoneinfo import ZoneInfo
 
+from svc_runtime import names
 from svc_runtime.decimals import PAISA
 from svc_runtime.errors import InvalidArgument
 
@@ -22,9 +23,6 @@ MAX_AMOUNT = Decimal("1000000000000")  # ₹1 lakh crore
 MAX_PRICE = Decimal(10_000_000)
 MAX_QUANTITY = 100_000_000
 
-_SYMBOL = re.compile(r"^[A-Z0-9][A-Z0-9&_.-]{0,19}$")
-_ORDER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
-_REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
 _REASON = re.compile(r"^[A-Z][A-Z_]{0,31}$")
 
 
@@ -112,36 +110,15 @@ def trading_day(moment: datetime) -> date:
 
 
 def check_symbol(symbol: str, field: str = "symbol") -> str:
-    symbol = (symbol or "").strip().upper()
-    if not _SYMBOL.match(symbol):
-        raise InvalidArgument(
-            f"{field} must be an exchange symbol such as INFY", reason="INVALID_SYMBOL", field=field
-        )
-    return symbol
+    return names.symbol(symbol, field)
 
 
 def check_order_id(order_id: str, field: str = "order_id") -> str:
-    if not _ORDER_ID.match(order_id or ""):
-        raise InvalidArgument(
-            f"{field} must be 1–64 letters, digits, '_', '.', ':' or '-'",
-            reason="INVALID_ORDER_ID",
-            field=field,
-        )
-    return order_id
+    return names.resource_id(order_id, field)
 
 
 def check_request_id(request_id: str, field: str = "request_id") -> str:
-    if not request_id:
-        raise InvalidArgument(
-            f"{field} is required (idempotency key)", reason="MISSING_REQUEST_ID", field=field
-        )
-    if not _REQUEST_ID.match(request_id):
-        raise InvalidArgument(
-            f"{field} must be 1–128 printable characters without spaces",
-            reason="INVALID_REQUEST_ID",
-            field=field,
-        )
-    return request_id
+    return names.request_id(request_id, field)
 
 
 def check_quantity(quantity: int, field: str = "quantity") -> int:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -16,49 +15,42 @@ from svc_funds.domain.accounts import Account
 from svc_funds.domain.ledger import Block, FundsView
 from svc_funds.domain.model import CURRENCY, BlockKind, BlockState, Product, check_order_id
 from svc_funds.domain.operations import BlockPreview
+from svc_runtime import names
 from svc_runtime.decimals import PAISA, format_decimal, parse_decimal
 from svc_runtime.errors import InvalidArgument, to_item_status
 
-_ID = r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}"
-_USER = re.compile(rf"^users/({_ID})$")
-_USER_OR_ALL = re.compile(rf"^users/({_ID}|-)$")
-_FUNDS = re.compile(rf"^users/({_ID})/funds$")
-_PORTFOLIO = re.compile(rf"^users/({_ID})/portfolio$")
-_BLOCK = re.compile(rf"^users/({_ID})/blocks/([^/]+)$")
-
-
-def _match(pattern: re.Pattern[str], value: str, field: str, shape: str) -> re.Match[str]:
-    match = pattern.match(value or "")
-    if match is None:
-        raise InvalidArgument(f"{field} must look like {shape}", reason="INVALID_NAME", field=field)
-    return match
-
 
 def user_of_parent(parent: str, field: str = "parent") -> str:
-    return _match(_USER, parent, field, "users/{user}").group(1)
+    return names.user_of(parent, field)
 
 
 def user_or_all(parent: str) -> str | None:
     """`users/{user}` → the user; `users/-` → None (every user, AIP-159)."""
-    user = _match(_USER_OR_ALL, parent, "parent", "users/{user} or users/-").group(1)
-    return None if user == "-" else user
+    return names.user_or_every(parent)
+
+
+def _user_in(template: str, name: str) -> str:
+    user = names.pattern(template).parse(name)[0]
+    assert user is not None
+    return user
 
 
 def user_of_funds(name: str) -> str:
-    return _match(_FUNDS, name, "name", "users/{user}/funds").group(1)
+    return _user_in("users/{user}/funds", name)
 
 
 def user_of_portfolio(name: str) -> str:
-    return _match(_PORTFOLIO, name, "name", "users/{user}/portfolio").group(1)
+    return _user_in("users/{user}/portfolio", name)
 
 
 def user_of_account(name: str) -> str:
-    return _match(_USER, name, "name", "users/{user}").group(1)
+    return names.user_of(name, "name")
 
 
 def block_name(name: str) -> tuple[str, str]:
-    match = _match(_BLOCK, name, "name", "users/{user}/blocks/{order}")
-    return match.group(1), check_order_id(match.group(2), field="name")
+    user, order = names.pattern("users/{user}/blocks/{order}").parse(name)
+    assert user is not None and order is not None
+    return user, check_order_id(order, field="name")
 
 
 # --- values -------------------------------------------------------------------------------

@@ -13,13 +13,12 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from itertools import islice
 
+from svc_runtime import names
+
 # NSE tick size for equities; used when the exchange does not send one.
 DEFAULT_TICK_SIZE = Decimal("0.05")
-MAX_SYMBOL_LENGTH = 32
 MAX_QUERY_LENGTH = 64
 
-# NSE-like symbols: upper-case letters and digits, with `&` and `-` (M&M, BAJAJ-AUTO).
-_SYMBOL = re.compile(r"^[A-Z0-9][A-Z0-9&_.-]{0,31}$")
 _WORD = re.compile(r"[a-z0-9]+")
 
 # Search tiers, best first.
@@ -33,7 +32,7 @@ def normalize_symbol(text: str) -> str:
 
 
 def is_valid_symbol(symbol: str) -> bool:
-    return bool(_SYMBOL.match(symbol))
+    return bool(names.SYMBOL.match(symbol))
 
 
 def name_words(text: str) -> list[str]:

@@ -7,40 +7,31 @@ each other's symbols.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from svc_marketdata.domain.instruments import normalize_symbol
+from svc_runtime import names
 from svc_runtime.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 
 MAX_WATCHLISTS_PER_USER = 50
 MAX_SYMBOLS_PER_WATCHLIST = 100
 MAX_DISPLAY_NAME_LENGTH = 40
-MAX_REQUEST_ID_LENGTH = 128
 # Create request ids are remembered this long (and at most this many per user) so that a
 # retried create returns the watchlist it made instead of a second one.
 REQUEST_ID_RETENTION = timedelta(hours=24)
 MAX_REMEMBERED_REQUESTS = 200
 
-_USER_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_WATCHLIST_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
-
 IsKnown = Callable[[str], bool]
 
 
 def check_user_id(user_id: str, *, field_name: str = "parent") -> str:
-    if not _USER_ID.match(user_id):
-        raise InvalidArgument(f"{field_name} must be users/{{user}} with a valid user id", field=field_name)
-    return user_id
+    return names.resource_id(user_id, field_name)
 
 
 def check_watchlist_id(watchlist_id: str, *, field_name: str = "name") -> str:
-    if not _WATCHLIST_ID.match(watchlist_id):
-        raise InvalidArgument(f"{field_name} has an invalid watchlist id", field=field_name)
-    return watchlist_id
+    return names.resource_id(watchlist_id, field_name)
 
 
 def check_display_name(display_name: str) -> str:
@@ -56,11 +47,8 @@ def check_display_name(display_name: str) -> str:
 
 
 def check_request_id(request_id: str) -> str:
-    if request_id and not _REQUEST_ID.match(request_id):
-        raise InvalidArgument(
-            f"request_id must be 1–{MAX_REQUEST_ID_LENGTH} printable ASCII characters", field="request_id"
-        )
-    return request_id
+    """Optional here: a create without one is simply not deduplicated."""
+    return names.request_id(request_id) if request_id else request_id
 
 
 def check_symbol_list(symbols: Sequence[str], *, field_name: str, allow_empty: bool = False) -> list[str]:

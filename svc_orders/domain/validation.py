@@ -4,7 +4,6 @@ or a request the rest of the OMS can trust."""
 from __future__ import annotations
 
 import hashlib
-import re
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -18,15 +17,13 @@ from svc_orders.domain.model import (
     Side,
     TimeInForce,
 )
+from svc_runtime import names
 from svc_runtime.decimals import parse_decimal
 from svc_runtime.errors import InvalidArgument
 
 PRICE_PLACES = 2
 MAX_QUANTITY = 10**12  # beyond any instrument; keeps quantities inside int64 arithmetic
 
-_SYMBOL = re.compile(r"^[A-Z0-9][A-Z0-9&._-]{0,29}$")
-_USER_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
 _PAISA = Decimal("0.01")
 
 
@@ -63,34 +60,15 @@ class Modification:
 
 
 def user_id(value: str, *, field: str = "parent") -> str:
-    if not _USER_ID.match(value or ""):
-        raise InvalidArgument(f"{field} must name a user: users/{{user}}", reason="INVALID_NAME", field=field)
-    return value
+    return names.resource_id(value, field)
 
 
 def request_id(value: str, *, field: str = "request_id") -> str:
-    if not value:
-        raise InvalidArgument(
-            f"{field} is required (the idempotency key)", reason="MISSING_REQUEST_ID", field=field
-        )
-    if not _REQUEST_ID.match(value):
-        raise InvalidArgument(
-            f"{field} must be 1–128 printable characters without spaces",
-            reason="INVALID_REQUEST_ID",
-            field=field,
-        )
-    return value
+    return names.request_id(value, field)
 
 
 def symbol(value: str) -> str:
-    normalized = (value or "").strip().upper()
-    if not normalized:
-        raise InvalidArgument("order.symbol is required", reason="MISSING_SYMBOL", field="order.symbol")
-    if not _SYMBOL.match(normalized):
-        raise InvalidArgument(
-            "order.symbol is not a valid symbol", reason="INVALID_SYMBOL", field="order.symbol"
-        )
-    return normalized
+    return names.symbol(value, "order.symbol")
 
 
 def _price(text: str, instrument: Instrument, field: str) -> Decimal:

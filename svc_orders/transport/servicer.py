@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import AsyncIterator, Callable
 from typing import TypeVar
 
@@ -19,34 +18,24 @@ from svc_orders.domain import validation
 from svc_orders.domain.risk import TradingControls
 from svc_orders.domain.validation import ModificationDraft, OrderDraft
 from svc_orders.transport import wire
-from svc_runtime import context
+from svc_runtime import context, names
 from svc_runtime.errors import InvalidArgument, ResourceExhausted
 
 log = logging.getLogger(__name__)
 
-_ORDER_NAME = re.compile(r"^users/([^/]+)/orders/([^/]+)$")
-_ORDER_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 T = TypeVar("T")
 
 
 def _parent(parent: str, *, allow_all: bool = False) -> str | None:
     """`users/{user}` → the user id; `users/-` → None where listing every user is allowed."""
-    if not parent.startswith("users/"):
-        raise InvalidArgument("parent must be users/{user}", reason="INVALID_NAME", field="parent")
-    user = parent.removeprefix("users/")
-    if user == "-":
-        if allow_all:
-            return None
-        raise InvalidArgument("parent must name one user", reason="INVALID_NAME", field="parent")
-    return validation.user_id(user)
+    return names.user_or_every(parent) if allow_all else names.user_of(parent)
 
 
 def _order_name(name: str) -> tuple[str, str]:
-    match = _ORDER_NAME.match(name)
-    if not match or not _ORDER_ID.match(match.group(2)):
-        raise InvalidArgument("name must be users/{user}/orders/{order}", reason="INVALID_NAME", field="name")
-    return validation.user_id(match.group(1), field="name"), match.group(2)
+    user, order = names.pattern("users/{user}/orders/{order}").parse(name)
+    assert user is not None and order is not None
+    return user, order
 
 
 def _enum(convert: Callable[[int], T | None], value: int, field: str) -> T | None:
@@ -152,8 +141,8 @@ class OrdersServicer(orders_pb2_grpc.OrdersServiceServicer):
         self, request: orders_pb2.ListTradesRequest, context_: grpc.aio.ServicerContext
     ) -> orders_pb2.ListTradesResponse:
         user_id = _parent(request.parent, allow_all=True)
-        if request.order_id and not _ORDER_ID.match(request.order_id):
-            raise InvalidArgument("order_id is not valid", reason="INVALID_NAME", field="order_id")
+        if request.order_id:
+            names.resource_id(request.order_id, "order_id")
         trades, token = await self.queries.list_trades(
             user_id, request.order_id, request.page_size, request.page_token
         )
