@@ -1,9 +1,8 @@
-"""PostgreSQL access: one schema per service, SQL-file migrations, engines and raw pools.
+"""PostgreSQL access: one schema per service, SQL-file migrations and asyncpg pools.
 
 Each service owns one schema (`orders`, `funds`, `exec`, `marketdata`) and sees only it
-(its connections' search_path). SQLAlchemy Core over asyncpg serves ordinary queries; hot
-paths (fund blocks, fill settlement, the outbox relay) may use asyncpg directly, which
-costs a quarter of the CPU per transaction on this stack.
+(its connections' search_path). Statements go through asyncpg directly: SQLAlchemy's
+asyncio engine costs 2–3× the CPU per statement (docs/architecture.md, "Decisions").
 """
 
 from __future__ import annotations
@@ -16,7 +15,6 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +30,6 @@ def asyncpg_dsn(url: str) -> str:
     return urlunsplit((scheme, parts.netloc, parts.path, parts.query, parts.fragment))
 
 
-def sqlalchemy_url(url: str) -> str:
-    parts = urlsplit(asyncpg_dsn(url))
-    return urlunsplit(("postgresql+asyncpg", parts.netloc, parts.path, parts.query, parts.fragment))
-
-
 def with_database(url: str, database: str) -> str:
     parts = urlsplit(url)
     return urlunsplit((parts.scheme, parts.netloc, f"/{database}", parts.query, parts.fragment))
@@ -46,17 +39,6 @@ def _check_schema(schema: str) -> str:
     if not _SCHEMA_NAME.match(schema):
         raise ValueError(f"bad schema name {schema!r}")
     return schema
-
-
-def create_engine(url: str, schema: str, *, pool_size: int = 10, max_overflow: int = 10) -> AsyncEngine:
-    """A SQLAlchemy engine whose connections see only `schema`."""
-    return create_async_engine(
-        sqlalchemy_url(url),
-        pool_size=pool_size,
-        max_overflow=max_overflow,
-        pool_pre_ping=True,
-        connect_args={"server_settings": {"search_path": _check_schema(schema)}},
-    )
 
 
 # Planner settings for connections whose every statement reaches rows by key (a batch's

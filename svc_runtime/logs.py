@@ -53,5 +53,5 @@ def configure(service: str, level: str | None = None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("asyncio", "nats", "sqlalchemy.engine", "uvicorn.access"):
+    for noisy in ("asyncio", "nats", "uvicorn.access"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

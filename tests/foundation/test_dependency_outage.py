@@ -12,8 +12,6 @@ import asyncpg
 import grpc
 import nats
 import pytest
-import sqlalchemy
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from brokermesh.marketdata.v1 import marketdata_pb2 as pb
 from brokermesh.marketdata.v1 import marketdata_pb2_grpc
@@ -50,23 +48,6 @@ class LostDatabase(marketdata_pb2_grpc.MarketDataServiceServicer):
         if request.name == "instruments/ASYNCPG":
             conn = await _terminated_connection(self.database_url)
             await conn.fetchval("SELECT 1")
-        elif request.name == "instruments/SQLALCHEMY":
-            url = self.database_url.replace("postgresql://", "postgresql+asyncpg://", 1)
-            engine = create_async_engine(url, pool_size=1, max_overflow=0)
-            try:
-                async with engine.connect() as conn:
-                    pid = (await conn.execute(sqlalchemy.text("SELECT pg_backend_pid()"))).scalar_one()
-                    admin = await asyncpg.connect(asyncpg_dsn(self.database_url))
-                    await admin.execute("SELECT pg_terminate_backend($1)", pid)
-                    await admin.close()
-                    driver = (await conn.get_raw_connection()).driver_connection
-                    for _ in range(200):  # as above: a pool hands it out once it is closed
-                        if driver is None or driver.is_closed():
-                            break
-                        await asyncio.sleep(0.01)
-                    await conn.execute(sqlalchemy.text("SELECT 1"))
-            finally:
-                await engine.dispose()
         elif request.name == "instruments/NATS":
             await nats.connect(
                 f"nats://127.0.0.1:{free_port()}",
@@ -96,7 +77,7 @@ async def stub(database_url: str, tmp_path: Path) -> AsyncIterator[marketdata_pb
     await server.stop(0)
 
 
-@pytest.mark.parametrize("source", ["ASYNCPG", "SQLALCHEMY", "NATS"])
+@pytest.mark.parametrize("source", ["ASYNCPG", "NATS"])
 async def test_a_lost_dependency_is_unavailable_with_a_retry_delay(stub: Any, source: str) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await stub.GetInstrument(pb.GetInstrumentRequest(name=f"instruments/{source}"))
