@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -206,20 +204,11 @@ async def serve(settings: ExchangeSettings, stop: asyncio.Event) -> None:
         await server.stop()
         order_entry.flush()
         await delivery.close()
-        if not await acceptor.stop():
-            _exit_now.set()
+        await acceptor.stop()
         order_entry.flush()
         journal.close()
-
-
-# Set when quickfix could not be stopped: the process then leaves without waiting for its
-# threads (or their destructors) once the service has shut down everything else.
-_exit_now = threading.Event()
 
 
 def main() -> None:
     settings = ExchangeSettings.from_env()
     run(SERVICE, lambda stop: serve(settings, stop), metrics_port=settings.metrics_port)
-    if _exit_now.is_set():
-        logging.shutdown()
-        os._exit(0)

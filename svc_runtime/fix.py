@@ -9,6 +9,7 @@ svc_marketdata and the exchange simulator).
   loop without blocking the FIX thread, so callbacks stay tiny.
 - quickfix retries a lost initiator session every ReconnectInterval, for ever;
   `ReconnectPacer` spaces the retries out exponentially while the venue stays away.
+- A process stops its sessions with `log_out`, never with quickfix's own stop (see there).
 - Prices and quantities never pass through quickfix's typed fields, which are C doubles:
   `set_text`/`get_text` read and write the raw tag text, and `fix_decimal` formats exactly.
 """
@@ -28,6 +29,7 @@ from typing import Any
 import quickfix as fix
 from prometheus_client import Counter
 
+from svc_runtime import service
 from svc_runtime.decimals import format_decimal
 
 log = logging.getLogger(__name__)
@@ -88,6 +90,31 @@ def header_text(message: fix.Message, tag: int, default: str | None = None) -> s
 def fix_decimal(text: str | None) -> Decimal | None:
     """Parse a FIX Price/Qty/Amt field exactly."""
     return None if text in (None, "") else Decimal(text)
+
+
+async def log_out(session_ids: list[fix.SessionID], *, timeout: float = 3.0) -> bool:
+    """Log every session out — a Logout each, as quickfix's own stop would send — and wait
+    until the counterparties have answered, at most `timeout` seconds; False if some had not.
+
+    The engine itself is never stopped: QuickFIX 1.15's `Acceptor::stop` and
+    `Initiator::stop` can hang joining their own thread (quickfix/quickfix#740), and under
+    load they have crashed the process with a segmentation fault inside `stop`. The process
+    leaves with os._exit once the rest of its shutdown is done
+    (`service.leave_without_finalizing`), so no quickfix thread or destructor runs after it:
+    every message is in the FileStore already, as at a kill -9, which each FIX process
+    recovers from."""
+    service.leave_without_finalizing()
+    sessions = [s for s in (fix.Session.lookupSession(i) for i in session_ids) if s is not None]
+    for session in sessions:
+        session.logout("the process is stopping")
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while any(session.isLoggedOn() for session in sessions):
+        if loop.time() >= deadline:
+            log.warning("FIX sessions did not log out in time", extra={"timeout_s": timeout})
+            return False
+        await asyncio.sleep(0.05)
+    return True
 
 
 class ThreadBridge:

@@ -13,8 +13,9 @@ import logging
 import os
 import signal
 import sys
+import threading
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from typing import Any, NoReturn
 
 from prometheus_client import start_http_server
 
@@ -85,11 +86,11 @@ def supervise(coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
     return supervisor.start(coro, name)
 
 
-def run(service: str, main: Callable[[asyncio.Event], Awaitable[None]], *, metrics_port: int = 0) -> None:
+def run(service: str, main: Callable[[asyncio.Event], Awaitable[None]], *, metrics_port: int = 0) -> NoReturn:
     """Configure logs, tracing (when asked for), start metrics, install uvloop, and run
     `main(stop)` until SIGTERM or SIGINT sets `stop` (or a supervised task dies); `main`
-    then shuts down gracefully and returns. Exits with EXIT_TASK_FAILED when a supervised
-    task died."""
+    then shuts down gracefully and returns, and the process exits: 0, or EXIT_TASK_FAILED
+    when a supervised task died."""
     logs.configure(service)
     # A crash in native code (quickfix, grpc, uvloop) writes every thread's Python stack to
     # the log before the process dies, and `kill -USR1 <pid>` writes them on demand: what an
@@ -99,12 +100,40 @@ def run(service: str, main: Callable[[asyncio.Event], Awaitable[None]], *, metri
     auth.configure_process(service)
     tracing.configure(service)
     try:
-        _run(service, main, metrics_port)
+        code = _run(service, main, metrics_port)
     except BaseException as error:
-        if not address_in_use(error):
+        if address_in_use(error):
+            log.warning(
+                "cannot listen: the address is in use", extra={"service": service, "error": str(error)}
+            )
+            code = EXIT_ADDRESS_IN_USE
+        elif _without_finalizing.is_set():
+            log.exception("stopped with an error", extra={"service": service})
+            code = 1
+        else:
             raise
-        log.warning("cannot listen: the address is in use", extra={"service": service, "error": str(error)})
-        sys.exit(EXIT_ADDRESS_IN_USE)
+    _leave(code)
+
+
+# Set by a process whose native engine must not be shut down or finalized (quickfix: see
+# svc_runtime.fix.log_out): the process leaves with os._exit once its own shutdown is done.
+_without_finalizing = threading.Event()
+
+
+def leave_without_finalizing() -> None:
+    """Have `run` end the process with os._exit: no interpreter finalization, so no native
+    destructors or threads run after the service's own shutdown. As safe as a kill -9 at that
+    point, which every service recovers from."""
+    _without_finalizing.set()
+
+
+def _leave(code: int) -> NoReturn:
+    if _without_finalizing.is_set():
+        logging.shutdown()
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 def address_in_use(error: BaseException | None) -> bool:
@@ -119,7 +148,7 @@ def address_in_use(error: BaseException | None) -> bool:
     return False
 
 
-def _run(service: str, main: Callable[[asyncio.Event], Awaitable[None]], metrics_port: int) -> None:
+def _run(service: str, main: Callable[[asyncio.Event], Awaitable[None]], metrics_port: int) -> int:
     if metrics_port:
         start_http_server(metrics_port, addr="127.0.0.1")
 
@@ -162,5 +191,4 @@ def _run(service: str, main: Callable[[asyncio.Event], Awaitable[None]], metrics
         log.exception("shutdown after a background task died was not clean")
     finally:
         tracing.shutdown()  # the last spans are written before the process ends
-    if supervisor.failed:
-        sys.exit(EXIT_TASK_FAILED)
+    return EXIT_TASK_FAILED if supervisor.failed else 0

@@ -32,7 +32,7 @@ from svc_exec.adapters import venue
 from svc_exec.domain.commands import Amendment, NewOrder, ReplaceOrder
 from svc_exec.domain.model import Inbound, Side, VenueIncident
 from svc_exec.domain.sequence import InboundProgress
-from svc_runtime.fix import ReconnectPacer, ThreadBridge, load_settings
+from svc_runtime.fix import ReconnectPacer, ThreadBridge, load_settings, log_out
 
 log = logging.getLogger(__name__)
 
@@ -282,9 +282,11 @@ class FixSession:
         log.info("FIX initiator started", extra={"session": self.session_key})
 
     async def stop(self) -> None:
+        """Log out; quickfix itself is left running until the process leaves
+        (`svc_runtime.fix.log_out`)."""
         await self.pacer.stop()
-        # Logs out and joins quickfix's thread; never block the loop on it.
-        await asyncio.to_thread(self.initiator.stop)
+        if self.session_id is not None:
+            await log_out([self.session_id])
 
     # --- callbacks (FIX thread) -----------------------------------------------------------------
     def on_logon_thread(self) -> None:

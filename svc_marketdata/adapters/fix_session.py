@@ -20,7 +20,6 @@ it) is stuck, even while the TCP connection stays open.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 import time
@@ -34,7 +33,7 @@ from prometheus_client import Counter
 from svc_marketdata.adapters import fix_codec
 from svc_marketdata.domain.instruments import Instrument
 from svc_marketdata.domain.quotes import SymbolUpdate
-from svc_runtime.fix import ReconnectPacer, get_text, header_text, load_settings, set_text
+from svc_runtime.fix import ReconnectPacer, get_text, header_text, load_settings, log_out, set_text
 from svc_runtime.ids import new_id
 
 log = logging.getLogger(__name__)
@@ -231,9 +230,11 @@ class FixMarketFeed:
         self.pacer.start()
 
     async def stop(self) -> None:
-        """Log out and stop quickfix's threads, off the loop."""
+        """Log out; quickfix itself is left running until the process leaves
+        (`svc_runtime.fix.log_out`)."""
         await self.pacer.stop()
-        await asyncio.to_thread(self.initiator.stop)
+        if self.application.session_id is not None:
+            await log_out([self.application.session_id])
 
     def _send(self, message: fix.Message) -> bool:
         session_id = self.application.session_id

@@ -9,10 +9,8 @@ GIL while quickfix works.
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import logging
-import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,7 +22,7 @@ from exchange_sim.app.exchange import SessionState
 from exchange_sim.app.metrics import MD_MESSAGES, SESSIONS_LOGGED_ON
 from exchange_sim.domain import market_data as md
 from exchange_sim.domain.instruments import Instrument
-from svc_runtime.fix import ThreadBridge, header_text, load_settings
+from svc_runtime.fix import ThreadBridge, header_text, load_settings, log_out
 
 log = logging.getLogger(__name__)
 
@@ -108,29 +106,11 @@ class FixAcceptor(fix.Application):  # type: ignore[misc]
         log.info("fix acceptor listening", extra={"port": self.port, "sessions": sorted(self.sessions)})
 
     async def stop(self, timeout: float = 3.0) -> bool:
-        """Log the sessions out and stop quickfix; False if it did not finish in time.
-
-        QuickFIX 1.15's `Acceptor::stop` can hang joining its own thread (it tears the socket
-        server down before the join; quickfix/quickfix#740), so it runs on a daemon thread
-        and is given up on after `timeout`: every message is already in the FileStore, so
-        leaving then is no worse than a crash."""
-        acceptor, self._acceptor = self._acceptor, None
-        if acceptor is None:
+        """Log the sessions out; False if some did not answer in time (see `svc_runtime.fix.log_out`:
+        quickfix itself is left running until the process leaves)."""
+        if self._acceptor is None:
             return True
-        loop = asyncio.get_running_loop()
-        done = loop.create_future()
-
-        def stop() -> None:
-            acceptor.stop()
-            loop.call_soon_threadsafe(lambda: done.done() or done.set_result(None))
-
-        threading.Thread(target=stop, name="fix-acceptor-stop", daemon=True).start()
-        try:
-            await asyncio.wait_for(done, timeout)
-        except TimeoutError:
-            log.warning("fix acceptor did not stop in time", extra={"timeout_s": timeout})
-            return False
-        return True
+        return await log_out(list(self.sessions.values()), timeout=timeout)
 
     # ---- quickfix callbacks (quickfix thread) ---------------------------------------------
 
