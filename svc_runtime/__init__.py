@@ -1,9 +1,53 @@
 """The runtime shared by every brokermesh process.
 
-It holds what is the same in every service and must not be written twice: configuration,
-structured logs with request ids, the gRPC server and client plumbing (health, reflection,
-errors with details), PostgreSQL engines and migrations, the NATS topology and its
-publishers and durable consumers, the transactional outbox, exact decimals, ids, and the
-launchers of the infrastructure the stack starts for itself. It holds no domain logic:
-services never import each other, only this package and the generated stubs in gen/.
+It holds what is the same in every service and must not be written twice. It holds no domain
+logic: services never import each other, only this package and the generated stubs in gen/.
+
+Two surfaces, kept apart (tests/foundation/test_layering.py holds services to the first):
+
+**For services** (`__all__`):
+
+| module | what it gives a service |
+|---|---|
+| `service` | the process: logs, metrics, signals, supervised background tasks, crash-only exit |
+| `config` | typed settings from the environment |
+| `context`, `logs`, `tracing` | the request context (request id, caller) through every hop; JSON logs; spans |
+| `grpc_server`, `grpc_client`, `auth`, `access`, `tls`, `tokens`, `revocations` | gRPC in and out: TLS, who is calling, who may call what |
+| `errors`, `reasons` | errors across service boundaries and the one catalogue of their reasons |
+| `names`, `pagination`, `ids` | AIP resource names, ids and request ids; page sizes and tokens; new ids |
+| `decimals` | exact money, prices and quantities, and their wire form |
+| `db`, `outbox` | PostgreSQL: a schema per service, migrations, pools; the transactional outbox |
+| `messaging`, `reports`, `batching` | NATS JetStream topology, publishers and consumers; execution reports read once; call coalescing |
+| `fix` | quickfix plumbing for the processes that speak FIX |
+
+**Operator tooling** (not for services): `cli` (the `brokermesh` command), `stack` and
+`infra` (start the stack and its PostgreSQL and NATS), `readiness`, `admin`, `audit`,
+`codegen`.
 """
+
+__all__ = [
+    "access",
+    "auth",
+    "batching",
+    "config",
+    "context",
+    "db",
+    "decimals",
+    "errors",
+    "fix",
+    "grpc_client",
+    "grpc_server",
+    "ids",
+    "logs",
+    "messaging",
+    "names",
+    "outbox",
+    "pagination",
+    "reasons",
+    "reports",
+    "revocations",
+    "service",
+    "tls",
+    "tokens",
+    "tracing",
+]

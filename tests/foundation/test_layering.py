@@ -59,3 +59,26 @@ def test_every_service_is_under_every_rule() -> None:
     assert set(layers["containers"]) == services
     domains = {f"{s}.domain" for s in services if (REPO / s / "domain").is_dir()}
     assert set(by_name["domain/ does no I/O"]["source_modules"]) == domains
+
+
+def test_every_runtime_module_is_on_one_surface() -> None:
+    # svc_runtime/__init__.py: a module is for services (__all__) or operator tooling
+    # (forbidden to services); a new module must say which.
+    import svc_runtime
+
+    public = set(svc_runtime.__all__)
+    contract = next(
+        c for c in _contracts() if c["name"] == "Services use the runtime, not its operator tooling"
+    )
+    tooling = {m.removeprefix("svc_runtime.") for m in contract["forbidden_modules"]}
+    assert set(contract["source_modules"]) == _services()
+    assert not public & tooling
+    modules = {
+        p.stem if p.is_file() else p.name
+        for p in (REPO / "svc_runtime").iterdir()
+        if (p.suffix == ".py" and p.stem != "__init__") or (p / "__init__.py").is_file()
+    }
+    assert modules == public | tooling, {
+        "on no surface": modules - public - tooling,
+        "gone": public | tooling - modules,
+    }
