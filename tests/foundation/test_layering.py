@@ -80,5 +80,5 @@ def test_every_runtime_module_is_on_one_surface() -> None:
     }
     assert modules == public | tooling, {
         "on no surface": modules - public - tooling,
-        "gone": public | tooling - modules,
+        "gone": (public | tooling) - modules,
     }
