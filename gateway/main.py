@@ -32,7 +32,7 @@ from gateway.transport.handlers import Handlers
 from gateway.transport.internal import build_internal_app
 from gateway.transport.streams import StreamRegistry
 from gateway.workers import Workers, leave_interrupts_to_worker_zero, worker_number
-from svc_runtime import service, tls
+from svc_runtime import aio, service, tls
 from svc_runtime.messaging import Topology
 from svc_runtime.revocations import RevocationFeed
 from svc_runtime.tokens import (
@@ -241,7 +241,7 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
     # Tokens cannot be told from revoked ones until the revocations are loaded: wait a
     # little for them before serving (users' requests answer 503 until then).
     try:
-        await asyncio.wait_for(revocations.loaded.wait(), REVOCATIONS_WAIT_SECONDS)
+        await aio.within(revocations.loaded.wait(), REVOCATIONS_WAIT_SECONDS)
     except TimeoutError:
         log.warning("revoked sessions not loaded yet; serving, users' requests wait for them")
     pushing = service.supervise(hub.run(), name="quote-hub")

@@ -19,7 +19,7 @@ import os
 import signal
 import sys
 
-from svc_runtime import config
+from svc_runtime import aio, config
 from svc_runtime.infra.processes import die_with_parent
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ class Workers:
         self.tell_stop()
         for process in self.processes:
             try:
-                await asyncio.wait_for(process.wait(), DRAIN_SECONDS)
+                await aio.within(process.wait(), DRAIN_SECONDS)
             except TimeoutError:
                 log.warning("a gateway worker did not drain in time; killing it", extra={"pid": process.pid})
                 with contextlib.suppress(ProcessLookupError):

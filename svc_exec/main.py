@@ -33,7 +33,7 @@ from svc_exec.app.reconcile import Reconciler
 from svc_exec.app.reports import ReportDesk
 from svc_exec.domain.sequence import resume_target
 from svc_exec.transport.grpc_api import ExecutionServicer, SessionState
-from svc_runtime import config, db, messaging, service
+from svc_runtime import aio, config, db, messaging, service
 from svc_runtime.grpc_server import GrpcServer
 
 log = logging.getLogger(__name__)
@@ -209,7 +209,7 @@ async def serve(settings: ExecSettings, stop: asyncio.Event) -> None:
         consumer.stop()
         # A consumer that died (or was cancelled) must not skip stopping the FIX session below.
         with contextlib.suppress(Exception, asyncio.CancelledError):
-            await asyncio.wait_for(consuming, 10)
+            await aio.within(consuming, 10)
         await session.stop()
         await desk.stop()
     finally:

@@ -32,7 +32,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import IO
 
-from svc_runtime import config, logs, tls
+from svc_runtime import aio, config, logs, tls
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # How long `up` waits, once every service is healthy, for a first order to be possible.
@@ -255,7 +255,7 @@ async def supervise(stack, infra, stop: asyncio.Event, *, say: Callable[[str], N
 
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), 1.0)
+            await aio.within(stop.wait(), 1.0)
         if stop.is_set():
             return
         for name, code in infra.exited().items():

@@ -29,7 +29,7 @@ from typing import Any
 import quickfix as fix
 from prometheus_client import Counter
 
-from svc_runtime import service
+from svc_runtime import aio, service
 from svc_runtime.decimals import format_decimal
 
 log = logging.getLogger(__name__)
@@ -194,7 +194,7 @@ class ReconnectPacer:
             await self._down.wait()
             try:
                 # quickfix's next try comes within one interval of the session being enabled.
-                await asyncio.wait_for(self._up.wait(), self.interval + 0.25)
+                await aio.within(self._up.wait(), self.interval + 0.25)
                 continue
             except TimeoutError:
                 pass

@@ -20,7 +20,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 from prometheus_client import Counter, Histogram
 
-from svc_runtime import auth, config, context, messaging, tls, tracing
+from svc_runtime import aio, auth, config, context, messaging, tls, tracing
 from svc_runtime.access import ANY_USER, Rule, owns, rule_for
 from svc_runtime.config import GRPC_REUSEPORT, env_bool
 from svc_runtime.errors import (
@@ -152,7 +152,7 @@ class Guard:
             return
         self.feed.start()
         try:
-            await asyncio.wait_for(self.feed.loaded.wait(), _REVOCATIONS_WAIT_SECONDS)
+            await aio.within(self.feed.loaded.wait(), _REVOCATIONS_WAIT_SECONDS)
         except TimeoutError:
             log.warning("revoked sessions not loaded yet; users' calls wait for them")
 

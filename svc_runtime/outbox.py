@@ -21,6 +21,7 @@ import asyncpg
 from google.protobuf.message import Message
 from nats.js import JetStreamContext
 
+from svc_runtime import aio
 from svc_runtime.messaging import headers_for
 
 log = logging.getLogger(__name__)
@@ -94,7 +95,7 @@ class OutboxRelay:
                 if moved < self.batch_size:
                     self._wake.clear()
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), self.idle_poll)
+                        await aio.within(self._wake.wait(), self.idle_poll)
         finally:
             with contextlib.suppress(Exception):
                 await listener.remove_listener(self._channel, self._on_notify)

@@ -19,7 +19,7 @@ from nats.aio.client import Client as NatsClient
 from nats.js.kv import KeyValue
 from prometheus_client import Counter, Gauge
 
-from svc_runtime import messaging
+from svc_runtime import aio, messaging
 from svc_runtime.errors import Unavailable
 from svc_runtime.tokens import MAX_SESSION_SECONDS, RevokedSessions
 
@@ -99,7 +99,7 @@ class RevocationFeed:
             raise Unavailable("sessions cannot be ended now; retry", retry_after_seconds=1)
         value = json.dumps({"until": until, "at": time.time()}).encode()
         try:
-            await asyncio.wait_for(kv.put(session, value), WRITE_TIMEOUT_SECONDS)
+            await aio.within(kv.put(session, value), WRITE_TIMEOUT_SECONDS)
         except (TimeoutError, nats.errors.Error) as exc:
             log.warning("a revocation could not be written", extra={"error": repr(exc)})
             raise Unavailable("sessions cannot be ended now; retry", retry_after_seconds=1) from None

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import psutil
 
-from svc_runtime import auth, config, tls, tokens
+from svc_runtime import aio, auth, config, tls, tokens
 from svc_runtime.grpc_client import wait_healthy
 from svc_runtime.infra.nats_server import EmbeddedNats, NatsHandle
 from svc_runtime.infra.postgres import EmbeddedPostgres, PostgresHandle
@@ -482,7 +482,7 @@ class Stack:
             return process.returncode if process else None
         process.terminate()
         try:
-            code = await asyncio.wait_for(process.wait(), timeout)
+            code = await aio.within(process.wait(), timeout)
         except TimeoutError:
             log.warning("service did not stop in time; killing it", extra={"service": name})
             process.kill()

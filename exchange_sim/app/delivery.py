@@ -13,6 +13,7 @@ from collections import deque
 
 from exchange_sim.app import messages as m
 from exchange_sim.app.order_entry import ReportSink
+from svc_runtime import aio
 
 
 class DelayedDelivery:
@@ -57,7 +58,7 @@ class DelayedDelivery:
             if wait > 0:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), wait)
+                    await aio.within(self._wake.wait(), wait)
                 continue
             self._queue.popleft()
             self._deliver(item)

@@ -9,7 +9,6 @@ logouts answer 503: nothing is assumed.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable
 from typing import TypeVar
@@ -20,7 +19,7 @@ from nats.js.kv import KeyValue
 
 from gateway.adapters.kv import BackgroundBucket
 from gateway.domain.sessions import SessionRecord
-from svc_runtime import messaging
+from svc_runtime import aio, messaging
 from svc_runtime.errors import Unavailable
 from svc_runtime.revocations import RevocationFeed
 from svc_runtime.tokens import MAX_SESSION_SECONDS
@@ -54,7 +53,7 @@ class NatsSessions:
 
     async def _call(self, call: Awaitable[T]) -> T:
         try:
-            return await asyncio.wait_for(call, TIMEOUT_SECONDS)
+            return await aio.within(call, TIMEOUT_SECONDS)
         except (KeyNotFoundError, KeyWrongLastSequenceError):
             raise  # answers, not failures
         except (TimeoutError, nats.errors.Error) as exc:

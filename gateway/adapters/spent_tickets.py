@@ -9,7 +9,6 @@ ticket must never work twice because the record was out of reach.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 import nats.errors
@@ -17,7 +16,7 @@ from nats.js.errors import KeyWrongLastSequenceError
 
 from gateway.adapters.kv import BackgroundBucket
 from gateway.domain.tickets import SPENT_RECORD_SECONDS
-from svc_runtime import messaging
+from svc_runtime import aio, messaging
 from svc_runtime.errors import Unavailable
 
 log = logging.getLogger(__name__)
@@ -48,7 +47,7 @@ class NatsSpentTickets:
         if kv is None or not self.ready:
             raise Unavailable("stream tickets cannot be checked now; retry", retry_after_seconds=1)
         try:
-            await asyncio.wait_for(kv.create(ticket_id, b""), SPEND_TIMEOUT_SECONDS)
+            await aio.within(kv.create(ticket_id, b""), SPEND_TIMEOUT_SECONDS)
         except KeyWrongLastSequenceError:
             return False
         except (TimeoutError, nats.errors.Error) as exc:

@@ -32,6 +32,7 @@ from svc_exec.adapters import venue
 from svc_exec.domain.commands import Amendment, NewOrder, ReplaceOrder
 from svc_exec.domain.model import Inbound, Side, VenueIncident
 from svc_exec.domain.sequence import InboundProgress
+from svc_runtime import aio
 from svc_runtime.fix import ReconnectPacer, ThreadBridge, load_settings, log_out
 
 log = logging.getLogger(__name__)
@@ -409,7 +410,7 @@ class FixSession:
 
     async def wait_logged_on(self, timeout: float) -> bool:
         try:
-            await asyncio.wait_for(self._logged_on.wait(), timeout)
+            await aio.within(self._logged_on.wait(), timeout)
         except TimeoutError:
             return False
         return True

@@ -15,6 +15,7 @@ import logging
 
 import asyncpg
 
+from svc_runtime import aio
 from svc_runtime.db import asyncpg_dsn
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ class SessionLease:
                 log.warning("cannot reach PostgreSQL for the session lease", exc_info=True)
                 self.conn = None
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), poll)
+                await aio.within(stop.wait(), poll)
         return False
 
     async def release(self) -> None:

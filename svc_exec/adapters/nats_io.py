@@ -13,7 +13,7 @@ from brokermesh.orders.v1 import order_command_pb2
 from svc_exec.adapters.wire import command_from_proto, report_to_proto
 from svc_exec.domain.commands import Command, Refused
 from svc_exec.domain.model import Addressed
-from svc_runtime import context
+from svc_runtime import aio, context
 from svc_runtime.messaging import (
     MSG_ID_HEADER,
     TYPE_HEADER,
@@ -70,7 +70,7 @@ class JetStreamReports:
     async def _acknowledged(self, futures: list[asyncio.Future[object]]) -> None:
         if futures:
             # A timeout cancels the futures, which frees nats-py's pending-publish slots.
-            await asyncio.wait_for(asyncio.gather(*futures), self.ack_timeout)
+            await aio.within(asyncio.gather(*futures), self.ack_timeout)
 
 
 Handler = Callable[[Sequence[Command | Refused]], Awaitable[None]]

@@ -33,7 +33,7 @@ from svc_exec.domain.commands import (
 )
 from svc_exec.domain.model import Addressed, ExecKind, OrdStatus, Report
 from svc_exec.domain.orders import OrderView
-from svc_runtime import context, tracing
+from svc_runtime import aio, context, tracing
 from svc_runtime.errors import Unavailable
 from svc_runtime.ids import new_id
 
@@ -219,7 +219,7 @@ class Executor:
         future = self.desk.expect_status(request_id, cl_ord_id)
         try:
             self.entry.send_status_request(cl_ord_id, command.symbol, command.side, request_id)
-            answer = await asyncio.wait_for(future, self.status_timeout)
+            answer = await aio.within(future, self.status_timeout)
         except (TimeoutError, LookupError) as error:
             raise Unavailable(
                 f"cannot tell whether {cl_ord_id} reached the exchange", reason="FIX_STATUS_UNKNOWN"

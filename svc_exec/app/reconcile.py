@@ -35,6 +35,7 @@ from svc_exec.app.ports import ExecStore, OrderEntry
 from svc_exec.app.reports import ReportDesk
 from svc_exec.domain.commands import CancelOrder, Command, CommandMeta, Refused
 from svc_exec.domain.model import Addressed, OrdStatus, VenueIncident
+from svc_runtime import aio
 from svc_runtime.errors import DeadlineExceeded, FailedPrecondition, NotFound, Unavailable
 from svc_runtime.ids import new_id
 
@@ -161,7 +162,7 @@ class Reconciler:
                 exchange_order_id=view.exchange_order_id,
                 account=view.user_id,
             )
-            answer = await asyncio.wait_for(future, timeout)
+            answer = await aio.within(future, timeout)
             self._refusals.pop(order_id, None)
             return answer
         except TimeoutError as error:
@@ -253,7 +254,7 @@ class Reconciler:
         try:
             self.entry.send_mass_status_request(request_id)
             try:
-                await asyncio.wait_for(waiter.done.wait(), self.timeout)
+                await aio.within(waiter.done.wait(), self.timeout)
             except TimeoutError:
                 waiter.refused = waiter.refused or "no complete answer"
         finally:

@@ -33,7 +33,7 @@ from svc_exec.domain.model import (
     VenueIncident,
 )
 from svc_exec.domain.orders import OrderSnapshot, OrderView
-from svc_runtime import context, tracing
+from svc_runtime import aio, context, tracing
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +169,7 @@ class ReportDesk:
     async def drained(self, timeout: float) -> bool:
         """Wait until every report received so far is published."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._idle.wait(), timeout)
+            await aio.within(self._idle.wait(), timeout)
         return not self._in_flight
 
     # --- the order views ----------------------------------------------------------------

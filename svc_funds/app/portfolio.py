@@ -14,6 +14,7 @@ from svc_funds.app.ports import Clock, EndOfDayResult, PortfolioStore, QuoteSour
 from svc_funds.domain import portfolio as pnl
 from svc_funds.domain.model import EXCHANGE_TZ, trading_day
 from svc_funds.domain.portfolio import HoldingFigures, HoldingRow, PositionFigures, PositionRow
+from svc_runtime import aio
 from svc_runtime.errors import NotFound
 
 log = logging.getLogger(__name__)
@@ -107,7 +108,7 @@ async def end_of_day_daily(app: PortfolioApp, at: time, stop: asyncio.Event) -> 
     while not stop.is_set():
         wait = (next_run(app.clock(), at) - app.clock()).total_seconds()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), max(wait, 0.0))
+            await aio.within(stop.wait(), max(wait, 0.0))
         if stop.is_set():
             return
         try:

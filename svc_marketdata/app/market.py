@@ -39,6 +39,7 @@ from svc_marketdata.domain.instruments import (
 )
 from svc_marketdata.domain.liveness import FeedLiveness, FeedState
 from svc_marketdata.domain.quotes import QuoteBook, SymbolUpdate
+from svc_runtime import aio
 from svc_runtime.errors import InvalidArgument, NotFound, Unavailable
 
 log = logging.getLogger(__name__)
@@ -284,7 +285,7 @@ class MarketData:
             last_flush = 0.0
             while not stop.is_set():
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), 0.5)
+                    await aio.within(self._wake.wait(), 0.5)
                 if not self._wake.is_set():
                     continue
                 # Let more updates gather: one message carries every change of the window.

@@ -8,7 +8,6 @@ a symbol not seen yet is looked up once in the quotes KV bucket.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from nats.js import JetStreamContext
 
 from brokermesh.marketdata.v1 import marketdata_pb2, marketdata_pb2_grpc, tick_pb2
 from svc_orders.domain.model import Instrument, MarketSnapshot
+from svc_runtime import aio
 from svc_runtime.decimals import parse_decimal
 from svc_runtime.errors import InvalidArgument, reraise_remote
 from svc_runtime.messaging import Topology
@@ -142,8 +142,8 @@ class MarketData:
     async def _look_up(self, symbol: str) -> None:
         """The latest quote from svc_marketdata's KV bucket, when no tick has come yet."""
         try:
-            kv = await asyncio.wait_for(self.js.key_value(self.topology.quotes_bucket), self.timeout)
-            entry = await asyncio.wait_for(kv.get(self.topology.quote_key(symbol)), self.timeout)
+            kv = await aio.within(self.js.key_value(self.topology.quotes_bucket), self.timeout)
+            entry = await aio.within(kv.get(self.topology.quote_key(symbol)), self.timeout)
         except Exception as error:  # no bucket or key yet: the previous close will do
             log.debug("no stored quote", extra={"symbol": symbol, "error": repr(error)})
             return

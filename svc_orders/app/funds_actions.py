@@ -15,7 +15,7 @@ from typing import Protocol
 from svc_orders.app import metrics
 from svc_orders.app.ports import FundsPort
 from svc_orders.domain.model import FundsAction
-from svc_runtime import context
+from svc_runtime import aio, context
 from svc_runtime.errors import (
     Aborted,
     DeadlineExceeded,
@@ -56,7 +56,7 @@ class FundsActionWorker:
             except Exception:
                 log.warning("funds actions failed; will retry", exc_info=True)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.interval)
+                await aio.within(stop.wait(), self.interval)
 
     async def run_once(self) -> int:
         return await self.queue.process_funds_actions(self._perform)

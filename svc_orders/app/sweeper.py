@@ -35,7 +35,7 @@ from svc_orders.app.ports import (
 from svc_orders.app.reports import ReportProcessor
 from svc_orders.domain import state_machine
 from svc_orders.domain.model import Actor, ExchangeReport, ExchangeStatus, Order, Status
-from svc_runtime import context
+from svc_runtime import aio, context
 from svc_runtime.errors import DeadlineExceeded, FailedPrecondition, Unavailable
 from svc_runtime.ids import new_id
 
@@ -61,7 +61,7 @@ class Sweeper:
             except Exception:
                 log.warning("sweep failed; will retry", exc_info=True)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.interval)
+                await aio.within(stop.wait(), self.interval)
 
     async def sweep_once(self) -> int:
         older_than = self.clock.now() - timedelta(seconds=self.stuck_after)
