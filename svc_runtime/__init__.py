@@ -10,6 +10,7 @@ Two surfaces, kept apart (tests/foundation/test_layering.py holds services to th
 | module | what it gives a service |
 |---|---|
 | `service` | the process: logs, metrics, signals, supervised background tasks, crash-only exit |
+| `aio` | waits with a deadline that never swallow a cancellation (instead of `asyncio.wait_for`) |
 | `config` | typed settings from the environment |
 | `context`, `logs`, `tracing` | the request context (request id, caller) through every hop; JSON logs; spans |
 | `grpc_server`, `grpc_client`, `auth`, `access`, `tls`, `tokens`, `revocations` | gRPC in and out: TLS, who is calling, who may call what |
@@ -27,6 +28,7 @@ Two surfaces, kept apart (tests/foundation/test_layering.py holds services to th
 
 __all__ = [
     "access",
+    "aio",
     "auth",
     "batching",
     "config",
