@@ -15,7 +15,6 @@ import contextlib
 import hashlib
 import json
 import logging
-from collections.abc import Sequence
 
 import asyncpg
 from google.protobuf.message import Message
@@ -39,18 +38,6 @@ async def add(conn: asyncpg.Connection, subject: str, message: Message, msg_id: 
     """Queue `message` for publication, in the caller's transaction."""
     await conn.execute(
         INSERT_SQL, msg_id, subject, message.SerializeToString(), headers_json(message, msg_id, subject)
-    )
-
-
-async def add_many(conn: asyncpg.Connection, items: Sequence[tuple[str, Message, str]]) -> None:
-    """Queue several `(subject, message, msg_id)` in the caller's transaction, in order, in
-    one round trip."""
-    await conn.executemany(
-        INSERT_SQL,
-        [
-            (msg_id, subject, message.SerializeToString(), headers_json(message, msg_id, subject))
-            for subject, message, msg_id in items
-        ],
     )
 
 

@@ -267,10 +267,6 @@ class StackPlan:
         """The key set of users' tokens, as the stack's processes hold it."""
         return tokens.SigningKeys(self.jwt_secret, self._credentials().signing_keys_file)
 
-    def user_tokens(self, ttl_seconds: int = 900) -> tokens.UserTokens:
-        """Access tokens as the stack's gateway issues them (for tests and tools)."""
-        return tokens.UserTokens(self.signing_keys(), ttl_seconds=ttl_seconds)
-
     def describe(self) -> dict[str, object]:
         return {
             "gateway_url": self.gateway_url,

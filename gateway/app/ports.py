@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from typing import Protocol
 
 from brokermesh.marketdata.v1 import marketdata_pb2
-from brokermesh.orders.v1 import orders_pb2
 from gateway.domain.sessions import SessionRecord
 
 
@@ -19,12 +18,6 @@ class CredentialsVerifier(Protocol):
 class QuoteSnapshots(Protocol):
     async def latest_quotes(self, symbols: Sequence[str]) -> tuple[list[marketdata_pb2.Quote], list[str]]:
         """The latest quote of each known symbol, and the unknown symbols."""
-        ...
-
-
-class OrderUpdates(Protocol):
-    def order_updates(self, user_id: str, after_event_id: str) -> AsyncIterator[orders_pb2.OrderEvent]:
-        """The user's order events after `after_event_id` (all live ones if empty)."""
         ...
 
 

@@ -54,12 +54,10 @@ class BlockState(StrEnum):
 CASH = "cash"
 CASH_BLOCKED = "cash_blocked"
 CASH_DUES = "cash_dues"
-USER_CASH_ACCOUNTS = (CASH, CASH_BLOCKED, CASH_DUES)
 
 SHARES = "shares"
 SHARES_BLOCKED = "shares_blocked"
 SHARES_DUES = "shares_dues"
-USER_SHARE_ACCOUNTS = (SHARES, SHARES_BLOCKED, SHARES_DUES)
 
 # House accounts: the other side of every movement that leaves or enters a user's accounts.
 HOUSE_BANK = "house:bank"  # deposits and withdrawals

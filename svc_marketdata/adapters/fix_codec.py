@@ -102,11 +102,6 @@ _days: dict[str, int] = {}
 _times: dict[str, int] = {}
 
 
-def split_fields(raw: str) -> list[tuple[str, str]]:
-    """`tag=value` pairs of a raw FIX message, in order (regex over the whole text: C speed)."""
-    return _FIELD.findall(raw)
-
-
 def _day_ns(date_text: str) -> int:
     day = _days.get(date_text)
     if day is None:

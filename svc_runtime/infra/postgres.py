@@ -46,10 +46,6 @@ def wheel_server_tree() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "pginstall"
 
 
-def wheel_bin_dir() -> Path:
-    return wheel_server_tree() / "bin"
-
-
 # The binaries the stack runs, each checked with `-V` before use: running them is what proves
 # the dynamic loader finds every library they need.
 SERVER_BINARIES = ("postgres", "initdb", "pg_isready", "psql")
