@@ -5,7 +5,7 @@ to lag by pausing its WAL replay."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
@@ -17,15 +17,9 @@ from svc_runtime.replica import ReplicaReads
 from tests.orders.conftest import Oms, start_oms
 from tests.support.infra import SharedInfra
 from tests.support.polling import eventually
-from tests.support.replica import Replicated, primary_and_replica
+from tests.support.replica import Replicated
 
 LIST_ORDERS = "SELECT * FROM orders WHERE ($1::text IS NULL OR user_id = $1)%"
-
-
-@pytest.fixture(scope="module")
-def replicated() -> Iterator[Replicated]:
-    with primary_and_replica() as servers:
-        yield servers
 
 
 async def _calls(url: str, pattern: str) -> int:
@@ -72,6 +66,8 @@ async def oms_on_replica(
     await oms.stop()
 
 
+# An OMS of its own over a primary and its replica.
+@pytest.mark.slow
 async def test_a_user_sees_their_own_orders_while_the_replica_lags(oms_on_replica: tuple[Oms, str]) -> None:
     oms, replica_url = oms_on_replica
     asha, ravi = oms.new_user(), oms.new_user()
