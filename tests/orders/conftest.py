@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -29,7 +29,6 @@ from tests.orders.fakes import FakeServices
 from tests.support.grpc import plain_channel
 from tests.support.infra import SharedInfra, fresh_database, unique_name
 from tests.support.polling import eventually
-from tests.support.replica import Replicated, primary_and_replica
 
 # Slow refill so that rate-limit tests do not depend on how fast this machine is.
 BASE_ENV = {
@@ -233,10 +232,3 @@ async def start_own_oms(infra: SharedInfra, tmp_path: Path) -> AsyncIterator[Cal
 
 def price(message: decimal_pb2.Decimal) -> Decimal:
     return Decimal(message.value)
-
-
-@pytest.fixture(scope="session")
-def replicated() -> Iterator[Replicated]:
-    """A PostgreSQL primary with a streaming replica, shared by the tests that need either."""
-    with primary_and_replica() as servers:
-        yield servers

@@ -17,30 +17,9 @@ from svc_runtime.replica import ReplicaReads
 from tests.orders.conftest import Oms, start_oms
 from tests.support.infra import SharedInfra
 from tests.support.polling import eventually
-from tests.support.replica import Replicated
+from tests.support.replica import Replicated, calls, replay
 
 LIST_ORDERS = "SELECT * FROM orders WHERE ($1::text IS NULL OR user_id = $1)%"
-
-
-async def _calls(url: str, pattern: str) -> int:
-    conn = await asyncpg.connect(db.asyncpg_dsn(url))
-    try:
-        value = await conn.fetchval(
-            "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid "
-            "WHERE d.datname = current_database() AND s.query LIKE $1",
-            pattern,
-        )
-        return int(value)
-    finally:
-        await conn.close()
-
-
-async def _replay(url: str, *, paused: bool) -> None:
-    conn = await asyncpg.connect(db.asyncpg_dsn(url))
-    try:
-        await conn.execute("SELECT pg_wal_replay_pause()" if paused else "SELECT pg_wal_replay_resume()")
-    finally:
-        await conn.close()
 
 
 async def _listed(oms: Oms, user: str) -> dict[str, int]:
@@ -62,7 +41,7 @@ async def oms_on_replica(
         SharedInfra(primary_url, infra.nats_url, None), tmp_path, env, database_url=primary_url
     )
     yield oms, replica_url
-    await _replay(replica_url, paused=False)
+    await replay(replica_url, paused=False)
     await oms.stop()
 
 
@@ -77,13 +56,13 @@ async def test_a_user_sees_their_own_orders_while_the_replica_lags(oms_on_replic
 
     # Once the replica has replayed both users' writes, their pages come from it.
     async def from_the_replica() -> bool:
-        before = await _calls(replica_url, LIST_ORDERS)
+        before = await calls(replica_url, LIST_ORDERS)
         listed = await _listed(oms, ravi)
-        return ravi_order.order_id in listed and await _calls(replica_url, LIST_ORDERS) > before
+        return ravi_order.order_id in listed and await calls(replica_url, LIST_ORDERS) > before
 
     assert await eventually(from_the_replica, timeout=30)
 
-    await _replay(replica_url, paused=True)
+    await replay(replica_url, paused=True)
     second = await oms.place(asha)
     await oms.ack(second)
     await oms.fill(second, 10, "1530.00", 10)
@@ -99,21 +78,21 @@ async def test_a_user_sees_their_own_orders_while_the_replica_lags(oms_on_replic
         await replica.close()
 
     # asha sees her new order, filled, straight after each write: her reads went to the primary.
-    on_replica = await _calls(replica_url, LIST_ORDERS)
+    on_replica = await calls(replica_url, LIST_ORDERS)
     assert (await _listed(oms, asha))[second.order_id] == orders_pb2.ORDER_STATUS_FILLED
-    assert await _calls(replica_url, LIST_ORDERS) == on_replica
+    assert await calls(replica_url, LIST_ORDERS) == on_replica
     # ravi wrote nothing since: his page still comes from the (lagging) replica.
     assert ravi_order.order_id in await _listed(oms, ravi)
-    assert await _calls(replica_url, LIST_ORDERS) == on_replica + 1
+    assert await calls(replica_url, LIST_ORDERS) == on_replica + 1
 
     # Replay resumes; once the replica has asha's writes, her pages come from it again.
-    await _replay(replica_url, paused=False)
+    await replay(replica_url, paused=False)
 
     async def asha_from_the_replica() -> bool:
-        before = await _calls(replica_url, LIST_ORDERS)
+        before = await calls(replica_url, LIST_ORDERS)
         listed = await _listed(oms, asha)
         return listed.get(second.order_id) == orders_pb2.ORDER_STATUS_FILLED and (
-            await _calls(replica_url, LIST_ORDERS) > before
+            await calls(replica_url, LIST_ORDERS) > before
         )
 
     assert await eventually(asha_from_the_replica, timeout=30)

@@ -66,3 +66,27 @@ def primary_and_replica() -> Iterator[Replicated]:
         for server in (replica, primary):
             server.remove()
         shutil.rmtree(root, ignore_errors=True)
+
+
+async def calls(url: str, pattern: str) -> int:
+    """How often the server at `url` has run statements like `pattern` (SQL LIKE) in its
+    database."""
+    conn = await asyncpg.connect(db.asyncpg_dsn(url))
+    try:
+        value = await conn.fetchval(
+            "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid "
+            "WHERE d.datname = current_database() AND s.query LIKE $1",
+            pattern,
+        )
+        return int(value)
+    finally:
+        await conn.close()
+
+
+async def replay(replica_url: str, *, paused: bool) -> None:
+    """Pause the replica's WAL replay (it lags from then on), or resume it."""
+    conn = await asyncpg.connect(db.asyncpg_dsn(replica_url))
+    try:
+        await conn.execute("SELECT pg_wal_replay_pause()" if paused else "SELECT pg_wal_replay_resume()")
+    finally:
+        await conn.close()
