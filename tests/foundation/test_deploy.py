@@ -197,19 +197,24 @@ def test_secrets_makes_what_the_compose_file_mounts(tmp_path: Path) -> None:
         "BROKERMESH_SERVICE_KEY",
     } <= set(values)
     compose = yaml.safe_load(COMPOSE.read_text())
-    for mount in compose["x-service"]["volumes"]:
-        source = mount.split(":")[0]
-        assert (tmp_path / "secrets" / Path(source).name).is_dir()
-    environment = compose["x-service"]["environment"]
-    for variable in (
-        "BROKERMESH_OPERATORS_FILE",
-        "BROKERMESH_SIGNING_KEYS_FILE",
-        "BROKERMESH_TLS_CERT",
-        "BROKERMESH_TLS_KEY",
-        "BROKERMESH_TLS_CA",
-    ):
-        inside = Path(environment[variable]).relative_to("/etc/brokermesh")
-        assert (tmp_path / "secrets" / inside).is_file(), variable
+    for host, service in compose["services"].items():
+        if "build" not in service:
+            continue
+        mounted = {}
+        for mount in service["volumes"]:
+            source, target = mount.split(":")[:2]
+            if source.startswith("./secrets/"):
+                mounted[target] = tmp_path / "secrets" / source.removeprefix("./secrets/")
+        assert not any(path.name == "ca.key" for path in mounted.values()), host
+        environment = service["environment"]
+        for variable in (
+            "BROKERMESH_OPERATORS_FILE",
+            "BROKERMESH_SIGNING_KEYS_FILE",
+            "BROKERMESH_TLS_CERT",
+            "BROKERMESH_TLS_KEY",
+            "BROKERMESH_TLS_CA",
+        ):
+            assert mounted[environment[variable]].is_file(), (host, variable)
     # Made once: a second run keeps every secret.
     assert deploy.write_secrets(tmp_path / "secrets").read_text() == env_file.read_text()
 
