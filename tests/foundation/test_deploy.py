@@ -10,6 +10,10 @@ import importlib.util
 import json
 import re
 import shlex
+import shutil
+import subprocess
+import sys
+import zipfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -59,6 +63,54 @@ def test_the_dockerfile_copies_only_what_the_repository_has() -> None:
     # Every package the project installs is copied (pyproject.toml lists them).
     copied = {s.rstrip("/") for i in copies for s in _copy_sources(i["value"])}
     assert {*SERVICE_NAMES, "svc_runtime", "gen", "pyproject.toml"} <= copied
+
+
+def test_what_the_build_stage_copies_installs_every_file_the_processes_need(tmp_path: Path) -> None:
+    """The build stage's `pip install .` run here on exactly what it copies: the wheel must
+    hold every tracked file of the packages (code, migrations, configs, the web trader), so
+    a data file missing from the package data would fail here, not in a container."""
+    pytest.importorskip("setuptools", reason="building the wheel without isolation needs setuptools")
+    context = tmp_path / "context"
+    context.mkdir()
+    copies = [i for i in _instructions() if i["instruction"] == "COPY" and "--from=" not in i["value"]]
+    sources = [source for i in copies for source in _copy_sources(i["value"])]
+    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
+    for source in sources:
+        if (REPO / source).is_dir():
+            shutil.copytree(REPO / source, context / source, ignore=ignore)
+        else:
+            shutil.copy(REPO / source, context / source)
+    built = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(context),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert built.returncode == 0, built.stderr
+    (wheel,) = tmp_path.glob("brokermesh-*.whl")
+    installed = set(zipfile.ZipFile(wheel).namelist())
+    tracked = subprocess.run(
+        ["git", "ls-files", "gen", *SERVICE_NAMES, "svc_runtime"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    needed = [path.removeprefix("gen/") for path in tracked if not path.endswith("README.md")]
+    assert len(needed) > 200
+    missing = [path for path in needed if path not in installed]
+    assert not missing, f"not in the image: {missing}"
 
 
 def test_every_process_has_an_image_that_starts_its_module() -> None:
