@@ -41,7 +41,7 @@ from svc_funds.domain.charges import (
     schedule_from_dict,
 )
 from svc_funds.transport.servicers import AccountServicer, FundsServicer, PortfolioServicer
-from svc_runtime import config, db, messaging, service
+from svc_runtime import config, db, messaging, replica, service
 from svc_runtime.grpc_server import GrpcServer
 
 log = logging.getLogger(__name__)
@@ -115,7 +115,8 @@ async def serve(
         max_size=settings.writers + 2,
         settings=db.KEYED_ACCESS,
     )
-    store = PgLedgerStore(ledger_pool)
+    reads = await replica.from_env(pool, SCHEMA)
+    store = PgLedgerStore(ledger_pool, reads)
     try:
         js = nc.jetstream()
         topology = messaging.Topology(common.namespace)
@@ -128,7 +129,7 @@ async def serve(
             max_batch=settings.max_batch,
             linger=settings.linger_ms / 1000,
         )
-        queries = PgFundsQueries(pool)
+        queries = PgFundsQueries(pool, reads)
         funds = FundsApp(engine, queries)
         accounts = AccountsApp(PgAccountStore(pool))
         audit = AuditApp(PgAuditStore(pool))
@@ -177,6 +178,8 @@ async def serve(
         await quotes.close()
         await nc.close()
         await ledger_pool.close()
+        if reads is not None:
+            await reads.close()
         await pool.close()
 
 

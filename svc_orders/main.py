@@ -29,7 +29,7 @@ from svc_orders.app.reports import ReportProcessor
 from svc_orders.app.sweeper import Sweeper
 from svc_orders.domain.risk import RiskLimits
 from svc_orders.transport.servicer import OrdersServicer
-from svc_runtime import config, db, grpc_client, messaging, service
+from svc_runtime import config, db, grpc_client, messaging, replica, service
 from svc_runtime.grpc_server import GrpcServer
 from svc_runtime.outbox import OutboxRelay
 
@@ -137,7 +137,8 @@ async def serve(settings: OrdersSettings, stop: asyncio.Event) -> None:
     marketdata_channel = grpc_client.channel(settings.marketdata_target)
     exec_channel = grpc_client.channel(settings.exec_target)
 
-    store = PostgresOrderStore(pool, topology)
+    reads = await replica.from_env(pool, SCHEMA)
+    store = PostgresOrderStore(pool, topology, reads)
     market = MarketData(marketdata_channel, nc, js, topology)
     funds = FundsClient(funds_channel)
     executor = ExecutorClient(exec_channel, js, topology)
@@ -208,6 +209,8 @@ async def serve(settings: OrdersSettings, stop: asyncio.Event) -> None:
     await nc.close()
     for channel in (funds_channel, marketdata_channel, exec_channel):
         await channel.close()
+    if reads is not None:
+        await reads.close()
     await pool.close()
 
 

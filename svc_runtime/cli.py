@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import subprocess
@@ -30,7 +31,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from svc_runtime import aio, config, logs, tls
 
@@ -529,6 +530,44 @@ def _bench(argv: list[str]) -> int:
     return harness.main(argv)
 
 
+# --- images, secrets: running elsewhere than under `up` (docs/deployment.md) -------------------
+def _deploy_parsers(sub: Any) -> None:
+    images = sub.add_parser("images", help="build one container image per process (docker build)")
+    images.add_argument("services", nargs="*", help="only these processes (default: all six)")
+    images.add_argument("--tag", default=_version(), help="image tag (default: the project's version)")
+    images.add_argument("--print", action="store_true", help="print the commands instead of running them")
+    made = sub.add_parser("secrets", help="make the credentials and TLS material a deployment mounts")
+    made.add_argument(
+        "directory", type=Path, help="where to write them (deploy/compose.yaml: deploy/secrets)"
+    )
+    made.add_argument("--hostname", action="append", default=[], help="another name for the certificate")
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("brokermesh")
+    except PackageNotFoundError:
+        return "latest"
+
+
+def _deploy(args: argparse.Namespace) -> int:
+    from svc_runtime import deploy
+
+    if args.command == "secrets":
+        env_file = deploy.write_secrets(args.directory, tuple(args.hostname))
+        print(f"credentials and TLS in {args.directory}; environment in {env_file} (keep them secret)")
+        return 0
+    commands = deploy.build_commands(args.tag, tuple(args.services) or deploy.SERVICE_NAMES)
+    if args.print or not deploy.docker_available():
+        if not args.print:
+            print("# no docker on this machine; from the repository root run:", file=sys.stderr)
+        print("\n".join(shlex.join(command) for command in commands))
+        return 0
+    return deploy.build_images(commands, Path(__file__).resolve().parent.parent)
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["test"]:
@@ -583,6 +622,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     destroy.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     _admin_parser(sub)
+    _deploy_parsers(sub)
     args = parser.parse_args(argv)
 
     logs.configure("cli", level=os.environ.get("BROKERMESH_LOG_LEVEL", "WARNING"))
@@ -594,5 +634,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(0)
     if args.command == "destroy":
         sys.exit(_destroy(args))
+    if args.command in ("images", "secrets"):
+        sys.exit(_deploy(args))
     handlers = {"up": _up, "admin": _admin, "audit": _audit}
     sys.exit(asyncio.run(handlers[args.command](args)))

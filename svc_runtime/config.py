@@ -36,6 +36,8 @@ def env_bool(name: str, default: bool) -> bool:
 
 # Environment variable names, in one place so the supervisor and services agree.
 DATABASE_URL = "BROKERMESH_DATABASE_URL"
+# A streaming replica of it, for the pages users read at leisure (svc_runtime.replica).
+DATABASE_REPLICA_URL = "BROKERMESH_DATABASE_REPLICA_URL"
 NATS_URL = "BROKERMESH_NATS_URL"
 NAMESPACE = "BROKERMESH_NAMESPACE"
 DATA_DIR = "BROKERMESH_DATA_DIR"

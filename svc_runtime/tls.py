@@ -139,6 +139,12 @@ def ensure(data_dir: Path, hostnames: tuple[str, ...] = ()) -> Material:
     operator = configured()
     if operator is not None:
         return operator
+    return made(data_dir, hostnames)
+
+
+def made(data_dir: Path, hostnames: tuple[str, ...] = ()) -> Material:
+    """The CA and server certificate under `data_dir/tls/`, made or renewed as `ensure` says,
+    whatever the environment configures."""
     directory = data_dir / TLS_DIR
     directory.mkdir(parents=True, exist_ok=True)
     directory.chmod(0o700)

@@ -82,11 +82,16 @@ class KeySet:
         return self.current, self.keys[self.current]
 
 
+def empty_key_file() -> dict[str, Any]:
+    """A signing-keys file with no key beyond the initial secret."""
+    return {"current": "", "keys": {}, "retired": {}}
+
+
 def _read_keys_file(path: Path) -> dict[str, Any]:
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
-        return {"current": "", "keys": {}, "retired": {}}
+        return empty_key_file()
 
 
 def key_set_from(initial_secret: str, recorded: dict[str, Any], now: float) -> KeySet:

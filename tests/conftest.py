@@ -23,6 +23,7 @@ import pytest
 from svc_runtime import tls
 from svc_runtime.stack import SERVICE_NAMES, Stack, StackPlan
 from tests.support.infra import SharedInfra, fresh_database, scratch_dir, start_test_infra, unique_name
+from tests.support.replica import Replicated, primary_and_replica
 
 StackFactory = Callable[..., Awaitable[Stack]]
 
@@ -88,6 +89,14 @@ def infra() -> Iterator[SharedInfra]:
     handle = start_test_infra()
     yield handle
     handle.stop()
+
+
+@pytest.fixture(scope="session")
+def replicated() -> Iterator[Replicated]:
+    """A PostgreSQL primary with a streaming replica of its own, for the tests of reads from a
+    replica (started on first use, shared after)."""
+    with primary_and_replica() as servers:
+        yield servers
 
 
 @pytest.fixture

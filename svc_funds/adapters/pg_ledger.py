@@ -33,6 +33,7 @@ from svc_funds.domain.ledger import (
 from svc_funds.domain.model import BlockKind, BlockState, Product, Side, house_unit
 from svc_funds.domain.operations import Needs
 from svc_runtime.ids import new_id
+from svc_runtime.replica import ReplicaReads
 
 _RETRYABLE = (
     asyncpg.UniqueViolationError,
@@ -436,6 +437,8 @@ SELECT 'x', p.exec_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM parked_repo
 class PgLedgerUnitOfWork:
     def __init__(self, conn: asyncpg.Connection) -> None:
         self.conn = conn
+        # Whose balances this transaction changed (every entry of a user changes one).
+        self.users: set[str] = set()
 
     async def load(self, needs: Needs, *, read_blocks: bool = True) -> LedgerState:
         state = LedgerState()
@@ -517,6 +520,9 @@ class PgLedgerUnitOfWork:
         # Python, holds them for the write and the commit only: a second batch computes
         # while the first one writes.
         opening = await self._lock_house(sorted(changes.house)) if changes.house else {}
+        self.users.update(c.user_id for c in changes.cash)
+        self.users.update(s.user_id for s in changes.shares)
+        self.users.update(b.user_id for b in (*changes.new_blocks, *changes.updated_blocks))
         writes = writes_for(changes, opening)
         if writes.parts:
             await self.conn.execute(writes.sql(), *writes.args)
@@ -527,16 +533,21 @@ class PgLedgerStore:
     instead of returning it to the pool, whose reset on release costs a round trip; a
     transaction leaves no session state behind, so nothing needs resetting."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, reads: ReplicaReads | None = None) -> None:
         self.pool = pool
         self._kept: list[asyncpg.Connection] = []
+        # Told whose balances each committed transaction changed, for reads from a replica.
+        self.reads = reads
 
     @asynccontextmanager
     async def unit_of_work(self) -> AsyncIterator[PgLedgerUnitOfWork]:
         conn = self._kept.pop() if self._kept else await self.pool.acquire()
         try:
             async with conn.transaction():
-                yield PgLedgerUnitOfWork(conn)
+                work = PgLedgerUnitOfWork(conn)
+                yield work
+            if self.reads is not None:
+                self.reads.wrote(*work.users)
         finally:
             if conn.is_closed():
                 await self.pool.release(conn)

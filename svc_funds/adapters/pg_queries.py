@@ -8,11 +8,14 @@ from svc_funds.adapters.pg_ledger import BLOCK_COLUMNS, block_from_row
 from svc_funds.app.ports import EntryRow, FundsRow
 from svc_funds.domain.ledger import Block
 from svc_funds.domain.model import BlockState
+from svc_runtime.replica import ReplicaReads
 
 
 class PgFundsQueries:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, reads: ReplicaReads | None = None) -> None:
         self.pool = pool
+        # Ledger pages may come from a streaming replica (svc_runtime.replica).
+        self.reads = reads
 
     async def funds(self, user_id: str) -> FundsRow | None:
         row = await self.pool.fetchrow(
@@ -27,7 +30,8 @@ class PgFundsQueries:
         return bool(await self.pool.fetchval("SELECT true FROM accounts WHERE user_id = $1", user_id))
 
     async def entries(self, user_id: str, before: int | None, limit: int) -> list[EntryRow]:
-        rows = await self.pool.fetch(
+        pool = self.pool if self.reads is None else self.reads.pool_for(user_id)
+        rows = await pool.fetch(
             "SELECT entry_id, txn_id, user_id, account, unit, amount, balance_after, kind, order_id, exec_id, "
             "request_id, description, created_at FROM entries "
             "WHERE user_id = $1 AND ($2::bigint IS NULL OR entry_id < $2) ORDER BY entry_id DESC LIMIT $3",

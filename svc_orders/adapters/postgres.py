@@ -46,6 +46,7 @@ from svc_runtime import outbox, pagination
 from svc_runtime.errors import Aborted, ResourceExhausted
 from svc_runtime.ids import new_id
 from svc_runtime.messaging import Topology
+from svc_runtime.replica import ReplicaReads
 
 log = logging.getLogger(__name__)
 
@@ -233,6 +234,8 @@ class PgUnitOfWork:
         self.conn: asyncpg.Connection | None = None
         self._tx: Any = None
         self._committed = False
+        # Whose orders this transaction reached: their reads skip the replica until it has them.
+        self._users: set[str] = set()
 
     async def __aenter__(self) -> PgUnitOfWork:
         self.conn = await self.store.pool.acquire()
@@ -262,17 +265,23 @@ class PgUnitOfWork:
     async def commit(self) -> None:
         await self._tx.commit()
         self._committed = True
+        if self.store.reads is not None:
+            self.store.reads.wrote(*self._users)
 
     async def lock_order(self, order_id: str, *, skip_locked: bool = False) -> Order | None:
         lock = "FOR UPDATE SKIP LOCKED" if skip_locked else "FOR UPDATE"
         row = await self.c.fetchrow(f"SELECT * FROM orders WHERE order_id = $1 {lock}", order_id)
-        return order_from_row(row) if row else None
+        if row is None:
+            return None
+        self._users.add(row["user_id"])
+        return order_from_row(row)
 
     async def lock_orders(self, order_ids: Sequence[str]) -> dict[str, Order]:
         rows = await self.c.fetch(
             "SELECT * FROM orders WHERE order_id = ANY($1::text[]) ORDER BY order_id FOR UPDATE",
             list(order_ids),
         )
+        self._users.update(row["user_id"] for row in rows)
         return {row["order_id"]: order_from_row(row) for row in rows}
 
     async def delete_reserved(self, order_id: str) -> None:
@@ -283,6 +292,7 @@ class PgUnitOfWork:
     ) -> None:
         before, order = transition.before, transition.after
         assert transition.changed and transition.event is not None
+        self._users.add(order.user_id)
         now = order.update_time
         event_id = new_id("evt")
         event = wire.event_to_proto(
@@ -442,9 +452,14 @@ FundsActionHandler = Callable[[DueFundsAction], Awaitable[str | None]]
 
 
 class PostgresOrderStore:
-    def __init__(self, pool: asyncpg.Pool, topology: Topology) -> None:
+    def __init__(self, pool: asyncpg.Pool, topology: Topology, reads: ReplicaReads | None = None) -> None:
         self.pool = pool
         self.topology = topology
+        # Order history and trades may come from a streaming replica (svc_runtime.replica).
+        self.reads = reads
+
+    def _read_pool(self, user_id: str | None) -> asyncpg.Pool:
+        return self.pool if self.reads is None else self.reads.pool_for(user_id)
 
     def unit_of_work(self) -> PgUnitOfWork:
         return PgUnitOfWork(self)
@@ -476,6 +491,8 @@ class PostgresOrderStore:
             rate,
         )
         if outcome["created"]:
+            if self.reads is not None:
+                self.reads.wrote(order.user_id)
             return Reservation(order, created=True)
         if outcome["existed"] or outcome["took_token"]:
             existing = await self.find_by_key(order.user_id, order.client_order_id)
@@ -600,7 +617,7 @@ class PostgresOrderStore:
         status_values = [s.value for s in statuses]
         if Status.PENDING_EXCHANGE in statuses:
             status_values.append(Status.FUNDS_PENDING.value)
-        rows = await self.pool.fetch(
+        rows = await self._read_pool(user_id).fetch(
             "SELECT * FROM orders WHERE ($1::text IS NULL OR user_id = $1) "
             "AND (cardinality($2::text[]) = 0 OR status = ANY($2::text[])) "
             "AND ($3::text IS NULL OR order_id < $3) ORDER BY order_id DESC LIMIT $4",
@@ -618,7 +635,7 @@ class PostgresOrderStore:
     ) -> tuple[list[tuple[Fill, Order]], str]:
         query = ("trades", user_id, order_id)
         cursor = pagination.decode_token(page_token, *query)
-        rows = await self.pool.fetch(
+        rows = await self._read_pool(user_id).fetch(
             "SELECT t.seq, t.exec_id, t.quantity AS fill_quantity, t.price, t.cumulative_quantity, t.execute_time, o.* "
             "FROM trades t JOIN orders o USING (order_id) "
             "WHERE ($1::text IS NULL OR t.user_id = $1) AND ($2 = '' OR t.order_id = $2) "

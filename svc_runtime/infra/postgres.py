@@ -327,6 +327,36 @@ class EmbeddedPostgres:
         self._ensure_database(bin_dir, port, password)
         return handle
 
+    def clone_as_standby(self, primary: EmbeddedPostgres, primary_port: int) -> None:
+        """Make this (not yet initialized) cluster a streaming replica of `primary`: a base
+        backup taken with `pg_basebackup -R`, which leaves `standby.signal` and the primary's
+        connection in the copy, so `start()` brings it up as a hot standby replaying the
+        primary's WAL. It shares the primary's superuser and password (they are in the copy)."""
+        user = self._service_user()
+        bin_dir = self._bin_dir(user)
+        pgdata = self._pgdata(user)
+        if (pgdata / "PG_VERSION").exists():
+            raise RuntimeError(f"{pgdata} already holds a cluster")
+        password = primary._password()
+        self.root.mkdir(parents=True, exist_ok=True)
+        secret_file = self.root / "superuser.password"
+        secret_file.write_text(password)
+        secret_file.chmod(0o600)
+        result = subprocess.run(
+            [
+                str(bin_dir / "pg_basebackup"),
+                *("-h", "127.0.0.1", "-p", str(primary_port), "-U", SUPERUSER),
+                *("-D", str(pgdata), "--write-recovery-conf", "--wal-method=stream", "--checkpoint=fast"),
+            ],
+            env={**os.environ, "PGPASSWORD": password},
+            check=False,
+            capture_output=True,
+            text=True,
+            **self._as_user(user),  # type: ignore[arg-type]
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"pg_basebackup failed:\n{result.stdout}\n{result.stderr}")
+
     def _initdb(self, bin_dir: Path, pgdata: Path, password: str, user: pwd.struct_passwd | None) -> None:
         # The password goes through a private file the server's user can read (a pipe
         # created by root cannot be reopened by it as /dev/stdin).

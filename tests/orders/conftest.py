@@ -172,10 +172,12 @@ class Oms:
         await self.nc.close()
 
 
-async def start_oms(infra: SharedInfra, data_dir: Path, extra_env: dict[str, str] | None = None) -> Oms:
+async def start_oms(
+    infra: SharedInfra, data_dir: Path, extra_env: dict[str, str] | None = None, database_url: str = ""
+) -> Oms:
     plan = StackPlan.allocate(
         data_dir,
-        await fresh_database(infra),
+        database_url or await fresh_database(infra),
         infra.nats_url,
         namespace=unique_name("t"),
         jwt_secret=secrets.token_urlsafe(48),
