@@ -17,13 +17,13 @@ Two surfaces, kept apart (tests/foundation/test_layering.py holds services to th
 | `errors`, `reasons` | errors across service boundaries and the one catalogue of their reasons |
 | `names`, `pagination`, `ids` | AIP resource names, ids and request ids; page sizes and tokens; new ids |
 | `decimals` | exact money, prices and quantities, and their wire form |
-| `db`, `outbox` | PostgreSQL: a schema per service, migrations, pools; the transactional outbox |
+| `db`, `outbox`, `replica` | PostgreSQL: a schema per service, migrations, pools; the transactional outbox; reads from a streaming replica with read-your-writes |
 | `messaging`, `reports`, `batching` | NATS JetStream topology, publishers and consumers; execution reports read once; call coalescing |
 | `fix` | quickfix plumbing for the processes that speak FIX |
 
 **Operator tooling** (not for services): `cli` (the `brokermesh` command), `stack` and
-`infra` (start the stack and its PostgreSQL and NATS), `readiness`, `admin`, `audit`,
-`codegen`.
+`infra` (start the stack and its PostgreSQL and NATS), `readiness`, `probe` (health checks
+for container orchestrators), `admin`, `audit`, `codegen`.
 """
 
 __all__ = [
@@ -46,6 +46,7 @@ __all__ = [
     "outbox",
     "pagination",
     "reasons",
+    "replica",
     "reports",
     "revocations",
     "service",
