@@ -22,8 +22,8 @@ Two surfaces, kept apart (tests/foundation/test_layering.py holds services to th
 | `fix` | quickfix plumbing for the processes that speak FIX |
 
 **Operator tooling** (not for services): `cli` (the `brokermesh` command), `stack` and
-`infra` (start the stack and its PostgreSQL and NATS), `readiness`, `probe` (health checks
-for container orchestrators), `admin`, `audit`, `codegen`.
+`infra` (start the stack and its PostgreSQL and NATS), `readiness`, `deploy` (images and
+secrets for a deployment), `probe` (health checks for container orchestrators), `admin`, `audit`, `codegen`.
 """
 
 __all__ = [
