@@ -18,8 +18,11 @@ from exchange_sim.app.delivery import DelayedDelivery
 from exchange_sim.app.metrics import ENGINE_SECONDS, HALTED, LIVE_ORDERS
 from exchange_sim.app.order_entry import OrderEntry, SessionOrder
 from exchange_sim.domain import matching as me
+from svc_runtime.market_clock import Phase
 
 log = logging.getLogger(__name__)
+
+HELD_IN_PRE_OPEN = (m.NewOrderRequest, m.CancelRequest, m.ReplaceRequest)
 
 
 @dataclass
@@ -116,6 +119,9 @@ class Exchange:
             m.StatusRequest: self.order_entry.status,  # type: ignore[dict-item]
             m.MassStatusRequest: self.order_entry.mass_status,  # type: ignore[dict-item]
         }
+        # Requests taken in the pre-open, in arrival order, until the open.
+        self.pre_open = False
+        self._held: list[tuple[str, object]] = []
 
     def _timed(self, command: str, handler: Callable[[str, Any], None]) -> Callable[[str, object], None]:
         histogram = ENGINE_SECONDS.labels(command)
@@ -129,8 +135,19 @@ class Exchange:
 
     # ---- FIX ------------------------------------------------------------------------------
 
+    def phase_changed(self, phase: Phase) -> None:
+        self.pre_open = phase is Phase.PRE_OPEN
+        if phase is Phase.OPEN and self._held:
+            held, self._held = self._held, []
+            log.info("pre-open orders enter the book", extra={"requests": len(held)})
+            for session, request in held:
+                self.dispatch(session, request)
+
     def dispatch(self, session: str, request: object) -> None:
         handler = self._handlers.get(type(request))
+        if self.pre_open and isinstance(request, HELD_IN_PRE_OPEN):
+            self._held.append((session, request))
+            return
         if handler is not None:
             handler(session, request)
             LIVE_ORDERS.set(len(self.engine.live))
