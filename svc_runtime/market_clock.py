@@ -147,6 +147,10 @@ class MarketClock:
             return datetime.fromtimestamp(unix_seconds, UTC)
         return self.start + timedelta(seconds=(unix_seconds - self.epoch) * self.speed)
 
+    def today(self) -> date:
+        """The market's date now."""
+        return self.now().astimezone(IST).date()
+
     def wall_seconds(self, market_seconds: float) -> float:
         """How long `market_seconds` of market time take on the wall."""
         return market_seconds / self.speed
@@ -180,6 +184,11 @@ class MarketClock:
         except ValueError as error:
             raise ClockError(f"fast market clock: {error}") from None
         return cls.fast_clock(day_seconds, start, epoch)
+
+
+def today() -> date:
+    """The market's date in real time."""
+    return datetime.now(IST).date()
 
 
 def default_fast_start() -> datetime:

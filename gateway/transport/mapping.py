@@ -128,6 +128,7 @@ def order_json(order: orders_pb2.Order) -> dict[str, Any]:
         "exchangeOrderId": order.exchange_order_id,
         "createTime": _time(order, "create_time"),
         "updateTime": _time(order, "update_time"),
+        "expireDate": order.expire_date or None,
     }
 
 
@@ -186,6 +187,7 @@ def place_order_request(
         time_in_force=_enum_value(trading_pb2.TimeInForce, body.get("timeInForce"), "TIME_IN_FORCE_"),
         product=_enum_value(trading_pb2.Product, body.get("product"), "PRODUCT_"),
         quantity=body["quantity"],
+        expire_date=body.get("expireDate") or "",
         **prices,
     )
     return orders_pb2.PlaceOrderRequest(parent=f"users/{user_id}", order=order, request_id=idempotency_key)

@@ -24,6 +24,7 @@ from svc_orders.app.ports import (
     CommandKind,
     EventPosition,
     EventRecord,
+    IntradayExposure,
     ReportClaim,
     ReportEnvelope,
     Reservation,
@@ -73,8 +74,8 @@ WITH existing AS (
     INSERT INTO orders (
         order_id, user_id, client_order_id, fingerprint, symbol, side, order_type, time_in_force,
         product, quantity, limit_price, stop_price, protection_price, status, version,
-        request_id, client_ip, create_time, update_time)
-    SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $18
+        request_id, client_ip, create_time, update_time, expire_date)
+    SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $18, $21
     WHERE EXISTS (SELECT 1 FROM token)
     ON CONFLICT (user_id, client_order_id) DO NOTHING
     RETURNING order_id
@@ -216,6 +217,7 @@ def order_from_row(row: asyncpg.Record) -> Order:
         resume_status=Status(row["resume_status"]) if row["resume_status"] else None,
         request_id=row["request_id"],
         client_ip=row["client_ip"],
+        expire_date=row["expire_date"],
     )
 
 
@@ -474,6 +476,7 @@ class PostgresOrderStore:
             order.create_time,
             burst,
             rate,
+            order.expire_date,
         )
         if outcome["created"]:
             return Reservation(order, created=True)
@@ -504,6 +507,21 @@ class PostgresOrderStore:
         return order_from_row(row)
 
     # --- sweeper ------------------------------------------------------------------------
+    async def intraday_exposure(self, since: datetime) -> IntradayExposure:
+        rows = await self.pool.fetch(
+            "SELECT user_id, order_id, symbol, side, status, filled_quantity FROM orders "
+            "WHERE product = 'INTRADAY' AND create_time >= $1 ORDER BY create_time",
+            since,
+        )
+        working: list[tuple[str, str, str]] = []
+        net: dict[tuple[str, str], int] = {}
+        for r in rows:
+            if not Status(r["status"]).terminal:
+                working.append((r["user_id"], r["order_id"], r["symbol"]))
+            signed = r["filled_quantity"] if r["side"] == Side.BUY else -r["filled_quantity"]
+            net[(r["user_id"], r["symbol"])] = net.get((r["user_id"], r["symbol"]), 0) + signed
+        return IntradayExposure(working, net)
+
     async def stuck_orders(self, older_than: datetime, limit: int) -> list[Order]:
         rows = await self.pool.fetch(
             "SELECT * FROM orders WHERE status IN ('FUNDS_PENDING', 'PENDING_EXCHANGE') AND update_time < $1 "
