@@ -295,10 +295,15 @@ def portfolio_json(portfolio: portfolio_pb2.Portfolio) -> dict[str, Any]:
                 "realizedPnl": _dec(p, "realized_pnl"),
                 "unrealizedPnl": _dec(p, "unrealized_pnl"),
                 "tradingDay": p.trading_day,
+                "settlementDate": p.settlement_date or None,
             }
             for p in portfolio.positions
         ],
         "pnlBasis": portfolio.pnl_basis,
+        "dailyRealizedPnl": [
+            {"tradingDay": d.trading_day, "realizedPnl": _dec(d, "realized_pnl")}
+            for d in portfolio.daily_realized_pnl
+        ],
     }
 
 

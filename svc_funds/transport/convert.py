@@ -238,6 +238,7 @@ def position_out(p: PositionView) -> portfolio_pb2.Position:
         realized_pnl=money_out(f.realized_pnl),
         unrealized_pnl=money_out(f.unrealized_pnl),
         trading_day=p.row.trading_day.isoformat(),
+        settlement_date=p.settlement_date.isoformat(),
     )
 
 
@@ -247,4 +248,8 @@ def portfolio_out(view: PortfolioView) -> portfolio_pb2.Portfolio:
         holdings=[holding_out(h) for h in view.holdings],
         positions=[position_out(p) for p in view.positions],
         pnl_basis=view.pnl_basis,
+        daily_realized_pnl=[
+            portfolio_pb2.DailyRealizedPnl(trading_day=day.isoformat(), realized_pnl=money_out(amount))
+            for day, amount in view.daily_realized
+        ],
     )

@@ -33,6 +33,7 @@ DAY_SECONDS = 48.0
 # Sunday night: the stack starts while the market is shut, and Monday's pre-open follows.
 START = datetime(2026, 12, 6, 23, 0, tzinfo=mc.IST)
 SQUARE_OFF_AT = time(13, 0)
+END_OF_DAY = time(16, 0)  # svc_funds' default under a fast clock
 CALENDAR = mc.Calendar()
 
 
@@ -140,6 +141,8 @@ async def test_square_off_before_the_close_day_orders_expire_gtc_survives_and_gt
         assert square_off["filledQuantity"] == 2
         flat = await eventually(lambda: _intraday_position(client, auth, "TCS"), timeout=15)
         assert flat["netQuantity"] == 0
+        # Dated by the market's clock, settling T+1.
+        assert (flat["tradingDay"], flat["settlementDate"]) == (day.isoformat(), next_day.isoformat())
 
         # The close: the DAY order expires (the venue's ExecType C), its block goes back.
         await until(clock, CALENDAR.close_of(day), after=0.5)
@@ -152,6 +155,16 @@ async def test_square_off_before_the_close_day_orders_expire_gtc_survives_and_gt
             assert (await status_of(client, auth, order["orderId"]))["status"] == "OPEN"
         two_blocks = await eventually(lambda: _blocked_below(client, auth, three_blocks), timeout=15)
         assert two_blocks == (three_blocks * 2 / 3).quantize(Decimal("0.01"))
+
+        # The stack's own end of day (16:00): the squared-off position leaves, its day's
+        # realized P&L stays.
+        await until(clock, CALENDAR.at(day, END_OF_DAY), after=0.5)
+        closed = await eventually(lambda: _closed_days(client, auth), timeout=15)
+        assert closed == [
+            {"tradingDay": day.isoformat(), "realizedPnl": flat["sellValue"] - flat["buyValue"]}
+        ]
+        portfolio = exact_json(await client.get("/v1/portfolio", headers=auth))
+        assert not [p for p in portfolio["positions"] if p["symbol"] == "TCS"]
 
         # The next day's close: the GTD order's date has come.
         await until(clock, CALENDAR.close_of(next_day), after=0.5)
@@ -199,3 +212,8 @@ async def _intraday_position(
     portfolio = exact_json(await client.get("/v1/portfolio", headers=auth))
     rows = [p for p in portfolio["positions"] if p["symbol"] == symbol and p["product"] == "INTRADAY"]
     return rows[0] if rows and rows[0]["netQuantity"] == 0 else None
+
+
+async def _closed_days(client: httpx.AsyncClient, auth: dict[str, str]) -> list[dict[str, Any]] | None:
+    portfolio = exact_json(await client.get("/v1/portfolio", headers=auth))
+    return portfolio["dailyRealizedPnl"] or None
