@@ -24,7 +24,7 @@ from svc_orders.app.controls import TradingControlsView
 from svc_orders.app.entry import OrderEntry
 from svc_orders.app.fanout import OrderEventFanout
 from svc_orders.app.funds_actions import FundsActionWorker
-from svc_orders.app.queries import OrderQueries
+from svc_orders.app.queries import OrderQueries, ValidityCheck
 from svc_orders.app.reports import ReportProcessor
 from svc_orders.app.square_off import SquareOff
 from svc_orders.app.sweeper import Sweeper
@@ -88,6 +88,16 @@ class OrdersSettings:
             market_clock=(market := MarketClock.from_env()),
             square_off_at=_square_off_at(market),
         )
+
+
+def _validity_check(settings: OrdersSettings) -> ValidityCheck | None:
+    """Checked only when the market closes (a fast clock, or calendar hours at the exchange):
+    around the clock, DAY orders rightly work for days."""
+    hours = config.env("BROKERMESH_EXCHANGE_HOURS", "").strip().lower()
+    if not settings.market_clock.fast and hours != "calendar":
+        return None
+    grace = config.env_float("BROKERMESH_ORDERS_VALIDITY_GRACE_SECONDS", 10.0)
+    return ValidityCheck(settings.market_clock, Calendar.from_env(), grace_seconds=grace)
 
 
 def _square_off_at(market: MarketClock) -> time | None:
@@ -199,7 +209,7 @@ async def serve(settings: OrdersSettings, stop: asyncio.Event) -> None:
     server = GrpcServer(common.grpc_listen)
     server.add(
         orders_pb2_grpc.add_OrdersServiceServicer_to_server,
-        OrdersServicer(entry, OrderQueries(store), controls, fanout),
+        OrdersServicer(entry, OrderQueries(store, validity=_validity_check(settings)), controls, fanout),
         "brokermesh.orders.v1.OrdersService",
     )
     background = {

@@ -12,7 +12,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from types import TracebackType
 from typing import Any
@@ -726,6 +726,28 @@ class PostgresOrderStore:
                 detail,
             )
         return _controls_from_row(row)
+
+    async def outlived_validity(self, closed_at: datetime, closed_day: date) -> list[tuple[str, str, str]]:
+        rows = await self.pool.fetch(
+            "SELECT user_id, order_id, time_in_force, expire_date, status FROM orders "
+            "WHERE (status NOT IN ('FILLED', 'CANCELLED', 'REJECTED', 'EXPIRED') AND create_time < $1 "
+            "       AND (time_in_force = 'DAY' OR (time_in_force = 'GTD' AND expire_date <= $2))) "
+            "   OR (time_in_force = 'GTC' AND status = 'EXPIRED')",
+            closed_at,
+            closed_day,
+        )
+        return [
+            (
+                r["user_id"],
+                r["order_id"],
+                f"{r['order_id']} ({r['time_in_force']}) expired though good till cancelled"
+                if r["status"] == "EXPIRED"
+                else f"{r['order_id']} ({r['time_in_force']}"
+                + (f" until {r['expire_date']}" if r["expire_date"] else "")
+                + f") is {r['status']} after the close of {closed_day}",
+            )
+            for r in rows
+        ]
 
     # --- invariants (I4, I6) ------------------------------------------------------------
     async def check_invariants(self) -> tuple[list[tuple[str, str, str]], int]:
