@@ -175,6 +175,7 @@ async def serve(settings: ExchangeSettings, stop: asyncio.Event) -> None:
         interval_seconds=min(1.0, settings.market_clock.wall_seconds(60.0)),
     )
     exchange.circuit_view = trading_day.view
+    exchange.session_view = trading_day.session_view
     trading_day.tick()
     tasks = [
         service.supervise(market_data.run(), name="market-data"),

@@ -10,6 +10,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Protocol
 
@@ -80,6 +81,9 @@ class TradingStatus:
     index_value: Decimal | None
     index_change_percent: Decimal | None
     halt_ends_at: float | None  # unix seconds
+    phase: Phase | None = None
+    trading_date: date | None = None
+    market_time: datetime | None = None
 
 
 @dataclass
@@ -119,6 +123,12 @@ class Exchange:
             m.StatusRequest: self.order_entry.status,  # type: ignore[dict-item]
             m.MassStatusRequest: self.order_entry.mass_status,  # type: ignore[dict-item]
         }
+        # Set by the trading-day supervisor: the phase, the trading date and the market's time.
+        self.session_view: Callable[[], tuple[Phase | None, date | None, datetime | None]] = lambda: (
+            None,
+            None,
+            None,
+        )
         # Requests taken in the pre-open, in arrival order, until the open.
         self.pre_open = False
         self._held: list[tuple[str, object]] = []
@@ -207,6 +217,7 @@ class Exchange:
 
     def status(self) -> TradingStatus:
         level, index, change, ends = self.circuit_view()
+        phase, trading_date, market_time = self.session_view()
         return TradingStatus(
             session_open=self.engine.session_open,
             market_halt=self.engine.market_halt,
@@ -215,6 +226,9 @@ class Exchange:
             index_value=index,
             index_change_percent=change,
             halt_ends_at=ends,
+            phase=phase,
+            trading_date=trading_date,
+            market_time=market_time,
         )
 
     def set_scenario(

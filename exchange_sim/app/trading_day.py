@@ -61,6 +61,9 @@ class TradingDay:
     def view(self) -> tuple[int, Decimal | None, Decimal | None, float | None]:
         return self.breaker.tripped, self.index, self.change, self.halt_ends_at
 
+    def session_view(self) -> tuple[Phase | None, date | None, datetime | None]:
+        return self.phase, self.trading_date, self.clock()
+
     def tick(self) -> None:
         now = self.clock()
         phase = self.hours.phase(now)

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from brokermesh.exchange.v1 import exchange_admin_pb2 as pb
 from exchange_sim.app import messages as m
 from exchange_sim.app.exchange import Exchange
 from exchange_sim.app.order_entry import ExchangeIds, OrderEntry
@@ -16,6 +17,7 @@ from exchange_sim.app.trading_day import TradingDay
 from exchange_sim.domain import matching as me
 from exchange_sim.domain.instruments import Instrument
 from exchange_sim.domain.trading_day import CircuitBreaker, TradingHours
+from exchange_sim.transport.admin import ExchangeAdminServicer
 from svc_runtime import market_clock as mc
 
 BIG = Instrument("BIG", "Big Ltd", "Test", Decimal("0.05"), 1, Decimal("1000.00"))
@@ -155,10 +157,16 @@ def test_the_pre_open_holds_orders_until_the_open_and_the_close_keeps_gtc() -> N
         clock=lambda: now[0],
         on_phase=exchange.phase_changed,
     )
+    exchange.session_view = day.session_view
+    admin = ExchangeAdminServicer(exchange)
     day.tick()
     assert not engine.session_open
+    assert admin._state().phase == pb.MARKET_PHASE_CLOSED
     now[0] = ist(MONDAY, 9, 5)
     day.tick()
+    state = admin._state()
+    assert (state.phase, state.trading_date) == (pb.MARKET_PHASE_PRE_OPEN, "")
+    assert state.market_time.ToDatetime(tzinfo=mc.IST) == now[0]
     exchange.dispatch("BROKER", m.NewOrderRequest("d", "BIG", "1", "1", "2", price="990.00"))
     exchange.dispatch(
         "BROKER", m.NewOrderRequest("g", "BIG", "1", "1", "2", price="990.00", time_in_force="1")
@@ -167,6 +175,8 @@ def test_the_pre_open_holds_orders_until_the_open_and_the_close_keeps_gtc() -> N
     now[0] = ist(MONDAY, 9, 15)
     day.tick()
     assert [(r.cl_ord_id, r.ord_status) for r in sink.reports] == [("d", m.STATUS_NEW), ("g", m.STATUS_NEW)]
+    state = admin._state()
+    assert (state.phase, state.trading_date, state.session_open) == (pb.MARKET_PHASE_OPEN, "2026-12-07", True)
     now[0] = ist(MONDAY, 15, 30)
     day.tick()
     closing = sink.reports[2:]
