@@ -278,6 +278,7 @@ def portfolio_json(portfolio: portfolio_pb2.Portfolio) -> dict[str, Any]:
                 "currentValue": _dec(h, "current_value"),
                 "unrealizedPnl": _dec(h, "unrealized_pnl"),
                 "realizedPnl": _dec(h, "realized_pnl"),
+                "t1Quantity": h.t1_quantity,
             }
             for h in portfolio.holdings
         ],

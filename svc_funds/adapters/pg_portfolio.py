@@ -6,7 +6,7 @@ from datetime import date
 
 import asyncpg
 
-from svc_funds.app.ports import DAILY_PNL_DAYS, EndOfDayFold, EndOfDayResult, PortfolioRows
+from svc_funds.app.ports import DAILY_PNL_DAYS, RECENT_DAYS, EndOfDayFold, EndOfDayResult, PortfolioRows
 from svc_funds.domain.model import Product
 from svc_funds.domain.portfolio import HoldingRow, HoldingState, PositionRow
 
@@ -46,6 +46,14 @@ class PgPortfolioStore:
             blocked = await conn.fetch(
                 "SELECT symbol, blocked FROM share_balances WHERE user_id = $1 AND blocked > 0", user_id
             )
+            recent = await conn.fetch(
+                "SELECT trading_day, symbol, sum(buy_quantity - sell_quantity) AS net FROM settled_positions "
+                "WHERE user_id = $1 AND product = 'CNC' "
+                "  AND trading_day >= (SELECT coalesce(max(trading_day), 'epoch'::date) FROM eod_runs) - $2::int "
+                "GROUP BY trading_day, symbol",
+                user_id,
+                RECENT_DAYS,
+            )
             daily = await conn.fetch(
                 "SELECT trading_day, sum(realized_pnl) AS realized_pnl FROM realized_pnl_days "
                 "WHERE user_id = $1 GROUP BY trading_day ORDER BY trading_day DESC LIMIT $2",
@@ -60,6 +68,7 @@ class PgPortfolioStore:
             positions=[_position(r) for r in positions],
             blocked_shares={r["symbol"]: r["blocked"] for r in blocked},
             daily_realized=[(r["trading_day"], r["realized_pnl"]) for r in daily],
+            recent_buys=[(r["trading_day"], r["symbol"], r["net"]) for r in recent],
         )
 
     async def run_end_of_day(self, day: date, fold: EndOfDayFold) -> EndOfDayResult:

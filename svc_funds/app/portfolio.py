@@ -27,6 +27,7 @@ class HoldingView:
     blocked_quantity: int
     last_price: Decimal | None
     figures: HoldingFigures
+    t1_quantity: int = 0  # bought on a day whose settlement (T+1) has not come yet
 
 
 @dataclass(frozen=True)
@@ -69,12 +70,14 @@ class PortfolioApp:
         rows = await self.store.rows(user_id)
         symbols = sorted({h.symbol for h in rows.holdings} | {p.symbol for p in rows.positions})
         prices = await self.quotes.last_prices(symbols) if symbols else {}
+        unsettled = self._unsettled_buys(rows.recent_buys)
         holdings = [
             HoldingView(
                 h,
                 rows.blocked_shares.get(h.symbol, 0),
                 prices.get(h.symbol),
                 pnl.holding_figures(h, prices.get(h.symbol)),
+                min(h.quantity, unsettled.get(h.symbol, 0)),
             )
             for h in rows.holdings
         ]
@@ -88,6 +91,15 @@ class PortfolioApp:
             for p in rows.positions
         ]
         return PortfolioView(user_id, holdings, positions, daily_realized=rows.daily_realized)
+
+    def _unsettled_buys(self, recent: list[tuple[date, str, int]]) -> dict[str, int]:
+        """Shares bought net per symbol on closed days that settle after today."""
+        today = trading_day(self.clock())
+        bought: dict[str, int] = {}
+        for day, symbol, net in recent:
+            if self.calendar.settlement_date(day) > today:
+                bought[symbol] = bought.get(symbol, 0) + net
+        return {symbol: n for symbol, n in bought.items() if n > 0}
 
     async def end_of_day(self, day: date | None) -> tuple[date, EndOfDayResult]:
         day = day or trading_day(self.clock())

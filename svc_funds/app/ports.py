@@ -109,9 +109,13 @@ class PortfolioRows:
     blocked_shares: dict[str, int]
     # Realized P&L of the days the end of day closed, newest first (at most DAILY_PNL_DAYS).
     daily_realized: list[tuple[date, Decimal]] = field(default_factory=list)
+    # Shares bought net (CNC), by trading day and symbol, of the days the end of day closed
+    # in the last RECENT_DAYS: the holdings' part that may not have settled yet.
+    recent_buys: list[tuple[date, str, int]] = field(default_factory=list)
 
 
 DAILY_PNL_DAYS = 30
+RECENT_DAYS = 10
 
 
 EndOfDayFold = Callable[[dict[tuple[str, str], HoldingState], list[PositionRow]], DaySettlement]

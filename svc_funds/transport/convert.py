@@ -220,6 +220,7 @@ def holding_out(h: HoldingView) -> portfolio_pb2.Holding:
         current_value=money_out(f.current_value),
         unrealized_pnl=money_out(f.unrealized_pnl),
         realized_pnl=money_out(h.row.realized_pnl),
+        t1_quantity=h.t1_quantity,
     )
 
 

@@ -108,7 +108,10 @@ async def test_square_off_before_the_close_day_orders_expire_gtc_survives_and_gt
         intraday = await place(
             client, auth, symbol="TCS", side="BUY", type="MARKET", quantity=2, product="INTRADAY"
         )
-        await eventually(lambda: _has_status(client, auth, intraday["orderId"], "FILLED"), timeout=10)
+        delivery = await place(client, auth, symbol="TCS", side="BUY", type="MARKET", quantity=1)
+        for order in (intraday, delivery):
+            await eventually(lambda o=order: _has_status(client, auth, o["orderId"], "FILLED"), timeout=10)
+        await eventually(lambda: _nothing_blocked(client, auth), timeout=10)
         quotes = exact_json(await client.get("/v1/quotes", params={"symbols": "INFY"}, headers=auth))
         quote = quotes["quotes"][0]
         reference = quote["ltp"] or quote["previousClose"]
@@ -165,10 +168,17 @@ async def test_square_off_before_the_close_day_orders_expire_gtc_survives_and_gt
         ]
         portfolio = exact_json(await client.get("/v1/portfolio", headers=auth))
         assert not [p for p in portfolio["positions"] if p["symbol"] == "TCS"]
+        # The delivery buy is held now, and settles T+1.
+        [held] = [h for h in portfolio["holdings"] if h["symbol"] == "TCS"]
+        assert (held["quantity"], held["t1Quantity"]) == (1, 1)
 
         # The next day's close: the GTD order's date has come.
         await until(clock, CALENDAR.close_of(next_day), after=0.5)
         await eventually(lambda: _has_status(client, auth, gtd["orderId"], "EXPIRED"), timeout=15)
+        portfolio = exact_json(await client.get("/v1/portfolio", headers=auth))
+        assert [(h["quantity"], h["t1Quantity"]) for h in portfolio["holdings"] if h["symbol"] == "TCS"] == [
+            (1, 0)
+        ]
         assert (await status_of(client, auth, gtc["orderId"]))["status"] == "OPEN"
         one_block = await eventually(lambda: _blocked_below(client, auth, two_blocks), timeout=15)
         assert one_block == (three_blocks / 3).quantize(Decimal("0.01"))

@@ -131,3 +131,40 @@ def test_the_days_realized_pnl_is_kept_with_round_trips_and_sales_out_of_holding
     # The holding keeps its own (net-scope) realized P&L of the sale only.
     assert holdings[("u1", "INFY")].realized_pnl == D("348.75")
     assert holdings[("u1", "INFY")].quantity == 15
+
+
+async def test_holdings_say_which_shares_have_not_settled_yet() -> None:
+    from datetime import datetime, time
+
+    from svc_funds.app.portfolio import PortfolioApp
+    from svc_funds.app.ports import PortfolioRows
+    from svc_runtime.market_clock import IST
+
+    friday, monday = date(2026, 12, 11), date(2026, 12, 14)
+
+    class Store:
+        async def rows(self, user_id: str) -> PortfolioRows:
+            return PortfolioRows(
+                holdings=[
+                    HoldingRow("u1", "INFY", 30, D("45000.00"), D(0)),
+                    HoldingRow("u1", "TCS", 5, D("1.00"), D(0)),
+                ],
+                positions=[],
+                blocked_shares={},
+                recent_buys=[(date(2026, 12, 10), "INFY", 10), (friday, "INFY", 7), (friday, "TCS", -2)],
+            )
+
+    class Quotes:
+        async def last_prices(self, symbols: list[str]) -> dict[str, Decimal]:
+            return {}
+
+    async def exists(user_id: str) -> bool:
+        return True
+
+    now = [datetime.combine(date(2026, 12, 12), time(10), tzinfo=IST)]  # Saturday
+    app = PortfolioApp(Store(), Quotes(), exists, lambda: now[0])  # type: ignore[arg-type]
+    held = {h.row.symbol: h.t1_quantity for h in (await app.portfolio("u1")).holdings}
+    # Thursday's buys settled on Friday; Friday's settle on Monday (T+1 skips the weekend).
+    assert held == {"INFY": 7, "TCS": 0}
+    now[0] = datetime.combine(monday, time(9), tzinfo=IST)
+    assert [h.t1_quantity for h in (await app.portfolio("u1")).holdings] == [0, 0]

@@ -9,7 +9,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Holding(_message.Message):
-    __slots__ = ("symbol", "quantity", "blocked_quantity", "average_buy_price", "invested_value", "last_price", "current_value", "unrealized_pnl", "realized_pnl")
+    __slots__ = ("symbol", "quantity", "blocked_quantity", "average_buy_price", "invested_value", "last_price", "current_value", "unrealized_pnl", "realized_pnl", "t1_quantity")
     SYMBOL_FIELD_NUMBER: _ClassVar[int]
     QUANTITY_FIELD_NUMBER: _ClassVar[int]
     BLOCKED_QUANTITY_FIELD_NUMBER: _ClassVar[int]
@@ -19,6 +19,7 @@ class Holding(_message.Message):
     CURRENT_VALUE_FIELD_NUMBER: _ClassVar[int]
     UNREALIZED_PNL_FIELD_NUMBER: _ClassVar[int]
     REALIZED_PNL_FIELD_NUMBER: _ClassVar[int]
+    T1_QUANTITY_FIELD_NUMBER: _ClassVar[int]
     symbol: str
     quantity: int
     blocked_quantity: int
@@ -28,7 +29,8 @@ class Holding(_message.Message):
     current_value: _decimal_pb2.Decimal
     unrealized_pnl: _decimal_pb2.Decimal
     realized_pnl: _decimal_pb2.Decimal
-    def __init__(self, symbol: _Optional[str] = ..., quantity: _Optional[int] = ..., blocked_quantity: _Optional[int] = ..., average_buy_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., invested_value: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., last_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., current_value: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., unrealized_pnl: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., realized_pnl: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ...) -> None: ...
+    t1_quantity: int
+    def __init__(self, symbol: _Optional[str] = ..., quantity: _Optional[int] = ..., blocked_quantity: _Optional[int] = ..., average_buy_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., invested_value: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., last_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., current_value: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., unrealized_pnl: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., realized_pnl: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., t1_quantity: _Optional[int] = ...) -> None: ...
 
 class Position(_message.Message):
     __slots__ = ("symbol", "product", "net_quantity", "average_price", "buy_quantity", "sell_quantity", "buy_value", "sell_value", "last_price", "realized_pnl", "unrealized_pnl", "trading_day", "settlement_date")
