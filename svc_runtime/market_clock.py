@@ -15,12 +15,14 @@ trading from 09:15 and the close at 15:30 (`BROKERMESH_MARKET_SESSIONS`).
 
 from __future__ import annotations
 
+import json
 import os
 import time as wall
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta, timezone
 from enum import StrEnum
+from pathlib import Path
 
 IST = timezone(timedelta(hours=5, minutes=30), "IST")
 DAY_SECONDS = 86400.0
@@ -220,6 +222,25 @@ def pinned_env(environ: dict[str, str]) -> dict[str, str]:
     if not environ.get(CLOCK_EPOCH):
         pinned[CLOCK_EPOCH] = repr(wall.time())
     return pinned
+
+
+def resume_env(environ: dict[str, str], saved: Path) -> dict[str, str]:
+    """For `up` on a data directory: a fast clock's start and epoch, pinned at the first start
+    and kept in `saved`, so that a restart of the stack goes on at the market time it left
+    (the wall time it was down passes on the market too). Nothing for a real clock."""
+    pinned = pinned_env(environ)
+    if environ.get(CLOCK, "real").strip().lower() != "fast":
+        return {}
+    if saved.exists() and not environ.get(CLOCK_START) and not environ.get(CLOCK_EPOCH):
+        kept = json.loads(saved.read_text())
+        if kept.get(FAST_DAY_SECONDS) == environ.get(FAST_DAY_SECONDS, ""):
+            return {CLOCK_START: kept[CLOCK_START], CLOCK_EPOCH: kept[CLOCK_EPOCH]}
+    values = {
+        CLOCK_START: environ.get(CLOCK_START) or pinned[CLOCK_START],
+        CLOCK_EPOCH: environ.get(CLOCK_EPOCH) or pinned[CLOCK_EPOCH],
+    }
+    saved.write_text(json.dumps({**values, FAST_DAY_SECONDS: environ.get(FAST_DAY_SECONDS, "")}))
+    return values
 
 
 Now = Callable[[], datetime]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -182,3 +183,14 @@ def test_the_pre_open_holds_orders_until_the_open_and_the_close_keeps_gtc() -> N
     closing = sink.reports[2:]
     assert [(r.cl_ord_id, r.exec_type, r.ord_status) for r in closing] == [("d", "C", m.STATUS_EXPIRED)]
     assert [o.tif for o in engine.live.values()] == [me.GTC]
+
+
+def test_up_keeps_a_fast_clock_across_restarts_of_the_stack(tmp_path: Path) -> None:
+    saved = tmp_path / "market_clock.json"
+    assert mc.resume_env({}, saved) == {} and not saved.exists()
+    first = mc.resume_env({mc.CLOCK: "fast", mc.FAST_DAY_SECONDS: "60"}, saved)
+    assert set(first) == {mc.CLOCK_START, mc.CLOCK_EPOCH}
+    assert mc.resume_env({mc.CLOCK: "fast", mc.FAST_DAY_SECONDS: "60"}, saved) == first
+    # Another speed is another clock.
+    other = mc.resume_env({mc.CLOCK: "fast", mc.FAST_DAY_SECONDS: "120"}, saved)
+    assert other[mc.CLOCK_EPOCH] != first[mc.CLOCK_EPOCH] or other[mc.CLOCK_START] != first[mc.CLOCK_START]
