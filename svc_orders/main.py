@@ -26,7 +26,7 @@ from svc_orders.app.fanout import OrderEventFanout
 from svc_orders.app.funds_actions import FundsActionWorker
 from svc_orders.app.queries import OrderQueries, ValidityCheck
 from svc_orders.app.reports import ReportProcessor
-from svc_orders.app.square_off import SquareOff
+from svc_orders.app.square_off import SquareOff, square_off_time
 from svc_orders.app.sweeper import Sweeper
 from svc_orders.domain.risk import RiskLimits
 from svc_orders.transport.servicer import OrdersServicer
@@ -101,14 +101,10 @@ def _validity_check(settings: OrdersSettings) -> ValidityCheck | None:
 
 
 def _square_off_at(market: MarketClock) -> time | None:
-    """`HH:MM` (IST) or `off`; by default 15:15 when the market has sessions (a fast clock)."""
-    text = config.env(SQUARE_OFF_AT, "15:15" if market.fast else "off").strip().lower()
-    if text == "off":
-        return None
     try:
-        return time.fromisoformat(text)
-    except ValueError:
-        raise RuntimeError(f"{SQUARE_OFF_AT} must be HH:MM (IST) or off, not {text!r}") from None
+        return square_off_time(config.env(SQUARE_OFF_AT, ""), market, Calendar.from_env())
+    except ValueError as error:
+        raise RuntimeError(f"{SQUARE_OFF_AT}: {error}") from None
 
 
 async def _leave_session(connection: asyncpg.Connection) -> None:

@@ -18,7 +18,7 @@ import contextlib
 import logging
 import time as wall
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Protocol
 
 from svc_orders.app import metrics
@@ -32,6 +32,23 @@ from svc_runtime.market_clock import IST, Calendar, MarketClock
 log = logging.getLogger(__name__)
 
 ACTOR = "system:square-off"
+
+
+def square_off_time(setting: str, market: MarketClock, calendar: Calendar) -> time | None:
+    """`HH:MM` (IST) or `off`. Unset: off in real time; under a fast clock 15 minutes before
+    the close, or earlier on a clock so fast that those are under 5 wall seconds — time for
+    the cancels and the market orders to reach the venue."""
+    text = setting.strip().lower() or ("default" if market.fast else "off")
+    if text == "off":
+        return None
+    if text != "default":
+        try:
+            return time.fromisoformat(text)
+        except ValueError:
+            raise ValueError(f"use HH:MM (IST) or off, not {text!r}") from None
+    lead = timedelta(seconds=max(15 * 60, 5 * market.speed))
+    close = datetime.combine(date(2000, 1, 3), calendar.close)  # any day: times only
+    return max(close - lead, datetime.combine(close.date(), calendar.open)).time()
 
 
 class OrderDesk(Protocol):

@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime, time
 from types import SimpleNamespace
 
 from svc_orders.app.ports import IntradayExposure
-from svc_orders.app.square_off import ACTOR, SquareOff
+from svc_orders.app.square_off import ACTOR, SquareOff, square_off_time
 from svc_orders.domain.model import Order, Side
 from svc_orders.domain.validation import OrderDraft
 from svc_runtime import context
@@ -104,3 +104,13 @@ def test_the_next_square_off_is_todays_until_the_close_then_the_next_trading_day
     evening = datetime.combine(friday, time(16), tzinfo=IST).astimezone(UTC)
     monday = date(2026, 12, 14)
     assert job.next_run(evening) == (monday, datetime.combine(monday, time(15, 15), tzinfo=IST))
+
+
+def test_the_default_square_off_leaves_the_orders_time_to_reach_the_venue() -> None:
+    start = datetime.combine(FUTURE_MONDAY, time(9), tzinfo=IST)
+    calendar = Calendar()
+    assert square_off_time("", MarketClock(), calendar) is None  # real time: only when asked for
+    assert square_off_time("", MarketClock.fast_clock(600, start, 0), calendar) == time(15, 15)
+    assert square_off_time("", MarketClock.fast_clock(60, start, 0), calendar) == time(13, 30)  # 5 s
+    assert square_off_time("14:45", MarketClock(), calendar) == time(14, 45)
+    assert square_off_time("off", MarketClock.fast_clock(60, start, 0), calendar) is None
