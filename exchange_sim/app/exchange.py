@@ -23,7 +23,15 @@ from svc_runtime.market_clock import Phase
 
 log = logging.getLogger(__name__)
 
-HELD_IN_PRE_OPEN = (m.NewOrderRequest, m.CancelRequest, m.ReplaceRequest)
+# Status requests wait with the orders: answered before the open, "unknown order" about an
+# order held in the pre-open would let a broker give it up while it is about to trade.
+HELD_IN_PRE_OPEN = (
+    m.NewOrderRequest,
+    m.CancelRequest,
+    m.ReplaceRequest,
+    m.StatusRequest,
+    m.MassStatusRequest,
+)
 
 
 @dataclass

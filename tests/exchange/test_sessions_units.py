@@ -172,15 +172,21 @@ def test_the_pre_open_holds_orders_until_the_open_and_the_close_keeps_gtc() -> N
     exchange.dispatch(
         "BROKER", m.NewOrderRequest("g", "BIG", "1", "1", "2", price="990.00", time_in_force="1")
     )
+    exchange.dispatch("BROKER", m.StatusRequest("d", "BIG", "1", status_request_id="s1"))
     assert sink.reports == [] and engine.live == {}  # held, not refused as "market closed"
     now[0] = ist(MONDAY, 9, 15)
     day.tick()
-    assert [(r.cl_ord_id, r.ord_status) for r in sink.reports] == [("d", m.STATUS_NEW), ("g", m.STATUS_NEW)]
+    assert [(r.cl_ord_id, r.ord_status) for r in sink.reports] == [
+        ("d", m.STATUS_NEW),
+        ("g", m.STATUS_NEW),
+        ("d", m.STATUS_NEW),  # the status request, answered once the order is known
+    ]
+    assert sink.reports[2].status_request_id == "s1"
     state = admin._state()
     assert (state.phase, state.trading_date, state.session_open) == (pb.MARKET_PHASE_OPEN, "2026-12-07", True)
     now[0] = ist(MONDAY, 15, 30)
     day.tick()
-    closing = sink.reports[2:]
+    closing = sink.reports[3:]
     assert [(r.cl_ord_id, r.exec_type, r.ord_status) for r in closing] == [("d", "C", m.STATUS_EXPIRED)]
     assert [o.tif for o in engine.live.values()] == [me.GTC]
 
