@@ -116,7 +116,8 @@ async def test_square_off_before_the_close_day_orders_expire_gtc_survives_and_gt
         quote = quotes["quotes"][0]
         reference = quote["ltp"] or quote["previousClose"]
         # 3 % under the market: rests in the book, inside the daily band.
-        price = (Decimal(reference) * Decimal("0.97")).quantize(Decimal("0.05"), rounding=ROUND_DOWN)
+        tick = Decimal("0.05")
+        price = (Decimal(reference) * Decimal("0.97") / tick).to_integral_value(rounding=ROUND_DOWN) * tick
         limit = {"symbol": "INFY", "side": "BUY", "type": "LIMIT", "quantity": 3, "limitPrice": str(price)}
         next_day = CALENDAR.next_trading_day(day)
 
