@@ -27,6 +27,7 @@ from svc_runtime import config, ids, service
 from svc_runtime.config import env, env_bool, env_float, env_int
 from svc_runtime.fix import ThreadBridge
 from svc_runtime.grpc_server import GrpcServer
+from svc_runtime.market_clock import Calendar, MarketClock
 from svc_runtime.service import run
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ class ExchangeSettings:
     md_interval_seconds: float
     md_max_entries: int
     hours: TradingHours
+    market_clock: MarketClock
     breakers: str
     gc_interval_seconds: float
     fix_message_log: bool
@@ -68,6 +70,10 @@ class ExchangeSettings:
         activity = env("BROKERMESH_EXCHANGE_ACTIVITY", "normal").lower()
         if activity not in ACTIVITY_LEVELS:
             raise RuntimeError(f"BROKERMESH_EXCHANGE_ACTIVITY must be one of {sorted(ACTIVITY_LEVELS)}")
+        market_clock = MarketClock.from_env()
+        # Real time: open around the clock unless told otherwise (a demo at any hour); a fast
+        # clock exists to see sessions, so it follows the market calendar.
+        hours = env("BROKERMESH_EXCHANGE_HOURS", "calendar" if market_clock.fast else "always")
         return cls(
             data_dir=common.data_dir / SERVICE,
             grpc_listen=common.grpc_listen,
@@ -94,7 +100,8 @@ class ExchangeSettings:
             symbol_period_seconds=env_int("BROKERMESH_EXCHANGE_SYMBOL_PERIOD_MS", 1000) / 1000,
             md_interval_seconds=env_int("BROKERMESH_EXCHANGE_MD_INTERVAL_MS", 100) / 1000,
             md_max_entries=env_int("BROKERMESH_EXCHANGE_MD_MAX_ENTRIES", 200),
-            hours=TradingHours.parse(env("BROKERMESH_EXCHANGE_HOURS", "always")),
+            hours=TradingHours.parse(hours, Calendar.from_env()),
+            market_clock=market_clock,
             breakers=env("BROKERMESH_EXCHANGE_CIRCUIT_BREAKERS", DEFAULT_BREAKERS),
             gc_interval_seconds=env_float("BROKERMESH_EXCHANGE_GC_INTERVAL_SECONDS", 60.0),
             fix_message_log=env_bool("BROKERMESH_EXCHANGE_FIX_MESSAGE_LOG", False),
@@ -151,15 +158,20 @@ async def serve(settings: ExchangeSettings, stop: asyncio.Event) -> None:
         trade_times=trade_times,
     )
     exchange.market_data = market_data
+    order_entry.market_now = settings.market_clock.now
     trading_day = TradingDay(
         engine,
         order_entry,
         hours=settings.hours,
         breaker=CircuitBreaker(parse_breakers(settings.breakers)),
-        clock=clock,
+        clock=settings.market_clock.now,
         notify=market_data.notify,
+        on_phase=exchange.phase_changed,
+        # A minute of market time at most between checks, and never more than a second.
+        interval_seconds=min(1.0, settings.market_clock.wall_seconds(60.0)),
     )
     exchange.circuit_view = trading_day.view
+    exchange.session_view = trading_day.session_view
     trading_day.tick()
     tasks = [
         service.supervise(market_data.run(), name="market-data"),

@@ -8,7 +8,7 @@ import json
 import logging
 import os
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import time
 from decimal import Decimal
 from pathlib import Path
@@ -30,7 +30,7 @@ from svc_funds.adapters.pg_portfolio import PgPortfolioStore
 from svc_funds.adapters.pg_queries import PgFundsQueries
 from svc_funds.app.accounts import AccountsApp
 from svc_funds.app.audit import AuditApp
-from svc_funds.app.engine import LedgerEngine, utc_now
+from svc_funds.app.engine import LedgerEngine
 from svc_funds.app.funds import FundsApp
 from svc_funds.app.portfolio import PortfolioApp, end_of_day_daily
 from svc_funds.domain.charges import (
@@ -43,6 +43,7 @@ from svc_funds.domain.charges import (
 from svc_funds.transport.servicers import AccountServicer, FundsServicer, PortfolioServicer
 from svc_runtime import config, db, messaging, replica, service
 from svc_runtime.grpc_server import GrpcServer
+from svc_runtime.market_clock import Calendar, MarketClock
 
 log = logging.getLogger(__name__)
 
@@ -84,9 +85,11 @@ class FundsSettings:
     pool_size: int
     linger_ms: float = 1.0
     end_of_day_at: time | None = None
+    market_clock: MarketClock = field(default_factory=MarketClock)
 
     @classmethod
     def from_env(cls) -> FundsSettings:
+        market = MarketClock.from_env()
         return cls(
             common=config.CommonSettings.from_env(),
             marketdata_target=os.environ.get(config.MARKETDATA_TARGET, ""),
@@ -95,8 +98,16 @@ class FundsSettings:
             max_batch=config.env_int(MAX_BATCH, 1000),
             pool_size=config.env_int(POOL_SIZE, 8),
             linger_ms=config.env_float(LINGER_MS, 1.0),
-            end_of_day_at=time.fromisoformat(os.environ[END_OF_DAY]) if os.environ.get(END_OF_DAY) else None,
+            end_of_day_at=_end_of_day_at(market),
+            market_clock=market,
         )
+
+
+def _end_of_day_at(market: MarketClock) -> time | None:
+    """`HH:MM` exchange time; by default 16:00 when the market has sessions (a fast clock),
+    else none (run on request)."""
+    text = os.environ.get(END_OF_DAY) or ("16:00" if market.fast else "")
+    return time.fromisoformat(text) if text and text != "off" else None
 
 
 async def serve(
@@ -133,14 +144,19 @@ async def serve(
         funds = FundsApp(engine, queries)
         accounts = AccountsApp(PgAccountStore(pool))
         audit = AuditApp(PgAuditStore(pool))
-        portfolio = PortfolioApp(PgPortfolioStore(pool), quotes, queries.user_exists, utc_now)
+        market = settings.market_clock
+        portfolio = PortfolioApp(
+            PgPortfolioStore(pool), quotes, queries.user_exists, market.now, Calendar.from_env()
+        )
 
         engine.start()
-        consumer = ExecReportConsumer(js, topology, engine)
+        consumer = ExecReportConsumer(js, topology, engine, market=market)
         consumer.start()
         daily = None
         if settings.end_of_day_at is not None:
-            daily = service.supervise(end_of_day_daily(portfolio, settings.end_of_day_at, stop), "end-of-day")
+            daily = service.supervise(
+                end_of_day_daily(portfolio, settings.end_of_day_at, stop, market.wall_at), "end-of-day"
+            )
 
         server = GrpcServer(common.grpc_listen)
         server.add(

@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, time
 from decimal import Decimal
 from pathlib import Path
 
@@ -24,13 +24,15 @@ from svc_orders.app.controls import TradingControlsView
 from svc_orders.app.entry import OrderEntry
 from svc_orders.app.fanout import OrderEventFanout
 from svc_orders.app.funds_actions import FundsActionWorker
-from svc_orders.app.queries import OrderQueries
+from svc_orders.app.queries import OrderQueries, ValidityCheck
 from svc_orders.app.reports import ReportProcessor
+from svc_orders.app.square_off import SquareOff, square_off_time
 from svc_orders.app.sweeper import Sweeper
 from svc_orders.domain.risk import RiskLimits
 from svc_orders.transport.servicer import OrdersServicer
 from svc_runtime import config, db, grpc_client, messaging, replica, service
 from svc_runtime.grpc_server import GrpcServer
+from svc_runtime.market_clock import Calendar, MarketClock
 from svc_runtime.outbox import OutboxRelay
 
 log = logging.getLogger(__name__)
@@ -38,6 +40,7 @@ log = logging.getLogger(__name__)
 SERVICE = "svc_orders"
 MIGRATIONS = Path(__file__).parent / "adapters" / "migrations"
 CONTROLS_CHANNEL = "orders_trading_controls"
+SQUARE_OFF_AT = "BROKERMESH_SQUARE_OFF_AT"
 
 
 def _decimal_env(name: str, default: str) -> Decimal:
@@ -57,6 +60,9 @@ class OrdersSettings:
     stream_queue_size: int
     park_after_deliveries: int
     max_placing: int
+    market_clock: MarketClock
+    # Market time of the daily INTRADAY square-off; None: none (real time, unless set).
+    square_off_at: time | None
 
     @classmethod
     def from_env(cls) -> OrdersSettings:
@@ -79,7 +85,26 @@ class OrdersSettings:
             stream_queue_size=config.env_int("BROKERMESH_ORDERS_STREAM_QUEUE", 1000),
             park_after_deliveries=config.env_int("BROKERMESH_ORDERS_PARK_AFTER_DELIVERIES", 10),
             max_placing=config.env_int("BROKERMESH_ORDERS_MAX_PLACING", 64),
+            market_clock=(market := MarketClock.from_env()),
+            square_off_at=_square_off_at(market),
         )
+
+
+def _validity_check(settings: OrdersSettings) -> ValidityCheck | None:
+    """Checked only when the market closes (a fast clock, or calendar hours at the exchange):
+    around the clock, DAY orders rightly work for days."""
+    hours = config.env("BROKERMESH_EXCHANGE_HOURS", "").strip().lower()
+    if not settings.market_clock.fast and hours != "calendar":
+        return None
+    grace = config.env_float("BROKERMESH_ORDERS_VALIDITY_GRACE_SECONDS", 10.0)
+    return ValidityCheck(settings.market_clock, Calendar.from_env(), grace_seconds=grace)
+
+
+def _square_off_at(market: MarketClock) -> time | None:
+    try:
+        return square_off_time(config.env(SQUARE_OFF_AT, ""), market, Calendar.from_env())
+    except ValueError as error:
+        raise RuntimeError(f"{SQUARE_OFF_AT}: {error}") from None
 
 
 async def _leave_session(connection: asyncpg.Connection) -> None:
@@ -157,6 +182,7 @@ async def serve(settings: OrdersSettings, stop: asyncio.Event) -> None:
         # the funds-action worker and reads.
         funds_calls_in_flight=max(2, settings.db_pool_size - 6),
         max_placing=settings.max_placing,
+        market_today=settings.market_clock.today,
     )
     processor = ReportProcessor(store, market, executor, clock, park_after=settings.park_after_deliveries)
     sweeper = Sweeper(
@@ -180,7 +206,7 @@ async def serve(settings: OrdersSettings, stop: asyncio.Event) -> None:
     server = GrpcServer(common.grpc_listen)
     server.add(
         orders_pb2_grpc.add_OrdersServiceServicer_to_server,
-        OrdersServicer(entry, OrderQueries(store), controls, fanout),
+        OrdersServicer(entry, OrderQueries(store, validity=_validity_check(settings)), controls, fanout),
         "brokermesh.orders.v1.OrdersService",
     )
     background = {
@@ -190,6 +216,11 @@ async def serve(settings: OrdersSettings, stop: asyncio.Event) -> None:
         service.supervise(funds_worker.run(stop), name="funds-actions"),
         service.supervise(_follow_controls(common.database_url, controls, stop), name="trading-controls"),
     }
+    if settings.square_off_at is not None:
+        square_off = SquareOff(
+            entry, store, settings.market_clock, Calendar.from_env(), settings.square_off_at
+        )
+        background.add(service.supervise(square_off.run(stop), name="square-off"))
     await server.start()
     # Until told to stop, or until a background task dies (the supervisor then sets `stop`).
     await stop.wait()

@@ -17,6 +17,7 @@ Two surfaces, kept apart (tests/foundation/test_layering.py holds services to th
 | `errors`, `reasons` | errors across service boundaries and the one catalogue of their reasons |
 | `names`, `pagination`, `ids` | AIP resource names, ids and request ids; page sizes and tokens; new ids |
 | `decimals` | exact money, prices and quantities, and their wire form |
+| `market_clock` | the market's calendar, phases and clock (real, or fast for tests and demos); T+1 |
 | `db`, `outbox`, `replica` | PostgreSQL: a schema per service, migrations, pools; the transactional outbox; reads from a streaming replica with read-your-writes |
 | `messaging`, `reports`, `batching` | NATS JetStream topology, publishers and consumers; execution reports read once; call coalescing |
 | `fix` | quickfix plumbing for the processes that speak FIX |
@@ -41,6 +42,7 @@ __all__ = [
     "grpc_server",
     "ids",
     "logs",
+    "market_clock",
     "messaging",
     "names",
     "outbox",

@@ -33,7 +33,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import IO, Any
 
-from svc_runtime import aio, config, logs, tls
+from svc_runtime import aio, config, logs, market_clock, tls
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # How long `up` waits, once every service is healthy, for a first order to be possible.
@@ -109,6 +109,11 @@ async def _up(args: argparse.Namespace) -> int:
     started = time.monotonic()
     if args.plaintext:
         os.environ[tls.PLAINTEXT] = "1"
+    if args.fast_clock is not None:
+        os.environ[market_clock.CLOCK] = "fast"
+        os.environ[market_clock.FAST_DAY_SECONDS] = str(args.fast_clock)
+    # A fast market clock goes on where the last `up` on this data directory left it.
+    os.environ.update(market_clock.resume_env(dict(os.environ), data_dir / "market_clock.json"))
     if tls.plaintext():
         print(
             "brokermesh: WARNING: TLS is OFF (--plaintext / BROKERMESH_INSECURE_PLAINTEXT=1): every "
@@ -583,6 +588,13 @@ def main(argv: list[str] | None = None) -> None:
         "--plaintext",
         action="store_true",
         help="no TLS on any listener, for local debugging only (as BROKERMESH_INSECURE_PLAINTEXT=1)",
+    )
+    up.add_argument(
+        "--fast-clock",
+        type=float,
+        metavar="SECONDS",
+        help="a fast market clock: a whole market day (pre-open, open, close, square-off, end of "
+        "day) in SECONDS wall seconds (as BROKERMESH_MARKET_CLOCK=fast)",
     )
     up.add_argument(
         "--fast-nats",

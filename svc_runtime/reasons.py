@@ -132,7 +132,16 @@ _ENTRIES = (
     _rpc("MISSING_STOP_PRICE", C.INVALID_ARGUMENT, "This order type needs a stop price."),
     _rpc("UNEXPECTED_LIMIT_PRICE", C.INVALID_ARGUMENT, "This order type takes no limit price."),
     _rpc("UNEXPECTED_STOP_PRICE", C.INVALID_ARGUMENT, "This order type takes no stop price."),
-    _rpc("UNSUPPORTED_TIME_IN_FORCE", C.INVALID_ARGUMENT, "This order type does not take this validity."),
+    _rpc(
+        "UNSUPPORTED_TIME_IN_FORCE",
+        C.INVALID_ARGUMENT,
+        "This order type or product does not take this validity (GTC and GTD: LIMIT orders, CNC).",
+    ),
+    _rpc(
+        "INVALID_EXPIRE_DATE",
+        C.INVALID_ARGUMENT,
+        "A GTD order needs an expire date from today to a year ahead; other validities take none.",
+    ),
     _rpc(
         "LIMIT_BELOW_STOP", C.INVALID_ARGUMENT, "A BUY stop-limit order needs its limit at or above its stop."
     ),

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import psutil
 
-from svc_runtime import aio, auth, config, tls, tokens
+from svc_runtime import aio, auth, config, market_clock, tls, tokens
 from svc_runtime.grpc_client import wait_healthy
 from svc_runtime.infra.nats_server import EmbeddedNats, NatsHandle
 from svc_runtime.infra.postgres import EmbeddedPostgres, PostgresHandle
@@ -236,6 +236,9 @@ class StackPlan:
             env[config.GRPC_LISTEN] = f"127.0.0.1:{ports['grpc']}"
         if "http" in ports:
             env[config.HTTP_LISTEN] = f"127.0.0.1:{ports['http']}"
+        # A fast market clock is pinned at the first service started: every one, and every
+        # restart, then agrees on the market time.
+        self.extra_env.update(market_clock.pinned_env({**os.environ, **self.extra_env}))
         env.update(self.extra_env)
         env.update(self.service_env.get(service, {}))
         return env

@@ -10,6 +10,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Protocol
 
@@ -18,8 +19,19 @@ from exchange_sim.app.delivery import DelayedDelivery
 from exchange_sim.app.metrics import ENGINE_SECONDS, HALTED, LIVE_ORDERS
 from exchange_sim.app.order_entry import OrderEntry, SessionOrder
 from exchange_sim.domain import matching as me
+from svc_runtime.market_clock import Phase
 
 log = logging.getLogger(__name__)
+
+# Status requests wait with the orders: answered before the open, "unknown order" about an
+# order held in the pre-open would let a broker give it up while it is about to trade.
+HELD_IN_PRE_OPEN = (
+    m.NewOrderRequest,
+    m.CancelRequest,
+    m.ReplaceRequest,
+    m.StatusRequest,
+    m.MassStatusRequest,
+)
 
 
 @dataclass
@@ -77,6 +89,9 @@ class TradingStatus:
     index_value: Decimal | None
     index_change_percent: Decimal | None
     halt_ends_at: float | None  # unix seconds
+    phase: Phase | None = None
+    trading_date: date | None = None
+    market_time: datetime | None = None
 
 
 @dataclass
@@ -116,6 +131,15 @@ class Exchange:
             m.StatusRequest: self.order_entry.status,  # type: ignore[dict-item]
             m.MassStatusRequest: self.order_entry.mass_status,  # type: ignore[dict-item]
         }
+        # Set by the trading-day supervisor: the phase, the trading date and the market's time.
+        self.session_view: Callable[[], tuple[Phase | None, date | None, datetime | None]] = lambda: (
+            None,
+            None,
+            None,
+        )
+        # Requests taken in the pre-open, in arrival order, until the open.
+        self.pre_open = False
+        self._held: list[tuple[str, object]] = []
 
     def _timed(self, command: str, handler: Callable[[str, Any], None]) -> Callable[[str, object], None]:
         histogram = ENGINE_SECONDS.labels(command)
@@ -129,8 +153,19 @@ class Exchange:
 
     # ---- FIX ------------------------------------------------------------------------------
 
+    def phase_changed(self, phase: Phase) -> None:
+        self.pre_open = phase is Phase.PRE_OPEN
+        if phase is Phase.OPEN and self._held:
+            held, self._held = self._held, []
+            log.info("pre-open orders enter the book", extra={"requests": len(held)})
+            for session, request in held:
+                self.dispatch(session, request)
+
     def dispatch(self, session: str, request: object) -> None:
         handler = self._handlers.get(type(request))
+        if self.pre_open and isinstance(request, HELD_IN_PRE_OPEN):
+            self._held.append((session, request))
+            return
         if handler is not None:
             handler(session, request)
             LIVE_ORDERS.set(len(self.engine.live))
@@ -190,6 +225,7 @@ class Exchange:
 
     def status(self) -> TradingStatus:
         level, index, change, ends = self.circuit_view()
+        phase, trading_date, market_time = self.session_view()
         return TradingStatus(
             session_open=self.engine.session_open,
             market_halt=self.engine.market_halt,
@@ -198,6 +234,9 @@ class Exchange:
             index_value=index,
             index_change_percent=change,
             halt_ends_at=ends,
+            phase=phase,
+            trading_date=trading_date,
+            market_time=market_time,
         )
 
     def set_scenario(

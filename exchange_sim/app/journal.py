@@ -38,6 +38,7 @@ class SavedOrder:
     fingerprint: str
     seq: int  # arrival order: restored orders keep their time priority
     updated: float  # unix seconds of the last change
+    expire_date: str = ""  # ISO date of a GTD order
 
 
 @dataclass(frozen=True, slots=True)

@@ -74,6 +74,8 @@ class NewOrderRequest:
     time_in_force: str | None = None
     account: str = ""
     possible_duplicate: bool = False
+    expire_date: str | None = None  # ExpireDate (432), LocalMktDate YYYYMMDD, for GTD
+    expire_time: str | None = None  # ExpireTime (126), UTCTimestamp, for GTD
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +153,7 @@ class ExecutionReport:
     mass_status_request_id: str = ""
     total_reports: int | None = None
     last_report: bool = False
+    expire_date: str = ""  # ExpireDate (432) of a GTD order, YYYYMMDD
 
 
 @dataclass(slots=True)

@@ -17,7 +17,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Concatenate, ParamSpec, Protocol, TypeVar
 
@@ -26,6 +26,7 @@ from exchange_sim.app.journal import OrderJournal, Saved, SavedOrder, SavedReque
 from exchange_sim.app.metrics import JOURNAL_SYNC_SECONDS, ORDERS_RECEIVED, REPORTS_SENT, TRADES
 from exchange_sim.domain import matching as me
 from exchange_sim.domain.instruments import Instrument
+from svc_runtime.market_clock import IST
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ SIDES = {"1": me.BUY, "2": me.SELL}
 SIDE_CODES = {me.BUY: "1", me.SELL: "2"}
 ORDER_TYPES = {"1": me.MARKET, "2": me.LIMIT, "3": me.STOP, "4": me.STOP_LIMIT}
 ORDER_TYPE_CODES = {v: k for k, v in ORDER_TYPES.items()}
-TIMES_IN_FORCE = {"0": me.DAY, "3": me.IOC, "4": me.FOK}
+TIMES_IN_FORCE = {"0": me.DAY, "1": me.GTC, "3": me.IOC, "4": me.FOK, "6": me.GTD}
 TIME_IN_FORCE_CODES = {v: k for k, v in TIMES_IN_FORCE.items()}
 
 ORD_STATUS = {
@@ -182,6 +183,8 @@ class OrderEntry:
         self.sink = sink
         self.ids = ids
         self.clock = clock
+        # The market's own time (a fast clock in tests and demos): what dates orders expire by.
+        self.market_now = clock
         self.reject_next = RejectScenario()
         self.orders: list[SessionOrder] = []
         self._by_cl_ord_id: dict[tuple[str, str], SessionOrder] = {}
@@ -216,6 +219,7 @@ class OrderEntry:
                 0, kept.owner, kept.symbol, kept.side, kept.order_type, kept.tif, kept.price,
                 kept.quantity, kept.stop_price, None,
             )  # fmt: skip
+            order.expire_date = date.fromisoformat(kept.expire_date) if kept.expire_date else None
             order.leaves, order.cum, order.notional, order.status = (
                 kept.leaves,
                 kept.cum,
@@ -317,9 +321,10 @@ class OrderEntry:
             if tif is None:
                 raise InvalidRequest(
                     me.Reason.BAD_ORDER,
-                    f"unsupported time in force {request.time_in_force!r}: DAY, IOC or FOK",
+                    f"unsupported time in force {request.time_in_force!r}: DAY, GTC, IOC, FOK or GTD",
                     m.REJECT_UNSUPPORTED,
                 )
+            expire_date = _expire_date(request, tif, self.market_now())
             if self.reject_next.remaining > 0:
                 self.reject_next.remaining -= 1
                 raise InvalidRequest("SCENARIO", self.reject_next.text, m.REJECT_EXCHANGE_OPTION)
@@ -349,6 +354,7 @@ class OrderEntry:
             tif=tif,
             stop_price=stop_price,
             ref=None,
+            expire_date=expire_date,
         )
         first = events[0]
         assert isinstance(first, me.Execution)
@@ -807,6 +813,7 @@ class OrderEntry:
             price=to_price(event.price) if event.price is not None else None,
             stop_price=to_price(event.stop_price) if event.stop_price is not None else None,
             account=record.account,
+            expire_date=_fix_date(order.expire_date),
         )
         if event.kind == me.TRADE:
             report.last_qty = event.last_qty
@@ -922,4 +929,42 @@ def _saved(record: SessionOrder) -> SavedOrder:
         fingerprint=record.fingerprint,
         seq=record.seq,
         updated=record.updated,
+        expire_date=order.expire_date.isoformat() if order.expire_date else "",
     )
+
+
+def _expire_date(request: m.NewOrderRequest, tif: str, now: datetime) -> date | None:
+    """A GTD order's last trading date, from ExpireDate (432) or ExpireTime (126, read as
+    the market's date); not in the past. Other orders have none."""
+    if tif != me.GTD:
+        if request.expire_date or request.expire_time:
+            raise InvalidRequest(
+                me.Reason.BAD_ORDER, "ExpireDate/ExpireTime only go with TimeInForce 6 (GTD)", m.REJECT_OTHER
+            )
+        return None
+    try:
+        if request.expire_date:
+            expires = datetime.strptime(request.expire_date + "+0530", "%Y%m%d%z").date()
+        elif request.expire_time:
+            moment = datetime.strptime(request.expire_time.split(".")[0] + "+0000", "%Y%m%d-%H:%M:%S%z")
+            expires = _market_date(moment)
+        else:
+            raise InvalidRequest(
+                me.Reason.BAD_ORDER, "a GTD order needs ExpireDate (432) or ExpireTime (126)", m.REJECT_OTHER
+            )
+    except ValueError:
+        raise InvalidRequest(
+            me.Reason.BAD_ORDER, "ExpireDate must be YYYYMMDD, ExpireTime a UTCTimestamp", m.REJECT_OTHER
+        ) from None
+    if expires < _market_date(now):
+        raise InvalidRequest(me.Reason.BAD_ORDER, f"expire date {expires} has passed", m.REJECT_OTHER)
+    return expires
+
+
+def _market_date(moment: datetime) -> date:
+    """The market's date of a moment (India Standard Time)."""
+    return moment.astimezone(IST).date()
+
+
+def _fix_date(day: date | None) -> str:
+    return day.strftime("%Y%m%d") if day is not None else ""

@@ -1,7 +1,10 @@
 """Opens and closes the market, trips circuit breakers, and ends their halts.
 
-Once a second: at the close every working order expires (reported with ExecType C) and the
-books empty; at the next open the last prices become the reference closes. The index is
+Once a second of market time (at most once per wall second): in the pre-open new orders,
+cancels and replaces are taken and held, and enter the book in arrival order at the open; at
+the close every DAY order expires (reported with ExecType C), and GTD orders of that date
+with it, while GTC orders stay; at the next open the last prices become the reference
+closes. The index is
 recomputed and a breached circuit-breaker level halts the whole market, which resumes by
 itself when the level's halt ends (a halt an operator set is left to the operator).
 """
@@ -19,6 +22,7 @@ from exchange_sim.app.metrics import CIRCUIT_LEVEL, HALTED
 from exchange_sim.app.order_entry import OrderEntry
 from exchange_sim.domain import matching as me
 from exchange_sim.domain.trading_day import CircuitBreaker, TradingHours, index_change
+from svc_runtime.market_clock import Phase
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +39,8 @@ class TradingDay:
         breaker: CircuitBreaker,
         clock: Callable[[], datetime],
         notify: Callable[[], None] = lambda: None,
+        on_phase: Callable[[Phase], None] = lambda phase: None,
+        interval_seconds: float = 1.0,
     ) -> None:
         self.engine = engine
         self.order_entry = order_entry
@@ -42,6 +48,9 @@ class TradingDay:
         self.breaker = breaker
         self.clock = clock
         self.notify = notify
+        self.on_phase = on_phase
+        self.interval_seconds = interval_seconds
+        self.phase: Phase | None = None
         self.trading_date: date | None = None
         self.breaker_halt: str | None = None
         self.halt_ends_at: float | None = None  # unix seconds; None while none or for the day
@@ -52,13 +61,23 @@ class TradingDay:
     def view(self) -> tuple[int, Decimal | None, Decimal | None, float | None]:
         return self.breaker.tripped, self.index, self.change, self.halt_ends_at
 
+    def session_view(self) -> tuple[Phase | None, date | None, datetime | None]:
+        return self.phase, self.trading_date, self.clock()
+
     def tick(self) -> None:
         now = self.clock()
-        should_be_open = self.hours.is_open(now)
+        phase = self.hours.phase(now)
+        should_be_open = phase is Phase.OPEN
+        if phase is Phase.PRE_OPEN and self.engine.session_open:
+            self._close()  # a day with no close seen: the pre-open of the next one follows it
         if should_be_open and (not self.engine.session_open or self.trading_date is None):
             self._open(now)
         elif not should_be_open and self.engine.session_open:
             self._close()
+        if phase is not self.phase:
+            self.phase = phase
+            log.info("market phase", extra={"phase": str(phase)})
+            self.on_phase(phase)
         if self.engine.session_open:
             self._watch_index(now)
         if time.monotonic() - self._compacted > COMPACT_EVERY_SECONDS:
@@ -82,7 +101,7 @@ class TradingDay:
 
     def _close(self) -> None:
         self.engine.session_open = False
-        events = self.engine.expire_day_orders()
+        events = self.engine.expire_day_orders(self.trading_date)
         self.order_entry.publish(events)
         log.info("market closed", extra={"expired": len(events)})
         self.notify()
@@ -132,4 +151,4 @@ class TradingDay:
                 self.tick()
             except Exception:
                 log.exception("trading-day check failed")
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(self.interval_seconds)

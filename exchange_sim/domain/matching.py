@@ -15,6 +15,7 @@ renders execution reports from them after the state change is complete.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import date
 from decimal import ROUND_FLOOR, Decimal
 from heapq import heapify, heappop, heappush
 
@@ -34,7 +35,10 @@ ORDER_TYPES = frozenset({LIMIT, MARKET, STOP, STOP_LIMIT})
 DAY = "DAY"
 IOC = "IOC"
 FOK = "FOK"
-TIMES_IN_FORCE = frozenset({DAY, IOC, FOK})
+GTC = "GTC"  # good till cancelled: stays in the book across closes
+GTD = "GTD"  # good till date: expires at the close of its expire date
+TIMES_IN_FORCE = frozenset({DAY, IOC, FOK, GTC, GTD})
+RESTING_TIMES_IN_FORCE = frozenset({DAY, GTC, GTD})
 
 # Order status.
 NEW = "NEW"
@@ -78,6 +82,7 @@ class Reason:
     SELF_TRADE = "SELF_TRADE"
     CANCEL_REQUESTED = "CANCEL_REQUESTED"
     END_OF_DAY = "END_OF_DAY"
+    EXPIRE_DATE = "EXPIRE_DATE"
     UNKNOWN_ORDER = "UNKNOWN_ORDER"
     QUANTITY_NOT_ABOVE_FILLED = "QUANTITY_NOT_ABOVE_FILLED"
 
@@ -97,6 +102,7 @@ REASON_TEXT = {
     Reason.SELF_TRADE: "self-trade prevented",
     Reason.CANCEL_REQUESTED: "cancelled on request",
     Reason.END_OF_DAY: "day order expired at the close",
+    Reason.EXPIRE_DATE: "good-till-date order expired at the close of its date",
     Reason.UNKNOWN_ORDER: "unknown order",
     Reason.QUANTITY_NOT_ABOVE_FILLED: "new quantity must exceed the filled quantity",
 }
@@ -113,6 +119,7 @@ class Order:
 
     __slots__ = (
         "cum",
+        "expire_date",
         "leaves",
         "level",
         "next",
@@ -155,6 +162,7 @@ class Order:
         self.quantity = quantity
         self.stop_price = stop_price
         self.ref = ref
+        self.expire_date: date | None = None  # GTD only
         self.leaves = quantity
         self.cum = 0
         self.notional = 0  # sum of fill quantity x fill price in ticks: exact average price
@@ -415,10 +423,12 @@ class MatchingEngine:
         tif: str = DAY,
         stop_price: int | None = None,
         ref: object = None,
+        expire_date: date | None = None,
     ) -> list[Event]:
         """A new order. The first event is ACCEPTED or REJECTED."""
         self._order_ids += 1
         order = Order(self._order_ids, owner, symbol, side, order_type, tif, price, quantity, stop_price, ref)
+        order.expire_date = expire_date
         book = self.books.get(symbol)
         reason = self._check_new(order, book)
         if reason is not None:
@@ -529,22 +539,29 @@ class MatchingEngine:
             self._run_triggers(book, events)
         return events
 
-    def expire_day_orders(self) -> list[Event]:
-        """At the close: every working order expires and the books empty."""
+    def expire_day_orders(self, trading_date: date | None = None) -> list[Event]:
+        """At the close of `trading_date`: DAY orders expire, and GTD orders whose expire date
+        it is (or has passed); GTC orders, and GTD orders of a later date, stay in the book."""
         events: list[Event] = []
         for order in sorted(self.live.values(), key=lambda o: o.order_id):
-            order.seq = -1
+            if order.tif == GTC or (
+                order.tif == GTD
+                and order.expire_date is not None
+                and (trading_date is None or order.expire_date > trading_date)
+            ):
+                continue
+            del self.live[order.order_id]
+            if order.status is PENDING_TRIGGER:
+                order.seq = -1
+            else:
+                _remove(order)
             order.level = order.prev = order.next = None
             order.leaves = 0
             order.status = EXPIRED
-            events.append(Execution(EXPIRED, order, Reason.END_OF_DAY))
-        self.live.clear()
-        for book in self.books.values():
-            book.bids = BookSide(-1)
-            book.asks = BookSide(1)
-            book.buy_stops.clear()
-            book.sell_stops.clear()
-            self.changed.add(book.symbol)
+            events.append(
+                Execution(EXPIRED, order, Reason.END_OF_DAY if order.tif == DAY else Reason.EXPIRE_DATE)
+            )
+            self.changed.add(order.symbol)
         return events
 
     def new_day(self) -> None:
@@ -641,7 +658,7 @@ class MatchingEngine:
             return
         if price is None:
             self._kill(order, Reason.NO_LIQUIDITY, events)
-        elif order.tif != DAY:
+        elif order.tif not in RESTING_TIMES_IN_FORCE:
             self._kill(order, Reason.IOC_REMAINDER, events)
         else:
             self._rest(book, order)

@@ -14,6 +14,7 @@ from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 
 from exchange_sim.domain.matching import Book
+from svc_runtime.market_clock import Calendar, Phase
 
 IST = timezone(timedelta(hours=5, minutes=30), "IST")
 INDEX_BASE = Decimal(10000)
@@ -26,17 +27,22 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class TradingHours:
-    """`always` (demo mode) or daily open and close times in India Standard Time."""
+    """`always` (demo mode), daily open and close times in India Standard Time, or
+    `calendar`: the market calendar's trading days with their pre-open, open and close."""
 
     always_open: bool = True
     open: time = time(9, 15)
     close: time = time(15, 30)
+    calendar: Calendar | None = None
 
     @classmethod
-    def parse(cls, text: str) -> TradingHours:
+    def parse(cls, text: str, calendar: Calendar | None = None) -> TradingHours:
         text = text.strip().lower()
         if text in ("", "always", "24x7"):
             return cls()
+        if text == "calendar":
+            calendar = calendar or Calendar()
+            return cls(always_open=False, open=calendar.open, close=calendar.close, calendar=calendar)
         try:
             start, end = (time.fromisoformat(part.strip()) for part in text.split("-"))
         except ValueError:
@@ -45,11 +51,16 @@ class TradingHours:
             raise ConfigError(f"trading hours {text!r}: the open must come before the close")
         return cls(always_open=False, open=start, close=end)
 
-    def is_open(self, now: datetime) -> bool:
+    def phase(self, now: datetime) -> Phase:
         if self.always_open:
-            return True
+            return Phase.OPEN
+        if self.calendar is not None:
+            return self.calendar.phase(now)
         local = now.astimezone(IST).time()
-        return self.open <= local < self.close
+        return Phase.OPEN if self.open <= local < self.close else Phase.CLOSED
+
+    def is_open(self, now: datetime) -> bool:
+        return self.phase(now) is Phase.OPEN
 
     @staticmethod
     def trading_date(now: datetime) -> date:

@@ -211,4 +211,10 @@ class ExchangeAdminServicer(exchange_admin_pb2_grpc.ExchangeAdminServiceServicer
             stamp = timestamp_pb2.Timestamp()
             stamp.FromDatetime(datetime.fromtimestamp(status.halt_ends_at, UTC))
             state.halt_end_time.CopyFrom(stamp)
+        if status.phase is not None:
+            state.phase = pb.MarketPhase.Value(f"MARKET_PHASE_{status.phase}")
+        if status.trading_date is not None:
+            state.trading_date = status.trading_date.isoformat()
+        if status.market_time is not None:
+            state.market_time.FromDatetime(status.market_time.astimezone(UTC))
         return state

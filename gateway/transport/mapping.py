@@ -128,6 +128,7 @@ def order_json(order: orders_pb2.Order) -> dict[str, Any]:
         "exchangeOrderId": order.exchange_order_id,
         "createTime": _time(order, "create_time"),
         "updateTime": _time(order, "update_time"),
+        "expireDate": order.expire_date or None,
     }
 
 
@@ -186,6 +187,7 @@ def place_order_request(
         time_in_force=_enum_value(trading_pb2.TimeInForce, body.get("timeInForce"), "TIME_IN_FORCE_"),
         product=_enum_value(trading_pb2.Product, body.get("product"), "PRODUCT_"),
         quantity=body["quantity"],
+        expire_date=body.get("expireDate") or "",
         **prices,
     )
     return orders_pb2.PlaceOrderRequest(parent=f"users/{user_id}", order=order, request_id=idempotency_key)
@@ -276,6 +278,7 @@ def portfolio_json(portfolio: portfolio_pb2.Portfolio) -> dict[str, Any]:
                 "currentValue": _dec(h, "current_value"),
                 "unrealizedPnl": _dec(h, "unrealized_pnl"),
                 "realizedPnl": _dec(h, "realized_pnl"),
+                "t1Quantity": h.t1_quantity,
             }
             for h in portfolio.holdings
         ],
@@ -293,10 +296,15 @@ def portfolio_json(portfolio: portfolio_pb2.Portfolio) -> dict[str, Any]:
                 "realizedPnl": _dec(p, "realized_pnl"),
                 "unrealizedPnl": _dec(p, "unrealized_pnl"),
                 "tradingDay": p.trading_day,
+                "settlementDate": p.settlement_date or None,
             }
             for p in portfolio.positions
         ],
         "pnlBasis": portfolio.pnl_basis,
+        "dailyRealizedPnl": [
+            {"tradingDay": d.trading_day, "realizedPnl": _dec(d, "realized_pnl")}
+            for d in portfolio.daily_realized_pnl
+        ],
     }
 
 

@@ -716,6 +716,11 @@ function ticketOrder() {
     if (!PRICE_PATTERN.test(stop)) problems.push("Stop price must be a price such as 1542.35.");
     order.stopPrice = stop;
   }
+  if (order.timeInForce === "GTD") {
+    const expire = $("#t-expire").value;
+    if (!/^\d{4}-\d{2}-\d{2}$/.test(expire)) problems.push("A good-till-date order needs its last trading date.");
+    order.expireDate = expire;
+  }
   return { order, problems };
 }
 

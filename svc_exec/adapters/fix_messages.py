@@ -39,6 +39,7 @@ LAST_PX, LAST_QTY, MSG_SEQ_NUM, MSG_TYPE, ORDER_ID, ORDER_QTY = 31, 32, 34, 35, 
 ORD_STATUS, ORD_TYPE, ORIG_CL_ORD_ID, POSS_DUP_FLAG, PRICE, REF_SEQ_NUM = 39, 40, 41, 43, 44, 45
 SIDE, SYMBOL, TEXT, TIME_IN_FORCE, TRANSACT_TIME, POSS_RESEND = 54, 55, 58, 59, 60, 97
 STOP_PX, ORD_REJ_REASON, EXEC_TYPE, LEAVES_QTY, REF_MSG_TYPE = 99, 103, 150, 151, 372
+EXPIRE_DATE = 432
 BUSINESS_REJECT_REF_ID, MASS_STATUS_REQ_ID, MASS_STATUS_REQ_TYPE = 379, 584, 585
 ORD_STATUS_REQ_ID, TOT_NUM_REPORTS, LAST_RPT_REQUESTED = 790, 911, 912
 EXEC_RESTATEMENT_REASON = 378
@@ -131,6 +132,7 @@ def new_order_single(cl_ord_id: str, order: NewOrder) -> fix.Message:
             (ORD_TYPE, order.ord_type.value),
             (TIME_IN_FORCE, order.time_in_force.value),
             *_prices(order),
+            *([(EXPIRE_DATE, order.expire_date.strftime("%Y%m%d"))] if order.expire_date else []),
         ],
     )
 

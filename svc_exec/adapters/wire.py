@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -39,6 +39,8 @@ _TIFS = {
     trading_pb2.TIME_IN_FORCE_DAY: TimeInForce.DAY,
     trading_pb2.TIME_IN_FORCE_IOC: TimeInForce.IOC,
     trading_pb2.TIME_IN_FORCE_FOK: TimeInForce.FOK,
+    trading_pb2.TIME_IN_FORCE_GTC: TimeInForce.GTC,
+    trading_pb2.TIME_IN_FORCE_GTD: TimeInForce.GTD,
 }
 _EXEC_TYPES = {
     ExecKind.NEW: er.EXEC_TYPE_NEW,
@@ -95,6 +97,17 @@ def _type(value: int) -> OrdType:
     return _TYPES[value]
 
 
+def _expire_date(new: oc.NewOrderCommand) -> date | None:
+    """A GTD order's date; the command is refused without one, or with one on another validity."""
+    gtd = new.time_in_force == trading_pb2.TIME_IN_FORCE_GTD
+    if gtd != bool(new.expire_date):
+        raise InvalidCommand("new_order.expire_date goes with GTD orders, and only with them")
+    try:
+        return date.fromisoformat(new.expire_date) if gtd else None
+    except ValueError:
+        raise InvalidCommand("new_order.expire_date is not an ISO date") from None
+
+
 def _tif(value: int) -> TimeInForce:
     if value not in _TIFS:
         raise InvalidCommand("time in force is unknown")
@@ -121,6 +134,7 @@ def command_from_proto(message: oc.OrderCommand) -> Command | Refused:
                 new.quantity,
                 _price(new.limit_price, "new_order.limit_price", new.HasField("limit_price")),
                 _price(new.stop_price, "new_order.stop_price", new.HasField("stop_price")),
+                _expire_date(new),
             )
         elif which == "cancel_order":
             cancel = message.cancel_order

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date
 from decimal import Decimal
 
 from svc_exec.domain.model import OrdType, Side, TimeInForce
@@ -41,6 +42,7 @@ class NewOrder:
     quantity: int
     limit_price: Decimal | None = None
     stop_price: Decimal | None = None
+    expire_date: date | None = None  # GTD only
 
     @property
     def cl_ord_id(self) -> str:

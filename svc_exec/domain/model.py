@@ -31,8 +31,10 @@ class OrdType(Enum):
 
 class TimeInForce(Enum):
     DAY = "0"
+    GTC = "1"
     IOC = "3"
     FOK = "4"
+    GTD = "6"  # with ExpireDate (432)
 
 
 class ExecKind(Enum):

@@ -10,6 +10,7 @@ never dropped.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Sequence
@@ -23,10 +24,11 @@ from brokermesh.exec.v1 import execution_report_pb2 as er
 from brokermesh.type.v1 import trading_pb2
 from svc_funds.app.engine import LedgerEngine
 from svc_funds.domain import operations as ops
-from svc_funds.domain.model import Side, check_symbol
+from svc_funds.domain.model import Side, check_symbol, trading_day
 from svc_runtime import context, reports, service, tracing
 from svc_runtime.decimals import parse_decimal
 from svc_runtime.errors import InvalidArgument, ServiceError
+from svc_runtime.market_clock import MarketClock
 from svc_runtime.messaging import MSG_ID_HEADER, DurableConsumer, Topology, request_context_of
 
 log = logging.getLogger(__name__)
@@ -166,8 +168,12 @@ class ExecReportConsumer:
         *,
         batch_size: int = BATCH_SIZE,
         pullers: int = PULLERS,
+        market: MarketClock | None = None,
     ) -> None:
         self.engine = engine
+        # A fill's trading day is the market's date when it executed (a fast clock's in
+        # tests and demos); None: the exchange-time date of its transact time.
+        self.market = market if market is not None and market.fast else None
         self.consumers = [
             DurableConsumer(
                 js,
@@ -208,6 +214,9 @@ class ExecReportConsumer:
         for msg in msgs:
             with context.bind(**vars(request_context_of(msg))):
                 report, received = report_from_message(msg)
+                if self.market is not None:
+                    moment = self.market.at_wall(report.executed_at.timestamp())
+                    report = dataclasses.replace(report, trading_day=trading_day(moment))
                 commands.append(ops.ApplyReport(report))
                 traceparents.append(context.current().traceparent)
                 if report.problem:

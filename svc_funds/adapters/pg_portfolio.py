@@ -6,7 +6,7 @@ from datetime import date
 
 import asyncpg
 
-from svc_funds.app.ports import EndOfDayFold, EndOfDayResult, PortfolioRows
+from svc_funds.app.ports import DAILY_PNL_DAYS, RECENT_DAYS, EndOfDayFold, EndOfDayResult, PortfolioRows
 from svc_funds.domain.model import Product
 from svc_funds.domain.portfolio import HoldingRow, HoldingState, PositionRow
 
@@ -46,6 +46,20 @@ class PgPortfolioStore:
             blocked = await conn.fetch(
                 "SELECT symbol, blocked FROM share_balances WHERE user_id = $1 AND blocked > 0", user_id
             )
+            recent = await conn.fetch(
+                "SELECT trading_day, symbol, sum(buy_quantity - sell_quantity) AS net FROM settled_positions "
+                "WHERE user_id = $1 AND product = 'CNC' "
+                "  AND trading_day >= (SELECT coalesce(max(trading_day), 'epoch'::date) FROM eod_runs) - $2::int "
+                "GROUP BY trading_day, symbol",
+                user_id,
+                RECENT_DAYS,
+            )
+            daily = await conn.fetch(
+                "SELECT trading_day, sum(realized_pnl) AS realized_pnl FROM realized_pnl_days "
+                "WHERE user_id = $1 GROUP BY trading_day ORDER BY trading_day DESC LIMIT $2",
+                user_id,
+                DAILY_PNL_DAYS,
+            )
         return PortfolioRows(
             holdings=[
                 HoldingRow(r["user_id"], r["symbol"], r["quantity"], r["cost"], r["realized_pnl"])
@@ -53,6 +67,8 @@ class PgPortfolioStore:
             ],
             positions=[_position(r) for r in positions],
             blocked_shares={r["symbol"]: r["blocked"] for r in blocked},
+            daily_realized=[(r["trading_day"], r["realized_pnl"]) for r in daily],
+            recent_buys=[(r["trading_day"], r["symbol"], r["net"]) for r in recent],
         )
 
     async def run_end_of_day(self, day: date, fold: EndOfDayFold) -> EndOfDayResult:
@@ -95,7 +111,20 @@ class PgPortfolioStore:
                 (r["user_id"], r["symbol"]): HoldingState(r["quantity"], r["cost"], r["realized_pnl"])
                 for r in rows
             }
-            anomalies = fold(holdings, positions)
+            settlement = fold(holdings, positions)
+            anomalies = settlement.anomalies
+            if settlement.realized:
+                items_pnl = sorted(settlement.realized.items())
+                await conn.execute(
+                    "INSERT INTO realized_pnl_days AS r (user_id, trading_day, symbol, realized_pnl) "
+                    "SELECT * FROM unnest($1::text[], $2::date[], $3::text[], $4::numeric[]) "
+                    "ON CONFLICT (user_id, trading_day, symbol) "
+                    "DO UPDATE SET realized_pnl = r.realized_pnl + EXCLUDED.realized_pnl",
+                    [k[0] for k, _ in items_pnl],
+                    [k[1] for k, _ in items_pnl],
+                    [k[2] for k, _ in items_pnl],
+                    [v for _, v in items_pnl],
+                )
             if holdings:
                 items = sorted(holdings.items())
                 await conn.execute(

@@ -14,7 +14,7 @@ from svc_funds.domain.invariants import AccountKey
 from svc_funds.domain.ledger import Block, Changes, LedgerState
 from svc_funds.domain.model import BlockState
 from svc_funds.domain.operations import Needs
-from svc_funds.domain.portfolio import HoldingRow, HoldingState, PositionRow
+from svc_funds.domain.portfolio import DaySettlement, HoldingRow, HoldingState, PositionRow
 
 
 class LedgerUnitOfWork(Protocol):
@@ -107,9 +107,18 @@ class PortfolioRows:
     holdings: list[HoldingRow]
     positions: list[PositionRow]
     blocked_shares: dict[str, int]
+    # Realized P&L of the days the end of day closed, newest first (at most DAILY_PNL_DAYS).
+    daily_realized: list[tuple[date, Decimal]] = field(default_factory=list)
+    # Shares bought net (CNC), by trading day and symbol, of the days the end of day closed
+    # in the last RECENT_DAYS: the holdings' part that may not have settled yet.
+    recent_buys: list[tuple[date, str, int]] = field(default_factory=list)
 
 
-EndOfDayFold = Callable[[dict[tuple[str, str], HoldingState], list[PositionRow]], list[str]]
+DAILY_PNL_DAYS = 30
+RECENT_DAYS = 10
+
+
+EndOfDayFold = Callable[[dict[tuple[str, str], HoldingState], list[PositionRow]], DaySettlement]
 
 
 @dataclass(frozen=True)

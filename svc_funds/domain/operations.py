@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, ClassVar
 
@@ -215,6 +215,7 @@ class ExecReport:
     executed_at: datetime
     request_id: str = ""
     problem: str = ""  # set when the report could not even be read
+    trading_day: date | None = None  # None: the exchange-time date of `executed_at`
     raw: bytes = b""
 
 
@@ -931,7 +932,7 @@ def _settle_fill(book: Book, schedule: ChargesSchedule, r: ExecReport, block: Bl
             filled_value=block.filled_value + value,
             charges=block.charges + total_charges,
         )
-    day = trading_day(r.executed_at)
+    day = r.trading_day or trading_day(r.executed_at)
     book.add_fill(
         Fill(
             r.exec_id,

@@ -15,6 +15,13 @@ Definitions (so that figures are safe to sum):
   holding at the position's average buy price (average cost); sold shares leave it at the
   holding's average cost, and the difference to the position's average sell price is the
   holding's realized P&L (net scope).
+- The day's *realized P&L* is kept per user, trading day and symbol when the day ends: each
+  position's day-scope realized P&L (its matched buys and sells) plus what its net sale
+  realized against the holding. So a round trip inside the day (an INTRADAY trade squared
+  off) is not lost when its position, netting to zero, leaves for history.
+- An INTRADAY position is squared off before the close; one still open at the end of day
+  (the square-off failed) is carried into the holding like a delivery trade — the shares are
+  real — and reported as an anomaly.
 
 Shares bought today can be sold today (as Indian brokers allow): they are in the user's
 share balance as soon as the fill settles; holdings are only the settled view of them.
@@ -22,7 +29,7 @@ share balance as soon as the fill settles; holdings are only the settled view of
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from decimal import ROUND_HALF_UP, Decimal
 
@@ -121,21 +128,44 @@ class HoldingState:
     realized_pnl: Decimal
 
 
+RealizedKey = tuple[str, date, str]  # (user, trading day, symbol)
+
+
+@dataclass
+class DaySettlement:
+    anomalies: list[str] = field(default_factory=list)
+    realized: dict[RealizedKey, Decimal] = field(default_factory=dict)
+
+
 def settle_positions(
     holdings: dict[tuple[str, str], HoldingState], positions: list[PositionRow]
 ) -> list[str]:
-    """End of day: fold positions into `holdings` (mutated in place); returns anomalies.
+    """End of day: fold positions into `holdings` (mutated in place); returns anomalies."""
+    return settle_day(holdings, positions).anomalies
+
+
+def settle_day(holdings: dict[tuple[str, str], HoldingState], positions: list[PositionRow]) -> DaySettlement:
+    """End of day: fold positions into `holdings` (mutated in place); returns anomalies and
+    the realized P&L of each user, day and symbol.
 
     Long positions go first, so that a sale of shares bought the same day (under any
     product) finds them in the holding. A sale of more than is held cannot happen while
     SELL orders need free shares; if a fill did it anyway, the holding stops at zero, the
     shares owed stay in the ledger's dues, and the anomaly is reported.
     """
-    anomalies: list[str] = []
+    result = DaySettlement()
+    anomalies = result.anomalies
     for p in sorted(positions, key=lambda p: (p.net_quantity < 0, p.user_id, p.symbol, p.trading_day)):
         key = (p.user_id, p.symbol)
         holding = holdings.setdefault(key, HoldingState(0, ZERO, ZERO))
         net = p.net_quantity
+        day_key = (p.user_id, p.trading_day, p.symbol)
+        realized = position_figures(p, None).realized_pnl
+        result.realized[day_key] = result.realized.get(day_key, ZERO) + realized
+        if net and p.product is Product.INTRADAY:
+            anomalies.append(
+                f"{p.user_id} INTRADAY {p.symbol} of {p.trading_day} not squared off: {net} carried to delivery"
+            )
         if net > 0:
             holding.cost += round_money(net * p.buy_value / p.buy_quantity)
             holding.quantity += net
@@ -155,6 +185,7 @@ def settle_positions(
             )
             proceeds = round_money(sold * p.sell_value / p.sell_quantity)
             holding.realized_pnl += proceeds - cost_out
+            result.realized[day_key] += proceeds - cost_out
             holding.cost -= cost_out
             holding.quantity -= sold
-    return anomalies
+    return result

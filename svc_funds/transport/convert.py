@@ -212,6 +212,7 @@ def holding_out(h: HoldingView) -> portfolio_pb2.Holding:
         current_value=money_out(f.current_value),
         unrealized_pnl=money_out(f.unrealized_pnl),
         realized_pnl=money_out(h.row.realized_pnl),
+        t1_quantity=h.t1_quantity,
     )
 
 
@@ -230,6 +231,7 @@ def position_out(p: PositionView) -> portfolio_pb2.Position:
         realized_pnl=money_out(f.realized_pnl),
         unrealized_pnl=money_out(f.unrealized_pnl),
         trading_day=p.row.trading_day.isoformat(),
+        settlement_date=p.settlement_date.isoformat(),
     )
 
 
@@ -239,4 +241,8 @@ def portfolio_out(view: PortfolioView) -> portfolio_pb2.Portfolio:
         holdings=[holding_out(h) for h in view.holdings],
         positions=[position_out(p) for p in view.positions],
         pnl_basis=view.pnl_basis,
+        daily_realized_pnl=[
+            portfolio_pb2.DailyRealizedPnl(trading_day=day.isoformat(), realized_pnl=money_out(amount))
+            for day, amount in view.daily_realized
+        ],
     )

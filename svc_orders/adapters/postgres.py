@@ -12,7 +12,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from types import TracebackType
 from typing import Any
@@ -24,6 +24,7 @@ from svc_orders.app.ports import (
     CommandKind,
     EventPosition,
     EventRecord,
+    IntradayExposure,
     ReportClaim,
     ReportEnvelope,
     Reservation,
@@ -74,8 +75,8 @@ WITH existing AS (
     INSERT INTO orders (
         order_id, user_id, client_order_id, fingerprint, symbol, side, order_type, time_in_force,
         product, quantity, limit_price, stop_price, protection_price, status, version,
-        request_id, client_ip, create_time, update_time)
-    SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $18
+        request_id, client_ip, create_time, update_time, expire_date)
+    SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $18, $21
     WHERE EXISTS (SELECT 1 FROM token)
     ON CONFLICT (user_id, client_order_id) DO NOTHING
     RETURNING order_id
@@ -217,6 +218,7 @@ def order_from_row(row: asyncpg.Record) -> Order:
         resume_status=Status(row["resume_status"]) if row["resume_status"] else None,
         request_id=row["request_id"],
         client_ip=row["client_ip"],
+        expire_date=row["expire_date"],
     )
 
 
@@ -489,6 +491,7 @@ class PostgresOrderStore:
             order.create_time,
             burst,
             rate,
+            order.expire_date,
         )
         if outcome["created"]:
             if self.reads is not None:
@@ -521,6 +524,21 @@ class PostgresOrderStore:
         return order_from_row(row)
 
     # --- sweeper ------------------------------------------------------------------------
+    async def intraday_exposure(self, since: datetime) -> IntradayExposure:
+        rows = await self.pool.fetch(
+            "SELECT user_id, order_id, symbol, side, status, filled_quantity FROM orders "
+            "WHERE product = 'INTRADAY' AND create_time >= $1 ORDER BY create_time",
+            since,
+        )
+        working: list[tuple[str, str, str]] = []
+        net: dict[tuple[str, str], int] = {}
+        for r in rows:
+            if not Status(r["status"]).terminal:
+                working.append((r["user_id"], r["order_id"], r["symbol"]))
+            signed = r["filled_quantity"] if r["side"] == Side.BUY else -r["filled_quantity"]
+            net[(r["user_id"], r["symbol"])] = net.get((r["user_id"], r["symbol"]), 0) + signed
+        return IntradayExposure(working, net)
+
     async def stuck_orders(self, older_than: datetime, limit: int) -> list[Order]:
         rows = await self.pool.fetch(
             "SELECT * FROM orders WHERE status IN ('FUNDS_PENDING', 'PENDING_EXCHANGE') AND update_time < $1 "
@@ -725,6 +743,28 @@ class PostgresOrderStore:
                 detail,
             )
         return _controls_from_row(row)
+
+    async def outlived_validity(self, closed_at: datetime, closed_day: date) -> list[tuple[str, str, str]]:
+        rows = await self.pool.fetch(
+            "SELECT user_id, order_id, time_in_force, expire_date, status FROM orders "
+            "WHERE (status NOT IN ('FILLED', 'CANCELLED', 'REJECTED', 'EXPIRED') AND create_time < $1 "
+            "       AND (time_in_force = 'DAY' OR (time_in_force = 'GTD' AND expire_date <= $2))) "
+            "   OR (time_in_force = 'GTC' AND status = 'EXPIRED')",
+            closed_at,
+            closed_day,
+        )
+        return [
+            (
+                r["user_id"],
+                r["order_id"],
+                f"{r['order_id']} ({r['time_in_force']}) expired though good till cancelled"
+                if r["status"] == "EXPIRED"
+                else f"{r['order_id']} ({r['time_in_force']}"
+                + (f" until {r['expire_date']}" if r["expire_date"] else "")
+                + f") is {r['status']} after the close of {closed_day}",
+            )
+            for r in rows
+        ]
 
     # --- invariants (I4, I6) ------------------------------------------------------------
     async def check_invariants(self) -> tuple[list[tuple[str, str, str]], int]:

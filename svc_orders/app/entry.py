@@ -18,7 +18,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+from datetime import date
 from decimal import Decimal, InvalidOperation
 
 from svc_orders.app import metrics
@@ -37,7 +39,7 @@ from svc_orders.domain.model import (
 )
 from svc_orders.domain.risk import RiskLimits
 from svc_orders.domain.validation import ModificationDraft, OrderDraft
-from svc_runtime import context
+from svc_runtime import context, market_clock
 from svc_runtime.batching import Coalescer
 from svc_runtime.errors import (
     Aborted,
@@ -95,6 +97,8 @@ class OrderEntry:
     # Acceptance transactions at once; placements arriving meanwhile wait and go together
     # in the next one.
     accepts_in_flight: int = 4
+    # The market's date (a fast market clock in tests and demos): what GTD dates start from.
+    market_today: Callable[[], date] = market_clock.today
 
     def __post_init__(self) -> None:
         self._funds_slots = asyncio.Semaphore(self.funds_calls_in_flight)
@@ -158,6 +162,7 @@ class OrderEntry:
             update_time=now,
             request_id=ctx.request_id,
             client_ip=ctx.client_ip,
+            expire_date=spec.expire_date,
         )
         reserving = time.perf_counter()
         metrics.PLACE_STAGE_SECONDS.labels("checks").observe(reserving - started)
@@ -171,7 +176,7 @@ class OrderEntry:
         """The order checked against its instrument, and the market it meets."""
         symbol = validation.symbol(draft.symbol)
         instrument = await self.market.instrument(symbol)
-        spec = validation.new_order(replace(draft, symbol=symbol), instrument)
+        spec = validation.new_order(replace(draft, symbol=symbol), instrument, self.market_today())
         return spec, instrument, await self.market.snapshot(symbol)
 
     async def _continue(self, existing: Order, fingerprint: str, snapshot: MarketSnapshot) -> Order:

@@ -32,3 +32,10 @@ STREAMS = Gauge("orders_update_streams", "Open StreamOrderUpdates streams")
 STREAMS_DROPPED = Counter(
     "orders_update_streams_dropped_total", "Streams ended because the client fell behind"
 )
+SQUARE_OFF_ORDERS = Counter(
+    "orders_square_off_orders_total", "Market orders the broker placed to close INTRADAY positions"
+)
+SQUARE_OFF_FAILURES = Counter(
+    "orders_square_off_failures_total",
+    "INTRADAY positions the square-off could not close (refused orders, positions left at the close)",
+)

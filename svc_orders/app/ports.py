@@ -23,6 +23,21 @@ from svc_orders.domain.risk import RiskLimits, TradingControls
 from svc_runtime.errors import ServiceError
 
 
+@dataclass(frozen=True)
+class IntradayExposure:
+    """The day's INTRADAY trading, as the square-off needs it."""
+
+    working: list[tuple[str, str, str]]  # (user, order id, symbol) of INTRADAY orders still working
+    net: dict[tuple[str, str], int]  # (user, symbol) → shares bought − sold (filled)
+
+
+class IntradayBook(Protocol):
+    async def intraday_exposure(self, since: datetime) -> IntradayExposure:
+        """INTRADAY orders created at or after `since`: those still working, and the net
+        filled quantity per user and symbol."""
+        ...
+
+
 class CommandKind(StrEnum):
     """What the executor is told to do after a change commits."""
 

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import time as wall
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Protocol
 
 from svc_orders.app.ports import EventPosition, EventRecord
 from svc_orders.domain.model import Fill, Order, Status
 from svc_runtime import pagination
 from svc_runtime.errors import InvalidArgument, NotFound
+from svc_runtime.market_clock import IST, Calendar, MarketClock
 
 
 class ReadStore(Protocol):
@@ -37,11 +40,38 @@ class ReadStore(Protocol):
 
     async def check_invariants(self) -> tuple[list[tuple[str, str, str]], int]: ...
 
+    async def outlived_validity(self, closed_at: datetime, closed_day: date) -> list[tuple[str, str, str]]:
+        """(user, order id, what is wrong) of orders placed before the close at `closed_at`
+        (of the trading day `closed_day`) that still work though their validity ended there
+        (DAY, or GTD of that date or earlier), and of GTC orders that expired."""
+        ...
+
+
+@dataclass(frozen=True)
+class ValidityCheck:
+    """When the market has sessions: which close the orders' validity is checked against —
+    the last one at least `grace_seconds` (wall) ago, so expiries still on their way from the
+    venue are not taken for violations."""
+
+    clock: MarketClock
+    calendar: Calendar
+    grace_seconds: float = 10.0
+
+    def last_close(self) -> tuple[datetime, date] | None:
+        now = self.clock.at_wall(wall.time() - self.grace_seconds).astimezone(IST)
+        day = now.date()
+        for _ in range(15):  # the calendar never shuts the market for two weeks
+            if self.calendar.is_trading_day(day) and self.calendar.close_of(day) <= now:
+                return datetime.fromtimestamp(self.clock.wall_at(self.calendar.close_of(day)), UTC), day
+            day -= timedelta(days=1)
+        return None
+
 
 @dataclass
 class OrderQueries:
     store: ReadStore
     replay_page: int = 500
+    validity: ValidityCheck | None = None
 
     async def get(self, user_id: str, order_id: str) -> Order:
         order = await self.store.get(user_id, order_id)
@@ -97,4 +127,8 @@ class OrderQueries:
             seq = page[-1][0]
 
     async def check_invariants(self) -> tuple[list[tuple[str, str, str]], int]:
-        return await self.store.check_invariants()
+        violations, checked = await self.store.check_invariants()
+        close = self.validity.last_close() if self.validity is not None else None
+        if close is not None:
+            violations += [("I7", user, what) for user, _, what in await self.store.outlived_validity(*close)]
+        return violations, checked

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from enum import StrEnum
 
@@ -25,9 +25,15 @@ class OrderType(StrEnum):
 
 
 class TimeInForce(StrEnum):
-    DAY = "DAY"
+    DAY = "DAY"  # expires at the close of the day it was placed
     IOC = "IOC"
     FOK = "FOK"
+    GTC = "GTC"  # good till cancelled: works across closes
+    GTD = "GTD"  # good till date: expires at the close of its expire date
+
+    @property
+    def rests_overnight(self) -> bool:
+        return self in (TimeInForce.GTC, TimeInForce.GTD)
 
 
 class Product(StrEnum):
@@ -65,14 +71,16 @@ class OrderTypeRules:
 
 
 _ANY_VALIDITY = frozenset(TimeInForce)
+_TODAY_ONLY = frozenset({TimeInForce.DAY, TimeInForce.IOC, TimeInForce.FOK})
 _STOP_VALIDITY = "stop orders wait for their trigger, so they must be DAY orders"
+_MARKET_VALIDITY = "a market order trades now or not at all: DAY, IOC or FOK"
 
 ORDER_TYPES: dict[OrderType, OrderTypeRules] = {
     OrderType.MARKET: OrderTypeRules(
         takes_limit_price=False,
         takes_stop_price=False,
-        validities=_ANY_VALIDITY,
-        validity_rule="",
+        validities=_TODAY_ONLY,
+        validity_rule=_MARKET_VALIDITY,
         protection=Protection.AT_REFERENCE,
         sent_as=OrderType.LIMIT,
         waits_for_trigger=False,
@@ -227,6 +235,7 @@ class OrderSpec:
     quantity: int
     limit_price: Decimal | None = None
     stop_price: Decimal | None = None
+    expire_date: date | None = None  # GTD only: the last trading date it works
 
 
 @dataclass(frozen=True)
@@ -275,6 +284,7 @@ class Order:
     # The placement's request context, for the audit of later system actions.
     request_id: str = ""
     client_ip: str = ""
+    expire_date: date | None = None  # GTD only: the last trading date it works
 
     @property
     def leaves_quantity(self) -> int:
@@ -304,6 +314,7 @@ class Order:
             quantity=self.quantity,
             limit_price=self.limit_price,
             stop_price=self.stop_price,
+            expire_date=self.expire_date,
         )
 
 

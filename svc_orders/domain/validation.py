@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from datetime import date, timedelta
 from decimal import Decimal
 
 from svc_orders.domain.model import (
@@ -13,6 +14,7 @@ from svc_orders.domain.model import (
     Order,
     OrderSpec,
     OrderType,
+    OrderTypeRules,
     Product,
     Side,
     TimeInForce,
@@ -22,6 +24,8 @@ from svc_runtime.decimals import parse_decimal
 from svc_runtime.errors import InvalidArgument
 
 PRICE_PLACES = 2
+# How far ahead a GTD order may be good for (as far as a GTC order is kept at most brokers).
+MAX_GTD_DAYS = 365
 MAX_QUANTITY = 10**12  # beyond any instrument; keeps quantities inside int64 arithmetic
 
 _PAISA = Decimal("0.01")
@@ -39,6 +43,7 @@ class OrderDraft:
     quantity: int
     limit_price: str = ""
     stop_price: str = ""
+    expire_date: str = ""  # ISO 8601 date, GTD only
 
 
 @dataclass(frozen=True)
@@ -115,15 +120,60 @@ def _check_stop_limit(side: Side, limit: Decimal, stop: Decimal) -> None:
         )
 
 
-def new_order(draft: OrderDraft, instrument: Instrument) -> OrderSpec:
-    """Validate a new order; apply the defaults (DAY, CNC)."""
+def _validity(
+    draft: OrderDraft, rules: OrderTypeRules, product: Product, today: date | None
+) -> tuple[TimeInForce, date | None]:
+    """The time in force and, for GTD, its expire date: today at the earliest, a year ahead
+    at the latest. Intraday positions are squared off the same day, so their orders cannot
+    outlive it."""
+    time_in_force = draft.time_in_force or TimeInForce.DAY
+    field = "order.expire_date"
+    if time_in_force not in rules.validities:
+        raise InvalidArgument(
+            rules.validity_rule, reason="UNSUPPORTED_TIME_IN_FORCE", field="order.time_in_force"
+        )
+    if time_in_force.rests_overnight and product is Product.INTRADAY:
+        raise InvalidArgument(
+            "INTRADAY orders end with the day: use DAY, IOC or FOK",
+            reason="UNSUPPORTED_TIME_IN_FORCE",
+            field="order.time_in_force",
+        )
+    if time_in_force is not TimeInForce.GTD:
+        if draft.expire_date:
+            raise InvalidArgument(
+                "order.expire_date goes only with time_in_force GTD",
+                reason="INVALID_EXPIRE_DATE",
+                field=field,
+            )
+        return time_in_force, None
+    if not draft.expire_date:
+        raise InvalidArgument(
+            "a GTD order needs order.expire_date", reason="INVALID_EXPIRE_DATE", field=field
+        )
+    try:
+        expires = date.fromisoformat(draft.expire_date)
+    except ValueError:
+        raise InvalidArgument(
+            "order.expire_date must be a date: YYYY-MM-DD", reason="INVALID_EXPIRE_DATE", field=field
+        ) from None
+    if today is not None and not today <= expires <= today + timedelta(days=MAX_GTD_DAYS):
+        raise InvalidArgument(
+            f"order.expire_date must be from {today} to {today + timedelta(days=MAX_GTD_DAYS)}",
+            reason="INVALID_EXPIRE_DATE",
+            field=field,
+        )
+    return time_in_force, expires
+
+
+def new_order(draft: OrderDraft, instrument: Instrument, today: date | None = None) -> OrderSpec:
+    """Validate a new order; apply the defaults (DAY, CNC). `today`, the market's date,
+    bounds a GTD order's expire date (placement always gives it)."""
     if draft.side is None:
         raise InvalidArgument("order.side must be BUY or SELL", reason="MISSING_SIDE", field="order.side")
     if draft.type is None:
         raise InvalidArgument(
             "order.type must be MARKET, LIMIT, STOP or STOP_LIMIT", reason="MISSING_TYPE", field="order.type"
         )
-    time_in_force = draft.time_in_force or TimeInForce.DAY
     product = draft.product or Product.CNC
     quantity = _quantity(draft.quantity, instrument, "order.quantity")
     limit_price: Decimal | None = None
@@ -159,10 +209,7 @@ def new_order(draft: OrderDraft, instrument: Instrument) -> OrderSpec:
             reason="UNEXPECTED_STOP_PRICE",
             field="order.stop_price",
         )
-    if time_in_force not in rules.validities:
-        raise InvalidArgument(
-            rules.validity_rule, reason="UNSUPPORTED_TIME_IN_FORCE", field="order.time_in_force"
-        )
+    time_in_force, expire_date = _validity(draft, rules, product, today)
     if limit_price is not None and stop_price is not None:
         _check_stop_limit(draft.side, limit_price, stop_price)
     return OrderSpec(
@@ -174,6 +221,7 @@ def new_order(draft: OrderDraft, instrument: Instrument) -> OrderSpec:
         quantity=quantity,
         limit_price=limit_price,
         stop_price=stop_price,
+        expire_date=expire_date,
     )
 
 
@@ -233,6 +281,8 @@ def fingerprint(spec: OrderSpec) -> str:
             str(spec.quantity),
             _canonical_price(spec.limit_price),
             _canonical_price(spec.stop_price),
+            # Only GTD orders add a part: earlier orders' digests stay as they were.
+            *([spec.expire_date.isoformat()] if spec.expire_date else []),
         )
     )
     return hashlib.sha256(canonical.encode()).hexdigest()[:32]

@@ -57,6 +57,7 @@ def _draft(o: orders_pb2.Order) -> OrderDraft:
         quantity=o.quantity,
         limit_price=o.limit_price.value if o.HasField("limit_price") else "",
         stop_price=o.stop_price.value if o.HasField("stop_price") else "",
+        expire_date=o.expire_date,
     )
 
 

@@ -147,6 +147,7 @@ def order_to_proto(order: Order) -> orders_pb2.Order:
         update_time=timestamp(order.update_time),
         exchange_order_id=order.exchange_order_id,
         protection_price=_decimal(order.protection_price),
+        expire_date=order.expire_date.isoformat() if order.expire_date else "",
     )
 
 
@@ -223,6 +224,7 @@ def command_for(
                 quantity=order.quantity,
                 limit_price=_decimal(order.exchange_limit_price),
                 stop_price=_decimal(order.stop_price),
+                expire_date=order.expire_date.isoformat() if order.expire_date else "",
             )
         )
     elif kind is CommandKind.CANCEL:

@@ -145,7 +145,7 @@ def every_order_entry_message(counterparty: StrictCounterparty) -> None:
     send(BROKER, new("x3", "1", "0", price="1500.00"))
     send(BROKER, new("x4", "1", "1", price="1500.01"))
     send(BROKER, new("x5", "1", "1", "P", price="1500.00"))
-    send(BROKER, new("x6", "1", "1", price="1500.00", time_in_force="1"))
+    send(BROKER, new("x6", "1", "1", price="1500.00", time_in_force="2"))
     send(BROKER, new("x7", "1", "1"))
     entry.reject_next.remaining = 1
     send(BROKER, new("x8", "1", "1", price="1500.00"))

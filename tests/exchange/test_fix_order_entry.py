@@ -48,13 +48,13 @@ async def test_business_rejects_carry_a_reason(exchange, admin, fix_clients):
     off_tick = fm.new_order(client, "INFY", "1", "10", price="1530.03")
     bad_qty = fm.new_order(client, "INFY", "1", "2.5", price="1530.00")
     outside = fm.new_order(client, "INFY", "1", "10", price="5000.00")
-    gtc = fm.new_order(client, "INFY", "1", "10", price="1530.00", tif="1")
+    at_open = fm.new_order(client, "INFY", "1", "10", price="1530.00", tif="2")
     expected = {
         unknown: ("1", "unknown symbol"),
         off_tick: ("99", "tick size"),
         bad_qty: ("13", "whole number"),
         outside: ("3", "price band"),
-        gtc: ("11", "time in force"),
+        at_open: ("11", "time in force"),
     }
     for cl, (reason, text) in expected.items():
         report = await client.wait_for(lambda r, cl=cl: r.get(11) == cl, what=f"reject of {cl}")

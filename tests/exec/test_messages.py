@@ -3,6 +3,7 @@ against the FIX44.xml data dictionary."""
 
 from __future__ import annotations
 
+from datetime import date
 from decimal import Decimal
 
 import pytest
@@ -61,6 +62,42 @@ def test_new_order_single_carries_exact_prices() -> None:
     )
     message = validated(fm.new_order_single("ord_2", stop), "D")
     assert (get_text(message, 44), get_text(message, 99)) == ("3999.9", "4000")
+
+
+def test_gtc_and_gtd_orders_carry_their_validity_and_date() -> None:
+    gtc = NewOrder(META, "INFY", Side.BUY, OrdType.LIMIT, TimeInForce.GTC, 5, Decimal("1500"))
+    message = validated(fm.new_order_single("ord_3", gtc), "D")
+    assert (get_text(message, 59), get_text(message, 432)) == ("1", None)
+    gtd = NewOrder(
+        META,
+        "INFY",
+        Side.BUY,
+        OrdType.LIMIT,
+        TimeInForce.GTD,
+        5,
+        Decimal("1500"),
+        expire_date=date(2026, 12, 9),
+    )
+    message = validated(fm.new_order_single("ord_4", gtd), "D")
+    assert (get_text(message, 59), get_text(message, 432)) == ("6", "20261209")
+    command = oc.OrderCommand(
+        command_id="cmd_9",
+        order_id="ord_9",
+        user_id="u_1",
+        new_order=oc.NewOrderCommand(
+            symbol="INFY",
+            side=trading_pb2.SIDE_BUY,
+            type=trading_pb2.ORDER_TYPE_LIMIT,
+            time_in_force=trading_pb2.TIME_IN_FORCE_GTD,
+            quantity=5,
+            limit_price=decimal_pb2.Decimal(value="1500"),
+            expire_date="2026-12-09",
+        ),
+    )
+    parsed = command_from_proto(command)
+    assert isinstance(parsed, NewOrder) and parsed.expire_date == date(2026, 12, 9)
+    command.new_order.expire_date = ""
+    assert isinstance(command_from_proto(command), Refused)  # GTD without its date
 
 
 def test_cancel_replace_status_and_mass_status_are_valid_fix44() -> None:

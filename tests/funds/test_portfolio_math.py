@@ -12,6 +12,7 @@ from svc_funds.domain.portfolio import (
     PositionRow,
     holding_figures,
     position_figures,
+    settle_day,
     settle_positions,
 )
 
@@ -80,7 +81,8 @@ def test_end_of_day_folds_buys_at_their_cost_and_sales_at_the_holding_cost() -> 
         holdings,
         [position(0, "0", 5, "7750.00"), position(10, "15000.00", 0, "0", Product.INTRADAY)],
     )
-    assert anomalies == []
+    # The INTRADAY buy was never squared off: its shares are carried, and that is said.
+    assert anomalies == ["u1 INTRADAY INFY of 2026-01-15 not squared off: 10 carried to delivery"]
     h = holdings[("u1", "INFY")]
     # +10 @ 1500 first: 30 shares costing 44605; then 5 leave at 44605 × 5/30 = 7434.17.
     assert h.quantity == 25
@@ -112,3 +114,57 @@ def test_the_daily_end_of_day_runs_at_the_next_close_in_exchange_time() -> None:
     assert next_run(morning, close) == datetime(2026, 1, 15, 15, 45, tzinfo=EXCHANGE_TZ)
     evening = datetime(2026, 1, 15, 10, 30, tzinfo=UTC)  # 16:00 IST
     assert next_run(evening, close) == datetime(2026, 1, 16, 15, 45, tzinfo=EXCHANGE_TZ)
+
+
+def test_the_days_realized_pnl_is_kept_with_round_trips_and_sales_out_of_holdings() -> None:
+    holdings = {("u1", "INFY"): HoldingState(20, D("29605.00"), D(0))}
+    squared_off = PositionRow("u1", DAY, "INFY", Product.INTRADAY, 10, D("15000.00"), 10, D("15120.00"))
+    sale = position(0, "0", 5, "7750.00")
+    other_day = PositionRow("u1", date(2026, 1, 14), "INFY", Product.CNC, 2, D("3000.00"), 2, D("2990.00"))
+    settled = settle_day(holdings, [squared_off, sale, other_day])
+    assert settled.anomalies == []
+    # 10 × (1512 − 1500) from the round trip; 7750 − 29605 × 5/20 = 348.75 from the sale.
+    assert settled.realized == {
+        ("u1", DAY, "INFY"): D("120.00") + D("348.75"),
+        ("u1", date(2026, 1, 14), "INFY"): D("-10.00"),
+    }
+    # The holding keeps its own (net-scope) realized P&L of the sale only.
+    assert holdings[("u1", "INFY")].realized_pnl == D("348.75")
+    assert holdings[("u1", "INFY")].quantity == 15
+
+
+async def test_holdings_say_which_shares_have_not_settled_yet() -> None:
+    from datetime import datetime, time
+
+    from svc_funds.app.portfolio import PortfolioApp
+    from svc_funds.app.ports import PortfolioRows
+    from svc_runtime.market_clock import IST
+
+    friday, monday = date(2026, 12, 11), date(2026, 12, 14)
+
+    class Store:
+        async def rows(self, user_id: str) -> PortfolioRows:
+            return PortfolioRows(
+                holdings=[
+                    HoldingRow("u1", "INFY", 30, D("45000.00"), D(0)),
+                    HoldingRow("u1", "TCS", 5, D("1.00"), D(0)),
+                ],
+                positions=[],
+                blocked_shares={},
+                recent_buys=[(date(2026, 12, 10), "INFY", 10), (friday, "INFY", 7), (friday, "TCS", -2)],
+            )
+
+    class Quotes:
+        async def last_prices(self, symbols: list[str]) -> dict[str, Decimal]:
+            return {}
+
+    async def exists(user_id: str) -> bool:
+        return True
+
+    now = [datetime.combine(date(2026, 12, 12), time(10), tzinfo=IST)]  # Saturday
+    app = PortfolioApp(Store(), Quotes(), exists, lambda: now[0])  # type: ignore[arg-type]
+    held = {h.row.symbol: h.t1_quantity for h in (await app.portfolio("u1")).holdings}
+    # Thursday's buys settled on Friday; Friday's settle on Monday (T+1 skips the weekend).
+    assert held == {"INFY": 7, "TCS": 0}
+    now[0] = datetime.combine(monday, time(9), tzinfo=IST)
+    assert [h.t1_quantity for h in (await app.portfolio("u1")).holdings] == [0, 0]

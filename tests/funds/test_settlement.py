@@ -4,7 +4,7 @@ against real PostgreSQL and NATS, reports published as svc_exec publishes them."
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 import grpc
 import pytest
@@ -16,6 +16,7 @@ from brokermesh.type.v1 import trading_pb2
 from svc_funds.adapters.exec_reports import DURABLE
 from svc_funds.domain.model import trading_day
 from svc_runtime import tls
+from svc_runtime.market_clock import Calendar
 from tests.funds.conftest import StartFunds
 from tests.funds.support import FundsClient, Reports, dec, report
 from tests.support.polling import eventually
@@ -276,7 +277,10 @@ async def test_portfolio_marks_to_last_prices_and_end_of_day_settles_once(
         "60.00",
     )
     assert position.trading_day == trading_day(datetime.now(UTC)).isoformat()
+    settles = Calendar().settlement_date(date.fromisoformat(position.trading_day))
+    assert position.settlement_date == settles.isoformat()  # T+1 in trading days
     assert "average-cost" in portfolio.pnl_basis
+    assert not portfolio.daily_realized_pnl
 
     first = await funds.portfolio.RunEndOfDay(portfolio_pb2.RunEndOfDayRequest())
     again = await funds.portfolio.RunEndOfDay(portfolio_pb2.RunEndOfDayRequest(trading_day=first.trading_day))
@@ -287,6 +291,9 @@ async def test_portfolio_marks_to_last_prices_and_end_of_day_settles_once(
     infy = after.holdings[0]
     # 2 of 20 left at the holding's cost (2960.50) for 2 × 1550 = 3100: 139.50 realized.
     assert (infy.quantity, infy.invested_value.value, infy.realized_pnl.value) == (18, "26644.50", "139.50")
+    # The day's realized P&L outlives its position: the round trip's 150.00 and the sale's 139.50.
+    [closed_day] = after.daily_realized_pnl
+    assert (closed_day.trading_day, closed_day.realized_pnl.value) == (first.trading_day, "289.50")
     assert await funds.violations() == []
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from decimal import Decimal
 
 import pytest
@@ -174,3 +175,69 @@ def test_kill_switch_and_symbol_halts() -> None:
         risk.check_controls(risk.TradingControls(halted_symbols=frozenset({"INFY"})), "INFY")
     assert err.value.reason == "SYMBOL_HALTED"
     risk.check_controls(risk.TradingControls(halted_symbols=frozenset({"TCS"})), "INFY")
+
+
+TODAY = date(2026, 12, 7)
+
+
+def test_gtc_and_gtd_limit_orders_are_accepted_with_their_date() -> None:
+    gtc = validation.new_order(draft(time_in_force=TimeInForce.GTC), INFY, TODAY)
+    assert (gtc.time_in_force, gtc.expire_date) == (TimeInForce.GTC, None)
+    gtd = validation.new_order(draft(time_in_force=TimeInForce.GTD, expire_date="2026-12-09"), INFY, TODAY)
+    assert (gtd.time_in_force, gtd.expire_date) == (TimeInForce.GTD, date(2026, 12, 9))
+    assert validation.new_order(draft(time_in_force=TimeInForce.GTD, expire_date="2026-12-07"), INFY, TODAY)
+    # The date is part of the request's terms: a retry with another date is another order.
+    other = validation.new_order(draft(time_in_force=TimeInForce.GTD, expire_date="2026-12-10"), INFY, TODAY)
+    assert validation.fingerprint(gtd) != validation.fingerprint(other)
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason", "field"),
+    [
+        ({"time_in_force": TimeInForce.GTD}, "INVALID_EXPIRE_DATE", "order.expire_date"),
+        (
+            {"time_in_force": TimeInForce.GTD, "expire_date": "2026-12-06"},
+            "INVALID_EXPIRE_DATE",
+            "order.expire_date",
+        ),
+        (
+            {"time_in_force": TimeInForce.GTD, "expire_date": "2027-12-08"},
+            "INVALID_EXPIRE_DATE",
+            "order.expire_date",
+        ),
+        (
+            {"time_in_force": TimeInForce.GTD, "expire_date": "9/12/26"},
+            "INVALID_EXPIRE_DATE",
+            "order.expire_date",
+        ),
+        (
+            {"time_in_force": TimeInForce.DAY, "expire_date": "2026-12-09"},
+            "INVALID_EXPIRE_DATE",
+            "order.expire_date",
+        ),
+        (
+            {"time_in_force": TimeInForce.GTC, "product": Product.INTRADAY},
+            "UNSUPPORTED_TIME_IN_FORCE",
+            "order.time_in_force",
+        ),
+        (
+            {"time_in_force": TimeInForce.GTC, "type": OrderType.MARKET, "limit_price": ""},
+            "UNSUPPORTED_TIME_IN_FORCE",
+            "order.time_in_force",
+        ),
+        (
+            {
+                "time_in_force": TimeInForce.GTC,
+                "type": OrderType.STOP,
+                "limit_price": "",
+                "stop_price": "1510",
+            },
+            "UNSUPPORTED_TIME_IN_FORCE",
+            "order.time_in_force",
+        ),
+    ],
+)
+def test_bad_validities_name_the_field(changes: dict[str, object], reason: str, field: str) -> None:
+    with pytest.raises(InvalidArgument) as err:
+        validation.new_order(draft(**changes), INFY, TODAY)
+    assert reason_of(err) == (reason, field)

@@ -33,7 +33,10 @@ NOW = datetime(2026, 1, 5, 4, 0, tzinfo=UTC)
 def draft(
     order_type: OrderType, *, limit: str = "", stop: str = "", tif: TimeInForce | None = None
 ) -> OrderDraft:
-    return OrderDraft("INFY", Side.BUY, order_type, tif, None, 10, limit_price=limit, stop_price=stop)
+    expire = "2026-12-31" if tif is TimeInForce.GTD else ""
+    return OrderDraft(
+        "INFY", Side.BUY, order_type, tif, None, 10, limit_price=limit, stop_price=stop, expire_date=expire
+    )
 
 
 def well_formed(order_type: OrderType, tif: TimeInForce | None = None) -> OrderDraft:

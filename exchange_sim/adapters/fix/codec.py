@@ -42,6 +42,8 @@ SYMBOL = 55
 SIDE = 54
 TEXT = 58
 TIME_IN_FORCE = 59
+EXPIRE_TIME = 126
+EXPIRE_DATE = 432
 TRANSACT_TIME = 60
 POSS_RESEND = 97
 STOP_PX = 99
@@ -126,6 +128,8 @@ def new_order(message: fix.Message) -> m.NewOrderRequest:
         time_in_force=_optional(message, TIME_IN_FORCE),
         account=_text(message, ACCOUNT),
         possible_duplicate=_possible_duplicate(message),
+        expire_date=_optional(message, EXPIRE_DATE),
+        expire_time=_optional(message, EXPIRE_TIME),
     )
 
 
@@ -257,6 +261,8 @@ def execution_report(report: m.ExecutionReport) -> fix.Message:
         set_text(message, STOP_PX, _decimal_text(report.stop_price))
     if report.time_in_force:
         set_text(message, TIME_IN_FORCE, report.time_in_force)
+    if report.expire_date:
+        set_text(message, EXPIRE_DATE, report.expire_date)
     if report.last_price is not None:
         set_text(message, LAST_QTY, report.last_qty)
         set_text(message, LAST_PX, _decimal_text(report.last_price))

@@ -4,12 +4,24 @@ from brokermesh.type.v1 import decimal_pb2 as _decimal_pb2
 from brokermesh.type.v1 import trading_pb2 as _trading_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class MarketPhase(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    MARKET_PHASE_UNSPECIFIED: _ClassVar[MarketPhase]
+    MARKET_PHASE_PRE_OPEN: _ClassVar[MarketPhase]
+    MARKET_PHASE_OPEN: _ClassVar[MarketPhase]
+    MARKET_PHASE_CLOSED: _ClassVar[MarketPhase]
+MARKET_PHASE_UNSPECIFIED: MarketPhase
+MARKET_PHASE_PRE_OPEN: MarketPhase
+MARKET_PHASE_OPEN: MarketPhase
+MARKET_PHASE_CLOSED: MarketPhase
 
 class ExchangeOrder(_message.Message):
     __slots__ = ("exchange_order_id", "cl_ord_id", "symbol", "side", "quantity", "filled_quantity", "leaves_quantity", "ord_status", "average_price", "sender_comp_id", "order_type", "price", "time_in_force", "account", "text", "stop_price")
@@ -106,7 +118,7 @@ class ResumeTradingRequest(_message.Message):
     def __init__(self, symbol: _Optional[str] = ...) -> None: ...
 
 class TradingState(_message.Message):
-    __slots__ = ("market_halted", "halted_symbols", "session_open", "market_halt_reason", "circuit_breaker_level", "index_value", "index_change_percent", "halt_end_time")
+    __slots__ = ("market_halted", "halted_symbols", "session_open", "market_halt_reason", "circuit_breaker_level", "index_value", "index_change_percent", "halt_end_time", "phase", "trading_date", "market_time")
     MARKET_HALTED_FIELD_NUMBER: _ClassVar[int]
     HALTED_SYMBOLS_FIELD_NUMBER: _ClassVar[int]
     SESSION_OPEN_FIELD_NUMBER: _ClassVar[int]
@@ -115,6 +127,9 @@ class TradingState(_message.Message):
     INDEX_VALUE_FIELD_NUMBER: _ClassVar[int]
     INDEX_CHANGE_PERCENT_FIELD_NUMBER: _ClassVar[int]
     HALT_END_TIME_FIELD_NUMBER: _ClassVar[int]
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    TRADING_DATE_FIELD_NUMBER: _ClassVar[int]
+    MARKET_TIME_FIELD_NUMBER: _ClassVar[int]
     market_halted: bool
     halted_symbols: _containers.RepeatedScalarFieldContainer[str]
     session_open: bool
@@ -123,7 +138,10 @@ class TradingState(_message.Message):
     index_value: _decimal_pb2.Decimal
     index_change_percent: _decimal_pb2.Decimal
     halt_end_time: _timestamp_pb2.Timestamp
-    def __init__(self, market_halted: _Optional[bool] = ..., halted_symbols: _Optional[_Iterable[str]] = ..., session_open: _Optional[bool] = ..., market_halt_reason: _Optional[str] = ..., circuit_breaker_level: _Optional[int] = ..., index_value: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., index_change_percent: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., halt_end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    phase: MarketPhase
+    trading_date: str
+    market_time: _timestamp_pb2.Timestamp
+    def __init__(self, market_halted: _Optional[bool] = ..., halted_symbols: _Optional[_Iterable[str]] = ..., session_open: _Optional[bool] = ..., market_halt_reason: _Optional[str] = ..., circuit_breaker_level: _Optional[int] = ..., index_value: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., index_change_percent: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., halt_end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., phase: _Optional[_Union[MarketPhase, str]] = ..., trading_date: _Optional[str] = ..., market_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class GetTradingStateRequest(_message.Message):
     __slots__ = ()

@@ -9,7 +9,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Holding(_message.Message):
-    __slots__ = ("symbol", "quantity", "blocked_quantity", "average_buy_price", "invested_value", "last_price", "current_value", "unrealized_pnl", "realized_pnl")
+    __slots__ = ("symbol", "quantity", "blocked_quantity", "average_buy_price", "invested_value", "last_price", "current_value", "unrealized_pnl", "realized_pnl", "t1_quantity")
     SYMBOL_FIELD_NUMBER: _ClassVar[int]
     QUANTITY_FIELD_NUMBER: _ClassVar[int]
     BLOCKED_QUANTITY_FIELD_NUMBER: _ClassVar[int]
@@ -19,6 +19,7 @@ class Holding(_message.Message):
     CURRENT_VALUE_FIELD_NUMBER: _ClassVar[int]
     UNREALIZED_PNL_FIELD_NUMBER: _ClassVar[int]
     REALIZED_PNL_FIELD_NUMBER: _ClassVar[int]
+    T1_QUANTITY_FIELD_NUMBER: _ClassVar[int]
     symbol: str
     quantity: int
     blocked_quantity: int
@@ -28,10 +29,11 @@ class Holding(_message.Message):
     current_value: _decimal_pb2.Decimal
     unrealized_pnl: _decimal_pb2.Decimal
     realized_pnl: _decimal_pb2.Decimal
-    def __init__(self, symbol: _Optional[str] = ..., quantity: _Optional[int] = ..., blocked_quantity: _Optional[int] = ..., average_buy_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., invested_value: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., last_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., current_value: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., unrealized_pnl: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., realized_pnl: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ...) -> None: ...
+    t1_quantity: int
+    def __init__(self, symbol: _Optional[str] = ..., quantity: _Optional[int] = ..., blocked_quantity: _Optional[int] = ..., average_buy_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., invested_value: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., last_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., current_value: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., unrealized_pnl: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., realized_pnl: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., t1_quantity: _Optional[int] = ...) -> None: ...
 
 class Position(_message.Message):
-    __slots__ = ("symbol", "product", "net_quantity", "average_price", "buy_quantity", "sell_quantity", "buy_value", "sell_value", "last_price", "realized_pnl", "unrealized_pnl", "trading_day")
+    __slots__ = ("symbol", "product", "net_quantity", "average_price", "buy_quantity", "sell_quantity", "buy_value", "sell_value", "last_price", "realized_pnl", "unrealized_pnl", "trading_day", "settlement_date")
     SYMBOL_FIELD_NUMBER: _ClassVar[int]
     PRODUCT_FIELD_NUMBER: _ClassVar[int]
     NET_QUANTITY_FIELD_NUMBER: _ClassVar[int]
@@ -44,6 +46,7 @@ class Position(_message.Message):
     REALIZED_PNL_FIELD_NUMBER: _ClassVar[int]
     UNREALIZED_PNL_FIELD_NUMBER: _ClassVar[int]
     TRADING_DAY_FIELD_NUMBER: _ClassVar[int]
+    SETTLEMENT_DATE_FIELD_NUMBER: _ClassVar[int]
     symbol: str
     product: _trading_pb2.Product
     net_quantity: int
@@ -56,19 +59,30 @@ class Position(_message.Message):
     realized_pnl: _decimal_pb2.Decimal
     unrealized_pnl: _decimal_pb2.Decimal
     trading_day: str
-    def __init__(self, symbol: _Optional[str] = ..., product: _Optional[_Union[_trading_pb2.Product, str]] = ..., net_quantity: _Optional[int] = ..., average_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., buy_quantity: _Optional[int] = ..., sell_quantity: _Optional[int] = ..., buy_value: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., sell_value: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., last_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., realized_pnl: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., unrealized_pnl: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., trading_day: _Optional[str] = ...) -> None: ...
+    settlement_date: str
+    def __init__(self, symbol: _Optional[str] = ..., product: _Optional[_Union[_trading_pb2.Product, str]] = ..., net_quantity: _Optional[int] = ..., average_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., buy_quantity: _Optional[int] = ..., sell_quantity: _Optional[int] = ..., buy_value: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., sell_value: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., last_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., realized_pnl: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., unrealized_pnl: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., trading_day: _Optional[str] = ..., settlement_date: _Optional[str] = ...) -> None: ...
+
+class DailyRealizedPnl(_message.Message):
+    __slots__ = ("trading_day", "realized_pnl")
+    TRADING_DAY_FIELD_NUMBER: _ClassVar[int]
+    REALIZED_PNL_FIELD_NUMBER: _ClassVar[int]
+    trading_day: str
+    realized_pnl: _decimal_pb2.Decimal
+    def __init__(self, trading_day: _Optional[str] = ..., realized_pnl: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ...) -> None: ...
 
 class Portfolio(_message.Message):
-    __slots__ = ("name", "holdings", "positions", "pnl_basis")
+    __slots__ = ("name", "holdings", "positions", "pnl_basis", "daily_realized_pnl")
     NAME_FIELD_NUMBER: _ClassVar[int]
     HOLDINGS_FIELD_NUMBER: _ClassVar[int]
     POSITIONS_FIELD_NUMBER: _ClassVar[int]
     PNL_BASIS_FIELD_NUMBER: _ClassVar[int]
+    DAILY_REALIZED_PNL_FIELD_NUMBER: _ClassVar[int]
     name: str
     holdings: _containers.RepeatedCompositeFieldContainer[Holding]
     positions: _containers.RepeatedCompositeFieldContainer[Position]
     pnl_basis: str
-    def __init__(self, name: _Optional[str] = ..., holdings: _Optional[_Iterable[_Union[Holding, _Mapping]]] = ..., positions: _Optional[_Iterable[_Union[Position, _Mapping]]] = ..., pnl_basis: _Optional[str] = ...) -> None: ...
+    daily_realized_pnl: _containers.RepeatedCompositeFieldContainer[DailyRealizedPnl]
+    def __init__(self, name: _Optional[str] = ..., holdings: _Optional[_Iterable[_Union[Holding, _Mapping]]] = ..., positions: _Optional[_Iterable[_Union[Position, _Mapping]]] = ..., pnl_basis: _Optional[str] = ..., daily_realized_pnl: _Optional[_Iterable[_Union[DailyRealizedPnl, _Mapping]]] = ...) -> None: ...
 
 class GetPortfolioRequest(_message.Message):
     __slots__ = ("name",)

@@ -35,7 +35,7 @@ class OrderCommand(_message.Message):
     def __init__(self, command_id: _Optional[str] = ..., order_id: _Optional[str] = ..., user_id: _Optional[str] = ..., order_version: _Optional[int] = ..., issue_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., request_id: _Optional[str] = ..., new_order: _Optional[_Union[NewOrderCommand, _Mapping]] = ..., cancel_order: _Optional[_Union[CancelOrderCommand, _Mapping]] = ..., replace_order: _Optional[_Union[ReplaceOrderCommand, _Mapping]] = ..., order_status: _Optional[_Union[OrderStatusCommand, _Mapping]] = ...) -> None: ...
 
 class NewOrderCommand(_message.Message):
-    __slots__ = ("symbol", "side", "type", "time_in_force", "product", "quantity", "limit_price", "stop_price")
+    __slots__ = ("symbol", "side", "type", "time_in_force", "product", "quantity", "limit_price", "stop_price", "expire_date")
     SYMBOL_FIELD_NUMBER: _ClassVar[int]
     SIDE_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
@@ -44,6 +44,7 @@ class NewOrderCommand(_message.Message):
     QUANTITY_FIELD_NUMBER: _ClassVar[int]
     LIMIT_PRICE_FIELD_NUMBER: _ClassVar[int]
     STOP_PRICE_FIELD_NUMBER: _ClassVar[int]
+    EXPIRE_DATE_FIELD_NUMBER: _ClassVar[int]
     symbol: str
     side: _trading_pb2.Side
     type: _trading_pb2.OrderType
@@ -52,7 +53,8 @@ class NewOrderCommand(_message.Message):
     quantity: int
     limit_price: _decimal_pb2.Decimal
     stop_price: _decimal_pb2.Decimal
-    def __init__(self, symbol: _Optional[str] = ..., side: _Optional[_Union[_trading_pb2.Side, str]] = ..., type: _Optional[_Union[_trading_pb2.OrderType, str]] = ..., time_in_force: _Optional[_Union[_trading_pb2.TimeInForce, str]] = ..., product: _Optional[_Union[_trading_pb2.Product, str]] = ..., quantity: _Optional[int] = ..., limit_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., stop_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ...) -> None: ...
+    expire_date: str
+    def __init__(self, symbol: _Optional[str] = ..., side: _Optional[_Union[_trading_pb2.Side, str]] = ..., type: _Optional[_Union[_trading_pb2.OrderType, str]] = ..., time_in_force: _Optional[_Union[_trading_pb2.TimeInForce, str]] = ..., product: _Optional[_Union[_trading_pb2.Product, str]] = ..., quantity: _Optional[int] = ..., limit_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., stop_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., expire_date: _Optional[str] = ...) -> None: ...
 
 class CancelOrderCommand(_message.Message):
     __slots__ = ("symbol", "side", "quantity")

@@ -24,6 +24,8 @@ class TimeInForce(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TIME_IN_FORCE_DAY: _ClassVar[TimeInForce]
     TIME_IN_FORCE_IOC: _ClassVar[TimeInForce]
     TIME_IN_FORCE_FOK: _ClassVar[TimeInForce]
+    TIME_IN_FORCE_GTC: _ClassVar[TimeInForce]
+    TIME_IN_FORCE_GTD: _ClassVar[TimeInForce]
 
 class Product(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -42,6 +44,8 @@ TIME_IN_FORCE_UNSPECIFIED: TimeInForce
 TIME_IN_FORCE_DAY: TimeInForce
 TIME_IN_FORCE_IOC: TimeInForce
 TIME_IN_FORCE_FOK: TimeInForce
+TIME_IN_FORCE_GTC: TimeInForce
+TIME_IN_FORCE_GTD: TimeInForce
 PRODUCT_UNSPECIFIED: Product
 PRODUCT_CNC: Product
 PRODUCT_INTRADAY: Product
