@@ -9,7 +9,7 @@ import logging
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import time
+from datetime import time, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -21,6 +21,7 @@ from brokermesh.funds.v1 import (
     portfolio_pb2,
     portfolio_pb2_grpc,
 )
+from svc_funds.adapters.bank_sim import SimulatedBank
 from svc_funds.adapters.exec_reports import ExecReportConsumer
 from svc_funds.adapters.marketdata import MarketDataQuotes
 from svc_funds.adapters.pg_accounts import PgAccountStore
@@ -28,11 +29,13 @@ from svc_funds.adapters.pg_audit import PgAuditStore
 from svc_funds.adapters.pg_ledger import PgLedgerStore
 from svc_funds.adapters.pg_portfolio import PgPortfolioStore
 from svc_funds.adapters.pg_queries import PgFundsQueries
+from svc_funds.adapters.pg_withdrawals import PgWithdrawalQueries
 from svc_funds.app.accounts import AccountsApp
 from svc_funds.app.audit import AuditApp
 from svc_funds.app.engine import LedgerEngine, utc_now
 from svc_funds.app.funds import FundsApp
 from svc_funds.app.portfolio import PortfolioApp, end_of_day_daily
+from svc_funds.app.withdrawals import PayoutLoop, WithdrawalsApp
 from svc_funds.domain.charges import (
     BUILT_IN,
     DEFAULT_SCHEDULE,
@@ -56,6 +59,10 @@ MAX_BATCH = "BROKERMESH_FUNDS_MAX_BATCH"  # commands per ledger transaction (def
 POOL_SIZE = "BROKERMESH_FUNDS_POOL_SIZE"  # PostgreSQL connections (default 8)
 END_OF_DAY = "BROKERMESH_FUNDS_END_OF_DAY"  # `HH:MM` exchange time to close each day; unset: on request only
 LINGER_MS = "BROKERMESH_FUNDS_LINGER_MS"  # longest a ledger writer waits for a batch to fill (default 1)
+# The simulated payout bank: account numbers it refuses (comma-separated), and how long it
+# takes to answer (milliseconds, default 500).
+BANK_SIM_FAILING = "BROKERMESH_FUNDS_BANK_SIM_FAILING"
+BANK_SIM_DELAY_MS = "BROKERMESH_FUNDS_BANK_SIM_DELAY_MS"
 
 
 def load_schedule(spec: str) -> ChargesSchedule:
@@ -84,6 +91,8 @@ class FundsSettings:
     pool_size: int
     linger_ms: float = 1.0
     end_of_day_at: time | None = None
+    bank_failing_accounts: tuple[str, ...] = ()
+    bank_delay_ms: float = 500.0
 
     @classmethod
     def from_env(cls) -> FundsSettings:
@@ -96,6 +105,10 @@ class FundsSettings:
             pool_size=config.env_int(POOL_SIZE, 8),
             linger_ms=config.env_float(LINGER_MS, 1.0),
             end_of_day_at=time.fromisoformat(os.environ[END_OF_DAY]) if os.environ.get(END_OF_DAY) else None,
+            bank_failing_accounts=tuple(
+                a.strip() for a in os.environ.get(BANK_SIM_FAILING, "").split(",") if a.strip()
+            ),
+            bank_delay_ms=config.env_float(BANK_SIM_DELAY_MS, 500.0),
         )
 
 
@@ -133,10 +146,18 @@ async def serve(
         accounts = AccountsApp(PgAccountStore(pool))
         audit = AuditApp(PgAuditStore(pool))
         portfolio = PortfolioApp(PgPortfolioStore(pool), quotes, queries.user_exists, utc_now)
+        withdrawal_queries = PgWithdrawalQueries(pool)
+        withdrawals = WithdrawalsApp(engine, withdrawal_queries)
+        bank = SimulatedBank(
+            pool,
+            failing_accounts=settings.bank_failing_accounts,
+            delay=timedelta(milliseconds=settings.bank_delay_ms),
+        )
 
         engine.start()
         consumer = ExecReportConsumer(js, topology, engine)
         consumer.start()
+        payouts = service.supervise(PayoutLoop(engine, withdrawal_queries, bank).run(stop), "payouts")
         daily = None
         if settings.end_of_day_at is not None:
             daily = service.supervise(end_of_day_daily(portfolio, settings.end_of_day_at, stop), "end-of-day")
@@ -149,7 +170,7 @@ async def serve(
         )
         server.add(
             funds_pb2_grpc.add_FundsServiceServicer_to_server,
-            FundsServicer(funds, audit),
+            FundsServicer(funds, audit, withdrawals),
             funds_pb2.DESCRIPTOR.services_by_name["FundsService"].full_name,
         )
         server.add(
@@ -169,6 +190,7 @@ async def serve(
         # Stop taking requests, let the consumer finish its batch, then drain the engine.
         await server.stop()
         await consumer.stop()
+        await payouts
         await engine.stop()
         if daily is not None:
             await daily

@@ -92,6 +92,12 @@ METHODS: dict[str, Rule] = {
     _FUNDS + "GetBlock": _internal(READ),
     _FUNDS + "ListBlocks": _internal(READ),
     _FUNDS + "CheckInvariants": _internal(READ),
+    # A user withdraws their own cash, only ever to the bank account an operator registered.
+    _FUNDS + "SetBankAccount": _internal(ADMIN),
+    _FUNDS + "GetBankAccount": _user_method("name"),
+    _FUNDS + "CreateWithdrawal": _user_method("parent", operators=ADMIN),
+    _FUNDS + "GetWithdrawal": _user_method("name"),
+    _FUNDS + "ListWithdrawals": _user_method("parent"),
     _ACCOUNTS + "CreateAccount": _internal(ADMIN),
     _ACCOUNTS + "GetAccount": _user_method("name"),
     _ACCOUNTS + "ListAccounts": _internal(READ),

@@ -335,6 +335,46 @@ class Handlers:
             }
         )
 
+    async def get_bank_account(self) -> Response:
+        account = await self.backends.call(
+            self.backends.funds.GetBankAccount,
+            funds_pb2.GetBankAccountRequest(name=f"users/{_user()}/bankAccount"),
+        )
+        return json_response(mapping.bank_account_json(account))
+
+    async def create_withdrawal(self) -> Response:
+        user_id, key = _user(), _idempotency_key()
+        withdrawal = await self.backends.call(
+            self.backends.funds.CreateWithdrawal,
+            mapping.withdrawal_request(_body(), user_id=user_id, idempotency_key=key),
+        )
+        return json_response(
+            mapping.withdrawal_json(withdrawal),
+            202,
+            {"Location": f"/v1/funds/withdrawals/{withdrawal.withdrawal_id}", IDEMPOTENCY_HEADER: key},
+        )
+
+    async def get_withdrawal(self, withdrawal_id: str) -> Response:
+        withdrawal = await self.backends.call(
+            self.backends.funds.GetWithdrawal,
+            funds_pb2.GetWithdrawalRequest(name=f"users/{_user()}/withdrawals/{withdrawal_id}"),
+        )
+        return json_response(mapping.withdrawal_json(withdrawal))
+
+    async def list_withdrawals(self, page_size: int | None = None, page_token: str | None = None) -> Response:
+        reply = await self.backends.call(
+            self.backends.funds.ListWithdrawals,
+            funds_pb2.ListWithdrawalsRequest(
+                parent=f"users/{_user()}", page_size=page_size or 0, page_token=page_token or ""
+            ),
+        )
+        return json_response(
+            {
+                "withdrawals": [mapping.withdrawal_json(w) for w in reply.withdrawals],
+                "nextPageToken": reply.next_page_token,
+            }
+        )
+
     # --- market data ---------------------------------------------------------------------
     async def get_quotes(self, symbols: list[str]) -> Response:
         _user()

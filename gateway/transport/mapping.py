@@ -347,3 +347,30 @@ def watchlist_json(watchlist: watchlists_pb2.Watchlist) -> dict[str, Any]:
 def symbols_of(body: dict[str, Any]) -> list[str]:
     """Symbols in canonical (upper) case, duplicates removed, order kept."""
     return list(dict.fromkeys(s.upper() for s in body.get("symbols", [])))
+
+
+def withdrawal_request(
+    body: dict[str, Any], *, user_id: str, idempotency_key: str
+) -> funds_pb2.CreateWithdrawalRequest:
+    amount = decimal_from_json(body["amount"], field="amount", max_places=2)
+    return funds_pb2.CreateWithdrawalRequest(
+        parent=f"users/{user_id}", amount=_proto_decimal(amount), request_id=idempotency_key
+    )
+
+
+def bank_account_json(account: funds_pb2.BankAccount) -> dict[str, Any]:
+    return {"accountNumber": account.account_number, "ifsc": account.ifsc}
+
+
+def withdrawal_json(w: funds_pb2.Withdrawal) -> dict[str, Any]:
+    return {
+        "withdrawalId": w.withdrawal_id,
+        "amount": _dec(w, "amount"),
+        "state": _enum_name(funds_pb2.WithdrawalState, w.state, "WITHDRAWAL_STATE_"),
+        "bankAccount": bank_account_json(w.bank_account),
+        "idempotencyKey": w.request_id,
+        "bankReference": w.bank_reference or None,
+        "failure": w.failure or None,
+        "createTime": _time(w, "create_time"),
+        "updateTime": _time(w, "update_time"),
+    }

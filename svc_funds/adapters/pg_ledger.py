@@ -29,8 +29,9 @@ from svc_funds.domain.ledger import (
     LedgerState,
     ShareBalance,
     StoredRequest,
+    Withdrawal,
 )
-from svc_funds.domain.model import BlockKind, BlockState, Product, Side, house_unit
+from svc_funds.domain.model import BlockKind, BlockState, Product, Side, WithdrawalState, house_unit
 from svc_funds.domain.operations import Needs
 from svc_runtime.ids import new_id
 
@@ -273,6 +274,60 @@ W_HOLDINGS = (
 )
 
 
+WITHDRAWAL_COLUMNS = (
+    "withdrawal_id, user_id, request_id, amount, account_number, ifsc, state, failure, bank_reference, "
+    "created_at, updated_at"
+)
+W_WITHDRAWALS = (
+    f"INSERT INTO withdrawals AS w ({WITHDRAWAL_COLUMNS}) SELECT * FROM "
+    + _json_table(
+        WITHDRAWAL_COLUMNS,
+        (
+            "text",
+            "text",
+            "text",
+            "numeric",
+            "text",
+            "text",
+            "text",
+            "text",
+            "text",
+            "timestamptz",
+            "timestamptz",
+        ),
+    )
+    + " AS u ON CONFLICT (withdrawal_id) DO UPDATE SET state = excluded.state, failure = excluded.failure, "
+    "bank_reference = excluded.bank_reference, updated_at = excluded.updated_at"
+)
+LOCK_WITHDRAWALS = (
+    f"SELECT {WITHDRAWAL_COLUMNS} FROM withdrawals WHERE withdrawal_id = ANY($1::text[]) "
+    "ORDER BY withdrawal_id FOR UPDATE"
+)
+
+
+def withdrawal_from_row(r: asyncpg.Record) -> Withdrawal:
+    return Withdrawal(
+        r["withdrawal_id"],
+        r["user_id"],
+        r["request_id"],
+        r["amount"],
+        r["account_number"],
+        r["ifsc"],
+        WithdrawalState(r["state"]),
+        r["failure"],
+        r["bank_reference"],
+        r["created_at"],
+        r["updated_at"],
+    )
+
+
+def _withdrawal_row(w: Withdrawal) -> tuple[Any, ...]:
+    return (
+        w.withdrawal_id, w.user_id, w.request_id, w.amount, w.account_number, w.ifsc, str(w.state), w.failure,
+        w.bank_reference, w.created_at, w.updated_at,
+    )  # fmt: skip
+
+
 def _json_value(value: object) -> str:
     if isinstance(value, Decimal):
         return str(value)
@@ -385,11 +440,7 @@ def writes_for(changes: Changes, house_opening: Mapping[str, Decimal]) -> _Write
             W_FILLS,
             _json_rows([_fill_row(f) for f in changes.fills]),
         )
-    if changes.parked:
-        w.add(
-            W_PARKED,
-            *_columns([(p.exec_id, p.order_id, p.user_id, p.reason, p.raw) for p in changes.parked], 5),
-        )
+    _rare_writes(w, changes)
     if changes.positions:
         w.add(
             W_POSITIONS,
@@ -406,6 +457,17 @@ def writes_for(changes: Changes, house_opening: Mapping[str, Decimal]) -> _Write
             *_columns([(k[0], k[1], h.quantity, h.cost) for k, h in changes.holdings.items()], 4),
         )
     return w
+
+
+def _rare_writes(w: _Writes, changes: Changes) -> None:
+    """Parked reports and withdrawals: rows most batches do not have."""
+    if changes.parked:
+        w.add(
+            W_PARKED,
+            *_columns([(p.exec_id, p.order_id, p.user_id, p.reason, p.raw) for p in changes.parked], 5),
+        )
+    if changes.withdrawals:
+        w.add(W_WITHDRAWALS, _json_rows([_withdrawal_row(x) for x in changes.withdrawals]))
 
 
 # Everything a batch reads, in one round trip: one branch per kind of row, run in this
@@ -476,6 +538,9 @@ class PgLedgerUnitOfWork:
         missing_shares = sorted(needs.shares - state.shares.keys())
         if missing_shares:
             state.shares.update(await self._lock_shares(missing_shares))
+        if needs.withdrawals:  # after the user rows, as every batch takes them
+            rows = await self.conn.fetch(LOCK_WITHDRAWALS, sorted(needs.withdrawals))
+            state.withdrawals = {r["withdrawal_id"]: withdrawal_from_row(r) for r in rows}
         # House accounts are locked only when the batch writes (see `save`): their
         # movements start from zero here and are rebased on the locked balances.
         state.house = dict.fromkeys(needs.house, Decimal(0))

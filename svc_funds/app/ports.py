@@ -11,7 +11,7 @@ from typing import Protocol
 
 from svc_funds.domain.accounts import Account
 from svc_funds.domain.invariants import AccountKey
-from svc_funds.domain.ledger import Block, Changes, LedgerState
+from svc_funds.domain.ledger import Block, Changes, LedgerState, Withdrawal
 from svc_funds.domain.model import BlockState
 from svc_funds.domain.operations import Needs
 from svc_funds.domain.portfolio import HoldingRow, HoldingState, PositionRow
@@ -156,6 +156,10 @@ class AuditFigures:
     shares_from_trades: dict[AccountKey, Decimal]  # (user, shares:S) → fills + share deposits
     shares_in_portfolio: dict[AccountKey, Decimal]  # (user, shares:S) → holdings + unsettled positions
     parked: list[tuple[str, str, str]]  # (exec id, user, reason)
+    payouts_balance: Decimal = Decimal(0)  # house:payouts
+    withdrawals_held: Decimal = Decimal(0)  # sum of HELD withdrawals
+    # (user, withdrawal, what is wrong) of withdrawals whose journal does not match their state
+    bad_withdrawals: list[tuple[str, str, str]] = field(default_factory=list)
 
 
 class AuditStore(Protocol):
@@ -164,3 +168,63 @@ class AuditStore(Protocol):
 
 Clock = Callable[[], datetime]
 Sleep = Callable[[float], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class BankAccount:
+    user_id: str
+    account_number: str
+    ifsc: str
+
+
+@dataclass(frozen=True)
+class PayoutInstruction:
+    """What the bank is asked to pay: keyed by the withdrawal id, so asking twice pays once."""
+
+    withdrawal_id: str
+    account_number: str
+    ifsc: str
+    amount: Decimal
+
+
+@dataclass(frozen=True)
+class PayoutOutcome:
+    paid: bool
+    bank_reference: str = ""  # the bank's id of the transfer, when paid
+    failure: str = ""  # why not, when refused
+
+
+class Payouts(Protocol):
+    """The bank that pays withdrawals out. Both calls are safe to repeat."""
+
+    async def send(self, instruction: PayoutInstruction) -> None:
+        """Ask for the payout (accepted for later; the same withdrawal id again is a no-op)."""
+        ...
+
+    async def outcome(self, withdrawal_id: str) -> PayoutOutcome | None:
+        """The bank's final answer, or None while it is still processing (or never heard of it)."""
+        ...
+
+
+class WithdrawalQueries(Protocol):
+    async def bank_account(self, user_id: str) -> BankAccount | None: ...
+
+    async def set_bank_account(self, account: BankAccount) -> bool:
+        """Register (or replace) the user's account; False if the user does not exist."""
+        ...
+
+    async def withdrawal(self, withdrawal_id: str) -> Withdrawal | None: ...
+
+    async def withdrawals(
+        self, user_id: str, before: tuple[datetime, str] | None, limit: int
+    ) -> list[Withdrawal]:
+        """The user's withdrawals, newest first, strictly before the (created_at, id) given."""
+        ...
+
+    async def held(self, limit: int) -> list[Withdrawal]:
+        """Withdrawals still HELD (waiting for the bank), oldest first."""
+        ...
+
+    async def unsettled_proceeds(self, user_id: str) -> Decimal:
+        """Net proceeds (value − charges) of the user's sales not yet settled by end of day."""
+        ...

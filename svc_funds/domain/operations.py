@@ -20,6 +20,7 @@ Money rules, in one place:
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -37,6 +38,7 @@ from svc_funds.domain.ledger import (
     JournalTxn,
     ParkedReport,
     Shortfall,
+    Withdrawal,
     snapshot,
 )
 from svc_funds.domain.model import (
@@ -46,6 +48,7 @@ from svc_funds.domain.model import (
     CURRENCY,
     HOUSE_BANK,
     HOUSE_EXCHANGE_CASH,
+    HOUSE_PAYOUTS,
     MAX_QUANTITY,
     SHARES,
     SHARES_BLOCKED,
@@ -54,6 +57,7 @@ from svc_funds.domain.model import (
     BlockState,
     Product,
     Side,
+    WithdrawalState,
     house_charges,
     house_exchange_shares,
     house_share_deposits,
@@ -75,6 +79,7 @@ class Needs:
     house: set[str] = field(default_factory=set)
     request_keys: set[str] = field(default_factory=set)
     exec_ids: set[str] = field(default_factory=set)
+    withdrawals: set[str] = field(default_factory=set)
 
     def merge(self, other: Needs) -> None:
         self.users |= other.users
@@ -83,6 +88,7 @@ class Needs:
         self.house |= other.house
         self.request_keys |= other.request_keys
         self.exec_ids |= other.exec_ids
+        self.withdrawals |= other.withdrawals
 
     def add_block_owners(self, blocks: list[Block]) -> None:
         """A block's owner and, for share blocks, its share balance are needed too."""
@@ -119,6 +125,45 @@ class Deposit(_CashMovement):
 @dataclass(frozen=True)
 class Withdraw(_CashMovement):
     KIND = "withdraw"
+
+
+@dataclass(frozen=True)
+class RequestWithdrawal:
+    """Hold cash for a payout to the user's bank account: it leaves available cash now, and
+    the bank's answer later pays it out or returns it (`SettleWithdrawal`)."""
+
+    user_id: str
+    amount: Decimal
+    request_id: str
+    withdrawal_id: str  # made by the caller; a retry answers with the first one's
+    account_number: str
+    ifsc: str
+    # Cash the user has but may not withdraw yet (proceeds of sales not yet settled).
+    withheld: Decimal = ZERO
+
+    @property
+    def key(self) -> str:
+        return f"withdrawal:{self.user_id}:{self.request_id}"
+
+    def needs(self, schedule: ChargesSchedule) -> Needs:
+        return Needs(users={self.user_id}, house={HOUSE_PAYOUTS}, request_keys={self.key})
+
+
+@dataclass(frozen=True)
+class SettleWithdrawal:
+    """The bank's answer to a held withdrawal: paid out, or refused and returned. Once: a
+    withdrawal that is no longer HELD is answered as it is, with nothing written."""
+
+    user_id: str
+    withdrawal_id: str
+    paid: bool
+    bank_reference: str = ""
+    failure: str = ""
+
+    def needs(self, schedule: ChargesSchedule) -> Needs:
+        return Needs(
+            users={self.user_id}, house={HOUSE_PAYOUTS, HOUSE_BANK}, withdrawals={self.withdrawal_id}
+        )
 
 
 @dataclass(frozen=True)
@@ -235,7 +280,16 @@ class ApplyReport:
 
 
 Command = (
-    Deposit | Withdraw | DepositShares | BlockCash | BlockShares | AdjustBlock | ReleaseBlock | ApplyReport
+    Deposit
+    | Withdraw
+    | RequestWithdrawal
+    | SettleWithdrawal
+    | DepositShares
+    | BlockCash
+    | BlockShares
+    | AdjustBlock
+    | ReleaseBlock
+    | ApplyReport
 )
 
 
@@ -257,7 +311,7 @@ class SharesView:
     dues: int
 
 
-Result = FundsView | Block | SharesView | ReportResult
+Result = FundsView | Block | SharesView | ReportResult | Withdrawal
 
 
 def execute(book: Book, schedule: ChargesSchedule, command: Command) -> Result | ServiceError:
@@ -321,6 +375,131 @@ def _withdraw(book: Book, schedule: ChargesSchedule, c: Withdraw) -> FundsView:
     view = book.funds_view(c.user_id)
     book.remember(c.key, c.user_id, fingerprint, view.to_dict())
     return view
+
+
+def _withdrawal_dict(w: Withdrawal) -> dict[str, str]:
+    return {
+        "withdrawal_id": w.withdrawal_id,
+        "user_id": w.user_id,
+        "request_id": w.request_id,
+        "amount": str(w.amount),
+        "account_number": w.account_number,
+        "ifsc": w.ifsc,
+        "state": str(w.state),
+        "created_at": w.created_at.isoformat(),
+    }
+
+
+def withdrawal_from_dict(d: dict[str, Any]) -> Withdrawal:
+    created = datetime.fromisoformat(d["created_at"])
+    return Withdrawal(
+        d["withdrawal_id"],
+        d["user_id"],
+        d["request_id"],
+        Decimal(d["amount"]),
+        d["account_number"],
+        d["ifsc"],
+        WithdrawalState(d["state"]),
+        "",
+        "",
+        created,
+        created,
+    )
+
+
+def _request_withdrawal(book: Book, schedule: ChargesSchedule, c: RequestWithdrawal) -> Withdrawal:
+    fingerprint = str(c.amount)
+    replay = _replay(book, c.key, fingerprint)
+    if replay is not None:  # the first answer: the caller reads its state now if it needs it
+        return withdrawal_from_dict(replay)
+    cash = book.cash_of(c.user_id)
+    withdrawable = max(cash.available - c.withheld, ZERO)
+    if withdrawable < c.amount:
+        raise FailedPrecondition(
+            f"cannot withdraw {c.amount}: only {withdrawable} can be withdrawn now",
+            reason="INSUFFICIENT_FUNDS",
+            metadata={
+                "available": str(withdrawable),
+                "requested": str(c.amount),
+                "unsettled_proceeds": str(c.withheld),
+            },
+        )
+    withdrawal = Withdrawal(
+        c.withdrawal_id,
+        c.user_id,
+        c.request_id,
+        c.amount,
+        c.account_number,
+        c.ifsc,
+        WithdrawalState.HELD,
+        "",
+        "",
+        book.now,
+        book.now,
+    )
+    txn = book.transaction(
+        "WITHDRAWAL",
+        user_id=c.user_id,
+        request_id=c.withdrawal_id,
+        description=f"withdrawal {c.withdrawal_id}",
+    )
+    book.move(
+        txn,
+        (c.user_id, CASH),
+        (None, HOUSE_PAYOUTS),
+        c.amount,
+        kind="WITHDRAWAL",
+        description="withdrawal held",
+    )
+    book.add_withdrawal(withdrawal)
+    book.remember(c.key, c.user_id, fingerprint, _withdrawal_dict(withdrawal))
+    return copy.copy(withdrawal)
+
+
+def _settle_withdrawal(book: Book, schedule: ChargesSchedule, c: SettleWithdrawal) -> Withdrawal:
+    w = book.withdrawals.get(c.withdrawal_id)
+    if w is None or w.user_id != c.user_id:
+        raise NotFound(
+            f"withdrawal {c.withdrawal_id} not found",
+            reason="WITHDRAWAL_NOT_FOUND",
+            metadata={"withdrawal_id": c.withdrawal_id},
+        )
+    if w.state is not WithdrawalState.HELD:
+        return copy.copy(w)  # settled before: paid out or returned exactly once
+    if c.paid:
+        txn = book.transaction(
+            "WITHDRAWAL_PAID",
+            user_id=w.user_id,
+            request_id=w.withdrawal_id,
+            description=f"withdrawal {w.withdrawal_id} paid, bank reference {c.bank_reference}",
+        )
+        book.move(
+            txn,
+            (None, HOUSE_PAYOUTS),
+            (None, HOUSE_BANK),
+            w.amount,
+            kind="WITHDRAWAL_PAID",
+            description="paid out",
+        )
+        book.touch_withdrawal(w, state=WithdrawalState.PAID, bank_reference=c.bank_reference)
+    else:
+        txn = book.transaction(
+            "WITHDRAWAL_RETURNED",
+            user_id=w.user_id,
+            request_id=w.withdrawal_id,
+            description=f"withdrawal {w.withdrawal_id} returned: {c.failure}",
+        )
+        credit_cash(
+            book,
+            txn,
+            (None, HOUSE_PAYOUTS),
+            w.user_id,
+            w.amount,
+            kind="WITHDRAWAL_RETURNED",
+            description="returned",
+        )
+        book.touch_withdrawal(w, state=WithdrawalState.RETURNED, failure=c.failure)
+    return copy.copy(w)
 
 
 def _deposit_shares(book: Book, schedule: ChargesSchedule, c: DepositShares) -> SharesView:
@@ -989,6 +1168,8 @@ def _apply_report(book: Book, schedule: ChargesSchedule, c: ApplyReport) -> Repo
 _HANDLERS: dict[type, Callable[[Book, ChargesSchedule, Any], Result]] = {
     Deposit: _deposit,
     Withdraw: _withdraw,
+    RequestWithdrawal: _request_withdrawal,
+    SettleWithdrawal: _settle_withdrawal,
     DepositShares: _deposit_shares,
     BlockCash: _block_cash,
     BlockShares: _block_shares,

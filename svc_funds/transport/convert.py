@@ -11,9 +11,9 @@ from google.protobuf import timestamp_pb2
 from brokermesh.funds.v1 import accounts_pb2, funds_pb2, portfolio_pb2
 from brokermesh.type.v1 import charges_pb2, decimal_pb2, trading_pb2
 from svc_funds.app.portfolio import HoldingView, PortfolioView, PositionView
-from svc_funds.app.ports import EntryRow, FundsRow
+from svc_funds.app.ports import BankAccount, EntryRow, FundsRow
 from svc_funds.domain.accounts import Account
-from svc_funds.domain.ledger import Block, FundsView
+from svc_funds.domain.ledger import Block, FundsView, Withdrawal
 from svc_funds.domain.model import CURRENCY, BlockKind, BlockState, Product, check_order_id
 from svc_funds.domain.operations import BlockPreview
 from svc_runtime.decimals import PAISA, format_decimal, parse_decimal
@@ -25,6 +25,8 @@ _USER_OR_ALL = re.compile(rf"^users/({_ID}|-)$")
 _FUNDS = re.compile(rf"^users/({_ID})/funds$")
 _PORTFOLIO = re.compile(rf"^users/({_ID})/portfolio$")
 _BLOCK = re.compile(rf"^users/({_ID})/blocks/([^/]+)$")
+_BANK_ACCOUNT = re.compile(rf"^users/({_ID})/bankAccount$")
+_WITHDRAWAL = re.compile(rf"^users/({_ID})/withdrawals/([A-Za-z0-9_-]{{1,64}})$")
 
 
 def _match(pattern: re.Pattern[str], value: str, field: str, shape: str) -> re.Match[str]:
@@ -54,6 +56,36 @@ def user_of_portfolio(name: str) -> str:
 
 def user_of_account(name: str) -> str:
     return _match(_USER, name, "name", "users/{user}").group(1)
+
+
+def user_of_bank_account(name: str, field: str = "name") -> str:
+    return _match(_BANK_ACCOUNT, name, field, "users/{user}/bankAccount").group(1)
+
+
+def withdrawal_name(name: str) -> tuple[str, str]:
+    match = _match(_WITHDRAWAL, name, "name", "users/{user}/withdrawals/{withdrawal}")
+    return match.group(1), match.group(2)
+
+
+def bank_account_out(account: BankAccount) -> funds_pb2.BankAccount:
+    return funds_pb2.BankAccount(
+        name=f"users/{account.user_id}/bankAccount", account_number=account.account_number, ifsc=account.ifsc
+    )
+
+
+def withdrawal_out(w: Withdrawal) -> funds_pb2.Withdrawal:
+    return funds_pb2.Withdrawal(
+        name=f"users/{w.user_id}/withdrawals/{w.withdrawal_id}",
+        withdrawal_id=w.withdrawal_id,
+        amount=money_out(w.amount),
+        state=funds_pb2.WithdrawalState.Value(f"WITHDRAWAL_STATE_{w.state}"),
+        bank_account=bank_account_out(BankAccount(w.user_id, w.account_number, w.ifsc)),
+        request_id=w.request_id,
+        bank_reference=w.bank_reference,
+        failure=w.failure,
+        create_time=timestamp(w.created_at),
+        update_time=timestamp(w.updated_at),
+    )
 
 
 def block_name(name: str) -> tuple[str, str]:

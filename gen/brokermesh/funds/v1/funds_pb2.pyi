@@ -26,12 +26,23 @@ class BlockState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     BLOCK_STATE_UNSPECIFIED: _ClassVar[BlockState]
     BLOCK_STATE_ACTIVE: _ClassVar[BlockState]
     BLOCK_STATE_CLOSED: _ClassVar[BlockState]
+
+class WithdrawalState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    WITHDRAWAL_STATE_UNSPECIFIED: _ClassVar[WithdrawalState]
+    WITHDRAWAL_STATE_HELD: _ClassVar[WithdrawalState]
+    WITHDRAWAL_STATE_PAID: _ClassVar[WithdrawalState]
+    WITHDRAWAL_STATE_RETURNED: _ClassVar[WithdrawalState]
 BLOCK_KIND_UNSPECIFIED: BlockKind
 BLOCK_KIND_CASH: BlockKind
 BLOCK_KIND_SHARES: BlockKind
 BLOCK_STATE_UNSPECIFIED: BlockState
 BLOCK_STATE_ACTIVE: BlockState
 BLOCK_STATE_CLOSED: BlockState
+WITHDRAWAL_STATE_UNSPECIFIED: WithdrawalState
+WITHDRAWAL_STATE_HELD: WithdrawalState
+WITHDRAWAL_STATE_PAID: WithdrawalState
+WITHDRAWAL_STATE_RETURNED: WithdrawalState
 
 class Funds(_message.Message):
     __slots__ = ("name", "user_id", "currency_code", "available", "blocked", "total", "update_time", "dues")
@@ -316,6 +327,86 @@ class ListBlocksResponse(_message.Message):
     blocks: _containers.RepeatedCompositeFieldContainer[Block]
     next_page_token: str
     def __init__(self, blocks: _Optional[_Iterable[_Union[Block, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class BankAccount(_message.Message):
+    __slots__ = ("name", "account_number", "ifsc")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNT_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    IFSC_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    account_number: str
+    ifsc: str
+    def __init__(self, name: _Optional[str] = ..., account_number: _Optional[str] = ..., ifsc: _Optional[str] = ...) -> None: ...
+
+class SetBankAccountRequest(_message.Message):
+    __slots__ = ("bank_account",)
+    BANK_ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    bank_account: BankAccount
+    def __init__(self, bank_account: _Optional[_Union[BankAccount, _Mapping]] = ...) -> None: ...
+
+class GetBankAccountRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class Withdrawal(_message.Message):
+    __slots__ = ("name", "withdrawal_id", "amount", "state", "bank_account", "request_id", "bank_reference", "failure", "create_time", "update_time")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    WITHDRAWAL_ID_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    BANK_ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    BANK_REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    withdrawal_id: str
+    amount: _decimal_pb2.Decimal
+    state: WithdrawalState
+    bank_account: BankAccount
+    request_id: str
+    bank_reference: str
+    failure: str
+    create_time: _timestamp_pb2.Timestamp
+    update_time: _timestamp_pb2.Timestamp
+    def __init__(self, name: _Optional[str] = ..., withdrawal_id: _Optional[str] = ..., amount: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., state: _Optional[_Union[WithdrawalState, str]] = ..., bank_account: _Optional[_Union[BankAccount, _Mapping]] = ..., request_id: _Optional[str] = ..., bank_reference: _Optional[str] = ..., failure: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class CreateWithdrawalRequest(_message.Message):
+    __slots__ = ("parent", "amount", "request_id")
+    PARENT_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    parent: str
+    amount: _decimal_pb2.Decimal
+    request_id: str
+    def __init__(self, parent: _Optional[str] = ..., amount: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class GetWithdrawalRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class ListWithdrawalsRequest(_message.Message):
+    __slots__ = ("parent", "page_size", "page_token")
+    PARENT_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    parent: str
+    page_size: int
+    page_token: str
+    def __init__(self, parent: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListWithdrawalsResponse(_message.Message):
+    __slots__ = ("withdrawals", "next_page_token")
+    WITHDRAWALS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    withdrawals: _containers.RepeatedCompositeFieldContainer[Withdrawal]
+    next_page_token: str
+    def __init__(self, withdrawals: _Optional[_Iterable[_Union[Withdrawal, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class CheckInvariantsRequest(_message.Message):
     __slots__ = ()
