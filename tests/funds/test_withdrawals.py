@@ -5,11 +5,16 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import asyncpg
 import grpc
+import pytest
 
 from brokermesh.funds.v1 import funds_pb2
+from svc_funds.main import BANK_SIM_DELAY_MS
+from svc_runtime import db
 from tests.funds.conftest import StartFunds
 from tests.funds.support import FundsClient, dec, rpc_error
+from tests.funds.test_acceptance import client_of
 from tests.support.polling import eventually
 
 FAILING_ACCOUNT = "999900000001"
@@ -109,3 +114,59 @@ async def test_withdrawals_are_refused_beyond_the_withdrawable_cash_or_without_a
     )
     assert (bad.code, bad.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_BANK_ACCOUNT")
     assert Decimal((await funds.get_funds(user)).available.value) == Decimal("700.00")
+
+
+async def test_the_audit_notices_a_withdrawal_whose_state_its_journal_does_not_bear_out(
+    funds: FundsClient,
+) -> None:
+    user = await with_bank_account(funds, "1000.00")
+    held = await withdraw(funds, user, "100.00", "w-1")
+    await settled(funds, held)
+    # A withdrawal's record changed behind the ledger's back: it says RETURNED, while the
+    # journal holds its payout and no return.
+    await funds.sql("UPDATE withdrawals SET state = 'RETURNED' WHERE withdrawal_id = $1", held.withdrawal_id)
+    found = await funds.violations()
+    assert any("I4" in v and held.withdrawal_id in v for v in found), found
+    await funds.sql("UPDATE withdrawals SET state = 'PAID' WHERE withdrawal_id = $1", held.withdrawal_id)
+    assert await funds.violations() == []
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+async def test_kill_9_after_the_bank_was_asked_still_pays_out_exactly_once(make_stack) -> None:  # type: ignore[no-untyped-def]
+    # The bank takes its time: the payout is asked for, then svc_funds dies before it answers.
+    stack = await make_stack(["svc_funds"], extra_env={BANK_SIM_DELAY_MS: "600000"})
+    funds = client_of(stack)
+    user = await with_bank_account(funds, "5000.00")
+    held = await withdraw(funds, user, "1234.56", "w-kill")
+    await eventually(
+        lambda: funds.sql("SELECT 1 FROM bank_sim_payouts WHERE withdrawal_id = $1", held.withdrawal_id)
+    )
+    await stack.kill("svc_funds")
+    await funds.close()
+    # The bank pays while the broker is down; the restarted service must settle it once.
+    conn = await asyncpg.connect(
+        db.asyncpg_dsn(stack.plan.database_url), server_settings={"search_path": "funds"}
+    )
+    try:
+        await conn.execute(
+            "UPDATE bank_sim_payouts SET settles_at = clock_timestamp() WHERE withdrawal_id = $1",
+            held.withdrawal_id,
+        )
+    finally:
+        await conn.close()
+    await stack.start_service("svc_funds")
+    funds = client_of(stack)
+    paid = await settled(funds, held)
+    assert paid.state == funds_pb2.WITHDRAWAL_STATE_PAID
+    retried = await withdraw(funds, user, "1234.56", "w-kill")
+    assert (retried.withdrawal_id, retried.state) == (held.withdrawal_id, funds_pb2.WITHDRAWAL_STATE_PAID)
+    [row] = await funds.sql(
+        "SELECT count(*) FILTER (WHERE kind = 'WITHDRAWAL') AS held, "
+        "count(*) FILTER (WHERE kind = 'WITHDRAWAL_PAID') AS paid FROM journal WHERE request_id = $1",
+        held.withdrawal_id,
+    )
+    assert (row["held"], row["paid"]) == (1, 1)
+    assert (await funds.get_funds(user)).available.value == "3765.44"
+    assert await funds.violations() == []
+    await funds.close()
