@@ -22,6 +22,7 @@ from brokermesh.funds.v1 import (
     portfolio_pb2_grpc,
 )
 from svc_funds.adapters.bank_sim import SimulatedBank
+from svc_funds.adapters.documents import DocumentRenderer
 from svc_funds.adapters.exec_reports import ExecReportConsumer
 from svc_funds.adapters.marketdata import MarketDataQuotes
 from svc_funds.adapters.pg_accounts import PgAccountStore
@@ -29,12 +30,14 @@ from svc_funds.adapters.pg_audit import PgAuditStore
 from svc_funds.adapters.pg_ledger import PgLedgerStore
 from svc_funds.adapters.pg_portfolio import PgPortfolioStore
 from svc_funds.adapters.pg_queries import PgFundsQueries
+from svc_funds.adapters.pg_statements import PgStatementQueries
 from svc_funds.adapters.pg_withdrawals import PgWithdrawalQueries
 from svc_funds.app.accounts import AccountsApp
 from svc_funds.app.audit import AuditApp
 from svc_funds.app.engine import LedgerEngine, utc_now
 from svc_funds.app.funds import FundsApp
 from svc_funds.app.portfolio import PortfolioApp, end_of_day_daily
+from svc_funds.app.statements import StatementsApp
 from svc_funds.app.withdrawals import PayoutLoop, WithdrawalsApp
 from svc_funds.domain.charges import (
     BUILT_IN,
@@ -148,6 +151,9 @@ async def serve(
         portfolio = PortfolioApp(PgPortfolioStore(pool), quotes, queries.user_exists, utc_now)
         withdrawal_queries = PgWithdrawalQueries(pool)
         withdrawals = WithdrawalsApp(engine, withdrawal_queries)
+        statements = StatementsApp(
+            PgStatementQueries(pool), DocumentRenderer(), queries.user_exists, list(settings.schedule.names)
+        )
         bank = SimulatedBank(
             pool,
             failing_accounts=settings.bank_failing_accounts,
@@ -170,7 +176,7 @@ async def serve(
         )
         server.add(
             funds_pb2_grpc.add_FundsServiceServicer_to_server,
-            FundsServicer(funds, audit, withdrawals),
+            FundsServicer(funds, audit, withdrawals, statements),
             funds_pb2.DESCRIPTOR.services_by_name["FundsService"].full_name,
         )
         server.add(

@@ -98,6 +98,8 @@ METHODS: dict[str, Rule] = {
     _FUNDS + "CreateWithdrawal": _user_method("parent", operators=ADMIN),
     _FUNDS + "GetWithdrawal": _user_method("name"),
     _FUNDS + "ListWithdrawals": _user_method("parent"),
+    _FUNDS + "GetAccountStatement": _user_method("parent"),
+    _FUNDS + "GetContractNote": _user_method("parent"),
     _ACCOUNTS + "CreateAccount": _internal(ADMIN),
     _ACCOUNTS + "GetAccount": _user_method("name"),
     _ACCOUNTS + "ListAccounts": _internal(READ),

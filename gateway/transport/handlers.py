@@ -335,6 +335,29 @@ class Handlers:
             }
         )
 
+    async def get_account_statement(
+        self, start_date: str, end_date: str, format_: str | None = None
+    ) -> Response:
+        reply = await self.backends.call(
+            self.backends.funds.GetAccountStatement,
+            funds_pb2.GetAccountStatementRequest(
+                parent=f"users/{_user()}",
+                start_date=start_date,
+                end_date=end_date,
+                format=mapping.document_format(format_),
+            ),
+        )
+        return mapping.document_response(reply)
+
+    async def get_contract_note(self, trading_day: str, format_: str | None = None) -> Response:
+        reply = await self.backends.call(
+            self.backends.funds.GetContractNote,
+            funds_pb2.GetContractNoteRequest(
+                parent=f"users/{_user()}", trading_day=trading_day, format=mapping.document_format(format_)
+            ),
+        )
+        return mapping.document_response(reply)
+
     async def get_bank_account(self) -> Response:
         account = await self.backends.call(
             self.backends.funds.GetBankAccount,

@@ -15,6 +15,7 @@ from typing import Any
 
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
+from starlette.responses import Response
 
 from brokermesh.funds.v1 import funds_pb2, portfolio_pb2
 from brokermesh.marketdata.v1 import marketdata_pb2, watchlists_pb2
@@ -374,3 +375,25 @@ def withdrawal_json(w: funds_pb2.Withdrawal) -> dict[str, Any]:
         "createTime": _time(w, "create_time"),
         "updateTime": _time(w, "update_time"),
     }
+
+
+def document_format(name: str | None) -> int:
+    return (
+        funds_pb2.DOCUMENT_FORMAT_PDF if (name or "csv").lower() == "pdf" else funds_pb2.DOCUMENT_FORMAT_CSV
+    )
+
+
+def document_response(document: funds_pb2.Document) -> Response:
+    """The document as it is, to save under its file name; its totals in a header too, so a
+    client can reconcile without parsing the document."""
+    totals = ",".join(f"{t.name}={t.amount.value}" for t in document.totals)
+    return Response(
+        document.content,
+        status_code=200,
+        media_type=document.content_type,
+        headers={
+            "Content-Disposition": f'attachment; filename="{document.filename}"',
+            "Document-Totals": totals,
+            "Cache-Control": "no-store",
+        },
+    )

@@ -7,6 +7,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
+from enum import StrEnum
 from typing import Protocol
 
 from svc_funds.domain.accounts import Account
@@ -15,6 +16,7 @@ from svc_funds.domain.ledger import Block, Changes, LedgerState, Withdrawal
 from svc_funds.domain.model import BlockState
 from svc_funds.domain.operations import Needs
 from svc_funds.domain.portfolio import HoldingRow, HoldingState, PositionRow
+from svc_funds.domain.statements import ContractFill, ContractNote, Movement, Statement
 
 
 class LedgerUnitOfWork(Protocol):
@@ -228,3 +230,44 @@ class WithdrawalQueries(Protocol):
     async def unsettled_proceeds(self, user_id: str) -> Decimal:
         """Net proceeds (value − charges) of the user's sales not yet settled by end of day."""
         ...
+
+
+@dataclass(frozen=True)
+class StatementRows:
+    """A user's rupee ledger over a range, from one snapshot."""
+
+    opening: Decimal  # every rupee entry before the range
+    movements: list[Movement]  # per journal transaction in the range, in posting order
+    closing: Decimal  # every rupee entry up to the end of the range
+
+
+@dataclass(frozen=True)
+class ContractRows:
+    fills: list[ContractFill]  # the day's fills with the charges posted for each
+    ledger_net: Decimal  # what the fills' journal transactions moved in the user's rupee accounts
+
+
+class StatementQueries(Protocol):
+    async def statement_rows(self, user_id: str, start: datetime, end: datetime) -> StatementRows:
+        """Entries posted in [start, end)."""
+        ...
+
+    async def contract_rows(self, user_id: str, day: date) -> ContractRows: ...
+
+
+class DocumentFormat(StrEnum):
+    CSV = "CSV"
+    PDF = "PDF"
+
+
+@dataclass(frozen=True)
+class Document:
+    content_type: str
+    filename: str
+    content: bytes
+
+
+class DocumentRenderer(Protocol):
+    def statement(self, statement: Statement, fmt: DocumentFormat) -> Document: ...
+
+    def contract_note(self, note: ContractNote, fmt: DocumentFormat) -> Document: ...

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 
 from google.protobuf import timestamp_pb2
@@ -11,7 +11,7 @@ from google.protobuf import timestamp_pb2
 from brokermesh.funds.v1 import accounts_pb2, funds_pb2, portfolio_pb2
 from brokermesh.type.v1 import charges_pb2, decimal_pb2, trading_pb2
 from svc_funds.app.portfolio import HoldingView, PortfolioView, PositionView
-from svc_funds.app.ports import BankAccount, EntryRow, FundsRow
+from svc_funds.app.ports import BankAccount, Document, DocumentFormat, EntryRow, FundsRow
 from svc_funds.domain.accounts import Account
 from svc_funds.domain.ledger import Block, FundsView, Withdrawal
 from svc_funds.domain.model import CURRENCY, BlockKind, BlockState, Product, check_order_id
@@ -85,6 +85,32 @@ def withdrawal_out(w: Withdrawal) -> funds_pb2.Withdrawal:
         failure=w.failure,
         create_time=timestamp(w.created_at),
         update_time=timestamp(w.updated_at),
+    )
+
+
+def date_in(value: str, field: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise InvalidArgument(
+            f"{field} must be a date, YYYY-MM-DD", reason="INVALID_DATE", field=field
+        ) from None
+
+
+def format_in(value: int) -> DocumentFormat:
+    if value == funds_pb2.DOCUMENT_FORMAT_PDF:
+        return DocumentFormat.PDF
+    if value in (funds_pb2.DOCUMENT_FORMAT_UNSPECIFIED, funds_pb2.DOCUMENT_FORMAT_CSV):
+        return DocumentFormat.CSV
+    raise InvalidArgument("format must be CSV or PDF", reason="INVALID_ARGUMENT", field="format")
+
+
+def document_out(document: Document, totals: dict[str, Decimal]) -> funds_pb2.Document:
+    return funds_pb2.Document(
+        content_type=document.content_type,
+        filename=document.filename,
+        content=document.content,
+        totals=[funds_pb2.DocumentTotal(name=k, amount=money_out(v)) for k, v in totals.items()],
     )
 
 

@@ -26,6 +26,7 @@ from svc_funds.app.audit import AuditApp
 from svc_funds.app.funds import FundsApp
 from svc_funds.app.portfolio import PortfolioApp
 from svc_funds.app.ports import BankAccount
+from svc_funds.app.statements import StatementsApp
 from svc_funds.app.withdrawals import WithdrawalsApp
 from svc_funds.domain import model
 from svc_funds.domain import operations as ops
@@ -113,10 +114,41 @@ class AccountServicer(accounts_pb2_grpc.AccountServiceServicer):
 
 
 class FundsServicer(funds_pb2_grpc.FundsServiceServicer):
-    def __init__(self, app: FundsApp, audit: AuditApp, withdrawals: WithdrawalsApp) -> None:
+    def __init__(
+        self, app: FundsApp, audit: AuditApp, withdrawals: WithdrawalsApp, statements: StatementsApp
+    ) -> None:
         self.app = app
         self.audit = audit
         self.withdrawals = withdrawals
+        self.statements = statements
+
+    # --- statements and contract notes -------------------------------------------------------
+    async def GetAccountStatement(
+        self, request: funds_pb2.GetAccountStatementRequest, context: Context
+    ) -> funds_pb2.Document:
+        user_id = convert.user_of_parent(request.parent)
+        start = convert.date_in(request.start_date, "start_date")
+        end = convert.date_in(request.end_date, "end_date")
+        statement = await self.statements.statement(user_id, start, end)
+        document = self.statements.render_statement(statement, convert.format_in(request.format))
+        totals = {
+            "opening": statement.opening,
+            "debits": statement.debits,
+            "credits": statement.credits,
+            "closing": statement.closing,
+        }
+        return convert.document_out(document, totals)
+
+    async def GetContractNote(
+        self, request: funds_pb2.GetContractNoteRequest, context: Context
+    ) -> funds_pb2.Document:
+        user_id = convert.user_of_parent(request.parent)
+        day = convert.date_in(request.trading_day, "trading_day")
+        note = await self.statements.contract_note(user_id, day)
+        document = self.statements.render_contract_note(note, convert.format_in(request.format))
+        totals = {"bought": note.bought, "sold": note.sold, "charges": note.total_charges, "net": note.net}
+        totals |= {f"charges:{name}": note.charge_total(name) for name in note.charge_names}
+        return convert.document_out(document, totals)
 
     # --- withdrawals -----------------------------------------------------------------------
     async def SetBankAccount(

@@ -33,6 +33,12 @@ class WithdrawalState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     WITHDRAWAL_STATE_HELD: _ClassVar[WithdrawalState]
     WITHDRAWAL_STATE_PAID: _ClassVar[WithdrawalState]
     WITHDRAWAL_STATE_RETURNED: _ClassVar[WithdrawalState]
+
+class DocumentFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DOCUMENT_FORMAT_UNSPECIFIED: _ClassVar[DocumentFormat]
+    DOCUMENT_FORMAT_CSV: _ClassVar[DocumentFormat]
+    DOCUMENT_FORMAT_PDF: _ClassVar[DocumentFormat]
 BLOCK_KIND_UNSPECIFIED: BlockKind
 BLOCK_KIND_CASH: BlockKind
 BLOCK_KIND_SHARES: BlockKind
@@ -43,6 +49,9 @@ WITHDRAWAL_STATE_UNSPECIFIED: WithdrawalState
 WITHDRAWAL_STATE_HELD: WithdrawalState
 WITHDRAWAL_STATE_PAID: WithdrawalState
 WITHDRAWAL_STATE_RETURNED: WithdrawalState
+DOCUMENT_FORMAT_UNSPECIFIED: DocumentFormat
+DOCUMENT_FORMAT_CSV: DocumentFormat
+DOCUMENT_FORMAT_PDF: DocumentFormat
 
 class Funds(_message.Message):
     __slots__ = ("name", "user_id", "currency_code", "available", "blocked", "total", "update_time", "dues")
@@ -407,6 +416,48 @@ class ListWithdrawalsResponse(_message.Message):
     withdrawals: _containers.RepeatedCompositeFieldContainer[Withdrawal]
     next_page_token: str
     def __init__(self, withdrawals: _Optional[_Iterable[_Union[Withdrawal, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class GetAccountStatementRequest(_message.Message):
+    __slots__ = ("parent", "start_date", "end_date", "format")
+    PARENT_FIELD_NUMBER: _ClassVar[int]
+    START_DATE_FIELD_NUMBER: _ClassVar[int]
+    END_DATE_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    parent: str
+    start_date: str
+    end_date: str
+    format: DocumentFormat
+    def __init__(self, parent: _Optional[str] = ..., start_date: _Optional[str] = ..., end_date: _Optional[str] = ..., format: _Optional[_Union[DocumentFormat, str]] = ...) -> None: ...
+
+class GetContractNoteRequest(_message.Message):
+    __slots__ = ("parent", "trading_day", "format")
+    PARENT_FIELD_NUMBER: _ClassVar[int]
+    TRADING_DAY_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    parent: str
+    trading_day: str
+    format: DocumentFormat
+    def __init__(self, parent: _Optional[str] = ..., trading_day: _Optional[str] = ..., format: _Optional[_Union[DocumentFormat, str]] = ...) -> None: ...
+
+class DocumentTotal(_message.Message):
+    __slots__ = ("name", "amount")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    amount: _decimal_pb2.Decimal
+    def __init__(self, name: _Optional[str] = ..., amount: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ...) -> None: ...
+
+class Document(_message.Message):
+    __slots__ = ("content_type", "filename", "content", "totals")
+    CONTENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    FILENAME_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_FIELD_NUMBER: _ClassVar[int]
+    TOTALS_FIELD_NUMBER: _ClassVar[int]
+    content_type: str
+    filename: str
+    content: bytes
+    totals: _containers.RepeatedCompositeFieldContainer[DocumentTotal]
+    def __init__(self, content_type: _Optional[str] = ..., filename: _Optional[str] = ..., content: _Optional[bytes] = ..., totals: _Optional[_Iterable[_Union[DocumentTotal, _Mapping]]] = ...) -> None: ...
 
 class CheckInvariantsRequest(_message.Message):
     __slots__ = ()

@@ -127,6 +127,16 @@ class FundsServiceStub:
                 request_serializer=brokermesh_dot_funds_dot_v1_dot_funds__pb2.ListWithdrawalsRequest.SerializeToString,
                 response_deserializer=brokermesh_dot_funds_dot_v1_dot_funds__pb2.ListWithdrawalsResponse.FromString,
                 _registered_method=True)
+        self.GetAccountStatement = channel.unary_unary(
+                '/brokermesh.funds.v1.FundsService/GetAccountStatement',
+                request_serializer=brokermesh_dot_funds_dot_v1_dot_funds__pb2.GetAccountStatementRequest.SerializeToString,
+                response_deserializer=brokermesh_dot_funds_dot_v1_dot_funds__pb2.Document.FromString,
+                _registered_method=True)
+        self.GetContractNote = channel.unary_unary(
+                '/brokermesh.funds.v1.FundsService/GetContractNote',
+                request_serializer=brokermesh_dot_funds_dot_v1_dot_funds__pb2.GetContractNoteRequest.SerializeToString,
+                response_deserializer=brokermesh_dot_funds_dot_v1_dot_funds__pb2.Document.FromString,
+                _registered_method=True)
         self.CheckInvariants = channel.unary_unary(
                 '/brokermesh.funds.v1.FundsService/CheckInvariants',
                 request_serializer=brokermesh_dot_funds_dot_v1_dot_funds__pb2.CheckInvariantsRequest.SerializeToString,
@@ -295,6 +305,25 @@ class FundsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetAccountStatement(self, request, context):
+        """The user's account statement for a range of trading days (dates in India Standard
+        Time, at most 366 days), made from the ledger: the opening balance of their cash
+        (available + blocked + owed), one line per journal transaction that changed it, and the
+        closing balance; opening + credits − debits = closing, to the paisa. As CSV or PDF.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetContractNote(self, request, context):
+        """The user's contract note for one trading day: each fill with the charges the ledger
+        posted for it, and the day's net (sold − bought − charges), which equals what the fills
+        moved in the user's cash. As CSV or PDF.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CheckInvariants(self, request, context):
         """Checks the ledger invariants I1–I4 (docs/architecture.md §5) across all users.
         """
@@ -394,6 +423,16 @@ def add_FundsServiceServicer_to_server(servicer, server):
                     servicer.ListWithdrawals,
                     request_deserializer=brokermesh_dot_funds_dot_v1_dot_funds__pb2.ListWithdrawalsRequest.FromString,
                     response_serializer=brokermesh_dot_funds_dot_v1_dot_funds__pb2.ListWithdrawalsResponse.SerializeToString,
+            ),
+            'GetAccountStatement': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAccountStatement,
+                    request_deserializer=brokermesh_dot_funds_dot_v1_dot_funds__pb2.GetAccountStatementRequest.FromString,
+                    response_serializer=brokermesh_dot_funds_dot_v1_dot_funds__pb2.Document.SerializeToString,
+            ),
+            'GetContractNote': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetContractNote,
+                    request_deserializer=brokermesh_dot_funds_dot_v1_dot_funds__pb2.GetContractNoteRequest.FromString,
+                    response_serializer=brokermesh_dot_funds_dot_v1_dot_funds__pb2.Document.SerializeToString,
             ),
             'CheckInvariants': grpc.unary_unary_rpc_method_handler(
                     servicer.CheckInvariants,
@@ -890,6 +929,60 @@ class FundsService:
             '/brokermesh.funds.v1.FundsService/ListWithdrawals',
             brokermesh_dot_funds_dot_v1_dot_funds__pb2.ListWithdrawalsRequest.SerializeToString,
             brokermesh_dot_funds_dot_v1_dot_funds__pb2.ListWithdrawalsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAccountStatement(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/brokermesh.funds.v1.FundsService/GetAccountStatement',
+            brokermesh_dot_funds_dot_v1_dot_funds__pb2.GetAccountStatementRequest.SerializeToString,
+            brokermesh_dot_funds_dot_v1_dot_funds__pb2.Document.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetContractNote(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/brokermesh.funds.v1.FundsService/GetContractNote',
+            brokermesh_dot_funds_dot_v1_dot_funds__pb2.GetContractNoteRequest.SerializeToString,
+            brokermesh_dot_funds_dot_v1_dot_funds__pb2.Document.FromString,
             options,
             channel_credentials,
             insecure,

@@ -111,6 +111,17 @@ class FundsServiceStub:
     """One withdrawal of the user."""
     ListWithdrawals: _grpc.UnaryUnaryMultiCallable[_funds_pb2.ListWithdrawalsRequest, _funds_pb2.ListWithdrawalsResponse]
     """The user's withdrawals, newest first (AIP-158 pagination)."""
+    GetAccountStatement: _grpc.UnaryUnaryMultiCallable[_funds_pb2.GetAccountStatementRequest, _funds_pb2.Document]
+    """The user's account statement for a range of trading days (dates in India Standard
+    Time, at most 366 days), made from the ledger: the opening balance of their cash
+    (available + blocked + owed), one line per journal transaction that changed it, and the
+    closing balance; opening + credits − debits = closing, to the paisa. As CSV or PDF.
+    """
+    GetContractNote: _grpc.UnaryUnaryMultiCallable[_funds_pb2.GetContractNoteRequest, _funds_pb2.Document]
+    """The user's contract note for one trading day: each fill with the charges the ledger
+    posted for it, and the day's net (sold − bought − charges), which equals what the fills
+    moved in the user's cash. As CSV or PDF.
+    """
     CheckInvariants: _grpc.UnaryUnaryMultiCallable[_funds_pb2.CheckInvariantsRequest, _funds_pb2.CheckInvariantsResponse]
     """Checks the ledger invariants I1–I4 (docs/architecture.md §5) across all users."""
 
@@ -197,6 +208,17 @@ class FundsServiceAsyncStub(FundsServiceStub):
     """One withdrawal of the user."""
     ListWithdrawals: _aio.UnaryUnaryMultiCallable[_funds_pb2.ListWithdrawalsRequest, _funds_pb2.ListWithdrawalsResponse]  # type: ignore[assignment]
     """The user's withdrawals, newest first (AIP-158 pagination)."""
+    GetAccountStatement: _aio.UnaryUnaryMultiCallable[_funds_pb2.GetAccountStatementRequest, _funds_pb2.Document]  # type: ignore[assignment]
+    """The user's account statement for a range of trading days (dates in India Standard
+    Time, at most 366 days), made from the ledger: the opening balance of their cash
+    (available + blocked + owed), one line per journal transaction that changed it, and the
+    closing balance; opening + credits − debits = closing, to the paisa. As CSV or PDF.
+    """
+    GetContractNote: _aio.UnaryUnaryMultiCallable[_funds_pb2.GetContractNoteRequest, _funds_pb2.Document]  # type: ignore[assignment]
+    """The user's contract note for one trading day: each fill with the charges the ledger
+    posted for it, and the day's net (sold − bought − charges), which equals what the fills
+    moved in the user's cash. As CSV or PDF.
+    """
     CheckInvariants: _aio.UnaryUnaryMultiCallable[_funds_pb2.CheckInvariantsRequest, _funds_pb2.CheckInvariantsResponse]  # type: ignore[assignment]
     """Checks the ledger invariants I1–I4 (docs/architecture.md §5) across all users."""
 
@@ -388,6 +410,29 @@ class FundsServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_funds_pb2.ListWithdrawalsResponse, _abc.Awaitable[_funds_pb2.ListWithdrawalsResponse]]:
         """The user's withdrawals, newest first (AIP-158 pagination)."""
+
+    @_abc_1.abstractmethod
+    def GetAccountStatement(
+        self,
+        request: _funds_pb2.GetAccountStatementRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_funds_pb2.Document, _abc.Awaitable[_funds_pb2.Document]]:
+        """The user's account statement for a range of trading days (dates in India Standard
+        Time, at most 366 days), made from the ledger: the opening balance of their cash
+        (available + blocked + owed), one line per journal transaction that changed it, and the
+        closing balance; opening + credits − debits = closing, to the paisa. As CSV or PDF.
+        """
+
+    @_abc_1.abstractmethod
+    def GetContractNote(
+        self,
+        request: _funds_pb2.GetContractNoteRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_funds_pb2.Document, _abc.Awaitable[_funds_pb2.Document]]:
+        """The user's contract note for one trading day: each fill with the charges the ledger
+        posted for it, and the day's net (sold − bought − charges), which equals what the fills
+        moved in the user's cash. As CSV or PDF.
+        """
 
     @_abc_1.abstractmethod
     def CheckInvariants(
