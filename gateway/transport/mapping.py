@@ -294,10 +294,13 @@ def portfolio_json(portfolio: portfolio_pb2.Portfolio) -> dict[str, Any]:
                 "realizedPnl": _dec(p, "realized_pnl"),
                 "unrealizedPnl": _dec(p, "unrealized_pnl"),
                 "tradingDay": p.trading_day,
+                "charges": _dec(p, "charges"),
+                "pnlAfterCharges": _dec(p, "pnl_after_charges"),
             }
             for p in portfolio.positions
         ],
         "pnlBasis": portfolio.pnl_basis,
+        "pnlIncludesCharges": portfolio.pnl_includes_charges,
     }
 
 

@@ -8,14 +8,14 @@ import asyncpg
 
 from svc_funds.app.ports import EndOfDayFold, EndOfDayResult, PortfolioRows
 from svc_funds.domain.model import Product
-from svc_funds.domain.portfolio import HoldingRow, HoldingState, PositionRow
+from svc_funds.domain.portfolio import ZERO, HoldingRow, HoldingState, PositionRow
 
 _POSITION_COLUMNS = (
     "user_id, trading_day, symbol, product, buy_quantity, buy_value, sell_quantity, sell_value"
 )
 
 
-def _position(r: asyncpg.Record) -> PositionRow:
+def _position(r: asyncpg.Record, *, charges: bool = False) -> PositionRow:
     return PositionRow(
         r["user_id"],
         r["trading_day"],
@@ -25,7 +25,17 @@ def _position(r: asyncpg.Record) -> PositionRow:
         r["buy_value"],
         r["sell_quantity"],
         r["sell_value"],
+        r["charges"] if charges else ZERO,
     )
+
+
+# A position's charges are those of its fills (same user, day, symbol and product).
+POSITIONS_WITH_CHARGES = f"""
+SELECT {", ".join("p." + c.strip() for c in _POSITION_COLUMNS.split(","))},
+       coalesce((SELECT sum(f.charges) FROM fills f WHERE f.user_id = p.user_id AND f.trading_day = p.trading_day
+                 AND f.symbol = p.symbol AND f.product = p.product), 0) AS charges
+FROM positions p WHERE p.user_id = $1 ORDER BY p.trading_day, p.symbol, p.product
+"""
 
 
 class PgPortfolioStore:
@@ -39,10 +49,7 @@ class PgPortfolioStore:
                 "WHERE user_id = $1 AND quantity > 0 ORDER BY symbol",
                 user_id,
             )
-            positions = await conn.fetch(
-                f"SELECT {_POSITION_COLUMNS} FROM positions WHERE user_id = $1 ORDER BY trading_day, symbol, product",
-                user_id,
-            )
+            positions = await conn.fetch(POSITIONS_WITH_CHARGES, user_id)
             blocked = await conn.fetch(
                 "SELECT symbol, blocked FROM share_balances WHERE user_id = $1 AND blocked > 0", user_id
             )
@@ -51,7 +58,7 @@ class PgPortfolioStore:
                 HoldingRow(r["user_id"], r["symbol"], r["quantity"], r["cost"], r["realized_pnl"])
                 for r in holdings
             ],
-            positions=[_position(r) for r in positions],
+            positions=[_position(r, charges=True) for r in positions],
             blocked_shares={r["symbol"]: r["blocked"] for r in blocked},
         )
 

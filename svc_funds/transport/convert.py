@@ -296,6 +296,8 @@ def position_out(p: PositionView) -> portfolio_pb2.Position:
         realized_pnl=money_out(f.realized_pnl),
         unrealized_pnl=money_out(f.unrealized_pnl),
         trading_day=p.row.trading_day.isoformat(),
+        charges=money_out(f.charges),
+        pnl_after_charges=money_out(f.pnl_after_charges),
     )
 
 
@@ -305,4 +307,5 @@ def portfolio_out(view: PortfolioView) -> portfolio_pb2.Portfolio:
         holdings=[holding_out(h) for h in view.holdings],
         positions=[position_out(p) for p in view.positions],
         pnl_basis=view.pnl_basis,
+        pnl_includes_charges=False,  # realized and unrealized P&L are before charges
     )

@@ -112,3 +112,14 @@ def test_the_daily_end_of_day_runs_at_the_next_close_in_exchange_time() -> None:
     assert next_run(morning, close) == datetime(2026, 1, 15, 15, 45, tzinfo=EXCHANGE_TZ)
     evening = datetime(2026, 1, 15, 10, 30, tzinfo=UTC)  # 16:00 IST
     assert next_run(evening, close) == datetime(2026, 1, 16, 15, 45, tzinfo=EXCHANGE_TZ)
+
+
+def test_pnl_is_shown_before_and_after_the_charges_of_the_positions_fills() -> None:
+    closed = PositionRow("u1", DAY, "INFY", Product.INTRADAY, 10, D("1000.00"), 10, D("1100.00"), D("3.21"))
+    f = position_figures(closed, None)
+    assert (f.realized_pnl, f.charges, f.pnl_after_charges) == (D("100.00"), D("3.21"), D("96.79"))
+    open_long = PositionRow("u1", DAY, "INFY", Product.CNC, 10, D("1000.00"), 4, D("440.00"), D("1.50"))
+    assert position_figures(open_long, None).pnl_after_charges is None  # unrealized P&L unknown
+    marked = position_figures(open_long, D("105.00"))
+    assert (marked.realized_pnl, marked.unrealized_pnl) == (D("40.00"), D("30.00"))
+    assert marked.pnl_after_charges == D("68.50")

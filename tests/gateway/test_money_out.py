@@ -247,6 +247,11 @@ async def test_the_contract_note_and_the_statement_reconcile_to_the_paisa_with_t
         assert Decimal(total["total_charges"]) == charged > 0  # india-equity charges delivery trades
         assert sum((Decimal(r["net"]) for r in fills), Decimal(0)) == Decimal(total["net"])
 
+        [position] = (await client.get("/v1/portfolio", headers=auth)).json()["positions"]
+        assert Decimal(str(position["charges"])) == charged and position["netQuantity"] == 6
+        assert position["pnlAfterCharges"] is None  # no last price here: unrealized P&L is unknown
+        assert (await client.get("/v1/portfolio", headers=auth)).json()["pnlIncludesCharges"] is False
+
         statement = await client.get(
             "/v1/funds/statement", params={"startDate": day, "endDate": day}, headers=auth
         )

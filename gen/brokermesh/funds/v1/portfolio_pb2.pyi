@@ -31,7 +31,7 @@ class Holding(_message.Message):
     def __init__(self, symbol: _Optional[str] = ..., quantity: _Optional[int] = ..., blocked_quantity: _Optional[int] = ..., average_buy_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., invested_value: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., last_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., current_value: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., unrealized_pnl: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., realized_pnl: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ...) -> None: ...
 
 class Position(_message.Message):
-    __slots__ = ("symbol", "product", "net_quantity", "average_price", "buy_quantity", "sell_quantity", "buy_value", "sell_value", "last_price", "realized_pnl", "unrealized_pnl", "trading_day")
+    __slots__ = ("symbol", "product", "net_quantity", "average_price", "buy_quantity", "sell_quantity", "buy_value", "sell_value", "last_price", "realized_pnl", "unrealized_pnl", "trading_day", "charges", "pnl_after_charges")
     SYMBOL_FIELD_NUMBER: _ClassVar[int]
     PRODUCT_FIELD_NUMBER: _ClassVar[int]
     NET_QUANTITY_FIELD_NUMBER: _ClassVar[int]
@@ -44,6 +44,8 @@ class Position(_message.Message):
     REALIZED_PNL_FIELD_NUMBER: _ClassVar[int]
     UNREALIZED_PNL_FIELD_NUMBER: _ClassVar[int]
     TRADING_DAY_FIELD_NUMBER: _ClassVar[int]
+    CHARGES_FIELD_NUMBER: _ClassVar[int]
+    PNL_AFTER_CHARGES_FIELD_NUMBER: _ClassVar[int]
     symbol: str
     product: _trading_pb2.Product
     net_quantity: int
@@ -56,19 +58,23 @@ class Position(_message.Message):
     realized_pnl: _decimal_pb2.Decimal
     unrealized_pnl: _decimal_pb2.Decimal
     trading_day: str
-    def __init__(self, symbol: _Optional[str] = ..., product: _Optional[_Union[_trading_pb2.Product, str]] = ..., net_quantity: _Optional[int] = ..., average_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., buy_quantity: _Optional[int] = ..., sell_quantity: _Optional[int] = ..., buy_value: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., sell_value: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., last_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., realized_pnl: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., unrealized_pnl: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., trading_day: _Optional[str] = ...) -> None: ...
+    charges: _decimal_pb2.Decimal
+    pnl_after_charges: _decimal_pb2.Decimal
+    def __init__(self, symbol: _Optional[str] = ..., product: _Optional[_Union[_trading_pb2.Product, str]] = ..., net_quantity: _Optional[int] = ..., average_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., buy_quantity: _Optional[int] = ..., sell_quantity: _Optional[int] = ..., buy_value: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., sell_value: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., last_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., realized_pnl: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., unrealized_pnl: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., trading_day: _Optional[str] = ..., charges: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., pnl_after_charges: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ...) -> None: ...
 
 class Portfolio(_message.Message):
-    __slots__ = ("name", "holdings", "positions", "pnl_basis")
+    __slots__ = ("name", "holdings", "positions", "pnl_basis", "pnl_includes_charges")
     NAME_FIELD_NUMBER: _ClassVar[int]
     HOLDINGS_FIELD_NUMBER: _ClassVar[int]
     POSITIONS_FIELD_NUMBER: _ClassVar[int]
     PNL_BASIS_FIELD_NUMBER: _ClassVar[int]
+    PNL_INCLUDES_CHARGES_FIELD_NUMBER: _ClassVar[int]
     name: str
     holdings: _containers.RepeatedCompositeFieldContainer[Holding]
     positions: _containers.RepeatedCompositeFieldContainer[Position]
     pnl_basis: str
-    def __init__(self, name: _Optional[str] = ..., holdings: _Optional[_Iterable[_Union[Holding, _Mapping]]] = ..., positions: _Optional[_Iterable[_Union[Position, _Mapping]]] = ..., pnl_basis: _Optional[str] = ...) -> None: ...
+    pnl_includes_charges: bool
+    def __init__(self, name: _Optional[str] = ..., holdings: _Optional[_Iterable[_Union[Holding, _Mapping]]] = ..., positions: _Optional[_Iterable[_Union[Position, _Mapping]]] = ..., pnl_basis: _Optional[str] = ..., pnl_includes_charges: _Optional[bool] = ...) -> None: ...
 
 class GetPortfolioRequest(_message.Message):
     __slots__ = ("name",)
