@@ -210,6 +210,11 @@ _ENTRIES = (
         "The user has no registered bank account to withdraw to.",
     ),
     _rpc("WITHDRAWAL_NOT_FOUND", C.NOT_FOUND, "No such withdrawal."),
+    _rpc(
+        "INVALID_TAG",
+        C.INVALID_ARGUMENT,
+        "A tag is not 1–20 letters, digits, '_', '.', ':' or '-' starting with a letter or digit.",
+    ),
     _rpc("INVALID_DATE_RANGE", C.INVALID_ARGUMENT, "A date range is missing, reversed or too long."),
     # --- prices and watchlists ------------------------------------------------------------
     _rpc("INSTRUMENT_NOT_FOUND", C.NOT_FOUND, "No such instrument."),

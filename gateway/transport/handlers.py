@@ -247,7 +247,11 @@ class Handlers:
         return json_response(mapping.preview_json(preview))
 
     async def list_orders(
-        self, page_size: int | None = None, page_token: str | None = None, status: list[str] | None = None
+        self,
+        page_size: int | None = None,
+        page_token: str | None = None,
+        status: list[str] | None = None,
+        tag: str | None = None,
     ) -> Response:
         reply = await self.backends.call(
             self.backends.orders.ListOrders,
@@ -256,6 +260,7 @@ class Handlers:
                 page_size=page_size or 0,
                 page_token=page_token or "",
                 statuses=[mapping.status_value(s) for s in status or []],
+                tag=tag or "",
             ),
         )
         return json_response(
@@ -290,7 +295,11 @@ class Handlers:
         return json_response(mapping.order_json(order))
 
     async def list_trades(
-        self, page_size: int | None = None, page_token: str | None = None, order_id: str | None = None
+        self,
+        page_size: int | None = None,
+        page_token: str | None = None,
+        order_id: str | None = None,
+        tag: str | None = None,
     ) -> Response:
         reply = await self.backends.call(
             self.backends.orders.ListTrades,
@@ -299,6 +308,7 @@ class Handlers:
                 page_size=page_size or 0,
                 page_token=page_token or "",
                 order_id=order_id or "",
+                tag=tag or "",
             ),
         )
         return json_response(
@@ -306,10 +316,10 @@ class Handlers:
         )
 
     # --- portfolio and funds -------------------------------------------------------------
-    async def get_portfolio(self) -> Response:
+    async def get_portfolio(self, tag: str | None = None) -> Response:
         portfolio = await self.backends.call(
             self.backends.portfolio.GetPortfolio,
-            portfolio_pb2.GetPortfolioRequest(name=f"users/{_user()}/portfolio"),
+            portfolio_pb2.GetPortfolioRequest(name=f"users/{_user()}/portfolio", tag=tag or ""),
         )
         return json_response(mapping.portfolio_json(portfolio))
 

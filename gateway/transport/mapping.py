@@ -129,6 +129,7 @@ def order_json(order: orders_pb2.Order) -> dict[str, Any]:
         "exchangeOrderId": order.exchange_order_id,
         "createTime": _time(order, "create_time"),
         "updateTime": _time(order, "update_time"),
+        "tag": order.tag or None,
     }
 
 
@@ -142,6 +143,7 @@ def trade_json(trade: orders_pb2.Trade) -> dict[str, Any]:
         "price": _dec(trade, "price"),
         "product": product_name(trade.product),
         "executeTime": _time(trade, "execute_time"),
+        "tag": trade.tag or None,
     }
 
 
@@ -187,6 +189,7 @@ def place_order_request(
         time_in_force=_enum_value(trading_pb2.TimeInForce, body.get("timeInForce"), "TIME_IN_FORCE_"),
         product=_enum_value(trading_pb2.Product, body.get("product"), "PRODUCT_"),
         quantity=body["quantity"],
+        tag=body.get("tag") or "",
         **prices,
     )
     return orders_pb2.PlaceOrderRequest(parent=f"users/{user_id}", order=order, request_id=idempotency_key)
@@ -261,6 +264,7 @@ def ledger_entry_json(entry: funds_pb2.LedgerEntry) -> dict[str, Any]:
         "execId": entry.exec_id,
         "description": entry.description,
         "createTime": _time(entry, "create_time"),
+        "tag": entry.tag or None,
     }
 
 

@@ -51,7 +51,7 @@ _RETRYABLE = (
 BLOCK_COLUMNS = (
     "order_id, user_id, kind, side, symbol, product, requested_quantity, requested_price, quantity, price, "
     "amount, remaining, filled_quantity, filled_value, charges, released, terminal_quantity, terminal_reason, "
-    "state, close_reason, created_at, updated_at"
+    "state, close_reason, created_at, updated_at, tag"
 )
 
 
@@ -79,6 +79,7 @@ def block_from_row(row: asyncpg.Record | dict[str, Any]) -> Block:
         close_reason=row["close_reason"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        tag=row["tag"],
     )
 
 
@@ -87,14 +88,14 @@ def _block_row(b: Block) -> tuple[Any, ...]:
         b.order_id, b.user_id, str(b.kind), str(b.side), b.symbol, str(b.product), b.requested_quantity,
         b.requested_price, b.quantity, b.price, b.amount, b.remaining, b.filled_quantity, b.filled_value,
         b.charges, b.released, b.terminal_quantity, b.terminal_reason, str(b.state), b.close_reason,
-        b.created_at, b.updated_at,
+        b.created_at, b.updated_at, b.tag,
     )  # fmt: skip
 
 
 def _fill_row(f: Fill) -> tuple[Any, ...]:
     return (
         f.exec_id, f.order_id, f.user_id, f.symbol, str(f.side), str(f.product), f.quantity, f.price, f.value,
-        f.charges, f.trading_day, f.executed_at,
+        f.charges, f.trading_day, f.executed_at, f.tag,
     )  # fmt: skip
 
 
@@ -108,7 +109,7 @@ def _updated_block_row(b: Block) -> tuple[Any, ...]:
 _BLOCK_TYPES = (
     "text", "text", "text", "text", "text", "text", "bigint", "numeric", "bigint", "numeric", "numeric",
     "numeric", "bigint", "numeric", "numeric", "numeric", "bigint", "text", "text", "text", "timestamptz",
-    "timestamptz",
+    "timestamptz", "text",
 )  # fmt: skip
 
 
@@ -202,15 +203,15 @@ W_BLOCKS = (
     + _json_table(UPDATED_BLOCK_COLUMNS, _UPDATED_BLOCK_TYPES)
     + " AS u WHERE b.order_id = u.order_id"
 )
-JOURNAL_COLUMNS = "txn_id, kind, user_id, order_id, exec_id, request_id, description, created_at"
+JOURNAL_COLUMNS = "txn_id, kind, user_id, order_id, exec_id, request_id, description, created_at, tag"
 W_JOURNAL = f"INSERT INTO journal ({JOURNAL_COLUMNS}) SELECT * FROM " + _json_table(
-    JOURNAL_COLUMNS, ("text", "text", "text", "text", "text", "text", "text", "timestamptz")
+    JOURNAL_COLUMNS, ("text", "text", "text", "text", "text", "text", "text", "timestamptz", "text")
 )
 # Entry ids come from the identity column as the ordered rows are inserted: per account,
 # in posting order (every account posted to is locked by this transaction).
 ENTRY_COLUMNS = (
     "txn_id, user_id, account, unit, amount, balance_after, kind, order_id, exec_id, request_id, description, "
-    "created_at"
+    "created_at, tag"
 )
 W_ENTRIES = f"INSERT INTO entries ({ENTRY_COLUMNS}) SELECT * FROM " + _json_table(
     ENTRY_COLUMNS,
@@ -227,6 +228,7 @@ W_ENTRIES = f"INSERT INTO entries ({ENTRY_COLUMNS}) SELECT * FROM " + _json_tabl
         "text",
         "text",
         "timestamptz",
+        "text",
     ),
 )
 W_REQUESTS = (
@@ -234,7 +236,7 @@ W_REQUESTS = (
     + _unnest(("text", "text", "text", "text"))
     + " AS t(k, u, f, r)"
 )
-FILL_COLUMNS = "exec_id, order_id, user_id, symbol, side, product, quantity, price, value, charges, trading_day, executed_at"
+FILL_COLUMNS = "exec_id, order_id, user_id, symbol, side, product, quantity, price, value, charges, trading_day, executed_at, tag"
 W_FILLS = f"INSERT INTO fills ({FILL_COLUMNS}) SELECT * FROM " + _json_table(
     FILL_COLUMNS,
     (
@@ -250,6 +252,7 @@ W_FILLS = f"INSERT INTO fills ({FILL_COLUMNS}) SELECT * FROM " + _json_table(
         "numeric",
         "date",
         "timestamptz",
+        "text",
     ),
 )
 W_PARKED = "INSERT INTO parked_reports (exec_id, order_id, user_id, reason, report) SELECT * FROM " + _unnest(
@@ -403,6 +406,7 @@ def writes_for(changes: Changes, house_opening: Mapping[str, Decimal]) -> _Write
                     txn.request_id,
                     txn.description,
                     at,
+                    txn.tag,
                 )
             )
             entries.extend(
@@ -423,6 +427,7 @@ def writes_for(changes: Changes, house_opening: Mapping[str, Decimal]) -> _Write
                     txn.request_id,
                     e.description,
                     at,
+                    txn.tag,
                 )
                 for e in txn.entries
             )

@@ -38,11 +38,32 @@ FROM positions p WHERE p.user_id = $1 ORDER BY p.trading_day, p.symbol, p.produc
 """
 
 
+# The positions one tag's orders made: their fills of the days not settled yet, summed the
+# way settlement sums them into `positions`.
+TAGGED_POSITIONS = """
+SELECT f.user_id, f.trading_day, f.symbol, f.product,
+       coalesce(sum(f.quantity) FILTER (WHERE f.side = 'BUY'), 0)::bigint AS buy_quantity,
+       coalesce(sum(f.value) FILTER (WHERE f.side = 'BUY'), 0) AS buy_value,
+       coalesce(sum(f.quantity) FILTER (WHERE f.side = 'SELL'), 0)::bigint AS sell_quantity,
+       coalesce(sum(f.value) FILTER (WHERE f.side = 'SELL'), 0) AS sell_value,
+       sum(f.charges) AS charges
+FROM fills f
+WHERE f.user_id = $1 AND f.tag = $2 AND EXISTS (
+    SELECT 1 FROM positions p WHERE p.user_id = f.user_id AND p.trading_day = f.trading_day
+    AND p.symbol = f.symbol AND p.product = f.product)
+GROUP BY f.user_id, f.trading_day, f.symbol, f.product
+ORDER BY f.trading_day, f.symbol, f.product
+"""
+
+
 class PgPortfolioStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
 
-    async def rows(self, user_id: str) -> PortfolioRows:
+    async def rows(self, user_id: str, tag: str = "") -> PortfolioRows:
+        if tag:
+            tagged = await self.pool.fetch(TAGGED_POSITIONS, user_id, tag)
+            return PortfolioRows([], [_position(r, charges=True) for r in tagged], {})
         async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
             holdings = await conn.fetch(
                 "SELECT user_id, symbol, quantity, cost, realized_pnl FROM holdings "

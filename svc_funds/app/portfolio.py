@@ -55,12 +55,12 @@ class PortfolioApp:
         self.user_exists = user_exists
         self.clock = clock
 
-    async def portfolio(self, user_id: str) -> PortfolioView:
+    async def portfolio(self, user_id: str, tag: str = "") -> PortfolioView:
         if not await self.user_exists(user_id):
             raise NotFound(
                 f"user {user_id} not found", reason="USER_NOT_FOUND", metadata={"user_id": user_id}
             )
-        rows = await self.store.rows(user_id)
+        rows = await self.store.rows(user_id, tag)
         symbols = sorted({h.symbol for h in rows.holdings} | {p.symbol for p in rows.positions})
         prices = await self.quotes.last_prices(symbols) if symbols else {}
         holdings = [

@@ -79,6 +79,7 @@ class EntryRow:
     request_id: str | None
     description: str
     created_at: datetime
+    tag: str = ""
 
 
 @dataclass(frozen=True)
@@ -122,7 +123,10 @@ class EndOfDayResult:
 
 
 class PortfolioStore(Protocol):
-    async def rows(self, user_id: str) -> PortfolioRows: ...
+    async def rows(self, user_id: str, tag: str = "") -> PortfolioRows:
+        """Holdings and unsettled positions; with a tag, only the positions its fills made
+        (from the fills with that tag) and no holdings (a holding mixes every order's shares)."""
+        ...
 
     async def run_end_of_day(self, day: date, fold: EndOfDayFold) -> EndOfDayResult:
         """In one transaction: claim `day` (once ever), lock every unsettled position of that

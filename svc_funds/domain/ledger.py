@@ -94,6 +94,7 @@ class Block:
     close_reason: str | None
     created_at: datetime
     updated_at: datetime
+    tag: str = ""  # the order's client tag, carried to its fills and ledger entries
 
 
 @dataclass
@@ -134,6 +135,7 @@ class JournalTxn:
     description: str
     created_at: datetime
     entries: list[Entry] = field(default_factory=list)
+    tag: str = ""  # the client tag of the order it is for, if any
 
 
 @dataclass(frozen=True)
@@ -150,6 +152,7 @@ class Fill:
     charges: Decimal
     trading_day: date
     executed_at: datetime
+    tag: str = ""
 
 
 @dataclass
@@ -381,7 +384,10 @@ class Book:
         request_id: str | None = None,
         description: str = "",
     ) -> JournalTxn:
-        txn = JournalTxn(kind, user_id, order_id, exec_id, request_id or None, description, self.now)
+        # An order's transactions (block, fills, charges, release) carry its client tag.
+        block = self.blocks.get(order_id) if order_id else None
+        tag = block.tag if block is not None else ""
+        txn = JournalTxn(kind, user_id, order_id, exec_id, request_id or None, description, self.now, tag=tag)
         self._append(self.journal, txn)
         return txn
 

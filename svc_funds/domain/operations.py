@@ -199,6 +199,7 @@ class BlockCash:
     price: Decimal
     product: Product
     request_id: str = ""  # for tracing only; the order id is the idempotency key
+    tag: str = ""  # the order's client tag
 
     def needs(self, schedule: ChargesSchedule) -> Needs:
         return Needs(users={self.user_id}, orders={self.order_id})
@@ -212,6 +213,7 @@ class BlockShares:
     quantity: int
     product: Product
     request_id: str = ""
+    tag: str = ""
 
     def needs(self, schedule: ChargesSchedule) -> Needs:
         return Needs(users={self.user_id}, shares={(self.user_id, self.symbol)}, orders={self.order_id})
@@ -732,6 +734,7 @@ def _new_block(
     quantity: int,
     price: Decimal | None,
     amount: Decimal,
+    tag: str = "",
 ) -> Block:
     block = Block(
         order_id=order_id,
@@ -756,6 +759,7 @@ def _new_block(
         close_reason=None,
         created_at=book.now,
         updated_at=book.now,
+        tag=tag,
     )
     book.add_block(block)
     return block
@@ -795,6 +799,7 @@ def _block_cash(book: Book, schedule: ChargesSchedule, c: BlockCash) -> Block:
         quantity=c.quantity,
         price=c.price,
         amount=amount,
+        tag=c.tag,
     )
     txn = book.transaction(
         "BLOCK",
@@ -841,6 +846,7 @@ def _block_shares(book: Book, schedule: ChargesSchedule, c: BlockShares) -> Bloc
         quantity=c.quantity,
         price=None,
         amount=Decimal(c.quantity),
+        tag=c.tag,
     )
     txn = book.transaction(
         "BLOCK",
@@ -1125,6 +1131,7 @@ def _settle_fill(book: Book, schedule: ChargesSchedule, r: ExecReport, block: Bl
             total_charges,
             day,
             r.executed_at,
+            txn.tag,
         )
     )
     book.add_position((user, day, symbol, product), side, quantity, value)

@@ -263,6 +263,7 @@ def entry_out(entry: EntryRow) -> funds_pb2.LedgerEntry:
         request_id=entry.request_id or "",
         description=entry.description,
         create_time=timestamp(entry.created_at),
+        tag=entry.tag,
     )
 
 

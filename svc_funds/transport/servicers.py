@@ -35,6 +35,7 @@ from svc_funds.transport import convert
 from svc_runtime import pagination
 from svc_runtime.decimals import parse_decimal
 from svc_runtime.errors import InvalidArgument, NotFound, ServiceError, to_item_status
+from svc_runtime.tags import check_tag
 
 Context = grpc.aio.ServicerContext
 
@@ -56,6 +57,7 @@ def _order_terms(request: _BlockRequest, default_parent: str) -> dict[str, Any]:
         "quantity": model.check_quantity(request.quantity),
         "product": convert.product_in(request.product),
         "request_id": model.check_request_id(request.request_id) if request.request_id else "",
+        "tag": check_tag(request.tag),
     }
 
 
@@ -382,7 +384,8 @@ class PortfolioServicer(portfolio_pb2_grpc.PortfolioServiceServicer):
     async def GetPortfolio(
         self, request: portfolio_pb2.GetPortfolioRequest, context: Context
     ) -> portfolio_pb2.Portfolio:
-        return convert.portfolio_out(await self.app.portfolio(convert.user_of_portfolio(request.name)))
+        user_id = convert.user_of_portfolio(request.name)
+        return convert.portfolio_out(await self.app.portfolio(user_id, check_tag(request.tag)))
 
     async def RunEndOfDay(
         self, request: portfolio_pb2.RunEndOfDayRequest, context: Context

@@ -275,6 +275,7 @@ class Order:
     # The placement's request context, for the audit of later system actions.
     request_id: str = ""
     client_ip: str = ""
+    tag: str = ""  # the client's label, kept on the order's trades, block and ledger entries
 
     @property
     def leaves_quantity(self) -> int:

@@ -42,6 +42,7 @@ class OrderDraft:
     quantity: int
     limit_price: str = ""
     stop_price: str = ""
+    tag: str = ""  # the client's label, already checked (svc_runtime.tags)
 
 
 @dataclass(frozen=True)

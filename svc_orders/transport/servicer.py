@@ -21,6 +21,7 @@ from svc_orders.domain.validation import ModificationDraft, OrderDraft
 from svc_orders.transport import wire
 from svc_runtime import context
 from svc_runtime.errors import InvalidArgument, ResourceExhausted
+from svc_runtime.tags import check_tag
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,7 @@ def _draft(o: orders_pb2.Order) -> OrderDraft:
         quantity=o.quantity,
         limit_price=o.limit_price.value if o.HasField("limit_price") else "",
         stop_price=o.stop_price.value if o.HasField("stop_price") else "",
+        tag=check_tag(o.tag, "order.tag"),
     )
 
 
@@ -121,7 +123,7 @@ class OrdersServicer(orders_pb2_grpc.OrdersServiceServicer):
                 raise InvalidArgument("statuses must not contain UNSPECIFIED", field="statuses")
             statuses.append(status)
         orders, token = await self.queries.list_orders(
-            user_id, statuses, request.page_size, request.page_token
+            user_id, statuses, request.page_size, request.page_token, tag=check_tag(request.tag)
         )
         return orders_pb2.ListOrdersResponse(
             orders=[wire.order_to_proto(o) for o in orders], next_page_token=token
@@ -155,7 +157,7 @@ class OrdersServicer(orders_pb2_grpc.OrdersServiceServicer):
         if request.order_id and not _ORDER_ID.match(request.order_id):
             raise InvalidArgument("order_id is not valid", reason="INVALID_NAME", field="order_id")
         trades, token = await self.queries.list_trades(
-            user_id, request.order_id, request.page_size, request.page_token
+            user_id, request.order_id, request.page_size, request.page_token, tag=check_tag(request.tag)
         )
         return orders_pb2.ListTradesResponse(
             trades=[wire.trade_to_proto(fill, order) for fill, order in trades], next_page_token=token

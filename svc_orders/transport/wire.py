@@ -147,6 +147,7 @@ def order_to_proto(order: Order) -> orders_pb2.Order:
         update_time=timestamp(order.update_time),
         exchange_order_id=order.exchange_order_id,
         protection_price=_decimal(order.protection_price),
+        tag=order.tag,
     )
 
 
@@ -179,6 +180,7 @@ def trade_to_proto(fill: Fill, order: Order) -> orders_pb2.Trade:
         price=_decimal(fill.price),
         execute_time=timestamp(fill.execute_time),
         product=product_to(order.product),
+        tag=order.tag,
     )
 
 

@@ -104,7 +104,7 @@ class WithdrawRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ..., amount: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., request_id: _Optional[str] = ..., reference: _Optional[str] = ...) -> None: ...
 
 class LedgerEntry(_message.Message):
-    __slots__ = ("name", "entry_id", "transaction_id", "account", "amount", "balance_after", "kind", "order_id", "exec_id", "request_id", "description", "create_time")
+    __slots__ = ("name", "entry_id", "transaction_id", "account", "amount", "balance_after", "kind", "order_id", "exec_id", "request_id", "description", "create_time", "tag")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ENTRY_ID_FIELD_NUMBER: _ClassVar[int]
     TRANSACTION_ID_FIELD_NUMBER: _ClassVar[int]
@@ -117,6 +117,7 @@ class LedgerEntry(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    TAG_FIELD_NUMBER: _ClassVar[int]
     name: str
     entry_id: str
     transaction_id: str
@@ -129,7 +130,8 @@ class LedgerEntry(_message.Message):
     request_id: str
     description: str
     create_time: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., entry_id: _Optional[str] = ..., transaction_id: _Optional[str] = ..., account: _Optional[str] = ..., amount: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., balance_after: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., kind: _Optional[str] = ..., order_id: _Optional[str] = ..., exec_id: _Optional[str] = ..., request_id: _Optional[str] = ..., description: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    tag: str
+    def __init__(self, name: _Optional[str] = ..., entry_id: _Optional[str] = ..., transaction_id: _Optional[str] = ..., account: _Optional[str] = ..., amount: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., balance_after: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., kind: _Optional[str] = ..., order_id: _Optional[str] = ..., exec_id: _Optional[str] = ..., request_id: _Optional[str] = ..., description: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., tag: _Optional[str] = ...) -> None: ...
 
 class ListLedgerEntriesRequest(_message.Message):
     __slots__ = ("parent", "page_size", "page_token")
@@ -188,7 +190,7 @@ class Block(_message.Message):
     def __init__(self, name: _Optional[str] = ..., order_id: _Optional[str] = ..., user_id: _Optional[str] = ..., kind: _Optional[_Union[BlockKind, str]] = ..., symbol: _Optional[str] = ..., amount: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., remaining: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., state: _Optional[_Union[BlockState, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., product: _Optional[_Union[_trading_pb2.Product, str]] = ..., quantity: _Optional[int] = ..., price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., filled_quantity: _Optional[int] = ..., charges: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., released: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., close_reason: _Optional[str] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class BlockFundsRequest(_message.Message):
-    __slots__ = ("parent", "order_id", "symbol", "quantity", "price", "product", "request_id")
+    __slots__ = ("parent", "order_id", "symbol", "quantity", "price", "product", "request_id", "tag")
     PARENT_FIELD_NUMBER: _ClassVar[int]
     ORDER_ID_FIELD_NUMBER: _ClassVar[int]
     SYMBOL_FIELD_NUMBER: _ClassVar[int]
@@ -196,6 +198,7 @@ class BlockFundsRequest(_message.Message):
     PRICE_FIELD_NUMBER: _ClassVar[int]
     PRODUCT_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    TAG_FIELD_NUMBER: _ClassVar[int]
     parent: str
     order_id: str
     symbol: str
@@ -203,7 +206,8 @@ class BlockFundsRequest(_message.Message):
     price: _decimal_pb2.Decimal
     product: _trading_pb2.Product
     request_id: str
-    def __init__(self, parent: _Optional[str] = ..., order_id: _Optional[str] = ..., symbol: _Optional[str] = ..., quantity: _Optional[int] = ..., price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., product: _Optional[_Union[_trading_pb2.Product, str]] = ..., request_id: _Optional[str] = ...) -> None: ...
+    tag: str
+    def __init__(self, parent: _Optional[str] = ..., order_id: _Optional[str] = ..., symbol: _Optional[str] = ..., quantity: _Optional[int] = ..., price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., product: _Optional[_Union[_trading_pb2.Product, str]] = ..., request_id: _Optional[str] = ..., tag: _Optional[str] = ...) -> None: ...
 
 class BatchBlockFundsRequest(_message.Message):
     __slots__ = ("parent", "requests")
@@ -228,20 +232,22 @@ class BlockResult(_message.Message):
     def __init__(self, block: _Optional[_Union[Block, _Mapping]] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ...) -> None: ...
 
 class BlockHoldingsRequest(_message.Message):
-    __slots__ = ("parent", "order_id", "symbol", "quantity", "product", "request_id")
+    __slots__ = ("parent", "order_id", "symbol", "quantity", "product", "request_id", "tag")
     PARENT_FIELD_NUMBER: _ClassVar[int]
     ORDER_ID_FIELD_NUMBER: _ClassVar[int]
     SYMBOL_FIELD_NUMBER: _ClassVar[int]
     QUANTITY_FIELD_NUMBER: _ClassVar[int]
     PRODUCT_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    TAG_FIELD_NUMBER: _ClassVar[int]
     parent: str
     order_id: str
     symbol: str
     quantity: int
     product: _trading_pb2.Product
     request_id: str
-    def __init__(self, parent: _Optional[str] = ..., order_id: _Optional[str] = ..., symbol: _Optional[str] = ..., quantity: _Optional[int] = ..., product: _Optional[_Union[_trading_pb2.Product, str]] = ..., request_id: _Optional[str] = ...) -> None: ...
+    tag: str
+    def __init__(self, parent: _Optional[str] = ..., order_id: _Optional[str] = ..., symbol: _Optional[str] = ..., quantity: _Optional[int] = ..., product: _Optional[_Union[_trading_pb2.Product, str]] = ..., request_id: _Optional[str] = ..., tag: _Optional[str] = ...) -> None: ...
 
 class BatchBlockHoldingsRequest(_message.Message):
     __slots__ = ("parent", "requests")

@@ -77,10 +77,12 @@ class Portfolio(_message.Message):
     def __init__(self, name: _Optional[str] = ..., holdings: _Optional[_Iterable[_Union[Holding, _Mapping]]] = ..., positions: _Optional[_Iterable[_Union[Position, _Mapping]]] = ..., pnl_basis: _Optional[str] = ..., pnl_includes_charges: _Optional[bool] = ...) -> None: ...
 
 class GetPortfolioRequest(_message.Message):
-    __slots__ = ("name",)
+    __slots__ = ("name", "tag")
     NAME_FIELD_NUMBER: _ClassVar[int]
+    TAG_FIELD_NUMBER: _ClassVar[int]
     name: str
-    def __init__(self, name: _Optional[str] = ...) -> None: ...
+    tag: str
+    def __init__(self, name: _Optional[str] = ..., tag: _Optional[str] = ...) -> None: ...
 
 class RunEndOfDayRequest(_message.Message):
     __slots__ = ("trading_day",)
