@@ -220,6 +220,10 @@ async def test_the_contract_note_and_the_statement_reconcile_to_the_paisa_with_t
         )  # fmt: skip
         auth = await login(client, username, password)
         exec_ids = await a_day_of_trading(money_stack, user_id)
+        # The sale's proceeds are not settled yet (no end of day has run): not withdrawable.
+        available = Decimal(str((await client.get("/v1/funds", headers=auth)).json()["available"]))
+        everything = await client.post("/v1/funds/withdrawals", json={"amount": str(available)}, headers=auth)
+        assert_problem(everything, 422, "INSUFFICIENT_FUNDS")
         made = await client.post("/v1/funds/withdrawals", json={"amount": "1000.00"}, headers=auth)
         await final_state(client, made.headers["location"], auth)
         day = today_ist()
