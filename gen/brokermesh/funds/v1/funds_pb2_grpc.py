@@ -271,8 +271,8 @@ class FundsServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetBankAccount(self, request, context):
-        """The user's registered bank account; NOT_FOUND (reason NO_BANK_ACCOUNT is for
-        withdrawals) when there is none.
+        """The user's registered bank account; FAILED_PRECONDITION (reason NO_BANK_ACCOUNT) when
+        there is none.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -95,8 +95,8 @@ class FundsServiceStub:
     after the account holder's checks).
     """
     GetBankAccount: _grpc.UnaryUnaryMultiCallable[_funds_pb2.GetBankAccountRequest, _funds_pb2.BankAccount]
-    """The user's registered bank account; NOT_FOUND (reason NO_BANK_ACCOUNT is for
-    withdrawals) when there is none.
+    """The user's registered bank account; FAILED_PRECONDITION (reason NO_BANK_ACCOUNT) when
+    there is none.
     """
     CreateWithdrawal: _grpc.UnaryUnaryMultiCallable[_funds_pb2.CreateWithdrawalRequest, _funds_pb2.Withdrawal]
     """Withdraws cash to the user's registered bank account. The amount is held at once (taken
@@ -192,8 +192,8 @@ class FundsServiceAsyncStub(FundsServiceStub):
     after the account holder's checks).
     """
     GetBankAccount: _aio.UnaryUnaryMultiCallable[_funds_pb2.GetBankAccountRequest, _funds_pb2.BankAccount]  # type: ignore[assignment]
-    """The user's registered bank account; NOT_FOUND (reason NO_BANK_ACCOUNT is for
-    withdrawals) when there is none.
+    """The user's registered bank account; FAILED_PRECONDITION (reason NO_BANK_ACCOUNT) when
+    there is none.
     """
     CreateWithdrawal: _aio.UnaryUnaryMultiCallable[_funds_pb2.CreateWithdrawalRequest, _funds_pb2.Withdrawal]  # type: ignore[assignment]
     """Withdraws cash to the user's registered bank account. The amount is held at once (taken
@@ -376,8 +376,8 @@ class FundsServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _funds_pb2.GetBankAccountRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_funds_pb2.BankAccount, _abc.Awaitable[_funds_pb2.BankAccount]]:
-        """The user's registered bank account; NOT_FOUND (reason NO_BANK_ACCOUNT is for
-        withdrawals) when there is none.
+        """The user's registered bank account; FAILED_PRECONDITION (reason NO_BANK_ACCOUNT) when
+        there is none.
         """
 
     @_abc_1.abstractmethod
