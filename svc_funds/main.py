@@ -9,7 +9,7 @@ import logging
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import time
+from datetime import time, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -21,6 +21,8 @@ from brokermesh.funds.v1 import (
     portfolio_pb2,
     portfolio_pb2_grpc,
 )
+from svc_funds.adapters.bank_sim import SimulatedBank
+from svc_funds.adapters.documents import DocumentRenderer
 from svc_funds.adapters.exec_reports import ExecReportConsumer
 from svc_funds.adapters.marketdata import MarketDataQuotes
 from svc_funds.adapters.pg_accounts import PgAccountStore
@@ -28,11 +30,15 @@ from svc_funds.adapters.pg_audit import PgAuditStore
 from svc_funds.adapters.pg_ledger import PgLedgerStore
 from svc_funds.adapters.pg_portfolio import PgPortfolioStore
 from svc_funds.adapters.pg_queries import PgFundsQueries
+from svc_funds.adapters.pg_statements import PgStatementQueries
+from svc_funds.adapters.pg_withdrawals import PgWithdrawalQueries
 from svc_funds.app.accounts import AccountsApp
 from svc_funds.app.audit import AuditApp
 from svc_funds.app.engine import LedgerEngine
 from svc_funds.app.funds import FundsApp
 from svc_funds.app.portfolio import PortfolioApp, end_of_day_daily
+from svc_funds.app.statements import StatementsApp
+from svc_funds.app.withdrawals import PayoutLoop, WithdrawalsApp
 from svc_funds.domain.charges import (
     BUILT_IN,
     DEFAULT_SCHEDULE,
@@ -57,6 +63,10 @@ MAX_BATCH = "BROKERMESH_FUNDS_MAX_BATCH"  # commands per ledger transaction (def
 POOL_SIZE = "BROKERMESH_FUNDS_POOL_SIZE"  # PostgreSQL connections (default 8)
 END_OF_DAY = "BROKERMESH_FUNDS_END_OF_DAY"  # `HH:MM` exchange time to close each day; unset: on request only
 LINGER_MS = "BROKERMESH_FUNDS_LINGER_MS"  # longest a ledger writer waits for a batch to fill (default 1)
+# The simulated payout bank: account numbers it refuses (comma-separated), and how long it
+# takes to answer (milliseconds, default 500).
+BANK_SIM_FAILING = "BROKERMESH_FUNDS_BANK_SIM_FAILING"
+BANK_SIM_DELAY_MS = "BROKERMESH_FUNDS_BANK_SIM_DELAY_MS"
 
 
 def load_schedule(spec: str) -> ChargesSchedule:
@@ -86,6 +96,8 @@ class FundsSettings:
     linger_ms: float = 1.0
     end_of_day_at: time | None = None
     market_clock: MarketClock = field(default_factory=MarketClock)
+    bank_failing_accounts: tuple[str, ...] = ()
+    bank_delay_ms: float = 500.0
 
     @classmethod
     def from_env(cls) -> FundsSettings:
@@ -100,6 +112,10 @@ class FundsSettings:
             linger_ms=config.env_float(LINGER_MS, 1.0),
             end_of_day_at=_end_of_day_at(market),
             market_clock=market,
+            bank_failing_accounts=tuple(
+                a.strip() for a in os.environ.get(BANK_SIM_FAILING, "").split(",") if a.strip()
+            ),
+            bank_delay_ms=config.env_float(BANK_SIM_DELAY_MS, 500.0),
         )
 
 
@@ -148,10 +164,21 @@ async def serve(
         portfolio = PortfolioApp(
             PgPortfolioStore(pool), quotes, queries.user_exists, market.now, Calendar.from_env()
         )
+        withdrawal_queries = PgWithdrawalQueries(pool)
+        withdrawals = WithdrawalsApp(engine, withdrawal_queries)
+        statements = StatementsApp(
+            PgStatementQueries(pool), DocumentRenderer(), queries.user_exists, list(settings.schedule.names)
+        )
+        bank = SimulatedBank(
+            pool,
+            failing_accounts=settings.bank_failing_accounts,
+            delay=timedelta(milliseconds=settings.bank_delay_ms),
+        )
 
         engine.start()
         consumer = ExecReportConsumer(js, topology, engine, market=market)
         consumer.start()
+        payouts = service.supervise(PayoutLoop(engine, withdrawal_queries, bank).run(stop), "payouts")
         daily = None
         if settings.end_of_day_at is not None:
             daily = service.supervise(
@@ -166,7 +193,7 @@ async def serve(
         )
         server.add(
             funds_pb2_grpc.add_FundsServiceServicer_to_server,
-            FundsServicer(funds, audit),
+            FundsServicer(funds, audit, withdrawals, statements),
             funds_pb2.DESCRIPTOR.services_by_name["FundsService"].full_name,
         )
         server.add(
@@ -186,6 +213,7 @@ async def serve(
         # Stop taking requests, let the consumer finish its batch, then drain the engine.
         await server.stop()
         await consumer.stop()
+        await payouts
         await engine.stop()
         if daily is not None:
             await daily

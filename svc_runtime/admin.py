@@ -249,7 +249,33 @@ async def end_order(exec_target: str, order_id: str, reason: str, *, signer: Sig
     return _json(reply)
 
 
+async def set_bank_account(
+    funds_target: str, user_id: str, account_number: str, ifsc: str, *, signer: Signer
+) -> dict[str, Any]:
+    """Register the bank account a user's withdrawals are paid to."""
+    async with channel(funds_target, signer=signer) as ch:
+        reply = await funds_pb2_grpc.FundsServiceStub(ch).SetBankAccount(
+            funds_pb2.SetBankAccountRequest(
+                bank_account=funds_pb2.BankAccount(
+                    name=f"users/{user_id}/bankAccount", account_number=account_number, ifsc=ifsc
+                )
+            ),
+            timeout=TIMEOUT,
+        )
+    return _json(reply)
+
+
+# The demo users' bank accounts (the simulated bank pays any account it is not told to refuse).
+DEMO_BANK_ACCOUNTS = {"asha": ("50100012345678", "HDFC0000001"), "ravi": ("30200087654321", "SBIN0000002")}
+
+
 async def seed_demo(plan: Any, users: tuple[tuple[str, str, str, str], ...]) -> None:
     signer = plan.operator_signer("admin")
     for username, password, display_name, amount in users:
-        await create_user(plan.target("svc_funds"), username, password, display_name, amount, signer=signer)
+        created = await create_user(
+            plan.target("svc_funds"), username, password, display_name, amount, signer=signer
+        )
+        if username in DEMO_BANK_ACCOUNTS:
+            number, ifsc = DEMO_BANK_ACCOUNTS[username]
+            user_id = created["account"]["name"].removeprefix("users/")
+            await set_bank_account(plan.target("svc_funds"), user_id, number, ifsc, signer=signer)

@@ -350,6 +350,10 @@ async def _admin_command(args: argparse.Namespace) -> int:
         )
     elif command == "balances":
         result = await admin.balances(funds, args.user_ids, signer=signer)
+    elif command == "set-bank-account":
+        result = await admin.set_bank_account(
+            funds, args.user_id, args.account_number, args.ifsc, signer=signer
+        )
     elif command == "kill-switch":
         if args.state == "status":
             result = await admin.trading_controls(orders, signer=signer)
@@ -398,6 +402,10 @@ def _admin_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
         move.add_argument("user_id")
         move.add_argument("amount")
         move.add_argument("--request-id", help="idempotency key: the same key is applied once")
+    bank = admin_sub.add_parser("set-bank-account", help="register the bank account a user withdraws to")
+    bank.add_argument("user_id")
+    bank.add_argument("account_number", help="9 to 18 digits")
+    bank.add_argument("ifsc", help="the branch's IFSC, e.g. HDFC0001234")
     balances = admin_sub.add_parser("balances", help="print cash balances (all users if none named)")
     balances.add_argument("user_ids", nargs="*")
     kill = admin_sub.add_parser("kill-switch", help="stop (on) or allow (off) all new orders, or show")

@@ -206,6 +206,24 @@ _ENTRIES = (
     _rpc("INVALID_REASON", C.INVALID_ARGUMENT, "A release reason is not an upper-case word."),
     _rpc("INVALID_PRODUCT", C.INVALID_ARGUMENT, "The product must be CNC or INTRADAY."),
     _rpc("INVALID_STATE", C.INVALID_ARGUMENT, "Not a block state."),
+    # --- withdrawals and statements ---------------------------------------------------------
+    _rpc(
+        "INVALID_BANK_ACCOUNT",
+        C.INVALID_ARGUMENT,
+        "A bank account is not 9–18 digits with an IFSC such as HDFC0001234.",
+    ),
+    _rpc(
+        "NO_BANK_ACCOUNT",
+        C.FAILED_PRECONDITION,
+        "The user has no registered bank account to withdraw to.",
+    ),
+    _rpc("WITHDRAWAL_NOT_FOUND", C.NOT_FOUND, "No such withdrawal."),
+    _rpc(
+        "INVALID_TAG",
+        C.INVALID_ARGUMENT,
+        "A tag is not 1–20 letters, digits, '_', '.', ':' or '-' starting with a letter or digit.",
+    ),
+    _rpc("INVALID_DATE_RANGE", C.INVALID_ARGUMENT, "A date range is missing, reversed or too long."),
     # --- prices and watchlists ------------------------------------------------------------
     _rpc("INSTRUMENT_NOT_FOUND", C.NOT_FOUND, "No such instrument."),
     _rpc(

@@ -247,7 +247,11 @@ class Handlers:
         return json_response(mapping.preview_json(preview))
 
     async def list_orders(
-        self, page_size: int | None = None, page_token: str | None = None, status: list[str] | None = None
+        self,
+        page_size: int | None = None,
+        page_token: str | None = None,
+        status: list[str] | None = None,
+        tag: str | None = None,
     ) -> Response:
         reply = await self.backends.call(
             self.backends.orders.ListOrders,
@@ -256,6 +260,7 @@ class Handlers:
                 page_size=page_size or 0,
                 page_token=page_token or "",
                 statuses=[mapping.status_value(s) for s in status or []],
+                tag=tag or "",
             ),
         )
         return json_response(
@@ -290,7 +295,11 @@ class Handlers:
         return json_response(mapping.order_json(order))
 
     async def list_trades(
-        self, page_size: int | None = None, page_token: str | None = None, order_id: str | None = None
+        self,
+        page_size: int | None = None,
+        page_token: str | None = None,
+        order_id: str | None = None,
+        tag: str | None = None,
     ) -> Response:
         reply = await self.backends.call(
             self.backends.orders.ListTrades,
@@ -299,6 +308,7 @@ class Handlers:
                 page_size=page_size or 0,
                 page_token=page_token or "",
                 order_id=order_id or "",
+                tag=tag or "",
             ),
         )
         return json_response(
@@ -306,10 +316,10 @@ class Handlers:
         )
 
     # --- portfolio and funds -------------------------------------------------------------
-    async def get_portfolio(self) -> Response:
+    async def get_portfolio(self, tag: str | None = None) -> Response:
         portfolio = await self.backends.call(
             self.backends.portfolio.GetPortfolio,
-            portfolio_pb2.GetPortfolioRequest(name=f"users/{_user()}/portfolio"),
+            portfolio_pb2.GetPortfolioRequest(name=f"users/{_user()}/portfolio", tag=tag or ""),
         )
         return json_response(mapping.portfolio_json(portfolio))
 
@@ -331,6 +341,69 @@ class Handlers:
         return json_response(
             {
                 "entries": [mapping.ledger_entry_json(e) for e in reply.entries],
+                "nextPageToken": reply.next_page_token,
+            }
+        )
+
+    async def get_account_statement(
+        self, start_date: str, end_date: str, format_: str | None = None
+    ) -> Response:
+        reply = await self.backends.call(
+            self.backends.funds.GetAccountStatement,
+            funds_pb2.GetAccountStatementRequest(
+                parent=f"users/{_user()}",
+                start_date=start_date,
+                end_date=end_date,
+                format=mapping.document_format(format_),
+            ),
+        )
+        return mapping.document_response(reply)
+
+    async def get_contract_note(self, trading_day: str, format_: str | None = None) -> Response:
+        reply = await self.backends.call(
+            self.backends.funds.GetContractNote,
+            funds_pb2.GetContractNoteRequest(
+                parent=f"users/{_user()}", trading_day=trading_day, format=mapping.document_format(format_)
+            ),
+        )
+        return mapping.document_response(reply)
+
+    async def get_bank_account(self) -> Response:
+        account = await self.backends.call(
+            self.backends.funds.GetBankAccount,
+            funds_pb2.GetBankAccountRequest(name=f"users/{_user()}/bankAccount"),
+        )
+        return json_response(mapping.bank_account_json(account))
+
+    async def create_withdrawal(self) -> Response:
+        user_id, key = _user(), _idempotency_key()
+        withdrawal = await self.backends.call(
+            self.backends.funds.CreateWithdrawal,
+            mapping.withdrawal_request(_body(), user_id=user_id, idempotency_key=key),
+        )
+        return json_response(
+            mapping.withdrawal_json(withdrawal),
+            202,
+            {"Location": f"/v1/funds/withdrawals/{withdrawal.withdrawal_id}", IDEMPOTENCY_HEADER: key},
+        )
+
+    async def get_withdrawal(self, withdrawal_id: str) -> Response:
+        withdrawal = await self.backends.call(
+            self.backends.funds.GetWithdrawal,
+            funds_pb2.GetWithdrawalRequest(name=f"users/{_user()}/withdrawals/{withdrawal_id}"),
+        )
+        return json_response(mapping.withdrawal_json(withdrawal))
+
+    async def list_withdrawals(self, page_size: int | None = None, page_token: str | None = None) -> Response:
+        reply = await self.backends.call(
+            self.backends.funds.ListWithdrawals,
+            funds_pb2.ListWithdrawalsRequest(
+                parent=f"users/{_user()}", page_size=page_size or 0, page_token=page_token or ""
+            ),
+        )
+        return json_response(
+            {
+                "withdrawals": [mapping.withdrawal_json(w) for w in reply.withdrawals],
                 "nextPageToken": reply.next_page_token,
             }
         )

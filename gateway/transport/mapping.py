@@ -15,6 +15,7 @@ from typing import Any
 
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
+from starlette.responses import Response
 
 from brokermesh.funds.v1 import funds_pb2, portfolio_pb2
 from brokermesh.marketdata.v1 import marketdata_pb2, watchlists_pb2
@@ -129,6 +130,7 @@ def order_json(order: orders_pb2.Order) -> dict[str, Any]:
         "createTime": _time(order, "create_time"),
         "updateTime": _time(order, "update_time"),
         "expireDate": order.expire_date or None,
+        "tag": order.tag or None,
     }
 
 
@@ -142,6 +144,7 @@ def trade_json(trade: orders_pb2.Trade) -> dict[str, Any]:
         "price": _dec(trade, "price"),
         "product": product_name(trade.product),
         "executeTime": _time(trade, "execute_time"),
+        "tag": trade.tag or None,
     }
 
 
@@ -188,6 +191,7 @@ def place_order_request(
         product=_enum_value(trading_pb2.Product, body.get("product"), "PRODUCT_"),
         quantity=body["quantity"],
         expire_date=body.get("expireDate") or "",
+        tag=body.get("tag") or "",
         **prices,
     )
     return orders_pb2.PlaceOrderRequest(parent=f"users/{user_id}", order=order, request_id=idempotency_key)
@@ -262,6 +266,7 @@ def ledger_entry_json(entry: funds_pb2.LedgerEntry) -> dict[str, Any]:
         "execId": entry.exec_id,
         "description": entry.description,
         "createTime": _time(entry, "create_time"),
+        "tag": entry.tag or None,
     }
 
 
@@ -297,6 +302,8 @@ def portfolio_json(portfolio: portfolio_pb2.Portfolio) -> dict[str, Any]:
                 "unrealizedPnl": _dec(p, "unrealized_pnl"),
                 "tradingDay": p.trading_day,
                 "settlementDate": p.settlement_date or None,
+                "charges": _dec(p, "charges"),
+                "pnlAfterCharges": _dec(p, "pnl_after_charges"),
             }
             for p in portfolio.positions
         ],
@@ -305,6 +312,7 @@ def portfolio_json(portfolio: portfolio_pb2.Portfolio) -> dict[str, Any]:
             {"tradingDay": d.trading_day, "realizedPnl": _dec(d, "realized_pnl")}
             for d in portfolio.daily_realized_pnl
         ],
+        "pnlIncludesCharges": portfolio.pnl_includes_charges,
     }
 
 
@@ -355,3 +363,52 @@ def watchlist_json(watchlist: watchlists_pb2.Watchlist) -> dict[str, Any]:
 def symbols_of(body: dict[str, Any]) -> list[str]:
     """Symbols in canonical (upper) case, duplicates removed, order kept."""
     return list(dict.fromkeys(s.upper() for s in body.get("symbols", [])))
+
+
+def withdrawal_request(
+    body: dict[str, Any], *, user_id: str, idempotency_key: str
+) -> funds_pb2.CreateWithdrawalRequest:
+    amount = decimal_from_json(body["amount"], field="amount", max_places=2)
+    return funds_pb2.CreateWithdrawalRequest(
+        parent=f"users/{user_id}", amount=_proto_decimal(amount), request_id=idempotency_key
+    )
+
+
+def bank_account_json(account: funds_pb2.BankAccount) -> dict[str, Any]:
+    return {"accountNumber": account.account_number, "ifsc": account.ifsc}
+
+
+def withdrawal_json(w: funds_pb2.Withdrawal) -> dict[str, Any]:
+    return {
+        "withdrawalId": w.withdrawal_id,
+        "amount": _dec(w, "amount"),
+        "state": _enum_name(funds_pb2.WithdrawalState, w.state, "WITHDRAWAL_STATE_"),
+        "bankAccount": bank_account_json(w.bank_account),
+        "idempotencyKey": w.request_id,
+        "bankReference": w.bank_reference or None,
+        "failure": w.failure or None,
+        "createTime": _time(w, "create_time"),
+        "updateTime": _time(w, "update_time"),
+    }
+
+
+def document_format(name: str | None) -> int:
+    return (
+        funds_pb2.DOCUMENT_FORMAT_PDF if (name or "csv").lower() == "pdf" else funds_pb2.DOCUMENT_FORMAT_CSV
+    )
+
+
+def document_response(document: funds_pb2.Document) -> Response:
+    """The document as it is, to save under its file name; its totals in a header too, so a
+    client can reconcile without parsing the document."""
+    totals = ",".join(f"{t.name}={t.amount.value}" for t in document.totals)
+    return Response(
+        document.content,
+        status_code=200,
+        media_type=document.content_type,
+        headers={
+            "Content-Disposition": f'attachment; filename="{document.filename}"',
+            "Document-Totals": totals,
+            "Cache-Control": "no-store",
+        },
+    )

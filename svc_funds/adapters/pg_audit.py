@@ -15,6 +15,26 @@ def _keyed(rows: list[asyncpg.Record]) -> dict[AccountKey, Decimal]:
     return {(r[0] or "", r[1]): Decimal(r[2]) for r in rows}
 
 
+# A withdrawal's journal: one hold, then one payout (PAID) or one return (RETURNED), nothing
+# while HELD. Journal transactions of a withdrawal carry its id as their request id.
+BAD_WITHDRAWALS = """
+SELECT w.user_id, w.withdrawal_id,
+       w.state || ' with ' || coalesce(j.held, 0) || ' hold(s), ' || coalesce(j.paid, 0) || ' payout(s), '
+       || coalesce(j.returned, 0) || ' return(s) in the journal'
+FROM withdrawals w LEFT JOIN (
+    SELECT request_id,
+           count(*) FILTER (WHERE kind = 'WITHDRAWAL') AS held,
+           count(*) FILTER (WHERE kind = 'WITHDRAWAL_PAID') AS paid,
+           count(*) FILTER (WHERE kind = 'WITHDRAWAL_RETURNED') AS returned
+    FROM journal WHERE kind IN ('WITHDRAWAL', 'WITHDRAWAL_PAID', 'WITHDRAWAL_RETURNED') GROUP BY request_id
+) j ON j.request_id = w.withdrawal_id
+WHERE coalesce(j.held, 0) <> 1
+   OR coalesce(j.paid, 0) <> (CASE WHEN w.state = 'PAID' THEN 1 ELSE 0 END)
+   OR coalesce(j.returned, 0) <> (CASE WHEN w.state = 'RETURNED' THEN 1 ELSE 0 END)
+ORDER BY w.withdrawal_id
+"""
+
+
 class PgAuditStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
@@ -92,6 +112,13 @@ class PgAuditStore:
                 )
             )
             parked = await conn.fetch("SELECT exec_id, user_id, reason FROM parked_reports ORDER BY exec_id")
+            payouts = await conn.fetchval(
+                "SELECT balance FROM house_balances WHERE account = 'house:payouts'"
+            )
+            held = await conn.fetchval(
+                "SELECT coalesce(sum(amount), 0) FROM withdrawals WHERE state = 'HELD'"
+            )
+            bad_withdrawals = await conn.fetch(BAD_WITHDRAWALS)
         return AuditFigures(
             accounts=accounts,
             unbalanced=[(r[0], r[1], r[2]) for r in unbalanced],
@@ -106,4 +133,7 @@ class PgAuditStore:
             shares_from_trades=from_trades,
             shares_in_portfolio=in_portfolio,
             parked=[(r[0], r[1], r[2]) for r in parked],
+            payouts_balance=payouts or Decimal(0),
+            withdrawals_held=held,
+            bad_withdrawals=[(r[0], r[1], r[2]) for r in bad_withdrawals],
         )

@@ -29,8 +29,9 @@ from svc_funds.domain.ledger import (
     LedgerState,
     ShareBalance,
     StoredRequest,
+    Withdrawal,
 )
-from svc_funds.domain.model import BlockKind, BlockState, Product, Side, house_unit
+from svc_funds.domain.model import BlockKind, BlockState, Product, Side, WithdrawalState, house_unit
 from svc_funds.domain.operations import Needs
 from svc_runtime.ids import new_id
 from svc_runtime.replica import ReplicaReads
@@ -51,7 +52,7 @@ _RETRYABLE = (
 BLOCK_COLUMNS = (
     "order_id, user_id, kind, side, symbol, product, requested_quantity, requested_price, quantity, price, "
     "amount, remaining, filled_quantity, filled_value, charges, released, terminal_quantity, terminal_reason, "
-    "state, close_reason, created_at, updated_at"
+    "state, close_reason, created_at, updated_at, tag"
 )
 
 
@@ -79,6 +80,7 @@ def block_from_row(row: asyncpg.Record | dict[str, Any]) -> Block:
         close_reason=row["close_reason"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        tag=row["tag"],
     )
 
 
@@ -87,14 +89,14 @@ def _block_row(b: Block) -> tuple[Any, ...]:
         b.order_id, b.user_id, str(b.kind), str(b.side), b.symbol, str(b.product), b.requested_quantity,
         b.requested_price, b.quantity, b.price, b.amount, b.remaining, b.filled_quantity, b.filled_value,
         b.charges, b.released, b.terminal_quantity, b.terminal_reason, str(b.state), b.close_reason,
-        b.created_at, b.updated_at,
+        b.created_at, b.updated_at, b.tag,
     )  # fmt: skip
 
 
 def _fill_row(f: Fill) -> tuple[Any, ...]:
     return (
         f.exec_id, f.order_id, f.user_id, f.symbol, str(f.side), str(f.product), f.quantity, f.price, f.value,
-        f.charges, f.trading_day, f.executed_at,
+        f.charges, f.trading_day, f.executed_at, f.tag,
     )  # fmt: skip
 
 
@@ -108,7 +110,7 @@ def _updated_block_row(b: Block) -> tuple[Any, ...]:
 _BLOCK_TYPES = (
     "text", "text", "text", "text", "text", "text", "bigint", "numeric", "bigint", "numeric", "numeric",
     "numeric", "bigint", "numeric", "numeric", "numeric", "bigint", "text", "text", "text", "timestamptz",
-    "timestamptz",
+    "timestamptz", "text",
 )  # fmt: skip
 
 
@@ -202,15 +204,15 @@ W_BLOCKS = (
     + _json_table(UPDATED_BLOCK_COLUMNS, _UPDATED_BLOCK_TYPES)
     + " AS u WHERE b.order_id = u.order_id"
 )
-JOURNAL_COLUMNS = "txn_id, kind, user_id, order_id, exec_id, request_id, description, created_at"
+JOURNAL_COLUMNS = "txn_id, kind, user_id, order_id, exec_id, request_id, description, created_at, tag"
 W_JOURNAL = f"INSERT INTO journal ({JOURNAL_COLUMNS}) SELECT * FROM " + _json_table(
-    JOURNAL_COLUMNS, ("text", "text", "text", "text", "text", "text", "text", "timestamptz")
+    JOURNAL_COLUMNS, ("text", "text", "text", "text", "text", "text", "text", "timestamptz", "text")
 )
 # Entry ids come from the identity column as the ordered rows are inserted: per account,
 # in posting order (every account posted to is locked by this transaction).
 ENTRY_COLUMNS = (
     "txn_id, user_id, account, unit, amount, balance_after, kind, order_id, exec_id, request_id, description, "
-    "created_at"
+    "created_at, tag"
 )
 W_ENTRIES = f"INSERT INTO entries ({ENTRY_COLUMNS}) SELECT * FROM " + _json_table(
     ENTRY_COLUMNS,
@@ -227,6 +229,7 @@ W_ENTRIES = f"INSERT INTO entries ({ENTRY_COLUMNS}) SELECT * FROM " + _json_tabl
         "text",
         "text",
         "timestamptz",
+        "text",
     ),
 )
 W_REQUESTS = (
@@ -234,7 +237,7 @@ W_REQUESTS = (
     + _unnest(("text", "text", "text", "text"))
     + " AS t(k, u, f, r)"
 )
-FILL_COLUMNS = "exec_id, order_id, user_id, symbol, side, product, quantity, price, value, charges, trading_day, executed_at"
+FILL_COLUMNS = "exec_id, order_id, user_id, symbol, side, product, quantity, price, value, charges, trading_day, executed_at, tag"
 W_FILLS = f"INSERT INTO fills ({FILL_COLUMNS}) SELECT * FROM " + _json_table(
     FILL_COLUMNS,
     (
@@ -250,6 +253,7 @@ W_FILLS = f"INSERT INTO fills ({FILL_COLUMNS}) SELECT * FROM " + _json_table(
         "numeric",
         "date",
         "timestamptz",
+        "text",
     ),
 )
 W_PARKED = "INSERT INTO parked_reports (exec_id, order_id, user_id, reason, report) SELECT * FROM " + _unnest(
@@ -272,6 +276,60 @@ W_HOLDINGS = (
     + " AS k(user_id, symbol, quantity, cost) ORDER BY 1, 2 ON CONFLICT (user_id, symbol) DO UPDATE SET "
     "quantity = h.quantity + excluded.quantity, cost = h.cost + excluded.cost, updated_at = excluded.updated_at"
 )
+
+
+WITHDRAWAL_COLUMNS = (
+    "withdrawal_id, user_id, request_id, amount, account_number, ifsc, state, failure, bank_reference, "
+    "created_at, updated_at"
+)
+W_WITHDRAWALS = (
+    f"INSERT INTO withdrawals AS w ({WITHDRAWAL_COLUMNS}) SELECT * FROM "
+    + _json_table(
+        WITHDRAWAL_COLUMNS,
+        (
+            "text",
+            "text",
+            "text",
+            "numeric",
+            "text",
+            "text",
+            "text",
+            "text",
+            "text",
+            "timestamptz",
+            "timestamptz",
+        ),
+    )
+    + " AS u ON CONFLICT (withdrawal_id) DO UPDATE SET state = excluded.state, failure = excluded.failure, "
+    "bank_reference = excluded.bank_reference, updated_at = excluded.updated_at"
+)
+LOCK_WITHDRAWALS = (
+    f"SELECT {WITHDRAWAL_COLUMNS} FROM withdrawals WHERE withdrawal_id = ANY($1::text[]) "
+    "ORDER BY withdrawal_id FOR UPDATE"
+)
+
+
+def withdrawal_from_row(r: asyncpg.Record) -> Withdrawal:
+    return Withdrawal(
+        r["withdrawal_id"],
+        r["user_id"],
+        r["request_id"],
+        r["amount"],
+        r["account_number"],
+        r["ifsc"],
+        WithdrawalState(r["state"]),
+        r["failure"],
+        r["bank_reference"],
+        r["created_at"],
+        r["updated_at"],
+    )
+
+
+def _withdrawal_row(w: Withdrawal) -> tuple[Any, ...]:
+    return (
+        w.withdrawal_id, w.user_id, w.request_id, w.amount, w.account_number, w.ifsc, str(w.state), w.failure,
+        w.bank_reference, w.created_at, w.updated_at,
+    )  # fmt: skip
 
 
 def _json_value(value: object) -> str:
@@ -349,6 +407,7 @@ def writes_for(changes: Changes, house_opening: Mapping[str, Decimal]) -> _Write
                     txn.request_id,
                     txn.description,
                     at,
+                    txn.tag,
                 )
             )
             entries.extend(
@@ -369,6 +428,7 @@ def writes_for(changes: Changes, house_opening: Mapping[str, Decimal]) -> _Write
                     txn.request_id,
                     e.description,
                     at,
+                    txn.tag,
                 )
                 for e in txn.entries
             )
@@ -386,11 +446,7 @@ def writes_for(changes: Changes, house_opening: Mapping[str, Decimal]) -> _Write
             W_FILLS,
             _json_rows([_fill_row(f) for f in changes.fills]),
         )
-    if changes.parked:
-        w.add(
-            W_PARKED,
-            *_columns([(p.exec_id, p.order_id, p.user_id, p.reason, p.raw) for p in changes.parked], 5),
-        )
+    _rare_writes(w, changes)
     if changes.positions:
         w.add(
             W_POSITIONS,
@@ -407,6 +463,17 @@ def writes_for(changes: Changes, house_opening: Mapping[str, Decimal]) -> _Write
             *_columns([(k[0], k[1], h.quantity, h.cost) for k, h in changes.holdings.items()], 4),
         )
     return w
+
+
+def _rare_writes(w: _Writes, changes: Changes) -> None:
+    """Parked reports and withdrawals: rows most batches do not have."""
+    if changes.parked:
+        w.add(
+            W_PARKED,
+            *_columns([(p.exec_id, p.order_id, p.user_id, p.reason, p.raw) for p in changes.parked], 5),
+        )
+    if changes.withdrawals:
+        w.add(W_WITHDRAWALS, _json_rows([_withdrawal_row(x) for x in changes.withdrawals]))
 
 
 # Everything a batch reads, in one round trip: one branch per kind of row, run in this
@@ -479,6 +546,9 @@ class PgLedgerUnitOfWork:
         missing_shares = sorted(needs.shares - state.shares.keys())
         if missing_shares:
             state.shares.update(await self._lock_shares(missing_shares))
+        if needs.withdrawals:  # after the user rows, as every batch takes them
+            rows = await self.conn.fetch(LOCK_WITHDRAWALS, sorted(needs.withdrawals))
+            state.withdrawals = {r["withdrawal_id"]: withdrawal_from_row(r) for r in rows}
         # House accounts are locked only when the batch writes (see `save`): their
         # movements start from zero here and are rebased on the locked balances.
         state.house = dict.fromkeys(needs.house, Decimal(0))

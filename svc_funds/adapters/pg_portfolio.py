@@ -8,14 +8,14 @@ import asyncpg
 
 from svc_funds.app.ports import DAILY_PNL_DAYS, RECENT_DAYS, EndOfDayFold, EndOfDayResult, PortfolioRows
 from svc_funds.domain.model import Product
-from svc_funds.domain.portfolio import HoldingRow, HoldingState, PositionRow
+from svc_funds.domain.portfolio import ZERO, HoldingRow, HoldingState, PositionRow
 
 _POSITION_COLUMNS = (
     "user_id, trading_day, symbol, product, buy_quantity, buy_value, sell_quantity, sell_value"
 )
 
 
-def _position(r: asyncpg.Record) -> PositionRow:
+def _position(r: asyncpg.Record, *, charges: bool = False) -> PositionRow:
     return PositionRow(
         r["user_id"],
         r["trading_day"],
@@ -25,24 +25,52 @@ def _position(r: asyncpg.Record) -> PositionRow:
         r["buy_value"],
         r["sell_quantity"],
         r["sell_value"],
+        r["charges"] if charges else ZERO,
     )
+
+
+# A position's charges are those of its fills (same user, day, symbol and product).
+POSITIONS_WITH_CHARGES = f"""
+SELECT {", ".join("p." + c.strip() for c in _POSITION_COLUMNS.split(","))},
+       coalesce((SELECT sum(f.charges) FROM fills f WHERE f.user_id = p.user_id AND f.trading_day = p.trading_day
+                 AND f.symbol = p.symbol AND f.product = p.product), 0) AS charges
+FROM positions p WHERE p.user_id = $1 ORDER BY p.trading_day, p.symbol, p.product
+"""
+
+
+# The positions one tag's orders made: their fills of the days not settled yet, summed the
+# way settlement sums them into `positions`.
+TAGGED_POSITIONS = """
+SELECT f.user_id, f.trading_day, f.symbol, f.product,
+       coalesce(sum(f.quantity) FILTER (WHERE f.side = 'BUY'), 0)::bigint AS buy_quantity,
+       coalesce(sum(f.value) FILTER (WHERE f.side = 'BUY'), 0) AS buy_value,
+       coalesce(sum(f.quantity) FILTER (WHERE f.side = 'SELL'), 0)::bigint AS sell_quantity,
+       coalesce(sum(f.value) FILTER (WHERE f.side = 'SELL'), 0) AS sell_value,
+       sum(f.charges) AS charges
+FROM fills f
+WHERE f.user_id = $1 AND f.tag = $2 AND EXISTS (
+    SELECT 1 FROM positions p WHERE p.user_id = f.user_id AND p.trading_day = f.trading_day
+    AND p.symbol = f.symbol AND p.product = f.product)
+GROUP BY f.user_id, f.trading_day, f.symbol, f.product
+ORDER BY f.trading_day, f.symbol, f.product
+"""
 
 
 class PgPortfolioStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
 
-    async def rows(self, user_id: str) -> PortfolioRows:
+    async def rows(self, user_id: str, tag: str = "") -> PortfolioRows:
+        if tag:
+            tagged = await self.pool.fetch(TAGGED_POSITIONS, user_id, tag)
+            return PortfolioRows([], [_position(r, charges=True) for r in tagged], {})
         async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
             holdings = await conn.fetch(
                 "SELECT user_id, symbol, quantity, cost, realized_pnl FROM holdings "
                 "WHERE user_id = $1 AND quantity > 0 ORDER BY symbol",
                 user_id,
             )
-            positions = await conn.fetch(
-                f"SELECT {_POSITION_COLUMNS} FROM positions WHERE user_id = $1 ORDER BY trading_day, symbol, product",
-                user_id,
-            )
+            positions = await conn.fetch(POSITIONS_WITH_CHARGES, user_id)
             blocked = await conn.fetch(
                 "SELECT symbol, blocked FROM share_balances WHERE user_id = $1 AND blocked > 0", user_id
             )
@@ -65,7 +93,7 @@ class PgPortfolioStore:
                 HoldingRow(r["user_id"], r["symbol"], r["quantity"], r["cost"], r["realized_pnl"])
                 for r in holdings
             ],
-            positions=[_position(r) for r in positions],
+            positions=[_position(r, charges=True) for r in positions],
             blocked_shares={r["symbol"]: r["blocked"] for r in blocked},
             daily_realized=[(r["trading_day"], r["realized_pnl"]) for r in daily],
             recent_buys=[(r["trading_day"], r["symbol"], r["net"]) for r in recent],

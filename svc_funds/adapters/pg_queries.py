@@ -33,7 +33,7 @@ class PgFundsQueries:
         pool = self.pool if self.reads is None else self.reads.pool_for(user_id)
         rows = await pool.fetch(
             "SELECT entry_id, txn_id, user_id, account, unit, amount, balance_after, kind, order_id, exec_id, "
-            "request_id, description, created_at FROM entries "
+            "request_id, description, created_at, tag FROM entries "
             "WHERE user_id = $1 AND ($2::bigint IS NULL OR entry_id < $2) ORDER BY entry_id DESC LIMIT $3",
             user_id,
             before,

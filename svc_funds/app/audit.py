@@ -9,9 +9,11 @@ every violation named.
 - I2 nothing negative (and no dues: a fill beyond its block and the free balance).
 - I3 blocks: a user's blocked cash and blocked shares equal what their active blocks still
   hold; a closed block holds nothing.
+  Withdrawals held for the bank (`house:payouts`) equal the withdrawals still HELD.
 - I4 exactly once: a block's filled quantity equals the sum of its fills (one per exec id, by
   the primary key) and never exceeds the order's quantity; no execution report is left
-  parked unapplied.
+  parked unapplied; each withdrawal was held once and paid out or returned at most once, as
+  its state says.
 """
 
 from __future__ import annotations
@@ -117,5 +119,17 @@ class AuditApp:
         out += [
             Violation("I4", user_id, f"execution report {exec_id} is parked unapplied: {reason}")
             for exec_id, user_id, reason in f.parked
+        ]
+        if f.payouts_balance != f.withdrawals_held:
+            out.append(
+                Violation(
+                    "I3",
+                    "",
+                    f"house:payouts holds {f.payouts_balance}, withdrawals still HELD come to {f.withdrawals_held}",
+                )
+            )
+        out += [
+            Violation("I4", user_id, f"withdrawal {withdrawal_id}: {what}")
+            for user_id, withdrawal_id, what in f.bad_withdrawals
         ]
         return AuditResult(out, f.accounts)

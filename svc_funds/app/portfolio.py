@@ -63,12 +63,12 @@ class PortfolioApp:
         self.clock = clock  # the market's clock: what days end by
         self.calendar = calendar or Calendar()
 
-    async def portfolio(self, user_id: str) -> PortfolioView:
+    async def portfolio(self, user_id: str, tag: str = "") -> PortfolioView:
         if not await self.user_exists(user_id):
             raise NotFound(
                 f"user {user_id} not found", reason="USER_NOT_FOUND", metadata={"user_id": user_id}
             )
-        rows = await self.store.rows(user_id)
+        rows = await self.store.rows(user_id, tag)
         symbols = sorted({h.symbol for h in rows.holdings} | {p.symbol for p in rows.positions})
         prices = await self.quotes.last_prices(symbols) if symbols else {}
         unsettled = self._unsettled_buys(rows.recent_buys)

@@ -7,14 +7,16 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
+from enum import StrEnum
 from typing import Protocol
 
 from svc_funds.domain.accounts import Account
 from svc_funds.domain.invariants import AccountKey
-from svc_funds.domain.ledger import Block, Changes, LedgerState
+from svc_funds.domain.ledger import Block, Changes, LedgerState, Withdrawal
 from svc_funds.domain.model import BlockState
 from svc_funds.domain.operations import Needs
 from svc_funds.domain.portfolio import DaySettlement, HoldingRow, HoldingState, PositionRow
+from svc_funds.domain.statements import ContractFill, ContractNote, Movement, Statement
 
 
 class LedgerUnitOfWork(Protocol):
@@ -77,6 +79,7 @@ class EntryRow:
     request_id: str | None
     description: str
     created_at: datetime
+    tag: str = ""
 
 
 @dataclass(frozen=True)
@@ -129,7 +132,10 @@ class EndOfDayResult:
 
 
 class PortfolioStore(Protocol):
-    async def rows(self, user_id: str) -> PortfolioRows: ...
+    async def rows(self, user_id: str, tag: str = "") -> PortfolioRows:
+        """Holdings and unsettled positions; with a tag, only the positions its fills made
+        (from the fills with that tag) and no holdings (a holding mixes every order's shares)."""
+        ...
 
     async def run_end_of_day(self, day: date, fold: EndOfDayFold) -> EndOfDayResult:
         """In one transaction: claim `day` (once ever), lock every unsettled position of that
@@ -165,6 +171,10 @@ class AuditFigures:
     shares_from_trades: dict[AccountKey, Decimal]  # (user, shares:S) → fills + share deposits
     shares_in_portfolio: dict[AccountKey, Decimal]  # (user, shares:S) → holdings + unsettled positions
     parked: list[tuple[str, str, str]]  # (exec id, user, reason)
+    payouts_balance: Decimal = Decimal(0)  # house:payouts
+    withdrawals_held: Decimal = Decimal(0)  # sum of HELD withdrawals
+    # (user, withdrawal, what is wrong) of withdrawals whose journal does not match their state
+    bad_withdrawals: list[tuple[str, str, str]] = field(default_factory=list)
 
 
 class AuditStore(Protocol):
@@ -173,3 +183,104 @@ class AuditStore(Protocol):
 
 Clock = Callable[[], datetime]
 Sleep = Callable[[float], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class BankAccount:
+    user_id: str
+    account_number: str
+    ifsc: str
+
+
+@dataclass(frozen=True)
+class PayoutInstruction:
+    """What the bank is asked to pay: keyed by the withdrawal id, so asking twice pays once."""
+
+    withdrawal_id: str
+    account_number: str
+    ifsc: str
+    amount: Decimal
+
+
+@dataclass(frozen=True)
+class PayoutOutcome:
+    paid: bool
+    bank_reference: str = ""  # the bank's id of the transfer, when paid
+    failure: str = ""  # why not, when refused
+
+
+class Payouts(Protocol):
+    """The bank that pays withdrawals out. Both calls are safe to repeat."""
+
+    async def send(self, instruction: PayoutInstruction) -> None:
+        """Ask for the payout (accepted for later; the same withdrawal id again is a no-op)."""
+        ...
+
+    async def outcome(self, withdrawal_id: str) -> PayoutOutcome | None:
+        """The bank's final answer, or None while it is still processing (or never heard of it)."""
+        ...
+
+
+class WithdrawalQueries(Protocol):
+    async def bank_account(self, user_id: str) -> BankAccount | None: ...
+
+    async def set_bank_account(self, account: BankAccount) -> bool:
+        """Register (or replace) the user's account; False if the user does not exist."""
+        ...
+
+    async def withdrawal(self, withdrawal_id: str) -> Withdrawal | None: ...
+
+    async def withdrawals(
+        self, user_id: str, before: tuple[datetime, str] | None, limit: int
+    ) -> list[Withdrawal]:
+        """The user's withdrawals, newest first, strictly before the (created_at, id) given."""
+        ...
+
+    async def held(self, limit: int) -> list[Withdrawal]:
+        """Withdrawals still HELD (waiting for the bank), oldest first."""
+        ...
+
+    async def unsettled_proceeds(self, user_id: str) -> Decimal:
+        """Net proceeds (value − charges) of the user's sales not yet settled by end of day."""
+        ...
+
+
+@dataclass(frozen=True)
+class StatementRows:
+    """A user's rupee ledger over a range, from one snapshot."""
+
+    opening: Decimal  # every rupee entry before the range
+    movements: list[Movement]  # per journal transaction in the range, in posting order
+    closing: Decimal  # every rupee entry up to the end of the range
+
+
+@dataclass(frozen=True)
+class ContractRows:
+    fills: list[ContractFill]  # the day's fills with the charges posted for each
+    ledger_net: Decimal  # what the fills' journal transactions moved in the user's rupee accounts
+
+
+class StatementQueries(Protocol):
+    async def statement_rows(self, user_id: str, start: datetime, end: datetime) -> StatementRows:
+        """Entries posted in [start, end)."""
+        ...
+
+    async def contract_rows(self, user_id: str, day: date) -> ContractRows: ...
+
+
+class DocumentFormat(StrEnum):
+    CSV = "CSV"
+    PDF = "PDF"
+
+
+@dataclass(frozen=True)
+class Document:
+    content_type: str
+    filename: str
+    content: bytes
+
+
+class DocumentRenderer(Protocol):
+    def statement(self, statement: Statement, fmt: DocumentFormat) -> Document: ...
+
+    def contract_note(self, note: ContractNote, fmt: DocumentFormat) -> Document: ...

@@ -32,6 +32,7 @@ from svc_funds.domain.model import (
     BlockState,
     Product,
     Side,
+    WithdrawalState,
     house_unit,
     split_share_account,
 )
@@ -93,6 +94,24 @@ class Block:
     close_reason: str | None
     created_at: datetime
     updated_at: datetime
+    tag: str = ""  # the order's client tag, carried to its fills and ledger entries
+
+
+@dataclass
+class Withdrawal:
+    """Cash on its way from a user's account to their registered bank account."""
+
+    withdrawal_id: str
+    user_id: str
+    request_id: str  # the caller's idempotency key
+    amount: Decimal
+    account_number: str
+    ifsc: str
+    state: WithdrawalState
+    failure: str  # why the bank refused it (RETURNED)
+    bank_reference: str  # the bank's id of the payout (PAID)
+    created_at: datetime
+    updated_at: datetime
 
 
 @dataclass
@@ -116,6 +135,7 @@ class JournalTxn:
     description: str
     created_at: datetime
     entries: list[Entry] = field(default_factory=list)
+    tag: str = ""  # the client tag of the order it is for, if any
 
 
 @dataclass(frozen=True)
@@ -132,6 +152,7 @@ class Fill:
     charges: Decimal
     trading_day: date
     executed_at: datetime
+    tag: str = ""
 
 
 @dataclass
@@ -224,6 +245,7 @@ class LedgerState:
     blocks: dict[str, Block] = field(default_factory=dict)
     requests: dict[str, StoredRequest] = field(default_factory=dict)
     seen_exec_ids: set[str] = field(default_factory=set)
+    withdrawals: dict[str, Withdrawal] = field(default_factory=dict)
 
 
 @dataclass
@@ -241,6 +263,7 @@ class Changes:
     parked: list[ParkedReport]
     positions: dict[PositionKey, PositionDelta]
     holdings: dict[tuple[str, str], HoldingDelta]
+    withdrawals: list[Withdrawal] = field(default_factory=list)  # new or changed
 
     def __bool__(self) -> bool:
         return any(
@@ -256,6 +279,7 @@ class Changes:
                 self.parked,
                 self.positions,
                 self.holdings,
+                self.withdrawals,
             )
         )
 
@@ -281,6 +305,7 @@ class Book:
         self.blocks = state.blocks
         self.requests = state.requests
         self.seen_exec_ids = state.seen_exec_ids
+        self.withdrawals = state.withdrawals
         self.now = now
         self.journal: list[JournalTxn] = []
         self.new_requests: list[StoredRequest] = []
@@ -294,6 +319,7 @@ class Book:
         self._dirty_shares: set[tuple[str, str]] = set()
         self._dirty_house: set[str] = set()
         self._dirty_blocks: set[str] = set()
+        self._dirty_withdrawals: set[str] = set()
         # What to do to take a command back, newest last: (setattr, obj, attr, old value) or
         # (a callable, its argument). Tuples, not closures: a batch records thousands.
         self._undo: list[tuple[Any, ...]] = []
@@ -358,7 +384,10 @@ class Book:
         request_id: str | None = None,
         description: str = "",
     ) -> JournalTxn:
-        txn = JournalTxn(kind, user_id, order_id, exec_id, request_id or None, description, self.now)
+        # An order's transactions (block, fills, charges, release) carry its client tag.
+        block = self.blocks.get(order_id) if order_id else None
+        tag = block.tag if block is not None else ""
+        txn = JournalTxn(kind, user_id, order_id, exec_id, request_id or None, description, self.now, tag=tag)
         self._append(self.journal, txn)
         return txn
 
@@ -443,6 +472,18 @@ class Book:
         self.set(block, "updated_at", self.now)
         self._dirty_blocks.add(block.order_id)
 
+    def add_withdrawal(self, withdrawal: Withdrawal) -> None:
+        if withdrawal.withdrawal_id in self.withdrawals:
+            raise LedgerError(f"withdrawal {withdrawal.withdrawal_id} exists")
+        self._put(self.withdrawals, withdrawal.withdrawal_id, withdrawal)
+        self._add(self._dirty_withdrawals, withdrawal.withdrawal_id)
+
+    def touch_withdrawal(self, withdrawal: Withdrawal, **changes: object) -> None:
+        for attr, value in changes.items():
+            self.set(withdrawal, attr, value)
+        self.set(withdrawal, "updated_at", self.now)
+        self._add(self._dirty_withdrawals, withdrawal.withdrawal_id)
+
     def remember(self, key: str, user_id: str, fingerprint: str, response: dict[str, Any]) -> None:
         stored = StoredRequest(key, user_id, fingerprint, response)
         self._put(self.requests, key, stored)
@@ -499,6 +540,7 @@ class Book:
             parked=list(self.parked),
             positions=dict(self.positions),
             holdings=dict(self.holdings),
+            withdrawals=[self.withdrawals[w] for w in sorted(self._dirty_withdrawals)],
         )
 
 

@@ -46,6 +46,12 @@ class BlockState(StrEnum):
     CLOSED = "CLOSED"
 
 
+class WithdrawalState(StrEnum):
+    HELD = "HELD"  # taken from available cash, on its way to the bank
+    PAID = "PAID"  # the bank paid it out: it left the broker
+    RETURNED = "RETURNED"  # the bank refused it: back in available cash
+
+
 # --- ledger accounts ----------------------------------------------------------------------
 # A user's accounts. Cash is in rupees, shares in shares of one symbol. `*_dues` accounts hold
 # what the user owes (a debit balance, never positive): a fill is real even when it costs more
@@ -62,6 +68,9 @@ SHARES_DUES = "shares_dues"
 # House accounts: the other side of every movement that leaves or enters a user's accounts.
 HOUSE_BANK = "house:bank"  # deposits and withdrawals
 HOUSE_EXCHANGE_CASH = "house:exchange_cash"  # trade settlement with the exchange / clearing
+# Withdrawals held until the bank pays them out (then to `house:bank`) or refuses them (then
+# back to the user): its balance is always the sum of the withdrawals still HELD.
+HOUSE_PAYOUTS = "house:payouts"
 
 
 def share_account(kind: str, symbol: str) -> str:
@@ -137,6 +146,24 @@ def check_price(price: Decimal, field: str = "price") -> Decimal:
     if price > MAX_PRICE:
         raise InvalidArgument(f"{field} must be at most {MAX_PRICE}", reason="TOO_LARGE", field=field)
     return money(price)
+
+
+_BANK_ACCOUNT = re.compile(r"^[0-9]{9,18}$")
+_IFSC = re.compile(r"^[A-Z]{4}0[A-Z0-9]{6}$")
+
+
+def check_bank_account(number: str, ifsc: str) -> tuple[str, str]:
+    """An Indian bank account: 9–18 digits and an IFSC such as HDFC0001234."""
+    if not _BANK_ACCOUNT.match(number or ""):
+        raise InvalidArgument(
+            "account_number must be 9 to 18 digits", reason="INVALID_BANK_ACCOUNT", field="account_number"
+        )
+    ifsc = (ifsc or "").strip().upper()
+    if not _IFSC.match(ifsc):
+        raise InvalidArgument(
+            "ifsc must be an IFSC such as HDFC0001234", reason="INVALID_BANK_ACCOUNT", field="ifsc"
+        )
+    return number, ifsc
 
 
 def check_reason(reason: str, field: str = "reason") -> str:

@@ -20,6 +20,7 @@ Money rules, in one place:
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -37,6 +38,7 @@ from svc_funds.domain.ledger import (
     JournalTxn,
     ParkedReport,
     Shortfall,
+    Withdrawal,
     snapshot,
 )
 from svc_funds.domain.model import (
@@ -46,6 +48,7 @@ from svc_funds.domain.model import (
     CURRENCY,
     HOUSE_BANK,
     HOUSE_EXCHANGE_CASH,
+    HOUSE_PAYOUTS,
     MAX_QUANTITY,
     SHARES,
     SHARES_BLOCKED,
@@ -54,6 +57,7 @@ from svc_funds.domain.model import (
     BlockState,
     Product,
     Side,
+    WithdrawalState,
     house_charges,
     house_exchange_shares,
     house_share_deposits,
@@ -75,6 +79,7 @@ class Needs:
     house: set[str] = field(default_factory=set)
     request_keys: set[str] = field(default_factory=set)
     exec_ids: set[str] = field(default_factory=set)
+    withdrawals: set[str] = field(default_factory=set)
 
     def merge(self, other: Needs) -> None:
         self.users |= other.users
@@ -83,6 +88,7 @@ class Needs:
         self.house |= other.house
         self.request_keys |= other.request_keys
         self.exec_ids |= other.exec_ids
+        self.withdrawals |= other.withdrawals
 
     def add_block_owners(self, blocks: list[Block]) -> None:
         """A block's owner and, for share blocks, its share balance are needed too."""
@@ -122,6 +128,45 @@ class Withdraw(_CashMovement):
 
 
 @dataclass(frozen=True)
+class RequestWithdrawal:
+    """Hold cash for a payout to the user's bank account: it leaves available cash now, and
+    the bank's answer later pays it out or returns it (`SettleWithdrawal`)."""
+
+    user_id: str
+    amount: Decimal
+    request_id: str
+    withdrawal_id: str  # made by the caller; a retry answers with the first one's
+    account_number: str
+    ifsc: str
+    # Cash the user has but may not withdraw yet (proceeds of sales not yet settled).
+    withheld: Decimal = ZERO
+
+    @property
+    def key(self) -> str:
+        return f"withdrawal:{self.user_id}:{self.request_id}"
+
+    def needs(self, schedule: ChargesSchedule) -> Needs:
+        return Needs(users={self.user_id}, house={HOUSE_PAYOUTS}, request_keys={self.key})
+
+
+@dataclass(frozen=True)
+class SettleWithdrawal:
+    """The bank's answer to a held withdrawal: paid out, or refused and returned. Once: a
+    withdrawal that is no longer HELD is answered as it is, with nothing written."""
+
+    user_id: str
+    withdrawal_id: str
+    paid: bool
+    bank_reference: str = ""
+    failure: str = ""
+
+    def needs(self, schedule: ChargesSchedule) -> Needs:
+        return Needs(
+            users={self.user_id}, house={HOUSE_PAYOUTS, HOUSE_BANK}, withdrawals={self.withdrawal_id}
+        )
+
+
+@dataclass(frozen=True)
 class DepositShares:
     """Shares transferred in from elsewhere, already settled: they become a holding."""
 
@@ -154,6 +199,7 @@ class BlockCash:
     price: Decimal
     product: Product
     request_id: str = ""  # for tracing only; the order id is the idempotency key
+    tag: str = ""  # the order's client tag
 
     def needs(self, schedule: ChargesSchedule) -> Needs:
         return Needs(users={self.user_id}, orders={self.order_id})
@@ -167,6 +213,7 @@ class BlockShares:
     quantity: int
     product: Product
     request_id: str = ""
+    tag: str = ""
 
     def needs(self, schedule: ChargesSchedule) -> Needs:
         return Needs(users={self.user_id}, shares={(self.user_id, self.symbol)}, orders={self.order_id})
@@ -236,7 +283,16 @@ class ApplyReport:
 
 
 Command = (
-    Deposit | Withdraw | DepositShares | BlockCash | BlockShares | AdjustBlock | ReleaseBlock | ApplyReport
+    Deposit
+    | Withdraw
+    | RequestWithdrawal
+    | SettleWithdrawal
+    | DepositShares
+    | BlockCash
+    | BlockShares
+    | AdjustBlock
+    | ReleaseBlock
+    | ApplyReport
 )
 
 
@@ -258,7 +314,7 @@ class SharesView:
     dues: int
 
 
-Result = FundsView | Block | SharesView | ReportResult
+Result = FundsView | Block | SharesView | ReportResult | Withdrawal
 
 
 def execute(book: Book, schedule: ChargesSchedule, command: Command) -> Result | ServiceError:
@@ -322,6 +378,131 @@ def _withdraw(book: Book, schedule: ChargesSchedule, c: Withdraw) -> FundsView:
     view = book.funds_view(c.user_id)
     book.remember(c.key, c.user_id, fingerprint, view.to_dict())
     return view
+
+
+def _withdrawal_dict(w: Withdrawal) -> dict[str, str]:
+    return {
+        "withdrawal_id": w.withdrawal_id,
+        "user_id": w.user_id,
+        "request_id": w.request_id,
+        "amount": str(w.amount),
+        "account_number": w.account_number,
+        "ifsc": w.ifsc,
+        "state": str(w.state),
+        "created_at": w.created_at.isoformat(),
+    }
+
+
+def withdrawal_from_dict(d: dict[str, Any]) -> Withdrawal:
+    created = datetime.fromisoformat(d["created_at"])
+    return Withdrawal(
+        d["withdrawal_id"],
+        d["user_id"],
+        d["request_id"],
+        Decimal(d["amount"]),
+        d["account_number"],
+        d["ifsc"],
+        WithdrawalState(d["state"]),
+        "",
+        "",
+        created,
+        created,
+    )
+
+
+def _request_withdrawal(book: Book, schedule: ChargesSchedule, c: RequestWithdrawal) -> Withdrawal:
+    fingerprint = str(c.amount)
+    replay = _replay(book, c.key, fingerprint)
+    if replay is not None:  # the first answer: the caller reads its state now if it needs it
+        return withdrawal_from_dict(replay)
+    cash = book.cash_of(c.user_id)
+    withdrawable = max(cash.available - c.withheld, ZERO)
+    if withdrawable < c.amount:
+        raise FailedPrecondition(
+            f"cannot withdraw {c.amount}: only {withdrawable} can be withdrawn now",
+            reason="INSUFFICIENT_FUNDS",
+            metadata={
+                "available": str(withdrawable),
+                "requested": str(c.amount),
+                "unsettled_proceeds": str(c.withheld),
+            },
+        )
+    withdrawal = Withdrawal(
+        c.withdrawal_id,
+        c.user_id,
+        c.request_id,
+        c.amount,
+        c.account_number,
+        c.ifsc,
+        WithdrawalState.HELD,
+        "",
+        "",
+        book.now,
+        book.now,
+    )
+    txn = book.transaction(
+        "WITHDRAWAL",
+        user_id=c.user_id,
+        request_id=c.withdrawal_id,
+        description=f"withdrawal {c.withdrawal_id}",
+    )
+    book.move(
+        txn,
+        (c.user_id, CASH),
+        (None, HOUSE_PAYOUTS),
+        c.amount,
+        kind="WITHDRAWAL",
+        description="withdrawal held",
+    )
+    book.add_withdrawal(withdrawal)
+    book.remember(c.key, c.user_id, fingerprint, _withdrawal_dict(withdrawal))
+    return copy.copy(withdrawal)
+
+
+def _settle_withdrawal(book: Book, schedule: ChargesSchedule, c: SettleWithdrawal) -> Withdrawal:
+    w = book.withdrawals.get(c.withdrawal_id)
+    if w is None or w.user_id != c.user_id:
+        raise NotFound(
+            f"withdrawal {c.withdrawal_id} not found",
+            reason="WITHDRAWAL_NOT_FOUND",
+            metadata={"withdrawal_id": c.withdrawal_id},
+        )
+    if w.state is not WithdrawalState.HELD:
+        return copy.copy(w)  # settled before: paid out or returned exactly once
+    if c.paid:
+        txn = book.transaction(
+            "WITHDRAWAL_PAID",
+            user_id=w.user_id,
+            request_id=w.withdrawal_id,
+            description=f"withdrawal {w.withdrawal_id} paid, bank reference {c.bank_reference}",
+        )
+        book.move(
+            txn,
+            (None, HOUSE_PAYOUTS),
+            (None, HOUSE_BANK),
+            w.amount,
+            kind="WITHDRAWAL_PAID",
+            description="paid out",
+        )
+        book.touch_withdrawal(w, state=WithdrawalState.PAID, bank_reference=c.bank_reference)
+    else:
+        txn = book.transaction(
+            "WITHDRAWAL_RETURNED",
+            user_id=w.user_id,
+            request_id=w.withdrawal_id,
+            description=f"withdrawal {w.withdrawal_id} returned: {c.failure}",
+        )
+        credit_cash(
+            book,
+            txn,
+            (None, HOUSE_PAYOUTS),
+            w.user_id,
+            w.amount,
+            kind="WITHDRAWAL_RETURNED",
+            description="returned",
+        )
+        book.touch_withdrawal(w, state=WithdrawalState.RETURNED, failure=c.failure)
+    return copy.copy(w)
 
 
 def _deposit_shares(book: Book, schedule: ChargesSchedule, c: DepositShares) -> SharesView:
@@ -554,6 +735,7 @@ def _new_block(
     quantity: int,
     price: Decimal | None,
     amount: Decimal,
+    tag: str = "",
 ) -> Block:
     block = Block(
         order_id=order_id,
@@ -578,6 +760,7 @@ def _new_block(
         close_reason=None,
         created_at=book.now,
         updated_at=book.now,
+        tag=tag,
     )
     book.add_block(block)
     return block
@@ -617,6 +800,7 @@ def _block_cash(book: Book, schedule: ChargesSchedule, c: BlockCash) -> Block:
         quantity=c.quantity,
         price=c.price,
         amount=amount,
+        tag=c.tag,
     )
     txn = book.transaction(
         "BLOCK",
@@ -663,6 +847,7 @@ def _block_shares(book: Book, schedule: ChargesSchedule, c: BlockShares) -> Bloc
         quantity=c.quantity,
         price=None,
         amount=Decimal(c.quantity),
+        tag=c.tag,
     )
     txn = book.transaction(
         "BLOCK",
@@ -947,6 +1132,7 @@ def _settle_fill(book: Book, schedule: ChargesSchedule, r: ExecReport, block: Bl
             total_charges,
             day,
             r.executed_at,
+            txn.tag,
         )
     )
     book.add_position((user, day, symbol, product), side, quantity, value)
@@ -990,6 +1176,8 @@ def _apply_report(book: Book, schedule: ChargesSchedule, c: ApplyReport) -> Repo
 _HANDLERS: dict[type, Callable[[Book, ChargesSchedule, Any], Result]] = {
     Deposit: _deposit,
     Withdraw: _withdraw,
+    RequestWithdrawal: _request_withdrawal,
+    SettleWithdrawal: _settle_withdrawal,
     DepositShares: _deposit_shares,
     BlockCash: _block_cash,
     BlockShares: _block_shares,

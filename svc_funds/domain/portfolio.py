@@ -58,6 +58,7 @@ class PositionRow:
     buy_value: Decimal
     sell_quantity: int
     sell_value: Decimal
+    charges: Decimal = ZERO  # paid on the position's fills (read with the portfolio only)
 
     @property
     def net_quantity(self) -> int:
@@ -77,8 +78,12 @@ class HoldingRow:
 class PositionFigures:
     net_quantity: int
     average_price: Decimal | None
-    realized_pnl: Decimal
-    unrealized_pnl: Decimal | None
+    realized_pnl: Decimal  # before charges
+    unrealized_pnl: Decimal | None  # before charges
+    charges: Decimal = ZERO
+    # realized + unrealized − the charges of the position's fills; None while unrealized
+    # P&L is unknown (no last price for an open position)
+    pnl_after_charges: Decimal | None = None
 
 
 @dataclass(frozen=True)
@@ -111,7 +116,10 @@ def position_figures(p: PositionRow, last_price: Decimal | None) -> PositionFigu
         unrealized = ZERO
         if net:
             unrealized = round_money(net * last_price - net * open_value / open_quantity)
-    return PositionFigures(net, average_price, realized, unrealized)
+    after: Decimal | None = None
+    if unrealized is not None or not net:
+        after = realized + (unrealized or ZERO) - p.charges
+    return PositionFigures(net, average_price, realized, unrealized, p.charges, after)
 
 
 def holding_figures(h: HoldingRow, last_price: Decimal | None) -> HoldingFigures:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 
 from google.protobuf import timestamp_pb2
@@ -10,9 +10,9 @@ from google.protobuf import timestamp_pb2
 from brokermesh.funds.v1 import accounts_pb2, funds_pb2, portfolio_pb2
 from brokermesh.type.v1 import charges_pb2, decimal_pb2, trading_pb2
 from svc_funds.app.portfolio import HoldingView, PortfolioView, PositionView
-from svc_funds.app.ports import EntryRow, FundsRow
+from svc_funds.app.ports import BankAccount, Document, DocumentFormat, EntryRow, FundsRow
 from svc_funds.domain.accounts import Account
-from svc_funds.domain.ledger import Block, FundsView
+from svc_funds.domain.ledger import Block, FundsView, Withdrawal
 from svc_funds.domain.model import CURRENCY, BlockKind, BlockState, Product, check_order_id
 from svc_funds.domain.operations import BlockPreview
 from svc_runtime import names
@@ -45,6 +45,65 @@ def user_of_portfolio(name: str) -> str:
 
 def user_of_account(name: str) -> str:
     return names.user_of(name, "name")
+
+
+def user_of_bank_account(name: str, field: str = "name") -> str:
+    user = names.pattern("users/{user}/bankAccount").parse(name, field)[0]
+    assert user is not None
+    return user
+
+
+def withdrawal_name(name: str) -> tuple[str, str]:
+    user, withdrawal = names.pattern("users/{user}/withdrawals/{withdrawal}").parse(name)
+    assert user is not None and withdrawal is not None
+    return user, withdrawal
+
+
+def bank_account_out(account: BankAccount) -> funds_pb2.BankAccount:
+    return funds_pb2.BankAccount(
+        name=f"users/{account.user_id}/bankAccount", account_number=account.account_number, ifsc=account.ifsc
+    )
+
+
+def withdrawal_out(w: Withdrawal) -> funds_pb2.Withdrawal:
+    return funds_pb2.Withdrawal(
+        name=f"users/{w.user_id}/withdrawals/{w.withdrawal_id}",
+        withdrawal_id=w.withdrawal_id,
+        amount=money_out(w.amount),
+        state=funds_pb2.WithdrawalState.Value(f"WITHDRAWAL_STATE_{w.state}"),
+        bank_account=bank_account_out(BankAccount(w.user_id, w.account_number, w.ifsc)),
+        request_id=w.request_id,
+        bank_reference=w.bank_reference,
+        failure=w.failure,
+        create_time=timestamp(w.created_at),
+        update_time=timestamp(w.updated_at),
+    )
+
+
+def date_in(value: str, field: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise InvalidArgument(
+            f"{field} must be a date, YYYY-MM-DD", reason="INVALID_DATE", field=field
+        ) from None
+
+
+def format_in(value: int) -> DocumentFormat:
+    if value == funds_pb2.DOCUMENT_FORMAT_PDF:
+        return DocumentFormat.PDF
+    if value in (funds_pb2.DOCUMENT_FORMAT_UNSPECIFIED, funds_pb2.DOCUMENT_FORMAT_CSV):
+        return DocumentFormat.CSV
+    raise InvalidArgument("format must be CSV or PDF", reason="INVALID_ARGUMENT", field="format")
+
+
+def document_out(document: Document, totals: dict[str, Decimal]) -> funds_pb2.Document:
+    return funds_pb2.Document(
+        content_type=document.content_type,
+        filename=document.filename,
+        content=document.content,
+        totals=[funds_pb2.DocumentTotal(name=k, amount=money_out(v)) for k, v in totals.items()],
+    )
 
 
 def block_name(name: str) -> tuple[str, str]:
@@ -197,6 +256,7 @@ def entry_out(entry: EntryRow) -> funds_pb2.LedgerEntry:
         request_id=entry.request_id or "",
         description=entry.description,
         create_time=timestamp(entry.created_at),
+        tag=entry.tag,
     )
 
 
@@ -232,6 +292,8 @@ def position_out(p: PositionView) -> portfolio_pb2.Position:
         unrealized_pnl=money_out(f.unrealized_pnl),
         trading_day=p.row.trading_day.isoformat(),
         settlement_date=p.settlement_date.isoformat(),
+        charges=money_out(f.charges),
+        pnl_after_charges=money_out(f.pnl_after_charges),
     )
 
 
@@ -245,4 +307,5 @@ def portfolio_out(view: PortfolioView) -> portfolio_pb2.Portfolio:
             portfolio_pb2.DailyRealizedPnl(trading_day=day.isoformat(), realized_pnl=money_out(amount))
             for day, amount in view.daily_realized
         ],
+        pnl_includes_charges=False,  # realized and unrealized P&L are before charges
     )

@@ -7,7 +7,7 @@ errors are ServiceErrors that the shared interceptor turns into statuses with de
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 import grpc
@@ -25,6 +25,9 @@ from svc_funds.app.accounts import AccountsApp
 from svc_funds.app.audit import AuditApp
 from svc_funds.app.funds import FundsApp
 from svc_funds.app.portfolio import PortfolioApp
+from svc_funds.app.ports import BankAccount
+from svc_funds.app.statements import StatementsApp
+from svc_funds.app.withdrawals import WithdrawalsApp
 from svc_funds.domain import model
 from svc_funds.domain import operations as ops
 from svc_funds.domain.ledger import Block
@@ -32,6 +35,7 @@ from svc_funds.transport import convert
 from svc_runtime import pagination
 from svc_runtime.decimals import parse_decimal
 from svc_runtime.errors import InvalidArgument, NotFound, ServiceError, to_item_status
+from svc_runtime.tags import check_tag
 
 Context = grpc.aio.ServicerContext
 
@@ -53,6 +57,7 @@ def _order_terms(request: _BlockRequest, default_parent: str) -> dict[str, Any]:
         "quantity": model.check_quantity(request.quantity),
         "product": convert.product_in(request.product),
         "request_id": model.check_request_id(request.request_id) if request.request_id else "",
+        "tag": check_tag(request.tag),
     }
 
 
@@ -63,6 +68,15 @@ def _cash_block(request: funds_pb2.BlockFundsRequest, *, default_parent: str = "
 
 def _share_block(request: funds_pb2.BlockHoldingsRequest, *, default_parent: str = "") -> ops.BlockShares:
     return ops.BlockShares(**_order_terms(request, default_parent))
+
+
+def _withdrawal_cursor(key: list[Any]) -> tuple[datetime, str]:
+    try:
+        return datetime.fromisoformat(str(key[0])), str(key[1])
+    except ValueError:
+        raise InvalidArgument(
+            "page_token is not valid", reason="INVALID_PAGE_TOKEN", field="page_token"
+        ) from None
 
 
 class AccountServicer(accounts_pb2_grpc.AccountServiceServicer):
@@ -102,9 +116,92 @@ class AccountServicer(accounts_pb2_grpc.AccountServiceServicer):
 
 
 class FundsServicer(funds_pb2_grpc.FundsServiceServicer):
-    def __init__(self, app: FundsApp, audit: AuditApp) -> None:
+    def __init__(
+        self, app: FundsApp, audit: AuditApp, withdrawals: WithdrawalsApp, statements: StatementsApp
+    ) -> None:
         self.app = app
         self.audit = audit
+        self.withdrawals = withdrawals
+        self.statements = statements
+
+    # --- statements and contract notes -------------------------------------------------------
+    async def GetAccountStatement(
+        self, request: funds_pb2.GetAccountStatementRequest, context: Context
+    ) -> funds_pb2.Document:
+        user_id = convert.user_of_parent(request.parent)
+        start = convert.date_in(request.start_date, "start_date")
+        end = convert.date_in(request.end_date, "end_date")
+        statement = await self.statements.statement(user_id, start, end)
+        document = self.statements.render_statement(statement, convert.format_in(request.format))
+        totals = {
+            "opening": statement.opening,
+            "debits": statement.debits,
+            "credits": statement.credits,
+            "closing": statement.closing,
+        }
+        return convert.document_out(document, totals)
+
+    async def GetContractNote(
+        self, request: funds_pb2.GetContractNoteRequest, context: Context
+    ) -> funds_pb2.Document:
+        user_id = convert.user_of_parent(request.parent)
+        day = convert.date_in(request.trading_day, "trading_day")
+        note = await self.statements.contract_note(user_id, day)
+        document = self.statements.render_contract_note(note, convert.format_in(request.format))
+        totals = {"bought": note.bought, "sold": note.sold, "charges": note.total_charges, "net": note.net}
+        totals |= {f"charges:{name}": note.charge_total(name) for name in note.charge_names}
+        return convert.document_out(document, totals)
+
+    # --- withdrawals -----------------------------------------------------------------------
+    async def SetBankAccount(
+        self, request: funds_pb2.SetBankAccountRequest, context: Context
+    ) -> funds_pb2.BankAccount:
+        account = request.bank_account
+        user_id = convert.user_of_bank_account(account.name, "bank_account.name")
+        number, ifsc = model.check_bank_account(account.account_number, account.ifsc)
+        saved = await self.withdrawals.set_bank_account(BankAccount(user_id, number, ifsc))
+        return convert.bank_account_out(saved)
+
+    async def GetBankAccount(
+        self, request: funds_pb2.GetBankAccountRequest, context: Context
+    ) -> funds_pb2.BankAccount:
+        return convert.bank_account_out(
+            await self.withdrawals.bank_account(convert.user_of_bank_account(request.name))
+        )
+
+    async def CreateWithdrawal(
+        self, request: funds_pb2.CreateWithdrawalRequest, context: Context
+    ) -> funds_pb2.Withdrawal:
+        user_id = convert.user_of_parent(request.parent)
+        amount = model.check_amount(convert.money_in(request.amount, "amount"))
+        request_id = model.check_request_id(request.request_id)
+        return convert.withdrawal_out(await self.withdrawals.request(user_id, amount, request_id))
+
+    async def GetWithdrawal(
+        self, request: funds_pb2.GetWithdrawalRequest, context: Context
+    ) -> funds_pb2.Withdrawal:
+        user_id, withdrawal_id = convert.withdrawal_name(request.name)
+        return convert.withdrawal_out(await self.withdrawals.get(user_id, withdrawal_id))
+
+    async def ListWithdrawals(
+        self, request: funds_pb2.ListWithdrawalsRequest, context: Context
+    ) -> funds_pb2.ListWithdrawalsResponse:
+        user_id = convert.user_of_parent(request.parent)
+        size = pagination.page_size(request.page_size, default=50, maximum=500)
+        before = pagination.decode_token(request.page_token, "withdrawals", user_id)
+        if before is not None and not (isinstance(before, list) and len(before) == 2):
+            raise InvalidArgument("page_token is not valid", reason="INVALID_PAGE_TOKEN", field="page_token")
+        cursor = None if before is None else _withdrawal_cursor(before)
+        found = await self.withdrawals.list(user_id, cursor, size + 1)
+        token = ""
+        if len(found) > size:
+            last = found[size - 1]
+            token = pagination.encode_token(
+                [last.created_at.isoformat(), last.withdrawal_id], "withdrawals", user_id
+            )
+        return funds_pb2.ListWithdrawalsResponse(
+            withdrawals=[convert.withdrawal_out(w) for w in found[:size]], next_page_token=token
+        )
 
     async def GetFunds(self, request: funds_pb2.GetFundsRequest, context: Context) -> funds_pb2.Funds:
         return convert.funds_out(await self.app.funds(convert.user_of_funds(request.name)))
@@ -287,7 +384,8 @@ class PortfolioServicer(portfolio_pb2_grpc.PortfolioServiceServicer):
     async def GetPortfolio(
         self, request: portfolio_pb2.GetPortfolioRequest, context: Context
     ) -> portfolio_pb2.Portfolio:
-        return convert.portfolio_out(await self.app.portfolio(convert.user_of_portfolio(request.name)))
+        user_id = convert.user_of_portfolio(request.name)
+        return convert.portfolio_out(await self.app.portfolio(user_id, check_tag(request.tag)))
 
     async def RunEndOfDay(
         self, request: portfolio_pb2.RunEndOfDayRequest, context: Context

@@ -45,6 +45,7 @@ class FundsClient:
                 price=to_proto(price),
                 product=product_to(order.product),
                 request_id=context.request_id(),
+                tag=order.tag,
             )
         )
 
@@ -58,6 +59,7 @@ class FundsClient:
                 # Sell-side charges differ by product (delivery vs intraday).
                 product=product_to(order.product),
                 request_id=context.request_id(),
+                tag=order.tag,
             )
         )
 

@@ -75,8 +75,8 @@ WITH existing AS (
     INSERT INTO orders (
         order_id, user_id, client_order_id, fingerprint, symbol, side, order_type, time_in_force,
         product, quantity, limit_price, stop_price, protection_price, status, version,
-        request_id, client_ip, create_time, update_time, expire_date)
-    SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $18, $21
+        request_id, client_ip, create_time, update_time, expire_date, tag)
+    SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $18, $21, $22
     WHERE EXISTS (SELECT 1 FROM token)
     ON CONFLICT (user_id, client_order_id) DO NOTHING
     RETURNING order_id
@@ -219,6 +219,7 @@ def order_from_row(row: asyncpg.Record) -> Order:
         request_id=row["request_id"],
         client_ip=row["client_ip"],
         expire_date=row["expire_date"],
+        tag=row["tag"],
     )
 
 
@@ -492,6 +493,7 @@ class PostgresOrderStore:
             burst,
             rate,
             order.expire_date,
+            order.tag,
         )
         if outcome["created"]:
             if self.reads is not None:
@@ -628,9 +630,15 @@ class PostgresOrderStore:
 
     # --- reads --------------------------------------------------------------------------
     async def list_orders(
-        self, user_id: str | None, statuses: Sequence[Status], page_size: int, page_token: str
+        self,
+        user_id: str | None,
+        statuses: Sequence[Status],
+        page_size: int,
+        page_token: str,
+        *,
+        tag: str = "",
     ) -> tuple[list[Order], str]:
-        query = ("orders", user_id, sorted(statuses))
+        query = ("orders", user_id, sorted(statuses), tag)
         cursor = pagination.decode_token(page_token, *query)
         status_values = [s.value for s in statuses]
         if Status.PENDING_EXCHANGE in statuses:
@@ -638,30 +646,32 @@ class PostgresOrderStore:
         rows = await self._read_pool(user_id).fetch(
             "SELECT * FROM orders WHERE ($1::text IS NULL OR user_id = $1) "
             "AND (cardinality($2::text[]) = 0 OR status = ANY($2::text[])) "
-            "AND ($3::text IS NULL OR order_id < $3) ORDER BY order_id DESC LIMIT $4",
+            "AND ($3::text IS NULL OR order_id < $3) AND ($5 = '' OR tag = $5) ORDER BY order_id DESC LIMIT $4",
             user_id,
             status_values,
             cursor,
             page_size + 1,
+            tag,
         )
         orders = [order_from_row(r) for r in rows[:page_size]]
         token = pagination.encode_token(orders[-1].order_id, *query) if len(rows) > page_size else ""
         return orders, token
 
     async def list_trades(
-        self, user_id: str | None, order_id: str, page_size: int, page_token: str
+        self, user_id: str | None, order_id: str, page_size: int, page_token: str, *, tag: str = ""
     ) -> tuple[list[tuple[Fill, Order]], str]:
-        query = ("trades", user_id, order_id)
+        query = ("trades", user_id, order_id, tag)
         cursor = pagination.decode_token(page_token, *query)
         rows = await self._read_pool(user_id).fetch(
             "SELECT t.seq, t.exec_id, t.quantity AS fill_quantity, t.price, t.cumulative_quantity, t.execute_time, o.* "
             "FROM trades t JOIN orders o USING (order_id) "
             "WHERE ($1::text IS NULL OR t.user_id = $1) AND ($2 = '' OR t.order_id = $2) "
-            "AND ($3::bigint IS NULL OR t.seq < $3) ORDER BY t.seq DESC LIMIT $4",
+            "AND ($3::bigint IS NULL OR t.seq < $3) AND ($5 = '' OR o.tag = $5) ORDER BY t.seq DESC LIMIT $4",
             user_id,
             order_id,
             cursor,
             page_size + 1,
+            tag,
         )
         trades = [
             (

@@ -131,7 +131,8 @@ class OrderEntry:
     async def _place(self, user_id: str, draft: OrderDraft, request_id: str) -> Order:
         started = time.perf_counter()
         spec, instrument, snapshot = await self._validated(draft)
-        fingerprint = validation.fingerprint(spec)
+        # The tag is part of the request: the same key with another tag is another order.
+        fingerprint = validation.fingerprint(spec) + (f"|tag={draft.tag}" if draft.tag else "")
         try:
             risk.check_controls(self.controls.current, spec.symbol)
             decision = risk.pre_trade(spec, instrument, snapshot, self.limits)
@@ -163,6 +164,7 @@ class OrderEntry:
             request_id=ctx.request_id,
             client_ip=ctx.client_ip,
             expire_date=spec.expire_date,
+            tag=draft.tag,
         )
         reserving = time.perf_counter()
         metrics.PLACE_STAGE_SECONDS.labels("checks").observe(reserving - started)

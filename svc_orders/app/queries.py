@@ -19,11 +19,17 @@ class ReadStore(Protocol):
     async def get(self, user_id: str | None, order_id: str) -> Order | None: ...
 
     async def list_orders(
-        self, user_id: str | None, statuses: Sequence[Status], page_size: int, page_token: str
+        self,
+        user_id: str | None,
+        statuses: Sequence[Status],
+        page_size: int,
+        page_token: str,
+        *,
+        tag: str = "",
     ) -> tuple[list[Order], str]: ...
 
     async def list_trades(
-        self, user_id: str | None, order_id: str, page_size: int, page_token: str
+        self, user_id: str | None, order_id: str, page_size: int, page_token: str, *, tag: str = ""
     ) -> tuple[list[tuple[Fill, Order]], str]: ...
 
     async def list_audit(
@@ -80,19 +86,19 @@ class OrderQueries:
         return order
 
     async def list_orders(
-        self, user_id: str | None, statuses: Sequence[Status], size: int, token: str
+        self, user_id: str | None, statuses: Sequence[Status], size: int, token: str, *, tag: str = ""
     ) -> tuple[list[Order], str]:
         return await self.store.list_orders(
-            user_id, statuses, pagination.page_size(size, default=50, maximum=500), token
+            user_id, statuses, pagination.page_size(size, default=50, maximum=500), token, tag=tag
         )
 
     async def list_trades(
-        self, user_id: str | None, order_id: str, size: int, token: str
+        self, user_id: str | None, order_id: str, size: int, token: str, *, tag: str = ""
     ) -> tuple[list[tuple[Fill, Order]], str]:
         if order_id and user_id is not None and await self.store.get(user_id, order_id) is None:
             raise NotFound(f"order {order_id} not found", reason="ORDER_NOT_FOUND")
         return await self.store.list_trades(
-            user_id, order_id, pagination.page_size(size, default=50, maximum=500), token
+            user_id, order_id, pagination.page_size(size, default=50, maximum=500), token, tag=tag
         )
 
     async def list_audit(

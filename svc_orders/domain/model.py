@@ -285,6 +285,7 @@ class Order:
     request_id: str = ""
     client_ip: str = ""
     expire_date: date | None = None  # GTD only: the last trading date it works
+    tag: str = ""  # the client's label, kept on the order's trades, block and ledger entries
 
     @property
     def leaves_quantity(self) -> int:

@@ -44,6 +44,7 @@ class OrderDraft:
     limit_price: str = ""
     stop_price: str = ""
     expire_date: str = ""  # ISO 8601 date, GTD only
+    tag: str = ""  # the client's label, already checked (svc_runtime.tags)
 
 
 @dataclass(frozen=True)

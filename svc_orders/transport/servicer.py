@@ -20,6 +20,7 @@ from svc_orders.domain.validation import ModificationDraft, OrderDraft
 from svc_orders.transport import wire
 from svc_runtime import context, names
 from svc_runtime.errors import InvalidArgument, ResourceExhausted
+from svc_runtime.tags import check_tag
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,7 @@ def _draft(o: orders_pb2.Order) -> OrderDraft:
         limit_price=o.limit_price.value if o.HasField("limit_price") else "",
         stop_price=o.stop_price.value if o.HasField("stop_price") else "",
         expire_date=o.expire_date,
+        tag=check_tag(o.tag, "order.tag"),
     )
 
 
@@ -111,7 +113,7 @@ class OrdersServicer(orders_pb2_grpc.OrdersServiceServicer):
                 raise InvalidArgument("statuses must not contain UNSPECIFIED", field="statuses")
             statuses.append(status)
         orders, token = await self.queries.list_orders(
-            user_id, statuses, request.page_size, request.page_token
+            user_id, statuses, request.page_size, request.page_token, tag=check_tag(request.tag)
         )
         return orders_pb2.ListOrdersResponse(
             orders=[wire.order_to_proto(o) for o in orders], next_page_token=token
@@ -145,7 +147,7 @@ class OrdersServicer(orders_pb2_grpc.OrdersServiceServicer):
         if request.order_id:
             names.resource_id(request.order_id, "order_id")
         trades, token = await self.queries.list_trades(
-            user_id, request.order_id, request.page_size, request.page_token
+            user_id, request.order_id, request.page_size, request.page_token, tag=check_tag(request.tag)
         )
         return orders_pb2.ListTradesResponse(
             trades=[wire.trade_to_proto(fill, order) for fill, order in trades], next_page_token=token

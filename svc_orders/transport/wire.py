@@ -148,6 +148,7 @@ def order_to_proto(order: Order) -> orders_pb2.Order:
         exchange_order_id=order.exchange_order_id,
         protection_price=_decimal(order.protection_price),
         expire_date=order.expire_date.isoformat() if order.expire_date else "",
+        tag=order.tag,
     )
 
 
@@ -180,6 +181,7 @@ def trade_to_proto(fill: Fill, order: Order) -> orders_pb2.Trade:
         price=_decimal(fill.price),
         execute_time=timestamp(fill.execute_time),
         product=product_to(order.product),
+        tag=order.tag,
     )
 
 

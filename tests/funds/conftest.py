@@ -36,6 +36,8 @@ async def start_funds(infra: SharedInfra, tmp_path: Path) -> AsyncIterator[Start
         database_url: str | None = None,
         namespace: str | None = None,
         end_of_day_at: time | None = None,
+        bank_failing_accounts: tuple[str, ...] = (),
+        bank_delay_ms: float = 50.0,
     ) -> FundsClient:
         database_url = database_url or await fresh_database(infra)
         namespace = namespace or unique_name("t")
@@ -47,6 +49,8 @@ async def start_funds(infra: SharedInfra, tmp_path: Path) -> AsyncIterator[Start
             max_batch=1000,
             pool_size=8,
             end_of_day_at=end_of_day_at,
+            bank_failing_accounts=bank_failing_accounts,
+            bank_delay_ms=bank_delay_ms,
         )
         stop = asyncio.Event()
         ready: asyncio.Future[int] = asyncio.get_running_loop().create_future()

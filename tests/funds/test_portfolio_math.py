@@ -168,3 +168,14 @@ async def test_holdings_say_which_shares_have_not_settled_yet() -> None:
     assert held == {"INFY": 7, "TCS": 0}
     now[0] = datetime.combine(monday, time(9), tzinfo=IST)
     assert [h.t1_quantity for h in (await app.portfolio("u1")).holdings] == [0, 0]
+
+
+def test_pnl_is_shown_before_and_after_the_charges_of_the_positions_fills() -> None:
+    closed = PositionRow("u1", DAY, "INFY", Product.INTRADAY, 10, D("1000.00"), 10, D("1100.00"), D("3.21"))
+    f = position_figures(closed, None)
+    assert (f.realized_pnl, f.charges, f.pnl_after_charges) == (D("100.00"), D("3.21"), D("96.79"))
+    open_long = PositionRow("u1", DAY, "INFY", Product.CNC, 10, D("1000.00"), 4, D("440.00"), D("1.50"))
+    assert position_figures(open_long, None).pnl_after_charges is None  # unrealized P&L unknown
+    marked = position_figures(open_long, D("105.00"))
+    assert (marked.realized_pnl, marked.unrealized_pnl) == (D("40.00"), D("30.00"))
+    assert marked.pnl_after_charges == D("68.50")

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from brokermesh.orders.v1 import orders_pb2, orders_pb2_grpc
-from svc_runtime import admin
+from svc_runtime import admin, audit
 from svc_runtime.stack import SERVICE_NAMES, Stack
 from tests.conftest import new_stack
 from tests.gateway.conftest import events, next_event
@@ -412,3 +412,71 @@ async def test_a_preview_explains_a_refusal_and_changes_nothing(full_stack: Stac
 
         assert (await client.get("/v1/orders", headers=auth)).json()["orders"] == []
         assert await _funds(client, auth) == (Decimal("1000.00"), Decimal(0))
+
+
+@needs_all
+async def test_tagged_orders_are_read_back_by_tag_in_orders_trades_ledger_and_pnl(full_stack: Stack) -> None:
+    username, password, _ = await open_account(full_stack, "100000.00")
+    tag = "mom-" + uuid.uuid4().hex[:8]
+    market = {"symbol": "INFY", "side": "BUY", "type": "MARKET"}
+    async with httpx.AsyncClient(base_url=full_stack.plan.gateway_url, timeout=30) as client:
+        auth = await login(client, username, password)
+        key = {"Idempotency-Key": str(uuid.uuid4())}
+        tagged = await client.post(
+            "/v1/orders", json={**market, "quantity": 3, "tag": tag}, headers={**auth, **key}
+        )
+        assert tagged.status_code == 201, tagged.text
+        assert tagged.json()["tag"] == tag
+        retagged = await client.post(
+            "/v1/orders", json={**market, "quantity": 3, "tag": "other"}, headers={**auth, **key}
+        )
+        assert_problem(retagged, 409, "REQUEST_ID_REUSED")
+        plain = await client.post("/v1/orders", json={**market, "quantity": 2}, headers=auth)
+        assert plain.status_code == 201, plain.text
+        assert plain.json()["tag"] is None
+        ids = {tagged.json()["orderId"], plain.json()["orderId"]}
+
+        async def all_filled() -> bool:
+            orders = (await client.get("/v1/orders", headers=auth)).json()["orders"]
+            return {o["orderId"] for o in orders if o["status"] == "FILLED"} >= ids
+
+        await eventually(all_filled, timeout=60)
+        by_tag = (await client.get("/v1/orders", params={"tag": tag}, headers=auth)).json()["orders"]
+        assert [o["orderId"] for o in by_tag] == [tagged.json()["orderId"]]
+        trades = (await client.get("/v1/trades", params={"tag": tag}, headers=auth)).json()["trades"]
+        assert trades and {t["orderId"] for t in trades} == {tagged.json()["orderId"]}
+        assert {t["tag"] for t in trades} == {tag} and sum(t["quantity"] for t in trades) == 3
+
+        async def tagged_entries() -> list[dict]:
+            entries = (await client.get("/v1/funds/ledger", params={"pageSize": 100}, headers=auth)).json()
+            mine = [e for e in entries["entries"] if e["orderId"] == tagged.json()["orderId"]]
+            return mine if any(e["kind"] == "FILL" for e in mine) else []
+
+        entries = await eventually(tagged_entries, timeout=30)
+        assert {e["tag"] for e in entries} == {tag}  # the block, the fills, the charges, the release
+        untagged = (await client.get("/v1/funds/ledger", params={"pageSize": 100}, headers=auth)).json()[
+            "entries"
+        ]
+        assert all(e["tag"] is None for e in untagged if e["orderId"] == plain.json()["orderId"])
+
+        everything = (await client.get("/v1/portfolio", headers=auth)).json()
+        assert sum(p["netQuantity"] for p in everything["positions"]) == 5
+        only_tag = (await client.get("/v1/portfolio", params={"tag": tag}, headers=auth)).json()
+        assert only_tag["holdings"] == []
+        [position] = only_tag["positions"]
+        assert (position["symbol"], position["netQuantity"]) == ("INFY", 3)
+        assert Decimal(str(position["buyValue"])) == sum(
+            (Decimal(str(t["price"])) * t["quantity"] for t in trades), Decimal(0)
+        )
+        assert (await client.get("/v1/portfolio", params={"tag": "nobody"}, headers=auth)).json()[
+            "positions"
+        ] == []
+        bad = await client.post(
+            "/v1/orders", json={**market, "quantity": 1, "tag": "no spaces!"}, headers=auth
+        )
+        assert_problem(bad, 400)
+        assert_problem(await client.get("/v1/orders", params={"tag": "x" * 21}, headers=auth), 400)
+    report = await audit.run(
+        full_stack.plan.describe(), signer=full_stack.plan.operator_signer("auditor"), settle_seconds=30
+    )
+    assert report.ok, report.render()

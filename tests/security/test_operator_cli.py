@@ -121,3 +121,15 @@ async def test_end_of_day_and_the_fix_session(secured_stack: Stack) -> None:
         )
 
     await eventually(logged, timeout=10)
+
+
+async def test_an_operator_registers_the_bank_account_a_user_withdraws_to(secured_stack: Stack) -> None:
+    _, _, user = await open_account(secured_stack)
+    registered = await admin_json(secured_stack, "set-bank-account", user, "50100012345678", "hdfc0001234")
+    assert (registered["account_number"], registered["ifsc"]) == ("50100012345678", "HDFC0001234")
+    code, _, err = await brokermesh(secured_stack, "set-bank-account", user, "12", "HDFC0001234")
+    assert code != 0 and "INVALID_ARGUMENT" in err and "account_number" in err
+    code, _, err = await brokermesh(
+        secured_stack, "set-bank-account", user, "50100012345678", "HDFC0001234", operator="auditor"
+    )
+    assert code != 0 and "PERMISSION_DENIED" in err

@@ -102,6 +102,41 @@ class FundsServiceStub:
                 request_serializer=brokermesh_dot_funds_dot_v1_dot_funds__pb2.ListBlocksRequest.SerializeToString,
                 response_deserializer=brokermesh_dot_funds_dot_v1_dot_funds__pb2.ListBlocksResponse.FromString,
                 _registered_method=True)
+        self.SetBankAccount = channel.unary_unary(
+                '/brokermesh.funds.v1.FundsService/SetBankAccount',
+                request_serializer=brokermesh_dot_funds_dot_v1_dot_funds__pb2.SetBankAccountRequest.SerializeToString,
+                response_deserializer=brokermesh_dot_funds_dot_v1_dot_funds__pb2.BankAccount.FromString,
+                _registered_method=True)
+        self.GetBankAccount = channel.unary_unary(
+                '/brokermesh.funds.v1.FundsService/GetBankAccount',
+                request_serializer=brokermesh_dot_funds_dot_v1_dot_funds__pb2.GetBankAccountRequest.SerializeToString,
+                response_deserializer=brokermesh_dot_funds_dot_v1_dot_funds__pb2.BankAccount.FromString,
+                _registered_method=True)
+        self.CreateWithdrawal = channel.unary_unary(
+                '/brokermesh.funds.v1.FundsService/CreateWithdrawal',
+                request_serializer=brokermesh_dot_funds_dot_v1_dot_funds__pb2.CreateWithdrawalRequest.SerializeToString,
+                response_deserializer=brokermesh_dot_funds_dot_v1_dot_funds__pb2.Withdrawal.FromString,
+                _registered_method=True)
+        self.GetWithdrawal = channel.unary_unary(
+                '/brokermesh.funds.v1.FundsService/GetWithdrawal',
+                request_serializer=brokermesh_dot_funds_dot_v1_dot_funds__pb2.GetWithdrawalRequest.SerializeToString,
+                response_deserializer=brokermesh_dot_funds_dot_v1_dot_funds__pb2.Withdrawal.FromString,
+                _registered_method=True)
+        self.ListWithdrawals = channel.unary_unary(
+                '/brokermesh.funds.v1.FundsService/ListWithdrawals',
+                request_serializer=brokermesh_dot_funds_dot_v1_dot_funds__pb2.ListWithdrawalsRequest.SerializeToString,
+                response_deserializer=brokermesh_dot_funds_dot_v1_dot_funds__pb2.ListWithdrawalsResponse.FromString,
+                _registered_method=True)
+        self.GetAccountStatement = channel.unary_unary(
+                '/brokermesh.funds.v1.FundsService/GetAccountStatement',
+                request_serializer=brokermesh_dot_funds_dot_v1_dot_funds__pb2.GetAccountStatementRequest.SerializeToString,
+                response_deserializer=brokermesh_dot_funds_dot_v1_dot_funds__pb2.Document.FromString,
+                _registered_method=True)
+        self.GetContractNote = channel.unary_unary(
+                '/brokermesh.funds.v1.FundsService/GetContractNote',
+                request_serializer=brokermesh_dot_funds_dot_v1_dot_funds__pb2.GetContractNoteRequest.SerializeToString,
+                response_deserializer=brokermesh_dot_funds_dot_v1_dot_funds__pb2.Document.FromString,
+                _registered_method=True)
         self.CheckInvariants = channel.unary_unary(
                 '/brokermesh.funds.v1.FundsService/CheckInvariants',
                 request_serializer=brokermesh_dot_funds_dot_v1_dot_funds__pb2.CheckInvariantsRequest.SerializeToString,
@@ -227,6 +262,68 @@ class FundsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetBankAccount(self, request, context):
+        """Registers (or replaces) the bank account a user's withdrawals are paid to (operators,
+        after the account holder's checks).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetBankAccount(self, request, context):
+        """The user's registered bank account; FAILED_PRECONDITION (reason NO_BANK_ACCOUNT) when
+        there is none.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateWithdrawal(self, request, context):
+        """Withdraws cash to the user's registered bank account. The amount is held at once (taken
+        from available cash: HELD) and paid out when the bank confirms (PAID), or returned to
+        available cash if the bank refuses it (RETURNED), exactly once. At most the withdrawable
+        cash: available cash less the proceeds of sales not settled yet (FAILED_PRECONDITION,
+        INSUFFICIENT_FUNDS, with `available`, `requested` and `unsettled_proceeds`). No
+        registered account: FAILED_PRECONDITION, NO_BANK_ACCOUNT. Keyed by `request_id`: a
+        retry answers with the same withdrawal, in its current state.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetWithdrawal(self, request, context):
+        """One withdrawal of the user.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListWithdrawals(self, request, context):
+        """The user's withdrawals, newest first (AIP-158 pagination).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetAccountStatement(self, request, context):
+        """The user's account statement for a range of trading days (dates in India Standard
+        Time, at most 366 days), made from the ledger: the opening balance of their cash
+        (available + blocked + owed), one line per journal transaction that changed it, and the
+        closing balance; opening + credits − debits = closing, to the paisa. As CSV or PDF.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetContractNote(self, request, context):
+        """The user's contract note for one trading day: each fill with the charges the ledger
+        posted for it, and the day's net (sold − bought − charges), which equals what the fills
+        moved in the user's cash. As CSV or PDF.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CheckInvariants(self, request, context):
         """Checks the ledger invariants I1–I4 (docs/architecture.md §5) across all users.
         """
@@ -301,6 +398,41 @@ def add_FundsServiceServicer_to_server(servicer, server):
                     servicer.ListBlocks,
                     request_deserializer=brokermesh_dot_funds_dot_v1_dot_funds__pb2.ListBlocksRequest.FromString,
                     response_serializer=brokermesh_dot_funds_dot_v1_dot_funds__pb2.ListBlocksResponse.SerializeToString,
+            ),
+            'SetBankAccount': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetBankAccount,
+                    request_deserializer=brokermesh_dot_funds_dot_v1_dot_funds__pb2.SetBankAccountRequest.FromString,
+                    response_serializer=brokermesh_dot_funds_dot_v1_dot_funds__pb2.BankAccount.SerializeToString,
+            ),
+            'GetBankAccount': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetBankAccount,
+                    request_deserializer=brokermesh_dot_funds_dot_v1_dot_funds__pb2.GetBankAccountRequest.FromString,
+                    response_serializer=brokermesh_dot_funds_dot_v1_dot_funds__pb2.BankAccount.SerializeToString,
+            ),
+            'CreateWithdrawal': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateWithdrawal,
+                    request_deserializer=brokermesh_dot_funds_dot_v1_dot_funds__pb2.CreateWithdrawalRequest.FromString,
+                    response_serializer=brokermesh_dot_funds_dot_v1_dot_funds__pb2.Withdrawal.SerializeToString,
+            ),
+            'GetWithdrawal': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetWithdrawal,
+                    request_deserializer=brokermesh_dot_funds_dot_v1_dot_funds__pb2.GetWithdrawalRequest.FromString,
+                    response_serializer=brokermesh_dot_funds_dot_v1_dot_funds__pb2.Withdrawal.SerializeToString,
+            ),
+            'ListWithdrawals': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListWithdrawals,
+                    request_deserializer=brokermesh_dot_funds_dot_v1_dot_funds__pb2.ListWithdrawalsRequest.FromString,
+                    response_serializer=brokermesh_dot_funds_dot_v1_dot_funds__pb2.ListWithdrawalsResponse.SerializeToString,
+            ),
+            'GetAccountStatement': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAccountStatement,
+                    request_deserializer=brokermesh_dot_funds_dot_v1_dot_funds__pb2.GetAccountStatementRequest.FromString,
+                    response_serializer=brokermesh_dot_funds_dot_v1_dot_funds__pb2.Document.SerializeToString,
+            ),
+            'GetContractNote': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetContractNote,
+                    request_deserializer=brokermesh_dot_funds_dot_v1_dot_funds__pb2.GetContractNoteRequest.FromString,
+                    response_serializer=brokermesh_dot_funds_dot_v1_dot_funds__pb2.Document.SerializeToString,
             ),
             'CheckInvariants': grpc.unary_unary_rpc_method_handler(
                     servicer.CheckInvariants,
@@ -662,6 +794,195 @@ class FundsService:
             '/brokermesh.funds.v1.FundsService/ListBlocks',
             brokermesh_dot_funds_dot_v1_dot_funds__pb2.ListBlocksRequest.SerializeToString,
             brokermesh_dot_funds_dot_v1_dot_funds__pb2.ListBlocksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetBankAccount(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/brokermesh.funds.v1.FundsService/SetBankAccount',
+            brokermesh_dot_funds_dot_v1_dot_funds__pb2.SetBankAccountRequest.SerializeToString,
+            brokermesh_dot_funds_dot_v1_dot_funds__pb2.BankAccount.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetBankAccount(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/brokermesh.funds.v1.FundsService/GetBankAccount',
+            brokermesh_dot_funds_dot_v1_dot_funds__pb2.GetBankAccountRequest.SerializeToString,
+            brokermesh_dot_funds_dot_v1_dot_funds__pb2.BankAccount.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateWithdrawal(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/brokermesh.funds.v1.FundsService/CreateWithdrawal',
+            brokermesh_dot_funds_dot_v1_dot_funds__pb2.CreateWithdrawalRequest.SerializeToString,
+            brokermesh_dot_funds_dot_v1_dot_funds__pb2.Withdrawal.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetWithdrawal(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/brokermesh.funds.v1.FundsService/GetWithdrawal',
+            brokermesh_dot_funds_dot_v1_dot_funds__pb2.GetWithdrawalRequest.SerializeToString,
+            brokermesh_dot_funds_dot_v1_dot_funds__pb2.Withdrawal.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListWithdrawals(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/brokermesh.funds.v1.FundsService/ListWithdrawals',
+            brokermesh_dot_funds_dot_v1_dot_funds__pb2.ListWithdrawalsRequest.SerializeToString,
+            brokermesh_dot_funds_dot_v1_dot_funds__pb2.ListWithdrawalsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAccountStatement(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/brokermesh.funds.v1.FundsService/GetAccountStatement',
+            brokermesh_dot_funds_dot_v1_dot_funds__pb2.GetAccountStatementRequest.SerializeToString,
+            brokermesh_dot_funds_dot_v1_dot_funds__pb2.Document.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetContractNote(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/brokermesh.funds.v1.FundsService/GetContractNote',
+            brokermesh_dot_funds_dot_v1_dot_funds__pb2.GetContractNoteRequest.SerializeToString,
+            brokermesh_dot_funds_dot_v1_dot_funds__pb2.Document.FromString,
             options,
             channel_credentials,
             insecure,

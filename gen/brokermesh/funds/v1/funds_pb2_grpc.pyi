@@ -90,6 +90,38 @@ class FundsServiceStub:
     """Returns an order's block."""
     ListBlocks: _grpc.UnaryUnaryMultiCallable[_funds_pb2.ListBlocksRequest, _funds_pb2.ListBlocksResponse]
     """Lists blocks; `users/-` lists every user's (AIP-159), for audits."""
+    SetBankAccount: _grpc.UnaryUnaryMultiCallable[_funds_pb2.SetBankAccountRequest, _funds_pb2.BankAccount]
+    """Registers (or replaces) the bank account a user's withdrawals are paid to (operators,
+    after the account holder's checks).
+    """
+    GetBankAccount: _grpc.UnaryUnaryMultiCallable[_funds_pb2.GetBankAccountRequest, _funds_pb2.BankAccount]
+    """The user's registered bank account; FAILED_PRECONDITION (reason NO_BANK_ACCOUNT) when
+    there is none.
+    """
+    CreateWithdrawal: _grpc.UnaryUnaryMultiCallable[_funds_pb2.CreateWithdrawalRequest, _funds_pb2.Withdrawal]
+    """Withdraws cash to the user's registered bank account. The amount is held at once (taken
+    from available cash: HELD) and paid out when the bank confirms (PAID), or returned to
+    available cash if the bank refuses it (RETURNED), exactly once. At most the withdrawable
+    cash: available cash less the proceeds of sales not settled yet (FAILED_PRECONDITION,
+    INSUFFICIENT_FUNDS, with `available`, `requested` and `unsettled_proceeds`). No
+    registered account: FAILED_PRECONDITION, NO_BANK_ACCOUNT. Keyed by `request_id`: a
+    retry answers with the same withdrawal, in its current state.
+    """
+    GetWithdrawal: _grpc.UnaryUnaryMultiCallable[_funds_pb2.GetWithdrawalRequest, _funds_pb2.Withdrawal]
+    """One withdrawal of the user."""
+    ListWithdrawals: _grpc.UnaryUnaryMultiCallable[_funds_pb2.ListWithdrawalsRequest, _funds_pb2.ListWithdrawalsResponse]
+    """The user's withdrawals, newest first (AIP-158 pagination)."""
+    GetAccountStatement: _grpc.UnaryUnaryMultiCallable[_funds_pb2.GetAccountStatementRequest, _funds_pb2.Document]
+    """The user's account statement for a range of trading days (dates in India Standard
+    Time, at most 366 days), made from the ledger: the opening balance of their cash
+    (available + blocked + owed), one line per journal transaction that changed it, and the
+    closing balance; opening + credits − debits = closing, to the paisa. As CSV or PDF.
+    """
+    GetContractNote: _grpc.UnaryUnaryMultiCallable[_funds_pb2.GetContractNoteRequest, _funds_pb2.Document]
+    """The user's contract note for one trading day: each fill with the charges the ledger
+    posted for it, and the day's net (sold − bought − charges), which equals what the fills
+    moved in the user's cash. As CSV or PDF.
+    """
     CheckInvariants: _grpc.UnaryUnaryMultiCallable[_funds_pb2.CheckInvariantsRequest, _funds_pb2.CheckInvariantsResponse]
     """Checks the ledger invariants I1–I4 (docs/architecture.md §5) across all users."""
 
@@ -155,6 +187,38 @@ class FundsServiceAsyncStub(FundsServiceStub):
     """Returns an order's block."""
     ListBlocks: _aio.UnaryUnaryMultiCallable[_funds_pb2.ListBlocksRequest, _funds_pb2.ListBlocksResponse]  # type: ignore[assignment]
     """Lists blocks; `users/-` lists every user's (AIP-159), for audits."""
+    SetBankAccount: _aio.UnaryUnaryMultiCallable[_funds_pb2.SetBankAccountRequest, _funds_pb2.BankAccount]  # type: ignore[assignment]
+    """Registers (or replaces) the bank account a user's withdrawals are paid to (operators,
+    after the account holder's checks).
+    """
+    GetBankAccount: _aio.UnaryUnaryMultiCallable[_funds_pb2.GetBankAccountRequest, _funds_pb2.BankAccount]  # type: ignore[assignment]
+    """The user's registered bank account; FAILED_PRECONDITION (reason NO_BANK_ACCOUNT) when
+    there is none.
+    """
+    CreateWithdrawal: _aio.UnaryUnaryMultiCallable[_funds_pb2.CreateWithdrawalRequest, _funds_pb2.Withdrawal]  # type: ignore[assignment]
+    """Withdraws cash to the user's registered bank account. The amount is held at once (taken
+    from available cash: HELD) and paid out when the bank confirms (PAID), or returned to
+    available cash if the bank refuses it (RETURNED), exactly once. At most the withdrawable
+    cash: available cash less the proceeds of sales not settled yet (FAILED_PRECONDITION,
+    INSUFFICIENT_FUNDS, with `available`, `requested` and `unsettled_proceeds`). No
+    registered account: FAILED_PRECONDITION, NO_BANK_ACCOUNT. Keyed by `request_id`: a
+    retry answers with the same withdrawal, in its current state.
+    """
+    GetWithdrawal: _aio.UnaryUnaryMultiCallable[_funds_pb2.GetWithdrawalRequest, _funds_pb2.Withdrawal]  # type: ignore[assignment]
+    """One withdrawal of the user."""
+    ListWithdrawals: _aio.UnaryUnaryMultiCallable[_funds_pb2.ListWithdrawalsRequest, _funds_pb2.ListWithdrawalsResponse]  # type: ignore[assignment]
+    """The user's withdrawals, newest first (AIP-158 pagination)."""
+    GetAccountStatement: _aio.UnaryUnaryMultiCallable[_funds_pb2.GetAccountStatementRequest, _funds_pb2.Document]  # type: ignore[assignment]
+    """The user's account statement for a range of trading days (dates in India Standard
+    Time, at most 366 days), made from the ledger: the opening balance of their cash
+    (available + blocked + owed), one line per journal transaction that changed it, and the
+    closing balance; opening + credits − debits = closing, to the paisa. As CSV or PDF.
+    """
+    GetContractNote: _aio.UnaryUnaryMultiCallable[_funds_pb2.GetContractNoteRequest, _funds_pb2.Document]  # type: ignore[assignment]
+    """The user's contract note for one trading day: each fill with the charges the ledger
+    posted for it, and the day's net (sold − bought − charges), which equals what the fills
+    moved in the user's cash. As CSV or PDF.
+    """
     CheckInvariants: _aio.UnaryUnaryMultiCallable[_funds_pb2.CheckInvariantsRequest, _funds_pb2.CheckInvariantsResponse]  # type: ignore[assignment]
     """Checks the ledger invariants I1–I4 (docs/architecture.md §5) across all users."""
 
@@ -295,6 +359,80 @@ class FundsServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_funds_pb2.ListBlocksResponse, _abc.Awaitable[_funds_pb2.ListBlocksResponse]]:
         """Lists blocks; `users/-` lists every user's (AIP-159), for audits."""
+
+    @_abc_1.abstractmethod
+    def SetBankAccount(
+        self,
+        request: _funds_pb2.SetBankAccountRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_funds_pb2.BankAccount, _abc.Awaitable[_funds_pb2.BankAccount]]:
+        """Registers (or replaces) the bank account a user's withdrawals are paid to (operators,
+        after the account holder's checks).
+        """
+
+    @_abc_1.abstractmethod
+    def GetBankAccount(
+        self,
+        request: _funds_pb2.GetBankAccountRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_funds_pb2.BankAccount, _abc.Awaitable[_funds_pb2.BankAccount]]:
+        """The user's registered bank account; FAILED_PRECONDITION (reason NO_BANK_ACCOUNT) when
+        there is none.
+        """
+
+    @_abc_1.abstractmethod
+    def CreateWithdrawal(
+        self,
+        request: _funds_pb2.CreateWithdrawalRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_funds_pb2.Withdrawal, _abc.Awaitable[_funds_pb2.Withdrawal]]:
+        """Withdraws cash to the user's registered bank account. The amount is held at once (taken
+        from available cash: HELD) and paid out when the bank confirms (PAID), or returned to
+        available cash if the bank refuses it (RETURNED), exactly once. At most the withdrawable
+        cash: available cash less the proceeds of sales not settled yet (FAILED_PRECONDITION,
+        INSUFFICIENT_FUNDS, with `available`, `requested` and `unsettled_proceeds`). No
+        registered account: FAILED_PRECONDITION, NO_BANK_ACCOUNT. Keyed by `request_id`: a
+        retry answers with the same withdrawal, in its current state.
+        """
+
+    @_abc_1.abstractmethod
+    def GetWithdrawal(
+        self,
+        request: _funds_pb2.GetWithdrawalRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_funds_pb2.Withdrawal, _abc.Awaitable[_funds_pb2.Withdrawal]]:
+        """One withdrawal of the user."""
+
+    @_abc_1.abstractmethod
+    def ListWithdrawals(
+        self,
+        request: _funds_pb2.ListWithdrawalsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_funds_pb2.ListWithdrawalsResponse, _abc.Awaitable[_funds_pb2.ListWithdrawalsResponse]]:
+        """The user's withdrawals, newest first (AIP-158 pagination)."""
+
+    @_abc_1.abstractmethod
+    def GetAccountStatement(
+        self,
+        request: _funds_pb2.GetAccountStatementRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_funds_pb2.Document, _abc.Awaitable[_funds_pb2.Document]]:
+        """The user's account statement for a range of trading days (dates in India Standard
+        Time, at most 366 days), made from the ledger: the opening balance of their cash
+        (available + blocked + owed), one line per journal transaction that changed it, and the
+        closing balance; opening + credits − debits = closing, to the paisa. As CSV or PDF.
+        """
+
+    @_abc_1.abstractmethod
+    def GetContractNote(
+        self,
+        request: _funds_pb2.GetContractNoteRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_funds_pb2.Document, _abc.Awaitable[_funds_pb2.Document]]:
+        """The user's contract note for one trading day: each fill with the charges the ledger
+        posted for it, and the day's net (sold − bought − charges), which equals what the fills
+        moved in the user's cash. As CSV or PDF.
+        """
 
     @_abc_1.abstractmethod
     def CheckInvariants(

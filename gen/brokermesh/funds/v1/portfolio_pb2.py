@@ -26,7 +26,7 @@ from brokermesh.type.v1 import decimal_pb2 as brokermesh_dot_type_dot_v1_dot_dec
 from brokermesh.type.v1 import trading_pb2 as brokermesh_dot_type_dot_v1_dot_trading__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#brokermesh/funds/v1/portfolio.proto\x12\x13\x62rokermesh.funds.v1\x1a brokermesh/type/v1/decimal.proto\x1a brokermesh/type/v1/trading.proto\"\x94\x03\n\x07Holding\x12\x0e\n\x06symbol\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\x03\x12\x18\n\x10\x62locked_quantity\x18\x03 \x01(\x03\x12\x36\n\x11\x61verage_buy_price\x18\x04 \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12\x33\n\x0einvested_value\x18\x05 \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12/\n\nlast_price\x18\x06 \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12\x32\n\rcurrent_value\x18\x07 \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12\x33\n\x0eunrealized_pnl\x18\x08 \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12\x31\n\x0crealized_pnl\x18\t \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12\x13\n\x0bt1_quantity\x18\n \x01(\x03\"\xe7\x03\n\x08Position\x12\x0e\n\x06symbol\x18\x01 \x01(\t\x12,\n\x07product\x18\x02 \x01(\x0e\x32\x1b.brokermesh.type.v1.Product\x12\x14\n\x0cnet_quantity\x18\x03 \x01(\x03\x12\x32\n\raverage_price\x18\x04 \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12\x14\n\x0c\x62uy_quantity\x18\x05 \x01(\x03\x12\x15\n\rsell_quantity\x18\x06 \x01(\x03\x12.\n\tbuy_value\x18\x07 \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12/\n\nsell_value\x18\x08 \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12/\n\nlast_price\x18\t \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12\x31\n\x0crealized_pnl\x18\n \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12\x33\n\x0eunrealized_pnl\x18\x0b \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12\x13\n\x0btrading_day\x18\x0c \x01(\t\x12\x17\n\x0fsettlement_date\x18\r \x01(\t\"Z\n\x10\x44\x61ilyRealizedPnl\x12\x13\n\x0btrading_day\x18\x01 \x01(\t\x12\x31\n\x0crealized_pnl\x18\x02 \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\"\xd1\x01\n\tPortfolio\x12\x0c\n\x04name\x18\x01 \x01(\t\x12.\n\x08holdings\x18\x02 \x03(\x0b\x32\x1c.brokermesh.funds.v1.Holding\x12\x30\n\tpositions\x18\x03 \x03(\x0b\x32\x1d.brokermesh.funds.v1.Position\x12\x11\n\tpnl_basis\x18\x04 \x01(\t\x12\x41\n\x12\x64\x61ily_realized_pnl\x18\x05 \x03(\x0b\x32%.brokermesh.funds.v1.DailyRealizedPnl\"#\n\x13GetPortfolioRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\")\n\x12RunEndOfDayRequest\x12\x13\n\x0btrading_day\x18\x01 \x01(\t\"]\n\x13RunEndOfDayResponse\x12\x13\n\x0btrading_day\x18\x01 \x01(\t\x12\x19\n\x11positions_settled\x18\x02 \x01(\x05\x12\x16\n\x0e\x61lready_closed\x18\x03 \x01(\x08\"\xa3\x01\n\x14\x44\x65positSharesRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x0e\n\x06symbol\x18\x02 \x01(\t\x12\x10\n\x08quantity\x18\x03 \x01(\x03\x12\x32\n\raverage_price\x18\x04 \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12\x12\n\nrequest_id\x18\x05 \x01(\t\x12\x11\n\treference\x18\x06 \x01(\t2\xa8\x02\n\x10PortfolioService\x12X\n\x0cGetPortfolio\x12(.brokermesh.funds.v1.GetPortfolioRequest\x1a\x1e.brokermesh.funds.v1.Portfolio\x12`\n\x0bRunEndOfDay\x12\'.brokermesh.funds.v1.RunEndOfDayRequest\x1a(.brokermesh.funds.v1.RunEndOfDayResponse\x12X\n\rDepositShares\x12).brokermesh.funds.v1.DepositSharesRequest\x1a\x1c.brokermesh.funds.v1.Holdingb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#brokermesh/funds/v1/portfolio.proto\x12\x13\x62rokermesh.funds.v1\x1a brokermesh/type/v1/decimal.proto\x1a brokermesh/type/v1/trading.proto\"\x94\x03\n\x07Holding\x12\x0e\n\x06symbol\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\x03\x12\x18\n\x10\x62locked_quantity\x18\x03 \x01(\x03\x12\x36\n\x11\x61verage_buy_price\x18\x04 \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12\x33\n\x0einvested_value\x18\x05 \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12/\n\nlast_price\x18\x06 \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12\x32\n\rcurrent_value\x18\x07 \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12\x33\n\x0eunrealized_pnl\x18\x08 \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12\x31\n\x0crealized_pnl\x18\t \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12\x13\n\x0bt1_quantity\x18\n \x01(\x03\"\xcd\x04\n\x08Position\x12\x0e\n\x06symbol\x18\x01 \x01(\t\x12,\n\x07product\x18\x02 \x01(\x0e\x32\x1b.brokermesh.type.v1.Product\x12\x14\n\x0cnet_quantity\x18\x03 \x01(\x03\x12\x32\n\raverage_price\x18\x04 \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12\x14\n\x0c\x62uy_quantity\x18\x05 \x01(\x03\x12\x15\n\rsell_quantity\x18\x06 \x01(\x03\x12.\n\tbuy_value\x18\x07 \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12/\n\nsell_value\x18\x08 \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12/\n\nlast_price\x18\t \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12\x31\n\x0crealized_pnl\x18\n \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12\x33\n\x0eunrealized_pnl\x18\x0b \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12\x13\n\x0btrading_day\x18\x0c \x01(\t\x12,\n\x07\x63harges\x18\x0e \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12\x36\n\x11pnl_after_charges\x18\x0f \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12\x17\n\x0fsettlement_date\x18\r \x01(\t\"Z\n\x10\x44\x61ilyRealizedPnl\x12\x13\n\x0btrading_day\x18\x01 \x01(\t\x12\x31\n\x0crealized_pnl\x18\x02 \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\"\xef\x01\n\tPortfolio\x12\x0c\n\x04name\x18\x01 \x01(\t\x12.\n\x08holdings\x18\x02 \x03(\x0b\x32\x1c.brokermesh.funds.v1.Holding\x12\x30\n\tpositions\x18\x03 \x03(\x0b\x32\x1d.brokermesh.funds.v1.Position\x12\x11\n\tpnl_basis\x18\x04 \x01(\t\x12\x41\n\x12\x64\x61ily_realized_pnl\x18\x05 \x03(\x0b\x32%.brokermesh.funds.v1.DailyRealizedPnl\x12\x1c\n\x14pnl_includes_charges\x18\x06 \x01(\x08\"0\n\x13GetPortfolioRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03tag\x18\x02 \x01(\t\")\n\x12RunEndOfDayRequest\x12\x13\n\x0btrading_day\x18\x01 \x01(\t\"]\n\x13RunEndOfDayResponse\x12\x13\n\x0btrading_day\x18\x01 \x01(\t\x12\x19\n\x11positions_settled\x18\x02 \x01(\x05\x12\x16\n\x0e\x61lready_closed\x18\x03 \x01(\x08\"\xa3\x01\n\x14\x44\x65positSharesRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x0e\n\x06symbol\x18\x02 \x01(\t\x12\x10\n\x08quantity\x18\x03 \x01(\x03\x12\x32\n\raverage_price\x18\x04 \x01(\x0b\x32\x1b.brokermesh.type.v1.Decimal\x12\x12\n\nrequest_id\x18\x05 \x01(\t\x12\x11\n\treference\x18\x06 \x01(\t2\xa8\x02\n\x10PortfolioService\x12X\n\x0cGetPortfolio\x12(.brokermesh.funds.v1.GetPortfolioRequest\x1a\x1e.brokermesh.funds.v1.Portfolio\x12`\n\x0bRunEndOfDay\x12\'.brokermesh.funds.v1.RunEndOfDayRequest\x1a(.brokermesh.funds.v1.RunEndOfDayResponse\x12X\n\rDepositShares\x12).brokermesh.funds.v1.DepositSharesRequest\x1a\x1c.brokermesh.funds.v1.Holdingb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,19 +36,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_HOLDING']._serialized_start=129
   _globals['_HOLDING']._serialized_end=533
   _globals['_POSITION']._serialized_start=536
-  _globals['_POSITION']._serialized_end=1023
-  _globals['_DAILYREALIZEDPNL']._serialized_start=1025
-  _globals['_DAILYREALIZEDPNL']._serialized_end=1115
-  _globals['_PORTFOLIO']._serialized_start=1118
-  _globals['_PORTFOLIO']._serialized_end=1327
-  _globals['_GETPORTFOLIOREQUEST']._serialized_start=1329
-  _globals['_GETPORTFOLIOREQUEST']._serialized_end=1364
-  _globals['_RUNENDOFDAYREQUEST']._serialized_start=1366
-  _globals['_RUNENDOFDAYREQUEST']._serialized_end=1407
-  _globals['_RUNENDOFDAYRESPONSE']._serialized_start=1409
-  _globals['_RUNENDOFDAYRESPONSE']._serialized_end=1502
-  _globals['_DEPOSITSHARESREQUEST']._serialized_start=1505
-  _globals['_DEPOSITSHARESREQUEST']._serialized_end=1668
-  _globals['_PORTFOLIOSERVICE']._serialized_start=1671
-  _globals['_PORTFOLIOSERVICE']._serialized_end=1967
+  _globals['_POSITION']._serialized_end=1125
+  _globals['_DAILYREALIZEDPNL']._serialized_start=1127
+  _globals['_DAILYREALIZEDPNL']._serialized_end=1217
+  _globals['_PORTFOLIO']._serialized_start=1220
+  _globals['_PORTFOLIO']._serialized_end=1459
+  _globals['_GETPORTFOLIOREQUEST']._serialized_start=1461
+  _globals['_GETPORTFOLIOREQUEST']._serialized_end=1509
+  _globals['_RUNENDOFDAYREQUEST']._serialized_start=1511
+  _globals['_RUNENDOFDAYREQUEST']._serialized_end=1552
+  _globals['_RUNENDOFDAYRESPONSE']._serialized_start=1554
+  _globals['_RUNENDOFDAYRESPONSE']._serialized_end=1647
+  _globals['_DEPOSITSHARESREQUEST']._serialized_start=1650
+  _globals['_DEPOSITSHARESREQUEST']._serialized_end=1813
+  _globals['_PORTFOLIOSERVICE']._serialized_start=1816
+  _globals['_PORTFOLIOSERVICE']._serialized_end=2112
 # @@protoc_insertion_point(module_scope)

@@ -33,7 +33,7 @@ class Holding(_message.Message):
     def __init__(self, symbol: _Optional[str] = ..., quantity: _Optional[int] = ..., blocked_quantity: _Optional[int] = ..., average_buy_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., invested_value: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., last_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., current_value: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., unrealized_pnl: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., realized_pnl: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., t1_quantity: _Optional[int] = ...) -> None: ...
 
 class Position(_message.Message):
-    __slots__ = ("symbol", "product", "net_quantity", "average_price", "buy_quantity", "sell_quantity", "buy_value", "sell_value", "last_price", "realized_pnl", "unrealized_pnl", "trading_day", "settlement_date")
+    __slots__ = ("symbol", "product", "net_quantity", "average_price", "buy_quantity", "sell_quantity", "buy_value", "sell_value", "last_price", "realized_pnl", "unrealized_pnl", "trading_day", "charges", "pnl_after_charges", "settlement_date")
     SYMBOL_FIELD_NUMBER: _ClassVar[int]
     PRODUCT_FIELD_NUMBER: _ClassVar[int]
     NET_QUANTITY_FIELD_NUMBER: _ClassVar[int]
@@ -46,6 +46,8 @@ class Position(_message.Message):
     REALIZED_PNL_FIELD_NUMBER: _ClassVar[int]
     UNREALIZED_PNL_FIELD_NUMBER: _ClassVar[int]
     TRADING_DAY_FIELD_NUMBER: _ClassVar[int]
+    CHARGES_FIELD_NUMBER: _ClassVar[int]
+    PNL_AFTER_CHARGES_FIELD_NUMBER: _ClassVar[int]
     SETTLEMENT_DATE_FIELD_NUMBER: _ClassVar[int]
     symbol: str
     product: _trading_pb2.Product
@@ -59,8 +61,10 @@ class Position(_message.Message):
     realized_pnl: _decimal_pb2.Decimal
     unrealized_pnl: _decimal_pb2.Decimal
     trading_day: str
+    charges: _decimal_pb2.Decimal
+    pnl_after_charges: _decimal_pb2.Decimal
     settlement_date: str
-    def __init__(self, symbol: _Optional[str] = ..., product: _Optional[_Union[_trading_pb2.Product, str]] = ..., net_quantity: _Optional[int] = ..., average_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., buy_quantity: _Optional[int] = ..., sell_quantity: _Optional[int] = ..., buy_value: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., sell_value: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., last_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., realized_pnl: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., unrealized_pnl: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., trading_day: _Optional[str] = ..., settlement_date: _Optional[str] = ...) -> None: ...
+    def __init__(self, symbol: _Optional[str] = ..., product: _Optional[_Union[_trading_pb2.Product, str]] = ..., net_quantity: _Optional[int] = ..., average_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., buy_quantity: _Optional[int] = ..., sell_quantity: _Optional[int] = ..., buy_value: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., sell_value: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., last_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., realized_pnl: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., unrealized_pnl: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., trading_day: _Optional[str] = ..., charges: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., pnl_after_charges: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., settlement_date: _Optional[str] = ...) -> None: ...
 
 class DailyRealizedPnl(_message.Message):
     __slots__ = ("trading_day", "realized_pnl")
@@ -71,24 +75,28 @@ class DailyRealizedPnl(_message.Message):
     def __init__(self, trading_day: _Optional[str] = ..., realized_pnl: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ...) -> None: ...
 
 class Portfolio(_message.Message):
-    __slots__ = ("name", "holdings", "positions", "pnl_basis", "daily_realized_pnl")
+    __slots__ = ("name", "holdings", "positions", "pnl_basis", "daily_realized_pnl", "pnl_includes_charges")
     NAME_FIELD_NUMBER: _ClassVar[int]
     HOLDINGS_FIELD_NUMBER: _ClassVar[int]
     POSITIONS_FIELD_NUMBER: _ClassVar[int]
     PNL_BASIS_FIELD_NUMBER: _ClassVar[int]
     DAILY_REALIZED_PNL_FIELD_NUMBER: _ClassVar[int]
+    PNL_INCLUDES_CHARGES_FIELD_NUMBER: _ClassVar[int]
     name: str
     holdings: _containers.RepeatedCompositeFieldContainer[Holding]
     positions: _containers.RepeatedCompositeFieldContainer[Position]
     pnl_basis: str
     daily_realized_pnl: _containers.RepeatedCompositeFieldContainer[DailyRealizedPnl]
-    def __init__(self, name: _Optional[str] = ..., holdings: _Optional[_Iterable[_Union[Holding, _Mapping]]] = ..., positions: _Optional[_Iterable[_Union[Position, _Mapping]]] = ..., pnl_basis: _Optional[str] = ..., daily_realized_pnl: _Optional[_Iterable[_Union[DailyRealizedPnl, _Mapping]]] = ...) -> None: ...
+    pnl_includes_charges: bool
+    def __init__(self, name: _Optional[str] = ..., holdings: _Optional[_Iterable[_Union[Holding, _Mapping]]] = ..., positions: _Optional[_Iterable[_Union[Position, _Mapping]]] = ..., pnl_basis: _Optional[str] = ..., daily_realized_pnl: _Optional[_Iterable[_Union[DailyRealizedPnl, _Mapping]]] = ..., pnl_includes_charges: _Optional[bool] = ...) -> None: ...
 
 class GetPortfolioRequest(_message.Message):
-    __slots__ = ("name",)
+    __slots__ = ("name", "tag")
     NAME_FIELD_NUMBER: _ClassVar[int]
+    TAG_FIELD_NUMBER: _ClassVar[int]
     name: str
-    def __init__(self, name: _Optional[str] = ...) -> None: ...
+    tag: str
+    def __init__(self, name: _Optional[str] = ..., tag: _Optional[str] = ...) -> None: ...
 
 class RunEndOfDayRequest(_message.Message):
     __slots__ = ("trading_day",)
