@@ -15,7 +15,7 @@ Two surfaces, kept apart (tests/foundation/test_layering.py holds services to th
 | `context`, `logs`, `tracing` | the request context (request id, caller) through every hop; JSON logs; spans |
 | `grpc_server`, `grpc_client`, `auth`, `access`, `tls`, `tokens`, `revocations` | gRPC in and out: TLS, who is calling, who may call what |
 | `errors`, `reasons` | errors across service boundaries and the one catalogue of their reasons |
-| `names`, `pagination`, `ids` | AIP resource names, ids and request ids; page sizes and tokens; new ids |
+| `names`, `tags`, `pagination`, `ids` | AIP resource names, ids and request ids; clients' order tags; page sizes and tokens; new ids |
 | `decimals` | exact money, prices and quantities, and their wire form |
 | `market_clock` | the market's calendar, phases and clock (real, or fast for tests and demos); T+1 |
 | `db`, `outbox`, `replica` | PostgreSQL: a schema per service, migrations, pools; the transactional outbox; reads from a streaming replica with read-your-writes |
@@ -52,6 +52,7 @@ __all__ = [
     "reports",
     "revocations",
     "service",
+    "tags",
     "tls",
     "tokens",
     "tracing",
