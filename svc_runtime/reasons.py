@@ -145,6 +145,21 @@ _ENTRIES = (
     ),
     _rpc("QUANTITY_LIMIT", C.INVALID_ARGUMENT, "The order's quantity is above the per-order limit."),
     _rpc("ORDER_VALUE_LIMIT", C.INVALID_ARGUMENT, "The order's value is above the per-order limit."),
+    _rpc(
+        "OPEN_ORDERS_LIMIT",
+        C.FAILED_PRECONDITION,
+        "The user has as many working orders as their limit allows; metadata: rule, scope, limit, observed.",
+    ),
+    _rpc(
+        "POSITION_LIMIT",
+        C.FAILED_PRECONDITION,
+        "The order would take the symbol's position past its limit; metadata: rule, scope, limit, observed.",
+    ),
+    _rpc(
+        "DAILY_LOSS_LIMIT",
+        C.FAILED_PRECONDITION,
+        "Today's loss has reached its limit: no new orders; metadata: rule, scope, limit, observed.",
+    ),
     _rpc("PRICE_OUTSIDE_COLLAR", C.INVALID_ARGUMENT, "A price is too far from the reference price."),
     _rpc("STOP_PRICE_WRONG_SIDE", C.INVALID_ARGUMENT, "A stop price is on the wrong side of the last price."),
     _rpc(
