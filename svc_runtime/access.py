@@ -77,6 +77,8 @@ METHODS: dict[str, Rule] = {
     _ORDERS + "ListAuditRecords": _internal(READ),
     _ORDERS + "GetTradingControls": _internal(READ),
     _ORDERS + "UpdateTradingControls": _internal(ADMIN),
+    _ORDERS + "GetRiskLimits": _internal(READ),
+    _ORDERS + "UpdateRiskLimits": _internal(ADMIN),
     # svc_funds: money moves in and out only by an operator (or a service acting for one).
     _FUNDS + "GetFunds": _user_method("name"),
     _FUNDS + "Deposit": _internal(ADMIN),
