@@ -184,6 +184,45 @@ async def halt_symbol(orders_target: str, symbol: str, halted: bool, *, signer: 
     return _json(reply)
 
 
+_MONEY_LIMITS = ("max_order_value", "max_daily_loss")
+
+
+async def risk_limits(orders_target: str, name: str, *, signer: Signer) -> dict[str, Any]:
+    """A user's (`users/{user}/riskLimits`) or a segment's (`segments/CNC/riskLimits`) limits."""
+    async with channel(orders_target, signer=signer) as ch:
+        orders = orders_pb2_grpc.OrdersServiceStub(ch)
+        reply = await orders.GetRiskLimits(orders_pb2.GetRiskLimitsRequest(name=name), timeout=TIMEOUT)
+    return _json(reply)
+
+
+async def set_risk_limits(
+    orders_target: str, name: str, changes: dict[str, str | bool | None], *, signer: Signer
+) -> dict[str, Any]:
+    """Set (a value) or clear (None) the named limits of one scope; `trading_halted` True is
+    that scope's kill switch, which also cancels its working orders (listed in the answer)."""
+    limits = orders_pb2.RiskLimits(name=name)
+    for field, value in changes.items():
+        if value is None:
+            continue
+        if field == "trading_halted":
+            limits.trading_halted = bool(value)
+        elif field in _MONEY_LIMITS:
+            getattr(limits, field).CopyFrom(decimal_pb2.Decimal(value=str(value)))
+        else:
+            setattr(limits, field, int(value))
+    async with channel(orders_target, signer=signer) as ch:
+        orders = orders_pb2_grpc.OrdersServiceStub(ch)
+        reply = await orders.UpdateRiskLimits(
+            orders_pb2.UpdateRiskLimitsRequest(
+                risk_limits=limits,
+                update_mask=field_mask_pb2.FieldMask(paths=sorted(changes)),
+                request_id=context.new_request_id(),
+            ),
+            timeout=TIMEOUT + 15,  # the kill switch waits for its cancels to be recorded
+        )
+    return _json(reply)
+
+
 async def _pages(fetch: Any, request: Any, items: str) -> AsyncIterator[Any]:
     while True:
         reply = await fetch(request, timeout=TIMEOUT)
