@@ -234,6 +234,16 @@ def preview_json(preview: orders_pb2.OrderPreview) -> dict[str, Any]:
         "charges": [{"name": c.name, "amount": decimal_or_none(c.amount.value)} for c in preview.charges],
         "chargesTotal": _dec(preview, "charges_total"),
         "available": _dec(preview, "available"),
+        "riskChecks": [
+            {
+                "rule": c.rule,
+                "scope": c.scope,
+                "limit": decimal_or_none(c.limit.value),
+                "observed": decimal_or_none(c.observed.value),
+                "passed": c.passed,
+            }
+            for c in preview.risk_checks
+        ],
     }
 
 
