@@ -1,0 +1,144 @@
+"""Risk limits and the kill switch end to end: an operator sets a user's limits over gRPC,
+the user meets them through REST (preview and placement, with the figures as fields), the
+position limit counts real fills, and a user's kill switch takes their working order off
+the exchange. The audit is clean afterwards."""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from decimal import ROUND_FLOOR, Decimal
+
+import httpx
+import pytest
+
+from svc_runtime import admin, audit
+from svc_runtime.stack import Stack
+from tests.conftest import new_stack
+from tests.gateway.test_http_edge import assert_problem
+from tests.gateway.test_with_services import login, needs_all, open_account
+from tests.support.infra import SharedInfra
+from tests.support.polling import eventually
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+async def stack(infra: SharedInfra, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
+    stack = await new_stack(infra, tmp_path_factory.mktemp("risk"))
+    yield stack
+    try:
+        report = await audit.run(
+            stack.plan.describe(), signer=stack.plan.operator_signer("auditor"), settle_seconds=30
+        )
+        assert report.complete, report.render()
+    finally:
+        with contextlib.suppress(Exception):
+            await stack.stop()
+
+
+async def set_limits(stack: Stack, user_id: str, **changes: str | bool | None) -> dict:
+    return await admin.set_risk_limits(
+        stack.plan.target("svc_orders"),
+        f"users/{user_id}/riskLimits",
+        changes,
+        signer=stack.plan.operator_signer(),
+    )
+
+
+def money(value: object) -> Decimal:
+    return Decimal(str(value))
+
+
+async def place(client: httpx.AsyncClient, auth: dict[str, str], order: dict) -> httpx.Response:
+    return await client.post("/v1/orders", json=order, headers={**auth, "Idempotency-Key": str(uuid.uuid4())})
+
+
+@needs_all
+async def test_a_users_limits_explain_their_refusals_in_preview_and_placement(stack: Stack) -> None:
+    username, password, user_id = await open_account(stack, "500000.00")
+    limits = await set_limits(stack, user_id, max_order_value="5000.00", max_position_quantity="3")
+    assert limits["max_order_value"] == {"value": "5000.00"} and limits["max_position_quantity"] == "3"
+    order = {"symbol": "INFY", "side": "BUY", "type": "LIMIT", "quantity": 7, "limitPrice": "1400.00"}
+    async with httpx.AsyncClient(base_url=stack.plan.gateway_url, timeout=30) as client:
+        auth = await login(client, username, password)
+        preview = (await client.post("/v1/orders:preview", json=order, headers=auth)).json()
+        assert preview["acceptable"] is False
+        assert preview["refusal"]["reason"] == "ORDER_VALUE_LIMIT"
+        checks = {(c["rule"], c["scope"]): c for c in preview["riskChecks"]}
+        value = checks[("ORDER_VALUE", f"users/{user_id}")]
+        assert (money(value["limit"]), money(value["observed"]), value["passed"]) == (
+            Decimal("5000.00"),
+            Decimal("9800.00"),
+            False,
+        )
+        # Every limit is reported, not only the first one refusing: 7 shares would also be past 3.
+        position = checks[("POSITION", f"users/{user_id}")]
+        assert (money(position["observed"]), position["passed"]) == (7, False)
+        assert checks[("ORDER_QUANTITY", "default")]["passed"] is True
+
+        body = assert_problem(await place(client, auth, order), 400, "ORDER_VALUE_LIMIT")
+        assert body["riskCheck"] == {
+            "rule": "ORDER_VALUE",
+            "scope": f"users/{user_id}",
+            "limit": "5000.00",
+            "observed": "9800.00",
+        }
+
+        # Two shares bought at the market count toward the position once filled.
+        bought = await place(client, auth, {"symbol": "INFY", "side": "BUY", "type": "MARKET", "quantity": 2})
+        assert bought.status_code == 201, bought.text
+
+        async def held() -> int | None:
+            portfolio = (await client.get("/v1/portfolio", headers=auth)).json()
+            shares = sum(p["netQuantity"] for p in portfolio["positions"] if p["symbol"] == "INFY")
+            return shares if shares == 2 else None
+
+        await eventually(held, timeout=60)
+        more = {"symbol": "INFY", "side": "BUY", "type": "MARKET", "quantity": 2}
+        body = assert_problem(await place(client, auth, more), 422, "POSITION_LIMIT")
+        assert body["riskCheck"] == {
+            "rule": "POSITION",
+            "scope": f"users/{user_id}",
+            "limit": "3",
+            "observed": "4",
+        }
+        # Selling brings the position back toward flat: the limit does not stand in the way.
+        sell = {"symbol": "INFY", "side": "SELL", "type": "MARKET", "quantity": 2}
+        preview = (await client.post("/v1/orders:preview", json=sell, headers=auth)).json()
+        position = next(c for c in preview["riskChecks"] if c["rule"] == "POSITION")
+        assert position["passed"] is True, preview
+        assert preview["refusal"] is None or preview["refusal"]["reason"] != "POSITION_LIMIT", preview
+
+
+@needs_all
+async def test_a_users_kill_switch_cancels_their_working_order_at_the_exchange(stack: Stack) -> None:
+    username, password, user_id = await open_account(stack, "500000.00")
+    async with httpx.AsyncClient(base_url=stack.plan.gateway_url, timeout=30) as client:
+        auth = await login(client, username, password)
+        quote = (await client.get("/v1/quotes?symbols=INFY", headers=auth)).json()
+        last = money(quote["quotes"][0]["ltp"])
+        # Well below the market but inside the collar: it rests.
+        resting = (last * Decimal("0.93") / Decimal("0.05")).to_integral_value(ROUND_FLOOR) * Decimal("0.05")
+        order = {"symbol": "INFY", "side": "BUY", "type": "LIMIT", "quantity": 1, "limitPrice": str(resting)}
+        placed = await place(client, auth, order)
+        assert placed.status_code == 201, placed.text
+        order_id = placed.json()["orderId"]
+
+        async def status() -> str:
+            return str((await client.get(f"/v1/orders/{order_id}", headers=auth)).json()["status"])
+
+        await eventually(lambda: _is(status, "OPEN"), timeout=30)
+        halted = await set_limits(stack, user_id, trading_halted=True)
+        assert halted["cancelled_orders"] == [f"users/{user_id}/orders/{order_id}"]
+        await eventually(lambda: _is(status, "CANCELLED"), timeout=30)
+        funds = (await client.get("/v1/funds", headers=auth)).json()
+        assert money(funds["blocked"]) == 0
+        body = assert_problem(await place(client, auth, order), 422, "TRADING_HALTED")
+        assert user_id in body["detail"]
+        await set_limits(stack, user_id, trading_halted=False)
+
+
+async def _is(read: object, wanted: str) -> bool | None:
+    return True if await read() == wanted else None  # type: ignore[operator]
