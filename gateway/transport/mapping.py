@@ -17,7 +17,7 @@ from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from brokermesh.funds.v1 import funds_pb2, portfolio_pb2
-from brokermesh.marketdata.v1 import marketdata_pb2, watchlists_pb2
+from brokermesh.marketdata.v1 import alerts_pb2, marketdata_pb2, watchlists_pb2
 from brokermesh.orders.v1 import orders_pb2
 from brokermesh.type.v1 import decimal_pb2, trading_pb2
 from gateway.domain.jsonmoney import decimal_from_json, decimal_or_none
@@ -357,3 +357,39 @@ def watchlist_json(watchlist: watchlists_pb2.Watchlist) -> dict[str, Any]:
 def symbols_of(body: dict[str, Any]) -> list[str]:
     """Symbols in canonical (upper) case, duplicates removed, order kept."""
     return list(dict.fromkeys(s.upper() for s in body.get("symbols", [])))
+
+
+# --- price alerts -----------------------------------------------------------------------------
+_ALERT_CONDITIONS = {
+    "PRICE_ABOVE": alerts_pb2.ALERT_CONDITION_PRICE_ABOVE,
+    "PRICE_BELOW": alerts_pb2.ALERT_CONDITION_PRICE_BELOW,
+    "CHANGE_PERCENT_ABOVE": alerts_pb2.ALERT_CONDITION_CHANGE_PERCENT_ABOVE,
+    "CHANGE_PERCENT_BELOW": alerts_pb2.ALERT_CONDITION_CHANGE_PERCENT_BELOW,
+}
+_ALERT_CONDITION_NAMES = {v: k for k, v in _ALERT_CONDITIONS.items()}
+_ALERT_STATES = {alerts_pb2.ALERT_STATE_ACTIVE: "ACTIVE", alerts_pb2.ALERT_STATE_FIRED: "FIRED"}
+
+
+def alert_request(body: dict[str, Any]) -> alerts_pb2.Alert:
+    """The body's alert (its shape already checked against the OpenAPI schema)."""
+    threshold = decimal_from_json(body["threshold"], field="threshold", max_places=PRICE_PLACES)
+    return alerts_pb2.Alert(
+        symbol=str(body["symbol"]).upper(),
+        condition=_ALERT_CONDITIONS[body["condition"]],
+        threshold=_proto_decimal(threshold),
+        note=body.get("note") or "",
+    )
+
+
+def alert_json(alert: alerts_pb2.Alert) -> dict[str, Any]:
+    return {
+        "alertId": alert.alert_id,
+        "symbol": alert.symbol,
+        "condition": _ALERT_CONDITION_NAMES.get(alert.condition, "UNSPECIFIED"),
+        "threshold": _dec(alert, "threshold"),
+        "note": alert.note,
+        "state": _ALERT_STATES.get(alert.state, "UNSPECIFIED"),
+        "createdAt": _time(alert, "create_time"),
+        "firedAt": _time(alert, "fire_time"),
+        "firedPrice": _dec(alert, "fired_price"),
+    }

@@ -16,6 +16,7 @@ import pytest
 from svc_runtime import admin, audit
 from svc_runtime.stack import Stack
 from tests.conftest import new_stack
+from tests.gateway.conftest import events, next_event
 from tests.gateway.test_http_edge import assert_problem
 from tests.gateway.test_with_services import login, needs_all, open_account
 from tests.support.infra import SharedInfra
@@ -142,3 +143,72 @@ async def test_a_users_kill_switch_cancels_their_working_order_at_the_exchange(s
 
 async def _is(read: object, wanted: str) -> bool | None:
     return True if await read() == wanted else None  # type: ignore[operator]
+
+
+@needs_all
+async def test_a_price_alert_arrives_once_on_the_sse_stream_and_replays_by_last_event_id(
+    stack: Stack,
+) -> None:
+    username, password, _ = await open_account(stack, "500000.00")
+    async with httpx.AsyncClient(base_url=stack.plan.gateway_url, timeout=30) as client:
+        auth = await login(client, username, password)
+        # Already met: it fires on INFY's next price, which our own market buy makes.
+        created = await client.post(
+            "/v1/alerts",
+            json={"symbol": "infy", "condition": "PRICE_ABOVE", "threshold": "1.00", "note": "any trade"},
+            headers={**auth, "Idempotency-Key": "alert-1"},
+        )
+        assert created.status_code == 201, created.text
+        alert = created.json()
+        assert (alert["symbol"], alert["state"], alert["firedAt"]) == ("INFY", "ACTIVE", None)
+        again = await client.post(
+            "/v1/alerts",
+            json={"symbol": "INFY", "condition": "PRICE_ABOVE", "threshold": "1.00"},
+            headers={**auth, "Idempotency-Key": "alert-1"},
+        )
+        assert again.json()["alertId"] == alert["alertId"]
+        assert_problem(
+            await client.post(
+                "/v1/alerts", json={"symbol": "INFY", "condition": "SOMEDAY", "threshold": "1"}, headers=auth
+            ),
+            400,
+        )
+
+        async with client.stream("GET", "/v1/alerts/stream", headers=auth) as response:
+            assert response.status_code == 200
+            stream = events(response)
+            assert (await next_event(stream)).event == "retry"
+            buy = {"symbol": "INFY", "side": "BUY", "type": "MARKET", "quantity": 1}
+            assert (await place(client, auth, buy)).status_code == 201
+            fired = await next_event(stream, timeout=30)
+            assert fired.event == "alert_fired" and fired.id
+            body = fired.json()
+            assert (body["alertId"], body["state"], body["note"]) == (alert["alertId"], "FIRED", "any trade")
+            assert body["firedPrice"] > 1
+            # Another trade: the alert has fired; nothing more comes.
+            assert (await place(client, auth, buy)).status_code == 201
+            with pytest.raises(TimeoutError):
+                await next_event(stream, timeout=3)
+
+        async def replayed(after: str) -> list[str]:
+            async with client.stream(
+                "GET", "/v1/alerts/stream", headers={**auth, "Last-Event-ID": after}
+            ) as again:
+                stream = events(again)
+                await next_event(stream)  # retry
+                seen: list[str] = []
+                with contextlib.suppress(TimeoutError):
+                    while True:
+                        seen.append((await next_event(stream, timeout=2)).id)
+                return seen
+
+        assert await replayed("0") == [fired.id]
+        assert await replayed(fired.id) == []
+
+        listed = (await client.get("/v1/alerts", headers=auth)).json()["alerts"]
+        assert [(a["alertId"], a["state"]) for a in listed] == [(alert["alertId"], "FIRED")]
+        assert (await client.delete(f"/v1/alerts/{alert['alertId']}", headers=auth)).status_code == 204
+        assert_problem(
+            await client.delete(f"/v1/alerts/{alert['alertId']}", headers=auth), 404, "ALERT_NOT_FOUND"
+        )
+        assert (await client.get("/v1/alerts", headers=auth)).json()["alerts"] == []
