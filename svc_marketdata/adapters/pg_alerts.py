@@ -46,7 +46,7 @@ class PgAlertStore:
             )
         )
 
-    async def list(self, user_id: str) -> list[Alert]:
+    async def of_user(self, user_id: str) -> list[Alert]:
         rows = await self.pool.fetch(
             "SELECT * FROM price_alerts WHERE user_id = $1 AND NOT deleted ORDER BY create_time DESC, alert_id",
             user_id,

@@ -51,7 +51,7 @@ class AlertStore(Protocol):
 
     async def count(self, user_id: str) -> int: ...
 
-    async def list(self, user_id: str) -> list[Alert]: ...
+    async def of_user(self, user_id: str) -> list[Alert]: ...
 
     async def delete(self, user_id: str, alert_id: str) -> bool: ...
 
@@ -137,8 +137,8 @@ class PriceAlerts:
             self._watch(created)
         return created
 
-    async def list(self, user_id: str) -> list[Alert]:
-        return await self.store.list(user_id)
+    async def of_user(self, user_id: str) -> list[Alert]:
+        return await self.store.of_user(user_id)
 
     async def delete(self, user_id: str, alert_id: str) -> None:
         if not await self.store.delete(user_id, alert_id):

@@ -98,7 +98,7 @@ class AlertServicer(alerts_pb2_grpc.AlertServiceServicer):
     ) -> alerts_pb2.ListAlertsResponse:
         user_id = parse_parent(request.parent)
         return alerts_pb2.ListAlertsResponse(
-            alerts=[alert_message(a) for a in await self.alerts.list(user_id)]
+            alerts=[alert_message(a) for a in await self.alerts.of_user(user_id)]
         )
 
     async def DeleteAlert(
