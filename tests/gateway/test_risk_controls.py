@@ -19,6 +19,7 @@ from tests.conftest import new_stack
 from tests.gateway.conftest import events, next_event
 from tests.gateway.test_http_edge import assert_problem
 from tests.gateway.test_with_services import login, needs_all, open_account
+from tests.security.test_operator_cli import admin_json, brokermesh
 from tests.support.infra import SharedInfra
 from tests.support.polling import eventually
 
@@ -28,6 +29,8 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 async def stack(infra: SharedInfra, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
     stack = await new_stack(infra, tmp_path_factory.mktemp("risk"))
+    # What `brokermesh up` leaves for the operator tools.
+    stack.write_description(stack.plan.data_dir / "stack.json")
     yield stack
     try:
         report = await audit.run(
@@ -212,3 +215,34 @@ async def test_a_price_alert_arrives_once_on_the_sse_stream_and_replays_by_last_
             await client.delete(f"/v1/alerts/{alert['alertId']}", headers=auth), 404, "ALERT_NOT_FOUND"
         )
         assert (await client.get("/v1/alerts", headers=auth)).json()["alerts"] == []
+
+
+@needs_all
+async def test_operators_set_and_show_limits_from_the_cli(stack: Stack) -> None:
+    _, _, user_id = await open_account(stack, "1000.00")
+    shown = await admin_json(
+        stack,
+        "risk-limits",
+        "set",
+        "--user",
+        user_id,
+        "--max-order-value",
+        "2500.00",
+        "--max-open-orders",
+        "4",
+    )
+    assert (shown["max_order_value"], shown["max_open_orders"]) == ({"value": "2500.00"}, "4")
+    cleared = await admin_json(stack, "risk-limits", "set", "--user", user_id, "--max-open-orders", "none")
+    assert "max_open_orders" not in cleared and cleared["max_order_value"] == {"value": "2500.00"}
+    assert (await admin_json(stack, "risk-limits", "show", "--user", user_id))["version"] == "2"
+    segment = await admin_json(
+        stack, "risk-limits", "set", "--segment", "INTRADAY", "--max-order-quantity", "900"
+    )
+    assert segment["name"] == "segments/INTRADAY/riskLimits" and segment["max_order_quantity"] == "900"
+    await admin_json(stack, "risk-limits", "set", "--segment", "INTRADAY", "--max-order-quantity", "none")
+    code, _, err = await brokermesh(stack, "risk-limits", "set", "--user", user_id, operator="auditor")
+    assert code != 0 and "needs at least one limit" in err
+    code, _, err = await brokermesh(
+        stack, "risk-limits", "set", "--user", user_id, "--halt", "on", operator="auditor"
+    )
+    assert code != 0 and "PERMISSION_DENIED" in err
