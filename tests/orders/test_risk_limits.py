@@ -131,6 +131,31 @@ async def test_open_orders_position_and_daily_loss_limits(oms: Oms) -> None:
     assert details_of(error).reason == "INSUFFICIENT_HOLDINGS"
 
 
+async def test_a_modification_meets_the_users_per_order_limits(oms: Oms) -> None:
+    user = oms.new_user()
+    order = await oms.place(user, quantity=3)
+    await oms.ack(order)
+    await oms.wait_status(order, orders_pb2.ORDER_STATUS_OPEN)
+    await set_limits(oms, f"users/{user}/riskLimits", max_order_quantity=5)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await oms.stub.ModifyOrder(
+            orders_pb2.ModifyOrderRequest(name=order.name, quantity=8, request_id="m-1")
+        )
+    assert details_of(err.value).reason == "QUANTITY_LIMIT"
+    assert figures(err.value) == {
+        "rule": "ORDER_QUANTITY",
+        "scope": f"users/{user}",
+        "limit": "5",
+        "observed": "8",
+    }
+    assert (await oms.get(order)).quantity == 3
+    # Within the limit it goes through.
+    modified = await oms.stub.ModifyOrder(
+        orders_pb2.ModifyOrderRequest(name=order.name, quantity=5, request_id="m-2")
+    )
+    assert modified.status == orders_pb2.ORDER_STATUS_PENDING_REPLACE
+
+
 async def test_risk_limit_names_and_masks_are_checked(oms: Oms) -> None:
     for name in ("users/x", "segments/FNO/riskLimits", "users//riskLimits", "riskLimits"):
         with pytest.raises(grpc.aio.AioRpcError) as err:
