@@ -28,6 +28,8 @@ from svc_runtime.auth import Signer
 from svc_runtime.grpc_client import channel
 
 TIMEOUT = 10.0
+# Turning a kill switch on answers once every working order's cancel is recorded.
+KILL_SWITCH_TIMEOUT = 120.0
 # Orders that can still be cancelled.
 WORKING = (
     orders_pb2.ORDER_STATUS_PENDING_EXCHANGE,
@@ -152,7 +154,8 @@ async def trading_controls(orders_target: str, *, signer: Signer) -> dict[str, A
 
 
 async def set_kill_switch(orders_target: str, halted: bool, reason: str, *, signer: Signer) -> dict[str, Any]:
-    """The kill switch: while on, no order can be placed or modified (cancels go through)."""
+    """The kill switch: while on, no order can be placed or modified (cancels go through);
+    turning it on cancels every working order, listed in the answer's `cancelled_orders`."""
     async with channel(orders_target, signer=signer) as ch:
         orders = orders_pb2_grpc.OrdersServiceStub(ch)
         reply = await orders.UpdateTradingControls(
@@ -161,7 +164,7 @@ async def set_kill_switch(orders_target: str, halted: bool, reason: str, *, sign
                 update_mask=field_mask_pb2.FieldMask(paths=["trading_halted", "halt_reason"]),
                 request_id=context.new_request_id(),
             ),
-            timeout=TIMEOUT,
+            timeout=KILL_SWITCH_TIMEOUT,
         )
     return _json(reply)
 
@@ -218,7 +221,7 @@ async def set_risk_limits(
                 update_mask=field_mask_pb2.FieldMask(paths=sorted(changes)),
                 request_id=context.new_request_id(),
             ),
-            timeout=TIMEOUT + 15,  # the kill switch waits for its cancels to be recorded
+            timeout=KILL_SWITCH_TIMEOUT,
         )
     return _json(reply)
 
