@@ -148,25 +148,33 @@ class RiskLimitBook:
         return updated
 
 
+# Cancels a kill switch has in flight at once (each holds a database connection briefly).
+CANCELS_AT_ONCE = 8
+
+
 async def cancel_working(
     orders: list[Order], cancel: Callable[[str, str, str], Awaitable[Order]], request_id: str
 ) -> list[Order]:
     """Ask to cancel each working order (idempotent per order and `request_id`); returns
-    those now being cancelled. An order that ended meanwhile is skipped; one still being
-    accepted is tried again once after a moment."""
-    asked: list[Order] = []
-    for order in orders:
-        for attempt in range(2):
-            try:
-                asked.append(await cancel(order.user_id, order.order_id, f"{request_id}-{order.order_id}"))
-                break
-            except ServiceError as error:
-                if error.reason == "ORDER_BEING_ACCEPTED" and attempt == 0:
-                    await asyncio.sleep(1.0)
-                    continue
-                log.warning(
-                    "kill switch could not cancel an order",
-                    extra={"order_id": order.order_id, "reason": error.reason},
-                )
-                break
-    return asked
+    those now being cancelled, in the order given. An order that ended meanwhile is skipped;
+    one still being accepted is tried again once after a moment."""
+    slots = asyncio.Semaphore(CANCELS_AT_ONCE)
+
+    async def one(order: Order) -> Order | None:
+        async with slots:
+            for attempt in range(2):
+                try:
+                    return await cancel(order.user_id, order.order_id, f"{request_id}-{order.order_id}")
+                except ServiceError as error:
+                    if error.reason == "ORDER_BEING_ACCEPTED" and attempt == 0:
+                        await asyncio.sleep(1.0)
+                        continue
+                    log.warning(
+                        "kill switch could not cancel an order",
+                        extra={"order_id": order.order_id, "reason": error.reason},
+                    )
+                    return None
+            return None
+
+    asked = await asyncio.gather(*(one(order) for order in orders))
+    return [order for order in asked if order is not None]
