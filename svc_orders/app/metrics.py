@@ -32,3 +32,8 @@ STREAMS = Gauge("orders_update_streams", "Open StreamOrderUpdates streams")
 STREAMS_DROPPED = Counter(
     "orders_update_streams_dropped_total", "Streams ended because the client fell behind"
 )
+KILL_SWITCH_CANCELS = Counter(
+    "orders_kill_switch_cancels_total",
+    "Working orders a kill switch asked to cancel (asked) or could not (refused, by the reason logged)",
+    ["outcome"],
+)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Protocol
 
+from svc_orders.app import metrics
 from svc_orders.app.controls import check_mask
 from svc_orders.app.ports import AuditEntry
 from svc_orders.domain import limits, validation
@@ -164,11 +165,14 @@ async def cancel_working(
         async with slots:
             for attempt in range(2):
                 try:
-                    return await cancel(order.user_id, order.order_id, f"{request_id}-{order.order_id}")
+                    asked = await cancel(order.user_id, order.order_id, f"{request_id}-{order.order_id}")
+                    metrics.KILL_SWITCH_CANCELS.labels("asked").inc()
+                    return asked
                 except ServiceError as error:
                     if error.reason == "ORDER_BEING_ACCEPTED" and attempt == 0:
                         await asyncio.sleep(1.0)
                         continue
+                    metrics.KILL_SWITCH_CANCELS.labels("refused").inc()
                     log.warning(
                         "kill switch could not cancel an order",
                         extra={"order_id": order.order_id, "reason": error.reason},
@@ -176,5 +180,5 @@ async def cancel_working(
                     return None
             return None
 
-    asked = await asyncio.gather(*(one(order) for order in orders))
-    return [order for order in asked if order is not None]
+    outcomes = await asyncio.gather(*(one(order) for order in orders))
+    return [order for order in outcomes if order is not None]
