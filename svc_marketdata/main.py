@@ -9,16 +9,18 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from brokermesh.marketdata.v1 import watchlists_pb2_grpc
+from brokermesh.marketdata.v1 import alerts_pb2_grpc, watchlists_pb2_grpc
 from svc_marketdata.adapters.fix_session import FixMarketFeed, MarketDataApplication
 from svc_marketdata.adapters.instrument_file import load_instruments
 from svc_marketdata.adapters.kv_watchlists import KvWatchlistStore
 from svc_marketdata.adapters.nats_ticks import KvQuoteSnapshots, NatsTickPublisher, open_bucket
+from svc_marketdata.adapters.pg_alerts import PgAlertStore
 from svc_marketdata.adapters.postgres import MIGRATIONS, SCHEMA, PgInstrumentRepository
+from svc_marketdata.app.alerts import PriceAlerts
 from svc_marketdata.app.market import MarketData
 from svc_marketdata.app.streams import StreamHub
 from svc_marketdata.app.watchlists import Watchlists
-from svc_marketdata.transport import marketdata, watchlists
+from svc_marketdata.transport import alerts, marketdata, watchlists
 from svc_marketdata.transport.codec import encode_feed_status, encode_quote
 from svc_runtime import config, service
 from svc_runtime.db import create_pool, migrate
@@ -111,6 +113,10 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         probe_after=settings.stale_after_ms / 3000,
     )
     await market.load()
+    # Alerts live here because this service sees every price as it changes, in process.
+    price_alerts = PriceAlerts(PgAlertStore(pool), is_known=market.is_known)
+    await price_alerts.load()
+    market.on_prices = price_alerts.on_quotes
     watchlist_app = Watchlists(
         KvWatchlistStore(watchlists_kv), is_known=market.is_known, master_loaded=lambda: len(market.index) > 0
     )
@@ -129,6 +135,11 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         watchlists_pb2_grpc.add_WatchlistServiceServicer_to_server,
         watchlists.WatchlistServicer(watchlist_app),
         watchlists.SERVICE_NAME,
+    )
+    server.add(
+        alerts_pb2_grpc.add_AlertServiceServicer_to_server,
+        alerts.AlertServicer(price_alerts),
+        alerts.SERVICE_NAME,
     )
 
     if settings.feed not in ("fix", "none"):

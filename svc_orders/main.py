@@ -16,7 +16,7 @@ import asyncpg
 
 from brokermesh.orders.v1 import orders_pb2_grpc
 from svc_orders.adapters.executor import ExecutorClient
-from svc_orders.adapters.funds import FundsClient
+from svc_orders.adapters.funds import FundsClient, PortfolioClient
 from svc_orders.adapters.marketdata import MarketData
 from svc_orders.adapters.nats import OrderEventFeed, exec_report_consumer
 from svc_orders.adapters.postgres import SCHEMA, PostgresOrderStore
@@ -26,6 +26,7 @@ from svc_orders.app.fanout import OrderEventFanout
 from svc_orders.app.funds_actions import FundsActionWorker
 from svc_orders.app.queries import OrderQueries, ValidityCheck
 from svc_orders.app.reports import ReportProcessor
+from svc_orders.app.risk_limits import RiskLimitBook
 from svc_orders.app.square_off import SquareOff, square_off_time
 from svc_orders.app.sweeper import Sweeper
 from svc_orders.domain.risk import RiskLimits
@@ -128,9 +129,14 @@ async def _wait_any(*events: asyncio.Event, timeout: float) -> None:
 
 
 async def _follow_controls(
-    database_url: str, controls: TradingControlsView, stop: asyncio.Event, period: float = 5.0
+    database_url: str,
+    controls: TradingControlsView,
+    risk_limits: RiskLimitBook,
+    stop: asyncio.Event,
+    period: float = 5.0,
 ) -> None:
-    """Refresh the cached controls when they change (NOTIFY), and every few seconds anyway."""
+    """Refresh the cached controls and risk limits when they change (NOTIFY), and every few
+    seconds anyway."""
     changed = asyncio.Event()
     listener: asyncpg.Connection | None = None
     while not stop.is_set():
@@ -140,6 +146,7 @@ async def _follow_controls(
                 listener = await asyncpg.connect(db.asyncpg_dsn(database_url))
                 await listener.add_listener(CONTROLS_CHANNEL, lambda *_: changed.set())
             await controls.refresh()
+            await risk_limits.refresh()
         except Exception:
             log.warning("could not refresh trading controls", exc_info=True)
             listener = None
@@ -170,6 +177,8 @@ async def serve(settings: OrdersSettings, stop: asyncio.Event) -> None:
     clock = SystemClock()
     controls = TradingControlsView(store)
     await controls.refresh()
+    risk_limits = RiskLimitBook(store, PortfolioClient(funds_channel))
+    await risk_limits.refresh()
 
     entry = OrderEntry(
         store,
@@ -183,6 +192,7 @@ async def serve(settings: OrdersSettings, stop: asyncio.Event) -> None:
         funds_calls_in_flight=max(2, settings.db_pool_size - 6),
         max_placing=settings.max_placing,
         market_today=settings.market_clock.today,
+        risk_limits=risk_limits,
     )
     processor = ReportProcessor(store, market, executor, clock, park_after=settings.park_after_deliveries)
     sweeper = Sweeper(
@@ -206,7 +216,9 @@ async def serve(settings: OrdersSettings, stop: asyncio.Event) -> None:
     server = GrpcServer(common.grpc_listen)
     server.add(
         orders_pb2_grpc.add_OrdersServiceServicer_to_server,
-        OrdersServicer(entry, OrderQueries(store, validity=_validity_check(settings)), controls, fanout),
+        OrdersServicer(
+            entry, OrderQueries(store, validity=_validity_check(settings)), controls, fanout, risk_limits
+        ),
         "brokermesh.orders.v1.OrdersService",
     )
     background = {
@@ -214,7 +226,9 @@ async def serve(settings: OrdersSettings, stop: asyncio.Event) -> None:
         service.supervise(consumer.run(), name="exec-report-consumer"),
         service.supervise(sweeper.run(stop), name="sweeper"),
         service.supervise(funds_worker.run(stop), name="funds-actions"),
-        service.supervise(_follow_controls(common.database_url, controls, stop), name="trading-controls"),
+        service.supervise(
+            _follow_controls(common.database_url, controls, risk_limits, stop), name="trading-controls"
+        ),
     }
     if settings.square_off_at is not None:
         square_off = SquareOff(

@@ -59,6 +59,7 @@ _ACCOUNTS = "/brokermesh.funds.v1.AccountService/"
 _PORTFOLIO = "/brokermesh.funds.v1.PortfolioService/"
 _MARKETDATA = "/brokermesh.marketdata.v1.MarketDataService/"
 _WATCHLISTS = "/brokermesh.marketdata.v1.WatchlistService/"
+_ALERTS = "/brokermesh.marketdata.v1.AlertService/"
 _EXEC = "/brokermesh.exec.v1.ExecutionService/"
 _EXCHANGE = "/brokermesh.exchange.v1.ExchangeAdminService/"
 
@@ -77,6 +78,8 @@ METHODS: dict[str, Rule] = {
     _ORDERS + "ListAuditRecords": _internal(READ),
     _ORDERS + "GetTradingControls": _internal(READ),
     _ORDERS + "UpdateTradingControls": _internal(ADMIN),
+    _ORDERS + "GetRiskLimits": _internal(READ),
+    _ORDERS + "UpdateRiskLimits": _internal(ADMIN),
     # svc_funds: money moves in and out only by an operator (or a service acting for one).
     _FUNDS + "GetFunds": _user_method("name"),
     _FUNDS + "Deposit": _internal(ADMIN),
@@ -119,6 +122,10 @@ METHODS: dict[str, Rule] = {
     _WATCHLISTS + "DeleteWatchlist": _user_method("name", operators=None),
     _WATCHLISTS + "AddWatchlistSymbols": _user_method("name", operators=None),
     _WATCHLISTS + "RemoveWatchlistSymbols": _user_method("name", operators=None),
+    _ALERTS + "CreateAlert": _user_method("parent", operators=None),
+    _ALERTS + "ListAlerts": _user_method("parent"),
+    _ALERTS + "DeleteAlert": _user_method("name", operators=None),
+    _ALERTS + "StreamAlertEvents": _user_method("parent"),
     # svc_exec: the FIX session is the broker's own; users never reach it.
     _EXEC + "GetSessionStatus": _internal(READ),
     _EXEC + "GetExchangeOrderStatus": _internal(READ),

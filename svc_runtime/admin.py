@@ -28,6 +28,8 @@ from svc_runtime.auth import Signer
 from svc_runtime.grpc_client import channel
 
 TIMEOUT = 10.0
+# Turning a kill switch on answers once every working order's cancel is recorded.
+KILL_SWITCH_TIMEOUT = 120.0
 # Orders that can still be cancelled.
 WORKING = (
     orders_pb2.ORDER_STATUS_PENDING_EXCHANGE,
@@ -152,7 +154,8 @@ async def trading_controls(orders_target: str, *, signer: Signer) -> dict[str, A
 
 
 async def set_kill_switch(orders_target: str, halted: bool, reason: str, *, signer: Signer) -> dict[str, Any]:
-    """The kill switch: while on, no order can be placed or modified (cancels go through)."""
+    """The kill switch: while on, no order can be placed or modified (cancels go through);
+    turning it on cancels every working order, listed in the answer's `cancelled_orders`."""
     async with channel(orders_target, signer=signer) as ch:
         orders = orders_pb2_grpc.OrdersServiceStub(ch)
         reply = await orders.UpdateTradingControls(
@@ -161,7 +164,7 @@ async def set_kill_switch(orders_target: str, halted: bool, reason: str, *, sign
                 update_mask=field_mask_pb2.FieldMask(paths=["trading_halted", "halt_reason"]),
                 request_id=context.new_request_id(),
             ),
-            timeout=TIMEOUT,
+            timeout=KILL_SWITCH_TIMEOUT,
         )
     return _json(reply)
 
@@ -180,6 +183,45 @@ async def halt_symbol(orders_target: str, symbol: str, halted: bool, *, signer: 
                 request_id=context.new_request_id(),
             ),
             timeout=TIMEOUT,
+        )
+    return _json(reply)
+
+
+_MONEY_LIMITS = ("max_order_value", "max_daily_loss")
+
+
+async def risk_limits(orders_target: str, name: str, *, signer: Signer) -> dict[str, Any]:
+    """A user's (`users/{user}/riskLimits`) or a segment's (`segments/CNC/riskLimits`) limits."""
+    async with channel(orders_target, signer=signer) as ch:
+        orders = orders_pb2_grpc.OrdersServiceStub(ch)
+        reply = await orders.GetRiskLimits(orders_pb2.GetRiskLimitsRequest(name=name), timeout=TIMEOUT)
+    return _json(reply)
+
+
+async def set_risk_limits(
+    orders_target: str, name: str, changes: dict[str, str | bool | None], *, signer: Signer
+) -> dict[str, Any]:
+    """Set (a value) or clear (None) the named limits of one scope; `trading_halted` True is
+    that scope's kill switch, which also cancels its working orders (listed in the answer)."""
+    limits = orders_pb2.RiskLimits(name=name)
+    for field, value in changes.items():
+        if value is None:
+            continue
+        if field == "trading_halted":
+            limits.trading_halted = bool(value)
+        elif field in _MONEY_LIMITS:
+            getattr(limits, field).CopyFrom(decimal_pb2.Decimal(value=str(value)))
+        else:
+            setattr(limits, field, int(value))
+    async with channel(orders_target, signer=signer) as ch:
+        orders = orders_pb2_grpc.OrdersServiceStub(ch)
+        reply = await orders.UpdateRiskLimits(
+            orders_pb2.UpdateRiskLimitsRequest(
+                risk_limits=limits,
+                update_mask=field_mask_pb2.FieldMask(paths=sorted(changes)),
+                request_id=context.new_request_id(),
+            ),
+            timeout=KILL_SWITCH_TIMEOUT,
         )
     return _json(reply)
 

@@ -31,9 +31,12 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from svc_runtime import aio, config, logs, market_clock, tls
+
+if TYPE_CHECKING:
+    from svc_runtime.auth import Signer
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # How long `up` waits, once every service is healthy, for a first order to be possible.
@@ -316,6 +319,52 @@ async def _admin(args: argparse.Namespace) -> int:
         sys.exit(f"brokermesh: {error.code().name}: {error.details()}")
 
 
+_LIMIT_OPTIONS = {
+    "max_order_value": "rupees one order may be worth",
+    "max_order_quantity": "shares in one order",
+    "max_open_orders": "working orders at once",
+    "max_position_quantity": "net shares of one symbol, long or short",
+    "max_daily_loss": "today's loss (rupees) after which only closing orders go through",
+}
+
+
+async def _risk_limits(args: argparse.Namespace, orders: str, signer: Signer) -> object:
+    from svc_runtime import admin
+
+    name = f"users/{args.user}/riskLimits" if args.user else f"segments/{args.segment}/riskLimits"
+    if args.action == "show":
+        return await admin.risk_limits(orders, name, signer=signer)
+    changes: dict[str, str | bool | None] = {}
+    for option in _LIMIT_OPTIONS:
+        value = getattr(args, option)
+        if value is not None:
+            changes[option] = None if value == "none" else value
+    if args.halt is not None:
+        changes["trading_halted"] = args.halt == "on"
+    if not changes:
+        sys.exit("brokermesh: risk-limits set needs at least one limit or --halt")
+    return await admin.set_risk_limits(orders, name, changes, signer=signer)
+
+
+def _risk_limits_parser(admin_sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    limits = admin_sub.add_parser(
+        "risk-limits",
+        help="show or set a user's or a segment's risk limits (the tightest of user, segment "
+        "and broker default applies)",
+    )
+    limits.add_argument("action", choices=("show", "set"))
+    whose = limits.add_mutually_exclusive_group(required=True)
+    whose.add_argument("--user", help="a user id")
+    whose.add_argument("--segment", choices=("CNC", "INTRADAY"), help="a product segment")
+    for option, what in _LIMIT_OPTIONS.items():
+        limits.add_argument("--" + option.replace("_", "-"), help=f"{what}; 'none' clears it")
+    limits.add_argument(
+        "--halt",
+        choices=("on", "off"),
+        help="the scope's own kill switch; on also cancels its working orders",
+    )
+
+
 async def _admin_command(args: argparse.Namespace) -> int:
     from svc_runtime import admin, auth
 
@@ -363,6 +412,8 @@ async def _admin_command(args: argparse.Namespace) -> int:
         result = await admin.halt_symbol(orders, args.symbol, command == "halt", signer=signer)
     elif command == "cancel-all":
         result = await admin.cancel_all(orders, args.user_id, signer=signer)
+    elif command == "risk-limits":
+        result = await _risk_limits(args, orders, signer)
     elif command == "end-of-day":
         result = await admin.end_of_day(funds, args.trading_day or "", signer=signer)
     elif command == "audit-trail":
@@ -415,6 +466,7 @@ def _admin_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
         admin_sub.add_parser(name, help=what).add_argument("symbol")
     cancel = admin_sub.add_parser("cancel-all", help="cancel every working order of a user")
     cancel.add_argument("user_id")
+    _risk_limits_parser(admin_sub)
     eod = admin_sub.add_parser("end-of-day", help="close the trading day: settle intraday positions")
     eod.add_argument("--trading-day", help="YYYY-MM-DD (default: the current one)")
     trail = admin_sub.add_parser("audit-trail", help="list audit records, oldest first")

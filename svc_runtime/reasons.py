@@ -158,6 +158,21 @@ _ENTRIES = (
     ),
     _rpc("QUANTITY_LIMIT", C.INVALID_ARGUMENT, "The order's quantity is above the per-order limit."),
     _rpc("ORDER_VALUE_LIMIT", C.INVALID_ARGUMENT, "The order's value is above the per-order limit."),
+    _rpc(
+        "OPEN_ORDERS_LIMIT",
+        C.FAILED_PRECONDITION,
+        "The user has as many working orders as their limit allows; metadata: rule, scope, limit, observed.",
+    ),
+    _rpc(
+        "POSITION_LIMIT",
+        C.FAILED_PRECONDITION,
+        "The order would take the symbol's position past its limit; metadata: rule, scope, limit, observed.",
+    ),
+    _rpc(
+        "DAILY_LOSS_LIMIT",
+        C.FAILED_PRECONDITION,
+        "Today's loss has reached its limit: no new orders; metadata: rule, scope, limit, observed.",
+    ),
     _rpc("PRICE_OUTSIDE_COLLAR", C.INVALID_ARGUMENT, "A price is too far from the reference price."),
     _rpc("STOP_PRICE_WRONG_SIDE", C.INVALID_ARGUMENT, "A stop price is on the wrong side of the last price."),
     _rpc(
@@ -238,6 +253,8 @@ _ENTRIES = (
     _rpc("WATCHLIST_LIMIT", C.FAILED_PRECONDITION, "The user has as many watchlists as allowed."),
     _rpc("WATCHLIST_FULL", C.FAILED_PRECONDITION, "The watchlist holds as many symbols as allowed."),
     _rpc("EMPTY_WATCHLIST", C.INVALID_ARGUMENT, "The watchlist has no symbols to stream."),
+    _rpc("ALERT_NOT_FOUND", C.NOT_FOUND, "No such price alert of yours."),
+    _rpc("ALERT_LIMIT", C.FAILED_PRECONDITION, "The user has as many price alerts as allowed."),
     # --- execution and the exchange -------------------------------------------------------
     _rpc("STANDBY", C.UNAVAILABLE, "This executor replica does not hold the FIX session."),
     _rpc("FIX_LOGGED_OUT", C.UNAVAILABLE, "The FIX session to the exchange is down."),

@@ -21,6 +21,8 @@ from brokermesh.funds.v1 import (
     portfolio_pb2_grpc,
 )
 from brokermesh.marketdata.v1 import (
+    alerts_pb2,
+    alerts_pb2_grpc,
     marketdata_pb2,
     marketdata_pb2_grpc,
     watchlists_pb2_grpc,
@@ -56,6 +58,7 @@ class Backends:
         self.portfolio = portfolio_pb2_grpc.PortfolioServiceStub(self._channels["svc_funds"])
         self.marketdata = marketdata_pb2_grpc.MarketDataServiceStub(self._channels["svc_marketdata"])
         self.watchlists = watchlists_pb2_grpc.WatchlistServiceStub(self._channels["svc_marketdata"])
+        self.alerts = alerts_pb2_grpc.AlertServiceStub(self._channels["svc_marketdata"])
 
     async def call(
         self, method: Callable[..., Awaitable[R]], request: Any, *, timeout: float | None = None
@@ -92,14 +95,27 @@ class Backends:
         call = self.orders.StreamOrderUpdates(
             orders_pb2.StreamOrderUpdatesRequest(parent=f"users/{user_id}", after_event_id=after_event_id)
         )
-        try:
-            async for response in call:
-                yield response.event
-        except grpc.aio.AioRpcError as error:
-            raise BackendError(details_of(error)) from None
-        finally:
-            call.cancel()
+        async for response in _followed(call):
+            yield response.event
+
+    async def alert_events(self, user_id: str, after_event_id: str) -> AsyncIterator[alerts_pb2.AlertEvent]:
+        call = self.alerts.StreamAlertEvents(
+            alerts_pb2.StreamAlertEventsRequest(parent=f"users/{user_id}", after_event_id=after_event_id)
+        )
+        async for event in _followed(call):
+            yield event
 
     async def close(self) -> None:
         for ch in self._channels.values():
             await ch.close()
+
+
+async def _followed(call: Any) -> AsyncIterator[Any]:
+    """A server stream's messages; its failure as a BackendError; cancelled when left."""
+    try:
+        async for message in call:
+            yield message
+    except grpc.aio.AioRpcError as error:
+        raise BackendError(details_of(error)) from None
+    finally:
+        call.cancel()

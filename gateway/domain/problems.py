@@ -41,6 +41,9 @@ class Problem:
     detail: str
     violations: list[FieldViolation] = field(default_factory=list)
     retry_after_seconds: int | None = None
+    # A risk limit's refusal: the rule, who set the limit, the limit and what the order
+    # would have made of it (from the ErrorInfo metadata), for clients to explain it.
+    risk_check: dict[str, str] | None = None
 
     @property
     def title(self) -> str:
@@ -60,6 +63,8 @@ class Problem:
             "requestId": request_id,
             "reason": self.reason,
         }
+        if self.risk_check is not None:
+            body["riskCheck"] = self.risk_check
         if self.violations:
             body["fieldViolations"] = [
                 {"field": v.field, "description": v.description} for v in self.violations
@@ -86,7 +91,19 @@ def problem_from_details(details: ErrorDetails, *, request_id: str = "", own: bo
         retry_after = max(1, math.ceil(details.retry_after_seconds))
     elif status in _DEFAULT_RETRY_AFTER:
         retry_after = _DEFAULT_RETRY_AFTER[status]
-    return Problem(status, reason, detail, list(details.violations), retry_after)
+    return Problem(
+        status, reason, detail, list(details.violations), retry_after, risk_check_of(details.metadata)
+    )
+
+
+_RISK_CHECK_KEYS = ("rule", "scope", "limit", "observed")
+
+
+def risk_check_of(metadata: dict[str, str]) -> dict[str, str] | None:
+    """The figures of a risk limit's refusal, when the metadata carries them all."""
+    if not all(key in metadata for key in _RISK_CHECK_KEYS):
+        return None
+    return {key: metadata[key] for key in _RISK_CHECK_KEYS}
 
 
 def problem_from_error(error: ServiceError, *, request_id: str = "") -> Problem:

@@ -15,6 +15,7 @@ PRICE_TICK = "price_tick"
 FEED_STATUS = "feed_status"
 HEARTBEAT = "heartbeat"
 ORDER_UPDATE = "order_update"
+ALERT_FIRED = "alert_fired"
 STREAM_ERROR = "error"
 
 

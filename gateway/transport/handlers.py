@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -17,7 +17,7 @@ from connexion import request
 from starlette.responses import Response
 
 from brokermesh.funds.v1 import funds_pb2, portfolio_pb2
-from brokermesh.marketdata.v1 import marketdata_pb2, watchlists_pb2
+from brokermesh.marketdata.v1 import alerts_pb2, marketdata_pb2, watchlists_pb2
 from brokermesh.orders.v1 import orders_pb2
 from gateway.adapters.backends import BackendError, Backends
 from gateway.app.limits import EdgeLimits
@@ -26,7 +26,7 @@ from gateway.app.sessions import Sessions, TokenPair, refused
 from gateway.domain.jsonmoney import dumps
 from gateway.transport import mapping
 from gateway.transport.state import current
-from gateway.transport.streams import MarketStream, OrderStream, StreamRegistry
+from gateway.transport.streams import AlertStream, MarketStream, OrderStream, StreamRegistry
 from svc_runtime.errors import (
     DeadlineExceeded,
     InvalidArgument,
@@ -141,6 +141,30 @@ class Handlers:
         if not state.user_id or not state.session:
             raise refused()
         await self.sessions.logout(state.session, state.user_id)
+        return Response(status_code=204)
+
+    # --- price alerts ---------------------------------------------------------------------
+    async def create_alert(self) -> Response:
+        key = request.headers.get(IDEMPOTENCY_HEADER) or new_id("alert")
+        alert = await self.backends.call(
+            self.backends.alerts.CreateAlert,
+            alerts_pb2.CreateAlertRequest(
+                parent=f"users/{_user()}", alert=mapping.alert_request(_body()), request_id=key
+            ),
+        )
+        return json_response(mapping.alert_json(alert), 201, {"Location": f"/v1/alerts/{alert.alert_id}"})
+
+    async def list_alerts(self) -> Response:
+        reply = await self.backends.call(
+            self.backends.alerts.ListAlerts, alerts_pb2.ListAlertsRequest(parent=f"users/{_user()}")
+        )
+        return json_response({"alerts": [mapping.alert_json(a) for a in reply.alerts]})
+
+    async def delete_alert(self, alert_id: str) -> Response:
+        await self.backends.call(
+            self.backends.alerts.DeleteAlert,
+            alerts_pb2.DeleteAlertRequest(name=f"users/{_user()}/alerts/{alert_id}"),
+        )
         return Response(status_code=204)
 
     # --- watchlists ----------------------------------------------------------------------
@@ -481,8 +505,15 @@ class Handlers:
         return stream
 
     async def stream_order_updates(self, user_id: str, after_event_id: str) -> Response:
+        return await self._event_stream(
+            user_id, self.backends.order_updates(user_id, after_event_id), OrderStream
+        )
+
+    async def _event_stream(
+        self, user_id: str, events: AsyncIterator[Any], kind: type[OrderStream]
+    ) -> Response:
+        """A numbered event stream relayed from a service (order updates, fired alerts)."""
         self._take_slot(user_id)
-        events = self.backends.order_updates(user_id, after_event_id)
         first = asyncio.ensure_future(anext(events))
         try:
             # Fail fast (as problem+json, which stops EventSource reconnecting) when the
@@ -498,9 +529,14 @@ class Handlers:
             first.cancel()
             self.slots.release(user_id)
             raise
-        stream = OrderStream(events, first, self.streams, self.registry, lambda: self.slots.release(user_id))
+        stream = kind(events, first, self.streams, self.registry, lambda: self.slots.release(user_id))
         stream.session = current().session
         return stream
+
+    async def stream_alerts(self, last_event_id: str | None = None) -> Response:
+        user_id = _user()
+        after = request.headers.get("last-event-id") or last_event_id or ""
+        return await self._event_stream(user_id, self.backends.alert_events(user_id, after), AlertStream)
 
     async def stream_orders(self, last_event_id: str | None = None) -> Response:
         user_id = _user()

@@ -18,7 +18,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from starlette.responses import Response
 
 from brokermesh.funds.v1 import funds_pb2, portfolio_pb2
-from brokermesh.marketdata.v1 import marketdata_pb2, watchlists_pb2
+from brokermesh.marketdata.v1 import alerts_pb2, marketdata_pb2, watchlists_pb2
 from brokermesh.orders.v1 import orders_pb2
 from brokermesh.type.v1 import decimal_pb2, trading_pb2
 from gateway.domain.jsonmoney import decimal_from_json, decimal_or_none
@@ -240,6 +240,16 @@ def preview_json(preview: orders_pb2.OrderPreview) -> dict[str, Any]:
         "charges": [{"name": c.name, "amount": decimal_or_none(c.amount.value)} for c in preview.charges],
         "chargesTotal": _dec(preview, "charges_total"),
         "available": _dec(preview, "available"),
+        "riskChecks": [
+            {
+                "rule": c.rule,
+                "scope": c.scope,
+                "limit": decimal_or_none(c.limit.value),
+                "observed": decimal_or_none(c.observed.value),
+                "passed": c.passed,
+            }
+            for c in preview.risk_checks
+        ],
     }
 
 
@@ -412,3 +422,39 @@ def document_response(document: funds_pb2.Document) -> Response:
             "Cache-Control": "no-store",
         },
     )
+
+
+# --- price alerts -----------------------------------------------------------------------------
+_ALERT_CONDITIONS = {
+    "PRICE_ABOVE": alerts_pb2.ALERT_CONDITION_PRICE_ABOVE,
+    "PRICE_BELOW": alerts_pb2.ALERT_CONDITION_PRICE_BELOW,
+    "CHANGE_PERCENT_ABOVE": alerts_pb2.ALERT_CONDITION_CHANGE_PERCENT_ABOVE,
+    "CHANGE_PERCENT_BELOW": alerts_pb2.ALERT_CONDITION_CHANGE_PERCENT_BELOW,
+}
+_ALERT_CONDITION_NAMES = {v: k for k, v in _ALERT_CONDITIONS.items()}
+_ALERT_STATES = {alerts_pb2.ALERT_STATE_ACTIVE: "ACTIVE", alerts_pb2.ALERT_STATE_FIRED: "FIRED"}
+
+
+def alert_request(body: dict[str, Any]) -> alerts_pb2.Alert:
+    """The body's alert (its shape already checked against the OpenAPI schema)."""
+    threshold = decimal_from_json(body["threshold"], field="threshold", max_places=PRICE_PLACES)
+    return alerts_pb2.Alert(
+        symbol=str(body["symbol"]).upper(),
+        condition=_ALERT_CONDITIONS[body["condition"]],
+        threshold=_proto_decimal(threshold),
+        note=body.get("note") or "",
+    )
+
+
+def alert_json(alert: alerts_pb2.Alert) -> dict[str, Any]:
+    return {
+        "alertId": alert.alert_id,
+        "symbol": alert.symbol,
+        "condition": _ALERT_CONDITION_NAMES.get(alert.condition, "UNSPECIFIED"),
+        "threshold": _dec(alert, "threshold"),
+        "note": alert.note,
+        "state": _ALERT_STATES.get(alert.state, "UNSPECIFIED"),
+        "createdAt": _time(alert, "create_time"),
+        "firedAt": _time(alert, "fire_time"),
+        "firedPrice": _dec(alert, "fired_price"),
+    }

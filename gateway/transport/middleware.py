@@ -50,7 +50,7 @@ _TEXT_HEADERS = {
     b"last-event-id": "Last-Event-ID",
 }
 _VISIBLE_ASCII = re.compile(rb"^[\x20-\x7e\t]*$")
-STREAM_OPERATIONS = frozenset({"stream_orders", "stream_market_data"})
+STREAM_OPERATIONS = frozenset({"stream_orders", "stream_market_data", "stream_alerts"})
 
 
 class BodyTooLarge(ProblemException):

@@ -22,14 +22,13 @@ from prometheus_client import Counter, Gauge
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from brokermesh.orders.v1 import orders_pb2
 from gateway.adapters.backends import BackendError
 from gateway.app.quotes import QuoteHub, QuoteSubscription
 from gateway.domain import sse
 from gateway.domain.jsonmoney import dumps
 from gateway.domain.problems import problem_from_details
 from gateway.settings import StreamSettings
-from gateway.transport.mapping import order_event_json
+from gateway.transport.mapping import alert_json, order_event_json
 from svc_runtime.tokens import REFUSED_MESSAGE, RevokedSessions
 
 log = logging.getLogger(__name__)
@@ -234,8 +233,8 @@ class OrderStream(EventStream):
 
     def __init__(
         self,
-        events: AsyncIterator[orders_pb2.OrderEvent],
-        first: asyncio.Future[orders_pb2.OrderEvent],
+        events: AsyncIterator[Any],
+        first: asyncio.Future[Any],
         settings: StreamSettings,
         registry: StreamRegistry,
         on_close: Callable[[], None],
@@ -250,9 +249,7 @@ class OrderStream(EventStream):
         try:
             event = await self.first
             while True:
-                frame = sse.event(
-                    sse.ORDER_UPDATE, dumps(order_event_json(event)).decode(), event_id=event.event_id
-                )
+                frame = self.frame(event)
                 await self.queue.put(frame)
                 self.wake.set()
                 event = await anext(self.events)
@@ -267,6 +264,9 @@ class OrderStream(EventStream):
             )
         await self.queue.put(_END)
         self.wake.set()
+
+    def frame(self, event: Any) -> bytes:
+        return sse.event(sse.ORDER_UPDATE, dumps(order_event_json(event)).decode(), event_id=event.event_id)
 
     async def run(self, send: Send) -> None:
         self.pump = asyncio.create_task(self._pump())
@@ -297,3 +297,12 @@ class OrderStream(EventStream):
         # Cancelling whoever is reading the gRPC stream cancels the call itself.
         if not self.first.done():
             self.first.cancel()
+
+
+class AlertStream(OrderStream):
+    """The user's fired price alerts, each with `id:` for Last-Event-ID replay."""
+
+    kind = "alerts"
+
+    def frame(self, event: Any) -> bytes:
+        return sse.event(sse.ALERT_FIRED, dumps(alert_json(event.alert)).decode(), event_id=event.event_id)

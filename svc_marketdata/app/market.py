@@ -38,7 +38,7 @@ from svc_marketdata.domain.instruments import (
     normalize_symbol,
 )
 from svc_marketdata.domain.liveness import FeedLiveness
-from svc_marketdata.domain.quotes import QuoteBook, SymbolUpdate
+from svc_marketdata.domain.quotes import Quote, QuoteBook, SymbolUpdate
 from svc_runtime import aio
 from svc_runtime.errors import InvalidArgument, NotFound, Unavailable
 
@@ -126,6 +126,8 @@ class MarketData:
         self._wake = asyncio.Event()
         self._subscribed = False
         self._tasks: set[asyncio.Task[None]] = set()
+        # Told of every flush's changed quotes (the price alerts watch them).
+        self.on_prices: Callable[[list[Quote]], None] | None = None
 
     # --- start-up ----------------------------------------------------------------------
 
@@ -315,6 +317,8 @@ class MarketData:
                 TICK_AGE.observe(max(0.0, (now_ns - quote.exchange_time_ns) / 1e9))
         self._unsaved |= dirty
         self.hub.dispatch(dirty)
+        if self.on_prices is not None:
+            self.on_prices([self.book.quotes[symbol] for symbol in dirty])
         for shard, quotes in by_shard.items():
             for start in range(0, len(quotes), MAX_QUOTES_PER_MESSAGE):
                 chunk = quotes[start : start + MAX_QUOTES_PER_MESSAGE]

@@ -9,8 +9,10 @@ from decimal import Decimal
 
 import grpc
 
-from brokermesh.funds.v1 import funds_pb2, funds_pb2_grpc
+from brokermesh.funds.v1 import funds_pb2, funds_pb2_grpc, portfolio_pb2, portfolio_pb2_grpc
+from brokermesh.type.v1 import decimal_pb2
 from svc_orders.app.ports import BlockQuote
+from svc_orders.app.risk_limits import Standing
 from svc_orders.domain.model import Order, OrderSpec
 from svc_orders.transport.wire import product_to, side_to
 from svc_runtime import context
@@ -145,3 +147,29 @@ class FundsClient:
             await self.stub.ReleaseBlock(request, timeout=self.timeout)
         except grpc.aio.AioRpcError as error:
             raise reraise_remote(error) from error
+
+
+class PortfolioClient:
+    """svc_funds' portfolio: what the position and daily-loss limits measure."""
+
+    def __init__(self, channel: grpc.aio.Channel, *, timeout: float = 5.0) -> None:
+        self.stub = portfolio_pb2_grpc.PortfolioServiceStub(channel)
+        self.timeout = timeout
+
+    async def standing(self, user_id: str, symbol: str) -> Standing:
+        try:
+            portfolio = await self.stub.GetPortfolio(
+                portfolio_pb2.GetPortfolioRequest(name=f"users/{user_id}/portfolio"), timeout=self.timeout
+            )
+        except grpc.aio.AioRpcError as error:
+            raise reraise_remote(error) from error
+        held = sum(h.quantity for h in portfolio.holdings if h.symbol == symbol)
+        traded = sum(p.net_quantity for p in portfolio.positions if p.symbol == symbol)
+        day_pnl = sum(
+            (_amount(p.realized_pnl) + _amount(p.unrealized_pnl) for p in portfolio.positions), Decimal(0)
+        )
+        return Standing(position=held + traded, day_pnl=day_pnl)
+
+
+def _amount(value: decimal_pb2.Decimal) -> Decimal:
+    return Decimal(value.value) if value.value else Decimal(0)

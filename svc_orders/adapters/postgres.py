@@ -29,6 +29,7 @@ from svc_orders.app.ports import (
     ReportEnvelope,
     Reservation,
 )
+from svc_orders.domain.limits import LimitSet
 from svc_orders.domain.model import (
     Fill,
     FundsAction,
@@ -735,23 +736,7 @@ class PostgresOrderStore:
             detail = json.dumps(
                 {"trading_halted": halted, "halt_reason": reason, "halted_symbols": symbols}, sort_keys=True
             )
-            await conn.execute(
-                _INSERT_AUDIT,
-                audit.action,
-                audit.actor,
-                audit.request_id,
-                audit.client_ip,
-                "",
-                None,
-                None,
-                None,
-                None,
-                "",
-                None,
-                None,
-                None,
-                detail,
-            )
+            await _audit_setting(conn, audit, detail)
         return _controls_from_row(row)
 
     async def outlived_validity(self, closed_at: datetime, closed_day: date) -> list[tuple[str, str, str]]:
@@ -775,6 +760,61 @@ class PostgresOrderStore:
             )
             for r in rows
         ]
+
+    # --- risk limits --------------------------------------------------------------------
+    async def load_risk_limits(self) -> list[LimitSet]:
+        return [_limits_from_row(r) for r in await self.pool.fetch("SELECT * FROM risk_limits")]
+
+    async def update_risk_limits(
+        self, scope: str, changes: dict[str, Any], request_id: str, audit: AuditEntry
+    ) -> LimitSet:
+        """Apply `changes` (column → value, names checked by the caller) to one scope's
+        limits, once per request id, with an audit row, in one transaction."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute("INSERT INTO risk_limits (scope) VALUES ($1) ON CONFLICT DO NOTHING", scope)
+            row = await conn.fetchrow("SELECT * FROM risk_limits WHERE scope = $1 FOR UPDATE", scope)
+            if row["last_request_id"] == request_id:
+                return _limits_from_row(row)
+            assignments = "".join(f"{name} = ${k + 3}, " for k, name in enumerate(changes))
+            row = await conn.fetchrow(
+                f"UPDATE risk_limits SET {assignments}version = version + 1, update_time = now(), "
+                "last_request_id = $2 WHERE scope = $1 RETURNING *",
+                scope,
+                request_id,
+                *changes.values(),
+            )
+            detail = json.dumps(
+                {"scope": scope} | {k: None if v is None else str(v) for k, v in changes.items()},
+                sort_keys=True,
+            )
+            await _audit_setting(conn, audit, detail)
+        return _limits_from_row(row)
+
+    async def exposure(self, user_id: str, symbol: str, product: str) -> dict[str, int]:
+        """The user's working orders: how many (and in `product`), and the unfilled shares
+        of those in `symbol` by side."""
+        row = await self.pool.fetchrow(
+            "SELECT count(*) AS open_orders, count(*) FILTER (WHERE product = $3) AS open_in_product, "
+            "coalesce(sum(quantity - filled_quantity) FILTER (WHERE symbol = $2 AND side = 'BUY'), 0) "
+            "AS open_buy, "
+            "coalesce(sum(quantity - filled_quantity) FILTER (WHERE symbol = $2 AND side = 'SELL'), 0) "
+            "AS open_sell "
+            f"FROM orders WHERE user_id = $1 AND {_WORKING}",
+            user_id,
+            symbol,
+            product,
+        )
+        return {k: int(row[k]) for k in ("open_orders", "open_in_product", "open_buy", "open_sell")}
+
+    async def working_orders(self, user_id: str | None, product: str | None) -> list[Order]:
+        """Every working order, of one user and one product when given, oldest first."""
+        rows = await self.pool.fetch(
+            f"SELECT * FROM orders WHERE {_WORKING} AND ($1::text IS NULL OR user_id = $1) "
+            "AND ($2::text IS NULL OR product = $2) ORDER BY create_time, order_id",
+            user_id,
+            product,
+        )
+        return [order_from_row(r) for r in rows]
 
     # --- invariants (I4, I6) ------------------------------------------------------------
     async def check_invariants(self) -> tuple[list[tuple[str, str, str]], int]:
@@ -857,6 +897,45 @@ class PostgresOrderStore:
                     )
                 )
         return violations, checked
+
+
+async def _audit_setting(conn: asyncpg.Connection, audit: AuditEntry, detail: str) -> None:
+    """The audit row of an operator's change to a setting (no order involved)."""
+    await conn.execute(
+        _INSERT_AUDIT,
+        audit.action,
+        audit.actor,
+        audit.request_id,
+        audit.client_ip,
+        "",
+        None,
+        None,
+        None,
+        None,
+        "",
+        None,
+        None,
+        None,
+        detail,
+    )
+
+
+# Orders not yet finished (the partial index orders_working_by_user covers it).
+_WORKING = "status NOT IN ('FILLED', 'CANCELLED', 'REJECTED', 'EXPIRED')"
+
+
+def _limits_from_row(row: asyncpg.Record) -> LimitSet:
+    return LimitSet(
+        scope=row["scope"],
+        max_order_value=row["max_order_value"],
+        max_order_quantity=row["max_order_quantity"],
+        max_open_orders=row["max_open_orders"],
+        max_position_quantity=row["max_position_quantity"],
+        max_daily_loss=row["max_daily_loss"],
+        trading_halted=row["trading_halted"],
+        version=row["version"],
+        update_time=row["update_time"],
+    )
 
 
 def _controls_from_row(row: asyncpg.Record) -> TradingControls:

@@ -31,6 +31,16 @@ class ControlsStore(Protocol):
     ) -> TradingControls: ...
 
 
+def check_mask(paths: list[str], allowed: tuple[str, ...]) -> None:
+    unknown = [p for p in paths if p not in allowed]
+    if unknown:
+        raise InvalidArgument(
+            f"update_mask names unknown fields {unknown}; allowed: {list(allowed)}",
+            reason="INVALID_UPDATE_MASK",
+            field="update_mask",
+        )
+
+
 @dataclass
 class TradingControlsView:
     store: ControlsStore
@@ -52,13 +62,7 @@ class TradingControlsView:
 
     async def update(self, requested: TradingControls, paths: list[str], request_id: str) -> TradingControls:
         """Change the fields named by `paths` (all when empty), once per request id."""
-        unknown = [p for p in paths if p not in FIELDS]
-        if unknown:
-            raise InvalidArgument(
-                f"update_mask names unknown fields {unknown}; allowed: {list(FIELDS)}",
-                reason="INVALID_UPDATE_MASK",
-                field="update_mask",
-            )
+        check_mask(paths, FIELDS)
         changes: dict[str, Any] = {}
         for name in paths or FIELDS:
             value = getattr(requested, name)

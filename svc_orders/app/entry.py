@@ -26,7 +26,9 @@ from decimal import Decimal, InvalidOperation
 from svc_orders.app import metrics
 from svc_orders.app.controls import TradingControlsView
 from svc_orders.app.ports import AuditEntry, BlockQuote, Clock, CommandKind, FundsPort, MarketPort, OrderStore
-from svc_orders.domain import risk, state_machine, validation
+from svc_orders.app.risk_limits import RiskLimitBook
+from svc_orders.domain import limits, risk, state_machine, validation
+from svc_orders.domain.limits import RiskCheck
 from svc_orders.domain.model import (
     Instrument,
     MarketSnapshot,
@@ -75,6 +77,7 @@ class OrderPreview:
     block_price: Decimal | None  # the limit the exchange would enforce, which a BUY blocks at
     reference_price: Decimal | None
     block: BlockQuote | None  # None when refused before svc_funds was asked
+    risk_checks: tuple[RiskCheck, ...] = ()  # every limit checked, in order; empty if refused before
 
 
 @dataclass
@@ -99,6 +102,8 @@ class OrderEntry:
     accepts_in_flight: int = 4
     # The market's date (a fast market clock in tests and demos): what GTD dates start from.
     market_today: Callable[[], date] = market_clock.today
+    # Operators' per-user and per-segment limits; None: only the broker-wide ones apply.
+    risk_limits: RiskLimitBook | None = None
 
     def __post_init__(self) -> None:
         self._funds_slots = asyncio.Semaphore(self.funds_calls_in_flight)
@@ -136,6 +141,9 @@ class OrderEntry:
         try:
             risk.check_controls(self.controls.current, spec.symbol)
             decision = risk.pre_trade(spec, instrument, snapshot, self.limits)
+            refusal = limits.first_refusal(await self._scoped_checks(user_id, spec, decision))
+            if refusal is not None:
+                raise refusal
         except ServiceError:
             # A retry of an order accepted before (say) a halt still gets its order back.
             existing = await self.store.find_by_key(user_id, request_id)
@@ -173,6 +181,13 @@ class OrderEntry:
         if not reservation.created:
             return await self._continue(reservation.order, fingerprint, snapshot)
         return await self._block_and_accept(order, snapshot)
+
+    async def _scoped_checks(
+        self, user_id: str, spec: OrderSpec, decision: risk.RiskDecision
+    ) -> list[RiskCheck]:
+        if self.risk_limits is None:
+            return []
+        return await self.risk_limits.check(user_id, spec, decision.order_value)
 
     async def _validated(self, draft: OrderDraft) -> tuple[OrderSpec, Instrument, MarketSnapshot]:
         """The order checked against its instrument, and the market it meets."""
@@ -310,17 +325,27 @@ class OrderEntry:
         try:
             risk.check_controls(self.controls.current, spec.symbol)
             decision = risk.pre_trade(spec, instrument, snapshot, self.limits)
+            checks = (*decision.checks, *await self._scoped_checks(user_id, spec, decision))
         except ServiceError as error:
             return OrderPreview(refusal=error, block_price=None, reference_price=reference, block=None)
+        refusal = limits.first_refusal(list(checks))
         try:
             # A BUY always has a block price; a SELL without one is valued at the market's.
             block = await self.funds.quote_block(user_id, spec, decision.block_price or reference)
         except NotFound:
             return OrderPreview(
-                refusal=_no_account(), block_price=decision.block_price, reference_price=reference, block=None
+                refusal=refusal or _no_account(),
+                block_price=decision.block_price,
+                reference_price=reference,
+                block=None,
+                risk_checks=checks,
             )
         return OrderPreview(
-            refusal=block.refusal, block_price=decision.block_price, reference_price=reference, block=block
+            refusal=refusal or block.refusal,
+            block_price=decision.block_price,
+            reference_price=reference,
+            block=block,
+            risk_checks=checks,
         )
 
     # --- cancel -------------------------------------------------------------------------
@@ -399,6 +424,8 @@ class OrderEntry:
                 stop_price=change.stop_price,
             )
             decision = risk.modification(new_spec, order.protection_price, instrument, snapshot, self.limits)
+            if self.risk_limits is not None:
+                await self.risk_limits.check_modification(user_id, new_spec, decision.order_value)
             old_basis = state_machine.block_basis(order.side, order.quantity, order.exchange_limit_price)
             new_basis = state_machine.block_basis(order.side, change.quantity, decision.block_price)
             raised = new_basis > old_basis

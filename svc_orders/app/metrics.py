@@ -39,3 +39,8 @@ SQUARE_OFF_FAILURES = Counter(
     "orders_square_off_failures_total",
     "INTRADAY positions the square-off could not close (refused orders, positions left at the close)",
 )
+KILL_SWITCH_CANCELS = Counter(
+    "orders_kill_switch_cancels_total",
+    "Working orders a kill switch asked to cancel (asked) or could not (refused, by the reason logged)",
+    ["outcome"],
+)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
+from svc_orders.domain import limits as scoped
 from svc_orders.domain.model import (
     ORDER_TYPES,
     Instrument,
@@ -31,6 +32,14 @@ class RiskLimits:
     # Per-user order rate: a token bucket refilled at this rate, holding at most `order_burst`.
     orders_per_second: Decimal = Decimal(10)
     order_burst: int = 20
+
+    def as_limit_set(self) -> scoped.LimitSet:
+        """The broker-wide per-order limits, checked like an operator's."""
+        return scoped.LimitSet(
+            scope=scoped.DEFAULT_SCOPE,
+            max_order_value=self.max_order_value,
+            max_order_quantity=self.max_order_quantity,
+        )
 
 
 @dataclass(frozen=True)
@@ -113,18 +122,29 @@ class RiskDecision:
     # The price funds are blocked at (BUY) and the order's value is measured at.
     block_price: Decimal | None
     reference_price: Decimal | None
+    # quantity × the block price, else × the reference price; None when neither is known.
+    order_value: Decimal | None = None
+    # The broker-wide per-order limits as checked (all passed).
+    checks: tuple[scoped.RiskCheck, ...] = ()
+
+
+def _check_per_order(
+    spec: OrderSpec, value: Decimal | None, limits: RiskLimits
+) -> tuple[scoped.RiskCheck, ...]:
+    checks = scoped.evaluate(spec, value, [limits.as_limit_set()], None)
+    refusal = scoped.first_refusal(checks)
+    if refusal is not None:
+        raise refusal
+    return tuple(checks)
 
 
 def pre_trade(
     spec: OrderSpec, instrument: Instrument, snapshot: MarketSnapshot, limits: RiskLimits
 ) -> RiskDecision:
-    """Check a validated order against the market and the limits (controls are separate)."""
+    """Check a validated order against the market and the broker-wide limits (controls and
+    operators' scoped limits are separate)."""
     if spec.quantity > limits.max_order_quantity:
-        raise InvalidArgument(
-            f"order.quantity exceeds the per-order limit of {limits.max_order_quantity} shares",
-            reason="QUANTITY_LIMIT",
-            field="order.quantity",
-        )
+        _check_per_order(spec, None, limits)  # refuses before any price is looked at
     reference = reference_price(snapshot, instrument)
     protection: Decimal | None = None
     rules = ORDER_TYPES[spec.type]
@@ -148,13 +168,14 @@ def pre_trade(
         check_collar(spec.limit_price, reference, limits.price_collar, "order.limit_price")
     block_price = spec.limit_price if spec.limit_price is not None else protection
     value_price = block_price if block_price is not None else reference
-    if value_price is not None and value_price * spec.quantity > limits.max_order_value:
-        raise InvalidArgument(
-            f"the order's value {value_price * spec.quantity} exceeds the per-order limit of {limits.max_order_value}",
-            reason="ORDER_VALUE_LIMIT",
-            field="order.quantity",
-        )
-    return RiskDecision(protection_price=protection, block_price=block_price, reference_price=reference)
+    value = None if value_price is None else value_price * spec.quantity
+    return RiskDecision(
+        protection_price=protection,
+        block_price=block_price,
+        reference_price=reference,
+        order_value=value,
+        checks=_check_per_order(spec, value, limits),
+    )
 
 
 def modification(
@@ -168,20 +189,11 @@ def modification(
     quantity can change); the other types are checked like a new order."""
     if ORDER_TYPES[order_spec.type].protection is not Protection.AT_REFERENCE:
         return pre_trade(order_spec, instrument, snapshot, limits)
-    if order_spec.quantity > limits.max_order_quantity:
-        raise InvalidArgument(
-            f"quantity exceeds the per-order limit of {limits.max_order_quantity} shares",
-            reason="QUANTITY_LIMIT",
-            field="quantity",
-        )
-    if current_protection is not None and current_protection * order_spec.quantity > limits.max_order_value:
-        raise InvalidArgument(
-            f"the order's value exceeds the per-order limit of {limits.max_order_value}",
-            reason="ORDER_VALUE_LIMIT",
-            field="quantity",
-        )
+    value = None if current_protection is None else current_protection * order_spec.quantity
     return RiskDecision(
         protection_price=current_protection,
         block_price=current_protection,
         reference_price=reference_price(snapshot, instrument),
+        order_value=value,
+        checks=_check_per_order(order_spec, value, limits),
     )

@@ -14,7 +14,9 @@ from svc_orders.app.controls import TradingControlsView
 from svc_orders.app.entry import OrderEntry
 from svc_orders.app.fanout import OrderEventFanout, StreamFellBehind
 from svc_orders.app.queries import OrderQueries
+from svc_orders.app.risk_limits import RiskLimitBook, cancel_working, parse_scope, scope_filter
 from svc_orders.domain import validation
+from svc_orders.domain.model import Order
 from svc_orders.domain.risk import TradingControls
 from svc_orders.domain.validation import ModificationDraft, OrderDraft
 from svc_orders.transport import wire
@@ -74,11 +76,13 @@ class OrdersServicer(orders_pb2_grpc.OrdersServiceServicer):
         queries: OrderQueries,
         controls: TradingControlsView,
         fanout: OrderEventFanout,
+        risk_limits: RiskLimitBook,
     ) -> None:
         self.entry = entry
         self.queries = queries
         self.controls = controls
         self.fanout = fanout
+        self.risk_limits = risk_limits
 
     async def PlaceOrder(
         self, request: orders_pb2.PlaceOrderRequest, context_: grpc.aio.ServicerContext
@@ -232,5 +236,35 @@ class OrdersServicer(orders_pb2_grpc.OrdersServiceServicer):
             halted_symbols=frozenset(given.halted_symbols),
         )
         request_id = _optional_request_id(request.request_id)
-        updated = await self.controls.update(requested, list(request.update_mask.paths), request_id)
-        return wire.controls_to_proto(updated)
+        paths = list(request.update_mask.paths)
+        updated = await self.controls.update(requested, paths, request_id)
+        cancelled = []
+        if updated.trading_halted and (not paths or "trading_halted" in paths):
+            # The kill switch also takes what is already working off the market.
+            cancelled = await self._cancel_working(None, None, f"kill-{request_id}")
+        return wire.controls_to_proto(updated, cancelled)
+
+    async def GetRiskLimits(
+        self, request: orders_pb2.GetRiskLimitsRequest, context_: grpc.aio.ServicerContext
+    ) -> orders_pb2.RiskLimits:
+        scope = parse_scope(request.name)
+        await self.risk_limits.refresh()
+        return wire.limits_to_proto(self.risk_limits.get(scope))
+
+    async def UpdateRiskLimits(
+        self, request: orders_pb2.UpdateRiskLimitsRequest, context_: grpc.aio.ServicerContext
+    ) -> orders_pb2.RiskLimits:
+        scope = parse_scope(request.risk_limits.name)
+        requested = wire.limits_from_proto(request.risk_limits, scope)
+        request_id = _optional_request_id(request.request_id)
+        paths = list(request.update_mask.paths)
+        updated = await self.risk_limits.update(scope, requested, paths, request_id)
+        cancelled = []
+        if updated.trading_halted and (not paths or "trading_halted" in paths):
+            user_id, product = scope_filter(scope)
+            cancelled = await self._cancel_working(user_id, product, f"halt-{request_id}")
+        return wire.limits_to_proto(updated, cancelled)
+
+    async def _cancel_working(self, user_id: str | None, product: str | None, request_id: str) -> list[Order]:
+        working = await self.risk_limits.store.working_orders(user_id, product)
+        return await cancel_working(working, self.entry.cancel, request_id)

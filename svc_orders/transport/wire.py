@@ -16,6 +16,7 @@ from brokermesh.orders.v1 import order_command_pb2, orders_pb2
 from brokermesh.type.v1 import charges_pb2, decimal_pb2, trading_pb2
 from svc_orders.app.entry import OrderPreview
 from svc_orders.app.ports import CommandKind, ReportEnvelope
+from svc_orders.domain.limits import LimitSet, RiskCheck
 from svc_orders.domain.model import (
     ORDER_TYPES,
     EventType,
@@ -167,7 +168,56 @@ def preview_to_proto(preview: OrderPreview) -> orders_pb2.OrderPreview:
         message.charges.extend(charges_pb2.Charge(name=n, amount=_decimal(a)) for n, a in block.charges)
         message.charges_total.CopyFrom(_decimal(block.charges_total))
         message.available.CopyFrom(_decimal(block.available))
+    message.risk_checks.extend(risk_check_to_proto(c) for c in preview.risk_checks)
     return message
+
+
+def risk_check_to_proto(check: RiskCheck) -> orders_pb2.RiskCheck:
+    return orders_pb2.RiskCheck(
+        rule=check.rule.value,
+        scope=check.scope,
+        limit=_decimal(check.limit),
+        observed=_decimal(check.observed),
+        passed=check.passed,
+    )
+
+
+def limits_to_proto(limits: LimitSet, cancelled: list[Order] | None = None) -> orders_pb2.RiskLimits:
+    message = orders_pb2.RiskLimits(
+        name=f"{limits.scope}/riskLimits",
+        max_order_value=_decimal(limits.max_order_value),
+        trading_halted=limits.trading_halted,
+        version=limits.version,
+        update_time=timestamp(limits.update_time),
+        cancelled_orders=[order_name(o.user_id, o.order_id) for o in cancelled or []],
+    )
+    for name in ("max_order_quantity", "max_open_orders", "max_position_quantity"):
+        value = getattr(limits, name)
+        if value is not None:
+            setattr(message, name, value)
+    if limits.max_daily_loss is not None:
+        message.max_daily_loss.CopyFrom(_decimal(limits.max_daily_loss))
+    return message
+
+
+def limits_from_proto(message: orders_pb2.RiskLimits, scope: str) -> LimitSet:
+    def whole(name: str) -> int | None:
+        return getattr(message, name) if message.HasField(name) else None
+
+    def money(name: str) -> Decimal | None:
+        if not message.HasField(name):
+            return None
+        return parse_decimal(getattr(message, name).value, field=f"risk_limits.{name}", max_places=2)
+
+    return LimitSet(
+        scope=scope,
+        max_order_value=money("max_order_value"),
+        max_order_quantity=whole("max_order_quantity"),
+        max_open_orders=whole("max_open_orders"),
+        max_position_quantity=whole("max_position_quantity"),
+        max_daily_loss=money("max_daily_loss"),
+        trading_halted=message.trading_halted,
+    )
 
 
 def trade_to_proto(fill: Fill, order: Order) -> orders_pb2.Trade:
@@ -318,8 +368,11 @@ def audit_record_to_proto(row: dict[str, object]) -> orders_pb2.AuditRecord:
     )
 
 
-def controls_to_proto(controls: TradingControls) -> orders_pb2.TradingControls:
+def controls_to_proto(
+    controls: TradingControls, cancelled: list[Order] | None = None
+) -> orders_pb2.TradingControls:
     return orders_pb2.TradingControls(
+        cancelled_orders=[order_name(o.user_id, o.order_id) for o in cancelled or []],
         name=CONTROLS_NAME,
         trading_halted=controls.trading_halted,
         halt_reason=controls.halt_reason,

@@ -17,7 +17,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from brokermesh.exec.v1 import exec_pb2, exec_pb2_grpc, execution_report_pb2
-from brokermesh.funds.v1 import funds_pb2, funds_pb2_grpc
+from brokermesh.funds.v1 import funds_pb2, funds_pb2_grpc, portfolio_pb2, portfolio_pb2_grpc
 from brokermesh.marketdata.v1 import marketdata_pb2, marketdata_pb2_grpc
 from brokermesh.orders.v1 import order_command_pb2
 from brokermesh.type.v1 import decimal_pb2
@@ -329,11 +329,39 @@ class CommandLog:
         return [c for c in self.commands if c.order_id == order_id]
 
 
+class FakePortfolio(portfolio_pb2_grpc.PortfolioServiceServicer):
+    """svc_funds' portfolio as the risk limits read it: each user's net shares per symbol
+    (shown as today's positions) and today's P&L, as a test sets them."""
+
+    def __init__(self) -> None:
+        self.shares: dict[str, dict[str, int]] = {}
+        self.day_pnl: dict[str, Decimal] = {}
+        self.calls = 0
+
+    async def GetPortfolio(
+        self, request: portfolio_pb2.GetPortfolioRequest, context: grpc.aio.ServicerContext
+    ) -> portfolio_pb2.Portfolio:
+        self.calls += 1
+        user_id = request.name.split("/")[1]
+        shares = self.shares.get(user_id, {})
+        positions = [
+            portfolio_pb2.Position(symbol=symbol, net_quantity=quantity, realized_pnl=_dec(Decimal(0)))
+            for symbol, quantity in shares.items()
+        ]
+        # Today's P&L sits on one position (a symbol of its own when the user holds none).
+        pnl = self.day_pnl.get(user_id, Decimal(0))
+        positions.append(
+            portfolio_pb2.Position(symbol="PNL", realized_pnl=_dec(pnl), unrealized_pnl=_dec(Decimal(0)))
+        )
+        return portfolio_pb2.Portfolio(name=request.name, positions=positions)
+
+
 class FakeServices:
     """The three stand-ins, listening where the stack plan says the real ones would."""
 
     def __init__(self, plan: StackPlan) -> None:
         self.funds = FakeFunds()
+        self.portfolio = FakePortfolio()
         self.marketdata = FakeMarketData()
         self.executor = FakeExec()
         self.command_log = CommandLog(self.executor)
@@ -366,6 +394,12 @@ class FakeServices:
         ):
             server = GrpcServer(self._plan.target(service), guard=Guard(self._plan.verifier(service)))
             server.add(register, servicer, name)
+            if service == "svc_funds":
+                server.add(
+                    portfolio_pb2_grpc.add_PortfolioServiceServicer_to_server,
+                    self.portfolio,
+                    "brokermesh.funds.v1.PortfolioService",
+                )
             await server.start()
             self._servers.append(server)
         self._consumer = DurableConsumer(

@@ -167,7 +167,7 @@ class PreviewOrderRequest(_message.Message):
     def __init__(self, parent: _Optional[str] = ..., order: _Optional[_Union[Order, _Mapping]] = ...) -> None: ...
 
 class OrderPreview(_message.Message):
-    __slots__ = ("acceptable", "refusal", "block_price", "reference_price", "block_amount", "order_value", "charges", "charges_total", "available")
+    __slots__ = ("acceptable", "refusal", "block_price", "reference_price", "block_amount", "order_value", "charges", "charges_total", "available", "risk_checks")
     ACCEPTABLE_FIELD_NUMBER: _ClassVar[int]
     REFUSAL_FIELD_NUMBER: _ClassVar[int]
     BLOCK_PRICE_FIELD_NUMBER: _ClassVar[int]
@@ -177,6 +177,7 @@ class OrderPreview(_message.Message):
     CHARGES_FIELD_NUMBER: _ClassVar[int]
     CHARGES_TOTAL_FIELD_NUMBER: _ClassVar[int]
     AVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    RISK_CHECKS_FIELD_NUMBER: _ClassVar[int]
     acceptable: bool
     refusal: _status_pb2.Status
     block_price: _decimal_pb2.Decimal
@@ -186,7 +187,22 @@ class OrderPreview(_message.Message):
     charges: _containers.RepeatedCompositeFieldContainer[_charges_pb2.Charge]
     charges_total: _decimal_pb2.Decimal
     available: _decimal_pb2.Decimal
-    def __init__(self, acceptable: _Optional[bool] = ..., refusal: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., block_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., reference_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., block_amount: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., order_value: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., charges: _Optional[_Iterable[_Union[_charges_pb2.Charge, _Mapping]]] = ..., charges_total: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., available: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ...) -> None: ...
+    risk_checks: _containers.RepeatedCompositeFieldContainer[RiskCheck]
+    def __init__(self, acceptable: _Optional[bool] = ..., refusal: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., block_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., reference_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., block_amount: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., order_value: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., charges: _Optional[_Iterable[_Union[_charges_pb2.Charge, _Mapping]]] = ..., charges_total: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., available: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., risk_checks: _Optional[_Iterable[_Union[RiskCheck, _Mapping]]] = ...) -> None: ...
+
+class RiskCheck(_message.Message):
+    __slots__ = ("rule", "scope", "limit", "observed", "passed")
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    SCOPE_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    OBSERVED_FIELD_NUMBER: _ClassVar[int]
+    PASSED_FIELD_NUMBER: _ClassVar[int]
+    rule: str
+    scope: str
+    limit: _decimal_pb2.Decimal
+    observed: _decimal_pb2.Decimal
+    passed: bool
+    def __init__(self, rule: _Optional[str] = ..., scope: _Optional[str] = ..., limit: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., observed: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., passed: _Optional[bool] = ...) -> None: ...
 
 class PlaceOrderRequest(_message.Message):
     __slots__ = ("parent", "order", "request_id")
@@ -355,20 +371,22 @@ class AuditRecord(_message.Message):
     def __init__(self, record_id: _Optional[int] = ..., record_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., action: _Optional[str] = ..., actor: _Optional[str] = ..., request_id: _Optional[str] = ..., client_ip: _Optional[str] = ..., user_id: _Optional[str] = ..., order_id: _Optional[str] = ..., order_version: _Optional[int] = ..., from_status: _Optional[_Union[OrderStatus, str]] = ..., to_status: _Optional[_Union[OrderStatus, str]] = ..., exec_id: _Optional[str] = ..., last_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., bid_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., ask_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., detail: _Optional[str] = ...) -> None: ...
 
 class TradingControls(_message.Message):
-    __slots__ = ("name", "trading_halted", "halt_reason", "halted_symbols", "version", "update_time")
+    __slots__ = ("name", "trading_halted", "halt_reason", "halted_symbols", "version", "update_time", "cancelled_orders")
     NAME_FIELD_NUMBER: _ClassVar[int]
     TRADING_HALTED_FIELD_NUMBER: _ClassVar[int]
     HALT_REASON_FIELD_NUMBER: _ClassVar[int]
     HALTED_SYMBOLS_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    CANCELLED_ORDERS_FIELD_NUMBER: _ClassVar[int]
     name: str
     trading_halted: bool
     halt_reason: str
     halted_symbols: _containers.RepeatedScalarFieldContainer[str]
     version: int
     update_time: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., trading_halted: _Optional[bool] = ..., halt_reason: _Optional[str] = ..., halted_symbols: _Optional[_Iterable[str]] = ..., version: _Optional[int] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    cancelled_orders: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., trading_halted: _Optional[bool] = ..., halt_reason: _Optional[str] = ..., halted_symbols: _Optional[_Iterable[str]] = ..., version: _Optional[int] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cancelled_orders: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class GetTradingControlsRequest(_message.Message):
     __slots__ = ("name",)
@@ -385,3 +403,43 @@ class UpdateTradingControlsRequest(_message.Message):
     update_mask: _field_mask_pb2.FieldMask
     request_id: str
     def __init__(self, trading_controls: _Optional[_Union[TradingControls, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class RiskLimits(_message.Message):
+    __slots__ = ("name", "max_order_value", "max_order_quantity", "max_open_orders", "max_position_quantity", "max_daily_loss", "trading_halted", "version", "update_time", "cancelled_orders")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    MAX_ORDER_VALUE_FIELD_NUMBER: _ClassVar[int]
+    MAX_ORDER_QUANTITY_FIELD_NUMBER: _ClassVar[int]
+    MAX_OPEN_ORDERS_FIELD_NUMBER: _ClassVar[int]
+    MAX_POSITION_QUANTITY_FIELD_NUMBER: _ClassVar[int]
+    MAX_DAILY_LOSS_FIELD_NUMBER: _ClassVar[int]
+    TRADING_HALTED_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    CANCELLED_ORDERS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    max_order_value: _decimal_pb2.Decimal
+    max_order_quantity: int
+    max_open_orders: int
+    max_position_quantity: int
+    max_daily_loss: _decimal_pb2.Decimal
+    trading_halted: bool
+    version: int
+    update_time: _timestamp_pb2.Timestamp
+    cancelled_orders: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., max_order_value: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., max_order_quantity: _Optional[int] = ..., max_open_orders: _Optional[int] = ..., max_position_quantity: _Optional[int] = ..., max_daily_loss: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., trading_halted: _Optional[bool] = ..., version: _Optional[int] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cancelled_orders: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class GetRiskLimitsRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class UpdateRiskLimitsRequest(_message.Message):
+    __slots__ = ("risk_limits", "update_mask", "request_id")
+    RISK_LIMITS_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_MASK_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    risk_limits: RiskLimits
+    update_mask: _field_mask_pb2.FieldMask
+    request_id: str
+    def __init__(self, risk_limits: _Optional[_Union[RiskLimits, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...

@@ -100,6 +100,16 @@ class OrdersServiceStub:
                 request_serializer=brokermesh_dot_orders_dot_v1_dot_orders__pb2.UpdateTradingControlsRequest.SerializeToString,
                 response_deserializer=brokermesh_dot_orders_dot_v1_dot_orders__pb2.TradingControls.FromString,
                 _registered_method=True)
+        self.GetRiskLimits = channel.unary_unary(
+                '/brokermesh.orders.v1.OrdersService/GetRiskLimits',
+                request_serializer=brokermesh_dot_orders_dot_v1_dot_orders__pb2.GetRiskLimitsRequest.SerializeToString,
+                response_deserializer=brokermesh_dot_orders_dot_v1_dot_orders__pb2.RiskLimits.FromString,
+                _registered_method=True)
+        self.UpdateRiskLimits = channel.unary_unary(
+                '/brokermesh.orders.v1.OrdersService/UpdateRiskLimits',
+                request_serializer=brokermesh_dot_orders_dot_v1_dot_orders__pb2.UpdateRiskLimitsRequest.SerializeToString,
+                response_deserializer=brokermesh_dot_orders_dot_v1_dot_orders__pb2.RiskLimits.FromString,
+                _registered_method=True)
 
 
 class OrdersServiceServicer:
@@ -209,6 +219,25 @@ class OrdersServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetRiskLimits(self, request, context):
+        """Returns the risk limits an operator set for one user (`users/{user}/riskLimits`) or
+        for one segment (`segments/{segment}/riskLimits`, a segment being a product: CNC or
+        INTRADAY). A scope nobody set limits for answers with every limit unset.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateRiskLimits(self, request, context):
+        """Changes a scope's risk limits (AIP-134, with a field mask). Every limit that applies to
+        an order is checked: the user's, its product's segment's and the broker-wide defaults;
+        the tightest refuses. Setting `trading_halted` on asks to cancel the scope's working
+        orders and names them in `cancelled_orders`. Admin use only; every change is audited.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OrdersServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -271,6 +300,16 @@ def add_OrdersServiceServicer_to_server(servicer, server):
                     servicer.UpdateTradingControls,
                     request_deserializer=brokermesh_dot_orders_dot_v1_dot_orders__pb2.UpdateTradingControlsRequest.FromString,
                     response_serializer=brokermesh_dot_orders_dot_v1_dot_orders__pb2.TradingControls.SerializeToString,
+            ),
+            'GetRiskLimits': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRiskLimits,
+                    request_deserializer=brokermesh_dot_orders_dot_v1_dot_orders__pb2.GetRiskLimitsRequest.FromString,
+                    response_serializer=brokermesh_dot_orders_dot_v1_dot_orders__pb2.RiskLimits.SerializeToString,
+            ),
+            'UpdateRiskLimits': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateRiskLimits,
+                    request_deserializer=brokermesh_dot_orders_dot_v1_dot_orders__pb2.UpdateRiskLimitsRequest.FromString,
+                    response_serializer=brokermesh_dot_orders_dot_v1_dot_orders__pb2.RiskLimits.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -603,6 +642,60 @@ class OrdersService:
             '/brokermesh.orders.v1.OrdersService/UpdateTradingControls',
             brokermesh_dot_orders_dot_v1_dot_orders__pb2.UpdateTradingControlsRequest.SerializeToString,
             brokermesh_dot_orders_dot_v1_dot_orders__pb2.TradingControls.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRiskLimits(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/brokermesh.orders.v1.OrdersService/GetRiskLimits',
+            brokermesh_dot_orders_dot_v1_dot_orders__pb2.GetRiskLimitsRequest.SerializeToString,
+            brokermesh_dot_orders_dot_v1_dot_orders__pb2.RiskLimits.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateRiskLimits(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/brokermesh.orders.v1.OrdersService/UpdateRiskLimits',
+            brokermesh_dot_orders_dot_v1_dot_orders__pb2.UpdateRiskLimitsRequest.SerializeToString,
+            brokermesh_dot_orders_dot_v1_dot_orders__pb2.RiskLimits.FromString,
             options,
             channel_credentials,
             insecure,

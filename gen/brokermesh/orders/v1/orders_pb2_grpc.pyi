@@ -84,6 +84,17 @@ class OrdersServiceStub:
     order can be placed or modified (cancels still go through); a halted symbol accepts no
     new orders. Admin use only; every change is audited.
     """
+    GetRiskLimits: _grpc.UnaryUnaryMultiCallable[_orders_pb2.GetRiskLimitsRequest, _orders_pb2.RiskLimits]
+    """Returns the risk limits an operator set for one user (`users/{user}/riskLimits`) or
+    for one segment (`segments/{segment}/riskLimits`, a segment being a product: CNC or
+    INTRADAY). A scope nobody set limits for answers with every limit unset.
+    """
+    UpdateRiskLimits: _grpc.UnaryUnaryMultiCallable[_orders_pb2.UpdateRiskLimitsRequest, _orders_pb2.RiskLimits]
+    """Changes a scope's risk limits (AIP-134, with a field mask). Every limit that applies to
+    an order is checked: the user's, its product's segment's and the broker-wide defaults;
+    the tightest refuses. Setting `trading_halted` on asks to cancel the scope's working
+    orders and names them in `cancelled_orders`. Admin use only; every change is audited.
+    """
 
 @_typing.type_check_only
 class OrdersServiceAsyncStub(OrdersServiceStub):
@@ -140,6 +151,17 @@ class OrdersServiceAsyncStub(OrdersServiceStub):
     """Changes the trading controls (AIP-134, with a field mask). While trading is halted no
     order can be placed or modified (cancels still go through); a halted symbol accepts no
     new orders. Admin use only; every change is audited.
+    """
+    GetRiskLimits: _aio.UnaryUnaryMultiCallable[_orders_pb2.GetRiskLimitsRequest, _orders_pb2.RiskLimits]  # type: ignore[assignment]
+    """Returns the risk limits an operator set for one user (`users/{user}/riskLimits`) or
+    for one segment (`segments/{segment}/riskLimits`, a segment being a product: CNC or
+    INTRADAY). A scope nobody set limits for answers with every limit unset.
+    """
+    UpdateRiskLimits: _aio.UnaryUnaryMultiCallable[_orders_pb2.UpdateRiskLimitsRequest, _orders_pb2.RiskLimits]  # type: ignore[assignment]
+    """Changes a scope's risk limits (AIP-134, with a field mask). Every limit that applies to
+    an order is checked: the user's, its product's segment's and the broker-wide defaults;
+    the tightest refuses. Setting `trading_halted` on asks to cancel the scope's working
+    orders and names them in `cancelled_orders`. Admin use only; every change is audited.
     """
 
 class OrdersServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -266,6 +288,29 @@ class OrdersServiceServicer(metaclass=_abc_1.ABCMeta):
         """Changes the trading controls (AIP-134, with a field mask). While trading is halted no
         order can be placed or modified (cancels still go through); a halted symbol accepts no
         new orders. Admin use only; every change is audited.
+        """
+
+    @_abc_1.abstractmethod
+    def GetRiskLimits(
+        self,
+        request: _orders_pb2.GetRiskLimitsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_orders_pb2.RiskLimits, _abc.Awaitable[_orders_pb2.RiskLimits]]:
+        """Returns the risk limits an operator set for one user (`users/{user}/riskLimits`) or
+        for one segment (`segments/{segment}/riskLimits`, a segment being a product: CNC or
+        INTRADAY). A scope nobody set limits for answers with every limit unset.
+        """
+
+    @_abc_1.abstractmethod
+    def UpdateRiskLimits(
+        self,
+        request: _orders_pb2.UpdateRiskLimitsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_orders_pb2.RiskLimits, _abc.Awaitable[_orders_pb2.RiskLimits]]:
+        """Changes a scope's risk limits (AIP-134, with a field mask). Every limit that applies to
+        an order is checked: the user's, its product's segment's and the broker-wide defaults;
+        the tightest refuses. Setting `trading_halted` on asks to cancel the scope's working
+        orders and names them in `cancelled_orders`. Admin use only; every change is audited.
         """
 
 def add_OrdersServiceServicer_to_server(servicer: OrdersServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
