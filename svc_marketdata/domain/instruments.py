@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from itertools import islice
 
+from rapidfuzz import fuzz, process
+
 # NSE tick size for equities; used when the exchange does not send one.
 DEFAULT_TICK_SIZE = Decimal("0.05")
 MAX_SYMBOL_LENGTH = 32
@@ -26,6 +28,16 @@ _WORD = re.compile(r"[a-z0-9]+")
 TIER_EXACT_SYMBOL = 0
 TIER_SYMBOL_PREFIX = 1
 TIER_NAME_WORD = 2
+# Near spellings and abbreviations, best score first: tier TIER_FUZZY + (100 - score) × 10,
+# so the (tier, symbol) keys of pages order them too.
+TIER_FUZZY = 3
+# A near match must score this (rapidfuzz's normalized similarity, 0–100) on average over
+# the query's words, and every word at least FUZZY_WORD_CUTOFF.
+FUZZY_CUTOFF = 75.0
+FUZZY_WORD_CUTOFF = 70.0
+# Query words shorter than this are too short to misspell: they must start a token.
+FUZZY_MIN_WORD = 3
+_NOISE_WORDS = frozenset({"ltd", "limited", "the", "and", "of", "co", "inc", "corp"})
 
 
 def normalize_symbol(text: str) -> str:
@@ -77,13 +89,29 @@ class InstrumentIndex:
     _symbols: list[str] = field(repr=False)
     _words: list[tuple[str, str]] = field(repr=False)  # (name word, symbol), sorted
     _name_words: dict[str, tuple[str, ...]] = field(repr=False)
+    # Fuzzy matching: every distinct token (symbol, name word, name initials) once, and the
+    # symbols each belongs to.
+    _tokens: list[str] = field(repr=False, default_factory=list)
+    _token_owners: list[tuple[str, ...]] = field(repr=False, default_factory=list)
 
     @classmethod
     def build(cls, instruments: Iterable[Instrument]) -> InstrumentIndex:
         by_symbol = {i.symbol: i for i in instruments}
         name_words_of = {s: tuple(name_words(i.company_name)) for s, i in by_symbol.items()}
         words = sorted({(w, s) for s, ws in name_words_of.items() for w in ws})
-        return cls(by_symbol, sorted(by_symbol), words, name_words_of)
+        owners: dict[str, set[str]] = {}
+        for symbol, ws in name_words_of.items():
+            for token in _fuzzy_tokens(symbol, ws):
+                owners.setdefault(token, set()).add(symbol)
+        tokens = sorted(owners)
+        return cls(
+            by_symbol,
+            sorted(by_symbol),
+            words,
+            name_words_of,
+            tokens,
+            [tuple(sorted(owners[t])) for t in tokens],
+        )
 
     @classmethod
     def empty(cls) -> InstrumentIndex:
@@ -112,8 +140,9 @@ class InstrumentIndex:
 
     def search(self, query: str, *, limit: int, after: tuple[int, str] | None = None) -> SearchPage:
         """Instruments matching `query`, best first: the exact symbol, then symbols starting
-        with it, then instruments whose name has words starting with every query word. Ties
-        are ordered by symbol, so pages are stable; `after` is the previous page's last key.
+        with it, then instruments whose name has words starting with every query word, then
+        near spellings and initials by score. Ties are ordered by symbol, so pages are
+        stable; `after` is the previous page's last key.
 
         Hits are produced lazily in rank order and only a page (plus one, to know whether
         more follow) is taken, so a one-letter query over a large master costs a page, not
@@ -140,12 +169,33 @@ class InstrumentIndex:
                 if symbol != exact:
                     yield SearchHit(TIER_SYMBOL_PREFIX, self.by_symbol[symbol])
         words = name_words(text)
-        if not words or after_tier > TIER_NAME_WORD:
+        if not words:
             return
+        if after_tier <= TIER_NAME_WORD:
+            yield from self._name_word_hits(
+                words, exact, prefix, after_symbol if after_tier == TIER_NAME_WORD else ""
+            )
+        # Reached only when the tiers above did not fill the page.
+        yield from self._fuzzy_hits(words, exact, prefix, after)
+
+    def _fuzzy_hits(
+        self, words: list[str], exact: str | None, prefix: str, after: tuple[int, str]
+    ) -> Iterator[SearchHit]:
+        for tier, symbol in self._fuzzy(words):
+            if (tier, symbol) <= after:
+                continue
+            if symbol == exact or (prefix and symbol.startswith(prefix)):
+                continue
+            if _all_words_match(words, self._name_words[symbol]):
+                continue  # ranked higher
+            yield SearchHit(tier, self.by_symbol[symbol])
+
+    def _name_word_hits(
+        self, words: list[str], exact: str | None, prefix: str, floor: str
+    ) -> Iterator[SearchHit]:
         # Candidates: symbols with a name word starting with the most selective query word
         # (the one whose prefix range is narrowest).
         low, high = min((self._word_range(w) for w in words), key=lambda r: r[1] - r[0])
-        floor = after_symbol if after_tier == TIER_NAME_WORD else ""
         if high - low <= _SORT_LIMIT:
             ordered: Iterable[str] = sorted({s for _, s in self._words[low:high] if s > floor})
         else:  # a broad query: walk the sorted symbols (most match) and stop after a page
@@ -156,6 +206,33 @@ class InstrumentIndex:
             if _all_words_match(words, self._name_words[symbol]):
                 yield SearchHit(TIER_NAME_WORD, self.by_symbol[symbol])
 
+    def _fuzzy(self, words: list[str]) -> list[tuple[int, str]]:
+        """(tier, symbol) of near matches, best first: each query word scored against every
+        token by rapidfuzz (normalized Indel similarity), the best token per symbol kept."""
+        words = [w for w in words if w not in _NOISE_WORDS] or words
+        totals: dict[str, float] = {}
+        for n, word in enumerate(words):
+            best: dict[str, float] = {}
+            if len(word) < FUZZY_MIN_WORD:
+                matches = [(t, 100.0, i) for i, t in enumerate(self._tokens) if t.startswith(word)]
+            else:
+                matches = process.extract(
+                    word, self._tokens, scorer=fuzz.ratio, score_cutoff=FUZZY_WORD_CUTOFF, limit=None
+                )
+            for _, score, i in matches:
+                for symbol in self._token_owners[i]:
+                    if score > best.get(symbol, 0.0) and (n == 0 or symbol in totals):
+                        best[symbol] = score
+            totals = {s: totals.get(s, 0.0) + score for s, score in best.items()}
+            if not totals:
+                return []
+        ranked = []
+        for symbol, total in totals.items():
+            score = total / len(words)
+            if score >= FUZZY_CUTOFF:
+                ranked.append((TIER_FUZZY + round((100 - score) * 10), symbol))
+        return sorted(ranked)
+
     def _word_range(self, prefix: str) -> tuple[int, int]:
         """Where (word, symbol) pairs with words starting with `prefix` sit in `_words`."""
         return bisect_left(self._words, (prefix, "")), bisect_left(self._words, (prefix + _MAX_CHAR, ""))
@@ -164,6 +241,20 @@ class InstrumentIndex:
 # Sorting up to this many name-word candidates beats walking every symbol.
 _SORT_LIMIT = 2048
 _MAX_CHAR = "\U0010ffff"
+
+
+def _fuzzy_tokens(symbol: str, words: tuple[str, ...]) -> set[str]:
+    """What a near spelling is compared with: the symbol, each name word, and the name's
+    initials (with and without a trailing "limited"), so `tcs` finds Tata Consultancy
+    Services and `infsys` Infosys."""
+    tokens = {symbol.lower(), *words}
+    initials = "".join(w[0] for w in words)
+    if len(initials) >= 2:
+        tokens.add(initials)
+    meaningful = [w for w in words if w not in _NOISE_WORDS]
+    if len(meaningful) >= 2:
+        tokens.add("".join(w[0] for w in meaningful))
+    return tokens
 
 
 def _all_words_match(query_words: list[str], words: tuple[str, ...]) -> bool:
