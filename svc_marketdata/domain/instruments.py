@@ -92,26 +92,18 @@ class InstrumentIndex:
     # Fuzzy matching: every distinct token (symbol, name word, name initials) once, and the
     # symbols each belongs to.
     _tokens: list[str] = field(repr=False, default_factory=list)
-    _token_owners: list[tuple[str, ...]] = field(repr=False, default_factory=list)
+    _token_owners: list[list[str]] = field(repr=False, default_factory=list)
 
     @classmethod
     def build(cls, instruments: Iterable[Instrument]) -> InstrumentIndex:
         by_symbol = {i.symbol: i for i in instruments}
         name_words_of = {s: tuple(name_words(i.company_name)) for s, i in by_symbol.items()}
         words = sorted({(w, s) for s, ws in name_words_of.items() for w in ws})
-        owners: dict[str, set[str]] = {}
+        owners: dict[str, list[str]] = {}
         for symbol, ws in name_words_of.items():
             for token in _fuzzy_tokens(symbol, ws):
-                owners.setdefault(token, set()).add(symbol)
-        tokens = sorted(owners)
-        return cls(
-            by_symbol,
-            sorted(by_symbol),
-            words,
-            name_words_of,
-            tokens,
-            [tuple(sorted(owners[t])) for t in tokens],
-        )
+                owners.setdefault(token, []).append(symbol)
+        return cls(by_symbol, sorted(by_symbol), words, name_words_of, list(owners), list(owners.values()))
 
     @classmethod
     def empty(cls) -> InstrumentIndex:
