@@ -14,7 +14,8 @@ from svc_marketdata.adapters.fix_session import FixMarketFeed, MarketDataApplica
 from svc_marketdata.adapters.instrument_file import load_instruments
 from svc_marketdata.adapters.kv_watchlists import KvWatchlistStore
 from svc_marketdata.adapters.nats_ticks import KvQuoteSnapshots, NatsTickPublisher, open_bucket
-from svc_marketdata.adapters.postgres import MIGRATIONS, SCHEMA, PgInstrumentRepository
+from svc_marketdata.adapters.postgres import MIGRATIONS, SCHEMA, PgCandleStore, PgInstrumentRepository
+from svc_marketdata.app.board import ChangeBoard
 from svc_marketdata.app.market import MarketData
 from svc_marketdata.app.streams import StreamHub
 from svc_marketdata.app.watchlists import Watchlists
@@ -104,6 +105,8 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         encode_status=encode_feed_status,
         shard_of=Topology.tick_shard,
         hub=hub,
+        candle_store=PgCandleStore(pool),
+        board=ChangeBoard(max_streams=settings.max_streams),
         coalesce_seconds=settings.coalesce_ms / 1000,
         snapshot_interval=settings.snapshot_seconds,
         instrument_wait=settings.instrument_wait_seconds,
@@ -122,6 +125,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
             market,
             stall_timeout=settings.stream_stall_seconds,
             heartbeat_seconds=settings.stream_heartbeat_seconds,
+            watchlist_symbols=watchlist_app.symbols,
         ),
         marketdata.SERVICE_NAME,
     )
