@@ -212,6 +212,7 @@ _ENTRIES = (
     _rpc("WATCHLIST_LIMIT", C.FAILED_PRECONDITION, "The user has as many watchlists as allowed."),
     _rpc("WATCHLIST_FULL", C.FAILED_PRECONDITION, "The watchlist holds as many symbols as allowed."),
     _rpc("EMPTY_WATCHLIST", C.INVALID_ARGUMENT, "The watchlist has no symbols to stream."),
+    _rpc("EMPTY_PORTFOLIO", C.INVALID_ARGUMENT, "The portfolio holds no symbols to stream."),
     # --- execution and the exchange -------------------------------------------------------
     _rpc("STANDBY", C.UNAVAILABLE, "This executor replica does not hold the FIX session."),
     _rpc("FIX_LOGGED_OUT", C.UNAVAILABLE, "The FIX session to the exchange is down."),

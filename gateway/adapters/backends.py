@@ -89,12 +89,18 @@ class Backends:
         return list(reply.quotes), list(reply.unknown_symbols)
 
     async def order_updates(self, user_id: str, after_event_id: str) -> AsyncIterator[orders_pb2.OrderEvent]:
-        call = self.orders.StreamOrderUpdates(
-            orders_pb2.StreamOrderUpdatesRequest(parent=f"users/{user_id}", after_event_id=after_event_id)
+        request = orders_pb2.StreamOrderUpdatesRequest(
+            parent=f"users/{user_id}", after_event_id=after_event_id
         )
+        async for response in self.server_stream(self.orders.StreamOrderUpdates, request):
+            yield response.event
+
+    async def server_stream(self, method: Callable[..., Any], request: Any) -> AsyncIterator[Any]:
+        """The responses of a server-streaming call; a failure becomes BackendError."""
+        call = method(request)
         try:
             async for response in call:
-                yield response.event
+                yield response
         except grpc.aio.AioRpcError as error:
             raise BackendError(details_of(error)) from None
         finally:

@@ -15,6 +15,8 @@ PRICE_TICK = "price_tick"
 FEED_STATUS = "feed_status"
 HEARTBEAT = "heartbeat"
 ORDER_UPDATE = "order_update"
+CANDLE = "candle"
+DEPTH = "depth"
 STREAM_ERROR = "error"
 
 

@@ -122,9 +122,10 @@ class MarketDataServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def StreamCandles(self, request, context):
-        """Streams the forming candle of one instrument and interval: first the latest candle
-        with the feed's status, then every change, conflated (latest value wins). When a new
-        candle opens, the final state of the one it follows comes in the same response.
+        """Streams the forming candle of one instrument and interval: first the forming candle
+        and the one before it with the feed's status, then every change, conflated (latest
+        value wins). When a new candle opens, the final state of the one it follows comes
+        first in the same response.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

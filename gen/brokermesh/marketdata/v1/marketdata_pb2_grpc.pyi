@@ -52,9 +52,10 @@ class MarketDataServiceStub:
     may still be forming.
     """
     StreamCandles: _grpc.UnaryStreamMultiCallable[_marketdata_pb2.StreamCandlesRequest, _marketdata_pb2.StreamCandlesResponse]
-    """Streams the forming candle of one instrument and interval: first the latest candle
-    with the feed's status, then every change, conflated (latest value wins). When a new
-    candle opens, the final state of the one it follows comes in the same response.
+    """Streams the forming candle of one instrument and interval: first the forming candle
+    and the one before it with the feed's status, then every change, conflated (latest
+    value wins). When a new candle opens, the final state of the one it follows comes
+    first in the same response.
     """
     GetMarketDepth: _grpc.UnaryUnaryMultiCallable[_marketdata_pb2.GetMarketDepthRequest, _marketdata_pb2.MarketDepth]
     """The best price levels of both sides of one instrument's order book (L2 depth)."""
@@ -87,9 +88,10 @@ class MarketDataServiceAsyncStub(MarketDataServiceStub):
     may still be forming.
     """
     StreamCandles: _aio.UnaryStreamMultiCallable[_marketdata_pb2.StreamCandlesRequest, _marketdata_pb2.StreamCandlesResponse]  # type: ignore[assignment]
-    """Streams the forming candle of one instrument and interval: first the latest candle
-    with the feed's status, then every change, conflated (latest value wins). When a new
-    candle opens, the final state of the one it follows comes in the same response.
+    """Streams the forming candle of one instrument and interval: first the forming candle
+    and the one before it with the feed's status, then every change, conflated (latest
+    value wins). When a new candle opens, the final state of the one it follows comes
+    first in the same response.
     """
     GetMarketDepth: _aio.UnaryUnaryMultiCallable[_marketdata_pb2.GetMarketDepthRequest, _marketdata_pb2.MarketDepth]  # type: ignore[assignment]
     """The best price levels of both sides of one instrument's order book (L2 depth)."""
@@ -155,9 +157,10 @@ class MarketDataServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _marketdata_pb2.StreamCandlesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_marketdata_pb2.StreamCandlesResponse], _abc.AsyncIterator[_marketdata_pb2.StreamCandlesResponse]]:
-        """Streams the forming candle of one instrument and interval: first the latest candle
-        with the feed's status, then every change, conflated (latest value wins). When a new
-        candle opens, the final state of the one it follows comes in the same response.
+        """Streams the forming candle of one instrument and interval: first the forming candle
+        and the one before it with the feed's status, then every change, conflated (latest
+        value wins). When a new candle opens, the final state of the one it follows comes
+        first in the same response.
         """
 
     @_abc_1.abstractmethod
