@@ -27,6 +27,8 @@ from svc_runtime.errors import InvalidArgument, NotFound, ResourceExhausted
 
 # Reads a watchlist's symbols: (user id, watchlist id) → symbols.
 WatchlistSymbols = Callable[[str, str], Awaitable[list[str]]]
+# Reads a portfolio's symbols: `users/{user}/portfolio` → symbols.
+PortfolioSymbols = Callable[[str], Awaitable[list[str]]]
 # Depth and candle streams push at most this often: charts and ladders, not tick tapes.
 VALUE_STREAM_UPDATES_PER_SECOND = 4
 
@@ -73,9 +75,11 @@ class MarketDataServicer(marketdata_pb2_grpc.MarketDataServiceServicer):
         stall_timeout: float,
         heartbeat_seconds: float = 5.0,
         watchlist_symbols: WatchlistSymbols | None = None,
+        portfolio_symbols: PortfolioSymbols | None = None,
     ) -> None:
         self.market = market
         self.watchlist_symbols = watchlist_symbols
+        self.portfolio_symbols = portfolio_symbols
         # A push the client has not taken in this long means it cannot keep up.
         self.stall_timeout = stall_timeout
         # An idle stream gets the feed status this often, so the client knows it is alive.
@@ -118,12 +122,26 @@ class MarketDataServicer(marketdata_pb2_grpc.MarketDataServiceServicer):
         yield b""  # pragma: no cover - unreachable
 
     async def _requested_symbols(self, request: marketdata_pb2.StreamQuotesRequest) -> list[str]:
-        """The symbols named, or those of the watchlist named (one or the other)."""
-        if not request.watchlist:
-            return list(request.symbols)
-        if request.symbols:
-            raise InvalidArgument("give either symbols or watchlist", field="watchlist")
-        parts = request.watchlist.split("/")
+        """The symbols named, or those of the watchlist or portfolio named (one of the three)."""
+        given = [f for f in ("symbols", "watchlist", "portfolio") if getattr(request, f)]
+        if len(given) > 1:
+            raise InvalidArgument("give one of symbols, watchlist or portfolio", field=given[-1])
+        if request.watchlist:
+            return await self._watchlist_symbols(request.watchlist)
+        if request.portfolio:
+            return await self._portfolio_symbols(request.portfolio)
+        return list(request.symbols)
+
+    @staticmethod
+    def _check_owner(name: str) -> None:
+        actor = request_context.current().actor
+        # A user (or a service relaying one) streams only their own lists; as elsewhere,
+        # someone else's is not found.
+        if actor.startswith("user:") and not owns(actor[5:], name):
+            raise NotFound(f"{name} not found", reason="NOT_FOUND")
+
+    async def _watchlist_symbols(self, name: str) -> list[str]:
+        parts = name.split("/")
         if (
             len(parts) != 4
             or parts[0] != "users"
@@ -131,14 +149,27 @@ class MarketDataServicer(marketdata_pb2_grpc.MarketDataServiceServicer):
             or self.watchlist_symbols is None
         ):
             raise InvalidArgument("watchlist must be users/{user}/watchlists/{watchlist}", field="watchlist")
-        actor = request_context.current().actor
-        # A user (or a service relaying one) streams only their own watchlists; as elsewhere,
-        # someone else's is not found.
-        if actor.startswith("user:") and not owns(actor[5:], request.watchlist):
-            raise NotFound(f"{request.watchlist} not found", reason="NOT_FOUND")
+        self._check_owner(name)
         symbols = await self.watchlist_symbols(parts[1], parts[3])
         if not symbols:
             raise InvalidArgument("the watchlist has no symbols", reason="EMPTY_WATCHLIST", field="watchlist")
+        return symbols
+
+    async def _portfolio_symbols(self, name: str) -> list[str]:
+        parts = name.split("/")
+        if (
+            len(parts) != 3
+            or parts[0] != "users"
+            or parts[2] != "portfolio"
+            or self.portfolio_symbols is None
+        ):
+            raise InvalidArgument("portfolio must be users/{user}/portfolio", field="portfolio")
+        self._check_owner(name)
+        symbols = await self.portfolio_symbols(name)
+        if not symbols:
+            raise InvalidArgument(
+                "the portfolio holds no symbols", reason="EMPTY_PORTFOLIO", field="portfolio"
+            )
         return symbols
 
     def _render(self, symbols: Sequence[str]) -> list[bytes]:

@@ -5,6 +5,7 @@ watchlist, by portfolio), candles and L2 depth over REST and SSE."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import uuid
@@ -12,10 +13,12 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+import grpc
 import httpx
 import pytest
 
 from brokermesh.funds.v1 import accounts_pb2, accounts_pb2_grpc, portfolio_pb2, portfolio_pb2_grpc
+from brokermesh.marketdata.v1 import marketdata_pb2, marketdata_pb2_grpc
 from brokermesh.type.v1 import decimal_pb2
 from svc_runtime import config
 from svc_runtime.stack import Stack
@@ -23,7 +26,7 @@ from tests.conftest import new_stack
 from tests.gateway.conftest import bearer, events, next_event
 from tests.gateway.test_http_edge import assert_problem
 from tests.marketdata.fix_exchange import Entry, ExchangeDouble
-from tests.support.grpc import service_channel
+from tests.support.grpc import service_channel, user_channel
 from tests.support.infra import SharedInfra
 from tests.support.polling import eventually
 
@@ -306,5 +309,36 @@ async def test_price_stream_of_a_portfolio(market: Market) -> None:
                 stream = events(response)
                 assert (await next_event(stream)).event == "retry"
                 assert (await next_event(stream)).json()["symbol"] == "HDFCBANK"
+        # A desktop over gRPC, as the user: its own portfolio, not someone else's.
+        desktop = user_channel(market.stack.plan, "svc_marketdata", user_id)
+        try:
+            quotes = marketdata_pb2_grpc.MarketDataServiceStub(desktop)
+            call = quotes.StreamQuotes(
+                marketdata_pb2.StreamQuotesRequest(portfolio=f"users/{user_id}/portfolio")
+            )
+            first = await asyncio.wait_for(anext(aiter(call)), 10)
+            call.cancel()
+            assert [q.symbol for q in first.quotes] == ["HDFCBANK"]
+            for request, code in [
+                (
+                    marketdata_pb2.StreamQuotesRequest(portfolio="users/usr_other/portfolio"),
+                    grpc.StatusCode.NOT_FOUND,
+                ),
+                (
+                    marketdata_pb2.StreamQuotesRequest(portfolio=f"users/{user_id}"),
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                ),
+                (
+                    marketdata_pb2.StreamQuotesRequest(
+                        portfolio=f"users/{user_id}/portfolio", symbols=["INFY"]
+                    ),
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                ),
+            ]:
+                with pytest.raises(grpc.aio.AioRpcError) as caught:
+                    await anext(aiter(quotes.StreamQuotes(request, timeout=10)))
+                assert caught.value.code() == code, request
+        finally:
+            await desktop.close()
     finally:
         await channel.close()

@@ -117,14 +117,16 @@ class BatchGetQuotesResponse(_message.Message):
     def __init__(self, quotes: _Optional[_Iterable[_Union[Quote, _Mapping]]] = ..., unknown_symbols: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class StreamQuotesRequest(_message.Message):
-    __slots__ = ("symbols", "max_updates_per_second", "watchlist")
+    __slots__ = ("symbols", "max_updates_per_second", "watchlist", "portfolio")
     SYMBOLS_FIELD_NUMBER: _ClassVar[int]
     MAX_UPDATES_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
     WATCHLIST_FIELD_NUMBER: _ClassVar[int]
+    PORTFOLIO_FIELD_NUMBER: _ClassVar[int]
     symbols: _containers.RepeatedScalarFieldContainer[str]
     max_updates_per_second: int
     watchlist: str
-    def __init__(self, symbols: _Optional[_Iterable[str]] = ..., max_updates_per_second: _Optional[int] = ..., watchlist: _Optional[str] = ...) -> None: ...
+    portfolio: str
+    def __init__(self, symbols: _Optional[_Iterable[str]] = ..., max_updates_per_second: _Optional[int] = ..., watchlist: _Optional[str] = ..., portfolio: _Optional[str] = ...) -> None: ...
 
 class StreamQuotesResponse(_message.Message):
     __slots__ = ("quotes", "feed_status")
