@@ -89,10 +89,14 @@ class InstrumentIndex:
     _symbols: list[str] = field(repr=False)
     _words: list[tuple[str, str]] = field(repr=False)  # (name word, symbol), sorted
     _name_words: dict[str, tuple[str, ...]] = field(repr=False)
-    # Fuzzy matching: every distinct token (symbol, name word, name initials) once, and the
-    # symbols each belongs to.
+    # Fuzzy matching: every distinct token (symbol, name word, name initials) once, sorted,
+    # the symbols each belongs to, each symbol's tokens, and which tokens are spelt (not
+    # numbers: a number is matched by its prefix, it has no misspelling).
     _tokens: list[str] = field(repr=False, default_factory=list)
     _token_owners: list[list[str]] = field(repr=False, default_factory=list)
+    _symbol_tokens: dict[str, list[int]] = field(repr=False, default_factory=dict)
+    _spelt: list[int] = field(repr=False, default_factory=list)
+    _spelt_tokens: list[str] = field(repr=False, default_factory=list)
 
     @classmethod
     def build(cls, instruments: Iterable[Instrument]) -> InstrumentIndex:
@@ -103,7 +107,23 @@ class InstrumentIndex:
         for symbol, ws in name_words_of.items():
             for token in _fuzzy_tokens(symbol, ws):
                 owners.setdefault(token, []).append(symbol)
-        return cls(by_symbol, sorted(by_symbol), words, name_words_of, list(owners), list(owners.values()))
+        tokens = sorted(owners)
+        symbol_tokens: dict[str, list[int]] = {}
+        for i, token in enumerate(tokens):
+            for symbol in owners[token]:
+                symbol_tokens.setdefault(symbol, []).append(i)
+        spelt = [i for i, token in enumerate(tokens) if not token.isdigit()]
+        return cls(
+            by_symbol,
+            sorted(by_symbol),
+            words,
+            name_words_of,
+            tokens,
+            [owners[t] for t in tokens],
+            symbol_tokens,
+            spelt,
+            [tokens[i] for i in spelt],
+        )
 
     @classmethod
     def empty(cls) -> InstrumentIndex:
@@ -199,31 +219,39 @@ class InstrumentIndex:
                 yield SearchHit(TIER_NAME_WORD, self.by_symbol[symbol])
 
     def _fuzzy(self, words: list[str]) -> list[tuple[int, str]]:
-        """(tier, symbol) of near matches, best first: each query word scored against every
-        token by rapidfuzz (normalized Indel similarity), the best token per symbol kept."""
+        """(tier, symbol) of near matches, best first: each query word scored against the
+        tokens by rapidfuzz (normalized Indel similarity), the best token per symbol kept.
+        Candidates are the symbols of the most selective word; the others are looked up in
+        each candidate's own few tokens."""
         words = [w for w in words if w not in _NOISE_WORDS] or words
-        totals: dict[str, float] = {}
-        for n, word in enumerate(words):
-            best: dict[str, float] = {}
-            if len(word) < FUZZY_MIN_WORD:
-                matches = [(t, 100.0, i) for i, t in enumerate(self._tokens) if t.startswith(word)]
-            else:
-                matches = process.extract(
-                    word, self._tokens, scorer=fuzz.ratio, score_cutoff=FUZZY_WORD_CUTOFF, limit=None
-                )
-            for _, score, i in matches:
-                for symbol in self._token_owners[i]:
-                    if score > best.get(symbol, 0.0) and (n == 0 or symbol in totals):
-                        best[symbol] = score
-            totals = {s: totals.get(s, 0.0) + score for s, score in best.items()}
-            if not totals:
-                return []
+        scores = [self._token_scores(word) for word in words]
+        if not all(scores):
+            return []
+        selective = min(scores, key=lambda found: sum(len(self._token_owners[i]) for i in found))
+        candidates = {symbol for i in selective for symbol in self._token_owners[i]}
         ranked = []
-        for symbol, total in totals.items():
-            score = total / len(words)
+        for symbol in candidates:
+            own = self._symbol_tokens[symbol]
+            best = [max(found.get(i, 0.0) for i in own) for found in scores]
+            if min(best) < FUZZY_WORD_CUTOFF:
+                continue
+            score = sum(best) / len(best)
             if score >= FUZZY_CUTOFF:
                 ranked.append((TIER_FUZZY + round((100 - score) * 10), symbol))
         return sorted(ranked)
+
+    def _token_scores(self, word: str) -> dict[int, float]:
+        """Token index → similarity to `word`, for the tokens at least FUZZY_WORD_CUTOFF alike
+        (a short word or a number: the tokens it starts, at 100)."""
+        if len(word) < FUZZY_MIN_WORD or word.isdigit():
+            low = bisect_left(self._tokens, word)
+            high = bisect_left(self._tokens, word + _MAX_CHAR)
+            return dict.fromkeys(range(low, high), 100.0)
+        spelt = self._spelt
+        matches = process.extract(
+            word, self._spelt_tokens, scorer=fuzz.ratio, score_cutoff=FUZZY_WORD_CUTOFF, limit=None
+        )
+        return {spelt[i]: score for _, score, i in matches}
 
     def _word_range(self, prefix: str) -> tuple[int, int]:
         """Where (word, symbol) pairs with words starting with `prefix` sit in `_words`."""

@@ -144,10 +144,10 @@ def plain_fuzzy_score(words: list[str], tokens: set[str]) -> float | None:
     words = [w for w in words if w not in _NOISE_WORDS] or words
     scores = []
     for word in words:
-        if len(word) < FUZZY_MIN_WORD:
+        if len(word) < FUZZY_MIN_WORD or word.isdigit():
             best = 100.0 if any(t.startswith(word) for t in tokens) else 0.0
         else:
-            best = max(fuzz.ratio(word, t) for t in tokens)
+            best = max((fuzz.ratio(word, t) for t in tokens if not t.isdigit()), default=0.0)
         if best < FUZZY_WORD_CUTOFF:
             return None
         scores.append(best)
