@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
@@ -253,16 +254,18 @@ class MarketDataServicer(marketdata_pb2_grpc.MarketDataServiceServicer):
     ) -> AsyncIterator[marketdata_pb2.StreamMarketDepthResponse]:
         symbol = self.market.instrument_symbol(self._instrument(request.name, "name", "/depth"))
         sent = -1
-        async for status in self._value_pushes(("depth", symbol), context):
-            depth = self.market.depth.get(symbol)
-            response = marketdata_pb2.StreamMarketDepthResponse()
-            if depth.sequence != sent or sent < 0:
-                response.depth.CopyFrom(depth_message(depth))
-                sent = depth.sequence
-            if status is not None:
-                response.feed_status.ParseFromString(status)
-            if response.HasField("depth") or status is not None:
-                await self._write_value(context, response)
+        # aclosing: the stream's place on the board is given up as soon as it ends.
+        async with contextlib.aclosing(self._value_pushes(("depth", symbol))) as pushes:
+            async for status in pushes:
+                depth = self.market.depth.get(symbol)
+                response = marketdata_pb2.StreamMarketDepthResponse()
+                if depth.sequence != sent:
+                    response.depth.CopyFrom(depth_message(depth))
+                    sent = depth.sequence
+                if status is not None:
+                    response.feed_status.ParseFromString(status)
+                if response.HasField("depth") or status is not None:
+                    await self._write_value(context, response)
         yield marketdata_pb2.StreamMarketDepthResponse()  # pragma: no cover - as StreamQuotes
 
     async def StreamCandles(
@@ -271,24 +274,22 @@ class MarketDataServicer(marketdata_pb2_grpc.MarketDataServiceServicer):
         symbol = self.market.instrument_symbol(self._instrument(request.parent, "parent"))
         interval = self._interval(request.interval)
         sent: dict[int, tuple[object, ...]] = {}
-        async for status in self._value_pushes(("candles", symbol, interval), context):
-            # Oldest first: when a candle opens, the final state of the one before it first.
-            changed = [
-                c
-                for c in reversed(self.market.recent_candles(symbol, interval))
-                if sent.get(c.start) != _state(c)
-            ]
-            sent = {c.start: _state(c) for c in self.market.recent_candles(symbol, interval)}
-            if changed or status is not None:
-                response = marketdata_pb2.StreamCandlesResponse(candles=[candle_message(c) for c in changed])
-                if status is not None:
-                    response.feed_status.ParseFromString(status)
-                await self._write_value(context, response)
+        async with contextlib.aclosing(self._value_pushes(("candles", symbol, interval))) as pushes:
+            async for status in pushes:
+                # Oldest first: when a candle opens, the final state of the one before it first.
+                recent = self.market.recent_candles(symbol, interval)
+                changed = [c for c in reversed(recent) if sent.get(c.start) != _state(c)]
+                sent = {c.start: _state(c) for c in recent}
+                if changed or status is not None:
+                    response = marketdata_pb2.StreamCandlesResponse(
+                        candles=[candle_message(c) for c in changed]
+                    )
+                    if status is not None:
+                        response.feed_status.ParseFromString(status)
+                    await self._write_value(context, response)
         yield marketdata_pb2.StreamCandlesResponse()  # pragma: no cover - as StreamQuotes
 
-    async def _value_pushes(
-        self, key: tuple[str, ...], context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[bytes | None]:
+    async def _value_pushes(self, key: tuple[str, ...]) -> AsyncIterator[bytes | None]:
         """Yields when to push: first at once (with the feed's status), then after each change
         (at a bounded rate), and with the status alone when it changes or the stream is idle."""
         board = self.market.board
