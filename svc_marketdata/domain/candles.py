@@ -23,6 +23,7 @@ from svc_marketdata.domain.quotes import TRADE, TRADE_VOLUME, SymbolUpdate
 # Interval names as clients write them → length in seconds, shortest first.
 INTERVALS: dict[str, int] = {"1m": 60, "5m": 300, "15m": 900, "1h": 3600, "1d": 86400}
 EXCHANGE_UTC_OFFSET_SECONDS = 5 * 3600 + 30 * 60
+_LENGTHS = tuple(INTERVALS.items())
 
 CandleKey = tuple[str, str]  # (symbol, interval)
 
@@ -95,10 +96,7 @@ class CandleBook:
         volume = self._volume_delta(update.symbol, cumulative, traded_size, update.snapshot)
         if update.snapshot or price is None:
             return []
-        return [
-            self._trade(update.symbol, interval, update.exchange_time_ns, price, volume)
-            for interval in INTERVALS
-        ]
+        return self._trade(update.symbol, update.exchange_time_ns, price, volume)
 
     def _volume_delta(self, symbol: str, cumulative: int | None, traded: int, snapshot: bool) -> int:
         if cumulative is None:
@@ -111,22 +109,28 @@ class CandleBook:
         # A smaller total is a new trading day's count starting again.
         return cumulative - before if cumulative >= before else cumulative
 
-    def _trade(self, symbol: str, interval: str, time_ns: int, price: Decimal, volume: int) -> CandleKey:
-        key = (symbol, interval)
-        start = bucket_start(time_ns, interval)
-        candle = self.current.get(key)
-        if candle is not None and candle.start == start:
-            candle.add(price, volume)
-        elif candle is None or candle.start < start:
-            if candle is not None:
-                self.previous[key] = candle
-            candle = self.current[key] = Candle(symbol, interval, start, price, price, price, price, volume)
-        else:
-            # A trade older than the forming candle (clock skew across a restart): its
-            # bucket is closed, and rewriting history would surprise every chart.
-            return key
-        self._unsaved[(symbol, interval, start)] = candle
-        return key
+    def _trade(self, symbol: str, time_ns: int, price: Decimal, volume: int) -> list[CandleKey]:
+        # On the ingest hot path: every interval in one loop, buckets computed inline.
+        local = time_ns // 1_000_000_000 + EXCHANGE_UTC_OFFSET_SECONDS
+        current, unsaved = self.current, self._unsaved
+        keys = []
+        for interval, length in _LENGTHS:
+            key = (symbol, interval)
+            start = local - local % length - EXCHANGE_UTC_OFFSET_SECONDS
+            candle = current.get(key)
+            if candle is not None and candle.start == start:
+                candle.add(price, volume)
+            elif candle is None or candle.start < start:
+                if candle is not None:
+                    self.previous[key] = candle
+                candle = current[key] = Candle(symbol, interval, start, price, price, price, price, volume)
+            else:
+                # A trade older than the forming candle (clock skew across a restart): its
+                # bucket is closed, and rewriting history would surprise every chart.
+                continue
+            unsaved[(symbol, interval, start)] = candle
+            keys.append(key)
+        return keys
 
     def take_unsaved(self) -> list[Candle]:
         """Copies of the candles changed since the last call (to store them)."""

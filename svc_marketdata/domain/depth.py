@@ -42,36 +42,50 @@ class DepthBook:
         return {update.symbol for update in updates if self.apply(update)}
 
     def apply(self, update: SymbolUpdate) -> bool:
+        # On the ingest hot path: an update without a book entry costs one pass over its
+        # entries, and a change is noticed level by level rather than by copying the book.
         depth = self.books.get(update.symbol)
         if depth is None:
             depth = self.books[update.symbol] = Depth(update.symbol)
-        before = (list(depth.bids), list(depth.asks))
-        if update.snapshot:
+        snapshot = update.snapshot
+        if snapshot:
+            before = (depth.bids, depth.asks)
             depth.bids, depth.asks = [], []
+        changed = False
         for entry in update.entries:
-            if entry.entry_type == BID:
-                self._apply_level(depth.bids, entry, update.snapshot)
-            elif entry.entry_type == OFFER:
-                self._apply_level(depth.asks, entry, update.snapshot)
-        if (depth.bids, depth.asks) == before:
+            kind = entry.entry_type
+            if kind == BID:
+                changed |= self._apply_level(depth.bids, entry, snapshot)
+            elif kind == OFFER:
+                changed |= self._apply_level(depth.asks, entry, snapshot)
+        if snapshot:
+            changed = (depth.bids, depth.asks) != before
+        if not changed:
             return False
         depth.exchange_time_ns = max(depth.exchange_time_ns, update.exchange_time_ns)
         depth.sequence += 1
         return True
 
-    def _apply_level(self, side: list[Level], entry: MarketDataEntry, snapshot: bool) -> None:
+    def _apply_level(self, side: list[Level], entry: MarketDataEntry, snapshot: bool) -> bool:
+        """Apply one level's entry; whether the side changed."""
         index = (entry.position or 1) - 1
         if index < 0 or index >= self.levels:
-            return  # deeper than served
+            return False  # deeper than served
         if entry.action == DELETE:
-            if index < len(side):
+            changed = index < len(side)
+            if changed:
                 del side[index]
-        elif entry.price is None:
-            return
-        elif snapshot or entry.action == NEW:
-            side.insert(min(index, len(side)), (entry.price, entry.size or 0))
+            return changed
+        if entry.price is None:
+            return False
+        level = (entry.price, entry.size or 0)
+        if snapshot or entry.action == NEW:
+            side.insert(min(index, len(side)), level)
             del side[self.levels :]
-        elif index < len(side):
-            side[index] = (entry.price, entry.size or 0)
-        else:  # a change of a level never announced: take it as new
-            side.append((entry.price, entry.size or 0))
+        elif index >= len(side):
+            side.append(level)  # a change of a level never announced: take it as new
+        elif side[index] == level:
+            return False
+        else:
+            side[index] = level
+        return True
