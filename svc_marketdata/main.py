@@ -11,18 +11,20 @@ from pathlib import Path
 
 from brokermesh.marketdata.v1 import alerts_pb2_grpc, watchlists_pb2_grpc
 from svc_marketdata.adapters.fix_session import FixMarketFeed, MarketDataApplication
+from svc_marketdata.adapters.funds_portfolio import GrpcPortfolioSymbols
 from svc_marketdata.adapters.instrument_file import load_instruments
 from svc_marketdata.adapters.kv_watchlists import KvWatchlistStore
 from svc_marketdata.adapters.nats_ticks import KvQuoteSnapshots, NatsTickPublisher, open_bucket
 from svc_marketdata.adapters.pg_alerts import PgAlertStore
-from svc_marketdata.adapters.postgres import MIGRATIONS, SCHEMA, PgInstrumentRepository
+from svc_marketdata.adapters.postgres import MIGRATIONS, SCHEMA, PgCandleStore, PgInstrumentRepository
 from svc_marketdata.app.alerts import PriceAlerts
+from svc_marketdata.app.board import ChangeBoard
 from svc_marketdata.app.market import MarketData
 from svc_marketdata.app.streams import StreamHub
 from svc_marketdata.app.watchlists import Watchlists
 from svc_marketdata.transport import alerts, marketdata, watchlists
 from svc_marketdata.transport.codec import encode_feed_status, encode_quote
-from svc_runtime import config, service
+from svc_runtime import config, grpc_client, service
 from svc_runtime.db import create_pool, migrate
 from svc_runtime.fix import ThreadBridge
 from svc_runtime.grpc_server import GrpcServer
@@ -106,6 +108,8 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         encode_status=encode_feed_status,
         shard_of=Topology.tick_shard,
         hub=hub,
+        candle_store=PgCandleStore(pool),
+        board=ChangeBoard(max_streams=settings.max_streams),
         coalesce_seconds=settings.coalesce_ms / 1000,
         snapshot_interval=settings.snapshot_seconds,
         instrument_wait=settings.instrument_wait_seconds,
@@ -121,6 +125,8 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         KvWatchlistStore(watchlists_kv), is_known=market.is_known, master_loaded=lambda: len(market.index) > 0
     )
 
+    # svc_funds owns portfolios: a quote stream of one asks it for the symbols.
+    funds_channel = grpc_client.channel(config.env(config.FUNDS_TARGET, "127.0.0.1:50052"))
     server = GrpcServer(common.grpc_listen)
     server.add(
         marketdata.register,
@@ -128,6 +134,8 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
             market,
             stall_timeout=settings.stream_stall_seconds,
             heartbeat_seconds=settings.stream_heartbeat_seconds,
+            watchlist_symbols=watchlist_app.symbols,
+            portfolio_symbols=GrpcPortfolioSymbols(funds_channel),
         ),
         marketdata.SERVICE_NAME,
     )
@@ -178,6 +186,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         stop.set()
         with contextlib.suppress(asyncio.CancelledError):
             await publisher
+        await funds_channel.close()
         await nc.drain()
         await pool.close()
 

@@ -255,6 +255,7 @@ _ENTRIES = (
     _rpc("EMPTY_WATCHLIST", C.INVALID_ARGUMENT, "The watchlist has no symbols to stream."),
     _rpc("ALERT_NOT_FOUND", C.NOT_FOUND, "No such price alert of yours."),
     _rpc("ALERT_LIMIT", C.FAILED_PRECONDITION, "The user has as many price alerts as allowed."),
+    _rpc("EMPTY_PORTFOLIO", C.INVALID_ARGUMENT, "The portfolio holds no symbols to stream."),
     # --- execution and the exchange -------------------------------------------------------
     _rpc("STANDBY", C.UNAVAILABLE, "This executor replica does not hold the FIX session."),
     _rpc("FIX_LOGGED_OUT", C.UNAVAILABLE, "The FIX session to the exchange is down."),

@@ -92,30 +92,30 @@ class Backends:
         return list(reply.quotes), list(reply.unknown_symbols)
 
     async def order_updates(self, user_id: str, after_event_id: str) -> AsyncIterator[orders_pb2.OrderEvent]:
-        call = self.orders.StreamOrderUpdates(
-            orders_pb2.StreamOrderUpdatesRequest(parent=f"users/{user_id}", after_event_id=after_event_id)
+        request = orders_pb2.StreamOrderUpdatesRequest(
+            parent=f"users/{user_id}", after_event_id=after_event_id
         )
-        async for response in _followed(call):
+        async for response in self.server_stream(self.orders.StreamOrderUpdates, request):
             yield response.event
 
+    async def server_stream(self, method: Callable[..., Any], request: Any) -> AsyncIterator[Any]:
+        """The responses of a server-streaming call; a failure becomes BackendError."""
+        call = method(request)
+        try:
+            async for response in call:
+                yield response
+        except grpc.aio.AioRpcError as error:
+            raise BackendError(details_of(error)) from None
+        finally:
+            call.cancel()
+
     async def alert_events(self, user_id: str, after_event_id: str) -> AsyncIterator[alerts_pb2.AlertEvent]:
-        call = self.alerts.StreamAlertEvents(
-            alerts_pb2.StreamAlertEventsRequest(parent=f"users/{user_id}", after_event_id=after_event_id)
+        request = alerts_pb2.StreamAlertEventsRequest(
+            parent=f"users/{user_id}", after_event_id=after_event_id
         )
-        async for event in _followed(call):
+        async for event in self.server_stream(self.alerts.StreamAlertEvents, request):
             yield event
 
     async def close(self) -> None:
         for ch in self._channels.values():
             await ch.close()
-
-
-async def _followed(call: Any) -> AsyncIterator[Any]:
-    """A server stream's messages; its failure as a BackendError; cancelled when left."""
-    try:
-        async for message in call:
-            yield message
-    except grpc.aio.AioRpcError as error:
-        raise BackendError(details_of(error)) from None
-    finally:
-        call.cancel()

@@ -16,6 +16,8 @@ FEED_STATUS = "feed_status"
 HEARTBEAT = "heartbeat"
 ORDER_UPDATE = "order_update"
 ALERT_FIRED = "alert_fired"
+CANDLE = "candle"
+DEPTH = "depth"
 STREAM_ERROR = "error"
 
 

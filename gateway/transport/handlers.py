@@ -23,10 +23,18 @@ from gateway.adapters.backends import BackendError, Backends
 from gateway.app.limits import EdgeLimits
 from gateway.app.quotes import QuoteHub
 from gateway.app.sessions import Sessions, TokenPair, refused
+from gateway.domain import sse
 from gateway.domain.jsonmoney import dumps
 from gateway.transport import mapping
 from gateway.transport.state import current
-from gateway.transport.streams import AlertStream, MarketStream, OrderStream, StreamRegistry
+from gateway.transport.streams import (
+    AlertStream,
+    MarketStream,
+    MarketValueStream,
+    OrderStream,
+    RelayStream,
+    StreamRegistry,
+)
 from svc_runtime.errors import (
     DeadlineExceeded,
     InvalidArgument,
@@ -455,6 +463,57 @@ class Handlers:
             }
         )
 
+    async def list_candles(
+        self, symbol: str, interval: str, page_size: int | None = None, page_token: str | None = None
+    ) -> Response:
+        _user()
+        reply = await self.backends.call(
+            self.backends.marketdata.ListCandles,
+            marketdata_pb2.ListCandlesRequest(
+                parent=f"instruments/{symbol.upper()}",
+                interval=mapping.CANDLE_INTERVALS[interval],  # type: ignore[arg-type]
+                page_size=page_size or 0,
+                page_token=page_token or "",
+            ),
+        )
+        return json_response(
+            {
+                "candles": [mapping.candle_json(c) for c in reply.candles],
+                "nextPageToken": reply.next_page_token,
+            }
+        )
+
+    async def get_market_depth(self, symbol: str) -> Response:
+        _user()
+        depth = await self.backends.call(
+            self.backends.marketdata.GetMarketDepth,
+            marketdata_pb2.GetMarketDepthRequest(name=f"instruments/{symbol.upper()}/depth"),
+        )
+        return json_response(mapping.depth_json(depth))
+
+    async def stream_candles(self, symbol: str, interval: str) -> Response:
+        user_id = _user()
+        request = marketdata_pb2.StreamCandlesRequest(
+            parent=f"instruments/{symbol.upper()}",
+            interval=mapping.CANDLE_INTERVALS[interval],  # type: ignore[arg-type]
+        )
+        events = self.backends.server_stream(self.backends.marketdata.StreamCandles, request)
+
+        def candles(response: marketdata_pb2.StreamCandlesResponse) -> list[dict[str, Any]]:
+            return [mapping.candle_json(c) for c in response.candles]
+
+        return await self._relay(user_id, events, lambda *args: MarketValueStream(sse.CANDLE, candles, *args))
+
+    async def stream_market_depth(self, symbol: str) -> Response:
+        user_id = _user()
+        request = marketdata_pb2.StreamMarketDepthRequest(name=f"instruments/{symbol.upper()}/depth")
+        events = self.backends.server_stream(self.backends.marketdata.StreamMarketDepth, request)
+
+        def depth(response: marketdata_pb2.StreamMarketDepthResponse) -> list[dict[str, Any]]:
+            return [mapping.depth_json(response.depth)] if response.HasField("depth") else []
+
+        return await self._relay(user_id, events, lambda *args: MarketValueStream(sse.DEPTH, depth, *args))
+
     # --- streams -------------------------------------------------------------------------
     def _take_slot(self, user_id: str) -> None:
         if self.registry.closing:
@@ -469,12 +528,14 @@ class Handlers:
             )
 
     async def stream_market_data(
-        self, symbols: list[str] | None = None, watchlist_id: str | None = None
+        self, symbols: list[str] | None = None, watchlist_id: str | None = None, portfolio: bool | None = None
     ) -> Response:
         user_id = _user()
-        if bool(symbols) == bool(watchlist_id):
+        if sum((bool(symbols), bool(watchlist_id), bool(portfolio))) != 1:
             raise InvalidArgument(
-                "give either symbols or watchlistId", reason="INVALID_ARGUMENT", field="symbols"
+                "give one of symbols, watchlistId or portfolio=true",
+                reason="INVALID_ARGUMENT",
+                field="symbols",
             )
         if watchlist_id:
             watchlist = await self.backends.call(
@@ -486,6 +547,8 @@ class Handlers:
                 raise InvalidArgument(
                     "the watchlist has no symbols", reason="EMPTY_WATCHLIST", field="watchlistId"
                 )
+        elif portfolio:
+            symbols = await self._portfolio_symbols(user_id)
         wanted = list(dict.fromkeys(s.upper() for s in symbols or []))
         limit = self.streams.symbols_per_stream
         if len(wanted) > limit:
@@ -504,15 +567,27 @@ class Handlers:
         stream.session = current().session
         return stream
 
-    async def stream_order_updates(self, user_id: str, after_event_id: str) -> Response:
-        return await self._event_stream(
-            user_id, self.backends.order_updates(user_id, after_event_id), OrderStream
+    async def _portfolio_symbols(self, user_id: str) -> list[str]:
+        held = await self.backends.call(
+            self.backends.portfolio.GetPortfolio,
+            portfolio_pb2.GetPortfolioRequest(name=f"users/{user_id}/portfolio"),
         )
+        symbols = [h.symbol for h in held.holdings] + [p.symbol for p in held.positions]
+        if not symbols:
+            raise InvalidArgument(
+                "the portfolio holds no symbols", reason="EMPTY_PORTFOLIO", field="portfolio"
+            )
+        return symbols
 
-    async def _event_stream(
-        self, user_id: str, events: AsyncIterator[Any], kind: type[OrderStream]
+    async def stream_order_updates(self, user_id: str, after_event_id: str) -> Response:
+        events = self.backends.order_updates(user_id, after_event_id)
+        return await self._relay(user_id, events, OrderStream)
+
+    async def _relay(
+        self, user_id: str, events: AsyncIterator[Any], make: Callable[..., RelayStream]
     ) -> Response:
-        """A numbered event stream relayed from a service (order updates, fired alerts)."""
+        """A stream relaying a gRPC server stream, once its source has answered (or not
+        refused at once)."""
         self._take_slot(user_id)
         first = asyncio.ensure_future(anext(events))
         try:
@@ -529,14 +604,14 @@ class Handlers:
             first.cancel()
             self.slots.release(user_id)
             raise
-        stream = kind(events, first, self.streams, self.registry, lambda: self.slots.release(user_id))
+        stream = make(events, first, self.streams, self.registry, lambda: self.slots.release(user_id))
         stream.session = current().session
         return stream
 
     async def stream_alerts(self, last_event_id: str | None = None) -> Response:
         user_id = _user()
         after = request.headers.get("last-event-id") or last_event_id or ""
-        return await self._event_stream(user_id, self.backends.alert_events(user_id, after), AlertStream)
+        return await self._relay(user_id, self.backends.alert_events(user_id, after), AlertStream)
 
     async def stream_orders(self, last_event_id: str | None = None) -> Response:
         user_id = _user()

@@ -359,6 +359,45 @@ def instrument_json(instrument: marketdata_pb2.Instrument) -> dict[str, Any]:
     }
 
 
+# CandleInterval values ↔ the interval names of the REST API.
+CANDLE_INTERVALS: dict[str, int] = {
+    "1m": marketdata_pb2.CANDLE_INTERVAL_ONE_MINUTE,
+    "5m": marketdata_pb2.CANDLE_INTERVAL_FIVE_MINUTES,
+    "15m": marketdata_pb2.CANDLE_INTERVAL_FIFTEEN_MINUTES,
+    "1h": marketdata_pb2.CANDLE_INTERVAL_ONE_HOUR,
+    "1d": marketdata_pb2.CANDLE_INTERVAL_ONE_DAY,
+}
+_INTERVAL_NAMES = {value: name for name, value in CANDLE_INTERVALS.items()}
+
+
+def candle_json(candle: marketdata_pb2.Candle) -> dict[str, Any]:
+    return {
+        "symbol": candle.symbol,
+        "interval": _INTERVAL_NAMES.get(candle.interval),
+        "startTime": _time(candle, "start_time"),
+        "endTime": _time(candle, "end_time"),
+        "open": _dec(candle, "open"),
+        "high": _dec(candle, "high"),
+        "low": _dec(candle, "low"),
+        "close": _dec(candle, "close"),
+        "volume": candle.volume,
+    }
+
+
+def _levels(levels: Any) -> list[dict[str, Any]]:
+    return [{"price": _dec(level, "price"), "quantity": level.quantity} for level in levels]
+
+
+def depth_json(depth: marketdata_pb2.MarketDepth) -> dict[str, Any]:
+    return {
+        "symbol": depth.symbol,
+        "bids": _levels(depth.bids),
+        "asks": _levels(depth.asks),
+        "ts": _time(depth, "exchange_time"),
+        "sequence": depth.sequence,
+    }
+
+
 def watchlist_json(watchlist: watchlists_pb2.Watchlist) -> dict[str, Any]:
     return {
         "watchlistId": watchlist.watchlist_id,

@@ -22,6 +22,8 @@ from prometheus_client import Counter, Gauge
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from brokermesh.marketdata.v1 import marketdata_pb2
+from brokermesh.orders.v1 import orders_pb2
 from gateway.adapters.backends import BackendError
 from gateway.app.quotes import QuoteHub, QuoteSubscription
 from gateway.domain import sse
@@ -226,10 +228,10 @@ class MarketStream(EventStream):
         self.hub.unsubscribe(self.subscription)
 
 
-class OrderStream(EventStream):
-    """The user's order events, each with `id:` for Last-Event-ID replay."""
-
-    kind = "orders"
+class RelayStream(EventStream):
+    """Relays a gRPC server stream: each response becomes SSE frames (`frames`), which wait
+    in a small bounded queue whose fullness pushes back on the gRPC stream (HTTP/2 flow
+    control), not on anyone else."""
 
     def __init__(
         self,
@@ -245,12 +247,18 @@ class OrderStream(EventStream):
         self.queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=_ORDER_QUEUE)
         self.pump: asyncio.Task[None] | None = None
 
+    def frames(self, event: Any) -> list[bytes]:
+        raise NotImplementedError
+
+    def heartbeat(self) -> bytes:
+        return sse.comment("hb")
+
     async def _pump(self) -> None:
         try:
             event = await self.first
             while True:
-                frame = self.frame(event)
-                await self.queue.put(frame)
+                for frame in self.frames(event):
+                    await self.queue.put(frame)
                 self.wake.set()
                 event = await anext(self.events)
         except StopAsyncIteration:
@@ -265,14 +273,11 @@ class OrderStream(EventStream):
         await self.queue.put(_END)
         self.wake.set()
 
-    def frame(self, event: Any) -> bytes:
-        return sse.event(sse.ORDER_UPDATE, dumps(order_event_json(event)).decode(), event_id=event.event_id)
-
     async def run(self, send: Send) -> None:
         self.pump = asyncio.create_task(self._pump())
         while not self.gone:
             if self.queue.empty() and not await self.wait_for_wake():
-                await self.write(send, sse.comment("hb"))
+                await self.write(send, self.heartbeat())
                 continue
             self.wake.clear()
             frames: list[bytes] = []
@@ -287,8 +292,8 @@ class OrderStream(EventStream):
                 await self.write(send, b"".join(frames))
                 FRAMES.labels(self.kind).inc(len(frames))
             if ended:
-                # The source ended (svc_orders restarting, or shutting down): the client
-                # reconnects with Last-Event-ID and misses nothing.
+                # The source ended (its service restarting, or shutting down): the client
+                # reconnects (order streams with Last-Event-ID, and miss nothing).
                 return
 
     def cleanup(self) -> None:
@@ -299,10 +304,47 @@ class OrderStream(EventStream):
             self.first.cancel()
 
 
+class OrderStream(RelayStream):
+    """The user's order events, each with `id:` for Last-Event-ID replay."""
+
+    kind = "orders"
+
+    def frames(self, event: orders_pb2.OrderEvent) -> list[bytes]:
+        return [sse.event(sse.ORDER_UPDATE, dumps(order_event_json(event)).decode(), event_id=event.event_id)]
+
+
+class MarketValueStream(RelayStream):
+    """One instrument's depth or forming candle (svc_marketdata's StreamMarketDepth or
+    StreamCandles, already conflated there), with the feed's status: a `feed_status` event
+    first and when the state changes, `heartbeat` events otherwise."""
+
+    kind = "market_values"
+
+    def __init__(self, event_name: str, to_json: Callable[[Any], list[dict[str, Any]]], *args: Any) -> None:
+        super().__init__(*args)
+        self.event_name = event_name
+        self.to_json = to_json
+        self.state = ""
+
+    def frames(self, response: Any) -> list[bytes]:
+        out = [sse.event(self.event_name, dumps(item).decode()) for item in self.to_json(response)]
+        if response.HasField("feed_status"):
+            status = response.feed_status
+            state = "LIVE" if status.state == marketdata_pb2.FeedStatus.STATE_LIVE else "STALE"
+            stale_since = status.stale_since.ToJsonString() if status.HasField("stale_since") else ""
+            server_time = status.server_time.ToJsonString()
+            if state != self.state:
+                out.append(sse.feed_status(state, stale_since, server_time, status.last_sequence))
+            elif not out:
+                out.append(sse.heartbeat(state, server_time, status.last_sequence))
+            self.state = state
+        return out
+
+
 class AlertStream(OrderStream):
     """The user's fired price alerts, each with `id:` for Last-Event-ID replay."""
 
     kind = "alerts"
 
-    def frame(self, event: Any) -> bytes:
-        return sse.event(sse.ALERT_FIRED, dumps(alert_json(event.alert)).decode(), event_id=event.event_id)
+    def frames(self, event: Any) -> list[bytes]:
+        return [sse.event(sse.ALERT_FIRED, dumps(alert_json(event.alert)).decode(), event_id=event.event_id)]

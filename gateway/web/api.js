@@ -131,6 +131,12 @@ export class Api {
   quotes(symbols) {
     return this.request("GET", "/quotes", { query: { symbols: symbols.join(",") } });
   }
+  candles(symbol, interval, pageSize = 60) {
+    return this.request("GET", `/instruments/${encodeURIComponent(symbol)}/candles`, { query: { interval, pageSize } });
+  }
+  depth(symbol) {
+    return this.request("GET", `/instruments/${encodeURIComponent(symbol)}/depth`);
+  }
   search(q, signal) {
     return this.request("GET", "/instruments:search", { query: { q, pageSize: 8 }, signal });
   }

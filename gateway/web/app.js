@@ -3,7 +3,7 @@
 // and SSE API only.
 
 import { Api, ApiError, NetworkError, describeProblem, parseExact } from "./api.js";
-import { drawTicks } from "./chart.js";
+import { drawCandles, drawTicks } from "./chart.js";
 import { $, $$, changeNode, dateTime, h, money, newKey, time, toast } from "./dom.js";
 import { LiveStream } from "./sse.js";
 
@@ -190,6 +190,7 @@ function resume() {
 }
 
 function stopStreams() {
+  stopSymbolStreams();
   state.prices.stream?.stop();
   state.prices.stream = null;
   state.prices.symbols = "";
@@ -595,7 +596,97 @@ async function showSymbol(symbol) {
   }
   ticketChanged();
   renderQuote();
+  openSymbolStreams(symbol);
   await loadQuotes([symbol]);
+}
+
+// --- depth and candles of the symbol on screen --------------------------------------------
+
+const MAX_CANDLES = 120;
+const market = { symbol: "", interval: "1m", candles: [], depth: null, streams: [], live: { depth: false, candles: false } };
+
+function stopSymbolStreams() {
+  for (const stream of market.streams) stream.stop();
+  market.streams = [];
+  market.symbol = "";
+}
+
+/** Candles and depth: the latest over REST, then their streams (which start with the
+ * current state, so a reconnect never leaves a gap). */
+function openSymbolStreams(symbol) {
+  const interval = $("#c-interval").value || "1m";
+  if (market.symbol === symbol && market.interval === interval && market.streams.length) return;
+  stopSymbolStreams();
+  Object.assign(market, { symbol, interval, candles: [], depth: null, live: { depth: false, candles: false } });
+  renderDepth();
+  renderCandles();
+  api.candles(symbol, interval).then((page) => {
+    if (market.symbol !== symbol || market.interval !== interval) return;
+    for (const candle of (page.candles || []).reverse()) mergeCandle(candle);
+    renderCandles();
+  }, () => {});
+  const path = `/v1/instruments/${encodeURIComponent(symbol)}`;
+  const open = (kind, url, onData) => {
+    const stream = new LiveStream({
+      url: () => url,
+      headers: () => api.headers(),
+      onState: (value) => {
+        market.live[kind] = value === "open";
+        renderDepth();
+      },
+      onEvent: (event) => {
+        if (market.symbol !== symbol) return;
+        if (event.type === (kind === "depth" ? "depth" : "candle")) onData(parseExact(event.data));
+        else if (event.type === "feed_status") {
+          market.live[kind] = parseExact(event.data).status === "LIVE";
+          renderDepth();
+        }
+      },
+      onRefused: refused,
+    });
+    market.streams.push(stream);
+    stream.start();
+  };
+  open("depth", `${path}/depth/stream`, (depth) => {
+    market.depth = depth;
+    renderDepth();
+  });
+  open("candles", `${path}/candles/stream?interval=${interval}`, (candle) => {
+    mergeCandle(candle);
+    renderCandles();
+  });
+}
+
+function mergeCandle(candle) {
+  const list = market.candles;
+  const at = list.findIndex((c) => c.startTime === candle.startTime);
+  if (at >= 0) list[at] = candle;
+  else {
+    list.push(candle);
+    list.sort((a, b) => (a.startTime < b.startTime ? -1 : 1));
+    if (list.length > MAX_CANDLES) list.splice(0, list.length - MAX_CANDLES);
+  }
+}
+
+function renderDepth() {
+  const depth = market.depth;
+  const rows = [];
+  for (let i = 0; i < 5; i++) {
+    const bid = depth?.bids?.[i];
+    const ask = depth?.asks?.[i];
+    rows.push(h("tr", {},
+      h("td", {}, bid ? String(bid.quantity) : "—"), h("td", {}, bid ? money(bid.price) : "—"),
+      h("td", {}, ask ? money(ask.price) : "—"), h("td", {}, ask ? String(ask.quantity) : "—")));
+  }
+  $("#depth-rows").replaceChildren(...rows);
+  const stale = !market.live.depth;
+  $("#depth-stale").hidden = !stale || !depth;
+  $(".depth").classList.toggle("is-stale", stale);
+}
+
+function renderCandles() {
+  if (market.candles.length) drawCandles($("#chart"), market.candles);
+  else drawTicks($("#chart"), state.ticks.get(state.route.symbol) || []);
 }
 
 function renderQuote() {
@@ -614,7 +705,7 @@ function renderQuote() {
   const watched = currentWatchlist()?.symbols?.includes(symbol);
   $("#sym-watch").disabled = !currentWatchlist() || Boolean(watched);
   $("#sym-watch").textContent = watched ? "In your watchlist" : "Add to watchlist";
-  drawTicks($("#chart"), state.ticks.get(symbol) || []);
+  renderCandles();
   renderStaleness();
 }
 
@@ -1051,6 +1142,7 @@ function route() {
   for (const section of $$(".view")) section.hidden = section.id !== `view-${view}`;
   clearInterval(portfolioTimer);
   clearInterval(quoteTimer);
+  if (state.route.name !== "symbol") stopSymbolStreams();
   if (state.route.name === "symbol") {
     showSymbol(state.route.symbol);
     // Best bid and ask are not in the tick stream: read them again every few seconds.
@@ -1100,6 +1192,7 @@ function wire() {
   $("#wl-name-cancel").addEventListener("click", () => {
     $("#wl-name-form").hidden = true;
   });
+  $("#c-interval").addEventListener("change", () => state.route.name === "symbol" && openSymbolStreams(state.route.symbol));
   $("#sym-watch").addEventListener("click", () => addSymbol(state.route.symbol).then(renderQuote));
   combobox($("#search"), $("#search-results"), (symbol) => {
     location.hash = `#/symbol/${encodeURIComponent(symbol)}`;

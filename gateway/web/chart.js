@@ -1,8 +1,8 @@
-// A tick-line price chart on a <canvas>, from the live ticks seen since the page opened (the
-// API has no candles). Plotting needs positions, not money: the prices are turned into
-// Numbers here only to place points on the screen.
+// Price charts on a <canvas>: candles from the API, or a tick line from the live ticks seen
+// since the page opened while there are none. Plotting needs positions, not money: the
+// prices are turned into Numbers here only to place points on the screen.
 
-export function drawTicks(canvas, ticks) {
+function prepare(canvas) {
   const ratio = window.devicePixelRatio || 1;
   const width = canvas.clientWidth || 300;
   const height = canvas.clientHeight || 160;
@@ -11,9 +11,57 @@ export function drawTicks(canvas, ticks) {
   const ctx = canvas.getContext("2d");
   ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
   ctx.clearRect(0, 0, width, height);
-  const style = getComputedStyle(canvas);
   ctx.font = "12px system-ui, sans-serif";
-  ctx.fillStyle = style.color;
+  ctx.fillStyle = getComputedStyle(canvas).color;
+  return { ctx, width, height, style: getComputedStyle(canvas) };
+}
+
+/** Candles, oldest first ({startTime, open, high, low, close} with exact decimal texts).
+ * A candle that closed up has a hollow body, one that closed down a filled one: the shape
+ * says it, not only the colour. */
+export function drawCandles(canvas, candles) {
+  const { ctx, width, height, style } = prepare(canvas);
+  canvas.dataset.candles = String(candles.length);
+  if (!candles.length) {
+    ctx.fillText("No trades in this interval yet…", 8, height / 2);
+    return;
+  }
+  const low = Math.min(...candles.map((c) => Number(c.low)));
+  let high = Math.max(...candles.map((c) => Number(c.high)));
+  const floor = high === low ? low - 1 : low;
+  if (high === low) high += 1;
+  const left = 4;
+  const right = width - 64;
+  const top = 8;
+  const bottom = height - 8;
+  const slot = (right - left) / Math.max(candles.length, 20);
+  const y = (p) => bottom - ((Number(p) - floor) / (high - floor)) * (bottom - top);
+  ctx.fillText(String(candles.reduce((a, b) => (Number(b.high) > Number(a.high) ? b : a)).high), right + 6, top + 10);
+  ctx.fillText(String(candles.reduce((a, b) => (Number(b.low) < Number(a.low) ? b : a)).low), right + 6, bottom);
+  const up = style.getPropertyValue("--up").trim() || "#1a7f37";
+  const down = style.getPropertyValue("--down").trim() || "#c01c28";
+  candles.forEach((c, i) => {
+    const x = left + slot * i + slot / 2;
+    const rising = Number(c.close) >= Number(c.open);
+    ctx.strokeStyle = rising ? up : down;
+    ctx.fillStyle = rising ? up : down;
+    ctx.lineWidth = 1;
+    ctx.beginPath();
+    ctx.moveTo(x, y(c.high));
+    ctx.lineTo(x, y(c.low));
+    ctx.stroke();
+    const body = Math.max(1, slot * 0.6);
+    const topY = Math.min(y(c.open), y(c.close));
+    const h = Math.max(1, Math.abs(y(c.open) - y(c.close)));
+    if (rising) {
+      ctx.clearRect(x - body / 2, topY, body, h);
+      ctx.strokeRect(x - body / 2, topY, body, h);
+    } else ctx.fillRect(x - body / 2, topY, body, h);
+  });
+}
+
+export function drawTicks(canvas, ticks) {
+  const { ctx, width, height, style } = prepare(canvas);
   if (ticks.length < 2) {
     ctx.fillText("Waiting for price ticks…", 8, height / 2);
     return;

@@ -31,6 +31,7 @@ import quickfix as fix
 from prometheus_client import Counter
 
 from svc_marketdata.adapters import fix_codec
+from svc_marketdata.domain.depth import DEPTH_LEVELS
 from svc_marketdata.domain.instruments import Instrument
 from svc_marketdata.domain.quotes import SymbolUpdate
 from svc_runtime.fix import ReconnectPacer, get_text, header_text, load_settings, log_out, set_text
@@ -280,7 +281,8 @@ class FixMarketFeed:
         message.getHeader().setField(fix.MsgType("V"))
         set_text(message, 262, request_id)  # MDReqID
         set_text(message, 263, "1")  # SubscriptionRequestType: snapshot + updates
-        set_text(message, 264, "1")  # MarketDepth: top of book
+        # MarketDepth: the levels served as L2 depth; the quote reads position 1 of them.
+        set_text(message, 264, str(DEPTH_LEVELS))
         set_text(message, 265, "1")  # MDUpdateType: incremental refresh
         for entry_type in SUBSCRIBED_ENTRY_TYPES:
             group = fix.Group(267, 269)

@@ -20,7 +20,9 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from svc_marketdata.app.board import ChangeBoard
 from svc_marketdata.app.ports import (
+    CandleStore,
     InstrumentRepository,
     MarketFeed,
     QuoteEncoder,
@@ -30,6 +32,8 @@ from svc_marketdata.app.ports import (
 )
 from svc_marketdata.app.streams import StreamHub
 from svc_marketdata.domain import paging
+from svc_marketdata.domain.candles import INTERVALS, Candle, CandleBook
+from svc_marketdata.domain.depth import Depth, DepthBook
 from svc_marketdata.domain.instruments import (
     MAX_QUERY_LENGTH,
     Instrument,
@@ -76,6 +80,10 @@ SESSION_UP = Gauge("marketdata_fix_session_up", "1 while the market-data FIX ses
 FEED_LIVE = Gauge("marketdata_feed_live", "1 while the exchange is heard from within the stale limit")
 FEED_STALE_EPISODES = Counter("marketdata_feed_stale_total", "Times the exchange feed went stale")
 PROBES = Counter("marketdata_feed_probes_total", "TestRequests sent to a silent exchange")
+CANDLE_SAVE_FAILURES = Counter(
+    "marketdata_candle_save_failures_total", "Attempts to store changed candles that failed (retried)"
+)
+CANDLES_SAVED = Counter("marketdata_candles_saved_total", "Candle states written to storage")
 STATUS_FAILURES = Counter(
     "marketdata_feed_status_publish_failures_total", "Feed status heartbeats that could not be published"
 )
@@ -95,6 +103,8 @@ class MarketData:
         encode_status: StatusEncoder,
         shard_of: Callable[[str], str],
         hub: StreamHub,
+        candle_store: CandleStore,
+        board: ChangeBoard,
         coalesce_seconds: float = 0.005,
         snapshot_interval: float = 1.0,
         instrument_wait: float = 5.0,
@@ -108,6 +118,11 @@ class MarketData:
         self.encode_status = encode_status
         self.shard_of = shard_of
         self.hub = hub
+        self.candle_store = candle_store
+        # Depth and candle streams wait here for the keys they follow.
+        self.board = board
+        self.candles = CandleBook()
+        self.depth = DepthBook()
         self.coalesce_seconds = coalesce_seconds
         self.snapshot_interval = snapshot_interval
         self.instrument_wait = instrument_wait
@@ -141,6 +156,10 @@ class MarketData:
             saved = []
         for quote in saved:
             self.book.restore(quote)
+        try:
+            self.candles.restore(await self.candle_store.latest())
+        except Exception:
+            log.warning("could not load stored candles; the forming ones start afresh", exc_info=True)
         for symbol in self.index.by_symbol:
             self._ensure_quote(symbol)
         log.info("market data loaded", extra={"instruments": len(self.index), "saved_quotes": len(saved)})
@@ -176,6 +195,9 @@ class MarketData:
     def on_market_data(self, updates: Sequence[SymbolUpdate]) -> None:
         """A batch of updates (every message that came since the last batch, in order)."""
         changed = self.book.apply_batch(updates)
+        board = self.board
+        board.changed(("depth", symbol) for symbol in self.depth.apply_batch(updates))
+        board.changed(("candles", *key) for key in self.candles.apply_batch(updates))
         snapshots = sum(1 for update in updates if update.snapshot)
         if snapshots:
             UPDATES_IN.labels("snapshot").inc(snapshots)
@@ -256,6 +278,7 @@ class MarketData:
                     extra={"silent_seconds": round((now_ns - heard_ns) / 1e9, 3) if heard_ns else None},
                 )
             self.hub.feed_changed(self.status_encoded)
+            self.board.feed_changed()
         if changed is not None or now_ns - self._status_published_ns >= STATUS_INTERVAL_SECONDS * 1e9:
             self._status_published_ns = now_ns
             try:
@@ -277,6 +300,7 @@ class MarketData:
     async def run(self, stop: asyncio.Event) -> None:
         """Flush ticks, watch the feed and save snapshots until `stop` is set."""
         saver = asyncio.create_task(self._save_snapshots(stop))
+        candle_saver = asyncio.create_task(self._save_candles(stop))
         watcher = asyncio.create_task(self._watch_feed(stop))
         pusher = asyncio.create_task(self.hub.run_pushes())
         try:
@@ -297,11 +321,12 @@ class MarketData:
                 last_flush = time.perf_counter() - started
                 FLUSH_SECONDS.observe(last_flush)
         finally:
-            for task in (saver, watcher, pusher):
+            for task in (saver, candle_saver, watcher, pusher):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await self._save_once()
+            await self.save_candles()
 
     async def flush(self) -> None:
         dirty, self._dirty = self._dirty, set()
@@ -346,6 +371,25 @@ class MarketData:
         except Exception:
             self._unsaved |= unsaved
             log.warning("could not save quote snapshots; will retry", exc_info=True)
+
+    async def _save_candles(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await asyncio.sleep(self.snapshot_interval)
+            await self.save_candles()
+
+    async def save_candles(self) -> None:
+        """Store the candles changed since the last save; on failure keep them for the next."""
+        unsaved = self.candles.take_unsaved()
+        if not unsaved:
+            return
+        try:
+            await self.candle_store.save(unsaved)
+        except Exception:
+            CANDLE_SAVE_FAILURES.inc()
+            self.candles.return_unsaved(unsaved)
+            log.warning("could not store candles; will retry", exc_info=True, extra={"candles": len(unsaved)})
+            return
+        CANDLES_SAVED.inc(len(unsaved))
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(coro)
@@ -435,3 +479,44 @@ class MarketData:
         page = self.index.search(text, limit=limit, after=cursor)
         token = paging.encode_token(list(page.next_after), fingerprint) if page.next_after else ""
         return page.hits, token
+
+    def instrument_symbol(self, symbol: str) -> str:
+        """The listed symbol, or NOT_FOUND (UNAVAILABLE before the master is known)."""
+        return self.get_instrument(symbol).symbol
+
+    def market_depth(self, symbol: str) -> Depth:
+        return self.depth.get(self.instrument_symbol(symbol))
+
+    def recent_candles(self, symbol: str, interval: str) -> list[Candle]:
+        """The forming candle and the one before it, newest first."""
+        return self.candles.recent(symbol, interval)
+
+    async def list_candles(
+        self, symbol: str, interval: str, page_size: int, page_token: str
+    ) -> tuple[list[Candle], str]:
+        """Candles newest first; the token carries the start of the last one served."""
+        symbol = self.instrument_symbol(symbol)
+        if interval not in INTERVALS:
+            raise InvalidArgument(f"interval must be one of {', '.join(INTERVALS)}", field="interval")
+        limit = paging.page_size(page_size)
+        fingerprint = paging.fingerprint("candles", symbol, interval)
+        after = paging.decode_token(page_token, fingerprint)
+        before: int | None = None
+        if after is not None:
+            if len(after) != 1 or not isinstance(after[0], int):
+                raise InvalidArgument(
+                    "page_token is not valid", reason="INVALID_PAGE_TOKEN", field="page_token"
+                )
+            before = after[0]
+        # Storage lags the feed by up to a save interval: the forming candle and the one
+        # before it are read from memory, which is never older.
+        merged = {
+            c.start: c for c in await self.candle_store.page(symbol, interval, before=before, limit=limit + 1)
+        }
+        for candle in self.candles.recent(symbol, interval):
+            if before is None or candle.start < before:
+                merged[candle.start] = candle
+        newest = sorted(merged.values(), key=lambda c: c.start, reverse=True)[: limit + 1]
+        page = newest[:limit]
+        token = paging.encode_token([page[-1].start], fingerprint) if len(newest) > limit and page else ""
+        return page, token

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
+from svc_marketdata.domain.candles import Candle
 from svc_marketdata.domain.instruments import Instrument
 from svc_marketdata.domain.liveness import FeedState
 from svc_marketdata.domain.quotes import Quote
@@ -70,4 +71,20 @@ class WatchlistStore(Protocol):
 
     async def save(self, watchlists: UserWatchlists, revision: int) -> bool:
         """Store if the stored revision is still `revision`; False if someone else wrote first."""
+        ...
+
+
+class CandleStore(Protocol):
+    """Candles kept across restarts."""
+
+    async def save(self, candles: Sequence[Candle]) -> None:
+        """Insert these, or replace the stored state of the same (symbol, interval, start)."""
+        ...
+
+    async def latest(self) -> list[Candle]:
+        """The newest stored candle of every symbol and interval."""
+        ...
+
+    async def page(self, symbol: str, interval: str, *, before: int | None, limit: int) -> list[Candle]:
+        """Up to `limit` stored candles starting before `before` (UTC seconds; None: any), newest first."""
         ...

@@ -75,6 +75,10 @@ class Watchlists:
         doc, _ = await self.store.load(user_id)
         return doc.get(watchlist_id)
 
+    async def symbols(self, user_id: str, watchlist_id: str) -> list[str]:
+        """The watchlist's symbols now (a quote stream's, when it names a watchlist)."""
+        return list((await self.get(user_id, watchlist_id)).symbols)
+
     async def list(self, user_id: str, *, page_size: int, page_token: str) -> tuple[list[Watchlist], str]:
         limit = paging.page_size(page_size, default=MAX_WATCHLISTS_PER_USER)
         fingerprint = paging.fingerprint("watchlists", user_id)

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from itertools import islice
 
+from rapidfuzz import fuzz, process
+
 from svc_runtime import names
 
 # NSE tick size for equities; used when the exchange does not send one.
@@ -25,6 +27,16 @@ _WORD = re.compile(r"[a-z0-9]+")
 TIER_EXACT_SYMBOL = 0
 TIER_SYMBOL_PREFIX = 1
 TIER_NAME_WORD = 2
+# Near spellings and abbreviations, best score first: tier TIER_FUZZY + (100 - score) × 10,
+# so the (tier, symbol) keys of pages order them too.
+TIER_FUZZY = 3
+# A near match must score this (rapidfuzz's normalized similarity, 0–100) on average over
+# the query's words, and every word at least FUZZY_WORD_CUTOFF.
+FUZZY_CUTOFF = 75.0
+FUZZY_WORD_CUTOFF = 70.0
+# Query words shorter than this are too short to misspell: they must start a token.
+FUZZY_MIN_WORD = 3
+_NOISE_WORDS = frozenset({"ltd", "limited", "the", "and", "of", "co", "inc", "corp"})
 
 
 def normalize_symbol(text: str) -> str:
@@ -76,13 +88,41 @@ class InstrumentIndex:
     _symbols: list[str] = field(repr=False)
     _words: list[tuple[str, str]] = field(repr=False)  # (name word, symbol), sorted
     _name_words: dict[str, tuple[str, ...]] = field(repr=False)
+    # Fuzzy matching: every distinct token (symbol, name word, name initials) once, sorted,
+    # the symbols each belongs to, each symbol's tokens, and which tokens are spelt (not
+    # numbers: a number is matched by its prefix, it has no misspelling).
+    _tokens: list[str] = field(repr=False, default_factory=list)
+    _token_owners: list[list[str]] = field(repr=False, default_factory=list)
+    _symbol_tokens: dict[str, list[int]] = field(repr=False, default_factory=dict)
+    _spelt: list[int] = field(repr=False, default_factory=list)
+    _spelt_tokens: list[str] = field(repr=False, default_factory=list)
 
     @classmethod
     def build(cls, instruments: Iterable[Instrument]) -> InstrumentIndex:
         by_symbol = {i.symbol: i for i in instruments}
         name_words_of = {s: tuple(name_words(i.company_name)) for s, i in by_symbol.items()}
         words = sorted({(w, s) for s, ws in name_words_of.items() for w in ws})
-        return cls(by_symbol, sorted(by_symbol), words, name_words_of)
+        owners: dict[str, list[str]] = {}
+        for symbol, ws in name_words_of.items():
+            for token in _fuzzy_tokens(symbol, ws):
+                owners.setdefault(token, []).append(symbol)
+        tokens = sorted(owners)
+        symbol_tokens: dict[str, list[int]] = {}
+        for i, token in enumerate(tokens):
+            for symbol in owners[token]:
+                symbol_tokens.setdefault(symbol, []).append(i)
+        spelt = [i for i, token in enumerate(tokens) if not token.isdigit()]
+        return cls(
+            by_symbol,
+            sorted(by_symbol),
+            words,
+            name_words_of,
+            tokens,
+            [owners[t] for t in tokens],
+            symbol_tokens,
+            spelt,
+            [tokens[i] for i in spelt],
+        )
 
     @classmethod
     def empty(cls) -> InstrumentIndex:
@@ -111,8 +151,9 @@ class InstrumentIndex:
 
     def search(self, query: str, *, limit: int, after: tuple[int, str] | None = None) -> SearchPage:
         """Instruments matching `query`, best first: the exact symbol, then symbols starting
-        with it, then instruments whose name has words starting with every query word. Ties
-        are ordered by symbol, so pages are stable; `after` is the previous page's last key.
+        with it, then instruments whose name has words starting with every query word, then
+        near spellings and initials by score. Ties are ordered by symbol, so pages are
+        stable; `after` is the previous page's last key.
 
         Hits are produced lazily in rank order and only a page (plus one, to know whether
         more follow) is taken, so a one-letter query over a large master costs a page, not
@@ -139,12 +180,33 @@ class InstrumentIndex:
                 if symbol != exact:
                     yield SearchHit(TIER_SYMBOL_PREFIX, self.by_symbol[symbol])
         words = name_words(text)
-        if not words or after_tier > TIER_NAME_WORD:
+        if not words:
             return
+        if after_tier <= TIER_NAME_WORD:
+            yield from self._name_word_hits(
+                words, exact, prefix, after_symbol if after_tier == TIER_NAME_WORD else ""
+            )
+        # Reached only when the tiers above did not fill the page.
+        yield from self._fuzzy_hits(words, exact, prefix, after)
+
+    def _fuzzy_hits(
+        self, words: list[str], exact: str | None, prefix: str, after: tuple[int, str]
+    ) -> Iterator[SearchHit]:
+        for tier, symbol in self._fuzzy(words):
+            if (tier, symbol) <= after:
+                continue
+            if symbol == exact or (prefix and symbol.startswith(prefix)):
+                continue
+            if _all_words_match(words, self._name_words[symbol]):
+                continue  # ranked higher
+            yield SearchHit(tier, self.by_symbol[symbol])
+
+    def _name_word_hits(
+        self, words: list[str], exact: str | None, prefix: str, floor: str
+    ) -> Iterator[SearchHit]:
         # Candidates: symbols with a name word starting with the most selective query word
         # (the one whose prefix range is narrowest).
         low, high = min((self._word_range(w) for w in words), key=lambda r: r[1] - r[0])
-        floor = after_symbol if after_tier == TIER_NAME_WORD else ""
         if high - low <= _SORT_LIMIT:
             ordered: Iterable[str] = sorted({s for _, s in self._words[low:high] if s > floor})
         else:  # a broad query: walk the sorted symbols (most match) and stop after a page
@@ -155,6 +217,41 @@ class InstrumentIndex:
             if _all_words_match(words, self._name_words[symbol]):
                 yield SearchHit(TIER_NAME_WORD, self.by_symbol[symbol])
 
+    def _fuzzy(self, words: list[str]) -> list[tuple[int, str]]:
+        """(tier, symbol) of near matches, best first: each query word scored against the
+        tokens by rapidfuzz (normalized Indel similarity), the best token per symbol kept.
+        Candidates are the symbols of the most selective word; the others are looked up in
+        each candidate's own few tokens."""
+        words = [w for w in words if w not in _NOISE_WORDS] or words
+        scores = [self._token_scores(word) for word in words]
+        if not all(scores):
+            return []
+        selective = min(scores, key=lambda found: sum(len(self._token_owners[i]) for i in found))
+        candidates = {symbol for i in selective for symbol in self._token_owners[i]}
+        ranked = []
+        for symbol in candidates:
+            own = self._symbol_tokens[symbol]
+            best = [max(found.get(i, 0.0) for i in own) for found in scores]
+            if min(best) < FUZZY_WORD_CUTOFF:
+                continue
+            score = sum(best) / len(best)
+            if score >= FUZZY_CUTOFF:
+                ranked.append((TIER_FUZZY + round((100 - score) * 10), symbol))
+        return sorted(ranked)
+
+    def _token_scores(self, word: str) -> dict[int, float]:
+        """Token index → similarity to `word`, for the tokens at least FUZZY_WORD_CUTOFF alike
+        (a short word or a number: the tokens it starts, at 100)."""
+        if len(word) < FUZZY_MIN_WORD or word.isdigit():
+            low = bisect_left(self._tokens, word)
+            high = bisect_left(self._tokens, word + _MAX_CHAR)
+            return dict.fromkeys(range(low, high), 100.0)
+        spelt = self._spelt
+        matches = process.extract(
+            word, self._spelt_tokens, scorer=fuzz.ratio, score_cutoff=FUZZY_WORD_CUTOFF, limit=None
+        )
+        return {spelt[i]: score for _, score, i in matches}
+
     def _word_range(self, prefix: str) -> tuple[int, int]:
         """Where (word, symbol) pairs with words starting with `prefix` sit in `_words`."""
         return bisect_left(self._words, (prefix, "")), bisect_left(self._words, (prefix + _MAX_CHAR, ""))
@@ -163,6 +260,20 @@ class InstrumentIndex:
 # Sorting up to this many name-word candidates beats walking every symbol.
 _SORT_LIMIT = 2048
 _MAX_CHAR = "\U0010ffff"
+
+
+def _fuzzy_tokens(symbol: str, words: tuple[str, ...]) -> set[str]:
+    """What a near spelling is compared with: the symbol, each name word, and the name's
+    initials (with and without a trailing "limited"), so `tcs` finds Tata Consultancy
+    Services and `infsys` Infosys."""
+    tokens = {symbol.lower(), *words}
+    initials = "".join(w[0] for w in words)
+    if len(initials) >= 2:
+        tokens.add(initials)
+    meaningful = [w for w in words if w not in _NOISE_WORDS]
+    if len(meaningful) >= 2:
+        tokens.add("".join(w[0] for w in meaningful))
+    return tokens
 
 
 def _all_words_match(query_words: list[str], words: tuple[str, ...]) -> bool:

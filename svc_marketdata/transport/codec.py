@@ -17,6 +17,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from brokermesh.marketdata.v1 import marketdata_pb2, watchlists_pb2
 from brokermesh.type.v1 import decimal_pb2
+from svc_marketdata.domain.candles import Candle
+from svc_marketdata.domain.depth import Depth
 from svc_marketdata.domain.instruments import Instrument
 from svc_marketdata.domain.liveness import LIVE, FeedState
 from svc_marketdata.domain.quotes import Quote
@@ -246,3 +248,45 @@ def watchlist_message(user_id: str, watchlist: Watchlist) -> watchlists_pb2.Watc
         create_time=_timestamp(watchlist.create_time),
         update_time=_timestamp(watchlist.update_time),
     )
+
+
+# CandleInterval values ↔ the interval names of `domain.candles.INTERVALS`.
+INTERVAL_NAMES: dict[int, str] = {
+    marketdata_pb2.CANDLE_INTERVAL_ONE_MINUTE: "1m",
+    marketdata_pb2.CANDLE_INTERVAL_FIVE_MINUTES: "5m",
+    marketdata_pb2.CANDLE_INTERVAL_FIFTEEN_MINUTES: "15m",
+    marketdata_pb2.CANDLE_INTERVAL_ONE_HOUR: "1h",
+    marketdata_pb2.CANDLE_INTERVAL_ONE_DAY: "1d",
+}
+INTERVAL_VALUES = {name: value for value, name in INTERVAL_NAMES.items()}
+
+
+def _at_second(seconds: int) -> Timestamp:
+    return Timestamp(seconds=seconds)
+
+
+def candle_message(candle: Candle) -> marketdata_pb2.Candle:
+    return marketdata_pb2.Candle(
+        symbol=candle.symbol,
+        interval=INTERVAL_VALUES[candle.interval],  # type: ignore[arg-type]
+        start_time=_at_second(candle.start),
+        end_time=_at_second(candle.end),
+        open=_dec(candle.open),
+        high=_dec(candle.high),
+        low=_dec(candle.low),
+        close=_dec(candle.close),
+        volume=candle.volume,
+    )
+
+
+def depth_message(depth: Depth) -> marketdata_pb2.MarketDepth:
+    message = marketdata_pb2.MarketDepth(
+        name=f"instruments/{depth.symbol}/depth",
+        symbol=depth.symbol,
+        bids=[marketdata_pb2.PriceLevel(price=_dec(p), quantity=q) for p, q in depth.bids],
+        asks=[marketdata_pb2.PriceLevel(price=_dec(p), quantity=q) for p, q in depth.asks],
+        sequence=depth.sequence,
+    )
+    if depth.exchange_time_ns:
+        message.exchange_time.FromNanoseconds(depth.exchange_time_ns)
+    return message

@@ -37,7 +37,7 @@ from tests.support.infra import SharedInfra, unique_name
 
 pytestmark = pytest.mark.e2e
 
-STREAMS = {"stream_orders", "stream_market_data"}
+STREAMS = {"stream_orders", "stream_market_data", "stream_candles", "stream_market_depth"}
 CHECKS = [
     not_a_server_error,
     status_code_conformance,

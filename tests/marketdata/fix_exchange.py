@@ -110,6 +110,7 @@ class Entry:
     price: str | None = None
     size: int | None = None
     action: str = "1"  # 279: 0 new, 1 change, 2 delete
+    position: int | None = None  # 290: depth level, 1 = best
 
 
 def fix_time(at: datetime) -> tuple[str, str]:
@@ -325,6 +326,8 @@ class _Acceptor(fix.Application):  # type: ignore[misc]
                 set_text(group, 271, entry.size)
             set_text(group, 272, date)
             set_text(group, 273, time_text)
+            if entry.position is not None:
+                set_text(group, 290, entry.position)
             message.addGroup(group)
         return message
 
@@ -358,9 +361,9 @@ class _Acceptor(fix.Application):  # type: ignore[misc]
             book.last, book.last_size = entry.price, entry.size or 0
         elif entry.entry_type == "B" and entry.size is not None:
             book.volume = entry.size
-        elif entry.entry_type == "0":
+        elif entry.entry_type == "0" and entry.position in (None, 1):
             book.bid = None if entry.action == "2" else (entry.price or "0", entry.size or 0)
-        elif entry.entry_type == "1":
+        elif entry.entry_type == "1" and entry.position in (None, 1):
             book.ask = None if entry.action == "2" else (entry.price or "0", entry.size or 0)
 
     def set_last(self, symbol: str, price: str) -> None:

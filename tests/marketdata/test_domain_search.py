@@ -5,14 +5,21 @@ from __future__ import annotations
 import time
 
 import pytest
+from rapidfuzz import fuzz
 
 from svc_marketdata.domain import paging
 from svc_marketdata.domain.instruments import (
+    _NOISE_WORDS,
+    FUZZY_CUTOFF,
+    FUZZY_MIN_WORD,
+    FUZZY_WORD_CUTOFF,
     TIER_EXACT_SYMBOL,
+    TIER_FUZZY,
     TIER_NAME_WORD,
     TIER_SYMBOL_PREFIX,
     Instrument,
     InstrumentIndex,
+    _fuzzy_tokens,
 )
 from svc_runtime.errors import InvalidArgument
 
@@ -124,7 +131,28 @@ def reference_ranking(index: InstrumentIndex, query: str) -> list[tuple[int, str
             ranked.append((TIER_SYMBOL_PREFIX, symbol))
         elif words and all(any(n.startswith(w) for n in names) for w in words):
             ranked.append((TIER_NAME_WORD, symbol))
+        elif words:
+            score = plain_fuzzy_score(words, _fuzzy_tokens(symbol, tuple(names)))
+            if score is not None:
+                ranked.append((TIER_FUZZY + round((100 - score) * 10), symbol))
     return sorted(ranked)
+
+
+def plain_fuzzy_score(words: list[str], tokens: set[str]) -> float | None:
+    """Each (meaningful) query word's best token similarity; every one at least the word
+    cutoff, their mean at least the cutoff."""
+    words = [w for w in words if w not in _NOISE_WORDS] or words
+    scores = []
+    for word in words:
+        if len(word) < FUZZY_MIN_WORD or word.isdigit():
+            best = 100.0 if any(t.startswith(word) for t in tokens) else 0.0
+        else:
+            best = max((fuzz.ratio(word, t) for t in tokens if not t.isdigit()), default=0.0)
+        if best < FUZZY_WORD_CUTOFF:
+            return None
+        scores.append(best)
+    mean = sum(scores) / len(scores)
+    return mean if mean >= FUZZY_CUTOFF else None
 
 
 @pytest.mark.parametrize("size", [300, 6000])  # sorted candidates, and the walk for broad queries
@@ -160,3 +188,49 @@ def test_paged_search_equals_the_plain_ranking(size: int) -> None:
                 break
             after = page.next_after
         assert paged == expected, query
+
+
+FUZZY_INDEX = InstrumentIndex.build(
+    [
+        Instrument("INFY", "Infosys Limited"),
+        Instrument("INFRATEL", "Bharti Infratel Limited"),
+        Instrument("TCS", "Tata Consultancy Services Limited"),
+        Instrument("TATAMOTORS", "Tata Motors Limited"),
+        Instrument("HDFCBANK", "HDFC Bank Limited"),
+        Instrument("RELIANCE", "Reliance Industries Limited"),
+        Instrument("WIPRO", "Wipro Limited"),
+    ]
+)
+
+
+def fuzzy(query: str) -> list[str]:
+    return [h.instrument.symbol for h in FUZZY_INDEX.search(query, limit=10).hits]
+
+
+def test_misspellings_and_initials_find_the_instrument_after_exact_matches() -> None:
+    assert fuzzy("infsys") == ["INFY"]
+    assert fuzzy("infosis") == ["INFY"]
+    assert fuzzy("tata motrs") == ["TATAMOTORS"]
+    assert fuzzy("relaince") == ["RELIANCE"]
+    assert fuzzy("hdfc bnk") == ["HDFCBANK"]
+    assert fuzzy("tcs") == ["TCS"]
+    assert fuzzy("tcsl") == ["TCS"]  # initials of the name
+    assert fuzzy("qwerty") == []
+    hits = FUZZY_INDEX.search("infy", limit=10).hits
+    assert (hits[0].tier, hits[0].instrument.symbol) == (TIER_EXACT_SYMBOL, "INFY")
+
+
+def test_near_matches_rank_by_score_and_page_stably() -> None:
+    hits = FUZZY_INDEX.search("infra", limit=10).hits
+    assert [h.instrument.symbol for h in hits][:1] == ["INFRATEL"]
+    everything = [(h.tier, h.instrument.symbol) for h in FUZZY_INDEX.search("limted", limit=50).hits]
+    assert len(everything) == 7 and all(tier >= TIER_FUZZY for tier, _ in everything)
+    assert everything == sorted(everything)
+    pages, after = [], None
+    while True:
+        page = FUZZY_INDEX.search("limted", limit=3, after=after)
+        pages.extend((h.tier, h.instrument.symbol) for h in page.hits)
+        if page.next_after is None:
+            break
+        after = page.next_after
+    assert pages == everything

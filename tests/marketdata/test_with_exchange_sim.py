@@ -1,6 +1,6 @@
 """svc_marketdata against the real exchange simulator (both as processes, FIX between them):
-the instrument master arrives, quotes move with the simulator's market makers, and streams
-deliver fresh ticks."""
+the instrument master arrives, quotes move with the simulator's market makers, five levels
+of depth a side arrive, and streams deliver fresh ticks."""
 
 from __future__ import annotations
 
@@ -46,6 +46,19 @@ async def test_quotes_and_streams_from_the_exchange_simulator(make_stack: StackF
         for quote in book:
             assert quote.previous_close.value
             assert Decimal(quote.bid_price.value) <= Decimal(quote.ask_price.value)
+
+        # The session asks for five levels a side, and the simulator's market makers quote them.
+        async def deep() -> pb.MarketDepth | None:
+            depth = await quotes.GetMarketDepth(
+                pb.GetMarketDepthRequest(name="instruments/INFY/depth"), timeout=5
+            )
+            return depth if len(depth.bids) == 5 and len(depth.asks) == 5 else None
+
+        depth = await eventually(deep, timeout=60)
+        bids = [Decimal(level.price.value) for level in depth.bids]
+        asks = [Decimal(level.price.value) for level in depth.asks]
+        assert bids == sorted(bids, reverse=True) and asks == sorted(asks) and bids[0] < asks[0]
+        assert all(level.quantity > 0 for level in [*depth.bids, *depth.asks])
 
         call = quotes.StreamQuotes(pb.StreamQuotesRequest(symbols=symbols, max_updates_per_second=10))
         first = await asyncio.wait_for(call.read(), 30)

@@ -600,3 +600,42 @@ async def test_every_screen_at_phone_and_desktop_width_with_no_serious_accessibi
         pytest.skip("npm is not available to fetch axe-core; screenshots were taken")
     assert set(problems) == {"signin", "watchlist", "symbol", "orders", "portfolio"}
     assert not any(problems.values()), json.dumps(problems, indent=1)
+
+
+async def test_the_symbol_page_shows_five_levels_of_depth_and_a_live_candle_chart(
+    page: Page, stack: Stack
+) -> None:
+    username, password, _ = await open_account(stack, "1000.00")
+    await sign_in(page, username, password)
+    await page.goto("/#/symbol/INFY")
+    # Five levels a side, each with its price and quantity, from the depth stream.
+    full = """() => [...document.querySelectorAll('#depth-rows tr')]
+        .filter((r) => [0, 1, 2, 3].every((i) => /\\d/.test(r.cells[i].textContent))).length === 5"""
+    await page.wait_for_function(full, timeout=30000)
+    assert await page.locator("#depth-stale").is_hidden()
+    # The demo market trades INFY several times a second: the ladder moves on screen.
+    ladder = await page.locator("#depth-rows").text_content()
+    await page.wait_for_function(
+        "(before) => document.querySelector('#depth-rows').textContent !== before", arg=ladder, timeout=15000
+    )
+    # Candles from the API are drawn (the canvas says how many), for another interval too.
+    drawn = "() => Number(document.querySelector('#chart').dataset.candles || 0) >= 1"
+    await page.wait_for_function(drawn, timeout=30000)
+    await page.select_option("#c-interval", "1d")
+    await page.wait_for_function(drawn, timeout=30000)
+    await page.screenshot(path=str(ARTIFACTS / "symbol-depth-candles-desktop.png"), full_page=True)
+    # Leaving the symbol page closes its streams: the user's stream slots are free again.
+    await page.goto("/#/watchlist")
+    await page.wait_for_selector("#view-symbol", state="hidden")
+    auth = await rest_auth(stack, username, password)
+    async with httpx.AsyncClient(base_url=stack.plan.gateway_url, timeout=30) as client:
+
+        async def slots_free() -> bool:
+            limits = (await client.get("/v1/limits", headers=auth)).json()
+            return limits["streams"]["open"] <= 2  # the order stream and the price stream at most
+
+        for _ in range(100):
+            if await slots_free():
+                break
+            await page.wait_for_timeout(100)
+        assert await slots_free()

@@ -11,6 +11,21 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class CandleInterval(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CANDLE_INTERVAL_UNSPECIFIED: _ClassVar[CandleInterval]
+    CANDLE_INTERVAL_ONE_MINUTE: _ClassVar[CandleInterval]
+    CANDLE_INTERVAL_FIVE_MINUTES: _ClassVar[CandleInterval]
+    CANDLE_INTERVAL_FIFTEEN_MINUTES: _ClassVar[CandleInterval]
+    CANDLE_INTERVAL_ONE_HOUR: _ClassVar[CandleInterval]
+    CANDLE_INTERVAL_ONE_DAY: _ClassVar[CandleInterval]
+CANDLE_INTERVAL_UNSPECIFIED: CandleInterval
+CANDLE_INTERVAL_ONE_MINUTE: CandleInterval
+CANDLE_INTERVAL_FIVE_MINUTES: CandleInterval
+CANDLE_INTERVAL_FIFTEEN_MINUTES: CandleInterval
+CANDLE_INTERVAL_ONE_HOUR: CandleInterval
+CANDLE_INTERVAL_ONE_DAY: CandleInterval
+
 class Instrument(_message.Message):
     __slots__ = ("name", "symbol", "company_name", "sector", "tick_size", "lot_size", "previous_close", "isin")
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -102,12 +117,16 @@ class BatchGetQuotesResponse(_message.Message):
     def __init__(self, quotes: _Optional[_Iterable[_Union[Quote, _Mapping]]] = ..., unknown_symbols: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class StreamQuotesRequest(_message.Message):
-    __slots__ = ("symbols", "max_updates_per_second")
+    __slots__ = ("symbols", "max_updates_per_second", "watchlist", "portfolio")
     SYMBOLS_FIELD_NUMBER: _ClassVar[int]
     MAX_UPDATES_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    WATCHLIST_FIELD_NUMBER: _ClassVar[int]
+    PORTFOLIO_FIELD_NUMBER: _ClassVar[int]
     symbols: _containers.RepeatedScalarFieldContainer[str]
     max_updates_per_second: int
-    def __init__(self, symbols: _Optional[_Iterable[str]] = ..., max_updates_per_second: _Optional[int] = ...) -> None: ...
+    watchlist: str
+    portfolio: str
+    def __init__(self, symbols: _Optional[_Iterable[str]] = ..., max_updates_per_second: _Optional[int] = ..., watchlist: _Optional[str] = ..., portfolio: _Optional[str] = ...) -> None: ...
 
 class StreamQuotesResponse(_message.Message):
     __slots__ = ("quotes", "feed_status")
@@ -140,3 +159,105 @@ class SearchInstrumentsResponse(_message.Message):
     instruments: _containers.RepeatedCompositeFieldContainer[Instrument]
     next_page_token: str
     def __init__(self, instruments: _Optional[_Iterable[_Union[Instrument, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class Candle(_message.Message):
+    __slots__ = ("symbol", "interval", "start_time", "end_time", "open", "high", "low", "close", "volume")
+    SYMBOL_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    OPEN_FIELD_NUMBER: _ClassVar[int]
+    HIGH_FIELD_NUMBER: _ClassVar[int]
+    LOW_FIELD_NUMBER: _ClassVar[int]
+    CLOSE_FIELD_NUMBER: _ClassVar[int]
+    VOLUME_FIELD_NUMBER: _ClassVar[int]
+    symbol: str
+    interval: CandleInterval
+    start_time: _timestamp_pb2.Timestamp
+    end_time: _timestamp_pb2.Timestamp
+    open: _decimal_pb2.Decimal
+    high: _decimal_pb2.Decimal
+    low: _decimal_pb2.Decimal
+    close: _decimal_pb2.Decimal
+    volume: int
+    def __init__(self, symbol: _Optional[str] = ..., interval: _Optional[_Union[CandleInterval, str]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., open: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., high: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., low: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., close: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., volume: _Optional[int] = ...) -> None: ...
+
+class ListCandlesRequest(_message.Message):
+    __slots__ = ("parent", "interval", "page_size", "page_token")
+    PARENT_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    parent: str
+    interval: CandleInterval
+    page_size: int
+    page_token: str
+    def __init__(self, parent: _Optional[str] = ..., interval: _Optional[_Union[CandleInterval, str]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListCandlesResponse(_message.Message):
+    __slots__ = ("candles", "next_page_token")
+    CANDLES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    candles: _containers.RepeatedCompositeFieldContainer[Candle]
+    next_page_token: str
+    def __init__(self, candles: _Optional[_Iterable[_Union[Candle, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class StreamCandlesRequest(_message.Message):
+    __slots__ = ("parent", "interval")
+    PARENT_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    parent: str
+    interval: CandleInterval
+    def __init__(self, parent: _Optional[str] = ..., interval: _Optional[_Union[CandleInterval, str]] = ...) -> None: ...
+
+class StreamCandlesResponse(_message.Message):
+    __slots__ = ("candles", "feed_status")
+    CANDLES_FIELD_NUMBER: _ClassVar[int]
+    FEED_STATUS_FIELD_NUMBER: _ClassVar[int]
+    candles: _containers.RepeatedCompositeFieldContainer[Candle]
+    feed_status: FeedStatus
+    def __init__(self, candles: _Optional[_Iterable[_Union[Candle, _Mapping]]] = ..., feed_status: _Optional[_Union[FeedStatus, _Mapping]] = ...) -> None: ...
+
+class PriceLevel(_message.Message):
+    __slots__ = ("price", "quantity")
+    PRICE_FIELD_NUMBER: _ClassVar[int]
+    QUANTITY_FIELD_NUMBER: _ClassVar[int]
+    price: _decimal_pb2.Decimal
+    quantity: int
+    def __init__(self, price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., quantity: _Optional[int] = ...) -> None: ...
+
+class MarketDepth(_message.Message):
+    __slots__ = ("name", "symbol", "bids", "asks", "exchange_time", "sequence")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SYMBOL_FIELD_NUMBER: _ClassVar[int]
+    BIDS_FIELD_NUMBER: _ClassVar[int]
+    ASKS_FIELD_NUMBER: _ClassVar[int]
+    EXCHANGE_TIME_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    symbol: str
+    bids: _containers.RepeatedCompositeFieldContainer[PriceLevel]
+    asks: _containers.RepeatedCompositeFieldContainer[PriceLevel]
+    exchange_time: _timestamp_pb2.Timestamp
+    sequence: int
+    def __init__(self, name: _Optional[str] = ..., symbol: _Optional[str] = ..., bids: _Optional[_Iterable[_Union[PriceLevel, _Mapping]]] = ..., asks: _Optional[_Iterable[_Union[PriceLevel, _Mapping]]] = ..., exchange_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., sequence: _Optional[int] = ...) -> None: ...
+
+class GetMarketDepthRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class StreamMarketDepthRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class StreamMarketDepthResponse(_message.Message):
+    __slots__ = ("depth", "feed_status")
+    DEPTH_FIELD_NUMBER: _ClassVar[int]
+    FEED_STATUS_FIELD_NUMBER: _ClassVar[int]
+    depth: MarketDepth
+    feed_status: FeedStatus
+    def __init__(self, depth: _Optional[_Union[MarketDepth, _Mapping]] = ..., feed_status: _Optional[_Union[FeedStatus, _Mapping]] = ...) -> None: ...

@@ -55,6 +55,26 @@ class MarketDataServiceStub:
                 request_serializer=brokermesh_dot_marketdata_dot_v1_dot_marketdata__pb2.SearchInstrumentsRequest.SerializeToString,
                 response_deserializer=brokermesh_dot_marketdata_dot_v1_dot_marketdata__pb2.SearchInstrumentsResponse.FromString,
                 _registered_method=True)
+        self.ListCandles = channel.unary_unary(
+                '/brokermesh.marketdata.v1.MarketDataService/ListCandles',
+                request_serializer=brokermesh_dot_marketdata_dot_v1_dot_marketdata__pb2.ListCandlesRequest.SerializeToString,
+                response_deserializer=brokermesh_dot_marketdata_dot_v1_dot_marketdata__pb2.ListCandlesResponse.FromString,
+                _registered_method=True)
+        self.StreamCandles = channel.unary_stream(
+                '/brokermesh.marketdata.v1.MarketDataService/StreamCandles',
+                request_serializer=brokermesh_dot_marketdata_dot_v1_dot_marketdata__pb2.StreamCandlesRequest.SerializeToString,
+                response_deserializer=brokermesh_dot_marketdata_dot_v1_dot_marketdata__pb2.StreamCandlesResponse.FromString,
+                _registered_method=True)
+        self.GetMarketDepth = channel.unary_unary(
+                '/brokermesh.marketdata.v1.MarketDataService/GetMarketDepth',
+                request_serializer=brokermesh_dot_marketdata_dot_v1_dot_marketdata__pb2.GetMarketDepthRequest.SerializeToString,
+                response_deserializer=brokermesh_dot_marketdata_dot_v1_dot_marketdata__pb2.MarketDepth.FromString,
+                _registered_method=True)
+        self.StreamMarketDepth = channel.unary_stream(
+                '/brokermesh.marketdata.v1.MarketDataService/StreamMarketDepth',
+                request_serializer=brokermesh_dot_marketdata_dot_v1_dot_marketdata__pb2.StreamMarketDepthRequest.SerializeToString,
+                response_deserializer=brokermesh_dot_marketdata_dot_v1_dot_marketdata__pb2.StreamMarketDepthResponse.FromString,
+                _registered_method=True)
 
 
 class MarketDataServiceServicer:
@@ -86,7 +106,41 @@ class MarketDataServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def SearchInstruments(self, request, context):
-        """Searches instruments by symbol prefix and name words (AIP-158 pagination).
+        """Searches instruments by symbol, name words and near spellings, best first (AIP-158
+        pagination).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListCandles(self, request, context):
+        """Candles of one instrument and interval, newest first (AIP-158 pagination). The newest
+        may still be forming.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StreamCandles(self, request, context):
+        """Streams the forming candle of one instrument and interval: first the forming candle
+        and the one before it with the feed's status, then every change, conflated (latest
+        value wins). When a new candle opens, the final state of the one it follows comes
+        first in the same response.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetMarketDepth(self, request, context):
+        """The best price levels of both sides of one instrument's order book (L2 depth).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StreamMarketDepth(self, request, context):
+        """Streams one instrument's depth: first the current depth with the feed's status, then
+        every change, conflated (latest value wins).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -114,6 +168,26 @@ def add_MarketDataServiceServicer_to_server(servicer, server):
                     servicer.SearchInstruments,
                     request_deserializer=brokermesh_dot_marketdata_dot_v1_dot_marketdata__pb2.SearchInstrumentsRequest.FromString,
                     response_serializer=brokermesh_dot_marketdata_dot_v1_dot_marketdata__pb2.SearchInstrumentsResponse.SerializeToString,
+            ),
+            'ListCandles': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListCandles,
+                    request_deserializer=brokermesh_dot_marketdata_dot_v1_dot_marketdata__pb2.ListCandlesRequest.FromString,
+                    response_serializer=brokermesh_dot_marketdata_dot_v1_dot_marketdata__pb2.ListCandlesResponse.SerializeToString,
+            ),
+            'StreamCandles': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamCandles,
+                    request_deserializer=brokermesh_dot_marketdata_dot_v1_dot_marketdata__pb2.StreamCandlesRequest.FromString,
+                    response_serializer=brokermesh_dot_marketdata_dot_v1_dot_marketdata__pb2.StreamCandlesResponse.SerializeToString,
+            ),
+            'GetMarketDepth': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetMarketDepth,
+                    request_deserializer=brokermesh_dot_marketdata_dot_v1_dot_marketdata__pb2.GetMarketDepthRequest.FromString,
+                    response_serializer=brokermesh_dot_marketdata_dot_v1_dot_marketdata__pb2.MarketDepth.SerializeToString,
+            ),
+            'StreamMarketDepth': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamMarketDepth,
+                    request_deserializer=brokermesh_dot_marketdata_dot_v1_dot_marketdata__pb2.StreamMarketDepthRequest.FromString,
+                    response_serializer=brokermesh_dot_marketdata_dot_v1_dot_marketdata__pb2.StreamMarketDepthResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -225,6 +299,114 @@ class MarketDataService:
             '/brokermesh.marketdata.v1.MarketDataService/SearchInstruments',
             brokermesh_dot_marketdata_dot_v1_dot_marketdata__pb2.SearchInstrumentsRequest.SerializeToString,
             brokermesh_dot_marketdata_dot_v1_dot_marketdata__pb2.SearchInstrumentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListCandles(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/brokermesh.marketdata.v1.MarketDataService/ListCandles',
+            brokermesh_dot_marketdata_dot_v1_dot_marketdata__pb2.ListCandlesRequest.SerializeToString,
+            brokermesh_dot_marketdata_dot_v1_dot_marketdata__pb2.ListCandlesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamCandles(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/brokermesh.marketdata.v1.MarketDataService/StreamCandles',
+            brokermesh_dot_marketdata_dot_v1_dot_marketdata__pb2.StreamCandlesRequest.SerializeToString,
+            brokermesh_dot_marketdata_dot_v1_dot_marketdata__pb2.StreamCandlesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetMarketDepth(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/brokermesh.marketdata.v1.MarketDataService/GetMarketDepth',
+            brokermesh_dot_marketdata_dot_v1_dot_marketdata__pb2.GetMarketDepthRequest.SerializeToString,
+            brokermesh_dot_marketdata_dot_v1_dot_marketdata__pb2.MarketDepth.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamMarketDepth(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/brokermesh.marketdata.v1.MarketDataService/StreamMarketDepth',
+            brokermesh_dot_marketdata_dot_v1_dot_marketdata__pb2.StreamMarketDepthRequest.SerializeToString,
+            brokermesh_dot_marketdata_dot_v1_dot_marketdata__pb2.StreamMarketDepthResponse.FromString,
             options,
             channel_credentials,
             insecure,

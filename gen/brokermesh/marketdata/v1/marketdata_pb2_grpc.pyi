@@ -44,7 +44,25 @@ class MarketDataServiceStub:
     GetInstrument: _grpc.UnaryUnaryMultiCallable[_marketdata_pb2.GetInstrumentRequest, _marketdata_pb2.Instrument]
     """Returns one instrument."""
     SearchInstruments: _grpc.UnaryUnaryMultiCallable[_marketdata_pb2.SearchInstrumentsRequest, _marketdata_pb2.SearchInstrumentsResponse]
-    """Searches instruments by symbol prefix and name words (AIP-158 pagination)."""
+    """Searches instruments by symbol, name words and near spellings, best first (AIP-158
+    pagination).
+    """
+    ListCandles: _grpc.UnaryUnaryMultiCallable[_marketdata_pb2.ListCandlesRequest, _marketdata_pb2.ListCandlesResponse]
+    """Candles of one instrument and interval, newest first (AIP-158 pagination). The newest
+    may still be forming.
+    """
+    StreamCandles: _grpc.UnaryStreamMultiCallable[_marketdata_pb2.StreamCandlesRequest, _marketdata_pb2.StreamCandlesResponse]
+    """Streams the forming candle of one instrument and interval: first the forming candle
+    and the one before it with the feed's status, then every change, conflated (latest
+    value wins). When a new candle opens, the final state of the one it follows comes
+    first in the same response.
+    """
+    GetMarketDepth: _grpc.UnaryUnaryMultiCallable[_marketdata_pb2.GetMarketDepthRequest, _marketdata_pb2.MarketDepth]
+    """The best price levels of both sides of one instrument's order book (L2 depth)."""
+    StreamMarketDepth: _grpc.UnaryStreamMultiCallable[_marketdata_pb2.StreamMarketDepthRequest, _marketdata_pb2.StreamMarketDepthResponse]
+    """Streams one instrument's depth: first the current depth with the feed's status, then
+    every change, conflated (latest value wins).
+    """
 
 @_typing.type_check_only
 class MarketDataServiceAsyncStub(MarketDataServiceStub):
@@ -62,7 +80,25 @@ class MarketDataServiceAsyncStub(MarketDataServiceStub):
     GetInstrument: _aio.UnaryUnaryMultiCallable[_marketdata_pb2.GetInstrumentRequest, _marketdata_pb2.Instrument]  # type: ignore[assignment]
     """Returns one instrument."""
     SearchInstruments: _aio.UnaryUnaryMultiCallable[_marketdata_pb2.SearchInstrumentsRequest, _marketdata_pb2.SearchInstrumentsResponse]  # type: ignore[assignment]
-    """Searches instruments by symbol prefix and name words (AIP-158 pagination)."""
+    """Searches instruments by symbol, name words and near spellings, best first (AIP-158
+    pagination).
+    """
+    ListCandles: _aio.UnaryUnaryMultiCallable[_marketdata_pb2.ListCandlesRequest, _marketdata_pb2.ListCandlesResponse]  # type: ignore[assignment]
+    """Candles of one instrument and interval, newest first (AIP-158 pagination). The newest
+    may still be forming.
+    """
+    StreamCandles: _aio.UnaryStreamMultiCallable[_marketdata_pb2.StreamCandlesRequest, _marketdata_pb2.StreamCandlesResponse]  # type: ignore[assignment]
+    """Streams the forming candle of one instrument and interval: first the forming candle
+    and the one before it with the feed's status, then every change, conflated (latest
+    value wins). When a new candle opens, the final state of the one it follows comes
+    first in the same response.
+    """
+    GetMarketDepth: _aio.UnaryUnaryMultiCallable[_marketdata_pb2.GetMarketDepthRequest, _marketdata_pb2.MarketDepth]  # type: ignore[assignment]
+    """The best price levels of both sides of one instrument's order book (L2 depth)."""
+    StreamMarketDepth: _aio.UnaryStreamMultiCallable[_marketdata_pb2.StreamMarketDepthRequest, _marketdata_pb2.StreamMarketDepthResponse]  # type: ignore[assignment]
+    """Streams one instrument's depth: first the current depth with the feed's status, then
+    every change, conflated (latest value wins).
+    """
 
 class MarketDataServiceServicer(metaclass=_abc_1.ABCMeta):
     """The Price Tracker Service: last prices, live quote streams and the instrument master."""
@@ -101,6 +137,48 @@ class MarketDataServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _marketdata_pb2.SearchInstrumentsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_marketdata_pb2.SearchInstrumentsResponse, _abc.Awaitable[_marketdata_pb2.SearchInstrumentsResponse]]:
-        """Searches instruments by symbol prefix and name words (AIP-158 pagination)."""
+        """Searches instruments by symbol, name words and near spellings, best first (AIP-158
+        pagination).
+        """
+
+    @_abc_1.abstractmethod
+    def ListCandles(
+        self,
+        request: _marketdata_pb2.ListCandlesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_marketdata_pb2.ListCandlesResponse, _abc.Awaitable[_marketdata_pb2.ListCandlesResponse]]:
+        """Candles of one instrument and interval, newest first (AIP-158 pagination). The newest
+        may still be forming.
+        """
+
+    @_abc_1.abstractmethod
+    def StreamCandles(
+        self,
+        request: _marketdata_pb2.StreamCandlesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_marketdata_pb2.StreamCandlesResponse], _abc.AsyncIterator[_marketdata_pb2.StreamCandlesResponse]]:
+        """Streams the forming candle of one instrument and interval: first the forming candle
+        and the one before it with the feed's status, then every change, conflated (latest
+        value wins). When a new candle opens, the final state of the one it follows comes
+        first in the same response.
+        """
+
+    @_abc_1.abstractmethod
+    def GetMarketDepth(
+        self,
+        request: _marketdata_pb2.GetMarketDepthRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_marketdata_pb2.MarketDepth, _abc.Awaitable[_marketdata_pb2.MarketDepth]]:
+        """The best price levels of both sides of one instrument's order book (L2 depth)."""
+
+    @_abc_1.abstractmethod
+    def StreamMarketDepth(
+        self,
+        request: _marketdata_pb2.StreamMarketDepthRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_marketdata_pb2.StreamMarketDepthResponse], _abc.AsyncIterator[_marketdata_pb2.StreamMarketDepthResponse]]:
+        """Streams one instrument's depth: first the current depth with the feed's status, then
+        every change, conflated (latest value wins).
+        """
 
 def add_MarketDataServiceServicer_to_server(servicer: MarketDataServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
