@@ -16,6 +16,7 @@ from decimal import Decimal
 from enum import StrEnum
 
 from svc_orders.domain.model import (
+    LEGS,
     STOP_TYPES,
     EventType,
     ExchangeReport,
@@ -52,6 +53,8 @@ class Trigger(StrEnum):
     EXPIRED = "EXPIRED"
     # The executor flags the order (ExecType NEEDS_ATTENTION): status unchanged.
     NEEDS_ATTENTION = "NEEDS_ATTENTION"
+    # A leg of the order's OCO group filled: the broker withdraws the order.
+    SIBLING_FILLED = "SIBLING_FILLED"
 
 
 class Rule(StrEnum):
@@ -81,10 +84,15 @@ _AT_EXCHANGE: dict[Trigger, Target] = {
     T.CANCEL_REJECTED: R.SAME,
     T.CANCEL_REQUEST: S.PENDING_CANCEL,
     T.MODIFY_REQUEST: S.PENDING_REPLACE,
+    T.SIBLING_FILLED: S.PENDING_CANCEL,
 }
 
 TRANSITIONS: dict[Status, dict[Trigger, Target]] = {
-    S.FUNDS_PENDING: {T.ACCEPT: S.PENDING_EXCHANGE, T.BROKER_REJECT: S.REJECTED},
+    S.FUNDS_PENDING: {
+        T.ACCEPT: S.PENDING_EXCHANGE,
+        T.BROKER_REJECT: S.REJECTED,
+        T.SIBLING_FILLED: S.CANCELLED,
+    },
     S.PENDING_EXCHANGE: {
         T.NEW: R.WORKING,
         T.TRIGGERED: R.WORKING,
@@ -96,6 +104,7 @@ TRANSITIONS: dict[Status, dict[Trigger, Target]] = {
         T.CANCEL_REJECTED: R.SAME,
         T.CANCEL_REQUEST: S.PENDING_CANCEL,
         T.BROKER_REJECT: S.REJECTED,
+        T.SIBLING_FILLED: S.PENDING_CANCEL,
     },
     S.OPEN: dict(_AT_EXCHANGE),
     S.TRIGGER_PENDING: dict(_AT_EXCHANGE),
@@ -110,6 +119,7 @@ TRANSITIONS: dict[Status, dict[Trigger, Target]] = {
         T.PENDING_CANCEL: R.SAME,
         T.CANCEL_REJECTED: R.RESUME,
         T.CANCEL_REQUEST: R.SAME,  # already asked: nothing new to send
+        T.SIBLING_FILLED: R.SAME,
     },
     S.PENDING_REPLACE: {
         T.NEW: R.SAME,
@@ -123,6 +133,7 @@ TRANSITIONS: dict[Status, dict[Trigger, Target]] = {
         # The exchange ending the order while a change is pending: the order is over, as
         # svc_funds reads the same report (svc_runtime.reports).
         T.REJECTED: S.REJECTED,
+        T.SIBLING_FILLED: S.PENDING_CANCEL,
     },
     # Terminal: only late fills (reordered or racing a cancel) still apply.
     S.FILLED: {T.TRADE: R.FILL},
@@ -147,6 +158,29 @@ EVENTS: dict[Trigger, EventType] = {
     T.REJECTED: EventType.REJECTED,
     T.EXPIRED: EventType.EXPIRED,
     T.NEEDS_ATTENTION: EventType.NEEDS_ATTENTION,
+    T.SIBLING_FILLED: EventType.CANCEL_REQUESTED,
+}
+
+# Why the edges that are not plain reading of a report or a request exist. A test keeps
+# every edge of an added trigger explained here.
+EDGE_REASONS: dict[tuple[Status, Trigger], str] = {
+    (S.FUNDS_PENDING, T.SIBLING_FILLED): (
+        "an OCO leg not yet sent is withdrawn on the spot: the exchange never saw it, nothing to ask"
+    ),
+    (S.PENDING_EXCHANGE, T.SIBLING_FILLED): "sent but unacknowledged: the cancel follows the new order",
+    (S.OPEN, T.SIBLING_FILLED): "the sibling filled: one cancels the other",
+    (S.TRIGGER_PENDING, T.SIBLING_FILLED): "a waiting stop-loss whose target filled is withdrawn",
+    (S.PARTIALLY_FILLED, T.SIBLING_FILLED): "both legs traded in a race: what is left of this one goes",
+    (S.PENDING_CANCEL, T.SIBLING_FILLED): "a cancel is already on its way: nothing more to send",
+    (S.PENDING_REPLACE, T.SIBLING_FILLED): (
+        "a leg being modified is cancelled all the same: the exchange answers the cancel after the replace"
+    ),
+    (S.PENDING_EXCHANGE, T.TRADE): "a fill can overtake the acknowledgement of its order",
+    (S.PENDING_CANCEL, T.TRADE): "fills after a cancel request are real",
+    (S.FILLED, T.TRADE): "a late fill (reordered, or racing a cancel) is a fact at the exchange",
+    (S.CANCELLED, T.TRADE): "a late fill (reordered, or racing a cancel) is a fact at the exchange",
+    (S.EXPIRED, T.TRADE): "a late fill (reordered, or racing a cancel) is a fact at the exchange",
+    (S.REJECTED, T.TRADE): "a late fill (reordered, or racing a cancel) is a fact at the exchange",
 }
 
 
@@ -301,6 +335,33 @@ def request_modify(
     )
     after = replace(order, status=S.PENDING_REPLACE, pending=pending, resume_status=order.status)
     return _finish(order, after, T.MODIFY_REQUEST, now)
+
+
+def withdraw_sibling(order: Order, request_id: str, now: datetime) -> Transition:
+    """A leg of the order's OCO group filled. Not yet sent → CANCELLED at once; working at
+    the exchange → PENDING_CANCEL (the caller sends the cancel in the same commit);
+    already over or already being cancelled → unchanged."""
+    target = TRANSITIONS[order.status].get(T.SIBLING_FILLED)
+    if target is None or target is R.SAME:
+        return Transition(before=order, after=order, trigger=T.SIBLING_FILLED)
+    reason = "OCO: a sibling leg filled"
+    if target is S.CANCELLED:
+        after = replace(order, status=S.CANCELLED, status_reason=reason, pending=None, resume_status=None)
+        # A leg with a block of its own may have got it before the sibling filled.
+        release = (
+            FundsAction(kind="RELEASE", order_id=order.order_id, user_id=order.user_id, reason="CANCELLED")
+            if LEGS[order.leg].own_block
+            else None
+        )
+        return _finish(order, after, T.SIBLING_FILLED, now, funds_action=release)
+    after = replace(
+        order,
+        status=S.PENDING_CANCEL,
+        status_reason=reason,
+        pending=PendingChange(kind="CANCEL", request_id=request_id),
+        resume_status=order.status if order.status is not S.PENDING_REPLACE else order.resume_status,
+    )
+    return _finish(order, after, T.SIBLING_FILLED, now)
 
 
 def needs_attention(order: Order, text: str, now: datetime) -> Transition:

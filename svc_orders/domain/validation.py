@@ -9,7 +9,10 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from svc_orders.domain.model import (
+    NO_EXIT,
     ORDER_TYPES,
+    Contingency,
+    ExitTerms,
     Instrument,
     Order,
     OrderSpec,
@@ -42,6 +45,9 @@ class OrderDraft:
     quantity: int
     limit_price: str = ""
     stop_price: str = ""
+    contingency: Contingency | None = None
+    exit_target_price: str = ""
+    exit_stop_price: str = ""
 
 
 @dataclass(frozen=True)
@@ -187,6 +193,7 @@ def new_order(draft: OrderDraft, instrument: Instrument) -> OrderSpec:
         )
     if limit_price is not None and stop_price is not None:
         _check_stop_limit(draft.side, limit_price, stop_price)
+    exit_terms = exit_terms_of(draft, instrument, limit_price)
     return OrderSpec(
         symbol=instrument.symbol,
         side=draft.side,
@@ -196,6 +203,79 @@ def new_order(draft: OrderDraft, instrument: Instrument) -> OrderSpec:
         quantity=quantity,
         limit_price=limit_price,
         stop_price=stop_price,
+        exit=exit_terms,
+    )
+
+
+def exit_terms_of(draft: OrderDraft, instrument: Instrument, limit_price: Decimal | None) -> ExitTerms:
+    """A bracket is a BUY (MARKET or LIMIT) entry with a target above and a stop-loss
+    below; an OCO is a SELL LIMIT (the target) with a stop-loss below it. Exits sell, so
+    only long positions are bracketed."""
+    contingency = draft.contingency or Contingency.NONE
+    if contingency is Contingency.NONE:
+        for given, field in (
+            (draft.exit_target_price, "target_price"),
+            (draft.exit_stop_price, "stop_loss_price"),
+        ):
+            if given:
+                raise InvalidArgument(
+                    f"order.contingent.{field} needs a contingent kind (BRACKET or OCO)",
+                    reason="UNEXPECTED_EXIT_PRICE",
+                    field=f"order.contingent.{field}",
+                )
+        return NO_EXIT
+    if not draft.exit_stop_price:
+        raise InvalidArgument(
+            f"a {contingency} order needs order.contingent.stop_loss_price",
+            reason="MISSING_EXIT_PRICE",
+            field="order.contingent.stop_loss_price",
+        )
+    stop = _price(draft.exit_stop_price, instrument, "order.contingent.stop_loss_price")
+    if contingency is Contingency.OCO:
+        if draft.side is not Side.SELL or draft.type is not OrderType.LIMIT:
+            raise InvalidArgument(
+                "an OCO is a SELL LIMIT order (the target) with a stop-loss",
+                reason="CONTINGENT_TERMS_INVALID",
+                field="order.contingent.kind",
+            )
+        if draft.exit_target_price:
+            raise InvalidArgument(
+                "an OCO's target is its own limit_price; order.contingent.target_price is for brackets",
+                reason="UNEXPECTED_EXIT_PRICE",
+                field="order.contingent.target_price",
+            )
+        assert limit_price is not None
+        target = limit_price
+    else:
+        if draft.side is not Side.BUY or draft.type not in (OrderType.MARKET, OrderType.LIMIT):
+            raise InvalidArgument(
+                "a bracket's entry is a BUY MARKET or BUY LIMIT order",
+                reason="CONTINGENT_TERMS_INVALID",
+                field="order.contingent.kind",
+            )
+        if not draft.exit_target_price:
+            raise InvalidArgument(
+                "a BRACKET order needs order.contingent.target_price",
+                reason="MISSING_EXIT_PRICE",
+                field="order.contingent.target_price",
+            )
+        target = _price(draft.exit_target_price, instrument, "order.contingent.target_price")
+        if limit_price is not None and not stop < limit_price < target:
+            raise InvalidArgument(
+                "a bracket needs stop_loss_price < limit_price < target_price",
+                reason="EXIT_PRICES_OUT_OF_ORDER",
+                field="order.contingent.target_price",
+            )
+    if not stop < target:
+        raise InvalidArgument(
+            "the stop-loss must be below the target",
+            reason="EXIT_PRICES_OUT_OF_ORDER",
+            field="order.contingent.stop_loss_price",
+        )
+    return ExitTerms(
+        contingency=contingency,
+        target_price=target if contingency is Contingency.BRACKET else None,
+        stop_price=stop,
     )
 
 
@@ -257,6 +337,14 @@ def fingerprint(spec: OrderSpec) -> str:
             _canonical_price(spec.stop_price),
         )
     )
+    if spec.exit.contingency is not Contingency.NONE:
+        canonical += "|" + "|".join(
+            (
+                spec.exit.contingency,
+                _canonical_price(spec.exit.target_price),
+                _canonical_price(spec.exit.stop_price),
+            )
+        )
     return hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
 
