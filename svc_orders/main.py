@@ -20,6 +20,7 @@ from svc_orders.adapters.funds import FundsClient
 from svc_orders.adapters.marketdata import MarketData
 from svc_orders.adapters.nats import OrderEventFeed, exec_report_consumer
 from svc_orders.adapters.postgres import SCHEMA, PostgresOrderStore
+from svc_orders.app.contingent import ContingentOrders
 from svc_orders.app.controls import TradingControlsView
 from svc_orders.app.entry import OrderEntry
 from svc_orders.app.fanout import OrderEventFanout
@@ -145,6 +146,7 @@ async def serve(settings: OrdersSettings, stop: asyncio.Event) -> None:
     controls = TradingControlsView(store)
     await controls.refresh()
 
+    family = ContingentOrders(store, funds, market, clock)
     entry = OrderEntry(
         store,
         funds,
@@ -156,8 +158,11 @@ async def serve(settings: OrdersSettings, stop: asyncio.Event) -> None:
         # the funds-action worker and reads.
         funds_calls_in_flight=max(2, settings.db_pool_size - 6),
         max_placing=settings.max_placing,
+        legs_recorded=family.nudge,
     )
-    processor = ReportProcessor(store, market, executor, clock, park_after=settings.park_after_deliveries)
+    processor = ReportProcessor(
+        store, market, executor, clock, park_after=settings.park_after_deliveries, family=family
+    )
     sweeper = Sweeper(
         store,
         funds,
@@ -187,6 +192,7 @@ async def serve(settings: OrdersSettings, stop: asyncio.Event) -> None:
         service.supervise(consumer.run(), name="exec-report-consumer"),
         service.supervise(sweeper.run(stop), name="sweeper"),
         service.supervise(funds_worker.run(stop), name="funds-actions"),
+        service.supervise(family.run(stop), name="contingent-legs"),
         service.supervise(_follow_controls(common.database_url, controls, stop), name="trading-controls"),
     }
     await server.start()

@@ -18,15 +18,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from decimal import Decimal, InvalidOperation
 
 from svc_orders.app import metrics
 from svc_orders.app.controls import TradingControlsView
 from svc_orders.app.ports import AuditEntry, BlockQuote, Clock, CommandKind, FundsPort, MarketPort, OrderStore
-from svc_orders.domain import risk, state_machine, validation
+from svc_orders.domain import contingent, risk, state_machine, validation
 from svc_orders.domain.model import (
     Instrument,
+    Leg,
     MarketSnapshot,
     Order,
     OrderSpec,
@@ -95,6 +97,8 @@ class OrderEntry:
     # Acceptance transactions at once; placements arriving meanwhile wait and go together
     # in the next one.
     accepts_in_flight: int = 4
+    # Told when legs the broker must send on were recorded (an OCO's stop-loss).
+    legs_recorded: Callable[[], None] | None = None
 
     def __post_init__(self) -> None:
         self._funds_slots = asyncio.Semaphore(self.funds_calls_in_flight)
@@ -139,8 +143,18 @@ class OrderEntry:
             return await self._continue(existing, fingerprint, snapshot)
         ctx = context.current()
         now = self.clock.now()
+        order_id = new_id("ord")
+        leg = contingent.leg_of(spec)
+        exit_terms = spec.exit
+        if exit_terms.stop_price is not None:
+            exit_terms = replace(
+                exit_terms,
+                stop_protection=risk.protection_price(
+                    Side.SELL, exit_terms.stop_price, self.limits.market_protection, instrument.tick_size
+                ),
+            )
         order = Order(
-            order_id=new_id("ord"),
+            order_id=order_id,
             user_id=user_id,
             client_order_id=request_id,
             fingerprint=fingerprint,
@@ -158,6 +172,9 @@ class OrderEntry:
             update_time=now,
             request_id=ctx.request_id,
             client_ip=ctx.client_ip,
+            leg=leg,
+            oco_group=order_id if leg is Leg.TARGET else "",
+            exit=exit_terms,
         )
         reserving = time.perf_counter()
         metrics.PLACE_STAGE_SECONDS.labels("checks").observe(reserving - started)
@@ -255,10 +272,18 @@ class OrderEntry:
                         ),
                         command=CommandKind.NEW,
                     )
+                    if transition.after.leg is Leg.TARGET and not transition.after.parent_order_id:
+                        # An OCO's stop-loss goes with its target's acceptance; the
+                        # contingent worker sends it on (it blocks nothing).
+                        await uow.insert_order(
+                            contingent.oco_stop_loss(transition.after, new_id("ord"), self.clock.now())
+                        )
                     accepted.append(transition)
                     outcomes[k] = transition.after
             await uow.commit()
         metrics.PLACE_STAGE_SECONDS.labels("accept").observe(time.perf_counter() - accepting)
+        if self.legs_recorded is not None and any(t.after.leg is Leg.TARGET for t in accepted):
+            self.legs_recorded()
         for transition in accepted:
             order = transition.after
             metrics.ORDERS_PLACED.labels(order.side.value, order.type.value).inc()
@@ -385,6 +410,14 @@ class OrderEntry:
                     metadata={"status": order.status.public.value},
                 )
             change = validation.modification(order, draft, instrument)
+            if change.quantity != order.quantity and order.leg is not Leg.SINGLE:
+                # The exits share one block sized to the entry's fill, and an entry's size
+                # decides its exits': a leg's quantity is part of its family's terms.
+                raise FailedPrecondition(
+                    f"a {order.leg} order of a contingent family keeps its quantity",
+                    reason="CONTINGENT_QUANTITY_FIXED",
+                    metadata={"leg": order.leg.value},
+                )
             new_spec = replace(
                 order.spec,
                 quantity=change.quantity,

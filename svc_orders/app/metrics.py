@@ -32,3 +32,8 @@ STREAMS = Gauge("orders_update_streams", "Open StreamOrderUpdates streams")
 STREAMS_DROPPED = Counter(
     "orders_update_streams_dropped_total", "Streams ended because the client fell behind"
 )
+CONTINGENT = Counter(
+    "orders_contingent_total",
+    "Contingent-order steps: exits created, legs sent or rejected, OCO siblings withdrawn",
+    ["step"],
+)

@@ -20,6 +20,7 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from svc_orders.app import metrics
 from svc_orders.app.ports import (
@@ -32,10 +33,16 @@ from svc_orders.app.ports import (
     UnitOfWork,
 )
 from svc_orders.domain import state_machine
-from svc_orders.domain.model import Actor, ExecType
+from svc_orders.domain.model import Actor, ExecType, Transition
 from svc_runtime import context
 
 log = logging.getLogger(__name__)
+
+
+class FamilyHook(Protocol):
+    async def after_change(self, uow: UnitOfWork, transition: Transition) -> None:
+        """React, in the same transaction, to a change of an order of a contingent family."""
+        ...
 
 
 @dataclass
@@ -48,6 +55,8 @@ class ReportProcessor:
     park_after: int = 10
     # Transactions applying one batch side by side (each holds a database connection).
     lanes: int = 4
+    # Brackets and OCO groups: exits created and siblings withdrawn with the fill.
+    family: FamilyHook | None = None
 
     async def apply(self, envelopes: Sequence[ReportEnvelope]) -> None:
         """Apply reports, each order's in stream order. Raises if any lane failed (the
@@ -155,6 +164,8 @@ class ReportProcessor:
             ),
         )
         metrics.TRANSITIONS.labels(transition.trigger, transition.after.status.value).inc()
+        if self.family is not None:
+            await self.family.after_change(uow, transition)
         if (
             report.exec_type is ExecType.ORDER_STATUS
             and report.cumulative_quantity > transition.after.filled_quantity
