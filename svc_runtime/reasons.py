@@ -128,6 +128,22 @@ _ENTRIES = (
     _rpc("MISSING_STOP_PRICE", C.INVALID_ARGUMENT, "This order type needs a stop price."),
     _rpc("UNEXPECTED_LIMIT_PRICE", C.INVALID_ARGUMENT, "This order type takes no limit price."),
     _rpc("UNEXPECTED_STOP_PRICE", C.INVALID_ARGUMENT, "This order type takes no stop price."),
+    _rpc(
+        "MISSING_EXIT_PRICE",
+        C.INVALID_ARGUMENT,
+        "A bracket needs a target and a stop-loss; an OCO a stop-loss.",
+    ),
+    _rpc("UNEXPECTED_EXIT_PRICE", C.INVALID_ARGUMENT, "This order takes no such exit price."),
+    _rpc(
+        "EXIT_PRICES_OUT_OF_ORDER",
+        C.INVALID_ARGUMENT,
+        "The stop-loss must be below the entry's limit, and the limit below the target.",
+    ),
+    _rpc(
+        "CONTINGENT_TERMS_INVALID",
+        C.INVALID_ARGUMENT,
+        "A bracket's entry is a BUY MARKET or LIMIT order; an OCO is a SELL LIMIT order.",
+    ),
     _rpc("UNSUPPORTED_TIME_IN_FORCE", C.INVALID_ARGUMENT, "This order type does not take this validity."),
     _rpc(
         "LIMIT_BELOW_STOP", C.INVALID_ARGUMENT, "A BUY stop-limit order needs its limit at or above its stop."
@@ -162,6 +178,11 @@ _ENTRIES = (
     _rpc("ORDER_NOT_CANCELLABLE", C.FAILED_PRECONDITION, "The order is finished or cannot be cancelled now."),
     _rpc("ORDER_NOT_MODIFIABLE", C.FAILED_PRECONDITION, "The order is finished or cannot be modified now."),
     _rpc("ORDER_BEING_ACCEPTED", C.ABORTED, "The order is still being accepted; retry in a moment."),
+    _rpc(
+        "CONTINGENT_QUANTITY_FIXED",
+        C.FAILED_PRECONDITION,
+        "An order of a bracket or OCO keeps its quantity; its prices can change.",
+    ),
     _rpc("NO_CHANGE", C.INVALID_ARGUMENT, "The modification changes nothing."),
     _rpc("QUANTITY_BELOW_FILLED", C.INVALID_ARGUMENT, "A new quantity must exceed what is already filled."),
     _rpc("CONCURRENT_MODIFICATION", C.ABORTED, "The resource changed concurrently; retry."),

@@ -128,7 +128,46 @@ def order_json(order: orders_pb2.Order) -> dict[str, Any]:
         "exchangeOrderId": order.exchange_order_id,
         "createTime": _time(order, "create_time"),
         "updateTime": _time(order, "update_time"),
+        "contingent": _contingent_json(order),
+        "leg": _enum_name(orders_pb2.Leg, order.leg, "LEG_") or "SINGLE",
+        "parentOrderId": order.parent_order_id or None,
+        "ocoGroupId": order.oco_group_id or None,
     }
+
+
+def _contingent_json(order: orders_pb2.Order) -> dict[str, Any] | None:
+    if not order.HasField("contingent"):
+        return None
+    terms = order.contingent
+    return {
+        "kind": _enum_name(orders_pb2.ContingencyKind, terms.kind, "CONTINGENCY_KIND_"),
+        "targetPrice": _dec(terms, "target_price"),
+        "stopLossPrice": _dec(terms, "stop_loss_price"),
+    }
+
+
+def _contingent_request(
+    body: dict[str, Any], violations: list[FieldViolation]
+) -> orders_pb2.ContingentTerms | None:
+    """The body's `contingent` terms (already checked against the schema's shape)."""
+    terms = body.get("contingent")
+    if terms is None:
+        return None
+    message = orders_pb2.ContingentTerms(
+        kind=_enum_value(orders_pb2.ContingencyKind, terms["kind"], "CONTINGENCY_KIND_")
+    )
+    for json_name, proto_name in (("targetPrice", "target_price"), ("stopLossPrice", "stop_loss_price")):
+        if terms.get(json_name) is None:
+            continue
+        try:
+            value = decimal_from_json(
+                terms[json_name], field=f"contingent.{json_name}", max_places=PRICE_PLACES
+            )
+        except InvalidArgument as error:
+            violations.extend(error.violations)
+            continue
+        getattr(message, proto_name).CopyFrom(_proto_decimal(value))
+    return message
 
 
 def trade_json(trade: orders_pb2.Trade) -> dict[str, Any]:
@@ -176,6 +215,7 @@ def place_order_request(
             violations.extend(error.violations)
             continue
         prices[proto_name] = _proto_decimal(value)
+    contingent = _contingent_request(body, violations)
     if violations:
         raise InvalidArgument("invalid order prices", reason="INVALID_DECIMAL", violations=violations)
     order = orders_pb2.Order(
@@ -186,6 +226,7 @@ def place_order_request(
         time_in_force=_enum_value(trading_pb2.TimeInForce, body.get("timeInForce"), "TIME_IN_FORCE_"),
         product=_enum_value(trading_pb2.Product, body.get("product"), "PRODUCT_"),
         quantity=body["quantity"],
+        contingent=contingent,
         **prices,
     )
     return orders_pb2.PlaceOrderRequest(parent=f"users/{user_id}", order=order, request_id=idempotency_key)

@@ -68,6 +68,11 @@ def _draft(o: orders_pb2.Order) -> OrderDraft:
         quantity=o.quantity,
         limit_price=o.limit_price.value if o.HasField("limit_price") else "",
         stop_price=o.stop_price.value if o.HasField("stop_price") else "",
+        contingency=_enum(wire.contingency_from, o.contingent.kind, "order.contingent.kind"),
+        exit_target_price=o.contingent.target_price.value if o.contingent.HasField("target_price") else "",
+        exit_stop_price=o.contingent.stop_loss_price.value
+        if o.contingent.HasField("stop_loss_price")
+        else "",
     )
 
 

@@ -18,11 +18,14 @@ from svc_orders.app.entry import OrderPreview
 from svc_orders.app.ports import CommandKind, ReportEnvelope
 from svc_orders.domain.model import (
     ORDER_TYPES,
+    Contingency,
     EventType,
     ExchangeReport,
     ExchangeStatus,
     ExecType,
+    ExitTerms,
     Fill,
+    Leg,
     Order,
     OrderType,
     Product,
@@ -61,6 +64,8 @@ _PRODUCT = _names(trading_pb2.Product)
 _EXEC_TYPE = _names(execution_report_pb2.ExecType)
 _ORD_STATUS = _names(execution_report_pb2.OrdStatus)
 _STATUS = _names(orders_pb2.OrderStatus)
+_CONTINGENCY = _names(orders_pb2.ContingencyKind)
+_LEG = _names(orders_pb2.Leg)
 
 
 def side_from(value: int) -> Side | None:
@@ -81,6 +86,24 @@ def product_from(value: int) -> Product | None:
 
 def status_from(value: int) -> Status | None:
     return _to_enum(value, _STATUS, "ORDER_STATUS_", Status)
+
+
+def contingency_from(value: int) -> Contingency | None:
+    return _to_enum(value, _CONTINGENCY, "CONTINGENCY_KIND_", Contingency)
+
+
+def contingent_to(terms: ExitTerms) -> orders_pb2.ContingentTerms | None:
+    if terms.contingency is Contingency.NONE:
+        return None
+    return orders_pb2.ContingentTerms(
+        kind=orders_pb2.ContingencyKind.Value(f"CONTINGENCY_KIND_{terms.contingency.value}"),
+        target_price=_decimal(terms.target_price),
+        stop_loss_price=_decimal(terms.stop_price),
+    )
+
+
+def leg_to(leg: Leg) -> int:
+    return orders_pb2.Leg.Value(f"LEG_{leg.value}")
 
 
 def side_to(side: Side) -> int:
@@ -147,6 +170,10 @@ def order_to_proto(order: Order) -> orders_pb2.Order:
         update_time=timestamp(order.update_time),
         exchange_order_id=order.exchange_order_id,
         protection_price=_decimal(order.protection_price),
+        contingent=contingent_to(order.exit),
+        leg=leg_to(order.leg),
+        parent_order_id=order.parent_order_id,
+        oco_group_id=order.oco_group,
     )
 
 

@@ -30,6 +30,20 @@ class OrderStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ORDER_STATUS_PENDING_REPLACE: _ClassVar[OrderStatus]
     ORDER_STATUS_TRIGGER_PENDING: _ClassVar[OrderStatus]
 
+class ContingencyKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CONTINGENCY_KIND_UNSPECIFIED: _ClassVar[ContingencyKind]
+    CONTINGENCY_KIND_BRACKET: _ClassVar[ContingencyKind]
+    CONTINGENCY_KIND_OCO: _ClassVar[ContingencyKind]
+
+class Leg(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    LEG_UNSPECIFIED: _ClassVar[Leg]
+    LEG_SINGLE: _ClassVar[Leg]
+    LEG_ENTRY: _ClassVar[Leg]
+    LEG_TARGET: _ClassVar[Leg]
+    LEG_STOP_LOSS: _ClassVar[Leg]
+
 class OrderEventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     ORDER_EVENT_TYPE_UNSPECIFIED: _ClassVar[OrderEventType]
@@ -56,6 +70,14 @@ ORDER_STATUS_EXPIRED: OrderStatus
 ORDER_STATUS_PENDING_CANCEL: OrderStatus
 ORDER_STATUS_PENDING_REPLACE: OrderStatus
 ORDER_STATUS_TRIGGER_PENDING: OrderStatus
+CONTINGENCY_KIND_UNSPECIFIED: ContingencyKind
+CONTINGENCY_KIND_BRACKET: ContingencyKind
+CONTINGENCY_KIND_OCO: ContingencyKind
+LEG_UNSPECIFIED: Leg
+LEG_SINGLE: Leg
+LEG_ENTRY: Leg
+LEG_TARGET: Leg
+LEG_STOP_LOSS: Leg
 ORDER_EVENT_TYPE_UNSPECIFIED: OrderEventType
 ORDER_EVENT_TYPE_ACCEPTED: OrderEventType
 ORDER_EVENT_TYPE_OPENED: OrderEventType
@@ -83,7 +105,7 @@ class CheckInvariantsResponse(_message.Message):
     def __init__(self, violations: _Optional[_Iterable[_Union[_invariants_pb2.InvariantViolation, _Mapping]]] = ..., orders_checked: _Optional[int] = ...) -> None: ...
 
 class Order(_message.Message):
-    __slots__ = ("name", "order_id", "user_id", "client_order_id", "symbol", "side", "type", "time_in_force", "product", "quantity", "limit_price", "stop_price", "status", "filled_quantity", "leaves_quantity", "average_price", "status_reason", "version", "create_time", "update_time", "exchange_order_id", "protection_price")
+    __slots__ = ("name", "order_id", "user_id", "client_order_id", "symbol", "side", "type", "time_in_force", "product", "quantity", "limit_price", "stop_price", "status", "filled_quantity", "leaves_quantity", "average_price", "status_reason", "version", "create_time", "update_time", "exchange_order_id", "protection_price", "contingent", "leg", "parent_order_id", "oco_group_id")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ORDER_ID_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -106,6 +128,10 @@ class Order(_message.Message):
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
     EXCHANGE_ORDER_ID_FIELD_NUMBER: _ClassVar[int]
     PROTECTION_PRICE_FIELD_NUMBER: _ClassVar[int]
+    CONTINGENT_FIELD_NUMBER: _ClassVar[int]
+    LEG_FIELD_NUMBER: _ClassVar[int]
+    PARENT_ORDER_ID_FIELD_NUMBER: _ClassVar[int]
+    OCO_GROUP_ID_FIELD_NUMBER: _ClassVar[int]
     name: str
     order_id: str
     user_id: str
@@ -128,7 +154,21 @@ class Order(_message.Message):
     update_time: _timestamp_pb2.Timestamp
     exchange_order_id: str
     protection_price: _decimal_pb2.Decimal
-    def __init__(self, name: _Optional[str] = ..., order_id: _Optional[str] = ..., user_id: _Optional[str] = ..., client_order_id: _Optional[str] = ..., symbol: _Optional[str] = ..., side: _Optional[_Union[_trading_pb2.Side, str]] = ..., type: _Optional[_Union[_trading_pb2.OrderType, str]] = ..., time_in_force: _Optional[_Union[_trading_pb2.TimeInForce, str]] = ..., product: _Optional[_Union[_trading_pb2.Product, str]] = ..., quantity: _Optional[int] = ..., limit_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., stop_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., status: _Optional[_Union[OrderStatus, str]] = ..., filled_quantity: _Optional[int] = ..., leaves_quantity: _Optional[int] = ..., average_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., status_reason: _Optional[str] = ..., version: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., exchange_order_id: _Optional[str] = ..., protection_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ...) -> None: ...
+    contingent: ContingentTerms
+    leg: Leg
+    parent_order_id: str
+    oco_group_id: str
+    def __init__(self, name: _Optional[str] = ..., order_id: _Optional[str] = ..., user_id: _Optional[str] = ..., client_order_id: _Optional[str] = ..., symbol: _Optional[str] = ..., side: _Optional[_Union[_trading_pb2.Side, str]] = ..., type: _Optional[_Union[_trading_pb2.OrderType, str]] = ..., time_in_force: _Optional[_Union[_trading_pb2.TimeInForce, str]] = ..., product: _Optional[_Union[_trading_pb2.Product, str]] = ..., quantity: _Optional[int] = ..., limit_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., stop_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., status: _Optional[_Union[OrderStatus, str]] = ..., filled_quantity: _Optional[int] = ..., leaves_quantity: _Optional[int] = ..., average_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., status_reason: _Optional[str] = ..., version: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., exchange_order_id: _Optional[str] = ..., protection_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., contingent: _Optional[_Union[ContingentTerms, _Mapping]] = ..., leg: _Optional[_Union[Leg, str]] = ..., parent_order_id: _Optional[str] = ..., oco_group_id: _Optional[str] = ...) -> None: ...
+
+class ContingentTerms(_message.Message):
+    __slots__ = ("kind", "target_price", "stop_loss_price")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    TARGET_PRICE_FIELD_NUMBER: _ClassVar[int]
+    STOP_LOSS_PRICE_FIELD_NUMBER: _ClassVar[int]
+    kind: ContingencyKind
+    target_price: _decimal_pb2.Decimal
+    stop_loss_price: _decimal_pb2.Decimal
+    def __init__(self, kind: _Optional[_Union[ContingencyKind, str]] = ..., target_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., stop_loss_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ...) -> None: ...
 
 class Trade(_message.Message):
     __slots__ = ("name", "exec_id", "order_id", "symbol", "side", "quantity", "price", "execute_time", "product")
