@@ -71,7 +71,7 @@ class ContingentOrders:
         for sibling in await uow.lock_group(filled.oco_group):
             if sibling.order_id == filled.order_id:
                 continue
-            transition = state_machine.withdraw_sibling(sibling, f"oco-{filled.order_id}", self.clock.now())
+            transition = state_machine.withdraw_sibling(sibling, filled.order_id, self.clock.now())
             if not transition.changed:
                 continue
             sent = transition.after.status is Status.PENDING_CANCEL

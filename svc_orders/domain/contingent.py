@@ -106,6 +106,3 @@ def cancels_siblings(before: Order, after: Order) -> bool:
         and before.filled_quantity == 0
         and after.filled_quantity > 0
     )
-
-
-SIBLING_FILLED_REASON = "OCO_SIBLING_FILLED"

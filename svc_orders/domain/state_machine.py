@@ -337,14 +337,19 @@ def request_modify(
     return _finish(order, after, T.MODIFY_REQUEST, now)
 
 
-def withdraw_sibling(order: Order, request_id: str, now: datetime) -> Transition:
+SIBLING_FILLED_REASON = "OCO: a sibling leg filled"
+# The cancel request of a withdrawn OCO leg is named after the leg that filled.
+_SIBLING_CANCEL = "oco-"
+
+
+def withdraw_sibling(order: Order, filled_order_id: str, now: datetime) -> Transition:
     """A leg of the order's OCO group filled. Not yet sent → CANCELLED at once; working at
     the exchange → PENDING_CANCEL (the caller sends the cancel in the same commit);
     already over or already being cancelled → unchanged."""
     target = TRANSITIONS[order.status].get(T.SIBLING_FILLED)
     if target is None or target is R.SAME:
         return Transition(before=order, after=order, trigger=T.SIBLING_FILLED)
-    reason = "OCO: a sibling leg filled"
+    reason = SIBLING_FILLED_REASON
     if target is S.CANCELLED:
         after = replace(order, status=S.CANCELLED, status_reason=reason, pending=None, resume_status=None)
         # A leg with a block of its own may have got it before the sibling filled.
@@ -358,7 +363,7 @@ def withdraw_sibling(order: Order, request_id: str, now: datetime) -> Transition
         order,
         status=S.PENDING_CANCEL,
         status_reason=reason,
-        pending=PendingChange(kind="CANCEL", request_id=request_id),
+        pending=PendingChange(kind="CANCEL", request_id=f"{_SIBLING_CANCEL}{filled_order_id}"),
         resume_status=order.status if order.status is not S.PENDING_REPLACE else order.resume_status,
     )
     return _finish(order, after, T.SIBLING_FILLED, now)
@@ -457,7 +462,7 @@ def apply_report(order: Order, report: ExchangeReport, now: datetime) -> Transit
         after, funds_action = _replaced(after, report)
     else:
         after = replace(after, status=target, pending=None, resume_status=None)
-        if target in (S.CANCELLED, S.REJECTED, S.EXPIRED):
+        if target in (S.CANCELLED, S.REJECTED, S.EXPIRED) and not _withdrawn_sibling(order, target):
             after = replace(after, status_reason=report.text or _DEFAULT_REASONS[target])
 
     if report.exec_type is ExecType.ORDER_STATUS and report.cumulative_quantity > after.filled_quantity:
@@ -468,6 +473,12 @@ def apply_report(order: Order, report: ExchangeReport, now: datetime) -> Transit
     if after.status.terminal:
         after = replace(after, pending=None, resume_status=None)
     return _finish(order, after, trigger, now, fill=fill, funds_action=funds_action, anomaly=anomaly)
+
+
+def _withdrawn_sibling(order: Order, target: Target) -> bool:
+    """A leg cancelled because its OCO sibling filled keeps saying so."""
+    pending = order.pending
+    return target is S.CANCELLED and pending is not None and pending.request_id.startswith(_SIBLING_CANCEL)
 
 
 _DEFAULT_REASONS = {

@@ -275,7 +275,7 @@ def test_a_working_leg_whose_sibling_filled_waits_for_its_cancel() -> None:
     leg = order(
         status=Status.TRIGGER_PENDING, type=OrderType.STOP, version=2, leg=Leg.STOP_LOSS, oco_group="ord_t"
     )
-    t = sm.withdraw_sibling(leg, "oco-ord_t", NOW)
+    t = sm.withdraw_sibling(leg, "ord_t", NOW)
     assert (t.after.status, t.after.version, t.event) == (
         Status.PENDING_CANCEL,
         3,
@@ -283,7 +283,9 @@ def test_a_working_leg_whose_sibling_filled_waits_for_its_cancel() -> None:
     )
     assert t.after.pending is not None and t.after.pending.kind == "CANCEL"
     assert t.after.status_reason == "OCO: a sibling leg filled"
-    # A cancel refused by the exchange brings it back to where it was.
+    # Cancelled at the exchange, it keeps saying why; a refused cancel brings it back.
+    cancelled = sm.apply_report(t.after, report(ExecType.CANCELED, text="cancelled on request"), NOW).after
+    assert (cancelled.status, cancelled.status_reason) == (Status.CANCELLED, "OCO: a sibling leg filled")
     assert (
         sm.apply_report(t.after, report(ExecType.CANCEL_REJECTED), NOW).after.status is Status.TRIGGER_PENDING
     )
@@ -291,10 +293,10 @@ def test_a_working_leg_whose_sibling_filled_waits_for_its_cancel() -> None:
 
 def test_a_leg_never_sent_is_cancelled_at_once_and_one_already_over_is_left_alone() -> None:
     waiting = order(status=Status.FUNDS_PENDING, leg=Leg.TARGET, oco_group="ord_t")
-    t = sm.withdraw_sibling(waiting, "oco-ord_s", NOW)
+    t = sm.withdraw_sibling(waiting, "ord_s", NOW)
     assert t.after.status is Status.CANCELLED
     assert t.funds_action is not None and t.funds_action.kind == "RELEASE"  # it may have got its block
     done = order(status=Status.FILLED, filled_quantity=10, leg=Leg.TARGET, oco_group="ord_t")
-    assert not sm.withdraw_sibling(done, "oco-ord_s", NOW).changed
+    assert not sm.withdraw_sibling(done, "ord_s", NOW).changed
     cancelling = order(status=Status.PENDING_CANCEL, leg=Leg.TARGET, oco_group="ord_t")
-    assert not sm.withdraw_sibling(cancelling, "oco-ord_s", NOW).changed
+    assert not sm.withdraw_sibling(cancelling, "ord_s", NOW).changed

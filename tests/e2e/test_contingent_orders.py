@@ -1,0 +1,107 @@
+"""Contingent orders through the public REST surface and every hop, against the simulated
+exchange: a bracket's entry fills, its target fills and its stop-loss is cancelled, with the
+audit (I3, I7, I8 included) clean afterwards."""
+
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+
+import httpx
+
+from svc_runtime.stack import Stack
+from tests.e2e.conftest import exact_json, login, open_account
+from tests.support.polling import eventually
+
+TICK = Decimal("0.05")
+
+
+def _on_tick(price: Decimal) -> Decimal:
+    return (price / TICK).to_integral_value() * TICK
+
+
+async def _bid(client: httpx.AsyncClient, auth: dict[str, str], symbol: str) -> Decimal:
+    async def quoted() -> Decimal | None:
+        quotes = exact_json(await client.get("/v1/quotes", params={"symbols": symbol}, headers=auth))[
+            "quotes"
+        ]
+        return Decimal(quotes[0]["bid"]) if quotes and quotes[0]["bid"] else None
+
+    return await eventually(quoted, timeout=30)
+
+
+async def test_a_brackets_target_fills_and_its_stop_loss_is_cancelled(e2e_stack: Stack) -> None:
+    username, password, _ = await open_account(e2e_stack, "1000000.00")
+    async with httpx.AsyncClient(base_url=e2e_stack.plan.gateway_url, timeout=30) as client:
+        auth = await login(client, username, password)
+        bid = await _bid(client, auth, "INFY")
+        # A target under the bid sells at once; a stop-loss far under it never triggers.
+        target_price, stop_price = _on_tick(bid * Decimal("0.97")), _on_tick(bid * Decimal("0.90"))
+        placed = await client.post(
+            "/v1/orders",
+            json={
+                "symbol": "INFY",
+                "side": "BUY",
+                "type": "MARKET",
+                "quantity": 10,
+                "contingent": {
+                    "kind": "BRACKET",
+                    "targetPrice": str(target_price),
+                    "stopLossPrice": str(stop_price),
+                },
+            },
+            headers={**auth, "Idempotency-Key": str(uuid.uuid4())},
+        )
+        assert placed.status_code == 201, placed.text
+        entry = exact_json(placed)
+        assert entry["leg"] == "ENTRY"
+        assert entry["contingent"] == {
+            "kind": "BRACKET",
+            "targetPrice": target_price,
+            "stopLossPrice": stop_price,
+        }
+
+        async def exits_done() -> dict[str, dict] | None:
+            orders = exact_json(await client.get("/v1/orders", headers=auth))["orders"]
+            legs = {o["leg"]: o for o in orders if o["parentOrderId"] == entry["orderId"]}
+            if (
+                legs.get("TARGET", {}).get("status") == "FILLED"
+                and legs["STOP_LOSS"]["status"] == "CANCELLED"
+            ):
+                return legs
+            return None
+
+        legs = await eventually(exits_done, timeout=60)
+        target, stop = legs["TARGET"], legs["STOP_LOSS"]
+        assert target["filledQuantity"] == 10 and stop["filledQuantity"] == 0
+        assert target["ocoGroupId"] == stop["ocoGroupId"] == target["orderId"]
+        assert stop["statusReason"] == "OCO: a sibling leg filled"
+        assert (await client.get(f"/v1/orders/{entry['orderId']}", headers=auth)).json()["status"] == "FILLED"
+
+        async def flat() -> dict | None:
+            funds = exact_json(await client.get("/v1/funds", headers=auth))
+            return funds if funds["blocked"] == 0 else None
+
+        await eventually(flat, timeout=30)
+
+
+async def test_bad_exit_terms_are_a_problem_naming_the_field(e2e_stack: Stack) -> None:
+    username, password, _ = await open_account(e2e_stack, "100000.00")
+    async with httpx.AsyncClient(base_url=e2e_stack.plan.gateway_url, timeout=30) as client:
+        auth = await login(client, username, password)
+        refused = await client.post(
+            "/v1/orders",
+            json={
+                "symbol": "INFY",
+                "side": "BUY",
+                "type": "MARKET",
+                "quantity": 1,
+                "contingent": {"kind": "BRACKET", "stopLossPrice": "1400.00"},
+            },
+            headers={**auth, "Idempotency-Key": str(uuid.uuid4())},
+        )
+        assert refused.status_code == 400, refused.text
+        problem = refused.json()
+        assert refused.headers["content-type"].startswith("application/problem+json")
+        assert problem["reason"] == "MISSING_EXIT_PRICE"
+        assert "contingent.targetPrice" in refused.text
