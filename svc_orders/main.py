@@ -17,6 +17,7 @@ import asyncpg
 from brokermesh.orders.v1 import orders_pb2_grpc
 from svc_orders.adapters.executor import ExecutorClient
 from svc_orders.adapters.funds import FundsClient
+from svc_orders.adapters.gtt_store import PostgresGttStore
 from svc_orders.adapters.marketdata import MarketData
 from svc_orders.adapters.nats import OrderEventFeed, exec_report_consumer
 from svc_orders.adapters.postgres import SCHEMA, PostgresOrderStore
@@ -25,6 +26,7 @@ from svc_orders.app.controls import TradingControlsView
 from svc_orders.app.entry import OrderEntry
 from svc_orders.app.fanout import OrderEventFanout
 from svc_orders.app.funds_actions import FundsActionWorker
+from svc_orders.app.gtt import Gtts
 from svc_orders.app.queries import OrderQueries
 from svc_orders.app.reports import ReportProcessor
 from svc_orders.app.sweeper import Sweeper
@@ -174,6 +176,7 @@ async def serve(settings: OrdersSettings, stop: asyncio.Event) -> None:
         interval=settings.sweep_interval_seconds,
     )
     funds_worker = FundsActionWorker(store, funds)
+    gtts = Gtts(PostgresGttStore(pool), market, entry, clock)
     fanout = OrderEventFanout(settings.stream_queue_size)
     feed = OrderEventFeed(nc, topology, fanout)
     relay = OutboxRelay(pool, js, schema=SCHEMA)
@@ -184,7 +187,7 @@ async def serve(settings: OrdersSettings, stop: asyncio.Event) -> None:
     server = GrpcServer(common.grpc_listen)
     server.add(
         orders_pb2_grpc.add_OrdersServiceServicer_to_server,
-        OrdersServicer(entry, OrderQueries(store), controls, fanout),
+        OrdersServicer(entry, OrderQueries(store), controls, fanout, gtts),
         "brokermesh.orders.v1.OrdersService",
     )
     background = {
@@ -193,6 +196,7 @@ async def serve(settings: OrdersSettings, stop: asyncio.Event) -> None:
         service.supervise(sweeper.run(stop), name="sweeper"),
         service.supervise(funds_worker.run(stop), name="funds-actions"),
         service.supervise(family.run(stop), name="contingent-legs"),
+        service.supervise(gtts.run(stop), name="gtt-watcher"),
         service.supervise(_follow_controls(common.database_url, controls, stop), name="trading-controls"),
     }
     await server.start()

@@ -110,6 +110,11 @@ def _price(text: str, instrument: Instrument, field: str) -> Decimal:
     return value
 
 
+def price(text: str, instrument: Instrument, field: str) -> Decimal:
+    """A positive price in paise on the instrument's tick grid."""
+    return _price(text, instrument, field)
+
+
 def _quantity(quantity: int, instrument: Instrument, field: str) -> int:
     if quantity <= 0:
         raise InvalidArgument(
