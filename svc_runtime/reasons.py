@@ -133,6 +133,16 @@ _ENTRIES = (
         C.INVALID_ARGUMENT,
         "A bracket needs a target and a stop-loss; an OCO a stop-loss.",
     ),
+    _rpc(
+        "GTT_ORDER_TYPE", C.INVALID_ARGUMENT, "A GTT places a MARKET or LIMIT order without contingent terms."
+    ),
+    _rpc(
+        "GTT_TRIGGER_AT_MARKET",
+        C.INVALID_ARGUMENT,
+        "The trigger equals the market price: place the order itself.",
+    ),
+    _rpc("GTT_EXPIRY_INVALID", C.INVALID_ARGUMENT, "A GTT expires in the future and at most a year away."),
+    _rpc("MISSING_TRIGGER_PRICE", C.INVALID_ARGUMENT, "A GTT needs a trigger price."),
     _rpc("UNEXPECTED_EXIT_PRICE", C.INVALID_ARGUMENT, "This order takes no such exit price."),
     _rpc(
         "EXIT_PRICES_OUT_OF_ORDER",
@@ -178,6 +188,8 @@ _ENTRIES = (
     _rpc("ORDER_NOT_CANCELLABLE", C.FAILED_PRECONDITION, "The order is finished or cannot be cancelled now."),
     _rpc("ORDER_NOT_MODIFIABLE", C.FAILED_PRECONDITION, "The order is finished or cannot be modified now."),
     _rpc("ORDER_BEING_ACCEPTED", C.ABORTED, "The order is still being accepted; retry in a moment."),
+    _rpc("GTT_NOT_FOUND", C.NOT_FOUND, "No such GTT."),
+    _rpc("GTT_NOT_ACTIVE", C.FAILED_PRECONDITION, "The GTT already fired, lapsed or was cancelled."),
     _rpc(
         "CONTINGENT_QUANTITY_FIXED",
         C.FAILED_PRECONDITION,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC
 from typing import TypeVar
 
 import grpc
@@ -14,6 +15,7 @@ from brokermesh.type.v1 import invariants_pb2
 from svc_orders.app.controls import TradingControlsView
 from svc_orders.app.entry import OrderEntry
 from svc_orders.app.fanout import OrderEventFanout, StreamFellBehind
+from svc_orders.app.gtt import Gtts
 from svc_orders.app.queries import OrderQueries
 from svc_orders.domain import validation
 from svc_orders.domain.risk import TradingControls
@@ -26,6 +28,7 @@ log = logging.getLogger(__name__)
 
 _ORDER_NAME = re.compile(r"^users/([^/]+)/orders/([^/]+)$")
 _ORDER_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_GTT_NAME = re.compile(r"^users/([^/]+)/gtts/([A-Za-z0-9_-]{1,64})$")
 
 T = TypeVar("T")
 
@@ -76,6 +79,13 @@ def _draft(o: orders_pb2.Order) -> OrderDraft:
     )
 
 
+def _gtt_name(name: str) -> tuple[str, str]:
+    match = _GTT_NAME.match(name)
+    if not match:
+        raise InvalidArgument("name must be users/{user}/gtts/{gtt}", reason="INVALID_NAME", field="name")
+    return validation.user_id(match.group(1), field="name"), match.group(2)
+
+
 def _optional_request_id(value: str) -> str:
     return validation.request_id(value) if value else context.new_request_id()
 
@@ -87,7 +97,9 @@ class OrdersServicer(orders_pb2_grpc.OrdersServiceServicer):
         queries: OrderQueries,
         controls: TradingControlsView,
         fanout: OrderEventFanout,
+        gtts: Gtts,
     ) -> None:
+        self.gtts = gtts
         self.entry = entry
         self.queries = queries
         self.controls = controls
@@ -101,6 +113,44 @@ class OrdersServicer(orders_pb2_grpc.OrdersServiceServicer):
         request_id = validation.request_id(request.request_id)
         order = await self.entry.place(user_id, _draft(request.order), request_id)
         return wire.order_to_proto(order)
+
+    # --- GTT ----------------------------------------------------------------------------------
+    async def CreateGtt(
+        self, request: orders_pb2.CreateGttRequest, context_: grpc.aio.ServicerContext
+    ) -> orders_pb2.Gtt:
+        user_id = _parent(request.parent)
+        assert user_id is not None
+        request_id = validation.request_id(request.request_id)
+        if not request.gtt.HasField("trigger_price"):
+            raise InvalidArgument(
+                "gtt.trigger_price is required", reason="MISSING_TRIGGER_PRICE", field="gtt.trigger_price"
+            )
+        expire = (
+            request.gtt.expire_time.ToDatetime(tzinfo=UTC) if request.gtt.HasField("expire_time") else None
+        )
+        gtt = await self.gtts.create(
+            user_id, request.gtt.trigger_price.value, _draft(request.gtt.order), expire, request_id
+        )
+        return wire.gtt_to_proto(gtt)
+
+    async def GetGtt(
+        self, request: orders_pb2.GetGttRequest, context_: grpc.aio.ServicerContext
+    ) -> orders_pb2.Gtt:
+        return wire.gtt_to_proto(await self.gtts.get(*_gtt_name(request.name)))
+
+    async def ListGtts(
+        self, request: orders_pb2.ListGttsRequest, context_: grpc.aio.ServicerContext
+    ) -> orders_pb2.ListGttsResponse:
+        user_id = _parent(request.parent)
+        assert user_id is not None
+        return orders_pb2.ListGttsResponse(
+            gtts=[wire.gtt_to_proto(g) for g in await self.gtts.for_user(user_id)]
+        )
+
+    async def CancelGtt(
+        self, request: orders_pb2.CancelGttRequest, context_: grpc.aio.ServicerContext
+    ) -> orders_pb2.Gtt:
+        return wire.gtt_to_proto(await self.gtts.cancel(*_gtt_name(request.name)))
 
     async def PreviewOrder(
         self, request: orders_pb2.PreviewOrderRequest, context_: grpc.aio.ServicerContext

@@ -16,6 +16,7 @@ from brokermesh.orders.v1 import order_command_pb2, orders_pb2
 from brokermesh.type.v1 import charges_pb2, decimal_pb2, trading_pb2
 from svc_orders.app.entry import OrderPreview
 from svc_orders.app.ports import CommandKind, ReportEnvelope
+from svc_orders.domain.gtt import Gtt
 from svc_orders.domain.model import (
     ORDER_TYPES,
     Contingency,
@@ -174,6 +175,33 @@ def order_to_proto(order: Order) -> orders_pb2.Order:
         leg=leg_to(order.leg),
         parent_order_id=order.parent_order_id,
         oco_group_id=order.oco_group,
+    )
+
+
+def gtt_to_proto(gtt: Gtt) -> orders_pb2.Gtt:
+    o = gtt.order
+    return orders_pb2.Gtt(
+        name=f"users/{gtt.user_id}/gtts/{gtt.gtt_id}",
+        gtt_id=gtt.gtt_id,
+        user_id=gtt.user_id,
+        trigger_price=_decimal(gtt.trigger_price),
+        direction=orders_pb2.GttDirection.Value(f"GTT_DIRECTION_{gtt.direction.value}"),
+        order=orders_pb2.Order(
+            symbol=o.symbol,
+            side=side_to(o.side),
+            type=type_to(o.type),
+            time_in_force=tif_to(o.time_in_force),
+            product=product_to(o.product),
+            quantity=o.quantity,
+            limit_price=_decimal(o.limit_price),
+        ),
+        status=orders_pb2.GttStatus.Value(f"GTT_STATUS_{gtt.status.value}"),
+        order_id=gtt.order_id,
+        status_reason=gtt.status_reason,
+        create_time=timestamp(gtt.create_time),
+        expire_time=timestamp(gtt.expire_time),
+        trigger_time=timestamp(gtt.trigger_time),
+        triggered_at_price=_decimal(gtt.triggered_at_price),
     )
 
 

@@ -16,6 +16,21 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class GttDirection(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    GTT_DIRECTION_UNSPECIFIED: _ClassVar[GttDirection]
+    GTT_DIRECTION_RISES_TO: _ClassVar[GttDirection]
+    GTT_DIRECTION_FALLS_TO: _ClassVar[GttDirection]
+
+class GttStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    GTT_STATUS_UNSPECIFIED: _ClassVar[GttStatus]
+    GTT_STATUS_ACTIVE: _ClassVar[GttStatus]
+    GTT_STATUS_TRIGGERED: _ClassVar[GttStatus]
+    GTT_STATUS_FAILED: _ClassVar[GttStatus]
+    GTT_STATUS_CANCELLED: _ClassVar[GttStatus]
+    GTT_STATUS_EXPIRED: _ClassVar[GttStatus]
+
 class OrderStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     ORDER_STATUS_UNSPECIFIED: _ClassVar[OrderStatus]
@@ -59,6 +74,15 @@ class OrderEventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ORDER_EVENT_TYPE_EXPIRED: _ClassVar[OrderEventType]
     ORDER_EVENT_TYPE_TRIGGERED: _ClassVar[OrderEventType]
     ORDER_EVENT_TYPE_NEEDS_ATTENTION: _ClassVar[OrderEventType]
+GTT_DIRECTION_UNSPECIFIED: GttDirection
+GTT_DIRECTION_RISES_TO: GttDirection
+GTT_DIRECTION_FALLS_TO: GttDirection
+GTT_STATUS_UNSPECIFIED: GttStatus
+GTT_STATUS_ACTIVE: GttStatus
+GTT_STATUS_TRIGGERED: GttStatus
+GTT_STATUS_FAILED: GttStatus
+GTT_STATUS_CANCELLED: GttStatus
+GTT_STATUS_EXPIRED: GttStatus
 ORDER_STATUS_UNSPECIFIED: OrderStatus
 ORDER_STATUS_PENDING_EXCHANGE: OrderStatus
 ORDER_STATUS_OPEN: OrderStatus
@@ -91,6 +115,70 @@ ORDER_EVENT_TYPE_AMEND_REJECTED: OrderEventType
 ORDER_EVENT_TYPE_EXPIRED: OrderEventType
 ORDER_EVENT_TYPE_TRIGGERED: OrderEventType
 ORDER_EVENT_TYPE_NEEDS_ATTENTION: OrderEventType
+
+class Gtt(_message.Message):
+    __slots__ = ("name", "gtt_id", "user_id", "trigger_price", "direction", "order", "status", "order_id", "status_reason", "create_time", "expire_time", "trigger_time", "triggered_at_price")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    GTT_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    TRIGGER_PRICE_FIELD_NUMBER: _ClassVar[int]
+    DIRECTION_FIELD_NUMBER: _ClassVar[int]
+    ORDER_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    ORDER_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_REASON_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
+    TRIGGER_TIME_FIELD_NUMBER: _ClassVar[int]
+    TRIGGERED_AT_PRICE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    gtt_id: str
+    user_id: str
+    trigger_price: _decimal_pb2.Decimal
+    direction: GttDirection
+    order: Order
+    status: GttStatus
+    order_id: str
+    status_reason: str
+    create_time: _timestamp_pb2.Timestamp
+    expire_time: _timestamp_pb2.Timestamp
+    trigger_time: _timestamp_pb2.Timestamp
+    triggered_at_price: _decimal_pb2.Decimal
+    def __init__(self, name: _Optional[str] = ..., gtt_id: _Optional[str] = ..., user_id: _Optional[str] = ..., trigger_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., direction: _Optional[_Union[GttDirection, str]] = ..., order: _Optional[_Union[Order, _Mapping]] = ..., status: _Optional[_Union[GttStatus, str]] = ..., order_id: _Optional[str] = ..., status_reason: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., trigger_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., triggered_at_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ...) -> None: ...
+
+class CreateGttRequest(_message.Message):
+    __slots__ = ("parent", "gtt", "request_id")
+    PARENT_FIELD_NUMBER: _ClassVar[int]
+    GTT_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    parent: str
+    gtt: Gtt
+    request_id: str
+    def __init__(self, parent: _Optional[str] = ..., gtt: _Optional[_Union[Gtt, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class GetGttRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class ListGttsRequest(_message.Message):
+    __slots__ = ("parent",)
+    PARENT_FIELD_NUMBER: _ClassVar[int]
+    parent: str
+    def __init__(self, parent: _Optional[str] = ...) -> None: ...
+
+class ListGttsResponse(_message.Message):
+    __slots__ = ("gtts",)
+    GTTS_FIELD_NUMBER: _ClassVar[int]
+    gtts: _containers.RepeatedCompositeFieldContainer[Gtt]
+    def __init__(self, gtts: _Optional[_Iterable[_Union[Gtt, _Mapping]]] = ...) -> None: ...
+
+class CancelGttRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
 
 class CheckInvariantsRequest(_message.Message):
     __slots__ = ()
