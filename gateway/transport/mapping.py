@@ -170,6 +170,61 @@ def _contingent_request(
     return message
 
 
+def gtt_json(gtt: orders_pb2.Gtt) -> dict[str, Any]:
+    order = gtt.order
+    return {
+        "gttId": gtt.gtt_id,
+        "symbol": order.symbol,
+        "triggerPrice": _dec(gtt, "trigger_price"),
+        "direction": _enum_name(orders_pb2.GttDirection, gtt.direction, "GTT_DIRECTION_"),
+        "side": side_name(order.side),
+        "type": _enum_name(trading_pb2.OrderType, order.type, "ORDER_TYPE_"),
+        "quantity": order.quantity,
+        "limitPrice": _dec(order, "limit_price"),
+        "product": product_name(order.product),
+        "status": _enum_name(orders_pb2.GttStatus, gtt.status, "GTT_STATUS_"),
+        "orderId": gtt.order_id or None,
+        "statusReason": gtt.status_reason,
+        "createTime": _time(gtt, "create_time"),
+        "expireTime": _time(gtt, "expire_time"),
+        "triggerTime": _time(gtt, "trigger_time"),
+        "triggeredAtPrice": _dec(gtt, "triggered_at_price"),
+    }
+
+
+def create_gtt_request(
+    body: dict[str, Any], *, user_id: str, idempotency_key: str
+) -> orders_pb2.CreateGttRequest:
+    """The gRPC request for a validated body: the order's fields sit beside the trigger's."""
+    violations: list[FieldViolation] = []
+    prices: dict[str, decimal_pb2.Decimal] = {}
+    for json_name, proto_name in (("triggerPrice", "trigger_price"), ("limitPrice", "limit_price")):
+        if body.get(json_name) is None:
+            continue
+        try:
+            value = decimal_from_json(body[json_name], field=json_name, max_places=PRICE_PLACES)
+        except InvalidArgument as error:
+            violations.extend(error.violations)
+            continue
+        prices[proto_name] = _proto_decimal(value)
+    if violations:
+        raise InvalidArgument("invalid GTT prices", reason="INVALID_DECIMAL", violations=violations)
+    gtt = orders_pb2.Gtt(
+        trigger_price=prices.get("trigger_price"),
+        order=orders_pb2.Order(
+            symbol=body["symbol"].upper(),
+            side=_enum_value(trading_pb2.Side, body["side"], "SIDE_"),
+            type=_enum_value(trading_pb2.OrderType, body["type"], "ORDER_TYPE_"),
+            product=_enum_value(trading_pb2.Product, body.get("product"), "PRODUCT_"),
+            quantity=body["quantity"],
+            limit_price=prices.get("limit_price"),
+        ),
+    )
+    if body.get("expireTime") is not None:
+        gtt.expire_time.FromJsonString(body["expireTime"])
+    return orders_pb2.CreateGttRequest(parent=f"users/{user_id}", gtt=gtt, request_id=idempotency_key)
+
+
 def trade_json(trade: orders_pb2.Trade) -> dict[str, Any]:
     return {
         "tradeId": trade.exec_id,
