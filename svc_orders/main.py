@@ -30,6 +30,7 @@ from svc_orders.app.gtt import Gtts
 from svc_orders.app.queries import OrderQueries
 from svc_orders.app.reports import ReportProcessor
 from svc_orders.app.sweeper import Sweeper
+from svc_orders.app.trailing import TrailingStops
 from svc_orders.domain.risk import RiskLimits
 from svc_orders.transport.servicer import OrdersServicer
 from svc_runtime import config, db, grpc_client, messaging, service
@@ -177,6 +178,7 @@ async def serve(settings: OrdersSettings, stop: asyncio.Event) -> None:
     )
     funds_worker = FundsActionWorker(store, funds)
     gtts = Gtts(PostgresGttStore(pool), market, entry, clock)
+    trailing_stops = TrailingStops(store, market, entry)
     fanout = OrderEventFanout(settings.stream_queue_size)
     feed = OrderEventFeed(nc, topology, fanout)
     relay = OutboxRelay(pool, js, schema=SCHEMA)
@@ -197,6 +199,7 @@ async def serve(settings: OrdersSettings, stop: asyncio.Event) -> None:
         service.supervise(funds_worker.run(stop), name="funds-actions"),
         service.supervise(family.run(stop), name="contingent-legs"),
         service.supervise(gtts.run(stop), name="gtt-watcher"),
+        service.supervise(trailing_stops.run(stop), name="trailing-stops"),
         service.supervise(_follow_controls(common.database_url, controls, stop), name="trading-controls"),
     }
     await server.start()

@@ -41,6 +41,7 @@ from svc_orders.domain.model import (
     Side,
     Status,
     TimeInForce,
+    Trail,
     Transition,
 )
 from svc_orders.domain.risk import RiskLimits, TradingControls
@@ -77,9 +78,10 @@ WITH existing AS (
         order_id, user_id, client_order_id, fingerprint, symbol, side, order_type, time_in_force,
         product, quantity, limit_price, stop_price, protection_price, status, version,
         request_id, client_ip, create_time, update_time,
-        leg, parent_order_id, oco_group, contingency, exit_target_price, exit_stop_price, exit_stop_protection)
+        leg, parent_order_id, oco_group, contingency, exit_target_price, exit_stop_price, exit_stop_protection,
+        trail_amount, trail_percent)
     SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $18,
-           $21, $22, $23, $24, $25, $26, $27
+           $21, $22, $23, $24, $25, $26, $27, $28, $29
     WHERE EXISTS (SELECT 1 FROM token)
     ON CONFLICT (user_id, client_order_id) DO NOTHING
     RETURNING order_id
@@ -95,9 +97,10 @@ INSERT INTO orders (
     order_id, user_id, client_order_id, fingerprint, symbol, side, order_type, time_in_force,
     product, quantity, limit_price, stop_price, protection_price, status, version,
     request_id, client_ip, create_time, update_time,
-    leg, parent_order_id, oco_group, contingency, exit_target_price, exit_stop_price, exit_stop_protection)
+    leg, parent_order_id, oco_group, contingency, exit_target_price, exit_stop_price, exit_stop_protection,
+    trail_amount, trail_percent)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $18,
-        $19, $20, $21, $22, $23, $24, $25)
+        $19, $20, $21, $22, $23, $24, $25, $26, $27)
 ON CONFLICT DO NOTHING
 """
 
@@ -242,6 +245,9 @@ def order_from_row(row: asyncpg.Record) -> Order:
             stop_price=row["exit_stop_price"],
             stop_protection=row["exit_stop_protection"],
         ),
+        trail=Trail(amount=row["trail_amount"], percent=row["trail_percent"])
+        if row["trail_amount"] is not None or row["trail_percent"] is not None
+        else None,
     )
 
 
@@ -270,7 +276,7 @@ def _new_order_columns(order: Order) -> tuple[object, ...]:
 
 
 def _family_columns(order: Order) -> tuple[object, ...]:
-    """The contingent columns, in the order the inserts take them."""
+    """The contingent and trailing columns, in the order the inserts take them."""
     return (
         order.leg.value,
         order.parent_order_id or None,
@@ -279,6 +285,8 @@ def _family_columns(order: Order) -> tuple[object, ...]:
         order.exit.target_price,
         order.exit.stop_price,
         order.exit.stop_protection,
+        order.trail.amount if order.trail else None,
+        order.trail.percent if order.trail else None,
     )
 
 
@@ -571,6 +579,15 @@ class PostgresOrderStore:
             "AND NOT (status = 'FUNDS_PENDING' AND (parent_order_id IS NOT NULL OR leg = 'STOP_LOSS')) "
             "ORDER BY update_time LIMIT $2",
             older_than,
+            limit,
+        )
+        return [order_from_row(r) for r in rows]
+
+    async def trailing_stops(self, limit: int = 1000) -> list[Order]:
+        """Trailing STOP orders still waiting for their trigger."""
+        rows = await self.pool.fetch(
+            "SELECT * FROM orders WHERE status = 'TRIGGER_PENDING' "
+            "AND (trail_amount IS NOT NULL OR trail_percent IS NOT NULL) LIMIT $1",
             limit,
         )
         return [order_from_row(r) for r in rows]

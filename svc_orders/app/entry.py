@@ -175,6 +175,7 @@ class OrderEntry:
             leg=leg,
             oco_group=order_id if leg is Leg.TARGET else "",
             exit=exit_terms,
+            trail=spec.trail,
         )
         reserving = time.perf_counter()
         metrics.PLACE_STAGE_SECONDS.labels("checks").observe(reserving - started)

@@ -164,6 +164,16 @@ class ExitTerms:
 NO_EXIT = ExitTerms(Contingency.NONE)
 
 
+@dataclass(frozen=True)
+class Trail:
+    """A trailing stop: the broker moves the stop price after the last price, by a fixed
+    amount or a percentage behind it, and only ever towards the market (up for a SELL, down
+    for a BUY). One of the two is set."""
+
+    amount: Decimal | None = None
+    percent: Decimal | None = None
+
+
 class Status(StrEnum):
     # Internal: recorded, funds not blocked yet. Clients see PENDING_EXCHANGE.
     FUNDS_PENDING = "FUNDS_PENDING"
@@ -285,6 +295,7 @@ class OrderSpec:
     limit_price: Decimal | None = None
     stop_price: Decimal | None = None
     exit: ExitTerms = NO_EXIT
+    trail: Trail | None = None
 
 
 @dataclass(frozen=True)
@@ -339,6 +350,7 @@ class Order:
     parent_order_id: str = ""
     oco_group: str = ""
     exit: ExitTerms = NO_EXIT
+    trail: Trail | None = None
 
     @property
     def leaves_quantity(self) -> int:
@@ -369,6 +381,7 @@ class Order:
             limit_price=self.limit_price,
             stop_price=self.stop_price,
             exit=self.exit,
+            trail=self.trail,
         )
 
 

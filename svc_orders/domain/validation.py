@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass
 from decimal import Decimal
 
+from svc_orders.domain import trailing
 from svc_orders.domain.model import (
     NO_EXIT,
     ORDER_TYPES,
@@ -20,6 +21,7 @@ from svc_orders.domain.model import (
     Product,
     Side,
     TimeInForce,
+    Trail,
 )
 from svc_runtime.decimals import parse_decimal
 from svc_runtime.errors import InvalidArgument
@@ -48,6 +50,8 @@ class OrderDraft:
     contingency: Contingency | None = None
     exit_target_price: str = ""
     exit_stop_price: str = ""
+    trail_amount: str = ""
+    trail_percent: str = ""
 
 
 @dataclass(frozen=True)
@@ -199,6 +203,7 @@ def new_order(draft: OrderDraft, instrument: Instrument) -> OrderSpec:
     if limit_price is not None and stop_price is not None:
         _check_stop_limit(draft.side, limit_price, stop_price)
     exit_terms = exit_terms_of(draft, instrument, limit_price)
+    trail = trail_of(draft, instrument)
     return OrderSpec(
         symbol=instrument.symbol,
         side=draft.side,
@@ -209,7 +214,39 @@ def new_order(draft: OrderDraft, instrument: Instrument) -> OrderSpec:
         limit_price=limit_price,
         stop_price=stop_price,
         exit=exit_terms,
+        trail=trail,
     )
+
+
+def trail_of(draft: OrderDraft, instrument: Instrument) -> Trail | None:
+    """A trailing stop is a STOP order (its stop_price the first stop) with a trail of
+    either a positive amount on the tick grid or a percentage in (0, 50]."""
+    if not draft.trail_amount and not draft.trail_percent:
+        return None
+    if draft.type is not OrderType.STOP or (draft.contingency or Contingency.NONE) is not Contingency.NONE:
+        raise InvalidArgument(
+            "only a STOP order (not a contingent one) can trail",
+            reason="TRAIL_NOT_ALLOWED",
+            field="order.trailing_stop",
+        )
+    if draft.trail_amount and draft.trail_percent:
+        raise InvalidArgument(
+            "give the trail as an amount or a percent, not both",
+            reason="TRAIL_AMBIGUOUS",
+            field="order.trailing_stop.percent",
+        )
+    if draft.trail_amount:
+        return Trail(amount=_price(draft.trail_amount, instrument, "order.trailing_stop.amount"))
+    percent = parse_decimal(
+        draft.trail_percent, field="order.trailing_stop.percent", max_places=2, positive=True
+    )
+    if percent > trailing.MAX_PERCENT:
+        raise InvalidArgument(
+            f"order.trailing_stop.percent must be at most {trailing.MAX_PERCENT}",
+            reason="TRAIL_OUT_OF_RANGE",
+            field="order.trailing_stop.percent",
+        )
+    return Trail(percent=percent)
 
 
 def exit_terms_of(draft: OrderDraft, instrument: Instrument, limit_price: Decimal | None) -> ExitTerms:
@@ -342,6 +379,8 @@ def fingerprint(spec: OrderSpec) -> str:
             _canonical_price(spec.stop_price),
         )
     )
+    if spec.trail is not None:
+        canonical += f"|trail:{_canonical_price(spec.trail.amount)}:{spec.trail.percent or ''}"
     if spec.exit.contingency is not Contingency.NONE:
         canonical += "|" + "|".join(
             (
