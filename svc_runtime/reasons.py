@@ -143,6 +143,11 @@ _ENTRIES = (
     ),
     _rpc("GTT_EXPIRY_INVALID", C.INVALID_ARGUMENT, "A GTT expires in the future and at most a year away."),
     _rpc("MISSING_TRIGGER_PRICE", C.INVALID_ARGUMENT, "A GTT needs a trigger price."),
+    _rpc("TRAIL_NOT_ALLOWED", C.INVALID_ARGUMENT, "Only a STOP order, not a contingent one, can trail."),
+    _rpc(
+        "TRAIL_AMBIGUOUS", C.INVALID_ARGUMENT, "A trailing stop trails by an amount or a percent, not both."
+    ),
+    _rpc("TRAIL_OUT_OF_RANGE", C.INVALID_ARGUMENT, "A trailing percent is above 0 and at most 50."),
     _rpc("UNEXPECTED_EXIT_PRICE", C.INVALID_ARGUMENT, "This order takes no such exit price."),
     _rpc(
         "EXIT_PRICES_OUT_OF_ORDER",

@@ -132,6 +132,12 @@ def order_json(order: orders_pb2.Order) -> dict[str, Any]:
         "leg": _enum_name(orders_pb2.Leg, order.leg, "LEG_") or "SINGLE",
         "parentOrderId": order.parent_order_id or None,
         "ocoGroupId": order.oco_group_id or None,
+        "trailingStop": {
+            "amount": _dec(order.trailing_stop, "amount"),
+            "percent": _dec(order.trailing_stop, "percent"),
+        }
+        if order.HasField("trailing_stop")
+        else None,
     }
 
 
@@ -225,6 +231,25 @@ def create_gtt_request(
     return orders_pb2.CreateGttRequest(parent=f"users/{user_id}", gtt=gtt, request_id=idempotency_key)
 
 
+def _trailing_request(
+    body: dict[str, Any], violations: list[FieldViolation]
+) -> orders_pb2.TrailingStop | None:
+    trail = body.get("trailingStop")
+    if trail is None:
+        return None
+    message = orders_pb2.TrailingStop()
+    for name in ("amount", "percent"):
+        if trail.get(name) is None:
+            continue
+        try:
+            value = decimal_from_json(trail[name], field=f"trailingStop.{name}", max_places=PRICE_PLACES)
+        except InvalidArgument as error:
+            violations.extend(error.violations)
+            continue
+        getattr(message, name).CopyFrom(_proto_decimal(value))
+    return message
+
+
 def trade_json(trade: orders_pb2.Trade) -> dict[str, Any]:
     return {
         "tradeId": trade.exec_id,
@@ -271,6 +296,7 @@ def place_order_request(
             continue
         prices[proto_name] = _proto_decimal(value)
     contingent = _contingent_request(body, violations)
+    trailing_stop = _trailing_request(body, violations)
     if violations:
         raise InvalidArgument("invalid order prices", reason="INVALID_DECIMAL", violations=violations)
     order = orders_pb2.Order(
@@ -282,6 +308,7 @@ def place_order_request(
         product=_enum_value(trading_pb2.Product, body.get("product"), "PRODUCT_"),
         quantity=body["quantity"],
         contingent=contingent,
+        trailing_stop=trailing_stop,
         **prices,
     )
     return orders_pb2.PlaceOrderRequest(parent=f"users/{user_id}", order=order, request_id=idempotency_key)

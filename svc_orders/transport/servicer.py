@@ -76,6 +76,8 @@ def _draft(o: orders_pb2.Order) -> OrderDraft:
         exit_stop_price=o.contingent.stop_loss_price.value
         if o.contingent.HasField("stop_loss_price")
         else "",
+        trail_amount=o.trailing_stop.amount.value if o.trailing_stop.HasField("amount") else "",
+        trail_percent=o.trailing_stop.percent.value if o.trailing_stop.HasField("percent") else "",
     )
 
 

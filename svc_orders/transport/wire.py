@@ -175,6 +175,11 @@ def order_to_proto(order: Order) -> orders_pb2.Order:
         leg=leg_to(order.leg),
         parent_order_id=order.parent_order_id,
         oco_group_id=order.oco_group,
+        trailing_stop=None
+        if order.trail is None
+        else orders_pb2.TrailingStop(
+            amount=_decimal(order.trail.amount), percent=_decimal(order.trail.percent)
+        ),
     )
 
 
