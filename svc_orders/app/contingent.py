@@ -64,20 +64,21 @@ class ContingentOrders:
                 extra={"order_id": after.order_id, "target": target.order_id, "stop_loss": stop.order_id},
             )
             self._nudged.set()
-        if contingent.cancels_siblings(before, after):
-            await self._withdraw_siblings(uow, after)
+        reason = contingent.withdraws_siblings(before, after)
+        if reason:
+            await self._withdraw_siblings(uow, after, reason)
 
-    async def _withdraw_siblings(self, uow: UnitOfWork, filled: Order) -> None:
-        for sibling in await uow.lock_group(filled.oco_group):
-            if sibling.order_id == filled.order_id:
+    async def _withdraw_siblings(self, uow: UnitOfWork, cause: Order, reason: str) -> None:
+        for sibling in await uow.lock_group(cause.oco_group):
+            if sibling.order_id == cause.order_id:
                 continue
-            transition = state_machine.withdraw_sibling(sibling, filled.order_id, self.clock.now())
+            transition = state_machine.withdraw_sibling(sibling, cause.order_id, self.clock.now(), reason)
             if not transition.changed:
                 continue
             sent = transition.after.status is Status.PENDING_CANCEL
             await uow.save(
                 transition,
-                self._audit(sibling, "OCO_CANCEL", f"{filled.leg} {filled.order_id} filled"),
+                self._audit(sibling, "OCO_CANCEL", f"{cause.leg} {cause.order_id}: {reason}"),
                 command=CommandKind.CANCEL if sent else None,
             )
             metrics.CONTINGENT.labels("sibling_withdrawn").inc()

@@ -27,6 +27,7 @@ from svc_orders.domain.model import (
     Status,
     TimeInForce,
 )
+from svc_orders.domain.state_machine import SIBLING_FILLED_REASON, TARGET_ENDED_REASON
 
 
 def leg_of(spec: OrderSpec) -> Leg:
@@ -98,11 +99,19 @@ def oco_stop_loss(target: Order, stop_id: str, now: datetime) -> Order:
     return replace(stop, parent_order_id="", exit=NO_EXIT)
 
 
-def cancels_siblings(before: Order, after: Order) -> bool:
-    """A leg's first fill: its OCO siblings must go."""
-    return (
-        LEGS[after.leg].one_cancels_other
-        and bool(after.oco_group)
-        and before.filled_quantity == 0
-        and after.filled_quantity > 0
-    )
+def withdraws_siblings(before: Order, after: Order) -> str:
+    """Why the change makes the order's OCO siblings go ('' when it does not): a leg's first
+    fill, or the group's block holder (the TARGET) ending with nothing filled — the others
+    would then sell shares nothing blocks."""
+    if not LEGS[after.leg].one_cancels_other or not after.oco_group:
+        return ""
+    if before.filled_quantity == 0 and after.filled_quantity > 0:
+        return SIBLING_FILLED_REASON
+    if (
+        LEGS[after.leg].own_block
+        and after.status.terminal
+        and not before.status.terminal
+        and after.filled_quantity == 0
+    ):
+        return TARGET_ENDED_REASON
+    return ""

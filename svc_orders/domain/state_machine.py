@@ -53,8 +53,9 @@ class Trigger(StrEnum):
     EXPIRED = "EXPIRED"
     # The executor flags the order (ExecType NEEDS_ATTENTION): status unchanged.
     NEEDS_ATTENTION = "NEEDS_ATTENTION"
-    # A leg of the order's OCO group filled: the broker withdraws the order.
-    SIBLING_FILLED = "SIBLING_FILLED"
+    # The order's OCO group no longer needs it (a sibling filled, or the TARGET holding the
+    # group's block ended unfilled): the broker withdraws it.
+    OCO_WITHDRAW = "OCO_WITHDRAW"
 
 
 class Rule(StrEnum):
@@ -84,14 +85,14 @@ _AT_EXCHANGE: dict[Trigger, Target] = {
     T.CANCEL_REJECTED: R.SAME,
     T.CANCEL_REQUEST: S.PENDING_CANCEL,
     T.MODIFY_REQUEST: S.PENDING_REPLACE,
-    T.SIBLING_FILLED: S.PENDING_CANCEL,
+    T.OCO_WITHDRAW: S.PENDING_CANCEL,
 }
 
 TRANSITIONS: dict[Status, dict[Trigger, Target]] = {
     S.FUNDS_PENDING: {
         T.ACCEPT: S.PENDING_EXCHANGE,
         T.BROKER_REJECT: S.REJECTED,
-        T.SIBLING_FILLED: S.CANCELLED,
+        T.OCO_WITHDRAW: S.CANCELLED,
     },
     S.PENDING_EXCHANGE: {
         T.NEW: R.WORKING,
@@ -104,7 +105,7 @@ TRANSITIONS: dict[Status, dict[Trigger, Target]] = {
         T.CANCEL_REJECTED: R.SAME,
         T.CANCEL_REQUEST: S.PENDING_CANCEL,
         T.BROKER_REJECT: S.REJECTED,
-        T.SIBLING_FILLED: S.PENDING_CANCEL,
+        T.OCO_WITHDRAW: S.PENDING_CANCEL,
     },
     S.OPEN: dict(_AT_EXCHANGE),
     S.TRIGGER_PENDING: dict(_AT_EXCHANGE),
@@ -119,7 +120,7 @@ TRANSITIONS: dict[Status, dict[Trigger, Target]] = {
         T.PENDING_CANCEL: R.SAME,
         T.CANCEL_REJECTED: R.RESUME,
         T.CANCEL_REQUEST: R.SAME,  # already asked: nothing new to send
-        T.SIBLING_FILLED: R.SAME,
+        T.OCO_WITHDRAW: R.SAME,
     },
     S.PENDING_REPLACE: {
         T.NEW: R.SAME,
@@ -133,7 +134,7 @@ TRANSITIONS: dict[Status, dict[Trigger, Target]] = {
         # The exchange ending the order while a change is pending: the order is over, as
         # svc_funds reads the same report (svc_runtime.reports).
         T.REJECTED: S.REJECTED,
-        T.SIBLING_FILLED: S.PENDING_CANCEL,
+        T.OCO_WITHDRAW: S.PENDING_CANCEL,
     },
     # Terminal: only late fills (reordered or racing a cancel) still apply.
     S.FILLED: {T.TRADE: R.FILL},
@@ -158,21 +159,21 @@ EVENTS: dict[Trigger, EventType] = {
     T.REJECTED: EventType.REJECTED,
     T.EXPIRED: EventType.EXPIRED,
     T.NEEDS_ATTENTION: EventType.NEEDS_ATTENTION,
-    T.SIBLING_FILLED: EventType.CANCEL_REQUESTED,
+    T.OCO_WITHDRAW: EventType.CANCEL_REQUESTED,
 }
 
 # Why the edges that are not plain reading of a report or a request exist. A test keeps
 # every edge of an added trigger explained here.
 EDGE_REASONS: dict[tuple[Status, Trigger], str] = {
-    (S.FUNDS_PENDING, T.SIBLING_FILLED): (
+    (S.FUNDS_PENDING, T.OCO_WITHDRAW): (
         "an OCO leg not yet sent is withdrawn on the spot: the exchange never saw it, nothing to ask"
     ),
-    (S.PENDING_EXCHANGE, T.SIBLING_FILLED): "sent but unacknowledged: the cancel follows the new order",
-    (S.OPEN, T.SIBLING_FILLED): "the sibling filled: one cancels the other",
-    (S.TRIGGER_PENDING, T.SIBLING_FILLED): "a waiting stop-loss whose target filled is withdrawn",
-    (S.PARTIALLY_FILLED, T.SIBLING_FILLED): "both legs traded in a race: what is left of this one goes",
-    (S.PENDING_CANCEL, T.SIBLING_FILLED): "a cancel is already on its way: nothing more to send",
-    (S.PENDING_REPLACE, T.SIBLING_FILLED): (
+    (S.PENDING_EXCHANGE, T.OCO_WITHDRAW): "sent but unacknowledged: the cancel follows the new order",
+    (S.OPEN, T.OCO_WITHDRAW): "the sibling filled: one cancels the other",
+    (S.TRIGGER_PENDING, T.OCO_WITHDRAW): "a waiting stop-loss whose target filled is withdrawn",
+    (S.PARTIALLY_FILLED, T.OCO_WITHDRAW): "both legs traded in a race: what is left of this one goes",
+    (S.PENDING_CANCEL, T.OCO_WITHDRAW): "a cancel is already on its way: nothing more to send",
+    (S.PENDING_REPLACE, T.OCO_WITHDRAW): (
         "a leg being modified is cancelled all the same: the exchange answers the cancel after the replace"
     ),
     (S.PENDING_EXCHANGE, T.TRADE): "a fill can overtake the acknowledgement of its order",
@@ -338,18 +339,20 @@ def request_modify(
 
 
 SIBLING_FILLED_REASON = "OCO: a sibling leg filled"
-# The cancel request of a withdrawn OCO leg is named after the leg that filled.
+TARGET_ENDED_REASON = "OCO: the target leg ended unfilled, and with it the block of the shares this leg sells"
+# The cancel request of a withdrawn OCO leg is named after the leg that caused it.
 _SIBLING_CANCEL = "oco-"
 
 
-def withdraw_sibling(order: Order, filled_order_id: str, now: datetime) -> Transition:
-    """A leg of the order's OCO group filled. Not yet sent → CANCELLED at once; working at
+def withdraw_sibling(
+    order: Order, cause_order_id: str, now: datetime, reason: str = SIBLING_FILLED_REASON
+) -> Transition:
+    """The order's OCO group no longer needs it (`reason`). Not yet sent → CANCELLED at once; working at
     the exchange → PENDING_CANCEL (the caller sends the cancel in the same commit);
     already over or already being cancelled → unchanged."""
-    target = TRANSITIONS[order.status].get(T.SIBLING_FILLED)
+    target = TRANSITIONS[order.status].get(T.OCO_WITHDRAW)
     if target is None or target is R.SAME:
-        return Transition(before=order, after=order, trigger=T.SIBLING_FILLED)
-    reason = SIBLING_FILLED_REASON
+        return Transition(before=order, after=order, trigger=T.OCO_WITHDRAW)
     if target is S.CANCELLED:
         after = replace(order, status=S.CANCELLED, status_reason=reason, pending=None, resume_status=None)
         # A leg with a block of its own may have got it before the sibling filled.
@@ -358,15 +361,15 @@ def withdraw_sibling(order: Order, filled_order_id: str, now: datetime) -> Trans
             if LEGS[order.leg].own_block
             else None
         )
-        return _finish(order, after, T.SIBLING_FILLED, now, funds_action=release)
+        return _finish(order, after, T.OCO_WITHDRAW, now, funds_action=release)
     after = replace(
         order,
         status=S.PENDING_CANCEL,
         status_reason=reason,
-        pending=PendingChange(kind="CANCEL", request_id=f"{_SIBLING_CANCEL}{filled_order_id}"),
+        pending=PendingChange(kind="CANCEL", request_id=f"{_SIBLING_CANCEL}{cause_order_id}"),
         resume_status=order.status if order.status is not S.PENDING_REPLACE else order.resume_status,
     )
-    return _finish(order, after, T.SIBLING_FILLED, now)
+    return _finish(order, after, T.OCO_WITHDRAW, now)
 
 
 def needs_attention(order: Order, text: str, now: datetime) -> Transition:
@@ -476,7 +479,7 @@ def apply_report(order: Order, report: ExchangeReport, now: datetime) -> Transit
 
 
 def _withdrawn_sibling(order: Order, target: Target) -> bool:
-    """A leg cancelled because its OCO sibling filled keeps saying so."""
+    """A leg the broker withdrew from its OCO group keeps saying why."""
     pending = order.pending
     return target is S.CANCELLED and pending is not None and pending.request_id.startswith(_SIBLING_CANCEL)
 

@@ -117,6 +117,20 @@ async def test_the_stop_loss_filling_cancels_the_target(oms: Oms) -> None:
     assert await oms.invariants() == []
 
 
+async def test_the_target_ending_unfilled_withdraws_the_stop_loss_it_blocked_for(oms: Oms) -> None:
+    user = oms.new_user()
+    target, stop = await _oco(oms, user)
+    await oms.ack(target)
+    await oms.ack(stop)
+    await oms.wait_status(target, S.ORDER_STATUS_OPEN)
+    await oms.stub.CancelOrder(S.CancelOrderRequest(name=target.name, request_id="c1"), timeout=10)
+    await oms.report(target, er.EXEC_TYPE_CANCELED, ord_status=er.ORD_STATUS_CANCELED)
+    withdrawn = await oms.wait_status(stop, S.ORDER_STATUS_PENDING_CANCEL)
+    assert withdrawn.status_reason.startswith("OCO: the target leg ended unfilled")
+    assert len(await eventually(lambda: _cancels(oms, stop.order_id))) == 1
+    assert await oms.invariants() == []
+
+
 @pytest.mark.parametrize(
     ("order", "reason"),
     [

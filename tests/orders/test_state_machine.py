@@ -263,10 +263,10 @@ def test_a_fill_for_an_order_not_yet_accepted_waits() -> None:
 
 
 # --- contingent orders ------------------------------------------------------------------------
-def test_every_sibling_filled_edge_says_why_it_exists() -> None:
+def test_every_oco_withdraw_edge_says_why_it_exists() -> None:
     edges = {(status, trigger) for status, targets in sm.TRANSITIONS.items() for trigger in targets}
-    sibling_edges = {edge for edge in edges if edge[1] is sm.Trigger.SIBLING_FILLED}
-    assert sibling_edges, "SIBLING_FILLED has no edge"
+    sibling_edges = {edge for edge in edges if edge[1] is sm.Trigger.OCO_WITHDRAW}
+    assert sibling_edges, "OCO_WITHDRAW has no edge"
     assert sibling_edges <= set(sm.EDGE_REASONS)
     assert set(sm.EDGE_REASONS) <= edges, "a reason for an edge the table does not have"
 
