@@ -38,6 +38,8 @@ class ContingentOrders:
     clock: Clock
     interval: float = 1.0
     batch: int = 50
+    # How long a bracket's exits wait for svc_funds to deliver the entry's shares.
+    settle_wait: float = 30.0
     _nudged: asyncio.Event = field(default_factory=asyncio.Event)
 
     def _audit(self, order: Order, action: str, detail: str) -> AuditEntry:
@@ -120,7 +122,9 @@ class ContingentOrders:
             holder = next((leg for leg in legs if LEGS[leg.leg].own_block), None)
             if not waiting or holder is None:
                 return 0
-            refusal = await self._block_for(holder, waiting)
+            refusal = await self._block_for(holder)
+            if refusal is None:
+                return 0  # not yet: the next round asks again
             for leg in waiting:
                 now = self.clock.now()
                 if refusal:
@@ -136,15 +140,24 @@ class ContingentOrders:
             await uow.commit()
         return len(waiting)
 
-    async def _block_for(self, holder: Order, waiting: list[Order]) -> str:
+    async def _block_for(self, holder: Order) -> str | None:
         """Block the group's shares on its TARGET if it waits too; '' when the legs can go,
-        else why they cannot."""
+        None when they cannot yet, else why they cannot."""
         if holder.status is Status.FUNDS_PENDING:
             try:
                 await self.funds.block_holdings(holder)
             except (Unavailable, DeadlineExceeded):
                 raise
             except ServiceError as error:
+                waited = (self.clock.now() - holder.create_time).total_seconds()
+                if (
+                    error.reason == "INSUFFICIENT_HOLDINGS"
+                    and holder.parent_order_id
+                    and waited < self.settle_wait
+                ):
+                    # svc_funds settles the entry's fill from the same report, on its own
+                    # time: the shares the exits sell may not be there yet.
+                    return None
                 log.warning(
                     "the exits' shares could not be blocked; legs rejected",
                     extra={"order_id": holder.order_id, "reason": error.reason},

@@ -4,6 +4,8 @@ a SIGKILL between a leg's fill and its sibling's cancel."""
 
 from __future__ import annotations
 
+import asyncio
+
 import asyncpg
 import grpc
 import pytest
@@ -88,6 +90,27 @@ async def test_a_bracket_entry_fill_sends_both_exits_with_one_share_block(oms: O
     for leg in (target, stop):
         assert [c.WhichOneof("command") for c in oms.fakes.command_log.of(leg.order_id)] == ["new_order"]
     assert await oms.invariants() == []
+
+
+async def test_a_brackets_exits_wait_for_the_entrys_shares_to_settle(oms: Oms) -> None:
+    """svc_funds settles the entry's fill from the same report on its own time: exits that
+    find no shares yet try again rather than fail."""
+    user = oms.new_user()
+    entry = await oms.place(user, contingent=BRACKET)
+    asked = oms.fakes.funds.calls["BatchBlockHoldings"]
+    await oms.ack(entry)
+    await oms.fill(entry, 10, "1530.00", 10)
+
+    async def exits_waiting() -> bool:
+        family = await _family(oms, user)
+        return S.LEG_TARGET in family and oms.fakes.funds.calls["BatchBlockHoldings"] > asked
+
+    await eventually(exits_waiting, timeout=20)
+    await asyncio.sleep(1.5)  # another round of the worker, still without the shares
+    oms.fakes.funds.shares[(user, "INFY")] = 10
+    family = await _legs_sent(oms, user)
+    assert family[S.LEG_TARGET].status == S.ORDER_STATUS_PENDING_EXCHANGE
+    assert oms.fakes.funds.blocks[family[S.LEG_TARGET].order_id].quantity == 10
 
 
 async def test_the_target_filling_cancels_the_stop_loss(oms: Oms) -> None:
