@@ -161,7 +161,7 @@ async def serve(settings: OrdersSettings, stop: asyncio.Event) -> None:
         # the funds-action worker and reads.
         funds_calls_in_flight=max(2, settings.db_pool_size - 6),
         max_placing=settings.max_placing,
-        legs_recorded=family.nudge,
+        family=family,
     )
     processor = ReportProcessor(
         store, market, executor, clock, park_after=settings.park_after_deliveries, family=family
@@ -175,6 +175,7 @@ async def serve(settings: OrdersSettings, stop: asyncio.Event) -> None:
         clock,
         stuck_after=settings.sweep_after_seconds,
         interval=settings.sweep_interval_seconds,
+        family=family,
     )
     funds_worker = FundsActionWorker(store, funds)
     gtts = Gtts(PostgresGttStore(pool), market, entry, clock)

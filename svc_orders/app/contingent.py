@@ -56,6 +56,10 @@ class ContingentOrders:
     async def after_change(self, uow: UnitOfWork, transition: Transition) -> None:
         """What a saved change means for the order's family, in the same transaction."""
         before, after = transition.before, transition.after
+        if contingent.brings_its_stop_loss(before, after):
+            await uow.insert_order(contingent.oco_stop_loss(after, new_id("ord"), self.clock.now()))
+            metrics.CONTINGENT.labels("stop_loss_created").inc()
+            self._nudged.set()
         if contingent.spawns_exits(before, after):
             target, stop = contingent.bracket_exits(after, new_id("ord"), new_id("ord"), self.clock.now())
             await uow.insert_order(target)

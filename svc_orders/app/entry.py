@@ -18,13 +18,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from decimal import Decimal, InvalidOperation
 
 from svc_orders.app import metrics
 from svc_orders.app.controls import TradingControlsView
-from svc_orders.app.ports import AuditEntry, BlockQuote, Clock, CommandKind, FundsPort, MarketPort, OrderStore
+from svc_orders.app.ports import (
+    AuditEntry,
+    BlockQuote,
+    Clock,
+    CommandKind,
+    FamilyHook,
+    FundsPort,
+    MarketPort,
+    OrderStore,
+)
 from svc_orders.domain import contingent, risk, state_machine, validation
 from svc_orders.domain.model import (
     Instrument,
@@ -97,8 +105,8 @@ class OrderEntry:
     # Acceptance transactions at once; placements arriving meanwhile wait and go together
     # in the next one.
     accepts_in_flight: int = 4
-    # Told when legs the broker must send on were recorded (an OCO's stop-loss).
-    legs_recorded: Callable[[], None] | None = None
+    # Brackets and OCO groups: an OCO's stop-loss is recorded with its target's acceptance.
+    family: FamilyHook | None = None
 
     def __post_init__(self) -> None:
         self._funds_slots = asyncio.Semaphore(self.funds_calls_in_flight)
@@ -273,18 +281,12 @@ class OrderEntry:
                         ),
                         command=CommandKind.NEW,
                     )
-                    if transition.after.leg is Leg.TARGET and not transition.after.parent_order_id:
-                        # An OCO's stop-loss goes with its target's acceptance; the
-                        # contingent worker sends it on (it blocks nothing).
-                        await uow.insert_order(
-                            contingent.oco_stop_loss(transition.after, new_id("ord"), self.clock.now())
-                        )
+                    if self.family is not None:
+                        await self.family.after_change(uow, transition)
                     accepted.append(transition)
                     outcomes[k] = transition.after
             await uow.commit()
         metrics.PLACE_STAGE_SECONDS.labels("accept").observe(time.perf_counter() - accepting)
-        if self.legs_recorded is not None and any(t.after.leg is Leg.TARGET for t in accepted):
-            self.legs_recorded()
         for transition in accepted:
             order = transition.after
             metrics.ORDERS_PLACED.labels(order.side.value, order.type.value).inc()

@@ -239,5 +239,12 @@ class ExchangePort(Protocol):
         ...
 
 
+class FamilyHook(Protocol):
+    async def after_change(self, uow: UnitOfWork, transition: Transition) -> None:
+        """React, in the same transaction, to a saved change of an order of a contingent
+        family (brackets and OCO groups)."""
+        ...
+
+
 class Clock(Protocol):
     def now(self) -> datetime: ...

@@ -20,29 +20,23 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
 from svc_orders.app import metrics
 from svc_orders.app.ports import (
     AuditEntry,
     Clock,
     ExchangePort,
+    FamilyHook,
     MarketPort,
     OrderStore,
     ReportEnvelope,
     UnitOfWork,
 )
 from svc_orders.domain import state_machine
-from svc_orders.domain.model import Actor, ExecType, Transition
+from svc_orders.domain.model import Actor, ExecType
 from svc_runtime import context
 
 log = logging.getLogger(__name__)
-
-
-class FamilyHook(Protocol):
-    async def after_change(self, uow: UnitOfWork, transition: Transition) -> None:
-        """React, in the same transaction, to a change of an order of a contingent family."""
-        ...
 
 
 @dataclass

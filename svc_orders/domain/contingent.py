@@ -39,6 +39,18 @@ def leg_of(spec: OrderSpec) -> Leg:
     return Leg.SINGLE
 
 
+def brings_its_stop_loss(before: Order, after: Order) -> bool:
+    """An OCO placed by a client gets its STOP_LOSS when its TARGET is accepted (once: only
+    the change out of FUNDS_PENDING does)."""
+    return (
+        after.leg is Leg.TARGET
+        and not after.parent_order_id
+        and after.exit.contingency is Contingency.OCO
+        and before.status is Status.FUNDS_PENDING
+        and after.status is Status.PENDING_EXCHANGE
+    )
+
+
 def spawns_exits(before: Order, after: Order) -> bool:
     """The change that ends a bracket's entry with shares filled creates its exits (once:
     only the change into a terminal status does)."""
