@@ -17,18 +17,22 @@ import asyncpg
 from brokermesh.orders.v1 import orders_pb2_grpc
 from svc_orders.adapters.executor import ExecutorClient
 from svc_orders.adapters.funds import FundsClient, PortfolioClient
+from svc_orders.adapters.gtt_store import PostgresGttStore
 from svc_orders.adapters.marketdata import MarketData
 from svc_orders.adapters.nats import OrderEventFeed, exec_report_consumer
 from svc_orders.adapters.postgres import SCHEMA, PostgresOrderStore
+from svc_orders.app.contingent import ContingentOrders
 from svc_orders.app.controls import TradingControlsView
 from svc_orders.app.entry import OrderEntry
 from svc_orders.app.fanout import OrderEventFanout
 from svc_orders.app.funds_actions import FundsActionWorker
+from svc_orders.app.gtt import Gtts
 from svc_orders.app.queries import OrderQueries, ValidityCheck
 from svc_orders.app.reports import ReportProcessor
 from svc_orders.app.risk_limits import RiskLimitBook
 from svc_orders.app.square_off import SquareOff, square_off_time
 from svc_orders.app.sweeper import Sweeper
+from svc_orders.app.trailing import TrailingStops
 from svc_orders.domain.risk import RiskLimits
 from svc_orders.transport.servicer import OrdersServicer
 from svc_runtime import config, db, grpc_client, messaging, replica, service
@@ -180,6 +184,7 @@ async def serve(settings: OrdersSettings, stop: asyncio.Event) -> None:
     risk_limits = RiskLimitBook(store, PortfolioClient(funds_channel))
     await risk_limits.refresh()
 
+    family = ContingentOrders(store, funds, market, clock)
     entry = OrderEntry(
         store,
         funds,
@@ -193,8 +198,11 @@ async def serve(settings: OrdersSettings, stop: asyncio.Event) -> None:
         max_placing=settings.max_placing,
         market_today=settings.market_clock.today,
         risk_limits=risk_limits,
+        family=family,
     )
-    processor = ReportProcessor(store, market, executor, clock, park_after=settings.park_after_deliveries)
+    processor = ReportProcessor(
+        store, market, executor, clock, park_after=settings.park_after_deliveries, family=family
+    )
     sweeper = Sweeper(
         store,
         funds,
@@ -204,8 +212,11 @@ async def serve(settings: OrdersSettings, stop: asyncio.Event) -> None:
         clock,
         stuck_after=settings.sweep_after_seconds,
         interval=settings.sweep_interval_seconds,
+        family=family,
     )
     funds_worker = FundsActionWorker(store, funds)
+    gtts = Gtts(PostgresGttStore(pool), market, entry, clock)
+    trailing_stops = TrailingStops(store, market, entry)
     fanout = OrderEventFanout(settings.stream_queue_size)
     feed = OrderEventFeed(nc, topology, fanout)
     relay = OutboxRelay(pool, js, schema=SCHEMA)
@@ -217,7 +228,12 @@ async def serve(settings: OrdersSettings, stop: asyncio.Event) -> None:
     server.add(
         orders_pb2_grpc.add_OrdersServiceServicer_to_server,
         OrdersServicer(
-            entry, OrderQueries(store, validity=_validity_check(settings)), controls, fanout, risk_limits
+            entry,
+            OrderQueries(store, validity=_validity_check(settings)),
+            controls,
+            fanout,
+            risk_limits,
+            gtts,
         ),
         "brokermesh.orders.v1.OrdersService",
     )
@@ -229,6 +245,9 @@ async def serve(settings: OrdersSettings, stop: asyncio.Event) -> None:
         service.supervise(
             _follow_controls(common.database_url, controls, risk_limits, stop), name="trading-controls"
         ),
+        service.supervise(family.run(stop), name="contingent-legs"),
+        service.supervise(gtts.run(stop), name="gtt-watcher"),
+        service.supervise(trailing_stops.run(stop), name="trailing-stops"),
     }
     if settings.square_off_at is not None:
         square_off = SquareOff(

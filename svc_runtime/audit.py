@@ -1,4 +1,4 @@
-"""The invariant audit (I1–I6, docs/architecture.md §5) across a running stack.
+"""The invariant audit (I1–I9, docs/architecture.md §5) across a running stack.
 
 Each service checks what it alone can see (svc_funds: I1, I2 and its side of I3; svc_orders:
 I4 and I6). This module adds the checks that span services — I3 (every working order has
@@ -85,7 +85,7 @@ class AuditReport:
     def render(self) -> str:
         lines = [f"checked: {', '.join(f'{k}={v}' for k, v in self.checked.items())}"]
         if self.complete:
-            lines.append("all invariants hold (I1–I6)")
+            lines.append("all invariants hold (I1–I9)")
         elif self.ok:
             lines.append(f"no violations; unverified: {len(self.unverified)} orders")
         for invariant, user_id, detail in self.violations:
@@ -255,6 +255,14 @@ async def _ask_the_venue(
     return violations, unverified, len(asked)
 
 
+def _covered_by_its_group(order: Any, active_blocks: dict[str, Any]) -> bool:
+    """A STOP_LOSS sells the shares its group's TARGET blocked (it blocks none itself);
+    once it is being cancelled it needs no block at all."""
+    if order.leg != orders_pb2.LEG_STOP_LOSS:
+        return False
+    return order.oco_group_id in active_blocks or order.status == orders_pb2.ORDER_STATUS_PENDING_CANCEL
+
+
 async def _cross_checks(
     funds: Any, orders: Any, exchange: Any | None, executor: Any | None = None
 ) -> tuple[list[Finding], list[Finding], dict[str, int]]:
@@ -270,7 +278,7 @@ async def _cross_checks(
     active_blocks = {b.order_id: b for b in blocks}
     working = {o.order_id: o for o in all_orders if o.status in NON_TERMINAL}
     for order_id, order in working.items():
-        if order_id not in active_blocks:
+        if order_id not in active_blocks and not _covered_by_its_group(order, active_blocks):
             violations.append(
                 ("I3", order.user_id, f"working order {order_id} ({order.status}) has no active block")
             )

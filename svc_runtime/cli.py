@@ -7,7 +7,7 @@ brokermesh test [ARGS]     run the test suite (ARGS go to pytest)
 brokermesh gen             regenerate gen/ from proto/ (and the OpenAPI Reason enum)
 brokermesh admin ...       operate the stack: users, cash, kill switch, halts, cancels, end of
                            day, the audit trail, the FIX session (as an operator)
-brokermesh audit           check invariants I1–I6 (docs/architecture.md §5); exit 1 on any violation
+brokermesh audit           check invariants I1–I9 (docs/architecture.md §5); exit 1 on any violation
                            (--strict: also when some orders could not be checked)
 brokermesh destroy         delete a stopped stack's data directory and everything it owns
 brokermesh bench ...       run the benchmark harness

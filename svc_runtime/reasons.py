@@ -143,6 +143,37 @@ _ENTRIES = (
         "A GTD order needs an expire date from today to a year ahead; other validities take none.",
     ),
     _rpc(
+        "MISSING_EXIT_PRICE",
+        C.INVALID_ARGUMENT,
+        "A bracket needs a target and a stop-loss; an OCO a stop-loss.",
+    ),
+    _rpc(
+        "GTT_ORDER_TYPE", C.INVALID_ARGUMENT, "A GTT places a MARKET or LIMIT order without contingent terms."
+    ),
+    _rpc(
+        "GTT_TRIGGER_AT_MARKET",
+        C.INVALID_ARGUMENT,
+        "The trigger equals the market price: place the order itself.",
+    ),
+    _rpc("GTT_EXPIRY_INVALID", C.INVALID_ARGUMENT, "A GTT expires in the future and at most a year away."),
+    _rpc("MISSING_TRIGGER_PRICE", C.INVALID_ARGUMENT, "A GTT needs a trigger price."),
+    _rpc("TRAIL_NOT_ALLOWED", C.INVALID_ARGUMENT, "Only a STOP order, not a contingent one, can trail."),
+    _rpc(
+        "TRAIL_AMBIGUOUS", C.INVALID_ARGUMENT, "A trailing stop trails by an amount or a percent, not both."
+    ),
+    _rpc("TRAIL_OUT_OF_RANGE", C.INVALID_ARGUMENT, "A trailing percent is above 0 and at most 50."),
+    _rpc("UNEXPECTED_EXIT_PRICE", C.INVALID_ARGUMENT, "This order takes no such exit price."),
+    _rpc(
+        "EXIT_PRICES_OUT_OF_ORDER",
+        C.INVALID_ARGUMENT,
+        "The stop-loss must be below the entry's limit, and the limit below the target.",
+    ),
+    _rpc(
+        "CONTINGENT_TERMS_INVALID",
+        C.INVALID_ARGUMENT,
+        "A bracket's entry is a BUY MARKET or LIMIT order; an OCO is a SELL LIMIT order.",
+    ),
+    _rpc(
         "LIMIT_BELOW_STOP", C.INVALID_ARGUMENT, "A BUY stop-limit order needs its limit at or above its stop."
     ),
     _rpc(
@@ -190,6 +221,13 @@ _ENTRIES = (
     _rpc("ORDER_NOT_CANCELLABLE", C.FAILED_PRECONDITION, "The order is finished or cannot be cancelled now."),
     _rpc("ORDER_NOT_MODIFIABLE", C.FAILED_PRECONDITION, "The order is finished or cannot be modified now."),
     _rpc("ORDER_BEING_ACCEPTED", C.ABORTED, "The order is still being accepted; retry in a moment."),
+    _rpc("GTT_NOT_FOUND", C.NOT_FOUND, "No such GTT."),
+    _rpc("GTT_NOT_ACTIVE", C.FAILED_PRECONDITION, "The GTT already fired, lapsed or was cancelled."),
+    _rpc(
+        "CONTINGENT_QUANTITY_FIXED",
+        C.FAILED_PRECONDITION,
+        "An order of a bracket or OCO keeps its quantity; its prices can change.",
+    ),
     _rpc("NO_CHANGE", C.INVALID_ARGUMENT, "The modification changes nothing."),
     _rpc("QUANTITY_BELOW_FILLED", C.INVALID_ARGUMENT, "A new quantity must exceed what is already filled."),
     _rpc("CONCURRENT_MODIFICATION", C.ABORTED, "The resource changed concurrently; retry."),

@@ -270,6 +270,35 @@ class Handlers:
             {"Location": f"/v1/orders/{placed.order_id}", IDEMPOTENCY_HEADER: key},
         )
 
+    # --- GTT orders ------------------------------------------------------------------------
+    async def create_gtt(self) -> Response:
+        key = _idempotency_key(None)
+        gtt = await self.backends.call(
+            self.backends.orders.CreateGtt,
+            mapping.create_gtt_request(_body(), user_id=_user(), idempotency_key=key),
+        )
+        return json_response(
+            mapping.gtt_json(gtt), 201, {"Location": f"/v1/gtts/{gtt.gtt_id}", IDEMPOTENCY_HEADER: key}
+        )
+
+    async def list_gtts(self) -> Response:
+        reply = await self.backends.call(
+            self.backends.orders.ListGtts, orders_pb2.ListGttsRequest(parent=f"users/{_user()}")
+        )
+        return json_response({"gtts": [mapping.gtt_json(g) for g in reply.gtts]})
+
+    async def get_gtt(self, gtt_id: str) -> Response:
+        gtt = await self.backends.call(
+            self.backends.orders.GetGtt, orders_pb2.GetGttRequest(name=f"users/{_user()}/gtts/{gtt_id}")
+        )
+        return json_response(mapping.gtt_json(gtt))
+
+    async def cancel_gtt(self, gtt_id: str) -> Response:
+        gtt = await self.backends.call(
+            self.backends.orders.CancelGtt, orders_pb2.CancelGttRequest(name=f"users/{_user()}/gtts/{gtt_id}")
+        )
+        return json_response(mapping.gtt_json(gtt))
+
     async def preview_order(self) -> Response:
         request = mapping.place_order_request(_body(), user_id=_user(), idempotency_key="")
         preview = await self.backends.call(

@@ -131,7 +131,126 @@ def order_json(order: orders_pb2.Order) -> dict[str, Any]:
         "updateTime": _time(order, "update_time"),
         "expireDate": order.expire_date or None,
         "tag": order.tag or None,
+        "contingent": _contingent_json(order),
+        "leg": _enum_name(orders_pb2.Leg, order.leg, "LEG_") or "SINGLE",
+        "parentOrderId": order.parent_order_id or None,
+        "ocoGroupId": order.oco_group_id or None,
+        "trailingStop": {
+            "amount": _dec(order.trailing_stop, "amount"),
+            "percent": _dec(order.trailing_stop, "percent"),
+        }
+        if order.HasField("trailing_stop")
+        else None,
     }
+
+
+def _contingent_json(order: orders_pb2.Order) -> dict[str, Any] | None:
+    if not order.HasField("contingent"):
+        return None
+    terms = order.contingent
+    return {
+        "kind": _enum_name(orders_pb2.ContingencyKind, terms.kind, "CONTINGENCY_KIND_"),
+        "targetPrice": _dec(terms, "target_price"),
+        "stopLossPrice": _dec(terms, "stop_loss_price"),
+    }
+
+
+def _contingent_request(
+    body: dict[str, Any], violations: list[FieldViolation]
+) -> orders_pb2.ContingentTerms | None:
+    """The body's `contingent` terms (already checked against the schema's shape)."""
+    terms = body.get("contingent")
+    if terms is None:
+        return None
+    message = orders_pb2.ContingentTerms(
+        kind=_enum_value(orders_pb2.ContingencyKind, terms["kind"], "CONTINGENCY_KIND_")
+    )
+    for json_name, proto_name in (("targetPrice", "target_price"), ("stopLossPrice", "stop_loss_price")):
+        if terms.get(json_name) is None:
+            continue
+        try:
+            value = decimal_from_json(
+                terms[json_name], field=f"contingent.{json_name}", max_places=PRICE_PLACES
+            )
+        except InvalidArgument as error:
+            violations.extend(error.violations)
+            continue
+        getattr(message, proto_name).CopyFrom(_proto_decimal(value))
+    return message
+
+
+def gtt_json(gtt: orders_pb2.Gtt) -> dict[str, Any]:
+    order = gtt.order
+    return {
+        "gttId": gtt.gtt_id,
+        "symbol": order.symbol,
+        "triggerPrice": _dec(gtt, "trigger_price"),
+        "direction": _enum_name(orders_pb2.GttDirection, gtt.direction, "GTT_DIRECTION_"),
+        "side": side_name(order.side),
+        "type": _enum_name(trading_pb2.OrderType, order.type, "ORDER_TYPE_"),
+        "quantity": order.quantity,
+        "limitPrice": _dec(order, "limit_price"),
+        "product": product_name(order.product),
+        "status": _enum_name(orders_pb2.GttStatus, gtt.status, "GTT_STATUS_"),
+        "orderId": gtt.order_id or None,
+        "statusReason": gtt.status_reason,
+        "createTime": _time(gtt, "create_time"),
+        "expireTime": _time(gtt, "expire_time"),
+        "triggerTime": _time(gtt, "trigger_time"),
+        "triggeredAtPrice": _dec(gtt, "triggered_at_price"),
+    }
+
+
+def create_gtt_request(
+    body: dict[str, Any], *, user_id: str, idempotency_key: str
+) -> orders_pb2.CreateGttRequest:
+    """The gRPC request for a validated body: the order's fields sit beside the trigger's."""
+    violations: list[FieldViolation] = []
+    prices: dict[str, decimal_pb2.Decimal] = {}
+    for json_name, proto_name in (("triggerPrice", "trigger_price"), ("limitPrice", "limit_price")):
+        if body.get(json_name) is None:
+            continue
+        try:
+            value = decimal_from_json(body[json_name], field=json_name, max_places=PRICE_PLACES)
+        except InvalidArgument as error:
+            violations.extend(error.violations)
+            continue
+        prices[proto_name] = _proto_decimal(value)
+    if violations:
+        raise InvalidArgument("invalid GTT prices", reason="INVALID_DECIMAL", violations=violations)
+    gtt = orders_pb2.Gtt(
+        trigger_price=prices.get("trigger_price"),
+        order=orders_pb2.Order(
+            symbol=body["symbol"].upper(),
+            side=_enum_value(trading_pb2.Side, body["side"], "SIDE_"),
+            type=_enum_value(trading_pb2.OrderType, body["type"], "ORDER_TYPE_"),
+            product=_enum_value(trading_pb2.Product, body.get("product"), "PRODUCT_"),
+            quantity=body["quantity"],
+            limit_price=prices.get("limit_price"),
+        ),
+    )
+    if body.get("expireTime") is not None:
+        gtt.expire_time.FromJsonString(body["expireTime"])
+    return orders_pb2.CreateGttRequest(parent=f"users/{user_id}", gtt=gtt, request_id=idempotency_key)
+
+
+def _trailing_request(
+    body: dict[str, Any], violations: list[FieldViolation]
+) -> orders_pb2.TrailingStop | None:
+    trail = body.get("trailingStop")
+    if trail is None:
+        return None
+    message = orders_pb2.TrailingStop()
+    for name in ("amount", "percent"):
+        if trail.get(name) is None:
+            continue
+        try:
+            value = decimal_from_json(trail[name], field=f"trailingStop.{name}", max_places=PRICE_PLACES)
+        except InvalidArgument as error:
+            violations.extend(error.violations)
+            continue
+        getattr(message, name).CopyFrom(_proto_decimal(value))
+    return message
 
 
 def trade_json(trade: orders_pb2.Trade) -> dict[str, Any]:
@@ -180,6 +299,8 @@ def place_order_request(
             violations.extend(error.violations)
             continue
         prices[proto_name] = _proto_decimal(value)
+    contingent = _contingent_request(body, violations)
+    trailing_stop = _trailing_request(body, violations)
     if violations:
         raise InvalidArgument("invalid order prices", reason="INVALID_DECIMAL", violations=violations)
     order = orders_pb2.Order(
@@ -192,6 +313,8 @@ def place_order_request(
         quantity=body["quantity"],
         expire_date=body.get("expireDate") or "",
         tag=body.get("tag") or "",
+        contingent=contingent,
+        trailing_stop=trailing_stop,
         **prices,
     )
     return orders_pb2.PlaceOrderRequest(parent=f"users/{user_id}", order=order, request_id=idempotency_key)

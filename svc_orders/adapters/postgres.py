@@ -31,8 +31,11 @@ from svc_orders.app.ports import (
 )
 from svc_orders.domain.limits import LimitSet
 from svc_orders.domain.model import (
+    Contingency,
+    ExitTerms,
     Fill,
     FundsAction,
+    Leg,
     Order,
     OrderType,
     PendingChange,
@@ -40,6 +43,7 @@ from svc_orders.domain.model import (
     Side,
     Status,
     TimeInForce,
+    Trail,
     Transition,
 )
 from svc_orders.domain.risk import RiskLimits, TradingControls
@@ -76,8 +80,11 @@ WITH existing AS (
     INSERT INTO orders (
         order_id, user_id, client_order_id, fingerprint, symbol, side, order_type, time_in_force,
         product, quantity, limit_price, stop_price, protection_price, status, version,
-        request_id, client_ip, create_time, update_time, expire_date, tag)
-    SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $18, $21, $22
+        request_id, client_ip, create_time, update_time, expire_date, tag,
+        leg, parent_order_id, oco_group, contingency, exit_target_price, exit_stop_price, exit_stop_protection,
+        trail_amount, trail_percent)
+    SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $18,
+           $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31
     WHERE EXISTS (SELECT 1 FROM token)
     ON CONFLICT (user_id, client_order_id) DO NOTHING
     RETURNING order_id
@@ -85,6 +92,19 @@ WITH existing AS (
 SELECT EXISTS (SELECT 1 FROM existing) AS existed,
        EXISTS (SELECT 1 FROM token) AS took_token,
        EXISTS (SELECT 1 FROM inserted) AS created
+"""
+
+# An order the broker creates itself (a contingent leg): no rate token, no key of a client.
+_INSERT_ORDER = """
+INSERT INTO orders (
+    order_id, user_id, client_order_id, fingerprint, symbol, side, order_type, time_in_force,
+    product, quantity, limit_price, stop_price, protection_price, status, version,
+    request_id, client_ip, create_time, update_time, expire_date, tag,
+    leg, parent_order_id, oco_group, contingency, exit_target_price, exit_stop_price, exit_stop_protection,
+    trail_amount, trail_percent)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $18,
+        $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29)
+ON CONFLICT DO NOTHING
 """
 
 _SECONDS_TO_NEXT_TOKEN = """
@@ -221,6 +241,59 @@ def order_from_row(row: asyncpg.Record) -> Order:
         client_ip=row["client_ip"],
         expire_date=row["expire_date"],
         tag=row["tag"],
+        leg=Leg(row["leg"]),
+        parent_order_id=row["parent_order_id"] or "",
+        oco_group=row["oco_group"] or "",
+        exit=ExitTerms(
+            contingency=Contingency(row["contingency"]),
+            target_price=row["exit_target_price"],
+            stop_price=row["exit_stop_price"],
+            stop_protection=row["exit_stop_protection"],
+        ),
+        trail=Trail(amount=row["trail_amount"], percent=row["trail_percent"])
+        if row["trail_amount"] is not None or row["trail_percent"] is not None
+        else None,
+    )
+
+
+def _new_order_columns(order: Order) -> tuple[object, ...]:
+    """A new order's own columns, in the order the inserts take them."""
+    return (
+        order.order_id,
+        order.user_id,
+        order.client_order_id,
+        order.fingerprint,
+        order.symbol,
+        order.side.value,
+        order.type.value,
+        order.time_in_force.value,
+        order.product.value,
+        order.quantity,
+        order.limit_price,
+        order.stop_price,
+        order.protection_price,
+        order.status.value,
+        order.version,
+        order.request_id,
+        order.client_ip,
+        order.create_time,
+    )
+
+
+def _family_columns(order: Order) -> tuple[object, ...]:
+    """The validity, tag, contingent and trailing columns, in the order the inserts take them."""
+    return (
+        order.expire_date,
+        order.tag,
+        order.leg.value,
+        order.parent_order_id or None,
+        order.oco_group or None,
+        order.exit.contingency.value,
+        order.exit.target_price,
+        order.exit.stop_price,
+        order.exit.stop_protection,
+        order.trail.amount if order.trail else None,
+        order.trail.percent if order.trail else None,
     )
 
 
@@ -287,6 +360,19 @@ class PgUnitOfWork:
         )
         self._users.update(row["user_id"] for row in rows)
         return {row["order_id"]: order_from_row(row) for row in rows}
+
+    async def insert_order(self, order: Order) -> None:
+        await self.c.execute(
+            _INSERT_ORDER,
+            *_new_order_columns(order),
+            *_family_columns(order),
+        )
+
+    async def lock_group(self, oco_group: str) -> list[Order]:
+        rows = await self.c.fetch(
+            "SELECT * FROM orders WHERE oco_group = $1 ORDER BY order_id FOR UPDATE", oco_group
+        )
+        return [order_from_row(row) for row in rows]
 
     async def delete_reserved(self, order_id: str) -> None:
         await self.c.execute("DELETE FROM orders WHERE order_id = $1 AND status = 'FUNDS_PENDING'", order_id)
@@ -473,28 +559,10 @@ class PostgresOrderStore:
         burst, rate = Decimal(limits.order_burst), limits.orders_per_second
         outcome = await self.pool.fetchrow(
             _RESERVE,
-            order.order_id,
-            order.user_id,
-            order.client_order_id,
-            order.fingerprint,
-            order.symbol,
-            order.side.value,
-            order.type.value,
-            order.time_in_force.value,
-            order.product.value,
-            order.quantity,
-            order.limit_price,
-            order.stop_price,
-            order.protection_price,
-            order.status.value,
-            order.version,
-            order.request_id,
-            order.client_ip,
-            order.create_time,
+            *_new_order_columns(order),
             burst,
             rate,
-            order.expire_date,
-            order.tag,
+            *_family_columns(order),
         )
         if outcome["created"]:
             if self.reads is not None:
@@ -545,11 +613,31 @@ class PostgresOrderStore:
     async def stuck_orders(self, older_than: datetime, limit: int) -> list[Order]:
         rows = await self.pool.fetch(
             "SELECT * FROM orders WHERE status IN ('FUNDS_PENDING', 'PENDING_EXCHANGE') AND update_time < $1 "
+            # Legs the broker made itself are sent on by the contingent worker.
+            "AND NOT (status = 'FUNDS_PENDING' AND (parent_order_id IS NOT NULL OR leg = 'STOP_LOSS')) "
             "ORDER BY update_time LIMIT $2",
             older_than,
             limit,
         )
         return [order_from_row(r) for r in rows]
+
+    async def trailing_stops(self, limit: int = 1000) -> list[Order]:
+        """Trailing STOP orders still waiting for their trigger."""
+        rows = await self.pool.fetch(
+            "SELECT * FROM orders WHERE status = 'TRIGGER_PENDING' "
+            "AND (trail_amount IS NOT NULL OR trail_percent IS NOT NULL) LIMIT $1",
+            limit,
+        )
+        return [order_from_row(r) for r in rows]
+
+    async def legs_to_send(self, limit: int) -> list[str]:
+        """OCO groups with a leg the broker made that still waits to be sent (FUNDS_PENDING)."""
+        rows = await self.pool.fetch(
+            "SELECT DISTINCT oco_group FROM orders WHERE status = 'FUNDS_PENDING' "
+            "AND (parent_order_id IS NOT NULL OR leg = 'STOP_LOSS') LIMIT $1",
+            limit,
+        )
+        return [r["oco_group"] for r in rows]
 
     async def command_queued(self, order_id: str) -> bool:
         # The outbox only holds what is not yet published, so it stays small: a scan is cheap.
@@ -896,6 +984,7 @@ class PostgresOrderStore:
                         f"{r['order_id']} is at version {r['version']} but has {r['n']} events",
                     )
                 )
+            violations.extend(await _family_violations(conn))
         return violations, checked
 
 
@@ -936,6 +1025,55 @@ def _limits_from_row(row: asyncpg.Record) -> LimitSet:
         version=row["version"],
         update_time=row["update_time"],
     )
+
+
+# Contingent families (I7, I8). "Live": still able to trade and not being cancelled.
+_ORPHAN_LEGS = """
+SELECT o.order_id, o.user_id, o.leg, o.parent_order_id, o.oco_group FROM orders o
+WHERE o.leg IN ('TARGET', 'STOP_LOSS') AND (
+    (o.parent_order_id IS NOT NULL AND NOT EXISTS (
+        SELECT 1 FROM orders p WHERE p.order_id = o.parent_order_id AND p.leg = 'ENTRY'))
+    OR o.oco_group IS NULL
+    OR NOT EXISTS (SELECT 1 FROM orders t WHERE t.order_id = o.oco_group AND t.leg = 'TARGET'))
+"""
+_LIVE_SIBLINGS = """
+SELECT f.order_id AS filled, s.order_id AS sibling, s.user_id, s.status FROM orders f
+JOIN orders s ON s.oco_group = f.oco_group AND s.order_id <> f.order_id
+WHERE f.oco_group IS NOT NULL AND f.filled_quantity > 0
+  AND s.status NOT IN ('FILLED', 'CANCELLED', 'REJECTED', 'EXPIRED', 'PENDING_CANCEL')
+"""
+_ENTRIES_WITHOUT_EXITS = """
+SELECT e.order_id, e.user_id, e.status FROM orders e
+WHERE e.leg = 'ENTRY' AND e.filled_quantity > 0
+  AND e.status IN ('FILLED', 'CANCELLED', 'REJECTED', 'EXPIRED')
+  AND (SELECT count(*) FROM orders c WHERE c.parent_order_id = e.order_id) <> 2
+"""
+
+
+async def _family_violations(conn: asyncpg.Connection) -> list[tuple[str, str, str]]:
+    found: list[tuple[str, str, str]] = []
+    for r in await conn.fetch(_ORPHAN_LEGS):
+        found.append(
+            (
+                "I8",
+                r["user_id"],
+                f"{r['leg']} {r['order_id']} has no parent entry {r['parent_order_id']!r} "
+                f"or no group target {r['oco_group']!r}",
+            )
+        )
+    for r in await conn.fetch(_LIVE_SIBLINGS):
+        found.append(
+            (
+                "I9",
+                r["user_id"],
+                f"{r['sibling']} is {r['status']} though its OCO sibling {r['filled']} filled",
+            )
+        )
+    for r in await conn.fetch(_ENTRIES_WITHOUT_EXITS):
+        found.append(
+            ("I8", r["user_id"], f"bracket entry {r['order_id']} is {r['status']} with fills but no exits")
+        )
+    return found
 
 
 def _controls_from_row(row: asyncpg.Record) -> TradingControls:

@@ -25,12 +25,22 @@ from decimal import Decimal, InvalidOperation
 
 from svc_orders.app import metrics
 from svc_orders.app.controls import TradingControlsView
-from svc_orders.app.ports import AuditEntry, BlockQuote, Clock, CommandKind, FundsPort, MarketPort, OrderStore
+from svc_orders.app.ports import (
+    AuditEntry,
+    BlockQuote,
+    Clock,
+    CommandKind,
+    FamilyHook,
+    FundsPort,
+    MarketPort,
+    OrderStore,
+)
 from svc_orders.app.risk_limits import RiskLimitBook
-from svc_orders.domain import limits, risk, state_machine, validation
+from svc_orders.domain import contingent, limits, risk, state_machine, validation
 from svc_orders.domain.limits import RiskCheck
 from svc_orders.domain.model import (
     Instrument,
+    Leg,
     MarketSnapshot,
     Order,
     OrderSpec,
@@ -104,6 +114,8 @@ class OrderEntry:
     market_today: Callable[[], date] = market_clock.today
     # Operators' per-user and per-segment limits; None: only the broker-wide ones apply.
     risk_limits: RiskLimitBook | None = None
+    # Brackets and OCO groups: an OCO's stop-loss is recorded with its target's acceptance.
+    family: FamilyHook | None = None
 
     def __post_init__(self) -> None:
         self._funds_slots = asyncio.Semaphore(self.funds_calls_in_flight)
@@ -152,8 +164,18 @@ class OrderEntry:
             return await self._continue(existing, fingerprint, snapshot)
         ctx = context.current()
         now = self.clock.now()
+        order_id = new_id("ord")
+        leg = contingent.leg_of(spec)
+        exit_terms = spec.exit
+        if exit_terms.stop_price is not None:
+            exit_terms = replace(
+                exit_terms,
+                stop_protection=risk.protection_price(
+                    Side.SELL, exit_terms.stop_price, self.limits.market_protection, instrument.tick_size
+                ),
+            )
         order = Order(
-            order_id=new_id("ord"),
+            order_id=order_id,
             user_id=user_id,
             client_order_id=request_id,
             fingerprint=fingerprint,
@@ -173,6 +195,10 @@ class OrderEntry:
             client_ip=ctx.client_ip,
             expire_date=spec.expire_date,
             tag=draft.tag,
+            leg=leg,
+            oco_group=order_id if leg is Leg.TARGET else "",
+            exit=exit_terms,
+            trail=spec.trail,
         )
         reserving = time.perf_counter()
         metrics.PLACE_STAGE_SECONDS.labels("checks").observe(reserving - started)
@@ -277,6 +303,8 @@ class OrderEntry:
                         ),
                         command=CommandKind.NEW,
                     )
+                    if self.family is not None:
+                        await self.family.after_change(uow, transition)
                     accepted.append(transition)
                     outcomes[k] = transition.after
             await uow.commit()
@@ -417,6 +445,14 @@ class OrderEntry:
                     metadata={"status": order.status.public.value},
                 )
             change = validation.modification(order, draft, instrument)
+            if change.quantity != order.quantity and order.leg is not Leg.SINGLE:
+                # The exits share one block sized to the entry's fill, and an entry's size
+                # decides its exits': a leg's quantity is part of its family's terms.
+                raise FailedPrecondition(
+                    f"a {order.leg} order of a contingent family keeps its quantity",
+                    reason="CONTINGENT_QUANTITY_FIXED",
+                    metadata={"leg": order.leg.value},
+                )
             new_spec = replace(
                 order.spec,
                 quantity=change.quantity,

@@ -44,3 +44,8 @@ KILL_SWITCH_CANCELS = Counter(
     "Working orders a kill switch asked to cancel (asked) or could not (refused, by the reason logged)",
     ["outcome"],
 )
+CONTINGENT = Counter(
+    "orders_contingent_total",
+    "Contingent-order steps: exits created, legs sent or rejected, OCO siblings withdrawn",
+    ["step"],
+)

@@ -93,6 +93,15 @@ class UnitOfWork(Protocol):
         so two transactions locking overlapping sets cannot deadlock)."""
         ...
 
+    async def insert_order(self, order: Order) -> None:
+        """Record an order the broker creates itself (a contingent leg), as it is; nothing
+        if its (user, key) exists already."""
+        ...
+
+    async def lock_group(self, oco_group: str) -> list[Order]:
+        """The orders of an OCO group, locked for this transaction (in id order)."""
+        ...
+
     async def delete_reserved(self, order_id: str) -> None:
         """Forget a reservation (FUNDS_PENDING) whose funds were refused."""
         ...
@@ -170,6 +179,10 @@ class OrderStore(Protocol):
 
     async def stuck_orders(self, older_than: datetime, limit: int) -> list[Order]: ...
 
+    async def legs_to_send(self, limit: int) -> list[str]:
+        """OCO groups with a broker-made leg still waiting to be sent (FUNDS_PENDING)."""
+        ...
+
     async def command_queued(self, order_id: str) -> bool:
         """Whether a command for the order still waits in the outbox."""
         ...
@@ -238,6 +251,13 @@ class ExchangePort(Protocol):
 
     async def commands_drained(self) -> bool:
         """True when every command published so far has been taken by the executor."""
+        ...
+
+
+class FamilyHook(Protocol):
+    async def after_change(self, uow: UnitOfWork, transition: Transition) -> None:
+        """React, in the same transaction, to a saved change of an order of a contingent
+        family (brackets and OCO groups)."""
         ...
 
 

@@ -26,6 +26,7 @@ from svc_orders.app.ports import (
     AuditEntry,
     Clock,
     ExchangePort,
+    FamilyHook,
     MarketPort,
     OrderStore,
     ReportEnvelope,
@@ -48,6 +49,8 @@ class ReportProcessor:
     park_after: int = 10
     # Transactions applying one batch side by side (each holds a database connection).
     lanes: int = 4
+    # Brackets and OCO groups: exits created and siblings withdrawn with the fill.
+    family: FamilyHook | None = None
 
     async def apply(self, envelopes: Sequence[ReportEnvelope]) -> None:
         """Apply reports, each order's in stream order. Raises if any lane failed (the
@@ -155,6 +158,8 @@ class ReportProcessor:
             ),
         )
         metrics.TRANSITIONS.labels(transition.trigger, transition.after.status.value).inc()
+        if self.family is not None:
+            await self.family.after_change(uow, transition)
         if (
             report.exec_type is ExecType.ORDER_STATUS
             and report.cumulative_quantity > transition.after.filled_quantity

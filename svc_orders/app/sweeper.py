@@ -27,6 +27,7 @@ from svc_orders.app.ports import (
     Clock,
     CommandKind,
     ExchangePort,
+    FamilyHook,
     FundsPort,
     MarketPort,
     OrderStore,
@@ -50,6 +51,8 @@ class Sweeper:
     market: MarketPort
     reports: ReportProcessor
     clock: Clock
+    # Brackets and OCO groups: an OCO's stop-loss is recorded with its target's acceptance.
+    family: FamilyHook | None = None
     stuck_after: float = 30.0
     interval: float = 5.0
     batch: int = 100
@@ -111,6 +114,8 @@ class Sweeper:
                     self._audit(current, "funds were blocked; order sent on"),
                     command=CommandKind.NEW,
                 )
+                if self.family is not None:
+                    await self.family.after_change(uow, transition)
                 outcome = "accepted"
             else:
                 transition = state_machine.broker_reject(

@@ -115,6 +115,73 @@ ORDER_TYPES: dict[OrderType, OrderTypeRules] = {
 }
 
 
+# --- contingent orders as data ---------------------------------------------------------
+class Leg(StrEnum):
+    """An order's place in a contingent family. A bracket is an ENTRY whose fill spawns a
+    TARGET and a STOP_LOSS child; an OCO is a TARGET placed by the client with a STOP_LOSS
+    sibling. TARGET and STOP_LOSS of one family form an OCO group: the first to fill
+    cancels the other."""
+
+    SINGLE = "SINGLE"
+    ENTRY = "ENTRY"
+    TARGET = "TARGET"
+    STOP_LOSS = "STOP_LOSS"
+
+
+@dataclass(frozen=True)
+class LegRules:
+    # Blocks funds or shares of its own. A STOP_LOSS exits the same shares its TARGET
+    # sibling already blocked, so it takes none: the exit legs never block twice.
+    own_block: bool
+    # One of an OCO group: its first fill cancels the live siblings.
+    one_cancels_other: bool
+    # The order type the broker gives the leg when it creates it (None: the client's).
+    type: OrderType | None
+    # Where the leg's price comes from on the order that carries the exit terms.
+    takes: str
+
+
+LEGS: dict[Leg, LegRules] = {
+    Leg.SINGLE: LegRules(own_block=True, one_cancels_other=False, type=None, takes=""),
+    Leg.ENTRY: LegRules(own_block=True, one_cancels_other=False, type=None, takes=""),
+    Leg.TARGET: LegRules(own_block=True, one_cancels_other=True, type=OrderType.LIMIT, takes="target"),
+    Leg.STOP_LOSS: LegRules(own_block=False, one_cancels_other=True, type=OrderType.STOP, takes="stop_loss"),
+}
+
+
+class Contingency(StrEnum):
+    """What a client asks for with an order (the order being the ENTRY or the TARGET)."""
+
+    NONE = "NONE"
+    BRACKET = "BRACKET"  # the order is the entry: exits at exit_target / exit_stop once it fills
+    OCO = "OCO"  # the order is a SELL LIMIT target; a STOP_LOSS sibling at exit_stop goes with it
+
+
+@dataclass(frozen=True)
+class ExitTerms:
+    """The exit prices carried by a bracket's entry, or by an OCO's target (stop only)."""
+
+    contingency: Contingency
+    target_price: Decimal | None = None
+    stop_price: Decimal | None = None
+    # The STOP_LOSS leg goes out as a limit at this price (market protection from its
+    # stop), fixed when the order carrying the terms is placed.
+    stop_protection: Decimal | None = None
+
+
+NO_EXIT = ExitTerms(Contingency.NONE)
+
+
+@dataclass(frozen=True)
+class Trail:
+    """A trailing stop: the broker moves the stop price after the last price, by a fixed
+    amount or a percentage behind it, and only ever towards the market (up for a SELL, down
+    for a BUY). One of the two is set."""
+
+    amount: Decimal | None = None
+    percent: Decimal | None = None
+
+
 class Status(StrEnum):
     # Internal: recorded, funds not blocked yet. Clients see PENDING_EXCHANGE.
     FUNDS_PENDING = "FUNDS_PENDING"
@@ -236,6 +303,8 @@ class OrderSpec:
     limit_price: Decimal | None = None
     stop_price: Decimal | None = None
     expire_date: date | None = None  # GTD only: the last trading date it works
+    exit: ExitTerms = NO_EXIT
+    trail: Trail | None = None
 
 
 @dataclass(frozen=True)
@@ -286,6 +355,13 @@ class Order:
     client_ip: str = ""
     expire_date: date | None = None  # GTD only: the last trading date it works
     tag: str = ""  # the client's label, kept on the order's trades, block and ledger entries
+    # Contingent family: the order's role, the entry it exits (bracket legs), the OCO group
+    # it belongs to (the group's TARGET's order id), and the exit terms it carries.
+    leg: Leg = Leg.SINGLE
+    parent_order_id: str = ""
+    oco_group: str = ""
+    exit: ExitTerms = NO_EXIT
+    trail: Trail | None = None
 
     @property
     def leaves_quantity(self) -> int:
@@ -316,6 +392,8 @@ class Order:
             limit_price=self.limit_price,
             stop_price=self.stop_price,
             expire_date=self.expire_date,
+            exit=self.exit,
+            trail=self.trail,
         )
 
 

@@ -16,6 +16,7 @@ from decimal import Decimal
 from enum import StrEnum
 
 from svc_orders.domain.model import (
+    LEGS,
     STOP_TYPES,
     EventType,
     ExchangeReport,
@@ -52,6 +53,9 @@ class Trigger(StrEnum):
     EXPIRED = "EXPIRED"
     # The executor flags the order (ExecType NEEDS_ATTENTION): status unchanged.
     NEEDS_ATTENTION = "NEEDS_ATTENTION"
+    # The order's OCO group no longer needs it (a sibling filled, or the TARGET holding the
+    # group's block ended unfilled): the broker withdraws it.
+    OCO_WITHDRAW = "OCO_WITHDRAW"
 
 
 class Rule(StrEnum):
@@ -81,10 +85,15 @@ _AT_EXCHANGE: dict[Trigger, Target] = {
     T.CANCEL_REJECTED: R.SAME,
     T.CANCEL_REQUEST: S.PENDING_CANCEL,
     T.MODIFY_REQUEST: S.PENDING_REPLACE,
+    T.OCO_WITHDRAW: S.PENDING_CANCEL,
 }
 
 TRANSITIONS: dict[Status, dict[Trigger, Target]] = {
-    S.FUNDS_PENDING: {T.ACCEPT: S.PENDING_EXCHANGE, T.BROKER_REJECT: S.REJECTED},
+    S.FUNDS_PENDING: {
+        T.ACCEPT: S.PENDING_EXCHANGE,
+        T.BROKER_REJECT: S.REJECTED,
+        T.OCO_WITHDRAW: S.CANCELLED,
+    },
     S.PENDING_EXCHANGE: {
         T.NEW: R.WORKING,
         T.TRIGGERED: R.WORKING,
@@ -96,6 +105,7 @@ TRANSITIONS: dict[Status, dict[Trigger, Target]] = {
         T.CANCEL_REJECTED: R.SAME,
         T.CANCEL_REQUEST: S.PENDING_CANCEL,
         T.BROKER_REJECT: S.REJECTED,
+        T.OCO_WITHDRAW: S.PENDING_CANCEL,
     },
     S.OPEN: dict(_AT_EXCHANGE),
     S.TRIGGER_PENDING: dict(_AT_EXCHANGE),
@@ -110,6 +120,7 @@ TRANSITIONS: dict[Status, dict[Trigger, Target]] = {
         T.PENDING_CANCEL: R.SAME,
         T.CANCEL_REJECTED: R.RESUME,
         T.CANCEL_REQUEST: R.SAME,  # already asked: nothing new to send
+        T.OCO_WITHDRAW: R.SAME,
     },
     S.PENDING_REPLACE: {
         T.NEW: R.SAME,
@@ -123,6 +134,7 @@ TRANSITIONS: dict[Status, dict[Trigger, Target]] = {
         # The exchange ending the order while a change is pending: the order is over, as
         # svc_funds reads the same report (svc_runtime.reports).
         T.REJECTED: S.REJECTED,
+        T.OCO_WITHDRAW: S.PENDING_CANCEL,
     },
     # Terminal: only late fills (reordered or racing a cancel) still apply.
     S.FILLED: {T.TRADE: R.FILL},
@@ -147,6 +159,29 @@ EVENTS: dict[Trigger, EventType] = {
     T.REJECTED: EventType.REJECTED,
     T.EXPIRED: EventType.EXPIRED,
     T.NEEDS_ATTENTION: EventType.NEEDS_ATTENTION,
+    T.OCO_WITHDRAW: EventType.CANCEL_REQUESTED,
+}
+
+# Why the edges that are not plain reading of a report or a request exist. A test keeps
+# every edge of an added trigger explained here.
+EDGE_REASONS: dict[tuple[Status, Trigger], str] = {
+    (S.FUNDS_PENDING, T.OCO_WITHDRAW): (
+        "an OCO leg not yet sent is withdrawn on the spot: the exchange never saw it, nothing to ask"
+    ),
+    (S.PENDING_EXCHANGE, T.OCO_WITHDRAW): "sent but unacknowledged: the cancel follows the new order",
+    (S.OPEN, T.OCO_WITHDRAW): "the sibling filled: one cancels the other",
+    (S.TRIGGER_PENDING, T.OCO_WITHDRAW): "a waiting stop-loss whose target filled is withdrawn",
+    (S.PARTIALLY_FILLED, T.OCO_WITHDRAW): "both legs traded in a race: what is left of this one goes",
+    (S.PENDING_CANCEL, T.OCO_WITHDRAW): "a cancel is already on its way: nothing more to send",
+    (S.PENDING_REPLACE, T.OCO_WITHDRAW): (
+        "a leg being modified is cancelled all the same: the exchange answers the cancel after the replace"
+    ),
+    (S.PENDING_EXCHANGE, T.TRADE): "a fill can overtake the acknowledgement of its order",
+    (S.PENDING_CANCEL, T.TRADE): "fills after a cancel request are real",
+    (S.FILLED, T.TRADE): "a late fill (reordered, or racing a cancel) is a fact at the exchange",
+    (S.CANCELLED, T.TRADE): "a late fill (reordered, or racing a cancel) is a fact at the exchange",
+    (S.EXPIRED, T.TRADE): "a late fill (reordered, or racing a cancel) is a fact at the exchange",
+    (S.REJECTED, T.TRADE): "a late fill (reordered, or racing a cancel) is a fact at the exchange",
 }
 
 
@@ -303,6 +338,40 @@ def request_modify(
     return _finish(order, after, T.MODIFY_REQUEST, now)
 
 
+SIBLING_FILLED_REASON = "OCO: a sibling leg filled"
+TARGET_ENDED_REASON = "OCO: the target leg ended unfilled, and with it the block of the shares this leg sells"
+# The cancel request of a withdrawn OCO leg is named after the leg that caused it.
+_SIBLING_CANCEL = "oco-"
+
+
+def withdraw_sibling(
+    order: Order, cause_order_id: str, now: datetime, reason: str = SIBLING_FILLED_REASON
+) -> Transition:
+    """The order's OCO group no longer needs it (`reason`). Not yet sent → CANCELLED at once; working at
+    the exchange → PENDING_CANCEL (the caller sends the cancel in the same commit);
+    already over or already being cancelled → unchanged."""
+    target = TRANSITIONS[order.status].get(T.OCO_WITHDRAW)
+    if target is None or target is R.SAME:
+        return Transition(before=order, after=order, trigger=T.OCO_WITHDRAW)
+    if target is S.CANCELLED:
+        after = replace(order, status=S.CANCELLED, status_reason=reason, pending=None, resume_status=None)
+        # A leg with a block of its own may have got it before the sibling filled.
+        release = (
+            FundsAction(kind="RELEASE", order_id=order.order_id, user_id=order.user_id, reason="CANCELLED")
+            if LEGS[order.leg].own_block
+            else None
+        )
+        return _finish(order, after, T.OCO_WITHDRAW, now, funds_action=release)
+    after = replace(
+        order,
+        status=S.PENDING_CANCEL,
+        status_reason=reason,
+        pending=PendingChange(kind="CANCEL", request_id=f"{_SIBLING_CANCEL}{cause_order_id}"),
+        resume_status=order.status if order.status is not S.PENDING_REPLACE else order.resume_status,
+    )
+    return _finish(order, after, T.OCO_WITHDRAW, now)
+
+
 def needs_attention(order: Order, text: str, now: datetime) -> Transition:
     """The executor could not interpret what the venue said about the order (or the venue
     refused to say, or denies knowing it). Nothing is known to have changed, so the status
@@ -396,7 +465,7 @@ def apply_report(order: Order, report: ExchangeReport, now: datetime) -> Transit
         after, funds_action = _replaced(after, report)
     else:
         after = replace(after, status=target, pending=None, resume_status=None)
-        if target in (S.CANCELLED, S.REJECTED, S.EXPIRED):
+        if target in (S.CANCELLED, S.REJECTED, S.EXPIRED) and not _withdrawn_sibling(order, target):
             after = replace(after, status_reason=report.text or _DEFAULT_REASONS[target])
 
     if report.exec_type is ExecType.ORDER_STATUS and report.cumulative_quantity > after.filled_quantity:
@@ -407,6 +476,12 @@ def apply_report(order: Order, report: ExchangeReport, now: datetime) -> Transit
     if after.status.terminal:
         after = replace(after, pending=None, resume_status=None)
     return _finish(order, after, trigger, now, fill=fill, funds_action=funds_action, anomaly=anomaly)
+
+
+def _withdrawn_sibling(order: Order, target: Target) -> bool:
+    """A leg the broker withdrew from its OCO group keeps saying why."""
+    pending = order.pending
+    return target is S.CANCELLED and pending is not None and pending.request_id.startswith(_SIBLING_CANCEL)
 
 
 _DEFAULT_REASONS = {

@@ -8,8 +8,12 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal
 
+from svc_orders.domain import trailing
 from svc_orders.domain.model import (
+    NO_EXIT,
     ORDER_TYPES,
+    Contingency,
+    ExitTerms,
     Instrument,
     Order,
     OrderSpec,
@@ -18,6 +22,7 @@ from svc_orders.domain.model import (
     Product,
     Side,
     TimeInForce,
+    Trail,
 )
 from svc_runtime import names
 from svc_runtime.decimals import parse_decimal
@@ -45,6 +50,11 @@ class OrderDraft:
     stop_price: str = ""
     expire_date: str = ""  # ISO 8601 date, GTD only
     tag: str = ""  # the client's label, already checked (svc_runtime.tags)
+    contingency: Contingency | None = None
+    exit_target_price: str = ""
+    exit_stop_price: str = ""
+    trail_amount: str = ""
+    trail_percent: str = ""
 
 
 @dataclass(frozen=True)
@@ -86,6 +96,11 @@ def _price(text: str, instrument: Instrument, field: str) -> Decimal:
             field=field,
         )
     return value
+
+
+def price(text: str, instrument: Instrument, field: str) -> Decimal:
+    """A positive price in paise on the instrument's tick grid."""
+    return _price(text, instrument, field)
 
 
 def _quantity(quantity: int, instrument: Instrument, field: str) -> int:
@@ -213,6 +228,8 @@ def new_order(draft: OrderDraft, instrument: Instrument, today: date | None = No
     time_in_force, expire_date = _validity(draft, rules, product, today)
     if limit_price is not None and stop_price is not None:
         _check_stop_limit(draft.side, limit_price, stop_price)
+    exit_terms = exit_terms_of(draft, instrument, limit_price)
+    trail = trail_of(draft, instrument)
     return OrderSpec(
         symbol=instrument.symbol,
         side=draft.side,
@@ -223,6 +240,111 @@ def new_order(draft: OrderDraft, instrument: Instrument, today: date | None = No
         limit_price=limit_price,
         stop_price=stop_price,
         expire_date=expire_date,
+        exit=exit_terms,
+        trail=trail,
+    )
+
+
+def trail_of(draft: OrderDraft, instrument: Instrument) -> Trail | None:
+    """A trailing stop is a STOP order (its stop_price the first stop) with a trail of
+    either a positive amount on the tick grid or a percentage in (0, 50]."""
+    if not draft.trail_amount and not draft.trail_percent:
+        return None
+    if draft.type is not OrderType.STOP or (draft.contingency or Contingency.NONE) is not Contingency.NONE:
+        raise InvalidArgument(
+            "only a STOP order (not a contingent one) can trail",
+            reason="TRAIL_NOT_ALLOWED",
+            field="order.trailing_stop",
+        )
+    if draft.trail_amount and draft.trail_percent:
+        raise InvalidArgument(
+            "give the trail as an amount or a percent, not both",
+            reason="TRAIL_AMBIGUOUS",
+            field="order.trailing_stop.percent",
+        )
+    if draft.trail_amount:
+        return Trail(amount=_price(draft.trail_amount, instrument, "order.trailing_stop.amount"))
+    percent = parse_decimal(
+        draft.trail_percent, field="order.trailing_stop.percent", max_places=2, positive=True
+    )
+    if percent > trailing.MAX_PERCENT:
+        raise InvalidArgument(
+            f"order.trailing_stop.percent must be at most {trailing.MAX_PERCENT}",
+            reason="TRAIL_OUT_OF_RANGE",
+            field="order.trailing_stop.percent",
+        )
+    return Trail(percent=percent)
+
+
+def exit_terms_of(draft: OrderDraft, instrument: Instrument, limit_price: Decimal | None) -> ExitTerms:
+    """A bracket is a BUY (MARKET or LIMIT) entry with a target above and a stop-loss
+    below; an OCO is a SELL LIMIT (the target) with a stop-loss below it. Exits sell, so
+    only long positions are bracketed."""
+    contingency = draft.contingency or Contingency.NONE
+    if contingency is Contingency.NONE:
+        for given, field in (
+            (draft.exit_target_price, "target_price"),
+            (draft.exit_stop_price, "stop_loss_price"),
+        ):
+            if given:
+                raise InvalidArgument(
+                    f"order.contingent.{field} needs a contingent kind (BRACKET or OCO)",
+                    reason="UNEXPECTED_EXIT_PRICE",
+                    field=f"order.contingent.{field}",
+                )
+        return NO_EXIT
+    if not draft.exit_stop_price:
+        raise InvalidArgument(
+            f"a {contingency} order needs order.contingent.stop_loss_price",
+            reason="MISSING_EXIT_PRICE",
+            field="order.contingent.stop_loss_price",
+        )
+    stop = _price(draft.exit_stop_price, instrument, "order.contingent.stop_loss_price")
+    if contingency is Contingency.OCO:
+        if draft.side is not Side.SELL or draft.type is not OrderType.LIMIT:
+            raise InvalidArgument(
+                "an OCO is a SELL LIMIT order (the target) with a stop-loss",
+                reason="CONTINGENT_TERMS_INVALID",
+                field="order.contingent.kind",
+            )
+        if draft.exit_target_price:
+            raise InvalidArgument(
+                "an OCO's target is its own limit_price; order.contingent.target_price is for brackets",
+                reason="UNEXPECTED_EXIT_PRICE",
+                field="order.contingent.target_price",
+            )
+        assert limit_price is not None
+        target = limit_price
+    else:
+        if draft.side is not Side.BUY or draft.type not in (OrderType.MARKET, OrderType.LIMIT):
+            raise InvalidArgument(
+                "a bracket's entry is a BUY MARKET or BUY LIMIT order",
+                reason="CONTINGENT_TERMS_INVALID",
+                field="order.contingent.kind",
+            )
+        if not draft.exit_target_price:
+            raise InvalidArgument(
+                "a BRACKET order needs order.contingent.target_price",
+                reason="MISSING_EXIT_PRICE",
+                field="order.contingent.target_price",
+            )
+        target = _price(draft.exit_target_price, instrument, "order.contingent.target_price")
+        if limit_price is not None and not stop < limit_price < target:
+            raise InvalidArgument(
+                "a bracket needs stop_loss_price < limit_price < target_price",
+                reason="EXIT_PRICES_OUT_OF_ORDER",
+                field="order.contingent.target_price",
+            )
+    if not stop < target:
+        raise InvalidArgument(
+            "the stop-loss must be below the target",
+            reason="EXIT_PRICES_OUT_OF_ORDER",
+            field="order.contingent.stop_loss_price",
+        )
+    return ExitTerms(
+        contingency=contingency,
+        target_price=target if contingency is Contingency.BRACKET else None,
+        stop_price=stop,
     )
 
 
@@ -286,6 +408,16 @@ def fingerprint(spec: OrderSpec) -> str:
             *([spec.expire_date.isoformat()] if spec.expire_date else []),
         )
     )
+    if spec.trail is not None:
+        canonical += f"|trail:{_canonical_price(spec.trail.amount)}:{spec.trail.percent or ''}"
+    if spec.exit.contingency is not Contingency.NONE:
+        canonical += "|" + "|".join(
+            (
+                spec.exit.contingency,
+                _canonical_price(spec.exit.target_price),
+                _canonical_price(spec.exit.stop_price),
+            )
+        )
     return hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC
 from typing import TypeVar
 
 import grpc
@@ -13,6 +14,7 @@ from brokermesh.type.v1 import invariants_pb2
 from svc_orders.app.controls import TradingControlsView
 from svc_orders.app.entry import OrderEntry
 from svc_orders.app.fanout import OrderEventFanout, StreamFellBehind
+from svc_orders.app.gtt import Gtts
 from svc_orders.app.queries import OrderQueries
 from svc_orders.app.risk_limits import RiskLimitBook, cancel_working, parse_scope, scope_filter
 from svc_orders.domain import validation
@@ -62,7 +64,20 @@ def _draft(o: orders_pb2.Order) -> OrderDraft:
         stop_price=o.stop_price.value if o.HasField("stop_price") else "",
         expire_date=o.expire_date,
         tag=check_tag(o.tag, "order.tag"),
+        contingency=_enum(wire.contingency_from, o.contingent.kind, "order.contingent.kind"),
+        exit_target_price=o.contingent.target_price.value if o.contingent.HasField("target_price") else "",
+        exit_stop_price=o.contingent.stop_loss_price.value
+        if o.contingent.HasField("stop_loss_price")
+        else "",
+        trail_amount=o.trailing_stop.amount.value if o.trailing_stop.HasField("amount") else "",
+        trail_percent=o.trailing_stop.percent.value if o.trailing_stop.HasField("percent") else "",
     )
+
+
+def _gtt_name(name: str) -> tuple[str, str]:
+    user, gtt = names.pattern("users/{user}/gtts/{gtt}").parse(name)
+    assert user is not None and gtt is not None
+    return user, gtt
 
 
 def _optional_request_id(value: str) -> str:
@@ -77,7 +92,9 @@ class OrdersServicer(orders_pb2_grpc.OrdersServiceServicer):
         controls: TradingControlsView,
         fanout: OrderEventFanout,
         risk_limits: RiskLimitBook,
+        gtts: Gtts,
     ) -> None:
+        self.gtts = gtts
         self.entry = entry
         self.queries = queries
         self.controls = controls
@@ -92,6 +109,44 @@ class OrdersServicer(orders_pb2_grpc.OrdersServiceServicer):
         request_id = validation.request_id(request.request_id)
         order = await self.entry.place(user_id, _draft(request.order), request_id)
         return wire.order_to_proto(order)
+
+    # --- GTT ----------------------------------------------------------------------------------
+    async def CreateGtt(
+        self, request: orders_pb2.CreateGttRequest, context_: grpc.aio.ServicerContext
+    ) -> orders_pb2.Gtt:
+        user_id = _parent(request.parent)
+        assert user_id is not None
+        request_id = validation.request_id(request.request_id)
+        if not request.gtt.HasField("trigger_price"):
+            raise InvalidArgument(
+                "gtt.trigger_price is required", reason="MISSING_TRIGGER_PRICE", field="gtt.trigger_price"
+            )
+        expire = (
+            request.gtt.expire_time.ToDatetime(tzinfo=UTC) if request.gtt.HasField("expire_time") else None
+        )
+        gtt = await self.gtts.create(
+            user_id, request.gtt.trigger_price.value, _draft(request.gtt.order), expire, request_id
+        )
+        return wire.gtt_to_proto(gtt)
+
+    async def GetGtt(
+        self, request: orders_pb2.GetGttRequest, context_: grpc.aio.ServicerContext
+    ) -> orders_pb2.Gtt:
+        return wire.gtt_to_proto(await self.gtts.get(*_gtt_name(request.name)))
+
+    async def ListGtts(
+        self, request: orders_pb2.ListGttsRequest, context_: grpc.aio.ServicerContext
+    ) -> orders_pb2.ListGttsResponse:
+        user_id = _parent(request.parent)
+        assert user_id is not None
+        return orders_pb2.ListGttsResponse(
+            gtts=[wire.gtt_to_proto(g) for g in await self.gtts.for_user(user_id)]
+        )
+
+    async def CancelGtt(
+        self, request: orders_pb2.CancelGttRequest, context_: grpc.aio.ServicerContext
+    ) -> orders_pb2.Gtt:
+        return wire.gtt_to_proto(await self.gtts.cancel(*_gtt_name(request.name)))
 
     async def PreviewOrder(
         self, request: orders_pb2.PreviewOrderRequest, context_: grpc.aio.ServicerContext

@@ -16,14 +16,18 @@ from brokermesh.orders.v1 import order_command_pb2, orders_pb2
 from brokermesh.type.v1 import charges_pb2, decimal_pb2, trading_pb2
 from svc_orders.app.entry import OrderPreview
 from svc_orders.app.ports import CommandKind, ReportEnvelope
+from svc_orders.domain.gtt import Gtt
 from svc_orders.domain.limits import LimitSet, RiskCheck
 from svc_orders.domain.model import (
     ORDER_TYPES,
+    Contingency,
     EventType,
     ExchangeReport,
     ExchangeStatus,
     ExecType,
+    ExitTerms,
     Fill,
+    Leg,
     Order,
     OrderType,
     Product,
@@ -62,6 +66,8 @@ _PRODUCT = _names(trading_pb2.Product)
 _EXEC_TYPE = _names(execution_report_pb2.ExecType)
 _ORD_STATUS = _names(execution_report_pb2.OrdStatus)
 _STATUS = _names(orders_pb2.OrderStatus)
+_CONTINGENCY = _names(orders_pb2.ContingencyKind)
+_LEG = _names(orders_pb2.Leg)
 
 
 def side_from(value: int) -> Side | None:
@@ -82,6 +88,24 @@ def product_from(value: int) -> Product | None:
 
 def status_from(value: int) -> Status | None:
     return _to_enum(value, _STATUS, "ORDER_STATUS_", Status)
+
+
+def contingency_from(value: int) -> Contingency | None:
+    return _to_enum(value, _CONTINGENCY, "CONTINGENCY_KIND_", Contingency)
+
+
+def contingent_to(terms: ExitTerms) -> orders_pb2.ContingentTerms | None:
+    if terms.contingency is Contingency.NONE:
+        return None
+    return orders_pb2.ContingentTerms(
+        kind=orders_pb2.ContingencyKind.Value(f"CONTINGENCY_KIND_{terms.contingency.value}"),
+        target_price=_decimal(terms.target_price),
+        stop_loss_price=_decimal(terms.stop_price),
+    )
+
+
+def leg_to(leg: Leg) -> int:
+    return orders_pb2.Leg.Value(f"LEG_{leg.value}")
 
 
 def side_to(side: Side) -> int:
@@ -150,6 +174,42 @@ def order_to_proto(order: Order) -> orders_pb2.Order:
         protection_price=_decimal(order.protection_price),
         expire_date=order.expire_date.isoformat() if order.expire_date else "",
         tag=order.tag,
+        contingent=contingent_to(order.exit),
+        leg=leg_to(order.leg),
+        parent_order_id=order.parent_order_id,
+        oco_group_id=order.oco_group,
+        trailing_stop=None
+        if order.trail is None
+        else orders_pb2.TrailingStop(
+            amount=_decimal(order.trail.amount), percent=_decimal(order.trail.percent)
+        ),
+    )
+
+
+def gtt_to_proto(gtt: Gtt) -> orders_pb2.Gtt:
+    o = gtt.order
+    return orders_pb2.Gtt(
+        name=f"users/{gtt.user_id}/gtts/{gtt.gtt_id}",
+        gtt_id=gtt.gtt_id,
+        user_id=gtt.user_id,
+        trigger_price=_decimal(gtt.trigger_price),
+        direction=orders_pb2.GttDirection.Value(f"GTT_DIRECTION_{gtt.direction.value}"),
+        order=orders_pb2.Order(
+            symbol=o.symbol,
+            side=side_to(o.side),
+            type=type_to(o.type),
+            time_in_force=tif_to(o.time_in_force),
+            product=product_to(o.product),
+            quantity=o.quantity,
+            limit_price=_decimal(o.limit_price),
+        ),
+        status=orders_pb2.GttStatus.Value(f"GTT_STATUS_{gtt.status.value}"),
+        order_id=gtt.order_id,
+        status_reason=gtt.status_reason,
+        create_time=timestamp(gtt.create_time),
+        expire_time=timestamp(gtt.expire_time),
+        trigger_time=timestamp(gtt.trigger_time),
+        triggered_at_price=_decimal(gtt.triggered_at_price),
     )
 
 

@@ -109,7 +109,7 @@ def test_without_a_promise_from_the_exchange_a_missing_finished_order_is_unverif
 def test_a_clean_audit_says_so() -> None:
     report = AuditReport(checked={"orders": 0})
     assert report.complete and report.exit_code(strict=True) == 0
-    assert "all invariants hold (I1–I6)" in report.render()
+    assert "all invariants hold (I1–I9)" in report.render()
 
 
 def test_a_venues_status_answer_must_say_working_with_the_same_fills() -> None:

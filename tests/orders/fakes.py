@@ -71,7 +71,7 @@ class FakeFunds(funds_pb2_grpc.FundsServiceServicer):
         self.blocks: dict[str, FakeBlock] = {}
         self.calls: Counter[str] = Counter()
         self.adjust_keys: set[str] = set()
-        # Fail the next N replies of BlockFunds after doing the work, as if the network lost
+        # Fail the next N replies of BlockFunds (and of batched share blocks) after doing the work, as if the network lost
         # them. The OMS's channel retries UNAVAILABLE up to 4 times, so 4 make it give up.
         self.lose_next_replies = 0
         self.down = False
@@ -174,7 +174,9 @@ class FakeFunds(funds_pb2_grpc.FundsServiceServicer):
     ) -> funds_pb2.BatchBlockHoldingsResponse:
         self.calls["BatchBlockHoldings"] += 1
         self._check_up()
-        return funds_pb2.BatchBlockHoldingsResponse(results=self._each(request.requests, self._block_shares))
+        results = self._each(request.requests, self._block_shares)
+        self._lose_reply()
+        return funds_pb2.BatchBlockHoldingsResponse(results=results)
 
     def _block_shares(self, request: funds_pb2.BlockHoldingsRequest) -> funds_pb2.Block:
         user_id = request.parent.removeprefix("users/")

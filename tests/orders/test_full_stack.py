@@ -1,6 +1,6 @@
 """The OMS with every real neighbour: svc_funds, svc_marketdata, svc_exec and the exchange
 simulator over FIX, each its own process. After each test the cross-service audit
-(I1–I6, docs/architecture.md §5) must be clean."""
+(I1–I9, docs/architecture.md §5) must be clean."""
 
 from __future__ import annotations
 

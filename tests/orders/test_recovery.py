@@ -16,8 +16,9 @@ import grpc
 import pytest
 
 from brokermesh.orders.v1 import orders_pb2
+from brokermesh.type.v1 import trading_pb2
 from svc_runtime.errors import details_of
-from tests.orders.conftest import Oms, start_oms
+from tests.orders.conftest import Oms, dec, start_oms
 from tests.support.infra import SharedInfra
 from tests.support.polling import eventually
 
@@ -82,6 +83,32 @@ async def test_the_sweeper_sends_on_an_order_whose_funds_were_blocked(oms: Oms) 
     (record, *_) = await _audit(oms, accepted)
     assert (record.action, record.actor, record.order_version) == ("SWEEP", "system", 1)
     assert len(await eventually(lambda: _commands(oms, pending.order_id))) == 1
+
+
+async def test_the_sweeper_sends_on_an_oco_target_with_its_stop_loss(oms: Oms) -> None:
+    user = oms.new_user()
+    oms.fakes.funds.shares[(user, "INFY")] = 10
+    oms.fakes.funds.lose_next_replies = LOSE_EVERY_TRY
+    with pytest.raises(grpc.aio.AioRpcError):
+        await oms.place(
+            user,
+            "abandoned-oco",
+            side=trading_pb2.SIDE_SELL,
+            limit_price=dec("1600.00"),
+            contingent=S.ContingentTerms(kind=S.CONTINGENCY_KIND_OCO, stop_loss_price=dec("1500.00")),
+        )
+    target = await _only_order(oms, user)
+
+    async def both_sent() -> dict[int, orders_pb2.Order] | None:
+        listed = (await oms.stub.ListOrders(S.ListOrdersRequest(parent=f"users/{user}"))).orders
+        legs = {o.leg: o for o in listed}
+        return legs if len(legs) == 2 and all(o.version >= 1 for o in legs.values()) else None
+
+    legs = await eventually(both_sent, timeout=30)
+    assert legs[S.LEG_TARGET].order_id == target.order_id
+    assert legs[S.LEG_STOP_LOSS].oco_group_id == target.order_id
+    assert len(await eventually(lambda: _commands(oms, legs[S.LEG_STOP_LOSS].order_id))) == 1
+    assert await oms.invariants() == []
 
 
 async def _at_version(oms: Oms, order: orders_pb2.Order, version: int) -> orders_pb2.Order | None:

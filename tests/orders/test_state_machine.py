@@ -15,6 +15,7 @@ from svc_orders.domain.model import (
     ExchangeReport,
     ExchangeStatus,
     ExecType,
+    Leg,
     Order,
     OrderType,
     Product,
@@ -259,3 +260,43 @@ def test_reports_not_in_the_table_are_ignored_without_a_new_version() -> None:
 def test_a_fill_for_an_order_not_yet_accepted_waits() -> None:
     with pytest.raises(sm.ReportNotApplicable):
         sm.apply_report(order(status=Status.FUNDS_PENDING), fill(1, "1500", 1), NOW)
+
+
+# --- contingent orders ------------------------------------------------------------------------
+def test_every_oco_withdraw_edge_says_why_it_exists() -> None:
+    edges = {(status, trigger) for status, targets in sm.TRANSITIONS.items() for trigger in targets}
+    sibling_edges = {edge for edge in edges if edge[1] is sm.Trigger.OCO_WITHDRAW}
+    assert sibling_edges, "OCO_WITHDRAW has no edge"
+    assert sibling_edges <= set(sm.EDGE_REASONS)
+    assert set(sm.EDGE_REASONS) <= edges, "a reason for an edge the table does not have"
+
+
+def test_a_working_leg_whose_sibling_filled_waits_for_its_cancel() -> None:
+    leg = order(
+        status=Status.TRIGGER_PENDING, type=OrderType.STOP, version=2, leg=Leg.STOP_LOSS, oco_group="ord_t"
+    )
+    t = sm.withdraw_sibling(leg, "ord_t", NOW)
+    assert (t.after.status, t.after.version, t.event) == (
+        Status.PENDING_CANCEL,
+        3,
+        EventType.CANCEL_REQUESTED,
+    )
+    assert t.after.pending is not None and t.after.pending.kind == "CANCEL"
+    assert t.after.status_reason == "OCO: a sibling leg filled"
+    # Cancelled at the exchange, it keeps saying why; a refused cancel brings it back.
+    cancelled = sm.apply_report(t.after, report(ExecType.CANCELED, text="cancelled on request"), NOW).after
+    assert (cancelled.status, cancelled.status_reason) == (Status.CANCELLED, "OCO: a sibling leg filled")
+    assert (
+        sm.apply_report(t.after, report(ExecType.CANCEL_REJECTED), NOW).after.status is Status.TRIGGER_PENDING
+    )
+
+
+def test_a_leg_never_sent_is_cancelled_at_once_and_one_already_over_is_left_alone() -> None:
+    waiting = order(status=Status.FUNDS_PENDING, leg=Leg.TARGET, oco_group="ord_t")
+    t = sm.withdraw_sibling(waiting, "ord_s", NOW)
+    assert t.after.status is Status.CANCELLED
+    assert t.funds_action is not None and t.funds_action.kind == "RELEASE"  # it may have got its block
+    done = order(status=Status.FILLED, filled_quantity=10, leg=Leg.TARGET, oco_group="ord_t")
+    assert not sm.withdraw_sibling(done, "ord_s", NOW).changed
+    cancelling = order(status=Status.PENDING_CANCEL, leg=Leg.TARGET, oco_group="ord_t")
+    assert not sm.withdraw_sibling(cancelling, "ord_s", NOW).changed

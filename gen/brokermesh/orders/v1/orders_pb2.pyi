@@ -16,6 +16,21 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class GttDirection(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    GTT_DIRECTION_UNSPECIFIED: _ClassVar[GttDirection]
+    GTT_DIRECTION_RISES_TO: _ClassVar[GttDirection]
+    GTT_DIRECTION_FALLS_TO: _ClassVar[GttDirection]
+
+class GttStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    GTT_STATUS_UNSPECIFIED: _ClassVar[GttStatus]
+    GTT_STATUS_ACTIVE: _ClassVar[GttStatus]
+    GTT_STATUS_TRIGGERED: _ClassVar[GttStatus]
+    GTT_STATUS_FAILED: _ClassVar[GttStatus]
+    GTT_STATUS_CANCELLED: _ClassVar[GttStatus]
+    GTT_STATUS_EXPIRED: _ClassVar[GttStatus]
+
 class OrderStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     ORDER_STATUS_UNSPECIFIED: _ClassVar[OrderStatus]
@@ -29,6 +44,20 @@ class OrderStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ORDER_STATUS_PENDING_CANCEL: _ClassVar[OrderStatus]
     ORDER_STATUS_PENDING_REPLACE: _ClassVar[OrderStatus]
     ORDER_STATUS_TRIGGER_PENDING: _ClassVar[OrderStatus]
+
+class ContingencyKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CONTINGENCY_KIND_UNSPECIFIED: _ClassVar[ContingencyKind]
+    CONTINGENCY_KIND_BRACKET: _ClassVar[ContingencyKind]
+    CONTINGENCY_KIND_OCO: _ClassVar[ContingencyKind]
+
+class Leg(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    LEG_UNSPECIFIED: _ClassVar[Leg]
+    LEG_SINGLE: _ClassVar[Leg]
+    LEG_ENTRY: _ClassVar[Leg]
+    LEG_TARGET: _ClassVar[Leg]
+    LEG_STOP_LOSS: _ClassVar[Leg]
 
 class OrderEventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -45,6 +74,15 @@ class OrderEventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ORDER_EVENT_TYPE_EXPIRED: _ClassVar[OrderEventType]
     ORDER_EVENT_TYPE_TRIGGERED: _ClassVar[OrderEventType]
     ORDER_EVENT_TYPE_NEEDS_ATTENTION: _ClassVar[OrderEventType]
+GTT_DIRECTION_UNSPECIFIED: GttDirection
+GTT_DIRECTION_RISES_TO: GttDirection
+GTT_DIRECTION_FALLS_TO: GttDirection
+GTT_STATUS_UNSPECIFIED: GttStatus
+GTT_STATUS_ACTIVE: GttStatus
+GTT_STATUS_TRIGGERED: GttStatus
+GTT_STATUS_FAILED: GttStatus
+GTT_STATUS_CANCELLED: GttStatus
+GTT_STATUS_EXPIRED: GttStatus
 ORDER_STATUS_UNSPECIFIED: OrderStatus
 ORDER_STATUS_PENDING_EXCHANGE: OrderStatus
 ORDER_STATUS_OPEN: OrderStatus
@@ -56,6 +94,14 @@ ORDER_STATUS_EXPIRED: OrderStatus
 ORDER_STATUS_PENDING_CANCEL: OrderStatus
 ORDER_STATUS_PENDING_REPLACE: OrderStatus
 ORDER_STATUS_TRIGGER_PENDING: OrderStatus
+CONTINGENCY_KIND_UNSPECIFIED: ContingencyKind
+CONTINGENCY_KIND_BRACKET: ContingencyKind
+CONTINGENCY_KIND_OCO: ContingencyKind
+LEG_UNSPECIFIED: Leg
+LEG_SINGLE: Leg
+LEG_ENTRY: Leg
+LEG_TARGET: Leg
+LEG_STOP_LOSS: Leg
 ORDER_EVENT_TYPE_UNSPECIFIED: OrderEventType
 ORDER_EVENT_TYPE_ACCEPTED: OrderEventType
 ORDER_EVENT_TYPE_OPENED: OrderEventType
@@ -70,6 +116,70 @@ ORDER_EVENT_TYPE_EXPIRED: OrderEventType
 ORDER_EVENT_TYPE_TRIGGERED: OrderEventType
 ORDER_EVENT_TYPE_NEEDS_ATTENTION: OrderEventType
 
+class Gtt(_message.Message):
+    __slots__ = ("name", "gtt_id", "user_id", "trigger_price", "direction", "order", "status", "order_id", "status_reason", "create_time", "expire_time", "trigger_time", "triggered_at_price")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    GTT_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    TRIGGER_PRICE_FIELD_NUMBER: _ClassVar[int]
+    DIRECTION_FIELD_NUMBER: _ClassVar[int]
+    ORDER_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    ORDER_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_REASON_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
+    TRIGGER_TIME_FIELD_NUMBER: _ClassVar[int]
+    TRIGGERED_AT_PRICE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    gtt_id: str
+    user_id: str
+    trigger_price: _decimal_pb2.Decimal
+    direction: GttDirection
+    order: Order
+    status: GttStatus
+    order_id: str
+    status_reason: str
+    create_time: _timestamp_pb2.Timestamp
+    expire_time: _timestamp_pb2.Timestamp
+    trigger_time: _timestamp_pb2.Timestamp
+    triggered_at_price: _decimal_pb2.Decimal
+    def __init__(self, name: _Optional[str] = ..., gtt_id: _Optional[str] = ..., user_id: _Optional[str] = ..., trigger_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., direction: _Optional[_Union[GttDirection, str]] = ..., order: _Optional[_Union[Order, _Mapping]] = ..., status: _Optional[_Union[GttStatus, str]] = ..., order_id: _Optional[str] = ..., status_reason: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., trigger_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., triggered_at_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ...) -> None: ...
+
+class CreateGttRequest(_message.Message):
+    __slots__ = ("parent", "gtt", "request_id")
+    PARENT_FIELD_NUMBER: _ClassVar[int]
+    GTT_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    parent: str
+    gtt: Gtt
+    request_id: str
+    def __init__(self, parent: _Optional[str] = ..., gtt: _Optional[_Union[Gtt, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class GetGttRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class ListGttsRequest(_message.Message):
+    __slots__ = ("parent",)
+    PARENT_FIELD_NUMBER: _ClassVar[int]
+    parent: str
+    def __init__(self, parent: _Optional[str] = ...) -> None: ...
+
+class ListGttsResponse(_message.Message):
+    __slots__ = ("gtts",)
+    GTTS_FIELD_NUMBER: _ClassVar[int]
+    gtts: _containers.RepeatedCompositeFieldContainer[Gtt]
+    def __init__(self, gtts: _Optional[_Iterable[_Union[Gtt, _Mapping]]] = ...) -> None: ...
+
+class CancelGttRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
 class CheckInvariantsRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
@@ -83,7 +193,7 @@ class CheckInvariantsResponse(_message.Message):
     def __init__(self, violations: _Optional[_Iterable[_Union[_invariants_pb2.InvariantViolation, _Mapping]]] = ..., orders_checked: _Optional[int] = ...) -> None: ...
 
 class Order(_message.Message):
-    __slots__ = ("name", "order_id", "user_id", "client_order_id", "symbol", "side", "type", "time_in_force", "product", "quantity", "limit_price", "stop_price", "status", "filled_quantity", "leaves_quantity", "average_price", "status_reason", "version", "create_time", "update_time", "exchange_order_id", "protection_price", "expire_date", "tag")
+    __slots__ = ("name", "order_id", "user_id", "client_order_id", "symbol", "side", "type", "time_in_force", "product", "quantity", "limit_price", "stop_price", "status", "filled_quantity", "leaves_quantity", "average_price", "status_reason", "version", "create_time", "update_time", "exchange_order_id", "protection_price", "expire_date", "tag", "contingent", "leg", "parent_order_id", "oco_group_id", "trailing_stop")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ORDER_ID_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -108,6 +218,11 @@ class Order(_message.Message):
     PROTECTION_PRICE_FIELD_NUMBER: _ClassVar[int]
     EXPIRE_DATE_FIELD_NUMBER: _ClassVar[int]
     TAG_FIELD_NUMBER: _ClassVar[int]
+    CONTINGENT_FIELD_NUMBER: _ClassVar[int]
+    LEG_FIELD_NUMBER: _ClassVar[int]
+    PARENT_ORDER_ID_FIELD_NUMBER: _ClassVar[int]
+    OCO_GROUP_ID_FIELD_NUMBER: _ClassVar[int]
+    TRAILING_STOP_FIELD_NUMBER: _ClassVar[int]
     name: str
     order_id: str
     user_id: str
@@ -132,7 +247,30 @@ class Order(_message.Message):
     protection_price: _decimal_pb2.Decimal
     expire_date: str
     tag: str
-    def __init__(self, name: _Optional[str] = ..., order_id: _Optional[str] = ..., user_id: _Optional[str] = ..., client_order_id: _Optional[str] = ..., symbol: _Optional[str] = ..., side: _Optional[_Union[_trading_pb2.Side, str]] = ..., type: _Optional[_Union[_trading_pb2.OrderType, str]] = ..., time_in_force: _Optional[_Union[_trading_pb2.TimeInForce, str]] = ..., product: _Optional[_Union[_trading_pb2.Product, str]] = ..., quantity: _Optional[int] = ..., limit_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., stop_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., status: _Optional[_Union[OrderStatus, str]] = ..., filled_quantity: _Optional[int] = ..., leaves_quantity: _Optional[int] = ..., average_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., status_reason: _Optional[str] = ..., version: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., exchange_order_id: _Optional[str] = ..., protection_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., expire_date: _Optional[str] = ..., tag: _Optional[str] = ...) -> None: ...
+    contingent: ContingentTerms
+    leg: Leg
+    parent_order_id: str
+    oco_group_id: str
+    trailing_stop: TrailingStop
+    def __init__(self, name: _Optional[str] = ..., order_id: _Optional[str] = ..., user_id: _Optional[str] = ..., client_order_id: _Optional[str] = ..., symbol: _Optional[str] = ..., side: _Optional[_Union[_trading_pb2.Side, str]] = ..., type: _Optional[_Union[_trading_pb2.OrderType, str]] = ..., time_in_force: _Optional[_Union[_trading_pb2.TimeInForce, str]] = ..., product: _Optional[_Union[_trading_pb2.Product, str]] = ..., quantity: _Optional[int] = ..., limit_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., stop_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., status: _Optional[_Union[OrderStatus, str]] = ..., filled_quantity: _Optional[int] = ..., leaves_quantity: _Optional[int] = ..., average_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., status_reason: _Optional[str] = ..., version: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., exchange_order_id: _Optional[str] = ..., protection_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., expire_date: _Optional[str] = ..., tag: _Optional[str] = ..., contingent: _Optional[_Union[ContingentTerms, _Mapping]] = ..., leg: _Optional[_Union[Leg, str]] = ..., parent_order_id: _Optional[str] = ..., oco_group_id: _Optional[str] = ..., trailing_stop: _Optional[_Union[TrailingStop, _Mapping]] = ...) -> None: ...
+
+class TrailingStop(_message.Message):
+    __slots__ = ("amount", "percent")
+    AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    PERCENT_FIELD_NUMBER: _ClassVar[int]
+    amount: _decimal_pb2.Decimal
+    percent: _decimal_pb2.Decimal
+    def __init__(self, amount: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., percent: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ...) -> None: ...
+
+class ContingentTerms(_message.Message):
+    __slots__ = ("kind", "target_price", "stop_loss_price")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    TARGET_PRICE_FIELD_NUMBER: _ClassVar[int]
+    STOP_LOSS_PRICE_FIELD_NUMBER: _ClassVar[int]
+    kind: ContingencyKind
+    target_price: _decimal_pb2.Decimal
+    stop_loss_price: _decimal_pb2.Decimal
+    def __init__(self, kind: _Optional[_Union[ContingencyKind, str]] = ..., target_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., stop_loss_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ...) -> None: ...
 
 class Trade(_message.Message):
     __slots__ = ("name", "exec_id", "order_id", "symbol", "side", "quantity", "price", "execute_time", "product", "tag")

@@ -110,6 +110,26 @@ class OrdersServiceStub:
                 request_serializer=brokermesh_dot_orders_dot_v1_dot_orders__pb2.UpdateRiskLimitsRequest.SerializeToString,
                 response_deserializer=brokermesh_dot_orders_dot_v1_dot_orders__pb2.RiskLimits.FromString,
                 _registered_method=True)
+        self.CreateGtt = channel.unary_unary(
+                '/brokermesh.orders.v1.OrdersService/CreateGtt',
+                request_serializer=brokermesh_dot_orders_dot_v1_dot_orders__pb2.CreateGttRequest.SerializeToString,
+                response_deserializer=brokermesh_dot_orders_dot_v1_dot_orders__pb2.Gtt.FromString,
+                _registered_method=True)
+        self.GetGtt = channel.unary_unary(
+                '/brokermesh.orders.v1.OrdersService/GetGtt',
+                request_serializer=brokermesh_dot_orders_dot_v1_dot_orders__pb2.GetGttRequest.SerializeToString,
+                response_deserializer=brokermesh_dot_orders_dot_v1_dot_orders__pb2.Gtt.FromString,
+                _registered_method=True)
+        self.ListGtts = channel.unary_unary(
+                '/brokermesh.orders.v1.OrdersService/ListGtts',
+                request_serializer=brokermesh_dot_orders_dot_v1_dot_orders__pb2.ListGttsRequest.SerializeToString,
+                response_deserializer=brokermesh_dot_orders_dot_v1_dot_orders__pb2.ListGttsResponse.FromString,
+                _registered_method=True)
+        self.CancelGtt = channel.unary_unary(
+                '/brokermesh.orders.v1.OrdersService/CancelGtt',
+                request_serializer=brokermesh_dot_orders_dot_v1_dot_orders__pb2.CancelGttRequest.SerializeToString,
+                response_deserializer=brokermesh_dot_orders_dot_v1_dot_orders__pb2.Gtt.FromString,
+                _registered_method=True)
 
 
 class OrdersServiceServicer:
@@ -238,6 +258,39 @@ class OrdersServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateGtt(self, request, context):
+        """Creates a GTT (good-till-triggered): a trigger the broker keeps, for up to a year, that
+        places `gtt.order` once the last traded price crosses `gtt.trigger_price` (rises to it
+        when it was set above the market, falls to it when set below). It survives restarts and
+        fires once: the order is placed with the GTT's id as its idempotency key. `request_id`
+        makes a retry return the same GTT. Reasons: GTT_ORDER_TYPE, GTT_TRIGGER_AT_MARKET,
+        GTT_EXPIRY_INVALID, NO_REFERENCE_PRICE, and the order's own validation reasons.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetGtt(self, request, context):
+        """Returns one GTT.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListGtts(self, request, context):
+        """Lists a user's GTTs, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelGtt(self, request, context):
+        """Cancels an ACTIVE GTT (it will never fire); GTT_NOT_ACTIVE once it fired or ended.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OrdersServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -310,6 +363,26 @@ def add_OrdersServiceServicer_to_server(servicer, server):
                     servicer.UpdateRiskLimits,
                     request_deserializer=brokermesh_dot_orders_dot_v1_dot_orders__pb2.UpdateRiskLimitsRequest.FromString,
                     response_serializer=brokermesh_dot_orders_dot_v1_dot_orders__pb2.RiskLimits.SerializeToString,
+            ),
+            'CreateGtt': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateGtt,
+                    request_deserializer=brokermesh_dot_orders_dot_v1_dot_orders__pb2.CreateGttRequest.FromString,
+                    response_serializer=brokermesh_dot_orders_dot_v1_dot_orders__pb2.Gtt.SerializeToString,
+            ),
+            'GetGtt': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetGtt,
+                    request_deserializer=brokermesh_dot_orders_dot_v1_dot_orders__pb2.GetGttRequest.FromString,
+                    response_serializer=brokermesh_dot_orders_dot_v1_dot_orders__pb2.Gtt.SerializeToString,
+            ),
+            'ListGtts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListGtts,
+                    request_deserializer=brokermesh_dot_orders_dot_v1_dot_orders__pb2.ListGttsRequest.FromString,
+                    response_serializer=brokermesh_dot_orders_dot_v1_dot_orders__pb2.ListGttsResponse.SerializeToString,
+            ),
+            'CancelGtt': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelGtt,
+                    request_deserializer=brokermesh_dot_orders_dot_v1_dot_orders__pb2.CancelGttRequest.FromString,
+                    response_serializer=brokermesh_dot_orders_dot_v1_dot_orders__pb2.Gtt.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -696,6 +769,114 @@ class OrdersService:
             '/brokermesh.orders.v1.OrdersService/UpdateRiskLimits',
             brokermesh_dot_orders_dot_v1_dot_orders__pb2.UpdateRiskLimitsRequest.SerializeToString,
             brokermesh_dot_orders_dot_v1_dot_orders__pb2.RiskLimits.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateGtt(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/brokermesh.orders.v1.OrdersService/CreateGtt',
+            brokermesh_dot_orders_dot_v1_dot_orders__pb2.CreateGttRequest.SerializeToString,
+            brokermesh_dot_orders_dot_v1_dot_orders__pb2.Gtt.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetGtt(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/brokermesh.orders.v1.OrdersService/GetGtt',
+            brokermesh_dot_orders_dot_v1_dot_orders__pb2.GetGttRequest.SerializeToString,
+            brokermesh_dot_orders_dot_v1_dot_orders__pb2.Gtt.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListGtts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/brokermesh.orders.v1.OrdersService/ListGtts',
+            brokermesh_dot_orders_dot_v1_dot_orders__pb2.ListGttsRequest.SerializeToString,
+            brokermesh_dot_orders_dot_v1_dot_orders__pb2.ListGttsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelGtt(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/brokermesh.orders.v1.OrdersService/CancelGtt',
+            brokermesh_dot_orders_dot_v1_dot_orders__pb2.CancelGttRequest.SerializeToString,
+            brokermesh_dot_orders_dot_v1_dot_orders__pb2.Gtt.FromString,
             options,
             channel_credentials,
             insecure,

@@ -95,6 +95,20 @@ class OrdersServiceStub:
     the tightest refuses. Setting `trading_halted` on asks to cancel the scope's working
     orders and names them in `cancelled_orders`. Admin use only; every change is audited.
     """
+    CreateGtt: _grpc.UnaryUnaryMultiCallable[_orders_pb2.CreateGttRequest, _orders_pb2.Gtt]
+    """Creates a GTT (good-till-triggered): a trigger the broker keeps, for up to a year, that
+    places `gtt.order` once the last traded price crosses `gtt.trigger_price` (rises to it
+    when it was set above the market, falls to it when set below). It survives restarts and
+    fires once: the order is placed with the GTT's id as its idempotency key. `request_id`
+    makes a retry return the same GTT. Reasons: GTT_ORDER_TYPE, GTT_TRIGGER_AT_MARKET,
+    GTT_EXPIRY_INVALID, NO_REFERENCE_PRICE, and the order's own validation reasons.
+    """
+    GetGtt: _grpc.UnaryUnaryMultiCallable[_orders_pb2.GetGttRequest, _orders_pb2.Gtt]
+    """Returns one GTT."""
+    ListGtts: _grpc.UnaryUnaryMultiCallable[_orders_pb2.ListGttsRequest, _orders_pb2.ListGttsResponse]
+    """Lists a user's GTTs, newest first."""
+    CancelGtt: _grpc.UnaryUnaryMultiCallable[_orders_pb2.CancelGttRequest, _orders_pb2.Gtt]
+    """Cancels an ACTIVE GTT (it will never fire); GTT_NOT_ACTIVE once it fired or ended."""
 
 @_typing.type_check_only
 class OrdersServiceAsyncStub(OrdersServiceStub):
@@ -163,6 +177,20 @@ class OrdersServiceAsyncStub(OrdersServiceStub):
     the tightest refuses. Setting `trading_halted` on asks to cancel the scope's working
     orders and names them in `cancelled_orders`. Admin use only; every change is audited.
     """
+    CreateGtt: _aio.UnaryUnaryMultiCallable[_orders_pb2.CreateGttRequest, _orders_pb2.Gtt]  # type: ignore[assignment]
+    """Creates a GTT (good-till-triggered): a trigger the broker keeps, for up to a year, that
+    places `gtt.order` once the last traded price crosses `gtt.trigger_price` (rises to it
+    when it was set above the market, falls to it when set below). It survives restarts and
+    fires once: the order is placed with the GTT's id as its idempotency key. `request_id`
+    makes a retry return the same GTT. Reasons: GTT_ORDER_TYPE, GTT_TRIGGER_AT_MARKET,
+    GTT_EXPIRY_INVALID, NO_REFERENCE_PRICE, and the order's own validation reasons.
+    """
+    GetGtt: _aio.UnaryUnaryMultiCallable[_orders_pb2.GetGttRequest, _orders_pb2.Gtt]  # type: ignore[assignment]
+    """Returns one GTT."""
+    ListGtts: _aio.UnaryUnaryMultiCallable[_orders_pb2.ListGttsRequest, _orders_pb2.ListGttsResponse]  # type: ignore[assignment]
+    """Lists a user's GTTs, newest first."""
+    CancelGtt: _aio.UnaryUnaryMultiCallable[_orders_pb2.CancelGttRequest, _orders_pb2.Gtt]  # type: ignore[assignment]
+    """Cancels an ACTIVE GTT (it will never fire); GTT_NOT_ACTIVE once it fired or ended."""
 
 class OrdersServiceServicer(metaclass=_abc_1.ABCMeta):
     """The Order Management Service: places, tracks, cancels and modifies orders, and records
@@ -312,5 +340,43 @@ class OrdersServiceServicer(metaclass=_abc_1.ABCMeta):
         the tightest refuses. Setting `trading_halted` on asks to cancel the scope's working
         orders and names them in `cancelled_orders`. Admin use only; every change is audited.
         """
+
+    @_abc_1.abstractmethod
+    def CreateGtt(
+        self,
+        request: _orders_pb2.CreateGttRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_orders_pb2.Gtt, _abc.Awaitable[_orders_pb2.Gtt]]:
+        """Creates a GTT (good-till-triggered): a trigger the broker keeps, for up to a year, that
+        places `gtt.order` once the last traded price crosses `gtt.trigger_price` (rises to it
+        when it was set above the market, falls to it when set below). It survives restarts and
+        fires once: the order is placed with the GTT's id as its idempotency key. `request_id`
+        makes a retry return the same GTT. Reasons: GTT_ORDER_TYPE, GTT_TRIGGER_AT_MARKET,
+        GTT_EXPIRY_INVALID, NO_REFERENCE_PRICE, and the order's own validation reasons.
+        """
+
+    @_abc_1.abstractmethod
+    def GetGtt(
+        self,
+        request: _orders_pb2.GetGttRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_orders_pb2.Gtt, _abc.Awaitable[_orders_pb2.Gtt]]:
+        """Returns one GTT."""
+
+    @_abc_1.abstractmethod
+    def ListGtts(
+        self,
+        request: _orders_pb2.ListGttsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_orders_pb2.ListGttsResponse, _abc.Awaitable[_orders_pb2.ListGttsResponse]]:
+        """Lists a user's GTTs, newest first."""
+
+    @_abc_1.abstractmethod
+    def CancelGtt(
+        self,
+        request: _orders_pb2.CancelGttRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_orders_pb2.Gtt, _abc.Awaitable[_orders_pb2.Gtt]]:
+        """Cancels an ACTIVE GTT (it will never fire); GTT_NOT_ACTIVE once it fired or ended."""
 
 def add_OrdersServiceServicer_to_server(servicer: OrdersServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
