@@ -10,7 +10,6 @@ order nor places a second one.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -25,7 +24,7 @@ from svc_orders.domain import gtt as rules
 from svc_orders.domain import risk, validation
 from svc_orders.domain.gtt import Gtt, GttStatus
 from svc_orders.domain.validation import OrderDraft
-from svc_runtime import context
+from svc_runtime import aio, context
 from svc_runtime.errors import (
     Aborted,
     DeadlineExceeded,
@@ -136,8 +135,7 @@ class Gtts:
                 await self.watch_once()
             except Exception:
                 log.warning("GTT watch failed; will retry", exc_info=True)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.interval)
+            await aio.event_within(stop, self.interval)
 
     async def watch_once(self) -> int:
         fired = 0

@@ -5,7 +5,6 @@ exchange holds the new stop, and the audit trail says who moved it and when)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass
 from typing import Protocol
@@ -17,7 +16,7 @@ from svc_orders.app.ports import MarketPort
 from svc_orders.domain import trailing
 from svc_orders.domain.model import Actor, Order
 from svc_orders.domain.validation import ModificationDraft
-from svc_runtime import context
+from svc_runtime import aio, context
 from svc_runtime.errors import ServiceError
 
 log = logging.getLogger(__name__)
@@ -42,8 +41,7 @@ class TrailingStops:
                 await self.follow_once()
             except Exception:
                 log.warning("trailing stops not followed; will retry", exc_info=True)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.interval)
+            await aio.event_within(stop, self.interval)
 
     async def follow_once(self) -> int:
         moved = 0

@@ -91,6 +91,7 @@ class OrdersServicer(orders_pb2_grpc.OrdersServiceServicer):
         queries: OrderQueries,
         controls: TradingControlsView,
         fanout: OrderEventFanout,
+        *,
         risk_limits: RiskLimitBook,
         gtts: Gtts,
     ) -> None:
