@@ -232,8 +232,8 @@ async def serve(settings: OrdersSettings, stop: asyncio.Event) -> None:
             OrderQueries(store, validity=_validity_check(settings)),
             controls,
             fanout,
-            risk_limits,
-            gtts,
+            risk_limits=risk_limits,
+            gtts=gtts,
         ),
         "brokermesh.orders.v1.OrdersService",
     )
