@@ -57,7 +57,9 @@ REVOCATIONS_WAIT_SECONDS = 5.0
 SEND_BUFFER_BYTES = 64 * 1024
 
 
-def _listen(host: str, port: int, *, shared: bool = False) -> socket.socket:
+def _listen(host: str, port: int, *, shared: bool = False, with_others: bool = False) -> socket.socket:
+    """A listening socket; `shared`: with SO_REUSEPORT, for this gateway's workers, and with
+    `with_others` also for the other gateway processes of the stack (replicas)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -66,7 +68,7 @@ def _listen(host: str, port: int, *, shared: bool = False) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
     sock.bind((host, port))
     sock.listen(2048)
-    if shared and worker_number() == 0 and _held_elsewhere(sock.getsockname()[1]):
+    if shared and not with_others and worker_number() == 0 and _held_elsewhere(sock.getsockname()[1]):
         # SO_REUSEPORT lets any process of this user bind the port too (another stack's
         # gateway that picked the same one): the port counts as taken, as it would be
         # without the option, and the stack starts the gateway on another.
@@ -232,7 +234,12 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
     internal = _internal_server(settings, health) if first else None
     # Both ports bound here, before anything starts (uvicorn binding the internal one itself
     # would exit from inside its task): a taken port fails the start-up at once.
-    listener = _listen(settings.http_host, settings.http_port, shared=settings.workers > 1)
+    listener = _listen(
+        settings.http_host,
+        settings.http_port,
+        shared=settings.workers > 1 or settings.shared_port,
+        with_others=settings.shared_port,
+    )
     internal_listener = _listen(settings.metrics_host, settings.metrics_port) if internal else None
     revocations.start()
     session_records.start()
