@@ -19,12 +19,13 @@ import uvicorn
 from gateway.adapters.backends import Backends
 from gateway.adapters.sessions import NatsSessions
 from gateway.adapters.spent_tickets import NatsSpentTickets
+from gateway.adapters.stream_slots import NatsStreamSlots
 from gateway.adapters.ticks import TickFeed
 from gateway.app.limits import EdgeLimits
 from gateway.app.quotes import QuoteHub
 from gateway.app.sessions import Sessions
 from gateway.app.tickets import StreamTickets
-from gateway.domain.limits import LoginGuard, RateLimiter, StreamSlots
+from gateway.domain.limits import LoginGuard, RateLimiter
 from gateway.domain.tickets import ticket_authority
 from gateway.settings import GatewaySettings
 from gateway.transport.app import build_app
@@ -151,6 +152,9 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
         keys, audience=REFRESH_AUDIENCE, ttl_seconds=settings.session_seconds, revoked=revoked, clock=clock
     )
     abuse = settings.abuse
+    stream_slots = NatsStreamSlots(
+        settings.nats_url, Topology(settings.namespace), settings.streams.streams_per_user
+    )
     limits = EdgeLimits(
         requests=RateLimiter(settings.rate_per_second, settings.rate_burst),
         auth_failures=RateLimiter(abuse.auth_failures_per_second, abuse.auth_failure_burst),
@@ -159,7 +163,8 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
             address_failures=abuse.login_address_failures,
             user_failures=abuse.login_user_failures,
         ),
-        slots=StreamSlots(settings.streams.streams_per_user),
+        # Counted across every gateway process (workers and replicas) through NATS KV.
+        slots=stream_slots,
         streams=settings.streams,
         orders=settings.orders,
         max_body_bytes=settings.max_body_bytes,
@@ -245,6 +250,7 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
     session_records.start()
     feed.start()
     spent_tickets.start()
+    stream_slots.start()
     # Tokens cannot be told from revoked ones until the revocations are loaded: wait a
     # little for them before serving (users' requests answer 503 until then).
     try:
@@ -276,6 +282,7 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
     pushing.cancel()
     await feed.stop()
     await spent_tickets.stop()
+    await stream_slots.stop()
     await session_records.stop()
     await revocations.stop()
     if internal and internal_serving:

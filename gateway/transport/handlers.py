@@ -359,12 +359,12 @@ class Handlers:
         )
 
     # --- streams -------------------------------------------------------------------------
-    def _take_slot(self, user_id: str) -> None:
+    async def _take_slot(self, user_id: str) -> None:
         if self.registry.closing:
             raise Unavailable(
                 "the gateway is shutting down; reconnect", reason="SHUTTING_DOWN", retry_after_seconds=1
             )
-        if not self.slots.acquire(user_id):
+        if not await self.slots.take(user_id):
             raise ResourceExhausted(
                 f"at most {self.slots.per_user} streams may be open at once",
                 reason="TOO_MANY_STREAMS",
@@ -395,7 +395,7 @@ class Handlers:
             raise InvalidArgument(
                 f"at most {limit} symbols per stream", reason="TOO_MANY_SYMBOLS", field="symbols"
             )
-        self._take_slot(user_id)
+        await self._take_slot(user_id)
         try:
             subscription = await self.hub.subscribe(wanted)
         except BaseException:
@@ -408,7 +408,7 @@ class Handlers:
         return stream
 
     async def stream_order_updates(self, user_id: str, after_event_id: str) -> Response:
-        self._take_slot(user_id)
+        await self._take_slot(user_id)
         events = self.backends.order_updates(user_id, after_event_id)
         first = asyncio.ensure_future(anext(events))
         try:
