@@ -35,6 +35,8 @@ class Lease:
         self.key = lock_key(name)
         self.conn: asyncpg.Connection | None = None
         self.lost = asyncio.Event()
+        # One query at a time on the lock's connection (the watch and the work both confirm).
+        self._using = asyncio.Lock()
 
     async def acquire(self, stop: asyncio.Event, poll: float = 1.0) -> bool:
         """Wait until this process holds the lease, or `stop` is set."""
@@ -63,6 +65,10 @@ class Lease:
     async def confirm(self) -> bool:
         """Whether the lease is still this process's (its lock held by its connection); the
         fence to check before acting. False also sets `lost`."""
+        async with self._using:
+            return await self._confirm()
+
+    async def _confirm(self) -> bool:
         try:
             if self.conn is not None and not self.conn.is_closed():
                 # A bigint advisory key shows in pg_locks as its high and low 32 bits.
