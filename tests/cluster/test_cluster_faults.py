@@ -22,13 +22,14 @@ from bench import chaos
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 SEED = 20261207
-# One NATS node, a replica of each service (the second: the first is as good), svc_exec's leader.
+# One NATS node, a replica of each replicated service (the second: the first is as good),
+# svc_marketdata (one process: quotes pause until it is back), svc_exec's leader.
 TARGETS = [
     "nats-n2",
     "svc_funds.2",
-    "svc_marketdata.2",
     "svc_orders.2",
     "gateway.2",
+    "svc_marketdata",
     chaos.EXEC_LEADER,
 ]
 
