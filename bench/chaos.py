@@ -352,7 +352,7 @@ async def _recovered(chaos: ChaosStack, headers: dict[str, str], deadline: float
     raise AssertionError(f"the stack did not recover: {problem}")
 
 
-async def _orders_of(client: httpx.AsyncClient, headers: dict[str, str]) -> list[dict[str, Any]]:
+async def orders_of(client: httpx.AsyncClient, headers: dict[str, str]) -> list[dict[str, Any]]:
     orders: list[dict[str, Any]] = []
     token = ""
     while True:
@@ -507,7 +507,7 @@ async def run(
         while True:
             everyone = []
             for name, pw in users:
-                everyone += await _orders_of(client, await login(client, name, pw))
+                everyone += await orders_of(client, await login(client, name, pw))
             moving = [o for o in everyone if o["status"] in TRANSIENT]
             if not moving or time.monotonic() > deadline:
                 break
