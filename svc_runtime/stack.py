@@ -192,7 +192,7 @@ class StackPlan:
                         port = free_port()
                     taken.add(port)
                     ports[name][kind] = port
-        plan = cls(
+        return cls(
             data_dir,
             database_url,
             nats_url,
@@ -203,7 +203,6 @@ class StackPlan:
             tls_files=None if plaintext else tls.ensure(data_dir, hostnames or tls.hostnames_from_env()),
             replicas=replicas,
         )
-        return plan
 
     def move(self, service: str) -> None:
         """New ports for `service` (its old ones were found taken)."""
@@ -280,7 +279,7 @@ class StackPlan:
             env[config.GRPC_LISTEN] = f"127.0.0.1:{ports['grpc']}"
         if "http" in ports:
             env[config.HTTP_LISTEN] = f"127.0.0.1:{ports['http']}"
-        if self.replicas > 1:
+        if self.replicas > 1 and service_of(service) == "gateway":
             env[config.GATEWAY_SHARED_PORT] = "1"
         env.update(self.extra_env)
         env.update(self.service_env.get(service_of(service), {}))
