@@ -99,7 +99,9 @@ async def _measure(ctx: BenchContext, *, cluster: bool, orders: int) -> tuple[co
     ctx.progress(f"{label}: starting a stack on servers of its own")
     async with chaos.chaos_stack(cluster=cluster) as stack:
         users = await _users(stack)
-        async with httpx.AsyncClient(base_url=stack.stack.plan.gateway_url, timeout=30) as client:
+        plan = stack.stack.plan
+        trust = plan.client_ssl() or True
+        async with httpx.AsyncClient(base_url=plan.gateway_url, timeout=30, verify=trust) as client:
             heads = [await chaos.login(client, *user) for user in users]
             # A first order each: connections, caches and consumers warm, outside the readings.
             await _place_and_fill(client, heads, len(heads))
