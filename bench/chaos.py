@@ -38,8 +38,9 @@ from typing import Any
 import httpx
 import simplejson
 
-from svc_runtime import admin, audit, config, readiness
-from svc_runtime.cli import supervise
+from brokermesh.exec.v1 import exec_pb2, exec_pb2_grpc
+from svc_runtime import admin, audit, config, grpc_client, readiness
+from svc_runtime.cli import CLUSTER_NATS_NODES, CLUSTER_REPLICAS, cluster_settings, supervise
 from svc_runtime.infra.postgres import EmbeddedPostgres
 from svc_runtime.stack import SERVICE_NAMES, Infrastructure, Stack, StackPlan
 
@@ -122,6 +123,11 @@ class Ledger:
     refused: Counter[str] = field(default_factory=Counter)  # definitive 4xx, by status
     unanswered: int = 0
     server_errors: list[str] = field(default_factory=list)
+    acknowledged_at: list[float] = field(default_factory=list)  # time.monotonic() of each
+
+    def first_acknowledged_after(self, moment: float) -> float | None:
+        """Seconds from `moment` to the first placement acknowledged after it (None: none yet)."""
+        return next((at - moment for at in self.acknowledged_at if at >= moment), None)
 
 
 @dataclass
@@ -132,11 +138,14 @@ class ChaosStack:
 
 
 @contextlib.asynccontextmanager
-async def chaos_stack(extra_env: dict[str, str] | None = None) -> AsyncIterator[ChaosStack]:
+async def chaos_stack(
+    extra_env: dict[str, str] | None = None, *, cluster: bool = False
+) -> AsyncIterator[ChaosStack]:
     """A whole stack on servers of its own (the faults include them), svc_exec's FIX session
-    through a `FixLine`; deleted afterwards."""
+    through a `FixLine`; deleted afterwards. `cluster`: as `up --cluster` runs it (a NATS
+    cluster, replicas of every service)."""
     data_dir = _scratch_dir()
-    infra = Infrastructure(data_dir)
+    infra = Infrastructure(data_dir, nats_nodes=CLUSTER_NATS_NODES if cluster else 1)
     await asyncio.to_thread(infra.start)
     plan = StackPlan.allocate(
         data_dir,
@@ -144,7 +153,10 @@ async def chaos_stack(extra_env: dict[str, str] | None = None) -> AsyncIterator[
         infra.nats_url,
         namespace=f"c{secrets.token_hex(5)}",
         jwt_secret=secrets.token_urlsafe(48),
+        replicas=CLUSTER_REPLICAS if cluster else 1,
     )
+    if cluster:
+        cluster_settings(plan)
     plan.extra_env.update(extra_env or {})
     line = FixLine(plan.ports["exchange_sim"]["fix"])
     await line.start()
@@ -265,6 +277,7 @@ async def _trader(
                 ledger.refused[f"{response.status_code} {response.json().get('reason', '')}"] += 1
             elif key is not None:
                 order_id = response.json()["orderId"]
+                ledger.acknowledged_at.append(time.monotonic())
                 previous = ledger.acknowledged.setdefault(key, order_id)
                 if previous != order_id:
                     raise AssertionError(f"key {key} answered {previous} and then {order_id}")
@@ -284,8 +297,34 @@ async def _kill(chaos: ChaosStack, target: str, rng: random.Random) -> None:
         assert infra.nats is not None
         infra.nats.process.send_signal(signal.SIGKILL)
         await asyncio.to_thread(infra.nats.process.wait)
+    elif target.startswith("nats-n"):  # one node of a cluster
+        assert infra.nats_cluster is not None
+        node = infra.nats_cluster.handles[int(target.removeprefix("nats-n")) - 1]
+        assert node is not None
+        node.process.send_signal(signal.SIGKILL)
+        await asyncio.to_thread(node.process.wait)
+    elif target == EXEC_LEADER:
+        await chaos.stack.kill(await exec_leader(chaos.stack))
     else:
         await chaos.stack.kill(target)
+
+
+# A fault target: whichever svc_exec replica holds the FIX session.
+EXEC_LEADER = "svc_exec-leader"
+
+
+async def exec_leader(stack: Stack) -> str:
+    """The svc_exec process that holds the FIX session (asked of each replica)."""
+    for name in stack.plan.instances("svc_exec"):
+        async with grpc_client.channel(
+            stack.plan.instance_target(name), signer=stack.plan.operator_signer()
+        ) as ch:
+            status = await exec_pb2_grpc.ExecutionServiceStub(ch).GetSessionStatus(
+                exec_pb2.GetSessionStatusRequest(), timeout=5
+            )
+        if status.active:
+            return name
+    raise AssertionError("no svc_exec replica holds the FIX session")
 
 
 async def _recovered(chaos: ChaosStack, headers: dict[str, str], deadline: float) -> None:
@@ -297,7 +336,7 @@ async def _recovered(chaos: ChaosStack, headers: dict[str, str], deadline: float
     async with httpx.AsyncClient(base_url=stack.plan.gateway_url, timeout=5) as client:
         while time.monotonic() < deadline:
             await asyncio.sleep(0.2)
-            if chaos.infra.exited() or not all(stack.running(name) for name in SERVICE_NAMES):
+            if chaos.infra.exited() or not all(stack.running(name) for name in stack.plan.ports):
                 problem = "a process is not running"
                 continue
             if problem := await readiness.missing(stack.plan):
@@ -313,7 +352,7 @@ async def _recovered(chaos: ChaosStack, headers: dict[str, str], deadline: float
     raise AssertionError(f"the stack did not recover: {problem}")
 
 
-async def _orders_of(client: httpx.AsyncClient, headers: dict[str, str]) -> list[dict[str, Any]]:
+async def orders_of(client: httpx.AsyncClient, headers: dict[str, str]) -> list[dict[str, Any]]:
     orders: list[dict[str, Any]] = []
     token = ""
     while True:
@@ -339,6 +378,8 @@ class ChaosOutcome:
 
     seed: int
     recoveries: list[tuple[str, float]]  # (target, seconds from the fault to recovered)
+    # (target, seconds from the fault to the next placement acknowledged to a client)
+    orders_again: list[tuple[str, float | None]]
     ledger: Ledger
     orders: list[dict[str, Any]]
     moving: list[dict[str, Any]]  # orders still on their way when the run gave up waiting
@@ -366,6 +407,10 @@ class ChaosOutcome:
             "seed": self.seed,
             "faults": len(self.recoveries),
             "recovery_seconds": [(target, round(seconds, 2)) for target, seconds in self.recoveries],
+            "next_order_acknowledged_seconds": [
+                (target, None if seconds is None else round(seconds, 2))
+                for target, seconds in self.orders_again
+            ],
             "acknowledged": len(self.ledger.acknowledged),
             "orders": len(self.orders),
             "lost": len(self.lost),
@@ -388,9 +433,11 @@ async def run(
     faults: int,
     traders: int = 3,
     progress: Callable[[str], None] = lambda _text: None,
+    targets: list[str] | None = None,
 ) -> ChaosOutcome:
-    """The schedule of `seed` with `faults` faults under the load of `traders` clients, then
-    the count of what the clients were told against what exists, and the audit."""
+    """The schedule of `seed` with `faults` faults (or `targets`, in that order, with seeded
+    pauses) under the load of `traders` clients, then the count of what the clients were told
+    against what exists, and the audit."""
     started = time.monotonic()
     stack = chaos.stack
     gateway = stack.plan.gateway_url
@@ -412,6 +459,11 @@ async def run(
 
     ledger = Ledger()
     plan = schedule(seed, faults)
+    if targets is not None:
+        plan = [
+            (pause, target) for (pause, _), target in zip(schedule(seed, len(targets)), targets, strict=True)
+        ]
+        faults = len(plan)
     until = time.monotonic() + sum(pause for pause, _ in plan) + 5 + 10 * faults
     tasks = [
         asyncio.create_task(
@@ -420,6 +472,7 @@ async def run(
         for i, (name, pw) in enumerate(users)
     ]
     recoveries: list[tuple[str, float]] = []
+    struck_at: list[tuple[str, float]] = []
     # What dies is started again by `up`'s own supervision (whatever died: the target, or a
     # service that stopped because of it), with its back-off.
     stopping = asyncio.Event()
@@ -429,6 +482,7 @@ async def run(
             await asyncio.sleep(pause)
             progress(f"fault {n}/{len(plan)}: {target}")
             struck = time.monotonic()
+            struck_at.append((target, struck))
             await _kill(chaos, target, rng)
             await _recovered(chaos, probe_headers, time.monotonic() + 120)
             recoveries.append((target, time.monotonic() - struck))
@@ -453,7 +507,7 @@ async def run(
         while True:
             everyone = []
             for name, pw in users:
-                everyone += await _orders_of(client, await login(client, name, pw))
+                everyone += await orders_of(client, await login(client, name, pw))
             moving = [o for o in everyone if o["status"] in TRANSIENT]
             if not moving or time.monotonic() > deadline:
                 break
@@ -462,4 +516,7 @@ async def run(
     report = await audit.run(
         stack.plan.describe(), signer=stack.plan.operator_signer("auditor"), settle_seconds=60
     )
-    return ChaosOutcome(seed, recoveries, ledger, everyone, moving, report, time.monotonic() - started)
+    orders_again = [(target, ledger.first_acknowledged_after(at)) for target, at in struck_at]
+    return ChaosOutcome(
+        seed, recoveries, orders_again, ledger, everyone, moving, report, time.monotonic() - started
+    )

@@ -25,6 +25,7 @@ import asyncpg
 import nats
 
 from bench.api import Figure
+from svc_runtime import messaging
 from svc_runtime.messaging import Topology
 
 if TYPE_CHECKING:
@@ -188,7 +189,7 @@ class CostMeter:
             await self._pg.fetchval("SELECT count(*) FROM pg_stat_statements")
         except asyncpg.PostgresError:
             self._statements = False  # not preloaded by a server we do not own: no statement counts
-        self._nc = await nats.connect(self.stack.plan.nats_url, name="bench-cost")
+        self._nc = await nats.connect(messaging.servers(self.stack.plan.nats_url), name="bench-cost")
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -19,12 +19,13 @@ import uvicorn
 from gateway.adapters.backends import Backends
 from gateway.adapters.sessions import NatsSessions
 from gateway.adapters.spent_tickets import NatsSpentTickets
+from gateway.adapters.stream_slots import NatsStreamSlots
 from gateway.adapters.ticks import TickFeed
 from gateway.app.limits import EdgeLimits
 from gateway.app.quotes import QuoteHub
 from gateway.app.sessions import Sessions
 from gateway.app.tickets import StreamTickets
-from gateway.domain.limits import LoginGuard, RateLimiter, StreamSlots
+from gateway.domain.limits import LoginGuard, RateLimiter
 from gateway.domain.tickets import ticket_authority
 from gateway.settings import GatewaySettings
 from gateway.transport.app import build_app
@@ -57,7 +58,9 @@ REVOCATIONS_WAIT_SECONDS = 5.0
 SEND_BUFFER_BYTES = 64 * 1024
 
 
-def _listen(host: str, port: int, *, shared: bool = False) -> socket.socket:
+def _listen(host: str, port: int, *, shared: bool = False, with_others: bool = False) -> socket.socket:
+    """A listening socket; `shared`: with SO_REUSEPORT, for this gateway's workers, and with
+    `with_others` also for the other gateway processes of the stack (replicas)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -66,7 +69,7 @@ def _listen(host: str, port: int, *, shared: bool = False) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
     sock.bind((host, port))
     sock.listen(2048)
-    if shared and worker_number() == 0 and _held_elsewhere(sock.getsockname()[1]):
+    if shared and not with_others and worker_number() == 0 and _held_elsewhere(sock.getsockname()[1]):
         # SO_REUSEPORT lets any process of this user bind the port too (another stack's
         # gateway that picked the same one): the port counts as taken, as it would be
         # without the option, and the stack starts the gateway on another.
@@ -149,6 +152,9 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
         keys, audience=REFRESH_AUDIENCE, ttl_seconds=settings.session_seconds, revoked=revoked, clock=clock
     )
     abuse = settings.abuse
+    stream_slots = NatsStreamSlots(
+        settings.nats_url, Topology(settings.namespace), settings.streams.streams_per_user
+    )
     limits = EdgeLimits(
         requests=RateLimiter(settings.rate_per_second, settings.rate_burst),
         auth_failures=RateLimiter(abuse.auth_failures_per_second, abuse.auth_failure_burst),
@@ -157,7 +163,8 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
             address_failures=abuse.login_address_failures,
             user_failures=abuse.login_user_failures,
         ),
-        slots=StreamSlots(settings.streams.streams_per_user),
+        # Counted across every gateway process (workers and replicas) through NATS KV.
+        slots=stream_slots,
         streams=settings.streams,
         orders=settings.orders,
         max_body_bytes=settings.max_body_bytes,
@@ -232,12 +239,18 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
     internal = _internal_server(settings, health) if first else None
     # Both ports bound here, before anything starts (uvicorn binding the internal one itself
     # would exit from inside its task): a taken port fails the start-up at once.
-    listener = _listen(settings.http_host, settings.http_port, shared=settings.workers > 1)
+    listener = _listen(
+        settings.http_host,
+        settings.http_port,
+        shared=settings.workers > 1 or settings.shared_port,
+        with_others=settings.shared_port,
+    )
     internal_listener = _listen(settings.metrics_host, settings.metrics_port) if internal else None
     revocations.start()
     session_records.start()
     feed.start()
     spent_tickets.start()
+    stream_slots.start()
     # Tokens cannot be told from revoked ones until the revocations are loaded: wait a
     # little for them before serving (users' requests answer 503 until then).
     try:
@@ -269,6 +282,7 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
     pushing.cancel()
     await feed.stop()
     await spent_tickets.stop()
+    await stream_slots.stop()
     await session_records.stop()
     await revocations.stop()
     if internal and internal_serving:

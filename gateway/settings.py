@@ -111,6 +111,8 @@ class GatewaySettings:
     # How long a login lasts, refreshes included (then the user logs in again).
     session_seconds: int = 12 * 3600
     workers: int = 1
+    # The public port is shared with the stack's other gateway processes (see svc_runtime.config).
+    shared_port: bool = False
 
     @classmethod
     def from_env(cls) -> GatewaySettings:
@@ -152,4 +154,5 @@ class GatewaySettings:
             metrics_host=config.env(METRICS_HOST, "127.0.0.1"),
             session_seconds=config.env_int(SESSION_SECONDS, 12 * 3600),
             workers=max(1, config.env_int(WORKERS, 1)),
+            shared_port=config.env_bool(config.GATEWAY_SHARED_PORT, False),
         )

@@ -24,7 +24,6 @@ from grpc_health.v1 import health_pb2
 from brokermesh.exec.v1 import exec_pb2, exec_pb2_grpc
 from svc_exec.adapters.faults import CrashPoints
 from svc_exec.adapters.fix_session import FixSession
-from svc_exec.adapters.leader import SessionLease
 from svc_exec.adapters.nats_io import CommandConsumer, JetStreamReports
 from svc_exec.adapters.repository import PgExecStore
 from svc_exec.adapters.venue import DEFAULT_PROFILE, profile_path
@@ -35,6 +34,7 @@ from svc_exec.domain.sequence import resume_target
 from svc_exec.transport.grpc_api import ExecutionServicer, SessionState
 from svc_runtime import aio, config, db, messaging, service
 from svc_runtime.grpc_server import GrpcServer
+from svc_runtime.lease import Lease
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ class Active:
 async def serve(settings: ExecSettings, stop: asyncio.Event) -> None:
     common = settings.common
     workdir = common.data_dir / SERVICE
-    topology = messaging.Topology(common.namespace)
+    topology = messaging.Topology.from_env(common.namespace)
     await db.migrate(common.database_url, SCHEMA, MIGRATIONS)
     pool = await db.create_pool(common.database_url, SCHEMA, min_size=2, max_size=8)
     nc = await messaging.connect(common.nats_url, SERVICE)
@@ -130,7 +130,9 @@ async def serve(settings: ExecSettings, stop: asyncio.Event) -> None:
     await server.start()
     await server.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.NOT_SERVING)
 
-    lease = SessionLease(common.database_url, LEASE)
+    # One active executor per FIX session: two on one session (and one message store) would
+    # corrupt its sequence numbers. Standbys wait here.
+    lease = Lease(common.database_url, f"fix:{LEASE}")
     try:
         if not await lease.acquire(stop):
             return
@@ -196,6 +198,7 @@ async def serve(settings: ExecSettings, stop: asyncio.Event) -> None:
             batch_size=settings.command_batch,
         )
         consuming = service.supervise(consumer.run(), name="commands")
+        confirming = service.supervise(lease.watch(stop), name="lease")
         lost = asyncio.create_task(lease.lost.wait())
         stopping = asyncio.create_task(stop.wait())
         await asyncio.wait({consuming, lost, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -203,7 +206,7 @@ async def serve(settings: ExecSettings, stop: asyncio.Event) -> None:
             log.error("lost the FIX session lease; stopping so that a standby can take over")
         if consuming.done() and not consuming.cancelled() and consuming.exception() is not None:
             log.error("command consumer failed", exc_info=consuming.exception())
-        for task in (lost, stopping):
+        for task in (lost, stopping, confirming):
             task.cancel()
 
         consumer.stop()

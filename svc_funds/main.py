@@ -146,7 +146,7 @@ async def serve(
     store = PgLedgerStore(ledger_pool, reads)
     try:
         js = nc.jetstream()
-        topology = messaging.Topology(common.namespace)
+        topology = messaging.Topology.from_env(common.namespace)
         await messaging.ensure_streams(js, topology)
 
         engine = LedgerEngine(

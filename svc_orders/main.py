@@ -37,12 +37,14 @@ from svc_orders.domain.risk import RiskLimits
 from svc_orders.transport.servicer import OrdersServicer
 from svc_runtime import config, db, grpc_client, messaging, replica, service
 from svc_runtime.grpc_server import GrpcServer
+from svc_runtime.lease import Lease, as_singleton
 from svc_runtime.market_clock import Calendar, MarketClock
 from svc_runtime.outbox import OutboxRelay
 
 log = logging.getLogger(__name__)
 
 SERVICE = "svc_orders"
+SWEEPER_LEASE = "svc_orders:sweeper"
 MIGRATIONS = Path(__file__).parent / "adapters" / "migrations"
 CONTROLS_CHANNEL = "orders_trading_controls"
 SQUARE_OFF_AT = "BROKERMESH_SQUARE_OFF_AT"
@@ -161,7 +163,7 @@ async def _follow_controls(
 
 async def serve(settings: OrdersSettings, stop: asyncio.Event) -> None:
     common = settings.common
-    topology = messaging.Topology(common.namespace)
+    topology = messaging.Topology.from_env(common.namespace)
     await db.migrate(common.database_url, SCHEMA, db.RUNTIME_MIGRATIONS, MIGRATIONS)
     pool = await db.create_pool(
         common.database_url, SCHEMA, min_size=2, max_size=settings.db_pool_size, reset=_leave_session
@@ -171,7 +173,7 @@ async def serve(settings: OrdersSettings, stop: asyncio.Event) -> None:
     await messaging.ensure_streams(js, topology)
     funds_channel = grpc_client.channel(settings.funds_target)
     marketdata_channel = grpc_client.channel(settings.marketdata_target)
-    exec_channel = grpc_client.channel(settings.exec_target)
+    exec_channel = grpc_client.channel(settings.exec_target, health_service=grpc_client.EXEC_SERVICE)
 
     reads = await replica.from_env(pool, SCHEMA)
     store = PostgresOrderStore(pool, topology, reads)
@@ -214,6 +216,7 @@ async def serve(settings: OrdersSettings, stop: asyncio.Event) -> None:
         interval=settings.sweep_interval_seconds,
         family=family,
     )
+    sweeper_lease = Lease(common.database_url, SWEEPER_LEASE)
     funds_worker = FundsActionWorker(store, funds)
     gtts = Gtts(PostgresGttStore(pool), market, entry, clock)
     trailing_stops = TrailingStops(store, market, entry)
@@ -240,7 +243,11 @@ async def serve(settings: OrdersSettings, stop: asyncio.Event) -> None:
     background = {
         service.supervise(relay.run(), name="outbox-relay"),
         service.supervise(consumer.run(), name="exec-report-consumer"),
-        service.supervise(sweeper.run(stop), name="sweeper"),
+        # One sweeper among the replicas: two would race to resolve the same stuck order.
+        service.supervise(
+            as_singleton(sweeper_lease, lambda ended: sweeper.run(ended, sweeper_lease.confirm), stop),
+            name="sweeper",
+        ),
         service.supervise(funds_worker.run(stop), name="funds-actions"),
         service.supervise(
             _follow_controls(common.database_url, controls, risk_limits, stop), name="trading-controls"

@@ -25,7 +25,7 @@ from brokermesh.orders.v1 import orders_pb2, orders_pb2_grpc
 from brokermesh.type.v1 import decimal_pb2
 from svc_runtime import context
 from svc_runtime.auth import Signer
-from svc_runtime.grpc_client import channel
+from svc_runtime.grpc_client import EXEC_SERVICE, channel
 
 TIMEOUT = 10.0
 # Turning a kill switch on answers once every working order's cancel is recorded.
@@ -274,7 +274,7 @@ async def audit_trail(orders_target: str, parent: str, limit: int, *, signer: Si
 
 
 async def fix_session(exec_target: str, *, signer: Signer) -> dict[str, Any]:
-    async with channel(exec_target, signer=signer) as ch:
+    async with channel(exec_target, signer=signer, health_service=EXEC_SERVICE) as ch:
         execution = exec_pb2_grpc.ExecutionServiceStub(ch)
         reply = await execution.GetSessionStatus(exec_pb2.GetSessionStatusRequest(), timeout=TIMEOUT)
     return _json(reply)
@@ -282,7 +282,7 @@ async def fix_session(exec_target: str, *, signer: Signer) -> dict[str, Any]:
 
 async def end_order(exec_target: str, order_id: str, reason: str, *, signer: Signer) -> dict[str, Any]:
     """End a working order the venue does not hold (svc_exec asks the venue first)."""
-    async with channel(exec_target, signer=signer) as ch:
+    async with channel(exec_target, signer=signer, health_service=EXEC_SERVICE) as ch:
         execution = exec_pb2_grpc.ExecutionServiceStub(ch)
         # svc_exec waits for the venue's answer first (up to 10 s).
         reply = await execution.EndOrder(

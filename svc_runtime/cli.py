@@ -124,7 +124,7 @@ async def _up(args: argparse.Namespace) -> int:
             "For local debugging only.",
             flush=True,
         )
-    infra = Infrastructure(data_dir)
+    infra = Infrastructure(data_dir, nats_nodes=CLUSTER_NATS_NODES if args.cluster else 1)
     print(f"brokermesh: data directory {data_dir}")
     infra.start(nats_sync_always=not args.fast_nats)
     previous = None
@@ -140,7 +140,10 @@ async def _up(args: argparse.Namespace) -> int:
         preferred=True,
         previous=previous,
         jwt_secret=jwt_secret(data_dir),
+        replicas=CLUSTER_REPLICAS if args.cluster else 1,
     )
+    if args.cluster:
+        cluster_settings(plan)
     if plan.tls_files is not None and plan.tls_files.ca is not None:
         # This process's own clients (readiness checks, the demo users) trust the stack too.
         os.environ[tls.CA_FILE] = str(plan.tls_files.ca)
@@ -152,9 +155,10 @@ async def _up(args: argparse.Namespace) -> int:
         print(f"brokermesh: trading at {venue} (no simulator, no market-data feed)")
     # A demo market moves: liquid symbols trade several times a second unless told otherwise.
     plan.extra_env["BROKERMESH_EXCHANGE_ACTIVITY"] = os.environ.get("BROKERMESH_EXCHANGE_ACTIVITY", "demo")
-    # The gateway runs a worker process per core, so streams fan out on every core.
-    plan.extra_env["BROKERMESH_GATEWAY_WORKERS"] = os.environ.get(
-        "BROKERMESH_GATEWAY_WORKERS", str(os.cpu_count() or 1)
+    # The gateway runs a worker process per core, so streams fan out on every core (in a
+    # cluster, each gateway replica is one such process).
+    plan.extra_env.setdefault(
+        "BROKERMESH_GATEWAY_WORKERS", os.environ.get("BROKERMESH_GATEWAY_WORKERS", str(os.cpu_count() or 1))
     )
     stack = Stack(plan)
     stop = asyncio.Event()
@@ -198,6 +202,19 @@ async def _up(args: argparse.Namespace) -> int:
         infra.stop()
         print("brokermesh: stopped", flush=True)
     return 0
+
+
+# `up --cluster`: a JetStream cluster of three nodes (survives losing one), two processes of
+# every service of ours.
+CLUSTER_NATS_NODES = 3
+CLUSTER_REPLICAS = 2
+
+
+def cluster_settings(plan) -> None:  # type: ignore[no-untyped-def]
+    """What every process of a `--cluster` stack is told: streams and buckets kept on every
+    NATS node, and one worker per gateway process (the replicas are the workers)."""
+    plan.extra_env[config.NATS_REPLICAS] = str(CLUSTER_NATS_NODES)
+    plan.extra_env["BROKERMESH_GATEWAY_WORKERS"] = "1"
 
 
 async def _until_ready(plan, stop: asyncio.Event) -> None:  # type: ignore[no-untyped-def]
@@ -660,6 +677,12 @@ def main(argv: list[str] | None = None) -> None:
         "--fast-nats",
         action="store_true",
         help="let JetStream acknowledge before fsync (faster; an OS crash may lose acked messages)",
+    )
+    up.add_argument(
+        "--cluster",
+        action="store_true",
+        help=f"a {CLUSTER_NATS_NODES}-node NATS JetStream cluster and {CLUSTER_REPLICAS} processes of every "
+        "service on this machine (svc_exec active/standby, the others active/active)",
     )
     up.add_argument(
         "--venue",

@@ -55,6 +55,12 @@ FIX_PORT = "BROKERMESH_FIX_PORT"
 # svc_exec's venue profile: a name (fix44, fix42, fix44-tolerant) or a session file's path.
 VENUE_PROFILE = "BROKERMESH_VENUE_PROFILE"
 JWT_SECRET = "BROKERMESH_JWT_SECRET"
+# How many JetStream servers keep a copy of every stream and KV bucket: the cluster's size
+# (1 for a single server; 3 for `up --cluster`). A cluster tolerates losing a minority.
+NATS_REPLICAS = "BROKERMESH_NATS_REPLICAS"
+# Set for every gateway process when the stack runs several: each binds the one public port
+# with SO_REUSEPORT and shares it with the others instead of refusing it as taken.
+GATEWAY_SHARED_PORT = "BROKERMESH_GATEWAY_SHARED_PORT"
 
 
 @dataclass(frozen=True)

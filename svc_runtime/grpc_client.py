@@ -17,23 +17,29 @@ from svc_runtime import auth, context, tls
 # Retry only UNAVAILABLE: the call did not reach a server, or the server is going away.
 # Every mutating RPC carries an idempotency key, so even a retried call that did arrive
 # has a single effect.
-_SERVICE_CONFIG = json.dumps(
-    {
-        "loadBalancingConfig": [{"round_robin": {}}],
-        "methodConfig": [
-            {
-                "name": [{}],
-                "retryPolicy": {
-                    "maxAttempts": 4,
-                    "initialBackoff": "0.05s",
-                    "maxBackoff": "1s",
-                    "backoffMultiplier": 2,
-                    "retryableStatusCodes": ["UNAVAILABLE"],
-                },
-            }
-        ],
-    }
-)
+_RETRY_POLICY = {
+    "maxAttempts": 4,
+    "initialBackoff": "0.05s",
+    "maxBackoff": "1s",
+    "backoffMultiplier": 2,
+    "retryableStatusCodes": ["UNAVAILABLE"],
+}
+
+# svc_exec's service: only its active replica (the FIX session's holder) reports it SERVING.
+EXEC_SERVICE = "brokermesh.exec.v1.ExecutionService"
+
+
+def service_config(health_service: str = "") -> str:
+    """Round robin over the target's addresses, skipping those whose health service does not
+    say SERVING for `health_service` ("" = the server as a whole; a draining server says
+    NOT_SERVING), and the retry policy above."""
+    return json.dumps(
+        {
+            "loadBalancingConfig": [{"round_robin": {}}],
+            "healthCheckConfig": {"serviceName": health_service},
+            "methodConfig": [{"name": [{}], "retryPolicy": _RETRY_POLICY}],
+        }
+    )
 
 
 class _ContextMetadata:
@@ -108,15 +114,16 @@ def sync_channel(target: str) -> grpc.Channel:
     return grpc.secure_channel(target, credentials)
 
 
-def channel(target: str, *, signer: auth.Signer | None = None) -> grpc.aio.Channel:
-    """A channel to `target`: `host:port`, or `ipv4:h1:p1,h2:p2` for several replicas. Calls
-    carry `signer`'s credential; by default this process's service identity (see
+def channel(target: str, *, signer: auth.Signer | None = None, health_service: str = "") -> grpc.aio.Channel:
+    """A channel to `target`: `host:port`, or `ipv4:h1:p1,h2:p2` for several replicas, calls
+    going only to replicas healthy for `health_service` (see `service_config`). Calls carry
+    `signer`'s credential; by default this process's service identity (see
     `svc_runtime.auth.configure_process`)."""
     signer = signer or auth.process_signer()
     return raw_channel(
         target,
         options=[
-            ("grpc.service_config", _SERVICE_CONFIG),
+            ("grpc.service_config", service_config(health_service)),
             ("grpc.enable_retries", 1),
             ("grpc.keepalive_time_ms", 30_000),
             ("grpc.max_receive_message_length", 16 * 1024 * 1024),

@@ -36,6 +36,7 @@ from nats.js.api import (
 from nats.js.errors import BucketNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
+from svc_runtime import config as settings
 from svc_runtime import context, tracing
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,13 @@ class Topology:
     """Every stream, subject and bucket name, derived from one namespace."""
 
     namespace: str = "bm"
+    # Copies of every stream and bucket (see `replicas_from_env`).
+    replicas: int = 1
+
+    @classmethod
+    def from_env(cls, namespace: str) -> Topology:
+        """The topology of `namespace`, stored with as many replicas as the cluster has."""
+        return cls(namespace, replicas=replicas_from_env())
 
     @property
     def _stream_prefix(self) -> str:
@@ -134,7 +142,7 @@ class Topology:
         return subject.rsplit(".", 1)[0] + ".>"
 
     def streams(self) -> list[StreamConfig]:
-        common = {"storage": StorageType.FILE, "num_replicas": 1, "duplicate_window": 120.0}
+        common = {"storage": StorageType.FILE, "num_replicas": self.replicas, "duplicate_window": 120.0}
         return [
             StreamConfig(
                 name=self.order_commands_stream,
@@ -164,12 +172,22 @@ class Topology:
         ]
 
 
+def replicas_from_env() -> int:
+    """BROKERMESH_NATS_REPLICAS: the JetStream cluster's size (1 for a single server)."""
+    return max(1, settings.env_int(settings.NATS_REPLICAS, 1))
+
+
+def servers(url: str) -> list[str]:
+    """`nats://h1:p1,nats://h2:p2` (a cluster's seed list) → one URL per server."""
+    return [part.strip() for part in url.split(",") if part.strip()]
+
+
 async def connect(url: str, name: str) -> NatsClient:
     async def on_error(exc: Exception) -> None:
         log.warning("nats error", extra={"error": repr(exc)})
 
     return await nats.connect(
-        url,
+        servers(url),
         name=name,
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.5,
@@ -181,13 +199,18 @@ async def ensure_kv_bucket(
     js: JetStreamContext, bucket: str, description: str, ttl_seconds: float
 ) -> KeyValue:
     """The KV bucket `bucket`, made (one value per key, on disk, keys forgotten after
-    `ttl_seconds`) if it does not exist yet."""
+    `ttl_seconds`, as many copies as the cluster's size) if it does not exist yet."""
     try:
         return await js.key_value(bucket)
     except BucketNotFoundError:
         return await js.create_key_value(
             KeyValueConfig(
-                bucket=bucket, description=description, history=1, ttl=ttl_seconds, storage=StorageType.FILE
+                bucket=bucket,
+                description=description,
+                history=1,
+                ttl=ttl_seconds,
+                storage=StorageType.FILE,
+                replicas=replicas_from_env(),
             )
         )
 

@@ -35,7 +35,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from brokermesh.exec.v1 import exec_pb2, exec_pb2_grpc
 from brokermesh.marketdata.v1 import marketdata_pb2, marketdata_pb2_grpc
 from svc_runtime import messaging
-from svc_runtime.grpc_client import channel, raw_channel
+from svc_runtime.grpc_client import EXEC_SERVICE, channel, raw_channel
 
 if TYPE_CHECKING:
     from svc_runtime.stack import StackPlan
@@ -72,7 +72,7 @@ async def _services(plan: StackPlan) -> str:
     for name, ports in plan.ports.items():
         if "grpc" not in ports:
             continue
-        async with raw_channel(plan.target(name)) as ch:
+        async with raw_channel(plan.instance_target(name)) as ch:
             try:
                 reply = await health_pb2_grpc.HealthStub(ch).Check(
                     health_pb2.HealthCheckRequest(), timeout=CALL_TIMEOUT
@@ -104,7 +104,10 @@ async def _gateway(plan: StackPlan) -> str:
 
 async def _streams(plan: StackPlan) -> str:
     client = await nats.connect(
-        plan.nats_url, name="readiness", connect_timeout=CALL_TIMEOUT, max_reconnect_attempts=0
+        messaging.servers(plan.nats_url),
+        name="readiness",
+        connect_timeout=CALL_TIMEOUT,
+        max_reconnect_attempts=0,
     )
     try:
         js = client.jetstream(timeout=CALL_TIMEOUT)
@@ -119,7 +122,10 @@ async def _streams(plan: StackPlan) -> str:
 
 
 async def _fix_session(plan: StackPlan) -> str:
-    async with channel(plan.target("svc_exec"), signer=plan.operator_signer()) as ch:
+    target = plan.target("svc_exec")
+    # Of several replicas, ask the one that says it holds the session (a standby never does).
+    health_service = EXEC_SERVICE if "," in target else ""
+    async with channel(target, signer=plan.operator_signer(), health_service=health_service) as ch:
         status = await exec_pb2_grpc.ExecutionServiceStub(ch).GetSessionStatus(
             exec_pb2.GetSessionStatusRequest(), timeout=CALL_TIMEOUT
         )

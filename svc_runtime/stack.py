@@ -28,7 +28,7 @@ import psutil
 
 from svc_runtime import aio, auth, config, market_clock, tls, tokens
 from svc_runtime.grpc_client import wait_healthy
-from svc_runtime.infra.nats_server import EmbeddedNats, NatsHandle
+from svc_runtime.infra.nats_server import EmbeddedNats, EmbeddedNatsCluster, NatsHandle
 from svc_runtime.infra.postgres import EmbeddedPostgres, PostgresHandle
 from svc_runtime.infra.processes import die_with_parent, free_port, port_is_free
 from svc_runtime.service import EXIT_ADDRESS_IN_USE
@@ -80,6 +80,22 @@ SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec("gateway", "gateway", ("http",), "http"),
 )
 SERVICE_NAMES = tuple(s.name for s in SERVICES)
+# The services that run replicas under `up --cluster`. The simulator stands for one venue;
+# svc_marketdata owns the exchange's market-data FIX session (one sender, one message store)
+# and has no read replica fed from the tick subjects yet, so it runs once.
+REPLICATED = frozenset({"svc_funds", "svc_exec", "svc_orders", "gateway"})
+
+
+def replica_name(service: str, replica: int) -> str:
+    """The process name of `service`'s `replica` (1-based): the first keeps the service's
+    name, the others are `<service>.<n>`."""
+    return service if replica == 1 else f"{service}.{replica}"
+
+
+def service_of(process: str) -> str:
+    """The service a process name (see `replica_name`) runs."""
+    return process.split(".", 1)[0]
+
 
 # Ports an operator can remember; taken when free, otherwise any free port.
 PREFERRED_PORTS = {
@@ -111,6 +127,9 @@ class StackPlan:
     # venue profile for it (see svc_exec/adapters/venue.py).
     venue: str = ""
     venue_profile: str = ""
+    # Processes per replicated service (see REPLICATED); their ports are in `ports` under
+    # `replica_name(service, n)`.
+    replicas: int = 1
 
     def use_venue(self, venue: str, profile: str = "") -> None:
         """Trade at `venue` (HOST:PORT): no simulator, no market-data session."""
@@ -145,6 +164,7 @@ class StackPlan:
         jwt_secret: str = "",
         plaintext: bool | None = None,
         hostnames: tuple[str, ...] = (),
+        replicas: int = 1,
     ) -> StackPlan:
         """Ports for every service, and the stack's credentials and TLS material (made in
         `data_dir` on first use). `plaintext` (default: BROKERMESH_INSECURE_PLAINTEXT) turns
@@ -155,18 +175,23 @@ class StackPlan:
         ports: dict[str, dict[str, int]] = {}
         taken: set[int] = set()
         for spec in SERVICES:
-            ports[spec.name] = {}
-            for kind in (*spec.listens, "metrics"):
-                candidates = []
-                if previous and kind in previous.get(spec.name, {}):
-                    candidates.append(previous[spec.name][kind])
-                if preferred and (spec.name, kind) in PREFERRED_PORTS:
-                    candidates.append(PREFERRED_PORTS[(spec.name, kind)])
-                port = next((p for p in candidates if p not in taken and port_is_free(p)), 0)
-                while not port or port in taken:
-                    port = free_port()
-                taken.add(port)
-                ports[spec.name][kind] = port
+            for replica in range(1, (replicas if spec.name in REPLICATED else 1) + 1):
+                name = replica_name(spec.name, replica)
+                ports[name] = {}
+                for kind in (*spec.listens, "metrics"):
+                    if kind == "http" and replica > 1:  # the gateways share one public port
+                        ports[name][kind] = ports[spec.name][kind]
+                        continue
+                    candidates = []
+                    if previous and kind in previous.get(name, {}):
+                        candidates.append(previous[name][kind])
+                    if preferred and replica == 1 and (spec.name, kind) in PREFERRED_PORTS:
+                        candidates.append(PREFERRED_PORTS[(spec.name, kind)])
+                    port = next((p for p in candidates if p not in taken and port_is_free(p)), 0)
+                    while not port or port in taken:
+                        port = free_port()
+                    taken.add(port)
+                    ports[name][kind] = port
         return cls(
             data_dir,
             database_url,
@@ -176,6 +201,7 @@ class StackPlan:
             jwt_secret,
             credentials=auth.ensure_credentials(data_dir),
             tls_files=None if plaintext else tls.ensure(data_dir, hostnames or tls.hostnames_from_env()),
+            replicas=replicas,
         )
 
     def move(self, service: str) -> None:
@@ -188,9 +214,26 @@ class StackPlan:
                 port = free_port()
             taken.add(port)
             self.ports[service][kind] = port
+        if "http" in self.ports[service]:  # replicas of the gateway move their shared port together
+            for name in self.instances(service_of(service)):
+                self.ports[name]["http"] = self.ports[service]["http"]
+
+    def instances(self, service: str) -> list[str]:
+        """The process names running `service`, the first replica first."""
+        return [name for name in self.ports if service_of(name) == service]
 
     def target(self, service: str) -> str:
-        return f"127.0.0.1:{self.ports[service]['grpc']}"
+        """Where a client calls `service`: its one address, or the list of its replicas'
+        (`ipv4:h:p1,h:p2`, which `grpc_client.channel` balances over); a process name
+        (`svc_orders.2`) gives that replica alone."""
+        names = [service] if service not in SERVICE_NAMES else self.instances(service)
+        if len(names) == 1:
+            return self.instance_target(names[0])
+        return "ipv4:" + ",".join(f"127.0.0.1:{self.ports[name]['grpc']}" for name in names)
+
+    def instance_target(self, name: str) -> str:
+        """The address of one process (`svc_orders`, `svc_orders.2`)."""
+        return f"127.0.0.1:{self.ports[name]['grpc']}"
 
     @property
     def gateway_url(self) -> str:
@@ -239,7 +282,10 @@ class StackPlan:
         # A fast market clock is pinned at the first service started: every one, and every
         # restart, then agrees on the market time.
         self.extra_env.update(market_clock.pinned_env({**os.environ, **self.extra_env}))
+        if self.replicas > 1 and service_of(service) == "gateway":
+            env[config.GATEWAY_SHARED_PORT] = "1"
         env.update(self.extra_env)
+        env.update(self.service_env.get(service_of(service), {}))
         env.update(self.service_env.get(service, {}))
         return env
 
@@ -289,10 +335,13 @@ class StackPlan:
 class Infrastructure:
     """PostgreSQL and NATS: the ones named by environment variables, or our own."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, *, nats_nodes: int = 1) -> None:
         self.data_dir = data_dir
         self.postgres: PostgresHandle | None = None
         self.nats: NatsHandle | None = None
+        # `nats_nodes` > 1: our NATS is a JetStream cluster of that many nodes on this machine.
+        self.nats_nodes = nats_nodes
+        self.nats_cluster: EmbeddedNatsCluster | None = None
         self.database_url = os.environ.get(config.DATABASE_URL, "")
         self.nats_url = os.environ.get(config.NATS_URL, "")
         self._servers: dict[str, EmbeddedPostgres | EmbeddedNats] = {}
@@ -306,6 +355,15 @@ class Infrastructure:
             )
             self.postgres = self._servers["postgres"].start(settings=postgres_settings)
             self.database_url = self.postgres.url
+        if not self.nats_url and self.nats_nodes > 1:
+            self.nats_cluster = EmbeddedNatsCluster(
+                self.data_dir / "nats-cluster",
+                self.nats_nodes,
+                sync_always=nats_sync_always,
+                log_dir=self.data_dir / "logs",
+            )
+            self.nats_cluster.start()
+            self.nats_url = self.nats_cluster.url
         if not self.nats_url:
             self._servers["nats"] = EmbeddedNats(
                 self.data_dir / "nats",
@@ -318,26 +376,36 @@ class Infrastructure:
     def exited(self) -> dict[str, int]:
         """The servers we started that have exited, with their exit codes."""
         handles = {"postgres": self.postgres, "nats": self.nats}
-        return {
+        exited = {
             name: code
             for name, handle in handles.items()
             if handle is not None and (code := handle.process.poll()) is not None
         }
+        if self.nats_cluster is not None:
+            exited |= {f"nats-n{i + 1}": code for i, code in self.nats_cluster.exited().items()}
+        return exited
 
     def restart(self, name: str) -> None:
-        """Starts a server of ours that died again, on the port its clients already know."""
-        if name == "postgres" and self.postgres is not None:
+        """Starts a server of ours that died again, on the port its clients already know (a
+        cluster node also on the route its peers know)."""
+        if name.startswith("nats-n") and self.nats_cluster is not None:
+            self.nats_cluster.start_node(int(name.removeprefix("nats-n")) - 1)
+        elif name == "postgres" and self.postgres is not None:
             self.postgres = self._servers["postgres"].start(port=self.postgres.port)  # type: ignore[assignment]
         elif name == "nats" and self.nats is not None:
             self.nats = self._servers["nats"].start(port=self.nats.port)  # type: ignore[assignment]
 
     def kill(self) -> None:
         """kill -9 of our servers: the forced stop after a second Ctrl-C."""
+        if self.nats_cluster is not None:
+            self.nats_cluster.kill()
         for handle in (self.nats, self.postgres):
             if handle is not None and handle.process.poll() is None:
                 handle.process.kill()
 
     def stop(self) -> None:
+        if self.nats_cluster is not None:
+            self.nats_cluster.stop()
         if self.nats is not None:
             self.nats.stop()
         if self.postgres is not None:
@@ -368,10 +436,10 @@ class Stack:
     async def start(
         self, services: tuple[str, ...] | list[str] = SERVICE_NAMES, *, timeout: float = 60.0
     ) -> None:
-        """Start `services` in dependency order; a port found taken is replaced (see
-        `start_service`)."""
-        for name in SERVICE_NAMES:
-            if name in services:
+        """Start `services` (every replica of each) in dependency order; a port found taken
+        is replaced (see `start_service`)."""
+        for name in list(self.plan.ports):
+            if service_of(name) in services:
                 await self.start_service(name, timeout=timeout, may_move=True)
 
     async def start_service(self, name: str, *, timeout: float = 60.0, may_move: bool = False) -> None:
@@ -401,7 +469,7 @@ class Stack:
         return process is not None and process.returncode is None
 
     async def _start_once(self, name: str, *, timeout: float) -> None:
-        spec = self.specs[name]
+        spec = self.specs[service_of(name)]
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.started_env[name] = self.plan.env_for(name)
         env = {**os.environ, **self.started_env[name]}
@@ -425,11 +493,11 @@ class Stack:
             raise RuntimeError(f"{name} did not become ready:\n{tail}") from None
 
     async def wait_ready(self, name: str, *, timeout: float = 60.0) -> None:
-        spec = self.specs[name]
+        spec = self.specs[service_of(name)]
         process = self.processes[name]
         deadline = time.monotonic() + timeout
         if spec.health == "grpc":
-            healthy = wait_healthy(self.plan.target(name), timeout=timeout)
+            healthy = wait_healthy(self.plan.instance_target(name), timeout=timeout)
             port = self.plan.ports[name]["grpc"]
         else:
             healthy = self._wait_http(f"{self.plan.gateway_url}/healthz", timeout, self.plan.client_ssl())
@@ -503,7 +571,7 @@ class Stack:
         await self.start_service(name, timeout=timeout)
 
     async def stop(self) -> None:
-        for name in reversed(SERVICE_NAMES):
+        for name in reversed(list(self.plan.ports)):
             if name in self.processes:
                 await self.stop_service(name)
 

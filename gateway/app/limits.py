@@ -14,8 +14,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.app.ports import StreamSlotsPort
 from gateway.domain.jsonmoney import LIMITS, JsonLimits
-from gateway.domain.limits import LoginGuard, RateLimiter, StreamSlots
+from gateway.domain.limits import LoginGuard, RateLimiter
 from gateway.settings import OrderLimits, StreamSettings
 
 REQUESTS_POLICY = "requests"
@@ -40,7 +41,7 @@ class EdgeLimits:
     requests: RateLimiter
     auth_failures: RateLimiter
     logins: LoginGuard
-    slots: StreamSlots
+    slots: StreamSlotsPort
     streams: StreamSettings
     orders: OrderLimits
     max_body_bytes: int

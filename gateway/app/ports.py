@@ -45,3 +45,19 @@ class SessionRecords(Protocol):
     async def revoke(self, session: str, until: float) -> None:
         """End the session for every process (its tokens are refused, its streams end)."""
         ...
+
+
+class StreamSlotsPort(Protocol):
+    """At most `per_user` open streams per user (across every gateway process, where shared)."""
+
+    per_user: int
+
+    async def take(self, user_id: str) -> bool:
+        """A slot for a new stream of the user; False when the user has `per_user` open."""
+        ...
+
+    def release(self, user_id: str) -> None:
+        """Give back one of the user's slots (the stream ended)."""
+        ...
+
+    def open_streams(self, user_id: str) -> int: ...

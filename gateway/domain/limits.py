@@ -229,3 +229,36 @@ class StreamSlots:
 
     def open_streams(self, user_id: str) -> int:
         return self._open.get(user_id, 0)
+
+    async def take(self, user_id: str) -> bool:
+        """`acquire`, as the edge asks for a slot (see gateway.app.ports.StreamSlotsPort)."""
+        return self.acquire(user_id)
+
+
+# A user's open streams across every gateway process: slot id → when its lease ends (epoch
+# seconds). A process renews the leases of its streams; a slot whose process died without
+# releasing it lapses when its lease ends.
+HeldSlots = dict[str, float]
+
+
+def claim_slot(
+    held: HeldSlots, slot: str, now: float, per_user: int, lease_seconds: float
+) -> HeldSlots | None:
+    """`held` with `slot` added, lapsed slots dropped; None when `per_user` are open already."""
+    live = {s: end for s, end in held.items() if end > now}
+    if len(live) >= per_user:
+        return None
+    live[slot] = now + lease_seconds
+    return live
+
+
+def renew_slots(held: HeldSlots, mine: set[str], now: float, lease_seconds: float) -> HeldSlots:
+    """`held` with the leases of `mine` (those still held) extended, lapsed slots dropped."""
+    return {
+        s: (now + lease_seconds if s in mine else end) for s, end in held.items() if end > now or s in mine
+    }
+
+
+def drop_slot(held: HeldSlots, slot: str, now: float) -> HeldSlots:
+    """`held` without `slot` and without lapsed slots."""
+    return {s: end for s, end in held.items() if s != slot and end > now}

@@ -544,12 +544,12 @@ class Handlers:
         return await self._relay(user_id, events, lambda *args: MarketValueStream(sse.DEPTH, depth, *args))
 
     # --- streams -------------------------------------------------------------------------
-    def _take_slot(self, user_id: str) -> None:
+    async def _take_slot(self, user_id: str) -> None:
         if self.registry.closing:
             raise Unavailable(
                 "the gateway is shutting down; reconnect", reason="SHUTTING_DOWN", retry_after_seconds=1
             )
-        if not self.slots.acquire(user_id):
+        if not await self.slots.take(user_id):
             raise ResourceExhausted(
                 f"at most {self.slots.per_user} streams may be open at once",
                 reason="TOO_MANY_STREAMS",
@@ -584,7 +584,7 @@ class Handlers:
             raise InvalidArgument(
                 f"at most {limit} symbols per stream", reason="TOO_MANY_SYMBOLS", field="symbols"
             )
-        self._take_slot(user_id)
+        await self._take_slot(user_id)
         try:
             subscription = await self.hub.subscribe(wanted)
         except BaseException:
@@ -617,7 +617,7 @@ class Handlers:
     ) -> Response:
         """A stream relaying a gRPC server stream, once its source has answered (or not
         refused at once)."""
-        self._take_slot(user_id)
+        await self._take_slot(user_id)
         first = asyncio.ensure_future(anext(events))
         try:
             # Fail fast (as problem+json, which stops EventSource reconnecting) when the

@@ -21,6 +21,7 @@ from nats.js.kv import KeyValue
 
 from svc_marketdata.domain.quotes import Quote
 from svc_marketdata.transport.codec import decode_quote, repeated_field
+from svc_runtime import messaging
 from svc_runtime.messaging import TYPE_HEADER, Topology
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,13 @@ async def open_bucket(js: JetStreamContext, name: str, *, description: str) -> K
         return await js.key_value(name)
     except BucketNotFoundError:
         return await js.create_key_value(
-            KeyValueConfig(bucket=name, description=description, history=1, storage=StorageType.FILE)
+            KeyValueConfig(
+                bucket=name,
+                description=description,
+                history=1,
+                storage=StorageType.FILE,
+                replicas=messaging.replicas_from_env(),
+            )
         )
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import timedelta
 
@@ -57,10 +58,13 @@ class Sweeper:
     interval: float = 5.0
     batch: int = 100
 
-    async def run(self, stop: asyncio.Event) -> None:
+    async def run(self, stop: asyncio.Event, may_act: Callable[[], Awaitable[bool]] | None = None) -> None:
+        """Sweep every `interval` until `stop`. `may_act`: the fence checked before each sweep
+        (this replica still holds the sweeper's lease); a sweep it refuses is skipped."""
         while not stop.is_set():
             try:
-                await self.sweep_once()
+                if may_act is None or await may_act():
+                    await self.sweep_once()
             except Exception:
                 log.warning("sweep failed; will retry", exc_info=True)
             with contextlib.suppress(TimeoutError):

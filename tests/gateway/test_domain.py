@@ -15,7 +15,15 @@ from gateway.domain import sse
 from gateway.domain.conflation import PushGroup
 from gateway.domain.feed import LIVE, STALE, FeedCondition, FeedView
 from gateway.domain.jsonmoney import MalformedJson, decimal_from_json, dumps, json_number_text, loads
-from gateway.domain.limits import LoginGuard, LoginThrottle, RateLimiter, StreamSlots
+from gateway.domain.limits import (
+    LoginGuard,
+    LoginThrottle,
+    RateLimiter,
+    StreamSlots,
+    claim_slot,
+    drop_slot,
+    renew_slots,
+)
 from gateway.domain.problems import problem_from_details, problem_from_error
 from svc_runtime.errors import (
     ErrorDetails,
@@ -372,6 +380,20 @@ def test_stream_slots_cap_concurrent_streams_per_user() -> None:
     slots.release("u1")
     slots.release("u1")
     assert slots.open_streams("u1") == 0
+
+
+def test_shared_stream_slots_cap_a_user_and_lapse_when_not_renewed() -> None:
+    held = claim_slot({}, "a", 100.0, 2, 30.0)
+    assert held == {"a": 130.0}
+    held = claim_slot(held, "b", 101.0, 2, 30.0)
+    assert held is not None and set(held) == {"a", "b"}
+    assert claim_slot(held, "c", 102.0, 2, 30.0) is None  # two open, wherever they are
+    # "a" is renewed by its process; "b"'s process died, so its lease lapses.
+    held = renew_slots(held, {"a"}, 125.0, 30.0)
+    assert held == {"a": 155.0, "b": 131.0}
+    held = claim_slot(held, "c", 132.0, 2, 30.0)
+    assert held == {"a": 155.0, "c": 162.0}
+    assert drop_slot(held, "a", 133.0) == {"c": 162.0}
 
 
 # --- tokens --------------------------------------------------------------------------------

@@ -19,7 +19,16 @@ import pytest
 
 from brokermesh.marketdata.v1.marketdata_pb2 import FeedStatus
 from svc_runtime import tls
-from tests.gateway.conftest import SYMBOLS, Edge, Event, events, make_quote, next_event, start_edge
+from tests.gateway.conftest import (
+    SYMBOLS,
+    Edge,
+    Event,
+    events,
+    make_quote,
+    next_event,
+    start_edge,
+    twin_gateway,
+)
 from tests.support.infra import SharedInfra
 from tests.support.polling import eventually
 
@@ -115,6 +124,34 @@ async def test_idle_streams_get_heartbeats_with_server_time_and_sequence(edge: E
         assert abs((server_time - datetime.now(UTC)).total_seconds()) < 5
         # The feed's sequence, not only this stream's: the client knows how current it is.
         assert data["sequence"] >= 777_000_001
+
+
+async def test_streams_per_user_are_capped_across_gateway_processes(edge: Edge, tmp_path: Path) -> None:
+    """Workers and replicas of the gateway count a user's streams together: one open on each
+    of two processes is the cap of two, whichever process the third asks."""
+    auth = edge.auth()
+    async with (
+        twin_gateway(edge, tmp_path) as twin_url,
+        httpx.AsyncClient(base_url=edge.url, timeout=30) as here,
+        httpx.AsyncClient(base_url=twin_url, timeout=30) as there,
+        contextlib.AsyncExitStack() as open_streams,
+    ):
+        for client in (here, there):
+            response = await open_streams.enter_async_context(
+                client.stream("GET", STREAM, params={"symbols": "INFY"}, headers=auth)
+            )
+            assert response.status_code == 200
+        for client in (here, there):
+            third = await client.get(STREAM, params={"symbols": "INFY"}, headers=auth)
+            assert third.status_code == 429 and third.json()["reason"] == "TOO_MANY_STREAMS"
+        await open_streams.aclose()
+
+        # A stream closed on one process frees its slot for the other.
+        async def can_open() -> bool:
+            async with here.stream("GET", STREAM, params={"symbols": "INFY"}, headers=auth) as response:
+                return response.status_code == 200
+
+        await eventually(can_open)
 
 
 async def test_stream_requests_are_checked_before_streaming(edge: Edge) -> None:

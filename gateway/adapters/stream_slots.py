@@ -1,0 +1,176 @@
+"""Open streams per user counted across every gateway process, in a NATS KV bucket.
+
+One key per user holds the user's open streams (slot id → lease end). Taking or giving back
+a slot rewrites the key only at the revision it read (`update(..., last=revision)`), so two
+processes racing for a user's last slot cannot both win. Each process renews the leases of
+its own streams every few seconds; a process killed outright leaves slots that lapse when
+their lease ends, so a user is not locked out for longer than that.
+
+While NATS cannot be reached the limit still holds per process (streams need NATS anyway):
+that is logged and counted (`gateway_stream_slots_unshared_total`), never silent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import secrets
+import time
+from collections.abc import Callable
+
+import nats.errors
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+from prometheus_client import Counter
+
+from gateway.adapters.kv import BackgroundBucket
+from gateway.domain.limits import HeldSlots, StreamSlots, claim_slot, drop_slot, renew_slots
+from svc_runtime import aio, messaging
+
+log = logging.getLogger(__name__)
+
+TIMEOUT_SECONDS = 2.0
+LEASE_SECONDS = 30.0
+# Conflicting writes (other processes changing the same user's streams) before giving up.
+ATTEMPTS = 8
+UNSHARED = Counter(
+    "gateway_stream_slots_unshared_total",
+    "Stream slots counted in this gateway process only: the shared count was out of reach",
+)
+
+
+class SlotsUnreachable(Exception):
+    """The shared count could not be read or written."""
+
+
+class NatsStreamSlots:
+    def __init__(
+        self,
+        nats_url: str,
+        topology: messaging.Topology,
+        per_user: int,
+        *,
+        lease_seconds: float = LEASE_SECONDS,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.record = BackgroundBucket(
+            nats_url,
+            topology.kv_bucket("stream_slots"),
+            description="open streams per user (gateway)",
+            # Keys of users without streams go eventually; live keys are rewritten far more often.
+            ttl_seconds=lease_seconds * 20,
+        )
+        self.per_user = per_user
+        self.lease_seconds = lease_seconds
+        self.clock = clock
+        # This process's own streams: the per-process bound, and the fallback while NATS is out.
+        self.local = StreamSlots(per_user)
+        # user → this process's slot ids in the shared count ("" for a slot counted locally only)
+        self._mine: dict[str, list[str]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._renewer: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.record.start()
+        self._renewer = asyncio.create_task(self._renew_forever(), name="stream-slot-leases")
+
+    async def stop(self) -> None:
+        if self._renewer is not None:
+            self._renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._renewer
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=TIMEOUT_SECONDS)
+        await self.record.stop()
+
+    def open_streams(self, user_id: str) -> int:
+        """The user's streams open on this process."""
+        return self.local.open_streams(user_id)
+
+    async def take(self, user_id: str) -> bool:
+        if not self.local.acquire(user_id):
+            return False
+        slot = secrets.token_hex(8)
+        try:
+            won = await self._change(
+                user_id, lambda held, now: claim_slot(held, slot, now, self.per_user, self.lease_seconds)
+            )
+        except SlotsUnreachable as error:
+            UNSHARED.inc()
+            log.warning("stream slots counted in this process only", extra={"error": repr(error.__cause__)})
+            slot = ""
+            won = True
+        if not won:
+            self.local.release(user_id)
+            return False
+        self._mine.setdefault(user_id, []).append(slot)
+        return True
+
+    def release(self, user_id: str) -> None:
+        self.local.release(user_id)
+        slots = self._mine.get(user_id)
+        if not slots:
+            return
+        slot = slots.pop()
+        if not slots:
+            del self._mine[user_id]
+        if slot:
+            task = asyncio.get_running_loop().create_task(self._give_back(user_id, slot))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _give_back(self, user_id: str, slot: str) -> None:
+        try:
+            await self._change(user_id, lambda held, now: drop_slot(held, slot, now))
+        except SlotsUnreachable:
+            # Its lease lapses on its own within `lease_seconds`.
+            log.warning("a stream slot could not be given back; it lapses", extra={"user": user_id})
+
+    async def _renew_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.lease_seconds / 3)
+            for user_id, slots in list(self._mine.items()):
+                mine = {s for s in slots if s}
+                if not mine:
+                    continue
+                try:
+                    await self._change(
+                        user_id, lambda held, now, mine=mine: renew_slots(held, mine, now, self.lease_seconds)
+                    )
+                except SlotsUnreachable:
+                    log.warning("stream slot leases could not be renewed", extra={"user": user_id})
+
+    async def _change(self, user_id: str, change: Callable[[HeldSlots, float], HeldSlots | None]) -> bool:
+        """Apply `change` to the user's record at the revision read; False when it refuses."""
+        kv = self.record.kv
+        if kv is None or not self.record.ready:
+            raise SlotsUnreachable("not connected")
+        key = messaging.Topology.quote_key(user_id)
+        try:
+            for _ in range(ATTEMPTS):
+                held, revision = await self._read(kv, key)
+                changed = change(held, self.clock())
+                if changed is None:
+                    return False
+                payload = json.dumps(changed).encode()
+                try:
+                    if revision is None:
+                        await aio.within(kv.create(key, payload), TIMEOUT_SECONDS)
+                    else:
+                        await aio.within(kv.update(key, payload, last=revision), TIMEOUT_SECONDS)
+                    return True
+                except KeyWrongLastSequenceError:
+                    continue  # another process changed it first: read again
+        except (TimeoutError, nats.errors.Error) as error:
+            raise SlotsUnreachable(str(error)) from error
+        raise SlotsUnreachable(f"{ATTEMPTS} conflicting writes in a row")
+
+    @staticmethod
+    async def _read(kv: KeyValue, key: str) -> tuple[HeldSlots, int | None]:
+        try:
+            entry = await aio.within(kv.get(key), TIMEOUT_SECONDS)
+        except KeyNotFoundError:
+            return {}, None
+        return {str(k): float(v) for k, v in json.loads(entry.value or b"{}").items()}, entry.revision
