@@ -23,7 +23,7 @@ from svc_marketdata.app.market import MarketData
 from svc_marketdata.app.streams import StreamHub
 from svc_marketdata.app.watchlists import Watchlists
 from svc_marketdata.transport import alerts, marketdata, watchlists
-from svc_marketdata.transport.codec import encode_feed_status, encode_quote
+from svc_marketdata.transport.wire import encode_feed_status, encode_quote
 from svc_runtime import config, grpc_client, service
 from svc_runtime.db import create_pool, migrate
 from svc_runtime.fix import ThreadBridge

@@ -331,7 +331,7 @@ def hot_path(messages: list[str], *, rounds: int, flush_every: int = 10) -> dict
     from svc_marketdata.domain.candles import CandleBook
     from svc_marketdata.domain.depth import DepthBook
     from svc_marketdata.domain.quotes import QuoteBook
-    from svc_marketdata.transport.codec import encode_quote
+    from svc_marketdata.transport.wire import encode_quote
     from svc_runtime.fix import data_dictionary
 
     dictionary = fix.DataDictionary(str(data_dictionary()))

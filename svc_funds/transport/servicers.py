@@ -31,7 +31,7 @@ from svc_funds.app.withdrawals import WithdrawalsApp
 from svc_funds.domain import model
 from svc_funds.domain import operations as ops
 from svc_funds.domain.ledger import Block
-from svc_funds.transport import convert
+from svc_funds.transport import wire
 from svc_runtime import pagination
 from svc_runtime.decimals import parse_decimal
 from svc_runtime.errors import InvalidArgument, NotFound, ServiceError, to_item_status
@@ -51,11 +51,11 @@ _BlockRequest = funds_pb2.BlockFundsRequest | funds_pb2.BlockHoldingsRequest
 def _order_terms(request: _BlockRequest, default_parent: str) -> dict[str, Any]:
     """The terms a cash and a share block share, checked."""
     return {
-        "user_id": convert.user_of_parent(request.parent or default_parent),
+        "user_id": wire.user_of_parent(request.parent or default_parent),
         "order_id": model.check_order_id(request.order_id),
         "symbol": model.check_symbol(request.symbol),
         "quantity": model.check_quantity(request.quantity),
-        "product": convert.product_in(request.product),
+        "product": wire.product_in(request.product),
         "request_id": model.check_request_id(request.request_id) if request.request_id else "",
         "tag": check_tag(request.tag),
     }
@@ -63,7 +63,7 @@ def _order_terms(request: _BlockRequest, default_parent: str) -> dict[str, Any]:
 
 def _cash_block(request: funds_pb2.BlockFundsRequest, *, default_parent: str = "") -> ops.BlockCash:
     terms = _order_terms(request, default_parent)
-    return ops.BlockCash(price=model.check_price(convert.money_in(request.price, "price")), **terms)
+    return ops.BlockCash(price=model.check_price(wire.money_in(request.price, "price")), **terms)
 
 
 def _share_block(request: funds_pb2.BlockHoldingsRequest, *, default_parent: str = "") -> ops.BlockShares:
@@ -89,12 +89,12 @@ class AccountServicer(accounts_pb2_grpc.AccountServiceServicer):
         account = await self.app.create(
             request.username, request.password, request.display_name, request.request_id
         )
-        return convert.account_out(account)
+        return wire.account_out(account)
 
     async def GetAccount(
         self, request: accounts_pb2.GetAccountRequest, context: Context
     ) -> accounts_pb2.Account:
-        return convert.account_out(await self.app.get(convert.user_of_account(request.name)))
+        return wire.account_out(await self.app.get(wire.user_of_account(request.name)))
 
     async def ListAccounts(
         self, request: accounts_pb2.ListAccountsRequest, context: Context
@@ -106,13 +106,13 @@ class AccountServicer(accounts_pb2_grpc.AccountServiceServicer):
             pagination.encode_token(accounts[size - 1].user_id, "accounts") if len(accounts) > size else ""
         )
         return accounts_pb2.ListAccountsResponse(
-            accounts=[convert.account_out(a) for a in accounts[:size]], next_page_token=token
+            accounts=[wire.account_out(a) for a in accounts[:size]], next_page_token=token
         )
 
     async def VerifyCredentials(
         self, request: accounts_pb2.VerifyCredentialsRequest, context: Context
     ) -> accounts_pb2.Account:
-        return convert.account_out(await self.app.verify(request.username, request.password))
+        return wire.account_out(await self.app.verify(request.username, request.password))
 
 
 class FundsServicer(funds_pb2_grpc.FundsServiceServicer):
@@ -128,65 +128,65 @@ class FundsServicer(funds_pb2_grpc.FundsServiceServicer):
     async def GetAccountStatement(
         self, request: funds_pb2.GetAccountStatementRequest, context: Context
     ) -> funds_pb2.Document:
-        user_id = convert.user_of_parent(request.parent)
-        start = convert.date_in(request.start_date, "start_date")
-        end = convert.date_in(request.end_date, "end_date")
+        user_id = wire.user_of_parent(request.parent)
+        start = wire.date_in(request.start_date, "start_date")
+        end = wire.date_in(request.end_date, "end_date")
         statement = await self.statements.statement(user_id, start, end)
-        document = self.statements.render_statement(statement, convert.format_in(request.format))
+        document = self.statements.render_statement(statement, wire.format_in(request.format))
         totals = {
             "opening": statement.opening,
             "debits": statement.debits,
             "credits": statement.credits,
             "closing": statement.closing,
         }
-        return convert.document_out(document, totals)
+        return wire.document_out(document, totals)
 
     async def GetContractNote(
         self, request: funds_pb2.GetContractNoteRequest, context: Context
     ) -> funds_pb2.Document:
-        user_id = convert.user_of_parent(request.parent)
-        day = convert.date_in(request.trading_day, "trading_day")
+        user_id = wire.user_of_parent(request.parent)
+        day = wire.date_in(request.trading_day, "trading_day")
         note = await self.statements.contract_note(user_id, day)
-        document = self.statements.render_contract_note(note, convert.format_in(request.format))
+        document = self.statements.render_contract_note(note, wire.format_in(request.format))
         totals = {"bought": note.bought, "sold": note.sold, "charges": note.total_charges, "net": note.net}
         totals |= {f"charges:{name}": note.charge_total(name) for name in note.charge_names}
-        return convert.document_out(document, totals)
+        return wire.document_out(document, totals)
 
     # --- withdrawals -----------------------------------------------------------------------
     async def SetBankAccount(
         self, request: funds_pb2.SetBankAccountRequest, context: Context
     ) -> funds_pb2.BankAccount:
         account = request.bank_account
-        user_id = convert.user_of_bank_account(account.name, "bank_account.name")
+        user_id = wire.user_of_bank_account(account.name, "bank_account.name")
         number, ifsc = model.check_bank_account(account.account_number, account.ifsc)
         saved = await self.withdrawals.set_bank_account(BankAccount(user_id, number, ifsc))
-        return convert.bank_account_out(saved)
+        return wire.bank_account_out(saved)
 
     async def GetBankAccount(
         self, request: funds_pb2.GetBankAccountRequest, context: Context
     ) -> funds_pb2.BankAccount:
-        return convert.bank_account_out(
-            await self.withdrawals.bank_account(convert.user_of_bank_account(request.name))
+        return wire.bank_account_out(
+            await self.withdrawals.bank_account(wire.user_of_bank_account(request.name))
         )
 
     async def CreateWithdrawal(
         self, request: funds_pb2.CreateWithdrawalRequest, context: Context
     ) -> funds_pb2.Withdrawal:
-        user_id = convert.user_of_parent(request.parent)
-        amount = model.check_amount(convert.money_in(request.amount, "amount"))
+        user_id = wire.user_of_parent(request.parent)
+        amount = model.check_amount(wire.money_in(request.amount, "amount"))
         request_id = model.check_request_id(request.request_id)
-        return convert.withdrawal_out(await self.withdrawals.request(user_id, amount, request_id))
+        return wire.withdrawal_out(await self.withdrawals.request(user_id, amount, request_id))
 
     async def GetWithdrawal(
         self, request: funds_pb2.GetWithdrawalRequest, context: Context
     ) -> funds_pb2.Withdrawal:
-        user_id, withdrawal_id = convert.withdrawal_name(request.name)
-        return convert.withdrawal_out(await self.withdrawals.get(user_id, withdrawal_id))
+        user_id, withdrawal_id = wire.withdrawal_name(request.name)
+        return wire.withdrawal_out(await self.withdrawals.get(user_id, withdrawal_id))
 
     async def ListWithdrawals(
         self, request: funds_pb2.ListWithdrawalsRequest, context: Context
     ) -> funds_pb2.ListWithdrawalsResponse:
-        user_id = convert.user_of_parent(request.parent)
+        user_id = wire.user_of_parent(request.parent)
         size = pagination.page_size(request.page_size, default=50, maximum=500)
         before = pagination.decode_token(request.page_token, "withdrawals", user_id)
         if before is not None and not (isinstance(before, list) and len(before) == 2):
@@ -200,30 +200,30 @@ class FundsServicer(funds_pb2_grpc.FundsServiceServicer):
                 [last.created_at.isoformat(), last.withdrawal_id], "withdrawals", user_id
             )
         return funds_pb2.ListWithdrawalsResponse(
-            withdrawals=[convert.withdrawal_out(w) for w in found[:size]], next_page_token=token
+            withdrawals=[wire.withdrawal_out(w) for w in found[:size]], next_page_token=token
         )
 
     async def GetFunds(self, request: funds_pb2.GetFundsRequest, context: Context) -> funds_pb2.Funds:
-        return convert.funds_out(await self.app.funds(convert.user_of_funds(request.name)))
+        return wire.funds_out(await self.app.funds(wire.user_of_funds(request.name)))
 
     async def Deposit(self, request: funds_pb2.DepositRequest, context: Context) -> funds_pb2.Funds:
-        user_id = convert.user_of_funds(request.name)
-        amount = model.check_amount(convert.money_in(request.amount, "amount"))
+        user_id = wire.user_of_funds(request.name)
+        amount = model.check_amount(wire.money_in(request.amount, "amount"))
         request_id = model.check_request_id(request.request_id)
         funds = await self.app.deposit(user_id, amount, request_id, _reference(request.reference))
-        return convert.funds_out(funds)
+        return wire.funds_out(funds)
 
     async def Withdraw(self, request: funds_pb2.WithdrawRequest, context: Context) -> funds_pb2.Funds:
-        user_id = convert.user_of_funds(request.name)
-        amount = model.check_amount(convert.money_in(request.amount, "amount"))
+        user_id = wire.user_of_funds(request.name)
+        amount = model.check_amount(wire.money_in(request.amount, "amount"))
         request_id = model.check_request_id(request.request_id)
         funds = await self.app.withdraw(user_id, amount, request_id, _reference(request.reference))
-        return convert.funds_out(funds)
+        return wire.funds_out(funds)
 
     async def ListLedgerEntries(
         self, request: funds_pb2.ListLedgerEntriesRequest, context: Context
     ) -> funds_pb2.ListLedgerEntriesResponse:
-        user_id = convert.user_of_parent(request.parent)
+        user_id = wire.user_of_parent(request.parent)
         size = pagination.page_size(request.page_size, default=50, maximum=500)
         before = pagination.decode_token(request.page_token, "entries", user_id)
         if before is not None and not isinstance(before, int):
@@ -235,11 +235,11 @@ class FundsServicer(funds_pb2_grpc.FundsServiceServicer):
             else ""
         )
         return funds_pb2.ListLedgerEntriesResponse(
-            entries=[convert.entry_out(e) for e in entries[:size]], next_page_token=token
+            entries=[wire.entry_out(e) for e in entries[:size]], next_page_token=token
         )
 
     async def BlockFunds(self, request: funds_pb2.BlockFundsRequest, context: Context) -> funds_pb2.Block:
-        return convert.block_out(await self.app.make_block(_cash_block(request)))
+        return wire.block_out(await self.app.make_block(_cash_block(request)))
 
     async def BatchBlockFunds(
         self, request: funds_pb2.BatchBlockFundsRequest, context: Context
@@ -251,7 +251,7 @@ class FundsServicer(funds_pb2_grpc.FundsServiceServicer):
     async def BlockHoldings(
         self, request: funds_pb2.BlockHoldingsRequest, context: Context
     ) -> funds_pb2.Block:
-        return convert.block_out(await self.app.make_block(_share_block(request)))
+        return wire.block_out(await self.app.make_block(_share_block(request)))
 
     async def BatchBlockHoldings(
         self, request: funds_pb2.BatchBlockHoldingsRequest, context: Context
@@ -268,7 +268,7 @@ class FundsServicer(funds_pb2_grpc.FundsServiceServicer):
     ) -> list[funds_pb2.BlockResult]:
         """A batch's results: a malformed batch is refused whole; then each request is
         checked on its own, and a bad one gets its error while the others go on."""
-        batch_user = convert.user_or_all(parent)
+        batch_user = wire.user_or_all(parent)
         if not 1 <= len(items) <= MAX_BATCH_BLOCKS:
             raise InvalidArgument(
                 f"requests must hold 1 to {MAX_BATCH_BLOCKS} blocks", reason="INVALID_BATCH", field="requests"
@@ -300,7 +300,7 @@ class FundsServicer(funds_pb2_grpc.FundsServiceServicer):
         return [
             funds_pb2.BlockResult(error=to_item_status(outcome, f"requests[{i}]."))
             if isinstance(outcome, ServiceError)
-            else funds_pb2.BlockResult(block=convert.block_out(outcome))
+            else funds_pb2.BlockResult(block=wire.block_out(outcome))
             for i, outcome in sorted(outcomes.items())
         ]
 
@@ -308,15 +308,15 @@ class FundsServicer(funds_pb2_grpc.FundsServiceServicer):
         self, request: funds_pb2.PreviewBlockRequest, context: Context
     ) -> funds_pb2.BlockPreview:
         terms = {
-            "user_id": convert.user_of_parent(request.parent),
+            "user_id": wire.user_of_parent(request.parent),
             # Never a real order's id: the block is made and thrown away.
             "order_id": PREVIEW_ORDER_ID,
             "symbol": model.check_symbol(request.symbol),
             "quantity": model.check_quantity(request.quantity),
-            "product": convert.product_in(request.product),
+            "product": wire.product_in(request.product),
         }
         price = (
-            model.check_price(convert.money_in(request.price, "price")) if request.HasField("price") else None
+            model.check_price(wire.money_in(request.price, "price")) if request.HasField("price") else None
         )
         command: ops.BlockCash | ops.BlockShares
         if request.side == trading_pb2.SIDE_BUY:
@@ -329,38 +329,38 @@ class FundsServicer(funds_pb2_grpc.FundsServiceServicer):
             command = ops.BlockShares(**terms)
         else:
             raise InvalidArgument("side must be BUY or SELL", reason="MISSING_SIDE", field="side")
-        return convert.block_preview_out(await self.app.preview_block(command, price))
+        return wire.block_preview_out(await self.app.preview_block(command, price))
 
     async def AdjustBlock(self, request: funds_pb2.AdjustBlockRequest, context: Context) -> funds_pb2.Block:
-        user_id, order_id = convert.block_name(request.name)
+        user_id, order_id = wire.block_name(request.name)
         quantity = model.check_quantity(request.quantity)
         price = None
         if request.HasField("price") and request.price.value:
-            price = model.check_price(convert.money_in(request.price, "price"))
+            price = model.check_price(wire.money_in(request.price, "price"))
         request_id = model.check_request_id(request.request_id)
-        return convert.block_out(await self.app.adjust_block(user_id, order_id, quantity, price, request_id))
+        return wire.block_out(await self.app.adjust_block(user_id, order_id, quantity, price, request_id))
 
     async def ReleaseBlock(self, request: funds_pb2.ReleaseBlockRequest, context: Context) -> funds_pb2.Block:
-        user_id, order_id = convert.block_name(request.name)
+        user_id, order_id = wire.block_name(request.name)
         reason = model.check_reason(request.reason)
-        return convert.block_out(await self.app.release_block(user_id, order_id, reason))
+        return wire.block_out(await self.app.release_block(user_id, order_id, reason))
 
     async def GetBlock(self, request: funds_pb2.GetBlockRequest, context: Context) -> funds_pb2.Block:
-        user_id, order_id = convert.block_name(request.name)
-        return convert.block_out(await self.app.block(user_id, order_id))
+        user_id, order_id = wire.block_name(request.name)
+        return wire.block_out(await self.app.block(user_id, order_id))
 
     async def ListBlocks(
         self, request: funds_pb2.ListBlocksRequest, context: Context
     ) -> funds_pb2.ListBlocksResponse:
-        user_id = convert.user_or_all(request.parent)
-        state = convert.state_in(request.state)
+        user_id = wire.user_or_all(request.parent)
+        state = wire.state_in(request.state)
         size = pagination.page_size(request.page_size, default=100, maximum=1000)
         filters = ("blocks", user_id, None if state is None else str(state))
         after = pagination.decode_token(request.page_token, *filters) or ""
         blocks = await self.app.blocks(user_id, state, str(after), size + 1)
         token = pagination.encode_token(blocks[size - 1].order_id, *filters) if len(blocks) > size else ""
         return funds_pb2.ListBlocksResponse(
-            blocks=[convert.block_out(b) for b in blocks[:size]], next_page_token=token
+            blocks=[wire.block_out(b) for b in blocks[:size]], next_page_token=token
         )
 
     async def CheckInvariants(
@@ -384,8 +384,8 @@ class PortfolioServicer(portfolio_pb2_grpc.PortfolioServiceServicer):
     async def GetPortfolio(
         self, request: portfolio_pb2.GetPortfolioRequest, context: Context
     ) -> portfolio_pb2.Portfolio:
-        user_id = convert.user_of_portfolio(request.name)
-        return convert.portfolio_out(await self.app.portfolio(user_id, check_tag(request.tag)))
+        user_id = wire.user_of_portfolio(request.name)
+        return wire.portfolio_out(await self.app.portfolio(user_id, check_tag(request.tag)))
 
     async def RunEndOfDay(
         self, request: portfolio_pb2.RunEndOfDayRequest, context: Context
@@ -408,7 +408,7 @@ class PortfolioServicer(portfolio_pb2_grpc.PortfolioServiceServicer):
     async def DepositShares(
         self, request: portfolio_pb2.DepositSharesRequest, context: Context
     ) -> portfolio_pb2.Holding:
-        user_id = convert.user_of_parent(request.parent)
+        user_id = wire.user_of_parent(request.parent)
         symbol = model.check_symbol(request.symbol)
         quantity = model.check_quantity(request.quantity)
         average_price = model.check_price(
@@ -427,7 +427,7 @@ class PortfolioServicer(portfolio_pb2_grpc.PortfolioServiceServicer):
         view = await self.app.portfolio(user_id)
         for holding in view.holdings:
             if holding.row.symbol == symbol:
-                return convert.holding_out(holding)
+                return wire.holding_out(holding)
         raise NotFound(f"no holding of {symbol}", reason="HOLDING_NOT_FOUND")  # sold off meanwhile
 
 

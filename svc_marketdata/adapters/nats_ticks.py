@@ -20,7 +20,7 @@ from nats.js.errors import BucketNotFoundError, NoKeysError
 from nats.js.kv import KeyValue
 
 from svc_marketdata.domain.quotes import Quote
-from svc_marketdata.transport.codec import decode_quote, repeated_field
+from svc_marketdata.transport.wire import decode_quote, repeated_field
 from svc_runtime import messaging
 from svc_runtime.messaging import TYPE_HEADER, Topology
 

@@ -1,1 +1,1 @@
-"""gRPC servicers and the protobuf codec."""
+"""gRPC servicers and the protobuf mapping (wire.py)."""

@@ -15,7 +15,7 @@ from brokermesh.marketdata.v1 import marketdata_pb2, marketdata_pb2_grpc
 from svc_marketdata.app.market import MAX_QUOTES_PER_MESSAGE, MarketData
 from svc_marketdata.domain.candles import Candle
 from svc_marketdata.domain.conflation import DEFAULT_UPDATES_PER_SECOND, MAX_UPDATES_PER_SECOND
-from svc_marketdata.transport.codec import (
+from svc_marketdata.transport.wire import (
     INTERVAL_NAMES,
     candle_message,
     depth_message,
@@ -34,7 +34,7 @@ PortfolioSymbols = Callable[[str], Awaitable[list[str]]]
 VALUE_STREAM_UPDATES_PER_SECOND = 4
 
 SERVICE_NAME = marketdata_pb2.DESCRIPTOR.services_by_name["MarketDataService"].full_name
-# Responses these methods return as bytes already in wire form (see `codec.repeated_field`).
+# Responses these methods return as bytes already in wire form (see `wire.repeated_field`).
 _PRE_ENCODED = ("BatchGetQuotes", "StreamQuotes")
 
 STREAM_MESSAGES = Counter("marketdata_stream_messages_total", "StreamQuotes messages written")

@@ -7,7 +7,7 @@ import grpc
 from brokermesh.marketdata.v1 import watchlists_pb2, watchlists_pb2_grpc
 from svc_marketdata.app.watchlists import Watchlists
 from svc_marketdata.domain.watchlists import check_user_id, check_watchlist_id
-from svc_marketdata.transport.codec import watchlist_message
+from svc_marketdata.transport.wire import watchlist_message
 from svc_runtime.errors import InvalidArgument
 
 SERVICE_NAME = watchlists_pb2.DESCRIPTOR.services_by_name["WatchlistService"].full_name

@@ -8,7 +8,7 @@ from decimal import Decimal
 
 from brokermesh.marketdata.v1 import marketdata_pb2, tick_pb2
 from svc_marketdata.domain.quotes import Quote
-from svc_marketdata.transport.codec import decode_quote, encode_quote, quote_message, repeated_field
+from svc_marketdata.transport.wire import decode_quote, encode_quote, quote_message, repeated_field
 
 
 def random_quote(rng: random.Random) -> Quote:
