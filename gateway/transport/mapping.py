@@ -155,6 +155,27 @@ def _contingent_json(order: orders_pb2.Order) -> dict[str, Any] | None:
     }
 
 
+def _prices(
+    body: dict[str, Any],
+    names: tuple[tuple[str, str], ...],
+    violations: list[FieldViolation],
+    prefix: str = "",
+) -> dict[str, decimal_pb2.Decimal]:
+    """The prices of `body` given by JSON name, as protobuf decimals by proto field name; each
+    malformed one is added to `violations` (named as the client sent it) and left out."""
+    prices: dict[str, decimal_pb2.Decimal] = {}
+    for json_name, proto_name in names:
+        if body.get(json_name) is None:
+            continue
+        try:
+            value = decimal_from_json(body[json_name], field=prefix + json_name, max_places=PRICE_PLACES)
+        except InvalidArgument as error:
+            violations.extend(error.violations)
+            continue
+        prices[proto_name] = _proto_decimal(value)
+    return prices
+
+
 def _contingent_request(
     body: dict[str, Any], violations: list[FieldViolation]
 ) -> orders_pb2.ContingentTerms | None:
@@ -165,17 +186,9 @@ def _contingent_request(
     message = orders_pb2.ContingentTerms(
         kind=_enum_value(orders_pb2.ContingencyKind, terms["kind"], "CONTINGENCY_KIND_")
     )
-    for json_name, proto_name in (("targetPrice", "target_price"), ("stopLossPrice", "stop_loss_price")):
-        if terms.get(json_name) is None:
-            continue
-        try:
-            value = decimal_from_json(
-                terms[json_name], field=f"contingent.{json_name}", max_places=PRICE_PLACES
-            )
-        except InvalidArgument as error:
-            violations.extend(error.violations)
-            continue
-        getattr(message, proto_name).CopyFrom(_proto_decimal(value))
+    names = (("targetPrice", "target_price"), ("stopLossPrice", "stop_loss_price"))
+    for proto_name, price in _prices(terms, names, violations, "contingent.").items():
+        getattr(message, proto_name).CopyFrom(price)
     return message
 
 
@@ -206,16 +219,7 @@ def create_gtt_request(
 ) -> orders_pb2.CreateGttRequest:
     """The gRPC request for a validated body: the order's fields sit beside the trigger's."""
     violations: list[FieldViolation] = []
-    prices: dict[str, decimal_pb2.Decimal] = {}
-    for json_name, proto_name in (("triggerPrice", "trigger_price"), ("limitPrice", "limit_price")):
-        if body.get(json_name) is None:
-            continue
-        try:
-            value = decimal_from_json(body[json_name], field=json_name, max_places=PRICE_PLACES)
-        except InvalidArgument as error:
-            violations.extend(error.violations)
-            continue
-        prices[proto_name] = _proto_decimal(value)
+    prices = _prices(body, (("triggerPrice", "trigger_price"), ("limitPrice", "limit_price")), violations)
     if violations:
         raise InvalidArgument("invalid GTT prices", reason="INVALID_DECIMAL", violations=violations)
     gtt = orders_pb2.Gtt(
@@ -289,16 +293,7 @@ def place_order_request(
             field="clientId",
         )
     violations: list[FieldViolation] = []
-    prices: dict[str, decimal_pb2.Decimal] = {}
-    for json_name, proto_name in (("limitPrice", "limit_price"), ("stopPrice", "stop_price")):
-        if body.get(json_name) is None:
-            continue
-        try:
-            value = decimal_from_json(body[json_name], field=json_name, max_places=PRICE_PLACES)
-        except InvalidArgument as error:
-            violations.extend(error.violations)
-            continue
-        prices[proto_name] = _proto_decimal(value)
+    prices = _prices(body, (("limitPrice", "limit_price"), ("stopPrice", "stop_price")), violations)
     contingent = _contingent_request(body, violations)
     trailing_stop = _trailing_request(body, violations)
     if violations:
@@ -327,15 +322,10 @@ def modify_order_request(
     if body.get("quantity") is not None:
         request.quantity = body["quantity"]
     violations: list[FieldViolation] = []
-    for json_name, proto_name in (("limitPrice", "limit_price"), ("stopPrice", "stop_price")):
-        if body.get(json_name) is None:
-            continue
-        try:
-            value = decimal_from_json(body[json_name], field=json_name, max_places=PRICE_PLACES)
-        except InvalidArgument as error:
-            violations.extend(error.violations)
-            continue
-        getattr(request, proto_name).CopyFrom(_proto_decimal(value))
+    for proto_name, price in _prices(
+        body, (("limitPrice", "limit_price"), ("stopPrice", "stop_price")), violations
+    ).items():
+        getattr(request, proto_name).CopyFrom(price)
     if violations:
         raise InvalidArgument("invalid order prices", reason="INVALID_DECIMAL", violations=violations)
     return request
