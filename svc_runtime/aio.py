@@ -1,4 +1,5 @@
-"""asyncio waits with a deadline, correct on Python 3.11.
+"""asyncio waits with a deadline, correct on Python 3.11, and the periodic loop of every
+background worker.
 
 `asyncio.wait_for` on Python 3.11 can swallow a cancellation that arrives just as the awaited
 future completes (CPython gh-86296, fixed in 3.12): a loop around it then runs on after its
@@ -10,7 +11,8 @@ them instead of `asyncio.wait_for` (a ruff rule bans it).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+import logging
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -32,3 +34,25 @@ async def event_within(event: asyncio.Event, seconds: float) -> bool:
     except TimeoutError:
         return False
     return True
+
+
+async def every(
+    seconds: float,
+    stop: asyncio.Event,
+    round_: Callable[[], Awaitable[object]],
+    *,
+    what: str,
+    log: logging.Logger,
+    on_error: Callable[[], None] | None = None,
+) -> None:
+    """Run `round_` every `seconds` until `stop` is set. A round that fails is logged (and
+    `on_error` called) and the next one tries again: a worker outlives a database or peer
+    that is away for a while; only a cancellation or `stop` ends it."""
+    while not stop.is_set():
+        try:
+            await round_()
+        except Exception:
+            log.warning("%s failed; will retry", what, exc_info=True)
+            if on_error is not None:
+                on_error()
+        await event_within(stop, seconds)

@@ -112,13 +112,15 @@ class PayoutLoop:
         self.interval = interval
 
     async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                await self.once()
-            except Exception:  # the database or the bank is down: the next round tries again
-                log.exception("payout round failed")
-                PAYOUT_ERRORS.labels("round").inc()
-            await aio.event_within(stop, self.interval)
+        # The database or the bank may be down: the next round tries again.
+        await aio.every(
+            self.interval,
+            stop,
+            self.once,
+            what="payout round",
+            log=log,
+            on_error=PAYOUT_ERRORS.labels("round").inc,
+        )
 
     async def once(self) -> int:
         """One round over the HELD withdrawals; returns how many it settled."""

@@ -6,7 +6,6 @@ idempotent (keyed by the order, or by the action's id)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -50,13 +49,7 @@ class FundsActionWorker:
     interval: float = 0.5
 
     async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                await self.run_once()
-            except Exception:
-                log.warning("funds actions failed; will retry", exc_info=True)
-            with contextlib.suppress(TimeoutError):
-                await aio.within(stop.wait(), self.interval)
+        await aio.every(self.interval, stop, self.run_once, what="funds actions", log=log)
 
     async def run_once(self) -> int:
         return await self.queue.process_funds_actions(self._perform)

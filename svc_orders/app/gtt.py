@@ -130,12 +130,7 @@ class Gtts:
 
     # --- the watcher ------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                await self.watch_once()
-            except Exception:
-                log.warning("GTT watch failed; will retry", exc_info=True)
-            await aio.event_within(stop, self.interval)
+        await aio.every(self.interval, stop, self.watch_once, what="GTT watch", log=log)
 
     async def watch_once(self) -> int:
         fired = 0

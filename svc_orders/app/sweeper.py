@@ -16,7 +16,6 @@ exchange has never seen and can no longer receive.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
@@ -61,14 +60,12 @@ class Sweeper:
     async def run(self, stop: asyncio.Event, may_act: Callable[[], Awaitable[bool]] | None = None) -> None:
         """Sweep every `interval` until `stop`. `may_act`: the fence checked before each sweep
         (this replica still holds the sweeper's lease); a sweep it refuses is skipped."""
-        while not stop.is_set():
-            try:
-                if may_act is None or await may_act():
-                    await self.sweep_once()
-            except Exception:
-                log.warning("sweep failed; will retry", exc_info=True)
-            with contextlib.suppress(TimeoutError):
-                await aio.within(stop.wait(), self.interval)
+
+        async def fenced_sweep() -> None:
+            if may_act is None or await may_act():
+                await self.sweep_once()
+
+        await aio.every(self.interval, stop, fenced_sweep, what="sweep", log=log)
 
     async def sweep_once(self) -> int:
         older_than = self.clock.now() - timedelta(seconds=self.stuck_after)

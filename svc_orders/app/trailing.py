@@ -36,12 +36,7 @@ class TrailingStops:
     interval: float = 0.25
 
     async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                await self.follow_once()
-            except Exception:
-                log.warning("trailing stops not followed; will retry", exc_info=True)
-            await aio.event_within(stop, self.interval)
+        await aio.every(self.interval, stop, self.follow_once, what="following trailing stops", log=log)
 
     async def follow_once(self) -> int:
         moved = 0

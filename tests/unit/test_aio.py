@@ -52,3 +52,31 @@ async def test_within_gives_the_result_or_times_out() -> None:
     assert not await aio.event_within(event, 0.01)
     event.set()
     assert await aio.event_within(event, 0)
+
+
+async def test_every_runs_rounds_until_stopped_and_outlives_a_failing_round() -> None:
+    import logging
+
+    stop = asyncio.Event()
+    rounds: list[int] = []
+    errors: list[bool] = []
+
+    async def round_() -> None:
+        rounds.append(len(rounds))
+        if len(rounds) == 2:
+            raise ConnectionError("the database is away")
+        if len(rounds) == 4:
+            stop.set()
+
+    await aio.within(
+        aio.every(
+            0.001,
+            stop,
+            round_,
+            what="test round",
+            log=logging.getLogger("t"),
+            on_error=lambda: errors.append(True),
+        ),
+        2,
+    )
+    assert rounds == [0, 1, 2, 3] and errors == [True]
