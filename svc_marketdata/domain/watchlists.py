@@ -7,6 +7,7 @@ each other's symbols.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -26,12 +27,28 @@ MAX_REMEMBERED_REQUESTS = 200
 IsKnown = Callable[[str], bool]
 
 
+# Ids become one token of a NATS KV key: no '.' (the token separator) and no ':' (not a key
+# character), on top of the id grammar every service shares.
+_KV_TOKEN = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def _kv_safe_id(value: str, field_name: str) -> str:
+    names.resource_id(value, field_name)
+    if not _KV_TOKEN.match(value):
+        raise InvalidArgument(
+            f"{field_name}: an id here is letters, digits, '_' or '-'",
+            reason="INVALID_NAME",
+            field=field_name,
+        )
+    return value
+
+
 def check_user_id(user_id: str, *, field_name: str = "parent") -> str:
-    return names.resource_id(user_id, field_name)
+    return _kv_safe_id(user_id, field_name)
 
 
 def check_watchlist_id(watchlist_id: str, *, field_name: str = "name") -> str:
-    return names.resource_id(watchlist_id, field_name)
+    return _kv_safe_id(watchlist_id, field_name)
 
 
 def check_display_name(display_name: str) -> str:

@@ -143,7 +143,7 @@ async def test_holdings_say_which_shares_have_not_settled_yet() -> None:
     friday, monday = date(2026, 12, 11), date(2026, 12, 14)
 
     class Store:
-        async def rows(self, user_id: str) -> PortfolioRows:
+        async def rows(self, user_id: str, tag: str = "") -> PortfolioRows:
             return PortfolioRows(
                 holdings=[
                     HoldingRow("u1", "INFY", 30, D("45000.00"), D(0)),
