@@ -29,6 +29,10 @@ STILL_CROSSING = {
     "INSERT INTO order_requests (order_id, request_id, kind, fingerprint)": {"order_requests"},
     "SELECT * FROM orders WHERE status IN": {"orders"},
     "SELECT * FROM funds_actions WHERE next_attempt_at": {"funds_actions"},
+    # The background workers of contingent orders and trailing stops scan every user's working
+    # legs, as the sweeper does: on a distributed schema each runs per shard.
+    "SELECT DISTINCT oco_group FROM orders WHERE status =": {"orders"},
+    "SELECT * FROM orders WHERE status = $2 AND (trail_amount IS NOT NULL": {"orders"},
     # PostgreSQL's own check of the foreign keys to orders (trades, audit_log, …), which name
     # the order alone: they become (user_id, order_id).
     'SELECT $2 FROM ONLY "orders"."orders" x WHERE "order_id"': {"orders"},
