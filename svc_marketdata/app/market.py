@@ -41,7 +41,7 @@ from svc_marketdata.domain.instruments import (
     SearchHit,
     normalize_symbol,
 )
-from svc_marketdata.domain.liveness import FeedLiveness
+from svc_marketdata.domain.liveness import FeedLiveness, FeedState
 from svc_marketdata.domain.quotes import Quote, QuoteBook, SymbolUpdate
 from svc_runtime import aio
 from svc_runtime.errors import InvalidArgument, NotFound, Unavailable
@@ -253,6 +253,10 @@ class MarketData:
         return self.encode_status(
             self.liveness.current, last_sequence=self.book.last_sequence, server_time_ns=now_ns
         )
+
+    @property
+    def feed_state(self) -> FeedState:
+        return self.liveness.current
 
     async def check_feed(self) -> None:
         """Probe a silent exchange, judge the feed, and tell everyone: streams at once on a
