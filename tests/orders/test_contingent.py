@@ -87,8 +87,11 @@ async def test_a_bracket_entry_fill_sends_both_exits_with_one_share_block(oms: O
     blocks = oms.fakes.funds.blocks
     assert stop.order_id not in blocks
     assert oms.fakes.funds.shares[(user, "INFY")] == 0
+    # Accepted legs reach the executor through the outbox: each is sent once.
     for leg in (target, stop):
-        assert [c.WhichOneof("command") for c in oms.fakes.command_log.of(leg.order_id)] == ["new_order"]
+        commands = lambda leg=leg: [c.WhichOneof("command") for c in oms.fakes.command_log.of(leg.order_id)]  # noqa: E731
+        await eventually(commands, timeout=20)
+        assert commands() == ["new_order"]
     assert await oms.invariants() == []
 
 
