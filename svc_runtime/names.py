@@ -49,6 +49,10 @@ class Pattern:
             )
         return tuple(None if value == EVERY else value for value in match.groups())
 
+    def ids(self, name: str, field: str = "name") -> tuple[str, ...]:
+        """The variables of `name` where the pattern has no wildcard: every one is an id."""
+        return tuple(value or "" for value in self.parse(name, field))
+
     def format(self, *values: str) -> str:
         names = iter(values)
         return _VARIABLE.sub(lambda _: next(names), self.template)
@@ -61,9 +65,7 @@ def pattern(template: str, *, every: bool = False) -> Pattern:
 
 def user_of(name: str, field: str = "parent") -> str:
     """`users/{user}` → the user."""
-    (user,) = pattern("users/{user}").parse(name, field)
-    assert user is not None
-    return user
+    return pattern("users/{user}").ids(name, field)[0]
 
 
 def user_or_every(parent: str, field: str = "parent") -> str | None:

@@ -30,9 +30,7 @@ def user_or_all(parent: str) -> str | None:
 
 
 def _user_in(template: str, name: str) -> str:
-    user = names.pattern(template).parse(name)[0]
-    assert user is not None
-    return user
+    return names.pattern(template).ids(name)[0]
 
 
 def user_of_funds(name: str) -> str:
@@ -48,14 +46,11 @@ def user_of_account(name: str) -> str:
 
 
 def user_of_bank_account(name: str, field: str = "name") -> str:
-    user = names.pattern("users/{user}/bankAccount").parse(name, field)[0]
-    assert user is not None
-    return user
+    return names.pattern("users/{user}/bankAccount").ids(name, field)[0]
 
 
 def withdrawal_name(name: str) -> tuple[str, str]:
-    user, withdrawal = names.pattern("users/{user}/withdrawals/{withdrawal}").parse(name)
-    assert user is not None and withdrawal is not None
+    user, withdrawal = names.pattern("users/{user}/withdrawals/{withdrawal}").ids(name)
     return user, withdrawal
 
 
@@ -107,8 +102,7 @@ def document_out(document: Document, totals: dict[str, Decimal]) -> funds_pb2.Do
 
 
 def block_name(name: str) -> tuple[str, str]:
-    user, order = names.pattern("users/{user}/blocks/{order}").parse(name)
-    assert user is not None and order is not None
+    user, order = names.pattern("users/{user}/blocks/{order}").ids(name)
     return user, check_order_id(order, field="name")
 
 

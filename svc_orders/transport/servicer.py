@@ -38,8 +38,7 @@ def _parent(parent: str, *, allow_all: bool = False) -> str | None:
 
 
 def _order_name(name: str) -> tuple[str, str]:
-    user, order = names.pattern("users/{user}/orders/{order}").parse(name)
-    assert user is not None and order is not None
+    user, order = names.pattern("users/{user}/orders/{order}").ids(name)
     return user, order
 
 
@@ -75,8 +74,7 @@ def _draft(o: orders_pb2.Order) -> OrderDraft:
 
 
 def _gtt_name(name: str) -> tuple[str, str]:
-    user, gtt = names.pattern("users/{user}/gtts/{gtt}").parse(name)
-    assert user is not None and gtt is not None
+    user, gtt = names.pattern("users/{user}/gtts/{gtt}").ids(name)
     return user, gtt
 
 
