@@ -39,6 +39,7 @@ class SavedOrder:
     seq: int  # arrival order: restored orders keep their time priority
     updated: float  # unix seconds of the last change
     expire_date: str = ""  # ISO date of a GTD order
+    max_floor: int = 0  # display quantity of an iceberg order
 
 
 @dataclass(frozen=True, slots=True)

@@ -76,6 +76,7 @@ class NewOrderRequest:
     possible_duplicate: bool = False
     expire_date: str | None = None  # ExpireDate (432), LocalMktDate YYYYMMDD, for GTD
     expire_time: str | None = None  # ExpireTime (126), UTCTimestamp, for GTD
+    max_floor: str | None = None  # MaxFloor (111): the display quantity of an iceberg
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +102,7 @@ class ReplaceRequest:
     time_in_force: str | None = None
     order_id: str = ""
     possible_duplicate: bool = False
+    max_floor: str | None = None  # MaxFloor (111); absent: the order shows in full
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +156,7 @@ class ExecutionReport:
     total_reports: int | None = None
     last_report: bool = False
     expire_date: str = ""  # ExpireDate (432) of a GTD order, YYYYMMDD
+    max_floor: int = 0  # MaxFloor (111) of an iceberg order
 
 
 @dataclass(slots=True)

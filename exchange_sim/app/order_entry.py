@@ -65,6 +65,7 @@ REJECT_CODE = {
     me.Reason.HALTED: m.REJECT_EXCHANGE_CLOSED,
     me.Reason.BAD_QUANTITY: m.REJECT_INCORRECT_QUANTITY,
     me.Reason.NOT_LOT_MULTIPLE: m.REJECT_INCORRECT_QUANTITY,
+    me.Reason.BAD_DISPLAY_QUANTITY: m.REJECT_INCORRECT_QUANTITY,
     me.Reason.OUTSIDE_BAND: m.REJECT_EXCEEDS_LIMIT,
     me.Reason.BAD_ORDER: m.REJECT_UNSUPPORTED,
 }
@@ -220,6 +221,7 @@ class OrderEntry:
                 kept.quantity, kept.stop_price, None,
             )  # fmt: skip
             order.expire_date = date.fromisoformat(kept.expire_date) if kept.expire_date else None
+            order.max_floor = kept.max_floor
             order.leaves, order.cum, order.notional, order.status = (
                 kept.leaves,
                 kept.cum,
@@ -325,6 +327,7 @@ class OrderEntry:
                     m.REJECT_UNSUPPORTED,
                 )
             expire_date = _expire_date(request, tif, self.market_now())
+            max_floor = _max_floor(request.max_floor)
             if self.reject_next.remaining > 0:
                 self.reject_next.remaining -= 1
                 raise InvalidRequest("SCENARIO", self.reject_next.text, m.REJECT_EXCHANGE_OPTION)
@@ -355,6 +358,7 @@ class OrderEntry:
             stop_price=stop_price,
             ref=None,
             expire_date=expire_date,
+            max_floor=max_floor,
         )
         first = events[0]
         assert isinstance(first, me.Execution)
@@ -435,11 +439,12 @@ class OrderEntry:
                 raise InvalidRequest(
                     me.Reason.BAD_ORDER, "a replace cannot change the time in force", m.CXL_OTHER
                 )
+            max_floor = _max_floor(request.max_floor)
         except InvalidRequest as error:
             ORDERS_RECEIVED.labels("replace", "rejected").inc()
             reject(m.CXL_OTHER, error.text)
             return
-        events = self.engine.replace(order.order_id, quantity, price, stop_price)
+        events = self.engine.replace(order.order_id, quantity, price, stop_price, max_floor)
         first = events[0]
         if isinstance(first, me.CancelRejected):
             ORDERS_RECEIVED.labels("replace", "rejected").inc()
@@ -814,6 +819,7 @@ class OrderEntry:
             stop_price=to_price(event.stop_price) if event.stop_price is not None else None,
             account=record.account,
             expire_date=_fix_date(order.expire_date),
+            max_floor=order.max_floor,
         )
         if event.kind == me.TRADE:
             report.last_qty = event.last_qty
@@ -883,6 +889,8 @@ def _order_terms(request: m.NewOrderRequest | m.ReplaceRequest) -> tuple[object,
         _number(request.price),
         _number(request.stop_price),
         request.time_in_force or "0",
+        # Only icebergs add a part: other requests' fingerprints stay as they were.
+        *([_whole(request.max_floor)] if request.max_floor else []),
     )
 
 
@@ -930,7 +938,23 @@ def _saved(record: SessionOrder) -> SavedOrder:
         seq=record.seq,
         updated=record.updated,
         expire_date=order.expire_date.isoformat() if order.expire_date else "",
+        max_floor=order.max_floor,
     )
+
+
+def _max_floor(text: str | None) -> int:
+    """MaxFloor (111): the shares an iceberg shows at a time; absent, the whole order shows.
+    The engine checks it against the quantity, the lot and the order type."""
+    if not text:
+        return 0
+    shares = _whole(text)
+    if shares is None or shares <= 0:
+        raise InvalidRequest(
+            me.Reason.BAD_DISPLAY_QUANTITY,
+            f"MaxFloor (111) must be a positive whole number of shares, not {text!r}",
+            m.REJECT_INCORRECT_QUANTITY,
+        )
+    return shares
 
 
 def _expire_date(request: m.NewOrderRequest, tif: str, now: datetime) -> date | None:

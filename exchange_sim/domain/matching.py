@@ -7,6 +7,11 @@ neighbours), so a cancel is O(1) and never scans or compacts anything. Keys are 
 asks and `-price` for bids, so on both sides the best level is the smallest key and
 "crosses" is `key <= bound`. Empty levels leave the heap lazily, when they reach its top.
 
+An iceberg order (a display quantity, FIX MaxFloor) shows only its display quantity in
+its level: `shown` is what it counts there (all its leaves for other orders). When the shown
+part has traded, it is refilled from the hidden remainder at the back of the level: new time
+priority for each refill, as exchanges do for disclosed quantity.
+
 Every command returns the events it caused, in order, each carrying a snapshot of the
 order's state at that moment (quantity, leaves, cumulative quantity, notional): the caller
 renders execution reports from them after the state change is complete.
@@ -76,6 +81,7 @@ class Reason:
     BAD_PRICE = "BAD_PRICE"
     OUTSIDE_BAND = "OUTSIDE_BAND"
     BAD_ORDER = "BAD_ORDER"
+    BAD_DISPLAY_QUANTITY = "BAD_DISPLAY_QUANTITY"
     NO_LIQUIDITY = "NO_LIQUIDITY"
     IOC_REMAINDER = "IOC_REMAINDER"
     FOK_NOT_FILLABLE = "FOK_NOT_FILLABLE"
@@ -96,6 +102,10 @@ REASON_TEXT = {
     Reason.BAD_PRICE: "price is not a positive multiple of the tick size",
     Reason.OUTSIDE_BAND: "price outside the daily price band",
     Reason.BAD_ORDER: "order type, price and stop price do not agree",
+    Reason.BAD_DISPLAY_QUANTITY: (
+        "display quantity (MaxFloor) must be a positive multiple of the lot size, on a LIMIT or "
+        "STOP_LIMIT order"
+    ),
     Reason.NO_LIQUIDITY: "market order: no more liquidity; remainder cancelled",
     Reason.IOC_REMAINDER: "immediate or cancel: remainder cancelled",
     Reason.FOK_NOT_FILLABLE: "fill or kill: not enough quantity at the limit; order cancelled",
@@ -122,6 +132,7 @@ class Order:
         "expire_date",
         "leaves",
         "level",
+        "max_floor",
         "next",
         "notional",
         "order_id",
@@ -132,6 +143,7 @@ class Order:
         "quantity",
         "ref",
         "seq",
+        "shown",
         "side",
         "status",
         "stop_price",
@@ -163,6 +175,8 @@ class Order:
         self.stop_price = stop_price
         self.ref = ref
         self.expire_date: date | None = None  # GTD only
+        self.max_floor = 0  # display quantity of an iceberg; 0: all of it shows
+        self.shown = 0  # shares it counts in its level while resting
         self.leaves = quantity
         self.cum = 0
         self.notional = 0  # sum of fill quantity x fill price in ticks: exact average price
@@ -266,6 +280,9 @@ class Level:
 
 
 def _append(level: Level, order: Order) -> None:
+    """Put an order at the back of its level, showing its display quantity at most."""
+    floor = order.max_floor
+    order.shown = floor if floor and floor < order.leaves else order.leaves
     tail = level.tail
     order.level = level
     order.prev = tail
@@ -275,12 +292,12 @@ def _append(level: Level, order: Order) -> None:
     else:
         tail.next = order
     level.tail = order
-    level.quantity += order.leaves
+    level.quantity += order.shown
     level.count += 1
 
 
 def _remove(order: Order) -> None:
-    """Take a resting order out of its level (its shares too)."""
+    """Take a resting order out of its level (the shares it shows too)."""
     level = order.level
     assert level is not None
     prev, nxt = order.prev, order.next
@@ -293,7 +310,7 @@ def _remove(order: Order) -> None:
     else:
         nxt.prev = prev
     order.level = order.prev = order.next = None
-    level.quantity -= order.leaves
+    level.quantity -= order.shown
     level.count -= 1
 
 
@@ -424,11 +441,14 @@ class MatchingEngine:
         stop_price: int | None = None,
         ref: object = None,
         expire_date: date | None = None,
+        max_floor: int = 0,
     ) -> list[Event]:
-        """A new order. The first event is ACCEPTED or REJECTED."""
+        """A new order. The first event is ACCEPTED or REJECTED. `max_floor` > 0 makes it
+        an iceberg showing that many shares at a time."""
         self._order_ids += 1
         order = Order(self._order_ids, owner, symbol, side, order_type, tif, price, quantity, stop_price, ref)
         order.expire_date = expire_date
+        order.max_floor = max_floor
         book = self.books.get(symbol)
         reason = self._check_new(order, book)
         if reason is not None:
@@ -501,16 +521,26 @@ class MatchingEngine:
         return [Execution(CANCELLED, order, reason)]
 
     def replace(
-        self, order_id: int, quantity: int, price: int | None = None, stop_price: int | None = None
+        self,
+        order_id: int,
+        quantity: int,
+        price: int | None = None,
+        stop_price: int | None = None,
+        max_floor: int | None = None,
     ) -> list[Event]:
-        """Change a working order's quantity, price or stop price. It keeps its time priority
-        only when nothing but a smaller quantity changes."""
+        """Change a working order's quantity, price, stop price or display quantity (None
+        keeps it). It keeps its time priority only when nothing but a smaller quantity
+        changes."""
         order = self.live.get(order_id)
         if order is None:
             return [CancelRejected(None, Reason.UNKNOWN_ORDER)]
+        if max_floor is None:
+            max_floor = order.max_floor
         book = self.books[order.symbol]
-        reason = self._check_halted(book.symbol) or self._check_terms(
-            book, order.order_type, quantity, price, stop_price
+        reason = (
+            self._check_halted(book.symbol)
+            or self._check_terms(book, order.order_type, quantity, price, stop_price)
+            or self._check_display(book, order.order_type, max_floor)
         )
         if reason is None and quantity <= order.cum:
             reason = Reason.QUANTITY_NOT_ABOVE_FILLED
@@ -521,19 +551,23 @@ class MatchingEngine:
         events: list[Event]
         if order.status is PENDING_TRIGGER:
             order.quantity, order.leaves, order.price = quantity, new_leaves, price
+            order.max_floor = max_floor
             if stop_price != order.stop_price:
                 order.stop_price = stop_price
                 self._park_stop(book, order)  # the old heap entry goes stale with the old seq
             events = [Execution(REPLACED, order)]
-        elif price != order.price or quantity > order.quantity:
+        elif price != order.price or quantity > order.quantity or max_floor != order.max_floor:
             _remove(order)
             del self.live[order_id]
             order.quantity, order.leaves, order.price = quantity, new_leaves, price
+            order.max_floor = max_floor
             events = [Execution(REPLACED, order)]
             self._execute(book, order, events)
         else:
-            order.level.quantity += new_leaves - order.leaves  # type: ignore[union-attr]
-            order.quantity, order.leaves = quantity, new_leaves
+            # Smaller: what it shows shrinks only once the leaves fall below it.
+            shown = min(order.shown, new_leaves)
+            order.level.quantity += shown - order.shown  # type: ignore[union-attr]
+            order.quantity, order.leaves, order.shown = quantity, new_leaves, shown
             events = [Execution(REPLACED, order)]
         if book.buy_stops or book.sell_stops:
             self._run_triggers(book, events)
@@ -632,13 +666,23 @@ class MatchingEngine:
             return Reason.OUTSIDE_BAND
         return None
 
+    @staticmethod
+    def _check_display(book: Book, order_type: str, max_floor: int) -> str | None:
+        """An iceberg's display: whole lots of a priced order. A display of the whole order
+        or more just shows all of it."""
+        if max_floor and (max_floor < 0 or max_floor % book.lot or order_type not in (LIMIT, STOP_LIMIT)):
+            return Reason.BAD_DISPLAY_QUANTITY
+        return None
+
     def _check_new(self, order: Order, book: Book | None) -> str | None:
         if book is None:
             return Reason.UNKNOWN_SYMBOL
         if order.order_type not in ORDER_TYPES or order.tif not in TIMES_IN_FORCE:
             return Reason.BAD_ORDER
-        return self._check_halted(book.symbol) or self._check_terms(
-            book, order.order_type, order.quantity, order.price, order.stop_price
+        return (
+            self._check_halted(book.symbol)
+            or self._check_terms(book, order.order_type, order.quantity, order.price, order.stop_price)
+            or self._check_display(book, order.order_type, order.max_floor)
         )
 
     def _execute(self, book: Book, order: Order, events: list[Event]) -> None:
@@ -693,15 +737,20 @@ class MatchingEngine:
                     if self._prevent_self_trade(level, resting, order, events):
                         return
                     continue
-                fill = leaves if leaves < resting.leaves else resting.leaves
+                fill = leaves if leaves < resting.shown else resting.shown
                 self._match_ids += 1
                 leaves -= fill
                 level.quantity -= fill
+                resting.shown -= fill
                 resting.leaves -= fill
                 resting.cum += fill
                 resting.notional += fill * price
                 if resting.leaves:
                     resting.status = PARTIALLY_FILLED
+                    if not resting.shown:
+                        # An iceberg's shown part is gone: refill it at the back of the level.
+                        _remove(resting)
+                        _append(level, resting)
                 else:
                     resting.status = FILLED
                     # The head leaves its level (its shares are already counted out).

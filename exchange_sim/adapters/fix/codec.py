@@ -44,6 +44,7 @@ TEXT = 58
 TIME_IN_FORCE = 59
 EXPIRE_TIME = 126
 EXPIRE_DATE = 432
+MAX_FLOOR = 111  # the display quantity of an iceberg order
 TRANSACT_TIME = 60
 POSS_RESEND = 97
 STOP_PX = 99
@@ -130,6 +131,7 @@ def new_order(message: fix.Message) -> m.NewOrderRequest:
         possible_duplicate=_possible_duplicate(message),
         expire_date=_optional(message, EXPIRE_DATE),
         expire_time=_optional(message, EXPIRE_TIME),
+        max_floor=_optional(message, MAX_FLOOR),
     )
 
 
@@ -157,6 +159,7 @@ def replace(message: fix.Message) -> m.ReplaceRequest:
         time_in_force=_optional(message, TIME_IN_FORCE),
         order_id=_text(message, ORDER_ID),
         possible_duplicate=_possible_duplicate(message),
+        max_floor=_optional(message, MAX_FLOOR),
     )
 
 
@@ -263,6 +266,8 @@ def execution_report(report: m.ExecutionReport) -> fix.Message:
         set_text(message, TIME_IN_FORCE, report.time_in_force)
     if report.expire_date:
         set_text(message, EXPIRE_DATE, report.expire_date)
+    if report.max_floor:
+        set_text(message, MAX_FLOOR, report.max_floor)
     if report.last_price is not None:
         set_text(message, LAST_QTY, report.last_qty)
         set_text(message, LAST_PX, _decimal_text(report.last_price))
