@@ -162,6 +162,16 @@ _ENTRIES = (
         "TRAIL_AMBIGUOUS", C.INVALID_ARGUMENT, "A trailing stop trails by an amount or a percent, not both."
     ),
     _rpc("TRAIL_OUT_OF_RANGE", C.INVALID_ARGUMENT, "A trailing percent is above 0 and at most 50."),
+    _rpc(
+        "DISPLAY_QUANTITY_NOT_ALLOWED",
+        C.INVALID_ARGUMENT,
+        "Only a LIMIT order that can rest (DAY, GTC or GTD), and not a contingent one, can show less than its quantity.",
+    ),
+    _rpc(
+        "DISPLAY_QUANTITY_OUT_OF_RANGE",
+        C.INVALID_ARGUMENT,
+        "A display quantity is in lots, at least 10 % of the order's quantity and less than it.",
+    ),
     _rpc("UNEXPECTED_EXIT_PRICE", C.INVALID_ARGUMENT, "This order takes no such exit price."),
     _rpc(
         "EXIT_PRICES_OUT_OF_ORDER",

@@ -40,6 +40,7 @@ ORD_STATUS, ORD_TYPE, ORIG_CL_ORD_ID, POSS_DUP_FLAG, PRICE, REF_SEQ_NUM = 39, 40
 SIDE, SYMBOL, TEXT, TIME_IN_FORCE, TRANSACT_TIME, POSS_RESEND = 54, 55, 58, 59, 60, 97
 STOP_PX, ORD_REJ_REASON, EXEC_TYPE, LEAVES_QTY, REF_MSG_TYPE = 99, 103, 150, 151, 372
 EXPIRE_DATE = 432
+MAX_FLOOR = 111  # an iceberg's display quantity: the most shown on the exchange at a time
 BUSINESS_REJECT_REF_ID, MASS_STATUS_REQ_ID, MASS_STATUS_REQ_TYPE = 379, 584, 585
 ORD_STATUS_REQ_ID, TOT_NUM_REPORTS, LAST_RPT_REQUESTED = 790, 911, 912
 EXEC_RESTATEMENT_REASON = 378
@@ -114,6 +115,8 @@ def _prices(order: NewOrder | ReplaceOrder) -> list[tuple[int, object]]:
         out.append((PRICE, order.limit_price))
     if order.stop_price is not None:
         out.append((STOP_PX, order.stop_price))
+    if order.display_quantity:
+        out.append((MAX_FLOOR, order.display_quantity))
     return out
 
 

@@ -135,6 +135,7 @@ def command_from_proto(message: oc.OrderCommand) -> Command | Refused:
                 _price(new.limit_price, "new_order.limit_price", new.HasField("limit_price")),
                 _price(new.stop_price, "new_order.stop_price", new.HasField("stop_price")),
                 _expire_date(new),
+                new.display_quantity,
             )
         elif which == "cancel_order":
             cancel = message.cancel_order
@@ -150,6 +151,7 @@ def command_from_proto(message: oc.OrderCommand) -> Command | Refused:
                 rep.quantity,
                 _price(rep.limit_price, "replace_order.limit_price", rep.HasField("limit_price")),
                 _price(rep.stop_price, "replace_order.stop_price", rep.HasField("stop_price")),
+                rep.display_quantity,
             )
         elif which == "order_status":
             status = message.order_status

@@ -43,6 +43,7 @@ class NewOrder:
     limit_price: Decimal | None = None
     stop_price: Decimal | None = None
     expire_date: date | None = None  # GTD only
+    display_quantity: int = 0  # an iceberg's shares shown at a time (MaxFloor); 0 shows all
 
     @property
     def cl_ord_id(self) -> str:
@@ -67,6 +68,7 @@ class ReplaceOrder:
     quantity: int
     limit_price: Decimal | None = None
     stop_price: Decimal | None = None
+    display_quantity: int = 0  # restated with every replace, as FIX wants
 
 
 @dataclass(frozen=True)
@@ -128,12 +130,24 @@ def check_prices(ord_type: OrdType, limit_price: Decimal | None, stop_price: Dec
                 raise InvalidCommand(f"{name} has more than {PRICE_PLACES} decimals")
 
 
+def check_display_quantity(ord_type: OrdType, quantity: int, display: int) -> None:
+    """An iceberg shows part of a priced order: 0 < display < quantity. The broker's own
+    rules (lots, the least share shown) are checked before a command is issued."""
+    if not display:
+        return
+    if not ord_type.has_limit_price:
+        raise InvalidCommand(f"{ord_type.name} order cannot have a display quantity")
+    if not 0 < display < quantity:
+        raise InvalidCommand(f"display quantity {display} must be above 0 and below the quantity {quantity}")
+
+
 def validate(command: Command) -> Command:
     """Raise InvalidCommand for anything the exchange should never see."""
     check_symbol(command.symbol)
     if isinstance(command, NewOrder | ReplaceOrder):
         check_quantity(command.quantity)
         check_prices(command.ord_type, command.limit_price, command.stop_price)
+        check_display_quantity(command.ord_type, command.quantity, command.display_quantity)
     elif isinstance(command, CancelOrder):
         check_quantity(command.quantity)
     return command

@@ -100,6 +100,51 @@ def test_gtc_and_gtd_orders_carry_their_validity_and_date() -> None:
     assert isinstance(command_from_proto(command), Refused)  # GTD without its date
 
 
+def test_iceberg_orders_carry_their_display_quantity_as_max_floor_on_new_and_replace() -> None:
+    iceberg = NewOrder(
+        META, "INFY", Side.SELL, OrdType.LIMIT, TimeInForce.DAY, 100, Decimal("1500"), display_quantity=10
+    )
+    message = validated(fm.new_order_single("ord_5", iceberg), "D")
+    assert (get_text(message, 38), get_text(message, 111)) == ("100", "10")
+    plain = NewOrder(META, "INFY", Side.SELL, OrdType.LIMIT, TimeInForce.DAY, 100, Decimal("1500"))
+    assert get_text(validated(fm.new_order_single("ord_6", plain), "D"), 111) is None
+    replace = ReplaceOrder(
+        META, "INFY", Side.SELL, OrdType.LIMIT, TimeInForce.DAY, 80, Decimal("1500.5"), display_quantity=10
+    )
+    message = validated(fm.replace_request("ord_5.1", "ord_5", replace), "G")
+    assert (get_text(message, 38), get_text(message, 111)) == ("80", "10")
+
+
+@pytest.mark.parametrize(
+    ("kind", "order_type", "display", "accepted"),
+    [
+        ("new_order", trading_pb2.ORDER_TYPE_LIMIT, 10, True),
+        ("replace_order", trading_pb2.ORDER_TYPE_LIMIT, 10, True),
+        ("new_order", trading_pb2.ORDER_TYPE_LIMIT, 100, False),  # not below the quantity
+        ("new_order", trading_pb2.ORDER_TYPE_LIMIT, -1, False),
+        ("new_order", trading_pb2.ORDER_TYPE_STOP, 10, False),  # nothing priced to show
+        ("replace_order", trading_pb2.ORDER_TYPE_LIMIT, 150, False),
+    ],
+)
+def test_display_quantity_from_the_wire(kind: str, order_type: int, display: int, accepted: bool) -> None:
+    prices = {"limit_price": "1500"} if order_type == trading_pb2.ORDER_TYPE_LIMIT else {"stop_price": "1500"}
+    parsed = command_from_proto(
+        command(
+            kind,
+            symbol="INFY",
+            side=trading_pb2.SIDE_SELL,
+            type=order_type,
+            quantity=100,
+            display_quantity=display,
+            **prices,
+        )
+    )
+    if accepted:
+        assert isinstance(parsed, NewOrder | ReplaceOrder) and parsed.display_quantity == display
+    else:
+        assert isinstance(parsed, Refused) and "display quantity" in parsed.reason
+
+
 def test_cancel_replace_status_and_mass_status_are_valid_fix44() -> None:
     cancel = CancelOrder(META, "INFY", Side.BUY, 10)
     message = validated(fm.cancel_request("ord_1.1", "ord_1", cancel), "F")

@@ -92,6 +92,25 @@ async def _filled(oms: Oms, order_id: str) -> int:
     return oms.filled(order_id)
 
 
+@pytest.mark.parametrize(
+    ("venue", "profile"), [(VENUES["fix44"], "fix44"), (VENUES["fix42"], "fix42")], ids=["fix44", "fix42"]
+)
+async def test_an_iceberg_order_reaches_the_venue_with_its_display_quantity_as_max_floor(
+    start_venue, exec_against, venue: Venue, profile: str
+) -> None:  # type: ignore[no-untyped-def]
+    acceptor: Acceptor = start_venue(venue)
+    _, oms = await exec_against(acceptor, profile)
+    iceberg = await oms.new_order(quantity=100, display_quantity=10)
+    plain = await oms.new_order(quantity=10)
+    for order_id, quantity in ((iceberg, 100), (plain, 10)):
+        await eventually_async(lambda o=order_id: _filled(oms, o), equals=quantity)
+    sent = {m.get(11): m for m in acceptor.received.of_type("D")}
+    assert sent[iceberg.encode()].get(111) == b"10"  # MaxFloor: the most shown at a time
+    assert sent[iceberg.encode()].get(38) == b"100"
+    assert sent[plain.encode()].get(111) is None
+    assert not acceptor.received.of_type("3"), "the venue refused nothing"
+
+
 async def test_a_strict_profile_against_a_venue_sending_4_2_fills_flags_the_order(
     start_venue, exec_against
 ) -> None:  # type: ignore[no-untyped-def]

@@ -35,7 +35,7 @@ class OrderCommand(_message.Message):
     def __init__(self, command_id: _Optional[str] = ..., order_id: _Optional[str] = ..., user_id: _Optional[str] = ..., order_version: _Optional[int] = ..., issue_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., request_id: _Optional[str] = ..., new_order: _Optional[_Union[NewOrderCommand, _Mapping]] = ..., cancel_order: _Optional[_Union[CancelOrderCommand, _Mapping]] = ..., replace_order: _Optional[_Union[ReplaceOrderCommand, _Mapping]] = ..., order_status: _Optional[_Union[OrderStatusCommand, _Mapping]] = ...) -> None: ...
 
 class NewOrderCommand(_message.Message):
-    __slots__ = ("symbol", "side", "type", "time_in_force", "product", "quantity", "limit_price", "stop_price", "expire_date")
+    __slots__ = ("symbol", "side", "type", "time_in_force", "product", "quantity", "limit_price", "stop_price", "expire_date", "display_quantity")
     SYMBOL_FIELD_NUMBER: _ClassVar[int]
     SIDE_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
@@ -45,6 +45,7 @@ class NewOrderCommand(_message.Message):
     LIMIT_PRICE_FIELD_NUMBER: _ClassVar[int]
     STOP_PRICE_FIELD_NUMBER: _ClassVar[int]
     EXPIRE_DATE_FIELD_NUMBER: _ClassVar[int]
+    DISPLAY_QUANTITY_FIELD_NUMBER: _ClassVar[int]
     symbol: str
     side: _trading_pb2.Side
     type: _trading_pb2.OrderType
@@ -54,7 +55,8 @@ class NewOrderCommand(_message.Message):
     limit_price: _decimal_pb2.Decimal
     stop_price: _decimal_pb2.Decimal
     expire_date: str
-    def __init__(self, symbol: _Optional[str] = ..., side: _Optional[_Union[_trading_pb2.Side, str]] = ..., type: _Optional[_Union[_trading_pb2.OrderType, str]] = ..., time_in_force: _Optional[_Union[_trading_pb2.TimeInForce, str]] = ..., product: _Optional[_Union[_trading_pb2.Product, str]] = ..., quantity: _Optional[int] = ..., limit_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., stop_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., expire_date: _Optional[str] = ...) -> None: ...
+    display_quantity: int
+    def __init__(self, symbol: _Optional[str] = ..., side: _Optional[_Union[_trading_pb2.Side, str]] = ..., type: _Optional[_Union[_trading_pb2.OrderType, str]] = ..., time_in_force: _Optional[_Union[_trading_pb2.TimeInForce, str]] = ..., product: _Optional[_Union[_trading_pb2.Product, str]] = ..., quantity: _Optional[int] = ..., limit_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., stop_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., expire_date: _Optional[str] = ..., display_quantity: _Optional[int] = ...) -> None: ...
 
 class CancelOrderCommand(_message.Message):
     __slots__ = ("symbol", "side", "quantity")
@@ -67,7 +69,7 @@ class CancelOrderCommand(_message.Message):
     def __init__(self, symbol: _Optional[str] = ..., side: _Optional[_Union[_trading_pb2.Side, str]] = ..., quantity: _Optional[int] = ...) -> None: ...
 
 class ReplaceOrderCommand(_message.Message):
-    __slots__ = ("symbol", "side", "type", "quantity", "limit_price", "stop_price", "time_in_force")
+    __slots__ = ("symbol", "side", "type", "quantity", "limit_price", "stop_price", "time_in_force", "display_quantity")
     SYMBOL_FIELD_NUMBER: _ClassVar[int]
     SIDE_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
@@ -75,6 +77,7 @@ class ReplaceOrderCommand(_message.Message):
     LIMIT_PRICE_FIELD_NUMBER: _ClassVar[int]
     STOP_PRICE_FIELD_NUMBER: _ClassVar[int]
     TIME_IN_FORCE_FIELD_NUMBER: _ClassVar[int]
+    DISPLAY_QUANTITY_FIELD_NUMBER: _ClassVar[int]
     symbol: str
     side: _trading_pb2.Side
     type: _trading_pb2.OrderType
@@ -82,7 +85,8 @@ class ReplaceOrderCommand(_message.Message):
     limit_price: _decimal_pb2.Decimal
     stop_price: _decimal_pb2.Decimal
     time_in_force: _trading_pb2.TimeInForce
-    def __init__(self, symbol: _Optional[str] = ..., side: _Optional[_Union[_trading_pb2.Side, str]] = ..., type: _Optional[_Union[_trading_pb2.OrderType, str]] = ..., quantity: _Optional[int] = ..., limit_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., stop_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., time_in_force: _Optional[_Union[_trading_pb2.TimeInForce, str]] = ...) -> None: ...
+    display_quantity: int
+    def __init__(self, symbol: _Optional[str] = ..., side: _Optional[_Union[_trading_pb2.Side, str]] = ..., type: _Optional[_Union[_trading_pb2.OrderType, str]] = ..., quantity: _Optional[int] = ..., limit_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., stop_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., time_in_force: _Optional[_Union[_trading_pb2.TimeInForce, str]] = ..., display_quantity: _Optional[int] = ...) -> None: ...
 
 class OrderStatusCommand(_message.Message):
     __slots__ = ("symbol", "side")

@@ -193,7 +193,7 @@ class CheckInvariantsResponse(_message.Message):
     def __init__(self, violations: _Optional[_Iterable[_Union[_invariants_pb2.InvariantViolation, _Mapping]]] = ..., orders_checked: _Optional[int] = ...) -> None: ...
 
 class Order(_message.Message):
-    __slots__ = ("name", "order_id", "user_id", "client_order_id", "symbol", "side", "type", "time_in_force", "product", "quantity", "limit_price", "stop_price", "status", "filled_quantity", "leaves_quantity", "average_price", "status_reason", "version", "create_time", "update_time", "exchange_order_id", "protection_price", "expire_date", "tag", "contingent", "leg", "parent_order_id", "oco_group_id", "trailing_stop")
+    __slots__ = ("name", "order_id", "user_id", "client_order_id", "symbol", "side", "type", "time_in_force", "product", "quantity", "limit_price", "stop_price", "status", "filled_quantity", "leaves_quantity", "average_price", "status_reason", "version", "create_time", "update_time", "exchange_order_id", "protection_price", "expire_date", "tag", "contingent", "leg", "parent_order_id", "oco_group_id", "trailing_stop", "display_quantity")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ORDER_ID_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -223,6 +223,7 @@ class Order(_message.Message):
     PARENT_ORDER_ID_FIELD_NUMBER: _ClassVar[int]
     OCO_GROUP_ID_FIELD_NUMBER: _ClassVar[int]
     TRAILING_STOP_FIELD_NUMBER: _ClassVar[int]
+    DISPLAY_QUANTITY_FIELD_NUMBER: _ClassVar[int]
     name: str
     order_id: str
     user_id: str
@@ -252,7 +253,8 @@ class Order(_message.Message):
     parent_order_id: str
     oco_group_id: str
     trailing_stop: TrailingStop
-    def __init__(self, name: _Optional[str] = ..., order_id: _Optional[str] = ..., user_id: _Optional[str] = ..., client_order_id: _Optional[str] = ..., symbol: _Optional[str] = ..., side: _Optional[_Union[_trading_pb2.Side, str]] = ..., type: _Optional[_Union[_trading_pb2.OrderType, str]] = ..., time_in_force: _Optional[_Union[_trading_pb2.TimeInForce, str]] = ..., product: _Optional[_Union[_trading_pb2.Product, str]] = ..., quantity: _Optional[int] = ..., limit_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., stop_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., status: _Optional[_Union[OrderStatus, str]] = ..., filled_quantity: _Optional[int] = ..., leaves_quantity: _Optional[int] = ..., average_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., status_reason: _Optional[str] = ..., version: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., exchange_order_id: _Optional[str] = ..., protection_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., expire_date: _Optional[str] = ..., tag: _Optional[str] = ..., contingent: _Optional[_Union[ContingentTerms, _Mapping]] = ..., leg: _Optional[_Union[Leg, str]] = ..., parent_order_id: _Optional[str] = ..., oco_group_id: _Optional[str] = ..., trailing_stop: _Optional[_Union[TrailingStop, _Mapping]] = ...) -> None: ...
+    display_quantity: int
+    def __init__(self, name: _Optional[str] = ..., order_id: _Optional[str] = ..., user_id: _Optional[str] = ..., client_order_id: _Optional[str] = ..., symbol: _Optional[str] = ..., side: _Optional[_Union[_trading_pb2.Side, str]] = ..., type: _Optional[_Union[_trading_pb2.OrderType, str]] = ..., time_in_force: _Optional[_Union[_trading_pb2.TimeInForce, str]] = ..., product: _Optional[_Union[_trading_pb2.Product, str]] = ..., quantity: _Optional[int] = ..., limit_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., stop_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., status: _Optional[_Union[OrderStatus, str]] = ..., filled_quantity: _Optional[int] = ..., leaves_quantity: _Optional[int] = ..., average_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., status_reason: _Optional[str] = ..., version: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., exchange_order_id: _Optional[str] = ..., protection_price: _Optional[_Union[_decimal_pb2.Decimal, _Mapping]] = ..., expire_date: _Optional[str] = ..., tag: _Optional[str] = ..., contingent: _Optional[_Union[ContingentTerms, _Mapping]] = ..., leg: _Optional[_Union[Leg, str]] = ..., parent_order_id: _Optional[str] = ..., oco_group_id: _Optional[str] = ..., trailing_stop: _Optional[_Union[TrailingStop, _Mapping]] = ..., display_quantity: _Optional[int] = ...) -> None: ...
 
 class TrailingStop(_message.Message):
     __slots__ = ("amount", "percent")
