@@ -131,6 +131,7 @@ def order_json(order: orders_pb2.Order) -> dict[str, Any]:
         "updateTime": _time(order, "update_time"),
         "expireDate": order.expire_date or None,
         "tag": order.tag or None,
+        "displayQuantity": order.display_quantity or None,
         "contingent": _contingent_json(order),
         "leg": _enum_name(orders_pb2.Leg, order.leg, "LEG_") or "SINGLE",
         "parentOrderId": order.parent_order_id or None,
@@ -310,6 +311,7 @@ def place_order_request(
         tag=body.get("tag") or "",
         contingent=contingent,
         trailing_stop=trailing_stop,
+        display_quantity=body.get("displayQuantity") or 0,
         **prices,
     )
     return orders_pb2.PlaceOrderRequest(parent=f"users/{user_id}", order=order, request_id=idempotency_key)

@@ -82,9 +82,9 @@ WITH existing AS (
         product, quantity, limit_price, stop_price, protection_price, status, version,
         request_id, client_ip, create_time, update_time, expire_date, tag,
         leg, parent_order_id, oco_group, contingency, exit_target_price, exit_stop_price, exit_stop_protection,
-        trail_amount, trail_percent)
+        trail_amount, trail_percent, display_quantity)
     SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $18,
-           $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31
+           $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32
     WHERE EXISTS (SELECT 1 FROM token)
     ON CONFLICT (user_id, client_order_id) DO NOTHING
     RETURNING order_id
@@ -101,9 +101,9 @@ INSERT INTO orders (
     product, quantity, limit_price, stop_price, protection_price, status, version,
     request_id, client_ip, create_time, update_time, expire_date, tag,
     leg, parent_order_id, oco_group, contingency, exit_target_price, exit_stop_price, exit_stop_protection,
-    trail_amount, trail_percent)
+    trail_amount, trail_percent, display_quantity)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $18,
-        $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29)
+        $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30)
 ON CONFLICT DO NOTHING
 """
 
@@ -253,6 +253,7 @@ def order_from_row(row: asyncpg.Record) -> Order:
         trail=Trail(amount=row["trail_amount"], percent=row["trail_percent"])
         if row["trail_amount"] is not None or row["trail_percent"] is not None
         else None,
+        display_quantity=row["display_quantity"],
     )
 
 
@@ -281,7 +282,8 @@ def _new_order_columns(order: Order) -> tuple[object, ...]:
 
 
 def _family_columns(order: Order) -> tuple[object, ...]:
-    """The validity, tag, contingent and trailing columns, in the order the inserts take them."""
+    """The validity, tag, contingent, trailing and display columns, in the order the inserts
+    take them."""
     return (
         order.expire_date,
         order.tag,
@@ -294,6 +296,7 @@ def _family_columns(order: Order) -> tuple[object, ...]:
         order.exit.stop_protection,
         order.trail.amount if order.trail else None,
         order.trail.percent if order.trail else None,
+        order.display_quantity,
     )
 
 

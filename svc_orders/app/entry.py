@@ -199,6 +199,7 @@ class OrderEntry:
             oco_group=order_id if leg is Leg.TARGET else "",
             exit=exit_terms,
             trail=spec.trail,
+            display_quantity=spec.display_quantity,
         )
         reserving = time.perf_counter()
         metrics.PLACE_STAGE_SECONDS.labels("checks").observe(reserving - started)

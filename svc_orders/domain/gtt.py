@@ -74,6 +74,13 @@ def check_order(spec: OrderSpec) -> None:
             reason="GTT_ORDER_TYPE",
             field="gtt.order.type",
         )
+    if spec.display_quantity:
+        # A GTT keeps the order's plain terms only: an iceberg would lose its display.
+        raise InvalidArgument(
+            "a GTT places its order in full view: no display quantity",
+            reason="DISPLAY_QUANTITY_NOT_ALLOWED",
+            field="gtt.order.display_quantity",
+        )
 
 
 def expiry(requested: datetime | None, now: datetime) -> datetime:

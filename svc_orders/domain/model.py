@@ -35,6 +35,11 @@ class TimeInForce(StrEnum):
     def rests_overnight(self) -> bool:
         return self in (TimeInForce.GTC, TimeInForce.GTD)
 
+    @property
+    def rests(self) -> bool:
+        """What is not traded at once waits in the book (not IOC or FOK)."""
+        return self not in (TimeInForce.IOC, TimeInForce.FOK)
+
 
 class Product(StrEnum):
     CNC = "CNC"
@@ -68,6 +73,11 @@ class OrderTypeRules:
     sent_as: OrderType
     # Waits in TRIGGER_PENDING until the stop price trades.
     waits_for_trigger: bool
+    # May be an iceberg: the least share of its quantity it must show, in percent (NSE's
+    # rule for disclosed quantity); None: it always shows in full. Only what rests can hide
+    # (DAY, GTC, GTD), the funds block is for the whole quantity, and the exchange is sent
+    # the display quantity as FIX MaxFloor.
+    min_display_percent: int | None = None
 
 
 _ANY_VALIDITY = frozenset(TimeInForce)
@@ -93,6 +103,7 @@ ORDER_TYPES: dict[OrderType, OrderTypeRules] = {
         protection=Protection.NONE,
         sent_as=OrderType.LIMIT,
         waits_for_trigger=False,
+        min_display_percent=10,
     ),
     OrderType.STOP: OrderTypeRules(
         takes_limit_price=False,
@@ -305,6 +316,7 @@ class OrderSpec:
     expire_date: date | None = None  # GTD only: the last trading date it works
     exit: ExitTerms = NO_EXIT
     trail: Trail | None = None
+    display_quantity: int = 0  # an iceberg's shares shown at a time; 0 shows all
 
 
 @dataclass(frozen=True)
@@ -362,6 +374,8 @@ class Order:
     oco_group: str = ""
     exit: ExitTerms = NO_EXIT
     trail: Trail | None = None
+    # An iceberg: the shares the exchange shows at a time (FIX MaxFloor); 0 shows all.
+    display_quantity: int = 0
 
     @property
     def leaves_quantity(self) -> int:
@@ -394,6 +408,7 @@ class Order:
             expire_date=self.expire_date,
             exit=self.exit,
             trail=self.trail,
+            display_quantity=self.display_quantity,
         )
 
 

@@ -55,6 +55,7 @@ class OrderDraft:
     exit_stop_price: str = ""
     trail_amount: str = ""
     trail_percent: str = ""
+    display_quantity: int = 0  # 0: the order shows in full
 
 
 @dataclass(frozen=True)
@@ -230,6 +231,7 @@ def new_order(draft: OrderDraft, instrument: Instrument, today: date | None = No
         _check_stop_limit(draft.side, limit_price, stop_price)
     exit_terms = exit_terms_of(draft, instrument, limit_price)
     trail = trail_of(draft, instrument)
+    display = display_quantity_of(draft, rules, time_in_force, quantity, instrument)
     return OrderSpec(
         symbol=instrument.symbol,
         side=draft.side,
@@ -242,7 +244,51 @@ def new_order(draft: OrderDraft, instrument: Instrument, today: date | None = No
         expire_date=expire_date,
         exit=exit_terms,
         trail=trail,
+        display_quantity=display,
     )
+
+
+def display_quantity_of(
+    draft: OrderDraft,
+    rules: OrderTypeRules,
+    time_in_force: TimeInForce,
+    quantity: int,
+    instrument: Instrument,
+) -> int:
+    """An iceberg's display quantity, by its order type's rule: only a type that may show
+    part, resting (not IOC or FOK) and not contingent; then checked like a new quantity."""
+    if not draft.display_quantity:
+        return 0
+    field = "order.display_quantity"
+    if (
+        rules.min_display_percent is None
+        or not time_in_force.rests
+        or (draft.contingency or Contingency.NONE) is not Contingency.NONE
+    ):
+        raise InvalidArgument(
+            "only a LIMIT order that can rest (DAY, GTC or GTD), and not a contingent one, "
+            "can show less than its quantity",
+            reason="DISPLAY_QUANTITY_NOT_ALLOWED",
+            field=field,
+        )
+    return _display_fits(draft.display_quantity, quantity, rules.min_display_percent, instrument, field)
+
+
+def _display_fits(display: int, quantity: int, min_percent: int, instrument: Instrument, field: str) -> int:
+    """A display quantity in lots, at least `min_percent` of the quantity and below it."""
+    if display < 0 or display % instrument.lot_size != 0:
+        raise InvalidArgument(
+            f"{field} must be a positive multiple of the lot size {instrument.lot_size}",
+            reason="DISPLAY_QUANTITY_OUT_OF_RANGE",
+            field=field,
+        )
+    if not quantity * min_percent <= display * 100 < quantity * 100:
+        raise InvalidArgument(
+            f"{field} must be at least {min_percent} % of the quantity {quantity} and less than it",
+            reason="DISPLAY_QUANTITY_OUT_OF_RANGE",
+            field=field,
+        )
+    return display
 
 
 def trail_of(draft: OrderDraft, instrument: Instrument) -> Trail | None:
@@ -378,6 +424,10 @@ def modification(order: Order, draft: ModificationDraft, instrument: Instrument)
         stop_price = _price(draft.stop_price, instrument, "stop_price")
     if limit_price is not None and stop_price is not None:
         _check_stop_limit(order.side, limit_price, stop_price)
+    min_display = ORDER_TYPES[order.type].min_display_percent
+    if order.display_quantity and min_display is not None and quantity != order.quantity:
+        # The display quantity is kept: the new quantity must still leave it in range.
+        _display_fits(order.display_quantity, quantity, min_display, instrument, "quantity")
     if (quantity, limit_price, stop_price) == (order.quantity, order.limit_price, order.stop_price):
         raise InvalidArgument(
             "the modification changes nothing: give a new quantity or price",
@@ -408,6 +458,8 @@ def fingerprint(spec: OrderSpec) -> str:
             *([spec.expire_date.isoformat()] if spec.expire_date else []),
         )
     )
+    if spec.display_quantity:
+        canonical += f"|display:{spec.display_quantity}"
     if spec.trail is not None:
         canonical += f"|trail:{_canonical_price(spec.trail.amount)}:{spec.trail.percent or ''}"
     if spec.exit.contingency is not Contingency.NONE:

@@ -70,6 +70,7 @@ def _draft(o: orders_pb2.Order) -> OrderDraft:
         else "",
         trail_amount=o.trailing_stop.amount.value if o.trailing_stop.HasField("amount") else "",
         trail_percent=o.trailing_stop.percent.value if o.trailing_stop.HasField("percent") else "",
+        display_quantity=o.display_quantity,
     )
 
 

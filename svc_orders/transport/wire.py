@@ -183,6 +183,7 @@ def order_to_proto(order: Order) -> orders_pb2.Order:
         else orders_pb2.TrailingStop(
             amount=_decimal(order.trail.amount), percent=_decimal(order.trail.percent)
         ),
+        display_quantity=order.display_quantity,
     )
 
 
@@ -337,6 +338,7 @@ def command_for(
                 limit_price=_decimal(order.exchange_limit_price),
                 stop_price=_decimal(order.stop_price),
                 expire_date=order.expire_date.isoformat() if order.expire_date else "",
+                display_quantity=order.display_quantity,
             )
         )
     elif kind is CommandKind.CANCEL:
@@ -358,6 +360,7 @@ def command_for(
                 limit_price=_decimal(limit),
                 stop_price=_decimal(pending.stop_price),
                 time_in_force=tif_to(order.time_in_force),
+                display_quantity=order.display_quantity,
             )
         )
     else:
