@@ -26,6 +26,7 @@ def new_order(
     account: str = "u1",
     cl_ord_id: str | None = None,
     stop_price: str | None = None,
+    max_floor: str | None = None,
 ) -> str:
     cl_ord_id = cl_ord_id or next_id()
     fields = [
@@ -42,6 +43,8 @@ def new_order(
         fields.append((44, price))
     if stop_price is not None:
         fields.append((99, stop_price))
+    if max_floor is not None:
+        fields.append((111, max_floor))
     client.send_raw(fields, "D")
     return cl_ord_id
 
@@ -65,6 +68,7 @@ def replace(
     price: str,
     *,
     cl_ord_id: str | None = None,
+    max_floor: str | None = None,
 ) -> str:
     cl_ord_id = cl_ord_id or next_id("r")
     client.send_raw(
@@ -78,6 +82,7 @@ def replace(
             (44, price),
             (59, "0"),
             (60, TRANSACT_TIME),
+            *([(111, max_floor)] if max_floor is not None else []),
         ],
         "G",
     )

@@ -170,3 +170,50 @@ async def test_scenarios_reject_the_next_orders_and_delay_reports_in_order(excha
     await admin.SetScenario(pb.SetScenarioRequest())
     quick = fm.new_order(client, "TCS", "1", "1", price="3900.00")
     await client.wait_for(lambda r: r.get(11) == quick, timeout=5)
+
+
+async def test_an_iceberg_shows_its_max_floor_in_the_book_and_a_replace_restates_it(
+    exchange, admin, fix_clients
+):
+    client = await fix_clients(exchange)
+
+    async def bids() -> list[tuple[str, int, int]]:
+        book = await admin.GetOrderBook(pb.GetOrderBookRequest(symbol="INFY"))
+        return [(b.price.value, b.quantity, b.order_count) for b in book.bids]
+
+    cl = fm.new_order(client, "INFY", "1", "100", price="1500.00", max_floor="10")
+    new = await client.wait_for(lambda r: r.get(11) == cl and r[150] == "0", what="new ack")
+    assert (new[38], new[151], new[111]) == ("100", "100", "10")
+    assert await bids() == [("1500.00", 10, 1)]
+
+    placed = await admin.PlaceOrder(
+        pb.PlaceOrderRequest(
+            symbol="INFY",
+            side=trading_pb2.SIDE_SELL,
+            quantity=25,
+            order_type=trading_pb2.ORDER_TYPE_LIMIT,
+            price=decimal_pb2.Decimal(value="1500.00"),
+        )
+    )
+    assert placed.filled_quantity == 25
+    fills = [r for r in reports_for(client, cl) if r[150] == "F"]
+    assert [(f[32], f[14], f[151]) for f in fills] == [
+        ("10", "10", "90"),
+        ("10", "20", "80"),
+        ("5", "25", "75"),
+    ]
+    assert await bids() == [("1500.00", 5, 1)]
+
+    more = fm.replace(client, cl, "INFY", "1", "100", "1500.00", max_floor="20")
+    replaced = await client.wait_for(lambda r: r.get(11) == more and r.msg_type == "8")
+    assert (replaced[150], replaced[111], replaced[151]) == ("5", "20", "75")
+    assert await bids() == [("1500.00", 20, 1)]
+    # A replace without MaxFloor shows the whole order.
+    full = fm.replace(client, more, "INFY", "1", "100", "1500.00")
+    replaced = await client.wait_for(lambda r: r.get(11) == full and r.msg_type == "8")
+    assert replaced[150] == "5" and replaced.get(111) is None
+    assert await bids() == [("1500.00", 75, 1)]
+
+    bad = fm.new_order(client, "INFY", "1", "10", price="1500.00", max_floor="0.5")
+    rejected = await client.wait_for(lambda r: r.get(11) == bad, what="reject")
+    assert (rejected[150], rejected[103]) == ("8", "13")

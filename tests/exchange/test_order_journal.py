@@ -113,3 +113,19 @@ def test_a_torn_last_line_is_dropped_and_a_torn_line_inside_is_corruption(tmp_pa
     path.write_text("\n".join([lines[0], '{"k":"o","trunc', *lines[1:]]))
     with pytest.raises(JournalCorrupt):
         exchange(path, clock)
+
+
+def test_an_iceberg_comes_back_showing_its_display_quantity(tmp_path: Path) -> None:
+    path, clock = tmp_path / "orders.journal", Clock()
+    entry, _ = exchange(path, clock)
+    request = m.NewOrderRequest("ice", "INFY", "1", "100", "2", price="1500.00", account="A", max_floor="10")
+    entry.new_order("BROKER", request)
+    assert entry.engine.depth("INFY", 1)[0] == [(30000, 10, 1)]
+    entry.journal.close()  # type: ignore[union-attr]
+    again, sink = exchange(path, clock, boot="B2")
+    assert again.engine.depth("INFY", 1)[0] == [(30000, 10, 1)]
+    (restored,) = again.orders
+    assert (restored.order.max_floor, restored.order.leaves) == (10, 100)
+    again.new_order("BROKER", m.NewOrderRequest("x", "INFY", "2", "15", "2", price="1500.00", account="B"))
+    fills = [r for r in sink.sent if isinstance(r, m.ExecutionReport) and r.cl_ord_id == "ice" and r.last_qty]
+    assert [(r.last_qty, r.cum, r.leaves, r.max_floor) for r in fills] == [(10, 10, 90, 10), (5, 15, 85, 10)]
