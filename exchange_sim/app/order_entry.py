@@ -861,6 +861,7 @@ class OrderEntry:
             stop_price=to_price(order.stop_price) if order.stop_price is not None else None,
             account=record.account,
             text=record.text,
+            max_floor=order.max_floor,
         )
 
     def _emit(self, report: m.ExecutionReport) -> None:

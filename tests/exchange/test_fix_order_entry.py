@@ -196,6 +196,7 @@ async def test_an_iceberg_shows_its_max_floor_in_the_book_and_a_replace_restates
         )
     )
     assert placed.filled_quantity == 25
+    await client.wait_for(lambda r: r.get(11) == cl and r[150] == "F" and r[14] == "25", what="third fill")
     fills = [r for r in reports_for(client, cl) if r[150] == "F"]
     assert [(f[32], f[14], f[151]) for f in fills] == [
         ("10", "10", "90"),
@@ -208,6 +209,9 @@ async def test_an_iceberg_shows_its_max_floor_in_the_book_and_a_replace_restates
     replaced = await client.wait_for(lambda r: r.get(11) == more and r.msg_type == "8")
     assert (replaced[150], replaced[111], replaced[151]) == ("5", "20", "75")
     assert await bids() == [("1500.00", 20, 1)]
+    client.send_raw([(11, more), (55, "INFY"), (54, "1"), (790, "ice-q")], "H")
+    status = await client.wait_for(lambda r: r.get(790) == "ice-q", what="status")
+    assert (status[111], status[14], status[151]) == ("20", "25", "75")
     # A replace without MaxFloor shows the whole order.
     full = fm.replace(client, more, "INFY", "1", "100", "1500.00")
     replaced = await client.wait_for(lambda r: r.get(11) == full and r.msg_type == "8")
