@@ -151,6 +151,57 @@ async def test_a_display_quantity_out_of_range_is_a_problem_naming_the_field(qui
         assert (await client.get("/v1/orders", headers=auth)).json()["orders"] == []
 
 
+async def test_a_modified_iceberg_keeps_showing_its_display_quantity(quiet_stack: Stack) -> None:
+    username, password, _ = await open_account(quiet_stack, "1000000.00")
+    price = Decimal("3890.00")  # TCS at its previous close; a book of its own
+    async with httpx.AsyncClient(base_url=quiet_stack.plan.gateway_url, timeout=30) as client:
+        auth = await login(client, username, password)
+        iceberg = await _place(
+            client, auth, symbol="TCS", side="BUY", quantity=100, limitPrice=str(price), displayQuantity=10
+        )
+        order_id = iceberg["orderId"]
+
+        async def bids() -> list[dict]:
+            return exact_json(await client.get("/v1/instruments/TCS/depth", headers=auth))["bids"]
+
+        await eventually(lambda: _levels_are(bids(), [{"price": price, "quantity": 10}]), timeout=30)
+        # The replace restates MaxFloor: the exchange keeps showing 10 of the 80, not all 80.
+        modified = await client.post(
+            f"/v1/orders/{order_id}:modify",
+            json={"quantity": 80},
+            headers={**auth, "Idempotency-Key": str(uuid.uuid4())},
+        )
+        assert modified.status_code == 200, modified.text
+
+        async def replaced() -> dict | None:
+            current = exact_json(await client.get(f"/v1/orders/{order_id}", headers=auth))
+            return current if (current["status"], current["quantity"]) == ("OPEN", 80) else None
+
+        assert (await eventually(replaced, timeout=30))["displayQuantity"] == 10
+        await eventually(lambda: _levels_are(bids(), [{"price": price, "quantity": 10}]), timeout=30)
+        # A quantity of 10 would leave nothing hidden behind the 10 shown.
+        too_small = await client.post(
+            f"/v1/orders/{order_id}:modify",
+            json={"quantity": 10},
+            headers={**auth, "Idempotency-Key": str(uuid.uuid4())},
+        )
+        assert too_small.status_code == 400, too_small.text
+        assert too_small.json()["reason"] == "DISPLAY_QUANTITY_OUT_OF_RANGE"
+        cancelled = await client.post(f"/v1/orders/{order_id}:cancel", headers=auth)
+        assert cancelled.status_code == 200, cancelled.text
+        await eventually(lambda: _levels_are(bids(), []), timeout=30)
+
+        async def released() -> dict | None:
+            funds = exact_json(await client.get("/v1/funds", headers=auth))
+            return funds if funds["blocked"] == 0 else None
+
+        await eventually(released, timeout=30)
+    report = await audit.run(
+        quiet_stack.plan.describe(), signer=quiet_stack.plan.operator_signer("auditor"), settle_seconds=20
+    )
+    assert report.complete, report.render()
+
+
 async def _status_is(order: object, status: str) -> dict | None:
     current = await order  # type: ignore[misc]
     return current if current["status"] == status else None
