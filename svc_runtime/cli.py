@@ -588,6 +588,18 @@ def _ensure_chromium() -> str | None:
     return find_chromium()
 
 
+def _parallel(argv: list[str]) -> list[str]:
+    """`BROKERMESH_TEST_WORKERS=N` runs the suite on N pytest-xdist workers: most of its time is
+    spent waiting on whole stacks, and each worker has its own PostgreSQL and NATS. A module
+    stays on one worker, so its stack fixtures start once. One process is the default."""
+    if any(a == "-n" or a.startswith(("-n", "--numprocesses", "-p")) for a in argv):
+        return []
+    workers = os.environ.get("BROKERMESH_TEST_WORKERS", "1")
+    if workers in ("0", "1"):
+        return []
+    return ["-n", workers, "--dist", "loadfile"]
+
+
 def _test(argv: list[str]) -> int:
     env = {**os.environ}
     if not env.get(BROWSER_ENV):
@@ -597,7 +609,7 @@ def _test(argv: list[str]) -> int:
     steps = [
         [sys.executable, "-m", "ruff", "check", "."],
         [sys.executable, "-m", "ruff", "format", "--check", "."],
-        [sys.executable, "-m", "pytest", *argv],
+        [sys.executable, "-m", "pytest", *_parallel(argv), *argv],
     ]
     for step in steps:
         result = subprocess.run(step, cwd=REPO_ROOT, env=env, check=False)
