@@ -25,6 +25,7 @@ from svc_orders.app.ports import (
     EventPosition,
     EventRecord,
     IntradayExposure,
+    Oversold,
     ReportClaim,
     ReportEnvelope,
     Reservation,
@@ -652,6 +653,20 @@ class PostgresOrderStore:
         )
         return [r["oco_group"] for r in rows]
 
+    async def oversold_groups(self, limit: int) -> list[Oversold]:
+        rows = await self.pool.fetch(_OVERSOLD_GROUPS, limit)
+        return [
+            Oversold(
+                oco_group=r["oco_group"],
+                user_id=r["user_id"],
+                symbol=r["symbol"],
+                product=r["product"],
+                bought_back=int(r["bought_back"]),
+                short=int(r["short"]),
+            )
+            for r in rows
+        ]
+
     async def command_queued(self, order_id: str) -> bool:
         # The outbox only holds what is not yet published, so it stays small: a scan is cheap.
         return bool(
@@ -1069,6 +1084,23 @@ SELECT f.order_id AS filled, s.order_id AS sibling, s.user_id, s.status FROM ord
 JOIN orders s ON s.oco_group = f.oco_group AND s.order_id <> f.order_id
 WHERE f.oco_group IS NOT NULL AND f.filled_quantity > 0
   AND s.status NOT IN ('FILLED', 'CANCELLED', 'REJECTED', 'EXPIRED', 'PENDING_CANCEL')
+"""
+# Groups where more than one leg traded and more was sold than the TARGET blocked, less the
+# broker's buy-back orders (an order over counts what it bought, a working one what it asks).
+_OVERSOLD_GROUPS = """
+SELECT t.order_id AS oco_group, t.user_id, t.symbol, t.product, b.bought_back,
+       s.sold - t.quantity - b.bought_back AS short
+FROM orders t
+CROSS JOIN LATERAL (
+    SELECT sum(filled_quantity) AS sold, count(*) FILTER (WHERE filled_quantity > 0) AS traded
+    FROM orders WHERE oco_group = t.order_id) s
+CROSS JOIN LATERAL (
+    SELECT coalesce(sum(CASE WHEN status IN ('CANCELLED', 'REJECTED', 'EXPIRED')
+                             THEN filled_quantity ELSE quantity END), 0) AS bought_back
+    FROM orders WHERE user_id = t.user_id AND client_order_id LIKE 'closeout-' || t.order_id || '-%') b
+WHERE t.leg = 'TARGET' AND t.filled_quantity > 0 AND s.traded > 1
+  AND s.sold - t.quantity - b.bought_back > 0
+ORDER BY t.order_id LIMIT $1
 """
 _ENTRIES_WITHOUT_EXITS = """
 SELECT e.order_id, e.user_id, e.status FROM orders e

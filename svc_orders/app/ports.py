@@ -158,6 +158,18 @@ class WorkingOrders:
     open_sell: int
 
 
+@dataclass(frozen=True)
+class Oversold:
+    """Shares an OCO group sold beyond its block and not yet bought back."""
+
+    oco_group: str
+    user_id: str
+    symbol: str
+    product: str
+    bought_back: int  # shares the broker's earlier buy-back orders ask for (or bought)
+    short: int  # shares still to buy back
+
+
 # Checks a new order against the user's working orders as they stand, raising the refusal.
 ReservationGuard = Callable[[WorkingOrders], None]
 
@@ -200,6 +212,11 @@ class OrderStore(Protocol):
 
     async def legs_to_send(self, limit: int) -> list[str]:
         """OCO groups with a broker-made leg still waiting to be sent (FUNDS_PENDING)."""
+        ...
+
+    async def oversold_groups(self, limit: int) -> list[Oversold]:
+        """OCO groups whose legs sold more shares than the group's TARGET blocked, less
+        what the broker's buy-back orders for them ask for (or bought, once over)."""
         ...
 
     async def command_queued(self, order_id: str) -> bool:
