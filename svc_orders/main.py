@@ -202,6 +202,7 @@ async def serve(settings: OrdersSettings, stop: asyncio.Event) -> None:
         risk_limits=risk_limits,
         family=family,
     )
+    family.desk = entry  # what OCO groups oversell, the broker buys back through its own entry
     processor = ReportProcessor(
         store, market, executor, clock, park_after=settings.park_after_deliveries, family=family
     )

@@ -618,6 +618,24 @@ async def search(ctx: BenchContext) -> list[Figure]:
     return figures
 
 
+async def _cpu_per_search(rig: Rig, queries: list[str], count: int) -> tuple[float, float]:
+    """CPU microseconds per search of the service and of this client, over `count` searches
+    sent 8 at a time: CPU time, not wall time, so it holds on a machine shared with other work."""
+    process = rig.process
+    service0, client0 = sum(process.cpu_times()[:2]), time.process_time()
+
+    async def worker(start: int) -> None:
+        for i in range(start, count, 8):
+            await rig.quotes.SearchInstruments(
+                marketdata_pb2.SearchInstrumentsRequest(query=queries[i % len(queries)], page_size=20),
+                timeout=30,
+            )
+
+    await asyncio.gather(*(worker(k) for k in range(8)))
+    service = sum(process.cpu_times()[:2]) - service0
+    return service / count * 1e6, (time.process_time() - client0) / count * 1e6
+
+
 async def fuzzy_search(ctx: BenchContext) -> list[Figure]:
     """Misspelt and abbreviated queries over the same 3,000-instrument master, at 500/s."""
     fix_exchange = _fix_exchange()
@@ -625,6 +643,7 @@ async def fuzzy_search(ctx: BenchContext) -> list[Figure]:
     rig = await _rig(ctx, "fuzzy_search", listing)
     try:
         alone, offered = await _search_runs(ctx, rig, FUZZY_QUERIES, FUZZY_RATE, saturate=False)
+        service_cpu, client_cpu = await _cpu_per_search(rig, FUZZY_QUERIES, 1000 if ctx.quick else 5000)
     finally:
         await rig.close()
     figures = alone.figures(
@@ -634,6 +653,15 @@ async def fuzzy_search(ctx: BenchContext) -> list[Figure]:
         f"marketdata.fuzzy_search.open_{FUZZY_RATE}",
         baseline=BASELINE_GRPC_UNARY,
         targets={**FUZZY_TARGETS, "throughput": f">= {FUZZY_RATE * 0.99:g} ops/s"},
+    )
+    figures.append(
+        Figure(
+            "marketdata.fuzzy_search.service_cpu_per_search",
+            service_cpu,
+            "µs",
+            "lower",
+            note=f"svc_marketdata CPU per SearchInstruments (the gRPC client's: {client_cpu:.0f} µs)",
+        )
     )
     return figures
 

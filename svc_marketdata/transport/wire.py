@@ -8,6 +8,7 @@ quotes as a repeated length-delimited field, which is exactly protobuf's encodin
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from datetime import datetime
 from decimal import Decimal
@@ -220,6 +221,9 @@ def encode_feed_status(state: FeedState, *, last_sequence: int, server_time_ns: 
     return message.SerializeToString()
 
 
+# Instruments change only with a new master, and a search page repeats the same few: their
+# messages are built once (a message put into a response is copied there, so sharing is safe).
+@functools.lru_cache(maxsize=8192)
 def instrument_message(instrument: Instrument) -> marketdata_pb2.Instrument:
     return marketdata_pb2.Instrument(
         name=f"instruments/{instrument.symbol}",

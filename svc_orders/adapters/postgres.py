@@ -25,9 +25,12 @@ from svc_orders.app.ports import (
     EventPosition,
     EventRecord,
     IntradayExposure,
+    Oversold,
     ReportClaim,
     ReportEnvelope,
     Reservation,
+    ReservationGuard,
+    WorkingOrders,
 )
 from svc_orders.domain.limits import LimitSet
 from svc_orders.domain.model import (
@@ -558,15 +561,15 @@ class PostgresOrderStore:
         return PgUnitOfWork(self)
 
     # --- placement ----------------------------------------------------------------------
-    async def reserve(self, order: Order, limits: RiskLimits) -> Reservation:
+    async def reserve(
+        self, order: Order, limits: RiskLimits, guard: ReservationGuard | None = None
+    ) -> Reservation:
         burst, rate = Decimal(limits.order_burst), limits.orders_per_second
-        outcome = await self.pool.fetchrow(
-            _RESERVE,
-            *_new_order_columns(order),
-            burst,
-            rate,
-            *_family_columns(order),
-        )
+        arguments = (*_new_order_columns(order), burst, rate, *_family_columns(order))
+        if guard is None:
+            outcome = await self.pool.fetchrow(_RESERVE, *arguments)
+        else:
+            outcome = await self._reserve_guarded(order, arguments, guard)
         if outcome["created"]:
             if self.reads is not None:
                 self.reads.wrote(order.user_id)
@@ -584,6 +587,17 @@ class PostgresOrderStore:
             retry_after_seconds=seconds,
             metadata={"retry_after_seconds": f"{seconds:.3f}"},
         )
+
+    async def _reserve_guarded(
+        self, order: Order, arguments: tuple[object, ...], guard: ReservationGuard
+    ) -> asyncpg.Record:
+        async with self.pool.acquire() as conn, conn.transaction():
+            # The user's guarded reservations one at a time, across replicas; other users'
+            # go on. Each statement after the lock sees what the previous holder committed.
+            await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", _LIMITS_LOCK, order.user_id)
+            if not await conn.fetchval(_KEY_USED, order.user_id, order.client_order_id):
+                guard(await _working_orders(conn, order.user_id, order.symbol, order.product.value))
+            return await conn.fetchrow(_RESERVE, *arguments)
 
     async def find_by_key(self, user_id: str, client_order_id: str) -> Order | None:
         row = await self.pool.fetchrow(
@@ -641,6 +655,20 @@ class PostgresOrderStore:
             limit,
         )
         return [r["oco_group"] for r in rows]
+
+    async def oversold_groups(self, limit: int) -> list[Oversold]:
+        rows = await self.pool.fetch(_OVERSOLD_GROUPS, limit)
+        return [
+            Oversold(
+                oco_group=r["oco_group"],
+                user_id=r["user_id"],
+                symbol=r["symbol"],
+                product=r["product"],
+                bought_back=int(r["bought_back"]),
+                short=int(r["short"]),
+            )
+            for r in rows
+        ]
 
     async def command_queued(self, order_id: str) -> bool:
         # The outbox only holds what is not yet published, so it stays small: a scan is cheap.
@@ -881,21 +909,9 @@ class PostgresOrderStore:
             await _audit_setting(conn, audit, detail)
         return _limits_from_row(row)
 
-    async def exposure(self, user_id: str, symbol: str, product: str) -> dict[str, int]:
-        """The user's working orders: how many (and in `product`), and the unfilled shares
-        of those in `symbol` by side."""
-        row = await self.pool.fetchrow(
-            "SELECT count(*) AS open_orders, count(*) FILTER (WHERE product = $3) AS open_in_product, "
-            "coalesce(sum(quantity - filled_quantity) FILTER (WHERE symbol = $2 AND side = 'BUY'), 0) "
-            "AS open_buy, "
-            "coalesce(sum(quantity - filled_quantity) FILTER (WHERE symbol = $2 AND side = 'SELL'), 0) "
-            "AS open_sell "
-            f"FROM orders WHERE user_id = $1 AND {_WORKING}",
-            user_id,
-            symbol,
-            product,
-        )
-        return {k: int(row[k]) for k in ("open_orders", "open_in_product", "open_buy", "open_sell")}
+    async def exposure(self, user_id: str, symbol: str, product: str) -> WorkingOrders:
+        async with self.pool.acquire() as conn:
+            return await _working_orders(conn, user_id, symbol, product)
 
     async def working_orders(self, user_id: str | None, product: str | None) -> list[Order]:
         """Every working order, of one user and one product when given, oldest first."""
@@ -1015,6 +1031,33 @@ async def _audit_setting(conn: asyncpg.Connection, audit: AuditEntry, detail: st
 # Orders not yet finished (the partial index orders_working_by_user covers it).
 _WORKING = "status NOT IN ('FILLED', 'CANCELLED', 'REJECTED', 'EXPIRED')"
 
+# The advisory lock class under which a user's placements meet the limits on working orders
+# (the second key is the user's hash; other locks here use single bigint keys).
+_LIMITS_LOCK = 19_001
+_KEY_USED = "SELECT EXISTS (SELECT 1 FROM orders WHERE user_id = $1 AND client_order_id = $2)"
+
+
+async def _working_orders(conn: asyncpg.Connection, user_id: str, symbol: str, product: str) -> WorkingOrders:
+    """The user's working orders: how many (and in `product`), and the unfilled shares of
+    those in `symbol` by side. FUNDS_PENDING ones count: they are being placed."""
+    row = await conn.fetchrow(
+        "SELECT count(*) AS open_orders, count(*) FILTER (WHERE product = $3) AS open_in_product, "
+        "coalesce(sum(quantity - filled_quantity) FILTER (WHERE symbol = $2 AND side = 'BUY'), 0) "
+        "AS open_buy, "
+        "coalesce(sum(quantity - filled_quantity) FILTER (WHERE symbol = $2 AND side = 'SELL'), 0) "
+        "AS open_sell "
+        f"FROM orders WHERE user_id = $1 AND {_WORKING}",
+        user_id,
+        symbol,
+        product,
+    )
+    return WorkingOrders(
+        count=int(row["open_orders"]),
+        in_product=int(row["open_in_product"]),
+        open_buy=int(row["open_buy"]),
+        open_sell=int(row["open_sell"]),
+    )
+
 
 def _limits_from_row(row: asyncpg.Record) -> LimitSet:
     return LimitSet(
@@ -1044,6 +1087,23 @@ SELECT f.order_id AS filled, s.order_id AS sibling, s.user_id, s.status FROM ord
 JOIN orders s ON s.oco_group = f.oco_group AND s.order_id <> f.order_id
 WHERE f.oco_group IS NOT NULL AND f.filled_quantity > 0
   AND s.status NOT IN ('FILLED', 'CANCELLED', 'REJECTED', 'EXPIRED', 'PENDING_CANCEL')
+"""
+# Groups where more than one leg traded and more was sold than the TARGET blocked, less the
+# broker's buy-back orders (an order over counts what it bought, a working one what it asks).
+_OVERSOLD_GROUPS = """
+SELECT t.order_id AS oco_group, t.user_id, t.symbol, t.product, b.bought_back,
+       s.sold - t.quantity - b.bought_back AS short
+FROM orders t
+CROSS JOIN LATERAL (
+    SELECT sum(filled_quantity) AS sold, count(*) FILTER (WHERE filled_quantity > 0) AS traded
+    FROM orders WHERE oco_group = t.order_id) s
+CROSS JOIN LATERAL (
+    SELECT coalesce(sum(CASE WHEN status IN ('CANCELLED', 'REJECTED', 'EXPIRED')
+                             THEN filled_quantity ELSE quantity END), 0) AS bought_back
+    FROM orders WHERE user_id = t.user_id AND client_order_id LIKE 'closeout-' || t.order_id || '-%') b
+WHERE t.leg = 'TARGET' AND t.filled_quantity > 0 AND s.traded > 1
+  AND s.sold - t.quantity - b.bought_back > 0
+ORDER BY t.order_id LIMIT $1
 """
 _ENTRIES_WITHOUT_EXITS = """
 SELECT e.order_id, e.user_id, e.status FROM orders e

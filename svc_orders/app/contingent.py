@@ -18,16 +18,36 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from svc_orders.app import metrics
 from svc_orders.app.ports import AuditEntry, Clock, CommandKind, FundsPort, MarketPort, OrderStore, UnitOfWork
 from svc_orders.domain import contingent, state_machine
-from svc_orders.domain.model import LEGS, Actor, Order, Status, Transition
+from svc_orders.domain.model import (
+    LEGS,
+    Actor,
+    Order,
+    OrderType,
+    Product,
+    Side,
+    Status,
+    TimeInForce,
+    Transition,
+)
+from svc_orders.domain.validation import OrderDraft
 from svc_runtime import context
 from svc_runtime.errors import DeadlineExceeded, ServiceError, Unavailable
 from svc_runtime.ids import new_id
 
 log = logging.getLogger(__name__)
+
+CLOSE_OUT_ACTOR = "system:oco-close-out"
+
+
+class OrderDesk(Protocol):
+    """The OMS's own placing (OrderEntry), for the broker's buy-back orders."""
+
+    async def place(self, user_id: str, draft: OrderDraft, request_id: str) -> Order: ...
 
 
 @dataclass
@@ -41,6 +61,13 @@ class ContingentOrders:
     # How long a bracket's exits wait for svc_funds to deliver the entry's shares.
     settle_wait: float = 30.0
     _nudged: asyncio.Event = field(default_factory=asyncio.Event)
+    # Buys back what OCO groups oversold (the OMS's own placing); None: nobody does.
+    desk: OrderDesk | None = None
+    # Set when a group oversold, and at start: the next round looks for groups to close out.
+    _oversold: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        self._oversold.set()
 
     def _audit(self, order: Order, action: str, detail: str) -> AuditEntry:
         return AuditEntry(
@@ -73,6 +100,12 @@ class ContingentOrders:
         reason = contingent.withdraws_siblings(before, after)
         if reason:
             await self._withdraw_siblings(uow, after, reason)
+        if (
+            after.filled_quantity > before.filled_quantity
+            and after.oco_group
+            and LEGS[after.leg].one_cancels_other
+        ):
+            await self._note_oversold(uow, transition)
 
     async def _withdraw_siblings(self, uow: UnitOfWork, cause: Order, reason: str) -> None:
         for sibling in await uow.lock_group(cause.oco_group):
@@ -90,12 +123,36 @@ class ContingentOrders:
             metrics.CONTINGENT.labels("sibling_withdrawn").inc()
             metrics.TRANSITIONS.labels(transition.trigger, transition.after.status.value).inc()
 
+    async def _note_oversold(self, uow: UnitOfWork, transition: Transition) -> None:
+        """The exchange filled a second leg before the broker's cancel reached it. Fills
+        are the venue's facts, so both stand: svc_funds records the shares sold beyond the
+        group's block as owed, and the broker says so loudly and buys them back (`close_out`)."""
+        before, after = transition.before, transition.after
+        group = await uow.lock_group(after.oco_group)
+        now = contingent.oversold(group)
+        earlier = contingent.oversold([before if o.order_id == after.order_id else o for o in group])
+        if now <= earlier:
+            return
+        metrics.OCO_BOTH_FILLED.inc()
+        traded = ", ".join(f"{o.leg} {o.order_id}: {o.filled_quantity}" for o in group if o.filled_quantity)
+        detail = f"more than one leg of OCO group {after.oco_group} traded ({traded}): {now} shares oversold"
+        log.error(
+            "more than one leg of an OCO group traded",
+            extra={"oco_group": after.oco_group, "user_id": after.user_id, "oversold": now},
+        )
+        await uow.audit_only(after, self._audit(after, "OCO_OVERSOLD", detail[:500]))
+        self._oversold.set()
+
     # --- sending the legs the broker made ---------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
                 await self.send_once()
+                if self._oversold.is_set():
+                    self._oversold.clear()
+                    await self.close_out_once()
             except Exception:
+                self._oversold.set()
                 log.warning("sending contingent legs failed; will retry", exc_info=True)
             self._nudged.clear()
             waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._nudged.wait())]
@@ -118,6 +175,41 @@ class ContingentOrders:
                     # order id, so the next round asks again without blocking twice.
                     log.info("legs not sent yet", extra={"oco_group": group, "error": str(error)})
         return sent
+
+    async def close_out_once(self) -> int:
+        """Buy back, at the market, the shares OCO groups sold beyond their block, in the
+        group's product; each order's key names the group and what was asked for before,
+        so a repeated round finds its order instead of placing another."""
+        if self.desk is None:
+            return 0
+        placed = 0
+        for short in await self.store.oversold_groups(self.batch):
+            draft = OrderDraft(
+                symbol=short.symbol,
+                side=Side.BUY,
+                type=OrderType.MARKET,
+                time_in_force=TimeInForce.DAY,
+                product=Product(short.product),
+                quantity=short.short,
+            )
+            key = contingent.close_out_key(short.oco_group, short.bought_back)
+            with context.bind(request_id=key, actor=CLOSE_OUT_ACTOR):
+                try:
+                    order = await self.desk.place(short.user_id, draft, key)
+                except ServiceError as error:
+                    metrics.CONTINGENT.labels("close_out_refused").inc()
+                    log.error(
+                        "the buy-back of an OCO group's oversold shares was refused",
+                        extra={"oco_group": short.oco_group, "quantity": short.short, "reason": error.reason},
+                    )
+                    continue
+            metrics.CONTINGENT.labels("close_out_placed").inc()
+            log.warning(
+                "oversold shares bought back",
+                extra={"oco_group": short.oco_group, "order_id": order.order_id, "quantity": short.short},
+            )
+            placed += 1
+        return placed
 
     async def _send_group(self, group: str) -> int:
         async with self.store.unit_of_work() as uow:

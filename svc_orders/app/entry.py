@@ -153,9 +153,12 @@ class OrderEntry:
         try:
             risk.check_controls(self.controls.current, spec.symbol)
             decision = risk.pre_trade(spec, instrument, snapshot, self.limits)
-            refusal = limits.first_refusal(await self._scoped_checks(user_id, spec, decision))
-            if refusal is not None:
-                raise refusal
+            guard = None
+            if self.risk_limits is not None:
+                checks, guard = await self.risk_limits.check_placement(user_id, spec, decision.order_value)
+                refusal = limits.first_refusal(checks)
+                if refusal is not None:
+                    raise refusal
         except ServiceError:
             # A retry of an order accepted before (say) a halt still gets its order back.
             existing = await self.store.find_by_key(user_id, request_id)
@@ -203,7 +206,7 @@ class OrderEntry:
         )
         reserving = time.perf_counter()
         metrics.PLACE_STAGE_SECONDS.labels("checks").observe(reserving - started)
-        reservation = await self.store.reserve(order, self.limits)
+        reservation = await self.store.reserve(order, self.limits, guard)
         metrics.PLACE_STAGE_SECONDS.labels("reserve").observe(time.perf_counter() - reserving)
         if not reservation.created:
             return await self._continue(reservation.order, fingerprint, snapshot)

@@ -49,3 +49,8 @@ CONTINGENT = Counter(
     "Contingent-order steps: exits created, legs sent or rejected, OCO siblings withdrawn",
     ["step"],
 )
+OCO_BOTH_FILLED = Counter(
+    "orders_oco_both_filled_total",
+    "OCO groups (brackets' exits included) where a second leg traded: the exchange filled it "
+    "before the broker's cancel reached it, so more shares were sold than the group blocked",
+)

@@ -3,7 +3,7 @@ the executor. Adapters implement them; the use cases never see SQL, NATS or gRPC
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -149,6 +149,32 @@ class Reservation:
 
 
 @dataclass(frozen=True)
+class WorkingOrders:
+    """A user's working orders as the operators' limits count them."""
+
+    count: int  # every working order of the user
+    in_product: int  # … of the new order's product
+    open_buy: int  # unfilled shares of working BUY orders in the new order's symbol
+    open_sell: int
+
+
+@dataclass(frozen=True)
+class Oversold:
+    """Shares an OCO group sold beyond its block and not yet bought back."""
+
+    oco_group: str
+    user_id: str
+    symbol: str
+    product: str
+    bought_back: int  # shares the broker's earlier buy-back orders ask for (or bought)
+    short: int  # shares still to buy back
+
+
+# Checks a new order against the user's working orders as they stand, raising the refusal.
+ReservationGuard = Callable[[WorkingOrders], None]
+
+
+@dataclass(frozen=True)
 class EventRecord:
     event_id: str
     payload: bytes
@@ -168,9 +194,14 @@ class EventPosition:
 class OrderStore(Protocol):
     def unit_of_work(self) -> UnitOfWork: ...
 
-    async def reserve(self, order: Order, limits: RiskLimits) -> Reservation:
+    async def reserve(
+        self, order: Order, limits: RiskLimits, guard: ReservationGuard | None = None
+    ) -> Reservation:
         """Record a new order as FUNDS_PENDING unless its (user, key) exists, taking one
-        token of the user's order rate (ResourceExhausted, nothing written, when empty)."""
+        token of the user's order rate (ResourceExhausted, nothing written, when empty).
+        A `guard` is run first (unless the key exists) on the user's working orders, read
+        while no other guarded reservation of that user can run: what it refuses is not
+        written, and what it passes counts for the next one."""
         ...
 
     async def find_by_key(self, user_id: str, client_order_id: str) -> Order | None: ...
@@ -181,6 +212,11 @@ class OrderStore(Protocol):
 
     async def legs_to_send(self, limit: int) -> list[str]:
         """OCO groups with a broker-made leg still waiting to be sent (FUNDS_PENDING)."""
+        ...
+
+    async def oversold_groups(self, limit: int) -> list[Oversold]:
+        """OCO groups whose legs sold more shares than the group's TARGET blocked, less
+        what the broker's buy-back orders for them ask for (or bought, once over)."""
         ...
 
     async def command_queued(self, order_id: str) -> bool:

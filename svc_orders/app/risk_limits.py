@@ -5,6 +5,10 @@ for the order path and refreshes with the trading controls (NOTIFY, and periodic
 account's state a limit needs — working orders, the symbol's position, today's P&L — is
 read only when a limit that needs it applies to the user, so users without such limits pay
 nothing for them.
+
+Placing checks the limits that count working orders (open orders, position) as the order is
+recorded, under a lock of the user's (`ReservationGuard`): read earlier, a user's concurrent
+placements would each see room for one more and together overshoot the limit.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from typing import Any, Protocol
 
 from svc_orders.app import metrics
 from svc_orders.app.controls import check_mask
-from svc_orders.app.ports import AuditEntry
+from svc_orders.app.ports import AuditEntry, ReservationGuard, WorkingOrders
 from svc_orders.domain import limits, validation
 from svc_orders.domain.limits import Exposure, LimitSet, RiskCheck
 from svc_orders.domain.model import Actor, Order, OrderSpec, Product
@@ -38,7 +42,7 @@ class RiskLimitStore(Protocol):
         self, scope: str, changes: dict[str, Any], request_id: str, audit: AuditEntry
     ) -> LimitSet: ...
 
-    async def exposure(self, user_id: str, symbol: str, product: str) -> dict[str, int]: ...
+    async def exposure(self, user_id: str, symbol: str, product: str) -> WorkingOrders: ...
 
     async def working_orders(self, user_id: str | None, product: str | None) -> list[Order]: ...
 
@@ -106,6 +110,29 @@ class RiskLimitBook:
         exposure = await self._exposure(user_id, spec) if limits.needs_state(sets) else None
         return limits.evaluate(spec, value, sets, exposure)
 
+    async def check_placement(
+        self, user_id: str, spec: OrderSpec, value: Decimal | None
+    ) -> tuple[list[RiskCheck], ReservationGuard | None]:
+        """The per-order limits checked now, and a guard that checks those depending on the
+        account's state when the order is recorded (None when none applies)."""
+        sets = self.sets_for(user_id, spec.product)
+        if not sets:
+            return [], None
+        limits.check_halts(sets)
+        checks = limits.evaluate(spec, value, sets, None)
+        if not limits.needs_state(sets) or limits.first_refusal(checks) is not None:
+            return checks, None
+        # The portfolio changes with fills, not with placements: read once, outside the lock.
+        standing = await self.portfolio.standing(user_id, spec.symbol)
+
+        def guard(working: WorkingOrders) -> None:
+            stateful = limits.evaluate(spec, value, sets, _exposure(working, standing), limits.STATEFUL)
+            refusal = limits.first_refusal(stateful)
+            if refusal is not None:
+                raise refusal
+
+        return checks, guard
+
     async def check_modification(self, user_id: str, spec: OrderSpec, value: Decimal | None) -> None:
         """A modification meets the scope's kill switch and per-order limits (a changed
         order is not a new working order, so the stateful rules are left to placement)."""
@@ -120,14 +147,7 @@ class RiskLimitBook:
             self.store.exposure(user_id, spec.symbol, spec.product.value),
             self.portfolio.standing(user_id, spec.symbol),
         )
-        return Exposure(
-            open_orders=working["open_orders"],
-            open_orders_in_product=working["open_in_product"],
-            position=standing.position,
-            open_buy_quantity=working["open_buy"],
-            open_sell_quantity=working["open_sell"],
-            day_pnl=standing.day_pnl,
-        )
+        return _exposure(working, standing)
 
     async def update(self, scope: str, requested: LimitSet, paths: list[str], request_id: str) -> LimitSet:
         """Change the fields named by `paths` (all when empty), once per request id."""
@@ -147,6 +167,17 @@ class RiskLimitBook:
         self.by_scope[scope] = updated
         log.warning("risk limits updated", extra={"scope": scope, "changes": sorted(changes)})
         return updated
+
+
+def _exposure(working: WorkingOrders, standing: Standing) -> Exposure:
+    return Exposure(
+        open_orders=working.count,
+        open_orders_in_product=working.in_product,
+        position=standing.position,
+        open_buy_quantity=working.open_buy,
+        open_sell_quantity=working.open_sell,
+        day_pnl=standing.day_pnl,
+    )
 
 
 # Cancels a kill switch has in flight at once (each holds a database connection briefly).

@@ -8,7 +8,8 @@ placed by a client is its TARGET, and its STOP_LOSS sibling is created with it.
 The TARGET blocks the shares both exits sell; the STOP_LOSS blocks nothing (`LEGS`). The
 first fill of either leg cancels the other in the same transaction that records the fill,
 so no crash can leave a filled leg with a live sibling that the broker has not asked the
-exchange to cancel.
+exchange to cancel. The exchange may still fill the sibling before that cancel reaches it:
+the shares sold beyond the TARGET's are `oversold`, and the broker buys them back.
 """
 
 from __future__ import annotations
@@ -127,3 +128,23 @@ def withdraws_siblings(before: Order, after: Order) -> str:
     ):
         return TARGET_ENDED_REASON
     return ""
+
+
+def oversold(group: list[Order]) -> int:
+    """Shares the legs of an OCO group sold beyond what its TARGET blocked (the group's
+    size): more than none only when the exchange filled a second leg before the broker's
+    cancel reached it."""
+    holder = next((o for o in group if o.leg is Leg.TARGET), None)
+    if holder is None:
+        return 0
+    sold = sum(o.filled_quantity for o in group if LEGS[o.leg].one_cancels_other)
+    return max(0, sold - holder.quantity)
+
+
+def close_out_key(oco_group: str, bought_back: int) -> str:
+    """The key of the broker's order buying back an OCO group's oversold shares, after
+    `bought_back` shares were asked for before: a repeated attempt finds its order."""
+    return f"{CLOSE_OUT_PREFIX}{oco_group}-{bought_back}"
+
+
+CLOSE_OUT_PREFIX = "closeout-"

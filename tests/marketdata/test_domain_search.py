@@ -13,6 +13,7 @@ from svc_marketdata.domain.instruments import (
     FUZZY_CUTOFF,
     FUZZY_MIN_WORD,
     FUZZY_WORD_CUTOFF,
+    RECENT_QUERIES,
     TIER_EXACT_SYMBOL,
     TIER_FUZZY,
     TIER_NAME_WORD,
@@ -234,3 +235,24 @@ def test_near_matches_rank_by_score_and_page_stably() -> None:
             break
         after = page.next_after
     assert pages == everything
+
+
+def test_a_repeated_query_is_answered_from_the_index_s_recent_pages() -> None:
+    index = InstrumentIndex.build(
+        [Instrument("INFY", "Infosys Limited"), Instrument("TCS", "Tata Consultancy Services")]
+    )
+    first = index.search("infsys", limit=20)
+    assert [h.instrument.symbol for h in first.hits] == ["INFY"]
+    # Case and runs of spaces do not change the ranking, so they share the page.
+    assert index.search("  INFSYS ", limit=20) is first
+    assert index.search("infsys", limit=5) is not first  # another page size, another page
+    # The oldest page goes once more queries than the bound were asked.
+    for n in range(RECENT_QUERIES):
+        index.search(f"q{n}", limit=20)
+    again = index.search("infsys", limit=20)
+    assert again is not first and again == first
+    # A new master is a new index: its answers are its own.
+    renamed = InstrumentIndex.build(
+        [Instrument("INFY", "Infosys Technologies"), Instrument("INFS", "Infsys")]
+    )
+    assert renamed.search("infsys", limit=20).hits[0].instrument.symbol == "INFS"

@@ -3,6 +3,7 @@ real OMS process (svc_funds' portfolio stood in by a fake whose positions a test
 
 from __future__ import annotations
 
+import asyncio
 from decimal import Decimal
 
 import grpc
@@ -228,3 +229,42 @@ async def test_the_kill_switch_cancels_every_working_order_and_names_them(oms: O
                 request_id=unique_name("resume"),
             )
         )
+
+
+async def placed_at_once(oms: Oms, user: str, count: int, **order: object) -> list[object]:
+    """`count` placements for one user sent together: outcomes (an Order or the gRPC error)."""
+    return await asyncio.gather(*(oms.place(user, **order) for _ in range(count)), return_exceptions=True)
+
+
+def refusal_reasons(outcomes: list[object]) -> list[str]:
+    return [details_of(o).reason for o in outcomes if isinstance(o, grpc.aio.AioRpcError)]
+
+
+async def test_concurrent_placements_meet_the_open_orders_limit_exactly(oms: Oms) -> None:
+    user, bystander = oms.new_user(), oms.new_user()
+    await set_limits(oms, f"users/{user}/riskLimits", max_open_orders=3)
+    await set_limits(oms, f"users/{bystander}/riskLimits", max_open_orders=3)
+    # Another user's placements at the same moment are neither held back nor counted.
+    outcomes, theirs = await asyncio.gather(
+        placed_at_once(oms, user, 10, quantity=1), placed_at_once(oms, bystander, 3, quantity=1)
+    )
+    accepted = [o for o in outcomes if isinstance(o, orders_pb2.Order)]
+    assert len(accepted) == 3, refusal_reasons(outcomes)
+    assert refusal_reasons(outcomes) == ["OPEN_ORDERS_LIMIT"] * 7
+    errors = [o for o in outcomes if isinstance(o, grpc.aio.AioRpcError)]
+    assert all(e.code() == grpc.StatusCode.FAILED_PRECONDITION for e in errors)
+    assert {tuple(figures(e).items()) for e in errors} == {
+        (("rule", "OPEN_ORDERS"), ("scope", f"users/{user}"), ("limit", "3"), ("observed", "4"))
+    }
+    assert all(isinstance(o, orders_pb2.Order) for o in theirs)
+    listed = await oms.stub.ListOrders(orders_pb2.ListOrdersRequest(parent=f"users/{user}", page_size=50))
+    assert len(listed.orders) == 3
+
+
+async def test_concurrent_placements_meet_the_position_limit_exactly(oms: Oms) -> None:
+    user = oms.new_user()
+    oms.fakes.portfolio.shares[user] = {"INFY": 40}
+    await set_limits(oms, f"users/{user}/riskLimits", max_position_quantity=50)
+    outcomes = await placed_at_once(oms, user, 8, quantity=3)  # room for 3 of them: 40 + 9
+    assert len([o for o in outcomes if isinstance(o, orders_pb2.Order)]) == 3, refusal_reasons(outcomes)
+    assert refusal_reasons(outcomes) == ["POSITION_LIMIT"] * 5

@@ -300,3 +300,17 @@ def test_a_leg_never_sent_is_cancelled_at_once_and_one_already_over_is_left_alon
     assert not sm.withdraw_sibling(done, "ord_s", NOW).changed
     cancelling = order(status=Status.PENDING_CANCEL, leg=Leg.TARGET, oco_group="ord_t")
     assert not sm.withdraw_sibling(cancelling, "ord_s", NOW).changed
+
+
+def test_an_oco_group_is_oversold_only_by_what_its_legs_sold_beyond_the_targets_shares() -> None:
+    from svc_orders.domain.contingent import close_out_key, oversold
+
+    target = order(order_id="t", leg=Leg.TARGET, oco_group="t", side=Side.SELL, quantity=10)
+    stop = order(order_id="s", leg=Leg.STOP_LOSS, oco_group="t", side=Side.SELL, quantity=10)
+    assert oversold([replace(target, filled_quantity=10), stop]) == 0
+    # A partly filled target's block still covers what the stop-loss sells meanwhile.
+    assert oversold([replace(target, filled_quantity=4), replace(stop, filled_quantity=6)]) == 0
+    assert oversold([replace(target, filled_quantity=4), replace(stop, filled_quantity=10)]) == 4
+    assert oversold([replace(target, filled_quantity=10), replace(stop, filled_quantity=10)]) == 10
+    assert oversold([replace(stop, filled_quantity=10)]) == 0  # no TARGET: nothing blocked to exceed
+    assert close_out_key("t", 4) == "closeout-t-4"

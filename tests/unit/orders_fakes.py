@@ -21,7 +21,9 @@ from svc_orders.app.ports import (
     ReportClaim,
     ReportEnvelope,
     Reservation,
+    ReservationGuard,
     StatusAnswer,
+    WorkingOrders,
 )
 from svc_orders.domain.model import (
     ExchangeReport,
@@ -30,6 +32,7 @@ from svc_orders.domain.model import (
     Instrument,
     MarketSnapshot,
     Order,
+    Side,
     Transition,
 )
 from svc_orders.domain.risk import RiskLimits, TradingControls
@@ -162,10 +165,14 @@ class MemoryOrderStore:
     def unit_of_work(self) -> MemoryUnitOfWork:
         return MemoryUnitOfWork(self)
 
-    async def reserve(self, order: Order, limits: RiskLimits) -> Reservation:
+    async def reserve(
+        self, order: Order, limits: RiskLimits, guard: ReservationGuard | None = None
+    ) -> Reservation:
         existing = await self.find_by_key(order.user_id, order.client_order_id)
         if existing is not None:
             return Reservation(existing, created=False)
+        if guard is not None:
+            guard(self.working_orders_of(order))
         if self.order_tokens is not None:
             if self.order_tokens <= 0:
                 raise ResourceExhausted(
@@ -175,6 +182,16 @@ class MemoryOrderStore:
         self.book.orders[order.order_id] = order
         self.commits += 1
         return Reservation(order, created=True)
+
+    def working_orders_of(self, new: Order) -> WorkingOrders:
+        working = [o for o in self.book.orders.values() if o.user_id == new.user_id and not o.status.terminal]
+        in_symbol = [o for o in working if o.symbol == new.symbol]
+        return WorkingOrders(
+            count=len(working),
+            in_product=len([o for o in working if o.product is new.product]),
+            open_buy=sum(o.quantity - o.filled_quantity for o in in_symbol if o.side is Side.BUY),
+            open_sell=sum(o.quantity - o.filled_quantity for o in in_symbol if o.side is Side.SELL),
+        )
 
     async def find_by_key(self, user_id: str, client_order_id: str) -> Order | None:
         for order in self.book.orders.values():
