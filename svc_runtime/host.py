@@ -72,6 +72,13 @@ class _Server:
     seconds: float
 
 
+def _close_of(resource: object) -> Step:
+    close = getattr(resource, "close", None)
+    if not callable(close):
+        raise TypeError(f"{type(resource).__name__} has no close(): say how to close it")
+    return close
+
+
 async def _call(step: Step) -> None:
     result = step()
     if inspect.isawaitable(result):
@@ -120,23 +127,12 @@ class Host:
     def hold(self, resource: T, close: Step | None = None, *, what: str, seconds: float | None = None) -> T:
         """Keep `resource` until the end: `close` (by default its `close()`) runs when the host
         closes its resources, after the servers and the background tasks have stopped."""
-        closer: Step = close if close is not None else resource.close  # type: ignore[attr-defined]
-        self._resources.push_async_callback(self._bounded, what, closer, seconds or self.close_seconds)
+        self.at_close(close if close is not None else _close_of(resource), what=what, seconds=seconds)
         return resource
 
     def at_close(self, step: Step, *, what: str, seconds: float | None = None) -> None:
-        """Run `step` when the resources close, in their order (after those opened later)."""
+        """Run `step` when the resources close, in their order (before those opened earlier)."""
         self._resources.push_async_callback(self._bounded, what, step, seconds or self.close_seconds)
-
-    async def enter(self, manager: contextlib.AbstractAsyncContextManager[T], *, what: str) -> T:
-        """Enter an async context manager now; leave it when the resources close."""
-        value = await manager.__aenter__()
-
-        async def leave() -> None:
-            await manager.__aexit__(None, None, None)
-
-        self.at_close(leave, what=what)
-        return value
 
     # Background work -----------------------------------------------------------------------
 
