@@ -188,7 +188,8 @@ async def _supervised(body: str) -> tuple[service.Supervisor, list[str]]:
     said: list[str] = []
     stop = asyncio.Event()
     supervisor = service.Supervisor(stop)
-    service._supervisor.set(supervisor)
+    # As `service.run` sets it, for this test's task only (reset below).
+    token = service._supervisor.set(supervisor)
 
     async def work() -> None:
         await asyncio.sleep(0.01)
@@ -198,12 +199,15 @@ async def _supervised(body: str) -> tuple[service.Supervisor, list[str]]:
             return
         await stop.wait()
 
-    async with Host("svc_test", stop) as host:
-        host.hold(FakeResource("pool", said), what="pool")
-        host.task(work(), "tick-publisher")
-        if body == "clean":
-            asyncio.get_running_loop().call_later(0.02, stop.set)
-        await aio.within(host.until_stopped(), 5)
+    try:
+        async with Host("svc_test", stop) as host:
+            host.hold(FakeResource("pool", said), what="pool")
+            host.task(work(), "tick-publisher")
+            if body == "clean":
+                asyncio.get_running_loop().call_later(0.02, stop.set)
+            await aio.within(host.until_stopped(), 5)
+    finally:
+        service._supervisor.reset(token)
     return supervisor, said
 
 
