@@ -1,20 +1,12 @@
-"""Composition root: settings → adapters → use cases → HTTP transport, served by uvicorn."""
+"""Composition root: settings → adapters → use cases → HTTP transport, served by uvicorn on
+the service host (which drains it on SIGTERM)."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import errno
 import logging
-import os
-import socket
-import ssl
 import time
-from collections.abc import Callable, Iterator
 from typing import Any
-
-import psutil
-import uvicorn
 
 from gateway.adapters.backends import Backends
 from gateway.adapters.sessions import NatsSessions
@@ -30,10 +22,11 @@ from gateway.domain.tickets import ticket_authority
 from gateway.settings import GatewaySettings
 from gateway.transport.app import build_app
 from gateway.transport.handlers import Handlers
-from gateway.transport.internal import build_internal_app
+from gateway.transport.http_server import HttpServer, internal_server, listen, public_tls, stop_serving
 from gateway.transport.streams import StreamRegistry
-from gateway.workers import Workers, leave_interrupts_to_worker_zero, worker_number
-from svc_runtime import aio, service, tls
+from gateway.workers import DRAIN_SECONDS, Workers, leave_interrupts_to_worker_zero, worker_number
+from svc_runtime import aio, service
+from svc_runtime.host import Host
 from svc_runtime.messaging import Topology
 from svc_runtime.revocations import RevocationFeed
 from svc_runtime.tokens import (
@@ -49,81 +42,6 @@ log = logging.getLogger(__name__)
 
 SERVICE = "gateway"
 REVOCATIONS_WAIT_SECONDS = 5.0
-
-
-# Kernel send buffer of every connection (accepted sockets inherit the listener's). Linux
-# would otherwise grow it to megabytes for a client that stops reading, and the write
-# deadline only starts once it is full; with this, a stalled SSE client is found (and
-# dropped) a write deadline after it stops, and holds at most ~128 KiB of kernel memory.
-SEND_BUFFER_BYTES = 64 * 1024
-
-
-def _listen(host: str, port: int, *, shared: bool = False, with_others: bool = False) -> socket.socket:
-    """A listening socket; `shared`: with SO_REUSEPORT, for this gateway's workers, and with
-    `with_others` also for the other gateway processes of the stack (replicas)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if shared:  # every worker binds the port; the kernel spreads connections over them
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
-    sock.bind((host, port))
-    sock.listen(2048)
-    if shared and not with_others and worker_number() == 0 and _held_elsewhere(sock.getsockname()[1]):
-        # SO_REUSEPORT lets any process of this user bind the port too (another stack's
-        # gateway that picked the same one): the port counts as taken, as it would be
-        # without the option, and the stack starts the gateway on another.
-        sock.close()
-        raise OSError(errno.EADDRINUSE, f"port {port} is already served by another process")
-    sock.setblocking(False)
-    return sock
-
-
-def _held_elsewhere(port: int) -> bool:
-    """Whether a process other than this one listens on `port` (this one's workers are not
-    started yet). Processes of other users are not shown, and could not share it anyway."""
-    return any(
-        c.status == psutil.CONN_LISTEN
-        and c.laddr
-        and c.laddr.port == port
-        and c.pid not in (None, os.getpid())
-        for c in psutil.net_connections("tcp")
-    )
-
-
-class _Server(uvicorn.Server):
-    """uvicorn without its own signal handlers: `svc_runtime.service.run` owns SIGTERM."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-    @classmethod
-    def of(
-        cls, app: Any, host: str, port: int, *, ssl_context: ssl.SSLContext | None = None, **tuning: Any
-    ) -> _Server:
-        config = uvicorn.Config(
-            app,
-            host=host,
-            port=port,
-            lifespan="off",
-            log_config=None,
-            access_log=False,
-            server_header=False,
-            **tuning,
-        )
-        # uvicorn's own TLS settings cannot set a minimum version; the context made here does.
-        config.load()
-        config.ssl = ssl_context
-        return cls(config)
-
-
-def _public_tls(settings: GatewaySettings) -> ssl.SSLContext | None:
-    """The public listener's TLS (1.2 or later), or None in plain-text mode, said loudly."""
-    if tls.plaintext():
-        tls.warn_plaintext(f"the REST + SSE listener {settings.http_host}:{settings.http_port}")
-        return None
-    return tls.server_context(tls.required())
 
 
 async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
@@ -224,11 +142,11 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
         tickets=tickets,
         cors_origins=settings.cors_origins,
     )
-    server = _Server.of(
+    server = HttpServer.of(
         app,
         settings.http_host,
         settings.http_port,
-        ssl_context=_public_tls(settings),
+        ssl_context=public_tls(settings),
         proxy_headers=False,
         timeout_keep_alive=30,
         timeout_graceful_shutdown=10,
@@ -236,79 +154,57 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
     first = worker_number() == 0
     if not first:
         leave_interrupts_to_worker_zero()
-    internal = _internal_server(settings, health) if first else None
+    internal = internal_server(settings, health) if first else None
     # Both ports bound here, before anything starts (uvicorn binding the internal one itself
     # would exit from inside its task): a taken port fails the start-up at once.
-    listener = _listen(
+    listener = listen(
         settings.http_host,
         settings.http_port,
         shared=settings.workers > 1 or settings.shared_port,
         with_others=settings.shared_port,
     )
-    internal_listener = _listen(settings.metrics_host, settings.metrics_port) if internal else None
-    revocations.start()
-    session_records.start()
-    feed.start()
-    spent_tickets.start()
-    stream_slots.start()
-    # Tokens cannot be told from revoked ones until the revocations are loaded: wait a
-    # little for them before serving (users' requests answer 503 until then).
-    try:
-        await aio.within(revocations.loaded.wait(), REVOCATIONS_WAIT_SECONDS)
-    except TimeoutError:
-        log.warning("revoked sessions not loaded yet; serving, users' requests wait for them")
-    pushing = service.supervise(hub.run(), name="quote-hub")
-    serving = service.supervise(server.serve(sockets=[listener]), name="http")
-    workers = Workers(settings.workers - 1 if first else 0)
-    await workers.start()
-    service.supervise(workers.watch(), name="workers")
-    internal_serving = (
-        service.supervise(internal.serve(sockets=[internal_listener]), name="internal-http")
-        if internal
-        else None
-    )
-    stopping = asyncio.create_task(stop.wait())
-    await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
-    # Drain: report unhealthy, end the streams (clients reconnect elsewhere), then let
-    # in-flight requests finish.
-    draining = True
-    workers.tell_stop()
-    registry.close_all()
-    hub.close()
-    server.should_exit = True
-    with contextlib.suppress(Exception):
-        await serving
-    stopping.cancel()
-    pushing.cancel()
-    await feed.stop()
-    await spent_tickets.stop()
-    await stream_slots.stop()
-    await session_records.stop()
-    await revocations.stop()
-    if internal and internal_serving:
-        internal.should_exit = True
-        with contextlib.suppress(Exception):
-            await internal_serving
-    await backends.close()
-    await workers.stopped()
+    internal_listener = listen(settings.metrics_host, settings.metrics_port) if internal else None
+    async with Host(SERVICE, stop) as host:
+        workers = Workers(settings.workers - 1 if first else 0)
+        host.at_close(workers.stopped, what="gateway workers", seconds=DRAIN_SECONDS + 5)
+        host.hold(backends, what="backend channels")
+        for part, what in (
+            (revocations, "revocation feed"),
+            (session_records, "session records"),
+            (feed, "tick feed"),
+            (spent_tickets, "spent tickets"),
+            (stream_slots, "stream slots"),
+        ):
+            part.start()
+            host.hold(part, part.stop, what=what)
+        # Tokens cannot be told from revoked ones until the revocations are loaded: wait a
+        # little for them before serving (users' requests answer 503 until then).
+        try:
+            await aio.within(revocations.loaded.wait(), REVOCATIONS_WAIT_SECONDS)
+        except TimeoutError:
+            log.warning("revoked sessions not loaded yet; serving, users' requests wait for them")
+        host.task(hub.run(), "quote-hub", cancel=True)
+        if internal and internal_listener:
+            internal_serving = host.task(internal.serve(sockets=[internal_listener]), "internal-http")
+            host.serving(lambda: stop_serving(internal, internal_serving), what="internal http")
+        serving = host.task(server.serve(sockets=[listener]), "http")
 
+        def drain() -> None:
+            nonlocal draining
+            draining = True
 
-def _internal_server(
-    settings: GatewaySettings, health: Callable[[], tuple[bool, dict[str, Any]]]
-) -> _Server | None:
-    """Metrics and detailed health on their own port (none without BROKERMESH_METRICS_PORT).
-    Plain HTTP: it listens on loopback unless an operator opens it, for a scraper on the
-    same host, and carries no credentials."""
-    if not settings.metrics_port:
-        return None
-    return _Server.of(build_internal_app(health), settings.metrics_host, settings.metrics_port)
+        # Drain: report unhealthy, end the streams (clients reconnect elsewhere), then let
+        # in-flight requests finish.
+        host.serving(lambda: stop_serving(server, serving), what="http", readiness=drain, seconds=15)
+        host.on_drain(workers.tell_stop, what="gateway workers")
+        host.on_drain(registry.close_all, what="event streams")
+        host.on_drain(hub.close, what="quote hub")
+        await workers.start()
+        host.task(workers.watch(), "workers", cancel=True)
+        await host.until_stopped()
 
 
 def main() -> None:
     settings = GatewaySettings.from_env()
-
-    async def run(stop: asyncio.Event) -> None:
-        await serve(settings, stop)
-
     # The internal listener serves the metrics (with health details), not svc_runtime's.
-    service.run(SERVICE, run)
+    service.run(SERVICE, lambda stop: serve(settings, stop))

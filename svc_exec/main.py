@@ -1,4 +1,5 @@
-"""svc_exec's composition root: settings from the environment → adapters → use cases → gRPC.
+"""svc_exec's composition root: settings from the environment → adapters → use cases → gRPC,
+on the service host.
 
 Start-up order matters for exactly-once:
 1. migrate, connect, serve gRPC (standbys answer GetSessionStatus too);
@@ -12,7 +13,6 @@ Shutdown runs the other way: stop consuming, log out, publish what arrived, pers
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Coroutine
 from dataclasses import dataclass
@@ -26,14 +26,15 @@ from svc_exec.adapters.faults import CrashPoints
 from svc_exec.adapters.fix_session import FixSession
 from svc_exec.adapters.nats_io import CommandConsumer, JetStreamReports
 from svc_exec.adapters.repository import PgExecStore
-from svc_exec.adapters.venue import DEFAULT_PROFILE, profile_path
 from svc_exec.app.executor import Executor
 from svc_exec.app.reconcile import Reconciler
 from svc_exec.app.reports import ReportDesk
 from svc_exec.domain.sequence import resume_target
+from svc_exec.settings import ExecSettings
 from svc_exec.transport.grpc_api import ExecutionServicer, SessionState
-from svc_runtime import aio, config, db, messaging, service
+from svc_runtime import db, messaging, service
 from svc_runtime.grpc_server import GrpcServer
+from svc_runtime.host import Host
 from svc_runtime.lease import Lease
 
 log = logging.getLogger(__name__)
@@ -43,41 +44,6 @@ SCHEMA = "exec"
 MIGRATIONS = Path(__file__).parent / "adapters" / "migrations"
 SERVICE_NAME = exec_pb2.DESCRIPTOR.services_by_name["ExecutionService"].full_name
 LEASE = "svc_exec:order-entry"
-
-# svc_exec's own settings (the shared ones are in svc_runtime.config).
-FIX_CONFIG = "BROKERMESH_EXEC_FIX_CONFIG"
-CRASH_AT = "BROKERMESH_EXEC_CRASH_AT"
-FAULT_PUBLISH_DELAY_MS = "BROKERMESH_EXEC_FAULT_PUBLISH_DELAY_MS"
-COMMAND_BATCH = "BROKERMESH_EXEC_COMMAND_BATCH"
-FORGOTTEN_AFTER = "BROKERMESH_EXEC_FORGOTTEN_AFTER_SECONDS"
-
-
-@dataclass(frozen=True)
-class ExecSettings:
-    common: config.CommonSettings
-    fix_host: str
-    fix_port: int
-    fix_config: Path
-    crash_at: frozenset[str]
-    fault_publish_delay: float
-    command_batch: int
-    forgotten_after: float
-
-    @classmethod
-    def from_env(cls) -> ExecSettings:
-        return cls(
-            common=config.CommonSettings.from_env(),
-            fix_host=config.env(config.FIX_HOST, "127.0.0.1"),
-            fix_port=config.env_int(config.FIX_PORT, 9878),
-            # An explicit session file wins; otherwise the venue profile (name or path).
-            fix_config=Path(config.env(FIX_CONFIG, ""))
-            if config.env(FIX_CONFIG, "")
-            else profile_path(config.env(config.VENUE_PROFILE, DEFAULT_PROFILE)),
-            crash_at=frozenset(p for p in config.env(CRASH_AT, "-").split(",") if p and p != "-"),
-            fault_publish_delay=config.env_int(FAULT_PUBLISH_DELAY_MS, 0) / 1000,
-            command_batch=config.env_int(COMMAND_BATCH, 256),
-            forgotten_after=config.env_float(FORGOTTEN_AFTER, 5.0),
-        )
 
 
 @dataclass
@@ -113,27 +79,31 @@ async def serve(settings: ExecSettings, stop: asyncio.Event) -> None:
     common = settings.common
     workdir = common.data_dir / SERVICE
     topology = messaging.Topology.from_env(common.namespace)
-    await db.migrate(common.database_url, SCHEMA, MIGRATIONS)
-    pool = await db.create_pool(common.database_url, SCHEMA, min_size=2, max_size=8)
-    nc = await messaging.connect(common.nats_url, SERVICE)
-    js = nc.jetstream()
-    await messaging.ensure_streams(js, topology)
-    store = PgExecStore(pool)
+    async with Host(SERVICE, stop) as host:
+        await db.migrate(common.database_url, SCHEMA, MIGRATIONS)
+        pool = host.hold(
+            await db.create_pool(common.database_url, SCHEMA, min_size=2, max_size=8), what="pool"
+        )
+        # Every publication is acknowledged before the drain reaches it: nothing is left to drain.
+        nc = host.hold(await messaging.connect(common.nats_url, SERVICE), what="nats")
+        js = nc.jetstream()
+        await messaging.ensure_streams(js, topology)
+        store = PgExecStore(pool)
 
-    active = Active()
-    server = GrpcServer(common.grpc_listen)
-    server.add(
-        exec_pb2_grpc.add_ExecutionServiceServicer_to_server,
-        ExecutionServicer(active.state, lambda: active.reconciler, store.incidents),
-        SERVICE_NAME,
-    )
-    await server.start()
-    await server.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.NOT_SERVING)
+        active = Active()
+        server = GrpcServer(common.grpc_listen)
+        server.add(
+            exec_pb2_grpc.add_ExecutionServiceServicer_to_server,
+            ExecutionServicer(active.state, lambda: active.reconciler, store.incidents),
+            SERVICE_NAME,
+        )
+        await host.serve_grpc(server)
+        await server.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.NOT_SERVING)
 
-    # One active executor per FIX session: two on one session (and one message store) would
-    # corrupt its sequence numbers. Standbys wait here.
-    lease = Lease(common.database_url, f"fix:{LEASE}")
-    try:
+        # One active executor per FIX session: two on one session (and one message store) would
+        # corrupt its sequence numbers. Standbys wait here.
+        lease = Lease(common.database_url, f"fix:{LEASE}")
+        host.hold(lease, lease.release, what="FIX session lease")
         if not await lease.acquire(stop):
             return
         loop = asyncio.get_running_loop()
@@ -186,8 +156,12 @@ async def serve(settings: ExecSettings, stop: asyncio.Event) -> None:
         reconciler.resend = executor.handle
         reconciler_box.append(reconciler)
         active.session, active.desk, active.executor, active.reconciler = session, desk, executor, reconciler
+        # Stopped the other way round once the consumer has stopped: log out, then publish
+        # what arrived and persist.
         desk.start()
+        host.hold(desk, desk.stop, what="report desk")
         session.start()
+        host.hold(session, session.stop, what="FIX session")
         consumer = CommandConsumer(
             js,
             topology,
@@ -197,31 +171,12 @@ async def serve(settings: ExecSettings, stop: asyncio.Event) -> None:
             stopping=stop,
             batch_size=settings.command_batch,
         )
-        consuming = service.supervise(consumer.run(), name="commands")
-        confirming = service.supervise(lease.watch(stop), name="lease")
-        lost = asyncio.create_task(lease.lost.wait())
-        stopping = asyncio.create_task(stop.wait())
-        await asyncio.wait({consuming, lost, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        host.task(consumer.run(), "commands", stop=consumer.stop)
+        # A lost lease ends this task, and with it the process: a standby takes over.
+        host.task(lease.watch(stop), "lease")
+        await host.until_stopped()
         if lease.lost.is_set():
             log.error("lost the FIX session lease; stopping so that a standby can take over")
-        if consuming.done() and not consuming.cancelled() and consuming.exception() is not None:
-            log.error("command consumer failed", exc_info=consuming.exception())
-        for task in (lost, stopping, confirming):
-            task.cancel()
-
-        consumer.stop()
-        # A consumer that died (or was cancelled) must not skip stopping the FIX session below.
-        with contextlib.suppress(Exception, asyncio.CancelledError):
-            await aio.within(consuming, 10)
-        await session.stop()
-        await desk.stop()
-    finally:
-        await server.stop()
-        # Every publication was acknowledged above; nothing is left to drain.
-        with contextlib.suppress(Exception):
-            await nc.close()
-        await pool.close()
-        await lease.release()
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ Two surfaces, kept apart (tests/foundation/test_layering.py holds services to th
 | module | what it gives a service |
 |---|---|
 | `service` | the process: logs, metrics, signals, supervised background tasks, crash-only exit |
+| `host` | a service's shape: resources on one exit stack, background tasks and periodic loops, the drain on SIGTERM |
 | `lease` | one holder at a time among replicas (a PostgreSQL advisory lock), checked before acting |
 | `aio` | waits with a deadline that never swallow a cancellation (instead of `asyncio.wait_for`) |
 | `config` | typed settings from the environment |
@@ -41,6 +42,7 @@ __all__ = [
     "fix",
     "grpc_client",
     "grpc_server",
+    "host",
     "ids",
     "lease",
     "logs",

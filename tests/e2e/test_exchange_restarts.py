@@ -22,7 +22,7 @@ from brokermesh.funds.v1 import funds_pb2, funds_pb2_grpc
 from brokermesh.orders.v1 import orders_pb2 as S
 from brokermesh.orders.v1 import orders_pb2_grpc
 from brokermesh.type.v1 import decimal_pb2, trading_pb2
-from svc_exec.main import FORGOTTEN_AFTER
+from svc_exec.settings import FORGOTTEN_AFTER
 from svc_runtime import admin, audit
 from svc_runtime.grpc_client import channel as signed_channel
 from svc_runtime.stack import Stack

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from svc_funds.domain.charges import ZERO_SCHEDULE, ChargesSchedule
-from svc_funds.main import FundsSettings, serve
+from svc_funds.main import serve
+from svc_funds.settings import FundsSettings
 from svc_runtime.auth import ensure_credentials, service_signer
 from svc_runtime.config import CommonSettings
 from tests.funds.support import FundsClient

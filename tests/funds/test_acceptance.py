@@ -17,7 +17,7 @@ import grpc
 import pytest
 
 from brokermesh.exec.v1 import execution_report_pb2 as er
-from svc_funds.main import CHARGES
+from svc_funds.settings import CHARGES
 from svc_runtime import config, db
 from svc_runtime.errors import details_of
 from svc_runtime.grpc_client import wait_healthy

@@ -10,7 +10,7 @@ import grpc
 import pytest
 
 from brokermesh.funds.v1 import funds_pb2
-from svc_funds.main import BANK_SIM_DELAY_MS
+from svc_funds.settings import BANK_SIM_DELAY_MS
 from svc_runtime import db
 from tests.funds.conftest import StartFunds
 from tests.funds.support import FundsClient, dec, rpc_error

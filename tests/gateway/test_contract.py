@@ -101,7 +101,7 @@ def test_rate_limits_are_429_and_shape_limits_400() -> None:
 def test_published_order_limits_are_the_ones_svc_orders_enforces(
     monkeypatch: pytest.MonkeyPatch, env: dict[str, str]
 ) -> None:
-    from svc_orders.main import OrdersSettings  # what svc_orders reads, defaults included
+    from svc_orders.settings import OrdersSettings  # what svc_orders reads, defaults included
 
     for name, value in env.items():
         monkeypatch.setenv(name, value)

@@ -19,7 +19,7 @@ from brokermesh.exec.v1 import execution_report_pb2 as er
 from brokermesh.funds.v1 import funds_pb2, funds_pb2_grpc
 from brokermesh.type.v1 import trading_pb2
 from svc_funds.domain.model import EXCHANGE_TZ
-from svc_funds.main import BANK_SIM_DELAY_MS, BANK_SIM_FAILING
+from svc_funds.settings import BANK_SIM_DELAY_MS, BANK_SIM_FAILING
 from svc_runtime import admin
 from svc_runtime.grpc_client import channel
 from svc_runtime.stack import Stack

@@ -13,7 +13,7 @@ import pytest
 from cryptography import x509
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from gateway.main import _public_tls
+from gateway.transport.http_server import public_tls as _public_tls
 from svc_runtime import tls
 from svc_runtime.grpc_client import raw_channel
 

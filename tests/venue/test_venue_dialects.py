@@ -16,7 +16,7 @@ import pytest
 from brokermesh.exec.v1 import exec_pb2
 from brokermesh.exec.v1 import execution_report_pb2 as er
 from svc_exec.adapters import venue
-from svc_exec.main import FORGOTTEN_AFTER
+from svc_exec.settings import FORGOTTEN_AFTER
 from svc_runtime.stack import Stack
 from tests.exec.support import Oms, eventually_async, exec_stub, session_status
 from tests.venue.acceptor import VENUES, Acceptor, Venue
