@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import logging
 import zlib
@@ -182,7 +183,12 @@ class Topology:
     def stored(self, subject: str) -> bool:
         """Whether a stream of the topology keeps messages published on `subject` (a
         JetStream publish on any other subject has no stream to answer it)."""
-        return any(subject.startswith(pattern[:-1]) for s in self.streams() for pattern in s.subjects or ())
+        return subject.startswith(self._stored_prefixes)
+
+    @functools.cached_property
+    def _stored_prefixes(self) -> tuple[str, ...]:
+        # Every stream subject is a `prefix.>` wildcard.
+        return tuple(pattern.removesuffix(">") for s in self.streams() for pattern in s.subjects or ())
 
 
 def replicas_from_env() -> int:
