@@ -24,7 +24,7 @@ from grpc_health.v1 import health_pb2
 from brokermesh.exec.v1 import exec_pb2, exec_pb2_grpc
 from svc_exec.adapters.faults import CrashPoints
 from svc_exec.adapters.fix_session import FixSession
-from svc_exec.adapters.nats_io import CommandConsumer, JetStreamReports
+from svc_exec.adapters.nats_io import MAX_BATCH, CommandConsumer, JetStreamReports
 from svc_exec.adapters.repository import PgExecStore
 from svc_exec.adapters.venue import DEFAULT_PROFILE, profile_path
 from svc_exec.app.executor import Executor
@@ -49,6 +49,7 @@ FIX_CONFIG = "BROKERMESH_EXEC_FIX_CONFIG"
 CRASH_AT = "BROKERMESH_EXEC_CRASH_AT"
 FAULT_PUBLISH_DELAY_MS = "BROKERMESH_EXEC_FAULT_PUBLISH_DELAY_MS"
 COMMAND_BATCH = "BROKERMESH_EXEC_COMMAND_BATCH"
+REPORT_BATCH = "BROKERMESH_EXEC_REPORT_BATCH"
 FORGOTTEN_AFTER = "BROKERMESH_EXEC_FORGOTTEN_AFTER_SECONDS"
 
 
@@ -61,6 +62,7 @@ class ExecSettings:
     crash_at: frozenset[str]
     fault_publish_delay: float
     command_batch: int
+    report_batch: int
     forgotten_after: float
 
     @classmethod
@@ -76,6 +78,7 @@ class ExecSettings:
             crash_at=frozenset(p for p in config.env(CRASH_AT, "-").split(",") if p and p != "-"),
             fault_publish_delay=config.env_int(FAULT_PUBLISH_DELAY_MS, 0) / 1000,
             command_batch=config.env_int(COMMAND_BATCH, 256),
+            report_batch=max(1, config.env_int(REPORT_BATCH, MAX_BATCH)),
             forgotten_after=config.env_float(FORGOTTEN_AFTER, 5.0),
         )
 
@@ -139,7 +142,7 @@ async def serve(settings: ExecSettings, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
         desk = ReportDesk(
             store,
-            JetStreamReports(js, topology),
+            JetStreamReports(js, topology, max_batch=settings.report_batch),
             fault_publish_delay=settings.fault_publish_delay,
             forgotten_after=settings.forgotten_after,
         )

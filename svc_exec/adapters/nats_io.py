@@ -56,10 +56,19 @@ class JetStreamReports:
     of the batches published within the duplicate window, and never publishes those
     reports again: what the stream keeps stays exactly once."""
 
-    def __init__(self, js: JetStreamContext, topology: Topology, *, ack_timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        js: JetStreamContext,
+        topology: Topology,
+        *,
+        ack_timeout: float = 10.0,
+        max_batch: int = MAX_BATCH,
+    ) -> None:
         self.js = js
         self.topology = topology
         self.ack_timeout = ack_timeout
+        # 1: every report alone, as consumers that cannot unpack a batch expect.
+        self.max_batch = max_batch
         self._type = "brokermesh.exec.v1.ExecutionReport"
         self._published_before: set[str] | None = None
 
@@ -73,8 +82,8 @@ class JetStreamReports:
         known = self._published_before
         items = [self._item(a) for a in reports if not known or a.msg_id not in known]
         futures = []
-        for start in range(0, len(items), MAX_BATCH):
-            chunk = items[start : start + MAX_BATCH]
+        for start in range(0, len(items), self.max_batch):
+            chunk = items[start : start + self.max_batch]
             if len(chunk) == 1:
                 futures.append(await self._publish_async(*chunk[0]))
             else:
