@@ -109,7 +109,7 @@ async def serve(settings: ExecSettings, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
         desk = ReportDesk(
             store,
-            JetStreamReports(js, topology),
+            JetStreamReports(js, topology, max_batch=settings.report_batch),
             fault_publish_delay=settings.fault_publish_delay,
             forgotten_after=settings.forgotten_after,
         )

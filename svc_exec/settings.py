@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from svc_exec.adapters.nats_io import MAX_BATCH
 from svc_exec.adapters.venue import DEFAULT_PROFILE, profile_path
 from svc_runtime import config
 
@@ -13,6 +14,7 @@ FIX_CONFIG = "BROKERMESH_EXEC_FIX_CONFIG"
 CRASH_AT = "BROKERMESH_EXEC_CRASH_AT"
 FAULT_PUBLISH_DELAY_MS = "BROKERMESH_EXEC_FAULT_PUBLISH_DELAY_MS"
 COMMAND_BATCH = "BROKERMESH_EXEC_COMMAND_BATCH"
+REPORT_BATCH = "BROKERMESH_EXEC_REPORT_BATCH"
 FORGOTTEN_AFTER = "BROKERMESH_EXEC_FORGOTTEN_AFTER_SECONDS"
 
 
@@ -25,6 +27,7 @@ class ExecSettings:
     crash_at: frozenset[str]
     fault_publish_delay: float
     command_batch: int
+    report_batch: int
     forgotten_after: float
 
     @classmethod
@@ -40,5 +43,6 @@ class ExecSettings:
             crash_at=frozenset(p for p in config.env(CRASH_AT, "-").split(",") if p and p != "-"),
             fault_publish_delay=config.env_int(FAULT_PUBLISH_DELAY_MS, 0) / 1000,
             command_batch=config.env_int(COMMAND_BATCH, 256),
+            report_batch=max(1, config.env_int(REPORT_BATCH, MAX_BATCH)),
             forgotten_after=config.env_float(FORGOTTEN_AFTER, 5.0),
         )

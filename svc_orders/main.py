@@ -150,7 +150,7 @@ async def serve(settings: OrdersSettings, stop: asyncio.Event) -> None:
         trailing_stops = TrailingStops(store, market, entry)
         fanout = OrderEventFanout(settings.stream_queue_size)
         feed = OrderEventFeed(nc, topology, fanout)
-        relay = OutboxRelay(pool, js, schema=SCHEMA)
+        relay = OutboxRelay(pool, js, schema=SCHEMA, nc=nc, stored=topology.stored)
         consumer = exec_report_consumer(js, topology, processor)
 
         await market.start()

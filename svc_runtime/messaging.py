@@ -4,6 +4,10 @@ and request ids, and durable consumers that acknowledge only after their work co
 When tracing is on, a message that continues a trace carries the `traceparent` of a producer
 span, and a durable consumer processes it inside a consumer span, child of that one.
 
+A publisher may carry several messages in one `MessageBatch` (`batch_of`): the stream stores,
+and the consumer fetches and acknowledges, one message for all of them. A durable consumer
+unpacks it (`unpack`) and its handler sees each carried message as if it had come alone.
+
 A namespace prefixes every stream and subject, so several stacks (tests, benchmarks) can
 share one NATS server without seeing each other's messages.
 """
@@ -12,6 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import functools
+import hashlib
 import logging
 import zlib
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
@@ -19,7 +26,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import nats
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -36,6 +43,7 @@ from nats.js.api import (
 from nats.js.errors import BucketNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
+from brokermesh.type.v1.message_batch_pb2 import MessageBatch
 from svc_runtime import config as settings
 from svc_runtime import context, tracing
 
@@ -43,6 +51,7 @@ log = logging.getLogger(__name__)
 
 MSG_ID_HEADER = "Nats-Msg-Id"
 TYPE_HEADER = "Bm-Type"
+BATCH_TYPE = MessageBatch.DESCRIPTOR.full_name
 DAY = 24 * 3600
 # Tick subjects are sharded by a stable hash of the symbol (see `Topology.tick_shard`). Publisher
 # and consumers must agree on this number, so it is a constant rather than a setting.
@@ -75,12 +84,14 @@ class Topology:
     def order_command_subject(self, kind: str) -> str:
         return f"{self.namespace}.orders.command.{kind}"
 
-    # Order events: svc_orders → order streams (gRPC, SSE).
-    @property
-    def order_events_stream(self) -> str:
-        return f"{self._stream_prefix}_ORDER_EVENTS"
-
+    # Order events: svc_orders → its replicas' order streams (gRPC, SSE). Core NATS, not
+    # stored: a stream replays from PostgreSQL's order events, then follows these.
     def order_event_subject(self, user_id: str) -> str:
+        return f"{self.namespace}.orders.live.{user_id}"
+
+    def previous_order_event_subject(self, user_id: str) -> str:
+        """Where replicas of the previous version publish order events (a stream of their
+        own, ORDER_EVENTS, that nothing reads) while a rolling upgrade replaces them."""
         return f"{self.namespace}.orders.event.{user_id}"
 
     # Execution reports: svc_exec → svc_orders and svc_funds (each its own durable consumer).
@@ -90,6 +101,12 @@ class Topology:
 
     def exec_report_subject(self, user_id: str) -> str:
         return f"{self.namespace}.exec.report.{user_id}"
+
+    @property
+    def exec_report_batch_subject(self) -> str:
+        """Where svc_exec publishes several reports as one `MessageBatch` (no user id has
+        this form: ids are a prefix, `_` and 26 characters)."""
+        return self.exec_report_subject("_batch")
 
     # Ticks: svc_marketdata → gateways and quote streams. Core NATS: latest value wins, a
     # missed tick is superseded by the next one.
@@ -153,14 +170,6 @@ class Topology:
                 **common,
             ),
             StreamConfig(
-                name=self.order_events_stream,
-                subjects=[self.wildcard(self.order_event_subject("x"))],
-                retention=RetentionPolicy.LIMITS,
-                discard=DiscardPolicy.OLD,
-                max_age=2 * DAY,
-                **common,
-            ),
-            StreamConfig(
                 name=self.exec_reports_stream,
                 subjects=[self.wildcard(self.exec_report_subject("x"))],
                 retention=RetentionPolicy.LIMITS,
@@ -170,6 +179,16 @@ class Topology:
                 **common,
             ),
         ]
+
+    def stored(self, subject: str) -> bool:
+        """Whether a stream of the topology keeps messages published on `subject` (a
+        JetStream publish on any other subject has no stream to answer it)."""
+        return subject.startswith(self._stored_prefixes)
+
+    @functools.cached_property
+    def _stored_prefixes(self) -> tuple[str, ...]:
+        # Every stream subject is a `prefix.>` wildcard.
+        return tuple(pattern.removesuffix(">") for s in self.streams() for pattern in s.subjects or ())
 
 
 def replicas_from_env() -> int:
@@ -259,6 +278,43 @@ def traced(headers: dict[str, str], subject: str, parent: str = "") -> dict[str,
 async def publish(js: JetStreamContext, subject: str, message: Message, msg_id: str) -> None:
     """Publish with a dedup id; a missing ack raises, and the caller retries with the same id."""
     await js.publish(subject, message.SerializeToString(), headers=headers_for(message, msg_id, subject))
+
+
+def batch_of(items: Sequence[tuple[str, bytes, dict[str, str]]]) -> tuple[bytes, dict[str, str]]:
+    """`items` (subject, payload, headers) as one `MessageBatch` payload and its headers. Its
+    `Nats-Msg-Id` is derived from the items' ids: the same items published again as one
+    batch are deduplicated by the stream like a single message."""
+    batch = MessageBatch()
+    digest = hashlib.sha256()
+    for subject, data, headers in items:
+        batch.messages.add(subject=subject, headers=headers, data=data)
+        digest.update(headers.get(MSG_ID_HEADER, "").encode())
+        digest.update(b"\n")
+    headers = {MSG_ID_HEADER: f"batch-{digest.hexdigest()[:32]}", TYPE_HEADER: BATCH_TYPE}
+    return batch.SerializeToString(), headers
+
+
+def batched_ids(msg: Msg) -> list[str]:
+    """The `Nats-Msg-Id`s of the messages `msg` carries (itself, unless it is a batch)."""
+    return [(m.headers or {}).get(MSG_ID_HEADER, "") for m in unpack(msg)]
+
+
+def unpack(msg: Msg) -> list[Msg]:
+    """The messages `msg` carries: each message of a `MessageBatch`, else `msg` itself. A
+    carried message shares the batch's reply subject, hence its JetStream metadata (stream
+    sequence, deliveries); it is acknowledged through the batch, never by itself. A batch
+    that cannot be read is returned as it is, for its consumer to report as unreadable."""
+    headers = msg.headers
+    if not headers or headers.get(TYPE_HEADER) != BATCH_TYPE:
+        return [msg]
+    try:
+        batch = MessageBatch.FromString(msg.data)
+    except DecodeError:
+        return [msg]
+    return [
+        dataclasses.replace(msg, subject=m.subject, data=m.data, headers=dict(m.headers))
+        for m in batch.messages
+    ]
 
 
 def request_context_of(msg: Msg) -> context.RequestContext:
@@ -396,37 +452,51 @@ class DurableConsumer:
         return msgs
 
     async def _process(self, msgs: Sequence[Msg]) -> None:
+        carried = [unpack(msg) for msg in msgs]
         if tracing.enabled():
-            with consumer_spans(msgs, self.durable):
-                await self._handle(msgs)
+            with consumer_spans([m for group in carried for m in group], self.durable):
+                await self._handle(msgs, carried)
         else:
-            await self._handle(msgs)
+            await self._handle(msgs, carried)
 
-    async def _handle(self, msgs: Sequence[Msg]) -> None:
+    async def _handle(self, msgs: Sequence[Msg], carried: Sequence[list[Msg]]) -> None:
+        """Hands every carried message to the handler at once; on failure, one at a time,
+        acknowledging each fetched message whose carried messages all succeeded."""
+        items = [m for group in carried for m in group]
         try:
-            await self.handler(msgs)
-        except Exception:
-            if len(msgs) == 1:
-                await self._failed(msgs[0])
+            await self.handler(items)
+        except Exception as error:
+            if len(items) == 1:
+                await self._failed(msgs[0], error)
                 return
             log.warning("batch failed; retrying one by one", exc_info=True, extra={"consumer": self.durable})
-            for msg in msgs:
-                try:
-                    await self.handler([msg])
-                except Exception:
-                    await self._failed(msg)
-                    continue
-                await msg.ack()
+            for msg, group in zip(msgs, carried, strict=True):
+                failure = await self._one_by_one(group)
+                if failure is not None:
+                    await self._failed(msg, failure)
+                else:
+                    await msg.ack()
             return
         for msg in msgs:
             await msg.ack()
 
-    async def _failed(self, msg: Msg) -> None:
+    async def _one_by_one(self, group: Sequence[Msg]) -> Exception | None:
+        """Handles each message alone (what succeeds is committed: handlers are idempotent);
+        returns the last failure, if any."""
+        failure: Exception | None = None
+        for item in group:
+            try:
+                await self.handler([item])
+            except Exception as error:
+                failure = error
+        return failure
+
+    async def _failed(self, msg: Msg, error: Exception) -> None:
         delivered = msg.metadata.num_delivered if msg.metadata else 1
         if delivered >= self.max_deliver:
             log.error(
                 "message failed on every delivery; terminating it",
-                exc_info=True,
+                exc_info=error,
                 extra={
                     "consumer": self.durable,
                     "stream_seq": msg.metadata.sequence.stream if msg.metadata else None,
@@ -435,5 +505,5 @@ class DurableConsumer:
             )
             await msg.term()
             return
-        log.warning("message failed; will be redelivered", exc_info=True, extra={"consumer": self.durable})
+        log.warning("message failed; will be redelivered", exc_info=error, extra={"consumer": self.durable})
         await msg.nak(delay=min(30.0, 0.2 * 2 ** min(delivered, 8)))

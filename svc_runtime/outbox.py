@@ -1,7 +1,9 @@
 """The transactional outbox: write messages with the state change, publish them after.
 
 `add` runs inside the caller's transaction. `OutboxRelay` publishes committed rows to
-JetStream in order, pipelined in batches, and deletes them once every ack is in. A crash
+JetStream in order, pipelined in batches, and deletes them once every ack is in. Rows on
+subjects no stream keeps (live feeds such as order events, whose record is a table) go out
+on core NATS, confirmed by a round trip to the server before their rows are deleted. A crash
 between publish and delete republishes with the same `Nats-Msg-Id`; JetStream's dedup
 window and the consumers' unique keys absorb the repeat. Only one relay of a service
 publishes at a time (a transaction-scoped advisory lock), which keeps the order of
@@ -15,9 +17,11 @@ import contextlib
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 
 import asyncpg
 from google.protobuf.message import Message
+from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 
 from svc_runtime import aio
@@ -50,9 +54,16 @@ class OutboxRelay:
         schema: str,
         batch_size: int = 500,
         idle_poll: float = 0.5,
+        nc: NatsClient | None = None,
+        stored: Callable[[str], bool] = lambda subject: True,
+        flush_timeout: float = 10.0,
     ) -> None:
         self.pool = pool
         self.js = js
+        # `nc` publishes what `stored` says no stream keeps.
+        self.nc = nc
+        self.stored = stored
+        self.flush_timeout = flush_timeout
         self.schema = schema
         self.batch_size = batch_size
         self.idle_poll = idle_poll
@@ -102,12 +113,25 @@ class OutboxRelay:
             )
             if not rows:
                 return 0
-            # Pipelined: every publish is on the wire before the first ack is awaited.
-            acks = [
-                self.js.publish(row["subject"], bytes(row["payload"]), headers=json.loads(row["headers"]))
-                for row in rows
-            ]
-            await asyncio.gather(*acks)
+            await self._publish(rows)
             await conn.execute("DELETE FROM outbox WHERE id = ANY($1::bigint[])", [row["id"] for row in rows])
         self.published += len(rows)
         return len(rows)
+
+    async def _publish(self, rows: list[asyncpg.Record]) -> None:
+        """Every row on the wire, in order, before the first ack is awaited (pipelined);
+        returns once each is acknowledged by its stream or, for a live subject, flushed to
+        the server."""
+        acks = []
+        live = 0
+        for row in rows:
+            subject, payload, headers = row["subject"], bytes(row["payload"]), json.loads(row["headers"])
+            if self.nc is not None and not self.stored(subject):
+                await self.nc.publish(subject, payload, headers=headers)
+                live += 1
+            else:
+                acks.append(self.js.publish(subject, payload, headers=headers))
+        await asyncio.gather(*acks)
+        if live:
+            assert self.nc is not None
+            await self.nc.flush(self.flush_timeout)

@@ -54,6 +54,7 @@ class Desk:
         self.waiting: dict[str, asyncio.Future[float]] = {}
         self.fills = 0
         self.reports = 0
+        self.messages = 0  # as stored: a batch of reports is one
         self.last_fill = 0.0
         self.user = f"u_bench_{secrets.token_hex(3)}"
         self._symbols = itertools.cycle(SYMBOLS)
@@ -73,9 +74,12 @@ class Desk:
         await self.nc.close()
 
     async def _on_report(self, msg) -> None:  # type: ignore[no-untyped-def]
+        self.messages += 1
+        for carried in messaging.unpack(msg):
+            self._on_one(er.ExecutionReport.FromString(carried.data))
+
+    def _on_one(self, report: er.ExecutionReport) -> None:
         self.reports += 1
-        report = er.ExecutionReport()
-        report.ParseFromString(msg.data)
         if report.exec_type != er.EXEC_TYPE_TRADE:
             return
         self.fills += 1
@@ -151,7 +155,7 @@ async def _wait(condition: Callable[[], bool], timeout: float) -> bool:
 
 async def _burst(desk: Desk, orders: int, progress: Callable[[str], None]) -> list[Figure]:
     commands = [desk.command()[1] for _ in range(orders)]
-    fills_before = desk.fills
+    fills_before, reports_before, messages_before = desk.fills, desk.reports, desk.messages
     progress(f"burst of {orders}")
     started = time.perf_counter()
     await desk.publish_pipelined(commands)
@@ -181,6 +185,16 @@ async def _burst(desk: Desk, orders: int, progress: Callable[[str], None]) -> li
             "",
             BASELINE_JS_PUBLISH,
             "execution reports published per second in the burst (New + Trade per order)",
+        ),
+        Figure(
+            "fix_roundtrip.burst.report_messages_per_order",
+            (desk.messages - messages_before) / max(1, filled),
+            "msgs",
+            "lower",
+            "",
+            "",
+            f"JetStream messages carrying the burst's {desk.reports - reports_before} execution reports "
+            "(a batch of reports is one), per filled order",
         ),
         Figure(
             "fix_roundtrip.burst.errors",

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime, timedelta
 
+import nats.errors
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from brokermesh.orders.v1 import order_command_pb2
 from svc_exec.adapters.wire import command_from_proto, report_to_proto
@@ -19,6 +23,8 @@ from svc_runtime.messaging import (
     TYPE_HEADER,
     DurableConsumer,
     Topology,
+    batch_of,
+    batched_ids,
     decode,
     request_context_of,
     traced,
@@ -27,45 +33,122 @@ from svc_runtime.messaging import (
 log = logging.getLogger(__name__)
 
 DURABLE = "svc_exec_order_commands"
+# Reports per batch message: ~300 bytes each, far below NATS' 1 MB payload limit.
+MAX_BATCH = 200
+# How far back the reports this process's predecessors published in batches are looked up:
+# the stream's duplicate window, within which single messages are deduplicated by their ids.
+RECALL_WINDOW = timedelta(seconds=120)
+
+Item = tuple[str, bytes, dict[str, str]]
 
 
 class JetStreamReports:
     """Publishes reports pipelined (every message on the wire before the first ack is
-    awaited), in order, each with `Nats-Msg-Id` = its dedup id. Raises if any ack is
-    missing; the caller publishes the same reports again."""
+    awaited), in order. `send` carries the reports of one call in as few batch messages
+    as it can (a `MessageBatch` each, its id derived from the reports' ids, so the same
+    call repeated is deduplicated by the stream); `publish` sends each report alone, with
+    `Nats-Msg-Id` = its dedup id. Raises if any ack is missing; the caller publishes the
+    same reports again.
 
-    def __init__(self, js: JetStreamContext, topology: Topology, *, ack_timeout: float = 10.0) -> None:
+    The stream deduplicates a batch only as a whole: after a restart, a report published
+    before in a batch, then resent by the exchange, would be a batch of other reports (or
+    a single message) with another id. So before its first send a process reads the ids
+    of the batches published within the duplicate window, and never publishes those
+    reports again: what the stream keeps stays exactly once."""
+
+    def __init__(
+        self,
+        js: JetStreamContext,
+        topology: Topology,
+        *,
+        ack_timeout: float = 10.0,
+        max_batch: int = MAX_BATCH,
+    ) -> None:
         self.js = js
         self.topology = topology
         self.ack_timeout = ack_timeout
+        # 1: every report alone, as consumers that cannot unpack a batch expect.
+        self.max_batch = max_batch
         self._type = "brokermesh.exec.v1.ExecutionReport"
+        self._published_before: set[str] | None = None
 
     async def publish(self, reports: Sequence[Addressed]) -> None:
-        await (await self.send(reports))
+        futures = [await self._publish_async(*self._item(addressed)) for addressed in reports]
+        await self._acknowledged(futures)
 
     async def send(self, reports: Sequence[Addressed]) -> Awaitable[None]:
+        if self._published_before is None:
+            self._published_before = await self.recall()
+        known = self._published_before
+        items = [self._item(a) for a in reports if not known or a.msg_id not in known]
         futures = []
-        for addressed in reports:
-            payload = report_to_proto(addressed).SerializeToString()
-            subject = self.topology.exec_report_subject(addressed.user_id or "_")
-            headers = {
-                MSG_ID_HEADER: addressed.msg_id,
-                context.REQUEST_ID_HEADER: addressed.request_id or context.new_request_id(),
-                TYPE_HEADER: self._type,
-            }
-            if addressed.traceparent:
-                traced(headers, subject, addressed.traceparent)
-            futures.append(
-                await self.js.publish_async(
-                    subject,
-                    payload,
-                    headers=headers,
-                    # No stall timeout: with one, nats-py wraps each publish in a task and
-                    # yields, and every message goes out in a write of its own.
-                    wait_stall=None,
+        for start in range(0, len(items), self.max_batch):
+            chunk = items[start : start + self.max_batch]
+            if len(chunk) == 1:
+                futures.append(await self._publish_async(*chunk[0]))
+            else:
+                payload, headers = batch_of(chunk)
+                futures.append(
+                    await self._publish_async(self.topology.exec_report_batch_subject, payload, headers)
                 )
-            )
         return self._acknowledged(futures)
+
+    async def recall(self) -> set[str]:
+        """The ids of the reports published in batches within `RECALL_WINDOW`."""
+        since = datetime.now(UTC) - RECALL_WINDOW
+        subscription = await self.js.pull_subscribe(
+            self.topology.exec_report_batch_subject,
+            stream=self.topology.exec_reports_stream,
+            config=ConsumerConfig(
+                deliver_policy=DeliverPolicy.BY_START_TIME,
+                opt_start_time=since.isoformat().replace("+00:00", "Z"),
+                ack_policy=AckPolicy.ALL,
+                inactive_threshold=30.0,
+            ),
+        )
+        ids: set[str] = set()
+        try:
+            pending = (await subscription.consumer_info()).num_pending
+            while pending:
+                msgs = await subscription.fetch(min(pending, 500), timeout=5.0)
+                for msg in msgs:
+                    ids.update(batched_ids(msg))
+                await msgs[-1].ack()
+                pending = msgs[-1].metadata.num_pending
+        finally:
+            with contextlib.suppress(nats.errors.Error):
+                name = (await subscription.consumer_info()).name
+                await subscription.unsubscribe()
+                await self.js.delete_consumer(self.topology.exec_reports_stream, name)
+        if ids:
+            log.info(
+                "reports published in batches lately are not published again", extra={"reports": len(ids)}
+            )
+        return ids
+
+    def _item(self, addressed: Addressed) -> Item:
+        payload = report_to_proto(addressed).SerializeToString()
+        subject = self.topology.exec_report_subject(addressed.user_id or "_")
+        headers = {
+            MSG_ID_HEADER: addressed.msg_id,
+            context.REQUEST_ID_HEADER: addressed.request_id or context.new_request_id(),
+            TYPE_HEADER: self._type,
+        }
+        if addressed.traceparent:
+            traced(headers, subject, addressed.traceparent)
+        return subject, payload, headers
+
+    async def _publish_async(
+        self, subject: str, payload: bytes, headers: dict[str, str]
+    ) -> asyncio.Future[object]:
+        return await self.js.publish_async(
+            subject,
+            payload,
+            headers=headers,
+            # No stall timeout: with one, nats-py wraps each publish in a task and
+            # yields, and every message goes out in a write of its own.
+            wait_stall=None,
+        )
 
     async def _acknowledged(self, futures: list[asyncio.Future[object]]) -> None:
         if futures:

@@ -85,15 +85,21 @@ class OrderEventFeed:
         self.nc = nc
         self.topology = topology
         self.fanout = fanout
-        self._subscription: Subscription | None = None
+        self._subscriptions: list[Subscription] = []
 
     async def start(self) -> None:
-        subject = self.topology.wildcard(self.topology.order_event_subject("x"))
-        self._subscription = await self.nc.subscribe(subject, cb=self._on_event)
+        # Also where replicas of the previous version publish, while a rolling upgrade lasts.
+        for subject in (
+            self.topology.order_event_subject("x"),
+            self.topology.previous_order_event_subject("x"),
+        ):
+            self._subscriptions.append(
+                await self.nc.subscribe(self.topology.wildcard(subject), cb=self._on_event)
+            )
 
     async def stop(self) -> None:
-        if self._subscription is not None:
-            await self._subscription.unsubscribe()
+        for subscription in self._subscriptions:
+            await subscription.unsubscribe()
 
     async def _on_event(self, msg: Msg) -> None:
         user_id = msg.subject.rsplit(".", 1)[-1]

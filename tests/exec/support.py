@@ -83,8 +83,9 @@ class Oms:
             except Exception:
                 continue
             for msg in msgs:
-                self.reports.append(messaging.decode(msg, er.ExecutionReport))
-                self.headers.append(dict(msg.headers or {}))
+                for carried in messaging.unpack(msg):
+                    self.reports.append(messaging.decode(carried, er.ExecutionReport))
+                    self.headers.append(dict(carried.headers or {}))
                 await msg.ack()
 
     # --- commands ----------------------------------------------------------------------

@@ -80,9 +80,19 @@ def test_topology_namespaces_every_name() -> None:
     a, b = Topology("a"), Topology("b")
     assert a.order_commands_stream != b.order_commands_stream
     assert a.exec_report_subject("u_1") == "a.exec.report.u_1"
-    assert {s.name for s in a.streams()} == {"A_ORDER_COMMANDS", "A_ORDER_EVENTS", "A_EXEC_REPORTS"}
+    assert {s.name for s in a.streams()} == {"A_ORDER_COMMANDS", "A_EXEC_REPORTS"}
     for stream in a.streams():
         assert all(subject.startswith("a.") for subject in stream.subjects)
+
+
+def test_order_events_are_live_only_and_report_batches_are_stored() -> None:
+    topology = Topology("a")
+    assert topology.stored(topology.order_command_subject("new"))
+    assert topology.stored(topology.exec_report_subject("u_1"))
+    assert topology.stored(topology.exec_report_batch_subject)
+    # The stream replays from PostgreSQL; no JetStream stream keeps order events.
+    assert not topology.stored(topology.order_event_subject("u_1"))
+    assert not topology.stored(topology.previous_order_event_subject("u_1"))
 
 
 def test_a_request_id_offered_in_metadata_is_kept_only_if_safe() -> None:
