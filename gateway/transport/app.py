@@ -24,6 +24,7 @@ from gateway.transport.cors import Cors
 from gateway.transport.errors import ProblemResponses
 from gateway.transport.handlers import Handlers
 from gateway.transport.middleware import EdgeMiddleware, PrincipalMiddleware
+from gateway.transport.streams import DirectBody
 from gateway.transport.tickets import TicketHandlers, ticket_security_handler, token_info
 from gateway.transport.validation import VALIDATORS
 from gateway.transport.web import WebFiles, load_files
@@ -100,7 +101,9 @@ def build_app(
 
     app.add_url_rule("/healthz", "healthz", healthz, methods=["GET"])
     # The web trader (gateway/web/) is served beside the API, from the same origin.
-    return Cors(
-        EdgeMiddleware(WebFiles(app, load_files()), max_body_bytes=limits.max_body_bytes),
-        origins=cors_origins,
+    return DirectBody(
+        Cors(
+            EdgeMiddleware(WebFiles(app, load_files()), max_body_bytes=limits.max_body_bytes),
+            origins=cors_origins,
+        )
     )

@@ -15,12 +15,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from prometheus_client import Counter, Gauge
 from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from brokermesh.marketdata.v1 import marketdata_pb2
 from brokermesh.orders.v1 import orders_pb2
@@ -46,10 +47,26 @@ HEADERS = {
 _TELL_TIMEOUT = 1.0
 _ORDER_QUEUE = 256
 _END = object()
+# Where the edge leaves the server's own `send` in the request scope (see `DirectBody`).
+DIRECT_SEND = "brokermesh.direct_send"
 
 
 class SlowConsumer(Exception):
     pass
+
+
+class DirectBody:
+    """The outermost ASGI layer: leaves the server's `send` in the scope so that an event
+    stream can write its body past the middleware wrappers (which act on the response's
+    start, never on body chunks)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            scope[DIRECT_SEND] = send
+        await self.app(scope, receive, send)
 
 
 class StreamRegistry:
@@ -63,9 +80,21 @@ class StreamRegistry:
         self.revoked = revoked
         if revoked is not None:
             revoked.listen(self.end_session)
+        # Streams in the middle of a write, since when (monotonic seconds). One watchdog task
+        # enforces every write's deadline: a deadline object per write cost a timer per
+        # client per push.
+        self.writing: dict[EventStream, float] = {}
+        # Streams whose heartbeats the watchdog times (price streams: they never wait with
+        # a timeout of their own).
+        self._paced: set[EventStream] = set()
+        self._watchdog: asyncio.Task[None] | None = None
 
     def add(self, stream: EventStream) -> None:
         self._open.add(stream)
+        if stream.paced_heartbeats:
+            self._paced.add(stream)
+        if self._watchdog is None:
+            self._watchdog = asyncio.get_running_loop().create_task(self._watch(stream.settings))
         if stream.session:
             self._by_session.setdefault(stream.session, set()).add(stream)
             # Revoked between the token check and now: ends at once.
@@ -74,6 +103,8 @@ class StreamRegistry:
 
     def discard(self, stream: EventStream) -> None:
         self._open.discard(stream)
+        self._paced.discard(stream)
+        self.writing.pop(stream, None)
         held = self._by_session.get(stream.session)
         if held is not None:
             held.discard(stream)
@@ -91,6 +122,25 @@ class StreamRegistry:
         self.closing = True
         for stream in list(self._open):
             stream.close()
+
+    async def _watch(self, settings: StreamSettings) -> None:
+        """Drop a stream whose write has waited past the deadline (its task is cancelled and
+        its `write` turns that into SlowConsumer); wake paced streams that owe a heartbeat.
+        Runs while streams are open; the deadline holds to within a twentieth of itself."""
+        deadline, heartbeat = settings.write_timeout_seconds, settings.heartbeat_seconds
+        period = min(deadline, heartbeat) / 20
+        try:
+            while self._open:
+                await asyncio.sleep(period)
+                now = time.monotonic()
+                for stream, since in list(self.writing.items()):
+                    if now - since > deadline:
+                        stream.stall()
+                for stream in self._paced:
+                    if now - stream.last_write >= heartbeat:
+                        stream.owe_heartbeat()
+        finally:
+            self._watchdog = None
 
     def __len__(self) -> int:
         return len(self._open)
@@ -114,12 +164,28 @@ class EventStream(Response):
         # The session the stream was opened in, and whether it ended because it was revoked.
         self.session = ""
         self.revoked = False
+        self.task: asyncio.Task[Any] | None = None
+        self.stalled = False
+        self.last_write = time.monotonic()
+
+    # Whether the registry's watchdog times this stream's heartbeats (see `owe_heartbeat`).
+    paced_heartbeats = False
 
     def close(self) -> None:
         self.gone = True
         self.wake.set()
 
+    def stall(self) -> None:
+        """The watchdog's verdict on a write past its deadline: interrupt it."""
+        if not self.stalled and self.task is not None:
+            self.stalled = True
+            self.task.cancel()
+
+    def owe_heartbeat(self) -> None:
+        """Nothing written for a heartbeat interval (paced streams only)."""
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.task = asyncio.current_task()
         self.registry.add(self)
         OPEN_STREAMS.labels(self.kind).inc()
         watcher = asyncio.create_task(self._watch_disconnect(receive))
@@ -128,8 +194,12 @@ class EventStream(Response):
             await send(
                 {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
             )
-            await self.write(send, sse.retry(self.settings.retry_ms))
-            await self.run(send)
+            # The headers went through every middleware; the body goes straight to the
+            # server's `send` when the edge left it in the scope (see `DirectBody`): the
+            # wrappers only pass body chunks on, and that cost a quarter of a price push.
+            body = scope.get(DIRECT_SEND, send)
+            await self.write(body, sse.retry(self.settings.retry_ms))
+            await self.run(body)
             finished = True
         except SlowConsumer:
             DROPPED.labels(self.kind, "slow_consumer").inc()
@@ -157,11 +227,17 @@ class EventStream(Response):
                 return
 
     async def write(self, send: Send, data: bytes) -> None:
+        writing = self.registry.writing
+        self.last_write = writing[self] = time.monotonic()
         try:
-            async with asyncio.timeout(self.settings.write_timeout_seconds):
-                await send({"type": "http.response.body", "body": data, "more_body": True})
-        except TimeoutError:
-            raise SlowConsumer from None
+            await send({"type": "http.response.body", "body": data, "more_body": True})
+        except asyncio.CancelledError:
+            # Cancelled by the watchdog (and by nothing else): a slow consumer.
+            if self.stalled and self.task is not None and self.task.uncancel() == 0:
+                raise SlowConsumer from None
+            raise
+        finally:
+            writing.pop(self, None)
 
     async def wait_for_wake(self) -> bool:
         """True when woken, False after a heartbeat interval of quiet."""
@@ -201,28 +277,38 @@ class MarketStream(EventStream):
         super().__init__(settings, registry, on_close)
         self.subscription = subscription
         self.hub = hub
-        # The hub wakes the subscription; so do disconnects and shutdown.
+        # The hub wakes the subscription; so do disconnects, shutdown and the watchdog.
         self.wake = subscription.wake
+        self.heartbeat_due = False
+
+    paced_heartbeats = True
 
     def close(self) -> None:
         self.gone = True
         self.subscription.close()
 
+    def owe_heartbeat(self) -> None:
+        self.heartbeat_due = True
+        self.wake.set()
+
     async def run(self, send: Send) -> None:
         # Pacing and conflation happen in the hub's push stage: here, only write what it
-        # handed over, and a heartbeat when there has been nothing for a while.
+        # handed over, and a heartbeat when the watchdog says nothing went out for a while.
         subscription = self.subscription
+        frames = FRAMES.labels(self.kind)
         while not (self.gone or subscription.closed):
-            if not subscription.pending and not await self.wait_for_wake():
-                await self.write(send, self.hub.heartbeat_frame())
-                continue
+            if not subscription.pending:
+                await self.wake.wait()
             if self.gone or subscription.closed:
                 return
             chunks = subscription.take()
             if chunks:
                 data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
                 await self.write(send, data)
-                FRAMES.labels(self.kind).inc(data.count(b"\n\n"))
+                frames.inc(data.count(b"\n\n"))
+            elif self.heartbeat_due:
+                await self.write(send, self.hub.heartbeat_frame())
+            self.heartbeat_due = False
 
     def cleanup(self) -> None:
         self.hub.unsubscribe(self.subscription)

@@ -14,7 +14,7 @@ them. Prices are the exchange's exact decimals.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
 
@@ -51,8 +51,11 @@ class Candle:
         return self.start + INTERVALS[self.interval]
 
     def add(self, price: Decimal, volume: int) -> None:
-        self.high = max(self.high, price)
-        self.low = min(self.low, price)
+        # Comparisons rather than max()/min(): called for every interval of every trade.
+        if price > self.high:
+            self.high = price
+        elif price < self.low:
+            self.low = price
         self.close = price
         self.volume += volume
 
@@ -67,6 +70,12 @@ class CandleBook:
         # Cumulative volume last reported per symbol, which the next increment counts from.
         self._volume: dict[str, int] = {}
         self._unsaved: dict[tuple[str, str, int], Candle] = {}
+        # Per symbol, its forming candles (shortest interval first) while one minute lasts:
+        # (minute's start, its end, the candles, their keys). Every interval's bucket holds
+        # whole minutes, so a trade inside the minute moves exactly these candles.
+        self._rows: dict[str, tuple[int, int, list[Candle], tuple[CandleKey, ...]]] = {}
+        # Symbols whose row is all in `_unsaved` already (until it is next taken).
+        self._row_unsaved: set[str] = set()
 
     def restore(self, candles: Iterable[Candle]) -> None:
         """Continue from stored candles (the latest of each symbol and interval)."""
@@ -75,6 +84,7 @@ class CandleBook:
             held = self.current.get(key)
             if held is None or held.start <= candle.start:
                 self.current[key] = replace(candle)
+                self._rows.pop(candle.symbol, None)
 
     def apply_batch(self, updates: Iterable[SymbolUpdate]) -> set[CandleKey]:
         """Apply updates in order; the (symbol, interval) pairs whose candles changed."""
@@ -83,7 +93,7 @@ class CandleBook:
             changed.update(self.apply(update))
         return changed
 
-    def apply(self, update: SymbolUpdate) -> list[CandleKey]:
+    def apply(self, update: SymbolUpdate) -> Sequence[CandleKey]:
         price: Decimal | None = None
         traded_size = 0
         cumulative: int | None = None
@@ -109,8 +119,38 @@ class CandleBook:
         # A smaller total is a new trading day's count starting again.
         return cumulative - before if cumulative >= before else cumulative
 
-    def _trade(self, symbol: str, time_ns: int, price: Decimal, volume: int) -> list[CandleKey]:
-        # On the ingest hot path: every interval in one loop, buckets computed inline.
+    def _trade(self, symbol: str, time_ns: int, price: Decimal, volume: int) -> Sequence[CandleKey]:
+        # On the ingest hot path: a trade in the same minute as the symbol's last one moves
+        # the same candles, found in one lookup.
+        row = self._rows.get(symbol)
+        seconds = time_ns // 1_000_000_000
+        if row is not None and row[0] <= seconds < row[1]:
+            for candle in row[2]:
+                candle.add(price, volume)
+            if symbol not in self._row_unsaved:
+                self._row_unsaved.add(symbol)
+                for candle in row[2]:
+                    self._unsaved[(symbol, candle.interval, candle.start)] = candle
+            return row[3]
+        keys = self._bucket_trade(symbol, time_ns, price, volume)
+        self._remember_row(symbol, seconds)
+        return keys
+
+    def _remember_row(self, symbol: str, seconds: int) -> None:
+        """Keep the symbol's row if every interval's forming candle holds `seconds` (a late
+        trade that only reached some of them leaves the row unknown until the next one)."""
+        candles = [self.current.get((symbol, interval)) for interval in INTERVALS]
+        minute = seconds - (seconds + EXCHANGE_UTC_OFFSET_SECONDS) % 60
+        if all(c is not None and c.start <= minute < c.end for c in candles):
+            row = [c for c in candles if c is not None]
+            self._rows[symbol] = (minute, minute + 60, row, tuple((symbol, c.interval) for c in row))
+            self._row_unsaved.add(symbol)
+        else:
+            self._rows.pop(symbol, None)
+            self._row_unsaved.discard(symbol)
+
+    def _bucket_trade(self, symbol: str, time_ns: int, price: Decimal, volume: int) -> list[CandleKey]:
+        """Move the candle of every interval holding `time_ns`, computing each bucket."""
         local = time_ns // 1_000_000_000 + EXCHANGE_UTC_OFFSET_SECONDS
         current, unsaved = self.current, self._unsaved
         keys = []
@@ -135,6 +175,7 @@ class CandleBook:
     def take_unsaved(self) -> list[Candle]:
         """Copies of the candles changed since the last call (to store them)."""
         unsaved, self._unsaved = self._unsaved, {}
+        self._row_unsaved.clear()
         return [replace(c) for c in unsaved.values()]
 
     def return_unsaved(self, candles: Iterable[Candle]) -> None:

@@ -36,12 +36,24 @@ def _long_varint(value: int) -> bytes:
     return bytes(out)
 
 
-# Varints of up to two bytes (below 16,384: keys, lengths, most sizes), looked up.
+# Varints of up to two bytes (below 16,384: keys, lengths, most sizes), looked up; longer
+# ones (sequences, nanoseconds) are written 14 bits at a time from a table of the two-byte
+# groups that continue, not 7 bits at a time in Python.
 _SHORT_VARINTS = [_long_varint(n) for n in range(1 << 14)]
+_CONTINUED_PAIRS = [bytes(((n & 0x7F) | 0x80, (n >> 7) | 0x80)) for n in range(1 << 14)]
 
 
 def _varint(value: int) -> bytes:
-    return _SHORT_VARINTS[value] if 0 <= value < 16_384 else _long_varint(value)
+    if 0 <= value < 16_384:
+        return _SHORT_VARINTS[value]
+    if value < 0:
+        return _long_varint(value)
+    parts = []
+    while value >= 16_384:
+        parts.append(_CONTINUED_PAIRS[value & 0x3FFF])
+        value >>= 14
+    parts.append(_SHORT_VARINTS[value])
+    return b"".join(parts)
 
 
 def repeated_field(field_number: int, items: Iterable[bytes]) -> bytes:
@@ -123,6 +135,11 @@ _symbols: dict[str, bytes] = {}
 _decimals: dict[tuple[int, str], bytes] = {}
 _changes: dict[tuple[str, str], bytes] = {}
 _seconds: dict[int, bytes] = {}
+# The same, by the identity of the Decimal objects (see `_decimal_field`).
+_decimal_objects: dict[int, dict[int, tuple[Decimal, bytes]]] = {
+    n: {} for n in (2, 3, 4, 5, 7, 10, 11, 12, 13)
+}
+_change_objects: dict[tuple[int, int], tuple[Decimal, Decimal, bytes]] = {}
 
 
 def _remember(cache: dict[Any, bytes], key: Any, value: bytes) -> bytes:
@@ -149,16 +166,29 @@ def _symbol_field(symbol: str) -> bytes:
 
 
 def _decimal_field(number: int, value: Decimal) -> bytes:
+    # The feed hands out one Decimal object per distinct price text, so the same object
+    # comes back tick after tick: found by identity first, without formatting it. The entry
+    # holds the object, so its id cannot be reused while the entry is cached.
+    by_object = _decimal_objects[number]
+    held = by_object.get(id(value))
+    if held is not None and held[0] is value:
+        return held[1]
     text = format_decimal(value)
     encoded = _decimals.get((number, text))
     if encoded is None:
         # A Decimal message holds its text as field 1 (omitted when empty, as proto3 does).
         inner = _length_delimited(1, text.encode()) if text else b""
         encoded = _remember(_decimals, (number, text), _length_delimited(number, inner))
+    if len(by_object) >= _ENCODED_CACHE_LIMIT:
+        by_object.clear()
+    by_object[id(value)] = (value, encoded)
     return encoded
 
 
 def _change_fields(quote: Quote, last: Decimal, previous: Decimal) -> bytes:
+    held = _change_objects.get((id(last), id(previous)))
+    if held is not None and held[0] is last and held[1] is previous:
+        return held[2]
     key = (format_decimal(last), format_decimal(previous))
     encoded = _changes.get(key)
     if encoded is None:
@@ -167,6 +197,9 @@ def _change_fields(quote: Quote, last: Decimal, previous: Decimal) -> bytes:
         if percent is not None:
             encoded += _decimal_field(4, percent)
         encoded = _remember(_changes, key, encoded)
+    if len(_change_objects) >= _ENCODED_CACHE_LIMIT:
+        _change_objects.clear()
+    _change_objects[(id(last), id(previous))] = (last, previous, encoded)
     return encoded
 
 

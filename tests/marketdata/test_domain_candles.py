@@ -117,3 +117,29 @@ def test_a_restored_candle_continues() -> None:
     # A trade from before the forming candle does not rewrite it.
     book.apply(trade(at(9, 59, 59), "50.00", 1, None))
     assert book.recent("INFY", "1m")[0].low == Decimal("98")
+
+
+def test_trades_within_a_minute_move_every_interval_saved_or_restored() -> None:
+    book = CandleBook()
+    book.apply(trade(at(10, 0, 5), "100.00", 5, None))
+    book.apply(trade(at(10, 0, 6), "101.00", 1, None))
+    intervals = ("1m", "5m", "15m", "1h", "1d")
+    assert {(c.interval, c.high, c.volume) for c in book.take_unsaved()} == {
+        (i, Decimal("101.00"), 6) for i in intervals
+    }
+    # After a save, the next trade of the same minute is unsaved again, on every interval.
+    book.apply(trade(at(10, 0, 7), "99.00", 1, None))
+    assert {(c.interval, c.low) for c in book.take_unsaved()} == {(i, Decimal("99.00")) for i in intervals}
+    # A restored candle of the same minute is the one the next trade moves.
+    start = at(10, 0) // 10**9
+    book.restore(
+        [Candle("INFY", "1m", start, Decimal("99"), Decimal("110"), Decimal("90"), Decimal("105"), 100)]
+    )
+    book.apply(trade(at(10, 0, 8), "104.00", 1, None))
+    candle = book.recent("INFY", "1m")[0]
+    assert (candle.high, candle.close, candle.volume) == (Decimal("110"), Decimal("104.00"), 101)
+    # The next minute opens a 1m candle and keeps moving the longer ones.
+    book.apply(trade(at(10, 1, 0), "102.00", 1, None))
+    assert [c.open for c in book.recent("INFY", "1m")] == [Decimal("102.00"), Decimal("99")]
+    assert book.recent("INFY", "5m")[0].volume == 9
+    assert book.recent("INFY", "5m")[0].close == Decimal("102.00")
