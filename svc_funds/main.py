@@ -131,7 +131,10 @@ async def serve(
 ) -> None:
     common = settings.common
     await db.migrate(common.database_url, SCHEMA, db.RUNTIME_MIGRATIONS, MIGRATIONS)
-    pool = await db.create_pool(common.database_url, SCHEMA, min_size=2, max_size=settings.pool_size)
+    # svc_funds leaves no session state on pooled connections: released without a reset.
+    pool = await db.create_pool(
+        common.database_url, SCHEMA, min_size=2, max_size=settings.pool_size, reset=db.keep_session
+    )
     nc = await messaging.connect(common.nats_url, "svc_funds")
     quotes = MarketDataQuotes(settings.marketdata_target)
     # The ledger engine's writers keep their own connections, planned for keyed access.
@@ -141,6 +144,7 @@ async def serve(
         min_size=settings.writers,
         max_size=settings.writers + 2,
         settings=db.KEYED_ACCESS,
+        reset=db.keep_session,
     )
     reads = await replica.from_env(pool, SCHEMA)
     store = PgLedgerStore(ledger_pool, reads)
