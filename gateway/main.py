@@ -13,6 +13,7 @@ from gateway.adapters.sessions import NatsSessions
 from gateway.adapters.spent_tickets import NatsSpentTickets
 from gateway.adapters.stream_slots import NatsStreamSlots
 from gateway.adapters.ticks import TickFeed
+from gateway.app.admission import Admission
 from gateway.app.limits import EdgeLimits
 from gateway.app.quotes import QuoteHub
 from gateway.app.sessions import Sessions
@@ -86,6 +87,11 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
         streams=settings.streams,
         orders=settings.orders,
         max_body_bytes=settings.max_body_bytes,
+        placements=Admission(
+            in_flight=settings.placements.in_flight,
+            queue=settings.placements.queue,
+            queue_seconds=settings.placements.queue_seconds,
+        ),
     )
     session_records = NatsSessions(settings.nats_url, Topology(settings.namespace), revocations)
     sessions = Sessions(

@@ -33,6 +33,11 @@ RETRY_MS = "BROKERMESH_GATEWAY_SSE_RETRY_MS"
 CORS_ORIGINS = "BROKERMESH_CORS_ORIGINS"
 STREAM_TICKET_SECONDS = "BROKERMESH_GATEWAY_STREAM_TICKET_SECONDS"
 METRICS_HOST = "BROKERMESH_GATEWAY_METRICS_HOST"
+# Order placements in progress per gateway process, how many more may wait for a slot, and
+# for how long (see app/admission.py); past that a placement is refused with 429.
+PLACEMENTS_IN_FLIGHT = "BROKERMESH_GATEWAY_PLACEMENTS_IN_FLIGHT"
+PLACEMENT_QUEUE = "BROKERMESH_GATEWAY_PLACEMENT_QUEUE"
+PLACEMENT_QUEUE_SECONDS = "BROKERMESH_GATEWAY_PLACEMENT_QUEUE_SECONDS"
 # Processes serving the public port (the stack sizes it to the machine's cores).
 WORKERS = "BROKERMESH_GATEWAY_WORKERS"
 
@@ -48,6 +53,21 @@ class StreamSettings:
     retry_ms: int = 3000
     # How long a stream waits for its source to fail fast before committing to 200.
     start_wait_seconds: float = 0.5
+
+
+@dataclass(frozen=True)
+class PlacementAdmission:
+    in_flight: int = 32
+    queue: int = 32
+    queue_seconds: float = 0.25
+
+    @classmethod
+    def from_env(cls) -> PlacementAdmission:
+        return cls(
+            in_flight=config.env_int(PLACEMENTS_IN_FLIGHT, 32),
+            queue=config.env_int(PLACEMENT_QUEUE, 32),
+            queue_seconds=config.env_float(PLACEMENT_QUEUE_SECONDS, 0.25),
+        )
 
 
 @dataclass(frozen=True)
@@ -103,6 +123,7 @@ class GatewaySettings:
     streams: StreamSettings
     abuse: AbuseSettings = field(default_factory=AbuseSettings)
     orders: OrderLimits = field(default_factory=OrderLimits)
+    placements: PlacementAdmission = field(default_factory=PlacementAdmission)
     # Web origins allowed to call the API from a browser (none: no page on another origin may).
     cors_origins: tuple[str, ...] = ()
     stream_ticket_seconds: int = DEFAULT_TICKET_SECONDS
@@ -149,6 +170,7 @@ class GatewaySettings:
                 auth_failure_burst=config.env_int(AUTH_FAILURE_BURST, 20),
             ),
             orders=OrderLimits.from_env(),
+            placements=PlacementAdmission.from_env(),
             cors_origins=parse_origins(config.env(CORS_ORIGINS, "")),
             stream_ticket_seconds=config.env_int(STREAM_TICKET_SECONDS, DEFAULT_TICKET_SECONDS),
             metrics_host=config.env(METRICS_HOST, "127.0.0.1"),

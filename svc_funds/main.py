@@ -56,12 +56,15 @@ async def serve(
     async with Host(SERVICE, stop) as host:
         await db.migrate(common.database_url, SCHEMA, db.RUNTIME_MIGRATIONS, MIGRATIONS)
         pool = host.hold(
-            await db.create_pool(common.database_url, SCHEMA, min_size=2, max_size=settings.pool_size),
+            await db.create_pool(
+                common.database_url, SCHEMA, min_size=2, max_size=settings.pool_size, reset=db.keep_session
+            ),
             what="pool",
         )
         reads = await replica.from_env(pool, SCHEMA)
         if reads is not None:
             host.hold(reads, what="replica pool")
+        # svc_funds leaves no session state on pooled connections: released without a reset.
         # The ledger engine's writers keep their own connections, planned for keyed access.
         ledger_pool = host.hold(
             await db.create_pool(
@@ -70,6 +73,7 @@ async def serve(
                 min_size=settings.writers,
                 max_size=settings.writers + 2,
                 settings=db.KEYED_ACCESS,
+                reset=db.keep_session,
             ),
             what="ledger pool",
         )

@@ -76,6 +76,13 @@ async def create_pool(
     )
 
 
+async def keep_session(connection: asyncpg.Connection) -> None:
+    """A pool's `reset=` for code that leaves no session state on pooled connections
+    (settings, cursors, session locks, LISTEN): a release without asyncpg's reset, four
+    statements (UNLISTEN, advisory unlock, RESET ALL, CLOSE ALL) per release. asyncpg still
+    rolls back a transaction left open."""
+
+
 RUNTIME_MIGRATIONS = Path(__file__).parent / "migrations"
 
 

@@ -14,6 +14,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.app.admission import Admission
 from gateway.app.ports import StreamSlotsPort
 from gateway.domain.jsonmoney import LIMITS, JsonLimits
 from gateway.domain.limits import LoginGuard, RateLimiter
@@ -46,6 +47,8 @@ class EdgeLimits:
     orders: OrderLimits
     max_body_bytes: int
     json: JsonLimits = field(default=LIMITS)
+    # Order placements in progress in this process: past it, 429 before anything is done.
+    placements: Admission = field(default_factory=Admission)
 
     def request_key(self, user_id: str, client_ip: str) -> str:
         # Anonymous requests (login) are limited per client address instead.

@@ -19,9 +19,10 @@ from collections.abc import Callable
 from typing import Any
 
 from connexion.exceptions import ProblemException
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway.app.admission import Busy
 from gateway.app.limits import REQUESTS_POLICY, EdgeLimits, state_item
 from gateway.domain.problems import http_problem
 from gateway.transport.errors import send_problem
@@ -39,6 +40,13 @@ LATENCY = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 RATE_LIMITED = Counter("gateway_rate_limited_total", "Requests refused by the per-user rate limit")
+PLACEMENTS_SHED = Counter(
+    "gateway_placements_shed_total", "Order placements refused because this process was at capacity"
+)
+PLACEMENTS_IN_PROGRESS = Gauge(
+    "gateway_placements_in_progress", "Order placements forwarded and not yet answered"
+)
+PLACEMENTS_WAITING = Gauge("gateway_placements_waiting", "Order placements waiting for a slot")
 
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 # Headers the application parses as text: their values must be visible ASCII (RFC 9110 §5.5
@@ -235,6 +243,35 @@ class PrincipalMiddleware:
             (b"ratelimit-policy", policy.encode()),
             (b"ratelimit", self.limits.request_state(key, now).encode()),
         ]
+        if state.operation == "place_order":
+            await self._admitted(scope, receive, send)
+        else:
+            await self._as_user(scope, receive, send)
+
+    async def _admitted(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A placement runs only in one of the process's slots; past them it is refused before
+        its body is read (see app/admission.py)."""
+        placements = self.limits.placements
+        try:
+            async with placements.admitted():
+                PLACEMENTS_IN_PROGRESS.set(placements.taken)
+                PLACEMENTS_WAITING.set(placements.waiting)
+                await self._as_user(scope, receive, send)
+        except Busy as busy:
+            PLACEMENTS_SHED.inc()
+            problem = http_problem(
+                429,
+                "SERVER_BUSY",
+                "the gateway is placing as many orders as it can carry; retry shortly",
+                retry_after_seconds=busy.retry_after_seconds,
+            )
+            await send_problem(send, problem)
+        finally:
+            PLACEMENTS_IN_PROGRESS.set(placements.taken)
+            PLACEMENTS_WAITING.set(placements.waiting)
+
+    async def _as_user(self, scope: Scope, receive: Receive, send: Send) -> None:
+        state = current()
         if state.user_id:
             # The audit trail's actor format (svc_orders' AuditRecord.actor).
             with context.bind(actor=f"user:{state.user_id}"):

@@ -8,9 +8,11 @@ PENDING_EXCHANGE with its event, its audit row and the executor's command in one
 A crash in between leaves a FUNDS_PENDING row that a retry or the sweeper finishes (the
 block exists) or rejects (it does not): no block without an order, no order without a block.
 
-The second commit is shared: placements reserved while earlier acceptances are still out
-wait and go together in the next acceptance transaction (group commit), with their blocks
-in one call to svc_funds; each keeps its own outcome, event, audit row and command.
+Both commits are shared (group commit). Reservations made at the same moment are written
+in one transaction by the store, each with its own statement and outcome. Placements
+reserved while earlier acceptances are still out wait and go together in the next
+acceptance transaction, with their blocks in one call to svc_funds; each keeps its own
+outcome, event, audit row and command.
 """
 
 from __future__ import annotations

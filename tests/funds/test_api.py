@@ -511,3 +511,24 @@ async def test_the_audit_finds_a_tampered_balance_and_the_journal_refuses_edits(
         await funds.sql("UPDATE entries SET amount = amount + 1")
     with pytest.raises(asyncpg.RaiseError, match="append-only"):
         await funds.sql("DELETE FROM journal")
+
+
+async def test_pooled_connections_are_released_without_a_reset(funds: FundsClient) -> None:
+    # svc_funds leaves no session state on its connections, so asyncpg's reset (UNLISTEN,
+    # advisory unlock, RESET ALL, CLOSE ALL on every release) is skipped: four statements
+    # per request and per ledger batch that did nothing.
+    user = await funds.open_account("10000.00")
+    for n in range(5):
+        await funds.block_funds(user, f"ord_reset{n}", 1, "100.00")
+        await funds.get_funds(user)
+    # An idle backend shows the last statement it ran: with a reset, that is the reset.
+    reset_last = await funds.sql(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+        "AND pid <> pg_backend_pid() AND state = 'idle' AND query LIKE '%RESET ALL%'"
+    )
+    used = await funds.sql(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+        "AND pid <> pg_backend_pid() AND state = 'idle' AND query <> ''"
+    )
+    assert used[0][0] > 0
+    assert reset_last[0][0] == 0

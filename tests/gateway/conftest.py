@@ -354,26 +354,30 @@ class LocalEdge:
         return {"Authorization": f"Bearer {issued.token}"}
 
 
-@pytest.fixture(scope="module")
-async def local_edge() -> AsyncIterator[LocalEdge]:
-    # Port 9 (discard) on loopback refuses at once: backend calls fail fast as UNAVAILABLE.
-    nowhere = "127.0.0.1:9"
-    backends = Backends(orders_target=nowhere, funds_target=nowhere, marketdata_target=nowhere, timeout=2.0)
+def quick_limits(**overrides: Any) -> EdgeLimits:
+    """Limits of an edge served in the test process: rates high enough never to be reached
+    (its tests are about shapes, not rates), unless overridden."""
+    fields: dict[str, Any] = {
+        "requests": RateLimiter(1_000_000, 1_000_000),
+        "auth_failures": RateLimiter(1_000_000, 1_000_000),
+        "logins": LoginGuard(),
+        "slots": StreamSlots(5),
+        "streams": StreamSettings(),
+        "orders": OrderLimits(),
+        "max_body_bytes": MAX_BODY_BYTES,
+        **overrides,
+    }
+    return EdgeLimits(**fields)
+
+
+@contextlib.asynccontextmanager
+async def serve_local(backends: Backends, limits: EdgeLimits) -> AsyncIterator[LocalEdge]:
+    """The gateway's HTTP application in the test process, in front of `backends`."""
     tokens_secret = secrets.token_hex(32)
     keys = KeySet.single(tokens_secret)
     revoked = RevokedSessions(ready=True)
     tokens = UserTokens(keys, ttl_seconds=900, revoked=revoked)
     refresh = UserTokens(keys, audience=REFRESH_AUDIENCE, ttl_seconds=3600, revoked=revoked)
-    # Rates high enough never to be reached: these tests are about shapes, not rates.
-    limits = EdgeLimits(
-        requests=RateLimiter(1_000_000, 1_000_000),
-        auth_failures=RateLimiter(1_000_000, 1_000_000),
-        logins=LoginGuard(),
-        slots=StreamSlots(5),
-        streams=StreamSettings(),
-        orders=OrderLimits(),
-        max_body_bytes=MAX_BODY_BYTES,
-    )
     registry = StreamRegistry(revoked)
     # Two known users; svc_funds itself is not behind this edge.
     accounts = FakeAccounts({("asha", "asha-pass"): "u_asha", ("ravi", "ravi-pass"): "u_ravi"})
@@ -409,6 +413,15 @@ async def local_edge() -> AsyncIterator[LocalEdge]:
     transport = httpx.ASGITransport(app=app, client=("192.0.2.10", 40000))
     async with httpx.AsyncClient(transport=transport, base_url="http://edge.test") as client:
         yield LocalEdge(client, tokens, revoked, registry, keys, ticket_key(tokens_secret))
+
+
+@pytest.fixture(scope="module")
+async def local_edge() -> AsyncIterator[LocalEdge]:
+    # Port 9 (discard) on loopback refuses at once: backend calls fail fast as UNAVAILABLE.
+    nowhere = "127.0.0.1:9"
+    backends = Backends(orders_target=nowhere, funds_target=nowhere, marketdata_target=nowhere, timeout=2.0)
+    async with serve_local(backends, quick_limits()) as served:
+        yield served
     await backends.close()
 
 
