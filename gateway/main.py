@@ -17,6 +17,7 @@ import psutil
 import uvicorn
 
 from gateway.adapters.backends import Backends
+from gateway.adapters.request_rate import NatsRequestRate
 from gateway.adapters.sessions import NatsSessions
 from gateway.adapters.spent_tickets import NatsSpentTickets
 from gateway.adapters.stream_slots import NatsStreamSlots
@@ -155,8 +156,12 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
     stream_slots = NatsStreamSlots(
         settings.nats_url, Topology(settings.namespace), settings.streams.streams_per_user
     )
+    request_rate = NatsRequestRate(
+        settings.nats_url, Topology(settings.namespace), settings.rate_per_second, settings.rate_burst
+    )
     limits = EdgeLimits(
-        requests=RateLimiter(settings.rate_per_second, settings.rate_burst),
+        # Counted across every gateway process, as open streams are.
+        requests=request_rate,
         auth_failures=RateLimiter(abuse.auth_failures_per_second, abuse.auth_failure_burst),
         logins=LoginGuard(
             free_failures=abuse.login_free_failures,
@@ -206,6 +211,7 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
             "tickFeed": "subscribed" if feed.ready.is_set() else "connecting",
             "streamTickets": "ready" if spent_tickets.ready else "connecting",
             "sessions": "ready" if session_records.ready and revoked.ready else "connecting",
+            "requestRate": "shared" if request_rate.record.ready else "connecting",
             "streams": len(registry),
             "backends": backends.channel_states(),
         }
@@ -251,6 +257,7 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
     feed.start()
     spent_tickets.start()
     stream_slots.start()
+    request_rate.start()
     # Tokens cannot be told from revoked ones until the revocations are loaded: wait a
     # little for them before serving (users' requests answer 503 until then).
     try:
@@ -283,6 +290,7 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
     await feed.stop()
     await spent_tickets.stop()
     await stream_slots.stop()
+    await request_rate.stop()
     await session_records.stop()
     await revocations.stop()
     if internal and internal_serving:

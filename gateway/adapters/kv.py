@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from nats.aio.client import Client as NatsClient
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from gateway.adapters.ticks import retrying, stopped
-from svc_runtime import messaging
+from svc_runtime import aio, messaging
 
 log = logging.getLogger(__name__)
 
@@ -45,3 +47,48 @@ class BackgroundBucket:
 
     async def stop(self) -> None:
         await stopped(self._task, self._nc)
+
+
+class Conflicting(Exception):
+    """Other processes changed the key at every attempt."""
+
+
+# A key's value and the revision it was read or written at (None: the key does not exist).
+Versioned = tuple[bytes | None, int | None]
+
+
+async def change_at_revision(
+    kv: KeyValue,
+    key: str,
+    change: Callable[[bytes | None], bytes | None],
+    *,
+    timeout: float,
+    attempts: int,
+    known: Versioned | None = None,
+) -> Versioned | None:
+    """Apply `change` to `key`'s value and write the result only at the revision it was
+    computed from, so two processes changing the same key never lose each other's write
+    (read again and retry on conflict). `known` is a value this process last read or wrote:
+    tried first without reading. Returns what was written, or None when `change` refuses
+    (returns None). Timeouts and NATS errors are the caller's to handle."""
+    current = known
+    for _ in range(attempts):
+        if current is None:
+            try:
+                entry = await aio.within(kv.get(key), timeout)
+                current = (entry.value, entry.revision)
+            except KeyNotFoundError:
+                current = (None, None)
+        value, revision = current
+        changed = change(value)
+        if changed is None:
+            return None
+        try:
+            if revision is None:
+                written = await aio.within(kv.create(key, changed), timeout)
+            else:
+                written = await aio.within(kv.update(key, changed, last=revision), timeout)
+            return changed, written
+        except KeyWrongLastSequenceError:
+            current = None  # another process changed it first: read again
+    raise Conflicting(f"{attempts} conflicting writes in a row")
