@@ -8,6 +8,7 @@ import logging
 from collections.abc import Callable
 
 from nats.aio.client import Client as NatsClient
+from nats.js.api import StorageType
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
@@ -18,11 +19,20 @@ log = logging.getLogger(__name__)
 
 
 class BackgroundBucket:
-    def __init__(self, nats_url: str, bucket: str, *, description: str, ttl_seconds: float) -> None:
+    def __init__(
+        self,
+        nats_url: str,
+        bucket: str,
+        *,
+        description: str,
+        ttl_seconds: float,
+        storage: StorageType = StorageType.FILE,
+    ) -> None:
         self.nats_url = nats_url
         self.bucket = bucket
         self.description = description
         self.ttl_seconds = ttl_seconds
+        self.storage = storage
         self._nc: NatsClient | None = None
         self.kv: KeyValue | None = None
         self._task: asyncio.Task[None] | None = None
@@ -37,7 +47,9 @@ class BackgroundBucket:
         )
         self.kv = await retrying(
             what,
-            lambda: messaging.ensure_kv_bucket(nc.jetstream(), self.bucket, what, self.ttl_seconds),
+            lambda: messaging.ensure_kv_bucket(
+                nc.jetstream(), self.bucket, what, self.ttl_seconds, storage=self.storage
+            ),
         )
         log.info("%s ready", what, extra={"bucket": self.bucket})
 
@@ -69,8 +81,10 @@ async def change_at_revision(
     """Apply `change` to `key`'s value and write the result only at the revision it was
     computed from, so two processes changing the same key never lose each other's write
     (read again and retry on conflict). `known` is a value this process last read or wrote:
-    tried first without reading. Returns what was written, or None when `change` refuses
-    (returns None). Timeouts and NATS errors are the caller's to handle."""
+    tried first without reading (a refusal computed from it stands, so pass it only where
+    other writers can only make a refusal more certain, as spending tokens does). Returns
+    what was written, or None when `change` refuses (returns None). Timeouts and NATS errors
+    are the caller's to handle."""
     current = known
     for _ in range(attempts):
         if current is None:

@@ -20,6 +20,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 import nats.errors
+from nats.js.api import StorageType
 from prometheus_client import Counter
 
 from gateway.adapters.kv import BackgroundBucket, Conflicting, Versioned, change_at_revision
@@ -58,6 +59,9 @@ class NatsRequestRate:
             description="requests per user (gateway)",
             # A bucket untouched for a window is full again: its key may go.
             ttl_seconds=max(60.0, 2 * self.window_seconds),
+            # Written at every request: kept in memory (still on every node of the cluster),
+            # not synced to disk; a NATS restart only hands every caller a full bucket.
+            storage=StorageType.MEMORY,
         )
         # key → the caller's bucket as this process last wrote it (tried first on the next request).
         self._written: OrderedDict[str, Versioned] = OrderedDict()
