@@ -6,28 +6,33 @@ import asyncio
 import contextlib
 import logging
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from grpc_health.v1 import health_pb2
 
 from brokermesh.marketdata.v1 import alerts_pb2_grpc, watchlists_pb2_grpc
 from svc_marketdata.adapters.fix_session import FixMarketFeed, MarketDataApplication
 from svc_marketdata.adapters.funds_portfolio import GrpcPortfolioSymbols
 from svc_marketdata.adapters.instrument_file import load_instruments
 from svc_marketdata.adapters.kv_watchlists import KvWatchlistStore
-from svc_marketdata.adapters.nats_ticks import KvQuoteSnapshots, NatsTickPublisher, open_bucket
+from svc_marketdata.adapters.nats_ticks import KvQuoteSnapshots, NatsTickPublisher, follow_ticks, open_bucket
 from svc_marketdata.adapters.pg_alerts import PgAlertStore
 from svc_marketdata.adapters.postgres import MIGRATIONS, SCHEMA, PgCandleStore, PgInstrumentRepository
 from svc_marketdata.app.alerts import PriceAlerts
 from svc_marketdata.app.board import ChangeBoard
 from svc_marketdata.app.market import MarketData
+from svc_marketdata.app.replication import FeedReplica
 from svc_marketdata.app.streams import StreamHub
 from svc_marketdata.app.watchlists import Watchlists
 from svc_marketdata.transport import alerts, marketdata, watchlists
 from svc_marketdata.transport.wire import encode_feed_status, encode_quote
-from svc_runtime import config, grpc_client, service
+from svc_runtime import aio, config, grpc_client, service
 from svc_runtime.db import create_pool, migrate
 from svc_runtime.fix import ThreadBridge
 from svc_runtime.grpc_server import GrpcServer
+from svc_runtime.lease import Lease
 from svc_runtime.messaging import Topology, connect
 from svc_runtime.service import run
 
@@ -119,8 +124,6 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     await market.load()
     # Alerts live here because this service sees every price as it changes, in process.
     price_alerts = PriceAlerts(PgAlertStore(pool), is_known=market.is_known)
-    await price_alerts.load()
-    market.on_prices = price_alerts.on_quotes
     watchlist_app = Watchlists(
         KvWatchlistStore(watchlists_kv), is_known=market.is_known, master_loaded=lambda: len(market.index) > 0
     )
@@ -154,23 +157,30 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         raise ValueError(f"{FEED} must be fix or none, not {settings.feed!r}")
     if settings.instruments_file:
         await market.adopt_master(load_instruments(Path(settings.instruments_file)))
-    feed: FixMarketFeed | None = None
-    if settings.feed == "fix":
-        application = MarketDataApplication(ThreadBridge(asyncio.get_running_loop()), market)
-        feed = FixMarketFeed(
-            application,
-            host=settings.fix_host,
-            port=settings.fix_port,
-            work_dir=common.data_dir / SERVICE,
-            message_log=settings.fix_message_log,
+    feeds: list[FixMarketFeed] = []
+    open_feed = _feed_opener(settings, market, feeds)
+
+    async def announce(holding: bool) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING if holding else health_pb2.HealthCheckResponse.NOT_SERVING
         )
-        market.attach_feed(feed)
-    publisher = service.supervise(market.run(stop), "tick-publisher")
+        await server.health.set(grpc_client.MARKETDATA_FEED, status)
+
+    await announce(False)
+    following = await follow_ticks(nc, topology, market)
+    replica = FeedReplica(
+        Lease(common.database_url, f"{SERVICE}:feed"),
+        market,
+        price_alerts,
+        open_feed=open_feed,
+        announce=announce,
+    )
+    publisher = service.supervise(replica.run(stop), "feed-replica")
+    # A lone replica takes the lease at once: serve depth from the first request.
+    with contextlib.suppress(TimeoutError):
+        await aio.within(market.holding.wait(), 2.0)
     await server.start()
-    if feed is not None:
-        feed.start()
-        log.info("market data service started", extra={"fix": f"{settings.fix_host}:{settings.fix_port}"})
-    else:
+    if settings.feed != "fix":
         # Said, not papered over: quotes carry no prices (only a previous close from the file).
         log.warning(
             "no market-data feed: quotes have no prices until one is configured",
@@ -181,14 +191,37 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     finally:
         hub.shutdown()
         await server.stop(grace=2.0)
-        if feed is not None:
+        for feed in feeds:
             await feed.stop()
         stop.set()
         with contextlib.suppress(asyncio.CancelledError):
             await publisher
+        await following.unsubscribe()
         await funds_channel.close()
         await nc.drain()
         await pool.close()
+
+
+def _feed_opener(settings: Settings, market: MarketData, feeds: list[FixMarketFeed]) -> Callable[[], None]:
+    """What starts the exchange's market-data session once this replica holds the lease."""
+
+    def open_feed() -> None:
+        if settings.feed != "fix":
+            return
+        application = MarketDataApplication(ThreadBridge(asyncio.get_running_loop()), market)
+        feed = FixMarketFeed(
+            application,
+            host=settings.fix_host,
+            port=settings.fix_port,
+            work_dir=settings.common.data_dir / SERVICE,
+            message_log=settings.fix_message_log,
+        )
+        market.attach_feed(feed)
+        feeds.append(feed)
+        feed.start()
+        log.info("market-data session started", extra={"fix": f"{settings.fix_host}:{settings.fix_port}"})
+
+    return open_feed
 
 
 def main() -> None:
