@@ -1,5 +1,6 @@
 """svc_marketdata's two replicas under `up --cluster`: one holds the exchange's market-data
-session (the lease), the other follows its ticks from NATS and serves quote streams too.
+session (the lease), the other follows its ticks from NATS and serves quote streams too;
+an alert created on the follower is fired by the holder.
 kill -9 of the holder: the other takes the session, and a quote stream it serves goes on
 with ticks of its own. Both times are printed."""
 
@@ -14,11 +15,15 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from brokermesh.marketdata.v1 import alerts_pb2 as al
+from brokermesh.marketdata.v1 import alerts_pb2_grpc, marketdata_pb2_grpc
 from brokermesh.marketdata.v1 import marketdata_pb2 as pb
-from brokermesh.marketdata.v1 import marketdata_pb2_grpc
+from brokermesh.type.v1 import decimal_pb2
 from svc_runtime import grpc_client
+from svc_runtime.ids import new_id
 from svc_runtime.stack import StackPlan
 from tests.conftest import new_stack
+from tests.support.grpc import as_service
 from tests.support.infra import SharedInfra
 from tests.support.polling import eventually
 
@@ -55,14 +60,36 @@ async def test_the_standby_takes_the_feed_after_kill_9_and_its_quote_stream_goes
         assert len(plan.instances("svc_marketdata")) == 2
         (holder,) = await eventually(lambda: _holders(plan), timeout=30)
         (standby,) = [name for name in plan.instances("svc_marketdata") if name != holder]
-        async with grpc_client.channel(plan.instance_target(standby), signer=plan.operator_signer()) as ch:
+        async with grpc_client.channel(plan.instance_target(standby), signer=as_service(plan)) as ch:
             market = marketdata_pb2_grpc.MarketDataServiceStub(ch)
+            alerts = alerts_pb2_grpc.AlertServiceStub(ch)
             # Depth is not in the ticks: the standby refuses it, retryably.
             with pytest.raises(grpc.aio.AioRpcError) as refused:
                 await market.GetMarketDepth(
                     pb.GetMarketDepthRequest(name="instruments/INFY/depth"), timeout=5
                 )
             assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+
+            # An alert created on the standby is fired by the holder (any price is above 0.01).
+            user = new_id("u")
+            await alerts.CreateAlert(
+                al.CreateAlertRequest(
+                    parent=f"users/{user}",
+                    alert=al.Alert(
+                        symbol="INFY",
+                        condition=al.ALERT_CONDITION_PRICE_ABOVE,
+                        threshold=decimal_pb2.Decimal(value="0.01"),
+                    ),
+                    request_id=new_id("k"),
+                ),
+                timeout=10,
+            )
+
+            async def fired() -> bool:
+                reply = await alerts.ListAlerts(al.ListAlertsRequest(parent=f"users/{user}"), timeout=5)
+                return [a.state for a in reply.alerts] == [al.ALERT_STATE_FIRED]
+
+            await eventually(fired, timeout=60)
 
             arrivals: list[tuple[float, int]] = []  # (monotonic time, highest sequence in the message)
 
