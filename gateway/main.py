@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 from gateway.adapters.backends import Backends
+from gateway.adapters.request_rate import NatsRequestRate
 from gateway.adapters.sessions import NatsSessions
 from gateway.adapters.spent_tickets import NatsSpentTickets
 from gateway.adapters.stream_slots import NatsStreamSlots
@@ -74,8 +75,12 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
     stream_slots = NatsStreamSlots(
         settings.nats_url, Topology(settings.namespace), settings.streams.streams_per_user
     )
+    request_rate = NatsRequestRate(
+        settings.nats_url, Topology(settings.namespace), settings.rate_per_second, settings.rate_burst
+    )
     limits = EdgeLimits(
-        requests=RateLimiter(settings.rate_per_second, settings.rate_burst),
+        # Counted across every gateway process, as open streams are.
+        requests=request_rate,
         auth_failures=RateLimiter(abuse.auth_failures_per_second, abuse.auth_failure_burst),
         logins=LoginGuard(
             free_failures=abuse.login_free_failures,
@@ -130,6 +135,7 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
             "tickFeed": "subscribed" if feed.ready.is_set() else "connecting",
             "streamTickets": "ready" if spent_tickets.ready else "connecting",
             "sessions": "ready" if session_records.ready and revoked.ready else "connecting",
+            "requestRate": "shared" if request_rate.record.ready else "connecting",
             "streams": len(registry),
             "backends": backends.channel_states(),
         }
@@ -180,6 +186,7 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
             (feed, "tick feed"),
             (spent_tickets, "spent tickets"),
             (stream_slots, "stream slots"),
+            (request_rate, "request rate"),
         ):
             part.start()
             host.hold(part, part.stop, what=what)

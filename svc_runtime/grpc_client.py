@@ -27,6 +27,9 @@ _RETRY_POLICY = {
 
 # svc_exec's service: only its active replica (the FIX session's holder) reports it SERVING.
 EXEC_SERVICE = "brokermesh.exec.v1.ExecutionService"
+# svc_marketdata's exchange feed: only the replica holding it reports it SERVING (it alone
+# keeps depth and forming candles).
+MARKETDATA_FEED = "brokermesh.marketdata.v1.MarketDataService/feed"
 
 
 def service_config(health_service: str = "") -> str:

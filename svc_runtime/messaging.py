@@ -215,10 +215,16 @@ async def connect(url: str, name: str) -> NatsClient:
 
 
 async def ensure_kv_bucket(
-    js: JetStreamContext, bucket: str, description: str, ttl_seconds: float
+    js: JetStreamContext,
+    bucket: str,
+    description: str,
+    ttl_seconds: float,
+    *,
+    storage: StorageType = StorageType.FILE,
 ) -> KeyValue:
-    """The KV bucket `bucket`, made (one value per key, on disk, keys forgotten after
-    `ttl_seconds`, as many copies as the cluster's size) if it does not exist yet."""
+    """The KV bucket `bucket`, made (one value per key, on disk unless `storage` says memory,
+    keys forgotten after `ttl_seconds`, as many copies as the cluster's size) if it does not
+    exist yet."""
     try:
         return await js.key_value(bucket)
     except BucketNotFoundError:
@@ -228,7 +234,7 @@ async def ensure_kv_bucket(
                 description=description,
                 history=1,
                 ttl=ttl_seconds,
-                storage=StorageType.FILE,
+                storage=storage,
                 replicas=replicas_from_env(),
             )
         )

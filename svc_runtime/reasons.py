@@ -305,7 +305,11 @@ _ENTRIES = (
     _rpc("ALERT_LIMIT", C.FAILED_PRECONDITION, "The user has as many price alerts as allowed."),
     _rpc("EMPTY_PORTFOLIO", C.INVALID_ARGUMENT, "The portfolio holds no symbols to stream."),
     # --- execution and the exchange -------------------------------------------------------
-    _rpc("STANDBY", C.UNAVAILABLE, "This executor replica does not hold the FIX session."),
+    _rpc(
+        "STANDBY",
+        C.UNAVAILABLE,
+        "This replica does not hold the exchange session the call needs; another does.",
+    ),
     _rpc("FIX_LOGGED_OUT", C.UNAVAILABLE, "The FIX session to the exchange is down."),
     _rpc(
         "FIX_SEND_UNCONFIRMED",

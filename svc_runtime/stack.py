@@ -80,10 +80,10 @@ SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec("gateway", "gateway", ("http",), "http"),
 )
 SERVICE_NAMES = tuple(s.name for s in SERVICES)
-# The services that run replicas under `up --cluster`. The simulator stands for one venue;
-# svc_marketdata owns the exchange's market-data FIX session (one sender, one message store)
-# and has no read replica fed from the tick subjects yet, so it runs once.
-REPLICATED = frozenset({"svc_funds", "svc_exec", "svc_orders", "gateway"})
+# The services that run replicas under `up --cluster`. The simulator stands for one venue.
+# svc_marketdata's replicas share the exchange's market-data session through a lease: one
+# holds it, the others follow its ticks (svc_marketdata/app/replication.py).
+REPLICATED = frozenset({"svc_funds", "svc_marketdata", "svc_exec", "svc_orders", "gateway"})
 
 
 def replica_name(service: str, replica: int) -> str:

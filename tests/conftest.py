@@ -118,6 +118,8 @@ async def new_stack(
     data_dir: Path,
     services: tuple[str, ...] | list[str] = SERVICE_NAMES,
     extra_env: dict[str, str] | None = None,
+    *,
+    replicas: int = 1,
 ) -> Stack:
     plan = StackPlan.allocate(
         data_dir,
@@ -125,6 +127,7 @@ async def new_stack(
         infra.nats_url,
         namespace=unique_name("t"),
         jwt_secret=secrets.token_urlsafe(48),
+        replicas=replicas,
     )
     plan.extra_env.update(extra_env or {})
     stack = Stack(plan)

@@ -29,7 +29,7 @@ from brokermesh.marketdata.v1 import (
 )
 from brokermesh.orders.v1 import orders_pb2, orders_pb2_grpc
 from svc_runtime.errors import ErrorDetails, Unauthenticated, details_of
-from svc_runtime.grpc_client import channel
+from svc_runtime.grpc_client import MARKETDATA_FEED, channel
 
 R = TypeVar("R")
 
@@ -51,6 +51,8 @@ class Backends:
             "svc_orders": channel(orders_target),
             "svc_funds": channel(funds_target),
             "svc_marketdata": channel(marketdata_target),
+            # Depth and forming candles: only the replica holding the exchange feed has them.
+            "svc_marketdata.feed": channel(marketdata_target, health_service=MARKETDATA_FEED),
         }
         self.orders = orders_pb2_grpc.OrdersServiceStub(self._channels["svc_orders"])
         self.accounts = accounts_pb2_grpc.AccountServiceStub(self._channels["svc_funds"])
@@ -59,6 +61,7 @@ class Backends:
         self.marketdata = marketdata_pb2_grpc.MarketDataServiceStub(self._channels["svc_marketdata"])
         self.watchlists = watchlists_pb2_grpc.WatchlistServiceStub(self._channels["svc_marketdata"])
         self.alerts = alerts_pb2_grpc.AlertServiceStub(self._channels["svc_marketdata"])
+        self.market_feed = marketdata_pb2_grpc.MarketDataServiceStub(self._channels["svc_marketdata.feed"])
 
     async def call(
         self, method: Callable[..., Awaitable[R]], request: Any, *, timeout: float | None = None

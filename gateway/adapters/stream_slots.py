@@ -21,13 +21,11 @@ import time
 from collections.abc import Callable
 
 import nats.errors
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
-from nats.js.kv import KeyValue
 from prometheus_client import Counter
 
-from gateway.adapters.kv import BackgroundBucket
+from gateway.adapters.kv import BackgroundBucket, Conflicting, change_at_revision
 from gateway.domain.limits import HeldSlots, StreamSlots, claim_slot, drop_slot, renew_slots
-from svc_runtime import aio, messaging
+from svc_runtime import messaging
 
 log = logging.getLogger(__name__)
 
@@ -147,30 +145,16 @@ class NatsStreamSlots:
         kv = self.record.kv
         if kv is None or not self.record.ready:
             raise SlotsUnreachable("not connected")
-        key = messaging.Topology.quote_key(user_id)
-        try:
-            for _ in range(ATTEMPTS):
-                held, revision = await self._read(kv, key)
-                changed = change(held, self.clock())
-                if changed is None:
-                    return False
-                payload = json.dumps(changed).encode()
-                try:
-                    if revision is None:
-                        await aio.within(kv.create(key, payload), TIMEOUT_SECONDS)
-                    else:
-                        await aio.within(kv.update(key, payload, last=revision), TIMEOUT_SECONDS)
-                    return True
-                except KeyWrongLastSequenceError:
-                    continue  # another process changed it first: read again
-        except (TimeoutError, nats.errors.Error) as error:
-            raise SlotsUnreachable(str(error)) from error
-        raise SlotsUnreachable(f"{ATTEMPTS} conflicting writes in a row")
 
-    @staticmethod
-    async def _read(kv: KeyValue, key: str) -> tuple[HeldSlots, int | None]:
+        def rewrite(value: bytes | None) -> bytes | None:
+            held = {str(k): float(v) for k, v in json.loads(value or b"{}").items()}
+            changed = change(held, self.clock())
+            return None if changed is None else json.dumps(changed).encode()
+
         try:
-            entry = await aio.within(kv.get(key), TIMEOUT_SECONDS)
-        except KeyNotFoundError:
-            return {}, None
-        return {str(k): float(v) for k, v in json.loads(entry.value or b"{}").items()}, entry.revision
+            written = await change_at_revision(
+                kv, messaging.Topology.quote_key(user_id), rewrite, timeout=TIMEOUT_SECONDS, attempts=ATTEMPTS
+            )
+        except (TimeoutError, nats.errors.Error, Conflicting) as error:
+            raise SlotsUnreachable(str(error)) from error
+        return written is not None

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.app.admission import Admission
-from gateway.app.ports import StreamSlotsPort
+from gateway.app.ports import RequestRatePort, StreamSlotsPort
 from gateway.domain.jsonmoney import LIMITS, JsonLimits
 from gateway.domain.limits import LoginGuard, RateLimiter
 from gateway.settings import OrderLimits, StreamSettings
@@ -39,7 +39,7 @@ def state_item(name: str, remaining: int, reset_seconds: float) -> str:
 
 @dataclass
 class EdgeLimits:
-    requests: RateLimiter
+    requests: RequestRatePort
     auth_failures: RateLimiter
     logins: LoginGuard
     slots: StreamSlotsPort

@@ -47,6 +47,25 @@ class SessionRecords(Protocol):
         ...
 
 
+class RequestRatePort(Protocol):
+    """A token bucket per caller: `rate` requests per second, bursts of `burst` (across every
+    gateway process, where shared)."""
+
+    rate: float
+    burst: int
+
+    @property
+    def window_seconds(self) -> float: ...
+
+    async def take(self, key: str, now: float) -> float:
+        """0.0 if the request may proceed (and is counted), else seconds until it may."""
+        ...
+
+    def remaining(self, key: str, now: float) -> tuple[int, float]:
+        """Whole requests `key` may still make at once, and seconds until its burst is full."""
+        ...
+
+
 class StreamSlotsPort(Protocol):
     """At most `per_user` open streams per user (across every gateway process, where shared)."""
 

@@ -17,6 +17,24 @@ class _Bucket:
     updated: float
 
 
+def refilled(tokens: float, updated: float, now: float, rate: float, burst: int) -> float:
+    """A token bucket's tokens at `now`, having held `tokens` at `updated`."""
+    return min(float(burst), tokens + max(0.0, now - updated) * rate)
+
+
+def take_token(tokens: float, rate: float) -> tuple[float, float]:
+    """Take one of `tokens` (already refilled): the tokens left and 0.0, or, when not even
+    one is there, `tokens` unchanged and the seconds until one is."""
+    if tokens >= 1.0:
+        return tokens - 1.0, 0.0
+    return tokens, (1.0 - tokens) / rate
+
+
+def tokens_state(tokens: float, rate: float, burst: int) -> tuple[int, float]:
+    """Whole requests `tokens` allow at once, and seconds until the burst is full again."""
+    return int(tokens), (burst - tokens) / rate
+
+
 class RateLimiter:
     """A token bucket per key: `rate` requests per second on average, bursts up to `burst`."""
 
@@ -31,18 +49,20 @@ class RateLimiter:
     def acquire(self, key: str, now: float) -> float:
         """0.0 if the request may proceed (and is counted), else seconds until it may."""
         bucket = self._refilled(key, now)
-        if bucket.tokens >= 1.0:
-            bucket.tokens -= 1.0
-            return 0.0
-        return (1.0 - bucket.tokens) / self.rate
+        bucket.tokens, wait = take_token(bucket.tokens, self.rate)
+        return wait
+
+    async def take(self, key: str, now: float) -> float:
+        """`acquire`, as the edge asks (see gateway.app.ports.RequestRatePort)."""
+        return self.acquire(key, now)
 
     def remaining(self, key: str, now: float) -> tuple[int, float]:
         """Whole requests `key` may still make at once, and seconds until its burst is full."""
         bucket = self._buckets.get(key)
         if bucket is None:
             return self.burst, 0.0
-        tokens = min(float(self.burst), bucket.tokens + (now - bucket.updated) * self.rate)
-        return int(tokens), (self.burst - tokens) / self.rate
+        tokens = refilled(bucket.tokens, bucket.updated, now, self.rate, self.burst)
+        return tokens_state(tokens, self.rate, self.burst)
 
     @property
     def window_seconds(self) -> float:
@@ -58,7 +78,7 @@ class RateLimiter:
                 self._buckets.popitem(last=False)
         else:
             self._buckets.move_to_end(key)
-            bucket.tokens = min(float(self.burst), bucket.tokens + (now - bucket.updated) * self.rate)
+            bucket.tokens = refilled(bucket.tokens, bucket.updated, now, self.rate, self.burst)
             bucket.updated = now
         return bucket
 

@@ -497,7 +497,7 @@ class Handlers:
     ) -> Response:
         _user()
         reply = await self.backends.call(
-            self.backends.marketdata.ListCandles,
+            self.backends.market_feed.ListCandles,
             marketdata_pb2.ListCandlesRequest(
                 parent=f"instruments/{symbol.upper()}",
                 interval=mapping.CANDLE_INTERVALS[interval],  # type: ignore[arg-type]
@@ -515,7 +515,7 @@ class Handlers:
     async def get_market_depth(self, symbol: str) -> Response:
         _user()
         depth = await self.backends.call(
-            self.backends.marketdata.GetMarketDepth,
+            self.backends.market_feed.GetMarketDepth,
             marketdata_pb2.GetMarketDepthRequest(name=f"instruments/{symbol.upper()}/depth"),
         )
         return json_response(mapping.depth_json(depth))
@@ -526,7 +526,7 @@ class Handlers:
             parent=f"instruments/{symbol.upper()}",
             interval=mapping.CANDLE_INTERVALS[interval],  # type: ignore[arg-type]
         )
-        events = self.backends.server_stream(self.backends.marketdata.StreamCandles, request)
+        events = self.backends.server_stream(self.backends.market_feed.StreamCandles, request)
 
         def candles(response: marketdata_pb2.StreamCandlesResponse) -> list[dict[str, Any]]:
             return [mapping.candle_json(c) for c in response.candles]
@@ -536,7 +536,7 @@ class Handlers:
     async def stream_market_depth(self, symbol: str) -> Response:
         user_id = _user()
         request = marketdata_pb2.StreamMarketDepthRequest(name=f"instruments/{symbol.upper()}/depth")
-        events = self.backends.server_stream(self.backends.marketdata.StreamMarketDepth, request)
+        events = self.backends.server_stream(self.backends.market_feed.StreamMarketDepth, request)
 
         def depth(response: marketdata_pb2.StreamMarketDepthResponse) -> list[dict[str, Any]]:
             return [mapping.depth_json(response.depth)] if response.HasField("depth") else []

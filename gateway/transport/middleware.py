@@ -222,7 +222,7 @@ class PrincipalMiddleware:
             state.session = str(token_info.get("sid", ""))
         key = self.limits.request_key(state.user_id, state.client_ip)
         now = self.clock()
-        wait = self.limits.requests.acquire(key, now)
+        wait = await self.limits.requests.take(key, now)
         policy = self.limits.request_policy()
         if state.operation == "place_order":
             policy += ", " + self.limits.order_policy()

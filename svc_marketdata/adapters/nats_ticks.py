@@ -14,11 +14,16 @@ import logging
 from collections.abc import Sequence
 
 from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType
 from nats.js.errors import BucketNotFoundError, NoKeysError
 from nats.js.kv import KeyValue
+from prometheus_client import Counter
 
+from brokermesh.marketdata.v1 import marketdata_pb2, tick_pb2
+from svc_marketdata.app.market import MarketData
 from svc_marketdata.domain.quotes import Quote
 from svc_marketdata.transport.wire import decode_quote, repeated_field
 from svc_runtime import messaging
@@ -44,6 +49,35 @@ class NatsTickPublisher:
         # on the same connection, so subscribers get it in order with the ticks.
         payload = repeated_field(2, (encoded_status,))
         await self.nc.publish(self.topology.feed_status_subject, payload, headers=_HEADERS)
+
+
+FOLLOW_FAILURES = Counter(
+    "marketdata_followed_batches_rejected_total", "Followed TickBatches a standby could not read"
+)
+
+
+async def follow_ticks(nc: NatsClient, topology: Topology, market: MarketData) -> Subscription:
+    """A standby's subscription to every tick shard and the feed status (see
+    `MarketData.follow_ticks`); the holder's own ticks come back too and are ignored there."""
+
+    async def on_batch(msg: Msg) -> None:
+        if market.holding.is_set():
+            return
+        try:
+            batch = tick_pb2.TickBatch.FromString(msg.data)
+            quotes = [(decode_quote(raw := q.SerializeToString()), raw) for q in batch.quotes]
+        except Exception:
+            FOLLOW_FAILURES.inc()
+            log.warning("followed tick batch not readable", exc_info=True, extra={"subject": msg.subject})
+            return
+        market.follow_ticks(quotes)
+        if batch.HasField("feed_status"):
+            status = batch.feed_status
+            market.follow_status(
+                status.SerializeToString(), live=status.state == marketdata_pb2.FeedStatus.STATE_LIVE
+            )
+
+    return await nc.subscribe(topology.all_ticks_subject, cb=on_batch)
 
 
 async def open_bucket(js: JetStreamContext, name: str, *, description: str) -> KeyValue:

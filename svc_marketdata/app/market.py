@@ -143,6 +143,12 @@ class MarketData:
         self._tasks: set[asyncio.Task[None]] = set()
         # Told of every flush's changed quotes (the price alerts watch them).
         self.on_prices: Callable[[list[Quote]], None] | None = None
+        # Whether this replica holds the exchange feed (app/replication.py); a standby
+        # follows the holder's ticks instead. A lone MarketData holds it.
+        self.holding = asyncio.Event()
+        self.holding.set()
+        self._followed_live: bool | None = None
+        self._master: list[Instrument] = []
 
     # --- start-up ----------------------------------------------------------------------
 
@@ -166,6 +172,60 @@ class MarketData:
 
     def attach_feed(self, feed: MarketFeed) -> None:
         self.feed = feed
+
+    # --- replicas ------------------------------------------------------------------------
+
+    def take_feed(self, on_prices: Callable[[list[Quote]], None]) -> None:
+        """This replica holds the feed from now on: followed ticks are ignored, its own are
+        published, and `on_prices` sees every flush."""
+        self.on_prices = on_prices
+        self.holding.set()
+
+    def follow_ticks(self, quotes: Sequence[tuple[Quote, bytes]]) -> None:
+        """On a standby: the holder's published quotes (with their wire form) into the cache
+        and the quote streams; an older quote than the cached one is skipped."""
+        if self.holding.is_set():
+            return  # our own ticks, back from NATS
+        changed = set()
+        for quote, encoded in quotes:
+            if self.book.restore(quote):
+                self.encoded[quote.symbol] = encoded
+                changed.add(quote.symbol)
+        if changed:
+            self.hub.dispatch(changed)
+
+    def follow_status(self, encoded: bytes, *, live: bool) -> None:
+        """On a standby: the holder's feed status heartbeat, told to the quote streams when
+        the feed goes live or stale."""
+        if self.holding.is_set():
+            return
+        self.status_encoded = encoded
+        if live != self._followed_live:
+            self._followed_live = live
+            self.hub.feed_changed(encoded)
+
+    async def follow_master(self) -> None:
+        """On a standby: the instrument master as the holder stored it (the holder learns it
+        from the exchange), taken when it differs from the one served."""
+        if self.holding.is_set():
+            return
+        instruments = await self.repository.load()
+        if instruments and instruments != self._master:
+            self._use_master(instruments)
+            for symbol in self.index.by_symbol:
+                self._ensure_quote(symbol)
+            log.info("instrument master followed", extra={"instruments": len(instruments)})
+
+    def require_feed(self) -> None:
+        """Depth and forming candles are kept only by the feed's holder (ticks carry neither):
+        a standby says so, retryably, and clients go to the holder."""
+        if not self.holding.is_set():
+            raise Unavailable(
+                "this market-data replica does not hold the exchange feed; depth and candles are "
+                "served by the one that does",
+                reason="STANDBY",
+                retry_after_seconds=0.5,
+            )
 
     # --- the exchange feed (called on the loop) ------------------------------------------
 
@@ -238,6 +298,7 @@ class MarketData:
         self.feed.subscribe(symbols)
 
     def _use_master(self, instruments: Sequence[Instrument]) -> None:
+        self._master = list(instruments)
         self.index = InstrumentIndex.build(instruments)
         INSTRUMENTS.set(len(self.index))
 
@@ -488,8 +549,13 @@ class MarketData:
         """The listed symbol, or NOT_FOUND (UNAVAILABLE before the master is known)."""
         return self.get_instrument(symbol).symbol
 
+    def feed_symbol(self, symbol: str) -> str:
+        """The listed symbol, for a depth or candle read (see `require_feed`)."""
+        self.require_feed()
+        return self.instrument_symbol(symbol)
+
     def market_depth(self, symbol: str) -> Depth:
-        return self.depth.get(self.instrument_symbol(symbol))
+        return self.depth.get(self.feed_symbol(symbol))
 
     def recent_candles(self, symbol: str, interval: str) -> list[Candle]:
         """The forming candle and the one before it, newest first."""
@@ -499,7 +565,7 @@ class MarketData:
         self, symbol: str, interval: str, page_size: int, page_token: str
     ) -> tuple[list[Candle], str]:
         """Candles newest first; the token carries the start of the last one served."""
-        symbol = self.instrument_symbol(symbol)
+        symbol = self.feed_symbol(symbol)
         if interval not in INTERVALS:
             raise InvalidArgument(f"interval must be one of {', '.join(INTERVALS)}", field="interval")
         limit = paging.page_size(page_size)

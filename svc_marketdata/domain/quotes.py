@@ -129,11 +129,14 @@ class QuoteBook:
             quote.previous_close = previous_close
         return quote
 
-    def restore(self, quote: Quote) -> None:
-        """Seed the cache from a saved snapshot; live market data replaces it."""
+    def restore(self, quote: Quote) -> bool:
+        """Seed the cache from a saved snapshot or a followed tick, unless the cached quote is
+        as new; live market data replaces it. True if it was taken."""
         if quote.symbol not in self.quotes or self.quotes[quote.symbol].sequence < quote.sequence:
             self.quotes[quote.symbol] = replace(quote)
             self.last_sequence = max(self.last_sequence, quote.sequence)
+            return True
+        return False
 
     def apply_batch(self, updates: Iterable[SymbolUpdate]) -> list[str]:
         """Apply updates in order; the symbol of each one that changed its quote (a symbol

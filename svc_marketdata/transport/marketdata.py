@@ -252,7 +252,7 @@ class MarketDataServicer(marketdata_pb2_grpc.MarketDataServiceServicer):
     async def StreamMarketDepth(
         self, request: marketdata_pb2.StreamMarketDepthRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[marketdata_pb2.StreamMarketDepthResponse]:
-        symbol = self.market.instrument_symbol(self._instrument(request.name, "name", "/depth"))
+        symbol = self.market.feed_symbol(self._instrument(request.name, "name", "/depth"))
         sent = -1
         # aclosing: the stream's place on the board is given up as soon as it ends.
         async with contextlib.aclosing(self._value_pushes(("depth", symbol))) as pushes:
@@ -271,7 +271,7 @@ class MarketDataServicer(marketdata_pb2_grpc.MarketDataServiceServicer):
     async def StreamCandles(
         self, request: marketdata_pb2.StreamCandlesRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[marketdata_pb2.StreamCandlesResponse]:
-        symbol = self.market.instrument_symbol(self._instrument(request.parent, "parent"))
+        symbol = self.market.feed_symbol(self._instrument(request.parent, "parent"))
         interval = self._interval(request.interval)
         sent: dict[int, tuple[object, ...]] = {}
         async with contextlib.aclosing(self._value_pushes(("candles", symbol, interval))) as pushes:

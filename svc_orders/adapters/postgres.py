@@ -137,7 +137,7 @@ WITH updated AS (
         status = $2, quantity = $3, limit_price = $4, stop_price = $5, protection_price = $6,
         filled_quantity = $7, filled_value = $8, exchange_order_id = $9, status_reason = $10,
         version = $11, triggered = $12, pending = $13::jsonb, resume_status = $14, update_time = $15
-    WHERE order_id = $1 AND version = $16
+    WHERE order_id = $1 AND version = $16 AND user_id = $40
     RETURNING order_id, user_id
 ), event AS (
     INSERT INTO order_events (event_id, order_id, user_id, version, event_type, payload, event_time)
@@ -165,15 +165,16 @@ SELECT count(*) FROM updated
 # orders, so the lock costs nothing and keeps the statement single.
 _CLAIM_REPORT = """
 WITH claim AS (
-    INSERT INTO exec_reports (exec_id, order_id, exec_type, outcome) VALUES ($1, $2, $3, 'applied')
-    ON CONFLICT (exec_id) DO NOTHING
+    INSERT INTO exec_reports (exec_id, user_id, order_id, exec_type, outcome)
+    VALUES ($1, $5, $2, $3, 'applied')
+    ON CONFLICT (user_id, exec_id) DO NOTHING
     RETURNING 1
 ), locked AS (
-    SELECT * FROM orders WHERE order_id = $2 FOR UPDATE
+    SELECT * FROM orders WHERE user_id = $5 AND order_id = $2 FOR UPDATE
 )
 SELECT EXISTS (SELECT 1 FROM claim) AS claimed,
        $4::bigint > 0 AND EXISTS (
-           SELECT 1 FROM trades WHERE order_id = $2 AND cumulative_quantity = $4::bigint
+           SELECT 1 FROM trades WHERE user_id = $5 AND order_id = $2 AND cumulative_quantity = $4::bigint
        ) AS fill_recorded,
        locked.*
 FROM (SELECT 1) AS one LEFT JOIN locked ON true
@@ -364,18 +365,23 @@ class PgUnitOfWork:
         if self.store.reads is not None:
             self.store.reads.wrote(*self._users)
 
-    async def lock_order(self, order_id: str, *, skip_locked: bool = False) -> Order | None:
+    async def lock_order(self, user_id: str, order_id: str, *, skip_locked: bool = False) -> Order | None:
         lock = "FOR UPDATE SKIP LOCKED" if skip_locked else "FOR UPDATE"
-        row = await self.c.fetchrow(f"SELECT * FROM orders WHERE order_id = $1 {lock}", order_id)
+        row = await self.c.fetchrow(
+            f"SELECT * FROM orders WHERE user_id = $1 AND order_id = $2 {lock}", user_id, order_id
+        )
         if row is None:
             return None
         self._users.add(row["user_id"])
         return order_from_row(row)
 
-    async def lock_orders(self, order_ids: Sequence[str]) -> dict[str, Order]:
+    async def lock_orders(self, orders: Sequence[Order]) -> dict[str, Order]:
+        # The users' ids route the statement to their partitions; the order ids pick the rows.
         rows = await self.c.fetch(
-            "SELECT * FROM orders WHERE order_id = ANY($1::text[]) ORDER BY order_id FOR UPDATE",
-            list(order_ids),
+            "SELECT * FROM orders WHERE user_id = ANY($1::text[]) AND order_id = ANY($2::text[]) "
+            "ORDER BY order_id FOR UPDATE",
+            sorted({order.user_id for order in orders}),
+            [order.order_id for order in orders],
         )
         self._users.update(row["user_id"] for row in rows)
         return {row["order_id"]: order_from_row(row) for row in rows}
@@ -393,8 +399,12 @@ class PgUnitOfWork:
         )
         return [order_from_row(row) for row in rows]
 
-    async def delete_reserved(self, order_id: str) -> None:
-        await self.c.execute("DELETE FROM orders WHERE order_id = $1 AND status = 'FUNDS_PENDING'", order_id)
+    async def delete_reserved(self, user_id: str, order_id: str) -> None:
+        await self.c.execute(
+            "DELETE FROM orders WHERE user_id = $1 AND order_id = $2 AND status = 'FUNDS_PENDING'",
+            user_id,
+            order_id,
+        )
 
     async def save(
         self, transition: Transition, audit: AuditEntry, *, command: CommandKind | None = None
@@ -456,6 +466,7 @@ class PgUnitOfWork:
             fill.price if fill else None,
             fill.cumulative_quantity if fill else None,
             fill.execute_time if fill else None,
+            order.user_id,
         )
         if updated != 1:
             raise Aborted(f"order {order.order_id} changed concurrently", reason="CONCURRENT_MODIFICATION")
@@ -506,11 +517,12 @@ class PgUnitOfWork:
     async def audit_only(self, order: Order, audit: AuditEntry) -> None:
         await self._audit(audit, order, version=None, from_status=order.status)
 
-    async def claim_request(self, order_id: str, request_id: str, kind: str, fingerprint: str) -> str | None:
+    async def claim_request(self, order: Order, request_id: str, kind: str, fingerprint: str) -> str | None:
         inserted = await self.c.fetchval(
-            "INSERT INTO order_requests (order_id, request_id, kind, fingerprint) VALUES ($1, $2, $3, $4) "
-            "ON CONFLICT (order_id, request_id) DO NOTHING RETURNING 1",
-            order_id,
+            "INSERT INTO order_requests (user_id, order_id, request_id, kind, fingerprint) "
+            "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (user_id, order_id, request_id) DO NOTHING RETURNING 1",
+            order.user_id,
+            order.order_id,
             request_id,
             kind,
             fingerprint,
@@ -518,15 +530,16 @@ class PgUnitOfWork:
         if inserted:
             return None
         return await self.c.fetchval(
-            "SELECT fingerprint FROM order_requests WHERE order_id = $1 AND request_id = $2",
-            order_id,
+            "SELECT fingerprint FROM order_requests WHERE user_id = $1 AND order_id = $2 AND request_id = $3",
+            order.user_id,
+            order.order_id,
             request_id,
         )
 
     async def claim_report_and_lock(
-        self, exec_id: str, order_id: str, exec_type: str, cumulative_quantity: int
+        self, exec_id: str, user_id: str, order_id: str, exec_type: str, cumulative_quantity: int
     ) -> ReportClaim:
-        row = await self.c.fetchrow(_CLAIM_REPORT, exec_id, order_id, exec_type, cumulative_quantity)
+        row = await self.c.fetchrow(_CLAIM_REPORT, exec_id, order_id, exec_type, cumulative_quantity, user_id)
         assert row is not None
         return ReportClaim(
             claimed=row["claimed"],
@@ -534,9 +547,12 @@ class PgUnitOfWork:
             fill_recorded=row["fill_recorded"],
         )
 
-    async def note_report_outcome(self, exec_id: str, outcome: str) -> None:
+    async def note_report_outcome(self, user_id: str, exec_id: str, outcome: str) -> None:
         await self.c.execute(
-            "UPDATE exec_reports SET outcome = $2 WHERE exec_id = $1", exec_id, outcome[:500]
+            "UPDATE exec_reports SET outcome = $3 WHERE user_id = $1 AND exec_id = $2",
+            user_id,
+            exec_id,
+            outcome[:500],
         )
 
     async def record_unmatched(self, envelope: ReportEnvelope) -> None:
@@ -650,10 +666,14 @@ class PostgresOrderStore:
         return order_from_row(row) if row else None
 
     async def get(self, user_id: str | None, order_id: str) -> Order | None:
-        row = await self.pool.fetchrow("SELECT * FROM orders WHERE order_id = $1", order_id)
-        if row is None or (user_id is not None and row["user_id"] != user_id):
-            return None
-        return order_from_row(row)
+        if user_id is None:
+            # An operator's look-up by order id alone: off the hot path, it visits every partition.
+            row = await self.pool.fetchrow("SELECT * FROM orders WHERE order_id = $1", order_id)
+        else:
+            row = await self.pool.fetchrow(
+                "SELECT * FROM orders WHERE user_id = $1 AND order_id = $2", user_id, order_id
+            )
+        return order_from_row(row) if row else None
 
     # --- sweeper ------------------------------------------------------------------------
     async def intraday_exposure(self, since: datetime) -> IntradayExposure:
@@ -671,6 +691,8 @@ class PostgresOrderStore:
             net[(r["user_id"], r["symbol"])] = net.get((r["user_id"], r["symbol"]), 0) + signed
         return IntradayExposure(working, net)
 
+    # The background workers' scans below walk every user's orders on purpose: on a schema
+    # distributed by user each runs per shard (docs/deployment.md, "Partitioning by user").
     async def stuck_orders(self, older_than: datetime, limit: int) -> list[Order]:
         rows = await self.pool.fetch(
             "SELECT * FROM orders WHERE status IN ('FUNDS_PENDING', 'PENDING_EXCHANGE') AND update_time < $1 "
@@ -728,6 +750,7 @@ class PostgresOrderStore:
         it), deleted on success, rescheduled with backoff on failure."""
         done = 0
         async with self.pool.acquire() as conn, conn.transaction():
+            # Every user's due actions: per shard on a schema distributed by user.
             rows = await conn.fetch(
                 "SELECT * FROM funds_actions WHERE next_attempt_at <= now() ORDER BY next_attempt_at "
                 "LIMIT $1 FOR UPDATE SKIP LOCKED",
@@ -748,16 +771,21 @@ class PostgresOrderStore:
                 )
                 error = await handler(due)
                 if error is None:
-                    await conn.execute("DELETE FROM funds_actions WHERE action_id = $1", due.action_id)
+                    await conn.execute(
+                        "DELETE FROM funds_actions WHERE user_id = $1 AND action_id = $2",
+                        due.action.user_id,
+                        due.action_id,
+                    )
                     done += 1
                 else:
                     delay = min(60.0, 0.5 * 2 ** min(due.attempts, 7))
                     await conn.execute(
                         "UPDATE funds_actions SET attempts = attempts + 1, last_error = $2, "
-                        "next_attempt_at = now() + make_interval(secs => $3) WHERE action_id = $1",
+                        "next_attempt_at = now() + make_interval(secs => $3) WHERE user_id = $4 AND action_id = $1",
                         due.action_id,
                         error[:500],
                         delay,
+                        due.action.user_id,
                     )
         return done
 

@@ -257,7 +257,7 @@ class OrderEntry:
         async with self.store.unit_of_work() as uow:
             # The row locks keep the sweeper (and concurrent retries) off these orders while
             # svc_funds is being asked.
-            locked = await uow.lock_orders([item.order.order_id for item in batch])
+            locked = await uow.lock_orders([item.order for item in batch])
             first: dict[str, int] = {}
             to_block: list[int] = []
             for k, item in enumerate(batch):
@@ -286,14 +286,14 @@ class OrderEntry:
                 ):
                     outcomes[k] = refusal  # svc_funds may have acted: the order stays FUNDS_PENDING
                 elif isinstance(refusal, NotFound):
-                    await uow.delete_reserved(current.order_id)
+                    await uow.delete_reserved(current.user_id, current.order_id)
                     error = _no_account()
                     error.__cause__ = refusal
                     outcomes[k] = error
                 elif refusal is not None:
                     # svc_funds refused (e.g. INSUFFICIENT_FUNDS): nothing is blocked, so
                     # nothing of the order is kept either.
-                    await uow.delete_reserved(current.order_id)
+                    await uow.delete_reserved(current.user_id, current.order_id)
                     outcomes[k] = refusal
                 else:
                     transition = state_machine.accept(current, self.clock.now())
@@ -387,10 +387,10 @@ class OrderEntry:
         ctx = context.current()
         fingerprint = validation.action_fingerprint("CANCEL")
         async with self.store.unit_of_work() as uow:
-            order = await uow.lock_order(order_id)
+            order = await uow.lock_order(user_id, order_id)
             if order is None or order.user_id != user_id:
                 raise NotFound(f"order {order_id} not found", reason="ORDER_NOT_FOUND")
-            used = await uow.claim_request(order_id, request_id, "CANCEL", fingerprint)
+            used = await uow.claim_request(order, request_id, "CANCEL", fingerprint)
             if used is not None:
                 if used != fingerprint:
                     raise AlreadyExists(
@@ -431,9 +431,9 @@ class OrderEntry:
         instrument = await self.market.instrument(known.symbol)
         snapshot = await self.market.snapshot(known.symbol)
         async with self._funds_slots, self.store.unit_of_work() as uow:
-            order = await uow.lock_order(order_id)
+            order = await uow.lock_order(user_id, order_id)
             assert order is not None
-            used = await uow.claim_request(order_id, request_id, "MODIFY", fingerprint)
+            used = await uow.claim_request(order, request_id, "MODIFY", fingerprint)
             if used is not None:
                 if used != fingerprint:
                     raise AlreadyExists(

@@ -84,13 +84,17 @@ class UnitOfWork(Protocol):
 
     async def commit(self) -> None: ...
 
-    async def lock_order(self, order_id: str, *, skip_locked: bool = False) -> Order | None:
-        """The order, locked for this transaction; None if absent (or locked, with skip_locked)."""
+    # An order is reached by its user and its id together: the user is the distribution key
+    # (docs/deployment.md, "Partitioning by user").
+    async def lock_order(self, user_id: str, order_id: str, *, skip_locked: bool = False) -> Order | None:
+        """The user's order, locked for this transaction; None if absent (or locked, with
+        skip_locked)."""
         ...
 
-    async def lock_orders(self, order_ids: Sequence[str]) -> dict[str, Order]:
-        """The orders that exist among `order_ids`, locked for this transaction (in id order,
-        so two transactions locking overlapping sets cannot deadlock)."""
+    async def lock_orders(self, orders: Sequence[Order]) -> dict[str, Order]:
+        """The current rows of those of `orders` that exist, by order id, locked for this
+        transaction (in id order, so two transactions locking overlapping sets cannot
+        deadlock)."""
         ...
 
     async def insert_order(self, order: Order) -> None:
@@ -102,7 +106,7 @@ class UnitOfWork(Protocol):
         """The orders of an OCO group, locked for this transaction (in id order)."""
         ...
 
-    async def delete_reserved(self, order_id: str) -> None:
+    async def delete_reserved(self, user_id: str, order_id: str) -> None:
         """Forget a reservation (FUNDS_PENDING) whose funds were refused."""
         ...
 
@@ -117,20 +121,21 @@ class UnitOfWork(Protocol):
         """Audit an action that did not change the order."""
         ...
 
-    async def claim_request(self, order_id: str, request_id: str, kind: str, fingerprint: str) -> str | None:
-        """Record a cancel/modify request id; returns None when new, else the fingerprint
+    async def claim_request(self, order: Order, request_id: str, kind: str, fingerprint: str) -> str | None:
+        """Record a cancel/modify request id on `order`; returns None when new, else the fingerprint
         it was first used with."""
         ...
 
     async def claim_report_and_lock(
-        self, exec_id: str, order_id: str, exec_type: str, cumulative_quantity: int
+        self, exec_id: str, user_id: str, order_id: str, exec_type: str, cumulative_quantity: int
     ) -> ReportClaim:
-        """Record a report's exec id (not claimed if it was seen before), lock its order, and
+        """Record a report's exec id (not claimed if it was seen before), lock its order (the
+        user's: a report naming another user's order finds none), and
         say whether a fill at `cumulative_quantity` (when > 0) is already recorded for it, in
         one step; the order is locked even when the report was seen before."""
         ...
 
-    async def note_report_outcome(self, exec_id: str, outcome: str) -> None: ...
+    async def note_report_outcome(self, user_id: str, exec_id: str, outcome: str) -> None: ...
 
     async def record_unmatched(self, envelope: ReportEnvelope) -> None: ...
 

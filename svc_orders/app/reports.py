@@ -87,6 +87,7 @@ class ReportProcessor:
         report = envelope.report
         claim = await uow.claim_report_and_lock(
             report.exec_id,
+            envelope.user_id,
             envelope.order_id,
             report.exec_type.value,
             report.cumulative_quantity if report.exec_type is ExecType.TRADE else 0,
@@ -94,13 +95,13 @@ class ReportProcessor:
         if not claim.claimed:
             return "duplicate"
         order = claim.order
-        if order is None or (envelope.user_id and order.user_id != envelope.user_id):
+        if order is None:  # no such order of this user
             log.error(
                 "execution report for an unknown order; kept aside",
                 extra={"exec_id": report.exec_id, "order_id": envelope.order_id, "user_id": envelope.user_id},
             )
             await uow.record_unmatched(envelope)
-            await uow.note_report_outcome(report.exec_id, "unmatched")
+            await uow.note_report_outcome(envelope.user_id, report.exec_id, "unmatched")
             return "unmatched"
         if claim.fill_recorded:
             log.warning(
@@ -111,7 +112,7 @@ class ReportProcessor:
                     "cum": report.cumulative_quantity,
                 },
             )
-            await uow.note_report_outcome(report.exec_id, "duplicate fill")
+            await uow.note_report_outcome(envelope.user_id, report.exec_id, "duplicate fill")
             return "duplicate_fill"
         try:
             if report.exec_type is ExecType.NEEDS_ATTENTION:
@@ -133,7 +134,7 @@ class ReportProcessor:
                 extra={"exec_id": report.exec_id, "order_id": order.order_id, "error": str(error)},
             )
             await uow.record_unmatched(envelope)
-            await uow.note_report_outcome(report.exec_id, f"parked: {error}")
+            await uow.note_report_outcome(envelope.user_id, report.exec_id, f"parked: {error}")
             return "parked"
         if transition.anomaly:
             metrics.REPORT_ANOMALIES.inc()
@@ -143,7 +144,7 @@ class ReportProcessor:
             )
         if not transition.changed:
             await uow.note_report_outcome(
-                report.exec_id, f"no change: {transition.anomaly or 'already reflected'}"
+                envelope.user_id, report.exec_id, f"no change: {transition.anomaly or 'already reflected'}"
             )
             return "no_change"
         await uow.save(

@@ -105,7 +105,7 @@ class Sweeper:
 
     async def _settle_reservation(self, order: Order) -> str:
         async with self.store.unit_of_work() as uow:
-            current = await uow.lock_order(order.order_id, skip_locked=True)
+            current = await uow.lock_order(order.user_id, order.order_id, skip_locked=True)
             if current is None or current.status is not Status.FUNDS_PENDING:
                 return "skipped"  # being placed right now, or already settled
             if await self.funds.block_active(current.user_id, current.order_id):
@@ -151,7 +151,7 @@ class Sweeper:
         if not answer.never_sent and not await self.exchange.commands_drained():
             return "waiting"  # the command may still be on its way to the executor
         async with self.store.unit_of_work() as uow:
-            current = await uow.lock_order(order.order_id, skip_locked=True)
+            current = await uow.lock_order(order.user_id, order.order_id, skip_locked=True)
             if (
                 current is None
                 or current.status is not Status.PENDING_EXCHANGE

@@ -23,7 +23,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 SEED = 20261207
 # One NATS node, a replica of each replicated service (the second: the first is as good),
-# svc_marketdata (one process: quotes pause until it is back), svc_exec's leader.
+# svc_marketdata's first replica (it usually holds the feed: the other takes it over),
+# svc_exec's leader.
 TARGETS = [
     "nats-n2",
     "svc_funds.2",

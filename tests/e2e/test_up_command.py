@@ -51,9 +51,9 @@ def _https(data_dir: Path) -> ssl.SSLContext:
     return tls.client_context(data_dir / "tls" / "ca.pem")
 
 
-def _start(data_dir: Path) -> subprocess.Popen[str]:
+def _start(data_dir: Path, *options: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [str(BROKERMESH), "--data-dir", str(data_dir), "up"],
+        [str(BROKERMESH), "--data-dir", str(data_dir), "up", *options],
         env=_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -161,6 +161,30 @@ def _login(gateway: str, username: str, password: str, verify: ssl.SSLContext) -
     )
     assert response.status_code == 200, response.text
     return response.json()["accessToken"]
+
+
+def _market_buy_fills(gateway: str, token: str, verify: ssl.SSLContext, key: str, *, quantity: int) -> None:
+    """A MARKET buy of INFY placed over REST is accepted and fills within a minute."""
+    headers = {"Authorization": f"Bearer {token}"}
+    placed = httpx.post(
+        f"{gateway}/v1/orders",
+        headers={**headers, "Idempotency-Key": key},
+        json={"symbol": "INFY", "side": "BUY", "type": "MARKET", "quantity": quantity},
+        timeout=30,
+        verify=verify,
+    )
+    assert placed.status_code == 201, placed.text
+    order_id = placed.json()["orderId"]
+    deadline = time.monotonic() + 60
+    order: dict[str, object] = {}
+    while time.monotonic() < deadline:
+        order = httpx.get(
+            f"{gateway}/v1/orders/{order_id}", headers=headers, timeout=30, verify=verify
+        ).json()
+        if order["status"] == "FILLED":
+            break
+        time.sleep(0.2)
+    assert order["status"] == "FILLED", order
 
 
 def test_up_starts_everything_stops_cleanly_and_keeps_data() -> None:
@@ -292,26 +316,7 @@ def test_the_readme_commands_work_from_a_private_checkout() -> None:
         gateway = json.loads((data_dir / "stack.json").read_text())["gateway_url"]
         verify = _https(data_dir)
         token = _login(gateway, "asha", "asha-demo-pass", verify)
-        headers = {"Authorization": f"Bearer {token}"}
-        placed = httpx.post(
-            f"{gateway}/v1/orders",
-            headers={**headers, "Idempotency-Key": "private-checkout-walkthrough"},
-            json={"symbol": "INFY", "side": "BUY", "type": "MARKET", "quantity": 10},
-            timeout=30,
-            verify=verify,
-        )
-        assert placed.status_code == 201, placed.text
-        order_id = placed.json()["orderId"]
-        deadline = time.monotonic() + 60
-        order: dict[str, object] = {}
-        while time.monotonic() < deadline:
-            order = httpx.get(
-                f"{gateway}/v1/orders/{order_id}", headers=headers, timeout=30, verify=verify
-            ).json()
-            if order["status"] == "FILLED":
-                break
-            time.sleep(0.2)
-        assert order["status"] == "FILLED", order
+        _market_buy_fills(gateway, token, verify, "private-checkout-walkthrough", quantity=10)
         audit = subprocess.run(
             [str(checkout / ".venv" / "bin" / "brokermesh"), "audit"],
             cwd=checkout,

@@ -187,10 +187,17 @@ class Edge:
         )
 
 
+@dataclass
+class Twin:
+    url: str
+    # The internal listener: metrics and health details.
+    internal_url: str
+
+
 @contextlib.asynccontextmanager
-async def twin_gateway(edge: Edge, work_dir: Path) -> AsyncIterator[str]:
+async def twin_gateway(edge: Edge, work_dir: Path) -> AsyncIterator[Twin]:
     """A second gateway process beside the edge's (same secret, NATS and namespace), as when
-    the gateway runs several workers or replicas; yields its URL."""
+    the gateway runs several workers or replicas."""
     plan = edge.stack.plan
     twin_plan = StackPlan.allocate(
         work_dir, plan.database_url, plan.nats_url, namespace=plan.namespace, jwt_secret=plan.jwt_secret
@@ -199,7 +206,7 @@ async def twin_gateway(edge: Edge, work_dir: Path) -> AsyncIterator[str]:
     twin = Stack(twin_plan)
     await twin.start(["gateway"])
     try:
-        yield twin_plan.gateway_url
+        yield Twin(twin_plan.gateway_url, f"http://127.0.0.1:{twin_plan.ports['gateway']['metrics']}")
     finally:
         await twin.stop()
 

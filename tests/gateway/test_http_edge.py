@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import re
 import time
+from pathlib import Path
 
 import httpx
 import psutil
 import pytest
 
 from svc_runtime.reasons import CATALOGUE
-from tests.gateway.conftest import Edge
+from tests.gateway.conftest import Edge, twin_gateway
+from tests.support.polling import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -204,6 +207,44 @@ async def test_per_user_rate_limit_is_429_with_retry_after(edge: Edge) -> None:
         assert re.fullmatch(r'"requests";r=0;t=[1-9]\d*', response.headers["ratelimit"])
         # Another user is not affected.
         assert (await client.get("/v1/orders?pageSize=1000", headers=other)).status_code == 400
+
+
+async def test_a_users_request_rate_is_one_budget_across_gateway_processes(
+    edge: Edge, tmp_path: Path
+) -> None:
+    """Requests alternating between two gateway processes draw on one bucket (EDGE_LIMITS:
+    5/s, bursts of 10): far fewer pass than the two bursts two separate counts would allow."""
+    async with (
+        twin_gateway(edge, tmp_path) as twin,
+        httpx.AsyncClient(timeout=30) as client,
+    ):
+        for internal in (edge.internal_url, twin.internal_url):
+            await eventually(lambda internal=internal: _request_rate_shared(client, internal))
+        auth = edge.auth()
+        statuses: dict[str, list[int]] = {edge.url: [], twin.url: []}
+        refused: list[httpx.Response] = []
+        began = time.monotonic()
+        # Until both have refused (faster than the 5/s refill, however slow the machine).
+        for i in range(60):
+            url = (edge.url, twin.url)[i % 2]
+            response = await client.get(f"{url}/v1/limits", headers=auth)
+            statuses[url].append(response.status_code)
+            if response.status_code == 429:
+                refused.append(response)
+                if all(429 in s for s in statuses.values()):
+                    break
+        elapsed = time.monotonic() - began
+    passed = sum(s.count(200) for s in statuses.values())
+    # The burst, plus what refilled meanwhile (and one for a token refilled at the edge).
+    assert passed <= 10 + math.floor(5 * elapsed) + 1, (passed, elapsed, statuses)
+    assert all(429 in s for s in statuses.values()), statuses
+    for response in refused:
+        assert_problem(response, 429, "RATE_LIMITED")
+        assert int(response.headers["retry-after"]) >= 1
+
+
+async def _request_rate_shared(client: httpx.AsyncClient, internal_url: str) -> bool:
+    return (await client.get(f"{internal_url}/healthz")).json().get("requestRate") == "shared"
 
 
 async def test_limits_are_published_as_numbers(edge: Edge) -> None:

@@ -131,9 +131,9 @@ async def test_streams_per_user_are_capped_across_gateway_processes(edge: Edge, 
     of two processes is the cap of two, whichever process the third asks."""
     auth = edge.auth()
     async with (
-        twin_gateway(edge, tmp_path) as twin_url,
+        twin_gateway(edge, tmp_path) as twin,
         httpx.AsyncClient(base_url=edge.url, timeout=30) as here,
-        httpx.AsyncClient(base_url=twin_url, timeout=30) as there,
+        httpx.AsyncClient(base_url=twin.url, timeout=30) as there,
         contextlib.AsyncExitStack() as open_streams,
     ):
         for client in (here, there):

@@ -63,7 +63,11 @@ def crossing_tables(query: str, keys: dict[str, str]) -> set[str]:
             columns = re.match(r"\s*(?:AS\s+\w+\s*)?\(([^)]*)\)", text[match.end() :], re.IGNORECASE)
             if columns and key in [c.strip() for c in columns.group(1).split(",")]:
                 continue
-        elif re.search(rf"\b(?:\w+\.)?{key}\s*(?:=|IN\b)", text, re.IGNORECASE):
+        # An equality as written, or as PostgreSQL writes its own foreign-key checks
+        # (`"user_id" OPERATOR(pg_catalog.=) $1`).
+        elif re.search(
+            rf"\b(?:\w+\.)?\"?{key}\"?\s*(?:=|IN\b|OPERATOR\(pg_catalog\.=\))", text, re.IGNORECASE
+        ):
             continue
         crossing.add(table)
     return crossing

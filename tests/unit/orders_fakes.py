@@ -91,14 +91,20 @@ class MemoryUnitOfWork:
         self.committed = True
         self.book = self.book.copy()
 
-    async def lock_order(self, order_id: str, *, skip_locked: bool = False) -> Order | None:
-        return self.book.orders.get(order_id)
+    async def lock_order(self, user_id: str, order_id: str, *, skip_locked: bool = False) -> Order | None:
+        order = self.book.orders.get(order_id)
+        return order if order is not None and order.user_id == user_id else None
 
-    async def lock_orders(self, order_ids: Sequence[str]) -> dict[str, Order]:
-        return {i: self.book.orders[i] for i in order_ids if i in self.book.orders}
+    async def lock_orders(self, orders: Sequence[Order]) -> dict[str, Order]:
+        return {
+            o.order_id: current
+            for o in orders
+            if (current := await self.lock_order(o.user_id, o.order_id)) is not None
+        }
 
-    async def delete_reserved(self, order_id: str) -> None:
-        self.book.orders.pop(order_id, None)
+    async def delete_reserved(self, user_id: str, order_id: str) -> None:
+        if await self.lock_order(user_id, order_id) is not None:
+            del self.book.orders[order_id]
 
     async def save(
         self, transition: Transition, audit: AuditEntry, *, command: CommandKind | None = None
@@ -121,8 +127,8 @@ class MemoryUnitOfWork:
     async def audit_only(self, order: Order, audit: AuditEntry) -> None:
         self.book.audit.append((order.order_id, audit))
 
-    async def claim_request(self, order_id: str, request_id: str, kind: str, fingerprint: str) -> str | None:
-        key = (order_id, request_id)
+    async def claim_request(self, order: Order, request_id: str, kind: str, fingerprint: str) -> str | None:
+        key = (order.order_id, request_id)
         if key in self.book.requests:
             return self.book.requests[key]
         self.book.requests[key] = fingerprint
@@ -135,15 +141,15 @@ class MemoryUnitOfWork:
         return True
 
     async def claim_report_and_lock(
-        self, exec_id: str, order_id: str, exec_type: str, cumulative_quantity: int
+        self, exec_id: str, user_id: str, order_id: str, exec_type: str, cumulative_quantity: int
     ) -> ReportClaim:
         return ReportClaim(
             claimed=await self.claim_report(exec_id, order_id, exec_type),
-            order=await self.lock_order(order_id),
+            order=await self.lock_order(user_id, order_id),
             fill_recorded=cumulative_quantity > 0 and await self.fill_recorded(order_id, cumulative_quantity),
         )
 
-    async def note_report_outcome(self, exec_id: str, outcome: str) -> None:
+    async def note_report_outcome(self, user_id: str, exec_id: str, outcome: str) -> None:
         self.book.reports[exec_id] = outcome
 
     async def fill_recorded(self, order_id: str, cumulative_quantity: int) -> bool:
