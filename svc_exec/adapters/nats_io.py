@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
@@ -35,7 +37,7 @@ log = logging.getLogger(__name__)
 DURABLE = "svc_exec_order_commands"
 # Reports per batch message: ~300 bytes each, far below NATS' 1 MB payload limit.
 MAX_BATCH = 200
-# How far back the reports this process's predecessors published in batches are looked up:
+# How far back the reports published by this process and its predecessors are remembered:
 # the stream's duplicate window, within which single messages are deduplicated by their ids.
 RECALL_WINDOW = timedelta(seconds=120)
 
@@ -50,11 +52,12 @@ class JetStreamReports:
     `Nats-Msg-Id` = its dedup id. Raises if any ack is missing; the caller publishes the
     same reports again.
 
-    The stream deduplicates a batch only as a whole: after a restart, a report published
-    before in a batch, then resent by the exchange, would be a batch of other reports (or
-    a single message) with another id. So before its first send a process reads the ids
-    of the batches published within the duplicate window, and never publishes those
-    reports again: what the stream keeps stays exactly once."""
+    The stream deduplicates a batch only as a whole: a report published before (alone or
+    in a batch), then resent by the exchange after a session drop or a restart, would be
+    part of a batch of other reports with another id. So before its first send a process
+    reads the ids of every report published within the duplicate window, remembers those
+    it publishes itself (once acknowledged) for as long, and never publishes them again:
+    what the stream keeps stays exactly once."""
 
     def __init__(
         self,
@@ -70,17 +73,20 @@ class JetStreamReports:
         # 1: every report alone, as consumers that cannot unpack a batch expect.
         self.max_batch = max_batch
         self._type = "brokermesh.exec.v1.ExecutionReport"
-        self._published_before: set[str] | None = None
+        # Report id → when it was acknowledged (or recalled), oldest first.
+        self._published: dict[str, float] | None = None
 
     async def publish(self, reports: Sequence[Addressed]) -> None:
         futures = [await self._publish_async(*self._item(addressed)) for addressed in reports]
         await self._acknowledged(futures)
 
     async def send(self, reports: Sequence[Addressed]) -> Awaitable[None]:
-        if self._published_before is None:
-            self._published_before = await self.recall()
-        known = self._published_before
-        items = [self._item(a) for a in reports if not known or a.msg_id not in known]
+        if self._published is None:
+            now = time.monotonic()
+            self._published = dict.fromkeys(await self.recall(), now)
+        known = self._forget_old(self._published)
+        fresh = [a for a in reports if a.msg_id not in known]
+        items = [self._item(a) for a in fresh]
         futures = []
         for start in range(0, len(items), self.max_batch):
             chunk = items[start : start + self.max_batch]
@@ -91,13 +97,26 @@ class JetStreamReports:
                 futures.append(
                     await self._publish_async(self.topology.exec_report_batch_subject, payload, headers)
                 )
-        return self._acknowledged(futures)
+        return self._remembered(futures, [a.msg_id for a in fresh])
+
+    async def _remembered(self, futures: list[asyncio.Future[object]], ids: list[str]) -> None:
+        await self._acknowledged(futures)
+        if self._published is not None:
+            self._published.update(dict.fromkeys(ids, time.monotonic()))
+
+    @staticmethod
+    def _forget_old(published: dict[str, float]) -> dict[str, float]:
+        horizon = time.monotonic() - RECALL_WINDOW.total_seconds()
+        stale = list(itertools.takewhile(lambda seen: published[seen] < horizon, published))
+        for msg_id in stale:
+            del published[msg_id]
+        return published
 
     async def recall(self) -> set[str]:
-        """The ids of the reports published in batches within `RECALL_WINDOW`."""
+        """The ids of the reports published within `RECALL_WINDOW`, alone or in batches."""
         since = datetime.now(UTC) - RECALL_WINDOW
         subscription = await self.js.pull_subscribe(
-            self.topology.exec_report_batch_subject,
+            self.topology.wildcard(self.topology.exec_report_subject("_")),
             stream=self.topology.exec_reports_stream,
             config=ConsumerConfig(
                 deliver_policy=DeliverPolicy.BY_START_TIME,
@@ -121,9 +140,7 @@ class JetStreamReports:
                 await subscription.unsubscribe()
                 await self.js.delete_consumer(self.topology.exec_reports_stream, name)
         if ids:
-            log.info(
-                "reports published in batches lately are not published again", extra={"reports": len(ids)}
-            )
+            log.info("reports published lately are not published again", extra={"reports": len(ids)})
         return ids
 
     def _item(self, addressed: Addressed) -> Item:

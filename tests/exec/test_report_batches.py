@@ -61,3 +61,24 @@ async def test_reports_go_out_in_batches_and_a_successor_never_publishes_them_ag
         assert await _stored(js, topology) == [f"ex{n}" for n in range(7)]
     finally:
         await nc.close()
+
+
+async def test_a_report_published_alone_is_not_published_again_in_a_batch(
+    infra: SharedInfra, namespace: str
+) -> None:
+    """A report published by itself, then handed back among others (the exchange resends
+    after a session drop, or to a restarted process): the new batch would carry another id,
+    so the stream alone would keep the report twice."""
+    topology = Topology(namespace)
+    nc = await messaging.connect(infra.nats_url, "test")
+    js = nc.jetstream()
+    await messaging.ensure_streams(js, topology)
+    try:
+        reports = JetStreamReports(js, topology)
+        await (await reports.send([_fill(0)]))
+        await (await reports.send([_fill(0), _fill(1), _fill(2)]))  # after a session drop
+        successor = JetStreamReports(js, topology)
+        await (await successor.send([_fill(n) for n in range(4)]))  # after a restart
+        assert await _stored(js, topology) == [f"ex{n}" for n in range(4)]
+    finally:
+        await nc.close()

@@ -76,9 +76,9 @@ async def test_a_logout_at_one_gateway_process_ends_streams_at_another_within_5_
     """The revocation travels through NATS to every gateway process holding streams."""
     auth = edge.auth()
     async with (
-        twin_gateway(edge, tmp_path) as twin_url,
+        twin_gateway(edge, tmp_path) as twin,
         httpx.AsyncClient(base_url=edge.url, timeout=30) as first,
-        httpx.AsyncClient(base_url=twin_url, timeout=30) as second,
+        httpx.AsyncClient(base_url=twin.url, timeout=30) as second,
     ):
         async with second.stream("GET", STREAM, params={"symbols": "INFY"}, headers=auth) as response:
             assert response.status_code == 200

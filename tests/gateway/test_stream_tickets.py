@@ -101,9 +101,9 @@ async def test_expired_forged_and_misused_tickets_are_401(edge: Edge) -> None:
 async def test_a_ticket_is_single_use_across_gateway_processes(edge: Edge, tmp_path: Path) -> None:
     """A second gateway process beside the first: the ticket still opens one stream."""
     async with (
-        twin_gateway(edge, tmp_path) as twin_url,
+        twin_gateway(edge, tmp_path) as twin,
         httpx.AsyncClient(base_url=edge.url, timeout=30) as first,
-        httpx.AsyncClient(base_url=twin_url, timeout=30) as second,
+        httpx.AsyncClient(base_url=twin.url, timeout=30) as second,
     ):
         # One after the other: spent at one process, refused at the other.
         ticket = await new_ticket(first, edge.auth())
