@@ -81,19 +81,43 @@ _OUTAGES: tuple[type[BaseException], ...] = (
 
 def dependency_outage(error: BaseException) -> bool:
     """Whether `error` (or what caused it) says PostgreSQL or NATS cannot be reached now."""
+    return _in_chain(
+        error,
+        lambda seen: (
+            isinstance(seen, _OUTAGES)
+            or (isinstance(seen, asyncpg.InterfaceError) and "connection is closed" in str(seen))
+        ),
+    )
+
+
+def _in_chain(error: BaseException, matches: Callable[[BaseException], bool]) -> bool:
+    """Whether `error` or one of its causes (at most 8 deep) `matches`."""
     seen: BaseException | None = error
     for _ in range(8):
         if seen is None:
             return False
-        if isinstance(seen, _OUTAGES):
-            return True
-        if isinstance(seen, asyncpg.InterfaceError) and "connection is closed" in str(seen):
+        if matches(seen):
             return True
         seen = seen.__cause__ or seen.__context__
     return False
 
 
+# What PostgreSQL says of text it cannot store (a NUL byte, a character outside the
+# database's encoding): the client's input, refused before anything was written.
+_UNSTORABLE_TEXT: tuple[type[BaseException], ...] = (
+    asyncpg.exceptions.CharacterNotInRepertoireError,
+    asyncpg.exceptions.UntranslatableCharacterError,
+)
+
+
 async def _abort_for(error: BaseException, ctx: grpc.aio.ServicerContext, method: str) -> None:
+    if not isinstance(error, ServiceError) and _in_chain(
+        error, lambda seen: isinstance(seen, _UNSTORABLE_TEXT)
+    ):
+        log.warning("rpc refused: unstorable text", extra={"method": method, "error": repr(error)})
+        error = InvalidArgument(
+            "a text field holds a character that cannot be stored (such as U+0000)", reason="INVALID_ARGUMENT"
+        )
     if not isinstance(error, ServiceError) and dependency_outage(error):
         log.warning("rpc failed: a dependency is unavailable", extra={"method": method, "error": repr(error)})
         error = Unavailable(

@@ -534,8 +534,10 @@ async def exchange_ticks(ctx: BenchContext) -> list[Figure]:
     plan = Plan.of(ctx)
     stack = await fullstack.full_stack(ctx)
     shape = Shape(100 if not ctx.quick else 20, len(fullstack.SYMBOLS))
+    # As many users as `fanout` uses: one user opening every stream would meet the
+    # per-user request rate (a burst of 40), not the price path.
     users = await fullstack.create_users(
-        stack, -(-shape.clients // fullstack.streams_per_user(stack)), deposit="0"
+        stack, max(plan.users, -(-shape.clients // fullstack.streams_per_user(stack))), deposit="0"
     )
     async with clients.session(stack.plan.gateway_url, connections=4) as http:
         tokens = await fullstack.login_all(http, users)
@@ -574,13 +576,18 @@ async def slow_consumer(ctx: BenchContext) -> list[Figure]:
     injector = TickInjector(stack.plan.nats_url, stack.plan.namespace, symbols, 10.0)
     dropped_before = await asyncio.to_thread(_metric, metrics, DROPPED)
     parsed = urlsplit(stack.plan.gateway_url)
+    host = parsed.hostname or "127.0.0.1"
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    if parsed.scheme == "https":
+        sock = tls.client_context().wrap_socket(sock, server_hostname=host)
     sock.settimeout(30)
     await _market_makers(stack, paused=True)
     publishing = asyncio.create_task(injector.run())
     try:
-        await asyncio.to_thread(sock.connect, (parsed.hostname or "127.0.0.1", parsed.port or 80))
+        await asyncio.to_thread(
+            sock.connect, (host, parsed.port or (443 if parsed.scheme == "https" else 80))
+        )
         sock.sendall(
             f"GET /v1/marketdata/stream?symbols={','.join(symbols)} HTTP/1.1\r\nHost: {parsed.netloc}\r\n"
             f"Authorization: Bearer {token}\r\nAccept: text/event-stream\r\n\r\n".encode()

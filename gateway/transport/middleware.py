@@ -83,6 +83,11 @@ def _unreadable_header(scope: Scope) -> str:
     return ""
 
 
+def _empty_segment(path: str) -> bool:
+    """An API path (`/v1/…`) with an empty segment: `//` inside, or a trailing `/`."""
+    return path.startswith("/v1/") and ("//" in path or path.endswith("/"))
+
+
 class EdgeMiddleware:
     def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
         self.app = app
@@ -145,6 +150,11 @@ class EdgeMiddleware:
                     await self._problem(
                         send_with_id, 413, "PAYLOAD_TOO_LARGE", BodyTooLarge(self.max_body_bytes).detail
                     )
+                    return
+                if _empty_segment(state.path):
+                    # No API resource has an empty path segment; the router would answer
+                    # `/v1/orders/` (or an id that decodes to "/") with a 307 to `/v1/orders`.
+                    await self._problem(send_with_id, 404, "NOT_FOUND", "no such resource")
                     return
                 await self.app(scope, self._limited(receive), send_with_id)
         except Exception:

@@ -49,10 +49,25 @@ _ORDER_QUEUE = 256
 _END = object()
 # Where the edge leaves the server's own `send` in the request scope (see `DirectBody`).
 DIRECT_SEND = "brokermesh.direct_send"
+# What a stream may leave in the server's write buffer before its writes wait (asyncio's
+# default is 64 KiB per layer, and TLS adds a layer): the less is held there, the sooner a
+# write of a client that does not read meets its deadline.
+STREAM_WRITE_BUFFER = 4 * 1024
 
 
 class SlowConsumer(Exception):
     pass
+
+
+def _hold_less(send: Send) -> None:
+    """Lowers the write buffer of the connection behind the server's `send` to
+    `STREAM_WRITE_BUFFER` (uvicorn's `send` is a method of an object that holds the
+    connection's transport). A server that does not expose it keeps its own limits."""
+    transport = getattr(getattr(send, "__self__", None), "transport", None)
+    # uvloop's transports are not registered as asyncio's classes: ask for the method.
+    limit = getattr(transport, "set_write_buffer_limits", None)
+    if callable(limit):
+        limit(high=STREAM_WRITE_BUFFER)
 
 
 class DirectBody:
@@ -198,6 +213,7 @@ class EventStream(Response):
             # server's `send` when the edge left it in the scope (see `DirectBody`): the
             # wrappers only pass body chunks on, and that cost a quarter of a price push.
             body = scope.get(DIRECT_SEND, send)
+            _hold_less(body)
             await self.write(body, sse.retry(self.settings.retry_ms))
             await self.run(body)
             finished = True

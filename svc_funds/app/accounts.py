@@ -58,7 +58,10 @@ class AccountsApp:
         return await self.store.list(after, limit)
 
     async def verify(self, username: str, password: str) -> Account:
-        found = await self.store.credentials((username or "").strip())
+        username = (username or "").strip()
+        # A name no account can have (a NUL byte, 10 kB) is never looked up: the answer is
+        # the same as for an unknown name, after the same hashing time.
+        found = await self.store.credentials(username) if rules.is_username(username) else None
         stored = found[1] if found is not None else rules.DUMMY_HASH
         ok = await _in_thread(rules.verify_password, password or "", stored)
         if found is None or not ok:

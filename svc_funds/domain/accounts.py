@@ -41,6 +41,11 @@ class NewAccount:
     request_id: str
 
 
+def is_username(name: str) -> bool:
+    """Whether `name` has the form every account's login name has (and so could be one)."""
+    return bool(_USERNAME.match(name))
+
+
 def check_new_account(username: str, password: str, display_name: str, request_id: str) -> NewAccount:
     violations = []
     if not _USERNAME.match(username or ""):

@@ -3,7 +3,11 @@ in the stream when a restarted process is handed reports its predecessor publish
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from decimal import Decimal
+
+import pytest
+from nats.js import JetStreamContext
 
 from brokermesh.exec.v1 import execution_report_pb2 as er
 from svc_exec.adapters.nats_io import JetStreamReports
@@ -40,45 +44,45 @@ async def _stored(js, topology: Topology) -> list[str]:  # type: ignore[no-untyp
     return ids
 
 
-async def test_reports_go_out_in_batches_and_a_successor_never_publishes_them_again(
-    infra: SharedInfra, namespace: str
-) -> None:
+@pytest.fixture
+async def stream(infra: SharedInfra, namespace: str) -> AsyncIterator[tuple[JetStreamContext, Topology]]:
     topology = Topology(namespace)
     nc = await messaging.connect(infra.nats_url, "test")
     js = nc.jetstream()
     await messaging.ensure_streams(js, topology)
     try:
-        first = JetStreamReports(js, topology)
-        sent = [_fill(n) for n in range(5)]
-        await (await first.send(sent))
-        await (await first.send(sent))  # an unknown outcome, retried: the same batch
-        info = await js.stream_info(topology.exec_reports_stream)
-        assert info.state.messages == 1, "five reports, one stored message"
-        # A new process is handed reports 3..6 again (the exchange resends from its last
-        # safe point): only the new ones are published.
-        successor = JetStreamReports(js, topology)
-        await (await successor.send([_fill(n) for n in range(3, 7)]))
-        assert await _stored(js, topology) == [f"ex{n}" for n in range(7)]
+        yield js, topology
     finally:
         await nc.close()
 
 
+async def test_reports_go_out_in_batches_and_a_successor_never_publishes_them_again(
+    stream: tuple[JetStreamContext, Topology],
+) -> None:
+    js, topology = stream
+    first = JetStreamReports(js, topology)
+    sent = [_fill(n) for n in range(5)]
+    await (await first.send(sent))
+    await (await first.send(sent))  # an unknown outcome, retried: the same batch
+    info = await js.stream_info(topology.exec_reports_stream)
+    assert info.state.messages == 1, "five reports, one stored message"
+    # A new process is handed reports 3..6 again (the exchange resends from its last
+    # safe point): only the new ones are published.
+    successor = JetStreamReports(js, topology)
+    await (await successor.send([_fill(n) for n in range(3, 7)]))
+    assert await _stored(js, topology) == [f"ex{n}" for n in range(7)]
+
+
 async def test_a_report_published_alone_is_not_published_again_in_a_batch(
-    infra: SharedInfra, namespace: str
+    stream: tuple[JetStreamContext, Topology],
 ) -> None:
     """A report published by itself, then handed back among others (the exchange resends
     after a session drop, or to a restarted process): the new batch would carry another id,
     so the stream alone would keep the report twice."""
-    topology = Topology(namespace)
-    nc = await messaging.connect(infra.nats_url, "test")
-    js = nc.jetstream()
-    await messaging.ensure_streams(js, topology)
-    try:
-        reports = JetStreamReports(js, topology)
-        await (await reports.send([_fill(0)]))
-        await (await reports.send([_fill(0), _fill(1), _fill(2)]))  # after a session drop
-        successor = JetStreamReports(js, topology)
-        await (await successor.send([_fill(n) for n in range(4)]))  # after a restart
-        assert await _stored(js, topology) == [f"ex{n}" for n in range(4)]
-    finally:
-        await nc.close()
+    js, topology = stream
+    reports = JetStreamReports(js, topology)
+    await (await reports.send([_fill(0)]))
+    await (await reports.send([_fill(0), _fill(1), _fill(2)]))  # after a session drop
+    successor = JetStreamReports(js, topology)
+    await (await successor.send([_fill(n) for n in range(4)]))  # after a restart
+    assert await _stored(js, topology) == [f"ex{n}" for n in range(4)]

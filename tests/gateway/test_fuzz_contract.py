@@ -156,3 +156,14 @@ def test_event_streams_answer_with_a_declared_status_and_media_type(
 
     answers_within_contract()
     assert answered, "no request was sent"
+
+
+async def test_a_login_name_no_account_can_have_is_401_not_500(fuzzed: tuple[Stack, str]) -> None:
+    """Found by the fuzzer: a NUL byte in the name reached PostgreSQL, which refuses it in
+    text, and the answer was 500 INTERNAL."""
+    stack, _ = fuzzed
+    async with httpx.AsyncClient(base_url=stack.plan.gateway_url, timeout=30) as client:
+        for name in ("\u00000$R", "demo\u0000", "x" * 64):
+            response = await client.post("/v1/sessions", json={"username": name, "password": "whatever-1"})
+            assert response.status_code == 401, response.text
+            assert response.json()["reason"] == "INVALID_CREDENTIALS"
