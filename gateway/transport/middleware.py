@@ -84,8 +84,11 @@ def _unreadable_header(scope: Scope) -> str:
 
 
 def _empty_segment(path: str) -> bool:
-    """An API path (`/v1/…`) with an empty segment: `//` inside, or a trailing `/`."""
-    return path.startswith("/v1/") and ("//" in path or path.endswith("/"))
+    """An API path (`/v1/…`, not the contract's browsable UI under `/v1/ui/`) with an
+    empty segment: `//` inside, or a trailing `/`."""
+    if not path.startswith("/v1/") or path.startswith("/v1/ui/"):
+        return False
+    return "//" in path or path.endswith("/")
 
 
 class EdgeMiddleware:
