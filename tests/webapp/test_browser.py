@@ -36,6 +36,7 @@ from tests.conftest import new_stack
 from tests.e2e.conftest import login, open_account
 from tests.support.browser import trust_args
 from tests.support.infra import SharedInfra
+from tests.support.polling import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts" / "webapp"
@@ -436,8 +437,14 @@ async def test_the_app_renews_its_tokens_before_they_expire_and_signing_out_ends
     async with page.expect_response(lambda r: r.url.endswith("/v1/sessions:refresh")) as renewal:
         await page.clock.fast_forward("14:30")  # past the renewal point, a minute before expiry
     assert (await renewal.value).status == 200
-    second = await page.evaluate(SAVED_SESSION)
-    assert second["token"] != first["token"] and second["refreshToken"] != first["refreshToken"]
+
+    # The response is in; the app saves the new pair once it has read the body.
+    async def renewed() -> dict[str, str] | None:
+        saved = await page.evaluate(SAVED_SESSION)
+        return saved if saved["token"] != first["token"] else None
+
+    second = await eventually(renewed, timeout=10)
+    assert second["refreshToken"] != first["refreshToken"]
     async with httpx.AsyncClient(base_url=stack.plan.gateway_url, timeout=30) as client:
         funds = await client.get("/v1/funds", headers={"Authorization": f"Bearer {second['token']}"})
         assert funds.status_code == 200
