@@ -208,12 +208,17 @@ class LeanSseClient(asyncio.Protocol):
         self.closed.set()
 
 
+def _address(url: str) -> tuple[str, int, bool]:
+    """The gateway's host, port and whether it speaks TLS."""
+    parsed = urlsplit(url)
+    secure = parsed.scheme == "https"
+    return parsed.hostname or "127.0.0.1", parsed.port or (443 if secure else 80), secure
+
+
 async def _client(
     url: str, token: str, symbols: list[str], seen: Clients, gate: asyncio.Semaphore, *, sampled: bool
 ) -> None:
-    parsed = urlsplit(url)
-    secure = parsed.scheme == "https"
-    host, port = parsed.hostname or "127.0.0.1", parsed.port or (443 if secure else 80)
+    host, port, secure = _address(url)
     request = (
         f"GET /v1/marketdata/stream?symbols={','.join(symbols)} HTTP/1.1\r\nHost: {host}:{port}\r\n"
         f"Authorization: Bearer {token}\r\nAccept: text/event-stream\r\n\r\n"
@@ -575,21 +580,18 @@ async def slow_consumer(ctx: BenchContext) -> list[Figure]:
     symbols = await _symbols(stack, SLOW_SYMBOLS)
     injector = TickInjector(stack.plan.nats_url, stack.plan.namespace, symbols, 10.0)
     dropped_before = await asyncio.to_thread(_metric, metrics, DROPPED)
-    parsed = urlsplit(stack.plan.gateway_url)
-    host = parsed.hostname or "127.0.0.1"
+    host, port, secure = _address(stack.plan.gateway_url)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    if parsed.scheme == "https":
+    if secure:
         sock = tls.client_context().wrap_socket(sock, server_hostname=host)
     sock.settimeout(30)
     await _market_makers(stack, paused=True)
     publishing = asyncio.create_task(injector.run())
     try:
-        await asyncio.to_thread(
-            sock.connect, (host, parsed.port or (443 if parsed.scheme == "https" else 80))
-        )
+        await asyncio.to_thread(sock.connect, (host, port))
         sock.sendall(
-            f"GET /v1/marketdata/stream?symbols={','.join(symbols)} HTTP/1.1\r\nHost: {parsed.netloc}\r\n"
+            f"GET /v1/marketdata/stream?symbols={','.join(symbols)} HTTP/1.1\r\nHost: {host}:{port}\r\n"
             f"Authorization: Bearer {token}\r\nAccept: text/event-stream\r\n\r\n".encode()
         )
         received = [await asyncio.to_thread(sock.recv, SLOW_READ_BYTES)]

@@ -48,7 +48,7 @@ def is_username(name: str) -> bool:
 
 def check_new_account(username: str, password: str, display_name: str, request_id: str) -> NewAccount:
     violations = []
-    if not _USERNAME.match(username or ""):
+    if not is_username(username or ""):
         violations.append(("username", "username must be 3–32 characters of a–z, 0–9, '_', '.' or '-'"))
     if not MIN_PASSWORD <= len(password or "") <= MAX_PASSWORD:
         violations.append(("password", f"password must be {MIN_PASSWORD}–{MAX_PASSWORD} characters"))
