@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -53,6 +54,11 @@ DIRECT_SEND = "brokermesh.direct_send"
 # default is 64 KiB per layer, and TLS adds a layer): the less is held there, the sooner a
 # write of a client that does not read meets its deadline.
 STREAM_WRITE_BUFFER = 4 * 1024
+# What the kernel may hold for a stream's socket (Linux doubles it): autotuned send buffers
+# grow to hundreds of KiB, which a client that stops reading fills for seconds before any
+# write waits. 32 KiB still carries ~160 KiB/s at a 200 ms round trip, far above a quote
+# stream's rate.
+STREAM_SEND_BUFFER = 16 * 1024
 
 
 class SlowConsumer(Exception):
@@ -61,13 +67,18 @@ class SlowConsumer(Exception):
 
 def _hold_less(send: Send) -> None:
     """Lowers the write buffer of the connection behind the server's `send` to
-    `STREAM_WRITE_BUFFER` (uvicorn's `send` is a method of an object that holds the
+    `STREAM_WRITE_BUFFER` and its socket's kernel buffer to `STREAM_SEND_BUFFER` (uvicorn's `send` is a method of an object that holds the
     connection's transport). A server that does not expose it keeps its own limits."""
     transport = getattr(getattr(send, "__self__", None), "transport", None)
     # uvloop's transports are not registered as asyncio's classes: ask for the method.
     limit = getattr(transport, "set_write_buffer_limits", None)
     if callable(limit):
         limit(high=STREAM_WRITE_BUFFER)
+    extra = getattr(transport, "get_extra_info", None)
+    sock = extra("socket") if callable(extra) else None
+    if sock is not None:
+        with contextlib.suppress(OSError, AttributeError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, STREAM_SEND_BUFFER)
 
 
 class DirectBody:
