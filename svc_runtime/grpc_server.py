@@ -110,21 +110,30 @@ _UNSTORABLE_TEXT: tuple[type[BaseException], ...] = (
 )
 
 
-async def _abort_for(error: BaseException, ctx: grpc.aio.ServicerContext, method: str) -> None:
-    if not isinstance(error, ServiceError) and _in_chain(
-        error, lambda seen: isinstance(seen, _UNSTORABLE_TEXT)
-    ):
+def _meaning(error: Exception, method: str) -> Exception:
+    """The ServiceError a known kind of failure stands for (logged as such); any other
+    error unchanged. Applied before the outcome is counted, so that the metric and the
+    caller see the same status."""
+    if isinstance(error, ServiceError):
+        return error
+    if _in_chain(error, lambda seen: isinstance(seen, _UNSTORABLE_TEXT)):
         log.warning("rpc refused: unstorable text", extra={"method": method, "error": repr(error)})
-        error = InvalidArgument(
+        return InvalidArgument(
             "a text field holds a character that cannot be stored (such as U+0000)", reason="INVALID_ARGUMENT"
         )
-    if not isinstance(error, ServiceError) and dependency_outage(error):
+    if dependency_outage(error):
         log.warning("rpc failed: a dependency is unavailable", extra={"method": method, "error": repr(error)})
-        error = Unavailable(
+        return Unavailable(
             "a service this call needs is unavailable; retry shortly",
             reason="DEPENDENCY_UNAVAILABLE",
             retry_after_seconds=1.0,
         )
+    return error
+
+
+async def _abort_for(error: Exception, ctx: grpc.aio.ServicerContext, method: str) -> None:
+    """`error` as the caller's status (after `_meaning`): a rich status for a ServiceError,
+    INTERNAL with the request id for anything else."""
     if isinstance(error, ServiceError):
         if error.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
             log.warning(
@@ -282,6 +291,7 @@ class _Handling:
         if isinstance(error, (asyncio.CancelledError, grpc.aio.AbortError)):
             code = "ABORTED_OR_CANCELLED"
         elif isinstance(error, Exception):
+            error = _meaning(error, self.method)
             code = error.code.name if isinstance(error, ServiceError) else "INTERNAL"
         else:
             code = "OK"

@@ -12,6 +12,7 @@ import asyncpg
 import grpc
 import nats
 import pytest
+from prometheus_client import REGISTRY
 
 from brokermesh.marketdata.v1 import marketdata_pb2 as pb
 from brokermesh.marketdata.v1 import marketdata_pb2_grpc
@@ -21,6 +22,19 @@ from svc_runtime.errors import details_of
 from svc_runtime.grpc_client import raw_channel, signing_interceptors
 from svc_runtime.grpc_server import GrpcServer, Guard, dependency_outage
 from svc_runtime.infra.processes import free_port
+
+
+def _handled(code: str) -> float:
+    """GetInstrument calls counted with `code` by the server's outcome metric."""
+    return sum(
+        sample.value
+        for metric in REGISTRY.collect()
+        if metric.name == "grpc_server_handled"
+        for sample in metric.samples
+        if sample.name == "grpc_server_handled_total"
+        and sample.labels.get("method") == "GetInstrument"
+        and sample.labels.get("code") == code
+    )
 
 
 async def _terminated_connection(database_url: str) -> asyncpg.Connection:
@@ -79,12 +93,15 @@ async def stub(database_url: str, tmp_path: Path) -> AsyncIterator[marketdata_pb
 
 @pytest.mark.parametrize("source", ["ASYNCPG", "NATS"])
 async def test_a_lost_dependency_is_unavailable_with_a_retry_delay(stub: Any, source: str) -> None:
+    counted = _handled("UNAVAILABLE"), _handled("INTERNAL")
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await stub.GetInstrument(pb.GetInstrumentRequest(name=f"instruments/{source}"))
     assert raised.value.code() == grpc.StatusCode.UNAVAILABLE, raised.value.details()
     details = details_of(raised.value)
     assert details.reason == "DEPENDENCY_UNAVAILABLE"
     assert details.retry_after_seconds == 1.0
+    # The outcome metric says what the caller was told.
+    assert (_handled("UNAVAILABLE"), _handled("INTERNAL")) == (counted[0] + 1, counted[1])
 
 
 async def test_a_bug_is_still_internal(stub: Any) -> None:
