@@ -10,8 +10,6 @@ import logging
 from datetime import UTC, datetime
 from pathlib import Path
 
-import asyncpg
-
 from brokermesh.orders.v1 import orders_pb2_grpc
 from svc_orders.adapters.controls_feed import follow_controls
 from svc_orders.adapters.executor import ExecutorClient
@@ -58,12 +56,6 @@ def _validity_check(settings: OrdersSettings) -> ValidityCheck | None:
     return ValidityCheck(settings.market_clock, Calendar.from_env(), grace_seconds=grace)
 
 
-async def _leave_session(connection: asyncpg.Connection) -> None:
-    """Pool release without the reset round trip: asyncpg still ends any open transaction,
-    and the OMS sets no session state (settings, cursors, session locks) on pooled
-    connections."""
-
-
 class SystemClock:
     def now(self) -> datetime:
         return datetime.now(UTC)
@@ -76,7 +68,7 @@ async def serve(settings: OrdersSettings, stop: asyncio.Event) -> None:
         await db.migrate(common.database_url, SCHEMA, db.RUNTIME_MIGRATIONS, MIGRATIONS)
         pool = host.hold(
             await db.create_pool(
-                common.database_url, SCHEMA, min_size=2, max_size=settings.db_pool_size, reset=_leave_session
+                common.database_url, SCHEMA, min_size=2, max_size=settings.db_pool_size, reset=db.keep_session
             ),
             what="pool",
         )
