@@ -24,7 +24,7 @@ import nats.errors
 from prometheus_client import Counter
 
 from gateway.adapters.kv import BackgroundBucket, Conflicting, change_at_revision
-from gateway.domain.limits import HeldSlots, StreamSlots, claim_slot, drop_slot, renew_slots
+from gateway.domain.limits import HeldSlots, StreamSlots, claim_slot, drop_slots, renew_slots
 from svc_runtime import messaging
 
 log = logging.getLogger(__name__)
@@ -68,6 +68,8 @@ class NatsStreamSlots:
         # user → this process's slot ids in the shared count ("" for a slot counted locally only)
         self._mine: dict[str, list[str]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        # user → slots released and not yet given back; present while a give-back runs.
+        self._returning: dict[str, set[str]] = {}
         self._renewer: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -114,17 +116,33 @@ class NatsStreamSlots:
         slot = slots.pop()
         if not slots:
             del self._mine[user_id]
-        if slot:
-            task = asyncio.get_running_loop().create_task(self._give_back(user_id, slot))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        if not slot:
+            return
+        if user_id in self._returning:  # a give-back is under way: join its next write
+            self._returning[user_id].add(slot)
+            return
+        self._returning[user_id] = {slot}
+        task = asyncio.get_running_loop().create_task(self._give_back(user_id))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
-    async def _give_back(self, user_id: str, slot: str) -> None:
+    async def _give_back(self, user_id: str) -> None:
+        """Give back the user's released slots, all those released meanwhile in one write:
+        a user's streams closing together (a client going away, a shutdown) would otherwise
+        race each other for the same key and run out of attempts."""
         try:
-            await self._change(user_id, lambda held, now: drop_slot(held, slot, now))
-        except SlotsUnreachable:
-            # Its lease lapses on its own within `lease_seconds`.
-            log.warning("a stream slot could not be given back; it lapses", extra={"user": user_id})
+            while slots := self._returning.get(user_id):
+                self._returning[user_id] = set()  # releases during the write wait for the next
+                try:
+                    await self._change(user_id, lambda held, now: drop_slots(held, slots, now))
+                except SlotsUnreachable:
+                    # Their leases lapse on their own within `lease_seconds`.
+                    log.warning(
+                        "stream slots could not be given back; they lapse",
+                        extra={"user": user_id, "slots": len(slots)},
+                    )
+        finally:
+            self._returning.pop(user_id, None)
 
     async def _renew_forever(self) -> None:
         while True:

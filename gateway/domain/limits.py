@@ -8,6 +8,7 @@ bounded: at most `max_keys` keys are remembered, least recently used first out.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Collection
 from dataclasses import dataclass
 
 
@@ -279,6 +280,6 @@ def renew_slots(held: HeldSlots, mine: set[str], now: float, lease_seconds: floa
     }
 
 
-def drop_slot(held: HeldSlots, slot: str, now: float) -> HeldSlots:
-    """`held` without `slot` and without lapsed slots."""
-    return {s: end for s, end in held.items() if s != slot and end > now}
+def drop_slots(held: HeldSlots, slots: Collection[str], now: float) -> HeldSlots:
+    """`held` without `slots` and without lapsed slots."""
+    return {s: end for s, end in held.items() if s not in slots and end > now}

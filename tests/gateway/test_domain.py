@@ -21,7 +21,7 @@ from gateway.domain.limits import (
     RateLimiter,
     StreamSlots,
     claim_slot,
-    drop_slot,
+    drop_slots,
     renew_slots,
 )
 from gateway.domain.problems import problem_from_details, problem_from_error
@@ -393,7 +393,8 @@ def test_shared_stream_slots_cap_a_user_and_lapse_when_not_renewed() -> None:
     assert held == {"a": 155.0, "b": 131.0}
     held = claim_slot(held, "c", 132.0, 2, 30.0)
     assert held == {"a": 155.0, "c": 162.0}
-    assert drop_slot(held, "a", 133.0) == {"c": 162.0}
+    assert drop_slots(held, {"a"}, 133.0) == {"c": 162.0}
+    assert drop_slots(held, {"a", "c"}, 133.0) == {}
 
 
 # --- tokens --------------------------------------------------------------------------------
