@@ -115,7 +115,11 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
         ),
         spent_tickets,
     )
-    hub = QuoteHub(backends, pushes_per_second=settings.streams.pushes_per_second)
+    hub = QuoteHub(
+        backends,
+        pushes_per_second=settings.streams.pushes_per_second,
+        gather_seconds=settings.streams.push_gather_ms / 1000,
+    )
     feed = TickFeed(settings.nats_url, Topology(settings.namespace), hub.publish, hub.on_status)
     hub.feed_generation = feed.generation
     registry = StreamRegistry(revoked)

@@ -27,6 +27,7 @@ BACKEND_TIMEOUT = "BROKERMESH_GATEWAY_BACKEND_TIMEOUT_SECONDS"
 STREAMS_PER_USER = "BROKERMESH_GATEWAY_STREAMS_PER_USER"
 SYMBOLS_PER_STREAM = "BROKERMESH_GATEWAY_SYMBOLS_PER_STREAM"
 PUSHES_PER_SECOND = "BROKERMESH_GATEWAY_PUSHES_PER_SECOND"
+PUSH_GATHER_MS = "BROKERMESH_GATEWAY_PUSH_GATHER_MS"
 HEARTBEAT_SECONDS = "BROKERMESH_GATEWAY_HEARTBEAT_SECONDS"
 WRITE_TIMEOUT_SECONDS = "BROKERMESH_GATEWAY_WRITE_TIMEOUT_SECONDS"
 RETRY_MS = "BROKERMESH_GATEWAY_SSE_RETRY_MS"
@@ -47,6 +48,10 @@ class StreamSettings:
     streams_per_user: int = 5
     symbols_per_stream: int = 100
     pushes_per_second: float = 4.0
+    # How long a stream with nothing pending waits after its first change before it pushes,
+    # so that the rest of the same exchange update (which can arrive over several tick
+    # messages a few ms apart) goes out in that push instead of a paced interval later.
+    push_gather_ms: float = 10.0
     heartbeat_seconds: float = 15.0
     # A write that cannot complete this long means the client is not reading: drop it.
     write_timeout_seconds: float = 10.0
@@ -158,6 +163,7 @@ class GatewaySettings:
                 streams_per_user=config.env_int(STREAMS_PER_USER, 5),
                 symbols_per_stream=config.env_int(SYMBOLS_PER_STREAM, 100),
                 pushes_per_second=config.env_float(PUSHES_PER_SECOND, 4.0),
+                push_gather_ms=max(0.0, config.env_float(PUSH_GATHER_MS, 10.0)),
                 heartbeat_seconds=config.env_float(HEARTBEAT_SECONDS, 15.0),
                 write_timeout_seconds=config.env_float(WRITE_TIMEOUT_SECONDS, 10.0),
                 retry_ms=config.env_int(RETRY_MS, 3000),

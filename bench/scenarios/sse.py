@@ -12,7 +12,8 @@ most a few pushes per second per stream), so it is what a user sees, not a trans
   errors (failed opens, disconnects, `event: error`), time to open a stream (first event),
   gateway memory per stream (RSS growth over N) and the gateway's CPU.
 - `sse.exchange_ticks`: the whole price path with nothing injected: exchange simulator → FIX
-  market data → svc_marketdata → NATS → gateway → SSE, at whatever rate the simulator trades.
+  market data → svc_marketdata → NATS → gateway → 1,000 SSE streams, at whatever rate the
+  simulator trades; beside it, the age of the same ticks on NATS (the part before the gateway).
 """
 
 from __future__ import annotations
@@ -46,11 +47,18 @@ from svc_runtime import messaging, tls
 from svc_runtime.grpc_client import raw_channel, signing_interceptors
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from nats.aio.msg import Msg
+
     from svc_runtime.stack import Stack
 
 # Targets (bench/README.md): SSE quotes p99 ≤ 250 ms up to 5,000 streams, no errors;
 # ≤ 30 KB of gateway memory per stream.
 AGE_TARGETS = {"p99": "<= 250 ms", "errors": "<= 0"}
+# The whole path (exchange → SSE): p99 ≤ 150 ms at 1,000 streams, no errors.
+WHOLE_PATH_STREAMS = 1000
+WHOLE_PATH_TARGETS = {"p99": "<= 150 ms", "errors": "<= 0"}
 MEMORY_TARGET = "<= 30 KB"
 SHAPES_VARIABLE = "BROKERMESH_BENCH_SSE_SHAPES"
 WORKERS_VARIABLE = "BROKERMESH_BENCH_SSE_WORKERS"
@@ -318,6 +326,38 @@ class TickInjector:
             await nc.close()
 
 
+class UpstreamAges:
+    """Tick age where gateways take ticks: receipt on the stack's NATS tick subjects − the
+    exchange time. Beside the SSE figure it splits the whole path in two: what comes before
+    the gateway (exchange, FIX, svc_marketdata, NATS) and the gateway's own share (pacing,
+    framing, writes)."""
+
+    def __init__(self, nats_url: str, namespace: str, symbols: list[str]) -> None:
+        self.nats_url = nats_url
+        self.topology = messaging.Topology(namespace)
+        self.symbols = set(symbols)
+        self.ages = load.Samples("tick age on NATS")
+        self.measuring = False
+
+    async def _on_batch(self, msg: Msg) -> None:
+        if not self.measuring:
+            return
+        received = time.time_ns()
+        for quote in tick_pb2.TickBatch.FromString(msg.data).quotes:
+            if quote.symbol in self.symbols and quote.HasField("exchange_time"):
+                self.ages.add(load.age_ms(quote.exchange_time.ToNanoseconds(), received))
+
+    @contextlib.asynccontextmanager
+    async def listening(self) -> AsyncIterator[UpstreamAges]:
+        nc = await messaging.connect(self.nats_url, "bench-tick-ages")
+        try:
+            for subject in self.topology.tick_subjects_for(self.symbols):
+                await nc.subscribe(subject, cb=self._on_batch)
+            yield self
+        finally:
+            await nc.close()
+
+
 async def _market_makers(stack: Stack, *, paused: bool) -> None:
     """Pause the exchange's market makers so injected ticks are the only ones (best effort:
     if the simulator refuses, organic ticks are mixed in and still carry exchange times)."""
@@ -389,6 +429,8 @@ async def _measure_shape(
     shape: Shape,
     plan: Plan,
     prefix: str,
+    upstream: UpstreamAges | None = None,
+    targets: dict[str, str] = AGE_TARGETS,
 ) -> list[Figure]:
     gateway = Gateway(stack)
     rss_before = gateway.rss() if gateway else 0
@@ -401,11 +443,15 @@ async def _measure_shape(
         await asyncio.sleep(plan.warmup)
         seen.measuring = True
         seen.ages.reset()
+        if upstream is not None:
+            upstream.measuring = True
         cpu_before = gateway.cpu_seconds() if gateway else None
         wall_before, client_cpu_before = time.perf_counter(), time.process_time()
         ctx.progress(f"{prefix}: measuring {plan.duration:g}s")
         await asyncio.sleep(plan.duration)
         seen.measuring = False
+        if upstream is not None:
+            upstream.measuring = False
         wall = time.perf_counter() - wall_before
         client_cores = (time.process_time() - client_cpu_before) / wall
         gateway_cores = (
@@ -426,7 +472,7 @@ async def _measure_shape(
         f" receipt − exchange ts, every tick of {sampled} clients; events counted on all"
     )
     figures = ages.figures(
-        prefix, baseline=BASELINE_NATS_SUBSCRIBE, targets=AGE_TARGETS, note=note, throughput_unit="events/s"
+        prefix, baseline=BASELINE_NATS_SUBSCRIBE, targets=targets, note=note, throughput_unit="events/s"
     )
     for figure in figures:
         if figure.name == f"{prefix}.throughput":  # every client's events, not the sampled ones'
@@ -476,15 +522,24 @@ async def fanout(ctx: BenchContext) -> list[Figure]:
     if not counts:
         return await _fanout(ctx, "sse.fanout_")
     stack = await fullstack.full_stack(ctx)
-    before = stack.plan.extra_env.get(GATEWAY_WORKERS)
     figures: list[Figure] = []
-    try:
-        for count in counts:
-            ctx.progress(f"gateway with {count} worker(s)")
-            await stack.stop_service("gateway")
-            stack.plan.extra_env[GATEWAY_WORKERS] = str(count)
-            await stack.start_service("gateway")
+    for count in counts:
+        ctx.progress(f"gateway with {count} worker(s)")
+        async with _gateway_workers(stack, count):
             figures += await _fanout(ctx, f"sse.fanout_w{count}_")
+    return figures
+
+
+@contextlib.asynccontextmanager
+async def _gateway_workers(stack: Stack, count: int) -> AsyncIterator[None]:
+    """The shared stack's gateway restarted with `count` worker processes, and restarted as
+    it was afterwards."""
+    before = stack.plan.extra_env.get(GATEWAY_WORKERS)
+    try:
+        await stack.stop_service("gateway")
+        stack.plan.extra_env[GATEWAY_WORKERS] = str(count)
+        await stack.start_service("gateway")
+        yield
     finally:
         if before is None:
             stack.plan.extra_env.pop(GATEWAY_WORKERS, None)
@@ -492,7 +547,6 @@ async def fanout(ctx: BenchContext) -> list[Figure]:
             stack.plan.extra_env[GATEWAY_WORKERS] = before
         await stack.stop_service("gateway")
         await stack.start_service("gateway")
-    return figures
 
 
 async def _fanout(ctx: BenchContext, prefix: str) -> list[Figure]:
@@ -536,9 +590,19 @@ async def _fanout(ctx: BenchContext, prefix: str) -> list[Figure]:
 
 
 async def exchange_ticks(ctx: BenchContext) -> list[Figure]:
-    plan = Plan.of(ctx)
+    """With the gateway as `brokermesh up` runs it: a worker process per core."""
     stack = await fullstack.full_stack(ctx)
-    shape = Shape(100 if not ctx.quick else 20, len(fullstack.SYMBOLS))
+    workers = int(os.environ.get(GATEWAY_WORKERS) or os.cpu_count() or 1)
+    async with _gateway_workers(stack, workers):
+        figures = await _exchange_ticks(ctx, stack)
+    for figure in figures:
+        figure.note = f"{figure.note}; {workers} gateway worker(s)"
+    return figures
+
+
+async def _exchange_ticks(ctx: BenchContext, stack: Stack) -> list[Figure]:
+    plan = Plan.of(ctx)
+    shape = Shape(WHOLE_PATH_STREAMS if not ctx.quick else 20, len(fullstack.SYMBOLS))
     # As many users as `fanout` uses: one user opening every stream would meet the
     # per-user request rate (a burst of 40), not the price path.
     users = await fullstack.create_users(
@@ -547,11 +611,31 @@ async def exchange_ticks(ctx: BenchContext) -> list[Figure]:
     async with clients.session(stack.plan.gateway_url, connections=4) as http:
         tokens = await fullstack.login_all(http, users)
     symbols = await _symbols(stack, shape.symbols)
-    figures = await _measure_shape(
-        ctx, stack=stack, tokens=tokens, symbols=symbols, shape=shape, plan=plan, prefix="sse.exchange_ticks"
-    )
+    prefix = "sse.exchange_ticks"
+    async with UpstreamAges(stack.plan.nats_url, stack.plan.namespace, symbols).listening() as upstream:
+        figures = await _measure_shape(
+            ctx,
+            stack=stack,
+            tokens=tokens,
+            symbols=symbols,
+            shape=shape,
+            plan=plan,
+            prefix=prefix,
+            upstream=upstream,
+            targets=WHOLE_PATH_TARGETS,
+        )
     for figure in figures:
         figure.note = f"{figure.note}; ticks from the exchange simulator over FIX, nothing injected"
+    # The same ticks as svc_marketdata publishes them: the part of the age before the gateway.
+    figures += [
+        f
+        for f in upstream.ages.result().figures(
+            f"{prefix}.upstream",
+            note="tick age = receipt on the NATS tick subjects − exchange ts (exchange → FIX → svc_marketdata → NATS)",
+            throughput=False,
+        )
+        if f.name.endswith((".p50", ".p99"))
+    ]
     return figures
 
 

@@ -168,11 +168,13 @@ class QuoteHub:
         feed_generation: Callable[[], int | None] = lambda: None,
         *,
         pushes_per_second: float = 4.0,
+        gather_seconds: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.snapshots = snapshots
         self.feed_generation = feed_generation
         self.push_interval = 1.0 / pushes_per_second
+        self.gather_seconds = gather_seconds
         self.clock = clock
         # Push groups by symbol set, and the groups each symbol's ticks mark.
         self._groups: dict[frozenset[str], list[PushGroup[QuoteSubscription]]] = {}
@@ -210,6 +212,9 @@ class QuoteHub:
     def publish(self, quotes: Iterable[marketdata_pb2.Quote]) -> None:
         """Called for each tick batch from the feed: encode once, offer to subscribers."""
         self._cache_is_fresh()
+        # A group that turns dirty pushes no sooner than this: what follows within the
+        # gather time (the rest of the same update) joins its push.
+        gathered = self.clock() + self.gather_seconds
         for quote in quotes:
             TICKS.inc()
             self.feed.saw_sequence(quote.sequence)
@@ -219,7 +224,8 @@ class QuoteHub:
                 continue
             for group in self._groups_by_symbol.get(quote.symbol, ()):
                 if group.mark(quote.symbol):
-                    heapq.heappush(self._due, (group.next_push_at, next(self._order), group))
+                    at = max(group.next_push_at, gathered)
+                    heapq.heappush(self._due, (at, next(self._order), group))
                     self._kick.set()
 
     def push_due(self) -> float | None:
@@ -229,8 +235,9 @@ class QuoteHub:
         now = self.clock()
         due, latest = self._due, self._latest
         while due:
-            # A group is queued once, when it turns dirty, at the time it may push next;
-            # only its push (below) cleans it, so that time holds until it is popped.
+            # A group is queued once, when it turns dirty, at the time it may push next (its
+            # pace, and the gather time); only its push (below) cleans it, so that time
+            # holds until it is popped.
             at, _, group = due[0]
             if at > now:
                 return at - now

@@ -15,7 +15,7 @@ from brokermesh.orders.v1 import orders_pb2
 from brokermesh.type.v1 import decimal_pb2, trading_pb2
 from gateway.app.quotes import QuoteHub
 from gateway.app.sessions import BAD_CREDENTIALS, Sessions
-from gateway.domain.conflation import MAX_MEMBERS
+from gateway.domain.conflation import MAX_MEMBERS, PUSH_BURST
 from gateway.domain.jsonmoney import dumps
 from gateway.domain.limits import LoginGuard
 from gateway.transport import mapping
@@ -126,16 +126,41 @@ async def test_pushes_are_paced_and_carry_only_the_latest_price() -> None:
     hub = QuoteHub(FakeQuotes({"INFY": quote("INFY", "1500.00", 100, 1)}), pushes_per_second=4, clock=clock)
     sub = await hub.subscribe(["INFY"])
     sub.take()
-    hub.publish([quote("INFY", "1501.00", 101, 2)])
-    assert hub.push_due() is None  # pushed at once: nothing else waiting
-    assert [t["ltp"] for t in ticks_of(sub.take())] == [Decimal("1501.00")]
-    for n in range(3, 50):
+    for n in range(PUSH_BURST):  # a short burst goes out at once
+        hub.publish([quote("INFY", f"{1501 + n}.00", 101, 2 + n)])
+        assert hub.push_due() is None  # pushed at once: nothing else waiting
+        assert [t["ltp"] for t in ticks_of(sub.take())] == [Decimal(f"{1501 + n}.00")]
+    for n in range(3 + PUSH_BURST, 50):
         hub.publish([quote("INFY", f"{1500 + n}.00", 100 + n, n)])
     assert hub.push_due() == pytest.approx(0.25)  # the next push may go a quarter second later
     assert not sub.pending
     clock.now += 0.25
     hub.push_due()
     assert [t["ltp"] for t in ticks_of(sub.take())] == [Decimal("1549.00")]
+
+
+async def test_an_update_split_over_several_tick_messages_goes_out_in_one_push() -> None:
+    """The rest of an exchange update that arrives a few ms after its first part joins the
+    same push, rather than waiting a whole paced interval behind it."""
+    clock = Clock()
+    hub = QuoteHub(
+        FakeQuotes({"INFY": quote("INFY", "1500.00", 100, 1), "TCS": quote("TCS", "3500.00", 100, 1)}),
+        pushes_per_second=4,
+        gather_seconds=0.01,
+        clock=clock,
+    )
+    sub = await hub.subscribe(["INFY", "TCS"])
+    sub.take()
+    hub.publish([quote("INFY", "1501.00", 101, 2)])
+    assert hub.push_due() == pytest.approx(0.01)  # gathering, not pushed yet
+    clock.now += 0.004
+    hub.publish([quote("TCS", "3501.00", 101, 3)])  # the same update's second message
+    clock.now += 0.006
+    assert hub.push_due() is None
+    assert [t["ltp"] for t in ticks_of(sub.take())] == [Decimal("1501.00"), Decimal("3501.00")]
+    # The next change goes after the gather time too, not a paced interval later.
+    hub.publish([quote("INFY", "1502.00", 102, 4)])
+    assert hub.push_due() == pytest.approx(0.01)
 
 
 async def test_a_client_still_writing_catches_up_with_the_latest_not_every_push() -> None:

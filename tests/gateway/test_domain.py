@@ -4,6 +4,7 @@ limits and tokens."""
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 from decimal import Decimal
 
@@ -267,9 +268,31 @@ def test_a_push_group_remembers_which_symbols_changed_not_every_tick() -> None:
     group.mark("TCS")
     assert group.take(10.0) == ["INFY", "TCS"]  # bounded by symbols, oldest change first
     assert not group.dirty
-    assert group.next_push_at == 10.25
-    assert group.take(10.1) == []  # nothing changed: the interval does not move
-    assert group.next_push_at == 10.25
+    assert group.take(10.1) == []  # nothing changed: nothing spent
+
+
+def test_a_push_group_pushes_a_short_burst_at_once_then_at_its_rate() -> None:
+    group: PushGroup[str] = PushGroup(("INFY",), interval=0.25, burst=3)
+    pushed_at = []
+    now = 10.0
+    while now < 12.0:  # a symbol that changes all the time, for two seconds
+        group.mark("INFY")
+        now = max(now, group.next_push_at)
+        assert group.take(now) == ["INFY"]
+        pushed_at.append(now)
+        now += 0.001
+    assert pushed_at[:3] == pytest.approx([10.0, 10.001, 10.002])  # the burst goes at once
+    gaps = [b - a for a, b in itertools.pairwise(pushed_at[2:])]
+    assert all(gap == pytest.approx(0.25, abs=0.002) for gap in gaps)  # then the rate holds
+    assert len(pushed_at) <= 3 + 2.0 / 0.25 + 1
+    # Quiet for a while: the bucket fills again, but never above the burst.
+    now += 5.0
+    for expected_wait in (0.0, 0.0, 0.0):
+        group.mark("INFY")
+        assert group.next_push_at - now <= expected_wait
+        group.take(now)
+    group.mark("INFY")
+    assert group.next_push_at - now == pytest.approx(0.25)
 
 
 # --- limits --------------------------------------------------------------------------------
