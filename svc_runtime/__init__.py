@@ -22,6 +22,7 @@ Two surfaces, kept apart (tests/foundation/test_layering.py holds services to th
 | `market_clock` | the market's calendar, phases and clock (real, or fast for tests and demos); T+1 |
 | `db`, `outbox`, `replica` | PostgreSQL: a schema per service, migrations, pools; the transactional outbox; reads from a streaming replica with read-your-writes |
 | `messaging`, `reports`, `batching` | NATS JetStream topology, publishers and consumers; execution reports read once; call coalescing |
+| `pacing` | how often a price stream may be pushed (a token bucket) |
 | `fix` | quickfix plumbing for the processes that speak FIX |
 
 **Operator tooling** (not for services): `cli` (the `brokermesh` command), `stack` and
@@ -50,6 +51,7 @@ __all__ = [
     "messaging",
     "names",
     "outbox",
+    "pacing",
     "pagination",
     "reasons",
     "replica",

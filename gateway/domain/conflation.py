@@ -8,15 +8,15 @@ changed symbols are read from the hub's latest frames, joined into one payload o
 the same bytes go to every member: each symbol's update is serialized once per push, not
 once per client.
 
-A group pushes on change at a bounded rate, paced by a token bucket: one push per
-`interval` sustained, up to `PUSH_BURST` back to back. A fixed spacing would hold a change
-that comes soon after a push (the next part of a quiet market's update) for a whole
-interval; the bucket lets it through at once and still paces a busy symbol set at the rate.
+A group pushes on change at a bounded rate, paced by `svc_runtime.pacing` (a token bucket:
+one push per `interval` sustained, a few back to back).
 """
 
 from __future__ import annotations
 
 from typing import Generic, TypeVar
+
+from svc_runtime.pacing import PUSH_BURST, PushPace
 
 # (exchange time in nanoseconds, sequence): the exchange time orders quotes even if the
 # price tracker's sequence restarts; the sequence breaks ties.
@@ -24,33 +24,19 @@ Version = tuple[int, int]
 
 # Members per push group: a push writes to this many clients in one go (~50 µs each).
 MAX_MEMBERS = 256
-# Pushes a group may make back to back before the rate paces it.
-PUSH_BURST = 3
 
 M = TypeVar("M")
 
 
 class PushGroup(Generic[M]):
-    __slots__ = (
-        "_changed",
-        "_next_push_at",
-        "_refilled_at",
-        "_tokens",
-        "burst",
-        "interval",
-        "members",
-        "symbols",
-    )
+    __slots__ = ("_changed", "interval", "members", "pace", "symbols")
 
     def __init__(self, symbols: tuple[str, ...], interval: float, burst: int = PUSH_BURST) -> None:
         self.symbols = symbols
         self.interval = interval
-        self.burst = burst
         self.members: set[M] = set()
         self._changed: dict[str, None] = {}
-        self._next_push_at = 0.0
-        self._tokens = float(burst)
-        self._refilled_at: float | None = None
+        self.pace = PushPace(interval, burst)
 
     @property
     def full(self) -> bool:
@@ -69,18 +55,12 @@ class PushGroup(Generic[M]):
     @property
     def next_push_at(self) -> float:
         """When the group may push again."""
-        return self._next_push_at
+        return self.pace.next_push_at
 
     def take(self, now: float) -> list[str]:
-        """The changed symbols, oldest change first, each once; spends a push, and sets when
-        the next may go (at once while the bucket holds a whole push, else when it will)."""
+        """The changed symbols, oldest change first, each once; spends a push."""
         taken = list(self._changed)
         self._changed.clear()
         if taken:
-            if self._refilled_at is not None:
-                earned = (now - self._refilled_at) / self.interval
-                self._tokens = min(float(self.burst), self._tokens + earned)
-            self._refilled_at = now
-            self._tokens = max(0.0, self._tokens - 1.0)
-            self._next_push_at = now + max(0.0, 1.0 - self._tokens) * self.interval
+            self.pace.spend(now)
         return taken

@@ -1,5 +1,6 @@
 """Conflation for a push group (streams with the same symbols and rate): the latest value
-wins, pushes are paced.
+wins, pushes are paced (`svc_runtime.pacing`). StreamQuotes promises at most
+`max_updates_per_second` in any second, so its pace allows no burst: one push per interval.
 
 A group remembers only *which* of its symbols changed since its last push, never the
 intermediate quotes: its memory is bounded by its symbol count however fast prices move or
@@ -10,6 +11,8 @@ symbol's latest quote.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+
+from svc_runtime.pacing import PushPace
 
 DEFAULT_UPDATES_PER_SECOND = 4
 MAX_UPDATES_PER_SECOND = 50
@@ -22,7 +25,7 @@ class Conflator:
         self.symbols = frozenset(symbols)
         self.interval = 1.0 / max_updates_per_second
         self._pending: dict[str, None] = {}
-        self._next_push_at = 0.0
+        self.pace = PushPace(self.interval, burst=1)
 
     @property
     def pending_count(self) -> int:
@@ -39,16 +42,16 @@ class Conflator:
     @property
     def next_push_at(self) -> float:
         """When the next push may go out."""
-        return self._next_push_at
+        return self.pace.next_push_at
 
     def due_in(self, now: float) -> float:
         """Seconds until the next push may go out (0 if it may go now)."""
-        return max(0.0, self._next_push_at - now)
+        return max(0.0, self.pace.next_push_at - now)
 
     def take(self, now: float) -> list[str]:
-        """The pending symbols (each once); starts the next interval."""
+        """The pending symbols (each once); spends a push."""
         taken = list(self._pending)
         self._pending.clear()
         if taken:
-            self._next_push_at = now + self.interval
+            self.pace.spend(now)
         return taken
