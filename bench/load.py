@@ -444,6 +444,17 @@ class _CpuMeter:
                 self.cores = (time.process_time() - cpu0) / wall
 
 
+# Streams whose every event's age is recorded; the others only count their events, so one
+# load-generator process can drive thousands of streams without becoming the bottleneck.
+AGE_SAMPLED_STREAMS = 200
+
+
+def age_sampled(index: int, streams: int) -> bool:
+    """Whether stream `index` of `streams` records its events' ages (an even spread of
+    about `AGE_SAMPLED_STREAMS`)."""
+    return index % max(1, streams // AGE_SAMPLED_STREAMS) == 0
+
+
 def age_ms(sent_unix_ns: int, received_unix_ns: int | None = None) -> float:
     """Age in ms of something stamped with wall-clock nanoseconds (same machine, so one clock)."""
     received = time.time_ns() if received_unix_ns is None else received_unix_ns

@@ -125,9 +125,6 @@ class Clients:
             self.all_settled.set()
 
 
-# Clients whose every tick's age is recorded; the others only count their events (cheap
-# byte searches), so one load-generator process can drive thousands of streams.
-AGE_SAMPLED_CLIENTS = 200
 _TICK = b"event: price_tick"
 _TS = b'"ts":"'
 
@@ -404,7 +401,7 @@ async def _open(stack: Stack, tokens: list[str], symbols: list[str], shape: Shap
                     symbols,
                     seen,
                     gate,
-                    sampled=n % max(1, shape.clients // AGE_SAMPLED_CLIENTS) == 0,
+                    sampled=load.age_sampled(n, shape.clients),
                 )
             )
         )
@@ -466,7 +463,7 @@ async def _measure_shape(
     ages = seen.ages.result(window_s=wall)
     ages.errors.update(seen.errors)
     ages.client_cpu = client_cores
-    sampled = len(range(0, shape.clients, max(1, shape.clients // AGE_SAMPLED_CLIENTS)))
+    sampled = sum(load.age_sampled(n, shape.clients) for n in range(shape.clients))
     note = (
         f"{shape.clients} SSE clients × the same {shape.symbols} symbols (raw-socket client); tick age ="
         f" receipt − exchange ts, every tick of {sampled} clients; events counted on all"
