@@ -29,11 +29,10 @@ M = TypeVar("M")
 
 
 class PushGroup(Generic[M]):
-    __slots__ = ("_changed", "interval", "members", "pace", "symbols")
+    __slots__ = ("_changed", "members", "pace", "symbols")
 
     def __init__(self, symbols: tuple[str, ...], interval: float, burst: int = PUSH_BURST) -> None:
         self.symbols = symbols
-        self.interval = interval
         self.members: set[M] = set()
         self._changed: dict[str, None] = {}
         self.pace = PushPace(interval, burst)

@@ -67,8 +67,9 @@ class SlowConsumer(Exception):
 
 def _hold_less(send: Send) -> None:
     """Lowers the write buffer of the connection behind the server's `send` to
-    `STREAM_WRITE_BUFFER` and its socket's kernel buffer to `STREAM_SEND_BUFFER` (uvicorn's `send` is a method of an object that holds the
-    connection's transport). A server that does not expose it keeps its own limits."""
+    `STREAM_WRITE_BUFFER` and its socket's kernel buffer to `STREAM_SEND_BUFFER` (uvicorn's
+    `send` is a method of an object that holds the connection's transport). A server that
+    does not expose it keeps its own limits."""
     transport = getattr(getattr(send, "__self__", None), "transport", None)
     # uvloop's transports are not registered as asyncio's classes: ask for the method.
     limit = getattr(transport, "set_write_buffer_limits", None)

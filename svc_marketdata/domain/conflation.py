@@ -23,9 +23,8 @@ class Conflator:
         if not 1 <= max_updates_per_second <= MAX_UPDATES_PER_SECOND:
             raise ValueError("max_updates_per_second out of range")
         self.symbols = frozenset(symbols)
-        self.interval = 1.0 / max_updates_per_second
         self._pending: dict[str, None] = {}
-        self.pace = PushPace(self.interval, burst=1)
+        self.pace = PushPace(1.0 / max_updates_per_second, burst=1)
 
     @property
     def pending_count(self) -> int:
