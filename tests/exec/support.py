@@ -218,6 +218,14 @@ def exec_log(stack: Stack) -> str:
     return (stack.log_dir / "svc_exec.log").read_text(errors="replace")
 
 
+def fix_message_log(stack: Stack) -> list[str]:
+    """svc_exec's FIX message log (quickfix's, every message in and out), one per line."""
+    lines: list[str] = []
+    for path in sorted((data_dir(stack) / "log").glob("*.messages.*log")):
+        lines.extend(path.read_text(errors="replace").splitlines())
+    return lines
+
+
 def total_price(reports: list[er.ExecutionReport]) -> Decimal:
     return sum((Decimal(r.last_price.value) * r.last_quantity for r in reports), Decimal(0))
 

@@ -15,7 +15,7 @@ from brokermesh.exchange.v1 import exchange_admin_pb2_grpc
 from brokermesh.exec.v1 import execution_report_pb2 as er
 from brokermesh.type.v1 import trading_pb2
 from svc_runtime.stack import Stack
-from tests.exec.support import TRADE, Oms, wait_logged_on
+from tests.exec.support import TRADE, Oms, exec_log, fix_message_log, wait_logged_on
 from tests.support.grpc import service_channel
 from tests.support.polling import eventually
 
@@ -117,5 +117,41 @@ async def test_streamed_orders_agree_through_session_drops_and_a_kill(broker) ->
         assert not short, f"{len(short)} of {len(sent)} orders not filled 5: {dict(list(short.items())[:10])}"
         return True
 
-    await eventually(all_filled, timeout=90)
+    try:
+        await eventually(all_filled, timeout=90)
+    except AssertionError as error:
+        short = [o for o in sent if oms.filled(o) != 5]
+        raise AssertionError(f"{error}\n{await where_orders_went(stack, oms, admin, short)}") from None
     assert await assert_exchange_agrees(oms, admin) == 300
+
+
+async def where_orders_went(
+    stack: Stack, oms: Oms, admin: exchange_admin_pb2_grpc.ExchangeAdminServiceStub, order_ids: list[str]
+) -> str:
+    """For orders that did not fill: what the exchange holds, what the OMS heard, what
+    crossed the FIX session and what svc_exec logged about them."""
+    listed = (await admin.ListExchangeOrders(pb.ListExchangeOrdersRequest(sender_comp_id="BROKER"))).orders
+    at_exchange = {o.cl_ord_id.split(".")[0]: o for o in listed}
+    messages = fix_message_log(stack)
+    log_lines = exec_log(stack).splitlines()
+    lines = []
+    for order_id in order_ids[:4]:
+        theirs = at_exchange.get(order_id)
+        held = (
+            f"status {theirs.ord_status}, filled {theirs.filled_quantity}, price {theirs.price.value}"
+            if theirs
+            else "not held"
+        )
+        heard = [er.ExecType.Name(r.exec_type) for r in oms.of(order_id)]
+        fix = [m[:30] + " " + _fix_summary(m) for m in messages if f"\x0111={order_id}" in m]
+        logged = [line[:400] for line in log_lines if order_id in line][:5]
+        lines.append(f"{order_id}: exchange {held}; OMS heard {heard}")
+        lines.extend(f"  FIX {m}" for m in fix[:8])
+        lines.extend(f"  log {m}" for m in logged)
+    return "\n".join(lines)
+
+
+def _fix_summary(message: str) -> str:
+    fields = dict(f.split("=", 1) for f in message.split("\x01") if "=" in f)
+    keep = ("35", "34", "43", "11", "150", "39", "14", "54", "44")
+    return " ".join(f"{tag}={fields[tag]}" for tag in keep if tag in fields)
