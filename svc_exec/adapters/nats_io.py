@@ -11,9 +11,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
 import nats.errors
+import nats.js.errors
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RawStreamMsg
 
 from brokermesh.orders.v1 import order_command_pb2
 from svc_exec.adapters.wire import command_from_proto, report_to_proto
@@ -30,6 +31,7 @@ from svc_runtime.messaging import (
     decode,
     request_context_of,
     traced,
+    unpack,
 )
 
 log = logging.getLogger(__name__)
@@ -40,6 +42,10 @@ MAX_BATCH = 200
 # How far back the reports published by this process and its predecessors are remembered:
 # the stream's duplicate window, within which single messages are deduplicated by their ids.
 RECALL_WINDOW = timedelta(seconds=120)
+# At most this many stream messages are read on start for commands a predecessor held (the
+# consumer's max_ack_pending bounds them: 1,024 at the default batch; any beyond come back
+# by redelivery).
+MAX_TAKEN_OVER = 4096
 
 Item = tuple[str, bytes, dict[str, str]]
 
@@ -179,7 +185,13 @@ Handler = Callable[[Sequence[Command | Refused]], Awaitable[None]]
 class CommandConsumer:
     """The durable consumer of order commands. A batch is acknowledged only after the
     executor returned, i.e. after every send was recorded. While the FIX session is down,
-    the batch waits (its acknowledgement deadline extended) instead of failing."""
+    the batch waits (its acknowledgement deadline extended) instead of failing.
+
+    Commands a predecessor fetched and never acknowledged (it was killed) would come back
+    only once their acknowledgement deadline passed, behind every command sent since: an
+    order placed before the crash would reach the exchange after orders placed later. So
+    on start they are read straight from the stream and sent first, in stream order; their
+    redelivery then finds them recorded and sent (the executor's duplicate path)."""
 
     def __init__(
         self,
@@ -193,6 +205,8 @@ class CommandConsumer:
         batch_size: int = 256,
         ack_wait: float = 5.0,
     ) -> None:
+        self.js = js
+        self.stream = topology.order_commands_stream
         self.handler = handler
         self.logged_on = logged_on
         self.wait_logged_on = wait_logged_on
@@ -212,10 +226,41 @@ class CommandConsumer:
         )
 
     async def run(self) -> None:
+        try:
+            await self.take_over()
+        except Exception:
+            # Their redelivery still comes, only later.
+            log.warning("commands held by a predecessor were not taken over", exc_info=True)
         await self.consumer.run()
 
     def stop(self) -> None:
         self.consumer.stop()
+
+    async def take_over(self) -> int:
+        """Handle the commands delivered to a predecessor and never acknowledged; returns
+        how many there were. The stream is a work queue: an acknowledged command is gone
+        from it, so every one still there between the acknowledgement floor and the last
+        delivery is held by nobody alive (the FIX session lease ensures one svc_exec)."""
+        try:
+            info = await self.js.consumer_info(self.stream, DURABLE)
+        except nats.js.errors.NotFoundError:
+            return 0
+        if not info.num_ack_pending or info.ack_floor is None or info.delivered is None:
+            return 0
+        first = (info.ack_floor.stream_seq or 0) + 1
+        last = min(info.delivered.stream_seq or 0, first + MAX_TAKEN_OVER - 1)
+        held: list[RawStreamMsg] = []
+        for seq in range(first, last + 1):
+            with contextlib.suppress(nats.js.errors.NotFoundError):
+                held.append(await self.js.get_msg(self.stream, seq))
+        if held:
+            log.warning(
+                "sending first the commands a predecessor held unacknowledged",
+                extra={"commands": len(held), "first_seq": first, "last_seq": last},
+            )
+            # A stored message has the data, headers and subject a delivery has.
+            await self._handle([m for raw in held for m in unpack(raw)])  # type: ignore[arg-type]
+        return len(held)
 
     async def _handle(self, msgs: Sequence[Msg]) -> None:
         if not msgs:
@@ -224,7 +269,8 @@ class CommandConsumer:
             if self.stopping.is_set():
                 raise RuntimeError("stopping while the FIX session is down")
             for msg in msgs:
-                await msg.in_progress()
+                if isinstance(msg, Msg):  # a delivery: its deadline is extended
+                    await msg.in_progress()
             await self.wait_logged_on(10.0)
         commands: list[Command | Refused] = []
         for msg in msgs:

@@ -100,10 +100,20 @@ async def test_crash_after_recording_before_sending(start_exec, exchange: Exchan
     order_id = await oms.new_order()
     assert await stack.processes["svc_exec"].wait() == -9
     assert order_id not in exchange.new_orders_received()
+    later = await oms.new_order()  # placed while svc_exec is down
     await stack.start_service("svc_exec")  # the crash point fires once per data directory
-    await eventually(lambda: oms.filled(order_id) == 10)
+
+    def both_filled() -> bool:
+        heard = {o: [(r.exec_type, r.exec_id, r.last_quantity) for r in oms.of(o)] for o in (order_id, later)}
+        assert oms.filled(order_id) == 10 and oms.filled(later) == 10, heard
+        return True
+
+    await eventually(both_filled)
     assert 'in_store": false' in exec_log(stack)
-    assert_agreement(oms, exchange, [order_id])
+    # The order the dead process held reaches the exchange first, not after its redelivery.
+    assert list(exchange.new_orders_received()) == [order_id, later]
+    assert "commands a predecessor held" in exec_log(stack)
+    assert_agreement(oms, exchange, [order_id, later])
 
 
 async def test_crash_after_sending_before_acknowledging(
