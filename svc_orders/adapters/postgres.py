@@ -29,6 +29,7 @@ from svc_orders.app.ports import (
     Oversold,
     ReportClaim,
     ReportEnvelope,
+    ReportKey,
     Reservation,
     ReservationGuard,
     WorkingOrders,
@@ -129,55 +130,91 @@ SELECT (1 - LEAST($2::numeric, tokens + $3::numeric
 FROM order_rate WHERE user_id = $1
 """
 
-# A change in one round trip: the order (only at the version it was read at), its event
-# (with its outbox row), its audit row and its fill, if it has one.
-_SAVE_CHANGE = """
-WITH updated AS (
-    UPDATE orders SET
-        status = $2, quantity = $3, limit_price = $4, stop_price = $5, protection_price = $6,
-        filled_quantity = $7, filled_value = $8, exchange_order_id = $9, status_reason = $10,
-        version = $11, triggered = $12, pending = $13::jsonb, resume_status = $14, update_time = $15
-    WHERE order_id = $1 AND version = $16 AND user_id = $40
-    RETURNING order_id, user_id
+# Changes in one round trip: each order (at the version it was read at, in its last state
+# of the batch), and for every change its event (with its outbox row), its audit row and its
+# fill, if it has one, inserted in the order of the changes.
+_SAVE_CHANGES = """
+WITH change AS MATERIALIZED (
+    SELECT * FROM unnest(
+        $1::text[], $2::text[], $3::bigint[], $4::text[], $5::bigint[], $6::numeric[], $7::numeric[],
+        $8::numeric[], $9::bigint[], $10::numeric[], $11::text[], $12::text[], $13::bigint[],
+        $14::boolean[], $15::text[], $16::text[], $17::timestamptz[], $18::text[], $19::text[],
+        $20::bytea[], $21::text[], $22::text[], $23::text[], $24::text[], $25::text[], $26::text[],
+        $27::numeric[], $28::numeric[], $29::numeric[], $30::text[], $31::text[], $32::text[],
+        $33::text[], $34::text[], $35::text[], $36::text[], $37::bigint[], $38::numeric[],
+        $39::bigint[], $40::timestamptz[]
+    ) WITH ORDINALITY AS c(
+        order_id, user_id, read_version, status, quantity, limit_price, stop_price,
+        protection_price, filled_quantity, filled_value, exchange_order_id, status_reason, version,
+        triggered, pending, resume_status, update_time, event_id, event_type,
+        payload, action, actor, request_id, client_ip, from_status, exec_id,
+        last_price, bid_price, ask_price, detail, subject, headers,
+        fill_exec_id, symbol, side, product, fill_quantity, fill_price,
+        fill_cumulative, fill_time, n)
+), final AS (
+    SELECT DISTINCT ON (order_id) * FROM change ORDER BY order_id, n DESC
+), updated AS (
+    UPDATE orders o SET
+        status = f.status, quantity = f.quantity, limit_price = f.limit_price,
+        stop_price = f.stop_price, protection_price = f.protection_price,
+        filled_quantity = f.filled_quantity, filled_value = f.filled_value,
+        exchange_order_id = f.exchange_order_id, status_reason = f.status_reason,
+        version = f.version, triggered = f.triggered, pending = f.pending::jsonb,
+        resume_status = f.resume_status, update_time = f.update_time
+    FROM final f
+    WHERE o.user_id = ANY($41::text[]) AND o.user_id = f.user_id AND o.order_id = f.order_id
+      AND o.version = f.read_version
+    RETURNING o.order_id
+), saved AS (
+    SELECT c.* FROM change c JOIN updated u USING (order_id)
 ), event AS (
     INSERT INTO order_events (event_id, order_id, user_id, version, event_type, payload, event_time)
-    SELECT $17, order_id, user_id, $11, $18, $19, $15 FROM updated
+    SELECT event_id, order_id, user_id, version, event_type, payload, update_time FROM saved ORDER BY n
 ), audit AS (
     INSERT INTO audit_log (action, actor, request_id, client_ip, user_id, order_id, order_version,
                            from_status, to_status, exec_id, last_price, bid_price, ask_price, detail)
-    SELECT $20, $21, $22, $23, user_id, order_id, $11, $24, $2, $25, $26, $27, $28, $29 FROM updated
+    SELECT action, actor, request_id, client_ip, user_id, order_id, version, from_status, status,
+           exec_id, last_price, bid_price, ask_price, detail
+    FROM saved ORDER BY n
 ), outboxed AS (
     INSERT INTO outbox (msg_id, subject, payload, headers)
-    SELECT $17, $30, $19, $31::jsonb FROM updated
+    SELECT event_id, subject, payload, headers::jsonb FROM saved ORDER BY n
 ), fill AS (
     INSERT INTO trades (exec_id, order_id, user_id, symbol, side, product, quantity, price,
                         cumulative_quantity, execute_time)
-    SELECT $32::text, order_id, user_id, $33::text, $34::text, $35::text, $36::bigint, $37::numeric,
-           $38::bigint, $39::timestamptz
-    FROM updated WHERE $32::text IS NOT NULL
+    SELECT fill_exec_id, order_id, user_id, symbol, side, product, fill_quantity, fill_price,
+           fill_cumulative, fill_time
+    FROM saved WHERE fill_exec_id IS NOT NULL ORDER BY n
 )
 SELECT count(*) FROM updated
 """
 
-# A report's first statement: claim its exec id, lock its order and say whether a fill at
-# its cumulative quantity is already recorded, in one round trip instead of three. The
+# A lane's first statement: claim its reports' exec ids, lock their orders and say for each
+# report whether a fill at its cumulative quantity is already recorded, in one round trip. An
 # order is locked even for a repeated report: the lane's transaction holds only its own
 # orders, so the lock costs nothing and keeps the statement single.
-_CLAIM_REPORT = """
-WITH claim AS (
+_CLAIM_REPORTS = """
+WITH input AS MATERIALIZED (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[])
+        WITH ORDINALITY AS t(exec_id, user_id, order_id, exec_type, cumulative, n)
+), claim AS (
     INSERT INTO exec_reports (exec_id, user_id, order_id, exec_type, outcome)
-    VALUES ($1, $5, $2, $3, 'applied')
+    SELECT exec_id, user_id, order_id, exec_type, 'applied' FROM input ORDER BY n
     ON CONFLICT (user_id, exec_id) DO NOTHING
-    RETURNING 1
-), locked AS (
-    SELECT * FROM orders WHERE user_id = $5 AND order_id = $2 FOR UPDATE
+    RETURNING user_id, exec_id
+), locked AS MATERIALIZED (
+    SELECT * FROM orders
+    WHERE user_id = ANY($6::text[]) AND (user_id, order_id) IN (SELECT user_id, order_id FROM input)
+    ORDER BY order_id FOR UPDATE
 )
-SELECT EXISTS (SELECT 1 FROM claim) AS claimed,
-       $4::bigint > 0 AND EXISTS (
-           SELECT 1 FROM trades WHERE user_id = $5 AND order_id = $2 AND cumulative_quantity = $4::bigint
+SELECT EXISTS (SELECT 1 FROM claim c WHERE c.user_id = i.user_id AND c.exec_id = i.exec_id) AS claimed,
+       i.cumulative > 0 AND EXISTS (
+           SELECT 1 FROM trades t
+           WHERE t.user_id = i.user_id AND t.order_id = i.order_id AND t.cumulative_quantity = i.cumulative
        ) AS fill_recorded,
        locked.*
-FROM (SELECT 1) AS one LEFT JOIN locked ON true
+FROM input i LEFT JOIN locked ON locked.user_id = i.user_id AND locked.order_id = i.order_id
+ORDER BY i.n
 """
 
 _INSERT_AUDIT = """
@@ -409,25 +446,58 @@ class PgUnitOfWork:
     async def save(
         self, transition: Transition, audit: AuditEntry, *, command: CommandKind | None = None
     ) -> None:
-        before, order = transition.before, transition.after
+        await self.save_changes([(transition, audit)])
+        order = transition.after
+        now = order.update_time
+        if command is not None:
+            # After the event's row, so the relay publishes them in this order, as before.
+            message = wire.command_for(order, command, now, audit.request_id)
+            message.command_id = command_id(order, command)
+            await outbox.add(
+                self.c, self.store.topology.order_command_subject(command.value), message, message.command_id
+            )
+
+    async def save_changes(self, changes: Sequence[tuple[Transition, AuditEntry]]) -> None:
+        rows = [self._change_row(transition, audit) for transition, audit in changes]
+        # An order changed twice is checked against the version the first change read.
+        read_at: dict[str, object] = {}
+        for row in rows:
+            row[2] = read_at.setdefault(str(row[0]), row[2])
+        users = sorted({t.after.user_id for t, _ in changes})
+        self._users.update(users)
+        updated = await self.c.fetchval(
+            _SAVE_CHANGES, *(list(column) for column in zip(*rows, strict=True)), users
+        )
+        orders = {t.after.order_id for t, _ in changes}
+        if updated != len(orders):
+            raise Aborted(
+                f"{len(orders) - updated} of orders {sorted(orders)} changed concurrently",
+                reason="CONCURRENT_MODIFICATION",
+            )
+        for transition, _ in changes:
+            if transition.funds_action is not None:
+                await self._insert_funds_action(transition.funds_action, transition.after)
+
+    def _change_row(self, transition: Transition, audit: AuditEntry) -> list[object]:
+        """One change as `_SAVE_CHANGES`' columns."""
+        before, order, fill = transition.before, transition.after, transition.fill
         assert transition.changed and transition.event is not None
-        self._users.add(order.user_id)
         now = order.update_time
         event_id = new_id("evt")
         event = wire.event_to_proto(
             event_id=event_id,
             event=transition.event,
             order=order,
-            fill=transition.fill,
+            fill=fill,
             when=now,
             request_id=audit.request_id,
         )
         snapshot = audit.snapshot
-        fill = transition.fill
-        event_subject = self.store.topology.order_event_subject(order.user_id)
-        updated = await self.c.fetchval(
-            _SAVE_CHANGE,
+        subject = self.store.topology.order_event_subject(order.user_id)
+        return [
             order.order_id,
+            order.user_id,
+            before.version,
             order.status.value,
             order.quantity,
             order.limit_price,
@@ -442,7 +512,6 @@ class PgUnitOfWork:
             _pending_to_json(order.pending),
             order.resume_status.value if order.resume_status else None,
             now,
-            before.version,
             event_id,
             transition.event.value,
             event.SerializeToString(),
@@ -456,8 +525,8 @@ class PgUnitOfWork:
             snapshot.bid_price,
             snapshot.ask_price,
             audit.detail,
-            event_subject,
-            outbox.headers_json(event, event_id, event_subject),
+            subject,
+            outbox.headers_json(event, event_id, subject),
             fill.exec_id if fill else None,
             order.symbol,
             order.side.value,
@@ -466,19 +535,7 @@ class PgUnitOfWork:
             fill.price if fill else None,
             fill.cumulative_quantity if fill else None,
             fill.execute_time if fill else None,
-            order.user_id,
-        )
-        if updated != 1:
-            raise Aborted(f"order {order.order_id} changed concurrently", reason="CONCURRENT_MODIFICATION")
-        if transition.funds_action is not None:
-            await self._insert_funds_action(transition.funds_action, order)
-        if command is not None:
-            # After the event's row, so the relay publishes them in this order, as before.
-            message = wire.command_for(order, command, now, audit.request_id)
-            message.command_id = command_id(order, command)
-            await outbox.add(
-                self.c, self.store.topology.order_command_subject(command.value), message, message.command_id
-            )
+        ]
 
     async def _insert_funds_action(self, action: FundsAction, order: Order) -> None:
         await self.c.execute(
@@ -536,16 +593,24 @@ class PgUnitOfWork:
             request_id,
         )
 
-    async def claim_report_and_lock(
-        self, exec_id: str, user_id: str, order_id: str, exec_type: str, cumulative_quantity: int
-    ) -> ReportClaim:
-        row = await self.c.fetchrow(_CLAIM_REPORT, exec_id, order_id, exec_type, cumulative_quantity, user_id)
-        assert row is not None
-        return ReportClaim(
-            claimed=row["claimed"],
-            order=order_from_row(row) if row["order_id"] is not None else None,
-            fill_recorded=row["fill_recorded"],
+    async def claim_reports_and_lock(self, reports: Sequence[ReportKey]) -> list[ReportClaim]:
+        rows = await self.c.fetch(
+            _CLAIM_REPORTS,
+            [r.exec_id for r in reports],
+            [r.user_id for r in reports],
+            [r.order_id for r in reports],
+            [r.exec_type for r in reports],
+            [r.cumulative_quantity for r in reports],
+            sorted({r.user_id for r in reports}),
         )
+        return [
+            ReportClaim(
+                claimed=row["claimed"],
+                order=order_from_row(row) if row["order_id"] is not None else None,
+                fill_recorded=row["fill_recorded"],
+            )
+            for row in rows
+        ]
 
     async def note_report_outcome(self, user_id: str, exec_id: str, outcome: str) -> None:
         await self.c.execute(

@@ -117,6 +117,11 @@ class UnitOfWork(Protocol):
         its funds action and its executor command."""
         ...
 
+    async def save_changes(self, changes: Sequence[tuple[Transition, AuditEntry]]) -> None:
+        """`save` for several changes at once, in their order (no commands); an order may
+        change more than once, each change continuing from the one before."""
+        ...
+
     async def audit_only(self, order: Order, audit: AuditEntry) -> None:
         """Audit an action that did not change the order."""
         ...
@@ -126,18 +131,27 @@ class UnitOfWork(Protocol):
         it was first used with."""
         ...
 
-    async def claim_report_and_lock(
-        self, exec_id: str, user_id: str, order_id: str, exec_type: str, cumulative_quantity: int
-    ) -> ReportClaim:
-        """Record a report's exec id (not claimed if it was seen before), lock its order (the
-        user's: a report naming another user's order finds none), and
-        say whether a fill at `cumulative_quantity` (when > 0) is already recorded for it, in
-        one step; the order is locked even when the report was seen before."""
+    async def claim_reports_and_lock(self, reports: Sequence[ReportKey]) -> list[ReportClaim]:
+        """For each report, in one step: record its exec id (not claimed if it was seen
+        before), lock its order (the user's: a report naming another user's order finds
+        none) and say whether a fill at its cumulative quantity (when > 0) is already
+        recorded; orders are locked even for reports seen before. The exec ids must differ."""
         ...
 
     async def note_report_outcome(self, user_id: str, exec_id: str, outcome: str) -> None: ...
 
     async def record_unmatched(self, envelope: ReportEnvelope) -> None: ...
+
+
+@dataclass(frozen=True)
+class ReportKey:
+    """What claiming a report needs of it."""
+
+    exec_id: str
+    user_id: str
+    order_id: str
+    exec_type: str
+    cumulative_quantity: int  # of a fill; 0 otherwise
 
 
 @dataclass(frozen=True)

@@ -29,11 +29,13 @@ from svc_orders.app.ports import (
     FamilyHook,
     MarketPort,
     OrderStore,
+    ReportClaim,
     ReportEnvelope,
+    ReportKey,
     UnitOfWork,
 )
 from svc_orders.domain import state_machine
-from svc_orders.domain.model import Actor, ExecType
+from svc_orders.domain.model import Actor, ExchangeReport, ExecType, Order, Transition
 from svc_runtime import context
 
 log = logging.getLogger(__name__)
@@ -77,24 +79,29 @@ class ReportProcessor:
         """Apply reports in order in one transaction, all or nothing."""
         outcomes: list[str] = []
         async with self.store.unit_of_work() as uow:
-            for envelope in envelopes:
+            lane = _Lane(uow)
+            # One claim for the lane; an exec id repeated within it is the first one's duplicate.
+            first_of: dict[tuple[str, str], int] = {}
+            for index, envelope in enumerate(envelopes):
+                first_of.setdefault((envelope.user_id, envelope.report.exec_id), index)
+            firsts = sorted(first_of.values())
+            claimed = await uow.claim_reports_and_lock([_key(envelopes[i]) for i in firsts])
+            claims = dict(zip(firsts, claimed, strict=True))
+            for index, envelope in enumerate(envelopes):
+                claim = claims.get(index)
                 with context.bind(request_id=envelope.request_id or context.request_id()):
-                    outcomes.append(await self._apply_one(uow, envelope))
+                    outcomes.append(
+                        "duplicate" if claim is None else await self._apply_one(lane, envelope, claim)
+                    )
+            await lane.flush()
             await uow.commit()
         return outcomes
 
-    async def _apply_one(self, uow: UnitOfWork, envelope: ReportEnvelope) -> str:
-        report = envelope.report
-        claim = await uow.claim_report_and_lock(
-            report.exec_id,
-            envelope.user_id,
-            envelope.order_id,
-            report.exec_type.value,
-            report.cumulative_quantity if report.exec_type is ExecType.TRADE else 0,
-        )
+    async def _apply_one(self, lane: _Lane, envelope: ReportEnvelope, claim: ReportClaim) -> str:
+        report, uow = envelope.report, lane.uow
         if not claim.claimed:
             return "duplicate"
-        order = claim.order
+        order = await lane.current(envelope, claim.order)
         if order is None:  # no such order of this user
             log.error(
                 "execution report for an unknown order; kept aside",
@@ -103,7 +110,7 @@ class ReportProcessor:
             await uow.record_unmatched(envelope)
             await uow.note_report_outcome(envelope.user_id, report.exec_id, "unmatched")
             return "unmatched"
-        if claim.fill_recorded:
+        if report.exec_type is ExecType.TRADE and lane.fill_recorded(order.order_id, report, claim):
             log.warning(
                 "fill already recorded at this cumulative quantity under another exec id",
                 extra={
@@ -147,7 +154,7 @@ class ReportProcessor:
                 envelope.user_id, report.exec_id, f"no change: {transition.anomaly or 'already reflected'}"
             )
             return "no_change"
-        await uow.save(
+        lane.save(
             transition,
             AuditEntry(
                 action="EXCHANGE_REPORT",
@@ -159,11 +166,67 @@ class ReportProcessor:
             ),
         )
         metrics.TRANSITIONS.labels(transition.trigger, transition.after.status.value).inc()
-        if self.family is not None:
+        if self.family is not None and transition.after.in_family:
+            # The family's rules read and change its other orders in the database.
+            await lane.flush()
             await self.family.after_change(uow, transition)
+            lane.reread()
         if (
             report.exec_type is ExecType.ORDER_STATUS
             and report.cumulative_quantity > transition.after.filled_quantity
         ):
             return "behind"
         return "applied"
+
+
+def _key(envelope: ReportEnvelope) -> ReportKey:
+    report = envelope.report
+    return ReportKey(
+        exec_id=report.exec_id,
+        user_id=envelope.user_id,
+        order_id=envelope.order_id,
+        exec_type=report.exec_type.value,
+        cumulative_quantity=report.cumulative_quantity if report.exec_type is ExecType.TRADE else 0,
+    )
+
+
+class _Lane:
+    """A lane's changes, written together: each order continues from its last change in the
+    lane, and a fill is recognised as recorded by the lane as well as by the database."""
+
+    def __init__(self, uow: UnitOfWork) -> None:
+        self.uow = uow
+        self._orders: dict[str, Order] = {}  # an order's state after its last change here
+        self._fills: set[tuple[str, int]] = set()  # (order, cumulative quantity) recorded here
+        self._changes: list[tuple[Transition, AuditEntry]] = []
+        self._stale = False  # a family rule wrote orders: read them again
+
+    async def current(self, envelope: ReportEnvelope, claimed: Order | None) -> Order | None:
+        """The report's order as this lane left it (None: no such order of this user)."""
+        if claimed is None:
+            return None
+        order = self._orders.get(claimed.order_id)
+        if order is None and self._stale:
+            order = await self.uow.lock_order(envelope.user_id, envelope.order_id)
+            if order is not None:
+                self._orders[order.order_id] = order
+        return order or claimed
+
+    def fill_recorded(self, order_id: str, report: ExchangeReport, claim: ReportClaim) -> bool:
+        return claim.fill_recorded or (order_id, report.cumulative_quantity) in self._fills
+
+    def save(self, transition: Transition, audit: AuditEntry) -> None:
+        after = transition.after
+        self._orders[after.order_id] = after
+        if transition.fill is not None:
+            self._fills.add((after.order_id, transition.fill.cumulative_quantity))
+        self._changes.append((transition, audit))
+
+    async def flush(self) -> None:
+        if self._changes:
+            changes, self._changes = self._changes, []
+            await self.uow.save_changes(changes)
+
+    def reread(self) -> None:
+        self._orders.clear()
+        self._stale = True

@@ -382,6 +382,11 @@ class Order:
         return 0 if self.status.terminal else self.quantity - self.filled_quantity
 
     @property
+    def in_family(self) -> bool:
+        """A leg of a bracket or an OCO group: its changes may concern its other orders."""
+        return self.leg is not Leg.SINGLE or bool(self.oco_group)
+
+    @property
     def average_price(self) -> Decimal | None:
         if self.filled_quantity == 0:
             return None

@@ -20,6 +20,7 @@ from svc_orders.app.ports import (
     CommandKind,
     ReportClaim,
     ReportEnvelope,
+    ReportKey,
     Reservation,
     ReservationGuard,
     StatusAnswer,
@@ -124,6 +125,10 @@ class MemoryUnitOfWork:
         if command is not None:
             self.book.commands.append((command, after.order_id))
 
+    async def save_changes(self, changes: Sequence[tuple[Transition, AuditEntry]]) -> None:
+        for transition, audit in changes:
+            await self.save(transition, audit)
+
     async def audit_only(self, order: Order, audit: AuditEntry) -> None:
         self.book.audit.append((order.order_id, audit))
 
@@ -140,14 +145,17 @@ class MemoryUnitOfWork:
         self.book.reports[exec_id] = "claimed"
         return True
 
-    async def claim_report_and_lock(
-        self, exec_id: str, user_id: str, order_id: str, exec_type: str, cumulative_quantity: int
-    ) -> ReportClaim:
-        return ReportClaim(
-            claimed=await self.claim_report(exec_id, order_id, exec_type),
-            order=await self.lock_order(user_id, order_id),
-            fill_recorded=cumulative_quantity > 0 and await self.fill_recorded(order_id, cumulative_quantity),
-        )
+    async def claim_reports_and_lock(self, reports: Sequence[ReportKey]) -> list[ReportClaim]:
+        assert len({(r.user_id, r.exec_id) for r in reports}) == len(reports), "exec ids must differ"
+        return [
+            ReportClaim(
+                claimed=await self.claim_report(r.exec_id, r.order_id, r.exec_type),
+                order=await self.lock_order(r.user_id, r.order_id),
+                fill_recorded=r.cumulative_quantity > 0
+                and await self.fill_recorded(r.order_id, r.cumulative_quantity),
+            )
+            for r in reports
+        ]
 
     async def note_report_outcome(self, user_id: str, exec_id: str, outcome: str) -> None:
         self.book.reports[exec_id] = outcome
