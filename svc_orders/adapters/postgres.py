@@ -131,8 +131,8 @@ FROM order_rate WHERE user_id = $1
 """
 
 # Changes in one round trip: each order (at the version it was read at, in its last state
-# of the batch), and for every change its event (with its outbox row), its audit row and its
-# fill, if it has one, inserted in the order of the changes.
+# of the batch), and for every change its event (with its outbox row), its audit row, its
+# fill and its executor command, if it has them, inserted in the order of the changes.
 _SAVE_CHANGES = """
 WITH change AS MATERIALIZED (
     SELECT * FROM unnest(
@@ -142,7 +142,7 @@ WITH change AS MATERIALIZED (
         $20::bytea[], $21::text[], $22::text[], $23::text[], $24::text[], $25::text[], $26::text[],
         $27::numeric[], $28::numeric[], $29::numeric[], $30::text[], $31::text[], $32::text[],
         $33::text[], $34::text[], $35::text[], $36::text[], $37::bigint[], $38::numeric[],
-        $39::bigint[], $40::timestamptz[]
+        $39::bigint[], $40::timestamptz[], $41::text[], $42::text[], $43::bytea[], $44::text[]
     ) WITH ORDINALITY AS c(
         order_id, user_id, read_version, status, quantity, limit_price, stop_price,
         protection_price, filled_quantity, filled_value, exchange_order_id, status_reason, version,
@@ -150,7 +150,7 @@ WITH change AS MATERIALIZED (
         payload, action, actor, request_id, client_ip, from_status, exec_id,
         last_price, bid_price, ask_price, detail, subject, headers,
         fill_exec_id, symbol, side, product, fill_quantity, fill_price,
-        fill_cumulative, fill_time, n)
+        fill_cumulative, fill_time, command_id, command_subject, command_payload, command_headers, n)
 ), final AS (
     SELECT DISTINCT ON (order_id) * FROM change ORDER BY order_id, n DESC
 ), updated AS (
@@ -162,7 +162,7 @@ WITH change AS MATERIALIZED (
         version = f.version, triggered = f.triggered, pending = f.pending::jsonb,
         resume_status = f.resume_status, update_time = f.update_time
     FROM final f
-    WHERE o.user_id = ANY($41::text[]) AND o.user_id = f.user_id AND o.order_id = f.order_id
+    WHERE o.user_id = ANY($45::text[]) AND o.user_id = f.user_id AND o.order_id = f.order_id
       AND o.version = f.read_version
     RETURNING o.order_id
 ), saved AS (
@@ -177,8 +177,14 @@ WITH change AS MATERIALIZED (
            exec_id, last_price, bid_price, ask_price, detail
     FROM saved ORDER BY n
 ), outboxed AS (
+    -- Each change's event, then its command: the relay publishes rows in this order.
     INSERT INTO outbox (msg_id, subject, payload, headers)
-    SELECT event_id, subject, payload, headers::jsonb FROM saved ORDER BY n
+    SELECT msg_id, subject, payload, headers::jsonb FROM (
+        SELECT n, 0 AS part, event_id AS msg_id, subject, payload, headers FROM saved
+        UNION ALL
+        SELECT n, 1, command_id, command_subject, command_payload, command_headers
+        FROM saved WHERE command_id IS NOT NULL
+    ) AS message ORDER BY n, part
 ), fill AS (
     INSERT INTO trades (exec_id, order_id, user_id, symbol, side, product, quantity, price,
                         cumulative_quantity, execute_time)
@@ -446,19 +452,12 @@ class PgUnitOfWork:
     async def save(
         self, transition: Transition, audit: AuditEntry, *, command: CommandKind | None = None
     ) -> None:
-        await self.save_changes([(transition, audit)])
-        order = transition.after
-        now = order.update_time
-        if command is not None:
-            # After the event's row, so the relay publishes them in this order, as before.
-            message = wire.command_for(order, command, now, audit.request_id)
-            message.command_id = command_id(order, command)
-            await outbox.add(
-                self.c, self.store.topology.order_command_subject(command.value), message, message.command_id
-            )
+        await self.save_changes([(transition, audit)], command=command)
 
-    async def save_changes(self, changes: Sequence[tuple[Transition, AuditEntry]]) -> None:
-        rows = [self._change_row(transition, audit) for transition, audit in changes]
+    async def save_changes(
+        self, changes: Sequence[tuple[Transition, AuditEntry]], *, command: CommandKind | None = None
+    ) -> None:
+        rows = [self._change_row(transition, audit, command) for transition, audit in changes]
         # An order changed twice is checked against the version the first change read.
         read_at: dict[str, object] = {}
         for row in rows:
@@ -478,7 +477,9 @@ class PgUnitOfWork:
             if transition.funds_action is not None:
                 await self._insert_funds_action(transition.funds_action, transition.after)
 
-    def _change_row(self, transition: Transition, audit: AuditEntry) -> list[object]:
+    def _change_row(
+        self, transition: Transition, audit: AuditEntry, command: CommandKind | None
+    ) -> list[object]:
         """One change as `_SAVE_CHANGES`' columns."""
         before, order, fill = transition.before, transition.after, transition.fill
         assert transition.changed and transition.event is not None
@@ -535,6 +536,20 @@ class PgUnitOfWork:
             fill.price if fill else None,
             fill.cumulative_quantity if fill else None,
             fill.execute_time if fill else None,
+            *self._command_columns(order, command, audit.request_id),
+        ]
+
+    def _command_columns(self, order: Order, command: CommandKind | None, request_id: str) -> list[object]:
+        if command is None:
+            return [None, None, None, None]
+        message = wire.command_for(order, command, order.update_time, request_id)
+        message.command_id = command_id(order, command)
+        subject = self.store.topology.order_command_subject(command.value)
+        return [
+            message.command_id,
+            subject,
+            message.SerializeToString(),
+            outbox.headers_json(message, message.command_id, subject),
         ]
 
     async def _insert_funds_action(self, action: FundsAction, order: Order) -> None:

@@ -36,6 +36,7 @@ from svc_orders.app.ports import (
     FundsPort,
     MarketPort,
     OrderStore,
+    UnitOfWork,
 )
 from svc_orders.app.risk_limits import RiskLimitBook
 from svc_orders.domain import contingent, limits, risk, state_machine, validation
@@ -254,6 +255,7 @@ class OrderEntry:
         locking = time.perf_counter()
         outcomes: list[Order | BaseException | None] = [None] * len(batch)
         accepted: list[Transition] = []
+        to_save: list[tuple[Transition, AuditEntry]] = []
         async with self.store.unit_of_work() as uow:
             # The row locks keep the sweeper (and concurrent retries) off these orders while
             # svc_funds is being asked.
@@ -285,34 +287,32 @@ class OrderEntry:
                     refusal is not None and not isinstance(refusal, ServiceError)
                 ):
                     outcomes[k] = refusal  # svc_funds may have acted: the order stays FUNDS_PENDING
-                elif isinstance(refusal, NotFound):
-                    await uow.delete_reserved(current.user_id, current.order_id)
-                    error = _no_account()
-                    error.__cause__ = refusal
-                    outcomes[k] = error
                 elif refusal is not None:
-                    # svc_funds refused (e.g. INSUFFICIENT_FUNDS): nothing is blocked, so
-                    # nothing of the order is kept either.
-                    await uow.delete_reserved(current.user_id, current.order_id)
-                    outcomes[k] = refusal
+                    outcomes[k] = await self._refused(uow, current, refusal)
                 else:
                     transition = state_machine.accept(current, self.clock.now())
                     item = batch[k]
-                    await uow.save(
-                        transition,
-                        AuditEntry(
-                            action="PLACE",
-                            actor=item.ctx.actor or user_actor(current.user_id),
-                            request_id=item.ctx.request_id,
-                            client_ip=item.ctx.client_ip,
-                            snapshot=item.snapshot,
-                        ),
-                        command=CommandKind.NEW,
+                    to_save.append(
+                        (
+                            transition,
+                            AuditEntry(
+                                action="PLACE",
+                                actor=item.ctx.actor or user_actor(current.user_id),
+                                request_id=item.ctx.request_id,
+                                client_ip=item.ctx.client_ip,
+                                snapshot=item.snapshot,
+                            ),
+                        )
                     )
-                    if self.family is not None:
+                    if self.family is not None and transition.after.in_family:
+                        # The family's rules read its other orders in the database.
+                        await uow.save_changes(to_save, command=CommandKind.NEW)
+                        to_save = []
                         await self.family.after_change(uow, transition)
                     accepted.append(transition)
                     outcomes[k] = transition.after
+            if to_save:  # the acceptances in one statement, each with its NewOrder command
+                await uow.save_changes(to_save, command=CommandKind.NEW)
             await uow.commit()
         metrics.PLACE_STAGE_SECONDS.labels("accept").observe(time.perf_counter() - accepting)
         for transition in accepted:
@@ -335,6 +335,17 @@ class OrderEntry:
             outcome if outcome is not None else outcomes[first[item.order.order_id]]  # type: ignore[misc]
             for item, outcome in zip(batch, outcomes, strict=True)
         ]
+
+    @staticmethod
+    async def _refused(uow: UnitOfWork, reserved: Order, refusal: BaseException) -> BaseException:
+        """svc_funds refused the block (e.g. INSUFFICIENT_FUNDS): nothing is blocked, so
+        nothing of the order is kept either."""
+        await uow.delete_reserved(reserved.user_id, reserved.order_id)
+        if isinstance(refusal, NotFound):
+            error = _no_account()
+            error.__cause__ = refusal
+            return error
+        return refusal
 
     async def _block_as(self, ctx: context.RequestContext, order: Order) -> None:
         """`_block` in the placement's own request context (request id, caller, address)."""

@@ -117,9 +117,11 @@ class UnitOfWork(Protocol):
         its funds action and its executor command."""
         ...
 
-    async def save_changes(self, changes: Sequence[tuple[Transition, AuditEntry]]) -> None:
-        """`save` for several changes at once, in their order (no commands); an order may
-        change more than once, each change continuing from the one before."""
+    async def save_changes(
+        self, changes: Sequence[tuple[Transition, AuditEntry]], *, command: CommandKind | None = None
+    ) -> None:
+        """`save` for several changes at once, in their order, each with `command`; an
+        order may change more than once, each change continuing from the one before."""
         ...
 
     async def audit_only(self, order: Order, audit: AuditEntry) -> None:

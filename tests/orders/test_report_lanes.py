@@ -1,11 +1,14 @@
-"""A lane of execution reports on the real PostgreSQL: claimed in one statement and written
-in one, whatever the number of reports, with every fill, event, outbox row and audit row of
-each report kept, an order changed twice in a lane continuing from its first change, and
-repeats (by exec id, or a fill by its cumulative quantity) recognised within the lane."""
+"""Changes written together, on the real PostgreSQL. A lane of execution reports is claimed
+in one statement and written in one, whatever the number of reports, with every fill,
+event, outbox row and audit row of each report kept, an order changed twice in a lane
+continuing from its first change, and repeats (by exec id, or a fill by its cumulative
+quantity) recognised within the lane. Acceptances are written in one statement too, each
+NewOrder command queued right after its order's event."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 
@@ -13,7 +16,7 @@ import asyncpg
 import pytest
 
 from svc_orders.adapters.postgres import SCHEMA, PostgresOrderStore
-from svc_orders.app.ports import AuditEntry, ReportEnvelope
+from svc_orders.app.ports import AuditEntry, CommandKind, ReportEnvelope
 from svc_orders.app.reports import ReportProcessor
 from svc_orders.domain import state_machine
 from svc_orders.domain.model import Order, Status
@@ -169,3 +172,25 @@ async def test_changes_to_an_order_read_at_an_old_version_write_nothing_at_all(
     rows = await orders.pool.fetch("SELECT status FROM orders WHERE user_id = 'u_lane_c'")
     assert {r["status"] for r in rows} == {"PENDING_EXCHANGE"}
     assert await orders.pool.fetchval("SELECT count(*) FROM order_events WHERE user_id = 'u_lane_c'") == 0
+
+
+async def test_acceptances_written_together_put_each_command_after_its_event(
+    store: tuple[PostgresOrderStore, Statements],
+) -> None:
+    orders, statements = store
+    placed = [await working(orders, f"ord_acc_{n}", f"u_acc_{n}") for n in range(3)]
+    # As reserved: waiting for funds; accepting them is one write with a NewOrder each.
+    await orders.pool.execute("UPDATE orders SET status = 'FUNDS_PENDING' WHERE order_id LIKE 'ord_acc_%'")
+    reserved = [replace(o, status=Status.FUNDS_PENDING) for o in placed]
+    statements.texts.clear()
+    async with orders.unit_of_work() as uow:
+        await uow.save_changes(
+            [(state_machine.accept(o, CLOCK.now()), AUDIT) for o in reserved], command=CommandKind.NEW
+        )
+        await uow.commit()
+    assert len(statements.writes()) == 1
+    rows = await orders.pool.fetch("SELECT msg_id, subject FROM outbox ORDER BY id")
+    kinds = [("command" if "command" in r["subject"] else "event") for r in rows]
+    assert kinds == ["event", "command"] * 3
+    commands = [r["msg_id"] for r in rows if "command" in r["subject"]]
+    assert commands == [f"ord_acc_{n}-v2-new" for n in range(3)]

@@ -125,9 +125,11 @@ class MemoryUnitOfWork:
         if command is not None:
             self.book.commands.append((command, after.order_id))
 
-    async def save_changes(self, changes: Sequence[tuple[Transition, AuditEntry]]) -> None:
+    async def save_changes(
+        self, changes: Sequence[tuple[Transition, AuditEntry]], *, command: CommandKind | None = None
+    ) -> None:
         for transition, audit in changes:
-            await self.save(transition, audit)
+            await self.save(transition, audit, command=command)
 
     async def audit_only(self, order: Order, audit: AuditEntry) -> None:
         self.book.audit.append((order.order_id, audit))
