@@ -81,8 +81,12 @@ async def serve(settings: ExecSettings, stop: asyncio.Event) -> None:
     topology = messaging.Topology.from_env(common.namespace)
     async with Host(SERVICE, stop) as host:
         await db.migrate(common.database_url, SCHEMA, MIGRATIONS)
+        # svc_exec leaves no session state on pooled connections (its one setting is SET
+        # LOCAL; the lease's lock has a connection of its own): released without asyncpg's
+        # reset round trip.
         pool = host.hold(
-            await db.create_pool(common.database_url, SCHEMA, min_size=2, max_size=8), what="pool"
+            await db.create_pool(common.database_url, SCHEMA, min_size=2, max_size=8, reset=db.keep_session),
+            what="pool",
         )
         # Every publication is acknowledged before the drain reaches it: nothing is left to drain.
         nc = host.hold(await messaging.connect(common.nats_url, SERVICE), what="nats")
