@@ -73,6 +73,7 @@ export class Api {
       const text = params.toString();
       if (text) url += "?" + text;
     }
+    const token = this.token;
     const init = { method, headers: this.headers(headers), signal, cache: "no-store" };
     if (body !== undefined) {
       init.body = JSON.stringify(body);
@@ -97,7 +98,7 @@ export class Api {
     if (!response.ok) {
       const error = new ApiError(response.status, parsed, Number(response.headers.get("Retry-After")) || 0);
       // A refused login or refresh is answered where it was asked; anything else ends the session.
-      if (response.status === 401 && !path.startsWith("/sessions")) this.onUnauthorized(error);
+      if (response.status === 401 && !path.startsWith("/sessions")) this.onUnauthorized(error, token);
       throw error;
     }
     return parsed;

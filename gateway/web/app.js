@@ -20,7 +20,8 @@ const MAX_TICKS = 600;
 const SESSION_KEY = "brokermesh.session";
 const PRICE_PATTERN = /^\d{1,9}(\.\d{1,2})?$/;
 
-const api = new Api({ onUnauthorized: () => sessionEnded() });
+// A refusal of a token already given up (a request sent before signing in again) ends nothing.
+const api = new Api({ onUnauthorized: (_error, token) => token === api.token && sessionEnded() });
 const state = {
   session: null,
   watchlists: [],

@@ -49,6 +49,7 @@ BROWSERS = (
 BROWSER = next((found for name in BROWSERS if (found := shutil.which(name))), None)
 try:
     from playwright.async_api import Browser, Locator, Page, Route, async_playwright
+    from playwright.async_api import TimeoutError as PlaywrightTimeout
     from playwright.async_api import expect as _expect  # noqa: F401 - proves the install is whole
 except ImportError:  # pragma: no cover - the test extra installs it
     async_playwright = None  # type: ignore[assignment]
@@ -417,7 +418,14 @@ async def test_an_ended_session_asks_to_sign_in_again_and_keeps_the_ticket_as_it
     await page.unroute("**/v1/quotes*")
     await page.fill("#signin-pass", password)
     await page.click("#signin-submit")
-    await page.wait_for_selector("#view-symbol:not([hidden])")
+    try:
+        await page.wait_for_selector("#view-symbol:not([hidden])")
+    except PlaywrightTimeout:
+        # Named on failure: the sign-in form shown again (and why) or the app elsewhere.
+        texts = [await page.text_content(s) for s in ("#signin-note", "#signin-error")]
+        raise AssertionError(
+            f"not back on the ticket; sign-in form hidden: {await page.is_hidden('#signin')}, says {texts}"
+        ) from None
     assert (await page.input_value("#t-qty"), await page.input_value("#t-limit")) == ("7", "1000.00")
     assert await page.input_value("#t-type") == "LIMIT"
     await page.wait_for_selector("#link-status:has-text('Live')")
