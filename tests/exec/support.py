@@ -189,11 +189,14 @@ _channels: dict[str, object] = {}
 
 
 def exec_stub(stack: Stack) -> exec_pb2_grpc.ExecutionServiceStub:
-    # The stub does not keep its channel alive; this module does, for the test session.
+    # The stub does not keep its channel alive; this module does, for the test session. One
+    # per stack: a later stack may get the same port, and a channel kept from a stopped one
+    # is backing off its reconnects, failing calls at once (UNAVAILABLE).
     target = stack.plan.target("svc_exec")
-    if target not in _channels:
-        _channels[target] = channel(target, signer=as_service(stack.plan))
-    return exec_pb2_grpc.ExecutionServiceStub(_channels[target])
+    key = f"{stack.plan.data_dir}|{target}"
+    if key not in _channels:
+        _channels[key] = channel(target, signer=as_service(stack.plan))
+    return exec_pb2_grpc.ExecutionServiceStub(_channels[key])
 
 
 async def session_status(stack: Stack) -> exec_pb2.SessionStatus:
