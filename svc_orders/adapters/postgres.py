@@ -457,20 +457,22 @@ class PgUnitOfWork:
     async def save_changes(
         self, changes: Sequence[tuple[Transition, AuditEntry]], *, command: CommandKind | None = None
     ) -> None:
-        rows = [self._change_row(transition, audit, command) for transition, audit in changes]
-        # An order changed twice is checked against the version the first change read.
-        read_at: dict[str, object] = {}
-        for row in rows:
-            row[2] = read_at.setdefault(str(row[0]), row[2])
+        # An order changed twice is checked against the version its first change read.
+        read_at: dict[str, int] = {}
+        for transition, _ in changes:
+            read_at.setdefault(transition.after.order_id, transition.before.version)
+        rows = [
+            self._change_row(transition, audit, command, read_at[transition.after.order_id])
+            for transition, audit in changes
+        ]
         users = sorted({t.after.user_id for t, _ in changes})
         self._users.update(users)
         updated = await self.c.fetchval(
             _SAVE_CHANGES, *(list(column) for column in zip(*rows, strict=True)), users
         )
-        orders = {t.after.order_id for t, _ in changes}
-        if updated != len(orders):
+        if updated != len(read_at):
             raise Aborted(
-                f"{len(orders) - updated} of orders {sorted(orders)} changed concurrently",
+                f"{len(read_at) - updated} of orders {sorted(read_at)} changed concurrently",
                 reason="CONCURRENT_MODIFICATION",
             )
         for transition, _ in changes:
@@ -478,7 +480,7 @@ class PgUnitOfWork:
                 await self._insert_funds_action(transition.funds_action, transition.after)
 
     def _change_row(
-        self, transition: Transition, audit: AuditEntry, command: CommandKind | None
+        self, transition: Transition, audit: AuditEntry, command: CommandKind | None, read_version: int
     ) -> list[object]:
         """One change as `_SAVE_CHANGES`' columns."""
         before, order, fill = transition.before, transition.after, transition.fill
@@ -498,7 +500,7 @@ class PgUnitOfWork:
         return [
             order.order_id,
             order.user_id,
-            before.version,
+            read_version,
             order.status.value,
             order.quantity,
             order.limit_price,

@@ -84,7 +84,7 @@ class ReportProcessor:
             first_of: dict[tuple[str, str], int] = {}
             for index, envelope in enumerate(envelopes):
                 first_of.setdefault((envelope.user_id, envelope.report.exec_id), index)
-            firsts = sorted(first_of.values())
+            firsts = list(first_of.values())  # ascending: in the order first seen
             claimed = await uow.claim_reports_and_lock([_key(envelopes[i]) for i in firsts])
             claims = dict(zip(firsts, claimed, strict=True))
             for index, envelope in enumerate(envelopes):
