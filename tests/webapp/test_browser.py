@@ -329,6 +329,8 @@ async def test_a_limit_order_is_modified_then_cancelled_each_state_as_the_exchan
             arg=[order_id, f"{lower:,}"],
         )
         await page.click(f"#cancel-{order_id}")
+        # The open tab shows the pending state; switching tabs before it arrives would hide it.
+        await status(row, "pending cancel").wait_for(timeout=5000)
         await page.click("#orders-past")
         past = page.locator(f"#orders-rows tr[data-order='{order_id}']")
         await status(past, "cancelled").wait_for(timeout=20000)
