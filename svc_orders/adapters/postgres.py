@@ -8,7 +8,6 @@ change is written with its event, its outbox rows and its audit row in one trans
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -64,24 +63,44 @@ log = logging.getLogger(__name__)
 
 SCHEMA = "orders"
 
-# A new order in one statement (no transaction round trips): take one token of the user's
-# order rate (a token bucket refilled by elapsed time) unless the key was used before, and
-# record the order only if a token was taken. Rate-limited → nothing is written; a replay
-# → no token is taken. Two attempts racing on one new key both take a token and one
-# insert yields to the other (ON CONFLICT): a token lost, never a second order.
+# New orders of distinct users in one statement, each atomic on its own (no transaction
+# round trips): take one token of the user's order rate (a token bucket refilled by elapsed
+# time) unless the key was used before, and record the order only if a token was taken.
+# Rate-limited → nothing is written; a replay → no token is taken. Two attempts racing on
+# one new key both take a token and one insert yields to the other (ON CONFLICT): a token
+# lost, never a second order. The users' rate rows are locked in user order, so two
+# statements never wait on each other in a cycle.
 _RESERVE = """
-WITH existing AS (
-    SELECT 1 FROM orders WHERE user_id = $2 AND client_order_id = $3
+WITH input AS MATERIALIZED (
+    SELECT * FROM unnest(
+        $1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+        $8::text[], $9::text[], $10::bigint[], $11::numeric[], $12::numeric[], $13::numeric[],
+        $14::text[], $15::bigint[], $16::text[], $17::text[], $18::timestamptz[],
+        $19::numeric[], $20::numeric[], $21::date[], $22::text[], $23::text[], $24::text[],
+        $25::text[], $26::text[], $27::numeric[], $28::numeric[], $29::numeric[], $30::numeric[],
+        $31::numeric[], $32::bigint[]
+    ) WITH ORDINALITY AS t(
+        order_id, user_id, client_order_id, fingerprint, symbol, side, order_type, time_in_force,
+        product, quantity, limit_price, stop_price, protection_price, status, version,
+        request_id, client_ip, create_time, burst, rate, expire_date, tag,
+        leg, parent_order_id, oco_group, contingency, exit_target_price, exit_stop_price,
+        exit_stop_protection, trail_amount, trail_percent, display_quantity, n)
+), existing AS MATERIALIZED (
+    SELECT i.user_id FROM input i
+    WHERE EXISTS (SELECT 1 FROM orders o WHERE o.user_id = i.user_id AND o.client_order_id = i.client_order_id)
 ), token AS (
     INSERT INTO order_rate AS r (user_id, tokens, refilled_at)
-    SELECT $2, $19::numeric - 1, clock_timestamp() WHERE NOT EXISTS (SELECT 1 FROM existing)
+    SELECT user_id, burst - 1, clock_timestamp() FROM input
+    WHERE user_id NOT IN (SELECT user_id FROM existing) ORDER BY user_id
     ON CONFLICT (user_id) DO UPDATE
-        SET tokens = LEAST($19::numeric, r.tokens + $20::numeric
+        SET tokens = LEAST(excluded.tokens + 1, r.tokens
+                           + (SELECT rate FROM input WHERE input.user_id = r.user_id)
                            * GREATEST(0, EXTRACT(EPOCH FROM clock_timestamp() - r.refilled_at))) - 1,
             refilled_at = clock_timestamp()
-        WHERE LEAST($19::numeric, r.tokens + $20::numeric
+        WHERE LEAST(excluded.tokens + 1, r.tokens
+                    + (SELECT rate FROM input WHERE input.user_id = r.user_id)
                     * GREATEST(0, EXTRACT(EPOCH FROM clock_timestamp() - r.refilled_at))) >= 1
-    RETURNING tokens
+    RETURNING user_id
 ), inserted AS (
     INSERT INTO orders (
         order_id, user_id, client_order_id, fingerprint, symbol, side, order_type, time_in_force,
@@ -89,15 +108,19 @@ WITH existing AS (
         request_id, client_ip, create_time, update_time, expire_date, tag,
         leg, parent_order_id, oco_group, contingency, exit_target_price, exit_stop_price, exit_stop_protection,
         trail_amount, trail_percent, display_quantity)
-    SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $18,
-           $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32
-    WHERE EXISTS (SELECT 1 FROM token)
+    SELECT order_id, user_id, client_order_id, fingerprint, symbol, side, order_type, time_in_force,
+           product, quantity, limit_price, stop_price, protection_price, status, version,
+           request_id, client_ip, create_time, create_time, expire_date, tag,
+           leg, parent_order_id, oco_group, contingency, exit_target_price, exit_stop_price,
+           exit_stop_protection, trail_amount, trail_percent, display_quantity
+    FROM input WHERE user_id IN (SELECT user_id FROM token) ORDER BY n
     ON CONFLICT (user_id, client_order_id) DO NOTHING
-    RETURNING order_id
+    RETURNING user_id
 )
-SELECT EXISTS (SELECT 1 FROM existing) AS existed,
-       EXISTS (SELECT 1 FROM token) AS took_token,
-       EXISTS (SELECT 1 FROM inserted) AS created
+SELECT i.user_id IN (SELECT user_id FROM existing) AS existed,
+       i.user_id IN (SELECT user_id FROM token) AS took_token,
+       i.user_id IN (SELECT user_id FROM inserted) AS created
+FROM input i ORDER BY i.n
 """
 
 # An order the broker creates itself (a contingent leg): no rate token, no key of a client.
@@ -114,14 +137,30 @@ ON CONFLICT DO NOTHING
 """
 
 # A reservation's parameters: the order's own columns, the rate's burst and refill, and its
-# family columns (`_RESERVE`'s $1–$18, $19–$20, $21–).
+# family columns (in `_RESERVE`'s column order).
 _ReserveArgs = tuple[tuple[object, ...], Decimal, Decimal, tuple[object, ...]]
 RESERVATIONS_PER_BATCH = 64
 
 
-def _reserve_params(args: _ReserveArgs) -> tuple[object, ...]:
-    columns, burst, rate, family = args
-    return (*columns, burst, rate, *family)
+def _reserve_columns(batch: Sequence[_ReserveArgs]) -> list[list[object]]:
+    """`_RESERVE`'s arrays: one per column, one element per reservation."""
+    rows = [(*columns, burst, rate, *family) for columns, burst, rate, family in batch]
+    return [list(column) for column in zip(*rows, strict=True)]
+
+
+def _rounds(batch: Sequence[_ReserveArgs]) -> list[list[int]]:
+    """The batch's positions in rounds of distinct users, each round in user order: a user's
+    second reservation waits for the round after its first, which it then sees."""
+    rounds: list[list[int]] = []
+    taken: dict[object, int] = {}
+    for k, (columns, _, _, _) in enumerate(batch):
+        user = columns[1]
+        index = taken.get(user, -1) + 1
+        taken[user] = index
+        if index == len(rounds):
+            rounds.append([])
+        rounds[index].append(k)
+    return [sorted(positions, key=lambda k: str(batch[k][0][1])) for positions in rounds]
 
 
 _SECONDS_TO_NEXT_TOKEN = """
@@ -681,13 +720,11 @@ class PostgresOrderStore:
         self, order: Order, limits: RiskLimits, guard: ReservationGuard | None = None
     ) -> Reservation:
         burst, rate = Decimal(limits.order_burst), limits.orders_per_second
+        args: _ReserveArgs = (_new_order_columns(order), burst, rate, _family_columns(order))
         if guard is None:
-            outcome = await self._reservations.submit(
-                (_new_order_columns(order), burst, rate, _family_columns(order))
-            )
+            outcome = await self._reservations.submit(args)
         else:
-            arguments = (*_new_order_columns(order), burst, rate, *_family_columns(order))
-            outcome = await self._reserve_guarded(order, arguments, guard)
+            outcome = await self._reserve_guarded(order, args, guard)
         if outcome["created"]:
             if self.reads is not None:
                 self.reads.wrote(order.user_id)
@@ -707,7 +744,7 @@ class PostgresOrderStore:
         )
 
     async def _reserve_guarded(
-        self, order: Order, arguments: tuple[object, ...], guard: ReservationGuard
+        self, order: Order, args: _ReserveArgs, guard: ReservationGuard
     ) -> asyncpg.Record:
         async with self.pool.acquire() as conn, conn.transaction():
             # The user's guarded reservations one at a time, across replicas; other users'
@@ -715,31 +752,36 @@ class PostgresOrderStore:
             await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", _LIMITS_LOCK, order.user_id)
             if not await conn.fetchval(_KEY_USED, order.user_id, order.client_order_id):
                 guard(await _working_orders(conn, order.user_id, order.symbol, order.product.value))
-            return await conn.fetchrow(_RESERVE, *arguments)
+            return (await conn.fetch(_RESERVE, *_reserve_columns([args])))[0]
 
     async def _reserve_batch(self, batch: list[_ReserveArgs]) -> list[asyncpg.Record | BaseException]:
-        """Concurrent reservations in one transaction (group commit): each its own statement
-        and outcome, one commit and one WAL flush for all. Taken in (user, key) order, so
-        two batches lock the users' rate rows in the same order. If the transaction fails
-        (a deadlock with a statement outside the order path, say), nothing of it was
-        written, and each reservation is made alone instead."""
-        if len(batch) == 1:
-            return [await self.pool.fetchrow(_RESERVE, *_reserve_params(batch[0]))]
-        order = sorted(range(len(batch)), key=lambda k: (batch[k][0][1], batch[k][0][2]))
-        outcomes: dict[int, asyncpg.Record] = {}
-        try:
-            async with self.pool.acquire() as conn, conn.transaction():
-                for k in order:
-                    outcomes[k] = await conn.fetchrow(_RESERVE, *_reserve_params(batch[k]))
-        except asyncpg.PostgresError as error:
-            log.warning("a batch of reservations failed; making them one by one", extra={"error": str(error)})
-            return list(
-                await asyncio.gather(
-                    *(self.pool.fetchrow(_RESERVE, *_reserve_params(args)) for args in batch),
-                    return_exceptions=True,
-                )
-            )
-        return [outcomes[k] for k in range(len(batch))]
+        """Concurrent reservations in one statement: each its own outcome, one commit and one
+        WAL flush for all. A user with several reservations in the batch has them in
+        successive statements (`_rounds`), each its own transaction, so no statement holds
+        a lock while it waits for another. If a statement fails (a deadlock with one outside
+        the order path, say), nothing of it was written, and its reservations are made one
+        by one instead."""
+        outcomes: list[asyncpg.Record | BaseException | None] = [None] * len(batch)
+        async with self.pool.acquire() as conn:
+            for positions in _rounds(batch):
+                try:
+                    records = await conn.fetch(_RESERVE, *_reserve_columns([batch[k] for k in positions]))
+                except asyncpg.PostgresError as error:
+                    if len(positions) == 1:
+                        outcomes[positions[0]] = error
+                        continue
+                    log.warning(
+                        "a batch of reservations failed; making them one by one", extra={"error": str(error)}
+                    )
+                    records = []
+                    for k in positions:
+                        try:
+                            records.append((await conn.fetch(_RESERVE, *_reserve_columns([batch[k]])))[0])
+                        except asyncpg.PostgresError as alone:
+                            records.append(alone)
+                for k, record in zip(positions, records, strict=True):
+                    outcomes[k] = record
+        return [outcome for outcome in outcomes if outcome is not None]
 
     async def find_by_key(self, user_id: str, client_order_id: str) -> Order | None:
         row = await self.pool.fetchrow(

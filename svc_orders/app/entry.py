@@ -9,7 +9,7 @@ A crash in between leaves a FUNDS_PENDING row that a retry or the sweeper finish
 block exists) or rejects (it does not): no block without an order, no order without a block.
 
 Both commits are shared (group commit). Reservations made at the same moment are written
-in one transaction by the store, each with its own statement and outcome. Placements
+in one statement by the store, each with its own outcome. Placements
 reserved while earlier acceptances are still out wait and go together in the next
 acceptance transaction, with their blocks in one call to svc_funds; each keeps its own
 outcome, event, audit row and command.

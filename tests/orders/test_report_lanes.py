@@ -12,7 +12,6 @@ from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 
-import asyncpg
 import pytest
 
 from svc_orders.adapters.postgres import SCHEMA, PostgresOrderStore
@@ -23,30 +22,13 @@ from svc_orders.domain.model import Order, Status
 from svc_runtime import db
 from svc_runtime.errors import Aborted
 from svc_runtime.messaging import Topology
+from tests.orders.statements import Statements
 from tests.orders.test_state_machine import order
 from tests.unit.orders_fakes import MemoryExchange, MemoryMarket, SteppingClock, report
 
 MIGRATIONS = Path(__file__).parents[2] / "svc_orders" / "adapters" / "migrations"
 CLOCK = SteppingClock()
 AUDIT = AuditEntry(action="EXCHANGE_REPORT", actor="EXCHANGE", request_id="req")
-
-
-class Statements:
-    """Every statement the pool's connections run (asyncpg's query logger)."""
-
-    def __init__(self) -> None:
-        self.texts: list[str] = []
-
-    async def watch(self, connection: asyncpg.Connection) -> None:
-        connection.add_query_logger(lambda query: self.texts.append(query.query))
-
-    def writes(self) -> list[str]:
-        # Not asyncpg's own look-ups of the types a statement uses (once per connection).
-        return [
-            t
-            for t in self.texts
-            if t.lstrip().upper().startswith(("WITH", "UPDATE", "INSERT")) and "typeinfo_tree" not in t
-        ]
 
 
 @pytest.fixture
