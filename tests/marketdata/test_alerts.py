@@ -71,7 +71,9 @@ async def test_an_alert_fires_once_on_the_stream_when_its_price_is_reached(md: M
     alert = await create(md, user, "INFY", al.ALERT_CONDITION_PRICE_ABOVE, "1600.00")
     assert alert.state == al.ALERT_STATE_ACTIVE and alert.name == f"users/{user}/alerts/{alert.alert_id}"
     live: list[al.AlertEvent] = []
-    call = stub(md).StreamAlertEvents(al.StreamAlertEventsRequest(parent=f"users/{user}"))
+    # From event 0: should the stream start following only after the fire (a loaded
+    # machine), the fire is replayed rather than missed.
+    call = stub(md).StreamAlertEvents(al.StreamAlertEventsRequest(parent=f"users/{user}", after_event_id="0"))
 
     async def read() -> None:
         async for event in call:
