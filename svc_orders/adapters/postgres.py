@@ -761,27 +761,24 @@ class PostgresOrderStore:
         a lock while it waits for another. If a statement fails (a deadlock with one outside
         the order path, say), nothing of it was written, and its reservations are made one
         by one instead."""
-        outcomes: list[asyncpg.Record | BaseException | None] = [None] * len(batch)
+        outcomes: dict[int, asyncpg.Record | BaseException] = {}
         async with self.pool.acquire() as conn:
             for positions in _rounds(batch):
-                try:
-                    records = await conn.fetch(_RESERVE, *_reserve_columns([batch[k] for k in positions]))
-                except asyncpg.PostgresError as error:
-                    if len(positions) == 1:
-                        outcomes[positions[0]] = error
-                        continue
-                    log.warning(
-                        "a batch of reservations failed; making them one by one", extra={"error": str(error)}
-                    )
-                    records = []
-                    for k in positions:
-                        try:
-                            records.append((await conn.fetch(_RESERVE, *_reserve_columns([batch[k]])))[0])
-                        except asyncpg.PostgresError as alone:
-                            records.append(alone)
-                for k, record in zip(positions, records, strict=True):
-                    outcomes[k] = record
-        return [outcome for outcome in outcomes if outcome is not None]
+                records = await self._reserve_round(conn, [batch[k] for k in positions])
+                outcomes.update(zip(positions, records, strict=True))
+        return [outcomes[k] for k in range(len(batch))]
+
+    async def _reserve_round(
+        self, conn: asyncpg.Connection, round_: list[_ReserveArgs]
+    ) -> list[asyncpg.Record | BaseException]:
+        """One statement for reservations of distinct users; if it fails, one each."""
+        try:
+            return list(await conn.fetch(_RESERVE, *_reserve_columns(round_)))
+        except asyncpg.PostgresError as error:
+            if len(round_) == 1:
+                return [error]
+            log.warning("a batch of reservations failed; making them one by one", extra={"error": str(error)})
+            return [(await self._reserve_round(conn, [args]))[0] for args in round_]
 
     async def find_by_key(self, user_id: str, client_order_id: str) -> Order | None:
         row = await self.pool.fetchrow(
