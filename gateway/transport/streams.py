@@ -1,6 +1,11 @@
 """Server-Sent Events responses, written straight to the ASGI `send` (no per-client
 generator or extra buffering).
 
+A stream's request passes the whole edge (request id, rate limits, authentication,
+validation, CORS) once, up to its response headers. Its body is then written from the
+outermost layer (`DirectBody`): the forty-odd middleware frames of the request are released
+instead of being held, suspended, for the hours a stream may stay open.
+
 Rules (WHATWG HTML §9.2, and docs/architecture.md §6 "Bounded everything"): `retry:` first, then the current
 state; a heartbeat when idle (price streams: `event: heartbeat` with the server's time and
 the feed's sequence; order streams: a comment); every write has a deadline, and a client that does
@@ -17,7 +22,7 @@ import contextlib
 import logging
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from prometheus_client import Counter, Gauge
@@ -33,6 +38,7 @@ from gateway.domain.jsonmoney import dumps
 from gateway.domain.problems import problem_from_details
 from gateway.settings import StreamSettings
 from gateway.transport.mapping import alert_json, order_event_json
+from svc_runtime import context
 from svc_runtime.tokens import REFUSED_MESSAGE, RevokedSessions
 
 log = logging.getLogger(__name__)
@@ -48,8 +54,8 @@ HEADERS = {
 _TELL_TIMEOUT = 1.0
 _ORDER_QUEUE = 256
 _END = object()
-# Where the edge leaves the server's own `send` in the request scope (see `DirectBody`).
-DIRECT_SEND = "brokermesh.direct_send"
+# Where the edge leaves its `Direct` in the request scope (see `DirectBody`).
+DIRECT = "brokermesh.direct"
 # What a stream may leave in the server's write buffer before its writes wait (asyncio's
 # default is 64 KiB per layer, and TLS adds a layer): the less is held there, the sooner a
 # write of a client that does not read meets its deadline.
@@ -82,18 +88,42 @@ def _hold_less(send: Send) -> None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, STREAM_SEND_BUFFER)
 
 
+class Direct:
+    """The server's own `send` and `receive`, and the body an event stream leaves to be
+    written once the middleware has returned."""
+
+    __slots__ = ("body", "receive", "send")
+
+    def __init__(self, send: Send, receive: Receive) -> None:
+        self.send = send
+        self.receive = receive
+        self.body: Callable[[], Awaitable[None]] | None = None
+
+
 class DirectBody:
-    """The outermost ASGI layer: leaves the server's `send` in the scope so that an event
-    stream can write its body past the middleware wrappers (which act on the response's
-    start, never on body chunks)."""
+    """The outermost ASGI layer. It leaves the server's `send` and `receive` in the scope
+    (`Direct`): an event stream writes its body past the middleware wrappers, which act on
+    the response's start and never on body chunks. And once the request has passed every
+    layer and its headers went out, the stream's body runs here, after the layers returned
+    (each counted and logged the request as answered, with its status)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            scope[DIRECT_SEND] = send
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        direct = scope[DIRECT] = Direct(send, receive)
         await self.app(scope, receive, send)
+        body, direct.body = direct.body, None
+        if body is None:
+            return
+        try:
+            await body()
+        except Exception:
+            # The headers are out: nothing to answer, the stream just ends.
+            log.exception("event stream failed", extra={"path": scope.get("path", "")})
 
 
 class StreamRegistry:
@@ -177,7 +207,11 @@ class EventStream(Response):
     kind = "stream"
 
     def __init__(
-        self, settings: StreamSettings, registry: StreamRegistry, on_close: Callable[[], None]
+        self,
+        settings: StreamSettings,
+        registry: StreamRegistry,
+        on_close: Callable[[], None],
+        wake: asyncio.Event | None = None,
     ) -> None:
         super().__init__(status_code=200, headers=HEADERS, media_type="text/event-stream")
         # A stream has no length: Response would announce an empty body.
@@ -187,7 +221,7 @@ class EventStream(Response):
         self.on_close = on_close
         self.gone = False
         self.gone_by_client = False
-        self.wake = asyncio.Event()
+        self.wake = wake or asyncio.Event()
         # The session the stream was opened in, and whether it ended because it was revoked.
         self.session = ""
         self.revoked = False
@@ -212,22 +246,43 @@ class EventStream(Response):
         """Nothing written for a heartbeat interval (paced streams only)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await send(
+                {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+            )
+        except BaseException:
+            self.cleanup()
+            self.on_close()
+            raise
+        # The headers went through every middleware. The body goes straight to the server's
+        # `send` when the edge left it in the scope: the wrappers only pass body chunks on,
+        # and that cost a quarter of a price push. It is written once the middleware has
+        # returned, in this request's context (its id is on the stream's log lines).
+        direct: Direct | None = scope.get(DIRECT)
+        if direct is None:
+            await self._body(send, receive)
+            return
+        bound = context.current()
+
+        async def body() -> None:
+            token = context.set_current(bound)
+            try:
+                await self._body(direct.send, direct.receive)
+            finally:
+                context.reset(token)
+
+        direct.body = body
+
+    async def _body(self, send: Send, receive: Receive) -> None:
         self.task = asyncio.current_task()
         self.registry.add(self)
         OPEN_STREAMS.labels(self.kind).inc()
         watcher = asyncio.create_task(self._watch_disconnect(receive))
         finished = False
         try:
-            await send(
-                {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
-            )
-            # The headers went through every middleware; the body goes straight to the
-            # server's `send` when the edge left it in the scope (see `DirectBody`): the
-            # wrappers only pass body chunks on, and that cost a quarter of a price push.
-            body = scope.get(DIRECT_SEND, send)
-            _hold_less(body)
-            await self.write(body, sse.retry(self.settings.retry_ms))
-            await self.run(body)
+            _hold_less(send)
+            await self.write(send, sse.retry(self.settings.retry_ms))
+            await self.run(send)
             finished = True
         except SlowConsumer:
             DROPPED.labels(self.kind, "slow_consumer").inc()
@@ -302,11 +357,10 @@ class MarketStream(EventStream):
         registry: StreamRegistry,
         on_close: Callable[[], None],
     ) -> None:
-        super().__init__(settings, registry, on_close)
+        # The hub wakes the subscription; so do disconnects, shutdown and the watchdog.
+        super().__init__(settings, registry, on_close, subscription.wake)
         self.subscription = subscription
         self.hub = hub
-        # The hub wakes the subscription; so do disconnects, shutdown and the watchdog.
-        self.wake = subscription.wake
         self.heartbeat_due = False
 
     paced_heartbeats = True

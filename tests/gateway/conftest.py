@@ -34,6 +34,7 @@ import jwt
 import nats
 import pytest
 import schemathesis
+from starlette.types import ASGIApp
 
 from brokermesh.marketdata.v1 import marketdata_pb2, marketdata_pb2_grpc, tick_pb2
 from brokermesh.type.v1 import decimal_pb2
@@ -355,6 +356,7 @@ class LocalEdge:
     registry: StreamRegistry
     keys: KeySet
     ticket_key: bytes
+    app: ASGIApp
 
     def auth(self, user_id: str | None = None, session: str = "") -> dict[str, str]:
         issued = self.tokens.issue(user_id or unique_name("u_"), session or secrets.token_hex(16))
@@ -378,8 +380,11 @@ def quick_limits(**overrides: Any) -> EdgeLimits:
 
 
 @contextlib.asynccontextmanager
-async def serve_local(backends: Backends, limits: EdgeLimits) -> AsyncIterator[LocalEdge]:
-    """The gateway's HTTP application in the test process, in front of `backends`."""
+async def serve_local(
+    backends: Backends, limits: EdgeLimits, *, hub: QuoteHub | None = None
+) -> AsyncIterator[LocalEdge]:
+    """The gateway's HTTP application in the test process, in front of `backends` (and of
+    `hub` for live prices, if given)."""
     tokens_secret = secrets.token_hex(32)
     keys = KeySet.single(tokens_secret)
     revoked = RevokedSessions(ready=True)
@@ -400,7 +405,7 @@ async def serve_local(backends: Backends, limits: EdgeLimits) -> AsyncIterator[L
     handlers = Handlers(
         backends=backends,
         sessions=sessions,
-        hub=QuoteHub(backends),
+        hub=hub or QuoteHub(backends),
         registry=registry,
         limits=limits,
         clock=time.monotonic,
@@ -419,7 +424,7 @@ async def serve_local(backends: Backends, limits: EdgeLimits) -> AsyncIterator[L
     )
     transport = httpx.ASGITransport(app=app, client=("192.0.2.10", 40000))
     async with httpx.AsyncClient(transport=transport, base_url="http://edge.test") as client:
-        yield LocalEdge(client, tokens, revoked, registry, keys, ticket_key(tokens_secret))
+        yield LocalEdge(client, tokens, revoked, registry, keys, ticket_key(tokens_secret), app)
 
 
 @pytest.fixture(scope="module")
