@@ -375,17 +375,32 @@ class Gateway:
         process = stack.processes.get("gateway")
         self.root = None if process is None or process.returncode is not None else psutil.Process(process.pid)
 
-    def _all(self) -> list[psutil.Process]:
+    def processes(self) -> list[psutil.Process]:
         return [] if self.root is None else [self.root, *self.root.children(recursive=True)]
 
     def rss(self) -> int:
-        return sum(p.memory_info().rss for p in self._all())
+        return sum(p.memory_info().rss for p in self.processes())
 
     def cpu_seconds(self) -> float:
-        return sum(sum(p.cpu_times()[:2]) for p in self._all())
+        return sum(sum(p.cpu_times()[:2]) for p in self.processes())
 
     def __bool__(self) -> bool:
         return self.root is not None
+
+
+async def _settled(gateway: Gateway, processes: int, timeout: float = 60.0) -> None:
+    """Until a restarted gateway runs all its `processes` (its workers start after it is
+    ready) and their memory has stopped growing: the start of a memory figure."""
+    deadline = time.monotonic() + timeout
+    last = -1
+    while time.monotonic() < deadline:
+        if len(gateway.processes()) >= processes:
+            rss = gateway.rss()
+            if abs(rss - last) < 2**20:
+                return
+            last = rss
+        await asyncio.sleep(1.0)
+    raise RuntimeError(f"the restarted gateway did not settle with {processes} processes in {timeout:g}s")
 
 
 async def _open(stack: Stack, tokens: list[str], symbols: list[str], shape: Shape, timeout: float) -> Clients:
@@ -481,10 +496,12 @@ async def _measure_shape(
         if f.name.endswith((".p50", ".p99"))
     ]
     if gateway is not None:
+        growth = rss_after - rss_before
         figures.append(
             Figure(
                 f"{prefix}.memory_per_stream",
-                (rss_after - rss_before) / 1024 / max(1, seen.ready),
+                # RSS that fell while streams opened says nothing about what they hold.
+                growth / 1024 / max(1, seen.ready) if growth > 0 else float("nan"),
                 "KB",
                 "lower",
                 MEMORY_TARGET,
@@ -558,8 +575,16 @@ async def _fanout(ctx: BenchContext, prefix: str) -> list[Figure]:
     symbols = await _symbols(stack, most)
     figures: list[Figure] = []
     await _market_makers(stack, paused=True)
+    processes = int(stack.plan.extra_env.get(GATEWAY_WORKERS) or os.environ.get(GATEWAY_WORKERS) or 1)
     try:
-        for shape in plan.shapes:
+        for number, shape in enumerate(plan.shapes):
+            if number:
+                # A fresh gateway per shape: the memory the last shape's streams held (and
+                # the allocator keeps or returns as it likes) would blur this one's growth.
+                ctx.progress(f"{prefix}{shape.name}: restarting the gateway")
+                await stack.stop_service("gateway")
+                await stack.start_service("gateway")
+            await _settled(Gateway(stack), processes)
             injector = TickInjector(
                 stack.plan.nats_url, stack.plan.namespace, symbols[: shape.symbols], plan.ticks_per_symbol
             )
