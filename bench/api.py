@@ -25,6 +25,10 @@ BASELINE_JS_PUBLISH = "baseline.jetstream_publish_ack.throughput"
 BASELINE_NATS_SUBSCRIBE = "baseline.nats_subscribe.throughput"
 # A bare uvicorn + starlette JSON echo through the same HTTP client: what REST figures compare with.
 BASELINE_HTTP_ECHO = "baseline.http_echo.throughput"
+# What one open event stream costs a bare uvicorn (httptools, uvloop) process, over the
+# gateway's TLS and in plain text: the floor under the gateway's memory per stream.
+BASELINE_SSE_MEMORY = "baseline.sse_stream_memory"
+BASELINE_SSE_MEMORY_PLAINTEXT = "baseline.sse_stream_memory_plaintext"
 # Each baseline also reports the latency of one call with nothing else in flight, as
 # `baseline.<name>.p50` … `.p99_9` (ms). A latency figure that names a baseline above is
 # compared with the same percentile of it (its p50 when the figure is not a percentile).

@@ -2,6 +2,9 @@
 
     python -m bench.peers grpc-echo PORT          gRPC unary echo and server stream (no interceptors)
     python -m bench.peers http-echo PORT          uvicorn + starlette JSON echo (the gateway's stack)
+    python -m bench.peers sse-hold PORT [TLS_DIR]  uvicorn holding endless event streams (a 300-byte
+                                                  event every 250 ms), over TLS with the
+                                                  certificates made in TLS_DIR if given
     python -m bench.peers nats-publish URL SUBJECT COUNT SIZE RATE
                                                   core NATS publisher; RATE 0 = as fast as it can
     python -m bench.peers grpc-pg PORT DSN        gRPC unary call running one single-row
@@ -26,6 +29,7 @@ import struct
 import sys
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -172,6 +176,19 @@ async def jetstream_pg(url: str, stream: str, subject: str, dsn: str) -> None:
 
 
 # --- HTTP ----------------------------------------------------------------------------------
+async def _serve_http(server: Any) -> None:
+    """Run a uvicorn server until SIGTERM, saying `ready` once it listens."""
+    server.install_signal_handlers = lambda: None
+    serving = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.02)
+        if serving.done():
+            serving.result()
+    await _ready_then_wait_for_term()
+    server.should_exit = True
+    await serving
+
+
 async def http_echo(port: int) -> None:
     import uvicorn
     from starlette.applications import Starlette
@@ -184,16 +201,49 @@ async def http_echo(port: int) -> None:
 
     app = Starlette(routes=[Route(HTTP_ECHO_PATH, echo, methods=["POST"])])
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
-    server = uvicorn.Server(config)
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-    serving = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.02)
-        if serving.done():
-            serving.result()
-    await _ready_then_wait_for_term()
-    server.should_exit = True
-    await serving
+    await _serve_http(uvicorn.Server(config))
+
+
+SSE_HOLD_EVENT = b"event: price_tick\ndata: " + b"x" * 280 + b"\n\n"
+
+
+async def sse_hold(port: int, tls_dir: str = "") -> None:
+    """The least an event stream can cost on the gateway's HTTP stack (uvicorn, httptools,
+    uvloop, the same TLS settings): no middleware, no subscription; a stream's task and a
+    wait for the client leaving, as the gateway has."""
+    import uvicorn
+
+    from svc_runtime import tls
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        await receive()  # the request (no body); the next message is the client leaving
+        gone = asyncio.ensure_future(receive())
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"text/event-stream")],
+            }
+        )
+        while not gone.done():
+            await send({"type": "http.response.body", "body": SSE_HOLD_EVENT, "more_body": True})
+            await asyncio.wait([gone], timeout=0.25)
+
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        http="httptools",
+    )
+    config.load()
+    if tls_dir:
+        config.ssl = tls.server_context(tls.ensure(Path(tls_dir)))
+    await _serve_http(uvicorn.Server(config))
 
 
 # --- NATS ----------------------------------------------------------------------------------
@@ -275,6 +325,7 @@ def main(argv: list[str]) -> None:
     runners: dict[str, Any] = {
         "grpc-echo": lambda: grpc_echo(int(args[0])),
         "http-echo": lambda: http_echo(int(args[0])),
+        "sse-hold": lambda: sse_hold(int(args[0]), *args[1:]),
         "nats-publish": lambda: nats_publish(args[0], args[1], int(args[2]), int(args[3]), float(args[4])),
         "grpc-pg": lambda: grpc_pg(int(args[0]), args[1]),
         "jetstream-pg": lambda: jetstream_pg(args[0], args[1], args[2], args[3]),

@@ -9,11 +9,15 @@ its baseline is the number that survives a noisy machine.
 from __future__ import annotations
 
 import asyncio
+import ssl
+import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import asyncpg
 import grpc
+import psutil
 from google.protobuf import wrappers_pb2
 from nats.js.api import StorageType, StreamConfig
 
@@ -27,6 +31,8 @@ from bench.api import (
     BASELINE_JS_PUBLISH,
     BASELINE_NATS_SUBSCRIBE,
     BASELINE_PG_TXN,
+    BASELINE_SSE_MEMORY,
+    BASELINE_SSE_MEMORY_PLAINTEXT,
     FUNDS_BLOCK_HALF_RATE,
     FUNDS_SETTLE_HALF_RATE,
     BenchContext,
@@ -45,7 +51,7 @@ from bench.load import (
     open_loop,
     sequential,
 )
-from svc_runtime import db, messaging
+from svc_runtime import db, messaging, tls
 from svc_runtime.infra.processes import free_port
 
 # The size of an order-sized message: a PlaceOrderRequest or an order event is ~150–300 bytes.
@@ -464,6 +470,74 @@ async def http_echo(ctx: BenchContext) -> list[Figure]:
     )
 
 
+async def sse_memory(ctx: BenchContext) -> list[Figure]:
+    streams = 200 if ctx.quick else 1000
+    figures: list[Figure] = []
+    with tempfile.TemporaryDirectory() as tls_dir:
+        ca = tls.ensure(Path(tls_dir)).ca
+        for name, tls_args in ((BASELINE_SSE_MEMORY, [tls_dir]), (BASELINE_SSE_MEMORY_PLAINTEXT, [])):
+            port = free_port()
+            ssl_context = tls.client_context(ca) if tls_args else None
+            ctx.progress(f"{name}: {streams} streams")
+            async with peers.running("sse-hold", str(port), *tls_args) as process:
+                growth = await _stream_memory(psutil.Process(process.pid), port, ssl_context, streams)
+            figures.append(
+                Figure(
+                    name,
+                    growth / 1024 / streams,
+                    "KB",
+                    "lower",
+                    note=f"RSS growth of a bare uvicorn + uvloop process over {streams} open event streams"
+                    + (" (TLS as the gateway's listener)" if tls_args else " (plain text)"),
+                )
+            )
+    return figures
+
+
+async def _stream_memory(
+    server: psutil.Process, port: int, ssl_context: ssl.SSLContext | None, streams: int
+) -> int:
+    """RSS growth of `server` while `streams` more streams open, each past its first event
+    (after 50 that warm it up)."""
+    loop = asyncio.get_running_loop()
+
+    class Reader(asyncio.Protocol):
+        def __init__(self) -> None:
+            self.first: asyncio.Future[None] = loop.create_future()
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            transport.write(b"GET /prices HTTP/1.1\r\nHost: bench\r\n\r\n")  # type: ignore[attr-defined]
+
+        def data_received(self, data: bytes) -> None:
+            if not self.first.done():
+                self.first.set_result(None)
+
+    gate = asyncio.Semaphore(50)
+
+    async def open_one() -> asyncio.BaseTransport:
+        async with gate:
+            transport, reader = await loop.create_connection(
+                Reader,
+                "127.0.0.1",
+                port,
+                ssl=ssl_context,
+                server_hostname="localhost" if ssl_context else None,
+            )
+            await asyncio.wait_for(reader.first, 30)
+            return transport
+
+    held = list(await asyncio.gather(*(open_one() for _ in range(50))))
+    try:
+        await asyncio.sleep(1.0)
+        before = server.memory_info().rss
+        held += await asyncio.gather(*(open_one() for _ in range(streams)))
+        await asyncio.sleep(2.0)
+        return int(server.memory_info().rss - before)
+    finally:
+        for transport in held:
+            transport.close()
+
+
 SCENARIOS = [
     Scenario(
         "baselines.grpc_unary",
@@ -481,6 +555,11 @@ SCENARIOS = [
         "baselines.nats_subscribe", "bare core NATS subscriber: messages/s, message age", nats_subscribe
     ),
     Scenario("baselines.http_echo", "bare uvicorn + starlette JSON echo over aiohttp", http_echo),
+    Scenario(
+        "baselines.sse_memory",
+        "bare uvicorn holding event streams: memory per stream, TLS and plain",
+        sse_memory,
+    ),
     Scenario(
         "baselines.grpc_pg_at_rate",
         f"bare gRPC call running one PostgreSQL transaction, open loop at {FUNDS_BLOCK_HALF_RATE:g}/s",

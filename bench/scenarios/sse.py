@@ -505,7 +505,8 @@ async def _measure_shape(
                 "KB",
                 "lower",
                 MEMORY_TARGET,
-                note=f"gateway RSS growth over {seen.ready} open streams ({rss_before / 2**20:.0f} → {rss_after / 2**20:.0f} MB)",
+                note=f"gateway RSS growth over {seen.ready} open streams ({rss_before / 2**20:.0f} → {rss_after / 2**20:.0f} MB);"
+                " the bare HTTP stack's own is baseline.sse_stream_memory",
             )
         )
         figures.append(
