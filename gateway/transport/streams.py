@@ -117,13 +117,8 @@ class DirectBody:
         direct = scope[DIRECT] = Direct(send, receive)
         await self.app(scope, receive, send)
         body, direct.body = direct.body, None
-        if body is None:
-            return
-        try:
+        if body is not None:
             await body()
-        except Exception:
-            # The headers are out: nothing to answer, the stream just ends.
-            log.exception("event stream failed", extra={"path": scope.get("path", "")})
 
 
 class StreamRegistry:
@@ -268,6 +263,10 @@ class EventStream(Response):
             token = context.set_current(bound)
             try:
                 await self._body(direct.send, direct.receive)
+            except Exception:
+                # The headers are out: nothing to answer, the stream just ends.
+                DROPPED.labels(self.kind, "failed").inc()
+                log.exception("event stream failed", extra={"stream": self.kind})
             finally:
                 context.reset(token)
 
